@@ -1,0 +1,101 @@
+# OmniCare — two commands: `make demo` and `make test`. See README.md.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Newest Python >= 3.12 on this machine (pyenv installs included); override with `make PYTHON=/path/to/python3.13`.
+PYTHON ?= $(shell for p in python3.14 python3.13 python3.12 $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null | sort -rV) python3; do \
+	  if command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(0 if sys.version_info >= (3, 12) else 1)' >/dev/null 2>&1; then command -v $$p; break; fi; done)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYODIDE_VERSION := 314.0.7
+PYODIDE_DIR := pwa/vendor/pyodide
+WHEEL_DIR := pwa/wheels
+TEST_WHEELS := .cache/pyodide-wheels
+HOST ?= 127.0.0.1
+PORT ?= 8000
+DEMO_PATIENTS ?= 40
+DEMO_SEED ?= 7
+
+.PHONY: help deps python-deps node-deps wheel demo serve migrate seed test test-py test-pyodide test-smoke lint bench clean
+
+help:
+	@echo "make demo   install everything, load demo data, serve on http://$(HOST):$(PORT)"
+	@echo "make test   the whole test suite (CPython, Pyodide under Node)"
+	@echo "make lint   ruff + mypy --strict on pyclient"
+	@echo "make bench  benchmarks (writes BENCHMARKS.md)"
+
+$(PY):
+	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.12 is required (Django 6); none found. Install python3.12+ or run make PYTHON=/path/to/python3.12" >&2; exit 1; fi
+	@echo "using $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+
+$(VENV)/.deps: pyproject.toml $(PY)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+python-deps: $(VENV)/.deps
+
+node_modules/pyodide/package.json: package.json
+	npm install --no-audit --no-fund
+	@touch $@
+
+# The runtime is copied where the server serves it (same origin as the app; never a CDN).
+$(PYODIDE_DIR)/pyodide.mjs: node_modules/pyodide/package.json
+	rm -rf $(PYODIDE_DIR) && mkdir -p $(PYODIDE_DIR)
+	cp node_modules/pyodide/{pyodide.mjs,pyodide.asm.mjs,pyodide.asm.wasm,python_stdlib.zip,pyodide-lock.json,package.json} $(PYODIDE_DIR)/
+
+node-deps: $(PYODIDE_DIR)/pyodide.mjs
+
+# The pure-Python pyclient wheel the browser loads (same code the server imports).
+PYCLIENT_SOURCES := $(shell find pyclient -name '*.py' -o -name '*.md' -o -name '*.bin' -o -name 'pyproject.toml' | grep -v /build/)
+$(WHEEL_DIR)/.built: $(PYCLIENT_SOURCES) $(VENV)/.deps
+	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
+	$(PY) -m pip wheel --quiet --no-deps ./pyclient -w $(WHEEL_DIR)
+	rm -rf pyclient/build pyclient/*.egg-info
+	cd $(WHEEL_DIR) && ls *.whl | $(PY) -c 'import json,sys; print(json.dumps({"pyclient": sys.stdin.read().split()[0]}))' > wheels.json
+	@touch $@
+
+wheel: $(WHEEL_DIR)/.built
+
+deps: python-deps node-deps wheel
+
+migrate: deps
+	OMNICARE_DEBUG=1 $(PY) manage.py migrate --noinput
+
+seed: migrate
+	OMNICARE_DEBUG=1 $(PY) manage.py seed_demo --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED)
+	OMNICARE_DEBUG=1 $(PY) manage.py create_demo_users
+
+demo: seed serve
+
+serve:
+	@echo "OmniCare on http://$(HOST):$(PORT)/  (FHIR: /fhir/R4/metadata, API docs: /api/docs, admin: /admin/)"
+	OMNICARE_DEBUG=1 $(VENV)/bin/uvicorn omnicare.asgi:application --host $(HOST) --port $(PORT)
+
+# --- tests -------------------------------------------------------------------------
+$(TEST_WHEELS)/.fetched: $(VENV)/.deps
+	mkdir -p $(TEST_WHEELS)
+	$(PY) -m pip download --quiet --only-binary=:all: --no-deps --python-version 3.14 --platform any --implementation py \
+	  -d $(TEST_WHEELS) pytest pluggy iniconfig packaging pygments hypothesis attrs sortedcontainers
+	@touch $@
+
+test: test-py test-pyodide
+
+test-py: deps
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-pyodide: deps $(TEST_WHEELS)/.fetched
+	rm -f $(TEST_WHEELS)/omnicare_pyclient-*.whl && cp $(WHEEL_DIR)/*.whl $(TEST_WHEELS)/
+	node tests/pyodide/run_pytest.mjs node_modules/pyodide $(TEST_WHEELS) /tests/pyclient
+
+# Embedded default (SQLite, eager Celery, in-memory channels): no services needed.
+test-smoke: deps
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -x tests/omnicare tests/pyclient $(PYTEST_ARGS)
+
+lint: python-deps
+	$(VENV)/bin/ruff check omnicare pyclient tests
+	$(VENV)/bin/mypy --strict pyclient
+
+clean:
+	rm -rf $(VENV) node_modules $(PYODIDE_DIR) $(WHEEL_DIR) .cache var

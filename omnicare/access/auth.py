@@ -1,0 +1,32 @@
+"""django-ninja authenticators: the PWA's session cookie (with CSRF) or an API bearer token."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest
+from ninja.security import HttpBearer, SessionAuth
+
+from .services import token_authenticate
+
+
+class BearerAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str) -> Any:
+        user = token_authenticate(token=token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+class ActiveSessionAuth(SessionAuth):
+    """Session cookie auth for the PWA; CSRF is enforced for unsafe methods by ninja."""
+
+    def authenticate(self, request: HttpRequest, key: str | None) -> Any:
+        user = getattr(request, "user", None)
+        if user is not None and user.is_authenticated and user.is_active:
+            return user
+        return None
+
+
+# Bearer first: API clients without cookies must not be asked for CSRF.
+api_auth = [BearerAuth(), ActiveSessionAuth()]

@@ -1,0 +1,99 @@
+"""The one django-ninja API: FHIR R4 at /fhir/R4/, app APIs at /api/..., docs at /api/docs.
+
+One exception pipeline: whatever goes wrong leaves as a FHIR OperationOutcome with
+the right status, never as an HTML 500 page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+
+from omnicare.core.errors import FHIR_JSON, ApiError, operation_outcome
+
+log = logging.getLogger("omnicare.api")
+
+api = NinjaAPI(
+    title="OmniCare API",
+    version="1",
+    description="FHIR R4 REST (/fhir/R4/) and the offline sync API (/api/sync/).",
+    urls_namespace="omnicare",
+    docs_url="/api/docs",
+    openapi_url="/api/openapi.json",
+)
+
+
+def outcome_response(status: int, outcome: dict[str, Any], headers: dict[str, str] | None = None) -> HttpResponse:
+    response = JsonResponse(outcome, status=status, content_type=FHIR_JSON)
+    for key, value in (headers or {}).items():
+        response[key] = value
+    return response
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return outcome_response(exc.status, exc.outcome(), exc.headers)
+
+
+@api.exception_handler(AuthenticationError)
+def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return outcome_response(
+        401, operation_outcome(code="login", diagnostics="Authentication required"), {"WWW-Authenticate": "Bearer"}
+    )
+
+
+@api.exception_handler(PermissionDenied)
+def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
+    return outcome_response(403, operation_outcome(code="forbidden", diagnostics="Forbidden"))
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return outcome_response(404, operation_outcome(code="not-found", diagnostics="Not found"))
+
+
+@api.exception_handler(ValidationError)
+def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    # Field locations only: the offending values may be PHI and are not echoed.
+    where = sorted({".".join(str(p) for p in err.get("loc", ())) for err in exc.errors})
+    return outcome_response(
+        400, operation_outcome(code="invalid", diagnostics="Invalid request: " + ", ".join(where), expression=where)
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    return outcome_response(exc.status_code, operation_outcome(code="processing", diagnostics=str(exc)))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return outcome_response(413, operation_outcome(code="too-costly", diagnostics="Request body too large"))
+
+
+@api.exception_handler(SuspiciousOperation)
+def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
+    return outcome_response(400, operation_outcome(code="security", diagnostics="Bad request"))
+
+
+@api.exception_handler(Exception)
+def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The traceback goes to the log (no request body, no query string); the caller gets a plain outcome.
+    log.exception("unhandled error on %s %s", request.method, request.path_info.split("?")[0])
+    return outcome_response(500, operation_outcome(code="exception", diagnostics="Internal server error"))
+
+
+@api.get("/api/health", auth=None, tags=["ops"])
+def health(request: HttpRequest) -> dict[str, str]:
+    """Liveness: the process serves requests."""
+    return {"status": "ok"}
+
+
+from omnicare.fhir.api import router as fhir_router  # noqa: E402
+
+api.add_router("/fhir/R4", fhir_router)

@@ -1,0 +1,11 @@
+"""WebSocket routes (/ws/...). Each domain contributes its own patterns."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from omnicare.core.consumers import PingConsumer
+
+websocket_urlpatterns = [
+    path("ws/ping", PingConsumer.as_asgi()),
+]

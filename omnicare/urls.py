@@ -1,0 +1,13 @@
+"""URL map: FHIR at /fhir/R4/, app APIs at /api/..., admin at /admin/, the PWA at / (WhiteNoise)."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import path
+
+from omnicare.api import api
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", api.urls),
+]

@@ -1,0 +1,44 @@
+"""Authentication at the edge: no anonymous access, bearer tokens, errors as OperationOutcome."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from omnicare.access.models import ApiToken
+from omnicare.access.services import token_authenticate, token_create
+
+pytestmark = pytest.mark.django_db
+
+
+def test_health_is_public(anon: Client) -> None:
+    assert anon.get("/api/health").json() == {"status": "ok"}
+
+
+def test_token_is_stored_only_as_a_hash(user: Any) -> None:
+    token = token_create(user=user, name="cli")
+    row = ApiToken.objects.get()
+    assert token not in row.token_hash and len(row.token_hash) == 64
+    assert token_authenticate(token=token) == user
+
+
+@pytest.mark.parametrize("change", ["revoked", "expired", "inactive"])
+def test_dead_tokens_do_not_authenticate(user: Any, change: str) -> None:
+    token = token_create(user=user, name="cli")
+    if change == "revoked":
+        ApiToken.objects.update(revoked=True)
+    elif change == "expired":
+        ApiToken.objects.update(expires=timezone.now() - timedelta(seconds=1))
+    else:
+        user.is_active = False
+        user.save()
+    assert token_authenticate(token=token) is None
+
+
+def test_unknown_route_under_fhir_is_not_a_500(api: Client) -> None:
+    response = api.get("/fhir/R4/NoSuchType/123")
+    assert 400 <= response.status_code < 500
