@@ -48,12 +48,12 @@ $(PYODIDE_DIR)/pyodide.mjs: node_modules/pyodide/package.json
 node-deps: $(PYODIDE_DIR)/pyodide.mjs
 
 # The pure-Python pyclient wheel the browser loads (same code the server imports).
-PYCLIENT_SOURCES := $(shell find pyclient -name '*.py' -o -name '*.md' -o -name '*.bin' -o -name 'pyproject.toml' | grep -v /build/)
+PYCLIENT_SOURCES := $(shell find pyclient -type f -not -path '*/build/*' -not -path '*/__pycache__/*' -not -path '*.egg-info*')
 $(WHEEL_DIR)/.built: $(PYCLIENT_SOURCES) $(VENV)/.deps
 	rm -rf $(WHEEL_DIR) && mkdir -p $(WHEEL_DIR)
 	$(PY) -m pip wheel --quiet --no-deps ./pyclient -w $(WHEEL_DIR)
 	rm -rf pyclient/build pyclient/*.egg-info
-	cd $(WHEEL_DIR) && ls *.whl | $(PY) -c 'import json,sys; print(json.dumps({"pyclient": sys.stdin.read().split()[0]}))' > wheels.json
+	$(PY) -c 'import json,pathlib,sys; w=sorted(pathlib.Path(sys.argv[1]).glob("*.whl")); print(json.dumps({"pyclient": w[-1].name}))' $(WHEEL_DIR) > $(WHEEL_DIR)/wheels.json
 	@touch $@
 
 wheel: $(WHEEL_DIR)/.built

@@ -1,0 +1,223 @@
+"""CPython crypto adapter: runs the core's plans with ``cryptography`` (sync).
+
+Used by the server, the CPython test-suite and tools. Mirrors
+:mod:`pyclient.adapters.webcrypto` call for call (that one is async and batched
+for WebCrypto); both must produce the same bytes for the test vectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from pyclient import envelope, keys
+from pyclient.compress import Codec, default_codec
+from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
+from pyclient.keys import KdfParams, Keyring, KeyState, NonceLease, StaleKeyState
+
+_MAX_CAS_RETRIES = 8
+
+RandomBytes = Callable[[int], bytes]
+
+
+def system_random(n: int) -> bytes:
+    """OS CSPRNG."""
+    return os.urandom(n)
+
+
+# -- primitives ---------------------------------------------------------------------
+
+
+def derive_kek(pin: str, params: KdfParams) -> bytes:
+    """PBKDF2-HMAC-SHA256(pin, salt, iterations) -> 32-byte key-encryption key."""
+    return hashlib.pbkdf2_hmac("sha256", keys.pin_bytes(pin), params.salt, params.iterations, 32)
+
+
+def gcm_encrypt(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
+    """AES-256-GCM, 128-bit tag appended."""
+    return AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def gcm_decrypt(key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> bytes | None:
+    """AES-256-GCM open; None on tag failure."""
+    try:
+        return AESGCM(key).decrypt(nonce, ciphertext, aad)
+    except InvalidTag:
+        return None
+
+
+def seal_jobs(keyring: Keyring, jobs: Sequence[SealJob]) -> list[bytes]:
+    """Envelopes for already-planned jobs (nonces chosen by the caller, e.g. test vectors)."""
+    ciphers: dict[str, AESGCM] = {}
+    out = []
+    for job in jobs:
+        aes = ciphers.get(job.key_id) or ciphers.setdefault(job.key_id, AESGCM(keyring.data_key(job.key_id)))
+        out.append(envelope.pack(job, aes.encrypt(job.nonce, job.plaintext, job.aad)))
+    return out
+
+
+def open_blobs(keyring: Keyring, items: Sequence[tuple[RecordRef, bytes]]) -> list[bytes | EnvelopeError]:
+    """Plaintexts (compressed records) of envelopes, or the error for each failing one."""
+    ciphers: dict[str, AESGCM] = {}
+    out: list[bytes | EnvelopeError] = []
+    for ref, blob in items:
+        try:
+            parsed = envelope.parse(blob)
+            aes = ciphers.get(parsed.key_id) or ciphers.setdefault(
+                parsed.key_id, AESGCM(keyring.data_key(parsed.key_id))
+            )
+            out.append(aes.decrypt(parsed.nonce, parsed.ciphertext, parsed.aad_for(ref)))
+        except InvalidTag:
+            out.append(
+                AuthenticationFailed(
+                    f"{ref.resource_type}/{ref.resource_id} v{ref.version}: authentication failed"
+                )
+            )
+        except EnvelopeError as exc:
+            out.append(exc)
+    return out
+
+
+# -- keyring ------------------------------------------------------------------------------
+
+
+def wrap_keyring(
+    *,
+    pin: str,
+    keyring: Keyring,
+    salt: bytes,
+    nonces: Sequence[bytes],
+    iterations: int = keys.MIN_PBKDF2_ITERATIONS,
+) -> bytes:
+    """PIN-wrapped keyring blob (salt and nonces random, passed in for reproducibility)."""
+    params = KdfParams(salt=salt, iterations=iterations)
+    kek = derive_kek(pin, params)
+    jobs = keys.wrap_plan(params, keyring, list(nonces))
+    return keys.pack_keyring(params, jobs, [gcm_encrypt(kek, j.nonce, j.aad, j.plaintext) for j in jobs])
+
+
+def wrap_keyring_random(
+    *,
+    pin: str,
+    keyring: Keyring,
+    random: RandomBytes = system_random,
+    iterations: int = keys.MIN_PBKDF2_ITERATIONS,
+) -> bytes:
+    """:func:`wrap_keyring` with fresh random salt and nonces."""
+    nonces = [random(envelope.NONCE_LEN) for _ in keyring.entries]
+    return wrap_keyring(pin=pin, keyring=keyring, salt=random(16), nonces=nonces, iterations=iterations)
+
+
+def unlock_keyring(*, pin: str, blob: bytes) -> Keyring:
+    """Unwrap a keyring blob; raises :class:`pyclient.keys.WrongPin` for a wrong PIN."""
+    parsed = keys.parse_keyring(blob)
+    kek = derive_kek(pin, parsed.params)
+    return keys.keyring_from_unwrapped(
+        parsed, [gcm_decrypt(kek, w.nonce, w.aad, w.ciphertext) for w in parsed.entries]
+    )
+
+
+def new_data_key(*, key_id: str, random: RandomBytes = system_random) -> tuple[bytes, KeyState]:
+    """Random 256-bit data key and its fresh counter state."""
+    return random(envelope.KEY_LEN), KeyState(key_id=key_id, nonce_prefix=random(keys.NONCE_PREFIX_LEN))
+
+
+# -- record pipeline ---------------------------------------------------------------------
+
+
+class CpythonCrypto:
+    """Seal/open FHIR records: canonical JSON -> dictionary zlib -> AES-256-GCM envelope.
+
+    ``persist_state(expected, new)`` is called *before* any nonce of a newly
+    reserved block is used; it must store ``new`` only if the stored state equals
+    ``expected`` (compare-and-swap, see :func:`pyclient.keys.compare_and_swap`)
+    and raise :class:`pyclient.keys.StaleKeyState` otherwise. Any other error
+    propagates and nothing is sealed.
+    """
+
+    def __init__(
+        self,
+        *,
+        keyring: Keyring,
+        state: KeyState,
+        persist_state: Callable[[KeyState, KeyState], None],
+        codec: Codec | None = None,
+        block_size: int = keys.DEFAULT_BLOCK,
+    ) -> None:
+        if state.key_id != keyring.active_data.key_id:
+            raise ValueError("key state belongs to another key than the active data key")
+        self.keyring = keyring
+        self._lease = NonceLease(state, block_size)
+        self._persist = persist_state
+        self._codec = codec or default_codec()
+        self._aes = AESGCM(keyring.active_data.key)
+
+    @property
+    def key_state(self) -> KeyState:
+        """Counter state as last persisted."""
+        return self._lease.state
+
+    def _nonces(self, n: int) -> list[bytes]:
+        for _ in range(_MAX_CAS_RETRIES):
+            pending = self._lease.prepare(n)
+            if pending is None:
+                break
+            try:
+                self._persist(self._lease.state, pending[0])
+            except StaleKeyState as exc:  # another tab reserved first: continue after its block
+                self._lease.adopt(exc.current)
+                continue
+            self._lease.install(*pending)
+            break
+        else:
+            raise RuntimeError("could not reserve nonces: the stored key state keeps changing")
+        return self._lease.take(n)
+
+    def seal_records(self, resources: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """One envelope per FHIR resource dict, bound to its type, id and meta.versionId."""
+        if not resources:
+            return []
+        refs = [RecordRef.of(r) for r in resources]
+        nonces = self._nonces(len(resources))
+        kid = self.keyring.active_data.key_id
+        out = []
+        for ref, res, nonce in zip(refs, resources, nonces, strict=True):
+            job = envelope.seal_plan(
+                key_id=kid,
+                nonce=nonce,
+                resource_type=ref.resource_type,
+                resource_id=ref.resource_id,
+                version=ref.version,
+                plaintext=self._codec.encode_record(res),
+            )
+            out.append(envelope.pack(job, self._aes.encrypt(nonce, job.plaintext, job.aad)))
+        return out
+
+    def try_open_records(
+        self, items: Sequence[tuple[RecordRef, bytes]]
+    ) -> list[dict[str, Any] | EnvelopeError]:
+        """Open each envelope as the record it is stored under; failures are returned, not raised."""
+        out: list[dict[str, Any] | EnvelopeError] = []
+        for res in open_blobs(self.keyring, items):
+            if isinstance(res, EnvelopeError):
+                out.append(res)
+                continue
+            try:
+                out.append(self._codec.decode_record(res))
+            except ValueError as exc:
+                out.append(EnvelopeError(f"sealed record does not decompress: {exc}"))
+        return out
+
+    def open_records(self, items: Sequence[tuple[RecordRef, bytes]]) -> list[dict[str, Any]]:
+        """Like :meth:`try_open_records` but raises the first failure."""
+        out = []
+        for res in self.try_open_records(items):
+            if isinstance(res, EnvelopeError):
+                raise res
+            out.append(res)
+        return out

@@ -1,0 +1,272 @@
+"""Blind indexes: search encrypted patients by name prefix, identifier and birth date.
+
+A token is ``kind ":" hex(truncate(HMAC-SHA256(index_key, normalized)))``. All
+tokens of a patient go into one IndexedDB *multi-entry* index; a query turns
+into tokens that must ALL be present, the matching ids are candidates, and the
+candidates are decrypted and re-checked exactly with :func:`matches` (truncation
+makes false positives on purpose). Per-index keys come from the user's
+blind-index root key via HKDF-SHA256 (RFC 5869), so the three indexes cannot be
+correlated with each other. Pure stdlib (hmac/hashlib/unicodedata).
+
+What leaks to someone holding the device storage but not the PIN: which patients
+share a token (equal name prefixes, identifiers, birth years/months/dates, up to
+truncation collisions) and how many tokens a patient has (roughly, name length
+up to the prefix cap). They cannot test guesses without the index key. See
+PROTOCOL.md "Blind indexes" for the truncation arithmetic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import unicodedata
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["name", "identifier", "birthdate"]
+KINDS: tuple[Kind, ...] = ("name", "identifier", "birthdate")
+
+#: Token width in bits per index (CipherSweet rule for R = 50,000; see PROTOCOL.md).
+TOKEN_BITS: dict[Kind, int] = {"name": 12, "identifier": 14, "birthdate": 12}
+_TAG: dict[Kind, str] = {"name": "n", "identifier": "i", "birthdate": "b"}
+MIN_PREFIX = 3
+MAX_PREFIX = 8
+HKDF_SALT = b"omnicare blind index v1"
+#: Identifiers never indexed: search does not need them and equality of SSNs is too revealing.
+EXCLUDED_IDENTIFIER_SYSTEMS = frozenset({"http://hl7.org/fhir/sid/us-ssn"})
+EXCLUDED_IDENTIFIER_TYPES = frozenset({"SS", "SB"})
+
+
+class InvalidQuery(ValueError):
+    """The query text cannot be turned into tokens (e.g. a malformed date)."""
+
+
+# -- HKDF (RFC 5869) ------------------------------------------------------------
+
+
+def hkdf_extract(salt: bytes, ikm: bytes) -> bytes:
+    """RFC 5869 HKDF-Extract with HMAC-SHA256."""
+    return hmac.new(salt or b"\x00" * 32, ikm, hashlib.sha256).digest()
+
+
+def hkdf_expand(prk: bytes, info: bytes, length: int) -> bytes:
+    """RFC 5869 HKDF-Expand with HMAC-SHA256."""
+    if not 0 < length <= 255 * 32:
+        raise ValueError("HKDF length must be 1..8160 bytes")
+    out, block, counter = b"", b"", 1
+    while len(out) < length:
+        block = hmac.new(prk, block + info + bytes((counter,)), hashlib.sha256).digest()
+        out += block
+        counter += 1
+    return out[:length]
+
+
+def hkdf_sha256(ikm: bytes, *, salt: bytes, info: bytes, length: int = 32) -> bytes:
+    """RFC 5869 HKDF with SHA-256."""
+    return hkdf_expand(hkdf_extract(salt, ikm), info, length)
+
+
+@dataclass(frozen=True)
+class IndexKeys:
+    """One HMAC key per index, derived from the blind-index root key."""
+
+    name: bytes = field(repr=False)
+    identifier: bytes = field(repr=False)
+    birthdate: bytes = field(repr=False)
+
+    @classmethod
+    def derive(cls, root_key: bytes) -> IndexKeys:
+        """Per-index keys: HKDF-SHA256(root, salt=HKDF_SALT, info=b"omnicare/bi/v1/" + kind)."""
+        if len(root_key) < 32:
+            raise ValueError("blind-index root key must be >= 32 bytes")
+        k = {
+            kind: hkdf_sha256(root_key, salt=HKDF_SALT, info=b"omnicare/bi/v1/" + kind.encode())
+            for kind in KINDS
+        }
+        return cls(k["name"], k["identifier"], k["birthdate"])
+
+    def for_kind(self, kind: Kind) -> bytes:
+        """Key of one index."""
+        return {"name": self.name, "identifier": self.identifier, "birthdate": self.birthdate}[kind]
+
+
+def token(keys: IndexKeys, kind: Kind, normalized: str) -> str:
+    """One truncated HMAC-SHA256 token, e.g. ``"n:3fa"``."""
+    bits = TOKEN_BITS[kind]
+    mac = hmac.new(keys.for_kind(kind), normalized.encode("utf-8"), hashlib.sha256).digest()
+    value = int.from_bytes(mac[:4], "big") >> (32 - bits)
+    return f"{_TAG[kind]}:{value:0{(bits + 3) // 4}x}"
+
+
+# -- normalizers ------------------------------------------------------------------
+
+_APOSTROPHES = str.maketrans("", "", "'\u2019\u02bc`\u00b4")
+_DATE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
+
+
+def name_words(text: str) -> list[str]:
+    """Fold case and diacritics: 'Zoë  O'Brien-Núñez' -> ['zoe', 'obrien', 'nunez']."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch)).casefold()
+    # casefold can re-introduce composed forms (e.g. U+0130); fold once more
+    stripped = "".join(ch for ch in unicodedata.normalize("NFKD", stripped) if not unicodedata.combining(ch))
+    return "".join(ch if ch.isalnum() else " " for ch in stripped).split()
+
+
+def name_prefixes(word: str) -> list[str]:
+    """Indexed forms of one name word: prefixes of length 3..8 (short words: the word itself)."""
+    if len(word) < MIN_PREFIX:
+        return [word]
+    return [word[:n] for n in range(MIN_PREFIX, min(len(word), MAX_PREFIX) + 1)]
+
+
+def query_name_form(word: str) -> str:
+    """The one indexed form a query word is looked up by."""
+    return word[:MAX_PREFIX]
+
+
+def _query_words_to_index(words: list[str]) -> list[str]:
+    """Words a name query is looked up by.
+
+    Short words (< MIN_PREFIX) are only indexed whole, so "nunez zo" looks up
+    "nunez" alone and lets the exact re-check apply the "zo" prefix; a query
+    made only of short words ("li") looks them up as whole words.
+    """
+    long_words = [w for w in words if len(w) >= MIN_PREFIX]
+    return long_words or words
+
+
+def normalize_identifier(value: str) -> str:
+    """MRN-style identifiers: NFKC, drop whitespace and dashes, casefold."""
+    folded = unicodedata.normalize("NFKC", value).casefold()
+    return "".join(ch for ch in folded if not ch.isspace() and ch not in "-\u2010\u2011\u2012\u2013\u2014")
+
+
+def normalize_birthdate(text: str) -> str:
+    """Validate an ISO ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (whitespace trimmed)."""
+    t = text.strip()
+    m = _DATE.match(t)
+    if not m:
+        raise InvalidQuery(f"birth date must be YYYY, YYYY-MM or YYYY-MM-DD: {text!r}")
+    _, month, day = m.groups()
+    if month is not None and not 1 <= int(month) <= 12:
+        raise InvalidQuery(f"month out of range: {text!r}")
+    if day is not None and not 1 <= int(day) <= 31:
+        raise InvalidQuery(f"day out of range: {text!r}")
+    return t
+
+
+def birthdate_forms(date: str) -> list[str]:
+    """'1980-05-17' -> ['1980', '1980-05', '1980-05-17'] (partial FHIR dates give fewer)."""
+    d = normalize_birthdate(date)
+    return [d[:n] for n in (4, 7, 10) if len(d) >= n]
+
+
+# -- patient fields -----------------------------------------------------------------
+
+
+def _patient_name_words(patient: Mapping[str, Any]) -> set[str]:
+    words: set[str] = set()
+    for name in patient.get("name") or []:
+        parts = [name.get("family") or "", *(name.get("given") or [])]
+        if not any(parts) and name.get("text"):
+            parts = [name["text"]]
+        for part in parts:
+            words.update(name_words(str(part)))
+    return words
+
+
+def _identifier_searchable(ident: Mapping[str, Any]) -> bool:
+    if ident.get("system") in EXCLUDED_IDENTIFIER_SYSTEMS:
+        return False
+    codes = {c.get("code") for c in ((ident.get("type") or {}).get("coding") or [])}
+    return not (codes & EXCLUDED_IDENTIFIER_TYPES)
+
+
+def _patient_identifiers(patient: Mapping[str, Any]) -> set[str]:
+    out = set()
+    for ident in patient.get("identifier") or []:
+        if ident.get("value") and _identifier_searchable(ident):
+            norm = normalize_identifier(str(ident["value"]))
+            if norm:
+                out.add(norm)
+    return out
+
+
+# -- public API -------------------------------------------------------------------------
+
+
+def tokens_for_patient(keys: IndexKeys, patient: Mapping[str, Any]) -> list[str]:
+    """Every token to store in the patient's multi-entry index entry (sorted, unique)."""
+    tokens: set[str] = set()
+    for word in _patient_name_words(patient):
+        tokens.update(token(keys, "name", p) for p in name_prefixes(word))
+    tokens.update(token(keys, "identifier", i) for i in _patient_identifiers(patient))
+    birth = patient.get("birthDate")
+    if isinstance(birth, str):
+        try:
+            tokens.update(token(keys, "birthdate", f) for f in birthdate_forms(birth[:10]))
+        except InvalidQuery:
+            pass  # a malformed birthDate is simply not searchable
+    return sorted(tokens)
+
+
+def tokens_for_query(keys: IndexKeys, kind: Kind, text: str) -> list[str]:
+    """Tokens that must ALL be present on a candidate. ``[]`` means: nothing to search for."""
+    if kind == "name":
+        return sorted(
+            {token(keys, "name", query_name_form(w)) for w in _query_words_to_index(name_words(text))}
+        )
+    if kind == "identifier":
+        norm = normalize_identifier(text)
+        return [token(keys, "identifier", norm)] if norm else []
+    if kind == "birthdate":
+        return [token(keys, "birthdate", normalize_birthdate(text))] if text.strip() else []
+    raise InvalidQuery(f"unknown index kind {kind!r}")
+
+
+def matches(patient: Mapping[str, Any], kind: Kind, text: str) -> bool:
+    """Exact re-check of a decrypted candidate (truncated tokens give false positives)."""
+    if kind == "name":
+        query = name_words(text)
+        words = _patient_name_words(patient)
+        if not query:
+            return False
+        if all(len(q) < MIN_PREFIX for q in query):  # "Li", "Wu": whole words only
+            return all(q in words for q in query)
+        return all(any(w.startswith(q) for w in words) for q in query)
+    if kind == "identifier":
+        norm = normalize_identifier(text)
+        return bool(norm) and norm in _patient_identifiers(patient)
+    if kind == "birthdate":
+        if not text.strip():
+            return False
+        birth = patient.get("birthDate")
+        return isinstance(birth, str) and birth.startswith(normalize_birthdate(text))
+    raise InvalidQuery(f"unknown index kind {kind!r}")
+
+
+def filter_candidates(
+    candidates: Iterable[Mapping[str, Any]], kind: Kind, text: str
+) -> list[Mapping[str, Any]]:
+    """Keep the decrypted candidates that really match."""
+    return [p for p in candidates if matches(p, kind, text)]
+
+
+__all__ = [
+    "KINDS",
+    "TOKEN_BITS",
+    "IndexKeys",
+    "InvalidQuery",
+    "Kind",
+    "filter_candidates",
+    "hkdf_sha256",
+    "matches",
+    "name_words",
+    "normalize_birthdate",
+    "normalize_identifier",
+    "tokens_for_patient",
+    "tokens_for_query",
+]

@@ -1,0 +1,963 @@
+"""The client sync state machine: pull cursor, durable outbox, rebase, retry (sans-IO).
+
+Like ``h11`` it never performs I/O. The caller feeds it local edits and server
+responses, and asks it what to send; every method that changes durable state
+returns a list of :data:`Effect` values (records / outbox entries / meta to
+write, plus notices for the UI). The runner writes the storage effects of one
+call in ONE store transaction (``to_store_ops`` + ``Store.apply``), so a pull
+page and the outbox/base updates it causes land together. Clocks (``now``, in
+seconds), randomness (``rng_value`` in [0, 1)) and mutation ids are arguments.
+
+Invariants:
+
+* A local change is never dropped: pulls rebase pending edits with the shared
+  three-way merge (base = the copy the edit started from, ours = incoming
+  server version, theirs = the local edit); an unclean merge parks the edit as
+  *conflicted* with both sides kept until a person resolves it.
+* What has been sent is never mutated in place while in flight; a new edit of a
+  resource with a sent mutation becomes a new entry behind it. Squashing only
+  happens into an entry that was never sent (entries restored from storage
+  count as sent, because a crash may have hidden a send).
+* Per resource at most one mutation is in flight; across resources entries go
+  by priority (medication/allergy first), then FIFO. A rejected or conflicted
+  entry blocks nothing but itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, Protocol
+
+from pyclient.merge import Conflict, merge
+from pyclient.protocol import (
+    Mutation,
+    MutationResult,
+    ProtocolError,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+)
+from pyclient.store import (
+    ClearRecords,
+    DeleteOutbox,
+    DeleteRecord,
+    PutMeta,
+    PutOutbox,
+    PutRecord,
+    StoredRecord,
+    StoreOp,
+)
+
+__all__ = [
+    "DEFAULT_PRIORITY",
+    "META_CURSOR",
+    "PRIORITIES",
+    "Backoff",
+    "ConflictParked",
+    "ConflictView",
+    "DroppedWithPendingEdit",
+    "Effect",
+    "EntryState",
+    "JsonCodec",
+    "MetaPut",
+    "MutationRejected",
+    "OutboxDelete",
+    "OutboxEntry",
+    "OutboxPut",
+    "RecordCodec",
+    "RecordDelete",
+    "RecordPut",
+    "RecordsClear",
+    "SyncMachine",
+    "SyncStatus",
+    "priority_of",
+    "to_store_ops",
+]
+
+#: Lower sends first. Medication and allergy changes are safety-critical.
+PRIORITIES: Final[Mapping[str, int]] = {
+    "MedicationRequest": 0,
+    "MedicationStatement": 0,
+    "MedicationAdministration": 0,
+    "AllergyIntolerance": 0,
+    "Condition": 1,
+    "Observation": 1,
+    "Patient": 2,
+}
+DEFAULT_PRIORITY: Final = 3  # DocumentReference, notes, everything else
+META_CURSOR: Final = "sync.cursor"
+META_LAST_SUCCESS: Final = "sync.lastSuccess"
+
+EntryState = Literal["pending", "in_flight", "conflicted", "rejected"]
+Key = tuple[str, str]
+
+
+def priority_of(resource_type: str) -> int:
+    """Send priority of a resource type (0 = first)."""
+    return PRIORITIES.get(resource_type, DEFAULT_PRIORITY)
+
+
+# --- effects ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordPut:
+    """Write the local copy. ``base`` is the base copy while an edit is pending."""
+
+    resource_type: str
+    id: str
+    version: int
+    resource: dict[str, Any]
+    base: dict[str, Any] | None = None
+    base_version: int = 0
+
+
+@dataclass(frozen=True)
+class RecordDelete:
+    resource_type: str
+    id: str
+
+
+@dataclass(frozen=True)
+class RecordsClear:
+    """Pull reset: drop every local record except those with outbox entries."""
+
+    keep: frozenset[Key]
+
+
+@dataclass(frozen=True)
+class OutboxPut:
+    entry_id: str
+    entry: dict[str, Any]  # OutboxEntry.to_json() snapshot
+
+
+@dataclass(frozen=True)
+class OutboxDelete:
+    entry_id: str
+
+
+@dataclass(frozen=True)
+class MetaPut:
+    key: str
+    value: str | None
+
+
+@dataclass(frozen=True)
+class ConflictParked:
+    """Notice: an edit needs a person's decision (see ``SyncMachine.conflicts``)."""
+
+    entry_id: str
+    resource_type: str
+    id: str
+
+
+@dataclass(frozen=True)
+class MutationRejected:
+    """Notice: the server refused an edit; it stays in the outbox until dismissed."""
+
+    entry_id: str
+    resource_type: str
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DroppedWithPendingEdit:
+    """Notice: a record left our scope but has a local edit, so it was kept."""
+
+    resource_type: str
+    id: str
+
+
+Effect = (
+    RecordPut
+    | RecordDelete
+    | RecordsClear
+    | OutboxPut
+    | OutboxDelete
+    | MetaPut
+    | ConflictParked
+    | MutationRejected
+    | DroppedWithPendingEdit
+)
+
+
+# --- outbox entry -----------------------------------------------------------
+
+
+@dataclass
+class OutboxEntry:
+    """One queued mutation and everything needed to retry, rebase or show it.
+
+    ``server_*`` is the newest server state known for the resource (updated by
+    pulls and acknowledgements); for a conflicted entry it is the "server side".
+    """
+
+    entry_id: str  # == the wire mutationId
+    seq: int
+    op: Literal["put", "delete"]
+    resource_type: str
+    id: str
+    resource: dict[str, Any] | None
+    base_version: int | None
+    base_resource: dict[str, Any] | None
+    priority: int
+    state: EntryState = "pending"
+    attempts: int = 0
+    next_try: float = 0.0
+    last_error: str | None = None
+    server_version: int | None = None
+    server_resource: dict[str, Any] | None = None
+    server_deleted: bool = False
+    conflict_id: str | None = None
+    conflicts: tuple[dict[str, Any], ...] = ()
+    supersedes: str | None = None
+    # Not persisted: True once put in a request during this session. Restored
+    # entries are treated as sent (a crash may have hidden the send).
+    sent: bool = field(default=False, compare=False)
+
+    @property
+    def key(self) -> Key:
+        return (self.resource_type, self.id)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entryId": self.entry_id,
+            "seq": self.seq,
+            "op": self.op,
+            "resourceType": self.resource_type,
+            "id": self.id,
+            "resource": self.resource,
+            "baseVersion": self.base_version,
+            "baseResource": self.base_resource,
+            "priority": self.priority,
+            # in_flight is a per-session fact; after a restart it is "sent, unknown outcome".
+            "state": "pending" if self.state == "in_flight" else self.state,
+            "attempts": self.attempts,
+            "nextTry": self.next_try,
+            "lastError": self.last_error,
+            "serverVersion": self.server_version,
+            "serverResource": self.server_resource,
+            "serverDeleted": self.server_deleted,
+            "conflictId": self.conflict_id,
+            "conflicts": list(self.conflicts),
+            "supersedes": self.supersedes,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> OutboxEntry:
+        try:
+            state = data["state"]
+            if state not in ("pending", "in_flight", "conflicted", "rejected"):
+                raise ProtocolError(f"outbox entry state {state!r}")
+            return cls(
+                entry_id=str(data["entryId"]),
+                seq=int(data["seq"]),
+                op=data["op"],
+                resource_type=str(data["resourceType"]),
+                id=str(data["id"]),
+                resource=data["resource"],
+                base_version=data["baseVersion"],
+                base_resource=data["baseResource"],
+                priority=int(data["priority"]),
+                state="pending" if state == "in_flight" else state,
+                attempts=int(data["attempts"]),
+                next_try=float(data["nextTry"]),
+                last_error=data["lastError"],
+                server_version=data["serverVersion"],
+                server_resource=data["serverResource"],
+                server_deleted=bool(data["serverDeleted"]),
+                conflict_id=data["conflictId"],
+                conflicts=tuple(data["conflicts"]),
+                supersedes=data["supersedes"],
+                sent=True,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed outbox entry: {exc!r}") from None
+
+    def to_mutation(self) -> Mutation:
+        resource = None
+        if self.resource is not None:
+            resource = {**self.resource, "resourceType": self.resource_type, "id": self.id}
+        return Mutation(
+            mutation_id=self.entry_id,
+            op=self.op,
+            resource_type=self.resource_type,
+            id=self.id,
+            base_version=self.base_version,
+            resource=resource,
+            supersedes=self.supersedes,
+        )
+
+
+@dataclass(frozen=True)
+class ConflictView:
+    """Both sides of a parked edit, for the side-by-side resolution UI."""
+
+    entry_id: str
+    resource_type: str
+    id: str
+    base: dict[str, Any] | None
+    server: dict[str, Any] | None  # None = deleted on the server
+    server_version: int | None
+    local: dict[str, Any] | None  # None = deleted locally
+    conflicts: tuple[dict[str, Any], ...]
+    conflict_id: str | None
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """What the UI shows. ``synced`` only after the server acknowledged everything."""
+
+    pending: int
+    conflicted: int
+    rejected: int
+    last_success: float | None
+    last_error: str | None
+    synced: bool
+
+    @property
+    def text(self) -> str:
+        if self.synced:
+            return "Synced"
+        parts: list[str] = []
+        if self.pending:
+            parts.append(f"{self.pending} change{'s' if self.pending != 1 else ''} waiting to sync")
+        if self.conflicted:
+            parts.append(f"{self.conflicted} conflict{'s' if self.conflicted != 1 else ''} to review")
+        if self.rejected:
+            parts.append(f"{self.rejected} change{'s' if self.rejected != 1 else ''} rejected by the server")
+        if self.last_error:
+            parts.append(f"last attempt failed: {self.last_error}")
+        if not parts:
+            parts.append("Not yet confirmed by the server")
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with equal jitter: delay in [d/2, d), d = min(cap, base * 2**(n-1))."""
+
+    base: float = 1.0
+    cap: float = 300.0
+
+    def delay(self, attempts: int, rng_value: float) -> float:
+        d = min(self.cap, self.base * 2.0 ** max(0, attempts - 1))
+        return d / 2 + d / 2 * min(max(rng_value, 0.0), 1.0)
+
+
+# --- the machine ------------------------------------------------------------
+
+
+class SyncMachine:
+    """Client side of pull/push for one device. Never touches storage or network."""
+
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        cursor: str | None = None,
+        entries: Iterable[OutboxEntry] = (),
+        last_success: float | None = None,
+        backoff: Backoff = Backoff(),
+        pull_limit: int = 200,
+    ) -> None:
+        self.device_id = device_id
+        self.cursor = cursor
+        self.backoff = backoff
+        self.pull_limit = pull_limit
+        self._entries: dict[str, OutboxEntry] = {e.entry_id: e for e in entries}
+        self._seq = max((e.seq for e in self._entries.values()), default=0) + 1
+        self._not_before = 0.0  # server-wide Retry-After
+        self.last_success = last_success
+        self.last_error: str | None = None
+        self._last_push_acked = True
+        self.caught_up = False
+
+    @classmethod
+    def restore(
+        cls,
+        *,
+        device_id: str,
+        meta: Mapping[str, str | None],
+        outbox: Iterable[Mapping[str, Any]],
+        backoff: Backoff = Backoff(),
+        pull_limit: int = 200,
+    ) -> SyncMachine:
+        """Rebuild from what ``to_store_ops`` persisted (meta values and outbox entry dicts)."""
+        last = meta.get(META_LAST_SUCCESS)
+        return cls(
+            device_id=device_id,
+            cursor=meta.get(META_CURSOR),
+            entries=[OutboxEntry.from_json(e) for e in outbox],
+            last_success=None if last is None else float(last),
+            backoff=backoff,
+            pull_limit=pull_limit,
+        )
+
+    # -- queries -------------------------------------------------------------
+
+    @property
+    def entries(self) -> list[OutboxEntry]:
+        """All outbox entries, in send order (priority, then FIFO)."""
+        return sorted(self._entries.values(), key=lambda e: (e.priority, e.seq))
+
+    def entry(self, entry_id: str) -> OutboxEntry | None:
+        return self._entries.get(entry_id)
+
+    def has_pending_edit(self, resource_type: str, id: str) -> bool:
+        return bool(self._chain((resource_type, id)))
+
+    def conflicts(self) -> list[ConflictView]:
+        """Every parked conflict with both sides."""
+        return [
+            ConflictView(
+                entry_id=e.entry_id,
+                resource_type=e.resource_type,
+                id=e.id,
+                base=e.base_resource,
+                server=None if e.server_deleted else e.server_resource,
+                server_version=e.server_version,
+                local=e.resource,
+                conflicts=e.conflicts,
+                conflict_id=e.conflict_id,
+            )
+            for e in self.entries
+            if e.state == "conflicted"
+        ]
+
+    def status(self) -> SyncStatus:
+        states = [e.state for e in self._entries.values()]
+        pending = sum(s in ("pending", "in_flight") for s in states)
+        return SyncStatus(
+            pending=pending,
+            conflicted=states.count("conflicted"),
+            rejected=states.count("rejected"),
+            last_success=self.last_success,
+            last_error=self.last_error,
+            synced=not states and self._last_push_acked and self.last_success is not None,
+        )
+
+    def next_wake(self, now: float) -> float | None:
+        """When the next push could go out (None: nothing to send)."""
+        times = [max(e.next_try, self._not_before) for e in self._sendable()]
+        return max(min(times), now) if times else None
+
+    # -- local edits ---------------------------------------------------------
+
+    def record_local_edit(
+        self,
+        *,
+        now: float,
+        mutation_id: str,
+        resource_type: str,
+        id: str,
+        resource: dict[str, Any] | None,
+        base_version: int | None,
+        base_resource: dict[str, Any] | None,
+    ) -> list[Effect]:
+        """Queue a local change (``resource=None`` deletes).
+
+        ``base_version``/``base_resource`` are the local server copy the edit was
+        made on (None for a create); ignored when the resource already has a
+        queued edit, whose original base is kept. ``mutation_id`` is a fresh
+        UUID; it is used only if a new entry is needed.
+        """
+        key = (resource_type, id)
+        op: Literal["put", "delete"] = "put" if resource is not None else "delete"
+        if resource is not None:
+            resource = {**resource, "resourceType": resource_type, "id": id}
+        chain = self._chain(key)
+        effects: list[Effect] = []
+        if not chain:
+            if op == "delete" and base_version is None:
+                return [RecordDelete(resource_type, id)]  # never reached the server
+            entry = self._new_entry(mutation_id, op, key, resource, base_version, base_resource, now=now)
+            entry.server_version, entry.server_resource = base_version, base_resource
+        else:
+            last = chain[-1]
+            if last.state == "conflicted" or (last.state == "pending" and not last.sent):
+                # Squash: never-sent entries and parked conflicts are not on the
+                # wire, so their content may change; the original base stays.
+                if (
+                    op == "delete"
+                    and last.base_version is None
+                    and len(chain) == 1
+                    and last.state == "pending"
+                ):
+                    # Create then delete, nothing sent: nothing to tell the server.
+                    del self._entries[last.entry_id]
+                    return [OutboxDelete(last.entry_id), RecordDelete(resource_type, id)]
+                last.op, last.resource = op, resource
+                entry = last
+            else:
+                # `last` is in flight or was sent: a new entry behind it. Its base
+                # is the content it was derived from; the base version is fixed
+                # once `last` is acknowledged (see _finish).
+                entry = self._new_entry(
+                    mutation_id, op, key, resource, last.base_version, last.resource, now=now
+                )
+        effects.append(self._put(entry))
+        effects.extend(self._local_view(key))
+        return effects
+
+    def resolve_conflict(
+        self,
+        *,
+        now: float,
+        entry_id: str,
+        resource: dict[str, Any] | None,
+        mutation_id: str,
+    ) -> list[Effect]:
+        """A person decided: ``resource`` is the chosen content (None = delete).
+
+        Creates a new mutation based on the server side, which supersedes the
+        parked one (so the server closes its stored conflict).
+        """
+        entry = self._entries.get(entry_id)
+        if entry is None or entry.state != "conflicted":
+            raise ValueError(f"no parked conflict {entry_id!r}")
+        del self._entries[entry_id]
+        effects: list[Effect] = [OutboxDelete(entry_id)]
+        key = entry.key
+        server = None if entry.server_deleted else entry.server_resource
+        known_to_server = entry.sent or entry.conflict_id is not None
+        op: Literal["put", "delete"] = "put" if resource is not None else "delete"
+        if resource is not None:
+            resource = {**resource, "resourceType": entry.resource_type, "id": entry.id}
+        nothing_to_send = entry.server_version is None if op == "delete" else False
+        if not known_to_server and resource == server:
+            nothing_to_send = True
+        if nothing_to_send:
+            effects.extend(self._server_view(key, entry.server_version, server))
+            return effects
+        # Based on the server side; re-sent even when equal to it so the server
+        # can close the conflict it stored for the superseded mutation.
+        new = self._new_entry(mutation_id, op, key, resource, entry.server_version, server, now=now)
+        new.server_version, new.server_resource = entry.server_version, server
+        new.server_deleted = entry.server_deleted
+        new.supersedes = entry_id
+        effects.append(self._put(new))
+        effects.extend(self._local_view(key))
+        return effects
+
+    def dismiss_rejected(self, *, entry_id: str) -> list[Effect]:
+        """Remove a rejected entry after the user has seen it."""
+        entry = self._entries.get(entry_id)
+        if entry is None or entry.state != "rejected":
+            raise ValueError(f"no rejected entry {entry_id!r}")
+        del self._entries[entry_id]
+        return [OutboxDelete(entry_id)]
+
+    # -- push ----------------------------------------------------------------
+
+    def next_push(self, now: float, max_batch: int = 50) -> PushRequest | None:
+        """The next batch to send (marks it in flight), or None if nothing is due."""
+        if now < self._not_before:
+            return None
+        due = [e for e in self._sendable() if e.next_try <= now]
+        due.sort(key=lambda e: (e.priority, e.seq))
+        batch = due[:max_batch]
+        if not batch:
+            return None
+        for e in batch:
+            e.state, e.sent = "in_flight", True
+            e.attempts += 1
+        return PushRequest(self.device_id, tuple(e.to_mutation() for e in batch))
+
+    def on_push_response(self, now: float, request: PushRequest, response: PushResponse) -> list[Effect]:
+        """Apply the server's verdicts. Duplicated or late responses are harmless."""
+        results = {r.mutation_id: r for r in response.results}
+        effects: list[Effect] = []
+        missing = handled = False
+        for m in request.mutations:
+            entry = self._entries.get(m.mutation_id)
+            if entry is None or entry.state != "in_flight":
+                continue  # already handled (duplicate / reordered response)
+            handled = True
+            result = results.get(m.mutation_id)
+            if result is None:
+                missing = True
+                entry.state = "pending"
+                entry.last_error = "no result from server"
+                entry.next_try = now + self.backoff.delay(entry.attempts, 0.5)
+                effects.append(self._put(entry))
+                continue
+            effects.extend(self._on_result(entry, result))
+        if not handled:
+            return effects  # a stale copy says nothing about the current state
+        self.last_success = now
+        self.last_error = "server returned no result for some changes" if missing else None
+        self._last_push_acked = not missing
+        effects.append(MetaPut(META_LAST_SUCCESS, repr(now)))
+        return effects
+
+    def on_push_failed(
+        self,
+        now: float,
+        request: PushRequest,
+        *,
+        rng_value: float,
+        retry_after: float | None = None,
+        error: str = "network error",
+    ) -> list[Effect]:
+        """The push got no usable answer (network, timeout, 5xx, 429/503).
+
+        Entries return to pending (still marked sent: the server may have applied
+        them, and a retry is idempotent) after ``Retry-After`` if given, else an
+        exponential delay with jitter from ``rng_value``.
+        """
+        effects: list[Effect] = []
+        if retry_after is not None:
+            # Honour the server, plus up to 10 % jitter so devices do not return in lockstep.
+            self._not_before = max(self._not_before, now + retry_after * (1 + 0.1 * rng_value))
+        for m in request.mutations:
+            entry = self._entries.get(m.mutation_id)
+            if entry is None or entry.state != "in_flight":
+                continue
+            entry.state = "pending"
+            entry.last_error = error
+            entry.next_try = max(now + self.backoff.delay(entry.attempts, rng_value), self._not_before)
+            effects.extend(self._rebase(entry))
+            if entry.entry_id in self._entries:
+                effects.append(self._put(entry))
+            effects.extend(self._local_view(entry.key))
+        self.last_error = error
+        self._last_push_acked = False
+        return effects
+
+    # -- pull ----------------------------------------------------------------
+
+    def next_pull(self) -> PullRequest:
+        """The request for the next page after the stored cursor."""
+        return PullRequest(cursor=self.cursor, limit=self.pull_limit)
+
+    def on_pull_failed(self, *, error: str) -> None:
+        """A pull got no usable answer; only the status changes (the cursor stays)."""
+        self.last_error = error
+        self.caught_up = False
+
+    def on_pull_response(self, now: float, request: PullRequest, response: PullResponse) -> list[Effect]:
+        """Apply one page. A response to a request for another cursor is ignored
+        (duplicated or reordered delivery), so the cursor never moves backwards."""
+        if request.cursor != self.cursor:
+            return []
+        effects: list[Effect] = []
+        if response.reset:
+            keep = frozenset(e.key for e in self._entries.values() if e.state != "rejected")
+            effects.append(RecordsClear(keep))
+        for change in response.changes:
+            effects.extend(
+                self._on_server_state(
+                    (change.resource_type, change.id), change.version_id, change.resource, change.deleted
+                )
+            )
+        for drop in response.drop:
+            key = (drop.resource_type, drop.id)
+            if self._chain(key):
+                effects.append(DroppedWithPendingEdit(*key))
+            else:
+                effects.append(RecordDelete(*key))
+        self.cursor = response.cursor
+        self.caught_up = not response.has_more
+        effects.append(MetaPut(META_CURSOR, response.cursor))
+        if self.caught_up:
+            self.last_success = now
+            if not self._entries:
+                # Nothing left to confirm (e.g. the pull showed our failed
+                # delete already done): an earlier push error is history.
+                self._last_push_acked, self.last_error = True, None
+            effects.append(MetaPut(META_LAST_SUCCESS, repr(now)))
+        return effects
+
+    # -- internals -----------------------------------------------------------
+
+    def _new_entry(
+        self,
+        entry_id: str,
+        op: Literal["put", "delete"],
+        key: Key,
+        resource: dict[str, Any] | None,
+        base_version: int | None,
+        base_resource: dict[str, Any] | None,
+        *,
+        now: float,
+    ) -> OutboxEntry:
+        if entry_id in self._entries:
+            raise ValueError(f"mutation id {entry_id!r} already used")
+        entry = OutboxEntry(
+            entry_id=entry_id,
+            seq=self._seq,
+            op=op,
+            resource_type=key[0],
+            id=key[1],
+            resource=resource,
+            base_version=base_version,
+            base_resource=base_resource,
+            priority=priority_of(key[0]),
+            next_try=now,
+        )
+        self._seq += 1
+        self._entries[entry_id] = entry
+        return entry
+
+    def _chain(self, key: Key) -> list[OutboxEntry]:
+        """Live (non-rejected) entries of one resource, oldest first (at most 2)."""
+        return sorted(
+            (e for e in self._entries.values() if e.key == key and e.state != "rejected"),
+            key=lambda e: e.seq,
+        )
+
+    def _sendable(self) -> list[OutboxEntry]:
+        heads: dict[Key, OutboxEntry] = {}
+        for e in sorted(self._entries.values(), key=lambda e: e.seq):
+            if e.state != "rejected":
+                heads.setdefault(e.key, e)
+        return [e for e in heads.values() if e.state == "pending"]
+
+    def _put(self, entry: OutboxEntry) -> OutboxPut:
+        return OutboxPut(entry.entry_id, entry.to_json())
+
+    def _server_view(self, key: Key, version: int | None, resource: dict[str, Any] | None) -> list[Effect]:
+        if resource is None or version is None:
+            return [RecordDelete(*key)]
+        return [RecordPut(key[0], key[1], version, resource)]
+
+    def _local_view(self, key: Key) -> list[Effect]:
+        chain = self._chain(key)
+        if not chain:
+            return []
+        head, last = chain[0], chain[-1]
+        if last.resource is None:
+            return [RecordDelete(*key)]
+        return [
+            RecordPut(
+                key[0],
+                key[1],
+                head.base_version or 0,
+                last.resource,
+                base=head.base_resource,
+                base_version=head.base_version or 0,
+            )
+        ]
+
+    def _park(self, entry: OutboxEntry, conflicts: Sequence[Conflict | Mapping[str, Any]]) -> list[Effect]:
+        entry.state = "conflicted"
+        entry.conflicts = tuple(c.to_json() if isinstance(c, Conflict) else dict(c) for c in conflicts)
+        effects: list[Effect] = []
+        # An unsent edit behind the conflicted one joins it: the person resolves
+        # the newest local content against the server side.
+        for tail in self._chain(entry.key)[1:]:
+            entry.op, entry.resource = tail.op, tail.resource
+            del self._entries[tail.entry_id]
+            effects.append(OutboxDelete(tail.entry_id))
+        effects.append(self._put(entry))
+        effects.append(ConflictParked(entry.entry_id, entry.resource_type, entry.id))
+        return effects
+
+    def _rebase(self, entry: OutboxEntry) -> list[Effect]:
+        """Bring a pending head entry onto the newest known server state."""
+        if entry.state != "pending" or entry.server_version is None:
+            return []
+        if entry.base_version is not None and entry.server_version <= entry.base_version:
+            return []
+        server = entry.server_resource
+        if entry.server_deleted or server is None:
+            if entry.op == "delete":
+                return self._finish(entry)  # deleted on both sides
+            return self._park(entry, [Conflict("", entry.base_resource, None, entry.resource)])
+        if entry.op == "delete":
+            # Changed on the server after we decided to delete it: ask a person.
+            return self._park(entry, [Conflict("", entry.base_resource, server, None)])
+        assert entry.resource is not None
+        result = merge(entry.base_resource, server, entry.resource)
+        if not result.clean:
+            return self._park(entry, result.conflicts)
+        effects: list[Effect] = []
+        for tail in self._chain(entry.key)[1:]:
+            # The tail was derived from the head's old content: carry it along.
+            assert entry.resource is not None
+            if tail.resource is not None:
+                moved = merge(entry.resource, result.merged, tail.resource)
+                if not moved.clean:
+                    return self._park(entry, moved.conflicts)
+                tail.resource = moved.merged
+            tail.base_resource = result.merged
+            effects.append(self._put(tail))
+        entry.resource = result.merged
+        entry.base_version, entry.base_resource = entry.server_version, server
+        return effects
+
+    def _finish(self, entry: OutboxEntry) -> list[Effect]:
+        """Remove a done head entry and promote the edit queued behind it, if any."""
+        del self._entries[entry.entry_id]
+        effects: list[Effect] = [OutboxDelete(entry.entry_id)]
+        server = None if entry.server_deleted else entry.server_resource
+        tails = self._chain(entry.key)
+        if not tails:
+            return effects + self._server_view(entry.key, entry.server_version, server)
+        tail = tails[0]
+        tail.server_version, tail.server_resource = entry.server_version, server
+        tail.server_deleted = entry.server_deleted
+        if server is None:
+            if tail.op == "delete":
+                return effects + self._finish(tail)
+            if entry.op == "delete":
+                # Deleted, then re-created locally: a create on top of the tombstone.
+                tail.base_version, tail.base_resource = entry.server_version, None
+                return effects + [self._put(tail)] + self._local_view(tail.key)
+            return effects + self._park(tail, [Conflict("", entry.resource, None, tail.resource)])
+        if tail.op == "delete":
+            tail.base_version, tail.base_resource = entry.server_version, server
+            return effects + [self._put(tail)] + self._local_view(tail.key)
+        assert tail.resource is not None
+        # The tail was derived from what the head sent; the server answered with
+        # `server` (ours). Rebase the tail's own changes onto it.
+        result = merge(entry.resource, server, tail.resource)
+        if not result.clean:
+            tail.base_version, tail.base_resource = entry.base_version, entry.resource
+            return effects + self._park(tail, result.conflicts) + self._local_view(tail.key)
+        tail.resource = result.merged
+        tail.base_version, tail.base_resource = entry.server_version, server
+        return effects + [self._put(tail)] + self._local_view(tail.key)
+
+    def _on_result(self, entry: OutboxEntry, result: MutationResult) -> list[Effect]:
+        newer = result.version_id is not None and result.version_id >= (entry.server_version or 0)
+        if result.status in ("applied", "merged"):
+            if newer:
+                entry.server_version = result.version_id
+                entry.server_deleted = entry.op == "delete"
+                entry.server_resource = None if entry.op == "delete" else (result.resource or entry.resource)
+            # else: a pull already brought a newer version; keep it.
+            return self._finish(entry)
+        if result.status == "conflict":
+            if newer:
+                entry.server_version = result.version_id
+                entry.server_resource = result.resource
+                entry.server_deleted = result.resource is None
+            entry.conflict_id = result.conflict_id
+            return self._park(entry, result.conflicts) + self._local_view(entry.key)
+        # rejected: keep it visible; whatever was queued behind it goes ahead on
+        # the last server state (absorbing the rejected change: never lost).
+        entry.state = "rejected"
+        entry.last_error = _outcome_text(result.outcome)
+        effects: list[Effect] = [
+            self._put(entry),
+            MutationRejected(entry.entry_id, entry.resource_type, entry.id, entry.last_error),
+        ]
+        tails = self._chain(entry.key)
+        if tails:
+            tail = tails[0]
+            tail.base_version, tail.base_resource = entry.base_version, entry.base_resource
+            tail.server_version, tail.server_resource = entry.server_version, entry.server_resource
+            tail.server_deleted = entry.server_deleted
+            if tail.op == "delete" and tail.base_version is None:
+                del self._entries[tail.entry_id]
+                effects.append(OutboxDelete(tail.entry_id))
+                effects.extend(self._server_view(entry.key, None, None))
+            else:
+                effects.extend(self._rebase(tail))
+                if tail.entry_id in self._entries:
+                    effects.append(self._put(tail))
+                effects.extend(self._local_view(entry.key))
+        else:
+            server = None if entry.server_deleted else entry.server_resource
+            effects.extend(self._server_view(entry.key, entry.server_version, server))
+        return effects
+
+    def _on_server_state(
+        self, key: Key, version: int, resource: dict[str, Any] | None, deleted: bool
+    ) -> list[Effect]:
+        chain = self._chain(key)
+        if not chain:
+            return self._server_view(key, version, None if deleted else resource)
+        head = chain[0]
+        if head.server_version is not None and version <= head.server_version:
+            return []  # already known (e.g. our own acknowledged write)
+        head.server_version, head.server_deleted = version, deleted
+        head.server_resource = None if deleted else resource
+        effects: list[Effect] = []
+        if head.state == "pending":
+            effects.extend(self._rebase(head))
+        if head.entry_id in self._entries:
+            effects.append(self._put(head))
+        effects.extend(self._local_view(key))
+        if not self._chain(key):
+            effects.extend(self._server_view(key, version, None if deleted else resource))
+        return effects
+
+
+def _outcome_text(outcome: Mapping[str, Any] | None) -> str:
+    if not outcome:
+        return "rejected by the server"
+    issues = outcome.get("issue") or []
+    texts = [
+        str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code") or "")
+        for i in issues
+        if isinstance(i, Mapping)
+    ]
+    return "; ".join(t for t in texts if t) or "rejected by the server"
+
+
+# --- effects -> store ops -----------------------------------------------------
+
+
+class RecordCodec(Protocol):
+    """Turns plain resources into what the store keeps (the crypto layer seals)."""
+
+    def seal_record(self, resource_type: str, id: str, version: int, resource: dict[str, Any]) -> bytes: ...
+
+    def seal_entry(self, entry_id: str, entry: dict[str, Any]) -> bytes: ...
+
+    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None: ...
+
+
+class JsonCodec:
+    """Unencrypted JSON codec (server-side tests, the simulator). No search tokens."""
+
+    def seal_record(self, resource_type: str, id: str, version: int, resource: dict[str, Any]) -> bytes:
+        return json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
+
+    def seal_entry(self, entry_id: str, entry: dict[str, Any]) -> bytes:
+        return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+
+    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
+        return None
+
+    @staticmethod
+    def open(blob: bytes) -> Any:
+        return json.loads(blob)
+
+
+def to_store_ops(effects: Iterable[Effect], codec: RecordCodec) -> list[StoreOp]:
+    """The storage part of ``effects`` as store ops, for ONE ``Store.apply`` call.
+
+    Notices (conflicts, rejections, kept drops) are not storage and are skipped.
+    """
+    ops: list[StoreOp] = []
+    for eff in effects:
+        if isinstance(eff, RecordPut):
+            base = None
+            if eff.base is not None:
+                base = codec.seal_record(eff.resource_type, eff.id, eff.base_version, eff.base)
+            blob = codec.seal_record(eff.resource_type, eff.id, eff.version, eff.resource)
+            ops.append(
+                PutRecord(
+                    StoredRecord(eff.resource_type, eff.id, eff.version, blob, base),
+                    codec.tokens(eff.resource_type, eff.resource),
+                )
+            )
+        elif isinstance(eff, RecordDelete):
+            ops.append(DeleteRecord(eff.resource_type, eff.id))
+        elif isinstance(eff, RecordsClear):
+            ops.append(ClearRecords(eff.keep))
+        elif isinstance(eff, OutboxPut):
+            ops.append(PutOutbox(eff.entry_id, codec.seal_entry(eff.entry_id, eff.entry)))
+        elif isinstance(eff, OutboxDelete):
+            ops.append(DeleteOutbox(eff.entry_id))
+        elif isinstance(eff, MetaPut):
+            ops.append(PutMeta(eff.key, eff.value))
+    return ops

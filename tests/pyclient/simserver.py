@@ -1,0 +1,173 @@
+"""A pure-Python model of the sync server, for client tests and the convergence simulation.
+
+It follows SYNC_PROTOCOL.md: versioned resources with full history, one change
+feed with opaque cursors, idempotent push by mutationId, three-way merge with
+``pyclient.merge`` on a stale base, stored conflicts closed by a superseding
+mutation, and rejection of resource types the caller may not write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyclient.merge import Conflict, merge
+from pyclient.protocol import (
+    Change,
+    Mutation,
+    MutationResult,
+    PullRequest,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+)
+
+Key = tuple[str, str]
+
+
+@dataclass
+class StoredConflict:
+    conflict_id: str
+    mutation_id: str
+    key: Key
+    open: bool = True
+
+
+@dataclass
+class SimServer:
+    reject_types: frozenset[str] = frozenset({"Forbidden"})
+    history: dict[Key, list[dict[str, Any] | None]] = field(default_factory=dict)  # index = version - 1
+    feed: list[tuple[Key, int]] = field(default_factory=list)
+    results: dict[str, MutationResult] = field(default_factory=dict)
+    conflicts: dict[str, StoredConflict] = field(default_factory=dict)
+    applied_deletes: list[tuple[Key, int]] = field(default_factory=list)  # (key, clock)
+    clock: int = 0  # set by the simulation, for bookkeeping only
+
+    # -- state
+    def current(self, key: Key) -> tuple[int, dict[str, Any] | None]:
+        hist = self.history.get(key, [])
+        return len(hist), (hist[-1] if hist else None)
+
+    def live(self) -> dict[Key, dict[str, Any]]:
+        out = {}
+        for key, hist in self.history.items():
+            if hist and hist[-1] is not None:
+                out[key] = hist[-1]
+        return out
+
+    def open_conflicts(self) -> list[StoredConflict]:
+        return [c for c in self.conflicts.values() if c.open]
+
+    def write(self, key: Key, resource: dict[str, Any] | None) -> int:
+        hist = self.history.setdefault(key, [])
+        version = len(hist) + 1
+        if resource is not None:
+            resource = {**resource, "resourceType": key[0], "id": key[1], "meta": {"versionId": str(version)}}
+        hist.append(resource)
+        self.feed.append((key, version))
+        return version
+
+    # -- pull
+    def pull(self, request: PullRequest) -> PullResponse:
+        reset = False
+        pos = 0
+        if request.cursor is not None:
+            if (
+                request.cursor.startswith("c")
+                and request.cursor[1:].isdigit()
+                and int(request.cursor[1:]) <= len(self.feed)
+            ):
+                pos = int(request.cursor[1:])
+            else:
+                reset = True  # unknown cursor: start over, client clears clean records
+        page = self.feed[pos : pos + request.limit]
+        changes = []
+        for i, (key, version) in enumerate(page):
+            res = self.history[key][version - 1]
+            changes.append(
+                Change(
+                    seq=pos + i + 1,
+                    resource_type=key[0],
+                    id=key[1],
+                    version_id=version,
+                    deleted=res is None,
+                    resource=res,
+                )
+            )
+        end = pos + len(page)
+        return PullResponse(
+            changes=tuple(changes), cursor=f"c{end}", has_more=end < len(self.feed), reset=reset
+        )
+
+    # -- push
+    def push(self, request: PushRequest) -> PushResponse:
+        return PushResponse(tuple(self._one(m) for m in request.mutations))
+
+    def _one(self, m: Mutation) -> MutationResult:
+        if m.mutation_id in self.results:
+            return self.results[m.mutation_id]  # idempotent replay
+        result = self._decide(m)
+        self.results[m.mutation_id] = result
+        if m.supersedes is not None:
+            for c in self.conflicts.values():
+                if c.mutation_id == m.supersedes:
+                    c.open = False
+        return result
+
+    def _conflict(
+        self, m: Mutation, cur_v: int, cur: dict[str, Any] | None, conflicts: Any
+    ) -> MutationResult:
+        cid = f"conflict-{len(self.conflicts) + 1}"
+        self.conflicts[cid] = StoredConflict(cid, m.mutation_id, (m.resource_type, m.id))
+        return MutationResult(
+            m.mutation_id,
+            "conflict",
+            version_id=cur_v or None,
+            resource=cur,
+            conflict_id=cid,
+            conflicts=tuple(c.to_json() for c in conflicts),
+        )
+
+    def _decide(self, m: Mutation) -> MutationResult:
+        key = (m.resource_type, m.id)
+        if m.resource_type in self.reject_types:
+            return MutationResult(
+                m.mutation_id,
+                "rejected",
+                outcome={
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "forbidden", "diagnostics": "not allowed"}],
+                },
+            )
+        cur_v, cur = self.current(key)
+        if m.base_version is not None and m.base_version > cur_v:
+            return MutationResult(
+                m.mutation_id,
+                "rejected",
+                outcome={
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"code": "invalid", "diagnostics": "bad base"}],
+                },
+            )
+        fresh = (m.base_version or 0) == cur_v
+        if m.op == "delete":
+            if cur is None:
+                return MutationResult(m.mutation_id, "applied", version_id=cur_v)  # already gone
+            if not fresh:
+                base = self.history[key][m.base_version - 1] if m.base_version else None
+                return self._conflict(m, cur_v, cur, [Conflict("", base, cur, None)])
+            v = self.write(key, None)
+            self.applied_deletes.append((key, self.clock))
+            return MutationResult(m.mutation_id, "applied", version_id=v)
+        assert m.resource is not None
+        if fresh:
+            v = self.write(key, m.resource)
+            return MutationResult(m.mutation_id, "applied", version_id=v, resource=self.history[key][v - 1])
+        base = self.history[key][m.base_version - 1] if m.base_version else None
+        if cur is None:
+            return self._conflict(m, cur_v, cur, [Conflict("", base, None, m.resource)])
+        result = merge(base, cur, m.resource)
+        if not result.clean:
+            return self._conflict(m, cur_v, cur, result.conflicts)
+        v = self.write(key, result.merged)
+        return MutationResult(m.mutation_id, "merged", version_id=v, resource=self.history[key][v - 1])
