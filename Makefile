@@ -16,7 +16,7 @@ PORT ?= 8000
 DEMO_PATIENTS ?= 40
 DEMO_SEED ?= 7
 
-.PHONY: help deps python-deps node-deps wheel demo serve migrate seed test test-py test-pyodide test-smoke lint bench clean
+.PHONY: help deps python-deps node-deps wheel demo serve migrate seed test test-py test-pyodide test-smoke test-long lint bench clean
 
 help:
 	@echo "make demo   install everything, load demo data, serve on http://$(HOST):$(PORT)"
@@ -88,6 +88,10 @@ test-py: deps
 test-pyodide: deps $(TEST_WHEELS)/.fetched
 	rm -f $(TEST_WHEELS)/omnicare_pyclient-*.whl && cp $(WHEEL_DIR)/*.whl $(TEST_WHEELS)/
 	node tests/pyodide/run_pytest.mjs node_modules/pyodide $(TEST_WHEELS) /tests/pyclient
+
+# The long convergence run: 10,000 seeded simulations (the default suite runs 1,000).
+test-long: deps
+	OMNICARE_SIM_RUNS=10000 $(PY) -m pytest -q -p no:django tests/pyclient/test_convergence.py
 
 # Embedded default (SQLite, eager Celery, in-memory channels): no services needed.
 test-smoke: deps

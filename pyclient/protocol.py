@@ -3,7 +3,7 @@
 Every message has ``to_json()`` (a plain JSON-compatible dict, camelCase keys
 exactly as on the wire) and ``from_json()`` which validates and raises
 :class:`ProtocolError` with the offending path on malformed input. The byte
-level is UTF-8 JSON (:func:`dumps` / :func:`loads`). SYNC_PROTOCOL.md is the
+level is UTF-8 JSON (:func:`dumps` / :func:`loads`). PROTOCOL.md §5 is the
 prose description of the same shapes; keep the two in step.
 """
 

@@ -1,6 +1,6 @@
 """A pure-Python model of the sync server, for client tests and the convergence simulation.
 
-It follows SYNC_PROTOCOL.md: versioned resources with full history, one change
+It follows PROTOCOL.md §5: versioned resources with full history, one change
 feed with opaque cursors, idempotent push by mutationId, three-way merge with
 ``pyclient.merge`` on a stale base, stored conflicts closed by a superseding
 mutation, and rejection of resource types the caller may not write.
