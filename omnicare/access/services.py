@@ -1,23 +1,33 @@
 """Authentication and the single authorization check every API path goes through.
 
 ``access_check`` is THE place where the server decides whether a user may do an
-action on a resource type (and, for patient data, on which patients). Roles,
-care-team scope and break-the-glass extend this function; callers never decide.
+action on a resource type (and, for patient data, on which patients): the role ×
+resource type × action matrix in ``roles.py``, the care-team scope computed by
+``omnicare.sync.scope.scope_patient_ids`` and active break-the-glass grants.
+Callers never decide. Also here: break-the-glass, lost-device revocation, login
+throttling and ending a disabled account's sessions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
 from django.utils import timezone
 
-from omnicare.core.errors import Forbidden, NotAuthenticated
+from omnicare.core.errors import ApiError, BadRequest, Forbidden, NotAuthenticated, NotFound
 
-from .models import ApiToken
+from . import roles as rbac
+from .models import ApiToken, DeviceRevocation, EmergencyAccessGrant, LoginFailure
+
+log = logging.getLogger("omnicare.access")
 
 ACTIONS = frozenset({"read", "vread", "search", "history", "create", "update", "delete"})
 
@@ -43,6 +53,23 @@ def token_authenticate(*, token: str) -> AbstractBaseUser | None:
     return row.user
 
 
+def _now(now: datetime | None) -> datetime:
+    return now if now is not None else timezone.now()
+
+
+# --- Authorization ------------------------------------------------------------------------------
+
+
+def _scope(user: Any) -> set[str]:
+    """Care-team patients (sync engineer's rule) plus active emergency grants. Fails closed."""
+    try:
+        from omnicare.sync.scope import scope_patient_ids  # lazy: sync imports access
+    except ImportError:
+        log.error("omnicare.sync.scope is unavailable: care-team scope is empty")
+        return patient_ids_granted(user=user)
+    return set(scope_patient_ids(user=user)) | patient_ids_granted(user=user)
+
+
 def access_check(
     *,
     user: AbstractBaseUser | AnonymousUser | None,
@@ -50,13 +77,372 @@ def access_check(
     resource_type: str,
     patient_ids: Iterable[str] = (),
 ) -> None:
-    """Raise unless ``user`` may do ``action`` on ``resource_type`` (for these patients).
+    """Raise unless ``user`` may do ``action`` on ``resource_type`` for these patients.
 
-    Today: any active, authenticated user. The access-control work extends this with
-    roles, care-team scope and break-the-glass grants; every caller already passes what
-    that needs.
+    Allowed when one of the user's roles grants the action on the type (``roles.ROLES``)
+    and every patient in ``patient_ids`` is within that role's scope: care-team roles need
+    each patient in ``scope_patient_ids(user)`` or an active break-the-glass grant; roles
+    with scope ``none`` may not touch any patient. Empty ``patient_ids`` is a type-level
+    check (a search across patients: the caller filters results by scope). Creating a new
+    Patient is exempt from the scope test (the patient is not on any care team yet), and so
+    are create/update into the compartment of a patient that does not exist yet (offline
+    registration: patient, CareTeam and first notes synced in one batch).
+    Raises ``NotAuthenticated`` (401) or ``Forbidden`` (403); returns None when allowed.
     """
     if user is None or not user.is_authenticated or not user.is_active:
         raise NotAuthenticated("Authentication required")
     if action not in ACTIONS:
         raise Forbidden(f"Unknown action {action!r}")
+    wanted = rbac.normalize_action(action)
+    patients = {str(p) for p in patient_ids if p}
+    held = rbac.user_roles(user)
+    permitted = [rbac.ROLES[r] for r in sorted(held) if wanted in rbac.allowed_actions(r, resource_type)]
+    if not permitted:
+        raise Forbidden(f"Your role does not allow {action} on {resource_type}")
+    if not patients or (resource_type == "Patient" and wanted == "create"):
+        return
+    if any(r.scope == "all" for r in permitted):
+        return
+    if not any(r.scope == "care-team" for r in permitted):
+        raise Forbidden("Your role does not give access to patient data")
+    allowed = _scope(user)
+    outside = patients - allowed
+    if not outside:
+        return
+    if wanted in ("create", "update") and _not_yet_registered(user, outside, allowed):
+        # Offline registration: a new patient, their CareTeam and first notes arrive in one batch,
+        # and the patient only enters scope once the CareTeam lands. Nobody's existing chart is touched.
+        return
+    raise Forbidden("Patient is outside your care team (break-the-glass can grant emergency access)")
+
+
+def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> bool:
+    """True if none of ``patients`` exists as a live Patient yet (so writing reveals no one's chart)."""
+    try:
+        from omnicare.fhir.models import Resource  # lazy: fhir imports access
+    except ImportError:
+        return False
+    return not Resource.objects.filter(resource_type="Patient", resource_id__in=sorted(patients),
+                                       deleted=False).exists()
+
+
+def may_access(**kwargs: Any) -> bool:
+    """``access_check`` as a boolean (for hiding actions in UIs; never a substitute on the server)."""
+    try:
+        access_check(**kwargs)
+    except ApiError:
+        return False
+    return True
+
+
+# --- Break-the-glass -----------------------------------------------------------------------------
+
+
+def break_glass_duration() -> timedelta:
+    return timedelta(seconds=int(getattr(settings, "OMNICARE_BREAK_GLASS_SECONDS", 4 * 3600)))
+
+
+def patient_ids_granted(*, user: Any, now: datetime | None = None) -> set[str]:
+    """Patients ``user`` holds an active (started, not ended, not expired) emergency grant for.
+
+    The sync scope adds these to the care-team scope, so the records sync to the clinician's
+    device for the grant's duration and drop out of scope afterwards.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return set()
+    now = _now(now)
+    return set(
+        EmergencyAccessGrant.objects.filter(user=user, ended__isnull=True, started__lte=now, expires__gt=now)
+        .values_list("patient_id", flat=True)
+    )
+
+
+def break_glass_request(
+    *, user: Any, patient_id: str, reason: str, device_id: str = "", now: datetime | None = None,
+    duration: timedelta | None = None,
+) -> EmergencyAccessGrant:
+    """Grant ``user`` emergency access to ``patient_id`` for 4 hours, recorded as a security alert.
+
+    Fails closed: the grant and its audit event commit together, and if the audit write
+    fails no grant exists (``AuditUnavailable`` propagates; the API answers 503).
+    """
+    from omnicare.audit.services import audit_record  # lazy: audit imports access.roles
+
+    if user is None or not user.is_authenticated or not user.is_active:
+        raise NotAuthenticated("Authentication required")
+    if not any(rbac.ROLES[r].break_glass for r in rbac.user_roles(user)):
+        raise Forbidden("Your role may not use break-the-glass")
+    reason = (reason or "").strip()
+    if len(reason) < 10:
+        raise BadRequest("Give the reason for emergency access (at least 10 characters)", expression=["reason"])
+    patient_id = str(patient_id or "").strip()
+    if not patient_id or len(patient_id) > 128:
+        raise BadRequest("patient id is required", expression=["patient"])
+    now = _now(now)
+    with transaction.atomic():
+        grant = EmergencyAccessGrant.objects.create(
+            user=user, patient_id=patient_id, reason=reason[:2000], started=now,
+            expires=now + (duration or break_glass_duration()), device_id=device_id[:64],
+        )
+        event = audit_record(
+            user=user, action="break-glass-start", resource_type="Patient", resource_id=patient_id,
+            patient_ids=[patient_id], purpose="ETREAT", category="security", device_id=device_id or None,
+            detail={"grant": grant.pk, "reason": grant.reason, "expires": grant.expires.isoformat()}, now=now,
+        )
+        EmergencyAccessGrant.objects.filter(pk=grant.pk).update(start_event_seq=event.seq)
+        grant.start_event_seq = event.seq
+    return grant
+
+
+def _stop(grant: EmergencyAccessGrant, *, by: Any, end_reason: str, at: datetime, now: datetime) -> None:
+    from omnicare.audit.services import audit_record
+
+    with transaction.atomic():
+        locked = EmergencyAccessGrant.objects.select_for_update().get(pk=grant.pk)
+        if locked.stop_event_seq is not None:
+            return
+        event = audit_record(
+            user=by, action="break-glass-stop", resource_type="Patient", resource_id=locked.patient_id,
+            patient_ids=[locked.patient_id], purpose="ETREAT", category="security",
+            detail={"grant": locked.pk, "end": end_reason, "grantee": locked.user.get_username()}, now=now,
+        )
+        EmergencyAccessGrant.objects.filter(pk=locked.pk).update(ended=at, end_reason=end_reason,
+                                                                 stop_event_seq=event.seq)
+
+
+def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) -> EmergencyAccessGrant:
+    """End one's own emergency grant early (records 'emergency override stopped')."""
+    now = _now(now)
+    grant = EmergencyAccessGrant.objects.filter(pk=grant_id, user=user).first()
+    if grant is None:
+        raise NotFound("No such emergency access grant")
+    if grant.ended is None and grant.expires > now:
+        _stop(grant, by=user, end_reason="ended", at=now, now=now)
+    grant.refresh_from_db()
+    return grant
+
+
+def break_glass_expire(*, now: datetime | None = None) -> int:
+    """Record 'emergency override stopped' for grants past their expiry (beat job). Returns how many."""
+    now = _now(now)
+    n = 0
+    for grant in EmergencyAccessGrant.objects.filter(stop_event_seq__isnull=True, expires__lte=now).select_related("user"):
+        _stop(grant, by=grant.user, end_reason="expired", at=grant.expires, now=now)
+        n += 1
+    return n
+
+
+# --- Devices: lost or stolen ---------------------------------------------------------------------
+
+
+class DeviceRevoked(ApiError):
+    """The device was reported lost: no sync; the client must erase its local data.
+
+    Response: 403, OperationOutcome issue code ``security`` with details code ``device-revoked``,
+    and the header ``OmniCare-Device: revoked; wipe``. The PWA, on seeing either, deletes its
+    IndexedDB databases, caches and keys, then signs out.
+    """
+
+    status, code = 403, "security"
+    WIPE_HEADER = ("OmniCare-Device", "revoked; wipe")
+
+    def __init__(self) -> None:
+        super().__init__("This device has been revoked. Local data must be erased.",
+                         headers={self.WIPE_HEADER[0]: self.WIPE_HEADER[1]})
+
+    def outcome(self) -> dict[str, Any]:
+        out = super().outcome()
+        out["issue"][0]["details"] = {
+            "coding": [{"system": "urn:omnicare:device", "code": "device-revoked", "display": "wipe local data"}],
+            "text": "wipe",
+        }
+        return out
+
+
+def device_revoke(
+    *, owner: Any, device_id: str, by: Any, reason: str, now: datetime | None = None
+) -> DeviceRevocation:
+    """Revoke ``owner``'s device ``device_id`` (lost or stolen). Idempotent; audited as a security event.
+
+    Only administrators (or the device's owner, reporting their own tablet lost) may revoke.
+    """
+    from omnicare.audit.services import audit_record
+
+    if by is None or not by.is_authenticated or not by.is_active:
+        raise NotAuthenticated("Authentication required")
+    if rbac.ADMINISTRATOR not in rbac.user_roles(by) and not by.is_superuser and by.pk != owner.pk:
+        raise Forbidden("Only administrators revoke other users' devices")
+    if not device_id or len(device_id) > 64:
+        raise BadRequest("deviceId must be 1-64 characters", expression=["deviceId"])
+    now = _now(now)
+    with transaction.atomic():
+        row, created = DeviceRevocation.objects.get_or_create(
+            user=owner, device_id=device_id, defaults={"revoked": now, "revoked_by": by, "reason": reason[:200]}
+        )
+        if created:
+            audit_record(user=by, action="device-revoke", category="security", device_id=device_id,
+                         purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200]}, now=now)
+    return row
+
+
+def device_is_revoked(*, user: Any, device_id: str | None) -> bool:
+    if not device_id or user is None or not getattr(user, "is_authenticated", False):
+        return False
+    return DeviceRevocation.objects.filter(user=user, device_id=device_id).exists()
+
+
+def device_check(*, user: Any, device_id: str | None, now: datetime | None = None) -> None:
+    """Raise :class:`DeviceRevoked` if ``user``'s device is revoked (call on every sync/WS contact)."""
+    if not device_is_revoked(user=user, device_id=device_id):
+        return
+    DeviceRevocation.objects.filter(user=user, device_id=device_id, wipe_told__isnull=True).update(wipe_told=_now(now))
+    raise DeviceRevoked()
+
+
+# --- Login throttling and sessions ----------------------------------------------------------------
+
+
+class TooManyRequests(ApiError):
+    status, code = 429, "throttled"
+
+
+LOGIN_WINDOW = timedelta(minutes=15)
+LOGIN_MAX_PER_USER = 5
+LOGIN_MAX_PER_IP = 20
+LOGIN_MAX_LOCK = timedelta(minutes=15)
+
+
+def _lock_until(failures: list[datetime], limit: int) -> datetime | None:
+    if len(failures) < limit:
+        return None
+    # 30 s after the limit-th failure, doubling with each further one, at most 15 minutes.
+    lock = min(LOGIN_MAX_LOCK, timedelta(seconds=30 * 2 ** (len(failures) - limit)))
+    return max(failures) + lock
+
+
+def login_attempt_check(*, username: str, ip: str, now: datetime | None = None) -> None:
+    """Raise ``TooManyRequests`` (429 + Retry-After) if sign-in for this username or address is locked.
+
+    Call before checking the password; call :func:`login_attempt_record` after.
+    """
+    now = _now(now)
+    since = now - LOGIN_WINDOW
+    by_user = list(LoginFailure.objects.filter(username=username.lower(), at__gt=since).values_list("at", flat=True))
+    by_ip = list(LoginFailure.objects.filter(ip=ip, at__gt=since).values_list("at", flat=True))
+    until = max(
+        (u for u in (_lock_until(by_user, LOGIN_MAX_PER_USER), _lock_until(by_ip, LOGIN_MAX_PER_IP)) if u),
+        default=None,
+    )
+    if until is not None and until > now:
+        wait = max(1, int((until - now).total_seconds() + 0.999))
+        raise TooManyRequests("Too many failed sign-ins; try again later", headers={"Retry-After": str(wait)})
+
+
+def login_attempt_record(
+    *, username: str, ip: str, success: bool, user: Any = None, now: datetime | None = None
+) -> None:
+    """Remember a sign-in outcome: failures count toward the lock, success clears the username's count.
+
+    Also writes a security audit event (best effort: a sign-in is not refused because the trail
+    is down, but the failure is logged).
+    """
+    now = _now(now)
+    if success:
+        LoginFailure.objects.filter(username=username.lower()).delete()
+    else:
+        LoginFailure.objects.create(username=username.lower()[:150], ip=ip[:45], at=now)
+        LoginFailure.objects.filter(at__lt=now - 4 * LOGIN_WINDOW).delete()  # keep the table small
+    try:
+        from omnicare.audit.services import audit_record
+
+        audit_record(user=user if success else None, action="login", category="security",
+                     outcome="success" if success else "failure", purpose="HOPERAT",
+                     detail={"username": username[:150], "ip": ip[:45]}, now=now)
+    except Exception:
+        log.exception("could not audit a sign-in")
+
+
+def sessions_end(*, user: Any) -> int:
+    """Delete every server-side session of ``user`` (disabling an account calls this). Returns how many."""
+    from django.contrib.sessions.models import Session
+
+    ended = 0
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        if str(session.get_decoded().get("_auth_user_id")) == str(user.pk):
+            session.delete()
+            ended += 1
+    ApiToken.objects.filter(user=user, revoked=False).update(revoked=True)
+    return ended
+
+
+# --- TOTP second factor (RFC 6238) ----------------------------------------------------------------
+
+TOTP_STEP, TOTP_DIGITS = 30, 6
+
+
+def totp_code(secret: bytes, step: int, digits: int = TOTP_DIGITS) -> str:
+    """HOTP(secret, step) per RFC 4226 with SHA-1 (what authenticator apps use)."""
+    import hmac
+    import struct
+
+    mac = hmac.new(secret, struct.pack(">Q", step), "sha1").digest()
+    offset = mac[-1] & 0x0F
+    value = struct.unpack(">I", mac[offset : offset + 4])[0] & 0x7FFFFFFF
+    return str(value % 10**digits).zfill(digits)
+
+
+def mfa_required(*, user: Any) -> bool:
+    """Whether sign-in must ask for a TOTP code: enrolled users always; clinical roles when enforced.
+
+    ``OMNICARE_MFA_ENFORCE=1`` requires it of physicians, nurses and pharmacists (an unenrolled
+    one is sent to enrol first). Off by default so the demo signs in with a password only.
+    """
+    from .models import MfaEnrollment
+
+    if MfaEnrollment.objects.filter(user=user, confirmed__isnull=False).exists():
+        return True
+    clinical = any(rbac.ROLES[r].scope == "care-team" for r in rbac.user_roles(user))
+    return clinical and bool(getattr(settings, "OMNICARE_MFA_ENFORCE", False))
+
+
+def totp_enroll(*, user: Any, issuer: str = "OmniCare") -> str:
+    """Start (or restart) enrolment; returns the ``otpauth://`` URI for the authenticator app's QR code."""
+    import base64 as b64
+    from urllib.parse import quote
+
+    from omnicare.keys.services import secret_put
+
+    from .models import MfaEnrollment
+
+    secret = secrets.token_bytes(20)
+    secret_put(name=f"totp:{user.pk}", value=secret)
+    MfaEnrollment.objects.update_or_create(user=user, defaults={"confirmed": None, "last_step": 0})
+    label = quote(f"{issuer}:{user.get_username()}")
+    key = b64.b32encode(secret).decode().rstrip("=")
+    return f"otpauth://totp/{label}?secret={key}&issuer={quote(issuer)}&algorithm=SHA1&digits=6&period=30"
+
+
+def totp_verify(*, user: Any, code: str, now: datetime | None = None) -> bool:
+    """Check a 6-digit code (±1 step of clock drift). A code is accepted once; the first success confirms."""
+    import hmac
+
+    from omnicare.keys.services import secret_get
+
+    from .models import MfaEnrollment
+
+    code = (code or "").strip().replace(" ", "")
+    if len(code) != TOTP_DIGITS or not code.isdigit():
+        return False
+    with transaction.atomic():
+        row = MfaEnrollment.objects.select_for_update().filter(user=user).first()
+        if row is None:
+            return False
+        secret = secret_get(name=f"totp:{user.pk}")
+        step_now = int(_now(now).timestamp()) // TOTP_STEP
+        for step in (step_now - 1, step_now, step_now + 1):
+            if step > row.last_step and hmac.compare_digest(totp_code(secret, step), code):
+                row.last_step = step
+                row.confirmed = row.confirmed or _now(now)
+                row.save(update_fields=["last_step", "confirmed"])
+                return True
+    return False

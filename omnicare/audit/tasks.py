@@ -1,0 +1,28 @@
+"""Celery beat jobs for the audit trail: signed checkpoints, 7-year retention archive, break-glass expiry."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="omnicare.audit.checkpoint")
+def audit_checkpoint() -> int:
+    """Sign the head if it moved (returns the checkpoint's tree size, 0 if nothing new)."""
+    cp = services.audit_checkpoint()
+    return cp.tree_size if cp else 0
+
+
+@shared_task(name="omnicare.audit.archive")
+def audit_archive() -> int:
+    """Archive events older than the retention window; returns how many events moved."""
+    return sum(a.count for a in services.audit_archive())
+
+
+@shared_task(name="omnicare.access.break_glass_expire")
+def break_glass_expire() -> int:
+    """Record 'emergency override stopped' for grants that ran out."""
+    from omnicare.access.services import break_glass_expire as expire
+
+    return expire()
