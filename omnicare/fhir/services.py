@@ -1,0 +1,717 @@
+"""FHIR store services: plain keyword-only functions; the REST router and the sync engine call these.
+
+Every write, whatever its entry point (REST, transaction Bundle, sync push, bulk import), goes through
+:func:`_apply`, which writes the current state, the search index, the compartment rows, and the history rows
+with their change-feed ``seq`` in one database transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, Q
+from django.utils import timezone
+
+from omnicare.access.services import access_check
+from omnicare.core.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+
+from .models import (
+    FeedCounter,
+    Resource,
+    ResourcePatient,
+    ResourceVersion,
+    SearchDate,
+    SearchReference,
+    SearchString,
+    SearchToken,
+)
+from .search import (
+    COMPARTMENT,
+    CONTROL_PARAMS,
+    SORTS,
+    build_query,
+    compartment_patients,
+    index_rows,
+    parse_date_range,
+)
+from .validation import check_id, check_type, validate_resource
+
+type User = AbstractBaseUser | AnonymousUser | None
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Write:
+    """One write for :func:`resources_apply`.
+
+    ``body`` None means delete. ``expected_version``: None = unconditional; 0 = the resource must not exist
+    (or be deleted with no live version); n = the current version must be n (else 412, nothing written).
+    """
+
+    resource_type: str
+    resource_id: str
+    body: dict[str, Any] | None
+    expected_version: int | None = None
+
+
+@dataclass
+class WriteResult:
+    """What one write did. ``version`` is None for a delete of something already absent (a no-op)."""
+
+    resource_type: str
+    resource_id: str
+    version: ResourceVersion | None
+    created: bool = False
+    status: int = 200  # 201 created, 200 updated, 204 deleted / no-op delete
+
+
+@dataclass
+class HistoryPage:
+    versions: list[ResourceVersion]
+    next_before_seq: int | None  # pass as ``before_seq`` for the next (older) page
+    total: int | None = None
+
+
+@dataclass
+class _Prepared:
+    write: Write
+    existing: Resource | None
+    version_id: int = 0
+    body: dict[str, Any] = field(default_factory=dict)
+    patient_ids: list[str] = field(default_factory=list)
+    created: bool = False
+    noop: bool = False
+
+
+# -------------------------------------------------------------------------------------------------------------
+# The write path
+# -------------------------------------------------------------------------------------------------------------
+
+
+def _bump_feed(k: int) -> int:
+    """Reserve ``k`` feed positions and return the LAST one (the batch gets last-k+1 .. last).
+
+    Why this never lets a reader skip a change: the upsert takes the counter row's lock, and the lock is held
+    until our transaction commits. A concurrent writer blocks here until we commit, then (READ COMMITTED
+    re-reads the row after the lock wait) gets strictly higher values. So seq order == commit order, and a
+    reader doing ``seq > cursor`` can never see N+1 committed while N is still in flight. This must be the
+    LAST thing before inserting the version rows and committing: everything slow (validation, merging, index
+    computation, current-state writes) happens before, so the serialised window stays short. On SQLite writers
+    are serialised by the database lock anyway (transaction_mode IMMEDIATE). Upsert rather than UPDATE so a
+    flushed table (tests) recreates the row.
+    """
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO fhir_feedcounter (id, value) VALUES (1, %s) "
+            "ON CONFLICT (id) DO UPDATE SET value = fhir_feedcounter.value + excluded.value "
+            "RETURNING value",
+            [k],
+        )
+        row = cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _with_meta(body: dict[str, Any], resource_id: str, version_id: int, now: datetime) -> dict[str, Any]:
+    meta = dict(body.get("meta") or {})
+    meta["versionId"] = str(version_id)
+    meta["lastUpdated"] = _instant(now)
+    # resourceType, id, meta first (readability); every other element is kept as sent.
+    return {
+        "resourceType": body["resourceType"],
+        "id": resource_id,
+        "meta": meta,
+        **{k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")},
+    }
+
+
+def _instant(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _lock_existing(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Resource]:
+    by_type: dict[str, list[str]] = {}
+    for rtype, rid in keys:
+        by_type.setdefault(rtype, []).append(rid)
+    if not by_type:
+        return {}
+    cond = Q()
+    for rtype, ids in by_type.items():
+        cond |= Q(resource_type=rtype, resource_id__in=ids)
+    rows = Resource.objects.select_for_update().filter(cond)
+    return {(r.resource_type, r.resource_id): r for r in rows}
+
+
+def _apply(
+    writes: Sequence[Write],
+    *,
+    user: User,
+    trusted: bool = False,
+    fresh: frozenset[tuple[str, str]] = frozenset(),
+) -> list[WriteResult]:
+    """Apply ``writes`` atomically: THE write path (REST, bundles, import and the sync push all end here).
+
+    Contract for callers outside this module (the sync push uses it to combine the write with its own rows
+    in one transaction): the caller holds ``transaction.atomic()``, bodies are already validated
+    (``validation.validate_resource``) and carry the right ``id``; ``trusted=True`` skips ``access_check``
+    (only when the caller already ran it with the same arguments). Raises ``PreconditionFailed`` on a stale
+    ``expected_version`` and ``IntegrityError`` on a concurrent create of the same id (the caller rolls back).
+
+    ``fresh``: keys with server-generated UUIDs, known not to exist, so not looked up (one query less per
+    create; a collision would still be caught by the unique constraint).
+    """
+    keys = [(w.resource_type, w.resource_id) for w in writes]
+    if len(set(keys)) != len(keys):
+        raise BadRequest("The same resource is written more than once in one transaction")
+    existing = _lock_existing(k for k in keys if k not in fresh)
+    now = timezone.now()
+    prepared: list[_Prepared] = []
+    for w in writes:
+        cur = existing.get((w.resource_type, w.resource_id))
+        p = _Prepared(write=w, existing=cur)
+        current_version = cur.version_id if cur is not None and not cur.deleted else 0
+        if w.expected_version is not None and w.expected_version != current_version:
+            raise PreconditionFailed(
+                f"Version conflict on {w.resource_type}/{w.resource_id}: expected {w.expected_version}, "
+                f"current {current_version}",
+                headers={"ETag": f'W/"{current_version}"'} if current_version else None,
+            )
+        old_patients = (
+            compartment_patients(w.resource_type, w.resource_id, cur.body) if cur and not cur.deleted else []
+        )
+        if w.body is None:
+            if cur is None or cur.deleted:
+                p.noop = True
+            else:
+                p.version_id = cur.version_id + 1
+                p.body = {
+                    "resourceType": w.resource_type,
+                    "id": w.resource_id,
+                    "meta": {"versionId": str(p.version_id), "lastUpdated": _instant(now)},
+                }
+                p.patient_ids = old_patients
+        else:
+            p.version_id = (cur.version_id + 1) if cur is not None else 1
+            p.created = cur is None or cur.deleted
+            p.body = _with_meta(w.body, w.resource_id, p.version_id, now)
+            p.patient_ids = compartment_patients(w.resource_type, w.resource_id, p.body)
+        if not trusted:
+            action = "delete" if w.body is None else ("create" if p.created else "update")
+            access_check(
+                user=user,
+                action=action,
+                resource_type=w.resource_type,
+                patient_ids=sorted(set(old_patients) | set(p.patient_ids)),
+            )
+        prepared.append(p)
+
+    live = [p for p in prepared if not p.noop]
+    # Index rows are computed before any lock-holding statement on the counter.
+    indexes = {id(p): index_rows(p.write.resource_type, p.body) for p in live if p.write.body is not None}
+
+    new_rows: list[Resource] = []
+    upd_rows: list[Resource] = []
+    for p in live:
+        w = p.write
+        if p.existing is None:
+            row = Resource(
+                resource_type=w.resource_type,
+                resource_id=w.resource_id,
+                version_id=p.version_id,
+                last_updated=now,
+                deleted=False,
+                body=p.body,
+            )
+            new_rows.append(row)
+        else:
+            row = p.existing
+            row.version_id, row.last_updated, row.body = p.version_id, now, p.body
+            row.deleted = w.body is None
+            upd_rows.append(row)
+        p.existing = row
+    if new_rows:
+        Resource.objects.bulk_create(new_rows)
+    if upd_rows:
+        Resource.objects.bulk_update(upd_rows, ["version_id", "last_updated", "body", "deleted"])
+
+    # Replace the index of every touched resource. Deleted resources keep their compartment rows (the last
+    # membership), so sync scope can still route the tombstone, but leave the search index.
+    touched = [r.pk for r in upd_rows]
+    if touched:
+        for model in (SearchToken, SearchString, SearchDate, SearchReference):
+            model.objects.filter(resource_id__in=touched).delete()
+        rewritten = [p.existing.pk for p in live if p.write.body is not None and p.existing is not None]
+        if rewritten:
+            ResourcePatient.objects.filter(resource_id__in=rewritten).delete()
+    toks: list[SearchToken] = []
+    strs: list[SearchString] = []
+    dats: list[SearchDate] = []
+    refs: list[SearchReference] = []
+    pats: list[ResourcePatient] = []
+    for p in live:
+        if p.write.body is None:
+            continue
+        current = p.existing
+        assert current is not None
+        rt = current.resource_type
+        ix = indexes[id(p)]
+        toks += [
+            SearchToken(resource=current, resource_type=rt, param=a, system=b, code=c)
+            for a, b, c in ix.tokens
+        ]
+        strs += [SearchString(resource=current, resource_type=rt, param=a, value=b) for a, b in ix.strings]
+        dats += [
+            SearchDate(resource=current, resource_type=rt, param=a, start=b, end=c) for a, b, c in ix.dates
+        ]
+        refs += [
+            SearchReference(resource=current, resource_type=rt, param=a, target_type=b, target_id=c)
+            for a, b, c in ix.refs
+        ]
+        pats += [ResourcePatient(resource=current, resource_type=rt, patient_id=pid) for pid in p.patient_ids]
+    for model, objs in (
+        (SearchToken, toks),
+        (SearchString, strs),
+        (SearchDate, dats),
+        (SearchReference, refs),
+    ):
+        if objs:
+            model.objects.bulk_create(objs, batch_size=2000)  # type: ignore[attr-defined]
+    if pats:
+        ResourcePatient.objects.bulk_create(pats, batch_size=2000)
+
+    results: list[WriteResult] = []
+    if live:
+        last = _bump_feed(len(live))  # last statements of the transaction: see _bump_feed
+        seq = last - len(live)
+        versions = []
+        for p in live:
+            seq += 1
+            versions.append(
+                ResourceVersion(
+                    resource_type=p.write.resource_type,
+                    resource_id=p.write.resource_id,
+                    version_id=p.version_id,
+                    last_updated=now,
+                    deleted=p.write.body is None,
+                    body=p.body,
+                    seq=seq,
+                    patient_ids=p.patient_ids,
+                )
+            )
+        ResourceVersion.objects.bulk_create(versions, batch_size=2000)
+        by_key = {(v.resource_type, v.resource_id): v for v in versions}
+    else:
+        by_key = {}
+    for p in prepared:
+        w = p.write
+        v = by_key.get((w.resource_type, w.resource_id))
+        status = 204 if w.body is None else (201 if p.created else 200)
+        results.append(WriteResult(w.resource_type, w.resource_id, v, created=p.created, status=status))
+    return results
+
+
+def _run_writes(
+    writes: Sequence[Write],
+    *,
+    user: User,
+    trusted: bool = False,
+    fresh: frozenset[tuple[str, str]] = frozenset(),
+) -> list[WriteResult]:
+    # Two writers creating the same new id at once both find no row to lock; the loser's INSERT fails on
+    # the unique constraint once the winner commits. Retrying once turns it into what it would have been a
+    # moment later (an update, or a 412 for a create-only write). Inside a caller's transaction we cannot
+    # retry (the outer transaction is aborted), so it surfaces as 409.
+    attempts = 1 if connection.in_atomic_block else 2
+    for attempt in range(attempts):
+        try:
+            with transaction.atomic():
+                return _apply(writes, user=user, trusted=trusted, fresh=fresh)
+        except IntegrityError as exc:
+            if attempt == attempts - 1:
+                raise Conflict("Concurrent write to the same resource; retry") from exc
+    raise AssertionError("unreachable")
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def resource_create(*, user: User, resource: Any, resource_id: str | None = None) -> WriteResult:
+    """Create a resource (server-assigned UUID id unless ``resource_id`` is given). Returns 201 result."""
+    rtype = validate_resource(resource)
+    rid = resource_id or new_id()
+    check_id(rid)
+    fresh = frozenset() if resource_id else frozenset({(rtype, rid)})
+    return _run_writes([Write(rtype, rid, resource, expected_version=0)], user=user, fresh=fresh)[0]
+
+
+def resource_update(
+    *, user: User, resource_type: str, resource_id: str, resource: Any, if_match: int | None = None
+) -> WriteResult:
+    """Update (PUT) or create with the client's id when absent (status 201). ``if_match`` → 412 when stale."""
+    check_type(resource_type)
+    check_id(resource_id)
+    validate_resource(resource, expected_type=resource_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise BadRequest("The resource must carry its id for an update", expression=["id"])
+    if body_id != resource_id:
+        raise BadRequest("The id in the body does not match the URL", expression=["id"])
+    return _run_writes([Write(resource_type, resource_id, resource, expected_version=if_match)], user=user)[0]
+
+
+def resource_delete(
+    *, user: User, resource_type: str, resource_id: str, if_match: int | None = None
+) -> WriteResult:
+    """Delete (tombstone). Deleting something absent or already deleted is a no-op (idempotent)."""
+    check_type(resource_type)
+    check_id(resource_id)
+    return _run_writes([Write(resource_type, resource_id, None, expected_version=if_match)], user=user)[0]
+
+
+def resources_apply(*, user: User, writes: Sequence[Write]) -> list[WriteResult]:
+    """Write several resources atomically, each against its expected base version (for the sync engine).
+
+    Bodies are validated here (422/400 on the first bad one). Any stale ``expected_version`` raises
+    :class:`PreconditionFailed` and nothing is written; all writes share one transaction and one feed bump.
+    Call inside your own ``transaction.atomic()`` to combine it with other rows (mutation log, conflicts).
+    """
+    for w in writes:
+        check_type(w.resource_type)
+        check_id(w.resource_id)
+        if w.body is not None:
+            validate_resource(w.body, expected_type=w.resource_type)
+            if w.body.get("id") not in (None, w.resource_id):
+                raise BadRequest("The id in the body does not match", expression=["id"])
+    return _run_writes(writes, user=user)
+
+
+def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion]:
+    """Bulk load (trusted: the demo seeder / management commands; no user, no access check).
+
+    Validates every resource, assigns a UUID to those without an id, creates or overwrites, all in ONE
+    transaction with one feed bump. Returns the new versions in input order.
+    """
+    writes: list[Write] = []
+    fresh: set[tuple[str, str]] = set()
+    for body in resources:
+        rtype = validate_resource(body)
+        rid = body.get("id")
+        if not rid:
+            rid = new_id()
+            fresh.add((rtype, rid))
+        writes.append(Write(rtype, rid, body))
+    results = _run_writes(writes, user=None, trusted=True, fresh=frozenset(fresh))
+    if len(writes) >= ANALYZE_AFTER and connection.vendor == "postgresql" and not connection.in_atomic_block:
+        # A bulk load leaves the planner with empty-table statistics until autovacuum runs; with them it
+        # picks nested loops that make the first searches 20x slower. Refresh them now (seconds at most).
+        with connection.cursor() as cur:
+            cur.execute("ANALYZE " + ", ".join(m._meta.db_table for m in _STORE_MODELS))
+    return [r.version for r in results if r.version is not None]
+
+
+ANALYZE_AFTER = 1000
+_STORE_MODELS = (
+    Resource,
+    ResourceVersion,
+    ResourcePatient,
+    SearchToken,
+    SearchString,
+    SearchDate,
+    SearchReference,
+)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Reads
+# -------------------------------------------------------------------------------------------------------------
+
+
+def resource_read(*, user: User, resource_type: str, resource_id: str) -> Resource:
+    """Current state; 404 if never existed, 410 if deleted."""
+    check_type(resource_type)
+    check_id(resource_id)
+    row = Resource.objects.filter(resource_type=resource_type, resource_id=resource_id).first()
+    if row is None:
+        patients: list[str] = []
+    elif row.deleted:  # the tombstone has no body: its last compartment is kept in ResourcePatient
+        patients = sorted(ResourcePatient.objects.filter(resource=row).values_list("patient_id", flat=True))
+    else:
+        patients = compartment_patients(resource_type, resource_id, row.body)
+    access_check(user=user, action="read", resource_type=resource_type, patient_ids=patients)
+    if row is None:
+        raise NotFound(f"{resource_type}/{resource_id} not found")
+    if row.deleted:
+        raise Gone(f"{resource_type}/{resource_id} was deleted", headers={"ETag": f'W/"{row.version_id}"'})
+    return row
+
+
+def resource_vread(*, user: User, resource_type: str, resource_id: str, version_id: int) -> ResourceVersion:
+    """One historical version; 404 if absent, 410 if that version is a deletion."""
+    check_type(resource_type)
+    check_id(resource_id)
+    v = ResourceVersion.objects.filter(
+        resource_type=resource_type, resource_id=resource_id, version_id=version_id
+    ).first()
+    access_check(
+        user=user, action="vread", resource_type=resource_type, patient_ids=v.patient_ids if v else []
+    )
+    if v is None:
+        raise NotFound(f"{resource_type}/{resource_id}/_history/{version_id} not found")
+    if v.deleted:
+        raise Gone(f"{resource_type}/{resource_id}/_history/{version_id} is a deletion")
+    return v
+
+
+def page_size(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 20
+    try:
+        n = int(raw)
+    except ValueError as exc:
+        raise BadRequest("_count must be an integer", expression=["_count"]) from exc
+    if n < 0:
+        raise BadRequest("_count must not be negative", expression=["_count"])
+    return min(n, settings.OMNICARE_PAGE_MAX)
+
+
+def resource_history(
+    *,
+    user: User,
+    resource_type: str | None = None,
+    resource_id: str | None = None,
+    count: int = 20,
+    since: str | None = None,
+    before_seq: int | None = None,
+) -> HistoryPage:
+    """Instance, type or system history, newest first, paged by seq (keyset: stable under new writes)."""
+    qs = ResourceVersion.objects.all()
+    if resource_type is not None:
+        check_type(resource_type)
+        qs = qs.filter(resource_type=resource_type)
+    if resource_id is not None:
+        assert resource_type is not None
+        check_id(resource_id)
+        qs = qs.filter(resource_id=resource_id)
+        patients = sorted(
+            set(
+                ResourcePatient.objects.filter(
+                    resource__resource_type=resource_type, resource__resource_id=resource_id
+                ).values_list("patient_id", flat=True)
+            )
+        )
+    else:
+        patients = []
+    access_check(user=user, action="history", resource_type=resource_type or "*", patient_ids=patients)
+    if resource_id is None:
+        visible = _visible_patients(user=user, action="history", resource_type=resource_type or "*")
+        if visible is not None:
+            members = ResourcePatient.objects.filter(
+                patient_id__in=visible,
+                resource__resource_type=OuterRef("resource_type"),
+                resource__resource_id=OuterRef("resource_id"),
+            )
+            cond = Exists(members)
+            if resource_type is None:  # system history: non-compartment types stay visible
+                cond |= ~Q(resource_type__in=[t for t in COMPARTMENT if t == "Patient" or COMPARTMENT[t]])
+            qs = qs.filter(cond)
+    if resource_id is not None and not qs.exists():
+        raise NotFound(f"{resource_type}/{resource_id} not found")
+    if since:
+        try:
+            qs = qs.filter(last_updated__gte=parse_date_range(since)[0])
+        except ValueError as exc:
+            raise BadRequest("Invalid _since", expression=["_since"]) from exc
+    total = qs.count() if before_seq is None else None
+    if before_seq is not None:
+        qs = qs.filter(seq__lt=before_seq)
+    rows = list(qs.order_by("-seq")[: count + 1])
+    nxt = rows[count - 1].seq if len(rows) > count and count > 0 else None
+    return HistoryPage(rows[:count], nxt, total)
+
+
+def feed_since(*, after_seq: int, limit: int) -> list[ResourceVersion]:
+    """Committed versions with ``seq > after_seq`` in seq order (at most ``limit``): the sync pull source.
+
+    No access check here: the sync engine filters by the user's scope (``patient_ids``) before sending.
+    Never skips: see :func:`_bump_feed`.
+    """
+    return list(ResourceVersion.objects.filter(seq__gt=after_seq).order_by("seq")[:limit])
+
+
+def feed_head() -> int:
+    """The highest committed seq (0 when empty)."""
+    last = ResourceVersion.objects.order_by("-seq").values_list("seq", flat=True).first()
+    return int(last or 0)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Search
+# -------------------------------------------------------------------------------------------------------------
+
+
+def _visible_patients(*, user: User, action: str, resource_type: str) -> set[str] | None:
+    """Patients whose compartment ``user`` may see in a cross-patient search/history; None = no restriction.
+
+    ``access_check`` with no patient ids is a type-level check and leaves result filtering to the caller:
+    this is that filter. A role with scope "all" for the action sees everything; otherwise only the
+    care-team scope plus break-the-glass grants (the same sources ``access_check`` uses). Types outside the
+    patient compartment (Practitioner) are not filtered.
+    """
+    from omnicare.access import roles as rbac
+    from omnicare.access.services import patient_ids_granted
+    from omnicare.sync.scope import scope_patient_ids
+
+    if resource_type != "*" and resource_type != "Patient" and not COMPARTMENT.get(resource_type):
+        return None
+    wanted = rbac.normalize_action(action)
+    permitted = [
+        rbac.ROLES[r] for r in rbac.user_roles(user) if wanted in rbac.allowed_actions(r, resource_type)
+    ]
+    if any(r.scope == "all" for r in permitted):
+        return None
+    if not any(r.scope == "care-team" for r in permitted):
+        return set()
+    return set(scope_patient_ids(user=user)) | patient_ids_granted(user=user)
+
+
+def _entry_for(row: Resource | ResourceVersion, base_url: str) -> dict[str, Any]:
+    return {"fullUrl": f"{base_url}/{row.resource_type}/{row.resource_id}", "resource": row.body}
+
+
+def _sort_of(raw: str | None, *, strict: bool) -> tuple[str | None, bool]:
+    """The one supported sort key (``_lastUpdated`` or ``_id``, ``-`` for descending) or None (insertion order)."""
+    if not raw:
+        return None, False
+    first = raw.split(",")[0].strip()
+    key = first.lstrip("-")
+    if key not in SORTS:
+        if strict:
+            raise BadRequest(
+                f"Unsupported _sort {key[:40]!r} (supported: {', '.join(SORTS)})", code="not-supported"
+            )
+        return None, False
+    return key, first.startswith("-")
+
+
+def _cursor_of(row: Resource, sort_key: str | None) -> str:
+    """Keyset position of ``row`` for the sort in use (opaque to clients; carried in the next link)."""
+    if sort_key == "_lastUpdated":
+        return f"{(row.last_updated - EPOCH) // timedelta(microseconds=1)}.{row.pk}"
+    if sort_key == "_id":
+        return row.resource_id
+    return str(row.pk)
+
+
+def _after_cursor(raw: str, sort_key: str | None, desc: bool) -> Q:
+    try:
+        if sort_key == "_lastUpdated":
+            micros, pk = raw.split(".", 1)
+            at = EPOCH + timedelta(microseconds=int(micros))
+            if desc:
+                return Q(last_updated__lt=at) | Q(last_updated=at, pk__lt=int(pk))
+            return Q(last_updated__gt=at) | Q(last_updated=at, pk__gt=int(pk))
+        if sort_key == "_id":
+            check_id(raw)
+            return Q(resource_id__lt=raw) if desc else Q(resource_id__gt=raw)
+        return Q(pk__gt=int(raw))
+    except (ValueError, BadRequest, OverflowError, OSError) as exc:
+        raise BadRequest("Invalid _cursor", expression=["_cursor"]) from exc
+
+
+def resource_search(
+    *,
+    user: User,
+    resource_type: str,
+    params: list[tuple[str, str]],
+    base_url: str,
+    strict: bool = False,
+) -> dict[str, Any]:
+    """Search current state; returns a ``searchset`` Bundle with ``total`` and a keyset ``next`` link.
+
+    Unknown parameters are ignored (and left out of the self link) unless ``strict`` (Prefer: handling=strict),
+    which makes them a 400.
+    """
+    check_type(resource_type)
+    control = {k: v for k, v in params if k in CONTROL_PARAMS}
+    parsed = build_query(resource_type, params)
+    if parsed.unknown and strict:
+        raise BadRequest(
+            "Unknown search parameter(s): " + ", ".join(sorted(set(parsed.unknown)))[:500],
+            code="not-supported",
+        )
+    access_check(user=user, action="search", resource_type=resource_type, patient_ids=parsed.patient_ids)
+    count = page_size(control.get("_count"))
+    cursor_raw = control.get("_cursor")
+    qs = parsed.queryset
+    visible = _visible_patients(user=user, action="search", resource_type=resource_type)
+    if visible is not None:
+        qs = qs.filter(
+            pk__in=ResourcePatient.objects.filter(resource_type=resource_type, patient_id__in=visible).values(
+                "resource_id"
+            )
+        )
+    sort_key, desc = _sort_of(control.get("_sort"), strict=strict)
+    if control.get("_summary") == "count":
+        count = 0
+    page_qs = qs.filter(_after_cursor(cursor_raw, sort_key, desc)) if cursor_raw else qs
+    field_name = SORTS[sort_key] if sort_key else "pk"
+    direction = "-" if desc else ""
+    ordering = [direction + field_name] + ([direction + "pk"] if field_name == "last_updated" else [])
+    rows = list(page_qs.order_by(*ordering)[: count + 1]) if count > 0 else []
+    has_next = len(rows) > count
+    rows = rows[:count]
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "id": new_id(), "type": "searchset"}
+    bundle["meta"] = {"lastUpdated": _instant(timezone.now())}
+    if control.get("_total") != "none":
+        bundle["total"] = len(rows) if (not cursor_raw and not has_next and count > 0) else qs.count()
+    keep = parsed.used + [(k, v) for k, v in params if k in ("_count", "_total", "_summary")]
+    if sort_key:
+        keep.append(("_sort", direction + sort_key))
+    self_q = keep + ([("_cursor", cursor_raw)] if cursor_raw else [])
+    url = f"{base_url}/{resource_type}"
+    links = [{"relation": "self", "url": url + ("?" + urlencode(self_q) if self_q else "")}]
+    if has_next:
+        links.append(
+            {
+                "relation": "next",
+                "url": url + "?" + urlencode(keep + [("_cursor", _cursor_of(rows[-1], sort_key))]),
+            }
+        )
+    bundle["link"] = links
+    bundle["entry"] = [{**_entry_for(r, base_url), "search": {"mode": "match"}} for r in rows]
+    return bundle
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Bundles (transaction / batch)
+# -------------------------------------------------------------------------------------------------------------
+
+from .bundles import bundle_process  # noqa: E402  (bundles builds on the services above)
+
+__all__ = [
+    "FeedCounter",
+    "HistoryPage",
+    "Write",
+    "WriteResult",
+    "bundle_process",
+    "feed_head",
+    "feed_since",
+    "resource_create",
+    "resource_delete",
+    "resource_history",
+    "resource_read",
+    "resource_search",
+    "resource_update",
+    "resource_vread",
+    "resources_apply",
+    "resources_import",
+]

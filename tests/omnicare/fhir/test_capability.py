@@ -1,0 +1,40 @@
+"""The CapabilityStatement is generated from the search table: everything advertised works."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fhir.resources.R4B.capabilitystatement import CapabilityStatement
+
+from omnicare.fhir.search import SEARCH_PARAMS
+
+from .conftest import Fhir
+
+pytestmark = pytest.mark.django_db
+
+SAMPLE = {"token": "x", "string": "x", "date": "ge2020-01-01", "reference": "Patient/x"}
+
+
+def test_metadata_is_a_valid_capability_statement(fhir: Fhir) -> None:
+    r = fhir.get("/metadata")
+    assert r.status_code == 200 and r["Content-Type"].startswith("application/fhir+json")
+    body = r.json()
+    CapabilityStatement.model_validate(body)
+    assert body["fhirVersion"] == "4.0.1"
+    types = {res["type"] for res in body["rest"][0]["resource"]}
+    assert types == set(SEARCH_PARAMS)
+    assert {"transaction", "batch"} <= {i["code"] for i in body["rest"][0]["interaction"]}
+
+
+def test_every_advertised_search_param_is_accepted_strictly(fhir: Fhir) -> None:
+    body: dict[str, Any] = fhir.get("/metadata").json()
+    checked = 0
+    for res in body["rest"][0]["resource"]:
+        for param in res["searchParam"]:
+            r = fhir.get(
+                f"/{res['type']}?{param['name']}={SAMPLE[param['type']]}", HTTP_PREFER="handling=strict"
+            )
+            assert r.status_code == 200, (res["type"], param["name"], r.content)
+            checked += 1
+    assert checked > 50
