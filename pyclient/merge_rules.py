@@ -235,6 +235,16 @@ FIELD_RULES: Mapping[str, Mapping[str, Policy | Identity]] = MappingProxyType(
             "reaction.substance": _A,
             "reaction.manifestation": _A,
         },
+        "Condition": {
+            "code": _A,  # the diagnosis: two re-codings of one problem need a human
+            "subject": _A,
+            "clinicalStatus": _A,  # active vs resolved must not be merged into either
+            "verificationStatus": _A,
+            "severity": _A,
+            "onset[x]": _A,
+            "abatement[x]": _A,
+            "bodySite": _A,
+        },
         "Patient": {
             "deceased[x]": _A,
             "managingOrganization": _A,

@@ -554,3 +554,33 @@ def test_server_meta_and_narrative_never_conflict_and_tags_merge_as_sets() -> No
         "security": [{"system": "t", "code": "R"}],
     }
     assert result.merged["text"]["div"] == "<div>server</div>"
+
+
+def condition() -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": "c1",
+        "clinicalStatus": status_concept("active", "condition-clinical"),
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "44054006", "display": "Type 2 diabetes"}]},
+        "subject": {"reference": "Patient/p1"},
+        "onsetDateTime": "2020-03-01",
+    }
+
+
+def test_condition_resolved_on_one_side_note_on_the_other_merge() -> None:
+    base = condition()
+    ours = edit(base, clinicalStatus=status_concept("resolved", "condition-clinical"))
+    theirs = edit(base, note=[{"text": "diet controlled"}])
+    result = merge(base, ours, theirs)
+    assert result.clean
+    assert result.merged["clinicalStatus"]["coding"][0]["code"] == "resolved"
+    assert result.merged["note"] == [{"text": "diet controlled"}]
+
+
+def test_condition_diagnosis_recoded_differently_on_both_sides_is_a_conflict() -> None:
+    base = condition()
+    type1 = {"coding": [{"system": "http://snomed.info/sct", "code": "46635009", "display": "Type 1 diabetes"}]}
+    gest = {"coding": [{"system": "http://snomed.info/sct", "code": "11687002", "display": "Gestational diabetes"}]}
+    result = merge(base, edit(base, code=type1), edit(base, code=gest))
+    assert paths(result) == {"code"}
+    assert result.merged["code"] == type1  # ours shown until a person decides
