@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.urls import path
 
 from omnicare.core.consumers import PingConsumer
+from omnicare.sync.consumers import SyncConsumer
 
 websocket_urlpatterns = [
     path("ws/ping", PingConsumer.as_asgi()),
+    path("ws/sync", SyncConsumer.as_asgi()),
 ]

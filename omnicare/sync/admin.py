@@ -1,0 +1,70 @@
+"""Admin views of sync state: conflicts (open first), devices, the mutation log, snapshots, push jobs.
+
+Read-only: every change goes through the sync services (resolution through the API records who and how).
+List pages show identifiers and states only; resource bodies appear on a conflict's detail page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import AppliedMutation, Conflict, Device, PushJob, Snapshot
+
+
+class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Conflict)
+class ConflictAdmin(ReadOnly):
+    list_display = (
+        "id",
+        "status",
+        "resource_type",
+        "resource_id",
+        "author",
+        "device_id",
+        "created",
+        "resolution",
+        "resolved_by",
+        "resolved_at",
+    )
+    list_filter = ("status", "resource_type", "resolution")
+    search_fields = ("resource_id", "author__username", "device_id", "mutation_id")
+    ordering = ("status", "-created")  # "open" sorts before "resolved": open conflicts first
+
+
+@admin.register(Device)
+class DeviceAdmin(ReadOnly):
+    list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq")
+    search_fields = ("device_id", "user__username", "name")
+
+
+@admin.register(AppliedMutation)
+class AppliedMutationAdmin(ReadOnly):
+    list_display = ("mutation_id", "user", "device_id", "status", "resource_type", "resource_id", "created")
+    list_filter = ("status", "resource_type")
+    search_fields = ("mutation_id", "device_id", "user__username")
+    exclude = ("result",)
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(ReadOnly):
+    list_display = ("id", "user", "device_id", "status", "seq", "count", "size", "created", "finished")
+    exclude = ("data", "cursor")
+
+
+@admin.register(PushJob)
+class PushJobAdmin(ReadOnly):
+    list_display = ("id", "user", "device_id", "status", "created", "finished")
+    exclude = ("request", "result")

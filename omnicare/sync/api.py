@@ -1,0 +1,370 @@
+"""Offline sync API (/api/sync/): pull, push, conflicts, devices, snapshots, push jobs.
+
+Routers only translate HTTP to ``omnicare.sync.services``; the wire shapes are parsed and written with
+``pyclient.protocol`` so server and browser agree byte for byte. The ninja schemas below describe those
+shapes for the OpenAPI docs; the bodies themselves are validated by pyclient (one set of rules).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from ninja import Field, Router, Schema
+
+from omnicare.access.auth import api_auth
+from omnicare.core.errors import BadRequest
+from pyclient.protocol import ProtocolError, PullRequest, dumps
+
+from . import services
+
+router = Router(tags=["sync"], auth=api_auth)
+
+JSON = "application/json"
+
+
+# --- schemas (documentation of the wire contract) -------------------------------------------------------
+
+
+class ChangeOut(Schema):
+    seq: int
+    resourceType: str
+    id: str
+    versionId: int
+    deleted: bool
+    resource: dict[str, Any] | None
+
+
+class DropOut(Schema):
+    resourceType: str
+    id: str
+
+
+class PullOut(Schema):
+    changes: list[ChangeOut]
+    cursor: str = Field(
+        description="Opaque; send it back unchanged. A cursor this server never issued is a 400."
+    )
+    hasMore: bool
+    drop: list[DropOut] = Field(description="Records that left your scope: delete the local copies.")
+    reset: bool = Field(False, description="True on a first sync (no cursor): the page starts a full fill.")
+
+
+class PullIn(Schema):
+    cursor: str | None = None
+    limit: int = Field(200, ge=1, le=1000)
+
+
+class MutationIn(Schema):
+    mutationId: str = Field(description="Client-generated (UUID); replays return the first result")
+    op: Literal["put", "delete"]
+    resourceType: str
+    id: str
+    baseVersion: int | None = Field(description="Version the edit started from; null = create")
+    resource: dict[str, Any] | None = None
+    supersedes: str | None = Field(None, description="mutationId of an earlier conflicted edit this replaces")
+
+
+class PushIn(Schema):
+    deviceId: str
+    mutations: list[MutationIn] = Field(description=f"At most {services.MAX_PUSH_MUTATIONS} (413 above)")
+
+
+class MutationResultOut(Schema):
+    mutationId: str
+    status: Literal["applied", "merged", "conflict", "rejected"]
+    versionId: int | None = None
+    resource: dict[str, Any] | None = None
+    conflictId: str | None = None
+    conflicts: list[dict[str, Any]] | None = None
+    outcome: dict[str, Any] | None = None
+
+
+class PushOut(Schema):
+    results: list[MutationResultOut]
+
+
+class JobOut(Schema):
+    id: str
+    status: str
+    result: PushOut | None = None
+    error: str | None = None
+
+
+class ConflictOut(Schema):
+    id: str
+    resourceType: str
+    resourceId: str
+    status: str
+    baseVersion: int | None
+    oursVersion: int | None
+    base: dict[str, Any] | None
+    ours: dict[str, Any] | None
+    theirs: dict[str, Any] | None
+    paths: list[str]
+    conflicts: list[dict[str, Any]]
+    author: str
+    deviceId: str
+    mutationId: str
+    created: str
+    resolution: str | None
+    resolvedBy: str | None
+    resolvedAt: str | None
+    resolvedVersion: int | None
+
+
+class ResolveIn(Schema):
+    resolution: Literal["keep-mine", "keep-server", "edited"]
+    resource: dict[str, Any] | None = Field(None, description="The hand-merged resource (resolution=edited)")
+    baseVersion: int | None = Field(
+        None, description="Server version you resolved against (default: the conflict's)"
+    )
+
+
+class ResolveOut(Schema):
+    conflict: ConflictOut
+    result: MutationResultOut
+
+
+class DeviceIn(Schema):
+    deviceId: str = Field(min_length=1, max_length=64)
+    name: str = Field("", max_length=100)
+
+
+class DeviceOut(Schema):
+    deviceId: str
+    name: str
+    created: str
+    lastSeen: str | None
+    lastMutationId: str
+    lastPullSeq: int
+
+
+class SnapshotIn(Schema):
+    deviceId: str = Field(min_length=1, max_length=64)
+
+
+class SnapshotOut(Schema):
+    id: str
+    status: str
+    seq: int | None
+    count: int
+    size: int
+    cursor: str | None
+
+
+def _json(data: Any, status: int = 200) -> HttpResponse:
+    body = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":")).encode()
+    return HttpResponse(body, status=status, content_type=JSON)
+
+
+def _body(request: HttpRequest) -> Any:
+    try:
+        return json.loads(request.body or b"null")
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadRequest("Malformed JSON body", code="structure") from None
+
+
+def _inline_defs(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace pydantic's local ``#/$defs/X`` references (which OpenAPI cannot resolve) by their bodies."""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/"):
+            return _inline_defs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_defs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_defs(v, defs) for v in node]
+    return node
+
+
+def _spec(schema: type[Schema]) -> dict[str, Any]:
+    raw = schema.model_json_schema()
+    body = _inline_defs(raw, raw.get("$defs", {}))
+    return {"requestBody": {"required": True, "content": {JSON: {"schema": body}}}}
+
+
+# --- pull ---------------------------------------------------------------------------------------------
+
+
+@router.get("/pull", response={200: PullOut}, summary="Pull changes after a cursor")
+def pull_get(
+    request: HttpRequest, cursor: str | None = None, limit: int = 200, deviceId: str | None = None
+) -> HttpResponse:
+    """The changes you may see after ``cursor`` (omit it on first sync), tombstones included, at most
+    ``limit`` (1..1000). Pages until ``hasMore`` is false. ``drop`` lists records that left your scope."""
+    try:
+        req = PullRequest(cursor=cursor or None, limit=limit)
+    except ProtocolError as exc:
+        raise BadRequest(str(exc), expression=["limit"]) from None
+    return _json(
+        services.pull_json(user=request.user, cursor=req.cursor, limit=req.limit, device_id=deviceId)
+    )
+
+
+@router.post(
+    "/pull",
+    response={200: PullOut},
+    summary="Pull changes after a cursor (JSON body)",
+    openapi_extra=_spec(PullIn),
+)
+def pull_post(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """Same as GET, with ``{"cursor", "limit"}`` in the body (keeps cursors out of URLs and logs)."""
+    try:
+        req = PullRequest.from_json(_body(request))
+    except ProtocolError as exc:
+        raise BadRequest(f"Malformed pull: {exc}"[:500], code="structure") from None
+    return _json(
+        services.pull_json(user=request.user, cursor=req.cursor, limit=req.limit, device_id=deviceId)
+    )
+
+
+# --- push ---------------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/push", response={200: PushOut}, summary="Push a batch of mutations", openapi_extra=_spec(PushIn)
+)
+def push(request: HttpRequest) -> HttpResponse:
+    """One result per mutation, in order: ``applied`` / ``merged`` (new version), ``conflict`` (stored,
+    with its id and both sides) or ``rejected`` (OperationOutcome). A malformed batch is a 400, more than
+    100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
+    req = services.parse_push(_body(request))
+    return _json(dumps(services.push(user=request.user, request=req)))
+
+
+@router.post(
+    "/push/jobs",
+    response={202: JobOut},
+    summary="Push a large batch as a background job",
+    openapi_extra=_spec(PushIn),
+)
+def push_job(request: HttpRequest) -> HttpResponse:
+    """Same body and per-mutation rules as ``push``, up to 5,000 mutations, applied by a Celery job:
+    202 with the job id (``Location``); poll ``/api/sync/jobs/{id}`` for the results. Re-running a job or
+    re-sending the batch changes nothing already applied (mutations are idempotent)."""
+    from .tasks import apply_push_job
+
+    req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
+    job = services.push_job_create(user=request.user, request=req)
+    transaction.on_commit(lambda: apply_push_job.delay(str(job.id)))
+    response = _json(_job_json(job), status=202)
+    response["Location"] = f"/api/sync/jobs/{job.id}"
+    return response
+
+
+def _job_json(job: Any) -> dict[str, Any]:
+    return {"id": str(job.id), "status": job.status, "result": job.result, "error": job.error or None}
+
+
+@router.get("/jobs/{job_id}", response={200: JobOut}, summary="Status of a background push")
+def job_get(request: HttpRequest, job_id: str) -> HttpResponse:
+    return _json(_job_json(services.push_job_get(user=request.user, job_id=job_id)))
+
+
+# --- conflicts ----------------------------------------------------------------------------------------
+
+
+@router.get("/conflicts", response={200: list[ConflictOut]}, summary="Conflicts (yours; staff see all)")
+def conflicts(request: HttpRequest, status: str = "open", limit: int = 100) -> HttpResponse:
+    """Stored conflicts: open by default (``status=resolved`` or ``all``). Authors see theirs; staff and
+    superusers see everyone's."""
+    if status not in ("open", "resolved", "all"):
+        raise BadRequest("status must be open, resolved or all", expression=["status"])
+    rows = services.conflicts_list(user=request.user, status=None if status == "all" else status, limit=limit)
+    return _json([services.conflict_json(c) for c in rows])
+
+
+@router.get("/conflicts/{conflict_id}", response={200: ConflictOut}, summary="One conflict")
+def conflict(request: HttpRequest, conflict_id: str) -> HttpResponse:
+    return _json(services.conflict_json(services.conflict_get(user=request.user, conflict_id=conflict_id)))
+
+
+@router.post("/conflicts/{conflict_id}/resolve", response={200: ResolveOut}, summary="Resolve a conflict")
+def conflict_resolve(request: HttpRequest, conflict_id: str, payload: ResolveIn) -> HttpResponse:
+    """``keep-mine`` writes the parked client edit, ``keep-server`` keeps the server version, ``edited`` writes
+    ``resource``. 409 if the record changed since ``baseVersion``; records who resolved it and how."""
+    c, result = services.conflict_resolve(
+        user=request.user,
+        conflict_id=conflict_id,
+        resolution=payload.resolution,
+        resource=payload.resource,
+        base_version=payload.baseVersion,
+    )
+    return _json({"conflict": services.conflict_json(c), "result": result.to_json()})
+
+
+# --- devices ------------------------------------------------------------------------------------------
+
+
+def _device_json(d: Any) -> dict[str, Any]:
+    return {
+        "deviceId": d.device_id,
+        "name": d.name,
+        "created": d.created.isoformat(),
+        "lastSeen": d.last_seen.isoformat() if d.last_seen else None,
+        "lastMutationId": d.last_mutation_id,
+        "lastPullSeq": d.last_pull_seq,
+    }
+
+
+@router.post("/devices", response={200: DeviceOut}, summary="Register a device")
+def device_register(request: HttpRequest, payload: DeviceIn) -> HttpResponse:
+    """Idempotent: registering again updates the name and last-seen time."""
+    return _json(
+        _device_json(
+            services.device_register(user=request.user, device_id=payload.deviceId, name=payload.name)
+        )
+    )
+
+
+@router.get("/devices", response={200: list[DeviceOut]}, summary="Your devices")
+def devices(request: HttpRequest) -> HttpResponse:
+    return _json([_device_json(d) for d in services.devices_list(user=request.user)])
+
+
+# --- snapshots ----------------------------------------------------------------------------------------
+
+
+def _snapshot_json(s: Any) -> dict[str, Any]:
+    return {
+        "id": str(s.id),
+        "status": s.status,
+        "seq": s.seq,
+        "count": s.count,
+        "size": s.size,
+        "cursor": s.cursor or None,
+    }
+
+
+@router.post("/snapshots", response={202: SnapshotOut}, summary="Prepare a first-sync snapshot")
+def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
+    """A background job writes your whole scope, gzip-compressed, at a known feed position. Poll
+    ``/snapshots/{id}``; when ``ready``, download ``/snapshots/{id}/data`` and continue pulling from its
+    ``cursor``."""
+    from .tasks import build_snapshot
+
+    snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)
+    transaction.on_commit(lambda: build_snapshot.delay(str(snap.id)))
+    snap.refresh_from_db()
+    response = _json(_snapshot_json(snap), status=202)
+    response["Location"] = f"/api/sync/snapshots/{snap.id}"
+    return response
+
+
+@router.get("/snapshots/{snapshot_id}", response={200: SnapshotOut}, summary="Snapshot status")
+def snapshot_status(request: HttpRequest, snapshot_id: str) -> HttpResponse:
+    return _json(_snapshot_json(services.snapshot_get(user=request.user, snapshot_id=snapshot_id)))
+
+
+@router.get("/snapshots/{snapshot_id}/data", summary="Download a ready snapshot (gzip JSON)")
+def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
+    """``{"cursor", "seq", "changes": [...]}`` with ``Content-Encoding: gzip``."""
+    snap = services.snapshot_get(user=request.user, snapshot_id=snapshot_id)
+    if snap.status != snap.READY or snap.data is None:
+        raise BadRequest("Snapshot not ready yet", code="incomplete")
+    response = HttpResponse(bytes(snap.data), content_type=JSON)
+    response["Content-Encoding"] = "gzip"
+    response["Cache-Control"] = "private, no-store"
+    return response

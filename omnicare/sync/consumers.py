@@ -1,0 +1,157 @@
+"""``/ws/sync``: change hints for a signed-in device (Channels).
+
+Authentication: the session cookie (the PWA), or — for API clients without cookies — a bearer token sent as
+the FIRST message ``{"type": "auth", "token": "oc_..."}`` within ``AUTH_TIMEOUT`` seconds. Tokens are never
+taken from the query string (URLs end up in access logs). Until authenticated nothing is sent; a bad token
+closes with code 4401. On success the server sends ``{"type": "ready", "seq": <feed head>}``.
+
+Notifications are hints, not data: ``{"type": "sync.hint", "seq": N, "bundle": <R4B SubscriptionStatus
+notification Bundle>}`` naming what changed (type/id/version, ``eventNumber`` = feed seq) within the user's
+scope, up to feed position N. The client then pulls with its cursor; after any reconnect it pulls anyway,
+so a dropped hint costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from omnicare.access.services import token_authenticate
+from omnicare.fhir.services import feed_head
+
+from . import scope as scopes
+from .notify import GROUP
+
+AUTH_TIMEOUT = 10.0
+
+
+def notification_bundle(*, seq: int, changes: list[dict[str, Any]], events_total: int) -> dict[str, Any]:
+    """An R4B ``SubscriptionStatus`` event-notification Bundle (type ``history``) for these changes."""
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    status = {
+        "resourceType": "SubscriptionStatus",
+        "status": "active",
+        "type": "event-notification",
+        "eventsSinceSubscriptionStart": str(events_total),
+        "notificationEvent": [
+            {
+                "eventNumber": str(c["seq"]),
+                "timestamp": now,
+                "focus": {"reference": f"{c['resourceType']}/{c['id']}/_history/{c['versionId']}"},
+            }
+            for c in changes
+        ],
+        "subscription": {"reference": "Subscription/omnicare-sync"},
+        "topic": "urn:omnicare:sync:changes",
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "history",
+        "timestamp": now,
+        "entry": [{"fullUrl": "urn:omnicare:sync:status", "resource": status}],
+        "meta": {"tag": [{"system": "urn:omnicare:sync", "code": "head", "display": str(seq)}]},
+    }
+
+
+@database_sync_to_async
+def _auth_token(token: str) -> Any:
+    return token_authenticate(token=token)
+
+
+@database_sync_to_async
+def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]]]:
+    return scopes.split_keys(scopes.scope_keys(user=user))
+
+
+@database_sync_to_async
+def _head() -> int:
+    return feed_head()
+
+
+class SyncConsumer(AsyncJsonWebsocketConsumer):
+    """One socket per device; joins the ``sync.feed`` group once authenticated."""
+
+    user: Any = None
+    patients: set[str]
+    others: set[tuple[str, str]]
+    events = 0
+    _timeout: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated and user.is_active:
+            await self._ready(user)
+        else:
+            self._timeout = asyncio.ensure_future(self._auth_deadline())
+
+    async def _auth_deadline(self) -> None:
+        await asyncio.sleep(AUTH_TIMEOUT)
+        if self.user is None:
+            await self.close(code=4401)
+
+    async def _ready(self, user: Any) -> None:
+        self.user = user
+        if self._timeout is not None:
+            self._timeout.cancel()
+        self.patients, self.others = await _scope(user)
+        await self.channel_layer.group_add(GROUP, self.channel_name)
+        await self.send_json({"type": "ready", "seq": await _head()})
+
+    async def disconnect(self, code: int) -> None:
+        if self._timeout is not None:
+            self._timeout.cancel()
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(GROUP, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        if self.user is None:
+            token = (
+                content.get("token") if isinstance(content, dict) and content.get("type") == "auth" else None
+            )
+            user = await _auth_token(token) if isinstance(token, str) else None
+            if user is None:
+                await self.close(code=4401)
+                return
+            await self._ready(user)
+            return
+        if isinstance(content, dict) and content.get("type") == "ping":
+            await self.send_json({"type": "pong"})
+
+    async def sync_changed(self, event: dict[str, Any]) -> None:
+        """Group message from ``notify.send_hint``: forward only what this user may see."""
+        if self.user is None:
+            return
+        if event.get("scopeChanged"):
+            self.patients, self.others = await _scope(self.user)
+        mine = [
+            c
+            for c in event.get("changes", [])
+            if scopes.version_in_scope(
+                resource_type=c["resourceType"],
+                resource_id=c["id"],
+                patient_ids=c.get("patients") or [],
+                patients=self.patients,
+                others=self.others,
+            )
+        ]
+        if not mine and not event.get("more") and not event.get("scopeChanged"):
+            return
+        if not mine and not (self.patients or self.others):
+            return
+        public = [{k: c[k] for k in ("resourceType", "id", "versionId", "seq", "deleted")} for c in mine]
+        self.events += len(public)
+        await self.send_json(
+            {
+                "type": "sync.hint",
+                "seq": event["seq"],
+                "changes": public,
+                "more": bool(event.get("more")),
+                "bundle": notification_bundle(seq=event["seq"], changes=public, events_total=self.events),
+            }
+        )

@@ -1,0 +1,161 @@
+"""Sync test helpers: a tiny clinic (practitioners linked to users, patients with care teams) and a sync client."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from omnicare.fhir.services import resources_import
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def practitioner(username: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Practitioner",
+        "id": f"pr-{username.replace('.', '-')}",
+        "identifier": [{"system": "urn:omnicare:user", "value": username}],
+        "name": [{"family": username}],
+    }
+
+
+def patient(pid: str, family: str = "Doe") -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "name": [{"use": "official", "family": family}]}
+
+
+def care_team(pid: str, usernames: list[str], team_id: str | None = None) -> dict[str, Any]:
+    return {
+        "resourceType": "CareTeam",
+        "id": team_id or f"ct-{pid}",
+        "status": "active",
+        "subject": {"reference": f"Patient/{pid}"},
+        "participant": [
+            {"member": {"reference": f"Practitioner/pr-{u.replace('.', '-')}"}} for u in usernames
+        ],
+    }
+
+
+def observation(oid: str, pid: str, value: float = 70.0, status: str = "final") -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": status,
+        "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+        "subject": {"reference": f"Patient/{pid}"},
+        "valueQuantity": {"value": value, "unit": "kg"},
+    }
+
+
+def seed(*resources: dict[str, Any]) -> None:
+    resources_import(resources=list(resources))
+
+
+class SyncClient:
+    """The sync API through the Django test client (JSON in, JSON out)."""
+
+    def __init__(self, client: Any, device_id: str | None = None) -> None:
+        self.client = client
+        self.device_id = device_id or f"dev-{uuid.uuid4().hex[:8]}"
+        self.cursor: str | None = None
+
+    def post(self, path: str, body: Any, **extra: Any) -> Any:
+        data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        return self.client.post("/api/sync" + path, data, content_type="application/json", **extra)
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.client.get("/api/sync" + path, params)
+
+    def pull(self, cursor: str | None = None, limit: int = 200) -> dict[str, Any]:
+        r = self.post("/pull", {"cursor": cursor, "limit": limit})
+        assert r.status_code == 200, r.content
+        return r.json()
+
+    def pull_all(
+        self, cursor: str | None = None, limit: int = 200
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+        """Pull until hasMore is false: (changes, drops, cursor)."""
+        changes: list[dict[str, Any]] = []
+        drops: list[dict[str, Any]] = []
+        while True:
+            page = self.pull(cursor, limit)
+            changes += page["changes"]
+            drops += page["drop"]
+            cursor = page["cursor"]
+            if not page["hasMore"]:
+                return changes, drops, cursor
+
+    def push(self, *mutations: dict[str, Any], expect: int = 200) -> list[dict[str, Any]]:
+        r = self.post("/push", {"deviceId": self.device_id, "mutations": list(mutations)})
+        assert r.status_code == expect, r.content
+        return r.json()["results"] if expect == 200 else r.json()
+
+
+def put(resource: dict[str, Any], base: int | None, mid: str | None = None) -> dict[str, Any]:
+    return {
+        "mutationId": mid or str(uuid.uuid4()),
+        "op": "put",
+        "resourceType": resource["resourceType"],
+        "id": resource["id"],
+        "baseVersion": base,
+        "resource": resource,
+    }
+
+
+def delete(rtype: str, rid: str, base: int, mid: str | None = None) -> dict[str, Any]:
+    return {
+        "mutationId": mid or str(uuid.uuid4()),
+        "op": "delete",
+        "resourceType": rtype,
+        "id": rid,
+        "baseVersion": base,
+        "resource": None,
+    }
+
+
+@pytest.fixture
+def clinic(db: Any, user: Any, other_user: Any) -> dict[str, Any]:
+    """``user`` (dr.test) cares for p1; ``other_user`` (nurse.test) for p2. Both are physicians."""
+    from omnicare.access.roles import PHYSICIAN, role_assign
+
+    role_assign(user=user, role=PHYSICIAN)
+    role_assign(user=other_user, role=PHYSICIAN)
+    seed(
+        practitioner(user.username),
+        practitioner(other_user.username),
+        patient("p1", "One"),
+        patient("p2", "Two"),
+        care_team("p1", [user.username]),
+        care_team("p2", [other_user.username]),
+        observation("o1", "p1"),
+        observation("o2", "p2"),
+    )
+    return {"user": user, "other": other_user}
+
+
+@pytest.fixture
+def sync(api: Any) -> SyncClient:
+    return SyncClient(api)
+
+
+@pytest.fixture
+def other_sync(other_user: Any, token_for: Any) -> SyncClient:
+    from django.test import Client
+
+    return SyncClient(Client(HTTP_AUTHORIZATION=f"Bearer {token_for(other_user)}"))
+
+
+@pytest.fixture
+def eager_celery() -> Any:
+    """Run Celery tasks inline in this test even when REDIS_URL configures a real broker."""
+    from omnicare.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
