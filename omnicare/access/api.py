@@ -1,0 +1,80 @@
+"""Session sign-in for the PWA (/api/auth/).
+
+The PWA signs in with username/password and then talks to /api/sync/ and
+/fhir/R4/ with the session cookie (+ CSRF header on unsafe methods). Login is
+CSRF-protected too (login CSRF would sign a victim into an attacker's account):
+the app first calls ``GET csrf`` which sets the ``csrftoken`` cookie and returns
+the token. Rate limiting of ``login`` is a later issue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import authenticate, login, logout
+from django.http import HttpRequest
+from django.middleware.csrf import get_token
+from ninja import Router, Schema
+from ninja.utils import check_csrf
+
+from omnicare.core.errors import Forbidden, NotAuthenticated
+
+from .auth import api_auth
+
+router = Router(tags=["auth"])
+
+
+class LoginIn(Schema):
+    username: str
+    password: str
+
+
+class MeOut(Schema):
+    id: int
+    username: str
+    displayName: str  # noqa: N815 - wire name
+    isStaff: bool  # noqa: N815 - wire name
+
+
+def _me(user: Any) -> dict[str, Any]:
+    full = (user.get_full_name() or "").strip()
+    return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
+            "isStaff": bool(user.is_staff)}
+
+
+def _csrf_or_403(request: HttpRequest) -> None:
+    if check_csrf(request) is not None:
+        raise Forbidden("CSRF token missing or incorrect")
+
+
+@router.get("/csrf", auth=None)
+def csrf(request: HttpRequest) -> dict[str, str]:
+    """Set the CSRF cookie and return the token (send it back as ``X-CSRFToken``)."""
+    return {"csrfToken": get_token(request)}
+
+
+@router.post("/login", auth=None, response=MeOut)
+def login_view(request: HttpRequest, payload: LoginIn) -> dict[str, Any]:
+    """Check the password and start a session (cookie). 401 on bad credentials."""
+    _csrf_or_403(request)
+    user = authenticate(request, username=payload.username, password=payload.password)
+    if user is None or not user.is_active:
+        # One message for unknown user and wrong password: no account enumeration.
+        raise NotAuthenticated("Wrong username or password")
+    login(request, user)  # rotates the session key and the CSRF token
+    get_token(request)
+    return _me(user)
+
+
+@router.post("/logout", auth=None)
+def logout_view(request: HttpRequest) -> dict[str, bool]:
+    """End the session (idempotent)."""
+    _csrf_or_403(request)
+    logout(request)
+    return {"ok": True}
+
+
+@router.get("/me", auth=api_auth, response=MeOut)
+def me(request: HttpRequest) -> dict[str, Any]:
+    """Who is signed in (401 when nobody)."""
+    return _me(request.auth)

@@ -1,0 +1,49 @@
+// WebCrypto in batches for Python (pyclient/adapters/browser_app.py). Python plans every seal/open
+// (pyclient.envelope / pyclient.keys: header, AAD, nonce) and hands a whole batch to one call here:
+// a WebCrypto call costs ~0.2 ms when crossed per record from Python but ~0.013 ms in JS.
+
+const subtle = globalThis.crypto.subtle;
+
+export function randomBytes(n) {
+  return globalThis.crypto.getRandomValues(new Uint8Array(n));
+}
+
+/** PBKDF2-HMAC-SHA256(pin) -> non-extractable AES-256-GCM key-encryption key. */
+export async function deriveKek(pinBytes, salt, iterations) {
+  const base = await subtle.importKey("raw", pinBytes, "PBKDF2", false, ["deriveKey"]);
+  return subtle.deriveKey(
+    { name: "PBKDF2", hash: "SHA-256", salt, iterations },
+    base,
+    { name: "AES-GCM", length: 256 },
+    false,
+    ["encrypt", "decrypt"],
+  );
+}
+
+/** Raw 32-byte key -> non-extractable AES-GCM CryptoKey (the key bytes cannot be read back from it). */
+export function importAesKey(raw) {
+  return subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
+}
+
+/** jobs: [[nonce, aad, plaintext], ...] under one key -> [ciphertext||tag, ...]. */
+export async function encryptBatch(key, jobs) {
+  const out = await Promise.all(
+    jobs.map(([iv, additionalData, pt]) => subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, pt)),
+  );
+  return out.map((b) => new Uint8Array(b));
+}
+
+/** keys: {keyId: CryptoKey}; jobs: [[keyId, nonce, aad, ciphertext], ...] -> [plaintext | null (tag failure)]. */
+export async function decryptBatch(keys, jobs) {
+  const out = await Promise.all(
+    jobs.map(([kid, iv, additionalData, ct]) => {
+      const key = keys instanceof CryptoKey ? keys : keys.get ? keys.get(kid) : keys[kid];
+      if (!key) return Promise.resolve(null);
+      return subtle.decrypt({ name: "AES-GCM", iv, additionalData }, key, ct).then(
+        (b) => new Uint8Array(b),
+        () => null,
+      );
+    }),
+  );
+  return out;
+}

@@ -1,0 +1,255 @@
+// IndexedDB backend of pyclient's Store (pyclient/store.py). Python calls these once per batch:
+// every function takes/returns plain arrays so a whole pull page crosses the JS<->Python boundary once.
+//
+// Layout (SCHEMA_VERSION 1):
+//   records  key [t, i]  {t, i, v, blob: Uint8Array, base: Uint8Array|null, tok: string[]}
+//            index "tok" (multiEntry) = blind-index tokens, index "t" = resource type
+//   outbox   key id      {id, n, blob}   index "n" = first-insertion order
+//   meta     key k       {k, v}          cursor, last sync, device id, wrapped keyring, ...
+// Everything except meta keys and blind-index tokens is sealed by Python before it gets here.
+
+export const DB_NAME = "omnicare";
+export const SCHEMA_VERSION = 1;
+
+const staleListeners = new Set();
+
+/** Called when another tab upgrades the schema: this tab must stop writing and reload. */
+export function onStale(fn) {
+  staleListeners.add(fn);
+}
+
+/** A store on the IndexedDB database `name` (the app uses one; the contract tests make empty ones). */
+export function makeIdb(name = DB_NAME) {
+  let dbPromise = null;
+  function req(r) {
+    return new Promise((resolve, reject) => {
+      r.onsuccess = () => resolve(r.result);
+      r.onerror = () => reject(r.error);
+    });
+  }
+
+  function done(tx) {
+    // A write counts as saved only once its transaction has completed (durability "strict" where supported).
+    return new Promise((resolve, reject) => {
+      tx.oncomplete = () => resolve();
+      tx.onerror = () => reject(tx.error);
+      tx.onabort = () => reject(tx.error || new DOMException("transaction aborted", "AbortError"));
+    });
+  }
+
+  function open() {
+    if (dbPromise) return dbPromise;
+    dbPromise = new Promise((resolve, reject) => {
+      const r = indexedDB.open(name, SCHEMA_VERSION);
+      r.onupgradeneeded = () => {
+        const db = r.result;
+        if (!db.objectStoreNames.contains("records")) {
+          const rec = db.createObjectStore("records", { keyPath: ["t", "i"] });
+          rec.createIndex("tok", "tok", { multiEntry: true });
+          rec.createIndex("t", "t");
+        }
+        if (!db.objectStoreNames.contains("outbox")) {
+          const ob = db.createObjectStore("outbox", { keyPath: "id" });
+          ob.createIndex("n", "n");
+        }
+        if (!db.objectStoreNames.contains("meta")) db.createObjectStore("meta", { keyPath: "k" });
+      };
+      r.onblocked = () => reject(new Error("The local database is held by an older tab of OmniCare. Close other tabs and reload."));
+      r.onsuccess = () => {
+        const db = r.result;
+        db.onversionchange = () => {
+          // A newer version of the app wants another schema: close at once, never write with the old one.
+          db.close();
+          dbPromise = null;
+          for (const fn of staleListeners) fn();
+        };
+        resolve(db);
+      };
+      r.onerror = () => reject(r.error);
+    });
+    dbPromise.catch(() => { dbPromise = null; });
+    return dbPromise;
+  }
+
+  function rec(row) {
+    return row ? [row.t, row.i, row.v, row.blob, row.base ?? null] : null;
+  }
+
+  async function getRecord(t, i) {
+    const db = await open();
+    return rec(await req(db.transaction("records").objectStore("records").get([t, i])));
+  }
+
+  /** Many records in one transaction: keys is [[t, i], ...]; missing ones come back as null. */
+  async function getRecords(keys) {
+    const db = await open();
+    const st = db.transaction("records").objectStore("records");
+    return Promise.all(keys.map(([t, i]) => req(st.get([t, i])).then(rec)));
+  }
+
+  async function listRecords(t) {
+    const db = await open();
+    const rows = await req(db.transaction("records").objectStore("records").index("t").getAll(t));
+    rows.sort((a, b) => (a.i < b.i ? -1 : a.i > b.i ? 1 : 0));
+    return rows.map(rec);
+  }
+
+  async function countRecords() {
+    const db = await open();
+    return req(db.transaction("records").objectStore("records").count());
+  }
+
+  /** (type, id) pairs whose token list contains token, sorted by (type, id). */
+  async function lookupToken(token, t) {
+    const db = await open();
+    const keys = await req(db.transaction("records").objectStore("records").index("tok").getAllKeys(token));
+    const out = [];
+    const seen = new Set();
+    for (const [kt, ki] of keys) {
+      if (t != null && kt !== t) continue;
+      const k = kt + "\u0000" + ki;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      out.push([kt, ki]);
+    }
+    out.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0));
+    return out;
+  }
+
+  async function outboxGet(id) {
+    const db = await open();
+    const row = await req(db.transaction("outbox").objectStore("outbox").get(id));
+    return row ? row.blob : null;
+  }
+
+  async function outboxList() {
+    const db = await open();
+    const rows = await req(db.transaction("outbox").objectStore("outbox").index("n").getAll());
+    return rows.map((r) => [r.id, r.blob]);
+  }
+
+  async function outboxCount() {
+    const db = await open();
+    return req(db.transaction("outbox").objectStore("outbox").count());
+  }
+
+  async function metaGet(k) {
+    const db = await open();
+    const row = await req(db.transaction("meta").objectStore("meta").get(k));
+    return row ? row.v : null;
+  }
+
+  /** Many meta values at once, in the order of keys (null when absent). */
+  async function metaGetMany(keys) {
+    const db = await open();
+    const st = db.transaction("meta").objectStore("meta");
+    const rows = await Promise.all(keys.map((k) => req(st.get(k))));
+    return rows.map((r) => (r ? r.v : null));
+  }
+
+  /**
+   * Apply a batch of ops in ONE readwrite transaction (all or nothing). Ops are arrays:
+   *   ["putRecord", t, i, v, blob, base|null, tokens|null]   (tokens null = keep existing tokens)
+   *   ["deleteRecord", t, i]
+   *   ["clearRecords", keep]                                    keep = [[t, i], ...]
+   *   ["putOutbox", id, blob]   ["deleteOutbox", id]
+   *   ["putMeta", k, v|null]
+   * Resolves only after the transaction completed; a QuotaExceededError rejects and nothing of the batch is written.
+   */
+  async function apply(ops) {
+    const db = await open();
+    const tx = db.transaction(["records", "outbox", "meta"], "readwrite", { durability: "strict" });
+    const finished = done(tx);
+    const records = tx.objectStore("records");
+    const outbox = tx.objectStore("outbox");
+    const meta = tx.objectStore("meta");
+    // Ops must apply in order even though the IDB calls are async: chain them on one promise.
+    let chain = Promise.resolve();
+    let nextN = null;
+    const seqN = async () => {
+      if (nextN === null) {
+        const cur = await req(outbox.index("n").openCursor(null, "prev"));
+        nextN = cur ? cur.value.n + 1 : 1;
+      }
+      return nextN++;
+    };
+    for (const op of ops) {
+      chain = chain.then(async () => {
+        switch (op[0]) {
+          case "putRecord": {
+            const [, t, i, v, blob, base, tokens] = op;
+            let tok = tokens;
+            if (tok == null) {
+              const old = await req(records.get([t, i]));
+              tok = old ? old.tok : [];
+            }
+            await req(records.put({ t, i, v, blob, base: base ?? null, tok: Array.from(new Set(tok)) }));
+            break;
+          }
+          case "deleteRecord":
+            await req(records.delete([op[1], op[2]]));
+            break;
+          case "clearRecords": {
+            const keep = new Set(op[1].map(([t, i]) => t + "\u0000" + i));
+            const keys = await req(records.getAllKeys());
+            for (const [t, i] of keys) if (!keep.has(t + "\u0000" + i)) records.delete([t, i]);
+            break;
+          }
+          case "putOutbox": {
+            const old = await req(outbox.get(op[1]));
+            const n = old ? old.n : await seqN();
+            await req(outbox.put({ id: op[1], n, blob: op[2] }));
+            break;
+          }
+          case "deleteOutbox":
+            await req(outbox.delete(op[1]));
+            break;
+          case "putMeta":
+            if (op[2] == null) await req(meta.delete(op[1]));
+            else await req(meta.put({ k: op[1], v: op[2] }));
+            break;
+          default:
+            throw new Error("unknown store op " + op[0]);
+        }
+      });
+    }
+    try {
+      await chain;
+    } catch (err) {
+      try { tx.abort(); } catch { /* already finished */ }
+      await finished.catch(() => {});
+      throw err;
+    }
+    await finished;
+  }
+
+  /** Raw dump for tests and diagnostics (what a thief with the disk would see). */
+  async function rawDump() {
+    const db = await open();
+    const tx = db.transaction(["records", "outbox", "meta"]);
+    const [r, o, m] = await Promise.all([
+      req(tx.objectStore("records").getAll()),
+      req(tx.objectStore("outbox").getAll()),
+      req(tx.objectStore("meta").getAll()),
+    ]);
+    return { records: r, outbox: o, meta: m };
+  }
+
+  /** Sign-out: remove the whole database (keys, records, outbox). */
+  async function wipe() {
+    if (dbPromise) {
+      (await dbPromise.catch(() => null))?.close();
+      dbPromise = null;
+    }
+    await new Promise((resolve, reject) => {
+      const r = indexedDB.deleteDatabase(name);
+      r.onsuccess = () => resolve();
+      r.onerror = () => reject(r.error);
+      r.onblocked = () => resolve(); // other tabs are told via versionchange and close
+    });
+  }
+  return { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, metaGet, metaGetMany, apply, rawDump, wipe };
+}
+
+const main = makeIdb(DB_NAME);
+export const { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, metaGet, metaGetMany, apply, rawDump, wipe } = main;

@@ -1,0 +1,60 @@
+// Boot Pyodide from our own origin (never a CDN) and load the pyclient wheel; expose the Python BrowserApp.
+import { loadPyodide } from "/vendor/pyodide/pyodide.mjs";
+import * as idb from "./idb.js";
+import * as crypto from "./crypto.js";
+import { http } from "./net.js";
+
+let appPromise = null;
+
+export class PyError extends Error {
+  constructor(err) {
+    super(err.message);
+    this.kind = err.kind;
+    this.fields = err.fields || {};
+  }
+}
+
+/** Load the runtime + wheel once; resolves to {call(name, args)} bound to the Python BrowserApp. */
+export function bootPython(onEvent) {
+  if (appPromise) return appPromise;
+  appPromise = (async () => {
+    const t0 = performance.now();
+    const timings = {};
+    const mark = (k) => { timings[k] = Math.round(performance.now() - t0); };
+    const [pyodide, wheels] = await Promise.all([
+      loadPyodide({ indexURL: "/vendor/pyodide/", lockFileURL: "/vendor/pyodide/pyodide-lock.json", packages: [] }),
+      fetch("/wheels/wheels.json").then((r) => {
+        if (!r.ok) throw new Error("wheels.json: HTTP " + r.status);
+        return r.json();
+      }),
+    ]);
+    mark("runtime");
+    const wheel = await fetch("/wheels/" + wheels.pyclient).then((r) => {
+      if (!r.ok) throw new Error("pyclient wheel: HTTP " + r.status);
+      return r.arrayBuffer();
+    });
+    const site = pyodide.runPython("import sysconfig; sysconfig.get_paths()['purelib']");
+    pyodide.unpackArchive(new Uint8Array(wheel), "wheel", { extractDir: site });
+    mark("wheel");
+    pyodide.registerJsModule("omnicare_js", { idb, crypto, http, onEvent });
+    const app = await pyodide.runPythonAsync(`
+from pyclient.adapters.browser_app import BrowserApp
+import omnicare_js
+BrowserApp(idb=omnicare_js.idb, crypto=omnicare_js.crypto, http=omnicare_js.http, on_event=omnicare_js.onEvent)
+`);
+    mark("import");
+    const bootMs = performance.now() - t0;
+    return {
+      pyodide,
+      bootMs,
+      timings,
+      async call(name, args = {}) {
+        const out = JSON.parse(await app.call(name, JSON.stringify(args)));
+        if (out.error) throw new PyError(out.error);
+        return out.ok;
+      },
+    };
+  })();
+  appPromise.catch(() => { appPromise = null; });
+  return appPromise;
+}

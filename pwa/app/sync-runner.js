@@ -1,0 +1,95 @@
+// Background sync: whenever online, when the connection returns, after local writes, on WebSocket hints.
+// One runner at a time across tabs (Web Locks). Python's state machine decides what to send and in
+// which order; this file only decides WHEN.
+
+export class SyncRunner {
+  constructor({ py, onStatus, onEvent }) {
+    this.py = py;
+    this.onStatus = onStatus;
+    this.onEvent = onEvent;
+    this.active = false;
+    this.timer = null;
+    this.ws = null;
+    this.wsRetry = 1000;
+    this.again = false;
+    window.addEventListener("online", () => { this.connectWs(); this.kick("online"); });
+    window.addEventListener("offline", () => { this.closeWs(); this.refresh(); });
+  }
+
+  start() {
+    this.active = true;
+    clearInterval(this.timer);
+    this.timer = setInterval(() => this.kick("timer"), 30000);
+    this.connectWs();
+    return this.kick("start");
+  }
+
+  stop() {
+    this.active = false;
+    clearInterval(this.timer);
+    this.closeWs();
+  }
+
+  async refresh() {
+    try { this.onStatus(await this.py.call("status")); } catch { /* locked */ }
+  }
+
+  /** Run one sync now (or right after the running one). Resolves when this round is done. */
+  async kick(reason, { first = false } = {}) {
+    if (!this.active) return;
+    if (!navigator.onLine) { await this.refresh(); return; }
+    if (first) this.firstPending = true; // sticky: a round already running must not swallow it
+    if (this.running) { this.again = true; return this.running.then(() => this.running); }
+    const run = async () => {
+      do {
+        this.again = false;
+        await this.refresh();
+        const body = async (lock) => {
+          if (!lock) return; // another tab holds the runner: it syncs the same database
+          await this.py.call("reload_if_stale");
+          const f = !!this.firstPending;
+          const status = await this.py.call("sync_once", { first: f });
+          if (f) this.firstPending = false;
+          this.onStatus(status);
+        };
+        try {
+          if (navigator.locks) await navigator.locks.request("omnicare-sync", { ifAvailable: true }, body);
+          else await body(true);
+        } catch (err) {
+          this.onEvent({ type: "error", message: err.message, kind: err.kind });
+        }
+      } while (this.again && this.active && navigator.onLine);
+    };
+    this.running = run().finally(() => { this.running = null; });
+    return this.running;
+  }
+
+  connectWs() {
+    if (!this.active || !navigator.onLine || this.ws) return;
+    let ws;
+    try {
+      ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sync`);
+    } catch { return; }
+    this.ws = ws;
+    ws.addEventListener("open", () => { this.wsRetry = 1000; this.kick("ws-open"); }); // catch up by cursor after every reconnect
+    ws.addEventListener("message", (e) => {
+      this.hints = (this.hints || 0) + 1;
+      try { const m = JSON.parse(e.data); if (Number.isInteger(m.seq)) this.head = Math.max(this.head || 0, m.seq); } catch { /* not JSON */ }
+      this.kick("hint");
+    });
+    ws.addEventListener("close", () => {
+      if (this.ws === ws) this.ws = null;
+      if (this.active && navigator.onLine) {
+        setTimeout(() => this.connectWs(), this.wsRetry);
+        this.wsRetry = Math.min(this.wsRetry * 2, 60000);
+      }
+    });
+    ws.addEventListener("error", () => {});
+  }
+
+  closeWs() {
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) try { ws.close(); } catch { /* ignore */ }
+  }
+}

@@ -1,0 +1,310 @@
+// Screens. Pure DOM building (textContent only, never innerHTML with data); no inline handlers (CSP-friendly).
+import { trendChart } from "./chart.js";
+
+export function h(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v == null) continue;
+    if (k.startsWith("on") && typeof v === "function") e.addEventListener(k.slice(2), v);
+    else if (k === "class") e.className = v;
+    else if (k === "dataset") Object.assign(e.dataset, v);
+    else if (v === true) e.setAttribute(k, "");
+    else e.setAttribute(k, String(v));
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c == null || c === false) continue;
+    e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return e;
+}
+
+let uid = 0;
+/** A labelled form field; error text is linked with aria-describedby. */
+export function field(label, input, { hint, name } = {}) {
+  const id = input.id || `f${++uid}`;
+  input.id = id;
+  if (name) input.name = name;
+  const err = h("p", { class: "field-error", id: id + "-err", "aria-live": "polite" });
+  input.setAttribute("aria-describedby", id + "-err" + (hint ? " " + id + "-hint" : ""));
+  return h("div", { class: "field", dataset: { field: name || "" } },
+    h("label", { for: id }, label),
+    hint ? h("p", { class: "hint", id: id + "-hint" }, hint) : null,
+    input, err);
+}
+
+export function showErrors(form, err) {
+  for (const e of form.querySelectorAll(".field-error")) e.textContent = "";
+  for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
+  const msg = form.querySelector(".form-error");
+  if (msg) msg.textContent = err ? err.message : "";
+  if (!err) return;
+  let first = null;
+  for (const [name, text] of Object.entries(err.fields || {})) {
+    const wrap = form.querySelector(`[data-field="${CSS.escape(name)}"]`);
+    if (!wrap) { if (msg && name === "form") msg.textContent = text; continue; }
+    wrap.querySelector(".field-error").textContent = text;
+    const input = wrap.querySelector("input,select,textarea");
+    if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
+  }
+  (first || msg)?.focus?.();
+}
+
+export function screen(title, ...content) {
+  const main = document.getElementById("main");
+  main.replaceChildren(h("h1", { class: "sr-only" }, title), ...content);
+  document.title = `${title} · OmniCare`;
+  return main;
+}
+
+export function formFields(form) {
+  const out = {};
+  for (const [k, v] of new FormData(form).entries()) out[k] = v;
+  return out;
+}
+
+const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "never");
+
+/** The always-visible status pill. */
+export function renderStatus(s, { online, persistRefused }) {
+  const box = document.getElementById("sync");
+  const text = box.querySelector(".sync-text");
+  let cls = "ok", label;
+  if (s.locked) { cls = "idle"; label = online ? "Online · locked" : "Offline · locked"; }
+  else {
+    const parts = [online ? "Online" : "Offline"];
+    if (s.syncing) parts.push("syncing…");
+    if (s.pending) parts.push(`${s.pending} change${s.pending === 1 ? "" : "s"} pending`);
+    if (s.conflicted) parts.push(`${s.conflicted} conflict${s.conflicted === 1 ? "" : "s"}`);
+    if (s.rejected) parts.push(`${s.rejected} rejected`);
+    if (s.needsLogin) parts.push("sign in to sync");
+    else if (s.lastError && online && s.lastError !== "offline") parts.push(`error: ${s.lastError}`);
+    if (!s.pending && !s.conflicted && !s.rejected && s.synced) parts.push(`synced ${fmtTime(s.lastSuccess)}`);
+    else parts.push(`last sync ${fmtTime(s.lastSuccess)}`);
+    label = parts.join(" · ");
+    cls = !online ? "offline" : s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
+  }
+  if (persistRefused) label += " · storage not persistent";
+  box.dataset.state = cls;
+  box.dataset.pending = String(s.pending || 0);
+  box.dataset.synced = String(!!s.synced);
+  text.textContent = label;
+  const link = box.querySelector("a");
+  if (s.conflicted && !link) box.append(h("a", { href: "#/conflicts", class: "conflict-link" }, "Review"));
+  if (!s.conflicted && link) link.remove();
+}
+
+export function progress(show, received, fraction) {
+  const p = document.getElementById("progress");
+  p.hidden = !show;
+  if (!show) return;
+  const bar = p.querySelector(".bar");
+  const text = p.querySelector(".progress-text");
+  if (fraction) {
+    const pct = Math.min(100, Math.round(100 * fraction));
+    bar.style.setProperty("--pct", pct + "%");
+    bar.setAttribute("aria-valuenow", String(pct));
+    bar.classList.remove("indeterminate");
+    text.textContent = `First sync: ${received} records downloaded and encrypted (${pct} %)`;
+  } else {
+    bar.classList.add("indeterminate");
+    bar.removeAttribute("aria-valuenow");
+    text.textContent = `First sync: ${received} records downloaded and encrypted`;
+  }
+}
+
+export function banner(message, { kind = "error", action } = {}) {
+  const b = document.getElementById("banner");
+  if (!message) { b.hidden = true; b.replaceChildren(); return; }
+  b.hidden = false;
+  b.dataset.kind = kind;
+  b.replaceChildren(h("span", {}, message), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
+    h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕"));
+}
+
+/** Modal confirmation (no window.confirm: works in installed mode, styled, keyboard accessible). */
+export function confirmDialog(title, message, okLabel, { danger = false } = {}) {
+  return new Promise((resolve) => {
+    const dlg = h("dialog", { class: "dialog", "aria-labelledby": "dlg-title" },
+      h("h2", { id: "dlg-title" }, title), h("p", {}, message),
+      h("div", { class: "actions" },
+        h("button", { type: "button", class: "btn ghost", value: "cancel", onclick: () => dlg.close("cancel") }, "Cancel"),
+        h("button", { type: "button", class: danger ? "btn danger" : "btn", value: "ok", onclick: () => dlg.close("ok") }, okLabel)));
+    dlg.addEventListener("close", () => { dlg.remove(); resolve(dlg.returnValue === "ok"); });
+    document.body.append(dlg);
+    dlg.showModal();
+  });
+}
+
+function badge(text, kind = "") {
+  return h("span", { class: `badge ${kind}` }, text);
+}
+
+function pendingBadge(item) {
+  return item.pending ? badge("pending sync", "pending") : null;
+}
+
+export function patientRow(p) {
+  return h("li", {},
+    h("a", { href: `#/patient/${encodeURIComponent(p.id)}`, class: "patient-row", dataset: { id: p.id } },
+      h("span", { class: "avatar", "aria-hidden": "true" }, (p.given[0] || "") + (p.family[0] || "")),
+      h("span", { class: "who" }, h("strong", {}, p.display), h("small", {}, `${p.gender || "—"} · born ${p.birthDate || "—"}`)),
+      h("span", { class: "mrn" }, p.mrn), pendingBadge(p)));
+}
+
+export function patientList({ results, query, kind, ms, total, onSearch }) {
+  const input = h("input", { type: "search", id: "q", name: "q", value: query || "", autocomplete: "off",
+    placeholder: "Name, MRN or birth date (YYYY-MM-DD)", "aria-controls": "patients" });
+  const form = h("form", { class: "search", role: "search", onsubmit: (e) => { e.preventDefault(); onSearch(input.value); } },
+    h("label", { for: "q", class: "sr-only" }, "Search patients by name, MRN or birth date"),
+    input, h("button", { class: "btn", type: "submit" }, "Search"));
+  let timer = null;
+  input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => onSearch(input.value), 150); });
+  const summary = query
+    ? `${results.length} match${results.length === 1 ? "" : "es"} for “${query}” (${kind}, ${ms} ms, encrypted search)`
+    : `${results.length} patients on this device`;
+  return [h("section", { class: "card" }, h("h2", {}, "Patients"), form, h("p", { class: "muted", id: "result-summary", "aria-live": "polite" }, summary),
+    results.length
+      ? h("ul", { class: "patients", id: "patients" }, results.map(patientRow))
+      : h("p", { class: "empty", id: "patients" }, query ? "No patient matches. Try the family name, the MRN (e.g. MRN-000001) or a birth date." : "No patients yet. They appear after the first sync."))];
+}
+
+function section(title, action, ...body) {
+  return h("section", { class: "card" }, h("div", { class: "card-head" }, h("h2", {}, title), action), ...body);
+}
+
+function actionLink(href, label) {
+  return h("a", { class: "btn small", href }, label);
+}
+
+export function chartScreen(c, { onAllergy, onMed }) {
+  const p = c.patient;
+  const pid = encodeURIComponent(p.id);
+  const header = h("section", { class: "card patient-head" },
+    h("div", { class: "avatar big", "aria-hidden": "true" }, (p.given[0] || "") + (p.family[0] || "")),
+    h("div", { class: "who" },
+      h("h2", { id: "patient-name" }, p.display, " ", pendingBadge(p)),
+      h("dl", { class: "demo" },
+        h("div", {}, h("dt", {}, "MRN"), h("dd", {}, p.mrn || "—")),
+        h("div", {}, h("dt", {}, "Born"), h("dd", { id: "birth-date" }, p.birthDate || "—")),
+        h("div", {}, h("dt", {}, "Gender"), h("dd", {}, p.gender || "—")),
+        h("div", {}, h("dt", {}, "Phone"), h("dd", { id: "phone" }, p.phone || "—")),
+        h("div", {}, h("dt", {}, "Address"), h("dd", {}, p.address || "—")))),
+    h("div", { class: "head-actions" },
+      actionLink(`#/patient/${pid}/vitals`, "Record vitals"),
+      actionLink(`#/patient/${pid}/allergy`, "Add allergy"),
+      actionLink(`#/patient/${pid}/medication`, "Start medication"),
+      actionLink(`#/patient/${pid}/note`, "Write note"),
+      h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details")));
+
+  const allergies = section("Allergies", null,
+    c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
+      h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
+      h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
+        h("select", { "aria-label": `Criticality of ${a.substance}`, class: "crit", onchange: (e) => onAllergy(a.id, { criticality: e.target.value }) },
+          ["low", "high", "unable-to-assess"].map((v) => h("option", { value: v, selected: v === a.criticality }, v === "unable-to-assess" ? "unknown" : v)))),
+      h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
+        h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
+          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v))))))) : h("p", { class: "empty" }, "No known allergies recorded."));
+
+  const problems = section("Problems", null,
+    c.problems.length ? h("ul", { class: "rows" }, c.problems.map((x) => h("li", { class: x.status !== "active" ? "inactive" : "" },
+      h("div", { class: "grow" }, h("strong", {}, x.text), h("small", {}, x.onset ? ` since ${x.onset}` : "")), badge(x.status || "unknown", x.status === "active" ? "active" : "")))) : h("p", { class: "empty" }, "No problems recorded."));
+
+  const meds = section("Medications", null,
+    c.medications.length ? h("ul", { class: "rows", id: "medications" }, c.medications.map((m) => h("li", { class: m.status !== "active" ? "inactive" : "", dataset: { id: m.id } },
+      h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, m.dosage ? " — " + m.dosage : ""), " ", pendingBadge(m)),
+      badge(m.status, m.status === "active" ? "active" : ""),
+      m.status === "active" ? h("span", { class: "row-actions" },
+        h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),
+        h("button", { type: "button", class: "btn small ghost danger-text", onclick: () => onMed(m, "stop") }, "Stop")) : null))) : h("p", { class: "empty" }, "No medications."));
+
+  const vitals = section("Recent vitals", null,
+    c.vitals.length ? h("table", { class: "obs", id: "vitals" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Measurement"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
+      h("tbody", {}, c.vitals.map((v) => h("tr", {}, h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", v.flag && v.flag !== "N" ? badge(v.flag, "flag") : null, pendingBadge(v)), h("td", {}, v.when))))) : h("p", { class: "empty" }, "No vitals recorded."),
+    h("div", { class: "trends" }, c.series.filter((s) => s.category === "vital-signs").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
+
+  const labs = section("Recent labs", null,
+    c.labs.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Test"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
+      h("tbody", {}, c.labs.map((v) => h("tr", {}, h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", v.flag && v.flag !== "N" ? badge(v.flag === "H" ? "high" : v.flag === "L" ? "low" : v.flag, "flag") : null), h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
+    h("div", { class: "trends" }, c.series.filter((s) => s.category === "laboratory").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
+
+  const notes = section("Notes", null,
+    c.notes.length ? h("ul", { class: "notes", id: "notes" }, c.notes.map((n) => h("li", {},
+      h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
+
+  return [header, h("div", { class: "grid" }, h("div", { class: "col" }, allergies, meds, problems), h("div", { class: "col" }, vitals, labs, notes))];
+}
+
+export function formScreen(title, patient, fields, { submit, cancelHref }) {
+  const form = h("form", { class: "card form", novalidate: true },
+    h("div", { class: "card-head" }, h("h2", {}, title), h("span", { class: "muted" }, patient ? `${patient.display} · ${patient.mrn}` : "")),
+    h("p", { class: "form-error", role: "alert", tabindex: "-1" }),
+    ...fields,
+    h("div", { class: "actions" }, h("a", { class: "btn ghost", href: cancelHref }, "Cancel"), h("button", { class: "btn", type: "submit" }, "Save")));
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const btn = form.querySelector("button[type=submit]");
+    btn.disabled = true;
+    try {
+      showErrors(form, null);
+      await submit(formFields(form), form);
+    } catch (err) {
+      showErrors(form, err);
+    } finally {
+      btn.disabled = false;
+    }
+  });
+  return form;
+}
+
+export function input(attrs) {
+  return h("input", { autocomplete: "off", ...attrs });
+}
+
+export function select(name, options, selected) {
+  return h("select", { name }, options.map(([v, label]) => h("option", { value: v, selected: v === selected }, label)));
+}
+
+function show(v) {
+  if (v === null || v === undefined) return "(not set)";
+  return typeof v === "string" ? v : JSON.stringify(v);
+}
+
+export function conflictScreen(conflicts, { onResolve }) {
+  if (!conflicts.length) return [h("section", { class: "card" }, h("h2", {}, "Conflicts"), h("p", { class: "empty" }, "No conflicts. Everything you changed has been merged."))];
+  return conflicts.map((c) => {
+    const rows = c.fields.map((f, n) => {
+      const name = `pick-${n}`;
+      const editable = typeof f.theirs !== "object" || f.theirs === null;
+      const edit = h("input", { type: "text", class: "edit-value", "aria-label": `Edited value for ${f.path || "the whole record"}`, value: editable ? show(f.mine ?? "") : "", disabled: true });
+      const radio = (pick, label, checked) => h("label", { class: "pick" }, h("input", { type: "radio", name, value: pick, checked, onchange: () => { edit.disabled = pick !== "edit"; } }), label);
+      return h("tr", { dataset: { path: f.path } },
+        h("th", { scope: "row" }, f.path || "(whole record)"),
+        h("td", { class: "base" }, show(f.base)),
+        h("td", { class: "mine" }, show(f.mine)),
+        h("td", { class: "theirs" }, show(f.theirs)),
+        h("td", {}, h("fieldset", {}, h("legend", { class: "sr-only" }, `Resolve ${f.path}`),
+          radio("mine", "Keep mine", true), radio("theirs", "Keep theirs", false), editable ? radio("edit", "Edit", false) : null, editable ? edit : null)));
+    });
+    const form = h("form", { class: "card conflict", dataset: { entry: c.entryId } },
+      h("div", { class: "card-head" }, h("h2", {}, c.title), c.patientId ? h("a", { href: `#/patient/${encodeURIComponent(c.patientId)}`, class: "btn small ghost" }, "Open chart") : null),
+      h("p", { class: "muted" }, `You and someone else changed the same field. Theirs is the server's version ${c.serverVersion ?? ""}. Choose per field; the result is saved as a new version.`),
+      h("p", { class: "form-error", role: "alert" }),
+      h("div", { class: "table-wrap" }, h("table", { class: "conflict-table" },
+        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Base"), h("th", { scope: "col" }, "Mine"), h("th", { scope: "col" }, "Theirs"), h("th", { scope: "col" }, "Decision"))),
+        h("tbody", {}, rows))),
+      h("div", { class: "actions" }, h("button", { class: "btn", type: "submit" }, "Save resolution")));
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      const choices = {};
+      c.fields.forEach((f, n) => {
+        const pick = form.querySelector(`input[name="pick-${n}"]:checked`).value;
+        const row = form.querySelectorAll("tbody tr")[n];
+        const value = pick === "edit" ? row.querySelector(".edit-value").value : undefined;
+        choices[f.path] = { pick, value };
+      });
+      try { await onResolve(c.entryId, choices); } catch (err) { form.querySelector(".form-error").textContent = err.message; }
+    });
+    return form;
+  });
+}

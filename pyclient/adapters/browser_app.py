@@ -1,0 +1,1176 @@
+"""The narrow Python API the PWA's JavaScript calls for everything that decides, merges or encrypts.
+
+JS owns pixels, timers and events; this module owns the rules: key hierarchy
+(PIN-wrapped keyring, :mod:`pyclient.keys`), sealing every record
+(:mod:`pyclient.envelope` + :mod:`pyclient.compress`), blind-index search
+(:mod:`pyclient.blindindex`), the sync state machine (:mod:`pyclient.sync`) and
+form validation. I/O is injected: ``idb`` (``pwa/app/idb.js``), ``crypto``
+(``pwa/app/crypto.js``: batched WebCrypto) and ``http`` (an async JS function).
+Every AES batch and every store batch crosses the JS boundary once.
+
+JS calls ``await app.call(name, args_json)`` and gets a JSON string back:
+``{"ok": result}`` or ``{"error": {"kind", "message", "fields"?}}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import os
+import re
+import time
+import unicodedata
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from pyclient import blindindex as bi
+from pyclient import envelope as env
+from pyclient import keys as kh
+from pyclient.compress import decode_record, encode_record
+from pyclient.merge import merge
+from pyclient.protocol import PullResponse, PushResponse, dumps, loads, parse_retry_after
+from pyclient.store import (
+    ClearRecords,
+    DeleteOutbox,
+    DeleteRecord,
+    PutMeta,
+    PutOutbox,
+    PutRecord,
+    StoredRecord,
+    StoreOp,
+)
+from pyclient.sync import (
+    ConflictParked,
+    Effect,
+    MetaPut,
+    MutationRejected,
+    OutboxDelete,
+    OutboxPut,
+    RecordDelete,
+    RecordPut,
+    RecordsClear,
+    SyncMachine,
+)
+
+from .indexeddb_store import IndexedDBStore, StorageFull, _py
+
+__all__ = ["AppError", "BrowserApp", "ValidationFailed"]
+
+#: Bumped when the local data layout changes; a tab with another value must not write.
+LOCAL_SCHEMA = 1
+PBKDF2_ITERATIONS = kh.MIN_PBKDF2_ITERATIONS
+OUTBOX_TYPE = "OutboxEntry"
+M_KEYRING, M_USER, M_DEVICE, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "device.id", "key.created", "schema"
+M_FIRST_SYNC_DONE = "sync.firstDone"
+PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
+
+VITALS_LOINC = {
+    "hr": ("8867-4", "Heart rate", "/min", 20, 250, 0),
+    "rr": ("9279-1", "Respiratory rate", "/min", 4, 60, 0),
+    "temp": ("8310-5", "Body temperature", "Cel", 30, 43, 1),
+    "spo2": ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 50, 100, 0),
+    "weight": ("29463-7", "Body weight", "kg", 0.3, 400, 1),
+}
+BP = ("85354-9", "Blood pressure panel with all children optional")
+SBP = ("8480-6", "Systolic blood pressure")
+DBP = ("8462-4", "Diastolic blood pressure")
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+
+
+class AppError(Exception):
+    """An error the UI shows as is (``kind`` lets it choose how)."""
+
+    kind = "error"
+
+    def __init__(self, message: str, *, kind: str | None = None, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if kind:
+            self.kind = kind
+        self.fields = dict(fields or {})
+
+
+class ValidationFailed(AppError):
+    kind = "validation"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"))
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _iso_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _cc_text(cc: Any) -> str:
+    if not isinstance(cc, Mapping):
+        return ""
+    if cc.get("text"):
+        return str(cc["text"])
+    for c in cc.get("coding") or []:
+        if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
+            return str(c.get("display") or c.get("code"))
+    return ""
+
+
+_NOISE = re.compile(r"\s*\[[^\]]*\]|\s+in (Serum or Plasma|Blood|Arterial blood)|\s+by Pulse oximetry", re.I)
+
+
+def _short(name: str) -> str:
+    """'Glucose [Mass/volume] in Serum or Plasma' -> 'Glucose' (LOINC long names do not fit a tablet row)."""
+    short = _NOISE.sub("", name).strip()
+    return {"Oxygen saturation": "SpO2"}.get(short, short) or name
+
+
+def _code(cc: Any) -> str:
+    if isinstance(cc, Mapping):
+        for c in cc.get("coding") or []:
+            if isinstance(c, Mapping) and c.get("code"):
+                return str(c["code"])
+    return ""
+
+
+def _ref_patient(resource: Mapping[str, Any]) -> str | None:
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, Mapping):
+            r = str(ref.get("reference") or "")
+            if r.startswith("Patient/"):
+                return r.split("/", 1)[1]
+    return None
+
+
+def _patient_summary(p: Mapping[str, Any]) -> dict[str, Any]:
+    names = [n for n in p.get("name") or [] if isinstance(n, Mapping)]
+    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    given = " ".join(str(g) for g in name.get("given") or [])
+    family = str(name.get("family") or "")
+    mrn = ""
+    for ident in p.get("identifier") or []:
+        if isinstance(ident, Mapping) and (_code(ident.get("type")) == "MR" or not mrn):
+            mrn = str(ident.get("value") or "")
+    phone = next((str(t.get("value")) for t in p.get("telecom") or []
+                  if isinstance(t, Mapping) and t.get("system") == "phone"), "")
+    addr = next((a for a in p.get("address") or [] if isinstance(a, Mapping)), {})
+    return {
+        "id": p.get("id"),
+        "version": (p.get("meta") or {}).get("versionId"),
+        "given": given,
+        "family": family,
+        "display": (f"{family}, {given}" if family and given else family or given or "(no name)"),
+        "mrn": mrn,
+        "birthDate": p.get("birthDate") or "",
+        "gender": p.get("gender") or "",
+        "phone": phone,
+        "address": ", ".join([*[str(x) for x in addr.get("line") or []], str(addr.get("city") or ""),
+                              str(addr.get("state") or "")]).strip(", "),
+        "active": p.get("active", True),
+    }
+
+
+def _sort_key(s: Mapping[str, Any]) -> tuple[str, str]:
+    def fold(t: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c)).casefold()
+
+    return (fold(str(s["family"])), fold(str(s["given"])))
+
+
+def _number(values: Mapping[str, Any], key: str, label: str, lo: float, hi: float,
+            errors: dict[str, str]) -> float | None:
+    raw = values.get(key)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    try:
+        value = float(str(raw).replace(",", "."))
+    except ValueError:
+        errors[key] = f"{label} must be a number."
+        return None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        errors[key] = f"{label} must be between {lo:g} and {hi:g}."
+        return None
+    return value
+
+
+def _quantity(value: float, unit: str, decimals: int) -> dict[str, Any]:
+    v: float | int = round(value, decimals) if decimals else int(round(value))
+    return {"value": v, "unit": unit, "system": UCUM, "code": unit}
+
+
+# --- conflict paths ---------------------------------------------------------------
+
+_SEG = re.compile(r"([^.\[]+)(?:\[([^\]]*)\])?")
+
+
+def _split_path(path: str) -> list[tuple[str, dict[str, str] | None]] | None:
+    segs: list[tuple[str, dict[str, str] | None]] = []
+    pos = 0
+    while pos < len(path):
+        m = _SEG.match(path, pos)
+        if not m:
+            return None
+        name, ident = m.group(1), m.group(2)
+        crit = None
+        if ident is not None:
+            crit = {}
+            for part in ident.split(","):
+                if "=" not in part:
+                    return None
+                k, v = part.split("=", 1)
+                crit[k] = v
+        segs.append((name, crit))
+        pos = m.end()
+        if pos < len(path):
+            if path[pos] != ".":
+                return None
+            pos += 1
+    return segs
+
+
+def _matches(item: Any, crit: Mapping[str, str]) -> bool:
+    if not isinstance(item, Mapping):
+        return False
+    for k, v in crit.items():
+        got = item.get(k)
+        if isinstance(got, (dict, list)):
+            got = json.dumps(got, sort_keys=True, separators=(",", ":"))
+        if str(got) != v and json.dumps(got) != v:
+            return False
+    return True
+
+
+def set_path(resource: dict[str, Any], path: str, value: Any) -> bool:
+    """Set ``value`` at a merge conflict path (``a.b``, ``name[use=official].family``); False if not addressable."""
+    if path == "":
+        return False
+    segs = _split_path(path)
+    if not segs:
+        return False
+    node: Any = resource
+    for n, (name, crit) in enumerate(segs):
+        last = n == len(segs) - 1
+        if name.endswith("[x]"):
+            return False
+        if not isinstance(node, dict):
+            return False
+        if crit is None:
+            if last:
+                if value is None:
+                    node.pop(name, None)
+                else:
+                    node[name] = value
+                return True
+            node = node.setdefault(name, {})
+            continue
+        items = node.get(name)
+        if not isinstance(items, list):
+            return False
+        idx = next((i for i, it in enumerate(items) if _matches(it, crit)), None)
+        if last:
+            if value is None:
+                if idx is not None:
+                    items.pop(idx)
+            elif idx is None:
+                items.append(value)
+            else:
+                items[idx] = value
+            return True
+        if idx is None:
+            return False
+        node = items[idx]
+    return False
+
+
+class BrowserApp:
+    """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
+
+    def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
+                 on_event: Callable[[str], Any] | None = None) -> None:
+        from pyodide.ffi import to_js  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
+
+        self._to_js = to_js
+        self.store = IndexedDBStore(idb)
+        self._idb = idb
+        self._crypto = crypto
+        self._http = http
+        self._on_event = on_event
+        self._read_only: str | None = None
+        self._clear_keys()
+        self.needs_login = False
+        self.syncing = False
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _clear_keys(self) -> None:
+        self._keyring: kh.Keyring | None = None
+        self._aes: Any = None  # JS Map keyId -> CryptoKey (non-extractable)
+        self._active_kid: str | None = None
+        self._index: bi.IndexKeys | None = None
+        self._ref_key: bytes | None = None
+        self._lease: kh.NonceLease | None = None
+        self.machine: SyncMachine | None = None
+        self._username: str | None = None
+
+    def _emit(self, event: Mapping[str, Any]) -> None:
+        if self._on_event is not None:
+            self._on_event(json.dumps(event))
+
+    async def call(self, name: str, args_json: str = "{}") -> str:
+        """Dispatcher for JS: one JSON string in, one JSON string out; errors as values."""
+        method = getattr(self, name, None)
+        if name.startswith("_") or method is None or name == "call" or not callable(method):
+            return json.dumps({"error": {"kind": "bug", "message": f"no such call {name!r}"}})
+        try:
+            args = json.loads(args_json or "{}")
+            result = method(**args)
+            if hasattr(result, "__await__"):
+                result = await result
+            return json.dumps({"ok": result})
+        except AppError as exc:
+            return json.dumps({"error": {"kind": exc.kind, "message": exc.message, "fields": exc.fields}})
+        except kh.WrongPin:
+            return json.dumps({"error": {"kind": "wrong_pin", "message": "That PIN is not correct."}})
+        except StorageFull as exc:
+            return json.dumps({"error": {"kind": "quota", "message": str(exc)}})
+        except Exception as exc:  # the UI shows a generic message; details go to the console only
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exc()
+            return json.dumps({"error": {"kind": "bug", "message": f"{type(exc).__name__}: {exc}"}})
+
+    def _require_unlocked(self) -> SyncMachine:
+        if self.machine is None or self._keyring is None:
+            raise AppError("The app is locked. Enter your PIN.", kind="locked")
+        return self.machine
+
+    def _require_writable(self) -> SyncMachine:
+        machine = self._require_unlocked()
+        if self._read_only:
+            raise AppError(self._read_only, kind="read_only")
+        return machine
+
+    # -- device state ------------------------------------------------------------
+
+    async def boot(self) -> dict[str, Any]:
+        """What the start screen needs: is there a keyring on this device, for whom."""
+        meta = await self.store.meta_get_many([M_KEYRING, M_USER, M_SCHEMA, M_DEVICE])
+        schema = meta.get(M_SCHEMA)
+        if schema is not None and int(schema) > LOCAL_SCHEMA:
+            self._read_only = "A newer version of OmniCare stored data on this device. Reload to update."
+        return {"hasKeyring": meta.get(M_KEYRING) is not None, "username": meta.get(M_USER),
+                "deviceId": meta.get(M_DEVICE), "schema": LOCAL_SCHEMA}
+
+    def set_read_only(self, reason: str) -> None:
+        """An update is waiting (or the schema moved on): refuse every write until reload."""
+        self._read_only = reason
+
+    async def setup_pin(self, pin: str, username: str) -> dict[str, Any]:
+        """First sign-in on this device: new data + blind-index keys, wrapped under the PIN."""
+        if not PIN_RE.match(pin or ""):
+            raise ValidationFailed("Choose a PIN of at least 6 digits (or a passphrase of 8+ characters).",
+                                   fields={"pin": "At least 6 digits, or a passphrase of 8+ characters."})
+        if await self.store.meta_get(M_KEYRING) is not None:
+            raise AppError("This device already has an offline PIN. Sign out to reset it.")
+        kid = "dk-" + os.urandom(4).hex()
+        keyring = kh.new_keyring(data_key_id=kid, data_key=os.urandom(32), index_key_id="bi-1",
+                                 index_root_key=os.urandom(32))
+        params = kh.KdfParams(salt=os.urandom(16), iterations=PBKDF2_ITERATIONS)
+        kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin)), self._to_js(params.salt),
+                                           params.iterations)
+        jobs = kh.wrap_plan(params, keyring, [os.urandom(env.NONCE_LEN) for _ in keyring.entries])
+        cts = await self._crypto.encryptBatch(kek, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs]))
+        blob = kh.pack_keyring(params, jobs, [bytes(c) for c in _py(cts)])
+        state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
+        device = str(uuid.uuid4())
+        await self.store.apply([
+            PutMeta(M_KEYRING, _b64(blob)),
+            PutMeta(M_USER, username),
+            PutMeta(M_DEVICE, device),
+            PutMeta(M_KEY_CREATED, repr(_now())),
+            PutMeta(M_SCHEMA, str(LOCAL_SCHEMA)),
+            PutMeta("keys.state." + kid, json.dumps(state.to_dict())),
+        ])
+        await self._install(keyring, username)
+        return {"deviceId": device}
+
+    async def unlock(self, pin: str) -> dict[str, Any]:
+        """Derive the KEK from the PIN, unwrap the keyring; a wrong PIN unwraps nothing and reads nothing."""
+        meta = await self.store.meta_get_many([M_KEYRING, M_USER])
+        if meta.get(M_KEYRING) is None:
+            raise AppError("No offline PIN on this device yet: sign in first.", kind="no_keyring")
+        parsed = kh.parse_keyring(_unb64(str(meta[M_KEYRING])))
+        kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin or " ")), self._to_js(parsed.params.salt),
+                                           parsed.params.iterations)
+        out = _py(await self._crypto.decryptBatch(
+            kek, self._to_js([["", w.nonce, w.aad, w.ciphertext] for w in parsed.entries])))
+        keyring = kh.keyring_from_unwrapped(parsed, [None if k is None else bytes(k) for k in out])
+        await self._install(keyring, str(meta.get(M_USER) or ""))
+        return {"username": self._username}
+
+    async def _install(self, keyring: kh.Keyring, username: str) -> None:
+        import js  # type: ignore[import-not-found]  # noqa: PLC0415
+
+        aes = js.Map.new()
+        for kid in keyring.data_key_ids():
+            aes.set(kid, await self._crypto.importAesKey(self._to_js(keyring.data_key(kid))))
+        root = keyring.index_root
+        if root is None:
+            raise AppError("The keyring has no search key.")
+        active = keyring.active_data.key_id
+        raw_state = await self.store.meta_get("keys.state." + active)
+        if raw_state is None:
+            raise AppError("Encryption counter state is missing: sign out and in again to rotate keys.")
+        self._keyring, self._aes, self._active_kid = keyring, aes, active
+        self._index = bi.IndexKeys.derive(root)
+        self._ref_key = bi.hkdf_sha256(root, salt=bi.HKDF_SALT, info=b"omnicare/bi/v1/patient-ref")
+        self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
+        self._username = username
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE])
+        entries = await self.store.outbox_list()
+        opened = await self._open([(OUTBOX_TYPE, eid, 0, blob) for eid, blob in entries])
+        device = meta.get(M_DEVICE) or "unknown-device"
+        self.machine = SyncMachine.restore(
+            device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")},
+            outbox=[o for o in opened if o is not None])
+
+    def lock(self) -> dict[str, Any]:
+        """Idle timeout / manual lock: every key and decrypted record leaves memory."""
+        self._clear_keys()
+        return {"locked": True}
+
+    async def wipe(self) -> dict[str, Any]:
+        """Sign-out: forget keys and delete the local database (JS warns about unsynced changes first)."""
+        self._clear_keys()
+        await self._idb.wipe()
+        return {"wiped": True}
+
+    # -- sealing (one WebCrypto crossing per batch) ------------------------------
+
+    async def _seal(self, items: Sequence[tuple[str, str, int, Mapping[str, Any]]]) -> list[bytes]:
+        if not items:
+            return []
+        assert self._lease is not None and self._active_kid is not None
+        n = len(items)
+        prepared = self._lease.prepare(n)
+        if prepared is not None:
+            # Persist the counter BEFORE using the nonces: a crash can skip nonces, never reuse them.
+            await self.store.meta_put("keys.state." + prepared[0].key_id, json.dumps(prepared[0].to_dict()))
+            self._lease.install(*prepared)
+        nonces = self._lease.take(n)
+        jobs = [env.seal_plan(key_id=self._active_kid, nonce=nonce, resource_type=t, resource_id=i, version=v,
+                              plaintext=encode_record(res))
+                for (t, i, v, res), nonce in zip(items, nonces, strict=True)]
+        key = self._aes.get(self._active_kid)
+        cts = _py(await self._crypto.encryptBatch(key, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs])))
+        return [env.pack(j, bytes(c)) for j, c in zip(jobs, cts, strict=True)]
+
+    async def _open(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[dict[str, Any] | None]:
+        """Decrypt many records in one crossing; a record that fails authentication comes back as None."""
+        if not items:
+            return []
+        wire: list[list[Any]] = []
+        for t, i, v, blob in items:
+            p = env.parse(blob)
+            wire.append([p.key_id, p.nonce, p.aad_for(env.RecordRef(t, i, v)), p.ciphertext])
+        out = _py(await self._crypto.decryptBatch(self._aes, self._to_js(wire)))
+        return [None if pt is None else decode_record(bytes(pt)) for pt in out]
+
+    def _ref_token(self, patient_id: str) -> str:
+        assert self._ref_key is not None
+        mac = hmac.new(self._ref_key, ("Patient/" + patient_id).encode(), hashlib.sha256).hexdigest()
+        return "p:" + mac[:24]
+
+    def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
+        assert self._index is not None
+        if resource_type == "Patient":
+            return (*bi.tokens_for_patient(self._index, resource), self._ref_token(str(resource.get("id"))))
+        pid = _ref_patient(resource)
+        return (self._ref_token(pid),) if pid else ()
+
+    async def _commit(self, effects: Sequence[Effect]) -> list[Effect]:
+        """Seal the storage effects in one batch and write them in ONE IndexedDB transaction."""
+        seal: list[tuple[str, str, int, Mapping[str, Any]]] = []
+        for e in effects:
+            if isinstance(e, RecordPut):
+                seal.append((e.resource_type, e.id, e.version, e.resource))
+                if e.base is not None:
+                    seal.append((e.resource_type, e.id, e.version, e.base))
+            elif isinstance(e, OutboxPut):
+                seal.append((OUTBOX_TYPE, e.entry_id, 0, e.entry))
+        blobs = iter(await self._seal(seal))
+        ops: list[StoreOp] = []
+        notices: list[Effect] = []
+        for e in effects:
+            if isinstance(e, RecordPut):
+                blob = next(blobs)
+                base = next(blobs) if e.base is not None else None
+                ops.append(PutRecord(StoredRecord(e.resource_type, e.id, e.version, blob, base),
+                                     self._tokens(e.resource_type, e.resource)))
+            elif isinstance(e, RecordDelete):
+                ops.append(DeleteRecord(e.resource_type, e.id))
+            elif isinstance(e, RecordsClear):
+                ops.append(ClearRecords(e.keep))
+            elif isinstance(e, OutboxPut):
+                ops.append(PutOutbox(e.entry_id, next(blobs)))
+            elif isinstance(e, OutboxDelete):
+                ops.append(DeleteOutbox(e.entry_id))
+            elif isinstance(e, MetaPut):
+                ops.append(PutMeta(e.key, e.value))
+            else:
+                notices.append(e)
+        await self.store.apply(ops)
+        return notices
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _resources(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        rows = [r for r in await self.store.get_records(keys) if r is not None]
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+        return [o for o in opened if o is not None]
+
+    async def patients(self) -> list[dict[str, Any]]:
+        """Every local patient, sorted by name."""
+        self._require_unlocked()
+        rows = await self.store.list_records("Patient")
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+        out = [self._with_pending(_patient_summary(p), "Patient") for p in opened if p is not None]
+        return sorted(out, key=_sort_key)
+
+    def _with_pending(self, summary: dict[str, Any], resource_type: str) -> dict[str, Any]:
+        assert self.machine is not None
+        summary["pending"] = self.machine.has_pending_edit(resource_type, str(summary["id"]))
+        return summary
+
+    @staticmethod
+    def _kind(text: str) -> bi.Kind:
+        t = text.strip()
+        if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?|\d{1,2}/\d{1,2}/\d{4}", t):
+            return "birthdate"
+        if any(ch.isdigit() for ch in t):
+            return "identifier"
+        return "name"
+
+    async def search(self, text: str) -> dict[str, Any]:
+        """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked."""
+        self._require_unlocked()
+        assert self._index is not None
+        started = time.perf_counter()
+        text = (text or "").strip()
+        if not text:
+            return {"kind": None, "results": await self.patients(), "ms": 0.0}
+        kind = self._kind(text)
+        if kind == "birthdate" and "/" in text:
+            m, d, y = text.split("/")
+            text = f"{y}-{int(m):02d}-{int(d):02d}"
+        try:
+            tokens = bi.tokens_for_query(self._index, kind, text)
+        except bi.InvalidQuery as exc:
+            raise ValidationFailed(str(exc), fields={"q": str(exc)}) from None
+        if not tokens:
+            return {"kind": kind, "results": [], "ms": 0.0}
+        candidates: set[tuple[str, str]] | None = None
+        for tok in tokens:
+            found = set(await self.store.lookup_token(tok, "Patient"))
+            candidates = found if candidates is None else candidates & found
+            if not candidates:
+                break
+        patients = await self._resources(sorted(candidates or ()))
+        hits = bi.filter_candidates(patients, kind, text)
+        out = [self._with_pending(_patient_summary(p), "Patient") for p in hits]
+        out.sort(key=_sort_key)
+        return {"kind": kind, "results": out, "ms": round((time.perf_counter() - started) * 1000, 2)}
+
+    async def chart(self, patient_id: str) -> dict[str, Any]:
+        """Everything the chart screen shows for one patient (decrypted in one batch)."""
+        machine = self._require_unlocked()
+        keys = await self.store.lookup_token(self._ref_token(patient_id))
+        resources = await self._resources(keys)
+        patient = next((r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient_id),
+                       None)
+        if patient is None:
+            raise AppError("This patient is not on this device.", kind="not_found")
+        by: dict[str, list[dict[str, Any]]] = {}
+        for r in resources:
+            by.setdefault(str(r.get("resourceType")), []).append(r)
+
+        def pending(r: Mapping[str, Any]) -> bool:
+            return machine.has_pending_edit(str(r.get("resourceType")), str(r.get("id")))
+
+        problems = [{"id": c["id"], "text": _cc_text(c.get("code")), "status": _code(c.get("clinicalStatus")),
+                     "onset": str(c.get("onsetDateTime") or "")[:10], "pending": pending(c)}
+                    for c in by.get("Condition", [])]
+        problems.sort(key=lambda p: (p["status"] != "active", p["text"]))
+        allergies = [{"id": a["id"], "version": (a.get("meta") or {}).get("versionId"),
+                      "substance": _cc_text(a.get("code")), "criticality": a.get("criticality") or "",
+                      "status": _code(a.get("clinicalStatus")) or "active",
+                      "reaction": ", ".join(_cc_text(m) for r in a.get("reaction") or []
+                                            for m in (r.get("manifestation") or [])),
+                      "pending": pending(a)} for a in by.get("AllergyIntolerance", [])]
+        allergies.sort(key=lambda a: (a["status"] != "active", a["substance"]))
+        meds = [{"id": m["id"], "name": _cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
+                 "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
+                 "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m)}
+                for m in by.get("MedicationRequest", [])]
+        meds.sort(key=lambda m: (m["status"] != "active", m["name"]))
+        series: dict[str, dict[str, Any]] = {}
+        vitals_latest: dict[str, dict[str, Any]] = {}
+        labs_latest: dict[str, dict[str, Any]] = {}
+        for o in sorted(by.get("Observation", []), key=lambda o: str(o.get("effectiveDateTime") or "")):
+            cat = "laboratory" if any(_code(c) == "laboratory" for c in o.get("category") or []) else "vital-signs"
+            when = str(o.get("effectiveDateTime") or "")
+            name = _short(_cc_text(o.get("code")))
+            if o.get("component"):
+                vals = {_code(c.get("code")): (c.get("valueQuantity") or {}).get("value") for c in o["component"]}
+                sbp, dbp = vals.get(SBP[0]), vals.get(DBP[0])
+                value_text = f"{sbp}/{dbp} mmHg"
+                point: Any = sbp
+                name = "Blood pressure"
+            else:
+                q = o.get("valueQuantity") or {}
+                point = q.get("value")
+                unit = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}.get(str(q.get("unit") or ""), q.get("unit") or "")
+                value_text = f"{q.get('value')} {unit}".strip() if q else str(o.get("valueString", ""))
+            flag = _code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
+            row = {"id": o["id"], "name": name, "value": value_text, "when": when[:16].replace("T", " "),
+                   "flag": flag, "pending": pending(o)}
+            (labs_latest if cat == "laboratory" else vitals_latest)[name] = row
+            if isinstance(point, (int, float)):
+                s = series.setdefault(name, {"name": name, "category": cat, "points": []})
+                s["points"].append([when[:10], point])
+        notes = []
+        for d in by.get("DocumentReference", []):
+            text = ""
+            for c in d.get("content") or []:
+                data = (c.get("attachment") or {}).get("data")
+                if data:
+                    try:
+                        text = base64.b64decode(data).decode("utf-8", "replace")
+                    except ValueError:
+                        text = ""
+                    break
+            notes.append({"id": d["id"], "title": d.get("description") or _cc_text(d.get("type")) or "Note",
+                          "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
+                          "pending": pending(d)})
+        notes.sort(key=lambda n: n["date"], reverse=True)
+        return {
+            "patient": self._with_pending(_patient_summary(patient), "Patient"),
+            "problems": problems,
+            "allergies": allergies,
+            "medications": meds,
+            "vitals": sorted(vitals_latest.values(), key=lambda r: r["name"]),
+            "labs": sorted(labs_latest.values(), key=lambda r: r["name"]),
+            "series": [s for s in series.values() if len(s["points"]) >= 1],
+            "notes": notes[:20],
+            "counts": {k: len(v) for k, v in by.items()},
+        }
+
+    # -- writing -------------------------------------------------------------------
+
+    async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
+                    *, create: bool) -> dict[str, Any]:
+        machine = self._require_writable()
+        base_version: int | None = None
+        base: dict[str, Any] | None = None
+        if not create:
+            row = await self.store.get_record(resource_type, rid)
+            if row is None:
+                raise AppError("That record is no longer on this device.", kind="not_found")
+            if not machine.has_pending_edit(resource_type, rid):
+                opened = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
+                base, base_version = opened, row.version
+        effects = machine.record_local_edit(now=_now(), mutation_id=str(uuid.uuid4()), resource_type=resource_type,
+                                            id=rid, resource=resource, base_version=base_version,
+                                            base_resource=base)
+        try:
+            await self._commit(effects)
+        except Exception:
+            # Not saved: rebuild the machine from what IS durable so memory never claims more than disk.
+            await self._reload_machine()
+            raise
+        self._emit({"type": "changed", "resourceType": resource_type, "id": rid})
+        return {"id": rid, "status": self.status()}
+
+    async def _reload_machine(self) -> None:
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE])
+        entries = await self.store.outbox_list()
+        opened = await self._open([(OUTBOX_TYPE, eid, 0, blob) for eid, blob in entries])
+        self.machine = SyncMachine.restore(
+            device_id=meta.get(M_DEVICE) or "unknown-device",
+            meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")},
+            outbox=[o for o in opened if o is not None])
+
+    def mark_dirty(self) -> None:
+        """Another tab wrote to the database: rebuild the outbox view before the next sync."""
+        self._dirty = True
+
+    async def reload_if_stale(self) -> None:
+        """Called under the sync lock: adopt what other tabs queued."""
+        if getattr(self, "_dirty", False) and self.machine is not None:
+            self._dirty = False
+            await self._reload_machine()
+
+    async def _current(self, resource_type: str, rid: str) -> dict[str, Any]:
+        row = await self.store.get_record(resource_type, rid)
+        if row is None:
+            raise AppError("That record is no longer on this device.", kind="not_found")
+        res = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
+        if res is None:
+            raise AppError("That record could not be decrypted.")
+        return res
+
+    def _author(self) -> dict[str, str]:
+        return {"display": self._username or "clinician"}
+
+    async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
+        self._require_writable()
+        errors: dict[str, str] = {}
+        sbp = _number(values, "sbp", "Systolic pressure", 40, 300, errors)
+        dbp = _number(values, "dbp", "Diastolic pressure", 20, 200, errors)
+        if (sbp is None) != (dbp is None) and "sbp" not in errors and "dbp" not in errors:
+            errors["sbp" if sbp is None else "dbp"] = "Enter both systolic and diastolic pressure."
+        if sbp is not None and dbp is not None and dbp >= sbp:
+            errors["dbp"] = "Diastolic pressure must be lower than systolic."
+        measured = {k: _number(values, k, spec[1], spec[3], spec[4], errors) for k, spec in VITALS_LOINC.items()}
+        if not errors and sbp is None and all(v is None for v in measured.values()):
+            errors["form"] = "Enter at least one measurement."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        when = _iso_now()
+        common = {"status": "final", "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": when,
+                  "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs",
+                                            "display": "Vital Signs"}], "text": "Vital Signs"}],
+                  "performer": [self._author()]}
+        created = []
+        if sbp is not None and dbp is not None:
+            created.append({"resourceType": "Observation", **common,
+                            "code": {"coding": [{"system": LOINC, "code": BP[0], "display": BP[1]}],
+                                     "text": "Blood pressure"},
+                            "component": [
+                                {"code": {"coding": [{"system": LOINC, "code": SBP[0], "display": SBP[1]}]},
+                                 "valueQuantity": _quantity(sbp, "mm[Hg]", 0)},
+                                {"code": {"coding": [{"system": LOINC, "code": DBP[0], "display": DBP[1]}]},
+                                 "valueQuantity": _quantity(dbp, "mm[Hg]", 0)}]})
+        for k, v in measured.items():
+            if v is None:
+                continue
+            code, display, unit, _lo, _hi, dec = VITALS_LOINC[k]
+            created.append({"resourceType": "Observation", **common,
+                            "code": {"coding": [{"system": LOINC, "code": code, "display": display}],
+                                     "text": display}, "valueQuantity": _quantity(v, unit, dec)})
+        ids = []
+        for res in created:
+            rid = str(uuid.uuid4())
+            await self._edit("Observation", rid, {**res, "id": rid}, create=True)
+            ids.append(rid)
+        return {"ids": ids, "status": self.status()}
+
+    async def add_allergy(self, patient_id: str, substance: str, criticality: str = "unable-to-assess",
+                          reaction: str = "", status: str = "active") -> dict[str, Any]:
+        """Queue a new AllergyIntolerance."""
+        errors: dict[str, str] = {}
+        substance = (substance or "").strip()
+        if not substance:
+            errors["substance"] = "Enter the substance the patient is allergic to."
+        elif len(substance) > 200:
+            errors["substance"] = "Keep the substance under 200 characters."
+        if criticality not in ("low", "high", "unable-to-assess"):
+            errors["criticality"] = "Choose low, high or unable to assess."
+        if status not in ("active", "inactive", "resolved"):
+            errors["status"] = "Choose active, inactive or resolved."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        rid = str(uuid.uuid4())
+        res: dict[str, Any] = {
+            "resourceType": "AllergyIntolerance", "id": rid,
+            "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]},
+            "verificationStatus": {"coding": [{"system": ALLERGY_VERIFICATION, "code": "confirmed"}]},
+            "type": "allergy", "criticality": criticality, "code": {"text": substance},
+            "patient": {"reference": f"Patient/{patient_id}"}, "recordedDate": _iso_now(),
+            "recorder": self._author(),
+        }
+        if reaction.strip():
+            res["reaction"] = [{"manifestation": [{"text": reaction.strip()[:200]}]}]
+        return await self._edit("AllergyIntolerance", rid, res, create=True)
+
+    async def update_allergy(self, allergy_id: str, criticality: str | None = None,
+                             status: str | None = None) -> dict[str, Any]:
+        """Change criticality and/or clinical status of an allergy (a new version, merged on the server)."""
+        res = await self._current("AllergyIntolerance", allergy_id)
+        errors: dict[str, str] = {}
+        if criticality is not None and criticality not in ("low", "high", "unable-to-assess"):
+            errors["criticality"] = "Choose low, high or unable to assess."
+        if status is not None and status not in ("active", "inactive", "resolved"):
+            errors["status"] = "Choose active, inactive or resolved."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        if criticality is not None and criticality != res.get("criticality"):
+            res["criticality"] = criticality
+        if status is not None and status != _code(res.get("clinicalStatus")):
+            res["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]}
+        return await self._edit("AllergyIntolerance", allergy_id, res, create=False)
+
+    async def start_medication(self, patient_id: str, name: str, dosage: str) -> dict[str, Any]:
+        """Queue a new active MedicationRequest."""
+        errors: dict[str, str] = {}
+        if not (name or "").strip():
+            errors["name"] = "Enter the medication."
+        if not (dosage or "").strip():
+            errors["dosage"] = "Enter the dose and frequency, e.g. 500 mg twice daily."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        rid = str(uuid.uuid4())
+        res = {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
+               "medicationCodeableConcept": {"text": name.strip()[:200]},
+               "subject": {"reference": f"Patient/{patient_id}"}, "authoredOn": _iso_now(),
+               "requester": self._author(), "dosageInstruction": [{"text": dosage.strip()[:500]}]}
+        return await self._edit("MedicationRequest", rid, res, create=True)
+
+    async def change_medication(self, medication_id: str, dosage: str) -> dict[str, Any]:
+        """New dosage instruction for an active medication."""
+        if not (dosage or "").strip():
+            raise ValidationFailed("Please correct the highlighted fields.",
+                                   fields={"dosage": "Enter the new dose and frequency."})
+        res = await self._current("MedicationRequest", medication_id)
+        res["dosageInstruction"] = [{"text": dosage.strip()[:500]}]
+        return await self._edit("MedicationRequest", medication_id, res, create=False)
+
+    async def stop_medication(self, medication_id: str, reason: str = "") -> dict[str, Any]:
+        """Stop a medication (status stopped, with the reason)."""
+        res = await self._current("MedicationRequest", medication_id)
+        if res.get("status") == "stopped":
+            raise ValidationFailed("This medication is already stopped.", fields={})
+        res["status"] = "stopped"
+        if reason.strip():
+            res["statusReason"] = {"text": reason.strip()[:200]}
+        return await self._edit("MedicationRequest", medication_id, res, create=False)
+
+    async def add_note(self, patient_id: str, title: str, text: str) -> dict[str, Any]:
+        """Queue a clinical note (DocumentReference with a text/plain attachment)."""
+        errors: dict[str, str] = {}
+        if not (text or "").strip():
+            errors["text"] = "Write the note before saving."
+        elif len(text) > 20000:
+            errors["text"] = "Notes are limited to 20,000 characters."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        rid = str(uuid.uuid4())
+        now = _iso_now()
+        title = (title or "").strip()[:200] or f"Note {now[:10]}"
+        res = {"resourceType": "DocumentReference", "id": rid, "status": "current", "docStatus": "final",
+               "type": {"coding": [{"system": LOINC, "code": "11506-3", "display": "Progress note"}],
+                        "text": "Progress note"},
+               "subject": {"reference": f"Patient/{patient_id}"}, "date": now, "author": [self._author()],
+               "description": title,
+               "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
+                                           "data": _b64(text.encode("utf-8")), "title": title, "creation": now}}]}
+        return await self._edit("DocumentReference", rid, res, create=True)
+
+    async def update_contact(self, patient_id: str, phone: str | None = None,
+                             birth_date: str | None = None, gender: str | None = None) -> dict[str, Any]:
+        """Edit demographics: phone, birth date, gender."""
+        res = await self._current("Patient", patient_id)
+        errors: dict[str, str] = {}
+        if birth_date is not None:
+            try:
+                if date.fromisoformat(birth_date) > date.today():
+                    errors["birth_date"] = "Birth date cannot be in the future."
+            except ValueError:
+                errors["birth_date"] = "Use the format YYYY-MM-DD."
+        if gender is not None and gender not in ("female", "male", "other", "unknown"):
+            errors["gender"] = "Choose female, male, other or unknown."
+        if phone is not None and phone.strip() and not re.fullmatch(r"[+0-9 ()./-]{5,30}", phone.strip()):
+            errors["phone"] = "Use digits, spaces and + ( ) - only."
+        if errors:
+            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        if phone is not None:
+            telecom = [t for t in res.get("telecom") or [] if t.get("system") != "phone"]
+            old: dict[str, Any] = next((t for t in res.get("telecom") or [] if t.get("system") == "phone"), {})
+            if phone.strip():
+                telecom.insert(0, {**old, "system": "phone", "value": phone.strip()})
+            res["telecom"] = telecom
+        if birth_date is not None:
+            res["birthDate"] = birth_date
+        if gender is not None:
+            res["gender"] = gender
+        return await self._edit("Patient", patient_id, res, create=False)
+
+    # -- sync ------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """What the always-visible status bar shows."""
+        if self.machine is None:
+            return {"locked": True, "pending": 0, "conflicted": 0, "rejected": 0, "lastSuccess": None,
+                    "lastError": None, "synced": False, "text": "Locked", "needsLogin": self.needs_login,
+                    "readOnly": self._read_only, "syncing": False}
+        s = self.machine.status()
+        return {"locked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
+                "lastSuccess": s.last_success, "lastError": s.last_error, "synced": s.synced, "text": s.text,
+                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
+                "nextWake": self.machine.next_wake(_now())}
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
+        res = _py(await self._http("POST", path, body.decode("utf-8")))
+        status, text, retry_after = res
+        return int(status), str(text or ""), None if retry_after is None else str(retry_after)
+
+    async def sync_once(self, first: bool = False) -> dict[str, Any]:
+        """Push what is due (by priority), then pull until caught up. One page per transaction.
+
+        JS runs this under a Web Lock so only one tab syncs at a time.
+        """
+        machine = self._require_unlocked()
+        if self._read_only:
+            return self.status()
+        self.syncing = True
+        try:
+            await self._register_device(machine)
+            notices = await self._push(machine)
+            if self.needs_login:
+                return self.status()
+            notices += await self._pull(machine, first=first)
+        finally:
+            self.syncing = False
+        conflicts = [n for n in notices if isinstance(n, ConflictParked)]
+        rejected = [n for n in notices if isinstance(n, MutationRejected)]
+        if conflicts:
+            self._emit({"type": "conflict", "count": len(conflicts)})
+        if rejected:
+            self._emit({"type": "rejected", "reasons": [r.reason for r in rejected]})
+        return self.status()
+
+    async def _register_device(self, machine: SyncMachine) -> None:
+        """Tell the server about this device once (idempotent there); it tracks last mutation and pull."""
+        if await self.store.meta_get("device.registered") == machine.device_id:
+            return
+        body = json.dumps({"deviceId": machine.device_id, "name": "OmniCare PWA"}).encode()
+        try:
+            status, _text, _ = await self._post("/api/sync/devices", body)
+        except Exception:  # noqa: BLE001 - retried on the next sync
+            return
+        if status == 200:
+            await self.store.meta_put("device.registered", machine.device_id)
+        elif status in (401, 403):
+            self.needs_login = True
+
+    async def _push(self, machine: SyncMachine) -> list[Effect]:
+        notices: list[Effect] = []
+        for _ in range(100):
+            req = machine.next_push(_now())
+            if req is None:
+                break
+            try:
+                status, text, retry_after = await self._post("/api/sync/push", dumps(req))
+            except Exception as exc:  # noqa: BLE001 - a network failure of any kind
+                status, text, retry_after = 0, str(exc), None
+            now = _now()
+            if status == 200:
+                self.needs_login = False
+                effects = machine.on_push_response(now, req, PushResponse.from_json(loads(text)))
+            else:
+                if status in (401, 403):
+                    self.needs_login = True
+                error = ("offline" if status == 0 else "sign in again to sync" if status in (401, 403)
+                         else f"server error {status}")
+                effects = machine.on_push_failed(now, req, rng_value=int.from_bytes(os.urandom(2)) / 65536,
+                                                 retry_after=parse_retry_after(retry_after, now=now), error=error)
+                notices += await self._commit(effects)
+                break
+            notices += await self._commit(effects)
+        return notices
+
+    async def _pull(self, machine: SyncMachine, *, first: bool) -> list[Effect]:
+        notices: list[Effect] = []
+        received = 0
+        for _ in range(10_000):
+            req = machine.next_pull()
+            try:
+                status, text, _retry = await self._post(f"/api/sync/pull?deviceId={machine.device_id}", dumps(req))
+            except Exception as exc:  # noqa: BLE001
+                status, text = 0, str(exc)
+            if status != 200:
+                if status in (401, 403):
+                    self.needs_login = True
+                machine.last_error = ("offline" if status == 0 else "sign in again to sync"
+                                      if status in (401, 403) else f"server error {status}")
+                break
+            self.needs_login = False
+            raw = loads(text)
+            resp = PullResponse.from_json(raw)
+            notices += await self._commit(machine.on_pull_response(_now(), req, resp))
+            received += len(resp.changes)
+            if resp.changes or resp.drop:
+                self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,
+                            "seq": max((c.seq for c in resp.changes), default=None),
+                            "total": raw.get("total") if isinstance(raw, dict) else None,
+                            "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
+                            "ids": [c.id for c in resp.changes][:200]})
+            if not resp.has_more:
+                if machine.last_error in ("offline", "sign in again to sync") or (
+                        machine.last_error or "").startswith("server error"):
+                    machine.last_error = None
+                if first:
+                    await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
+                break
+        return notices
+
+    async def first_sync_done(self) -> bool:
+        return await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
+
+    # -- conflicts ---------------------------------------------------------------------
+
+    def conflicts(self) -> list[dict[str, Any]]:
+        """Parked conflicts with base / mine / theirs per field, for the side-by-side screen."""
+        machine = self._require_unlocked()
+        out = []
+        for c in machine.conflicts():
+            fields = []
+            for f in c.conflicts:
+                fields.append({"path": f.get("path", ""), "base": f.get("base"), "mine": f.get("theirs"),
+                               "theirs": f.get("ours")})
+            title = c.resource_type
+            res = c.local or c.server or {}
+            if c.resource_type == "AllergyIntolerance":
+                title = f"Allergy: {_cc_text(res.get('code'))}"
+            elif c.resource_type == "MedicationRequest":
+                title = f"Medication: {_cc_text(res.get('medicationCodeableConcept'))}"
+            elif c.resource_type == "Patient":
+                title = f"Patient: {_patient_summary(res)['display']}"
+            out.append({"entryId": c.entry_id, "resourceType": c.resource_type, "id": c.id, "title": title,
+                        "serverVersion": c.server_version, "serverDeleted": c.server is None,
+                        "patientId": c.id if c.resource_type == "Patient" else _ref_patient(res),
+                        "fields": fields})
+        return out
+
+    async def resolve_conflict(self, entry_id: str, choices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """Apply a person's per-field decisions; the result is pushed as a new version based on the server's.
+
+        ``choices``: path -> {"pick": "mine"|"theirs"|"edit", "value": <for edit>}. Fields not
+        in conflict keep the automatic merge of both sides.
+        """
+        machine = self._require_writable()
+        view = next((c for c in machine.conflicts() if c.entry_id == entry_id), None)
+        if view is None:
+            raise AppError("This conflict was already resolved.", kind="not_found")
+        chosen: Any
+        if view.server is None or view.local is None:
+            pick = next(iter(choices.values()), {}).get("pick", "theirs") if choices else "theirs"
+            chosen = view.local if pick == "mine" else view.server
+        else:
+            result = merge(view.base, view.server, view.local)
+            chosen = json.loads(json.dumps(result.merged))
+            for f in view.conflicts:
+                path = str(f.get("path", ""))
+                choice = choices.get(path) or {"pick": "theirs"}
+                pick = choice.get("pick")
+                if pick == "theirs":
+                    value = f.get("ours")
+                elif pick == "mine":
+                    value = f.get("theirs")
+                elif pick == "edit":
+                    value = choice.get("value")
+                    if isinstance(f.get("ours"), (int, float)) and isinstance(value, str):
+                        try:
+                            value = float(value) if "." in value else int(value)
+                        except ValueError:
+                            raise ValidationFailed("Enter a number.", fields={path: "Enter a number."}) from None
+                else:
+                    raise ValidationFailed("Choose keep mine, keep theirs or edit for every field.",
+                                           fields={path: "Choose one."})
+                if path == "":
+                    chosen = value
+                elif isinstance(chosen, dict) and not set_path(chosen, path, value):
+                    top = path.split(".")[0].split("[")[0]
+                    src = view.local if pick == "mine" else view.server
+                    if top in src:
+                        chosen[top] = json.loads(json.dumps(src[top]))
+                    else:
+                        chosen.pop(top, None)
+            if isinstance(chosen, dict):
+                chosen.setdefault("resourceType", view.resource_type)
+                chosen["id"] = view.id
+                if view.server is not None and "meta" in view.server:
+                    chosen["meta"] = view.server["meta"]
+        effects = machine.resolve_conflict(now=_now(), entry_id=entry_id, resource=chosen,
+                                           mutation_id=str(uuid.uuid4()))
+        await self._commit(effects)
+        self._emit({"type": "changed", "resourceType": view.resource_type, "id": view.id})
+        return {"status": self.status()}
+
+    # -- diagnostics -------------------------------------------------------------------
+
+    async def bench_crypto(self, n: int = 200) -> dict[str, Any]:
+        """Seal+open ``n`` demo-sized resources in one batch each; ms per resource (closing-note figure)."""
+        self._require_unlocked()
+        res = {"resourceType": "Observation", "id": "bench", "status": "final", "valueQuantity": {"value": 1},
+               "note": [{"text": "x" * 1500}]}
+        t0 = time.perf_counter()
+        blobs = await self._seal([("Observation", f"b{i}", 1, res) for i in range(n)])
+        await self._open([("Observation", f"b{i}", 1, b) for i, b in enumerate(blobs)])
+        return {"n": n, "msPerResource": (time.perf_counter() - t0) * 1000 / n}
+
+    async def bench_fill(self, resources: int, start: int = 0, batch: int = 2000) -> dict[str, Any]:
+        """Add ``resources`` synthetic sealed records (1 patient per 10) for search benchmarks.
+
+        Goes through the real path (seal in batches, blind-index tokens, one IndexedDB transaction per batch).
+        """
+        self._require_writable()
+        syll = ["ka", "lo", "mi", "ner", "sto", "va", "ri", "den", "bel", "tor", "shi", "ma", "ron", "el", "gu"]
+        t0 = time.perf_counter()
+        made = start
+        while made < start + resources:
+            effects: list[Effect] = []
+            for n in range(made, min(start + resources, made + batch)):
+                p = n // 10
+                pid = f"bench-p{p}"
+                if n % 10 == 0:
+                    family = (syll[p % 15] + syll[(p // 15) % 15] + syll[(p // 225) % 15]).capitalize()
+                    res: dict[str, Any] = {
+                        "resourceType": "Patient", "id": pid, "meta": {"versionId": "1"},
+                        "name": [{"use": "official", "family": family, "given": [syll[(p * 7) % 15].capitalize() + "na"]}],
+                        "identifier": [{"system": "urn:bench", "value": f"BENCH-{p:06d}",
+                                        "type": {"coding": [{"code": "MR"}]}}],
+                        "birthDate": f"{1940 + p % 70}-{1 + p % 12:02d}-{1 + p % 28:02d}"}
+                    effects.append(RecordPut("Patient", pid, 1, res))
+                else:
+                    oid = f"bench-o{n}"
+                    res = {"resourceType": "Observation", "id": oid, "meta": {"versionId": "1"}, "status": "final",
+                           "code": {"text": "Heart rate"}, "subject": {"reference": f"Patient/{pid}"},
+                           "effectiveDateTime": "2026-01-01T10:00:00Z",
+                           "valueQuantity": {"value": 60 + n % 40, "unit": "/min"}}
+                    effects.append(RecordPut("Observation", oid, 1, res))
+            await self._commit(effects)
+            made += len(effects)
+        return {"resources": made - start, "seconds": round(time.perf_counter() - t0, 2),
+                "total": int(_py(await self._idb.countRecords()))}
+
+    async def bench_search(self, queries: Sequence[str], rounds: int = 3) -> dict[str, Any]:
+        """p50 / p95 / max of :meth:`search` over ``queries`` (ms, wall clock inside Python)."""
+        times: list[float] = []
+        hits = 0
+        for _ in range(rounds):
+            for q in queries:
+                t0 = time.perf_counter()
+                r = await self.search(q)
+                times.append((time.perf_counter() - t0) * 1000)
+                hits += len(r["results"])
+        times.sort()
+        return {"n": len(times), "p50": round(times[len(times) // 2], 2),
+                "p95": round(times[min(len(times) - 1, int(len(times) * 0.95))], 2), "max": round(times[-1], 2),
+                "avgHits": round(hits / max(1, len(times)), 1)}

@@ -1,0 +1,161 @@
+"""pyclient's :class:`~pyclient.store.Store` on IndexedDB (browser only, Pyodide FFI).
+
+The IndexedDB work lives in ``pwa/app/idb.js``; this adapter hands it whole
+batches, so one ``apply`` (a pull page, an outbox update) crosses the
+JS<->Python boundary once instead of once per record. Blobs are already sealed
+(:mod:`pyclient.envelope`); search tokens are blind-index values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pyclient.store import (
+    ClearRecords,
+    DeleteOutbox,
+    DeleteRecord,
+    PutMeta,
+    PutOutbox,
+    PutRecord,
+    StoredRecord,
+    StoreError,
+    StoreOp,
+    check_blob,
+    check_record,
+    check_tokens,
+)
+
+__all__ = ["IndexedDBStore", "StorageFull"]
+
+
+class StorageFull(RuntimeError):
+    """The browser refused the write (QuotaExceededError); nothing of the batch was written."""
+
+
+def _py(value: Any) -> Any:
+    """JS value -> Python, with JS null/undefined as None and typed arrays as bytes."""
+    if value is None:
+        return None
+    to_py = getattr(value, "to_py", None)
+    if to_py is not None:
+        value = to_py()
+    return _norm(value)
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    if type(value).__name__ in ("JsNull", "JsUndefined") or repr(value) in ("jsnull", "undefined"):
+        return None
+    return value
+
+
+def _record(row: Any) -> StoredRecord | None:
+    if row is None:
+        return None
+    t, i, v, blob, base = row
+    return StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base))
+
+
+class IndexedDBStore:
+    """Async :class:`~pyclient.store.Store` backed by ``idb.js`` (``idb`` is that JS module)."""
+
+    def __init__(self, idb: Any) -> None:
+        from pyodide.ffi import to_js  # type: ignore[import-not-found]  # noqa: PLC0415 - only inside Pyodide
+
+        self._idb = idb
+        self._to_js = to_js
+
+    def _js(self, value: Any) -> Any:
+        return self._to_js(value)
+
+    # -- records
+    async def get_record(self, resource_type: str, id: str) -> StoredRecord | None:
+        return _record(_py(await self._idb.getRecord(resource_type, id)))
+
+    async def get_records(self, keys: Sequence[tuple[str, str]]) -> list[StoredRecord | None]:
+        """Many records in one crossing (search candidates, a chart's resources)."""
+        if not keys:
+            return []
+        rows = _py(await self._idb.getRecords(self._js([list(k) for k in keys])))
+        return [_record(r) for r in rows]
+
+    async def put_record(self, record: StoredRecord, tokens: Sequence[str] | None = None) -> None:
+        await self.apply([PutRecord(record, None if tokens is None else tuple(tokens))])
+
+    async def delete_record(self, resource_type: str, id: str) -> None:
+        await self.apply([DeleteRecord(resource_type, id)])
+
+    async def list_records(self, resource_type: str) -> list[StoredRecord]:
+        rows = _py(await self._idb.listRecords(resource_type))
+        return [r for r in (_record(row) for row in rows) if r is not None]
+
+    async def lookup_token(self, token: str, resource_type: str | None = None) -> list[tuple[str, str]]:
+        rows = _py(await self._idb.lookupToken(token, resource_type))
+        return [(str(t), str(i)) for t, i in rows]
+
+    # -- outbox
+    async def outbox_put(self, entry_id: str, blob: bytes) -> None:
+        await self.apply([PutOutbox(entry_id, blob)])
+
+    async def outbox_get(self, entry_id: str) -> bytes | None:
+        blob = _py(await self._idb.outboxGet(entry_id))
+        return None if blob is None else bytes(blob)
+
+    async def outbox_list(self) -> list[tuple[str, bytes]]:
+        return [(str(k), bytes(b)) for k, b in _py(await self._idb.outboxList())]
+
+    async def outbox_delete(self, entry_id: str) -> None:
+        await self.apply([DeleteOutbox(entry_id)])
+
+    # -- meta
+    async def meta_get(self, key: str) -> str | None:
+        value = _py(await self._idb.metaGet(key))
+        return None if value is None else str(value)
+
+    async def meta_get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
+        """Several meta values in one crossing."""
+        values = _py(await self._idb.metaGetMany(self._js(list(keys))))
+        return {k: (None if v is None else str(v)) for k, v in zip(keys, values, strict=True)}
+
+    async def meta_put(self, key: str, value: str | None) -> None:
+        await self.apply([PutMeta(key, value)])
+
+    # -- batch
+    async def apply(self, ops: Sequence[StoreOp]) -> None:
+        """All ops in one IndexedDB transaction; returns after it completed (durable)."""
+        wire: list[list[Any]] = []
+        for op in ops:
+            if isinstance(op, PutRecord):
+                check_record(op.record)
+                toks = check_tokens(op.tokens)
+                r = op.record
+                wire.append(["putRecord", r.resource_type, r.id, r.version, r.blob, r.base,
+                             None if toks is None else list(toks)])
+            elif isinstance(op, DeleteRecord):
+                wire.append(["deleteRecord", op.resource_type, op.id])
+            elif isinstance(op, ClearRecords):
+                wire.append(["clearRecords", [list(k) for k in op.keep]])
+            elif isinstance(op, PutOutbox):
+                check_blob(op.blob)
+                wire.append(["putOutbox", op.entry_id, op.blob])
+            elif isinstance(op, DeleteOutbox):
+                wire.append(["deleteOutbox", op.entry_id])
+            elif isinstance(op, PutMeta):
+                if op.value is not None and not isinstance(op.value, str):
+                    raise StoreError("meta values are strings")
+                wire.append(["putMeta", op.key, op.value])
+            else:
+                raise StoreError(f"unknown store op {op!r}")
+        if not wire:
+            return
+        try:
+            await self._idb.apply(self._js(wire))
+        except Exception as exc:  # JsException: map the quota error to something the UI can name
+            if "QuotaExceeded" in str(exc) or "quota" in str(exc).lower():
+                raise StorageFull("This device is out of storage space, so this change was NOT saved. Everything "
+                                  "saved before is safe. Free up space and press Save again.") from exc
+            raise
