@@ -41,6 +41,8 @@ def main() -> None:
     )
     parser.add_argument("-n", type=int, default=20000, help="resources in scope (default 20000)")
     parser.add_argument("--push", type=int, default=1000, help="mutations to push (default 1000)")
+    parser.add_argument("--profile", action="store_true", help="cProfile the pushes; print the top functions")
+    parser.add_argument("--sql", action="store_true", help="time every SQL statement of the first push phase")
     args = parser.parse_args()
 
     import django
@@ -58,15 +60,17 @@ def main() -> None:
         db.setdefault("TEST", {})["NAME"] = os.environ.get("OMNICARE_BENCH_DB", "test_omnicare_sync_bench")
     name = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
     try:
-        run(args.n, args.push, vendor=connection.vendor, dbname=name)
+        run(args.n, args.push, vendor=connection.vendor, dbname=name, profile=args.profile, sql=args.sql)
     finally:
         connection.creation.destroy_test_db(name, verbosity=0)
 
 
-def run(n: int, n_push: int, *, vendor: str, dbname: str) -> None:
+def run(n: int, n_push: int, *, vendor: str, dbname: str, profile: bool = False, sql: bool = False) -> None:
     from django.contrib.auth import get_user_model
 
     from omnicare.access.roles import PHYSICIAN, role_assign
+    from omnicare.access.services import device_check
+    from omnicare.audit.trail import audited
     from omnicare.fhir.services import resources_import
     from omnicare.sync import services
     from pyclient.protocol import loads
@@ -145,7 +149,12 @@ def run(n: int, n_push: int, *, vendor: str, dbname: str) -> None:
         for start in range(0, len(mutations), services.MAX_PUSH_MUTATIONS):
             batch = mutations[start : start + services.MAX_PUSH_MUTATIONS]
             req = services.parse_push({"deviceId": "bench", "mutations": batch})
-            for r in services.push(user=user, request=req).results:
+            # What POST /api/sync/push does: device check, then the batch and its audit event in one transaction.
+            device_check(user=user, device_id=req.device_id)
+            with audited(user=user, action="sync-push", device_id=req.device_id) as note:
+                response = services.push(user=user, request=req)
+                services.push_audit(note=note, request=req, response=response)
+            for r in response.results:
                 statuses[r.status] = statuses.get(r.status, 0) + 1
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         print(
@@ -165,12 +174,41 @@ def run(n: int, n_push: int, *, vendor: str, dbname: str) -> None:
             "resource": body,
         }
 
-    push("fresh base (applied)", [mut(i, 2, obs(i, 70.0)) for i in range(k)])
+    prof = None
+    if profile:
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+    if sql:
+        from django.db import connection
+
+        spent: dict[str, list[float]] = {}
+
+        def timed(execute: Any, statement: str, params: Any, many: bool, context: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return execute(statement, params, many, context)
+            finally:
+                key = " ".join(statement.split())[:70]
+                spent.setdefault(key, []).append(time.perf_counter() - t0)
+
+        with connection.execute_wrapper(timed):
+            push("fresh base (applied)", [mut(i, 2, obs(i, 70.0)) for i in range(k)])
+        for key, times in sorted(spent.items(), key=lambda kv: -sum(kv[1]))[:15]:
+            print(f"  {sum(times):6.3f}s {len(times):5d}x  {key}")
+    else:
+        push("fresh base (applied)", [mut(i, 2, obs(i, 70.0)) for i in range(k)])
     # Now at v3; edit from v2 touching another field than the server's v3 edit: clean three-way merge.
     push("stale base, disjoint (merged)", [mut(i, 2, obs(i, 61.0 + i % 40, "amended")) for i in range(k)])
     push("stale base, clash (conflict)", [mut(i, 2, obs(i, 99.0)) for i in range(k)])
     same = [mut(i, 1, obs(i, 1.0)) for i in range(min(k, 100))]
     push("new ids (creates)", [{**mut(n + i, 1, obs(n + i, 1.0)), "baseVersion": None} for i in range(k)])
+    if prof is not None:
+        import pstats
+
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
     req = services.parse_push({"deviceId": "bench", "mutations": same})
     services.push(user=user, request=req)
     t0 = time.perf_counter()

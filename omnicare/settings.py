@@ -61,6 +61,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Compresses large JSON (sync pulls, FHIR bundles) when the client sends Accept-Encoding: gzip. BREACH:
+    # safe because no secret is reflected in a compressed body (API bodies are JSON without the CSRF token).
+    "django.middleware.gzip.GZipMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -5,7 +5,7 @@ A privacy officer reads this file (or ``docs/PERMISSIONS.md``, generated from it
 Anything not listed is denied: an unknown role, resource type or action gets nothing.
 
 Scope says *which patients*, on top of the matrix:
-  care-team  only patients whose CareTeam lists the user (``omnicare.sync.scope``), plus
+  care-team  only patients whose CareTeam lists the user (``access.services.visible_patient_ids``), plus
              active break-the-glass grants
   all        every patient (front desk registration; auditors reviewing the trail)
   none       no patient data at all (administrators manage users and devices, not charts)

@@ -2,18 +2,20 @@
 
 ``access_check`` is THE place where the server decides whether a user may do an
 action on a resource type (and, for patient data, on which patients): the role ×
-resource type × action matrix in ``roles.py``, the care-team scope computed by
-``omnicare.sync.scope.scope_patient_ids`` and active break-the-glass grants.
+resource type × action matrix in ``roles.py``, the care-team scope and active break-the-glass grants, both in ``visible_patient_ids`` (the ONE
+"which patients may this user see" function).
 Callers never decide. Also here: break-the-glass, lost-device revocation, login
 throttling and ending a disabled account's sessions.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -58,16 +60,169 @@ def _now(now: datetime | None) -> datetime:
 
 
 # --- Authorization ------------------------------------------------------------------------------
+#
+# Which patients a user may see is decided in ONE place, :func:`visible_patient_ids`: the FHIR REST
+# search/history filter, ``access_check``, the sync pull (device scope), the sync push and WebSocket hint
+# routing all call it. The care-team rule lives here too (it is access policy, not sync mechanics).
+
+USER_IDENTIFIER_SYSTEM = "urn:omnicare:user"
+_INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
 
 
-def _scope(user: Any) -> set[str]:
-    """Care-team patients (sync engineer's rule) plus active emergency grants. Fails closed."""
+class AllPatients:
+    """Sentinel: no patient restriction (a role with scope ``all`` for the action). Never iterate it."""
+
+    _instance: AllPatients | None = None
+
+    def __new__(cls) -> AllPatients:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ALL_PATIENTS"
+
+
+ALL_PATIENTS = AllPatients()
+
+# Per-request memo (see :func:`visible_patients_cache`): a push of 100 mutations asks ~200 times.
+_memo: contextvars.ContextVar[dict[str, dict[Any, Any]] | None] = contextvars.ContextVar(
+    "omnicare_visible_patients", default=None
+)
+
+
+@contextlib.contextmanager
+def visible_patients_cache() -> Iterator[None]:
+    """Within this block the care-team scope is computed once per user, and patients registered in the
+    block (:func:`patient_registered`) count as the registering user's own. Nesting reuses the outer
+    memo. Call :func:`visible_patients_cache_clear` after a write that can change scope (CareTeam,
+    Practitioner)."""
+    if _memo.get() is not None:
+        yield
+        return
+    token = _memo.set({"scope": {}, "registered": {}})
     try:
-        from omnicare.sync.scope import scope_patient_ids  # lazy: sync imports access
-    except ImportError:
-        log.error("omnicare.sync.scope is unavailable: care-team scope is empty")
-        return patient_ids_granted(user=user)
-    return set(scope_patient_ids(user=user)) | patient_ids_granted(user=user)
+        yield
+    finally:
+        _memo.reset(token)
+
+
+def visible_patients_cache_clear() -> None:
+    memo = _memo.get()
+    if memo is not None:
+        memo["scope"].clear()
+
+
+def patient_registered(*, user: Any, patient_id: str) -> None:
+    """Remember, for the rest of this request, that ``user`` just created Patient ``patient_id``.
+
+    Offline registration: a new Patient, the CareTeam that puts its author on it and the first notes
+    arrive in one push; until the CareTeam lands the patient is not in anybody's scope, so writes into
+    the compartment of a patient *this user registered in this same request* are allowed (never anyone
+    else's existing chart). No-op outside :func:`visible_patients_cache`.
+    """
+    memo = _memo.get()
+    key = getattr(user, "pk", None)
+    if memo is not None and key is not None:
+        memo["registered"].setdefault(key, set()).add(str(patient_id))
+
+
+def _registered_here(user: Any) -> set[str]:
+    memo = _memo.get()
+    if memo is None:
+        return set()
+    return set(memo["registered"].get(getattr(user, "pk", None), ()))
+
+
+def user_practitioner_ids(*, user: Any) -> set[str]:
+    """Ids of the live Practitioner resources that identify ``user`` (``urn:omnicare:user|<username>``)."""
+    from omnicare.fhir.models import SearchToken  # lazy: the FHIR store imports this module
+
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return set()
+    rows = SearchToken.objects.filter(
+        resource_type="Practitioner", param="identifier", system=USER_IDENTIFIER_SYSTEM,
+        code=user.get_username(), resource__deleted=False,
+    ).values_list("resource__resource_id", flat=True)
+    return set(rows)
+
+
+def care_team_patient_ids(*, user: Any) -> frozenset[str]:
+    """Patients whose current CareTeam lists, as a ``participant.member``, a Practitioner identifying ``user``.
+
+    A CareTeam with status ``inactive`` or ``entered-in-error`` (or deleted) does not count. This is the
+    care-team half of :func:`visible_patient_ids`; callers want that function, not this one.
+    """
+    from omnicare.fhir.models import Resource, SearchReference
+    from omnicare.fhir.search import parse_reference
+
+    practitioners = user_practitioner_ids(user=user)
+    if not practitioners:
+        return frozenset()
+    team_pks = SearchReference.objects.filter(
+        resource_type="CareTeam", param="participant", target_type="Practitioner",
+        target_id__in=sorted(practitioners), resource__deleted=False,
+    ).values_list("resource_id", flat=True)
+    patients: set[str] = set()
+    for body in Resource.objects.filter(pk__in=list(team_pks), deleted=False).values_list("body", flat=True):
+        if body.get("status") in _INACTIVE_CARETEAM:
+            continue
+        members = {
+            parse_reference(str((p.get("member") or {}).get("reference") or ""))
+            for p in body.get("participant") or []
+            if isinstance(p, dict)
+        }
+        if not any(m is not None and m[0] == "Practitioner" and m[1] in practitioners for m in members):
+            continue
+        subject = parse_reference(str((body.get("subject") or {}).get("reference") or ""))
+        if subject is not None and subject[0] == "Patient":
+            patients.add(subject[1])
+    return frozenset(patients)
+
+
+def _team_and_grants(user: Any) -> frozenset[str]:
+    memo = _memo.get()
+    key = getattr(user, "pk", None)
+    if memo is not None and key is not None and key in memo["scope"]:
+        return memo["scope"][key]  # type: ignore[no-any-return]
+    value = care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user))
+    if memo is not None and key is not None:
+        memo["scope"][key] = value
+    return value
+
+
+def visible_patient_ids(
+    *, user: Any, action: str | None = None, resource_type: str | None = None, device: bool = False
+) -> AllPatients | frozenset[str]:
+    """THE answer to "which patients may ``user`` see": :data:`ALL_PATIENTS` or a set of patient ids.
+
+    Considers the user's roles that grant ``action`` on ``resource_type`` (any action / any type when
+    omitted; ``"*"`` = every clinical type). A role with scope ``all`` → :data:`ALL_PATIENTS`; a role with
+    scope ``care-team`` → the patients of the user's care teams plus active break-the-glass grants; scope
+    ``none`` (or no role, or not signed in) → the empty set.
+
+    ``device=True`` asks what may be *replicated to a device* (sync pull, WebSocket hints): never
+    :data:`ALL_PATIENTS` — a tablet does not carry the whole hospital (a lost device exposes only the
+    user's own patients) — so roles with scope ``all`` replicate their care teams and grants like everyone;
+    they reach other charts online through FHIR REST. Memoised within :func:`visible_patients_cache`.
+    """
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    held = [rbac.ROLES[r] for r in sorted(rbac.user_roles(user))]
+    if action is not None or resource_type is not None:
+        wanted = rbac.normalize_action(action) if action is not None else None
+        types = [resource_type] if resource_type is not None else list(rbac.RESOURCE_TYPES)
+        held = [
+            r for r in held
+            if any(wanted in rbac.allowed_actions(r.name, t) if wanted else rbac.allowed_actions(r.name, t)
+                   for t in types)
+        ]
+    scopes = {r.scope for r in held}
+    if "all" in scopes and not device:
+        return ALL_PATIENTS
+    if scopes & {"care-team", "all"}:
+        return _team_and_grants(user)
+    return frozenset()
 
 
 def access_check(
@@ -80,13 +235,12 @@ def access_check(
     """Raise unless ``user`` may do ``action`` on ``resource_type`` for these patients.
 
     Allowed when one of the user's roles grants the action on the type (``roles.ROLES``)
-    and every patient in ``patient_ids`` is within that role's scope: care-team roles need
-    each patient in ``scope_patient_ids(user)`` or an active break-the-glass grant; roles
-    with scope ``none`` may not touch any patient. Empty ``patient_ids`` is a type-level
-    check (a search across patients: the caller filters results by scope). Creating a new
-    Patient is exempt from the scope test (the patient is not on any care team yet), and so
-    are create/update into the compartment of a patient that does not exist yet (offline
-    registration: patient, CareTeam and first notes synced in one batch).
+    and every patient in ``patient_ids`` is within :func:`visible_patient_ids` for that action
+    and type. Empty ``patient_ids`` is a type-level check (a search across patients: the caller
+    filters results with :func:`visible_patient_ids`). Creating a new Patient is exempt from the
+    scope test (the patient is not on any care team yet), and so are create/update into the
+    compartment of a patient that does not exist yet or that this user registered earlier in the
+    same request (offline registration: patient, CareTeam and first notes synced in one push).
     Raises ``NotAuthenticated`` (401) or ``Forbidden`` (403); returns None when allowed.
     """
     if user is None or not user.is_authenticated or not user.is_active:
@@ -96,32 +250,33 @@ def access_check(
     wanted = rbac.normalize_action(action)
     patients = {str(p) for p in patient_ids if p}
     held = rbac.user_roles(user)
-    permitted = [rbac.ROLES[r] for r in sorted(held) if wanted in rbac.allowed_actions(r, resource_type)]
-    if not permitted:
+    if not any(wanted in rbac.allowed_actions(r, resource_type) for r in held):
         raise Forbidden(f"Your role does not allow {action} on {resource_type}")
     if not patients or (resource_type == "Patient" and wanted == "create"):
         return
-    if any(r.scope == "all" for r in permitted):
+    visible = visible_patient_ids(user=user, action=wanted, resource_type=resource_type)
+    if isinstance(visible, AllPatients):
         return
-    if not any(r.scope == "care-team" for r in permitted):
+    if not visible and not any(
+        rbac.ROLES[r].scope == "care-team" for r in held if wanted in rbac.allowed_actions(r, resource_type)
+    ):
         raise Forbidden("Your role does not give access to patient data")
-    allowed = _scope(user)
-    outside = patients - allowed
+    outside = patients - visible
     if not outside:
         return
-    if wanted in ("create", "update") and _not_yet_registered(user, outside, allowed):
-        # Offline registration: a new patient, their CareTeam and first notes arrive in one batch,
-        # and the patient only enters scope once the CareTeam lands. Nobody's existing chart is touched.
-        return
+    if wanted in ("create", "update"):
+        outside -= _registered_here(user)
+        if not outside or _not_yet_registered(user, outside, set(visible)):
+            # Offline registration: a new patient, their CareTeam and first notes arrive in one batch,
+            # and the patient only enters scope once the CareTeam lands. Nobody's existing chart is touched.
+            return
     raise Forbidden("Patient is outside your care team (break-the-glass can grant emergency access)")
 
 
 def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> bool:
     """True if none of ``patients`` exists as a live Patient yet (so writing reveals no one's chart)."""
-    try:
-        from omnicare.fhir.models import Resource  # lazy: fhir imports access
-    except ImportError:
-        return False
+    from omnicare.fhir.models import Resource  # lazy: fhir imports access
+
     return not Resource.objects.filter(resource_type="Patient", resource_id__in=sorted(patients),
                                        deleted=False).exists()
 

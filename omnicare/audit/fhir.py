@@ -10,7 +10,8 @@ from .services import ts
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 REST_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 ACTION_CODES = {"read": "R", "vread": "R", "history": "R", "search": "E", "create": "C", "update": "U",
-                "delete": "D"}
+                "delete": "D", "transaction": "E", "batch": "E", "sync-pull": "R", "sync-push": "U",
+                "conflict-resolve": "U"}
 # FHIR AuditEvent.outcome: 0 success, 4 minor failure (denied), 8 serious failure.
 OUTCOME_CODES = {"success": "0", "denied": "4", "failure": "8"}
 SECURITY_SUBTYPES = {

@@ -16,6 +16,7 @@ from django.utils.http import http_date
 from ninja import Router
 
 from omnicare.access.auth import api_auth
+from omnicare.audit.trail import audited, compartment_of
 from omnicare.core.errors import (
     FHIR_JSON,
     BadRequest,
@@ -28,6 +29,7 @@ from . import services as svc
 from .bundles import _parse_if_match
 from .capability import capability_statement
 from .models import Resource, ResourceVersion
+from .search import compartment_patients
 from .validation import check_type, parse_json
 
 router = Router(tags=["fhir"], auth=api_auth)
@@ -150,26 +152,46 @@ def _history(
         before_seq = int(before) if before else None
     except ValueError as exc:
         raise BadRequest("Invalid _before", expression=["_before"]) from exc
-    page = svc.resource_history(
-        user=request.user,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        count=svc.page_size(request.GET.get("_count")),
-        since=request.GET.get("_since"),
-        before_seq=before_seq,
-    )
+    with audited(
+        user=request.user, action="history", resource_type=resource_type or "", resource_id=resource_id or "",
+        denied_patients=(lambda: compartment_of(resource_type, resource_id)) if resource_type and resource_id
+        else None,
+    ) as note:
+        page = svc.resource_history(
+            user=request.user,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            count=svc.page_size(request.GET.get("_count")),
+            since=request.GET.get("_since"),
+            before_seq=before_seq,
+        )
+        for v in page.versions:  # one event for the page, listing every patient on it
+            note.touch(resource_type=v.resource_type, resource_id=v.resource_id, patient_ids=v.patient_ids or [])
     return _history_bundle(request, page, path)
 
 
 def _search(request: HttpRequest, resource_type: str, params: list[tuple[str, str]]) -> HttpResponse:
-    bundle = svc.resource_search(
-        user=request.user,
-        resource_type=resource_type,
-        params=params,
-        base_url=base_url(request),
-        strict="handling=strict" in _prefer(request),
-    )
+    with audited(user=request.user, action="search", resource_type=resource_type) as note:
+        bundle = svc.resource_search(
+            user=request.user,
+            resource_type=resource_type,
+            params=params,
+            base_url=base_url(request),
+            strict="handling=strict" in _prefer(request),
+        )
+        _note_entries(note, bundle)
     return fhir_response(bundle)
+
+
+def _note_entries(note: Any, bundle: dict[str, Any]) -> None:
+    """Record every patient (and resource) a response Bundle carries in the page's audit event."""
+    for entry in bundle.get("entry") or []:
+        res = (entry or {}).get("resource")
+        if isinstance(res, dict) and res.get("resourceType") and res.get("id"):
+            rt, rid = str(res["resourceType"]), str(res["id"])
+            if rt == "OperationOutcome":
+                continue
+            note.touch(resource_type=rt, resource_id=rid, patient_ids=compartment_patients(rt, rid, res))
 
 
 def _query_pairs(qd: Any) -> list[tuple[str, str]]:
@@ -195,7 +217,13 @@ def metadata_other(request: HttpRequest) -> HttpResponse:
 @router.post("/")
 def system_bundle(request: HttpRequest) -> HttpResponse:
     """Transaction or batch Bundle."""
-    result = svc.bundle_process(user=request.user, bundle=read_body(request), base_url=base_url(request))
+    body = read_body(request)
+    kind = str(body.get("type") or "") if isinstance(body, dict) else ""
+    with audited(user=request.user, action=kind if kind in ("transaction", "batch") else "transaction",
+                 resource_type="Bundle") as note:
+        result = svc.bundle_process(user=request.user, bundle=body, base_url=base_url(request))
+        _note_entries(note, result)
+        note.detail["entries"] = len(result.get("entry") or [])
     return fhir_response(result)
 
 
@@ -248,7 +276,19 @@ def create(request: HttpRequest, resource_type: str) -> HttpResponse:
         raise BadRequest(
             f"resourceType does not match the URL ({resource_type})", expression=["resourceType"]
         )
-    return write_response(request, svc.resource_create(user=request.user, resource=body))
+    with audited(user=request.user, action="create", resource_type=resource_type) as note:
+        result = svc.resource_create(user=request.user, resource=body)
+        _note_write(note, result)
+    return write_response(request, result)
+
+
+def _note_write(note: Any, result: svc.WriteResult) -> None:
+    note.resource_id = result.resource_id
+    if result.version is None:
+        note.detail["noop"] = True
+    else:
+        note.patients.update(result.version.patient_ids or [])
+        note.detail["version"] = result.version.version_id
 
 
 @router.api_operation(["PUT", "DELETE", *OTHER_METHODS], "/{resource_type}", include_in_schema=False)
@@ -266,9 +306,12 @@ def vread(request: HttpRequest, resource_type: str, resource_id: str, version_id
         vid = int(version_id)
     except ValueError as exc:
         raise BadRequest("Invalid version id") from exc
-    v = svc.resource_vread(
-        user=request.user, resource_type=resource_type, resource_id=resource_id, version_id=vid
-    )
+    with audited(user=request.user, action="vread", resource_type=resource_type, resource_id=resource_id,
+                 detail={"version": vid}, denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+        v = svc.resource_vread(
+            user=request.user, resource_type=resource_type, resource_id=resource_id, version_id=vid
+        )
+        note.patients.update(v.patient_ids or [])
     return fhir_response(v.body, headers=version_headers(v))
 
 
@@ -280,7 +323,10 @@ def instance_history(request: HttpRequest, resource_type: str, resource_id: str)
 
 @router.get("/{resource_type}/{resource_id}")
 def read(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
-    row = svc.resource_read(user=request.user, resource_type=resource_type, resource_id=resource_id)
+    with audited(user=request.user, action="read", resource_type=resource_type, resource_id=resource_id,
+                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+        row = svc.resource_read(user=request.user, resource_type=resource_type, resource_id=resource_id)
+        note.patients.update(compartment_patients(resource_type, resource_id, row.body))
     headers = version_headers(row)
     if request.headers.get("If-None-Match", "").strip() == headers["ETag"]:
         return fhir_response(None, status=304, headers=headers)  # the client's copy is current
@@ -291,24 +337,30 @@ def read(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResp
 def update(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
     check_type(resource_type)
     body = read_body(request)
-    result = svc.resource_update(
-        user=request.user,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        resource=body,
-        if_match=_parse_if_match(request.headers.get("If-Match")),
-    )
+    with audited(user=request.user, action="update", resource_type=resource_type, resource_id=resource_id,
+                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+        result = svc.resource_update(
+            user=request.user,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            resource=body,
+            if_match=_parse_if_match(request.headers.get("If-Match")),
+        )
+        _note_write(note, result)
     return write_response(request, result)
 
 
 @router.delete("/{resource_type}/{resource_id}")
 def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
-    result = svc.resource_delete(
-        user=request.user,
-        resource_type=resource_type,
-        resource_id=resource_id,
-        if_match=_parse_if_match(request.headers.get("If-Match")),
-    )
+    with audited(user=request.user, action="delete", resource_type=resource_type, resource_id=resource_id,
+                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+        result = svc.resource_delete(
+            user=request.user,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            if_match=_parse_if_match(request.headers.get("If-Match")),
+        )
+        _note_write(note, result)
     headers = {"ETag": f'W/"{result.version.version_id}"'} if result.version else {}
     return fhir_response(None, status=204, headers=headers)
 

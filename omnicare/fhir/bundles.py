@@ -1,6 +1,6 @@
 """Transaction and batch Bundles (POST to the FHIR base).
 
-transaction: every write in ONE database transaction and one feed bump (via ``services._apply``); any failing
+transaction: every write in ONE database transaction and one feed bump (via ``services.resources_apply``); any failing
 entry rolls everything back and the whole request fails with that entry's status. ``urn:uuid:`` fullUrls of
 new resources are replaced by ``Type/id`` in every ``reference`` of every entry before anything is written.
 batch: each entry independent, each with its own status and OperationOutcome.
@@ -21,7 +21,7 @@ from . import services as svc
 from .validation import check_id, check_type, validate_resource
 
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
-# FHIR processing order inside a transaction (writes share one _apply call; reads see the writes).
+# FHIR processing order inside a transaction (writes share one resources_apply call; reads see the writes).
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
@@ -211,7 +211,7 @@ def _transaction(user: svc.User, entries: list[Any], base_url: str) -> dict[str,
     try:
         with transaction.atomic():
             fresh = frozenset((e.resource_type, e.resource_id) for e in write_entries if e.method == "POST")
-            results = svc._apply(writes, user=user, fresh=fresh)  # type: ignore[arg-type]
+            results = svc.resources_apply(user=user, writes=writes, validated=True, fresh=fresh)
             for e, res in zip(write_entries, results, strict=True):
                 out[e.index] = _response(res, e.method)
             for e in parsed:
@@ -240,7 +240,7 @@ def _batch(user: svc.User, entries: list[Any], base_url: str) -> dict[str, Any]:
             write = _to_write(e)
             try:
                 with transaction.atomic():
-                    res = svc._apply([write], user=user)[0]
+                    res = svc.resources_apply(user=user, writes=[write], validated=True)[0]
             except IntegrityError as exc:
                 raise Conflict("Concurrent write to the same resource; retry") from exc
             out.append(_response(res, e.method))

@@ -1,12 +1,13 @@
 """FHIR store services: plain keyword-only functions; the REST router and the sync engine call these.
 
 Every write, whatever its entry point (REST, transaction Bundle, sync push, bulk import), goes through
-:func:`_apply`, which writes the current state, the search index, the compartment rows, and the history rows
+:func:`resources_apply` (its engine is :func:`_apply`), which writes the current state, the search index, the compartment rows, and the history rows
 with their change-feed ``seq`` in one database transaction.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from omnicare.access.services import access_check
+from omnicare.access.services import AllPatients, access_check, patient_registered, visible_patient_ids
 from omnicare.core.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 
 from .models import (
@@ -42,6 +43,7 @@ from .search import (
     index_rows,
     parse_date_range,
 )
+from .signals import versions_written
 from .validation import check_id, check_type, validate_resource
 
 type User = AbstractBaseUser | AnonymousUser | None
@@ -150,6 +152,78 @@ def _lock_existing(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Res
     return {(r.resource_type, r.resource_id): r for r in rows}
 
 
+_PG_ARRAY = {"CharField": "text", "DateTimeField": "timestamptz", "BooleanField": "boolean", "JSONField": "text"}
+
+
+def _pg_column(field: Any) -> str:
+    """``unnest(%s::<type>[])`` for one column on PostgreSQL (JSON travels as text, cast per element)."""
+    return f"unnest(%s::{_PG_ARRAY.get(field.get_internal_type(), 'bigint')}[])"
+
+
+def _update_current(rows: list[Resource]) -> None:
+    """Rewrite the current-state rows by primary key in as few statements as possible.
+
+    ``bulk_update`` builds a ``CASE WHEN pk=.. THEN ..`` per column over every row with the JSON bodies
+    serialised inside it: it was ~53 % of a 1,000-mutation push. On PostgreSQL: ONE ``UPDATE .. FROM
+    unnest(arrays)`` (psycopg's client-side ``executemany`` would send one statement per row); elsewhere ONE
+    prepared statement run with ``executemany`` (2.5x faster than bulk_update on SQLite).
+    """
+    table = Resource._meta.db_table
+    qn = connection.ops.quote_name
+    fields = [Resource._meta.get_field(f) for f in ("version_id", "last_updated", "body", "deleted")]
+    if connection.vendor == "postgresql":
+        cols = ", ".join(f"{_pg_column(f)} AS {qn(f.column)}" for f in fields)
+        sets = ", ".join(
+            f"{qn(f.column)} = u.{qn(f.column)}" + ("::jsonb" if f.name == "body" else "") for f in fields
+        )
+        sql = (
+            f"UPDATE {qn(table)} SET {sets} FROM (SELECT unnest(%s::bigint[]) AS pk, {cols}) AS u "  # noqa: S608
+            f"WHERE {qn(table)}.{qn('id')} = u.pk"
+        )
+        params = [
+            [r.pk for r in rows],
+            [r.version_id for r in rows],
+            [r.last_updated for r in rows],
+            [json.dumps(r.body) for r in rows],
+            [r.deleted for r in rows],
+        ]
+        with connection.cursor() as cur:
+            cur.execute(sql, params)
+        return
+    placeholders = ", ".join(f"{qn(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {qn(table)} SET {placeholders} WHERE {qn('id')} = %s"  # noqa: S608 (identifiers from model metadata)
+    params = [[f.get_db_prep_save(getattr(r, f.attname), connection) for f in fields] + [r.pk] for r in rows]
+    with connection.cursor() as cur:
+        cur.executemany(sql, params)
+
+
+def _db_datetime(value: datetime) -> Any:
+    return value if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(value)
+
+
+def _insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT plain value tuples without model instances or a SQL compiler per row.
+
+    The index and compartment rows of a 1,000-write push are ~7,000 rows; building them as Django models for
+    ``bulk_create`` cost more than writing them. On PostgreSQL ONE ``INSERT .. SELECT unnest(arrays)`` per
+    table; elsewhere ``executemany``. Values must already be database-ready (see _db_datetime).
+    """
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    model_fields = [model._meta.get_field(f) for f in fields]
+    cols = ", ".join(qn(f.column) for f in model_fields)
+    table = qn(model._meta.db_table)
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(_pg_column(f) for f in model_fields)
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {arrays}", columns)  # noqa: S608
+        else:
+            marks = ", ".join(["%s"] * len(fields))
+            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
+
+
 def _apply(
     writes: Sequence[Write],
     *,
@@ -211,6 +285,8 @@ def _apply(
                 resource_type=w.resource_type,
                 patient_ids=sorted(set(old_patients) | set(p.patient_ids)),
             )
+        if p.created and w.resource_type == "Patient":
+            patient_registered(user=user, patient_id=w.resource_id)
         prepared.append(p)
 
     live = [p for p in prepared if not p.noop]
@@ -240,7 +316,7 @@ def _apply(
     if new_rows:
         Resource.objects.bulk_create(new_rows)
     if upd_rows:
-        Resource.objects.bulk_update(upd_rows, ["version_id", "last_updated", "body", "deleted"])
+        _update_current(upd_rows)
 
     # Replace the index of every touched resource. Deleted resources keep their compartment rows (the last
     # membership), so sync scope can still route the tombstone, but leave the search index.
@@ -251,41 +327,28 @@ def _apply(
         rewritten = [p.existing.pk for p in live if p.write.body is not None and p.existing is not None]
         if rewritten:
             ResourcePatient.objects.filter(resource_id__in=rewritten).delete()
-    toks: list[SearchToken] = []
-    strs: list[SearchString] = []
-    dats: list[SearchDate] = []
-    refs: list[SearchReference] = []
-    pats: list[ResourcePatient] = []
+    toks: list[tuple[Any, ...]] = []
+    strs: list[tuple[Any, ...]] = []
+    dats: list[tuple[Any, ...]] = []
+    refs: list[tuple[Any, ...]] = []
+    pats: list[tuple[Any, ...]] = []
     for p in live:
         if p.write.body is None:
             continue
         current = p.existing
         assert current is not None
-        rt = current.resource_type
+        pk, rt = current.pk, current.resource_type
         ix = indexes[id(p)]
-        toks += [
-            SearchToken(resource=current, resource_type=rt, param=a, system=b, code=c)
-            for a, b, c in ix.tokens
-        ]
-        strs += [SearchString(resource=current, resource_type=rt, param=a, value=b) for a, b in ix.strings]
-        dats += [
-            SearchDate(resource=current, resource_type=rt, param=a, start=b, end=c) for a, b, c in ix.dates
-        ]
-        refs += [
-            SearchReference(resource=current, resource_type=rt, param=a, target_type=b, target_id=c)
-            for a, b, c in ix.refs
-        ]
-        pats += [ResourcePatient(resource=current, resource_type=rt, patient_id=pid) for pid in p.patient_ids]
-    for model, objs in (
-        (SearchToken, toks),
-        (SearchString, strs),
-        (SearchDate, dats),
-        (SearchReference, refs),
-    ):
-        if objs:
-            model.objects.bulk_create(objs, batch_size=2000)  # type: ignore[attr-defined]
-    if pats:
-        ResourcePatient.objects.bulk_create(pats, batch_size=2000)
+        toks += [(pk, rt, a, b, c) for a, b, c in ix.tokens]
+        strs += [(pk, rt, a, b) for a, b in ix.strings]
+        dats += [(pk, rt, a, _db_datetime(b), _db_datetime(c)) for a, b, c in ix.dates]
+        refs += [(pk, rt, a, b, c) for a, b, c in ix.refs]
+        pats += [(pk, rt, pid) for pid in p.patient_ids]
+    _insert_rows(SearchToken, ("resource", "resource_type", "param", "system", "code"), toks)
+    _insert_rows(SearchString, ("resource", "resource_type", "param", "value"), strs)
+    _insert_rows(SearchDate, ("resource", "resource_type", "param", "start", "end"), dats)
+    _insert_rows(SearchReference, ("resource", "resource_type", "param", "target_type", "target_id"), refs)
+    _insert_rows(ResourcePatient, ("resource", "resource_type", "patient_id"), pats)
 
     results: list[WriteResult] = []
     if live:
@@ -308,6 +371,8 @@ def _apply(
             )
         ResourceVersion.objects.bulk_create(versions, batch_size=2000)
         by_key = {(v.resource_type, v.resource_id): v for v in versions}
+        # Inside the transaction: receivers defer anything external with transaction.on_commit.
+        versions_written.send(sender=Resource, versions=versions)
     else:
         by_key = {}
     for p in prepared:
@@ -377,21 +442,39 @@ def resource_delete(
     return _run_writes([Write(resource_type, resource_id, None, expected_version=if_match)], user=user)[0]
 
 
-def resources_apply(*, user: User, writes: Sequence[Write]) -> list[WriteResult]:
-    """Write several resources atomically, each against its expected base version (for the sync engine).
+def resources_apply(
+    *,
+    user: User,
+    writes: Sequence[Write],
+    validated: bool = False,
+    authorized: bool = False,
+    fresh: frozenset[tuple[str, str]] = frozenset(),
+) -> list[WriteResult]:
+    """Write several resources atomically, each against its expected base version: THE public write path.
 
-    Bodies are validated here (422/400 on the first bad one). Any stale ``expected_version`` raises
-    :class:`PreconditionFailed` and nothing is written; all writes share one transaction and one feed bump.
-    Call inside your own ``transaction.atomic()`` to combine it with other rows (mutation log, conflicts).
+    REST create/update/delete, transaction/batch Bundles, the sync push and imports all end here. In one
+    database transaction it writes the current state, the search index, the compartment rows and the history
+    rows with their change-feed ``seq`` (one feed bump for the batch), then sends
+    ``signals.versions_written``. Any stale ``expected_version`` raises :class:`PreconditionFailed` and
+    nothing is written; a concurrent create of the same id is retried once, or raises :class:`Conflict`
+    (409) when the caller holds a transaction (call inside your own ``transaction.atomic()`` to combine the
+    write with other rows, e.g. the sync mutation log and conflicts).
+
+    ``validated=True``: the caller already ran ``validation.validate_resource`` on every body and set its
+    ``id`` (otherwise: 422/400 on the first bad one). ``authorized=True``: the caller already ran
+    ``access_check`` for every write with the same action and patients (otherwise it runs here: create /
+    update / delete on the union of the old and new compartments). ``fresh``: keys with server-generated
+    UUIDs, known not to exist, so not looked up.
     """
-    for w in writes:
-        check_type(w.resource_type)
-        check_id(w.resource_id)
-        if w.body is not None:
-            validate_resource(w.body, expected_type=w.resource_type)
-            if w.body.get("id") not in (None, w.resource_id):
-                raise BadRequest("The id in the body does not match", expression=["id"])
-    return _run_writes(writes, user=user)
+    if not validated:
+        for w in writes:
+            check_type(w.resource_type)
+            check_id(w.resource_id)
+            if w.body is not None:
+                validate_resource(w.body, expected_type=w.resource_type)
+                if w.body.get("id") not in (None, w.resource_id):
+                    raise BadRequest("The id in the body does not match", expression=["id"])
+    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh)
 
 
 def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion]:
@@ -558,29 +641,17 @@ def feed_head() -> int:
 # -------------------------------------------------------------------------------------------------------------
 
 
-def _visible_patients(*, user: User, action: str, resource_type: str) -> set[str] | None:
+def _visible_patients(*, user: User, action: str, resource_type: str) -> frozenset[str] | None:
     """Patients whose compartment ``user`` may see in a cross-patient search/history; None = no restriction.
 
     ``access_check`` with no patient ids is a type-level check and leaves result filtering to the caller:
-    this is that filter. A role with scope "all" for the action sees everything; otherwise only the
-    care-team scope plus break-the-glass grants (the same sources ``access_check`` uses). Types outside the
-    patient compartment (Practitioner) are not filtered.
+    this is that filter, from ``access.services.visible_patient_ids`` (the one scope policy). Types outside
+    the patient compartment (Practitioner) are not filtered.
     """
-    from omnicare.access import roles as rbac
-    from omnicare.access.services import patient_ids_granted
-    from omnicare.sync.scope import scope_patient_ids
-
     if resource_type != "*" and resource_type != "Patient" and not COMPARTMENT.get(resource_type):
         return None
-    wanted = rbac.normalize_action(action)
-    permitted = [
-        rbac.ROLES[r] for r in rbac.user_roles(user) if wanted in rbac.allowed_actions(r, resource_type)
-    ]
-    if any(r.scope == "all" for r in permitted):
-        return None
-    if not any(r.scope == "care-team" for r in permitted):
-        return set()
-    return set(scope_patient_ids(user=user)) | patient_ids_granted(user=user)
+    visible = visible_patient_ids(user=user, action=action, resource_type=resource_type)
+    return None if isinstance(visible, AllPatients) else visible
 
 
 def _entry_for(row: Resource | ResourceVersion, base_url: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
+from omnicare.access.services import device_check
+from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
@@ -198,9 +200,19 @@ def pull_get(
         req = PullRequest(cursor=cursor or None, limit=limit)
     except ProtocolError as exc:
         raise BadRequest(str(exc), expression=["limit"]) from None
-    return _json(
-        services.pull_json(user=request.user, cursor=req.cursor, limit=req.limit, device_id=deviceId)
-    )
+    return _pull(request, req, deviceId)
+
+
+def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> HttpResponse:
+    """One pull page: device check, then the page and its ONE audit event (every patient on the page)."""
+    device_check(user=request.user, device_id=device_id)
+    with audited(user=request.user, action="sync-pull", device_id=device_id) as note:
+        body, info = services.pull_json_page(
+            user=request.user, cursor=req.cursor, limit=req.limit, device_id=device_id
+        )
+        note.patients.update(info.patients)
+        note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
+    return _json(body)
 
 
 @router.post(
@@ -215,9 +227,7 @@ def pull_post(request: HttpRequest, deviceId: str | None = None) -> HttpResponse
         req = PullRequest.from_json(_body(request))
     except ProtocolError as exc:
         raise BadRequest(f"Malformed pull: {exc}"[:500], code="structure") from None
-    return _json(
-        services.pull_json(user=request.user, cursor=req.cursor, limit=req.limit, device_id=deviceId)
-    )
+    return _pull(request, req, deviceId)
 
 
 # --- push ---------------------------------------------------------------------------------------------
@@ -231,7 +241,11 @@ def push(request: HttpRequest) -> HttpResponse:
     with its id and both sides) or ``rejected`` (OperationOutcome). A malformed batch is a 400, more than
     100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
     req = services.parse_push(_body(request))
-    return _json(dumps(services.push(user=request.user, request=req)))
+    device_check(user=request.user, device_id=req.device_id)
+    with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
+        response = services.push(user=request.user, request=req)
+        services.push_audit(note=note, request=req, response=response)
+    return _json(dumps(response))
 
 
 @router.post(
@@ -247,6 +261,7 @@ def push_job(request: HttpRequest) -> HttpResponse:
     from .tasks import apply_push_job
 
     req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
+    device_check(user=request.user, device_id=req.device_id)
     job = services.push_job_create(user=request.user, request=req)
     transaction.on_commit(lambda: apply_push_job.delay(str(job.id)))
     response = _json(_job_json(job), status=202)
@@ -285,13 +300,18 @@ def conflict(request: HttpRequest, conflict_id: str) -> HttpResponse:
 def conflict_resolve(request: HttpRequest, conflict_id: str, payload: ResolveIn) -> HttpResponse:
     """``keep-mine`` writes the parked client edit, ``keep-server`` keeps the server version, ``edited`` writes
     ``resource``. 409 if the record changed since ``baseVersion``; records who resolved it and how."""
-    c, result = services.conflict_resolve(
-        user=request.user,
-        conflict_id=conflict_id,
-        resolution=payload.resolution,
-        resource=payload.resource,
-        base_version=payload.baseVersion,
-    )
+    with audited(user=request.user, action="conflict-resolve", resource_type="Conflict",
+                 resource_id=conflict_id[:64], detail={"resolution": payload.resolution}) as note:
+        c, result = services.conflict_resolve(
+            user=request.user,
+            conflict_id=conflict_id,
+            resolution=payload.resolution,
+            resource=payload.resource,
+            base_version=payload.baseVersion,
+        )
+        note.patients.update(c.patient_ids or [])
+        note.resources.append(f"{c.resource_type}/{c.resource_id}")
+        note.detail["status"] = result.status
     return _json({"conflict": services.conflict_json(c), "result": result.to_json()})
 
 

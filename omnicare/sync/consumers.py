@@ -1,9 +1,11 @@
 """``/ws/sync``: change hints for a signed-in device (Channels).
 
 Authentication: the session cookie (the PWA), or — for API clients without cookies — a bearer token sent as
-the FIRST message ``{"type": "auth", "token": "oc_..."}`` within ``AUTH_TIMEOUT`` seconds. Tokens are never
+the FIRST message ``{"type": "auth", "token": "oc_...", "deviceId": "..."}`` within ``AUTH_TIMEOUT`` seconds. Tokens are never
 taken from the query string (URLs end up in access logs). Until authenticated nothing is sent; a bad token
-closes with code 4401. On success the server sends ``{"type": "ready", "seq": <feed head>}``.
+closes with code 4401. The device (``?deviceId=`` in the URL or ``deviceId`` in the auth message) is checked
+with ``access.services.device_check``: a revoked one gets ``{"type": "device-revoked", "wipe": true}`` and
+close code 4403 (the PWA then erases its local data). On success the server sends ``{"type": "ready", "seq": <feed head>}``.
 
 Notifications are hints, not data: ``{"type": "sync.hint", "seq": N, "bundle": <R4B SubscriptionStatus
 notification Bundle>}`` naming what changed (type/id/version, ``eventNumber`` = feed seq) within the user's
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -64,8 +67,30 @@ def _auth_token(token: str) -> Any:
 
 
 @database_sync_to_async
-def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]]]:
-    return scopes.split_keys(scopes.scope_keys(user=user))
+def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]], frozenset[str]]:
+    """(patients, other resources, readable types): a hint names only what a pull would deliver."""
+    from omnicare.access.services import may_access
+    from omnicare.fhir.search import SUPPORTED_TYPES
+
+    patients, others = scopes.split_keys(scopes.scope_keys(user=user))
+    readable = frozenset(t for t in SUPPORTED_TYPES if may_access(user=user, action="read", resource_type=t))
+    return patients, others, readable
+
+
+@database_sync_to_async
+def _revoked(user: Any, device_id: str | None) -> bool:
+    """``access.services.device_check`` for a socket: True (and the wipe is noted) if the device is revoked."""
+    from omnicare.access.services import DeviceRevoked, device_check
+
+    try:
+        device_check(user=user, device_id=device_id)
+    except DeviceRevoked:
+        return True
+    return False
+
+
+#: Close code for a revoked device (after a ``{"type": "device-revoked", "wipe": true}`` message).
+CLOSE_REVOKED = 4403
 
 
 @database_sync_to_async
@@ -79,11 +104,17 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
     user: Any = None
     patients: set[str]
     others: set[tuple[str, str]]
+    readable: frozenset[str] = frozenset()
     events = 0
     _timeout: asyncio.Task[None] | None = None
 
+    device_id: str | None = None
+
     async def connect(self) -> None:
         await self.accept()
+        # The device id is not a secret (unlike a token): the query string is fine.
+        query = parse_qs((self.scope.get("query_string") or b"").decode("latin-1"))
+        self.device_id = (query.get("deviceId") or [None])[0]
         user = self.scope.get("user")
         if user is not None and user.is_authenticated and user.is_active:
             await self._ready(user)
@@ -96,10 +127,14 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4401)
 
     async def _ready(self, user: Any) -> None:
-        self.user = user
         if self._timeout is not None:
             self._timeout.cancel()
-        self.patients, self.others = await _scope(user)
+        if await _revoked(user, self.device_id):
+            await self.send_json({"type": "device-revoked", "wipe": True})
+            await self.close(code=CLOSE_REVOKED)
+            return
+        self.user = user
+        self.patients, self.others, self.readable = await _scope(user)
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.send_json({"type": "ready", "seq": await _head()})
 
@@ -115,6 +150,8 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
                 content.get("token") if isinstance(content, dict) and content.get("type") == "auth" else None
             )
             user = await _auth_token(token) if isinstance(token, str) else None
+            if isinstance(content.get("deviceId"), str):
+                self.device_id = content["deviceId"][:64]
             if user is None:
                 await self.close(code=4401)
                 return
@@ -128,11 +165,12 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
         if self.user is None:
             return
         if event.get("scopeChanged"):
-            self.patients, self.others = await _scope(self.user)
+            self.patients, self.others, self.readable = await _scope(self.user)
         mine = [
             c
             for c in event.get("changes", [])
-            if scopes.version_in_scope(
+            if c.get("resourceType") in self.readable
+            and scopes.version_in_scope(
                 resource_type=c["resourceType"],
                 resource_id=c["id"],
                 patient_ids=c.get("patients") or [],

@@ -1,7 +1,8 @@
-"""What a user may see through sync: THE extension point for roles and break-the-glass.
+"""What a user's devices receive through sync: scope keys, digests and routing, on top of ``access``'s policy.
 
-``scope_patient_ids(user=...)`` is the one function that decides which patients' compartments a user's
-devices receive. Today the rule is the care team:
+Which patients' compartments a user's devices receive is decided by
+``omnicare.access.services.visible_patient_ids(user=..., device=True)`` (``scope_patient_ids`` here is a thin
+alias). The rule is the care team:
 
     a patient is in scope when a current (not deleted, not ``inactive``/``entered-in-error``) CareTeam
     whose subject is that patient lists, as a ``participant.member``, a Practitioner carrying the
@@ -21,99 +22,40 @@ Besides patient compartments, the user's own Practitioner resource(s) are delive
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
-from omnicare.fhir.models import Resource, SearchReference, SearchToken
-from omnicare.fhir.search import parse_reference
-
-USER_IDENTIFIER_SYSTEM = "urn:omnicare:user"
-_INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
-
-
-def user_practitioner_ids(*, user: Any) -> set[str]:
-    """Ids of the live Practitioner resources that identify ``user`` (``urn:omnicare:user|<username>``)."""
-    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
-        return set()
-    rows = SearchToken.objects.filter(
-        resource_type="Practitioner",
-        param="identifier",
-        system=USER_IDENTIFIER_SYSTEM,
-        code=user.get_username(),
-        resource__deleted=False,
-    ).values_list("resource__resource_id", flat=True)
-    return set(rows)
-
-
-# Per-request memo (see ``scope_cache``): a push of 100 mutations asks for the scope ~200 times.
-_memo: contextvars.ContextVar[dict[Any, frozenset[str]] | None] = contextvars.ContextVar(
-    "omnicare_scope", default=None
+from omnicare.access.services import (
+    USER_IDENTIFIER_SYSTEM,
+    user_practitioner_ids,
+    visible_patient_ids,
+    visible_patients_cache,
+    visible_patients_cache_clear,
 )
 
+__all__ = [
+    "USER_IDENTIFIER_SYSTEM",
+    "scope_cache",
+    "scope_cache_clear",
+    "scope_digest",
+    "scope_extra_keys",
+    "scope_keys",
+    "scope_patient_ids",
+    "split_keys",
+    "user_practitioner_ids",
+    "version_in_scope",
+]
 
-@contextlib.contextmanager
-def scope_cache() -> Iterator[None]:
-    """Within this block, :func:`scope_patient_ids` is computed once per user (call
-    :func:`scope_cache_clear` after a write that can change scope: a CareTeam or Practitioner)."""
-    token = _memo.set({})
-    try:
-        yield
-    finally:
-        _memo.reset(token)
-
-
-def scope_cache_clear() -> None:
-    memo = _memo.get()
-    if memo is not None:
-        memo.clear()
+# The memo lives with the policy in ``omnicare.access``; these names are kept for the sync code.
+scope_cache = visible_patients_cache
+scope_cache_clear = visible_patients_cache_clear
 
 
 def scope_patient_ids(*, user: Any) -> set[str]:
-    """Patient ids whose compartment ``user`` may sync (see the module docstring for the rule).
-
-    Extension point: roles and break-the-glass grants add patients here; nothing else decides sync scope.
-    """
-    memo = _memo.get()
-    key = getattr(user, "pk", None)
-    if memo is not None and key is not None:
-        if key not in memo:
-            memo[key] = frozenset(_compute_scope_patient_ids(user=user))
-        return set(memo[key])
-    return _compute_scope_patient_ids(user=user)
-
-
-def _compute_scope_patient_ids(*, user: Any) -> set[str]:
-    from omnicare.access.services import patient_ids_granted  # lazy: access imports this module
-
-    granted = patient_ids_granted(user=user)  # active break-the-glass grants
-    practitioners = user_practitioner_ids(user=user)
-    if not practitioners:
-        return granted
-    team_pks = SearchReference.objects.filter(
-        resource_type="CareTeam",
-        param="participant",
-        target_type="Practitioner",
-        target_id__in=practitioners,
-        resource__deleted=False,
-    ).values_list("resource_id", flat=True)
-    patients: set[str] = set()
-    for body in Resource.objects.filter(pk__in=list(team_pks), deleted=False).values_list("body", flat=True):
-        if body.get("status") in _INACTIVE_CARETEAM:
-            continue
-        members = {
-            parse_reference(str((p.get("member") or {}).get("reference") or ""))
-            for p in body.get("participant") or []
-            if isinstance(p, dict)
-        }
-        if not any(m is not None and m[0] == "Practitioner" and m[1] in practitioners for m in members):
-            continue
-        subject = parse_reference(str((body.get("subject") or {}).get("reference") or ""))
-        if subject is not None and subject[0] == "Patient":
-            patients.add(subject[1])
-    return patients | granted
+    """Patient ids whose compartment ``user``'s devices receive: ``visible_patient_ids(device=True)``."""
+    ids = visible_patient_ids(user=user, device=True)
+    assert isinstance(ids, frozenset)  # device=True never answers "all"
+    return set(ids)
 
 
 def scope_extra_keys(*, user: Any) -> set[str]:

@@ -63,6 +63,7 @@ import gzip
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,9 +89,6 @@ from omnicare.core.errors import (
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from omnicare.fhir.search import compartment_patients
 from omnicare.fhir.services import Write, feed_head, resources_apply
-from omnicare.fhir.services import (
-    _apply as fhir_apply,  # validated bodies, caller-held transaction: see report
-)
 from omnicare.fhir.validation import check_id, check_type, validate_resource
 from pyclient.merge import merge
 from pyclient.protocol import (
@@ -454,7 +452,32 @@ def pull_json(
     """:func:`pull` as wire bytes: the ``pyclient.protocol.PullResponse`` shape, with each resource's stored
     JSON text spliced in unparsed (the fast path of ``/api/sync/pull``; tests check it parses with
     ``PullResponse.from_json`` to the same message as :func:`pull`)."""
+    return pull_json_page(user=user, cursor=cursor, limit=limit, device_id=device_id)[0]
+
+
+@dataclass
+class PullAudit:
+    """What a pull page delivered, for its one audit event: the patients on it and the counts."""
+
+    patients: list[str]
+    changes: int
+    drops: int
+    reset: bool
+
+
+def pull_json_page(
+    *, user: User, cursor: str | None, limit: int = DEFAULT_PULL_LIMIT, device_id: str | None = None
+) -> tuple[bytes, PullAudit]:
+    """:func:`pull_json` plus what the page delivered (patients: one extra indexed query by seq)."""
     page = _pull_page(user=user, cursor=cursor, limit=limit, device_id=device_id)
+    patients: set[str] = set()
+    seqs = [row[0] for row in page.rows]
+    for start in range(0, len(seqs), 900):  # SQLite's bound-parameter limit
+        for ids in ResourceVersion.objects.filter(seq__in=seqs[start : start + 900]).values_list(
+            "patient_ids", flat=True
+        ):
+            patients.update(str(p) for p in ids or [])
+    audit = PullAudit(sorted(patients), len(page.rows), len(page.drop), page.reset)
     dump = json.dumps
     parts = [
         f'{{"seq":{seq},"resourceType":{dump(rt)},"id":{dump(rid)},"versionId":{vid},'
@@ -464,7 +487,7 @@ def pull_json(
     tail = {"cursor": page.cursor, "hasMore": page.has_more, "drop": [d.to_json() for d in page.drop]}
     if page.reset:
         tail["reset"] = True
-    return ('{"changes":[' + ",".join(parts) + "]," + dump(tail, separators=(",", ":"))[1:]).encode()
+    return ('{"changes":[' + ",".join(parts) + "]," + dump(tail, separators=(",", ":"))[1:]).encode(), audit
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -931,8 +954,14 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
             writing = [i for i in todo if plans[i].write is not None]
             try:
                 with transaction.atomic():
-                    # trusted: access_check already ran per mutation in _plan, with the same arguments.
-                    written = fhir_apply([plans[i].write for i in writing], user=user, trusted=True)  # type: ignore[misc]
+                    # authorized: access_check already ran per mutation in _plan, with the same arguments;
+                    # validated: _plan validated every body (and the merge result).
+                    written = resources_apply(
+                        user=user,
+                        writes=[plans[i].write for i in writing],  # type: ignore[misc]
+                        validated=True,
+                        authorized=True,
+                    )
             except (ApiError, IntegrityError) as exc:
                 raise _Fallback from exc
             versions = [w.version for w in written if w.version is not None]
@@ -981,9 +1010,15 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
                     results.extend(_apply_sequential(user=user, device_id=request.device_id, mutations=chunk))
     finally:
         _batch_versions.reset(token)
-        hint = hint_for(committed)
-        if hint is not None:
-            transaction.on_commit(lambda: send_hint(hint))  # immediate unless the caller holds a transaction
+
+        def flush() -> None:
+            # Runs after the batch's own on_commit(extend) callbacks (registration order): immediately when
+            # nobody holds a transaction, else when the caller's (e.g. the audited API request) commits.
+            hint = hint_for(committed)
+            if hint is not None:
+                send_hint(hint)
+
+        transaction.on_commit(flush)
     done = [r.mutation_id for r in results if r.status != "rejected"]
     # Replicache-style "last mutation applied for this device" (conflicts count: they are stored).
     with transaction.atomic():
@@ -991,6 +1026,41 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
             **({"last_mutation_id": done[-1]} if done else {}), last_seen=timezone.now()
         )
     return PushResponse(results=tuple(results))
+
+
+def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> None:
+    """Fill the push batch's ONE audit event (``omnicare.audit.trail.AuditNote``): every patient and
+    resource a mutation touched (applied, merged or parked as a conflict) and the counts per status.
+    Mutations refused by access control are recorded as ``denied`` events of their own, in the same
+    transaction (the batch itself succeeded)."""
+    from omnicare.audit.services import NewEvent, append_events
+
+    counts: dict[str, int] = {}
+    denied: list[NewEvent] = []
+    for m, r in zip(request.mutations, response.results, strict=True):
+        counts[r.status] = counts.get(r.status, 0) + 1
+        body = m.resource if m.resource is not None else None
+        patients = _compartment(m.resource_type, m.id, body) if body is not None else set()
+        if r.status == "rejected":
+            issue = ((r.outcome or {}).get("issue") or [{}])[0]
+            if issue.get("code") == "forbidden":
+                denied.append(NewEvent(
+                    action="sync-push", user=note.user, resource_type=m.resource_type[:64],
+                    resource_id=m.id[:64], patient_ids=sorted(patients), outcome="denied",
+                    device_id=request.device_id, detail={"mutationId": m.mutation_id[:64]},
+                ))
+            continue
+        if body is None:
+            patients = set(
+                ResourcePatient.objects.filter(
+                    resource__resource_type=m.resource_type, resource__resource_id=m.id
+                ).values_list("patient_id", flat=True)
+            )
+        note.touch(resource_type=m.resource_type, resource_id=m.id, patient_ids=patients)
+    note.detail["mutations"] = len(request.mutations)
+    note.detail["statuses"] = counts
+    if denied:
+        append_events(denied)
 
 
 def _apply_sequential(*, user: User, device_id: str, mutations: tuple[Mutation, ...]) -> list[MutationResult]:
@@ -1019,8 +1089,16 @@ def push_job_run(*, job_id: str) -> PushJob:
     job = PushJob.objects.select_related("user").get(pk=job_id)
     if job.status == PushJob.DONE:
         return job
+    from omnicare.access.services import device_check
+    from omnicare.audit.trail import audited
+
     try:
-        response = push(user=job.user, request=parse_push(job.request, max_mutations=MAX_JOB_MUTATIONS))
+        request = parse_push(job.request, max_mutations=MAX_JOB_MUTATIONS)
+        device_check(user=job.user, device_id=request.device_id)  # revoked after it was queued: not applied
+        with audited(user=job.user, action="sync-push", device_id=request.device_id,
+                     detail={"job": str(job.pk)}) as note:
+            response = push(user=job.user, request=request)
+            push_audit(note=note, request=request, response=response)
     except ApiError as exc:
         job.status, job.error, job.finished = PushJob.FAILED, exc.diagnostics[:500], timezone.now()
         job.save(update_fields=["status", "error", "finished"])
@@ -1030,8 +1108,16 @@ def push_job_run(*, job_id: str) -> PushJob:
     return job
 
 
+def _uuid_or_none(raw: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(raw))
+    except ValueError:
+        return None
+
+
 def push_job_get(*, user: User, job_id: str) -> PushJob:
-    job = PushJob.objects.filter(pk=job_id, user=user).first()
+    key = _uuid_or_none(job_id)  # not a UUID: 404, not a database error (found by schemathesis)
+    job = PushJob.objects.filter(pk=key, user=user).first() if key is not None else None
     if job is None:
         raise NotFound("No such push job")
     return job

@@ -27,9 +27,9 @@ REASON = "Unconscious patient in the emergency department, allergy history neede
 
 @pytest.fixture(autouse=True)
 def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import omnicare.sync.scope as scope
+    import omnicare.access.services as access
 
-    monkeypatch.setattr(scope, "scope_patient_ids", lambda *, user: set())  # nobody's care team holds p-er
+    monkeypatch.setattr(access, "care_team_patient_ids", lambda *, user: frozenset())  # no team holds p-er
     monkeypatch.setenv("OMNICARE_MASTER_KEY", base64.b64encode(b"\x03" * 32).decode())
     backends.reset_backends()
     yield

@@ -25,10 +25,10 @@ PATIENT_CASES = ((), (IN_SCOPE,), (OUT_OF_SCOPE,), (IN_SCOPE, OUT_OF_SCOPE))
 
 @pytest.fixture(autouse=True)
 def care_team(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every clinical user's care team is {p-mine} (the sync engineer's rule is tested in tests/omnicare/sync)."""
-    import omnicare.sync.scope as scope
+    """Every clinical user's care team is {p-mine} (the CareTeam rule itself is tested in tests/omnicare/sync)."""
+    import omnicare.access.services as access
 
-    monkeypatch.setattr(scope, "scope_patient_ids", lambda *, user: {IN_SCOPE})
+    monkeypatch.setattr(access, "care_team_patient_ids", lambda *, user: frozenset({IN_SCOPE}))
 
 
 @pytest.fixture(autouse=True)
@@ -159,15 +159,20 @@ def test_anonymous_and_disabled_users_are_not_authenticated(django_user_model: A
             access_check(user=who, action="read", resource_type="Patient", patient_ids=[IN_SCOPE])
 
 
-def test_without_the_scope_function_clinical_access_fails_closed(
-    django_user_model: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
+def test_visible_patient_ids_follows_the_role_scope(django_user_model: Any) -> None:
+    from omnicare.access.services import ALL_PATIENTS, visible_patient_ids
 
-    monkeypatch.setitem(sys.modules, "omnicare.sync.scope", None)  # import now raises ImportError
-    with pytest.raises(Forbidden):
-        access_check(user=_user(django_user_model, "physician"), action="read", resource_type="Observation",
-                     patient_ids=[IN_SCOPE])
+    doc = _user(django_user_model, "physician")
+    desk = _user(django_user_model, "front_desk")
+    admin = _user(django_user_model, "administrator")
+    assert visible_patient_ids(user=doc) == frozenset({IN_SCOPE})
+    assert visible_patient_ids(user=desk, action="read", resource_type="Patient") is ALL_PATIENTS
+    # Front desk may not read Observations at all: no role grants it, so no patients either.
+    assert visible_patient_ids(user=desk, action="read", resource_type="Observation") == frozenset()
+    # Devices never replicate "all": front desk tablets carry their care teams only (none here).
+    assert visible_patient_ids(user=desk, device=True) == frozenset({IN_SCOPE})
+    assert visible_patient_ids(user=admin) == frozenset()
+    assert visible_patient_ids(user=None) == frozenset()
 
 
 def test_permissions_doc_is_generated_from_the_matrix() -> None:

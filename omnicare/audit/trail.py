@@ -1,0 +1,108 @@
+"""Auditing API interactions: one helper that every FHIR REST and sync endpoint wraps its work in.
+
+``with audited(user=..., action="read", resource_type="Observation", resource_id=...) as note:`` runs the
+body in a database transaction and appends ONE audit event as the last statement of that transaction, with
+the patients the body put in ``note.patients`` (a search or pull page: every patient on the page, one event
+per page, not one per resource). Consequences:
+
+* Writes fail closed: if the audit event cannot be stored, ``AuditUnavailable`` (503 OperationOutcome)
+  propagates and the write rolls back with it: nothing is written that is not audited.
+* Reads fail closed too (the HIPAA-safe default): a read whose access cannot be recorded is answered 503,
+  not with the data.
+* Denials are audited: a ``Forbidden`` raised in the body rolls the transaction back, and the ``denied``
+  event is then appended *outside* it (so it survives), before the 403 propagates. If even that fails the
+  caller gets 503 (still no data).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from omnicare.core.errors import Forbidden
+
+from .services import audit_record
+
+#: Most resource keys listed in one event's detail (a 1,000-row pull page lists its patients, always all).
+MAX_DETAIL_RESOURCES = 200
+
+
+@dataclass
+class AuditNote:
+    """What the audited body learned: which patients (and resources) it touched, and extra detail."""
+
+    patients: set[str] = field(default_factory=set)
+    resources: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+    resource_id: str = ""
+    user: Any = None
+    skip: bool = False  # nothing to record (e.g. a no-op); the body decides
+
+    def touch(self, *, resource_type: str, resource_id: str, patient_ids: Iterable[str] = ()) -> None:
+        self.patients.update(str(p) for p in patient_ids if p)
+        if len(self.resources) < MAX_DETAIL_RESOURCES:
+            self.resources.append(f"{resource_type}/{resource_id}")
+
+
+def _detail(note: AuditNote, extra: dict[str, Any] | None) -> dict[str, Any]:
+    out = dict(extra or {})
+    out.update(note.detail)
+    if note.resources:
+        out["resources"] = note.resources
+    return out
+
+
+@contextlib.contextmanager
+def audited(
+    *,
+    user: Any,
+    action: str,
+    resource_type: str = "",
+    resource_id: str = "",
+    patient_ids: Iterable[str] = (),
+    device_id: str | None = None,
+    purpose: str = "TREAT",
+    detail: dict[str, Any] | None = None,
+    denied_patients: Any = None,
+) -> Iterator[AuditNote]:
+    """Run the body in a transaction that ends with its audit event (see the module docstring).
+
+    ``denied_patients``: optional callable returning the patient ids to record on a denial (the body
+    did not get far enough to know them, e.g. a read refused by ``access_check``).
+    """
+    note = AuditNote(patients={str(p) for p in patient_ids if p}, resource_id=resource_id, user=user)
+    try:
+        with transaction.atomic():
+            yield note
+            if not note.skip:
+                audit_record(
+                    user=user, action=action, resource_type=resource_type, resource_id=note.resource_id,
+                    patient_ids=sorted(note.patients), device_id=device_id or None, purpose=purpose,
+                    detail=_detail(note, detail),
+                )
+    except Forbidden as exc:
+        patients = set(note.patients)
+        if denied_patients is not None:
+            with contextlib.suppress(Exception):
+                patients |= {str(p) for p in denied_patients()}
+        audit_record(
+            user=user, action=action, resource_type=resource_type, resource_id=note.resource_id,
+            patient_ids=sorted(patients), outcome="denied", device_id=device_id or None, purpose=purpose,
+            detail={**_detail(note, detail), "reason": exc.diagnostics[:200]},
+        )
+        raise
+
+
+def compartment_of(resource_type: str, resource_id: str) -> list[str]:
+    """The stored patient compartment of a resource (for recording a denial), [] if unknown."""
+    from omnicare.fhir.models import ResourcePatient
+
+    return list(
+        ResourcePatient.objects.filter(
+            resource__resource_type=resource_type, resource__resource_id=resource_id
+        ).values_list("patient_id", flat=True)
+    )
