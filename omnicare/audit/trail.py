@@ -81,7 +81,8 @@ def audited(
             if not note.skip:
                 audit_record(
                     user=user, action=action, resource_type=resource_type, resource_id=note.resource_id,
-                    patient_ids=sorted(note.patients), device_id=device_id or None, purpose=purpose,
+                    patient_ids=sorted(note.patients), device_id=device_id or None,
+                    purpose=_purpose(user, note.patients, purpose),
                     detail=_detail(note, detail),
                 )
     except Forbidden as exc:
@@ -95,6 +96,18 @@ def audited(
             detail={**_detail(note, detail), "reason": exc.diagnostics[:200]},
         )
         raise
+
+
+def _purpose(user: Any, patients: set[str], purpose: str) -> str:
+    """Access that only a break-the-glass grant allows is recorded as emergency treatment (ETREAT)."""
+    if purpose != "TREAT" or not patients:
+        return purpose
+    from omnicare.access.services import care_team_patient_ids, patient_ids_granted
+
+    granted = patient_ids_granted(user=user)
+    if granted and (patients & granted) - care_team_patient_ids(user=user):
+        return "ETREAT"
+    return purpose
 
 
 def compartment_of(resource_type: str, resource_id: str) -> list[str]:

@@ -140,3 +140,21 @@ def test_over_http_and_visible_among_security_events(nurse: Any, django_user_mod
     bundle = audit_client.get("/api/audit/events", {"category": "security"}).json()
     codes = [c["code"] for e in bundle["entry"] for c in e["resource"].get("subtype", [])]
     assert "110127" in codes  # DICOM "Emergency Override Started"
+
+
+def test_access_only_a_grant_allows_is_recorded_as_emergency_treatment(
+    nurse: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import omnicare.access.services as access
+    from omnicare.audit.trail import audited
+
+    services.break_glass_request(user=nurse, patient_id="p-er", reason=REASON)
+    with audited(user=nurse, action="read", resource_type="AllergyIntolerance", patient_ids=["p-er"]):
+        pass
+    assert AuditEvent.objects.filter(action="read").latest("seq").purpose == "ETREAT"
+
+    # The same read of a patient the nurse also cares for is ordinary treatment.
+    monkeypatch.setattr(access, "care_team_patient_ids", lambda *, user: frozenset({"p-er"}))
+    with audited(user=nurse, action="read", resource_type="AllergyIntolerance", patient_ids=["p-er"]):
+        pass
+    assert AuditEvent.objects.filter(action="read").latest("seq").purpose == "TREAT"
