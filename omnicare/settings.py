@@ -51,6 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    "ninja",  # serves Swagger UI from our own static files (no CDN)
     "omnicare.core",
     "omnicare.access",
     "omnicare.fhir",

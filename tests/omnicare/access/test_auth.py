@@ -42,3 +42,11 @@ def test_dead_tokens_do_not_authenticate(user: Any, change: str) -> None:
 def test_unknown_route_under_fhir_is_not_a_500(api: Client) -> None:
     response = api.get("/fhir/R4/NoSuchType/123")
     assert 400 <= response.status_code < 500
+
+
+def test_api_docs_load_nothing_from_another_origin(anon: Client) -> None:
+    import re
+
+    html = anon.get("/api/docs").content.decode()
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert urls and all(u.startswith("/") for u in urls), urls
