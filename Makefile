@@ -22,7 +22,7 @@ help:
 	@echo "make demo   install everything, load demo data, serve on http://$(HOST):$(PORT)"
 	@echo "make test   the whole test suite (CPython, Pyodide under Node)"
 	@echo "make lint   ruff + mypy --strict on pyclient"
-	@echo "make bench  benchmarks (writes BENCHMARKS.md)"
+	@echo "make bench  benchmarks against PouchDB and raw IndexedDB (writes BENCHMARKS.md, bench/results.json)"
 
 $(PY):
 	@if [ -z "$(PYTHON)" ]; then echo "error: Python >= 3.12 is required (Django 6); none found. Install python3.12+ or run make PYTHON=/path/to/python3.12" >&2; exit 1; fi
@@ -82,7 +82,7 @@ $(TEST_WHEELS)/.fetched: $(VENV)/.deps
 
 test: test-py test-pyodide
 
-test-py: deps
+test-py: deps bench-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-pyodide: deps $(TEST_WHEELS)/.fetched
@@ -103,3 +103,5 @@ lint: python-deps
 
 clean:
 	rm -rf $(VENV) node_modules $(PYODIDE_DIR) $(WHEEL_DIR) .cache var
+
+include bench/Makefile.inc

@@ -391,7 +391,7 @@ def test_pull_replaces_clean_records_and_applies_tombstones() -> None:
     )
     assert RecordPut("Patient", "p1", 4, p1) in effects
     assert RecordDelete("Observation", "o1") in effects
-    assert m.cursor == "c2" and m.next_pull() == PullRequest("c2", 200)
+    assert m.cursor == "c2" and m.next_pull() == PullRequest("c2", 1000)
 
 
 def test_pull_rebases_a_pending_edit_when_the_merge_is_clean() -> None:
