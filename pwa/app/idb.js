@@ -5,6 +5,8 @@
 //   records  key [t, i]  {t, i, v, blob: Uint8Array, base: Uint8Array|null, tok: string[]}
 //            index "tok" (multiEntry) = blind-index tokens, index "t" = resource type
 //   outbox   key id      {id, n, blob}   index "n" = first-insertion order
+//            device audit events are outbox rows too: {id: "audit:<uuid>", n, blob, aseq} where aseq is the
+//            device's own gap-free audit sequence (meta "audit.next"); they are not sync entries
 //   meta     key k       {k, v}          cursor, last sync, device id, wrapped keyring, ...
 // Everything except meta keys and blind-index tokens is sealed by Python before it gets here.
 
@@ -125,12 +127,50 @@ export function makeIdb(name = DB_NAME) {
   async function outboxList() {
     const db = await open();
     const rows = await req(db.transaction("outbox").objectStore("outbox").index("n").getAll());
-    return rows.map((r) => [r.id, r.blob]);
+    return rows.filter((r) => r.aseq == null).map((r) => [r.id, r.blob]);
   }
 
+  /** Pending changes (audit events not counted: they are not the user's edits). */
   async function outboxCount() {
     const db = await open();
-    return req(db.transaction("outbox").objectStore("outbox").count());
+    const keys = await req(db.transaction("outbox").objectStore("outbox").getAllKeys());
+    return keys.filter((k) => !String(k).startsWith("audit:")).length;
+  }
+
+  /** Queued device audit events, lowest sequence first: [[id, aseq, blob], ...]. */
+  async function auditList(limit = 500) {
+    const db = await open();
+    const range = IDBKeyRange.bound("audit:", "audit:\uffff");
+    const rows = await req(db.transaction("outbox").objectStore("outbox").getAll(range));
+    rows.sort((a, b) => a.aseq - b.aseq);
+    return rows.slice(0, limit).map((r) => [r.id, r.aseq, r.blob]);
+  }
+
+  async function auditCount() {
+    const db = await open();
+    return req(db.transaction("outbox").objectStore("outbox").count(IDBKeyRange.bound("audit:", "audit:\uffff")));
+  }
+
+  /**
+   * Compare-and-swap of one meta value in ONE readwrite transaction: write `next` only if the stored
+   * value is exactly `expected` (null = absent). Resolves [true, null] once committed, or
+   * [false, stored] without writing. Two tabs reserving AES-GCM nonce blocks go through here, so they
+   * can never both advance the counter from the same value.
+   */
+  async function metaCas(k, expected, next) {
+    const db = await open();
+    const tx = db.transaction("meta", "readwrite", { durability: "strict" });
+    const finished = done(tx);
+    const st = tx.objectStore("meta");
+    const row = await req(st.get(k));
+    const stored = row ? row.v : null;
+    if (stored !== expected) {
+      await finished;
+      return [false, stored];
+    }
+    await req(st.put({ k, v: next }));
+    await finished;
+    return [true, null];
   }
 
   async function metaGet(k) {
@@ -158,9 +198,11 @@ export function makeIdb(name = DB_NAME) {
    */
   async function apply(ops) {
     const db = await open();
-    const tx = db.transaction(["records", "outbox", "meta"], "readwrite", { durability: "strict" });
+    // Audit appends touch only outbox+meta: they must not hold up a search reading "records".
+    const recordsToo = ops.some((op) => op[0] === "putRecord" || op[0] === "deleteRecord" || op[0] === "clearRecords");
+    const tx = db.transaction(recordsToo ? ["records", "outbox", "meta"] : ["outbox", "meta"], "readwrite", { durability: "strict" });
     const finished = done(tx);
-    const records = tx.objectStore("records");
+    const records = recordsToo ? tx.objectStore("records") : null;
     const outbox = tx.objectStore("outbox");
     const meta = tx.objectStore("meta");
     // Ops must apply in order even though the IDB calls are async: chain them on one promise.
@@ -183,7 +225,10 @@ export function makeIdb(name = DB_NAME) {
               const old = await req(records.get([t, i]));
               tok = old ? old.tok : [];
             }
-            await req(records.put({ t, i, v, blob, base: base ?? null, tok: Array.from(new Set(tok)) }));
+            // Requests in one transaction run in order, and a failed put aborts the transaction (so apply()
+            // rejects and nothing of the batch is written): no need to wait for each put before the next op.
+            const put = req(records.put({ t, i, v, blob, base: base ?? null, tok: Array.from(new Set(tok)) }));
+            if (tokens == null) await put; else put.catch(() => {});
             break;
           }
           case "deleteRecord":
@@ -204,6 +249,14 @@ export function makeIdb(name = DB_NAME) {
           case "deleteOutbox":
             await req(outbox.delete(op[1]));
             break;
+          case "putAudit": {
+            // Sequence and append in the same transaction: tabs never share or skip a number.
+            const cur = await req(meta.get("audit.next"));
+            const aseq = cur ? Number(cur.v) : 1;
+            await req(outbox.put({ id: op[1], n: await seqN(), blob: op[2], aseq }));
+            await req(meta.put({ k: "audit.next", v: String(aseq + 1) }));
+            break;
+          }
           case "putMeta":
             if (op[2] == null) await req(meta.delete(op[1]));
             else await req(meta.put({ k: op[1], v: op[2] }));
@@ -248,8 +301,8 @@ export function makeIdb(name = DB_NAME) {
       r.onblocked = () => resolve(); // other tabs are told via versionchange and close
     });
   }
-  return { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, metaGet, metaGetMany, apply, rawDump, wipe };
+  return { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe };
 }
 
 const main = makeIdb(DB_NAME);
-export const { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, metaGet, metaGetMany, apply, rawDump, wipe } = main;
+export const { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe } = main;

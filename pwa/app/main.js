@@ -62,6 +62,7 @@ idb.onStale(() => updateReady());
 
 // ---------------------------------------------------------------- status
 function onStatus(s) {
+  if (state.revoked) return; // the revoked screen owns the status pill
   const prev = state.lastStatus;
   state.lastStatus = s;
   if (prev && !s.locked && (prev.pending !== s.pending || prev.conflicted !== s.conflicted)) {
@@ -93,10 +94,16 @@ function onPyEvent(json) {
     });
   } else if (ev.type === "rejected") {
     banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
+  } else if (ev.type === "revoked") {
+    revokedScreen();
   }
 }
 
 channel?.addEventListener("message", (e) => {
+  if (e.data?.type === "revoked" && state.py && !state.revoked) {
+    state.py.call("device_revoked").catch(() => revokedScreen()); // drop this tab's keys too
+    return;
+  }
   if (e.data?.type === "changed" && state.py && state.unlocked) {
     state.py.call("mark_dirty").then(() => refreshView(null)).catch(() => {});
   }
@@ -119,10 +126,17 @@ async function boot() {
   }
   state.bootMs = state.py.bootMs;
   if (state.updateReady) await state.py.call("set_read_only", { reason: UPDATE_REASON });
-  runner = new SyncRunner({ py: state.py, onStatus, onEvent: (e) => e.type === "error" && !state.updateReady && banner(e.message) });
+  runner = new SyncRunner({
+    py: state.py, onStatus, deviceId: () => state.deviceId,
+    onEvent: (e) => {
+      if (e.type === "revoked") state.py.call("device_revoked").catch(() => revokedScreen());
+      else if (e.type === "error" && !state.updateReady) banner(e.message);
+    },
+  });
   state.runner = runner;
   const info = await state.py.call("boot");
   state.username = info.username;
+  state.deviceId = info.deviceId;
   document.getElementById("sync-now").addEventListener("click", () => runner.kick("manual"));
   document.getElementById("lock").addEventListener("click", () => lock("manual"));
   document.getElementById("signout").addEventListener("click", signOut);
@@ -137,6 +151,36 @@ function setSplash(text) {
   if (t) t.textContent = text;
 }
 
+// ---------------------------------------------------------------- revoked device
+/**
+ * The server revoked this device (reported lost). Python has already forgotten the keys and deleted the
+ * IndexedDB database; here: stop syncing, drop every non-shell cache and web storage, end the session and
+ * say so plainly. The app-shell cache holds no patient data (/api and /fhir are network-only in sw.js).
+ */
+async function revokedScreen() {
+  if (state.revoked) return;
+  state.revoked = true;
+  state.unlocked = false;
+  state.query = "";
+  runner?.stop();
+  banner(null);
+  channel?.postMessage({ type: "revoked" });
+  try {
+    for (const n of await caches.keys()) if (!n.startsWith("omnicare-")) await caches.delete(n);
+  } catch { /* no cache storage */ }
+  try { localStorage.clear(); sessionStorage.clear(); } catch { /* storage disabled */ }
+  if (navigator.onLine) net.logout().catch(() => {});
+  document.getElementById("usernav").hidden = true;
+  const pill = document.getElementById("sync");
+  pill.dataset.state = "warn";
+  pill.querySelector(".sync-text").textContent = "Device revoked";
+  screen("Device revoked", h("section", { class: "card center", id: "revoked", role: "alert" },
+    h("h2", {}, "This device was revoked"),
+    h("p", {}, "An administrator reported this device lost or stolen. All patient data, keys and unsynced changes have been erased from it."),
+    h("p", { class: "muted" }, "If this is a mistake, contact your OmniCare administrator. They can register the device again; you will then sign in and download your patients anew."),
+    h("button", { class: "btn", type: "button", onclick: () => { location.hash = "#/"; location.reload(); } }, "Back to sign-in")));
+}
+
 // ---------------------------------------------------------------- sign in / PIN
 function signInScreen(message) {
   document.getElementById("usernav").hidden = true;
@@ -145,16 +189,25 @@ function signInScreen(message) {
   pill.querySelector(".sync-text").textContent = `${navigator.onLine ? "Online" : "Offline"} · signed out`;
   const user = input({ name: "username", autocomplete: "username", required: true, autocapitalize: "none" });
   const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
+  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
+  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
+  codeField.hidden = true; // shown when the server asks for the second factor
   const form = formScreen("Sign in", null, [
     h("p", { class: "muted" }, navigator.onLine ? "Sign in with your OmniCare account. The first sign-in on a device sets an offline PIN." : "You are offline. The first sign-in on a device needs a connection."),
-    field("Username", user, { name: "username" }), field("Password", pass, { name: "password" }),
+    field("Username", user, { name: "username" }), field("Password", pass, { name: "password" }), codeField,
   ], {
     cancelHref: "#/",
-    submit: async ({ username, password }) => {
+    submit: async ({ username, password, code: totp }) => {
       if (!username || !password) throw Object.assign(new Error("Enter your username and password."), { fields: { username: username ? "" : "Required.", password: password ? "" : "Required." } });
       if (!navigator.onLine) throw new Error("You are offline. Connect to sign in.");
-      const r = await net.login(username.trim(), password);
-      if (r.status !== 200) throw new Error(r.status === 0 ? "No connection to the server." : net.outcomeText(r.json, "Sign-in failed."));
+      const r = await net.login(username.trim(), password, codeField.hidden ? "" : (totp || "").trim());
+      if (r.mfaRequired) {
+        const first = codeField.hidden;
+        codeField.hidden = false;
+        code.focus();
+        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
+      }
+      if (r.status !== 200) throw new Error(net.loginError(r));
       state.username = r.json.username;
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
@@ -180,14 +233,23 @@ function signInScreen(message) {
 /** Session expired while unlocked: sign in again (no PIN change, local data untouched), then sync. */
 function reauthScreen() {
   const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
+  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
+  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
+  codeField.hidden = true;
   const form = formScreen("Sign in to sync", null, [
     h("p", { class: "muted" }, `Signed in on this device as ${state.username}. Enter your password to resume syncing.`),
-    field("Password", pass, { name: "password" }),
+    field("Password", pass, { name: "password" }), codeField,
   ], {
     cancelHref: "#/patients",
-    submit: async ({ password }) => {
-      const r = await net.login(state.username, password);
-      if (r.status !== 200) throw new Error(r.status === 0 ? "No connection to the server." : net.outcomeText(r.json, "Sign-in failed."));
+    submit: async ({ password, code: totp }) => {
+      const r = await net.login(state.username, password, codeField.hidden ? "" : (totp || "").trim());
+      if (r.mfaRequired) {
+        const first = codeField.hidden;
+        codeField.hidden = false;
+        code.focus();
+        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
+      }
+      if (r.status !== 200) throw new Error(net.loginError(r));
       state.reauthShown = false;
       location.hash = "#/patients";
       runner.kick("reauth");
@@ -211,7 +273,7 @@ function pinSetupScreen() {
       if (p1 !== pin2) throw Object.assign(new Error("The PINs do not match."), { fields: { pin2: "Does not match the PIN above." } });
       setBusy("Protecting the device key with your PIN…");
       try {
-        await state.py.call("setup_pin", { pin: p1, username: state.username });
+        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username })).deviceId;
       } finally { setBusy(null); }
       await unlocked({ first: true });
     },

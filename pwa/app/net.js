@@ -14,7 +14,7 @@ async function csrfToken() {
   return token;
 }
 
-/** For Python: returns [status, bodyText, retryAfter|null]; status 0 = no network. */
+/** For Python: returns [status, bodyText, retryAfter|null, OmniCare-Device header|null]; status 0 = no network. */
 export async function http(method, path, body) {
   try {
     const headers = { Accept: "application/json" };
@@ -23,22 +23,42 @@ export async function http(method, path, body) {
       headers["X-CSRFToken"] = await csrfToken();
     }
     const r = await fetch(path, { method, headers, body: method === "GET" ? undefined : body, credentials: "same-origin" });
-    return [r.status, await r.text(), r.headers.get("Retry-After")];
+    return [r.status, await r.text(), r.headers.get("Retry-After"), r.headers.get("OmniCare-Device")];
   } catch (err) {
-    return [0, String(err), null];
+    return [0, String(err), null, null];
   }
 }
 
 export async function apiJson(method, path, data) {
-  const [status, text] = await http(method, path, data === undefined ? undefined : JSON.stringify(data));
+  const [status, text, retryAfter] = await http(method, path, data === undefined ? undefined : JSON.stringify(data));
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { json = null; }
-  return { status, json };
+  return { status, json, retryAfter };
 }
 
-export async function login(username, password) {
+/** Sign in; `code` is the TOTP code when the server asked for one (401 with details code mfa-required). */
+export async function login(username, password, code = "") {
   await fetch("/api/auth/csrf", { credentials: "same-origin" });
-  return apiJson("POST", "/api/auth/login", { username, password });
+  const r = await apiJson("POST", "/api/auth/login", code ? { username, password, code } : { username, password });
+  r.mfaRequired = r.status === 401 && issueCode(r.json) === "mfa-required";
+  return r;
+}
+
+/** The OperationOutcome's details code (e.g. "mfa-required", "device-revoked"), or null. */
+export function issueCode(json) {
+  const issue = json && json.issue && json.issue[0];
+  return (issue && issue.details && issue.details.coding && issue.details.coding[0] && issue.details.coding[0].code) || null;
+}
+
+/** What the sign-in screen says for a failed attempt (429 names the wait). */
+export function loginError(r) {
+  if (r.status === 0) return "No connection to the server.";
+  if (r.status === 429) {
+    const s = Number(r.retryAfter);
+    const wait = !s ? "later" : s < 90 ? `in ${s} seconds` : `in ${Math.ceil(s / 60)} minutes`;
+    return `Too many failed sign-ins. For your security, sign-in is paused: try again ${wait}.`;
+  }
+  return outcomeText(r.json, "Sign-in failed.");
 }
 
 export async function logout() {

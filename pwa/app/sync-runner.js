@@ -3,8 +3,9 @@
 // which order; this file only decides WHEN.
 
 export class SyncRunner {
-  constructor({ py, onStatus, onEvent }) {
+  constructor({ py, onStatus, onEvent, deviceId = () => null }) {
     this.py = py;
+    this.deviceId = deviceId;
     this.onStatus = onStatus;
     this.onEvent = onEvent;
     this.active = false;
@@ -68,13 +69,17 @@ export class SyncRunner {
     if (!this.active || !navigator.onLine || this.ws) return;
     let ws;
     try {
-      ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sync`);
+      const dev = this.deviceId();
+      ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws/sync${dev ? "?deviceId=" + encodeURIComponent(dev) : ""}`);
     } catch { return; }
     this.ws = ws;
     ws.addEventListener("open", () => { this.wsRetry = 1000; this.kick("ws-open"); }); // catch up by cursor after every reconnect
     ws.addEventListener("message", (e) => {
       this.hints = (this.hints || 0) + 1;
-      try { const m = JSON.parse(e.data); if (Number.isInteger(m.seq)) this.head = Math.max(this.head || 0, m.seq); } catch { /* not JSON */ }
+      let m = null;
+      try { m = JSON.parse(e.data); } catch { /* not JSON */ }
+      if (m && m.type === "device-revoked") { this.stop(); this.onEvent({ type: "revoked" }); return; }
+      if (m && Number.isInteger(m.seq)) this.head = Math.max(this.head || 0, m.seq);
       this.kick("hint");
     });
     ws.addEventListener("close", () => {

@@ -212,7 +212,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
 
   const meds = section("Medications", null,
     c.medications.length ? h("ul", { class: "rows", id: "medications" }, c.medications.map((m) => h("li", { class: m.status !== "active" ? "inactive" : "", dataset: { id: m.id } },
-      h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, m.dosage ? " — " + m.dosage : ""), " ", pendingBadge(m)),
+      h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, (m.dosage ? " — " + m.dosage : "") + (m.reason ? ` · ${m.status}: ${m.reason}` : "")), " ", pendingBadge(m)),
       badge(m.status, m.status === "active" ? "active" : ""),
       m.status === "active" ? h("span", { class: "row-actions" },
         h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),

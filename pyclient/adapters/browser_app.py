@@ -8,6 +8,19 @@ form validation. I/O is injected: ``idb`` (``pwa/app/idb.js``), ``crypto``
 (``pwa/app/crypto.js``: batched WebCrypto) and ``http`` (an async JS function).
 Every AES batch and every store batch crosses the JS boundary once.
 
+Safety rules kept here:
+
+* Nonces: the AES-GCM counter state is advanced with a compare-and-swap inside
+  ONE IndexedDB readwrite transaction (``idb.metaCas``), so two tabs sharing a
+  key always reserve disjoint nonce blocks (:func:`pyclient.keys.compare_and_swap`).
+* A revoked device (403 + ``OmniCare-Device: revoked; wipe``, or the WebSocket's
+  ``device-revoked`` message) forgets its keys and deletes its database at once.
+* Every read, search and write on the device is an audit event with its own
+  gap-free per-device sequence, sealed and queued in the outbox and uploaded to
+  ``/api/audit/device-events`` on the next sync.
+* ``bench_*`` calls exist for the benchmark harness only: refused unless the
+  page constructed the app with ``bench=True``.
+
 JS calls ``await app.call(name, args_json)`` and gets a JSON string back:
 ``{"ok": result}`` or ``{"error": {"kind", "message", "fields"?}}``.
 """
@@ -59,12 +72,16 @@ from pyclient.sync import (
 
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
-__all__ = ["AppError", "BrowserApp", "ValidationFailed"]
+__all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
 
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
 PBKDF2_ITERATIONS = kh.MIN_PBKDF2_ITERATIONS
 OUTBOX_TYPE = "OutboxEntry"
+AUDIT_TYPE = "DeviceAuditEvent"
+AUDIT_PREFIX = "audit:"
+AUDIT_BATCH = 500
+_MAX_CAS_RETRIES = 8
 M_KEYRING, M_USER, M_DEVICE, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "device.id", "key.created", "schema"
 M_FIRST_SYNC_DONE = "sync.firstDone"
 PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
@@ -101,6 +118,18 @@ class AppError(Exception):
 
 class ValidationFailed(AppError):
     kind = "validation"
+
+
+class DeviceRevoked(Exception):  # noqa: N818 - a signal, not a failure of ours
+    """The server said this device is revoked: wipe now (never retried, never swallowed as 'offline')."""
+
+
+def _is_revoked(status: int, text: str, device_header: str | None) -> bool:
+    if status != 403:
+        return False
+    if device_header and "revoked" in device_header.lower():
+        return True
+    return '"device-revoked"' in text  # the OperationOutcome details code, should a proxy drop the header
 
 
 def _b64(data: bytes) -> str:
@@ -297,11 +326,23 @@ def set_path(resource: dict[str, Any], path: str, value: Any) -> bool:
     return False
 
 
+
+def _settle_heap() -> None:
+    """Collect, then freeze the long-lived heap (keys, machine state, caches) out of the cyclic GC.
+
+    Otherwise every later collection walks tens of thousands of live objects and shows up as the tail of
+    search latency (measured: p95 over 50,000 records 20 ms -> 12 ms, bench/PROFILING.md notes 4).
+    """
+    import gc  # noqa: PLC0415
+
+    gc.collect()
+    gc.freeze()
+
 class BrowserApp:
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
-                 on_event: Callable[[str], Any] | None = None) -> None:
+                 on_event: Callable[[str], Any] | None = None, bench: bool = False) -> None:
         from pyodide.ffi import to_js  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
 
         self._to_js = to_js
@@ -314,6 +355,10 @@ class BrowserApp:
         self._clear_keys()
         self.needs_login = False
         self.syncing = False
+        self.revoked = False
+        self._bench = bool(bench)
+        self._background: set[Any] = set()  # audit writes of reads, kept alive until done
+        self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
 
     # -- plumbing --------------------------------------------------------------
 
@@ -324,6 +369,7 @@ class BrowserApp:
         self._index: bi.IndexKeys | None = None
         self._ref_key: bytes | None = None
         self._lease: kh.NonceLease | None = None
+        self._state_raw: str | None = None  # the stored key-state JSON the lease was read from / wrote
         self.machine: SyncMachine | None = None
         self._username: str | None = None
 
@@ -336,6 +382,9 @@ class BrowserApp:
         method = getattr(self, name, None)
         if name.startswith("_") or method is None or name == "call" or not callable(method):
             return json.dumps({"error": {"kind": "bug", "message": f"no such call {name!r}"}})
+        if name.startswith("bench_") and not self._bench:
+            # Synthetic records must never reach a clinician's store: only the benchmark page enables these.
+            return json.dumps({"error": {"kind": "forbidden", "message": f"{name} is only available to benchmarks"}})
         try:
             args = json.loads(args_json or "{}")
             result = method(**args)
@@ -421,6 +470,7 @@ class BrowserApp:
             kek, self._to_js([["", w.nonce, w.aad, w.ciphertext] for w in parsed.entries])))
         keyring = kh.keyring_from_unwrapped(parsed, [None if k is None else bytes(k) for k in out])
         await self._install(keyring, str(meta.get(M_USER) or ""))
+        _settle_heap()
         return {"username": self._username}
 
     async def _install(self, keyring: kh.Keyring, username: str) -> None:
@@ -440,6 +490,7 @@ class BrowserApp:
         self._index = bi.IndexKeys.derive(root)
         self._ref_key = bi.hkdf_sha256(root, salt=bi.HKDF_SALT, info=b"omnicare/bi/v1/patient-ref")
         self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
+        self._state_raw = str(raw_state)
         self._username = username
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE])
         entries = await self.store.outbox_list()
@@ -467,18 +518,74 @@ class BrowserApp:
             return []
         assert self._lease is not None and self._active_kid is not None
         n = len(items)
-        prepared = self._lease.prepare(n)
-        if prepared is not None:
-            # Persist the counter BEFORE using the nonces: a crash can skip nonces, never reuse them.
-            await self.store.meta_put("keys.state." + prepared[0].key_id, json.dumps(prepared[0].to_dict()))
-            self._lease.install(*prepared)
-        nonces = self._lease.take(n)
+        nonces = await self._reserve(n)
         jobs = [env.seal_plan(key_id=self._active_kid, nonce=nonce, resource_type=t, resource_id=i, version=v,
                               plaintext=encode_record(res))
                 for (t, i, v, res), nonce in zip(items, nonces, strict=True)]
         key = self._aes.get(self._active_kid)
         cts = _py(await self._crypto.encryptBatch(key, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs])))
         return [env.pack(j, bytes(c)) for j, c in zip(jobs, cts, strict=True)]
+
+    async def _reserve(self, n: int) -> list[bytes]:
+        """``n`` nonces no other tab or worker will ever use under this key.
+
+        The new counter is persisted BEFORE the nonces are used (a crash skips nonces, never reuses
+        them), by compare-and-swap: if another tab advanced the stored state since we read it, adopt
+        its state and reserve after its block.
+        """
+        assert self._lease is not None
+        import asyncio  # noqa: PLC0415
+
+        if self._reserve_lock is None:
+            self._reserve_lock = asyncio.Lock()
+        # One reservation at a time within this tab (background audit writes run concurrently with
+        # saves): prepare -> compare-and-swap -> install -> take must not interleave, or one coroutine's
+        # adopt() would discard (or step back over) another's freshly installed block.
+        async with self._reserve_lock:
+            return await self._reserve_locked(n)
+
+    async def _reserve_locked(self, n: int) -> list[bytes]:
+        assert self._lease is not None
+        for _ in range(_MAX_CAS_RETRIES):
+            prepared = self._lease.prepare(n)
+            if prepared is None:
+                break
+            try:
+                await self._persist_state(self._lease.state, prepared[0])
+            except kh.StaleKeyState as exc:
+                self._lease.adopt(exc.current)
+                continue
+            self._lease.install(*prepared)
+            break
+        else:
+            raise AppError("Could not reserve encryption nonces: another tab keeps changing the key state. "
+                           "Close other OmniCare tabs and try again.")
+        return self._lease.take(n)
+
+    async def _persist_state(self, expected: kh.KeyState, new: kh.KeyState) -> None:
+        """Compare-and-swap of the stored key state in ONE IndexedDB readwrite transaction.
+
+        The transaction compares the exact stored JSON with the JSON this lease last read or wrote
+        (strings, so the check runs inside the transaction without crossing back into Python).
+        Raises :class:`pyclient.keys.StaleKeyState` with the stored state when another tab moved it.
+        """
+        kh.compare_and_swap(expected, expected=expected, new=new)  # new must advance the same key
+        assert self._state_raw is not None
+        new_raw = json.dumps(new.to_dict())
+        res = _py(await self._idb.metaCas("keys.state." + new.key_id, self._state_raw, new_raw))
+        swapped, stored_raw = bool(res[0]), res[1]
+        if swapped:
+            self._state_raw = new_raw
+            return
+        stored = None if stored_raw is None else kh.KeyState.from_dict(json.loads(str(stored_raw)))
+        try:
+            kh.compare_and_swap(stored, expected=expected, new=new)
+        except kh.StaleKeyState:
+            self._state_raw = str(stored_raw)
+            raise
+        # Same state, different spelling of the JSON: retry against the exact stored text.
+        self._state_raw = str(stored_raw)
+        raise kh.StaleKeyState(expected)
 
     async def _open(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[dict[str, Any] | None]:
         """Decrypt many records in one crossing; a record that fails authentication comes back as None."""
@@ -537,6 +644,73 @@ class BrowserApp:
         await self.store.apply(ops)
         return notices
 
+    # -- device audit trail -------------------------------------------------------
+
+    async def _audit(self, action: str, resource_type: str = "", rid: str = "",
+                     patient_ids: Sequence[str] = (), *, outcome: str = "success",
+                     detail: Mapping[str, Any] | None = None) -> None:
+        """Seal one access event and append it to the outbox; IndexedDB gives it the next device sequence.
+
+        The sequence is allocated inside the same readwrite transaction as the append
+        (``idb.apply`` op ``putAudit``), so tabs never share or skip a number.
+        """
+        if self._lease is None or self.machine is None:
+            return
+        now = datetime.now(UTC)
+        event = {"action": action, "occurred": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                 "resourceType": resource_type, "id": rid, "patientIds": [p for p in patient_ids if p][:100],
+                 "outcome": outcome, "purpose": "TREAT",
+                 "detail": {str(k)[:40]: str(v)[:200] for k, v in (detail or {}).items()}}
+        eid = AUDIT_PREFIX + str(uuid.uuid4())
+        blob = (await self._seal([(AUDIT_TYPE, eid, 0, event)]))[0]
+        await self.store.audit_append(eid, blob)
+
+    async def _audit_quietly(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            await self._audit(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - a full disk must not hide a chart; the console keeps the trace
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exc()
+
+    def _audit_later(self, *args: Any, **kwargs: Any) -> None:
+        """Audit a read without adding its IndexedDB transaction to the latency the clinician waits for."""
+        import asyncio  # noqa: PLC0415
+
+        task = asyncio.ensure_future(self._audit_quietly(*args, **kwargs))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def audit_flush(self) -> int:
+        """Wait for queued read audits to be written; returns how many events wait for upload."""
+        import asyncio  # noqa: PLC0415
+
+        if self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+        return await self.store.audit_count()
+
+    async def _push_audit(self, machine: SyncMachine) -> None:
+        """Upload queued device audit events (in sequence order) and drop the ones the server holds."""
+        for _ in range(100):
+            rows = await self.store.audit_list(AUDIT_BATCH)
+            if not rows:
+                return
+            opened = await self._open([(AUDIT_TYPE, eid, 0, blob) for eid, _seq, blob in rows])
+            events = [{**ev, "seq": seq} for (_eid, seq, _b), ev in zip(rows, opened, strict=True) if ev is not None]
+            body = json.dumps({"deviceId": machine.device_id, "events": events}).encode()
+            try:
+                status, _text, _ = await self._post("/api/audit/device-events", body)
+            except DeviceRevoked:
+                raise
+            except Exception:  # noqa: BLE001 - kept for the next sync
+                return
+            if status != 200:
+                return
+            # An event that no longer opens is dropped too: the server flags its sequence number as a gap.
+            await self.store.apply([DeleteOutbox(eid) for eid, _seq, _b in rows])
+            if len(rows) < AUDIT_BATCH:
+                return
+
     # -- reading -------------------------------------------------------------------
 
     async def _resources(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -573,7 +747,9 @@ class BrowserApp:
         started = time.perf_counter()
         text = (text or "").strip()
         if not text:
-            return {"kind": None, "results": await self.patients(), "ms": 0.0}
+            everyone = await self.patients()
+            self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": len(everyone)})
+            return {"kind": None, "results": everyone, "ms": 0.0}
         kind = self._kind(text)
         if kind == "birthdate" and "/" in text:
             m, d, y = text.split("/")
@@ -594,6 +770,9 @@ class BrowserApp:
         hits = bi.filter_candidates(patients, kind, text)
         out = [self._with_pending(_patient_summary(p), "Patient") for p in hits]
         out.sort(key=_sort_key)
+        # The query text itself stays on the device (it may be a name); the kind and the hits are audited.
+        self._audit_later("search", "Patient", "", [str(p["id"]) for p in out],
+                          detail={"kind": kind, "results": len(out)})
         return {"kind": kind, "results": out, "ms": round((time.perf_counter() - started) * 1000, 2)}
 
     async def chart(self, patient_id: str) -> dict[str, Any]:
@@ -605,6 +784,7 @@ class BrowserApp:
                        None)
         if patient is None:
             raise AppError("This patient is not on this device.", kind="not_found")
+        self._audit_later("read", "Patient", patient_id, [patient_id], detail={"view": "chart"})
         by: dict[str, list[dict[str, Any]]] = {}
         for r in resources:
             by.setdefault(str(r.get("resourceType")), []).append(r)
@@ -625,7 +805,8 @@ class BrowserApp:
         allergies.sort(key=lambda a: (a["status"] != "active", a["substance"]))
         meds = [{"id": m["id"], "name": _cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
                  "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
-                 "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m)}
+                 "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m),
+                 "reason": _cc_text(m.get("statusReason"))}
                 for m in by.get("MedicationRequest", [])]
         meds.sort(key=lambda m: (m["status"] != "active", m["name"]))
         series: dict[str, dict[str, Any]] = {}
@@ -703,6 +884,10 @@ class BrowserApp:
             # Not saved: rebuild the machine from what IS durable so memory never claims more than disk.
             await self._reload_machine()
             raise
+        source = resource if resource is not None else base or {}
+        pid = rid if resource_type == "Patient" else _ref_patient(source)
+        await self._audit_quietly("create" if create else "delete" if resource is None else "update",
+                                  resource_type, rid, [pid] if pid else [])
         self._emit({"type": "changed", "resourceType": resource_type, "id": rid})
         return {"id": rid, "status": self.status()}
 
@@ -916,19 +1101,36 @@ class BrowserApp:
     def status(self) -> dict[str, Any]:
         """What the always-visible status bar shows."""
         if self.machine is None:
-            return {"locked": True, "pending": 0, "conflicted": 0, "rejected": 0, "lastSuccess": None,
+            return {"locked": True, "revoked": self.revoked, "pending": 0, "conflicted": 0, "rejected": 0, "lastSuccess": None,
                     "lastError": None, "synced": False, "text": "Locked", "needsLogin": self.needs_login,
                     "readOnly": self._read_only, "syncing": False}
         s = self.machine.status()
-        return {"locked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
+        return {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
                 "lastSuccess": s.last_success, "lastError": s.last_error, "synced": s.synced, "text": s.text,
                 "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
                 "nextWake": self.machine.next_wake(_now())}
 
     async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
+        """POST through JS ``http``; raises :class:`DeviceRevoked` when the server orders a wipe."""
         res = _py(await self._http("POST", path, body.decode("utf-8")))
-        status, text, retry_after = res
-        return int(status), str(text or ""), None if retry_after is None else str(retry_after)
+        status, text, retry_after = int(res[0]), str(res[1] or ""), res[2]
+        device_header = res[3] if len(res) > 3 else None
+        if _is_revoked(status, text, None if device_header is None else str(device_header)):
+            raise DeviceRevoked()
+        return status, text, None if retry_after is None else str(retry_after)
+
+    async def device_revoked(self) -> dict[str, Any]:
+        """The server revoked this device (lost or stolen): forget the keys and erase every local record.
+
+        Called by :meth:`sync_once` on a revoked answer and by JS on the WebSocket's
+        ``device-revoked`` message. Works locked or unlocked: erasing needs no key.
+        """
+        self._clear_keys()
+        self.revoked = True
+        self._read_only = "This device was revoked."
+        await self._idb.wipe()
+        self._emit({"type": "revoked"})
+        return {"wiped": True}
 
     async def sync_once(self, first: bool = False) -> dict[str, Any]:
         """Push what is due (by priority), then pull until caught up. One page per transaction.
@@ -945,8 +1147,14 @@ class BrowserApp:
             if self.needs_login:
                 return self.status()
             notices += await self._pull(machine, first=first)
+            await self._push_audit(machine)
+        except DeviceRevoked:
+            await self.device_revoked()
+            return self.status()
         finally:
             self.syncing = False
+        if first:
+            _settle_heap()
         conflicts = [n for n in notices if isinstance(n, ConflictParked)]
         rejected = [n for n in notices if isinstance(n, MutationRejected)]
         if conflicts:
@@ -962,6 +1170,8 @@ class BrowserApp:
         body = json.dumps({"deviceId": machine.device_id, "name": "OmniCare PWA"}).encode()
         try:
             status, _text, _ = await self._post("/api/sync/devices", body)
+        except DeviceRevoked:
+            raise
         except Exception:  # noqa: BLE001 - retried on the next sync
             return
         if status == 200:
@@ -977,6 +1187,8 @@ class BrowserApp:
                 break
             try:
                 status, text, retry_after = await self._post("/api/sync/push", dumps(req))
+            except DeviceRevoked:
+                raise
             except Exception as exc:  # noqa: BLE001 - a network failure of any kind
                 status, text, retry_after = 0, str(exc), None
             now = _now()
@@ -1002,6 +1214,8 @@ class BrowserApp:
             req = machine.next_pull()
             try:
                 status, text, _retry = await self._post(f"/api/sync/pull?deviceId={machine.device_id}", dumps(req))
+            except DeviceRevoked:
+                raise
             except Exception as exc:  # noqa: BLE001
                 status, text = 0, str(exc)
             if status != 200:
@@ -1110,6 +1324,10 @@ class BrowserApp:
         effects = machine.resolve_conflict(now=_now(), entry_id=entry_id, resource=chosen,
                                            mutation_id=str(uuid.uuid4()))
         await self._commit(effects)
+        res = chosen if isinstance(chosen, Mapping) else view.server or view.local or {}
+        pid = view.id if view.resource_type == "Patient" else _ref_patient(res)
+        await self._audit_quietly("update", view.resource_type, view.id, [pid] if pid else [],
+                                  detail={"conflict": "resolved"})
         self._emit({"type": "changed", "resourceType": view.resource_type, "id": view.id})
         return {"status": self.status()}
 

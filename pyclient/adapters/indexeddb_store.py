@@ -111,6 +111,20 @@ class IndexedDBStore:
     async def outbox_delete(self, entry_id: str) -> None:
         await self.apply([DeleteOutbox(entry_id)])
 
+    # -- device audit events (outbox rows with their own per-device sequence; not sync entries)
+    async def audit_append(self, entry_id: str, blob: bytes) -> None:
+        """Append a sealed audit event; IndexedDB assigns the next device sequence in the same transaction."""
+        check_blob(blob)
+        await self._apply_wire([["putAudit", entry_id, blob]])
+
+    async def audit_list(self, limit: int) -> list[tuple[str, int, bytes]]:
+        """Oldest queued audit events first: (entry id, device sequence, sealed blob)."""
+        rows = _py(await self._idb.auditList(limit)) or []
+        return [(str(i), int(seq), bytes(b)) for i, seq, b in rows]
+
+    async def audit_count(self) -> int:
+        return int(_py(await self._idb.auditCount()))
+
     # -- meta
     async def meta_get(self, key: str) -> str | None:
         value = _py(await self._idb.metaGet(key))
@@ -150,6 +164,9 @@ class IndexedDBStore:
                 wire.append(["putMeta", op.key, op.value])
             else:
                 raise StoreError(f"unknown store op {op!r}")
+        await self._apply_wire(wire)
+
+    async def _apply_wire(self, wire: list[list[Any]]) -> None:
         if not wire:
             return
         try:

@@ -88,6 +88,25 @@ class Server:
         with urllib.request.urlopen(req, timeout=20) as r:
             return json.loads(r.read())
 
+    def api(self, method: str, path: str, data: Any = None, *, user: str = "dr.adams") -> tuple[int, Any]:
+        """Call /api/... as ``user`` with a bearer token; returns (status, JSON body) without raising."""
+        import urllib.error  # noqa: PLC0415
+
+        body = None if data is None else json.dumps(data).encode()
+        req = urllib.request.Request(self.url + path, data=body, method=method, headers={
+            "Authorization": f"Bearer {self.token(user)}", "Accept": "application/json",
+            "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=20) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def manage(self, *args: str) -> str:
+        """Run a management command against the e2e database; returns its stdout."""
+        return subprocess.run([PY, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True,
+                              check=True).stdout
+
     _tokens: dict[str, str] | None = None
 
     def token(self, user: str) -> str:

@@ -34,12 +34,13 @@ def wait_status(page: Any, predicate: str, timeout: float = 60_000) -> None:
         raise TimeoutError(f"{exc}; status is {status_text(page)!r}") from None
 
 
-def sign_in_and_sync(ctx: Any, user: str = "dr.adams", pin: str = PIN, *, shots: bool = False) -> Any:
-    """Open the app, sign in, set the PIN, wait for the first sync and the offline cache."""
+def sign_in_and_sync(ctx: Any, user: str = "dr.adams", pin: str = PIN, *, shots: bool = False,
+                     path: str = "/") -> Any:
+    """Open the app (at ``path``, e.g. ``/?bench=1``), sign in, set the PIN, wait for the first sync and the cache."""
     from .conftest import shot  # noqa: PLC0415
 
     page = ctx.new_page()
-    page.goto("/")
+    page.goto(path)
     page.wait_for_selector("#signin")
     if shots:
         shot(page, "00a-sign-in", full_page=False)

@@ -26,7 +26,7 @@ def _report(name: str, **values: Any) -> None:
 def test_measure(new_context: Any, server: Server) -> None:
     ctx = new_context()
     t0 = time.monotonic()
-    page = sign_in_and_sync(ctx, "dr.chen")
+    page = sign_in_and_sync(ctx, "dr.chen", path="/?bench=1")  # bench_* calls need the bench flag
     first_sync = time.monotonic() - t0
     records = page.evaluate("() => window.omnicare.makeIdb().countRecords()")
     _report("first_sync_incl_boot_and_pin", seconds=round(first_sync, 2), records=records)
