@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.db import DataError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -79,6 +80,15 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 @api.exception_handler(SuspiciousOperation)
 def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
     return outcome_response(400, operation_outcome(code="security", diagnostics="Bad request"))
+
+
+@api.exception_handler(DataError)
+def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
+    # E.g. a NUL character, which PostgreSQL text cannot hold. Every write path runs in a transaction,
+    # so the failed statement rolled everything back: nothing was written.
+    return outcome_response(
+        400, operation_outcome(code="invalid", diagnostics="The request contains a value the server cannot store")
+    )
 
 
 @api.exception_handler(Exception)

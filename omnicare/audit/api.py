@@ -41,7 +41,7 @@ class DeviceEventIn(Schema):
 
 
 class DeviceEventsIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
     events: list[DeviceEventIn] = Field(description=f"At most {MAX_DEVICE_EVENTS}")
 
 

@@ -131,7 +131,7 @@ class ResolveOut(Schema):
 
 
 class DeviceIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
     name: str = Field("", max_length=100)
 
 
@@ -145,7 +145,7 @@ class DeviceOut(Schema):
 
 
 class SnapshotIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
 
 
 class SnapshotOut(Schema):

@@ -50,3 +50,14 @@ def test_api_docs_load_nothing_from_another_origin(anon: Client) -> None:
     html = anon.get("/api/docs").content.decode()
     urls = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert urls and all(u.startswith("/") for u in urls), urls
+
+
+def test_a_value_the_database_cannot_store_is_a_400_not_a_500(api: Client, user: Any) -> None:
+    """PostgreSQL text cannot hold NUL; SQLite can. Either way the caller never sees a 500."""
+    from omnicare.access.roles import role_assign
+
+    role_assign(user=user, role="front_desk")  # may register patients
+    body = '{"resourceType": "Patient", "name": [{"family": "A\\u0000B"}]}'
+    response = api.post("/fhir/R4/Patient", body, content_type="application/fhir+json")
+    assert response.status_code in {201, 400}, response.content
+    assert response.json()["resourceType"] == ("Patient" if response.status_code == 201 else "OperationOutcome")
