@@ -349,6 +349,13 @@ class Backoff:
         return d / 2 + d / 2 * min(max(rng_value, 0.0), 1.0)
 
 
+@dataclass(frozen=True)
+class Conflicts:
+    """A rebase step that did not merge cleanly (internal to the machine)."""
+
+    conflicts: tuple[Conflict, ...]
+
+
 # --- the machine ------------------------------------------------------------
 
 
@@ -705,7 +712,10 @@ class SyncMachine:
         return entry
 
     def _chain(self, key: Key) -> list[OutboxEntry]:
-        """Live (non-rejected) entries of one resource, oldest first (at most 2)."""
+        """Live (non-rejected) entries of one resource, oldest first.
+
+        Usually one or two; longer after a restart (restored entries count as
+        sent, so a new edit queues behind them instead of squashing)."""
         return sorted(
             (e for e in self._entries.values() if e.key == key and e.state != "rejected"),
             key=lambda e: e.seq,
@@ -776,20 +786,12 @@ class SyncMachine:
         result = merge(entry.base_resource, server, entry.resource)
         if not result.clean:
             return self._park(entry, result.conflicts)
-        effects: list[Effect] = []
-        for tail in self._chain(entry.key)[1:]:
-            # The tail was derived from the head's old content: carry it along.
-            assert entry.resource is not None
-            if tail.resource is not None:
-                moved = merge(entry.resource, result.merged, tail.resource)
-                if not moved.clean:
-                    return self._park(entry, moved.conflicts)
-                tail.resource = moved.merged
-            tail.base_resource = result.merged
-            effects.append(self._put(tail))
+        carried = self._carry(entry, entry.resource, result.merged)
+        if isinstance(carried, Conflicts):
+            return self._park(entry, carried.conflicts)
         entry.resource = result.merged
         entry.base_version, entry.base_resource = entry.server_version, server
-        return effects
+        return carried
 
     def _finish(self, entry: OutboxEntry) -> list[Effect]:
         """Remove a done head entry and promote the edit queued behind it, if any."""
@@ -820,9 +822,45 @@ class SyncMachine:
         if not result.clean:
             tail.base_version, tail.base_resource = entry.base_version, entry.resource
             return effects + self._park(tail, result.conflicts) + self._local_view(tail.key)
+        # Entries queued behind the tail were derived from its old content: they
+        # move with it (after a restart a chain can be longer than two, because
+        # restored entries count as sent and are never squashed into).
+        carried = self._carry(tail, tail.resource, result.merged)
+        if isinstance(carried, Conflicts):
+            tail.base_version, tail.base_resource = entry.base_version, entry.resource
+            return effects + self._park(tail, carried.conflicts) + self._local_view(tail.key)
         tail.resource = result.merged
         tail.base_version, tail.base_resource = entry.server_version, server
-        return effects + [self._put(tail)] + self._local_view(tail.key)
+        return effects + [self._put(tail)] + carried + self._local_view(tail.key)
+
+    def _carry(
+        self, entry: OutboxEntry, old: dict[str, Any] | None, new: dict[str, Any] | None
+    ) -> list[Effect] | Conflicts:
+        """``entry``'s content is about to change from ``old`` to ``new``: rebase
+        every entry queued behind it, each onto the new content of the one before.
+
+        Each entry behind another was derived from that entry's content (its
+        ``base_resource``), so the three-way merge for entry k is
+        (old k-1, new k-1, k). Nothing is changed unless every step merges
+        cleanly; otherwise the conflicts are returned for the caller to park.
+        """
+        planned: list[tuple[OutboxEntry, dict[str, Any] | None, dict[str, Any] | None]] = []
+        for tail in self._chain(entry.key):
+            if tail.seq <= entry.seq:
+                continue
+            moved_to = tail.resource
+            if tail.resource is not None and old is not None and new is not None and old != new:
+                moved = merge(old, new, tail.resource)
+                if not moved.clean:
+                    return Conflicts(tuple(moved.conflicts))
+                moved_to = moved.merged
+            planned.append((tail, new, moved_to))
+            old, new = tail.resource, moved_to
+        effects: list[Effect] = []
+        for tail, base, resource in planned:
+            tail.base_resource, tail.resource = base, resource
+            effects.append(self._put(tail))
+        return effects
 
     def _on_result(self, entry: OutboxEntry, result: MutationResult) -> list[Effect]:
         newer = result.version_id is not None and result.version_id >= (entry.server_version or 0)

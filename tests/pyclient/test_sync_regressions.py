@@ -1,0 +1,155 @@
+"""Lost-edit regressions found by the convergence simulation, each as the smallest story that shows it.
+
+Every test here failed before its fix and names the seeds of ``test_convergence.py``
+that found it. The devices are real :class:`SyncMachine` instances over a real
+:class:`MemoryStore`; the server is the simulator, which decides pushes with the
+same pyclient decision table the Django server uses.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pyclient.protocol import PushRequest, PushResponse, dumps, loads
+from pyclient.store import MemoryStore
+from pyclient.sync import JsonCodec, SyncMachine, to_store_ops
+
+from .simserver import SimServer
+from .test_convergence import step
+
+CODEC = JsonCodec()
+PATIENT = ("Patient", "p1")
+
+
+class Tablet:
+    """One clinician's device: a machine and the store it persists to."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.store = MemoryStore()
+        self.machine = SyncMachine(device_id=name)
+        self.n = 0
+
+    def apply(self, effects: list[Any]) -> None:
+        step(self.store.apply(to_store_ops(effects, CODEC)))
+
+    def chart(self) -> tuple[int, dict[str, Any]]:
+        rec = step(self.store.get_record(*PATIENT))
+        assert rec is not None
+        return rec.version, CODEC.open(rec.blob)
+
+    def add_note(self, note: str) -> str:
+        """The clinician adds one line to the patient's notes (an element with identity)."""
+        version, current = self.chart()
+        rec = step(self.store.get_record(*PATIENT))
+        base = CODEC.open(rec.base) if rec.base is not None else current
+        new = json.loads(json.dumps(current))
+        new.setdefault("x_tags", {})[note] = True
+        self.n += 1
+        mid = f"{self.name}-{self.n}"
+        self.apply(
+            self.machine.record_local_edit(
+                now=0.0,
+                mutation_id=mid,
+                resource_type=PATIENT[0],
+                id=PATIENT[1],
+                resource=new,
+                base_version=version or None,
+                base_resource=base if version else None,
+            )
+        )
+        return mid
+
+    def pull_all(self, server: SimServer) -> None:
+        self.machine.caught_up = False
+        while not self.machine.caught_up:
+            req = self.machine.next_pull()
+            self.apply(self.machine.on_pull_response(0.0, req, server.pull(req)))
+
+    def send(self) -> PushRequest:
+        req = self.machine.next_push(0.0, max_batch=1)
+        assert req is not None
+        return req
+
+    def receive(self, req: PushRequest, resp: PushResponse) -> None:
+        self.apply(self.machine.on_push_response(0.0, req, PushResponse.from_json(loads(dumps(resp)))))
+
+    def restart(self) -> None:
+        """The tab is closed and reopened: the machine is rebuilt from what the store holds."""
+        outbox = [CODEC.open(blob) for _id, blob in step(self.store.outbox_list())]
+        meta = {"sync.cursor": step(self.store.meta_get("sync.cursor"))}
+        self.machine = SyncMachine.restore(device_id=self.name, meta=meta, outbox=outbox)
+
+    def sync_until_quiet(self, server: SimServer) -> None:
+        for _ in range(10):
+            req = self.machine.next_push(0.0)
+            if req is None:
+                break
+            self.receive(req, server.push(req))
+        self.pull_all(server)
+
+
+def test_an_edit_queued_behind_two_restored_edits_keeps_a_colleagues_change() -> None:
+    """Seeds 3146, 4495, 4685, 5664, 6704, 6925, 7124, 7513, 8726 (all nine of the report).
+
+    Tablet A adds a note line while its first push is on the wire, then the tab is
+    closed and reopened, then A adds a third line. Meanwhile tablet B's line reaches
+    the server first. A's first push is merged with B's line, A's second is rebased on
+    that; A's third edit was still based on A's second edit *as it was before the
+    rebase*, so its three-way merge read B's line as "removed on A" and deleted it.
+    """
+    server = SimServer()
+    server.write(PATIENT, {"x_tags": {}})
+    a, b = Tablet("tablet-a"), Tablet("tablet-b")
+    a.pull_all(server)
+    b.pull_all(server)
+
+    a.add_note("a1")
+    a_first = a.send()  # on the wire ...
+    a.add_note("a2")  # ... so this one queues behind it
+    b.add_note("b1")
+    b_push = b.send()
+    b.receive(b_push, server.push(b_push))  # B's line reaches the server first
+
+    a.restart()  # A's tab closes and reopens: both entries restored, counted as sent
+    a.add_note("a3")  # cannot squash into a restored entry: a third one queues
+    assert len(a.machine.entries) == 3
+
+    a.receive(a_first, server.push(a_first))  # merged with B's line on the server
+    a.sync_until_quiet(server)
+    b.sync_until_quiet(server)
+
+    _v, final = server.current(PATIENT)
+    assert final is not None
+    assert set(final["x_tags"]) == {"a1", "a2", "a3", "b1"}, "B's line was lost"
+    assert a.chart()[1]["x_tags"] == final["x_tags"]
+    assert b.chart()[1]["x_tags"] == final["x_tags"]
+    assert a.machine.status().synced and b.machine.status().synced
+
+
+def test_a_long_restored_chain_rebased_by_a_pull_keeps_every_line() -> None:
+    """The same shape, reached through a pull instead of a push answer: three queued
+    edits of A, B's change pulled while A's head is pending — all four lines survive."""
+    server = SimServer()
+    server.write(PATIENT, {"x_tags": {}})
+    a, b = Tablet("tablet-a"), Tablet("tablet-b")
+    a.pull_all(server)
+    b.pull_all(server)
+    a.add_note("a1")
+    lost = a.send()  # sent, the answer never arrives (network drop before the server)
+    a.add_note("a2")
+    a.restart()
+    a.add_note("a3")
+    a.add_note("a4")  # squashes into a3 (never sent)
+    del lost
+    b.add_note("b1")
+    b.sync_until_quiet(server)
+    a.pull_all(server)  # B's line arrives while all three of A's entries are queued
+    a.sync_until_quiet(server)
+    b.sync_until_quiet(server)
+    _v, final = server.current(PATIENT)
+    assert final is not None
+    assert set(final["x_tags"]) == {"a1", "a2", "a3", "a4", "b1"}
+    assert a.chart()[1]["x_tags"] == final["x_tags"] == b.chart()[1]["x_tags"]
+
