@@ -769,8 +769,14 @@ class SyncMachine:
         return effects
 
     def _rebase(self, entry: OutboxEntry) -> list[Effect]:
-        """Bring a pending head entry onto the newest known server state."""
-        if entry.state != "pending" or entry.server_version is None:
+        """Bring a pending head entry onto the newest known server state.
+
+        Only an entry that was never sent: once a mutation id may have reached the
+        server, its content is fixed (the server refuses a reused id with other
+        content, and may already have applied it), so only the server's answer
+        settles it — it merges a stale base with the same rules.
+        """
+        if entry.state != "pending" or entry.server_version is None or entry.sent:
             return []
         if entry.base_version is not None and entry.server_version <= entry.base_version:
             return []

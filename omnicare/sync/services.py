@@ -60,7 +60,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import gzip
-import hashlib
 import json
 import logging
 import uuid
@@ -90,7 +89,6 @@ from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from omnicare.fhir.search import compartment_patients
 from omnicare.fhir.services import Write, feed_head, resources_apply
 from omnicare.fhir.validation import check_id, check_type, validate_resource
-from pyclient.merge import merge
 from pyclient.protocol import (
     MAX_PULL_LIMIT,
     Change,
@@ -105,6 +103,8 @@ from pyclient.protocol import (
 from pyclient.protocol import (
     MAX_PUSH_MUTATIONS as PROTOCOL_MAX_PUSH,
 )
+from pyclient.push_rules import decide as push_decide
+from pyclient.push_rules import mutation_hash
 
 from . import notify
 from . import scope as scopes
@@ -520,12 +520,6 @@ def devices_list(*, user: User) -> list[Device]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def mutation_hash(m: Mutation) -> str:
-    """Canonical SHA-256 of a mutation (key order and whitespace do not matter)."""
-    raw = json.dumps(m.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(raw.encode()).hexdigest()
-
-
 def parse_push(data: Any, *, max_mutations: int = MAX_PUSH_MUTATIONS) -> PushRequest:
     """Validate a push body with the shared protocol's rules; structural problems are a 400, more than
     ``max_mutations`` a 413. Nothing is applied when this raises."""
@@ -569,21 +563,6 @@ def _rejected(m: Mutation, exc: ApiError) -> MutationResult:
 
 def _compartment(rtype: str, rid: str, body: dict[str, Any] | None) -> set[str]:
     return set(compartment_patients(rtype, rid, body)) if body is not None else set()
-
-
-def _content(body: dict[str, Any]) -> dict[str, Any]:
-    """A body without the server-owned ``meta.versionId``/``meta.lastUpdated`` (a client may or may not echo
-    them; they are not an edit), so they never show up as a merge conflict."""
-    meta = body.get("meta")
-    if not isinstance(meta, dict) or not ({"versionId", "lastUpdated"} & meta.keys()):
-        return body
-    out = dict(body)
-    rest = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
-    if rest:
-        out["meta"] = rest
-    else:
-        out.pop("meta")
-    return out
 
 
 @dataclass
@@ -660,11 +639,6 @@ def _plan(
     ours = cur.body if live and cur is not None else None
     plan = _Plan(m=m, hash=h, cur_version=cur_version, ours=ours)
     base_v = m.base_version
-    if base_v is not None and base_v > cur_version:
-        raise Unprocessable(
-            f"baseVersion {base_v} is ahead of the server's version {cur_version} of {rtype}/{rid}",
-            expression=["baseVersion"],
-        )
     patients = _compartment(rtype, rid, ours) | _compartment(rtype, rid, theirs)
     # Checked before anything else happens: a conflict would store the edit and show the server's copy.
     action = "delete" if m.op == "delete" else ("update" if live else "create")
@@ -692,35 +666,32 @@ def _plan(
         plan.write, plan.status = Write(rtype, rid, body, expected_version=live_version), status
         return plan
 
+    # The decision itself is pyclient's table, shared with the test simulator (one rule, one place).
+    decision = push_decide(
+        op=m.op,
+        cur_version=cur_version,
+        live=live,
+        ours=ours,
+        base_version=base_v,
+        base_of=base_of,
+        theirs=theirs,
+    )
+    if decision.kind == "reject":
+        raise Unprocessable(f"{decision.reason} of {rtype}/{rid}", expression=["baseVersion"])
+    if decision.kind == "write":
+        if decision.status == "merged" and decision.body != theirs:
+            validate_resource(decision.body, expected_type=rtype)
+        return write(decision.body, decision.status)
+    if decision.kind == "noop":
+        plan.result = MutationResult(
+            mutation_id=m.mutation_id,
+            status=decision.status,
+            version_id=cur_version or None,
+            resource=ours if decision.status == "merged" else None,
+        )
+        return plan
     base_body = base_of(base_v) if base_v is not None and base_v < cur_version else None
-    if m.op == "delete":
-        if not live:
-            return write(None)  # already gone: a no-op, answered "applied"
-        if base_v == cur_version:
-            return write(None)
-        # Edited on the server after the client decided to delete: a person decides.
-        return park(base_body, [{"path": "", "base": base_body, "ours": ours, "theirs": None}])
-    assert theirs is not None
-    if not live:
-        if cur is None or base_v is None or base_v == cur_version:
-            return write(theirs)
-        # Deleted on the server after the client's base: resurrecting needs a person.
-        return park(base_body, [{"path": "", "base": base_body, "ours": None, "theirs": theirs}])
-    assert ours is not None
-    if base_v == cur_version:
-        return write(theirs)
-    ours_n = _content(ours)
-    result = merge(_content(base_body) if base_body is not None else None, ours_n, _content(theirs))
-    if result.clean:
-        if result.merged == ours_n:
-            plan.result = MutationResult(
-                mutation_id=m.mutation_id, status="merged", version_id=cur_version, resource=ours
-            )
-            return plan
-        if result.merged != theirs:
-            validate_resource(result.merged, expected_type=rtype)
-        return write(result.merged, "merged")
-    return park(base_body, [c.to_json() for c in result.conflicts])
+    return park(base_body, list(decision.conflicts))
 
 
 def _base_loader(rtype: str, rid: str) -> Callable[[int], dict[str, Any] | None]:

@@ -1,9 +1,10 @@
 """A pure-Python model of the sync server, for client tests and the convergence simulation.
 
 It follows PROTOCOL.md §5: versioned resources with full history, one change
-feed with opaque cursors, idempotent push by mutationId, three-way merge with
-``pyclient.merge`` on a stale base, stored conflicts closed by a superseding
-mutation, and rejection of resource types the caller may not write.
+feed with opaque cursors, idempotent push by mutationId (a reused id with other
+content is refused, as the server does), stored conflicts closed by a superseding
+mutation, and rejection of resource types the caller may not write. Each push is
+decided by ``pyclient.push_rules.decide`` — the same table the Django server calls.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyclient.merge import Conflict, merge
 from pyclient.protocol import (
     Change,
     Mutation,
@@ -21,6 +21,7 @@ from pyclient.protocol import (
     PushRequest,
     PushResponse,
 )
+from pyclient.push_rules import decide, mutation_hash
 
 Key = tuple[str, str]
 
@@ -39,6 +40,8 @@ class SimServer:
     history: dict[Key, list[dict[str, Any] | None]] = field(default_factory=dict)  # index = version - 1
     feed: list[tuple[Key, int]] = field(default_factory=list)
     results: dict[str, MutationResult] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # mutationId -> mutation_hash of its first use
+    reused_ids: list[str] = field(default_factory=list)  # ids a client re-sent with other content
     conflicts: dict[str, StoredConflict] = field(default_factory=dict)
     applied_deletes: list[tuple[Key, int]] = field(default_factory=list)  # (key, clock)
     clock: int = 0  # set by the simulation, for bookkeeping only
@@ -104,29 +107,28 @@ class SimServer:
         return PushResponse(tuple(self._one(m) for m in request.mutations))
 
     def _one(self, m: Mutation) -> MutationResult:
+        h = mutation_hash(m)
         if m.mutation_id in self.results:
+            if self.hashes[m.mutation_id] != h:
+                # The server's replay rule: an id reused for other content is refused, never applied.
+                self.reused_ids.append(m.mutation_id)
+                return MutationResult(
+                    m.mutation_id,
+                    "rejected",
+                    outcome={
+                        "resourceType": "OperationOutcome",
+                        "issue": [{"severity": "error", "code": "conflict", "diagnostics": "id reused"}],
+                    },
+                )
             return self.results[m.mutation_id]  # idempotent replay
         result = self._decide(m)
         self.results[m.mutation_id] = result
-        if m.supersedes is not None:
+        self.hashes[m.mutation_id] = h
+        if m.supersedes is not None and result.status != "rejected":
             for c in self.conflicts.values():
                 if c.mutation_id == m.supersedes:
                     c.open = False
         return result
-
-    def _conflict(
-        self, m: Mutation, cur_v: int, cur: dict[str, Any] | None, conflicts: Any
-    ) -> MutationResult:
-        cid = f"conflict-{len(self.conflicts) + 1}"
-        self.conflicts[cid] = StoredConflict(cid, m.mutation_id, (m.resource_type, m.id))
-        return MutationResult(
-            m.mutation_id,
-            "conflict",
-            version_id=cur_v or None,
-            resource=cur,
-            conflict_id=cid,
-            conflicts=tuple(c.to_json() for c in conflicts),
-        )
 
     def _decide(self, m: Mutation) -> MutationResult:
         key = (m.resource_type, m.id)
@@ -140,34 +142,44 @@ class SimServer:
                 },
             )
         cur_v, cur = self.current(key)
-        if m.base_version is not None and m.base_version > cur_v:
+        theirs = None if m.resource is None else {**m.resource, "id": m.id}
+        d = decide(
+            op=m.op,
+            cur_version=cur_v,
+            live=cur is not None,
+            ours=cur,
+            base_version=m.base_version,
+            base_of=lambda v: self.history[key][v - 1],
+            theirs=theirs,
+        )
+        if d.kind == "reject":
             return MutationResult(
                 m.mutation_id,
                 "rejected",
                 outcome={
                     "resourceType": "OperationOutcome",
-                    "issue": [{"code": "invalid", "diagnostics": "bad base"}],
+                    "issue": [{"code": "invalid", "diagnostics": d.reason}],
                 },
             )
-        fresh = (m.base_version or 0) == cur_v
-        if m.op == "delete":
-            if cur is None:
-                return MutationResult(m.mutation_id, "applied", version_id=cur_v)  # already gone
-            if not fresh:
-                base = self.history[key][m.base_version - 1] if m.base_version else None
-                return self._conflict(m, cur_v, cur, [Conflict("", base, cur, None)])
-            v = self.write(key, None)
+        if d.kind == "noop":
+            return MutationResult(
+                m.mutation_id,
+                d.status,
+                version_id=cur_v or None,
+                resource=cur if d.status == "merged" else None,
+            )
+        if d.kind == "conflict":
+            cid = f"conflict-{len(self.conflicts) + 1}"
+            self.conflicts[cid] = StoredConflict(cid, m.mutation_id, key)
+            return MutationResult(
+                m.mutation_id,
+                "conflict",
+                version_id=cur_v or None,
+                resource=cur,
+                conflict_id=cid,
+                conflicts=d.conflicts,
+            )
+        v = self.write(key, d.body)
+        if d.body is None:
             self.applied_deletes.append((key, self.clock))
-            return MutationResult(m.mutation_id, "applied", version_id=v)
-        assert m.resource is not None
-        if fresh:
-            v = self.write(key, m.resource)
-            return MutationResult(m.mutation_id, "applied", version_id=v, resource=self.history[key][v - 1])
-        base = self.history[key][m.base_version - 1] if m.base_version else None
-        if cur is None:
-            return self._conflict(m, cur_v, cur, [Conflict("", base, None, m.resource)])
-        result = merge(base, cur, m.resource)
-        if not result.clean:
-            return self._conflict(m, cur_v, cur, result.conflicts)
-        v = self.write(key, result.merged)
-        return MutationResult(m.mutation_id, "merged", version_id=v, resource=self.history[key][v - 1])
+        return MutationResult(m.mutation_id, d.status, version_id=v, resource=self.history[key][v - 1])

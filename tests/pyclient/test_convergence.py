@@ -265,6 +265,8 @@ class Sim:
             assert not c.machine.conflicts()
             assert c.machine.status().synced, c.machine.status()
         assert not self.server.open_conflicts(), self.server.open_conflicts()
+        # A client never re-sends a mutation id with other content (the server would refuse it).
+        assert not self.server.reused_ids, f"mutation ids reused with other content: {self.server.reused_ids}"
         deletes: dict[Key, list[int]] = {}
         for key, clock in self.server.applied_deletes:
             deletes.setdefault(key, []).append(clock)

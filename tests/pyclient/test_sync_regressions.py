@@ -153,3 +153,36 @@ def test_a_long_restored_chain_rebased_by_a_pull_keeps_every_line() -> None:
     assert set(final["x_tags"]) == {"a1", "a2", "a3", "a4", "b1"}
     assert a.chart()[1]["x_tags"] == final["x_tags"] == b.chart()[1]["x_tags"]
 
+
+
+def test_a_retried_push_is_never_refused_as_a_reused_id() -> None:
+    """Found when the simulator took over the server's replay rule (451 times in seeds 0–1,999).
+
+    Tablet A's push reaches the server and is applied, but the answer is lost. Before A
+    retries, a pull brings A's own write and a colleague's change on top. The machine used
+    to rebase the already-sent edit in place and retry it under the same mutation id with a
+    new base and content; the server refuses that ("mutationId already used for a different
+    change"), so the clinician saw their saved change marked *rejected*.
+    """
+    server = SimServer()
+    server.write(PATIENT, {"x_tags": {}})
+    a, b = Tablet("tablet-a"), Tablet("tablet-b")
+    a.pull_all(server)
+    b.pull_all(server)
+    a.add_note("a1")
+    sent = a.send()
+    server.push(sent)  # applied on the server; the answer never reaches A
+    b.add_note("b1")
+    b.sync_until_quiet(server)
+    a.pull_all(server)  # A sees its own write and B's
+    a.apply(a.machine.on_push_failed(1.0, sent, rng_value=0.5))  # the request timed out
+    retry = a.machine.next_push(1000.0)
+    assert retry is not None
+    assert retry.mutations == sent.mutations, "a sent mutation must be retried unchanged"
+    a.receive(retry, server.push(retry))
+    assert not server.reused_ids
+    assert a.machine.status().rejected == 0
+    a.sync_until_quiet(server)
+    _v, final = server.current(PATIENT)
+    assert final is not None and set(final["x_tags"]) == {"a1", "b1"}
+    assert a.chart()[1]["x_tags"] == final["x_tags"]

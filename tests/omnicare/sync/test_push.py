@@ -270,3 +270,19 @@ def test_registering_in_one_push_does_not_carry_over_to_the_next(clinic: Any, sy
     assert r["status"] == "applied"
     [r] = sync.push(put(observation(f"{pid}-o", pid), None))
     assert r["status"] == "rejected", r
+
+
+def test_a_create_without_base_onto_a_deleted_record_is_a_conflict_not_a_resurrection(
+    clinic: Any, sync: SyncClient
+) -> None:
+    """PROTOCOL.md §5.3 and pyclient/push_rules.py: the server used to write it (the simulator parked
+    it); a deleted record is never brought back by a client that did not see the delete."""
+    [r] = sync.push(delete("Observation", "o1", 1, mid="del-o1"))
+    assert r["status"] == "applied"
+    [r] = sync.push(put(observation("o1", "p1", 70.0), None))  # never saw the delete
+    assert r["status"] == "conflict" and r["conflictId"]
+    assert current("Observation", "o1").deleted  # still deleted
+    # Re-creating on top of the tombstone it saw (the delete's version) is a plain write.
+    tomb = current("Observation", "o1").version_id
+    [r] = sync.push(put(observation("o1", "p1", 71.0), tomb))
+    assert r["status"] == "applied" and not current("Observation", "o1").deleted
