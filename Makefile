@@ -16,7 +16,7 @@ PORT ?= 8000
 DEMO_PATIENTS ?= 40
 DEMO_SEED ?= 7
 
-.PHONY: help deps python-deps node-deps wheel demo serve migrate seed test test-py test-pyodide test-smoke test-long lint bench clean
+.PHONY: help deps python-deps node-deps wheel demo serve migrate seed test test-py test-pyodide test-smoke test-long test-soak test-sync-long lint bench clean
 
 help:
 	@echo "make demo   install everything, load demo data, serve on http://$(HOST):$(PORT)"
@@ -89,9 +89,26 @@ test-pyodide: deps $(TEST_WHEELS)/.fetched
 	rm -f $(TEST_WHEELS)/omnicare_pyclient-*.whl && cp $(WHEEL_DIR)/*.whl $(TEST_WHEELS)/
 	node tests/pyodide/run_pytest.mjs node_modules/pyodide $(TEST_WHEELS) /tests/pyclient
 
-# The long convergence run: 10,000 seeded simulations (the default suite runs 1,000).
+# The long convergence run: 10,000 seeded simulations (the default suite runs 1,000); CI runs it.
 test-long: deps
 	OMNICARE_SIM_RUNS=10000 $(PY) -m pytest -q -p no:django tests/pyclient/test_convergence.py
+
+# A night's soak: SOAK_SEEDS (default 100,000) simulator seeds in one shard per core, then 5,000 seeds of the
+# randomized run through the real Django server (embedded SQLite). Each shard prints the seed of a failure.
+SOAK_SEEDS ?= 100000
+SOAK_SHARDS ?= $(shell nproc)
+test-soak: deps
+	@echo "soak: $(SOAK_SEEDS) simulator seeds in $(SOAK_SHARDS) shards"
+	@mkdir -p .cache; per=$$(( ($(SOAK_SEEDS) + $(SOAK_SHARDS) - 1) / $(SOAK_SHARDS) )); pids=""; \
+	for i in $$(seq 0 $$(( $(SOAK_SHARDS) - 1 ))); do \
+	  OMNICARE_SIM_FIRST=$$(( i * per )) OMNICARE_SIM_RUNS=$$per $(PY) -m pytest -q -p no:django -p no:cacheprovider \
+	    tests/pyclient/test_convergence.py > .cache/soak-$$i.log 2>&1 & pids="$$pids $$!"; done; \
+	rc=0; for p in $$pids; do wait $$p || rc=1; done; tail -n 3 .cache/soak-*.log; exit $$rc
+	$(MAKE) test-sync-long
+
+# The randomized run through the real server: 5,000 seeds (CI runs 200 on SQLite, 50 on PostgreSQL).
+test-sync-long: deps
+	env -u DATABASE_URL -u REDIS_URL OMNICARE_SYNC_SIM_RUNS=5000 $(PY) -m pytest -q tests/omnicare/sync/test_reliability.py
 
 # Embedded default (SQLite, eager Celery, in-memory channels): no services needed.
 test-smoke: deps

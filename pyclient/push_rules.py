@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 from pyclient.merge import merge
 from pyclient.protocol import Mutation
 
-__all__ = ["DECISIONS", "Decision", "content", "decide", "mutation_hash"]
+__all__ = ["DECISIONS", "Decision", "base_relation", "content", "decide", "mutation_hash"]
 
 Target = Literal["absent", "deleted", "live"]
 BaseRel = Literal["none", "current", "stale", "ahead"]
@@ -115,7 +115,7 @@ def mutation_hash(m: Mutation) -> str:
     return hashlib.sha256(raw.encode()).hexdigest()
 
 
-def _base_rel(base_version: int | None, cur_version: int) -> BaseRel:
+def base_relation(base_version: int | None, cur_version: int) -> BaseRel:
     if base_version is None:
         return "none"
     if base_version > cur_version:
@@ -141,7 +141,7 @@ def decide(
     ``theirs`` is the client's body for a put.
     """
     target: Target = "absent" if cur_version == 0 else ("live" if live else "deleted")
-    rel = _base_rel(base_version, cur_version)
+    rel = base_relation(base_version, cur_version)
     action = DECISIONS[(op, target, rel)]
     if action == "impossible":
         raise AssertionError(f"inconsistent server state: {op} onto {target} with base {rel}")

@@ -551,6 +551,47 @@ class SyncMachine:
         effects.extend(self._local_view(key))
         return effects
 
+    def adopt_server_conflicts(self, conflicts: Iterable[Mapping[str, Any]]) -> list[Effect]:
+        """Park the server's open conflicts of this device that the outbox does not hold.
+
+        ``conflicts`` are ``GET /api/sync/conflicts`` items (PROTOCOL.md §5, "Conflicts the device
+        lost"). A device restored from a backup, or one whose push answer was lost before a crash,
+        can have an edit parked on the server that it no longer knows; without this the edit would
+        sit there, open, where no one sees it. Conflicts of other devices, already known or
+        superseded here, or of a resource with queued edits (adopted later, once those are done) are
+        skipped. Each adopted one becomes a ``conflicted`` entry, resolved like any other.
+        """
+        known = set(self._entries) | {e.supersedes for e in self._entries.values() if e.supersedes}
+        effects: list[Effect] = []
+        for c in conflicts:
+            try:
+                if c.get("status", "open") != "open" or c.get("deviceId") != self.device_id:
+                    continue
+                mid, rtype, rid = str(c["mutationId"]), str(c["resourceType"]), str(c["resourceId"])
+                key = (rtype, rid)
+                if not mid or mid in known or self._chain(key):
+                    continue
+                theirs, ours = c.get("theirs"), c.get("ours")
+                ours_version = c.get("oursVersion")
+                entry = self._new_entry(
+                    mid, "put" if theirs is not None else "delete", key, theirs,
+                    c.get("baseVersion"), c.get("base"), now=0.0,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ProtocolError(f"malformed conflict: {exc!r}") from None
+            entry.sent = True
+            entry.server_version = None if ours_version is None else int(ours_version)
+            entry.server_resource = ours
+            entry.server_deleted = ours is None and ours_version is not None
+            entry.conflict_id = str(c.get("id") or "") or None
+            entry.state = "conflicted"
+            entry.conflicts = tuple(dict(d) for d in c.get("conflicts") or ())
+            known.add(mid)
+            effects.append(self._put(entry))
+            effects.append(ConflictParked(entry.entry_id, rtype, rid))
+            effects.extend(self._local_view(key))
+        return effects
+
     def dismiss_rejected(self, *, entry_id: str) -> list[Effect]:
         """Remove a rejected entry after the user has seen it."""
         entry = self._entries.get(entry_id)

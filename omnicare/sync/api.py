@@ -282,12 +282,17 @@ def job_get(request: HttpRequest, job_id: str) -> HttpResponse:
 
 
 @router.get("/conflicts", response={200: list[ConflictOut]}, summary="Conflicts (yours; staff see all)")
-def conflicts(request: HttpRequest, status: str = "open", limit: int = 100) -> HttpResponse:
+def conflicts(
+    request: HttpRequest, status: str = "open", limit: int = 100, deviceId: str | None = None  # noqa: N803
+) -> HttpResponse:
     """Stored conflicts: open by default (``status=resolved`` or ``all``). Authors see theirs; staff and
-    superusers see everyone's."""
+    superusers see everyone's. ``deviceId`` narrows to the caller's own conflicts stored by pushes of
+    that device: a device adopts those it lost (PROTOCOL.md §5, "Conflicts the device lost")."""
     if status not in ("open", "resolved", "all"):
         raise BadRequest("status must be open, resolved or all", expression=["status"])
-    rows = services.conflicts_list(user=request.user, status=None if status == "all" else status, limit=limit)
+    rows = services.conflicts_list(
+        user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
+    )
     return _json([services.conflict_json(c) for c in rows])
 
 

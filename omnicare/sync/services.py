@@ -1103,9 +1103,14 @@ def _may_see_all(user: User) -> bool:
     return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
 
 
-def conflicts_list(*, user: User, status: str | None = "open", limit: int = 100) -> list[Conflict]:
-    """Conflicts visible to ``user``: their own; staff and superusers see everyone's (the dashboard)."""
+def conflicts_list(
+    *, user: User, status: str | None = "open", limit: int = 100, device_id: str | None = None
+) -> list[Conflict]:
+    """Conflicts visible to ``user``: their own; staff and superusers see everyone's (the dashboard).
+    With ``device_id``: only the user's own, stored by pushes of that device."""
     qs = Conflict.objects.all() if _may_see_all(user) else Conflict.objects.filter(author=user)
+    if device_id is not None:
+        qs = Conflict.objects.filter(author=user, device_id=device_id)
     if status:
         qs = qs.filter(status=status)
     return list(qs.select_related("author", "resolved_by").order_by("-created")[: max(1, min(limit, 1000))])

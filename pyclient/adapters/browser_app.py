@@ -46,7 +46,7 @@ from pyclient import envelope as env
 from pyclient import keys as kh
 from pyclient.compress import decode_record, encode_record
 from pyclient.merge import merge
-from pyclient.protocol import PullResponse, PushResponse, dumps, loads, parse_retry_after
+from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
 from pyclient.store import (
     ClearRecords,
     DeleteOutbox,
@@ -356,6 +356,7 @@ class BrowserApp:
         self.needs_login = False
         self.syncing = False
         self.revoked = False
+        self._conflicts_checked = float("-inf")  # last GET /api/sync/conflicts (adopt lost conflicts)
         self._bench = bool(bench)
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
@@ -1147,6 +1148,7 @@ class BrowserApp:
             if self.needs_login:
                 return self.status()
             notices += await self._pull(machine, first=first)
+            notices += await self._adopt_conflicts(machine)
             await self._push_audit(machine)
         except DeviceRevoked:
             await self.device_revoked()
@@ -1162,6 +1164,26 @@ class BrowserApp:
         if rejected:
             self._emit({"type": "rejected", "reasons": [r.reason for r in rejected]})
         return self.status()
+
+    async def _adopt_conflicts(self, machine: SyncMachine) -> list[Effect]:
+        """Once per session and then every 15 minutes: park the server's open conflicts of this device
+        that its outbox lost (restored from a backup, or an answer lost before a crash)."""
+        now = _now()
+        if now < self._conflicts_checked + 900.0:
+            return []
+        try:
+            res = _py(await self._http("GET", f"/api/sync/conflicts?deviceId={machine.device_id}", ""))
+            status, text = int(res[0]), str(res[1] or "")
+        except Exception:  # noqa: BLE001 - tried again next time
+            return []
+        if status != 200:
+            return []
+        self._conflicts_checked = now
+        try:
+            effects = machine.adopt_server_conflicts(loads(text))
+        except ProtocolError:
+            return []
+        return await self._commit(effects) if effects else []
 
     async def _register_device(self, machine: SyncMachine) -> None:
         """Tell the server about this device once (idempotent there); it tracks last mutation and pull."""

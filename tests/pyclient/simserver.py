@@ -9,6 +9,7 @@ decided by ``pyclient.push_rules.decide`` — the same table the Django server c
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from pyclient.protocol import (
     PushRequest,
     PushResponse,
 )
-from pyclient.push_rules import decide, mutation_hash
+from pyclient.push_rules import base_relation, decide, mutation_hash
 
 Key = tuple[str, str]
 
@@ -32,6 +33,30 @@ class StoredConflict:
     mutation_id: str
     key: Key
     open: bool = True
+    device_id: str = ""
+    base_version: int | None = None
+    ours_version: int | None = None
+    base: dict[str, Any] | None = None
+    ours: dict[str, Any] | None = None
+    theirs: dict[str, Any] | None = None
+    details: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape of ``GET /api/sync/conflicts`` items (``omnicare.sync.services.conflict_json``)."""
+        return {
+            "id": self.conflict_id,
+            "resourceType": self.key[0],
+            "resourceId": self.key[1],
+            "status": "open" if self.open else "resolved",
+            "baseVersion": self.base_version,
+            "oursVersion": self.ours_version,
+            "base": self.base,
+            "ours": self.ours,
+            "theirs": self.theirs,
+            "conflicts": list(self.details),
+            "deviceId": self.device_id,
+            "mutationId": self.mutation_id,
+        }
 
 
 @dataclass
@@ -42,6 +67,7 @@ class SimServer:
     results: dict[str, MutationResult] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # mutationId -> mutation_hash of its first use
     reused_ids: list[str] = field(default_factory=list)  # ids a client re-sent with other content
+    decisions: Counter[tuple[str, str, str]] = field(default_factory=Counter)  # table rows reached
     conflicts: dict[str, StoredConflict] = field(default_factory=dict)
     applied_deletes: list[tuple[Key, int]] = field(default_factory=list)  # (key, clock)
     clock: int = 0  # set by the simulation, for bookkeeping only
@@ -104,9 +130,13 @@ class SimServer:
 
     # -- push
     def push(self, request: PushRequest) -> PushResponse:
-        return PushResponse(tuple(self._one(m) for m in request.mutations))
+        return PushResponse(tuple(self._one(m, request.device_id) for m in request.mutations))
 
-    def _one(self, m: Mutation) -> MutationResult:
+    def conflicts_of(self, device_id: str) -> list[dict[str, Any]]:
+        """``GET /api/sync/conflicts?deviceId=…``: the open conflicts this device's pushes stored."""
+        return [c.to_json() for c in self.conflicts.values() if c.open and c.device_id == device_id]
+
+    def _one(self, m: Mutation, device_id: str = "") -> MutationResult:
         h = mutation_hash(m)
         if m.mutation_id in self.results:
             if self.hashes[m.mutation_id] != h:
@@ -121,7 +151,7 @@ class SimServer:
                     },
                 )
             return self.results[m.mutation_id]  # idempotent replay
-        result = self._decide(m)
+        result = self._decide(m, device_id)
         self.results[m.mutation_id] = result
         self.hashes[m.mutation_id] = h
         if m.supersedes is not None and result.status != "rejected":
@@ -130,7 +160,7 @@ class SimServer:
                     c.open = False
         return result
 
-    def _decide(self, m: Mutation) -> MutationResult:
+    def _decide(self, m: Mutation, device_id: str) -> MutationResult:
         key = (m.resource_type, m.id)
         if m.resource_type in self.reject_types:
             return MutationResult(
@@ -143,6 +173,8 @@ class SimServer:
             )
         cur_v, cur = self.current(key)
         theirs = None if m.resource is None else {**m.resource, "id": m.id}
+        target = "absent" if cur_v == 0 else ("live" if cur is not None else "deleted")
+        self.decisions[(m.op, target, base_relation(m.base_version, cur_v))] += 1
         d = decide(
             op=m.op,
             cur_version=cur_v,
@@ -170,7 +202,22 @@ class SimServer:
             )
         if d.kind == "conflict":
             cid = f"conflict-{len(self.conflicts) + 1}"
-            self.conflicts[cid] = StoredConflict(cid, m.mutation_id, key)
+            base = (
+                self.history[key][m.base_version - 1] if m.base_version and m.base_version <= cur_v else None
+            )
+            self.conflicts[cid] = StoredConflict(
+                cid,
+                m.mutation_id,
+                key,
+                True,
+                device_id,
+                m.base_version,
+                cur_v or None,
+                base,
+                cur,
+                theirs,
+                d.conflicts,
+            )
             return MutationResult(
                 m.mutation_id,
                 "conflict",

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pyclient.push_rules import DECISIONS, _base_rel, decide
+from pyclient.push_rules import DECISIONS, base_relation, decide
 
 HISTORY: dict[int, dict[str, Any] | None] = {
     1: {"resourceType": "Observation", "id": "o1", "status": "preliminary", "note": [{"text": "a"}]},
@@ -47,7 +47,7 @@ def test_each_entry_decides_as_listed(key: tuple[str, str, str]) -> None:
     if action == "impossible":
         # An absent record has version 0: a base is "none" or "ahead", never stale; base 0 is
         # not a valid baseVersion and is refused loudly rather than guessed at.
-        assert all(_base_rel(b, 0) != "stale" for b in (None, 0, 1, 2, 7))
+        assert all(base_relation(b, 0) != "stale" for b in (None, 0, 1, 2, 7))
         if rel == "current":
             with pytest.raises(AssertionError):
                 decide(

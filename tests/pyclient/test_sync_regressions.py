@@ -154,7 +154,6 @@ def test_a_long_restored_chain_rebased_by_a_pull_keeps_every_line() -> None:
     assert a.chart()[1]["x_tags"] == final["x_tags"] == b.chart()[1]["x_tags"]
 
 
-
 def test_a_retried_push_is_never_refused_as_a_reused_id() -> None:
     """Found when the simulator took over the server's replay rule (451 times in seeds 0–1,999).
 
@@ -186,3 +185,65 @@ def test_a_retried_push_is_never_refused_as_a_reused_id() -> None:
     _v, final = server.current(PATIENT)
     assert final is not None and set(final["x_tags"]) == {"a1", "b1"}
     assert a.chart()[1]["x_tags"] == final["x_tags"]
+
+
+def test_a_tablet_restored_from_backup_finds_the_conflict_it_lost() -> None:
+    """Seed 9608 of the 10,000-seed run, once tablets could be restored from a backup.
+
+    Tablet A changes the patient's status; the push reaches the server, which parks it as a
+    conflict with B's change made meanwhile — and the answer is lost. A is then restored from a
+    backup taken before the edit, so its outbox no longer holds it. The conflict sat open on the
+    server where nobody would ever see it; now A adopts it from ``GET /api/sync/conflicts``, the
+    clinician decides, and the server closes it.
+    """
+    server = SimServer()
+    server.write(PATIENT, {"x_tags": {}, "x_status": "s0"})
+    a, b = Tablet("tablet-a"), Tablet("tablet-b")
+    a.pull_all(server)
+    b.pull_all(server)
+    backup = __import__("copy").deepcopy(a.store)
+
+    version, current = b.chart()
+    b.apply(
+        b.machine.record_local_edit(
+            now=0.0,
+            mutation_id="b-1",
+            resource_type=PATIENT[0],
+            id=PATIENT[1],
+            resource={**current, "x_status": "inpatient"},
+            base_version=version,
+            base_resource=current,
+        )
+    )
+    b.sync_until_quiet(server)
+    version, current = a.chart()
+    a.apply(
+        a.machine.record_local_edit(
+            now=0.0,
+            mutation_id="a-1",
+            resource_type=PATIENT[0],
+            id=PATIENT[1],
+            resource={**current, "x_status": "discharged"},
+            base_version=version,
+            base_resource=current,
+        )
+    )
+    lost = server.push(a.send())  # stored as a conflict on the server; the answer never arrives
+    assert lost.results[0].status == "conflict"
+    # Another device of the clinic never adopts a conflict that is not its own.
+    assert b.machine.adopt_server_conflicts(server.conflicts_of("tablet-a")) == []
+
+    a.store = backup  # the tablet is restored from its backup
+    a.restart()
+    assert not a.machine.entries
+    a.apply(a.machine.adopt_server_conflicts(server.conflicts_of("tablet-a")))
+    [view] = a.machine.conflicts()
+    assert (view.local or {})["x_status"] == "discharged" and (view.server or {})["x_status"] == "inpatient"
+    # Adopting again (the next sync) changes nothing.
+    assert a.machine.adopt_server_conflicts(server.conflicts_of("tablet-a")) == []
+    a.apply(
+        a.machine.resolve_conflict(now=0.0, entry_id=view.entry_id, resource=view.local, mutation_id="a-2")
+    )
+    a.sync_until_quiet(server)
+    assert not server.open_conflicts()
+    assert server.current(PATIENT)[1]["x_status"] == "discharged"  # type: ignore[index]

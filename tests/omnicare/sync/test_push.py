@@ -286,3 +286,14 @@ def test_a_create_without_base_onto_a_deleted_record_is_a_conflict_not_a_resurre
     tomb = current("Observation", "o1").version_id
     [r] = sync.push(put(observation("o1", "p1", 71.0), tomb))
     assert r["status"] == "applied" and not current("Observation", "o1").deleted
+
+
+def test_a_device_lists_only_its_own_open_conflicts_to_adopt(clinic: Any, sync: SyncClient) -> None:
+    """PROTOCOL.md §5 "Conflicts the device lost": ``?deviceId=`` is the caller's conflicts from that device."""
+    resources_import(resources=[observation("o1", "p1", 75.0)])
+    [r] = sync.push(put(observation("o1", "p1", 68.0), 1))
+    assert r["status"] == "conflict"
+    mine = sync.get(f"/conflicts?deviceId={sync.device_id}").json()
+    assert [c["mutationId"] for c in mine] == [r["mutationId"]]
+    assert mine[0]["theirs"]["valueQuantity"]["value"] == 68.0 and mine[0]["deviceId"] == sync.device_id
+    assert sync.get("/conflicts?deviceId=another-tablet").json() == []
