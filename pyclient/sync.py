@@ -60,7 +60,9 @@ __all__ = [
     "ConflictView",
     "DroppedWithPendingEdit",
     "Effect",
+    "EntryEvent",
     "EntryState",
+    "InvalidTransition",
     "JsonCodec",
     "MetaPut",
     "MutationRejected",
@@ -73,6 +75,7 @@ __all__ = [
     "RecordsClear",
     "SyncMachine",
     "SyncStatus",
+    "TRANSITIONS",
     "priority_of",
     "to_store_ops",
 ]
@@ -183,6 +186,49 @@ Effect = (
     | MutationRejected
     | DroppedWithPendingEdit
 )
+
+
+
+# --- entry states: one table (h11's ``_state.py`` is the model) ---------------
+
+#: Events that move an outbox entry. ``None`` as the target: the entry leaves the outbox.
+EntryEvent = Literal[
+    "queue", "adopt", "squash", "send", "fail", "ack", "park", "reject", "resolve", "dismiss", "absorb"
+]
+
+#: (state, event) -> next state. Any pair not listed is a bug and raises :class:`InvalidTransition`.
+#: "new" is an entry being created. Meaning of the events:
+#:   queue    a local edit becomes a new entry                    (record_local_edit)
+#:   adopt    a conflict the server holds for this device         (adopt_server_conflicts)
+#:   squash   a newer local edit replaces a never-sent/parked one (record_local_edit)
+#:   send     put in a push request                               (next_push)
+#:   fail     no usable answer: back to pending, still "sent"     (on_push_failed, missing result)
+#:   ack      done: applied or merged on the server, or the same on both sides   (_finish)
+#:   park     needs a person: a stored or local conflict          (_park)
+#:   reject   the server refused it; kept, visible, until dismissed
+#:   resolve  a person decided; a new superseding entry replaces it (resolve_conflict)
+#:   dismiss  the user has seen a rejection                       (dismiss_rejected)
+#:   absorb   folded into another entry (a tail joining a conflict, a create+delete never sent)
+TRANSITIONS: Final[Mapping[tuple[str, EntryEvent], EntryState | None]] = {
+    ("new", "queue"): "pending",
+    ("new", "adopt"): "conflicted",
+    ("pending", "squash"): "pending",
+    ("pending", "send"): "in_flight",
+    ("pending", "ack"): None,
+    ("pending", "park"): "conflicted",
+    ("pending", "absorb"): None,
+    ("in_flight", "fail"): "pending",
+    ("in_flight", "ack"): None,
+    ("in_flight", "park"): "conflicted",
+    ("in_flight", "reject"): "rejected",
+    ("conflicted", "squash"): "conflicted",
+    ("conflicted", "resolve"): None,
+    ("rejected", "dismiss"): None,
+}
+
+
+class InvalidTransition(RuntimeError):
+    """An outbox entry was asked to make a move the state table does not allow (a bug, never data)."""
 
 
 # --- outbox entry -----------------------------------------------------------
@@ -496,8 +542,9 @@ class SyncMachine:
                     and last.state == "pending"
                 ):
                     # Create then delete, nothing sent: nothing to tell the server.
-                    del self._entries[last.entry_id]
+                    self._move(last, "absorb")
                     return [OutboxDelete(last.entry_id), RecordDelete(resource_type, id)]
+                self._move(last, "squash")
                 last.op, last.resource = op, resource
                 entry = last
             else:
@@ -527,7 +574,7 @@ class SyncMachine:
         entry = self._entries.get(entry_id)
         if entry is None or entry.state != "conflicted":
             raise ValueError(f"no parked conflict {entry_id!r}")
-        del self._entries[entry_id]
+        self._move(entry, "resolve")
         effects: list[Effect] = [OutboxDelete(entry_id)]
         key = entry.key
         server = None if entry.server_deleted else entry.server_resource
@@ -575,7 +622,7 @@ class SyncMachine:
                 ours_version = c.get("oursVersion")
                 entry = self._new_entry(
                     mid, "put" if theirs is not None else "delete", key, theirs,
-                    c.get("baseVersion"), c.get("base"), now=0.0,
+                    c.get("baseVersion"), c.get("base"), now=0.0, event="adopt",
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise ProtocolError(f"malformed conflict: {exc!r}") from None
@@ -584,7 +631,6 @@ class SyncMachine:
             entry.server_resource = ours
             entry.server_deleted = ours is None and ours_version is not None
             entry.conflict_id = str(c.get("id") or "") or None
-            entry.state = "conflicted"
             entry.conflicts = tuple(dict(d) for d in c.get("conflicts") or ())
             known.add(mid)
             effects.append(self._put(entry))
@@ -597,7 +643,7 @@ class SyncMachine:
         entry = self._entries.get(entry_id)
         if entry is None or entry.state != "rejected":
             raise ValueError(f"no rejected entry {entry_id!r}")
-        del self._entries[entry_id]
+        self._move(entry, "dismiss")
         return [OutboxDelete(entry_id)]
 
     # -- push ----------------------------------------------------------------
@@ -612,7 +658,8 @@ class SyncMachine:
         if not batch:
             return None
         for e in batch:
-            e.state, e.sent = "in_flight", True
+            self._move(e, "send")
+            e.sent = True
             e.attempts += 1
         return PushRequest(self.device_id, tuple(e.to_mutation() for e in batch))
 
@@ -629,7 +676,7 @@ class SyncMachine:
             result = results.get(m.mutation_id)
             if result is None:
                 missing = True
-                entry.state = "pending"
+                self._move(entry, "fail")
                 entry.last_error = "no result from server"
                 entry.next_try = now + self.backoff.delay(entry.attempts, 0.5)
                 effects.append(self._put(entry))
@@ -666,7 +713,7 @@ class SyncMachine:
             entry = self._entries.get(m.mutation_id)
             if entry is None or entry.state != "in_flight":
                 continue
-            entry.state = "pending"
+            self._move(entry, "fail")
             entry.last_error = error
             entry.next_try = max(now + self.backoff.delay(entry.attempts, rng_value), self._not_before)
             effects.extend(self._rebase(entry))
@@ -723,6 +770,16 @@ class SyncMachine:
 
     # -- internals -----------------------------------------------------------
 
+    def _move(self, entry: OutboxEntry, event: EntryEvent) -> None:
+        """Apply one row of :data:`TRANSITIONS`; an unlisted move raises instead of being skipped."""
+        nxt = TRANSITIONS.get((entry.state, event), "invalid")
+        if nxt == "invalid":
+            raise InvalidTransition(f"outbox entry {entry.entry_id!r}: {event!r} from {entry.state!r}")
+        if nxt is None:
+            del self._entries[entry.entry_id]
+        else:
+            entry.state = nxt  # type: ignore[assignment]
+
     def _new_entry(
         self,
         entry_id: str,
@@ -733,9 +790,12 @@ class SyncMachine:
         base_resource: dict[str, Any] | None,
         *,
         now: float,
+        event: Literal["queue", "adopt"] = "queue",
     ) -> OutboxEntry:
         if entry_id in self._entries:
             raise ValueError(f"mutation id {entry_id!r} already used")
+        state = TRANSITIONS[("new", event)]
+        assert state is not None
         entry = OutboxEntry(
             entry_id=entry_id,
             seq=self._seq,
@@ -746,6 +806,7 @@ class SyncMachine:
             base_version=base_version,
             base_resource=base_resource,
             priority=priority_of(key[0]),
+            state=state,
             next_try=now,
         )
         self._seq += 1
@@ -796,14 +857,14 @@ class SyncMachine:
         ]
 
     def _park(self, entry: OutboxEntry, conflicts: Sequence[Conflict | Mapping[str, Any]]) -> list[Effect]:
-        entry.state = "conflicted"
+        self._move(entry, "park")
         entry.conflicts = tuple(c.to_json() if isinstance(c, Conflict) else dict(c) for c in conflicts)
         effects: list[Effect] = []
         # An unsent edit behind the conflicted one joins it: the person resolves
         # the newest local content against the server side.
         for tail in self._chain(entry.key)[1:]:
             entry.op, entry.resource = tail.op, tail.resource
-            del self._entries[tail.entry_id]
+            self._move(tail, "absorb")
             effects.append(OutboxDelete(tail.entry_id))
         effects.append(self._put(entry))
         effects.append(ConflictParked(entry.entry_id, entry.resource_type, entry.id))
@@ -842,7 +903,7 @@ class SyncMachine:
 
     def _finish(self, entry: OutboxEntry) -> list[Effect]:
         """Remove a done head entry and promote the edit queued behind it, if any."""
-        del self._entries[entry.entry_id]
+        self._move(entry, "ack")
         effects: list[Effect] = [OutboxDelete(entry.entry_id)]
         server = None if entry.server_deleted else entry.server_resource
         tails = self._chain(entry.key)
@@ -927,7 +988,7 @@ class SyncMachine:
             return self._park(entry, result.conflicts) + self._local_view(entry.key)
         # rejected: keep it visible; whatever was queued behind it goes ahead on
         # the last server state (absorbing the rejected change: never lost).
-        entry.state = "rejected"
+        self._move(entry, "reject")
         entry.last_error = _outcome_text(result.outcome)
         effects: list[Effect] = [
             self._put(entry),
@@ -940,7 +1001,7 @@ class SyncMachine:
             tail.server_version, tail.server_resource = entry.server_version, entry.server_resource
             tail.server_deleted = entry.server_deleted
             if tail.op == "delete" and tail.base_version is None:
-                del self._entries[tail.entry_id]
+                self._move(tail, "absorb")
                 effects.append(OutboxDelete(tail.entry_id))
                 effects.extend(self._server_view(entry.key, None, None))
             else:

@@ -8,6 +8,7 @@ same pyclient decision table the Django server uses.
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -201,7 +202,7 @@ def test_a_tablet_restored_from_backup_finds_the_conflict_it_lost() -> None:
     a, b = Tablet("tablet-a"), Tablet("tablet-b")
     a.pull_all(server)
     b.pull_all(server)
-    backup = __import__("copy").deepcopy(a.store)
+    backup = copy.deepcopy(a.store)
 
     version, current = b.chart()
     b.apply(
