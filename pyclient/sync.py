@@ -429,6 +429,10 @@ class SyncMachine:
         self.last_error: str | None = None
         self._last_push_acked = True
         self.caught_up = False
+        # Highest version of each resource this session learnt from its own acknowledged pushes and that a
+        # pull has not yet reached: an older pull page must not replace it (the clinician's saved change
+        # would vanish from the chart until the next page). Entries go when the pull catches up.
+        self._acked: dict[Key, int] = {}
 
     @classmethod
     def restore(
@@ -742,6 +746,7 @@ class SyncMachine:
             return []
         effects: list[Effect] = []
         if response.reset:
+            self._acked.clear()  # the feed starts over for us: its end state is consistent by itself
             keep = frozenset(e.key for e in self._entries.values() if e.state != "rejected")
             effects.append(RecordsClear(keep))
         for change in response.changes:
@@ -973,6 +978,8 @@ class SyncMachine:
     def _on_result(self, entry: OutboxEntry, result: MutationResult) -> list[Effect]:
         newer = result.version_id is not None and result.version_id >= (entry.server_version or 0)
         if result.status in ("applied", "merged"):
+            if result.version_id is not None:
+                self._acked[entry.key] = max(self._acked.get(entry.key, 0), result.version_id)
             if newer:
                 entry.server_version = result.version_id
                 entry.server_deleted = entry.op == "delete"
@@ -1019,6 +1026,11 @@ class SyncMachine:
     ) -> list[Effect]:
         chain = self._chain(key)
         if not chain:
+            acked = self._acked.get(key)
+            if acked is not None:
+                if version < acked:
+                    return []  # older than what our own acknowledged push stored
+                del self._acked[key]
             return self._server_view(key, version, None if deleted else resource)
         head = chain[0]
         if head.server_version is not None and version <= head.server_version:

@@ -248,3 +248,27 @@ def test_a_tablet_restored_from_backup_finds_the_conflict_it_lost() -> None:
     a.sync_until_quiet(server)
     assert not server.open_conflicts()
     assert server.current(PATIENT)[1]["x_status"] == "discharged"  # type: ignore[index]
+
+
+def test_a_pull_page_older_than_an_acknowledged_save_never_hides_it() -> None:
+    """Seen in the trace of seed 3146: a clinician's save was acknowledged at v3, then a pull page
+    still carrying v2 (written before, further back in the feed) replaced the chart with v2 until
+    the next page arrived — offline in between, the saved change was gone from the screen."""
+    server = SimServer()
+    server.write(PATIENT, {"x_tags": {}})
+    a, b = Tablet("tablet-a"), Tablet("tablet-b")
+    a.pull_all(server)
+    b.pull_all(server)
+    b.add_note("b1")
+    b.sync_until_quiet(server)  # v2 on the server; A has not pulled it yet
+    a.add_note("a1")
+    push = a.send()
+    a.receive(push, server.push(push))  # merged: v3 holds both lines
+    assert a.chart()[0] == 3
+    a.machine.pull_limit = 1  # the next page carries only v2 ...
+    req = a.machine.next_pull()
+    a.apply(a.machine.on_pull_response(0.0, req, server.pull(req)))
+    version, shown = a.chart()
+    assert version == 3 and set(shown["x_tags"]) == {"a1", "b1"}, "the saved change vanished"
+    a.pull_all(server)  # ... and the rest of the feed leaves the newest version
+    assert a.chart()[0] == 3 and a.machine.status().synced
