@@ -185,9 +185,12 @@ APP_GRANTS = {
 
 def app_role_sql(*, role: str, tables: list[str], database: str) -> list[str]:
     """The statements that make ``role`` a non-owner application role with :data:`APP_GRANTS`."""
+    if not role.replace("_", "").isalnum():
+        raise ValueError("role: letters, digits and _ only")
     q = f'"{role}"'
+    exists = f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'"  # noqa: S608 - checked identifier
     out = [
-        f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
+        f"DO $$ BEGIN IF NOT EXISTS ({exists}) THEN "
         f"CREATE ROLE {q} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS; END IF; END $$",
         f"ALTER ROLE {q} NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS",
         f'GRANT CONNECT ON DATABASE "{database}" TO {q}',
