@@ -165,3 +165,38 @@ def proof_consistency(request: HttpRequest, first: int, second: int) -> dict[str
         return services.consistency_proof(first=first, second=second)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+# --- Gossip: every device is a witness of the log (see pyclient/auditlog.py) ----------------------------
+
+_proof_cache: dict[tuple[int, int, str], dict[str, Any]] = {}
+
+
+@router.get("/log/checkpoint")
+def log_checkpoint(request: HttpRequest) -> dict[str, Any]:
+    """Anyone signed in: the newest signed checkpoint (also sent with every sync pull as ``auditCheckpoint``)."""
+    cp = services.latest_checkpoint()
+    return {"checkpoint": services.checkpoint_json(cp) if cp else None}
+
+
+@router.get("/log/consistency")
+def log_consistency(request: HttpRequest, first: int, second: int) -> dict[str, Any]:
+    """Anyone signed in: RFC 9162 consistency proof from tree size ``first`` to the checkpoint of size ``second``.
+
+    ``second`` must be the size of a signed checkpoint (the ones devices are handed); proofs are cached.
+    Only hashes are returned: nothing about any patient or user.
+    """
+    _bounded(first, second)
+    cp = Checkpoint.objects.filter(tree_size=second).order_by("-id").first()
+    if cp is None or first > second:
+        raise BadRequest("second must be the size of a signed checkpoint, and first <= second")
+    key = (first, second, cp.merkle_root)
+    if key not in _proof_cache:
+        try:
+            proof = services.consistency_proof(first=first, second=second)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        if len(_proof_cache) > 256:
+            _proof_cache.clear()
+        _proof_cache[key] = proof
+    return _proof_cache[key]

@@ -753,7 +753,8 @@ def _leaves(size: int) -> list[bytes]:
         out.extend(bytes.fromhex(line["hash"]) for line in archive_events(arc))
     remaining = size - len(out)
     if remaining > 0:
-        out.extend(bytes.fromhex(h) for h in AuditEvent.objects.order_by("seq").values_list("hash", flat=True)[:remaining])
+        out.extend(bytes.fromhex(h) for h in AuditEvent.objects.filter(seq__isnull=False).order_by("seq")
+                   .values_list("hash", flat=True)[:remaining])
     return out[:size]
 
 

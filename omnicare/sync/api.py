@@ -212,7 +212,17 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         )
         note.patients.update(info.patients)
         note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
-    return _json(body)
+    return _json(_with_audit_checkpoint(body))
+
+
+def _with_audit_checkpoint(body: bytes) -> bytes:
+    """Add ``auditCheckpoint`` (the newest signed audit checkpoint) to a pull page: every device is a witness."""
+    from omnicare.audit.services import checkpoint_json, latest_checkpoint
+
+    cp = latest_checkpoint()
+    if cp is None or not body.endswith(b"}"):
+        return body
+    return body[:-1] + b',"auditCheckpoint":' + json.dumps(checkpoint_json(cp), separators=(",", ":")).encode() + b"}"
 
 
 @router.post(

@@ -132,3 +132,80 @@ def test_unregistered_revoked_or_other_users_devices_may_not_submit(
     assert _device_events(pulled.client, pulled.device_id).status_code == 403
     assert AuditEvent.objects.filter(action="device-events-refused").count() == 5
     assert not AuditEvent.objects.filter(device_seq__isnull=False).exists()
+
+
+# --- every device is a witness: the pull carries the newest checkpoint, the device checks consistency --------
+
+
+def test_each_pull_hands_the_device_a_checkpoint_it_can_check_for_consistency(
+    clinic: Any, sync: SyncClient, user: Any
+) -> None:
+    from omnicare.audit import services
+    from pyclient import auditlog
+
+    services.audit_record(user=user, action="read", resource_type="Patient", resource_id="x")
+    services.audit_checkpoint()
+    first = sync.pull()
+    held = auditlog.Checkpoint.from_json(first["auditCheckpoint"])
+    assert auditlog.checkpoint_offered(None, held).kind == "adopt"
+    for i in range(5):
+        services.audit_record(user=user, action="read", resource_type="Patient", resource_id=f"x{i}")
+    services.audit_checkpoint()
+    offered = auditlog.Checkpoint.from_json(sync.pull()["auditCheckpoint"])
+    decision = auditlog.checkpoint_offered(held, offered)
+    assert decision.kind == "need-proof" and offered.tree_size > held.tree_size
+    r = sync.client.get("/api/audit/log/consistency", {"first": decision.first, "second": decision.second})
+    assert r.status_code == 200, r.content
+    assert auditlog.checkpoint_proof_check(held, offered, r.json()).kind == "adopt"
+    # Only checkpoint sizes are served (no arbitrary, expensive proofs), and nothing but hashes.
+    assert sync.client.get("/api/audit/log/consistency", {"first": 1, "second": 10**6}).status_code == 400
+    assert set(r.json()) == {"first", "second", "first_root", "second_root", "path"}
+
+
+def test_a_device_detects_a_history_rewritten_on_the_server(
+    clinic: Any, sync: SyncClient, user: Any, settings: Any
+) -> None:
+    from django.db import connection
+
+    from omnicare.audit import dbguard, merkle, services
+    from pyclient import auditlog
+
+    settings.OMNICARE_AUDIT_CHECKPOINT_LOG = ""
+    for i in range(6):
+        services.audit_record(user=user, action="read", resource_type="Patient", resource_id=f"y{i}",
+                              patient_ids=["p1" if i != 2 else "p2"])
+    services.audit_checkpoint()
+    held = auditlog.Checkpoint.from_json(sync.pull()["auditCheckpoint"])
+    # A server-side attacker with the signing key erases the p2 event and rebuilds the chain and tree.
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            for t in ("audit_auditevent", "audit_checkpoint", "audit_chainhead"):
+                cur.execute(f"ALTER TABLE {t} DISABLE TRIGGER USER")
+        else:
+            for name in dbguard.sqlite_triggers():
+                cur.execute(f"DROP TRIGGER IF EXISTS {name}")
+        kept = [e for e in AuditEvent.objects.filter(seq__isnull=False).order_by("seq") if "p2" not in e.patient_ids]
+        cur.execute("DELETE FROM audit_checkpoint")
+        cur.execute("DELETE FROM audit_auditevent WHERE seq IS NOT NULL")
+        cur.execute("DELETE FROM audit_chainhead")
+        prev, frontier = services.GENESIS, merkle.Frontier()
+        for n, ev in enumerate(kept, 1):
+            ev.seq, ev.prev_hash = n, prev
+            ev.hash = services.event_hash(prev, services.event_fields(ev))
+            ev.pk = None
+            ev._state.adding = True
+            ev.save()
+            frontier.append(bytes.fromhex(ev.hash))
+            prev = ev.hash
+    from omnicare.audit.models import ChainHead
+
+    ChainHead.objects.create(pk=1, seq=len(kept), hash=prev, frontier=frontier.to_json())
+    for i in range(4):  # the log grows on, so the device is offered a bigger tree
+        services.audit_record(user=user, action="read", resource_type="Patient", resource_id=f"z{i}")
+    services.audit_checkpoint()  # signed with the real key: the server-side verifier alone cannot tell
+    offered = auditlog.Checkpoint.from_json(sync.pull()["auditCheckpoint"])
+    decision = auditlog.checkpoint_offered(held, offered)
+    assert decision.kind == "need-proof"
+    proof = sync.client.get("/api/audit/log/consistency", {"first": decision.first, "second": decision.second})
+    assert proof.status_code == 200
+    assert auditlog.checkpoint_proof_check(held, offered, proof.json()).kind == "violation"
