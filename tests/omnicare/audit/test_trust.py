@@ -263,3 +263,12 @@ def test_concurrent_audited_requests_do_not_wait_on_each_other(doctor: Any, sett
     assert list(AuditEvent.objects.order_by("seq").values_list("resource_id", flat=True)) == [
         "warm-up", "fast", "slow"]  # the late commit got a later seq; nothing was skipped
     assert services.audit_verify().ok
+
+
+def test_audit_pubkey_prints_the_pin(doctor: Any, capsys: pytest.CaptureFixture[str], settings: Any) -> None:
+    from django.core.management import call_command
+
+    _activity(doctor, 2)
+    call_command("audit_pubkey")
+    settings.OMNICARE_AUDIT_PUBKEY = capsys.readouterr().out.strip()
+    assert services.audit_verify().ok
