@@ -275,3 +275,44 @@ def test_audit_pubkey_prints_the_pin(doctor: Any, capsys: pytest.CaptureFixture[
     call_command("audit_pubkey")
     settings.OMNICARE_AUDIT_PUBKEY = capsys.readouterr().out.strip()
     assert services.audit_verify().ok
+
+
+def test_a_forged_archive_covering_a_range_is_caught(doctor: Any, tamper: Callable[..., None]) -> None:
+    """c8e5e71: an ``audit_auditarchive`` row covering seq 1..5 let the trigger delete those events unnoticed."""
+    import hashlib
+    import zlib
+
+    _activity(doctor, 8)
+    attacker = Ed25519PrivateKey.generate()
+    blob = zlib.compress(b"")
+    key_id = keys.get_signing_key().key_id
+    now = timezone.now()
+    from omnicare.audit.models import AuditArchive
+
+    arc = AuditArchive(first_seq=1, last_seq=5, count=5, prev_hash=services.GENESIS, last_hash="0" * 64,
+                       oldest=now, newest=now, created_at=now, blob=blob, sha256=hashlib.sha256(blob).hexdigest(),
+                       key_id=key_id, signature="")
+    arc.signature = attacker.sign(services.archive_message(arc)).hex()
+    arc.save()  # the app role may INSERT archives (the retention job does) ...
+    tamper("DELETE FROM audit_auditevent WHERE seq <= 5")  # ... and the trigger lets covered events go
+    report = services.audit_verify()
+    assert {"signature", "deleted"} <= _kinds(report), report.problems
+
+
+def test_archives_must_continue_each_other(doctor: Any) -> None:
+    """Archives are chained: one signed with the real key but not continuing the previous one is caught."""
+    import hashlib
+    import zlib
+
+    from omnicare.audit.models import AuditArchive
+
+    _activity(doctor, 4)
+    now = timezone.now()
+    blob = zlib.compress(b"")
+    arc = AuditArchive(first_seq=100, last_seq=100, count=0, prev_hash="ab" * 32, last_hash="cd" * 32, oldest=now,
+                       newest=now, created_at=now, blob=blob, sha256=hashlib.sha256(blob).hexdigest(), key_id="",
+                       signature="")
+    arc.key_id, sig = keys.sign(data=services.archive_message(arc))
+    arc.signature = sig.hex()
+    arc.save()
+    assert "reordered" in _kinds(services.audit_verify())
