@@ -32,6 +32,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/omnicare_bench"
+BENCH_MASTER_KEY = "YmVuY2gtb25seS1tYXN0ZXIta2V5LW5vdC1zZWNyZXQ="  # bench only: DEBUG off needs a real-looking key
 SEARCH_TERMS = [
     "smith",
     "garc",
@@ -189,6 +190,7 @@ def main() -> int:
     db_url = os.environ.get("DATABASE_URL") or DEFAULT_DB
     ensure_database(db_url)
     env = {**os.environ, "DATABASE_URL": db_url, "OMNICARE_SECRET_KEY": "bench", "OMNICARE_DEBUG": "0",
+           "OMNICARE_MASTER_KEY": os.environ.get("OMNICARE_MASTER_KEY", BENCH_MASTER_KEY),
            "DJANGO_SETTINGS_MODULE": "omnicare.settings"}  # fmt: skip
     t0 = time.perf_counter()
     manage(env, "migrate", "--noinput")
@@ -201,7 +203,7 @@ def main() -> int:
     database = dict(dj_database_url.parse(db_url))
     server = live_server_start(
         database=database,
-        extra_env={"OMNICARE_SECRET_KEY": "bench", "DJANGO_SETTINGS_MODULE": args.settings},
+        extra_env={"OMNICARE_SECRET_KEY": "bench", "OMNICARE_MASTER_KEY": env["OMNICARE_MASTER_KEY"], "DJANGO_SETTINGS_MODULE": args.settings},
         workers=1,
     )
     headers = {"Authorization": f"Bearer {token}", "Accept": "application/fhir+json",

@@ -136,6 +136,7 @@ def base_env(db_url: str) -> dict[str, str]:
         {
             "DATABASE_URL": db_url,
             "OMNICARE_SECRET_KEY": "bench",
+            "OMNICARE_MASTER_KEY": env.get("OMNICARE_MASTER_KEY", "YmVuY2gtb25seS1tYXN0ZXIta2V5LW5vdC1zZWNyZXQ="),
             "OMNICARE_DEBUG": "0",
             "OMNICARE_SECURE": "0",
             "OMNICARE_LOG_LEVEL": "WARNING",

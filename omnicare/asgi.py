@@ -13,6 +13,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app regi
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from omnicare.audit.lifespan import lifespan_app  # noqa: E402
 from omnicare.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -20,5 +21,7 @@ application = ProtocolTypeRouter(
         "http": django_asgi_app,
         # Origin check: a page on another site cannot open a socket with our session cookie.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Graceful shutdown signs the audit tail this process stored (uvicorn's default --lifespan auto).
+        "lifespan": lifespan_app,
     }
 )

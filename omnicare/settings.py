@@ -241,3 +241,31 @@ CELERY_BEAT_SCHEDULE.update({
     "break-glass-expire": {"task": "omnicare.access.break_glass_expire", "schedule": 60.0},
     "keys-rotate-due": {"task": "omnicare.keys.rotate_due", "schedule": 24 * 3600.0},
 })
+
+# --- Audit trail (audit work): lock-free sequencer, pinned checkpoint key, checkpoints outside the DB ------
+# The verifier trusts only this Ed25519 public key (``manage.py audit_pubkey`` prints the value); unset, the
+# key is derived from the master key / HSM, never read from the database.
+OMNICARE_AUDIT_PUBKEY = os.environ.get("OMNICARE_AUDIT_PUBKEY", "")
+# Longest wait of a sequenced event for a signed checkpoint; audit_verify fails past it (+10 s).
+OMNICARE_AUDIT_CHECKPOINT_SECONDS = float(os.environ.get("OMNICARE_AUDIT_CHECKPOINT_SECONDS", "60"))
+# audit_verify fails when an event waited longer than this for the sequencer (sequencer down).
+OMNICARE_AUDIT_UNSEQUENCED_MAX_SECONDS = float(os.environ.get("OMNICARE_AUDIT_UNSEQUENCED_MAX_SECONDS", "60"))
+# Without a worker (embedded default) the sequencer runs right after each audited request commits.
+OMNICARE_AUDIT_SEQUENCE_INLINE = env_bool("OMNICARE_AUDIT_SEQUENCE_INLINE", CELERY_TASK_ALWAYS_EAGER)
+
+
+def _audit_checkpoint_log_default() -> str:
+    """One append-only file per database (so a bench or test database never mixes into the demo's)."""
+    if "pytest" in sys.modules:
+        return ""  # tests that want the external log set it to a temporary file
+    import hashlib
+
+    db = DATABASES["default"]
+    ident = f"{db.get('HOST') or ''}:{db.get('PORT') or ''}/{db.get('NAME')}"
+    stem = Path(str(db.get("NAME") or "db")).name.replace(".", "-")[:40]
+    return str(BASE_DIR / "var" / "audit" / f"checkpoints-{stem}-{hashlib.sha256(ident.encode()).hexdigest()[:8]}.jsonl")
+
+
+# Signed checkpoints are also appended here (put it on another disk / a WORM or object-store mount). "" = off.
+OMNICARE_AUDIT_CHECKPOINT_LOG = os.environ.get("OMNICARE_AUDIT_CHECKPOINT_LOG", _audit_checkpoint_log_default())
+CELERY_BEAT_SCHEDULE["audit-sequence"] = {"task": "omnicare.audit.sequence", "schedule": 1.0}

@@ -144,6 +144,9 @@ def child_env(*, database_url: str, extra: dict[str, str] | None = None) -> dict
             "DATABASE_URL": database_url,
             "OMNICARE_DEBUG": "0",
             "OMNICARE_SECRET_KEY": LIVE_SECRET_KEY,
+            # DEBUG off refuses a master key derived from SECRET_KEY: a fixed test-only one (32 bytes).
+            "OMNICARE_MASTER_KEY": "bGl2ZS10ZXN0LW9ubHktbWFzdGVyLWtleS0zMmJ5dGU=",
+            "OMNICARE_AUDIT_CHECKPOINT_LOG": env.get("OMNICARE_AUDIT_CHECKPOINT_LOG", ""),
             "OMNICARE_SECURE": "0",  # plain http on 127.0.0.1: secure cookies would never be sent back
             "OMNICARE_LOG_LEVEL": env.get("OMNICARE_LOG_LEVEL", "WARNING"),
             "PYTHONUNBUFFERED": "1",

@@ -343,6 +343,7 @@ def break_glass_request(
             user=user, action="break-glass-start", resource_type="Patient", resource_id=patient_id,
             patient_ids=[patient_id], purpose="ETREAT", category="security", device_id=device_id or None,
             detail={"grant": grant.pk, "reason": grant.reason, "expires": grant.expires.isoformat()}, now=now,
+            sequence=True,  # the grant records the event's seq (break-the-glass is rare: it may wait for the head)
         )
         EmergencyAccessGrant.objects.filter(pk=grant.pk).update(start_event_seq=event.seq)
         grant.start_event_seq = event.seq
@@ -360,6 +361,7 @@ def _stop(grant: EmergencyAccessGrant, *, by: Any, end_reason: str, at: datetime
             user=by, action="break-glass-stop", resource_type="Patient", resource_id=locked.patient_id,
             patient_ids=[locked.patient_id], purpose="ETREAT", category="security",
             detail={"grant": locked.pk, "end": end_reason, "grantee": locked.user.get_username()}, now=now,
+            sequence=True,
         )
         EmergencyAccessGrant.objects.filter(pk=locked.pk).update(ended=at, end_reason=end_reason,
                                                                  stop_event_seq=event.seq)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -90,6 +91,10 @@ def events(request: HttpRequest, q: Query[EventsQuery]) -> HttpResponse:
     access_check(user=request.user, action="search", resource_type="AuditEvent",
                  patient_ids=[q.patient] if q.patient else [])
     count = min(q.count, int(getattr(settings, "OMNICARE_PAGE_MAX", 1000)))
+    # Auditors see everything committed: chain what the sequencer has not reached yet (rare, short). If the
+    # chain cannot move (e.g. a removed head), they still read what is sequenced; audit_verify says why.
+    with contextlib.suppress(services.AuditUnavailable):
+        services.audit_sequence()
     qs = AuditEvent.objects.filter(seq__gt=q.after).order_by("seq")
     if q.user:
         qs = qs.filter(username=q.user)
@@ -165,3 +170,38 @@ def proof_consistency(request: HttpRequest, first: int, second: int) -> dict[str
         return services.consistency_proof(first=first, second=second)
     except ValueError as exc:
         raise BadRequest(str(exc)) from exc
+
+
+# --- Gossip: every device is a witness of the log (see pyclient/auditlog.py) ----------------------------
+
+_proof_cache: dict[tuple[int, int, str], dict[str, Any]] = {}
+
+
+@router.get("/log/checkpoint")
+def log_checkpoint(request: HttpRequest) -> dict[str, Any]:
+    """Anyone signed in: the newest signed checkpoint (also sent with every sync pull as ``auditCheckpoint``)."""
+    cp = services.latest_checkpoint()
+    return {"checkpoint": services.checkpoint_json(cp) if cp else None}
+
+
+@router.get("/log/consistency")
+def log_consistency(request: HttpRequest, first: int, second: int) -> dict[str, Any]:
+    """Anyone signed in: RFC 9162 consistency proof from tree size ``first`` to the checkpoint of size ``second``.
+
+    ``second`` must be the size of a signed checkpoint (the ones devices are handed); proofs are cached.
+    Only hashes are returned: nothing about any patient or user.
+    """
+    _bounded(first, second)
+    cp = Checkpoint.objects.filter(tree_size=second).order_by("-id").first()
+    if cp is None or first > second:
+        raise BadRequest("second must be the size of a signed checkpoint, and first <= second")
+    key = (first, second, cp.merkle_root)
+    if key not in _proof_cache:
+        try:
+            proof = services.consistency_proof(first=first, second=second)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+        if len(_proof_cache) > 256:
+            _proof_cache.clear()
+        _proof_cache[key] = proof
+    return _proof_cache[key]

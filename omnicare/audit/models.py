@@ -1,9 +1,15 @@
 """The audit trail: an append-only, hash-chained log with signed Merkle checkpoints and signed archives.
 
-``AuditEvent`` rows are never updated or deleted by the application (the model refuses,
-and on PostgreSQL and SQLite a trigger refuses too). The only deletion path is the
-retention job, and the trigger only lets a row go once a signed archive covers it.
-``ChainHead`` is the single row writers lock to append one at a time.
+Writing is lock-free (Trillian's design): a request inserts its ``AuditEvent`` with ``seq``, ``prev_hash``
+and ``hash`` empty, in its own transaction, touching no shared row. The sequencer (``services.audit_sequence``:
+a Celery beat task, the ``audit_sequencer`` leader loop, or inline after commit in the embedded default) is
+the only writer of ``ChainHead``: it takes the unsequenced rows in id order, gives each its ``seq``, chains
+its hash, extends the Merkle tree and signs checkpoints.
+
+After that nothing changes: the model refuses updates and deletes, and triggers on PostgreSQL and SQLite
+refuse every UPDATE except the sequencer's one-time fill of ``seq``/``prev_hash``/``hash`` (all other
+columns unchanged), and every DELETE except of events a signed archive covers (the retention job).
+On PostgreSQL the app also runs as a role that does not own these tables (``manage.py audit_db_roles``).
 """
 
 from __future__ import annotations
@@ -47,7 +53,8 @@ class AuditEvent(AppendOnlyModel):
     CATEGORY_ACCESS = "access"  # rest/sync/device read, search, create, update, delete
     CATEGORY_SECURITY = "security"  # break-the-glass, login, device revoked, sequence gaps
 
-    seq = models.BigIntegerField(unique=True, help_text="Position in the chain, 1, 2, 3, ...")
+    # NULL until the sequencer places the event in the chain (then set once, never changed).
+    seq = models.BigIntegerField(unique=True, null=True, blank=True, help_text="Position in the chain, 1, 2, 3, ...")
     category = models.CharField(max_length=10, default=CATEGORY_ACCESS, db_index=True)
     action = models.CharField(max_length=40)
     outcome = models.CharField(max_length=10, help_text="success, denied, failure")
@@ -64,11 +71,11 @@ class AuditEvent(AppendOnlyModel):
     device_time = models.DateTimeField(null=True, blank=True)
     received_at = models.DateTimeField(db_index=True)
     detail = models.JSONField(default=dict)
-    prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64)
+    prev_hash = models.CharField(max_length=64, blank=True, default="")
+    hash = models.CharField(max_length=64, blank=True, default="")
 
     class Meta:
-        ordering = ["seq"]
+        ordering = ["id"]
         constraints = [
             # A device's event n (per user profile on the device) is stored once: re-sent batches are idempotent.
             models.UniqueConstraint(
@@ -76,14 +83,18 @@ class AuditEvent(AppendOnlyModel):
                 name="audit_unique_device_seq",
             )
         ]
-        indexes = [models.Index(fields=["device_id", "user_id", "device_seq"], name="audit_device_seq_idx")]
+        indexes = [
+            models.Index(fields=["device_id", "user_id", "device_seq"], name="audit_device_seq_idx"),
+            # The sequencer's queue: only the (few) rows not yet in the chain.
+            models.Index(fields=["id"], condition=models.Q(seq__isnull=True), name="audit_unsequenced_idx"),
+        ]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.username} {self.action} {self.resource_type}/{self.resource_id} {self.outcome}"
+        return f"#{self.seq or '-'} {self.username} {self.action} {self.resource_type}/{self.resource_id} {self.outcome}"
 
 
 class ChainHead(models.Model):
-    """The chain's tip (seq, hash) and the Merkle compact range. Locked by every append."""
+    """The chain's tip (seq, hash) and the Merkle compact range. Only the sequencer locks and moves it."""
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     seq = models.BigIntegerField(default=0)

@@ -3,8 +3,10 @@
 Chain: ``hash(n) = SHA-256(bytes(hash(n-1)) || canonical_json(event n))`` starting from
 64 zeros. Each event's hash is also a leaf of an RFC 9162 Merkle tree; a checkpoint signs
 (tree size, Merkle root, head hash) with the audit-signing key from ``omnicare.keys``.
-Writers serialize on the ``ChainHead`` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
-runs write transactions one at a time), so the chain stays linear under concurrency.
+Requests never serialize: each inserts its event (``seq`` NULL) in its own transaction. The sequencer
+alone locks ``ChainHead``; it fills ``seq``/``prev_hash``/``hash`` in batches and signs checkpoints,
+which are also appended to a log outside the database. Verification trusts only a public key pinned
+outside the database (``OMNICARE_AUDIT_PUBKEY``, or derived from the master key / HSM).
 
 ``now`` is a parameter everywhere: tests move the clock, services never read it deep inside.
 """
@@ -15,15 +17,18 @@ import base64
 import hashlib
 import json
 import logging
+import os
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from omnicare.core.errors import ApiError
 from omnicare.keys import services as keys
@@ -80,7 +85,7 @@ def _roles_of(user: Any) -> list[str]:
 
 
 def _lock_head() -> ChainHead:
-    """Lock the chain head row (creating it for the very first event). Call inside a transaction."""
+    """Lock the chain head row (creating it for the very first event). Only the sequencer calls this."""
     head = ChainHead.objects.select_for_update().filter(pk=1).first()
     if head is not None:
         return head
@@ -88,10 +93,10 @@ def _lock_head() -> ChainHead:
         with transaction.atomic():
             ChainHead.objects.create(pk=1, seq=0, hash=GENESIS, frontier=[])
         created = True
-    except IntegrityError:  # a concurrent first writer made it; wait for its lock below
+    except IntegrityError:  # a concurrent first sequencer made it; wait for its lock below
         created = False
     head = ChainHead.objects.select_for_update().get(pk=1)
-    if created and (AuditEvent.objects.exists() or AuditArchive.objects.exists()):
+    if created and (AuditEvent.objects.filter(seq__isnull=False).exists() or AuditArchive.objects.exists()):
         # Someone removed the head of an existing log: never start a second chain beside the first.
         # (The caller's transaction rolls back the row just made.)
         raise AuditUnavailable("audit chain head is missing; run audit_verify")
@@ -102,9 +107,23 @@ def _checkpoint_every() -> int:
     return int(getattr(settings, "OMNICARE_AUDIT_CHECKPOINT_EVERY", 256))
 
 
+def checkpoint_interval() -> timedelta:
+    """Longest time a sequenced event waits for a signed checkpoint (default one minute)."""
+    return timedelta(seconds=float(getattr(settings, "OMNICARE_AUDIT_CHECKPOINT_SECONDS", 60)))
+
+
+#: What the unprotected tail may exceed the checkpoint interval by: the sequencer's own period and latency.
+TAIL_GRACE = timedelta(seconds=10)
+
+
+def sequence_delay_max() -> timedelta:
+    """How long an event may wait for the sequencer before ``audit_verify`` calls the sequencer stalled."""
+    return timedelta(seconds=float(getattr(settings, "OMNICARE_AUDIT_UNSEQUENCED_MAX_SECONDS", 60)))
+
+
 @dataclass
 class NewEvent:
-    """What a caller knows about one event; the chain fields are filled in on append."""
+    """What a caller knows about one event; the chain fields are filled in by the sequencer."""
 
     action: str
     user: Any = None
@@ -120,58 +139,77 @@ class NewEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def append_events(events: Sequence[NewEvent], *, now: datetime | None = None) -> list[AuditEvent]:
-    """Append events to the chain in one transaction (one head lock for the batch)."""
+def append_events(
+    events: Sequence[NewEvent], *, now: datetime | None = None, sequence: bool = False
+) -> list[AuditEvent]:
+    """Durably insert events in the caller's transaction, taking no shared lock (the sequencer chains them).
+
+    Fails closed: any storage error is :class:`AuditUnavailable`, so the caller's transaction (the write
+    or the read being audited) rolls back with it. ``sequence=True`` also runs the sequencer inside the
+    caller's transaction (for the rare caller that needs ``seq`` at once, e.g. break-the-glass): that
+    one request then holds the chain head until it commits.
+    """
     now = now if now is not None else timezone.now()
     if not events:
         return []
+    rows: list[AuditEvent] = []
+    for item in events:
+        if item.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}")
+        user = item.user
+        authenticated = user is not None and getattr(user, "is_authenticated", False)
+        rows.append(AuditEvent(
+            seq=None,
+            category=item.category,
+            action=item.action,
+            outcome=item.outcome,
+            purpose=item.purpose,
+            user_id=user.pk if authenticated else None,
+            username=user.get_username() if authenticated else str(item.detail.get("username", "")),
+            roles=_roles_of(user),
+            resource_type=item.resource_type or "",
+            resource_id=str(item.resource_id or ""),
+            patient_ids=sorted({str(p) for p in item.patient_ids}),
+            device_id=item.device_id,
+            device_seq=item.device_seq,
+            device_time=item.device_time,
+            received_at=now,
+            detail=item.detail,
+        ))
     try:
         with transaction.atomic():
-            head = _lock_head()
-            frontier = merkle.Frontier.from_json(head.frontier)
-            rows: list[AuditEvent] = []
-            for item in events:
-                if item.outcome not in OUTCOMES:
-                    raise ValueError(f"outcome must be one of {OUTCOMES}")
-                user = item.user
-                authenticated = user is not None and getattr(user, "is_authenticated", False)
-                ev = AuditEvent(
-                    seq=head.seq + 1,
-                    category=item.category,
-                    action=item.action,
-                    outcome=item.outcome,
-                    purpose=item.purpose,
-                    user_id=user.pk if authenticated else None,
-                    username=user.get_username() if authenticated else str(item.detail.get("username", "")),
-                    roles=_roles_of(user),
-                    resource_type=item.resource_type or "",
-                    resource_id=str(item.resource_id or ""),
-                    patient_ids=sorted({str(p) for p in item.patient_ids}),
-                    device_id=item.device_id,
-                    device_seq=item.device_seq,
-                    device_time=item.device_time,
-                    received_at=now,
-                    detail=item.detail,
-                    prev_hash=head.hash,
-                )
-                ev.hash = event_hash(head.hash, event_fields(ev))
-                ev.save()
-                frontier.append(bytes.fromhex(ev.hash))
-                head.seq, head.hash = ev.seq, ev.hash
-                rows.append(ev)
-            head.frontier = frontier.to_json()
-            head.updated = now
-            head.save()
-            if head.seq // _checkpoint_every() > (head.seq - len(rows)) // _checkpoint_every():
-                _checkpoint_locked(head, now)
+            AuditEvent.objects.bulk_create(rows)
+            if sequence:
+                audit_sequence(now=now, publish=False)
+                by_id = {e.pk: e for e in AuditEvent.objects.filter(pk__in=[r.pk for r in rows])}
+                rows = [by_id[r.pk] for r in rows]
     except AuditUnavailable:
-        raise
-    except ValueError:
         raise
     except Exception as exc:  # the caller must be able to fail closed on *any* storage error
         log.exception("audit write failed")
         raise AuditUnavailable("audit trail unavailable") from exc
+    global _wrote
+    _wrote = True
+    _sequence_soon()
     return rows
+
+
+def _inline() -> bool:
+    return bool(getattr(settings, "OMNICARE_AUDIT_SEQUENCE_INLINE", False))
+
+
+def _sequence_soon() -> None:
+    """Embedded default (no worker): sequence right after the caller commits, so ``make demo`` needs nothing."""
+    if not _inline():
+        return
+
+    def run() -> None:
+        try:
+            audit_sequence()
+        except Exception:  # the event is stored; the next run (or audit_verify) will see it
+            log.exception("inline audit sequencing failed")
+
+    transaction.on_commit(run)
 
 
 def audit_record(
@@ -189,13 +227,15 @@ def audit_record(
     category: str = AuditEvent.CATEGORY_ACCESS,
     detail: dict[str, Any] | None = None,
     now: datetime | None = None,
+    sequence: bool = False,
 ) -> AuditEvent:
-    """Append one audit event and return it. Raises :class:`AuditUnavailable` if it cannot be stored.
+    """Store one audit event and return it. Raises :class:`AuditUnavailable` if it cannot be stored.
 
     ``action`` is read, search, create, update, delete (or a security action such as
     ``break-glass-start``); ``outcome`` is success, denied or failure; ``purpose`` a v3
     PurposeOfUse code (TREAT, ETREAT for break-the-glass, HOPERAT, ...). ``detail`` must
-    not hold PHI beyond identifiers (it is shown to auditors).
+    not hold PHI beyond identifiers (it is shown to auditors). The event's ``seq`` is None
+    until the sequencer has placed it (``sequence=True``: at once, see :func:`append_events`).
     """
     return append_events(
         [
@@ -205,8 +245,88 @@ def audit_record(
                 device_id=device_id, device_seq=device_seq, device_time=device_time, detail=detail or {},
             )
         ],
-        now=now,
+        now=now, sequence=sequence,
     )[0]
+
+
+# --- The sequencer -------------------------------------------------------------------------------
+
+
+def _fill(updates: list[tuple[int, str, str, int]]) -> None:
+    """The one UPDATE of audit events anywhere: set seq/prev_hash/hash of unsequenced rows (trigger-checked)."""
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            for start in range(0, len(updates), 1000):
+                chunk = updates[start : start + 1000]
+                values = ",".join(["(%s::bigint,%s,%s,%s::bigint)"] * len(chunk))
+                cur.execute(
+                    f"UPDATE audit_auditevent e SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash "  # noqa: S608
+                    f"FROM (VALUES {values}) AS v(seq, prev_hash, hash, id) WHERE e.id = v.id AND e.seq IS NULL",
+                    [x for row in chunk for x in row],
+                )
+                if cur.rowcount != len(chunk):
+                    raise AuditUnavailable("an audit event changed under the sequencer")
+        else:
+            cur.executemany(
+                "UPDATE audit_auditevent SET seq = %s, prev_hash = %s, hash = %s WHERE id = %s AND seq IS NULL",
+                updates,
+            )
+
+
+def audit_sequence(*, now: datetime | None = None, limit: int = 5000, publish: bool = True) -> int:
+    """Give every committed, unsequenced event its place in the chain; sign a checkpoint when one is due.
+
+    Run by one process at a time (the chain head is locked for the batch; a second sequencer waits and
+    then finds nothing to do). Events are taken in insertion (id) order; an event whose transaction
+    commits late simply gets a later seq. Returns how many events it sequenced.
+    """
+    return _sequence(now=now, limit=limit, publish=publish, force_checkpoint=False)[0]
+
+
+def _sequence(*, now: datetime | None, limit: int, publish: bool,
+              force_checkpoint: bool) -> tuple[int, Checkpoint | None]:
+    now = now if now is not None else timezone.now()
+    total, made = 0, None
+    while True:
+        with transaction.atomic():
+            head = _lock_head()
+            pending = list(AuditEvent.objects.filter(seq__isnull=True).order_by("id")[:limit])
+            if pending:
+                frontier = merkle.Frontier.from_json(head.frontier)
+                updates: list[tuple[int, str, str, int]] = []
+                for ev in pending:
+                    ev.seq, ev.prev_hash = head.seq + 1, head.hash
+                    ev.hash = event_hash(head.hash, event_fields(ev))
+                    updates.append((ev.seq, ev.prev_hash, ev.hash, ev.pk))
+                    frontier.append(bytes.fromhex(ev.hash))
+                    head.seq, head.hash = ev.seq, ev.hash
+                _fill(updates)
+                head.frontier = frontier.to_json()
+                head.updated = now
+                head.save()
+                total += len(pending)
+            more = len(pending) >= limit
+            if _checkpoint_due(head, now, force=force_checkpoint and not more):
+                made = _checkpoint_locked(head, now)
+        if not more:
+            break
+    if publish:
+        checkpoints_publish()
+    return total, made
+
+
+def _checkpoint_due(head: ChainHead, now: datetime, *, force: bool = False) -> bool:
+    last = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    if head.seq == 0 or (last is not None and last.tree_size >= head.seq):
+        return False
+    if force:
+        return True
+    # Inline (embedded default): no beat will come back later for the tail, so sign every batch.
+    if last is None or head.seq - last.tree_size >= _checkpoint_every() or _inline():
+        return True
+    # The oldest event the last checkpoint does not cover: sign once it has waited the interval.
+    oldest = AuditEvent.objects.filter(seq=last.tree_size + 1).values_list("received_at", flat=True).first()
+    return oldest is None or now - oldest >= checkpoint_interval() or now - last.created_at >= checkpoint_interval()
 
 
 # --- Checkpoints -----------------------------------------------------------------------------
@@ -230,14 +350,79 @@ def _checkpoint_locked(head: ChainHead, now: datetime) -> Checkpoint:
 
 
 def audit_checkpoint(*, now: datetime | None = None) -> Checkpoint | None:
-    """Sign the current head if it moved since the last checkpoint (the periodic beat job)."""
-    now = now if now is not None else timezone.now()
-    with transaction.atomic():
-        head = _lock_head()
-        last = Checkpoint.objects.order_by("-tree_size", "-id").first()
-        if head.seq == 0 or (last is not None and last.tree_size == head.seq):
-            return None
-        return _checkpoint_locked(head, now)
+    """Sequence what is waiting, then sign the head if it moved since the last checkpoint (None if not).
+
+    The beat job (every minute) and the shutdown hook: afterwards no sequenced event is unprotected.
+    """
+    return _sequence(now=now, limit=5000, publish=True, force_checkpoint=True)[1]
+
+
+def checkpoint_json(cp: Checkpoint) -> dict[str, Any]:
+    """A signed checkpoint as published (outside the database) and handed to devices with each sync."""
+    return {"treeSize": cp.tree_size, "root": cp.merkle_root, "head": cp.head_hash, "time": ts(cp.created_at),
+            "keyId": cp.key_id, "signature": cp.signature}
+
+
+def latest_checkpoint() -> Checkpoint | None:
+    return Checkpoint.objects.order_by("-tree_size", "-id").first()
+
+
+def checkpoint_log_path() -> Path | None:
+    raw = getattr(settings, "OMNICARE_AUDIT_CHECKPOINT_LOG", "")
+    return Path(raw) if raw else None
+
+
+def published_checkpoints(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse the external checkpoint log: (checkpoints, errors). Lines are JSON objects, oldest first."""
+    out: list[dict[str, Any]] = []
+    errors: list[str] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            int(item["treeSize"])
+            out.append(item)
+        except (ValueError, KeyError, TypeError):
+            errors.append(f"line {n} of {path} is not a checkpoint")
+    return out, errors
+
+
+def checkpoints_publish() -> int:
+    """Append to the external log every checkpoint newer than its last line (idempotent, O_APPEND + fsync).
+
+    The log lives outside the database (another disk, a WORM mount, an object store synced from it): a
+    database-level attacker cannot remove or re-sign what it holds. Several processes may publish at once;
+    an exclusive file lock keeps lines in tree-size order without duplicates.
+    """
+    path = checkpoint_log_path()
+    if path is None:
+        return 0
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        done, _ = published_checkpoints(path)
+        last = max((int(c["treeSize"]) for c in done), default=0)
+        fresh = list(Checkpoint.objects.filter(tree_size__gt=last).order_by("tree_size", "id"))
+        lines, seen = [], last
+        for cp in fresh:
+            if cp.tree_size > seen:
+                lines.append(json.dumps(checkpoint_json(cp), sort_keys=True) + "\n")
+                seen = cp.tree_size
+        if lines:
+            os.write(fd, "".join(lines).encode())
+            os.fsync(fd)
+        return len(lines)
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
 
 
 # --- Retention ---------------------------------------------------------------------------------
@@ -277,9 +462,9 @@ def audit_archive(*, now: datetime | None = None, batch_size: int = 5000) -> lis
     made: list[AuditArchive] = []
     while True:
         with transaction.atomic():
-            _lock_head()  # no appends while a batch moves (keeps the prefix contiguous)
+            _lock_head()  # no sequencing while a batch moves (keeps the prefix contiguous)
             batch: list[AuditEvent] = []
-            for ev in AuditEvent.objects.order_by("seq")[:batch_size]:
+            for ev in AuditEvent.objects.filter(seq__isnull=False).order_by("seq")[:batch_size]:
                 if ev.received_at >= cutoff:
                     break
                 batch.append(ev)
@@ -327,6 +512,12 @@ class VerifyReport:
     events: int = 0
     archived: int = 0
     checkpoints: int = 0
+    published: int = 0
+    unsequenced: int = 0
+    unsequenced_oldest_s: float | None = None
+    tail: int = 0  # sequenced events no signed checkpoint covers yet
+    tail_oldest_s: float | None = None
+    key_source: str = ""
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
@@ -335,48 +526,124 @@ class VerifyReport:
         return not self.problems
 
 
+def _sig_ok(key_id: str, data: bytes, signature_hex: str) -> bool:
+    try:
+        signature = bytes.fromhex(signature_hex)
+    except ValueError:
+        return False
+    return keys.verify_pinned(key_id=key_id, data=data, signature=signature)
+
+
 def _stored_events(report: VerifyReport) -> Iterator[tuple[dict[str, Any], str, str, int | None]]:
-    """(hashed fields, prev_hash, hash, row id) for archived then live events, in storage order."""
+    """(hashed fields, prev_hash, hash, row id) for archived then live sequenced events, in storage order."""
+    prev: AuditArchive | None = None
     for arc in AuditArchive.objects.order_by("first_seq"):
         blob = bytes(arc.blob)
-        sig_ok = keys.verify(key_id=arc.key_id, data=archive_message(arc), signature=bytes.fromhex(arc.signature))
-        if not sig_ok or hashlib.sha256(blob).hexdigest() != arc.sha256:
+        if not _sig_ok(arc.key_id, archive_message(arc), arc.signature) or hashlib.sha256(blob).hexdigest() != arc.sha256:
             report.problems.append(Problem("signature", arc.first_seq,
                                            f"archive #{arc.first_seq}..#{arc.last_seq} is not as signed"))
             continue
+        # Archives are chained: each starts where the previous one ended (seq and hash).
+        expected_first, expected_prev = (prev.last_seq + 1, prev.last_hash) if prev else (1, GENESIS)
+        if arc.first_seq != expected_first or arc.prev_hash != expected_prev:
+            report.problems.append(Problem("reordered", arc.first_seq,
+                                           f"archive #{arc.first_seq}..#{arc.last_seq} does not continue the one "
+                                           f"before it (expected to start at #{expected_first})"))
+        prev = arc
         lines = archive_events(arc)
+        if len(lines) != arc.count or (lines and (lines[0]["seq"] != arc.first_seq or lines[-1]["seq"] != arc.last_seq)):
+            report.problems.append(Problem("modified", arc.first_seq, "archive contents do not match its header"))
         report.archived += len(lines)
         for line in lines:
             yield {k: line[k] for k in HASHED_FIELDS}, line["prev_hash"], line["hash"], None
-    for ev in AuditEvent.objects.order_by("seq", "id").iterator(chunk_size=2000):
+    for ev in AuditEvent.objects.filter(seq__isnull=False).order_by("seq", "id").iterator(chunk_size=2000):
         report.events += 1
         yield event_fields(ev), ev.prev_hash, ev.hash, ev.pk
 
 
-def audit_verify() -> VerifyReport:
+def _age(now: datetime, then: datetime | None) -> float | None:
+    return None if then is None else max(0.0, (now - then).total_seconds())
+
+
+def audit_verify(*, now: datetime | None = None) -> VerifyReport:
     """Recompute the chain, the Merkle roots and the signatures; say where anything differs.
 
     Detects modification (an event's content no longer matches its hash), deletion (a gap
     in seq), insertion and reordering (duplicate seq, or prev_hash not the previous event's
     hash), rewriting from some point on (signed checkpoint root/head no longer match), and
     truncation (a checkpoint or the head records more events than the log holds).
+
+    Signatures are checked only against the public key pinned outside the database
+    (``OMNICARE_AUDIT_PUBKEY``; without it, the key derived from the master key or HSM): a key
+    swapped into ``keys_keyversion`` proves nothing. Checkpoints published outside the database
+    (``OMNICARE_AUDIT_CHECKPOINT_LOG``) must all still be in the database, in order, and match
+    the log. Also reported: events not sequenced yet (and their age: a stalled sequencer past
+    ``OMNICARE_AUDIT_UNSEQUENCED_MAX_SECONDS`` fails) and the unprotected tail after the last
+    checkpoint (fails once older than ``OMNICARE_AUDIT_CHECKPOINT_SECONDS``).
     """
-    report = VerifyReport()
+    now = now if now is not None else timezone.now()
+    report = VerifyReport(key_source=keys.pinned_source())
+    if report.key_source.startswith("derived"):
+        report.warnings.append(Problem("key", None, f"no OMNICARE_AUDIT_PUBKEY: trusting the {report.key_source}"))
     checkpoints = list(Checkpoint.objects.order_by("tree_size", "id"))
     report.checkpoints = len(checkpoints)
     for cp in checkpoints:
         message = checkpoint_message(tree_size=cp.tree_size, merkle_root=cp.merkle_root, head_hash=cp.head_hash,
                                      created_at=cp.created_at)
-        if not keys.verify(key_id=cp.key_id, data=message, signature=bytes.fromhex(cp.signature)):
-            report.problems.append(Problem("signature", cp.tree_size, f"checkpoint {cp.pk} signature is invalid"))
-    by_size: dict[int, list[Checkpoint]] = {}
+        if not _sig_ok(cp.key_id, message, cp.signature):
+            report.problems.append(Problem("signature", cp.tree_size,
+                                           f"checkpoint {cp.pk} is not signed by the pinned audit key"))
+    by_id = sorted(checkpoints, key=lambda c: c.pk)
+    for a, b in zip(by_id, by_id[1:], strict=False):
+        if b.tree_size < a.tree_size or b.created_at < a.created_at:
+            report.problems.append(Problem("out-of-order", b.tree_size,
+                                           f"checkpoint {b.pk} (size {b.tree_size}) is older or smaller than "
+                                           f"checkpoint {a.pk} (size {a.tree_size}) made before it"))
+    # The external log: the witness the database cannot rewrite.
+    external: list[dict[str, Any]] = []
+    path = checkpoint_log_path()
+    if path is None:
+        report.warnings.append(Problem("published", None, "OMNICARE_AUDIT_CHECKPOINT_LOG is not set: checkpoints "
+                                                          "are not published outside the database"))
+    else:
+        external, errors = published_checkpoints(path)
+        report.published = len(external)
+        for e in errors:
+            report.problems.append(Problem("published", None, e))
+        if not path.exists() and checkpoints:
+            report.problems.append(Problem("published", None, f"the external checkpoint log {path} is missing"))
+    db_by_size = {cp.tree_size: cp for cp in checkpoints}
+    last_size = 0
+    for item in external:
+        size = int(item["treeSize"])
+        if size <= last_size:
+            report.problems.append(Problem("out-of-order", size, f"published checkpoint size {size} follows size "
+                                                                 f"{last_size} in the external log"))
+        last_size = max(last_size, size)
+        created = parse_datetime(str(item.get("time") or ""))
+        message = checkpoint_message(tree_size=size, merkle_root=str(item.get("root")), head_hash=str(item.get("head")),
+                                     created_at=created) if created else b""
+        if not created or not _sig_ok(str(item.get("keyId")), message, str(item.get("signature"))):
+            report.problems.append(Problem("signature", size, f"published checkpoint size {size} is not signed by "
+                                                              f"the pinned audit key"))
+            continue
+        cp = db_by_size.get(size)
+        if cp is None or cp.merkle_root != item.get("root") or cp.head_hash != item.get("head"):
+            report.problems.append(Problem("missing", size, f"published checkpoint size {size} is missing from (or "
+                                                            f"different in) the database"))
+    by_size: dict[int, list[tuple[str, str, str]]] = {}
     for cp in checkpoints:
-        by_size.setdefault(cp.tree_size, []).append(cp)
+        by_size.setdefault(cp.tree_size, []).append((f"checkpoint {cp.pk}", cp.merkle_root, cp.head_hash))
+    for item in external:
+        by_size.setdefault(int(item["treeSize"]), []).append(
+            ("published checkpoint", str(item.get("root")), str(item.get("head"))))
 
     frontier = merkle.Frontier()
     expected_seq, running, leaves = 1, GENESIS, 0
     last_good_cp = 0
     device_seqs: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    tail_oldest: datetime | None = None
+    signed_size = max([cp.tree_size for cp in checkpoints] + [int(i["treeSize"]) for i in external], default=0)
     for fields, prev_hash, stored_hash, row_id in _stored_events(report):
         seq = int(fields["seq"])
         where = f" (row id {row_id})" if row_id is not None else " (archived)"
@@ -397,23 +664,25 @@ def audit_verify() -> VerifyReport:
         expected_seq = max(expected_seq, seq + 1)
         frontier.append(bytes.fromhex(stored_hash))
         leaves += 1
+        received = parse_datetime(str(fields.get("received_at") or ""))
+        if leaves > signed_size and received is not None and (tail_oldest is None or received < tail_oldest):
+            tail_oldest = received
         if fields.get("device_id") and fields.get("device_seq") is not None:
             owner = str(fields.get("username") or fields.get("user_id"))
             device_seqs.setdefault((str(fields["device_id"]), owner), []).append((int(fields["device_seq"]), seq))
-        for cp in by_size.get(leaves, []):
-            if cp.merkle_root != frontier.root().hex() or cp.head_hash != stored_hash:
+        for name, root_hex, head_hex in by_size.get(leaves, []):
+            if root_hex != frontier.root().hex() or head_hex != stored_hash:
                 report.problems.append(Problem(
                     "modified", seq,
-                    f"signed checkpoint {cp.pk} (size {cp.tree_size}) does not match the log: events after seq "
-                    f"{last_good_cp} up to {cp.tree_size} were rewritten, inserted or removed"))
+                    f"signed {name} (size {leaves}) does not match the log: events after seq "
+                    f"{last_good_cp} up to {leaves} were rewritten, inserted or removed"))
             else:
-                last_good_cp = cp.tree_size
-    if checkpoints and checkpoints[-1].tree_size > leaves:
-        cp = checkpoints[-1]
+                last_good_cp = leaves
+    if signed_size > leaves:
         report.problems.append(Problem(
             "truncated", leaves + 1,
-            f"signed checkpoint {cp.pk} records {cp.tree_size} events but the log holds {leaves}: "
-            f"seq {leaves + 1}..{cp.tree_size} were removed"))
+            f"a signed checkpoint records {signed_size} events but the log holds {leaves}: "
+            f"seq {leaves + 1}..{signed_size} were removed"))
     head = ChainHead.objects.filter(pk=1).first()
     if head is None:
         if leaves:
@@ -425,6 +694,21 @@ def audit_verify() -> VerifyReport:
             f"chain head says {head.seq} events ending {head.hash[:12]}, the log holds {leaves} ending {running[:12]}"))
     for (device_id, owner), pairs in sorted(device_seqs.items()):
         _device_findings(report, f"{device_id} ({owner})", pairs)
+    # What is not protected yet: unsequenced events, and sequenced ones after the last signed checkpoint.
+    waiting = AuditEvent.objects.filter(seq__isnull=True)
+    report.unsequenced = waiting.count()
+    report.unsequenced_oldest_s = _age(now, waiting.order_by("received_at").values_list("received_at", flat=True).first())
+    if report.unsequenced_oldest_s is not None and report.unsequenced_oldest_s > sequence_delay_max().total_seconds():
+        report.problems.append(Problem("unsequenced", None,
+                                       f"{report.unsequenced} event(s) not sequenced, the oldest for "
+                                       f"{report.unsequenced_oldest_s:.0f} s: is the sequencer running?"))
+    report.tail = max(0, leaves - signed_size)
+    report.tail_oldest_s = _age(now, tail_oldest)
+    limit = checkpoint_interval() + TAIL_GRACE
+    if report.tail_oldest_s is not None and report.tail_oldest_s > limit.total_seconds():
+        report.problems.append(Problem("unprotected", signed_size + 1,
+                                       f"{report.tail} event(s) after the last signed checkpoint, the oldest for "
+                                       f"{report.tail_oldest_s:.0f} s (more than {limit.total_seconds():.0f} s)"))
     return report
 
 
@@ -469,7 +753,8 @@ def _leaves(size: int) -> list[bytes]:
         out.extend(bytes.fromhex(line["hash"]) for line in archive_events(arc))
     remaining = size - len(out)
     if remaining > 0:
-        out.extend(bytes.fromhex(h) for h in AuditEvent.objects.order_by("seq").values_list("hash", flat=True)[:remaining])
+        out.extend(bytes.fromhex(h) for h in AuditEvent.objects.filter(seq__isnull=False).order_by("seq")
+                   .values_list("hash", flat=True)[:remaining])
     return out[:size]
 
 
@@ -527,45 +812,145 @@ class IngestResult:
     last_seq: int
 
 
+#: Device clocks drift; an event more than this ahead of the server, or before the device existed, is refused.
+DEVICE_CLOCK_SKEW = timedelta(minutes=10)
+#: A device numbers its events 1, 2, 3, ...; a jump further than this past the last one stored is refused.
+DEVICE_SEQ_MAX_JUMP = 100_000
+#: What a device may claim as the purpose of an offline access (ETREAT only with a break-the-glass grant).
+DEVICE_PURPOSES = frozenset({"TREAT", "ETREAT"})
+
+
+class DeviceEventsRefused(ApiError):
+    """A device-event batch that is not plausible for this user's registered device (nothing stored)."""
+
+    status, code = 403, "forbidden"
+
+
+def _device_patients_delivered(*, user: Any, device_id: str) -> set[str]:
+    """Every patient whose records the server delivered to this device (its audited sync pulls)."""
+    out: set[str] = set()
+    for ids in AuditEvent.objects.filter(user_id=user.pk, device_id=device_id, action="sync-pull",
+                                         outcome="success").values_list("patient_ids", flat=True).iterator():
+        out.update(str(p) for p in ids or [])
+    return out
+
+
+def _device_events_check(*, user: Any, device: Any, events: Sequence[DeviceEvent], last_seq: int,
+                         now: datetime) -> str | None:
+    """Why this batch is not believable for ``device`` (None: it is). One reason, no PHI."""
+    from omnicare.access.models import EmergencyAccessGrant
+    from omnicare.access.services import access_check
+    from omnicare.core.errors import Forbidden
+
+    delivered: set[str] | None = None
+    earliest = device.created - DEVICE_CLOCK_SKEW
+    for e in events:
+        if e.seq > last_seq + DEVICE_SEQ_MAX_JUMP:
+            return f"event {e.seq}: sequence number jumps more than {DEVICE_SEQ_MAX_JUMP} past {last_seq}"
+        occurred = e.occurred if e.occurred.tzinfo else e.occurred.replace(tzinfo=UTC)
+        if occurred > now + DEVICE_CLOCK_SKEW or occurred < earliest:
+            return f"event {e.seq}: time {ts(occurred)} is outside the device's lifetime"
+        if e.purpose not in DEVICE_PURPOSES:
+            return f"event {e.seq}: purpose must be one of {sorted(DEVICE_PURPOSES)}"
+        patients = [str(p) for p in e.patient_ids if p]
+        if e.purpose == "ETREAT":
+            granted = set(EmergencyAccessGrant.objects.filter(
+                user=user, patient_id__in=patients, started__lte=occurred + DEVICE_CLOCK_SKEW,
+                expires__gte=occurred - DEVICE_CLOCK_SKEW).values_list("patient_id", flat=True))
+            if not patients or set(patients) - granted:
+                return f"event {e.seq}: emergency access claimed without a break-the-glass grant"
+        if not patients:
+            if e.resource_type:
+                try:
+                    access_check(user=user, action="search", resource_type=e.resource_type)
+                except Forbidden:
+                    return f"event {e.seq}: this user may not {e.action} {e.resource_type}"
+            continue
+        if delivered is None:
+            delivered = _device_patients_delivered(user=user, device_id=device.device_id)
+        if set(patients) <= delivered:
+            continue  # records this device really received, even if the scope changed since
+        try:
+            access_check(user=user, action=e.action if e.action != "search" else "read",
+                         resource_type=e.resource_type or "Patient", patient_ids=patients)
+        except Forbidden:
+            return f"event {e.seq}: names a patient this device never received and the user may not see"
+    return None
+
+
 def device_events_ingest(
     *, user: Any, device_id: str, events: Sequence[DeviceEvent], now: datetime | None = None
 ) -> IngestResult:
-    """Append a device's offline events to the chain. Idempotent per (user, device, seq).
+    """Append a device's offline events to the trail. Idempotent per (user, device, seq).
 
-    A revoked device is refused (``DeviceRevoked``). Missing sequence numbers are flagged:
-    each newly seen gap is itself recorded as a security event (``device-gap``) and returned.
+    Only a registered, non-revoked device of ``user`` may submit, for patients it received by sync (or
+    that the user may see now), with times inside the device's lifetime, purposes a device can have and
+    sequence numbers that continue its own. Anything else is refused whole (403/400, nothing stored) and
+    recorded as a security event. Missing sequence numbers are flagged: each newly seen gap is itself
+    recorded as a security event (``device-gap``) and returned.
     """
     from omnicare.access.services import device_check  # lazy: access imports audit
     from omnicare.core.errors import BadRequest
+    from omnicare.sync.models import Device
 
     now = now if now is not None else timezone.now()
-    device_check(user=user, device_id=device_id, now=now)
     for e in events:
         if e.seq < 1 or e.action not in DEVICE_ACTIONS or e.outcome not in OUTCOMES:
             raise BadRequest(f"event {e.seq}: seq must be >= 1, action one of {sorted(DEVICE_ACTIONS)}, "
                              f"outcome one of {list(OUTCOMES)}")
-    with transaction.atomic():
-        _lock_head()  # one ingest at a time: duplicate filtering and gap detection see a stable log
-        mine = AuditEvent.objects.filter(user_id=user.pk, device_id=device_id, device_seq__isnull=False)
-        known = set(mine.filter(device_seq__in=[e.seq for e in events]).values_list("device_seq", flat=True))
-        gaps_before = set(device_gaps(user_id=user.pk, device_id=device_id))
-        fresh: dict[int, DeviceEvent] = {}
-        for e in events:
-            if e.seq not in known:
-                fresh.setdefault(e.seq, e)
-        append_events([
-            NewEvent(action=e.action, user=user, resource_type=e.resource_type, resource_id=e.resource_id,
-                     patient_ids=e.patient_ids, outcome=e.outcome, purpose=e.purpose, device_id=device_id,
-                     device_seq=e.seq, device_time=e.occurred, detail=e.detail)
-            for _, e in sorted(fresh.items())
-        ], now=now)
-        gaps_after = device_gaps(user_id=user.pk, device_id=device_id)
-        new_gaps = [g for g in gaps_after if g not in gaps_before]
-        if new_gaps:
+    try:
+        device_check(user=user, device_id=device_id, now=now)
+        with transaction.atomic():
+            # One ingest per device at a time (duplicates and gaps see a stable view); no global lock.
+            device = Device.objects.select_for_update().filter(user=user, device_id=device_id).first()
+            if device is None:
+                raise DeviceEventsRefused("This device is not registered for your account")
+            mine = AuditEvent.objects.filter(user_id=user.pk, device_id=device_id, device_seq__isnull=False)
+            last_before = mine.order_by("-device_seq").values_list("device_seq", flat=True).first() or 0
+            reason = _device_events_check(user=user, device=device, events=events, last_seq=last_before, now=now)
+            if reason:
+                raise DeviceEventsRefused(f"Device audit events refused: {reason}")
+            known = set(mine.filter(device_seq__in=[e.seq for e in events]).values_list("device_seq", flat=True))
+            gaps_before = set(device_gaps(user_id=user.pk, device_id=device_id))
+            fresh: dict[int, DeviceEvent] = {}
+            for e in events:
+                if e.seq not in known:
+                    fresh.setdefault(e.seq, e)
             append_events([
-                NewEvent(action="device-gap", user=user, category=AuditEvent.CATEGORY_SECURITY, outcome="failure",
-                         purpose="HOPERAT", device_id=device_id,
-                         detail={"missing": ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in new_gaps)})
+                NewEvent(action=e.action, user=user, resource_type=e.resource_type, resource_id=e.resource_id,
+                         patient_ids=e.patient_ids, outcome=e.outcome, purpose=e.purpose, device_id=device_id,
+                         device_seq=e.seq, device_time=e.occurred, detail=e.detail)
+                for _, e in sorted(fresh.items())
             ], now=now)
-        last = mine.order_by("-device_seq").values_list("device_seq", flat=True).first() or 0
+            gaps_after = device_gaps(user_id=user.pk, device_id=device_id)
+            new_gaps = [g for g in gaps_after if g not in gaps_before]
+            if new_gaps:
+                append_events([
+                    NewEvent(action="device-gap", user=user, category=AuditEvent.CATEGORY_SECURITY,
+                             outcome="failure", purpose="HOPERAT", device_id=device_id,
+                             detail={"missing": ", ".join(f"{a}-{b}" if a != b else str(a) for a, b in new_gaps)})
+                ], now=now)
+            last = mine.order_by("-device_seq").values_list("device_seq", flat=True).first() or 0
+    except ApiError as exc:
+        if isinstance(exc, AuditUnavailable):
+            raise
+        audit_record(user=user, action="device-events-refused", category=AuditEvent.CATEGORY_SECURITY,
+                     outcome="denied", purpose="HOPERAT", device_id=device_id[:64],
+                     detail={"reason": exc.diagnostics[:200], "events": str(len(events))}, now=now)
+        raise
     return IngestResult(accepted=len(fresh), duplicates=len(events) - len(fresh), gaps=gaps_after, last_seq=last)
+
+
+# --- Shutdown ----------------------------------------------------------------------------------------
+
+_wrote = False  # set once this process stored an audit event
+
+
+def checkpoint_on_shutdown(*, force: bool = False) -> None:
+    """Process exit (atexit) and Celery worker shutdown: leave no unsequenced or unsigned tail behind."""
+    if not (_wrote or force):
+        return
+    try:
+        audit_checkpoint()
+    except Exception:  # exiting anyway; the next sequencer run or audit_verify sees the tail
+        log.exception("audit checkpoint on shutdown failed")

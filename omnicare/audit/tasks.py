@@ -1,10 +1,17 @@
-"""Celery beat jobs for the audit trail: signed checkpoints, 7-year retention archive, break-glass expiry."""
+"""Celery jobs for the audit trail: the sequencer, signed checkpoints, 7-year retention archive, break-glass expiry."""
 
 from __future__ import annotations
 
 from celery import shared_task
+from celery.signals import worker_shutdown
 
 from . import services
+
+
+@shared_task(name="omnicare.audit.sequence", ignore_result=True, expires=5)
+def audit_sequence() -> int:
+    """Beat, every second: chain what requests stored since, sign a checkpoint when due (returns how many)."""
+    return services.audit_sequence()
 
 
 @shared_task(name="omnicare.audit.checkpoint")
@@ -26,3 +33,8 @@ def break_glass_expire() -> int:
     from omnicare.access.services import break_glass_expire as expire
 
     return expire()
+
+
+@worker_shutdown.connect
+def _checkpoint_on_worker_shutdown(**_: object) -> None:
+    services.checkpoint_on_shutdown(force=True)

@@ -119,3 +119,62 @@ def compartment_of(resource_type: str, resource_id: str) -> list[str]:
             resource__resource_type=resource_type, resource__resource_id=resource_id
         ).values_list("patient_id", flat=True)
     )
+
+
+def _entry_action(method: str, url: str) -> tuple[str, str, str]:
+    """(action, resource type, id) of one Bundle entry, named as the equivalent single request is audited."""
+    from urllib.parse import urlsplit
+
+    parts = [p for p in urlsplit(url).path.split("/") if p]
+    rtype = parts[0] if parts else ""
+    rid = parts[1] if len(parts) > 1 else ""
+    if method == "GET":
+        action = "search" if not rid else ("vread" if len(parts) == 4 else "read")
+    else:
+        action = {"POST": "create", "PUT": "update", "DELETE": "delete"}.get(method, method.lower()[:20])
+    return action, rtype[:64], rid[:128]
+
+
+def bundle_entry_events(*, user: Any, bundle: Any, response: dict[str, Any], kind: str) -> list[Any]:
+    """One audit event per Bundle entry, like the single request it stands for (patients, denials).
+
+    A batch that searched 42 Observations lists those patients on the search entry's event; an entry the
+    server refused is a ``denied`` event naming the patients it was about.
+    """
+    from omnicare.fhir.search import compartment_patients
+
+    from .services import NewEvent
+
+    requests = bundle.get("entry") if isinstance(bundle, dict) else None
+    answers = response.get("entry") or []
+    events = []
+    for i, answer in enumerate(answers):
+        raw = requests[i] if isinstance(requests, list) and i < len(requests) and isinstance(requests[i], dict) else {}
+        req = raw.get("request") if isinstance(raw.get("request"), dict) else {}
+        action, rtype, rid = _entry_action(str(req.get("method") or "").upper(), str(req.get("url") or ""))
+        status = str(((answer or {}).get("response") or {}).get("status") or "")
+        code = int(status[:3]) if status[:3].isdigit() else 0
+        patients: set[str] = set()
+        resources: list[str] = []
+        res = (answer or {}).get("resource")
+        found = [res] if isinstance(res, dict) else []
+        if isinstance(res, dict) and res.get("resourceType") == "Bundle":  # a search entry: every match
+            found = [e.get("resource") for e in res.get("entry") or [] if isinstance(e, dict)]
+        for r in found:
+            if isinstance(r, dict) and r.get("resourceType") and r.get("id") and r["resourceType"] != "OperationOutcome":
+                patients.update(compartment_patients(str(r["resourceType"]), str(r["id"]), r))
+                if len(resources) < MAX_DETAIL_RESOURCES:
+                    resources.append(f"{r['resourceType']}/{r['id']}")
+        if code >= 400:
+            submitted = raw.get("resource")
+            if isinstance(submitted, dict) and rtype:
+                patients.update(compartment_patients(rtype, rid or str(submitted.get("id") or ""), submitted))
+            elif rtype and rid:
+                patients.update(compartment_of(rtype, rid))
+        outcome = "success" if 0 < code < 400 else ("denied" if code in (401, 403) else "failure")
+        detail: dict[str, Any] = {"bundle": kind, "entry": i, "status": code}
+        if resources:
+            detail["resources"] = resources
+        events.append(NewEvent(action=action or "batch-entry", user=user, resource_type=rtype, resource_id=rid,
+                               patient_ids=sorted(patients), outcome=outcome, detail=detail))
+    return events

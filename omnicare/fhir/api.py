@@ -16,7 +16,8 @@ from django.utils.http import http_date
 from ninja import Router
 
 from omnicare.access.auth import api_auth
-from omnicare.audit.trail import audited, compartment_of
+from omnicare.audit.services import append_events
+from omnicare.audit.trail import audited, bundle_entry_events, compartment_of
 from omnicare.core.errors import (
     FHIR_JSON,
     BadRequest,
@@ -224,6 +225,8 @@ def system_bundle(request: HttpRequest) -> HttpResponse:
         result = svc.bundle_process(user=request.user, bundle=body, base_url=base_url(request))
         _note_entries(note, result)
         note.detail["entries"] = len(result.get("entry") or [])
+        # ... and each entry audited like the single request it stands for (patients, denials).
+        append_events(bundle_entry_events(user=request.user, bundle=body, response=result, kind=kind))
     return fhir_response(result)
 
 

@@ -49,6 +49,33 @@ class KeyBackend(Protocol):
 
     def destroy(self, *, handle: str) -> None: ...
 
+    def public_key(self, *, handle: str, key_id: str) -> bytes:
+        """The raw Ed25519 public key of a signing key, computed from the key material (not from the DB row)."""
+
+
+PRODUCTION_KEY_MESSAGE = (
+    "OMNICARE_MASTER_KEY (base64 of 32 random bytes) or OMNICARE_KEY_BACKEND=pkcs11 is required when "
+    "OMNICARE_DEBUG is off: the audit-signing and wrapping keys must not derive from SECRET_KEY"
+)
+
+
+def dev_fallback_allowed() -> bool:
+    """Only a DEBUG server, a test run or OMNICARE_TESTING may derive the master key from SECRET_KEY."""
+    import sys
+
+    testing = os.environ.get("OMNICARE_TESTING", "").strip().lower() in {"1", "true", "yes", "on"}
+    return bool(settings.DEBUG) or testing or "pytest" in sys.modules
+
+
+def production_key_check() -> None:
+    """Refuse to start a production server (DEBUG off) without a real master key or an HSM."""
+    if default_backend_name() == "local" and not master_key_configured() and not dev_fallback_allowed():
+        raise ImproperlyConfigured(PRODUCTION_KEY_MESSAGE)
+
+
+def master_key_configured() -> bool:
+    return bool(os.environ.get("OMNICARE_MASTER_KEY", ""))
+
 
 def master_key() -> bytes:
     """The local master key from OMNICARE_MASTER_KEY, or (dev/demo only) one derived from SECRET_KEY."""
@@ -61,6 +88,8 @@ def master_key() -> bytes:
         if len(key) != 32:
             raise ImproperlyConfigured("OMNICARE_MASTER_KEY must decode to exactly 32 bytes")
         return key
+    if not dev_fallback_allowed():
+        raise ImproperlyConfigured(PRODUCTION_KEY_MESSAGE)
     message = (
         "OMNICARE_MASTER_KEY is not set: the local key backend derives its master key from SECRET_KEY. "
         "This is for development and demos only; anyone with SECRET_KEY can unwrap server keys."
@@ -116,6 +145,12 @@ class LocalBackend:
 
     def destroy(self, *, handle: str) -> None:
         """Nothing to do: the caller blanks the stored handle, which is the only copy."""
+
+    def public_key(self, *, handle: str, key_id: str) -> bytes:
+        # Unwrapping under the master key authenticates the handle (AES-GCM, key id as AAD): a key pair an
+        # attacker wrote into the table does not open unless they also hold the master key.
+        private = Ed25519PrivateKey.from_private_bytes(self._open(key_id, handle))
+        return private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
 class Pkcs11Backend:
@@ -190,6 +225,14 @@ class Pkcs11Backend:
             return bytes(
                 key.decrypt(ciphertext, mechanism=Mechanism.AES_GCM, mechanism_param=GCMParams(nonce, aad, 128))
             )
+
+    def public_key(self, *, handle: str, key_id: str) -> bytes:
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._lock, self._session() as session:
+            key = session.get_key(label=handle, object_class=ObjectClass.PUBLIC_KEY)
+            point = bytes(key[Attribute.EC_POINT])
+            return point[2:] if len(point) == 34 and point[0] == 0x04 else point
 
     def destroy(self, *, handle: str) -> None:
         from pkcs11 import Attribute

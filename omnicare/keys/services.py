@@ -9,6 +9,7 @@ destroyed. Callers pass ``now``; nothing here reads the clock when a time is giv
 
 from __future__ import annotations
 
+import base64
 import secrets
 import struct
 from datetime import datetime, timedelta
@@ -16,10 +17,11 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .backends import SIGNING, WRAPPING, backend_for, default_backend_name
+from .backends import SIGNING, WRAPPING, backend_for, default_backend_name, master_key_configured
 from .models import KeyVersion, WrappedSecret
 
 MAGIC = b"OCW1"
@@ -86,7 +88,11 @@ def sign(*, data: bytes, now: datetime | None = None) -> tuple[str, bytes]:
 
 
 def verify(*, key_id: str, data: bytes, signature: bytes) -> bool:
-    """True if ``signature`` is ``key_id``'s signature of ``data`` (works for retired keys too)."""
+    """True if ``signature`` is ``key_id``'s signature of ``data`` by the key *stored in the database*.
+
+    Not a trust anchor (anyone who can write ``keys_keyversion`` can swap the key): the audit verifier uses
+    :func:`verify_pinned`. Kept for callers that check their own recent signatures.
+    """
     try:
         key = key_version(key_id=key_id)
     except KeyNotFound:
@@ -98,6 +104,88 @@ def verify(*, key_id: str, data: bytes, signature: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# --- The verifier's trust anchor: a public key pinned outside the database -----------------------------
+
+
+def _parse_pins(raw: str) -> dict[str, bytes]:
+    """``OMNICARE_AUDIT_PUBKEY``: comma-separated ``<key id>=<base64 raw Ed25519 public key>`` (or a bare
+    base64 key, trusted for any key id). ``manage.py audit_pubkey`` prints the value to set."""
+    pins: dict[str, bytes] = {}
+    for item in (x.strip() for x in raw.split(",")):
+        if not item:
+            continue
+        key_id, b64 = item.split("=", 1) if item.startswith(SIGNING + ":") else ("*", item)
+        try:
+            key = base64.b64decode(b64, validate=True)
+        except ValueError as exc:
+            raise ImproperlyConfigured("OMNICARE_AUDIT_PUBKEY: not base64") from exc
+        if len(key) != 32:
+            raise ImproperlyConfigured("OMNICARE_AUDIT_PUBKEY: an Ed25519 public key is 32 bytes")
+        pins[key_id] = key
+    return pins
+
+
+def pinned_source() -> str:
+    """Where the verifier's key comes from: 'pinned (OMNICARE_AUDIT_PUBKEY)' or 'derived ...'."""
+    if getattr(settings, "OMNICARE_AUDIT_PUBKEY", ""):
+        return "pinned (OMNICARE_AUDIT_PUBKEY)"
+    if default_backend_name() == "pkcs11":
+        return "derived key from the HSM"
+    return "derived key from the master key" + ("" if master_key_configured() else " (dev fallback from SECRET_KEY)")
+
+
+_derived: dict[tuple[str, str], bytes] = {}
+
+
+def trusted_public_key(*, key_id: str) -> bytes | None:
+    """The public key the verifier trusts for ``key_id``; never the ``public_key`` column of the database.
+
+    With ``OMNICARE_AUDIT_PUBKEY`` set, only the keys listed there. Otherwise the key is computed from the
+    private material through the key backend (the master key or the HSM, both outside the database), so a
+    key pair swapped into ``keys_keyversion`` is not trusted: its handle does not unwrap.
+    """
+    raw = getattr(settings, "OMNICARE_AUDIT_PUBKEY", "")
+    if raw:
+        pins = _parse_pins(raw)
+        return pins.get(key_id) or pins.get("*")
+    try:
+        row = key_version(key_id=key_id)
+    except KeyNotFound:
+        return None
+    if row.purpose != SIGNING or not row.handle:
+        return None  # a destroyed key can only be trusted through OMNICARE_AUDIT_PUBKEY
+    cache_key = (row.handle, key_id)
+    if cache_key not in _derived:
+        try:
+            _derived[cache_key] = backend_for(row.backend).public_key(handle=row.handle, key_id=key_id)
+        except Exception:  # noqa: BLE001 - does not unwrap: not our key
+            return None
+    return _derived[cache_key]
+
+
+def verify_pinned(*, key_id: str, data: bytes, signature: bytes) -> bool:
+    """True if ``signature`` over ``data`` verifies under the pinned (or backend-derived) key for ``key_id``."""
+    public = trusted_public_key(key_id=key_id)
+    if public is None:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, data)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def pubkey_pin_value(*, now: datetime | None = None) -> str:
+    """The ``OMNICARE_AUDIT_PUBKEY`` value for every signing key whose material still exists (newest last)."""
+    get_signing_key(now=now)
+    parts = []
+    for row in KeyVersion.objects.filter(purpose=SIGNING).order_by("version"):
+        if row.handle:
+            public = backend_for(row.backend).public_key(handle=row.handle, key_id=row.key_id)
+            parts.append(f"{row.key_id}={base64.b64encode(public).decode()}")
+    return ",".join(parts)
 
 
 def _aad(key_id: str, context: bytes) -> bytes:
@@ -165,7 +253,11 @@ def rotate(*, purpose: str, now: datetime | None = None, reason: str = "on deman
             old.save(update_fields=["status", "rotated"])
         new = _create_version(purpose=purpose, now=now, reason=reason, version=(last.version + 1) if last else 1)
     if purpose == SIGNING and old is not None:
-        _destroy(old, now)  # nothing is encrypted under a signing key; its public half stays for verification
+        # Retired at once (never signs again), but its wrapped material stays: the verifier derives the public
+        # key from it through the master key / HSM instead of trusting the public_key column (a DB attacker
+        # could swap that). Destroying it would gain little: whoever holds the master key can sign with the
+        # current key anyway, which is what the checkpoints published outside the database catch.
+        KeyVersion.objects.filter(pk=old.pk).update(status=KeyVersion.RETIRED, retired=now)
     return new
 
 

@@ -17,7 +17,7 @@ from ninja import Field, Router, Schema
 from omnicare.access.auth import api_auth
 from omnicare.access.services import device_check
 from omnicare.audit.trail import audited
-from omnicare.core.errors import BadRequest
+from omnicare.core.errors import BadRequest, Forbidden
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
 from . import services
@@ -212,7 +212,17 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         )
         note.patients.update(info.patients)
         note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
-    return _json(body)
+    return _json(_with_audit_checkpoint(body))
+
+
+def _with_audit_checkpoint(body: bytes) -> bytes:
+    """Add ``auditCheckpoint`` (the newest signed audit checkpoint) to a pull page: every device is a witness."""
+    from omnicare.audit.services import checkpoint_json, latest_checkpoint
+
+    cp = latest_checkpoint()
+    if cp is None or not body.endswith(b"}"):
+        return body
+    return body[:-1] + b',"auditCheckpoint":' + json.dumps(checkpoint_json(cp), separators=(",", ":")).encode() + b"}"
 
 
 @router.post(
@@ -370,7 +380,10 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
     ``cursor``."""
     from .tasks import build_snapshot
 
-    snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)
+    with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
+                 device_id=payload.deviceId) as note:
+        snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)
+        note.resource_id = str(snap.id)
     transaction.on_commit(lambda: build_snapshot.delay(str(snap.id)))
     snap.refresh_from_db()
     response = _json(_snapshot_json(snap), status=202)
@@ -389,6 +402,13 @@ def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
     snap = services.snapshot_get(user=request.user, snapshot_id=snapshot_id)
     if snap.status != snap.READY or snap.data is None:
         raise BadRequest("Snapshot not ready yet", code="incomplete")
+    with audited(user=request.user, action="snapshot-download", resource_type="Snapshot",
+                 resource_id=str(snap.id), device_id=snap.device_id) as note:
+        patients = services.snapshot_patients_if_current(user=request.user, snap=snap)
+        if patients is None:  # built for a scope the user no longer has (e.g. an expired emergency grant)
+            raise Forbidden("This snapshot was built for access you no longer have: request a new snapshot")
+        note.patients.update(patients)
+        note.detail["changes"] = snap.count
     response = HttpResponse(bytes(snap.data), content_type=JSON)
     response["Content-Encoding"] = "gzip"
     response["Cache-Control"] = "private, no-store"

@@ -1267,10 +1267,32 @@ def snapshot_build(*, snapshot_id: str) -> Snapshot:
     changes = [c.to_json() for c in _fill_all(keys, at, _readable_types(user))]
     raw = json.dumps({"cursor": cursor, "seq": at, "changes": changes}, separators=(",", ":")).encode()
     data = gzip.compress(raw, compresslevel=6, mtime=0)
-    snap.status, snap.seq, snap.count, snap.cursor = Snapshot.READY, at, len(changes), cursor
-    snap.data, snap.size, snap.finished = data, len(data), timezone.now()
-    snap.save()
+    from omnicare.audit.services import audit_record  # every patient the image holds, like a pull page
+
+    with transaction.atomic():
+        snap.status, snap.seq, snap.count, snap.cursor = Snapshot.READY, at, len(changes), cursor
+        snap.data, snap.size, snap.finished = data, len(data), timezone.now()
+        snap.save()
+        audit_record(user=user, action="snapshot-build", resource_type="Snapshot", resource_id=str(snap.id),
+                     patient_ids=sorted(scopes.split_keys(keys)[0]), device_id=snap.device_id or None,
+                     detail={"changes": len(changes)})
     return snap
+
+
+def snapshot_patients_if_current(*, user: User, snap: Snapshot) -> list[str] | None:
+    """The snapshot's patients if it was built for the user's *current* scope, else None.
+
+    A snapshot is an image of a scope at build time: once the scope changed (a break-the-glass grant
+    expired, a care team ended) it must not be served any more (the device asks for a new one).
+    """
+    keys = scopes.scope_keys(user=user)
+    try:
+        built_for = cursor_decode(user=user, cursor=snap.cursor).scope_id
+    except BadRequest:
+        return None
+    if _scope_set(user=user, keys=keys).pk != built_for:
+        return None
+    return sorted(scopes.split_keys(keys)[0])
 
 
 def snapshot_get(*, user: User, snapshot_id: str) -> Snapshot:

@@ -84,6 +84,8 @@ AUDIT_BATCH = 500
 _MAX_CAS_RETRIES = 8
 M_KEYRING, M_USER, M_DEVICE, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "device.id", "key.created", "schema"
 M_FIRST_SYNC_DONE = "sync.firstDone"
+# The newest audit checkpoint the server proved consistent, and a history rewrite this device saw (no PHI).
+M_AUDIT_CHECKPOINT, M_AUDIT_VIOLATION = "audit.checkpoint", "audit.violation"
 PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
 
 VITALS_LOINC = {
@@ -357,6 +359,7 @@ class BrowserApp:
         self.syncing = False
         self.revoked = False
         self._conflicts_checked = float("-inf")  # last GET /api/sync/conflicts (adopt lost conflicts)
+        self.audit_violation: str | None = None
         self._bench = bool(bench)
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
@@ -1258,6 +1261,7 @@ class BrowserApp:
                             "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
                             "ids": [c.id for c in resp.changes][:200]})
             if not resp.has_more:
+                await self._audit_witness(raw.get("auditCheckpoint") if isinstance(raw, dict) else None)
                 if machine.last_error in ("offline", "sign in again to sync") or (
                         machine.last_error or "").startswith("server error"):
                     machine.last_error = None
@@ -1265,6 +1269,45 @@ class BrowserApp:
                     await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
                 break
         return notices
+
+    async def _audit_witness(self, offered_json: Any) -> None:
+        """Keep the newest audit checkpoint the server proved consistent (``pyclient.auditlog``); a server
+        whose history no longer extends what this device saw is flagged (``audit_log_state``)."""
+        from pyclient import auditlog  # noqa: PLC0415
+
+        if offered_json is None:
+            return
+        try:
+            offered = auditlog.Checkpoint.from_json(offered_json)
+            raw_held = await self.store.meta_get(M_AUDIT_CHECKPOINT)
+            held = auditlog.Checkpoint.from_json(json.loads(raw_held)) if raw_held else None
+            decision = auditlog.checkpoint_offered(held, offered)
+            if decision.kind == "need-proof" and held is not None:
+                res = _py(await self._http(
+                    "GET", f"/api/audit/log/consistency?first={decision.first}&second={decision.second}", None))
+                if int(res[0]) == 400 and offered.tree_size < held.tree_size:
+                    # The server no longer has the (bigger) checkpoint this device was handed: it was removed.
+                    decision = auditlog.Decision("violation", reason=f"the server lost the audit checkpoint of "
+                                                                     f"size {held.tree_size} this device holds")
+                elif int(res[0]) != 200:
+                    return  # try again on the next sync
+                else:
+                    decision = auditlog.checkpoint_proof_check(held, offered, loads(str(res[1])))
+            if decision.kind == "adopt":
+                await self.store.meta_put(M_AUDIT_CHECKPOINT, json.dumps(offered.to_json()))
+            elif decision.kind == "violation":
+                self.audit_violation = decision.reason
+                await self.store.meta_put(M_AUDIT_VIOLATION, decision.reason)
+                self._emit({"type": "audit-violation", "reason": decision.reason})
+        except Exception:  # noqa: BLE001 - the witness never stops a sync
+            return
+
+    async def audit_log_state(self) -> dict[str, Any]:
+        """The audit checkpoint this device holds (tree size) and any inconsistency it saw."""
+        raw = await self.store.meta_get(M_AUDIT_CHECKPOINT)
+        held = json.loads(raw) if raw else None
+        return {"treeSize": held["treeSize"] if held else None, "root": held["root"] if held else None,
+                "violation": await self.store.meta_get(M_AUDIT_VIOLATION)}
 
     async def first_sync_done(self) -> bool:
         return await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"

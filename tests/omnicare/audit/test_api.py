@@ -20,10 +20,13 @@ def _client(user: Any) -> Client:
     return Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=user, name='t')}")
 
 
-def test_every_event_kind_is_a_valid_r4_audit_event(make_user: Callable[..., Any]) -> None:
+def test_every_event_kind_is_a_valid_r4_audit_event(
+    make_user: Callable[..., Any], register_device: Callable[..., Any]
+) -> None:
     from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 
     doc = make_user("dr.valid", "physician")
+    register_device(doc, "d1", ["p1"])
     services.audit_record(user=doc, action="read", resource_type="Observation", resource_id="o1", patient_ids=["p1"])
     services.audit_record(user=doc, action="search", resource_type="Observation", patient_ids=["p1"],
                           outcome="denied")
@@ -34,6 +37,7 @@ def test_every_event_kind_is_a_valid_r4_audit_event(make_user: Callable[..., Any
                              resource_type="Condition", resource_id="c1", patient_ids=["p1"])])
     services.audit_record(user=None, action="login", category="security", outcome="failure",
                           detail={"username": "mallory"})
+    services.audit_sequence()
     for ev in AuditEvent.objects.all():
         resource = to_fhir(ev)
         FhirAuditEvent.model_validate(resource)  # raises on anything R4 does not allow
@@ -52,6 +56,7 @@ def test_auditor_gets_a_bundle_and_the_search_itself_is_audited(
     for i in range(5):
         services.audit_record(user=doc, action="read", resource_type="Patient", resource_id=f"p{i}",
                               patient_ids=[f"p{i}"])
+    services.audit_sequence()
     client = _client(auditor)
     r = client.get("/api/audit/events", {"_count": 2})
     assert r.status_code == 200 and r["Content-Type"].startswith("application/fhir+json")

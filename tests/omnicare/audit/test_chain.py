@@ -21,11 +21,16 @@ pytestmark = pytest.mark.django_db
 
 
 def _log(user: Any, n: int, **kw: Any) -> list[AuditEvent]:
-    return [
+    """n events as requests store them, then one sequencer run (returns them with seq and hashes)."""
+    stored = [
         services.audit_record(user=user, action="read", resource_type="Observation", resource_id=f"obs-{i}",
                               patient_ids=[f"p{i % 3}"], **kw)
         for i in range(n)
     ]
+    assert all(e.seq is None and e.hash == "" for e in stored)  # requests take no chain lock
+    services.audit_sequence(now=kw.get("now"))
+    by_pk = AuditEvent.objects.in_bulk([e.pk for e in stored])
+    return [by_pk[e.pk] for e in stored]
 
 
 def _kinds(report: services.VerifyReport) -> set[str]:
@@ -72,13 +77,24 @@ def test_the_model_refuses_update_and_delete(logged: list[AuditEvent]) -> None:
         Checkpoint.objects.all().delete()
 
 
-@requires_postgres
-def test_postgres_refuses_raw_update_and_delete(logged: list[AuditEvent]) -> None:
+def test_the_database_refuses_raw_update_and_delete(logged: list[AuditEvent]) -> None:
+    """Triggers on PostgreSQL and (new) SQLite: raw SQL cannot change the trail, the head or the keys either."""
     from django.db import DatabaseError, transaction
 
+    from omnicare.keys import services as keys
+
+    keys.rotate(purpose="audit-signing")  # a retired key to try to revive
     for sql in ("UPDATE audit_auditevent SET resource_id = 'x' WHERE seq = 3",
+                "UPDATE audit_auditevent SET seq = 99 WHERE seq = 3",
+                "UPDATE audit_auditevent SET hash = prev_hash WHERE seq = 3",
                 "DELETE FROM audit_auditevent WHERE seq = 3",
-                "UPDATE audit_checkpoint SET tree_size = 1"):
+                "UPDATE audit_checkpoint SET tree_size = 1",
+                "DELETE FROM audit_checkpoint",
+                "DELETE FROM audit_chainhead",
+                "UPDATE audit_chainhead SET seq = 3",
+                "DELETE FROM keys_keyversion",
+                "UPDATE keys_keyversion SET public_key = NULL",
+                "UPDATE keys_keyversion SET status = 'active' WHERE status = 'retired'"):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cur:
             cur.execute(sql)
     assert services.audit_verify().ok
@@ -169,12 +185,15 @@ def test_audit_verify_command_exits_non_zero_and_names_the_event(
 
 def test_checkpoints_are_made_every_n_events(doctor: Any, settings: Any) -> None:
     settings.OMNICARE_AUDIT_CHECKPOINT_EVERY = 4
-    _log(doctor, 9)
-    assert list(Checkpoint.objects.values_list("tree_size", flat=True)) == [4, 8]
+    settings.OMNICARE_AUDIT_SEQUENCE_INLINE = False
+    for _ in range(9):
+        _log(doctor, 1)  # the first event is signed at once, then every 4 (or every minute, see test_sequencer)
+    assert list(Checkpoint.objects.values_list("tree_size", flat=True)) == [1, 5, 9]
+    _log(doctor, 1)
     assert services.audit_checkpoint() is not None and services.audit_checkpoint() is None
     head = ChainHead.objects.get()
     cp = Checkpoint.objects.order_by("-tree_size").first()
-    assert cp is not None and cp.tree_size == 9 and cp.head_hash == head.hash
+    assert cp is not None and cp.tree_size == 10 and cp.head_hash == head.hash
     assert services.audit_verify().ok
 
 
@@ -182,7 +201,7 @@ def test_a_failed_write_raises_audit_unavailable(doctor: Any, monkeypatch: pytes
     def boom(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(AuditEvent, "save", boom)
+    monkeypatch.setattr(AuditEvent.objects, "bulk_create", boom)
     with pytest.raises(services.AuditUnavailable):
         services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id="p1")
     assert not AuditEvent.objects.exists()
@@ -213,8 +232,10 @@ def test_hash_covers_canonical_json_of_the_event(logged: list[AuditEvent]) -> No
 def test_retention_archives_only_events_older_than_seven_years(doctor: Any, tamper: Callable[..., None]) -> None:
     t0 = timezone.now()
     old = _log(doctor, 5)  # received at ~t0
-    recent = [services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id="p1",
-                                    now=t0 + timedelta(days=400))]
+    services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id="p1",
+                          now=t0 + timedelta(days=400))
+    services.audit_sequence(now=t0 + timedelta(days=400))
+    recent = [AuditEvent.objects.get(seq=6)]
     services.audit_checkpoint(now=t0 + timedelta(days=400))
     # One day short of 7 years: nothing moves.
     assert services.audit_archive(now=t0 + timedelta(days=365 * 7)) == []
@@ -229,7 +250,8 @@ def test_retention_archives_only_events_older_than_seven_years(doctor: Any, tamp
     assert report.ok, report.problems
     assert report.archived == 5 and report.events == 1
     # Proofs still work over archived leaves.
-    assert services.inclusion_proof(seq=1, tree_size=6)["root"] == Checkpoint.objects.get().merkle_root
+    latest = Checkpoint.objects.order_by("-tree_size").first()
+    assert latest is not None and services.inclusion_proof(seq=1, tree_size=6)["root"] == latest.merkle_root
 
     tamper("UPDATE audit_auditarchive SET count = 1 WHERE first_seq = 3")
     assert "signature" in _kinds(services.audit_verify())
@@ -238,7 +260,8 @@ def test_retention_archives_only_events_older_than_seven_years(doctor: Any, tamp
 def test_archive_task_runs_from_beat(doctor: Any) -> None:
     from omnicare.audit.tasks import audit_archive, audit_checkpoint
 
-    _log(doctor, 2)
+    for i in range(2):  # stored, not sequenced yet: the checkpoint job sequences them first
+        services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id=str(i))
     # apply(): run in this process whatever the broker (with REDIS_URL set, delay() would wait for a worker).
     assert audit_checkpoint.apply().get() == 2
     assert audit_archive.apply().get() == 0  # nothing is 7 years old
@@ -269,14 +292,18 @@ def test_concurrent_writers_keep_one_linear_chain(make_user: Callable[..., Any])
     for t in threads:
         t.join()
     assert not errors
-    assert list(AuditEvent.objects.values_list("seq", flat=True)) == list(range(1, 151))
+    services.audit_sequence()
+    assert list(AuditEvent.objects.order_by("seq").values_list("seq", flat=True)) == list(range(1, 151))
     assert services.audit_verify().ok
 
 
-def test_a_removed_head_stops_writes_instead_of_forking_the_chain(
+def test_a_removed_head_stops_the_sequencer_instead_of_forking_the_chain(
     logged: list[AuditEvent], tamper: Callable[..., None], doctor: Any
 ) -> None:
     tamper("DELETE FROM audit_chainhead")
+    services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id="p1")  # still stored
     with pytest.raises(services.AuditUnavailable):
-        services.audit_record(user=doctor, action="read", resource_type="Patient", resource_id="p1")
-    assert not ChainHead.objects.exists() and AuditEvent.objects.count() == 10
+        services.audit_sequence()
+    assert not ChainHead.objects.exists() and AuditEvent.objects.filter(seq__isnull=True).count() == 1
+    report = services.audit_verify()
+    assert "head" in _kinds(report) and report.unsequenced == 1

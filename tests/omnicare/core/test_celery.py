@@ -47,7 +47,8 @@ def celery_worker_queue(tmp_path: Path) -> Iterator[str]:
     log_path = tmp_path / "worker.log"
     env = dict(os.environ)
     env.update(
-        {"OMNICARE_SECRET_KEY": "test", "OMNICARE_DEBUG": "0", "DJANGO_SETTINGS_MODULE": "omnicare.settings"}
+        {"OMNICARE_SECRET_KEY": "test", "OMNICARE_DEBUG": "0", "DJANGO_SETTINGS_MODULE": "omnicare.settings",
+         "OMNICARE_MASTER_KEY": "dGVzdC1vbmx5LW1hc3Rlci1rZXktMzItYnl0ZXMtb2s="}
     )
     with log_path.open("w") as log:
         worker = subprocess.Popen(  # noqa: S603 (fixed argv)

@@ -68,6 +68,9 @@ def test_signing_key_lives_on_the_token_and_signatures_verify(softhsm_token: str
     assert row.backend == "pkcs11" and row.handle in _token_labels()
     assert len(sig) == 64 and services.verify(key_id=key_id, data=b"checkpoint", signature=sig)
     assert not services.verify(key_id=key_id, data=b"checkpoinT", signature=sig)
+    # The audit verifier's key comes from the token itself, not from the public_key column.
+    assert services.verify_pinned(key_id=key_id, data=b"checkpoint", signature=sig)
+    assert services.trusted_public_key(key_id=key_id) == bytes(row.public_key)
 
 
 def test_wrapping_on_the_token_and_rotation_destroys_the_old_key(softhsm_token: str) -> None:
