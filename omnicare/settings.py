@@ -112,6 +112,16 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
         "min_size": int(os.environ.get("OMNICARE_DB_POOL_MIN", "2")),
         "max_size": int(os.environ.get("OMNICARE_DB_POOL_MAX", "8")),
     }
+# --- scale: feed position at commit, fail fast ---------------------------------------------------------
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend plus ``connection.before_commit`` (the change feed takes its position there).
+    DATABASES["default"]["ENGINE"] = "omnicare.core.postgresql"
+    # An unreachable database answers 503 in ~2 s instead of hanging (connect and pool-checkout timeouts).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("OMNICARE_DB_CONNECT_TIMEOUT", "2"))
+    )
+    if "pool" in DATABASES["default"]["OPTIONS"]:
+        DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = float(os.environ.get("OMNICARE_DB_POOL_TIMEOUT", "2"))
 # Tests get their own database name so parallel runs on one server don't collide.
 if os.environ.get("OMNICARE_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["OMNICARE_TEST_DB_NAME"]}
