@@ -124,6 +124,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     )
     if "pool" in DATABASES["default"]["OPTIONS"]:
         DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = float(os.environ.get("OMNICARE_DB_POOL_TIMEOUT", "2"))
+# API requests in flight per process (the rest wait in line, then 503): the pool size, or 8 on SQLite.
+OMNICARE_MAX_CONCURRENT = int(os.environ.get("OMNICARE_MAX_CONCURRENT", os.environ.get("OMNICARE_DB_POOL_MAX", "8")))
+OMNICARE_QUEUE_SECONDS = float(os.environ.get("OMNICARE_QUEUE_SECONDS", "30"))
 # Tests get their own database name so parallel runs on one server don't collide.
 if os.environ.get("OMNICARE_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["OMNICARE_TEST_DB_NAME"]}
