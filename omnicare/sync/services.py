@@ -1141,11 +1141,13 @@ class SweepReport:
     requeued: int  # running jobs whose worker stopped sending heartbeats
     sent: int  # queued jobs (re)sent to the broker: never sent, or sent long ago and never started
     failed: int  # gave up after OMNICARE_JOB_MAX_ATTEMPTS
+    snapshots: int = 0  # pending snapshots whose task was lost (sent long ago, never built): sent again
 
 
 def push_jobs_sweep() -> SweepReport:
     """The beat task's body (every ~15 s): re-queue jobs whose worker died, send outbox rows the broker
-    never got, and give up on jobs that keep killing their workers. Safe to run anywhere, any time."""
+    never got, give up on jobs that keep killing their workers, and re-send snapshots pending for longer than
+    ``OMNICARE_JOB_LOST_SECONDS`` (their task was lost). Safe to run anywhere, any time."""
     now = timezone.now()
     stale = now - timedelta(seconds=_job_setting("OMNICARE_JOB_STALE_SECONDS", 60))
     lost = now - timedelta(seconds=_job_setting("OMNICARE_JOB_LOST_SECONDS", 600))
@@ -1168,7 +1170,16 @@ def push_jobs_sweep() -> SweepReport:
         if not push_job_enqueue(job_id=str(job_id)):
             break  # broker still down: the next sweep tries again
         sent += 1
-    return SweepReport(requeued=requeued, sent=sent, failed=failed)
+    snapshots = 0
+    from omnicare.core.broker import enqueue
+
+    from .tasks import build_snapshot
+
+    for snap_id in list(Snapshot.objects.filter(status=Snapshot.PENDING, created__lt=lost).values_list("pk", flat=True)[:100]):
+        if not enqueue(build_snapshot, str(snap_id)):  # idempotent: a duplicate build gives the same image
+            break
+        snapshots += 1
+    return SweepReport(requeued=requeued, sent=sent, failed=failed, snapshots=snapshots)
 
 
 def _uuid_or_none(raw: str) -> uuid.UUID | None:

@@ -27,4 +27,4 @@ def apply_push_job(job_id: str) -> str:
 def sweep_jobs() -> dict[str, int]:
     """Beat: re-queue push jobs whose worker died, re-send what the broker never got."""
     report = services.push_jobs_sweep()
-    return {"requeued": report.requeued, "sent": report.sent, "failed": report.failed}
+    return {"requeued": report.requeued, "sent": report.sent, "failed": report.failed, "snapshots": report.snapshots}

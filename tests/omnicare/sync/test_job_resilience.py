@@ -164,3 +164,17 @@ def test_a_job_survives_its_worker_killed_with_sigkill(
     ) == {1}
     starts = list(PushJobChunk.objects.filter(job=job).order_by("start").values_list("start", flat=True))
     assert starts == list(range(0, n, 20))
+
+
+def test_the_sweeper_resends_a_snapshot_whose_task_was_lost(
+    clinic: Any, user: Any, eager_celery: Any
+) -> None:
+    from omnicare.sync.models import Snapshot
+
+    lost = services.snapshot_request(user=user, device_id="d")  # its task never reached a worker
+    fresh = services.snapshot_request(user=user, device_id="d")
+    Snapshot.objects.filter(pk=lost.pk).update(created=timezone.now() - timedelta(hours=1))
+    report = services.push_jobs_sweep()
+    assert report.snapshots == 1
+    assert Snapshot.objects.get(pk=lost.pk).status == Snapshot.READY  # built (eager) from the sweep
+    assert Snapshot.objects.get(pk=fresh.pk).status == Snapshot.PENDING  # young: its own task may still come
