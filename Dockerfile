@@ -36,6 +36,8 @@ RUN rm -rf pwa/wheels pwa/vendor/pyodide \
  && rm -rf pyclient/build pyclient/*.egg-info \
  && python -c 'import json,pathlib; w=sorted(pathlib.Path("pwa/wheels").glob("*.whl")); print(json.dumps({"pyclient": w[-1].name}))' > pwa/wheels/wheels.json
 COPY --from=pyodide /pyodide ./pwa/vendor/pyodide
+# Pre-compressed once here; WhiteNoise serves the .gz files as they are (no per-request gzip of the wasm).
+RUN python -m whitenoise.compress -q pwa/vendor/pyodide
 
 # Static files for the admin; the key only satisfies settings for this build step and is not kept.
 RUN OMNICARE_SECRET_KEY=collectstatic-only python manage.py collectstatic --noinput

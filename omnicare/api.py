@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
-from django.db import DataError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
@@ -91,6 +91,23 @@ def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
     )
 
 
+@api.exception_handler(OperationalError)
+@api.exception_handler(InterfaceError)
+def _unavailable(request: HttpRequest, exc: Exception) -> HttpResponse:
+    # The database is unreachable, or the pool had no connection within OMNICARE_DB_POOL_TIMEOUT: a quick
+    # 503 the client retries after Retry-After, instead of a 30 s hang and a 500.
+    log.warning("database unavailable on %s %s: %s", request.method, request.path_info, type(exc).__name__)
+    return unavailable_response()
+
+
+def unavailable_response() -> HttpResponse:
+    return outcome_response(
+        503,
+        operation_outcome(code="transient", diagnostics="The service is temporarily unavailable; retry later"),
+        {"Retry-After": "5"},
+    )
+
+
 @api.exception_handler(Exception)
 def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
     # The traceback goes to the log (no request body, no query string); the caller gets a plain outcome.
@@ -102,6 +119,21 @@ def _unexpected(request: HttpRequest, exc: Exception) -> HttpResponse:
 def health(request: HttpRequest) -> dict[str, str]:
     """Liveness: the process serves requests."""
     return {"status": "ok"}
+
+
+@api.get("/api/health/ready", auth=None, tags=["ops"])
+def ready(request: HttpRequest) -> HttpResponse:
+    """Readiness for a load balancer: database reachable, migrations applied, Redis and the Celery broker
+    reachable. 200 when all are, else 503 with ``Retry-After`` (each check gives up after ~2 s)."""
+    from omnicare.core.health import is_ready, readiness
+
+    checks = readiness()
+    ok = is_ready(checks)
+    response = JsonResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
+    if not ok:
+        response["Retry-After"] = "5"
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 from omnicare.access.api import router as auth_router  # noqa: E402

@@ -12,13 +12,18 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.conf import settings  # noqa: E402
 
 from omnicare.audit.lifespan import lifespan_app  # noqa: E402
+from omnicare.core.admission import AdmissionLimit  # noqa: E402
 from omnicare.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": django_asgi_app,
+        # API requests wait in line for one of the pool's connections (see omnicare.core.admission).
+        "http": AdmissionLimit(
+            django_asgi_app, limit=settings.OMNICARE_MAX_CONCURRENT, queue_seconds=settings.OMNICARE_QUEUE_SECONDS
+        ),
         # Origin check: a page on another site cannot open a socket with our session cookie.
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         # Graceful shutdown signs the audit tail this process stored (uvicorn's default --lifespan auto).

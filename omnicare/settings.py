@@ -64,8 +64,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Compresses large JSON (sync pulls, FHIR bundles) when the client sends Accept-Encoding: gzip. BREACH:
     # safe because no secret is reflected in a compressed body (API bodies are JSON without the CSRF token).
-    "django.middleware.gzip.GZipMiddleware",
+    # WhiteNoise before GZip: static files are served pre-compressed (.br/.gz made at build time, see
+    # README "Production"), never gzipped again per request (the 9.6 MB Pyodide wasm took 0.7 s that way).
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.middleware.gzip.GZipMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -112,6 +114,19 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
         "min_size": int(os.environ.get("OMNICARE_DB_POOL_MIN", "2")),
         "max_size": int(os.environ.get("OMNICARE_DB_POOL_MAX", "8")),
     }
+# --- scale: feed position at commit, fail fast ---------------------------------------------------------
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Django's backend plus ``connection.before_commit`` (the change feed takes its position there).
+    DATABASES["default"]["ENGINE"] = "omnicare.core.postgresql"
+    # An unreachable database answers 503 in ~2 s instead of hanging (connect and pool-checkout timeouts).
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "connect_timeout", int(os.environ.get("OMNICARE_DB_CONNECT_TIMEOUT", "2"))
+    )
+    if "pool" in DATABASES["default"]["OPTIONS"]:
+        DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = float(os.environ.get("OMNICARE_DB_POOL_TIMEOUT", "2"))
+# API requests in flight per process (the rest wait in line, then 503): the pool size, or 8 on SQLite.
+OMNICARE_MAX_CONCURRENT = int(os.environ.get("OMNICARE_MAX_CONCURRENT", os.environ.get("OMNICARE_DB_POOL_MAX", "8")))
+OMNICARE_QUEUE_SECONDS = float(os.environ.get("OMNICARE_QUEUE_SECONDS", "30"))
 # Tests get their own database name so parallel runs on one server don't collide.
 if os.environ.get("OMNICARE_TEST_DB_NAME"):
     DATABASES["default"]["TEST"] = {"NAME": os.environ["OMNICARE_TEST_DB_NAME"]}
@@ -131,6 +146,27 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BEAT_SCHEDULE: dict[str, dict[str, object]] = {}
+# --- scale: jobs that survive a dead worker or broker ------------------------------------------------------
+# Fail fast when the broker is down (the outbox sweeper re-sends later), and redeliver an unacknowledged task
+# of a hard-killed worker after minutes, not kombu's default hour (the sweeper re-queues dead jobs sooner).
+CELERY_BROKER_CONNECTION_TIMEOUT = float(os.environ.get("OMNICARE_BROKER_TIMEOUT", "2"))
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_PUBLISH_RETRY = False
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": int(os.environ.get("OMNICARE_BROKER_VISIBILITY_SECONDS", "900")),
+    "socket_connect_timeout": float(os.environ.get("OMNICARE_BROKER_TIMEOUT", "2")),
+    "socket_timeout": 10,
+}
+CELERY_REDIS_SOCKET_CONNECT_TIMEOUT = float(os.environ.get("OMNICARE_BROKER_TIMEOUT", "2"))
+OMNICARE_JOB_CHUNK = int(os.environ.get("OMNICARE_JOB_CHUNK", "100"))  # mutations per committed chunk
+OMNICARE_JOB_STALE_SECONDS = float(os.environ.get("OMNICARE_JOB_STALE_SECONDS", "60"))  # no heartbeat: dead
+OMNICARE_JOB_LOST_SECONDS = float(os.environ.get("OMNICARE_JOB_LOST_SECONDS", "600"))  # sent, never started
+OMNICARE_JOBS_QUEUE = os.environ.get("OMNICARE_JOBS_QUEUE", "")  # Celery queue for sync jobs ("" = default)
+OMNICARE_JOB_MAX_ATTEMPTS = int(os.environ.get("OMNICARE_JOB_MAX_ATTEMPTS", "5"))
+CELERY_BEAT_SCHEDULE["sync-sweep-jobs"] = {
+    "task": "omnicare.sync.sweep_jobs",
+    "schedule": float(os.environ.get("OMNICARE_JOB_SWEEP_SECONDS", "15")),
+}
 
 if REDIS_URL:
     CHANNEL_LAYERS = {
@@ -168,6 +204,11 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # The PWA (index.html, sw.js, manifest, the Pyodide runtime under vendor/, the pyclient wheel
 # under wheels/) is served from the root scope so the service worker controls the whole app.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # collectstatic writes .gz/.br beside each file (admin, API docs); served without per-request work.
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 WHITENOISE_ROOT = BASE_DIR / "pwa"
 WHITENOISE_INDEX_FILE = True
 WHITENOISE_AUTOREFRESH = DEBUG

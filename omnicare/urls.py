@@ -11,3 +11,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", api.urls),
 ]
+
+# scale: a database outage met in middleware answers 503 + Retry-After (see omnicare.core.views).
+handler500 = "omnicare.core.views.server_error"

@@ -125,7 +125,7 @@ def database_url_from_settings(db: dict[str, Any]) -> str:
                 "(django_db_modify_db_settings) choose a file"
             )
         return "sqlite:///" + str(Path(name).resolve())
-    if engine == "django.db.backends.postgresql":
+    if engine in ("django.db.backends.postgresql", "omnicare.core.postgresql"):
         user = quote(str(db.get("USER") or ""), safe="")
         password = quote(str(db.get("PASSWORD") or ""), safe="")
         auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")

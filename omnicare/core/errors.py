@@ -92,3 +92,13 @@ class UnsupportedMediaType(ApiError):
 
 class Unprocessable(ApiError):
     status, code = 422, "processing"
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency (database, broker) is unreachable: 503 with ``Retry-After`` so clients back off."""
+
+    status, code = 503, "transient"
+
+    def __init__(self, diagnostics: str, *, retry_after: int = 5, **kwargs: Any) -> None:
+        super().__init__(diagnostics, **kwargs)
+        self.headers.setdefault("Retry-After", str(retry_after))

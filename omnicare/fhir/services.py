@@ -104,10 +104,13 @@ def _bump_feed(k: int) -> int:
     Why this never lets a reader skip a change: the upsert takes the counter row's lock, and the lock is held
     until our transaction commits. A concurrent writer blocks here until we commit, then (READ COMMITTED
     re-reads the row after the lock wait) gets strictly higher values. So seq order == commit order, and a
-    reader doing ``seq > cursor`` can never see N+1 committed while N is still in flight. This must be the
-    LAST thing before inserting the version rows and committing: everything slow (validation, merging, index
-    computation, current-state writes) happens before, so the serialised window stays short. On SQLite writers
-    are serialised by the database lock anyway (transaction_mode IMMEDIATE). Upsert rather than UPDATE so a
+    reader doing ``seq > cursor`` can never see N+1 committed while N is still in flight.
+
+    The lock is held from here to COMMIT, so this runs as late as possible: on PostgreSQL from
+    :func:`_feed_seal`, the last statements before COMMIT of whatever transaction wrote the versions (the
+    versions are inserted earlier with provisional negative positions that no pull ever returns), so the
+    serialised section is this upsert, one UPDATE and the commit itself. On SQLite writers are serialised by
+    the database lock anyway (transaction_mode IMMEDIATE), so it runs inline. Upsert rather than UPDATE so a
     flushed table (tests) recreates the row.
     """
     with connection.cursor() as cur:
@@ -120,6 +123,61 @@ def _bump_feed(k: int) -> int:
         row = cur.fetchone()
     assert row is not None
     return int(row[0])
+
+
+_FEED_KEY = "omnicare.fhir.feed"
+
+
+def _feed_deferrable() -> bool:
+    """True when the feed position can wait for COMMIT: our PostgreSQL backend (``before_commit``), inside a
+    transaction that will really commit (a test case's wrapping transaction never does: take it now)."""
+    return (
+        hasattr(connection, "before_commit")
+        and connection.in_atomic_block
+        and not any(getattr(b, "_from_testcase", False) for b in connection.atomic_blocks)
+    )
+
+
+def _provisional_seqs(k: int) -> list[int]:
+    """``k`` unique negative positions (no lock: a sequence). Invisible to ``seq > cursor`` pulls."""
+    with connection.cursor() as cur:
+        cur.execute("SELECT -nextval('fhir_provisional_seq') FROM generate_series(1, %s)", [k])
+        return [int(r[0]) for r in cur.fetchall()]
+
+
+def _feed_defer(versions: list[ResourceVersion]) -> None:
+    state: dict[str, Any] = connection.tx_state  # type: ignore[attr-defined]
+    if _FEED_KEY not in state:
+        state[_FEED_KEY] = []
+        connection.before_commit(_feed_seal)  # type: ignore[attr-defined]
+    state[_FEED_KEY].extend(versions)
+
+
+def _feed_seal() -> None:
+    """Right before COMMIT: give this transaction's surviving versions their real feed positions, in
+    insertion order (versions whose savepoint rolled back are gone from the table and are skipped)."""
+    pending: list[ResourceVersion] = connection.tx_state.get(_FEED_KEY, [])  # type: ignore[attr-defined]
+    if not pending:
+        return
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT id FROM fhir_resourceversion WHERE id = ANY(%s) AND seq < 0 ORDER BY seq DESC",
+            [[v.pk for v in pending]],
+        )
+        alive = [int(r[0]) for r in cur.fetchall()]
+        if not alive:
+            return
+        last = _bump_feed(len(alive))  # the serialised section starts here and ends at COMMIT
+        seqs = list(range(last - len(alive) + 1, last + 1))
+        cur.execute(
+            "UPDATE fhir_resourceversion AS v SET seq = u.seq "
+            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, seq) WHERE v.id = u.id",
+            [alive, seqs],
+        )
+    final = dict(zip(alive, seqs, strict=True))
+    for v in pending:
+        if v.pk in final:
+            v.seq = final[v.pk]
 
 
 def _with_meta(body: dict[str, Any], resource_id: str, version_id: int, now: datetime) -> dict[str, Any]:
@@ -352,11 +410,14 @@ def _apply(
 
     results: list[WriteResult] = []
     if live:
-        last = _bump_feed(len(live))  # last statements of the transaction: see _bump_feed
-        seq = last - len(live)
+        deferred = _feed_deferrable()
+        if deferred:
+            seqs = _provisional_seqs(len(live))
+        else:
+            last = _bump_feed(len(live))  # last statements of the transaction: see _bump_feed
+            seqs = list(range(last - len(live) + 1, last + 1))
         versions = []
-        for p in live:
-            seq += 1
+        for p, seq in zip(live, seqs, strict=True):
             versions.append(
                 ResourceVersion(
                     resource_type=p.write.resource_type,
@@ -370,6 +431,8 @@ def _apply(
                 )
             )
         ResourceVersion.objects.bulk_create(versions, batch_size=2000)
+        if deferred:
+            _feed_defer(versions)  # real positions right before COMMIT: see _bump_feed
         by_key = {(v.resource_type, v.resource_id): v for v in versions}
         # Inside the transaction: receivers defer anything external with transaction.on_commit.
         versions_written.send(sender=Resource, versions=versions)
@@ -633,7 +696,7 @@ def feed_since(*, after_seq: int, limit: int) -> list[ResourceVersion]:
 def feed_head() -> int:
     """The highest committed seq (0 when empty)."""
     last = ResourceVersion.objects.order_by("-seq").values_list("seq", flat=True).first()
-    return int(last or 0)
+    return max(int(last or 0), 0)  # this transaction's own not-yet-positioned versions are negative
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -66,5 +66,6 @@ class SnapshotAdmin(ReadOnly):
 
 @admin.register(PushJob)
 class PushJobAdmin(ReadOnly):
-    list_display = ("id", "user", "device_id", "status", "created", "finished")
+    list_display = ("id", "user", "device_id", "status", "progress", "total", "attempts", "created", "finished")
+    list_filter = ("status",)
     exclude = ("request", "result")

@@ -17,7 +17,7 @@ from ninja import Field, Router, Schema
 from omnicare.access.auth import api_auth
 from omnicare.access.services import device_check
 from omnicare.audit.trail import audited
-from omnicare.core.errors import BadRequest, Forbidden
+from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
 from . import services
@@ -90,7 +90,9 @@ class PushOut(Schema):
 
 class JobOut(Schema):
     id: str
-    status: str
+    status: str  # queued, running, done, failed
+    progress: int = 0  # mutations applied and committed so far
+    total: int = 0
     result: PushOut | None = None
     error: str | None = None
 
@@ -268,19 +270,24 @@ def push_job(request: HttpRequest) -> HttpResponse:
     """Same body and per-mutation rules as ``push``, up to 5,000 mutations, applied by a Celery job:
     202 with the job id (``Location``); poll ``/api/sync/jobs/{id}`` for the results. Re-running a job or
     re-sending the batch changes nothing already applied (mutations are idempotent)."""
-    from .tasks import apply_push_job
-
     req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
-    job = services.push_job_create(user=request.user, request=req)
-    transaction.on_commit(lambda: apply_push_job.delay(str(job.id)))
+    with transaction.atomic():
+        job = services.push_job_create(user=request.user, request=req)
+    if not services.push_job_enqueue(job_id=str(job.id)):
+        job.delete()  # nothing runs it: no row left behind (if this fails too, the sweeper sends it later)
+        raise ServiceUnavailable("The job queue is unavailable; nothing was applied. Retry later.")
+    job.refresh_from_db()
     response = _json(_job_json(job), status=202)
     response["Location"] = f"/api/sync/jobs/{job.id}"
     return response
 
 
 def _job_json(job: Any) -> dict[str, Any]:
-    return {"id": str(job.id), "status": job.status, "result": job.result, "error": job.error or None}
+    return {
+        "id": str(job.id), "status": job.status, "progress": job.progress, "total": job.total,
+        "result": job.result, "error": job.error or None,
+    }  # fmt: skip
 
 
 @router.get("/jobs/{job_id}", response={200: JobOut}, summary="Status of a background push")
@@ -378,13 +385,18 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
     """A background job writes your whole scope, gzip-compressed, at a known feed position. Poll
     ``/snapshots/{id}``; when ``ready``, download ``/snapshots/{id}/data`` and continue pulling from its
     ``cursor``."""
+    from omnicare.core.broker import enqueue
+
     from .tasks import build_snapshot
 
     with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
                  device_id=payload.deviceId) as note:
         snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)
         note.resource_id = str(snap.id)
-    transaction.on_commit(lambda: build_snapshot.delay(str(snap.id)))
+    # Enqueued after the commit; broker down -> no orphaned row, a clear 503 (the sweeper also re-sends).
+    if not enqueue(build_snapshot, str(snap.id)):
+        snap.delete()
+        raise ServiceUnavailable("The job queue is unavailable; no snapshot was started. Retry later.")
     snap.refresh_from_db()
     response = _json(_snapshot_json(snap), status=202)
     response["Location"] = f"/api/sync/snapshots/{snap.id}"

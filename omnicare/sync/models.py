@@ -139,19 +139,48 @@ class Snapshot(models.Model):
 
 
 class PushJob(models.Model):
-    """A large push batch applied by a Celery job. Re-running it is harmless: mutations are idempotent."""
+    """A large push batch applied by a Celery job in committed chunks (``PushJobChunk``).
 
-    PENDING, DONE, FAILED = "pending", "done", "failed"
+    ``queued`` → ``running`` → ``done`` / ``failed``. ``progress`` mutations are applied and committed; a job
+    whose worker died (``heartbeat`` stale) is re-queued by the sweeper and resumes there. ``enqueued`` is
+    the outbox mark: None until the broker accepted the task (the sweeper retries those). Re-running any
+    part is harmless: mutations are idempotent.
+    """
+
+    QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     device_id = models.CharField(max_length=64)
     request = models.JSONField()
-    status = models.CharField(max_length=16, default=PENDING)
+    status = models.CharField(max_length=16, default=QUEUED)
+    total = models.PositiveIntegerField(default=0)
+    progress = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    enqueued = models.DateTimeField(null=True, blank=True)
+    started = models.DateTimeField(null=True, blank=True)
+    heartbeat = models.DateTimeField(null=True, blank=True)
     result = models.JSONField(null=True, blank=True)
     error = models.CharField(max_length=500, blank=True, default="")
     created = models.DateTimeField(auto_now_add=True)
     finished = models.DateTimeField(null=True, blank=True)
 
+    class Meta:
+        indexes = [models.Index(fields=["status", "heartbeat"], name="sync_pushjob_sweep")]
+
     def __str__(self) -> str:
-        return f"push job {self.id} ({self.status})"
+        return f"push job {self.id} ({self.status}, {self.progress}/{self.total})"
+
+
+class PushJobChunk(models.Model):
+    """The results of mutations ``start .. start+len(results)`` of a job, committed with their writes."""
+
+    job = models.ForeignKey(PushJob, on_delete=models.CASCADE, related_name="chunks")
+    start = models.PositiveIntegerField()
+    results = models.JSONField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "start"], name="sync_pushjobchunk_uniq")]
+
+    def __str__(self) -> str:
+        return f"chunk @{self.start} of {self.job_id}"

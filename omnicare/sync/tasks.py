@@ -1,4 +1,8 @@
-"""Celery jobs of the sync domain. They only call services; both are idempotent (a redelivery changes nothing)."""
+"""Celery jobs of the sync domain. They only call services; all are idempotent (a redelivery changes nothing).
+
+Results live in the database (the job and snapshot rows), so the tasks ignore Celery's result backend: a
+publish then needs the broker only.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,20 @@ from celery import shared_task
 from . import services
 
 
-@shared_task(name="omnicare.sync.build_snapshot", acks_late=True)
+@shared_task(name="omnicare.sync.build_snapshot", acks_late=True, ignore_result=True)
 def build_snapshot(snapshot_id: str) -> str:
     """Build a first-sync snapshot; returns its status."""
     return services.snapshot_build(snapshot_id=snapshot_id).status
 
 
-@shared_task(name="omnicare.sync.apply_push_job", acks_late=True)
+@shared_task(name="omnicare.sync.apply_push_job", acks_late=True, ignore_result=True)
 def apply_push_job(job_id: str) -> str:
-    """Apply a stored large push batch; returns the job status."""
+    """Apply a stored large push batch in committed chunks; returns the job status."""
     return services.push_job_run(job_id=job_id).status
+
+
+@shared_task(name="omnicare.sync.sweep_jobs", ignore_result=True)
+def sweep_jobs() -> dict[str, int]:
+    """Beat: re-queue push jobs whose worker died, re-send what the broker never got."""
+    report = services.push_jobs_sweep()
+    return {"requeued": report.requeued, "sent": report.sent, "failed": report.failed, "snapshots": report.snapshots}

@@ -151,6 +151,10 @@ def test_the_harness_catches_a_naive_sequence_feed(user: Any, monkeypatch: pytes
         with connection.cursor() as cur:
             cur.execute("SELECT nextval('sync_test_naive_feed')")
             first = int(cur.fetchone()[0])
+        # The feed position is taken right before COMMIT; a plain sequence value taken there can still be
+        # overtaken by a later one whose transaction commits first. Widen that gap a little so the harness
+        # sees it in every run (the real counter holds its row lock through the gap, so it cannot).
+        time.sleep(0.004)
         return first + k - 1
 
     monkeypatch.setattr(fhir_services, "_bump_feed", naive_bump)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import uuid
+from datetime import timedelta
 from typing import Any
+
+from django.utils import timezone
 
 from omnicare.fhir.models import Resource, ResourceVersion
 from omnicare.fhir.services import resources_import
@@ -228,9 +231,15 @@ def test_large_batch_is_applied_by_a_job(
     apply_push_job.apply(args=[job["id"]])
     from omnicare.sync.models import PushJob
 
-    PushJob.objects.filter(pk=job["id"]).update(status="pending")  # as if the worker died before saving
+    # As if the worker died after applying everything but before saving: a stale heartbeat, no progress.
+    PushJob.objects.filter(pk=job["id"]).update(
+        status="running", progress=0, heartbeat=timezone.now() - timedelta(hours=1)
+    )
     apply_push_job.apply(args=[job["id"]])
     assert ResourceVersion.objects.count() == before
+    again = PushJob.objects.get(pk=job["id"])
+    assert again.status == "done" and again.attempts == 2
+    assert [x["status"] for x in again.result["results"]] == ["applied"] * n
 
 
 def test_client_meta_is_ignored_and_server_meta_assigned(clinic: Any, sync: SyncClient) -> None:
