@@ -72,6 +72,13 @@ ROLES: dict[str, Role] = {
     )
 }
 
+# HL7 v2 interface (issue 12): clinical roles read what the lab, scheduling and pharmacy feeds write.
+for _role, _hl7_types in {PHYSICIAN: "DiagnosticReport Appointment MedicationDispense",
+                          NURSE: "DiagnosticReport Appointment MedicationDispense",
+                          PHARMACIST: "DiagnosticReport MedicationDispense", FRONT_DESK: "Appointment"}.items():
+    for _rt in _hl7_types.split():
+        ROLES[_role].grants.setdefault(_rt, "RS")
+
 ROLE_NAMES: frozenset[str] = frozenset(ROLES)
 # Every resource type the matrix speaks about (anything else is denied to everyone).
 RESOURCE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(rt for r in ROLES.values() for rt in r.grants))

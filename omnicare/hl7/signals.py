@@ -1,0 +1,1 @@
+"""Outbound pharmacy orders: filled in by the pharmacy step."""
