@@ -549,7 +549,7 @@ RESULT_STATUS = {"F": "final", "P": "preliminary", "C": "corrected", "A": "parti
                  "X": "cancelled", "I": "registered", "O": "registered", "S": "registered", "Y": "unknown",
                  "Z": "unknown", "M": "corrected"}
 OBX_STATUS = {"F": "final", "P": "preliminary", "C": "corrected", "X": "cancelled", "D": "entered-in-error",
-              "W": "entered-in-error", "R": "registered", "I": "registered", "S": "preliminary", "U": "final",
+              "W": "entered-in-error", "R": "preliminary", "I": "registered", "S": "preliminary", "U": "final",
               "A": "amended", "N": "unknown"}
 INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CRITICAL = frozenset({"HH", "LL", "AA", ">", "<"})

@@ -22,3 +22,10 @@ def retry_due() -> int:
     except ImportError:
         return n
     return n + outbound_retry_due()
+
+
+@shared_task(name="omnicare.hl7.send_outbound", acks_late=True)
+def send_outbound(message_id: int) -> str:
+    from .outbound import outbound_send
+
+    return outbound_send(message_id=message_id)

@@ -162,3 +162,14 @@ def hl7_listener(transactional_db: None, hl7_listener_proc: ListenerProcess) -> 
     time.sleep(0.2)
     if hl7_listener_proc.proc.poll() is not None:
         pytest.fail("listener died during the test:\n" + hl7_listener_proc.log())
+
+
+@pytest.fixture(autouse=True)
+def eager_celery(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """Celery tasks run inline in these tests (the listener and e2e tests use real processes instead)."""
+    from omnicare.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield app
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
