@@ -137,6 +137,14 @@ ADMIN_SITE_PERMISSIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+# HL7 v2 interface (issue 12): administrators operate the queues (never the raw bodies: that is the separate
+# ``hl7.view_raw_message`` permission, granted to a named account and audited on every display).
+ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += (
+    "hl7.view_inboundmessage", "hl7.change_inboundmessage", "hl7.view_outboundmessage",
+    "hl7.change_outboundmessage",
+)
+
+
 def _grant_admin_site(group: Any, role: str) -> None:
     from django.contrib.auth.models import Permission
 
