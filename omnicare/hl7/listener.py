@@ -216,10 +216,32 @@ def run(*, host: str, port: int, ready: Callable[[int], None] | None = None, **o
         bound = await listener.start()
         if ready is not None:
             ready(bound)
+        sweeper = asyncio.create_task(_sweep(listener)) if _eager() else None
         try:
             await listener.serve_forever()
         finally:
+            if sweeper is not None:
+                sweeper.cancel()
             await listener.close()
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+def _eager() -> bool:
+    from django.conf import settings
+
+    return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
+
+
+async def _sweep(listener: Listener, every: float = 15.0) -> None:
+    """Without a broker there is no Celery beat: the listener itself retries what is due (embedded default)."""
+    from .tasks import retry_due
+
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await loop.run_in_executor(listener._hand_off, retry_due)
+        except Exception:
+            log.warning("hl7: retry sweep failed", exc_info=True)
