@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from django.db.models import Q, Value
+from django.db.models.functions import Concat
+
 from omnicare.audit.services import audit_record
 from omnicare.fhir.models import Resource, SearchToken
 from omnicare.fhir.services import Write, resources_apply
@@ -250,9 +253,28 @@ class Ctx:
     conflicts: list[str] = field(default_factory=list)
     patient_id: str = ""
 
+    rows: dict[tuple[str, str], Resource | None] = field(default_factory=dict)
+
     def current(self, rtype: str, rid_: str) -> Resource | None:
-        row = Resource.objects.filter(resource_type=rtype, resource_id=rid_).first()
-        return row if row is not None and not row.deleted else None
+        """The live record (memoised: every round trip counts when a lab sends hundreds a minute)."""
+        key = (rtype, rid_)
+        if key not in self.rows:
+            row = Resource.objects.filter(resource_type=rtype, resource_id=rid_).first()
+            self.rows[key] = row if row is not None and not row.deleted else None
+        return self.rows[key]
+
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        """Load several records in one query (ids are deterministic, so a mapper knows them up front)."""
+        wanted = [k for k in keys if k not in self.rows]
+        if not wanted:
+            return
+        cond = Q()
+        for rtype, rid_ in wanted:
+            cond |= Q(resource_type=rtype, resource_id=rid_)
+        found = {(r.resource_type, r.resource_id): r for r in Resource.objects.filter(cond)}
+        for k in wanted:
+            row = found.get(k)
+            self.rows[k] = row if row is not None and not row.deleted else None
 
     def upsert(self, rtype: str, rid_: str, theirs: dict[str, Any]) -> dict[str, Any]:
         """Queue ``theirs`` for ``rtype/rid_``: created as is, or merged into the current record."""
@@ -295,15 +317,18 @@ class Ctx:
 
 
 def find_patient(identifiers: list[dict[str, Any]]) -> str | None:
+    """The live Patient carrying any of these identifiers (the first one listed wins), in one query."""
+    if not identifiers:
+        return None
+    cond = Q()
     for ident in identifiers:
-        hit = (
-            SearchToken.objects.filter(
-                resource_type="Patient", param="identifier", system=ident["system"][:255],
-                code=ident["value"][:255], resource__deleted=False,
-            )
-            .values_list("resource__resource_id", flat=True)
-            .first()
-        )
+        cond |= Q(system=ident["system"][:255], code=ident["value"][:255])
+    hits = dict(
+        SearchToken.objects.filter(cond, resource_type="Patient", param="identifier", resource__deleted=False)
+        .values_list(Concat("system", Value("|"), "code"), "resource__resource_id")
+    )
+    for ident in identifiers:
+        hit = hits.get(f"{ident['system'][:255]}|{ident['value'][:255]}")
         if hit:
             return str(hit)
     return None
@@ -646,6 +671,8 @@ def oru(ctx: Ctx) -> None:
             groups.append((seg, []))
         elif seg.name == "OBX" and groups:
             groups[-1][1].append(seg)
+    ctx.prefetch([("DiagnosticReport", rid("DiagnosticReport", ctx.sender, f"{o.get(3, 2) or ctx.sender}|{o.get(3) or o.get(2)}"))
+                  for o, _ in groups])
     for obr, obxs in groups:
         filler = obr.get(3) or obr.get(2)
         if not filler:
@@ -656,6 +683,8 @@ def oru(ctx: Ctx) -> None:
         effective = fhir_datetime(obr.get(7))
         results = []
         seen: dict[str, int] = {}
+        ctx.prefetch([("Observation", rid("Observation", ctx.sender, order_key, f"{x.get(3, 1) or x.get(3, 2)}|{x.get(4)}"))
+                      for x in obxs])
         for obx in obxs:
             code = cwe(obx.reps(3)[0] if obx.reps(3) else None, ctx.sender)
             if not code:
@@ -800,10 +829,11 @@ def message_apply(*, parsed: Parsed, message: InboundMessage, now: datetime) -> 
             continue  # nothing new (a repeated A08): no new version, no hint
         writes.append(Write(rtype, rid_, clean, expected_version=row.version_id if row is not None else 0))
     results = resources_apply(user=None, writes=writes, authorized=True) if writes else []
-    for (rtype, rid_), body in ctx.mapped.items():
-        MappedResource.objects.update_or_create(
-            resource_type=rtype, resource_id=rid_, defaults={"body": body, "message": message}
-        )
+    MappedResource.objects.bulk_create(
+        [MappedResource(resource_type=rt, resource_id=ri, body=body, message=message)
+         for (rt, ri), body in ctx.mapped.items()],
+        update_conflicts=True, unique_fields=["resource_type", "resource_id"], update_fields=["body", "message"],
+    )
     written = [f"{r.resource_type}/{r.resource_id}" for r in results if r.version is not None]
     patients: set[str] = set()
     for r in results:

@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Min
+from django.db import connection, transaction
+from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError
@@ -79,72 +79,53 @@ class Stored:
 
 
 def inbound_store(*, items: list[Accepted], now: datetime | None = None) -> list[Stored]:
-    """Store a batch durably in ONE transaction; duplicates (sender + control id) are found, not re-stored.
+    """Store a batch durably; duplicates (sender + control id) are recognised, never stored twice.
 
-    Returns, per item, the row id, whether it was a repeat, and the AA to send (after this returns, i.e.
-    after the commit).
+    ONE statement for the batch in the common case (``INSERT .. ON CONFLICT DO NOTHING RETURNING``, which
+    commits on its own in autocommit mode): on a loaded machine every round trip to PostgreSQL costs
+    milliseconds, and the ACK waits for this. Repeats then cost one more query. Returns, per item, the row
+    id, whether it was a repeat, and the AA to send (only after this returned, i.e. after the commit).
     """
     now = now or timezone.now()
-    for attempt in range(2):
-        try:
-            return _store(items, now)
-        except IntegrityError:  # another listener process stored the same sender + control id meanwhile
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _store(items: list[Accepted], now: datetime) -> list[Stored]:
-    keys = {(a.parsed.sender, a.parsed.control_id) for a in items}
-    with transaction.atomic():
-        existing: dict[tuple[str, str], int] = {}
-        for sender in {k[0] for k in keys}:
-            ids = [k[1] for k in keys if k[0] == sender]
-            for row in InboundMessage.objects.filter(sender=sender, control_id__in=ids).values_list(
-                "sender", "control_id", "id"
-            ):
-                existing[(row[0], row[1])] = row[2]
-        new: dict[tuple[str, str], InboundMessage] = {}
-        repeats: list[int] = []
-        for a in items:
-            key = (a.parsed.sender, a.parsed.control_id)
-            if key in existing:
-                repeats.append(existing[key])
-            elif key in new:
-                repeats.append(-1)  # resolved after the insert
-            else:
-                new[key] = InboundMessage(
-                    sender=a.parsed.sender[:200],
-                    sending_app=a.parsed.sending_app[:200],
-                    control_id=a.parsed.control_id,
-                    message_type=a.parsed.message_type[:20],
-                    version=a.parsed.version[:10],
-                    state=InboundMessage.RECEIVED,
-                    raw=a.raw_text,
-                    received_at=now,
-                    ack_code="AA",
-                    ack_sent_at=now,
-                )
-        if new:
-            InboundMessage.objects.bulk_create(list(new.values()))
-            if any(r.pk is None for r in new.values()):  # backends without RETURNING
-                for key, row in new.items():
-                    row.pk = InboundMessage.objects.values_list("id", flat=True).get(
-                        sender=key[0], control_id=key[1]
-                    )
-        out: list[Stored] = []
-        seen_new: set[tuple[str, str]] = set()
-        repeated_ids: list[int] = []
-        for a in items:
-            key = (a.parsed.sender, a.parsed.control_id)
-            if key in new and key not in seen_new:
-                seen_new.add(key)
-                out.append(Stored(new[key].pk, False, ack_bytes(a.parsed, "AA")))
-            else:
-                rid = existing.get(key) or new[key].pk
-                repeated_ids.append(rid)
-                out.append(Stored(rid, True, ack_bytes(a.parsed, "AA")))
-        for rid in repeated_ids:
+    first: dict[tuple[str, str], Accepted] = {}
+    for a in items:
+        first.setdefault((a.parsed.sender[:200], a.parsed.control_id), a)
+    table = connection.ops.quote_name(InboundMessage._meta.db_table)
+    cols = ("sender", "sending_app", "control_id", "message_type", "version", "state", "attempts",
+            "last_error", "ack_code", "ack_sent_at", "repeats", "raw", "received_at", "resources", "conflicts")
+    at = now if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(now)
+    rows: list[Any] = []
+    for (sender, control), a in first.items():
+        rows += [sender, a.parsed.sending_app[:200], control, a.parsed.message_type[:20], a.parsed.version[:10],
+                 InboundMessage.RECEIVED, 0, "", "AA", at, 0, a.raw_text, at, "[]", "[]"]
+    marks = ", ".join(["(" + ", ".join(["%s"] * len(cols)) + ")"] * len(first))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES {marks} "  # noqa: S608 (identifiers are ours)
+        "ON CONFLICT (sender, control_id) DO NOTHING RETURNING id, sender, control_id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, rows)
+        inserted = {(r[1], r[2]): int(r[0]) for r in cur.fetchall()}
+    ids = dict(inserted)
+    missing = [k for k in first if k not in ids]
+    if missing:
+        cond = Q()
+        for sender, control in missing:
+            cond |= Q(sender=sender, control_id=control)
+        for pk, sender, control in InboundMessage.objects.filter(cond).values_list("id", "sender", "control_id"):
+            ids[(sender, control)] = pk
+    out: list[Stored] = []
+    repeated: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    for a in items:
+        key = (a.parsed.sender[:200], a.parsed.control_id)
+        duplicate = key not in inserted or key in seen
+        seen.add(key)
+        if duplicate:
+            repeated.append(ids[key])
+        out.append(Stored(ids[key], duplicate, ack_bytes(a.parsed, "AA")))
+    if repeated:
+        for rid in repeated:
             InboundMessage.objects.filter(pk=rid).update(repeats=F("repeats") + 1, ack_sent_at=now)
     return out
 
@@ -209,7 +190,8 @@ def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
                 row.next_attempt_at = None
                 row.resources = result.resources
                 row.conflicts = result.conflicts
-                row.save()
+                row.save(update_fields=["state", "processed_at", "attempts", "last_error", "next_attempt_at",
+                                        "resources", "conflicts"])
                 return row.state
         except Exception as exc:  # recorded on the row; the mapping's writes rolled back with the savepoint
             failure = exc
