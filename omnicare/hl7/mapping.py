@@ -254,6 +254,8 @@ class Ctx:
     patient_id: str = ""
 
     rows: dict[tuple[str, str], Resource | None] = field(default_factory=dict)
+    sent_at: datetime | None = None  # MSH-7: when the sender says it created the message
+    stale: list[str] = field(default_factory=list)
 
     def current(self, rtype: str, rid_: str) -> Resource | None:
         """The live record (memoised: every round trip counts when a lab sends hundreds a minute)."""
@@ -288,6 +290,13 @@ class Ctx:
             self.writes[key] = theirs
             return theirs
         base_row = MappedResource.objects.filter(resource_type=rtype, resource_id=rid_).first()
+        if (pending is None and base_row is not None and base_row.source_time is not None
+                and self.sent_at is not None and self.sent_at < base_row.source_time):
+            # An older message than the one this record was last mapped from (a late retry, a replay, a
+            # feed resent out of order): it must not undo newer information. Left as it is.
+            del self.mapped[key]
+            self.stale.append(f"{rtype}/{rid_}")
+            return ours
         base = base_row.body if base_row is not None and pending is None else None
         if pending is not None:
             base = pending
@@ -806,13 +815,25 @@ def siu(ctx: Ctx) -> None:
     ctx.upsert("Appointment", appt_id, body)
 
 
+def message_time(parsed: Parsed) -> datetime | None:
+    """MSH-7 as an aware datetime (UTC when it carries no offset), None when absent or unreadable."""
+    msh = parsed.first("MSH")
+    text = fhir_datetime(msh.get(7)) if msh is not None else None
+    if not text or "T" not in text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 MAPPERS = {"ADT": adt, "ORU": oru, "SIU": siu}
 PRIMARY = {"ADT": "Patient", "ORU": "DiagnosticReport", "SIU": "Appointment", "RDS": "MedicationDispense"}
 
 
 def message_apply(*, parsed: Parsed, message: InboundMessage, now: datetime) -> Result:
     """Map and write one message (the caller holds the transaction). Raises on anything that is not clean."""
-    ctx = Ctx(parsed=parsed, message=message, now=now, sender=parsed.sender)
+    ctx = Ctx(parsed=parsed, message=message, now=now, sender=parsed.sender, sent_at=message_time(parsed))
     mapper = MAPPERS.get(parsed.message_code)
     if mapper is None:
         from .pharmacy import rds
@@ -830,9 +851,10 @@ def message_apply(*, parsed: Parsed, message: InboundMessage, now: datetime) -> 
         writes.append(Write(rtype, rid_, clean, expected_version=row.version_id if row is not None else 0))
     results = resources_apply(user=None, writes=writes, authorized=True) if writes else []
     MappedResource.objects.bulk_create(
-        [MappedResource(resource_type=rt, resource_id=ri, body=body, message=message)
+        [MappedResource(resource_type=rt, resource_id=ri, body=body, message=message, source_time=ctx.sent_at)
          for (rt, ri), body in ctx.mapped.items()],
-        update_conflicts=True, unique_fields=["resource_type", "resource_id"], update_fields=["body", "message"],
+        update_conflicts=True, unique_fields=["resource_type", "resource_id"],
+        update_fields=["body", "message", "source_time"],
     )
     written = [f"{r.resource_type}/{r.resource_id}" for r in results if r.version is not None]
     patients: set[str] = set()
@@ -857,6 +879,7 @@ def message_apply(*, parsed: Parsed, message: InboundMessage, now: datetime) -> 
             "controlId": parsed.control_id,
             "resources": written[:200],
             "conflicts": len(ctx.conflicts),
+            "olderThanRecord": ctx.stale[:50],
         },
     )
     return Result(resources=written, conflicts=ctx.conflicts[:200], patients=sorted(patients))

@@ -24,7 +24,7 @@ class InboundMessage(models.Model):
     next_attempt_at = models.DateTimeField(null=True, blank=True)
     last_error = models.CharField(max_length=300, blank=True)
     ack_code = models.CharField(max_length=2, blank=True)
-    ack_sent_at = models.DateTimeField(null=True, blank=True)
+    ack_sent_at = models.DateTimeField(null=True, blank=True, help_text="when the AA was issued")
     repeats = models.PositiveIntegerField(default=0, help_text="times the same sender + control id came again")
     raw = models.TextField()
     received_at = models.DateTimeField()
@@ -80,6 +80,8 @@ class MappedResource(models.Model):
     resource_id = models.CharField(max_length=64)
     body = models.JSONField()
     message = models.ForeignKey(InboundMessage, null=True, on_delete=models.SET_NULL, related_name="+")
+    # MSH-7 of that message: an older message arriving later (retry, replay) never overwrites newer data.
+    source_time = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [

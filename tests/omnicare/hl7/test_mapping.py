@@ -255,3 +255,14 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
     delays = [services.backoff_delay(attempts=a, base=5, cap=60, rng=rng).total_seconds() for a in range(1, 8)]
     assert all(2.5 <= delays[0] <= 5 for _ in [0]) and 5 <= delays[1] <= 10 and 10 <= delays[2] <= 20
     assert all(30 <= d <= 60 for d in delays[4:])
+
+
+def test_an_older_message_arriving_late_does_not_undo_newer_information() -> None:
+    ingest("adt_a01_v251")
+    ingest("adt_a08_update")  # MSH-7 12:00: the new address
+    late = ingest("adt_a08_update", **{"NG-A08-0002": "NG-A08-OLD", "20261130120000+0100": "20261130090000+0100",
+                                       "3 New Wynd": "99 Old Road"})
+    assert late.state == InboundMessage.PROCESSED and late.resources == []
+    assert one("Patient")["address"][0]["line"] == ["3 New Wynd"]
+    ev = AuditEvent.objects.get(detail__controlId="NG-A08-OLD")
+    assert any(k.startswith("Patient/") for k in ev.detail["olderThanRecord"])
