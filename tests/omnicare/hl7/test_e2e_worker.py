@@ -34,6 +34,12 @@ pytestmark = [requires_redis, pytest.mark.redis, pytest.mark.timeout(300)]
 
 
 @pytest.fixture
+def eager_celery() -> Iterator[None]:
+    """Not eager here: tasks go through Redis to the real worker (overrides the package's autouse fixture)."""
+    yield None
+
+
+@pytest.fixture
 def hl7_worker_stack(live_asgi: str, settings: Any, channel_prefix: str, tmp_path: Path
                      ) -> Iterator[tuple[ListenerProcess, str]]:
     """A listener that enqueues to a queue of its own and a real Celery worker consuming it."""
@@ -49,6 +55,7 @@ def hl7_worker_stack(live_asgi: str, settings: Any, channel_prefix: str, tmp_pat
         cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     listener = start_listener(settings, tmp_path, extra)
+    settings.OMNICARE_HL7_CELERY_QUEUE = queue  # what this test process enqueues goes to that worker too
     try:
         yield listener, live_asgi
     finally:
@@ -156,3 +163,41 @@ async def test_adt_then_oru_reach_the_device_in_scope_through_the_worker(
         assert not {glucose, potassium} & {ch["id"] for ch in await asyncio.to_thread(_pull_all, base, other_tok)}
     c.close()
     print(f"ACK -> hint on the device: {elapsed * 1000:.0f} ms")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outbound_rde_goes_through_the_worker_retried_while_the_pharmacy_is_down(
+    hl7_worker_stack: tuple[ListenerProcess, str], settings: Any
+) -> None:
+    from omnicare.fhir.services import Write, resources_apply
+    from omnicare.hl7.models import OutboundMessage
+    from omnicare.hl7.outbound import outbound_retry_due
+    from tests.live import free_port
+
+    from .test_pharmacy import Peer, order
+
+    port = free_port()
+    settings.OMNICARE_HL7_PHARMACY_ENDPOINT = f"127.0.0.1:{port}"
+    seed({"resourceType": "Patient", "id": "pt-1", "name": [{"family": "Okafor"}]})
+    resources_apply(user=None, writes=[Write("MedicationRequest", "rx-1", order())], authorized=True)
+
+    def state() -> OutboundMessage:
+        return OutboundMessage.objects.get(source="MedicationRequest/rx-1/_history/1")
+
+    deadline = time.monotonic() + 60
+    while state().state != OutboundMessage.FAILED:  # the worker tried: nobody listening
+        assert time.monotonic() < deadline, state().state
+        time.sleep(0.1)
+    assert state().attempts == 1 and state().next_attempt_at is not None
+    peer = Peer(port=port, delay=2.0)  # the pharmacy is back, and slow to acknowledge
+    try:
+        assert outbound_retry_due(now=state().next_attempt_at) == 1  # what beat does every 15 s
+        deadline = time.monotonic() + 60
+        while state().state != OutboundMessage.PROCESSED:
+            assert time.monotonic() < deadline, state().state
+            time.sleep(0.1)
+        row = state()
+        assert row.attempts == 2 and row.ack_code == "AA"
+        assert [m.split("\r")[0].split("|")[9] for m in peer.received] == [row.control_id]
+    finally:
+        peer.close()
