@@ -25,8 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import Q, Value
-from django.db.models.functions import Concat
+from django.db.models import Q
 
 from omnicare.audit.services import audit_record
 from omnicare.fhir.models import Resource, SearchToken
@@ -325,21 +324,26 @@ class Ctx:
 # -------------------------------------------------------------------------------------------------------------
 
 
-def find_patient(identifiers: list[dict[str, Any]]) -> str | None:
-    """The live Patient carrying any of these identifiers (the first one listed wins), in one query."""
+def find_patient(identifiers: list[dict[str, Any]], ctx: Ctx | None = None) -> str | None:
+    """The live Patient carrying any of these identifiers (the first one listed wins), in one query.
+
+    With ``ctx`` the Patient row comes along (one round trip instead of two)."""
     if not identifiers:
         return None
     cond = Q()
     for ident in identifiers:
         cond |= Q(system=ident["system"][:255], code=ident["value"][:255])
-    hits = dict(
-        SearchToken.objects.filter(cond, resource_type="Patient", param="identifier", resource__deleted=False)
-        .values_list(Concat("system", Value("|"), "code"), "resource__resource_id")
-    )
+    hits = {
+        f"{t.system}|{t.code}": t.resource
+        for t in SearchToken.objects.filter(cond, resource_type="Patient", param="identifier",
+                                            resource__deleted=False).select_related("resource")
+    }
     for ident in identifiers:
         hit = hits.get(f"{ident['system'][:255]}|{ident['value'][:255]}")
-        if hit:
-            return str(hit)
+        if hit is not None:
+            if ctx is not None:
+                ctx.rows[("Patient", hit.resource_id)] = hit
+            return str(hit.resource_id)
     return None
 
 
@@ -379,7 +383,7 @@ def patient_from_pid(ctx: Ctx, pid: Seg, *, update: bool = True) -> str:
     identifiers = [i for i in (cx(r, ctx.sender) for r in pid.reps(3)) if i]
     if not identifiers:
         raise MessageError("PID-3 has no identifier value", code="101", location="PID^1^3")
-    patient_id = find_patient(identifiers) or rid("Patient", identifiers[0]["system"], identifiers[0]["value"])
+    patient_id = find_patient(identifiers, ctx) or rid("Patient", identifiers[0]["system"], identifiers[0]["value"])
     ctx.patient_id = patient_id
     if not update and ctx.current("Patient", patient_id) is not None:
         return patient_id
@@ -680,8 +684,13 @@ def oru(ctx: Ctx) -> None:
             groups.append((seg, []))
         elif seg.name == "OBX" and groups:
             groups[-1][1].append(seg)
-    ctx.prefetch([("DiagnosticReport", rid("DiagnosticReport", ctx.sender, f"{o.get(3, 2) or ctx.sender}|{o.get(3) or o.get(2)}"))
-                  for o, _ in groups])
+    keys: list[tuple[str, str]] = []
+    for o, xs in groups:
+        okey = f"{o.get(3, 2) or ctx.sender}|{o.get(3) or o.get(2)}"
+        keys.append(("DiagnosticReport", rid("DiagnosticReport", ctx.sender, okey)))
+        keys += [("Observation", rid("Observation", ctx.sender, okey, f"{x.get(3, 1) or x.get(3, 2)}|{x.get(4)}"))
+                 for x in xs]
+    ctx.prefetch(keys)  # one query for every record this message may update
     for obr, obxs in groups:
         filler = obr.get(3) or obr.get(2)
         if not filler:
@@ -692,8 +701,6 @@ def oru(ctx: Ctx) -> None:
         effective = fhir_datetime(obr.get(7))
         results = []
         seen: dict[str, int] = {}
-        ctx.prefetch([("Observation", rid("Observation", ctx.sender, order_key, f"{x.get(3, 1) or x.get(3, 2)}|{x.get(4)}"))
-                      for x in obxs])
         for obx in obxs:
             code = cwe(obx.reps(3)[0] if obx.reps(3) else None, ctx.sender)
             if not code:

@@ -173,28 +173,30 @@ def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
     from . import mapping
 
     now = now or timezone.now()
-    failure: BaseException | None = None
+    try:
+        with transaction.atomic():
+            row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
+            if row is None:
+                return "missing"
+            if row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
+                return row.state
+            result = mapping.message_apply(parsed=parse(row.raw), message=row, now=now)
+            row.state = InboundMessage.PROCESSED
+            row.processed_at = now
+            row.attempts += 1
+            row.last_error = ""
+            row.next_attempt_at = None
+            row.resources = result.resources
+            row.conflicts = result.conflicts
+            row.save(update_fields=["state", "processed_at", "attempts", "last_error", "next_attempt_at",
+                                    "resources", "conflicts"])
+            return row.state
+    except Exception as exc:  # everything the mapping wrote rolled back; the failure is recorded apart
+        failure: BaseException = exc
     with transaction.atomic():
         row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
-        if row is None:
-            return "missing"
-        if row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
-            return row.state
-        try:
-            with transaction.atomic():
-                result = mapping.message_apply(parsed=parse(row.raw), message=row, now=now)
-                row.state = InboundMessage.PROCESSED
-                row.processed_at = now
-                row.attempts += 1
-                row.last_error = ""
-                row.next_attempt_at = None
-                row.resources = result.resources
-                row.conflicts = result.conflicts
-                row.save(update_fields=["state", "processed_at", "attempts", "last_error", "next_attempt_at",
-                                        "resources", "conflicts"])
-                return row.state
-        except Exception as exc:  # recorded on the row; the mapping's writes rolled back with the savepoint
-            failure = exc
+        if row is None or row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
+            return row.state if row is not None else "missing"
         row.attempts += 1
         row.last_error = _error_text(failure)[:300]
         if _permanent(failure) or row.attempts >= _setting("OMNICARE_HL7_MAX_ATTEMPTS", 8):
@@ -206,7 +208,7 @@ def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
                 attempts=row.attempts, base=_setting("OMNICARE_HL7_RETRY_BASE_SECONDS", 5.0),
                 cap=_setting("OMNICARE_HL7_RETRY_CAP_SECONDS", 3600.0),
             )
-        row.save()
+        row.save(update_fields=["attempts", "last_error", "state", "next_attempt_at"])
     log.warning("hl7: message %s %s (%s)", message_id, row.state, row.last_error)
     return row.state
 
