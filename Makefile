@@ -13,6 +13,7 @@ WHEEL_DIR := pwa/wheels
 TEST_WHEELS := .cache/pyodide-wheels
 HOST ?= 127.0.0.1
 PORT ?= 8000
+HL7_PORT ?= 2575
 DEMO_PATIENTS ?= 40
 DEMO_SEED ?= 7
 
@@ -79,7 +80,10 @@ demo: seed serve
 
 serve:
 	@echo "OmniCare on http://$(HOST):$(PORT)/  (FHIR: /fhir/R4/metadata, API docs: /api/docs, admin: /admin/)"
-	OMNICARE_DEBUG=1 $(VENV)/bin/uvicorn omnicare.asgi:application --host $(HOST) --port $(PORT)
+	@echo "HL7 v2 MLLP listener on $(HOST):$(HL7_PORT)"
+	OMNICARE_DEBUG=1 $(PY) manage.py hl7_listen --host $(HOST) --port $(HL7_PORT) & hl7=$$!; \
+	  trap 'kill $$hl7 2>/dev/null' EXIT INT TERM; \
+	  OMNICARE_DEBUG=1 $(VENV)/bin/uvicorn omnicare.asgi:application --host $(HOST) --port $(PORT)
 
 # --- tests -------------------------------------------------------------------------
 $(TEST_WHEELS)/.fetched: $(VENV)/.deps

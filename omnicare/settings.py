@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "omnicare.sync",
     "omnicare.audit",
     "omnicare.keys",
+    "omnicare.hl7",
 ]
 
 MIDDLEWARE = [
@@ -310,3 +311,17 @@ def _audit_checkpoint_log_default() -> str:
 # Signed checkpoints are also appended here (put it on another disk / a WORM or object-store mount). "" = off.
 OMNICARE_AUDIT_CHECKPOINT_LOG = os.environ.get("OMNICARE_AUDIT_CHECKPOINT_LOG", _audit_checkpoint_log_default())
 CELERY_BEAT_SCHEDULE["audit-sequence"] = {"task": "omnicare.audit.sequence", "schedule": 1.0}
+
+# --- HL7 v2 interface (issue 12): MLLP listener, inbound/outbound queues, pharmacy endpoint -----------
+OMNICARE_HL7_HOST = os.environ.get("OMNICARE_HL7_HOST", "127.0.0.1")
+OMNICARE_HL7_PORT = int(os.environ.get("OMNICARE_HL7_PORT", "2575"))
+OMNICARE_HL7_MAX_BYTES = int(os.environ.get("OMNICARE_HL7_MAX_BYTES", str(16 * 1024 * 1024)))
+OMNICARE_HL7_IDLE_SECONDS = float(os.environ.get("OMNICARE_HL7_IDLE_SECONDS", "300"))
+OMNICARE_HL7_MAX_ATTEMPTS = int(os.environ.get("OMNICARE_HL7_MAX_ATTEMPTS", "8"))
+OMNICARE_HL7_RETRY_BASE_SECONDS = float(os.environ.get("OMNICARE_HL7_RETRY_BASE_SECONDS", "5"))
+OMNICARE_HL7_RETRY_CAP_SECONDS = float(os.environ.get("OMNICARE_HL7_RETRY_CAP_SECONDS", "3600"))
+# Outbound RDE^O11 to the pharmacy system: host:port ("" = no pharmacy interface), ACK wait in seconds.
+OMNICARE_HL7_PHARMACY_ENDPOINT = os.environ.get("OMNICARE_HL7_PHARMACY_ENDPOINT", "")
+OMNICARE_HL7_ACK_TIMEOUT_SECONDS = float(os.environ.get("OMNICARE_HL7_ACK_TIMEOUT_SECONDS", "30"))
+OMNICARE_HL7_CELERY_QUEUE = os.environ.get("OMNICARE_HL7_CELERY_QUEUE", "")  # "" = Celery's default queue
+CELERY_BEAT_SCHEDULE["hl7-retry-due"] = {"task": "omnicare.hl7.retry_due", "schedule": 15.0}

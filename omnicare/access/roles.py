@@ -72,6 +72,13 @@ ROLES: dict[str, Role] = {
     )
 }
 
+# HL7 v2 interface (issue 12): clinical roles read what the lab, scheduling and pharmacy feeds write.
+for _role, _hl7_types in {PHYSICIAN: "DiagnosticReport Appointment MedicationDispense",
+                          NURSE: "DiagnosticReport Appointment MedicationDispense",
+                          PHARMACIST: "DiagnosticReport MedicationDispense", FRONT_DESK: "Appointment"}.items():
+    for _rt in _hl7_types.split():
+        ROLES[_role].grants.setdefault(_rt, "RS")
+
 ROLE_NAMES: frozenset[str] = frozenset(ROLES)
 # Every resource type the matrix speaks about (anything else is denied to everyone).
 RESOURCE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(rt for r in ROLES.values() for rt in r.grants))
@@ -128,6 +135,14 @@ ADMIN_SITE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "access.view_emergencyaccessgrant", "access.view_devicerevocation", "access.view_loginfailure",
     ),
 }
+
+
+# HL7 v2 interface (issue 12): administrators operate the queues (never the raw bodies: that is the separate
+# ``hl7.view_raw_message`` permission, granted to a named account and audited on every display).
+ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += (
+    "hl7.view_inboundmessage", "hl7.change_inboundmessage", "hl7.view_outboundmessage",
+    "hl7.change_outboundmessage",
+)
 
 
 def _grant_admin_site(group: Any, role: str) -> None:

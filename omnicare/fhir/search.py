@@ -129,6 +129,37 @@ SEARCH_PARAMS: dict[str, dict[str, Param]] = {
     },
 }
 
+# HL7 v2 interface (issue 12): the types lab, scheduling and pharmacy feeds write (added only if absent).
+for _rt, _params in {
+    "DiagnosticReport": {
+        "patient": _p("reference", "subject", target="Patient"),
+        "subject": _p("reference", "subject"),
+        "encounter": _p("reference", "encounter"),
+        "identifier": _p("token", "identifier"),
+        "code": _p("token", "code"),
+        "category": _p("token", "category"),
+        "status": _p("token", "status"),
+        "date": _p("date", "effectiveDateTime", "effectivePeriod"),
+        "result": _p("reference", "result"),
+    },
+    "Appointment": {
+        "patient": _p("reference", "participant.actor", target="Patient"),
+        "actor": _p("reference", "participant.actor"),
+        "identifier": _p("token", "identifier"),
+        "status": _p("token", "status"),
+        "date": _p("date", "start"),
+    },
+    "MedicationDispense": {
+        "patient": _p("reference", "subject", target="Patient"),
+        "subject": _p("reference", "subject"),
+        "identifier": _p("token", "identifier"),
+        "status": _p("token", "status"),
+        "prescription": _p("reference", "authorizingPrescription"),
+        "whenhandedover": _p("date", "whenHandedOver"),
+    },
+}.items():
+    SEARCH_PARAMS.setdefault(_rt, _params)
+
 SUPPORTED_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
 
 # Patient compartment: which elements of a resource make it belong to a Patient (only Patient targets count).
@@ -144,6 +175,10 @@ COMPARTMENT: dict[str, tuple[str, ...]] = {
     "DocumentReference": ("subject", "author"),
     "Communication": ("subject", "sender", "recipient"),
 }
+# HL7 v2 interface (issue 12)
+COMPARTMENT.setdefault("DiagnosticReport", ("subject",))
+COMPARTMENT.setdefault("Appointment", ("participant.actor",))
+COMPARTMENT.setdefault("MedicationDispense", ("subject", "receiver"))
 
 # Result parameters understood everywhere (not per-type filters).
 CONTROL_PARAMS = frozenset(

@@ -139,6 +139,14 @@ function badge(text, kind = "") {
   return h("span", { class: `badge ${kind}` }, text);
 }
 
+// Lab interpretation codes in plain words (HL7 table 0078 / v3 ObservationInterpretation).
+const FLAG_WORDS = { H: "high", L: "low", HH: "critical high", LL: "critical low", AA: "critical", A: "abnormal",
+  HU: "critical high", LU: "critical low", ">": "above range", "<": "below range", R: "resistant", S: "susceptible" };
+
+function labFlag(v) {
+  return FLAG_WORDS[v.flag] || (v.critical ? "critical" : "abnormal");
+}
+
 function pendingBadge(item) {
   return item.pending ? badge("pending sync", "pending") : null;
 }
@@ -214,6 +222,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
     c.medications.length ? h("ul", { class: "rows", id: "medications" }, c.medications.map((m) => h("li", { class: m.status !== "active" ? "inactive" : "", dataset: { id: m.id } },
       h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, (m.dosage ? " — " + m.dosage : "") + (m.reason ? ` · ${m.status}: ${m.reason}` : "")), " ", pendingBadge(m)),
       badge(m.status, m.status === "active" ? "active" : ""),
+      m.status === "active" || m.dispensed ? badge(m.dispensed ? `dispensed ${m.dispensed === "yes" ? "" : m.dispensed}`.trim() : "not dispensed", m.dispensed ? "dispensed" : "undispensed") : null,
       m.status === "active" ? h("span", { class: "row-actions" },
         h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),
         h("button", { type: "button", class: "btn small ghost danger-text", onclick: () => onMed(m, "stop") }, "Stop")) : null))) : h("p", { class: "empty" }, "No medications."));
@@ -225,7 +234,11 @@ export function chartScreen(c, { onAllergy, onMed }) {
 
   const labs = section("Recent labs", null,
     c.labs.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Test"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
-      h("tbody", {}, c.labs.map((v) => h("tr", {}, h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", v.flag && v.flag !== "N" ? badge(v.flag === "H" ? "high" : v.flag === "L" ? "low" : v.flag, "flag") : null), h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
+      h("tbody", {}, c.labs.map((v) => h("tr", { class: v.critical ? "critical" : v.abnormal ? "abnormal" : "", dataset: { id: v.id } },
+        h("th", { scope: "row" }, v.name),
+        h("td", {}, v.value, " ", v.abnormal ? badge(labFlag(v), v.critical ? "flag critical" : "flag") : null,
+          v.status === "preliminary" ? badge("preliminary", "prelim") : null),
+        h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
     h("div", { class: "trends" }, c.series.filter((s) => s.category === "laboratory").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
 
   const notes = section("Notes", null,

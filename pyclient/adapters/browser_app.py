@@ -98,6 +98,8 @@ VITALS_LOINC = {
 BP = ("85354-9", "Blood pressure panel with all children optional")
 SBP = ("8480-6", "Systolic blood pressure")
 DBP = ("8462-4", "Diastolic blood pressure")
+#: Interpretation codes (v3 ObservationInterpretation, HL7 v2 table 0078) that mean a critical result.
+CRITICAL_FLAGS = frozenset({"HH", "LL", "AA", "HU", "LU"})
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
@@ -807,10 +809,19 @@ class BrowserApp:
                                             for m in (r.get("manifestation") or [])),
                       "pending": pending(a)} for a in by.get("AllergyIntolerance", [])]
         allergies.sort(key=lambda a: (a["status"] != "active", a["substance"]))
+        # Pharmacy dispenses (HL7 RDS^O13 -> MedicationDispense), by the order they fill: the latest one.
+        dispensed: dict[str, str] = {}
+        for md in by.get("MedicationDispense", []):
+            if md.get("status") not in ("completed", "in-progress"):
+                continue
+            for ref in md.get("authorizingPrescription") or []:
+                order = str(ref.get("reference") or "").removeprefix("MedicationRequest/")
+                when = str(md.get("whenHandedOver") or md.get("whenPrepared") or "")[:10] or "yes"
+                dispensed[order] = max(dispensed.get(order, ""), when)
         meds = [{"id": m["id"], "name": _cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
                  "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
                  "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m),
-                 "reason": _cc_text(m.get("statusReason"))}
+                 "reason": _cc_text(m.get("statusReason")), "dispensed": dispensed.get(str(m["id"]), "")}
                 for m in by.get("MedicationRequest", [])]
         meds.sort(key=lambda m: (m["status"] != "active", m["name"]))
         series: dict[str, dict[str, Any]] = {}
@@ -833,7 +844,8 @@ class BrowserApp:
                 value_text = f"{q.get('value')} {unit}".strip() if q else str(o.get("valueString", ""))
             flag = _code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
             row = {"id": o["id"], "name": name, "value": value_text, "when": when[:16].replace("T", " "),
-                   "flag": flag, "pending": pending(o)}
+                   "flag": flag, "pending": pending(o), "abnormal": flag not in ("", "N"),
+                   "critical": flag in CRITICAL_FLAGS, "status": str(o.get("status") or "")}
             (labs_latest if cat == "laboratory" else vitals_latest)[name] = row
             if isinstance(point, (int, float)):
                 s = series.setdefault(name, {"name": name, "category": cat, "points": []})

@@ -57,6 +57,10 @@ def body(rt: str, rid: str, pid: str) -> dict[str, Any]:
         "DocumentReference": {"status": "current", "subject": subj,
                               "content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}]},
         "Communication": {"status": "completed", "subject": subj},
+        # HL7 v2 interface (issue 12)
+        "DiagnosticReport": {"status": "final", "code": {"text": "panel"}, "subject": subj},
+        "Appointment": {"status": "booked", "participant": [{"actor": subj, "status": "accepted"}]},
+        "MedicationDispense": {"status": "completed", "subject": subj, "medicationCodeableConcept": {"text": "aspirin"}},
     }[rt]
     return {"resourceType": rt, "id": rid, **extra}
 

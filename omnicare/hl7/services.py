@@ -1,0 +1,272 @@
+"""HL7 v2 interface services: durable inbound store, mapping runs, retries, queue stats, outbound sends.
+
+Inbound: the listener hands every framed message to :func:`inbound_accept` (decode, parse, check) and then
+:func:`inbound_store` (one transaction for a batch of messages from all connections: group commit). The
+ACK AA goes out only after that commit. :func:`inbound_process` (the Celery task) maps one message to FHIR
+in ONE transaction together with its audit event and the row's state change, so a message is either
+fully in the record or not at all, and a redelivered task finds it ``processed`` and does nothing.
+
+The sending system is the audit agent: events carry no user, ``username`` ``hl7:<MSH-4>`` and the message
+type / control id (never content). FHIR writes go through ``fhir.services.resources_apply`` (the one write
+path: validation, search index, change feed, sync hints) with ``authorized=True``: the interface is a
+system actor, not a clinician, and is trusted for every patient like a bulk import.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Min, Q
+from django.utils import timezone
+
+from omnicare.core.errors import ApiError
+
+from .message import MessageError, Parsed, ack_bytes, check, decode, parse
+from .models import InboundMessage, OutboundMessage
+
+log = logging.getLogger("omnicare.hl7")
+
+AGENT_PREFIX = "hl7:"
+
+
+def _setting(name: str, default: Any) -> Any:
+    return getattr(settings, name, default)
+
+
+def backoff_delay(*, attempts: int, base: float, cap: float, rng: random.Random | None = None) -> timedelta:
+    """Exponential backoff with jitter: uniformly in [d/2, d] where d = min(cap, base * 2**(attempts-1))."""
+    d = min(cap, base * (2 ** max(0, attempts - 1)))
+    r = (rng or random).uniform(0.5, 1.0)
+    return timedelta(seconds=d * r)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Inbound: accept and store (the listener)
+# -------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Accepted:
+    """A message that passed the checks and may be stored."""
+
+    parsed: Parsed
+    raw_text: str
+
+
+def inbound_accept(*, raw: bytes) -> Accepted | tuple[bytes, MessageError]:
+    """Decode, parse and check one framed message. Returns it, or (the AR/AE ACK, the error)."""
+    parsed: Parsed | None = None
+    try:
+        text = decode(raw)
+        parsed = parse(text)
+        check(parsed)
+    except MessageError as err:
+        return ack_bytes(parsed, err.ack, error=err), err
+    return Accepted(parsed=parsed, raw_text=parsed.text)
+
+
+@dataclass
+class Stored:
+    id: int
+    duplicate: bool
+    ack: bytes
+
+
+def inbound_store(*, items: list[Accepted], now: datetime | None = None) -> list[Stored]:
+    """Store a batch durably; duplicates (sender + control id) are recognised, never stored twice.
+
+    ONE statement for the batch in the common case (``INSERT .. ON CONFLICT DO NOTHING RETURNING``, which
+    commits on its own in autocommit mode): on a loaded machine every round trip to PostgreSQL costs
+    milliseconds, and the ACK waits for this. Repeats then cost one more query. Returns, per item, the row
+    id, whether it was a repeat, and the AA to send (only after this returned, i.e. after the commit).
+    """
+    now = now or timezone.now()
+    first: dict[tuple[str, str], Accepted] = {}
+    for a in items:
+        first.setdefault((a.parsed.sender[:200], a.parsed.control_id), a)
+    table = connection.ops.quote_name(InboundMessage._meta.db_table)
+    cols = ("sender", "sending_app", "control_id", "message_type", "version", "state", "attempts",
+            "last_error", "ack_code", "ack_sent_at", "repeats", "raw", "received_at", "resources", "conflicts")
+    at = now if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(now)
+    rows: list[Any] = []
+    for (sender, control), a in first.items():
+        rows += [sender, a.parsed.sending_app[:200], control, a.parsed.message_type[:20], a.parsed.version[:10],
+                 InboundMessage.RECEIVED, 0, "", "AA", at, 0, a.raw_text, at, "[]", "[]"]
+    marks = ", ".join(["(" + ", ".join(["%s"] * len(cols)) + ")"] * len(first))
+    sql = (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES {marks} "  # noqa: S608 (identifiers are ours)
+        "ON CONFLICT (sender, control_id) DO NOTHING RETURNING id, sender, control_id"
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, rows)
+        inserted = {(r[1], r[2]): int(r[0]) for r in cur.fetchall()}
+    ids = dict(inserted)
+    missing = [k for k in first if k not in ids]
+    if missing:
+        cond = Q()
+        for sender, control in missing:
+            cond |= Q(sender=sender, control_id=control)
+        for pk, sender, control in InboundMessage.objects.filter(cond).values_list("id", "sender", "control_id"):
+            ids[(sender, control)] = pk
+    out: list[Stored] = []
+    repeated: list[int] = []
+    seen: set[tuple[str, str]] = set()
+    for a in items:
+        key = (a.parsed.sender[:200], a.parsed.control_id)
+        duplicate = key not in inserted or key in seen
+        seen.add(key)
+        if duplicate:
+            repeated.append(ids[key])
+        out.append(Stored(ids[key], duplicate, ack_bytes(a.parsed, "AA")))
+    if repeated:
+        for rid in repeated:
+            InboundMessage.objects.filter(pk=rid).update(repeats=F("repeats") + 1, ack_sent_at=now)
+    return out
+
+
+def inbound_enqueue(*, message_ids: list[int]) -> None:
+    """Hand stored messages to Celery (eager mode: run them now). A lost enqueue is found by the sweeper."""
+    from .tasks import process_inbound
+
+    queue = _setting("OMNICARE_HL7_CELERY_QUEUE", "") or None
+    for mid in message_ids:
+        try:
+            process_inbound.apply_async(args=[mid], queue=queue)
+        except Exception:  # the broker being down never loses a message: inbound_retry_due re-sends it
+            log.warning("hl7: could not enqueue message %s; the sweeper will retry", mid, exc_info=True)
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Inbound: mapping (the Celery task)
+# -------------------------------------------------------------------------------------------------------------
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors that a retry cannot fix (bad data): straight to dead letter."""
+    if isinstance(exc, MessageError):
+        return True
+    if isinstance(exc, ApiError):
+        return exc.status in (400, 404, 422)
+    return False
+
+
+def _error_text(exc: BaseException) -> str:
+    """A failure reason without message content: our own error texts, else the exception class."""
+    if isinstance(exc, MessageError | ApiError):
+        text = getattr(exc, "text", None) or getattr(exc, "diagnostics", None) or type(exc).__name__
+        return f"{type(exc).__name__}: {str(text)[:250]}"
+    return type(exc).__name__
+
+
+def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
+    """Map one stored message to FHIR in one transaction (with its audit event); returns the new state.
+
+    Idempotent: a processed or dead message is left alone; the row lock makes a concurrent redelivery
+    wait and then see it processed.
+    """
+    from . import mapping
+
+    now = now or timezone.now()
+    try:
+        with transaction.atomic():
+            row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
+            if row is None:
+                return "missing"
+            if row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
+                return row.state
+            result = mapping.message_apply(parsed=parse(row.raw), message=row, now=now)
+            row.state = InboundMessage.PROCESSED
+            row.processed_at = now
+            row.attempts += 1
+            row.last_error = ""
+            row.next_attempt_at = None
+            row.resources = result.resources
+            row.conflicts = result.conflicts
+            row.save(update_fields=["state", "processed_at", "attempts", "last_error", "next_attempt_at",
+                                    "resources", "conflicts"])
+            return row.state
+    except Exception as exc:  # everything the mapping wrote rolled back; the failure is recorded apart
+        failure: BaseException = exc
+    with transaction.atomic():
+        row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
+        if row is None or row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
+            return row.state if row is not None else "missing"
+        row.attempts += 1
+        row.last_error = _error_text(failure)[:300]
+        if _permanent(failure) or row.attempts >= _setting("OMNICARE_HL7_MAX_ATTEMPTS", 8):
+            row.state = InboundMessage.DEAD
+            row.next_attempt_at = None
+        else:
+            row.state = InboundMessage.FAILED
+            row.next_attempt_at = now + backoff_delay(
+                attempts=row.attempts, base=_setting("OMNICARE_HL7_RETRY_BASE_SECONDS", 5.0),
+                cap=_setting("OMNICARE_HL7_RETRY_CAP_SECONDS", 3600.0),
+            )
+        row.save(update_fields=["attempts", "last_error", "state", "next_attempt_at"])
+    log.warning("hl7: message %s %s (%s)", message_id, row.state, row.last_error)
+    return row.state
+
+
+def inbound_retry_due(*, now: datetime | None = None, limit: int = 500) -> int:
+    """Re-enqueue failed messages whose retry time has come, and received ones whose task was lost."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=_setting("OMNICARE_HL7_STALE_SECONDS", 120))
+    ids = list(
+        InboundMessage.objects.filter(state=InboundMessage.FAILED, next_attempt_at__lte=now)
+        .values_list("id", flat=True)[:limit]
+    )
+    ids += list(
+        InboundMessage.objects.filter(state=InboundMessage.RECEIVED, received_at__lte=stale)
+        .values_list("id", flat=True)[:limit]
+    )
+    inbound_enqueue(message_ids=ids)
+    return len(ids)
+
+
+def inbound_replay(*, message_ids: list[int]) -> int:
+    """Admin action: put failed/dead messages back in the queue (attempts reset) and enqueue them."""
+    n = InboundMessage.objects.filter(
+        pk__in=message_ids, state__in=[InboundMessage.FAILED, InboundMessage.DEAD]
+    ).update(state=InboundMessage.RECEIVED, attempts=0, next_attempt_at=None)
+    transaction.on_commit(lambda: inbound_enqueue(message_ids=list(message_ids)))
+    return n
+
+
+def inbound_discard(*, message_ids: list[int]) -> int:
+    """Admin action: give up on messages (dead letter, kept for the record)."""
+    return InboundMessage.objects.filter(pk__in=message_ids).exclude(state=InboundMessage.PROCESSED).update(
+        state=InboundMessage.DEAD, next_attempt_at=None, last_error="discarded by an administrator"
+    )
+
+
+# -------------------------------------------------------------------------------------------------------------
+# Queue health (admin, metrics): counts and ages only, never content
+# -------------------------------------------------------------------------------------------------------------
+
+
+def queue_stats(*, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    out: dict[str, Any] = {}
+    for name, model, stamp, waiting in (
+        ("inbound", InboundMessage, "received_at", [InboundMessage.RECEIVED, InboundMessage.FAILED]),
+        ("outbound", OutboundMessage, "created_at", [OutboundMessage.QUEUED, OutboundMessage.FAILED]),
+    ):
+        by_state = dict(model.objects.values_list("state").annotate(n=Count("id")).values_list("state", "n"))
+        oldest = model.objects.filter(state__in=waiting).aggregate(m=Min(stamp))["m"]
+        reasons = list(
+            model.objects.filter(state__in=["failed", "dead"]).exclude(last_error="")
+            .values("last_error").annotate(n=Count("id")).order_by("-n")[:10]
+        )
+        out[name] = {
+            "by_state": by_state,
+            "depth": sum(by_state.get(s, 0) for s in waiting),
+            "oldest_age_seconds": (now - oldest).total_seconds() if oldest else 0.0,
+            "failure_reasons": [(r["last_error"], r["n"]) for r in reasons],
+        }
+    return out
