@@ -86,14 +86,16 @@ class Storage:
     quota: int | None = None
     persisted: bool | None = None
     records: int | None = None  # encrypted records held (count only)
+    indexed_db: int | None = None  # bytes in IndexedDB (the encrypted records, outbox, indexes), if known
 
     def to_json(self) -> dict[str, Any]:
-        return {"used": self.used, "quota": self.quota, "persisted": self.persisted, "records": self.records}
+        return {"used": self.used, "quota": self.quota, "persisted": self.persisted, "records": self.records,
+                "indexedDb": self.indexed_db}
 
     @classmethod
     def from_json(cls, raw: Any, where: str = "storage") -> Storage:
         obj = _obj(raw, where)
-        unknown = set(obj) - {"used", "quota", "persisted", "records"}
+        unknown = set(obj) - {"used", "quota", "persisted", "records", "indexedDb"}
         if unknown:
             raise ProtocolError(f"{where}.{sorted(unknown)[0]}: unknown field")
 
@@ -105,7 +107,7 @@ class Storage:
         if persisted is not None and not isinstance(persisted, bool):
             raise ProtocolError(f"{where}.persisted: expected true, false or null")
         return cls(used=opt("used", MAX_BYTES), quota=opt("quota", MAX_BYTES), persisted=persisted,
-                   records=opt("records", MAX_COUNT))
+                   records=opt("records", MAX_COUNT), indexed_db=opt("indexedDb", MAX_BYTES))
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ class StorageIn(_Strict):
     quota: int | None = Field(None, ge=0, le=MAX_BYTES)
     persisted: bool | None = None
     records: int | None = Field(None, ge=0, le=MAX_COUNT)
+    indexedDb: int | None = Field(None, ge=0, le=MAX_BYTES, description="bytes in IndexedDB, if the browser says")
 
 
 class TelemetryIn(_Strict):

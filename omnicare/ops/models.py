@@ -29,6 +29,7 @@ class DeviceReport(models.Model):
     storage_quota = models.BigIntegerField(null=True, blank=True)
     storage_persisted = models.BooleanField(null=True, blank=True)
     records = models.PositiveIntegerField(null=True, blank=True)
+    storage_idb = models.BigIntegerField(null=True, blank=True, help_text="bytes in IndexedDB")
     failed_unlocks = models.PositiveIntegerField(default=0)
     interval_seconds = models.FloatField(default=0.0)
     offline_seconds = models.FloatField(default=0.0)
@@ -62,6 +63,7 @@ class DeviceHealth(models.Model):
     storage_quota = models.BigIntegerField(null=True, blank=True)
     storage_persisted = models.BooleanField(null=True, blank=True)
     records = models.PositiveIntegerField(null=True, blank=True)
+    storage_idb = models.BigIntegerField(null=True, blank=True, help_text="bytes in IndexedDB")
     kb_versions = models.JSONField(default=dict)
 
     class Meta:

@@ -186,7 +186,7 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
             reason=report.reason, app_version=report.app_version, pending=report.pending,
             conflicted=report.conflicted, rejected=report.rejected, oldest_pending_age=report.oldest_pending_age,
             last_sync_age=report.last_sync_age, storage_used=st.used, storage_quota=st.quota,
-            storage_persisted=st.persisted, records=st.records, failed_unlocks=report.failed_unlocks,
+            storage_persisted=st.persisted, records=st.records, storage_idb=st.indexed_db, failed_unlocks=report.failed_unlocks,
             interval_seconds=report.interval_seconds, offline_seconds=report.offline_seconds,
             offline_ready_seconds=report.offline_ready_seconds, kb_versions=report.kb_versions,
         )
@@ -197,7 +197,7 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
             else now - timedelta(seconds=report.oldest_pending_age),
             "last_sync_at": None if report.last_sync_age is None else now - timedelta(seconds=report.last_sync_age),
             "storage_used": st.used, "storage_quota": st.quota, "storage_persisted": st.persisted,
-            "records": st.records, "kb_versions": report.kb_versions,
+            "records": st.records, "storage_idb": st.indexed_db, "kb_versions": report.kb_versions,
         }
         health, made = DeviceHealth.objects.select_for_update().get_or_create(
             user=user, device_id=report.device_id, defaults={**fields, "first_report": now, "reports": 1})
@@ -230,7 +230,8 @@ def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
                DeviceRevocation.objects.values_list("user_id", "device_id", "revoked", "wipe_told")}
     health = {(h["user_id"], h["device_id"]): h for h in DeviceHealth.objects.values(
         "user_id", "device_id", "last_report", "pending", "conflicted", "rejected", "oldest_pending_at",
-        "last_sync_at", "app_version", "storage_used", "storage_quota", "storage_persisted", "records")}
+        "last_sync_at", "app_version", "storage_used", "storage_quota", "storage_persisted", "records",
+        "storage_idb")}
     out = []
     for uid, username, did, last_seen in Device.objects.values_list("user_id", "user__username", "device_id",
                                                                     "last_seen"):
@@ -256,6 +257,7 @@ def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
             "rejected": h["rejected"] if h else None, "app_version": h["app_version"] if h else "",
             "storage_used": h["storage_used"] if h else None, "storage_quota": h["storage_quota"] if h else None,
             "storage_persisted": h["storage_persisted"] if h else None, "records": h["records"] if h else None,
+            "storage_idb": h["storage_idb"] if h else None,
             "revoked_at": revoked.get((uid, did), (None, None))[0],
             "wipe_told": revoked.get((uid, did), (None, None))[1],
         })
@@ -363,9 +365,20 @@ def queue_depth() -> int | None:
         return None
 
 
-def ops_refresh(*, now: datetime | None = None, limit: int = 50_000) -> dict[str, Any]:
-    """The periodic job: fold new audit events, measure storage hourly, re-evaluate alerts."""
+def ops_refresh(*, now: datetime | None = None, limit: int = 50_000, min_interval: float = 0.0) -> dict[str, Any]:
+    """The periodic job: fold new audit events, measure storage hourly, re-evaluate alerts.
+
+    ``min_interval``: do nothing if the last refresh is more recent (the dashboard calls it on every view when
+    there is no beat, i.e. the embedded default; the beat job passes 0).
+    """
     now = _now(now)
+    if min_interval > 0:
+        with transaction.atomic():
+            mark, _ = Watermark.objects.select_for_update().get_or_create(name="refresh")
+            if mark.updated is not None and (now - mark.updated).total_seconds() < min_interval:
+                return {"audit_read": 0, "alerts": None, "skipped": True}
+            mark.updated = now
+            mark.save(update_fields=["updated"])
     read = audit_rollup_refresh(limit=limit, now=now)
     storage = Gauge.objects.filter(key="storage").first()
     if storage is None or storage.measured < now - timedelta(hours=1):
@@ -533,8 +546,10 @@ def storage_panel(*, devices: list[dict[str, Any]]) -> dict[str, Any]:
             if edge is None or u < edge:
                 dist[label] += 1
                 break
-    at_rest = sum(d["storage_used"] for d in devices if d["storage_used"] and d["records"])
-    held = sum(d["records"] for d in devices if d["storage_used"] and d["records"])
+    # Bytes at rest in IndexedDB (encrypted records, their base copies, outbox, blind indexes) per byte of the
+    # same records as plain JSON (estimated from the server's average record size).
+    at_rest = sum(d["storage_idb"] for d in devices if d["storage_idb"] and d["records"])
+    held = sum(d["records"] for d in devices if d["storage_idb"] and d["records"])
     device_eff = _pct(at_rest, held * avg_json) if avg_json and held else None
     persisted = [d["storage_persisted"] for d in devices if d["storage_persisted"] is not None]
     reduction = _bench_compression()
@@ -674,26 +689,30 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     if req["error_rate"] is not None and req["requests"] >= 20 and req["error_rate"] > limit:
         found["error-rate"] = ("error-rate", OPS, f"Server error rate {req['error_rate']} % over 15 min "
                                f"(threshold {limit:g} %)", "/admin/ops/dashboard/#performance")
-    alerts = []
+    alerts: list[Alert] = []
     with transaction.atomic():
         current = {a.key: a for a in Alert.objects.select_for_update().filter(cleared__isnull=True)}
+        known = {a.key: a for a in Alert.objects.filter(key__in=[k for k in found if k not in current])}
+        refresh, create = [], []
         for key, (kind, audience, message, link) in found.items():
             a = current.pop(key, None)
             if a is None:
-                a = Alert.objects.filter(key=key).first() or Alert(key=key, first_seen=now)
-                if a.cleared is not None:
-                    a.first_seen, a.cleared = now, None
+                a = known.get(key) or Alert(key=key)
+                a.first_seen, a.cleared = now, None
                 a.kind, a.audience, a.message, a.link, a.last_seen = kind, audience, message[:300], link, now
-                a.save()
+                (create if a.pk is None else refresh).append(a)
                 log.warning("ops alert [%s] %s", kind, message)
             else:
                 a.message, a.last_seen = message[:300], now
-                a.save(update_fields=["message", "last_seen"])
+                refresh.append(a)
             alerts.append(a)
         for a in current.values():
             a.cleared = now
-            a.save(update_fields=["cleared"])
+            refresh.append(a)
             log.info("ops alert cleared [%s] %s", a.kind, a.message)
+        Alert.objects.bulk_create(create)
+        Alert.objects.bulk_update(refresh, ["kind", "audience", "message", "link", "first_seen", "last_seen",
+                                            "cleared"], batch_size=500)
     return alerts
 
 

@@ -60,7 +60,8 @@ export class SyncRunner {
     try {
       if (navigator.storage && navigator.storage.estimate) {
         const e = await navigator.storage.estimate();
-        storage = { used: e.usage, quota: e.quota, persisted: navigator.storage.persisted ? await navigator.storage.persisted() : null };
+        storage = { used: e.usage, quota: e.quota, indexedDb: e.usageDetails ? e.usageDetails.indexedDB : undefined,
+          persisted: navigator.storage.persisted ? await navigator.storage.persisted() : null };
       }
     } catch { /* unknown */ }
     try {

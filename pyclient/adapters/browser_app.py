@@ -1502,7 +1502,8 @@ class BrowserApp:
                 now=now, entry_states=[e.state for e in machine.entries], pending_since=self._tele_pending,
                 last_success=machine.last_success,
                 storage=tm.Storage(used=num("used"), quota=num("quota"),
-                                   persisted=persisted if isinstance(persisted, bool) else None, records=records),
+                                   persisted=persisted if isinstance(persisted, bool) else None, records=records,
+                                   indexed_db=num("indexedDb")),
                 counters=counters, kb_versions=kb)
         except ValueError as exc:  # a value out of range: a bug to see in the console, never a crash
             return {"sent": False, "status": None, "error": str(exc)}
