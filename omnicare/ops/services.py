@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -219,49 +218,86 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
     return IngestResult(row, True)
 
 
-def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Every registered device with its state (one pass over ~1 row per device; no PHI)."""
+def _device_sql(now: datetime) -> tuple[str, list[Any]]:
+    """THE rule for a device's state, as SQL over one row per registered device (PostgreSQL and SQLite).
+
+    revoked (a revocation exists) > silent (no report for OMNICARE_OPS_SILENT_MINUTES, or never) > synced
+    (nothing unsynced) > waiting < 1 h / 1-24 h / > 24 h (by the age of its oldest unsynced change).
+    """
     from omnicare.access.models import DeviceRevocation
     from omnicare.sync.models import Device
 
-    now = _now(now)
+    q = connection.ops.quote_name
     silent_after = timedelta(minutes=int(_setting("OMNICARE_OPS_SILENT_MINUTES", 15)))
-    revoked = {(u, d): (at, wipe) for u, d, at, wipe in
-               DeviceRevocation.objects.values_list("user_id", "device_id", "revoked", "wipe_told")}
-    health = {(h["user_id"], h["device_id"]): h for h in DeviceHealth.objects.values(
-        "user_id", "device_id", "last_report", "pending", "conflicted", "rejected", "oldest_pending_at",
-        "last_sync_at", "app_version", "storage_used", "storage_quota", "storage_persisted", "records",
-        "storage_idb")}
-    out = []
-    for uid, username, did, last_seen in Device.objects.values_list("user_id", "user__username", "device_id",
-                                                                    "last_seen"):
-        h = health.get((uid, did))
-        oldest = h["oldest_pending_at"] if h else None
-        if (uid, did) in revoked:
-            state = "revoked"
-        elif h is None or h["last_report"] < now - silent_after:
-            state = "silent"
-        elif oldest is None:
-            state = "synced"
-        elif oldest >= now - timedelta(hours=1):
-            state = "pending_1h"
-        elif oldest >= now - timedelta(hours=24):
-            state = "pending_24h"
-        else:
-            state = "pending_over_24h"
-        out.append({
-            "user": username, "device_id": did, "state": state, "last_seen": last_seen,
-            "last_report": h["last_report"] if h else None,
-            "oldest_pending_age": (now - oldest).total_seconds() if oldest else None,
-            "pending": h["pending"] if h else None, "conflicted": h["conflicted"] if h else None,
-            "rejected": h["rejected"] if h else None, "app_version": h["app_version"] if h else "",
-            "storage_used": h["storage_used"] if h else None, "storage_quota": h["storage_quota"] if h else None,
-            "storage_persisted": h["storage_persisted"] if h else None, "records": h["records"] if h else None,
-            "storage_idb": h["storage_idb"] if h else None,
-            "revoked_at": revoked.get((uid, did), (None, None))[0],
-            "wipe_told": revoked.get((uid, did), (None, None))[1],
-        })
+    sql = (
+        "SELECT d.user_id, d.device_id, CASE "  # noqa: S608 - only our table names are interpolated
+        "WHEN r.id IS NOT NULL THEN 'revoked' "
+        "WHEN h.id IS NULL OR h.last_report < %s THEN 'silent' "
+        "WHEN h.oldest_pending_at IS NULL THEN 'synced' "
+        "WHEN h.oldest_pending_at >= %s THEN 'pending_1h' "
+        "WHEN h.oldest_pending_at >= %s THEN 'pending_24h' "
+        "ELSE 'pending_over_24h' END AS state, h.id AS health_id, r.id AS revocation_id "
+        f"FROM {q(Device._meta.db_table)} d "
+        f"LEFT JOIN {q(DeviceHealth._meta.db_table)} h ON h.user_id = d.user_id AND h.device_id = d.device_id "
+        f"LEFT JOIN {q(DeviceRevocation._meta.db_table)} r ON r.user_id = d.user_id AND r.device_id = d.device_id"
+    )
+    return sql, [now - silent_after, now - timedelta(hours=1), now - timedelta(hours=24)]
+
+
+def device_state_counts(*, now: datetime | None = None) -> dict[str, int]:
+    """How many registered devices are in each state (one aggregate query)."""
+    sql, params = _device_sql(_now(now))
+    out = dict.fromkeys(DEVICE_STATES, 0)
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT state, count(*) FROM ({sql}) s GROUP BY state", params)  # noqa: S608
+        for state, n in cur.fetchall():
+            out[state] = int(n)
     return out
+
+
+def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Every registered device with its state and latest telemetry (for detail views and tests; no PHI)."""
+    now = _now(now)
+    sql, params = _device_sql(now)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    health = {h["id"]: h for h in DeviceHealth.objects.filter(id__in=[r[3] for r in rows if r[3]]).values()}
+    from django.contrib.auth import get_user_model
+
+    names = dict(get_user_model().objects.filter(id__in={r[0] for r in rows}).values_list("id", "username"))
+    out = []
+    for uid, did, state, hid, _rid in rows:
+        h = health.get(hid) or {}
+        oldest = h.get("oldest_pending_at")
+        out.append({"user": names.get(uid, ""), "device_id": did, "state": state,
+                    "last_report": h.get("last_report"),
+                    "oldest_pending_age": (now - oldest).total_seconds() if oldest else None,
+                    **{k: h.get(k) for k in ("pending", "conflicted", "rejected", "app_version", "storage_used",
+                                             "storage_quota", "storage_persisted", "records", "storage_idb")}})
+    return out
+
+
+def _unrevoked_health() -> Any:
+    """DeviceHealth rows of devices that are not revoked."""
+    from django.db.models import Exists, OuterRef
+
+    from omnicare.access.models import DeviceRevocation
+
+    revoked = DeviceRevocation.objects.filter(user_id=OuterRef("user_id"), device_id=OuterRef("device_id"))
+    return DeviceHealth.objects.filter(~Exists(revoked))
+
+
+def devices_waiting(*, now: datetime, older_than: timedelta | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """Unrevoked devices holding unsynced changes, oldest first (index on ``oldest_pending_at``)."""
+    qs = _unrevoked_health().filter(oldest_pending_at__isnull=False)
+    if older_than is not None:
+        qs = qs.filter(oldest_pending_at__lt=now - older_than)
+    return [{"user": r["user__username"], "device_id": r["device_id"], "pending": r["pending"],
+             "conflicted": r["conflicted"], "last_report": r["last_report"],
+             "oldest_pending_age": (now - r["oldest_pending_at"]).total_seconds()}
+            for r in qs.order_by("oldest_pending_at").values(
+                "user__username", "device_id", "pending", "conflicted", "last_report", "oldest_pending_at")[:limit]]
 
 
 # --- incremental audit rollup ----------------------------------------------------------------------------
@@ -407,62 +443,58 @@ def quantile(buckets: list[float], q: float) -> float | None:
     return float(LATENCY_BUCKETS_MS[-1])
 
 
-def _route_kind(route: str) -> str | None:
-    if route.startswith("api/sync/push"):
-        return "push"
-    if route.startswith("api/sync/pull"):
-        return "pull"
-    return None
+SYNC_ROUTES = {"api/sync/push": "push", "api/sync/pull": "pull"}
 
 
 def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
-    """Per-route latency quantiles, per-minute sync rates, error and sync success rates, rejects by reason."""
+    """Per-route latency quantiles, per-minute sync rates, error and sync success rates, rejects by reason.
+
+    All sums are done by the database over ``RequestMinute`` (rows of the window only, by its index).
+    """
     since = now - timedelta(minutes=minutes)
     bcols = [f"b{i}" for i in range(12)]
-    rows = list(RequestMinute.objects.filter(minute__gte=since).values_list(
-        "minute", "route", "method", "status", "count", "sum_ms", *bcols))
+    window = RequestMinute.objects.filter(minute__gte=since)
+    sums = {c: Sum(c) for c in bcols}
+    routes = list(window.values("route", "method").annotate(
+        n=Sum("count"), errors=Sum("count", filter=Q(status__gte=500)), **sums).order_by("-n"))
     start = (now - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
     per_minute = {"push": [0] * minutes, "pull": [0] * minutes}
-    routes: dict[tuple[str, str], dict[str, Any]] = {}
-    sync_total = sync_ok = total = errors = 0
-    lat = {"push": [0.0] * 12, "pull": [0.0] * 12}
-    for minute, route, method, status, count, _sum_ms, *b in rows:
-        total += count
-        if status >= 500:
-            errors += count
-        r = routes.setdefault((route, method), {"route": route, "method": method, "count": 0, "errors": 0,
-                                                "buckets": [0.0] * 12})
-        r["count"] += count
-        r["errors"] += count if status >= 500 else 0
-        r["buckets"] = [x + y for x, y in zip(r["buckets"], b, strict=True)]
-        kind = _route_kind(route)
-        if kind and method == "POST":
-            sync_total += count
-            sync_ok += count if status < 400 else 0
-            lat[kind] = [x + y for x, y in zip(lat[kind], b, strict=True)]
-            i = int((minute - start).total_seconds() // 60)
-            if 0 <= i < minutes:
-                per_minute[kind][i] += count
+    sync = window.filter(route__in=list(SYNC_ROUTES), method="POST")
+    for minute, route, n in sync.values("minute", "route").annotate(n=Sum("count")).values_list(
+            "minute", "route", "n"):
+        i = int((minute - start).total_seconds() // 60)
+        if 0 <= i < minutes:
+            per_minute[SYNC_ROUTES[route]][i] += int(n)
+    ok = sync.aggregate(ok=Sum("count", filter=Q(status__lt=400)), total=Sum("count"))
+    total = sum(int(r["n"] or 0) for r in routes)
+    errors = sum(int(r["errors"] or 0) for r in routes)
+    lat: dict[str, list[float]] = {}
     table = []
-    for r in sorted(routes.values(), key=lambda r: -r["count"]):
-        table.append({"route": r["route"], "method": r["method"], "count": r["count"], "errors": r["errors"],
-                      "p50": quantile(r["buckets"], 0.5), "p95": quantile(r["buckets"], 0.95),
-                      "p99": quantile(r["buckets"], 0.99)})
+    for r in routes:
+        buckets = [float(r[c] or 0) for c in bcols]
+        if r["method"] == "POST" and r["route"] in SYNC_ROUTES:
+            lat[SYNC_ROUTES[r["route"]]] = buckets
+        if len(table) < 25:
+            table.append({"route": r["route"], "method": r["method"], "count": int(r["n"] or 0),
+                          "errors": int(r["errors"] or 0), "p50": quantile(buckets, 0.5),
+                          "p95": quantile(buckets, 0.95), "p99": quantile(buckets, 0.99)})
     day = RequestMinute.objects.filter(minute__gte=now - timedelta(hours=24), status__gte=400).values(
         "status").annotate(n=Sum("count")).order_by("status")
     rejects = [{"status": d["status"], "reason": REJECT_LABELS.get(d["status"], "Server error" if d["status"] >= 500
                                                                    else "Other"), "count": int(d["n"])}
                for d in day]
+    empty = [0.0] * 12
+    sync_total, sync_ok = int(ok["total"] or 0), int(ok["ok"] or 0)
     return {
         "per_minute": per_minute,
         "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
-        "push_p50": quantile(lat["push"], 0.5), "push_p95": quantile(lat["push"], 0.95),
-        "pull_p50": quantile(lat["pull"], 0.5), "pull_p95": quantile(lat["pull"], 0.95),
+        "push_p50": quantile(lat.get("push", empty), 0.5), "push_p95": quantile(lat.get("push", empty), 0.95),
+        "pull_p50": quantile(lat.get("pull", empty), 0.5), "pull_p95": quantile(lat.get("pull", empty), 0.95),
         "requests": total, "errors": errors,
         "error_rate": None if not total else round(100.0 * errors / total, 2),
         "sync_requests": sync_total,
         "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
-        "routes": table[:25], "rejects": rejects,
+        "routes": table, "rejects": rejects,
     }
 
 
@@ -482,15 +514,13 @@ def _pct(part: float, whole: float) -> float | None:
     return None if not whole else round(100.0 * part / whole, 1)
 
 
-def sync_panel(*, now: datetime, devices: list[dict[str, Any]], req: dict[str, Any]) -> dict[str, Any]:
-    by_state = dict.fromkeys(DEVICE_STATES, 0)
-    for d in devices:
-        by_state[d["state"]] += 1
-    waiting = sorted((d for d in devices if d["oldest_pending_age"] is not None and d["state"] != "revoked"),
-                     key=lambda d: -d["oldest_pending_age"])
-    return {"by_state": by_state, "labels": STATE_LABELS, "devices": len(devices), "oldest": waiting[:20], **{
-        k: req[k] for k in ("per_minute", "push_last_hour", "pull_last_hour", "push_p50", "push_p95", "pull_p50",
-                            "pull_p95", "error_rate", "sync_success_rate", "sync_requests", "requests", "errors")}}
+def sync_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
+    by_state = device_state_counts(now=now)
+    return {"by_state": by_state, "labels": STATE_LABELS, "devices": sum(by_state.values()),
+            "oldest": devices_waiting(now=now), **{
+                k: req[k] for k in ("per_minute", "push_last_hour", "pull_last_hour", "push_p50", "push_p95",
+                                    "pull_p50", "pull_p95", "error_rate", "sync_success_rate", "sync_requests",
+                                    "requests", "errors")}}
 
 
 def conflicts_panel(*, now: datetime) -> dict[str, Any]:
@@ -498,19 +528,23 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
 
     days = 14
     start = (now - timedelta(days=days - 1)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    from django.db.models.functions import TruncDate
+
     per_day = [0] * days
-    for created in Conflict.objects.filter(created__gte=start).values_list("created", flat=True):
-        i = (created.astimezone(UTC).date() - start.date()).days
+    for day, n in Conflict.objects.filter(created__gte=start).annotate(day=TruncDate("created", tzinfo=UTC)).values(
+            "day").annotate(n=Count("id")).values_list("day", "n"):
+        i = (day - start.date()).days
         if 0 <= i < days:
-            per_day[i] += 1
+            per_day[i] += int(n)
     open_q = Conflict.objects.filter(status=Conflict.OPEN)
     open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
                                                        "author__username", "device_id")[:20])
-    open_count = open_q.count()
-    ages = {"under_1h": 0, "1h_24h": 0, "over_24h": 0}
-    for created in open_q.values_list("created", flat=True)[:10_000]:
-        age = now - created
-        ages["under_1h" if age < timedelta(hours=1) else "1h_24h" if age < timedelta(hours=24) else "over_24h"] += 1
+    counts = open_q.aggregate(
+        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
+        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
+    open_count = int(counts["total"])
+    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
+    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
     mix = dict(Conflict.objects.filter(status=Conflict.RESOLVED).values("resolution").annotate(n=Count("id"))
                .values_list("resolution", "n"))
     pushes = counter_total("push.")
@@ -529,7 +563,10 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
     }
 
 
-def storage_panel(*, devices: list[dict[str, Any]]) -> dict[str, Any]:
+def storage_panel() -> dict[str, Any]:
+    from django.db.models import Case, F, FloatField, IntegerField, Max, When
+    from django.db.models.functions import Cast
+
     gauge = Gauge.objects.filter(key="storage").first()
     by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
     rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
@@ -537,28 +574,37 @@ def storage_panel(*, devices: list[dict[str, Any]]) -> dict[str, Any]:
     cur_n = sum(r.get("current_count", 0) for r in rows)
     cur_b = sum(r.get("current_bytes", 0) for r in rows)
     avg_json = cur_b / cur_n if cur_n else None
-    used = [d["storage_used"] for d in devices if d["storage_used"] is not None and d["state"] != "revoked"]
-    edges = [(10 * 2**20, "< 10 MB"), (50 * 2**20, "10–50 MB"), (200 * 2**20, "50–200 MB"),
-             (2**30, "200 MB–1 GB"), (None, "> 1 GB")]
-    dist = {label: 0 for _, label in edges}
-    for u in used:
-        for edge, label in edges:
-            if edge is None or u < edge:
-                dist[label] += 1
-                break
+    mb = 2**20
+    edges = [(10 * mb, "< 10 MB"), (50 * mb, "10–50 MB"), (200 * mb, "50–200 MB"), (1024 * mb, "200 MB–1 GB")]
+    bucket = Case(*[When(storage_used__lt=edge, then=i) for i, (edge, _) in enumerate(edges)],
+                  default=len(edges), output_field=IntegerField())
+    live = _unrevoked_health()
+    dist = {label: 0 for _, label in edges} | {"> 1 GB": 0}
+    labels = [label for _, label in edges] + ["> 1 GB"]
+    for b, n in live.filter(storage_used__isnull=False).annotate(b=bucket).values("b").annotate(
+            n=Count("id")).values_list("b", "n"):
+        dist[labels[b]] = int(n)
     # Bytes at rest in IndexedDB (encrypted records, their base copies, outbox, blind indexes) per byte of the
     # same records as plain JSON (estimated from the server's average record size).
-    at_rest = sum(d["storage_idb"] for d in devices if d["storage_idb"] and d["records"])
-    held = sum(d["records"] for d in devices if d["storage_idb"] and d["records"])
-    device_eff = _pct(at_rest, held * avg_json) if avg_json and held else None
-    persisted = [d["storage_persisted"] for d in devices if d["storage_persisted"] is not None]
+    eff = live.filter(storage_idb__gt=0, records__gt=0).aggregate(at_rest=Sum("storage_idb"), held=Sum("records"))
+    device_eff = (_pct(eff["at_rest"] or 0, (eff["held"] or 0) * avg_json)
+                  if avg_json and eff["held"] else None)
+    agg = live.aggregate(
+        persisted=Count("id", filter=Q(storage_persisted=True)),
+        known=Count("id", filter=Q(storage_persisted__isnull=False)),
+        share=Max(Cast(F("storage_used"), FloatField()) / Cast(F("storage_quota"), FloatField()),
+                  filter=Q(storage_used__gt=0, storage_quota__gt=0)),
+    )
+    reporting = live.filter(storage_used__isnull=False)
+    n_used = reporting.count()
+    median_used = (reporting.order_by("storage_used").values_list("storage_used", flat=True)[n_used // 2]
+                   if n_used else None)
     reduction = _bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
-        "by_type": rows[:20], "distribution": dist, "median_used": statistics.median(used) if used else None,
-        "max_quota_share": max((_pct(d["storage_used"], d["storage_quota"]) or 0 for d in devices
-                                if d["storage_used"] and d["storage_quota"]), default=None),
-        "persisted": sum(persisted), "persisted_known": len(persisted),
+        "by_type": rows[:20], "distribution": dist, "median_used": median_used,
+        "max_quota_share": None if agg["share"] is None else round(100.0 * agg["share"], 1),
+        "persisted": agg["persisted"], "persisted_known": agg["known"],
         "device_efficiency": device_eff, "avg_json_bytes": round(avg_json) if avg_json else None,
         "bench_efficiency": None if reduction is None else round(100.0 * (1 - reduction), 1),
     }
@@ -590,7 +636,7 @@ def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def security_panel(*, now: datetime, devices: list[dict[str, Any]], req: dict[str, Any]) -> dict[str, Any]:
+def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
     from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
     from omnicare.audit.models import ChainHead, Checkpoint
@@ -638,17 +684,16 @@ def security_panel(*, now: datetime, devices: list[dict[str, Any]], req: dict[st
 def dashboard_data(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
     """Every figure the dashboard shows for these audiences, from rollups and small tables only."""
     now = _now(now)
-    devices = device_states(now=now)
     req = request_stats(now=now)
     out: dict[str, Any] = {"now": now, "audiences": sorted(audiences)}
     if OPS in audiences:
-        out["sync"] = sync_panel(now=now, devices=devices, req=req)
+        out["sync"] = sync_panel(now=now, req=req)
         out["conflicts"] = conflicts_panel(now=now)
-        out["storage"] = storage_panel(devices=devices)
+        out["storage"] = storage_panel()
         out["offline"] = offline_panel(now=now)
         out["performance"] = performance_panel(now=now, req=req)
     if SECURITY in audiences:
-        out["security"] = security_panel(now=now, devices=devices, req=req)
+        out["security"] = security_panel(now=now, req=req)
     out["alerts"] = list(Alert.objects.filter(cleared__isnull=True, audience__in=audiences).order_by("-last_seen")
                          .values("id", "kind", "message", "link", "first_seen", "last_seen")[:50])
     return out
@@ -665,12 +710,10 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     now = _now(now)
     found: dict[str, tuple[str, str, str, str]] = {}  # key -> (kind, audience, message, link)
     hours = float(_setting("OMNICARE_OPS_ALERT_UNSYNCED_HOURS", 24))
-    for d in device_states(now=now):
-        age = d["oldest_pending_age"]
-        if d["state"] != "revoked" and age is not None and age > hours * 3600:
-            found[f"unsynced:{d['user']}:{d['device_id']}"] = (
-                "unsynced", OPS, f"Device {d['device_id']} ({d['user']}) has changes unsynced for "
-                f"{age / 3600:.0f} h", f"/admin/ops/devicehealth/?device_id={d['device_id']}")
+    for d in devices_waiting(now=now, older_than=timedelta(hours=hours), limit=1000):
+        found[f"unsynced:{d['user']}:{d['device_id']}"] = (
+            "unsynced", OPS, f"Device {d['device_id']} ({d['user']}) has changes unsynced for "
+            f"{d['oldest_pending_age'] / 3600:.0f} h", f"/admin/ops/devicehealth/?device_id={d['device_id']}")
     run = VerifyRun.objects.order_by("-started").first()
     if run is not None and not run.ok:
         found["audit-verify"] = ("audit-verify", SECURITY, "Audit chain verification failed",
@@ -725,9 +768,7 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
     from omnicare.sync.models import Conflict
 
     now = _now(now)
-    states = dict.fromkeys(DEVICE_STATES, 0)
-    for d in device_states(now=now):
-        states[d["state"]] += 1
+    states = device_state_counts(now=now)
     run = VerifyRun.objects.order_by("-started").first()
     head = ChainHead.objects.filter(pk=1).first()
     return {

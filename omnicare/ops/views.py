@@ -23,21 +23,16 @@ from omnicare.audit.services import audit_record
 from . import charts, metrics, services
 
 SESSION_AUDITED = "ops_dash_audited"
-SESSION_REFRESHES = "ops_dash_refreshes"
 
 
 def _audit_view(request: HttpRequest, audiences: frozenset[str], *, refresh: bool) -> None:
     now = time.time()
     every = float(getattr(settings, "OMNICARE_OPS_AUDIT_REFRESH_SECONDS", 300))
-    if refresh:
-        request.session[SESSION_REFRESHES] = int(request.session.get(SESSION_REFRESHES, 0)) + 1
-        if now - float(request.session.get(SESSION_AUDITED, 0)) < every:
-            return
+    if refresh and now - float(request.session.get(SESSION_AUDITED, 0)) < every:
+        return  # an open page refreshing: audited again once the interval has passed (no session write)
     audit_record(user=request.user, action="dashboard-view", category="security", purpose="HOPERAT",
-                 resource_type="", detail={"panels": sorted(audiences), "view": "refresh" if refresh else "page",
-                                           "refreshes": int(request.session.get(SESSION_REFRESHES, 0))})
+                 resource_type="", detail={"panels": sorted(audiences), "view": "refresh" if refresh else "page"})
     request.session[SESSION_AUDITED] = now
-    request.session[SESSION_REFRESHES] = 0
 
 
 def _refresh_rollups() -> None:
