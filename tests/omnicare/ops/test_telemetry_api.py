@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from django.utils import timezone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from omnicare.access.services import device_revoke
 from omnicare.ops import services
@@ -91,3 +93,23 @@ def test_device_states_flag_silent_and_long_waiting_devices(clinician: Any, admi
     assert later["tab-1"] == "silent" and later["tab-4"] == "revoked"
     alerts = services.alerts_evaluate()
     assert [a.kind for a in alerts] == ["unsynced"] and "tab-2" in alerts[0].message
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+                     | st.text(max_size=80), lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                         st.text(max_size=12), c, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["deviceId", "reportId", "reason", "appVersion", "outbox", "lastSyncAge", "storage",
+                              "failedUnlocks", "intervalSeconds", "offlineSeconds", "offlineReadySeconds",
+                              "kbVersions", "unknown"]), value=_json)
+def test_fuzzed_field_is_a_4xx_or_stored_never_a_500(clinician: Any, field: str, value: Any) -> None:
+    c = client_for(clinician)
+    post(c, "/api/sync/devices", {"deviceId": "tab-1"})
+    body = report()
+    body[field] = value
+    r = post(c, "/api/ops/telemetry", body)
+    assert r.status_code in (200, 400, 404), (field, value, r.status_code, r.content[:300])
+    if r.status_code != 200:
+        assert r.json()["resourceType"] == "OperationOutcome"
