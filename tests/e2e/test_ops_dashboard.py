@@ -13,12 +13,9 @@ tests did on the shared one.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import sqlite3
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -29,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import PATIENTS, PIN, PY, REPO, Server, _ensure_assets, _free_port, shot
+from .conftest import PATIENTS, PIN, Server, _ensure_assets, server_start, server_stop, shot
 from .helpers import poll, sign_in_and_sync, unlock
 
 METRICS_TOKEN = "e2e-metrics-" + uuid.uuid4().hex
@@ -40,43 +37,11 @@ AUDITOR = ("privacy.officer", "audit-trail-ledger-161")
 @pytest.fixture(scope="module")
 def ops_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     _ensure_assets()
-    tmp = tmp_path_factory.mktemp("ops-server")
-    db = tmp / "omnicare.sqlite3"
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE",
-                                                            "PROMETHEUS_MULTIPROC_DIR")}
-    env.update({
-        "DATABASE_URL": f"sqlite:///{db}", "OMNICARE_DEBUG": "1",
-        "OMNICARE_SECRET_KEY": "e2e-" + base64.b16encode(os.urandom(8)).decode(),
-        "OMNICARE_CSRF_TRUSTED_ORIGINS": url, "OMNICARE_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "OMNICARE_LOG_LEVEL": "WARNING", "OMNICARE_METRICS_TOKEN": METRICS_TOKEN,
-        "OMNICARE_OPS_REFRESH_SECONDS": "5", "OMNICARE_OPS_FLUSH_SECONDS": "0",
-    })
-    for cmd in (["migrate", "--noinput"], ["seed_demo", "--patients", str(PATIENTS), "--seed", "7"],
-                ["create_demo_users"]):
-        subprocess.run([PY, "manage.py", *cmd], cwd=REPO, env=env, check=True, capture_output=True)
-    log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen([PY, "-m", "uvicorn", "omnicare.asgi:application", "--host", "127.0.0.1",
-                                 "--port", str(port), "--no-access-log"], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/api/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("server did not start:\n" + log_path.read_text(errors="replace")) from None
-            time.sleep(0.2)
-    yield Server(url=url, db_path=db, env=env, process=proc, log_path=log_path)
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    srv = server_start(tmp_path_factory.mktemp("ops-server"), {
+        "OMNICARE_METRICS_TOKEN": METRICS_TOKEN, "OMNICARE_OPS_REFRESH_SECONDS": "5",
+        "OMNICARE_OPS_FLUSH_SECONDS": "0"})
+    yield srv
+    server_stop(srv)
 
 
 def _db(server: Server, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -106,6 +71,11 @@ def _api(server: Server, method: str, path: str, data: Any = None, *, user: str 
 def _mutation(resource: dict[str, Any], base: int) -> dict[str, Any]:
     return {"mutationId": str(uuid.uuid4()), "op": "put", "resourceType": resource["resourceType"],
             "id": resource["id"], "baseVersion": base, "resource": resource}
+
+
+def _assert_no_phi(html: str, phi: list[str], who: str) -> None:
+    leaked = [w for w in phi if re.search(rf"\b{re.escape(w)}\b", html)]
+    assert not leaked, f"patient data on the {who}'s dashboard: {leaked[:5]}"
 
 
 def _figure(page: Any, testid: str) -> str:
@@ -259,9 +229,7 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
     alerts = a.locator("#alerts").inner_text()
     assert "Device api-dev-a (dr.adams) has changes unsynced for 26 h" in alerts
     assert "Break-the-glass" not in alerts  # a security alert: the auditor's
-    html = a.content()
-    leaked = [w for w in phi if re.search(rf"\b{re.escape(w)}\b", html)]
-    assert not leaked, f"patient data on the administrator's dashboard: {leaked[:5]}"
+    _assert_no_phi(a.content(), phi, "administrator")
     shot(a, "ops-dashboard-admin-1024x768")
     a.set_viewport_size({"width": 768, "height": 1024})
     shot(a, "ops-dashboard-admin-768x1024")
@@ -298,9 +266,7 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
     assert re.search(r"Forbidden or revoked device\s+403\s+[1-9]", rejects), rejects
     assert re.search(r"Not signed in\s+401\s+[1-9]", rejects), rejects
     assert f"Break-the-glass: dr.chen on record Patient/{granted}" in p.locator("#alerts").inner_text()
-    html = p.content()
-    leaked = [w for w in phi if re.search(rf"\b{re.escape(w)}\b", html)]
-    assert not leaked, f"patient data on the privacy officer's dashboard: {leaked[:5]}"
+    _assert_no_phi(p.content(), phi, "privacy officer")
     shot(p, "ops-dashboard-auditor-1024x768")
     p.set_viewport_size({"width": 768, "height": 1024})
     shot(p, "ops-dashboard-auditor-768x1024")
