@@ -140,6 +140,7 @@ from omnicare.access.api import router as auth_router  # noqa: E402
 from omnicare.access.security_api import router as access_router  # noqa: E402
 from omnicare.audit.api import router as audit_router  # noqa: E402
 from omnicare.fhir.api import router as fhir_router  # noqa: E402
+from omnicare.ops.api import router as ops_router  # noqa: E402
 from omnicare.sync.api import router as sync_router  # noqa: E402
 
 api.add_router("/fhir/R4", fhir_router)
@@ -147,3 +148,4 @@ api.add_router("/api/sync", sync_router)
 api.add_router("/api/auth", auth_router)
 api.add_router("/api/access", access_router)
 api.add_router("/api/audit", audit_router)
+api.add_router("/api/ops", ops_router)

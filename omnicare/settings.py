@@ -325,3 +325,23 @@ OMNICARE_HL7_PHARMACY_ENDPOINT = os.environ.get("OMNICARE_HL7_PHARMACY_ENDPOINT"
 OMNICARE_HL7_ACK_TIMEOUT_SECONDS = float(os.environ.get("OMNICARE_HL7_ACK_TIMEOUT_SECONDS", "30"))
 OMNICARE_HL7_CELERY_QUEUE = os.environ.get("OMNICARE_HL7_CELERY_QUEUE", "")  # "" = Celery's default queue
 CELERY_BEAT_SCHEDULE["hl7-retry-due"] = {"task": "omnicare.hl7.retry_due", "schedule": 15.0}
+# --- Operations dashboard, device telemetry, Prometheus (ops work; env-driven) -----------------------------
+INSTALLED_APPS.append("omnicare.ops")
+# After WhiteNoise: static files are answered before it and never counted as requests.
+MIDDLEWARE.insert(MIDDLEWARE.index("whitenoise.middleware.WhiteNoiseMiddleware") + 1,
+                  "omnicare.ops.middleware.RequestTimingMiddleware")
+# /metrics is off (404) unless a bearer token is set; PROMETHEUS_MULTIPROC_DIR enables multiprocess mode.
+OMNICARE_METRICS_TOKEN = os.environ.get("OMNICARE_METRICS_TOKEN", "")
+OMNICARE_OPS_SILENT_MINUTES = int(os.environ.get("OMNICARE_OPS_SILENT_MINUTES", "15"))
+OMNICARE_OPS_ALERT_UNSYNCED_HOURS = float(os.environ.get("OMNICARE_OPS_ALERT_UNSYNCED_HOURS", "24"))
+OMNICARE_OPS_ALERT_ERROR_RATE_PCT = float(os.environ.get("OMNICARE_OPS_ALERT_ERROR_RATE_PCT", "5"))
+OMNICARE_OPS_ALERT_BREAK_GLASS = env_bool("OMNICARE_OPS_ALERT_BREAK_GLASS", True)
+OMNICARE_OPS_FLUSH_SECONDS = float(os.environ.get("OMNICARE_OPS_FLUSH_SECONDS", "5"))
+OMNICARE_OPS_REFRESH_SECONDS = int(os.environ.get("OMNICARE_OPS_REFRESH_SECONDS", "15"))
+OMNICARE_OPS_AUDIT_REFRESH_SECONDS = int(os.environ.get("OMNICARE_OPS_AUDIT_REFRESH_SECONDS", "300"))
+OMNICARE_OPS_INLINE_ROLLUP = int(os.environ.get("OMNICARE_OPS_INLINE_ROLLUP", "20000"))
+CELERY_BEAT_SCHEDULE.update({
+    "ops-refresh": {"task": "omnicare.ops.refresh", "schedule": 30.0},
+    "ops-verify": {"task": "omnicare.ops.verify",
+                   "schedule": float(os.environ.get("OMNICARE_OPS_VERIFY_HOURS", "6")) * 3600},
+})

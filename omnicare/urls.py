@@ -6,8 +6,10 @@ from django.contrib import admin
 from django.urls import path
 
 from omnicare.api import api
+from omnicare.ops.views import prometheus
 
 urlpatterns = [
+    path("metrics", prometheus, name="metrics"),  # ops: Prometheus scrape (bearer token; off without one)
     path("admin/", admin.site.urls),
     path("", api.urls),
 ]

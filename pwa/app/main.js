@@ -127,7 +127,7 @@ async function boot() {
   state.bootMs = state.py.bootMs;
   if (state.updateReady) await state.py.call("set_read_only", { reason: UPDATE_REASON });
   runner = new SyncRunner({
-    py: state.py, onStatus, deviceId: () => state.deviceId,
+    py: state.py, onStatus, deviceId: () => state.deviceId, appVersion: () => state.swVersion,
     onEvent: (e) => {
       if (e.type === "revoked") state.py.call("device_revoked").catch(() => revokedScreen());
       else if (e.type === "error" && !state.updateReady) banner(e.message);

@@ -1,10 +1,18 @@
 // Background sync: whenever online, when the connection returns, after local writes, on WebSocket hints.
 // One runner at a time across tabs (Web Locks). Python's state machine decides what to send and in
 // which order; this file only decides WHEN.
+// Device telemetry (PROTOCOL.md §6) goes with sync rounds (at most every 30 s) and every 5 minutes while
+// online; Python builds the report (pyclient.telemetry), this file only feeds it the browser's numbers.
+
+const TELEMETRY_EVERY_MS = 300000;
+const TELEMETRY_MIN_GAP_MS = 30000;
 
 export class SyncRunner {
-  constructor({ py, onStatus, onEvent, deviceId = () => null }) {
+  constructor({ py, onStatus, onEvent, deviceId = () => null, appVersion = () => "" }) {
     this.py = py;
+    this.appVersion = appVersion;
+    this.lastReport = 0;
+    this.teleTimer = null;
     this.deviceId = deviceId;
     this.onStatus = onStatus;
     this.onEvent = onEvent;
@@ -13,14 +21,17 @@ export class SyncRunner {
     this.ws = null;
     this.wsRetry = 1000;
     this.again = false;
-    window.addEventListener("online", () => { this.connectWs(); this.kick("online"); });
-    window.addEventListener("offline", () => { this.closeWs(); this.refresh(); });
+    window.addEventListener("online", () => { this.tick(false); this.connectWs(); this.kick("online"); });
+    window.addEventListener("offline", () => { this.tick(true); this.closeWs(); this.refresh(); });
   }
 
   start() {
     this.active = true;
     clearInterval(this.timer);
     this.timer = setInterval(() => this.kick("timer"), 30000);
+    clearInterval(this.teleTimer);
+    this.teleTimer = setInterval(() => this.report("timer"), TELEMETRY_EVERY_MS);
+    this.tick(navigator.onLine);
     this.connectWs();
     return this.kick("start");
   }
@@ -28,7 +39,34 @@ export class SyncRunner {
   stop() {
     this.active = false;
     clearInterval(this.timer);
+    clearInterval(this.teleTimer);
     this.closeWs();
+  }
+
+  offlineReady() {
+    return !!(navigator.serviceWorker && navigator.serviceWorker.controller);
+  }
+
+  /** Count the app time that just ended as online or offline (Python keeps the counters). */
+  tick(wasOnline) {
+    this.py.call("telemetry_tick", { online: wasOnline, offline_ready: this.offlineReady() }).catch(() => {});
+  }
+
+  /** Send the device report (no patient data: counts, sizes, ages, versions). Never throws. */
+  async report(reason) {
+    if (!this.active || !navigator.onLine) return null;
+    this.lastReport = Date.now();
+    let storage = {};
+    try {
+      if (navigator.storage && navigator.storage.estimate) {
+        const e = await navigator.storage.estimate();
+        storage = { used: e.usage, quota: e.quota, indexedDb: e.usageDetails ? e.usageDetails.indexedDB : undefined,
+          persisted: navigator.storage.persisted ? await navigator.storage.persisted() : null };
+      }
+    } catch { /* unknown */ }
+    try {
+      return await this.py.call("telemetry_report", { reason, online: true, offline_ready: this.offlineReady(), storage, app_version: this.appVersion() || "" });
+    } catch { return null; }
   }
 
   async refresh() {
@@ -52,6 +90,7 @@ export class SyncRunner {
           const status = await this.py.call("sync_once", { first: f });
           if (f) this.firstPending = false;
           this.onStatus(status);
+          if (Date.now() - this.lastReport >= TELEMETRY_MIN_GAP_MS) await this.report("sync");
         };
         try {
           if (navigator.locks) await navigator.locks.request("omnicare-sync", { ifAvailable: true }, body);

@@ -123,14 +123,13 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    _ensure_assets()
-    tmp = tmp_path_factory.mktemp("e2e-server")
+def server_start(tmp: Path, extra_env: dict[str, str] | None = None) -> Server:
+    """Migrate and seed a fresh SQLite database in ``tmp`` and start uvicorn on it (``extra_env`` on top)."""
     db = tmp / "omnicare.sqlite3"
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE")}
+    drop = ("DATABASE_URL", "REDIS_URL", "DJANGO_SETTINGS_MODULE", "PROMETHEUS_MULTIPROC_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update({
         "DATABASE_URL": f"sqlite:///{db}",
         "OMNICARE_DEBUG": "1",
@@ -138,6 +137,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "OMNICARE_CSRF_TRUSTED_ORIGINS": url,
         "OMNICARE_ALLOWED_HOSTS": "127.0.0.1,localhost",
         "OMNICARE_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
     })
     for cmd in (["migrate", "--noinput"], ["seed_demo", "--patients", str(PATIENTS), "--seed", "7"],
                 ["create_demo_users"]):
@@ -157,13 +157,23 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 proc.kill()
                 raise RuntimeError("server did not start:\n" + log_path.read_text(errors="replace")) from None
             time.sleep(0.2)
-    srv = Server(url=url, db_path=db, env=env, process=proc, log_path=log_path)
-    yield srv
-    proc.terminate()
+    return Server(url=url, db_path=db, env=env, process=proc, log_path=log_path)
+
+
+def server_stop(srv: Server) -> None:
+    srv.process.terminate()
     try:
-        proc.wait(timeout=10)
+        srv.process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        proc.kill()
+        srv.process.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _ensure_assets()
+    srv = server_start(tmp_path_factory.mktemp("e2e-server"))
+    yield srv
+    server_stop(srv)
 
 
 @pytest.fixture(scope="session")
