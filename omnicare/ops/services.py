@@ -314,8 +314,12 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
     never on the size of the trail. Safe to run concurrently (the watermark row is locked).
     """
     from omnicare.audit.models import AuditEvent
+    from omnicare.audit.services import audit_sequence
 
     now = _now(now)
+    # Requests only insert their events; the sequencer numbers them (omnicare.audit). Folding by ``seq``
+    # never skips a late commit; catching the sequencer up first keeps the figures current.
+    audit_sequence(now=now)
     with transaction.atomic():
         mark, _ = Watermark.objects.select_for_update().get_or_create(name="audit")
         rows = list(AuditEvent.objects.filter(seq__gt=mark.position).order_by("seq")
@@ -632,7 +636,7 @@ def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
         "routes": req["routes"], "queue_depth": queue_depth(), "task_failures_24h": int(failures),
         "push_jobs_failed_24h": PushJob.objects.filter(status=PushJob.FAILED, created__gte=since).count(),
         "snapshots_failed_24h": Snapshot.objects.filter(status=Snapshot.FAILED, created__gte=since).count(),
-        "push_jobs_pending": PushJob.objects.filter(status=PushJob.PENDING).count(),
+        "push_jobs_pending": PushJob.objects.filter(status__in=(PushJob.QUEUED, PushJob.RUNNING)).count(),
     }
 
 
