@@ -114,7 +114,7 @@ def detected_issue_id(card_uuid: str) -> str:
 
 
 def detected_issue(card: Card, *, decision: str, reason: Mapping[str, str] | None, patient_id: str,
-                   kb: KnowledgeBase, when: str, author_ref: str | None = None) -> dict[str, Any]:
+                   kb: KnowledgeBase, when: str, author: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The FHIR R4 DetectedIssue recording ``card`` and what was decided about it."""
     if decision not in (*DECISIONS, "unacknowledged"):
         raise DecisionError(f"unknown decision {decision!r}")
@@ -129,8 +129,8 @@ def detected_issue(card: Card, *, decision: str, reason: Mapping[str, str] | Non
                    "text": DECISION_TEXT[decision] + (f": {reason['display']}" if reason else "")},
         "date": when,
     }
-    if author_ref:
-        mitigation["author"] = {"reference": author_ref}
+    if author:
+        mitigation["author"] = dict(author)
     issue: dict[str, Any] = {
         "resourceType": "DetectedIssue", "id": detected_issue_id(card.uuid),
         "status": "preliminary" if decision == "unacknowledged" else "final",
@@ -146,8 +146,8 @@ def detected_issue(card: Card, *, decision: str, reason: Mapping[str, str] | Non
             {"url": "kbVersion", "valueString": kb.version}, {"url": "rule", "valueString": card.rule_id},
             {"url": "indicator", "valueString": card.indicator}]}],
     }
-    if author_ref:
-        issue["author"] = {"reference": author_ref}
+    if author:
+        issue["author"] = dict(author)
     if card.sources and card.sources[0].url:
         issue["reference"] = card.sources[0].url
     return issue

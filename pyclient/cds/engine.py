@@ -361,7 +361,8 @@ def _allergy_cards(kb: KnowledgeBase, drug: Drug, allergen: Allergen) -> list[Ca
             detail=(f"**{drug.name}** contains or belongs to **{what}**, and the chart records "
                     f"{'an intolerance' if level == 'warning' else 'an allergy'} to **{allergen.name}**"
                     f"{unconfirmed}.{' The recorded reaction was severe or high risk.' if allergen.high_risk else ''}"
-                    "\n\nDo not give unless the allergy has been ruled out."),
+                    "\n\n**What to do:** do not give unless the allergy has been ruled out; choose a drug of "
+                    "another class."),
             implicated=(allergen.ref,),
             sources=_sources(kb, ("aaaai-2022",)) if "aaaai-2022" in kb.sources else (),
             suggestions=(Suggestion(f"Cancel {drug.name}", "delete", drug.ref, recommended=True),),

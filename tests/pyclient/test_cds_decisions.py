@@ -55,7 +55,7 @@ def test_detected_issue_records_the_decision_and_links_the_order() -> None:
     (card,) = amox_cards()
     d = decide([card], decision="overridden", reason_code="tolerated-before")
     issue = detected_issue(card, decision=d.decision, reason=d.reason, patient_id="p1", kb=kb,
-                           when="2026-12-01T10:00:00Z", author_ref="Practitioner/pr-1")
+                           when="2026-12-01T10:00:00Z", author={"reference": "Practitioner/pr-1"})
     assert issue["resourceType"] == "DetectedIssue" and issue["status"] == "final" and issue["severity"] == "high"
     assert issue["implicated"][0] == {"reference": "MedicationRequest/d"}
     assert issue["identifier"] == [{"system": "urn:omnicare:cds-card", "value": card.uuid}]
