@@ -12,7 +12,6 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from importlib import resources as pkg_resources
 from typing import Any
 
@@ -141,22 +140,34 @@ def bundle_index() -> list[dict[str, Any]]:
             for r in KnowledgeBundle.objects.order_by("kind", "-published_at")]
 
 
-@lru_cache(maxsize=16)
-def _kb_from_bytes(raw: bytes) -> KnowledgeBase:
-    return KnowledgeBase.from_bytes(raw)
+_KB_BY_SHA: dict[str, KnowledgeBase] = {}
+
+
+def _kb_of_row(*, sha256: str, pk: int) -> KnowledgeBase:
+    """Parse a published knowledge base once per process (payloads are immutable per digest)."""
+    kb = _KB_BY_SHA.get(sha256)
+    if kb is None:
+        payload = KnowledgeBundle.objects.filter(pk=pk).values_list("payload", flat=True).first()
+        kb = KnowledgeBase.from_bytes(bytes(payload or b""))
+        if len(_KB_BY_SHA) > 16:
+            _KB_BY_SHA.clear()
+        _KB_BY_SHA[sha256] = kb
+    return kb
 
 
 def kb_for_version(*, version: str | None) -> tuple[KnowledgeBase, bool]:
     """The knowledge base of that version (as published here), else the newest one; (kb, exact match)."""
     shipped = default_kb()
     if version is None:
-        row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB).order_by("-published_at", "-id").first()
-        return (_kb_from_bytes(bytes(row.payload)) if row is not None else shipped), False
+        row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB).order_by("-published_at", "-id").values_list(
+            "sha256", "pk").first()
+        return (_kb_of_row(sha256=row[0], pk=row[1]) if row is not None else shipped), False
     if version == shipped.version:
         return shipped, True
-    row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB, version=version).first()
+    row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB, version=version).values_list(
+        "sha256", "pk").first()
     if row is not None:
-        return _kb_from_bytes(bytes(row.payload)), True
+        return _kb_of_row(sha256=row[0], pk=row[1]), True
     return kb_for_version(version=None)[0], False
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .cards import Card, Source, Suggestion, level_rank
-from .kb import LOINC, RXNORM, KnowledgeBase, default_kb, unit_key
+from .kb import LOINC, MEMO_MAX, RXNORM, KnowledgeBase, default_kb, unit_key
 
 ACTIVE_REQUEST = frozenset({"active", "on-hold", "draft"})
 ACTIVE_STATEMENT = frozenset({"active", "intended", "on-hold"})
@@ -95,10 +95,43 @@ def display_name(cc: Any) -> str:
     return texts[0] if texts else "this medication"
 
 
+def _concept_key(cc: Any) -> Any:
+    """A hashable summary of a CodeableConcept (what resolution depends on), or None if it has none."""
+    if not isinstance(cc, Mapping):
+        return None
+    codings = tuple((c.get("system"), c.get("code"), c.get("display")) for c in cc.get("coding") or ()
+                    if isinstance(c, Mapping))
+    text = cc.get("text")
+    try:
+        key = (codings, text if isinstance(text, str) else None)
+        hash(key)
+    except TypeError:  # a code or display that is not a string: resolve without the memo
+        return None
+    return key
+
+
+def _remember(kb: KnowledgeBase, key: Any, value: Any) -> Any:
+    if len(kb.memo) >= MEMO_MAX:
+        kb.memo.clear()
+    kb.memo[key] = value
+    return value
+
+
 def resolve_drug(kb: KnowledgeBase, resource: Mapping[str, Any]) -> Drug:
     """RxNorm product or ingredient code first; otherwise the ingredient names in the display/text."""
     cc = _med_concept(resource)
     ref = f"{resource.get('resourceType', 'MedicationRequest')}/{resource.get('id', '')}"
+    key = _concept_key(cc)
+    hit = kb.memo.get(("drug", key)) if key is not None else None
+    if hit is None:
+        hit = _resolve_concept(kb, cc)
+        if key is not None:
+            _remember(kb, ("drug", key), hit)
+    name, ings, tags, how = hit
+    return Drug(ref, name, ings, tags, how)
+
+
+def _resolve_concept(kb: KnowledgeBase, cc: Any) -> tuple[str, frozenset[str], frozenset[str], str]:
     name = display_name(cc)
     ings: set[str] = set()
     for code in _coding_code(cc, RXNORM):
@@ -111,7 +144,7 @@ def resolve_drug(kb: KnowledgeBase, resource: Mapping[str, Any]) -> Drug:
         if ings:
             how = "name"
     fi = frozenset(ings)
-    return Drug(ref, name, fi, kb.tags_of(fi), how)
+    return name, fi, kb.tags_of(fi), how
 
 
 def is_active_medication(resource: Mapping[str, Any]) -> bool:
@@ -129,6 +162,32 @@ def resolve_allergen(kb: KnowledgeBase, allergy: Mapping[str, Any]) -> Allergen 
     if verification in REFUTED_ALLERGY:
         return None
     cc = allergy.get("code")
+    key = _concept_key(cc)
+    cached = kb.memo.get(("allergen", key)) if key is not None else None
+    if cached is None:
+        cached = _allergen_tags(kb, cc), _allergen_name(kb, cc)
+        if key is not None:
+            _remember(kb, ("allergen", key), cached)
+    tags, name = set(cached[0]), cached[1]
+    categories = allergy.get("category") or []
+    non_drug = bool(categories) and "medication" not in categories and "biologic" not in categories
+    if non_drug:
+        tags = set()
+    crit = allergy.get("criticality")
+    severe = any(isinstance(r, Mapping) and r.get("severity") == "severe" for r in allergy.get("reaction") or ())
+    anaphylaxis = any(
+        "anaphyla" in " ".join(_cc_texts(m)).casefold() or "39579001" in _coding_code(m, "http://snomed.info/sct")
+        for r in allergy.get("reaction") or () if isinstance(r, Mapping) for m in r.get("manifestation") or ()
+    )
+    return Allergen(
+        ref=f"AllergyIntolerance/{allergy.get('id', '')}", name=name,
+        tags=frozenset(tags), level="warning" if allergy.get("type") == "intolerance" else "critical",
+        verified=verification in (None, "confirmed"), high_risk=crit == "high" or severe or anaphylaxis,
+        is_drug=not non_drug,
+    )
+
+
+def _allergen_tags(kb: KnowledgeBase, cc: Any) -> frozenset[str]:
     tags: set[str] = set()
     for c in (cc or {}).get("coding") or () if isinstance(cc, Mapping) else ():
         if not isinstance(c, Mapping):
@@ -142,22 +201,7 @@ def resolve_allergen(kb: KnowledgeBase, allergy: Mapping[str, Any]) -> Allergen 
             ings, classes = kb.match_names(text)
             tags |= kb.tags_of(ings) | {f"class:{c}" for c in classes}
     tags |= kb.tags_of(t.partition(":")[2] for t in tags if t.startswith("ing:"))
-    categories = allergy.get("category") or []
-    non_drug = bool(categories) and "medication" not in categories and "biologic" not in categories
-    if non_drug:
-        tags = set()
-    crit = allergy.get("criticality")
-    severe = any(isinstance(r, Mapping) and r.get("severity") == "severe" for r in allergy.get("reaction") or ())
-    anaphylaxis = any(
-        "anaphyla" in " ".join(_cc_texts(m)).casefold() or "39579001" in _coding_code(m, "http://snomed.info/sct")
-        for r in allergy.get("reaction") or () if isinstance(r, Mapping) for m in r.get("manifestation") or ()
-    )
-    return Allergen(
-        ref=f"AllergyIntolerance/{allergy.get('id', '')}", name=_allergen_name(kb, cc),
-        tags=frozenset(tags), level="warning" if allergy.get("type") == "intolerance" else "critical",
-        verified=verification in (None, "confirmed"), high_risk=crit == "high" or severe or anaphylaxis,
-        is_drug=not non_drug,
-    )
+    return frozenset(tags)
 
 
 def _allergen_name(kb: KnowledgeBase, cc: Any) -> str:

@@ -134,6 +134,8 @@ class KnowledgeBase:
     override_reasons: tuple[Mapping[str, str], ...]
     raw_size: int = 0
     by_tag: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # tag -> indexes into interactions
+    # Pure memo of code/name resolution (same concept -> same answer for this base); bounded by MEMO_MAX.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ loading
 
@@ -328,6 +330,9 @@ class KnowledgeBase:
             else:
                 i += 1
         return frozenset(ings), frozenset(classes)
+
+
+MEMO_MAX = 20_000
 
 
 def _unit(text: str) -> str:

@@ -153,3 +153,45 @@ def test_a_bulk_import_is_rechecked_through_celery(db: Any, eager_celery: Any,
         resources_import(resources=copy.deepcopy(many))
     assert OrderCheck.objects.filter(resource_id__startswith="bulk-").count() == len(many)
     assert OrderCheck.objects.get(resource_id="bulk-amox").unacknowledged == 1
+
+
+def test_dashboard_lists_order_checks_without_clinical_text(
+        doctor: Any, token_for: Any, django_capture_on_commit_callbacks: Any, django_user_model: Any) -> None:
+    from omnicare.access.roles import ADMINISTRATOR, role_assign
+
+    sync = SyncClient(Client(HTTP_AUTHORIZATION=f"Bearer {token_for(doctor)}"))
+    mid = str(uuid.uuid4())
+    with django_capture_on_commit_callbacks(execute=True):
+        sync.push(put(order(mid), None))
+    admin = django_user_model.objects.create_user(username="ad.min", password="pw-for-admin-42")
+    role_assign(user=admin, role=ADMINISTRATOR)
+    web = Client()
+    web.force_login(admin)
+    r = web.get("/admin/cds/ordercheck/")
+    assert r.status_code == 200
+    page = r.content.decode()
+    assert mid in page and "Amoxicillin" not in page and "Penicillin" not in page
+
+
+def test_management_commands(db: Any, tmp_path: Any) -> None:
+    from django.core.management import CommandError, call_command
+
+    from omnicare.cds.models import CdsClient, KnowledgeBundle
+
+    call_command("cds_publish")
+    assert set(KnowledgeBundle.objects.values_list("kind", flat=True)) == {"kb", "guidelines"}
+    data = json.loads(shipped_bytes())
+    data["version"] = "2026.12.5"
+    f = tmp_path / "kb.json"
+    f.write_text(json.dumps(data))
+    call_command("cds_publish", "--kind", "kb", "--file", str(f))
+    assert KnowledgeBundle.objects.filter(kind="kb", version="2026.12.5").exists()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "x"}')
+    with pytest.raises(CommandError):
+        call_command("cds_publish", "--kind", "kb", "--file", str(bad))
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+                                          "kid": "k1"}]}))
+    call_command("cds_client_register", "--client-id", "https://ehr.example", "--name", "EHR", "--jwks", str(jwks))
+    assert CdsClient.objects.get(client_id="https://ehr.example").active
