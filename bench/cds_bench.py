@@ -17,6 +17,7 @@ Metrics merged into ``bench/results.json`` (other keys are kept) and a section i
   compressed size on the device is in the detail).
 """
 
+# ruff: noqa: S603  (subprocess calls with fixed argv: manage.py and uvicorn of this repo)
 from __future__ import annotations
 
 import argparse
@@ -258,6 +259,23 @@ def hooks_roundtrip(n: int) -> dict[str, Any]:
             proc.kill()
 
 
+def cpython_check(rounds: int) -> dict[str, Any]:
+    """The same check on CPython in this process: wall p95 and CPU time per call (load-independent-ish)."""
+    from pyclient.cds import Context, check, default_kb
+
+    kb, c = default_kb(), chart()
+    for _ in range(50):
+        check([DRAFT], Context(c, now="2026-12-01T10:00:00Z"), kb=kb)
+    per = []
+    cpu0 = time.process_time()
+    for _ in range(rounds):
+        t = time.perf_counter()
+        check([DRAFT], Context(c, now="2026-12-01T10:00:00Z"), kb=kb)
+        per.append((time.perf_counter() - t) * 1000)
+    return {"p95": p95(per), "median": statistics.median(per),
+            "cpu_ms": (time.process_time() - cpu0) * 1000 / rounds}
+
+
 def kb_size() -> dict[str, Any]:
     from pyclient.cds import default_kb, shipped_bytes
     from pyclient.cds.kb import canonical
@@ -280,11 +298,18 @@ SECTION_END = "<!-- cds-bench:end -->"
 def write(metrics: dict[str, float], detail: dict[str, Any]) -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     results.setdefault("metrics", {}).update(metrics)
-    results.setdefault("detail", {})["cds"] = detail
+    pcs = dict(detail["pyodide"])
+    per = pcs.pop("per")
+    pcs.update({"n": len(per), "p95": p95(per), "median": statistics.median(per), "max": max(per),
+                "share_under_1ms": round(sum(1 for v in per if v < 1) / len(per), 3)})
+    results.setdefault("detail", {})["cds"] = {**detail, "pyodide": pcs}
     goals = results.setdefault("goals", {})
     goals.update({"cds_check_p95_ms_pyodide": "< 5", "cds_hooks_p95_ms": "< 20"})
+    passed = results.setdefault("passed", {})
+    passed.update({"cds_check_p95_ms_pyodide": metrics["cds_check_p95_ms_pyodide"] < 5,
+                   "cds_hooks_p95_ms": metrics["cds_hooks_p95_ms"] < 20})
     RESULTS.write_text(json.dumps(results, indent=2, sort_keys=False) + "\n")
-    pc, hk, kb = detail["pyodide"], detail["hooks"], detail["kb"]
+    pc, hk, kb, cp = detail["pyodide"], detail["hooks"], detail["kb"], detail["cpython"]
     text = f"""{SECTION_START}
 ## CDS: medication checks (`bench/cds_bench.py`)
 
@@ -295,13 +320,16 @@ potassium 5.8 mmol/L and eGFR 41; the draft is amoxicillin/clavulanate (SCD 5622
 
 | metric | value | goal |
 |---|---|---|
-| `cds_check_p95_ms_pyodide` (one `check`, Pyodide in Chromium {pc['chromium']}, {len(pc['per'])} calls) | **{metrics['cds_check_p95_ms_pyodide']:.2f} ms** (median {statistics.median(pc['per']):.2f} ms, batch mean {pc['mean_batch']:.3f} ms) | < 5 ms |
+| `cds_check_p95_ms_pyodide` (one `check`, Pyodide in Chromium {pc['chromium']}, {len(pc['per'])} calls) | **{metrics['cds_check_p95_ms_pyodide']:.2f} ms** (median {statistics.median(pc['per']):.2f} ms, {100 * sum(1 for v in pc['per'] if v < 1) / len(pc['per']):.0f} % of calls under 1 ms, batch mean {pc['mean_batch']:.3f} ms) | < 5 ms |
+| same `check` on CPython {sys.version.split()[0]} (wall p95 / median / CPU time per call) | {cp['p95']:.2f} / {cp['median']:.2f} / {cp['cpu_ms']:.3f} ms | - |
 | knowledge base parse + index on first use, in Pyodide | {pc['load_ms']:.1f} ms | - |
 | `cds_hooks_p95_ms` (order-sign with full prefetch, HTTP keep-alive to uvicorn, {hk['database']}, {hk['n']} calls, audited) | **{metrics['cds_hooks_p95_ms']:.1f} ms** (median {hk['median']:.1f} ms; request {hk['request_bytes']:,} B) | < 20 ms |
 | `cds_kb_bytes` (knowledge base {kb['version']}, canonical JSON) | **{kb['bytes']:,} B** (sealed and compressed on the device: {kb['sealed_bytes']:,} B) | - |
 
 The browser's timer is coarsened to 0.1 ms, so single-call figures below ~0.3 ms are quantised; the batch
-mean divides one timing over many calls.
+mean divides one timing over many calls. On this shared 2-core machine the load average (above) swings
+between 2 and 16: a p95 taken at load 14 mostly measures waiting for a core, which is why the CPU time and
+the medians are given next to it.
 {SECTION_END}
 """
     report = REPORT.read_text() if REPORT.exists() else ""
@@ -320,6 +348,8 @@ def main() -> int:
     rounds, batch, hooks_n = (100, 200, 60) if args.quick else (500, 2000, 300)
     kb = kb_size()
     print(f"knowledge base: {kb['bytes']:,} B canonical, {kb['sealed_bytes']:,} B sealed", flush=True)
+    cp = cpython_check(rounds)
+    print(f"check on CPython: p95 {cp['p95']:.2f} ms, CPU {cp['cpu_ms']:.3f} ms/call", flush=True)
     pc = pyodide_check(rounds, batch)
     print(f"check in Pyodide: p95 {p95(pc['per']):.2f} ms, batch mean {pc['mean_batch']:.3f} ms", flush=True)
     hk = hooks_roundtrip(hooks_n)
@@ -328,7 +358,7 @@ def main() -> int:
                "cds_kb_bytes": kb["bytes"]}
     print(json.dumps(metrics))
     if not args.no_write:
-        detail = {"pyodide": pc, "hooks": hk, "kb": kb, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        detail = {"pyodide": pc, "hooks": hk, "kb": kb, "cpython": cp, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                   "load": " ".join(f"{x:.2f}" for x in os.getloadavg())}
         write(metrics, detail)
     return 0
