@@ -74,10 +74,10 @@ function showReview(py, form, args, r, done) {
 }
 
 /** The chart's decision-support card: knowledge base version in force, fetch time, guideline library. */
-export async function cdsPanel(py) {
-  let status, lib;
+export async function cdsPanel(py, patientId) {
+  let status, lib, alerts;
   try {
-    [status, lib] = await Promise.all([py.call("cds_status"), py.call("guidelines")]);
+    [status, lib, alerts] = await Promise.all([py.call("cds_status"), py.call("guidelines"), py.call("cds_alerts", { patient_id: patientId })]);
   } catch {
     return null;
   }
@@ -92,9 +92,17 @@ export async function cdsPanel(py) {
         g.sections.map((s) => h("div", { class: "guide-section" }, h("h4", {}, s.heading), h("p", {}, s.text))),
         h("p", { class: "muted small" }, "Sources: " + g.sources.join(" · "))))))
     : h("p", { class: "empty" }, "Guidelines appear after the next sync.");
+  const DECISION = { overridden: "overridden", accepted: "accepted", cancelled: "order cancelled", unacknowledged: "not acknowledged at order time" };
+  const alertList = alerts.length
+    ? h("ul", { class: "rows", id: "cds-alerts" }, alerts.map((a) => h("li", { dataset: { decision: a.decision } },
+      h("div", { class: "grow" }, h("strong", {}, a.summary), h("small", {}, ` — ${a.text || DECISION[a.decision] || a.decision} · ${a.when}`)),
+      h("span", { class: `badge cds-${a.severity === "high" ? "critical" : a.severity === "moderate" ? "warning" : "info"}` }, DECISION[a.decision] || a.decision))))
+    : null;
   return h("section", { class: "card", id: "cds-panel" },
-    h("div", { class: "card-head" }, h("h2", {}, "Clinical guidelines")),
+    h("div", { class: "card-head" }, h("h2", {}, "Medication safety and guidelines")),
+    alertList ? h("h3", { class: "cds-sub" }, "Safety alerts on record") : null, alertList,
     h("p", { class: "muted", id: "cds-version" }, kbLine),
+    h("h3", { class: "cds-sub" }, "Clinical guidelines (available offline)"),
     lib.version ? h("p", { class: "muted", id: "guidelines-version" }, `Guideline library ${lib.version}, fetched ${fmt(lib.fetchedAt)}`) : null,
     guides);
 }

@@ -445,7 +445,7 @@ async function showChart(id, { keepScroll = false } = {}) {
       },
       onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
     }));
-  cdsPanel(state.py).then((panel) => { // decision support: KB version in force + guideline library
+  cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
     const col = document.querySelector("#main .grid .col:last-child");
     if (panel && col && !document.getElementById("cds-panel")) col.append(panel);
   });

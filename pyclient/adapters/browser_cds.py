@@ -108,6 +108,23 @@ class CdsMixin:
         items = payload.get("guidelines", []) if isinstance(payload, Mapping) else []
         return {"version": info.get("version"), "fetchedAt": info.get("fetchedAt"), "guidelines": items}
 
+    async def cds_alerts(self, patient_id: str) -> list[dict[str, Any]]:
+        """This patient's recorded medication-safety findings (DetectedIssue), newest first, for the chart."""
+        self._require_unlocked()  # type: ignore[attr-defined]
+        keys = await self.store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
+        issues = [r for r in await self._resources([k for k in keys if k[0] == "DetectedIssue"])  # type: ignore[attr-defined]
+                  if r.get("resourceType") == "DetectedIssue"]
+        out = []
+        for i in issues:
+            action = ((i.get("mitigation") or [{}])[0].get("action") or {}) if i.get("mitigation") else {}
+            codes = [c.get("code") for c in action.get("coding") or [] if isinstance(c, Mapping)]
+            out.append({"id": i.get("id"), "summary": (i.get("code") or {}).get("text") or "Medication alert",
+                        "severity": i.get("severity") or "", "status": i.get("status") or "",
+                        "decision": codes[0] if codes else "", "text": action.get("text") or "",
+                        "when": str(i.get("identifiedDateTime") or "")[:16].replace("T", " ")})
+        out.sort(key=lambda a: a["when"], reverse=True)
+        return out[:20]
+
     # -- fetching signed bundles ------------------------------------------------------------------
 
     async def _verify_ed25519(self, pub: bytes, sig: bytes, msg: bytes) -> bool:

@@ -83,7 +83,16 @@ def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: S
     row.wait_for()
     # allergy + cancelled-issue + order + override-issue (+ the allergy itself) all wait in the outbox
     wait_status(page, "d.state === 'offline' && Number(d.pending) >= 4")
+    # The chart lists both recorded decisions (offline, from the encrypted store).
+    page.wait_for_selector("#cds-alerts li[data-decision=overridden]")
+    assert page.locator("#cds-alerts li[data-decision=cancelled]").count() == 1
+    assert "Allergy record is inaccurate" in page.inner_text("#cds-alerts")
+    page.locator("#cds-panel").scroll_into_view_if_needed()
     shot(page, "41-cds-overridden-offline")
+    page.set_viewport_size({"width": 768, "height": 1024})
+    page.locator("#cds-panel").scroll_into_view_if_needed()
+    shot(page, "42-cds-chart-panel-768x1024", full_page=False)
+    page.set_viewport_size({"width": 1180, "height": 820})
 
     ctx.set_offline(False)
     wait_status(page, "d.pending === '0' && d.synced === 'true'", timeout=90_000)
