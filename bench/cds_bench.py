@@ -316,7 +316,7 @@ def write(metrics: dict[str, float], detail: dict[str, Any]) -> None:
 Run alone with `.venv/bin/python bench/cds_bench.py` ({detail['date']}, load average {detail['load']}).
 Chart: 20 active medications (10 RxNorm-coded, 10 free text), 10 allergies (7 drug, 3 food/environment),
 potassium 5.8 mmol/L and eGFR 41; the draft is amoxicillin/clavulanate (SCD 562251), which fires
-{len(pc['cards'])} cards ({', '.join(sorted(set(pc['cards'])))}).
+{len(pc['cards'])} card(s) ({', '.join(sorted(set(pc['cards'])))}).
 
 | metric | value | goal |
 |---|---|---|
