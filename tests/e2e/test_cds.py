@@ -29,6 +29,8 @@ def _issues(server: Server, pid: str) -> list[dict[str, Any]]:
 def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: Server) -> None:
     ctx = new_context()
     page = sign_in_and_sync(ctx)
+    # The signed bundles are fetched at the end of the first sync round, which may still be running.
+    poll(page, "async () => (await window.omnicare.py.call('cds_status')).kb.source === 'server'", timeout=120)
     open_patient(page, "MRN-000004")
     pid = page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])")
     # The signed knowledge base was fetched and verified during the first sync.
