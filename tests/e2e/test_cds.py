@@ -89,10 +89,11 @@ def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: S
     page.wait_for_selector("#cds-alerts li[data-decision=overridden]")
     assert page.locator("#cds-alerts li[data-decision=cancelled]").count() == 1
     assert "Allergy record is inaccurate" in page.inner_text("#cds-alerts")
-    page.locator("#cds-panel").scroll_into_view_if_needed()
     shot(page, "41-cds-overridden-offline")
     page.set_viewport_size({"width": 768, "height": 1024})
-    page.locator("#cds-panel").scroll_into_view_if_needed()
+    # The chart re-renders when the status changes; scroll to whichever panel is current.
+    page.wait_for_selector("#cds-panel #cds-alerts")
+    page.evaluate("() => document.getElementById('cds-panel')?.scrollIntoView()")
     shot(page, "42-cds-chart-panel-768x1024", full_page=False)
     page.set_viewport_size({"width": 1180, "height": 820})
 
