@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "omnicare.audit",
     "omnicare.keys",
     "omnicare.hl7",
+    "omnicare.cds",  # CDS (clinical decision support)
 ]
 
 MIDDLEWARE = [

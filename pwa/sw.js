@@ -22,6 +22,7 @@ const SHELL = [
   "/app/net.js",
   "/app/chart.js",
   "/app/sync-runner.js",
+  "/app/cds.js",
   "/icons/icon-192.png",
   "/icons/icon-512.png",
   "/icons/maskable-192.png",

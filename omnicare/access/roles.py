@@ -47,16 +47,19 @@ ROLES: dict[str, Role] = {
             "Patient": "RSCU", "Practitioner": "RS", "CareTeam": "RSCU", "Encounter": "RSCUD",
             "Observation": "RSCUD", "Condition": "RSCUD", "AllergyIntolerance": "RSCUD",
             "MedicationRequest": "RSCUD", "DocumentReference": "RSCUD", "Communication": "RSCUD",
+            "DetectedIssue": "RSCU",
         }),
         Role(NURSE, "Nurse", "care-team", True, duty="Records vitals, allergies and notes; reads the chart.", grants={
             "Patient": "RSCU", "Practitioner": "RS", "CareTeam": "RS", "Encounter": "RSCU",
             "Observation": "RSCU", "Condition": "RS", "AllergyIntolerance": "RSCU",
             "MedicationRequest": "RS", "DocumentReference": "RSC", "Communication": "RSC",
+            "DetectedIssue": "RS",
         }),
         Role(PHARMACIST, "Pharmacist", "care-team", True, duty="Verifies prescriptions against allergies and labs.",
              grants={
             "Patient": "RS", "Practitioner": "RS", "CareTeam": "RS", "Encounter": "RS", "Observation": "RS",
             "Condition": "RS", "AllergyIntolerance": "RSCU", "MedicationRequest": "RSU", "Communication": "RSC",
+            "DetectedIssue": "RSCU",
         }),
         Role(FRONT_DESK, "Front desk", "all", False, duty="Registers patients and checks them in; no clinical data.",
              grants={
@@ -129,6 +132,8 @@ ADMIN_SITE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "access.add_devicerevocation", "access.view_mfaenrollment", "access.delete_mfaenrollment",
         "access.view_loginfailure", "access.delete_loginfailure", "sync.view_device",
         "keys.view_keyversion",
+        "cds.view_ordercheck", "cds.view_knowledgebundle", "cds.view_cdsclient", "cds.add_cdsclient",
+        "cds.change_cdsclient",
     ),
     AUDITOR: (
         "audit.view_auditevent", "audit.view_checkpoint", "audit.view_auditarchive",

@@ -127,6 +127,15 @@ SEARCH_PARAMS: dict[str, dict[str, Param]] = {
         "recipient": _p("reference", "recipient"),
         "sender": _p("reference", "sender"),
     },
+    # CDS (omnicare/cds): a medication-safety finding and the clinician's decision about it.
+    "DetectedIssue": {
+        "patient": _p("reference", "patient", target="Patient"),
+        "implicated": _p("reference", "implicated"),
+        "code": _p("token", "code"),
+        "identifier": _p("token", "identifier"),
+        "status": _p("token", "status"),
+        "identified": _p("date", "identifiedDateTime"),
+    },
 }
 
 # HL7 v2 interface (issue 12): the types lab, scheduling and pharmacy feeds write (added only if absent).
@@ -174,6 +183,7 @@ COMPARTMENT: dict[str, tuple[str, ...]] = {
     "MedicationRequest": ("subject",),
     "DocumentReference": ("subject", "author"),
     "Communication": ("subject", "sender", "recipient"),
+    "DetectedIssue": ("patient",),
 }
 # HL7 v2 interface (issue 12)
 COMPARTMENT.setdefault("DiagnosticReport", ("subject",))

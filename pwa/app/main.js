@@ -3,6 +3,7 @@ import { bootPython } from "./py.js";
 import * as net from "./net.js";
 import * as idb from "./idb.js";
 import { SyncRunner } from "./sync-runner.js";
+import { orderWithChecks, cdsPanel } from "./cds.js";
 import {
   h, field, screen, renderStatus, progress, banner, confirmDialog, patientList, chartScreen, formScreen,
   input, select, conflictScreen, showErrors,
@@ -444,6 +445,10 @@ async function showChart(id, { keepScroll = false } = {}) {
       },
       onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
     }));
+  cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
+    const col = document.querySelector("#main .grid .col:last-child");
+    if (panel && col && !document.getElementById("cds-panel")) col.append(panel);
+  });
   if (keepScroll) window.scrollTo(0, y);
 }
 
@@ -462,6 +467,7 @@ async function formRoute(pid, kind) {
     afterWrite();
     location.hash = back;
   };
+  const saved = () => { afterWrite(); location.hash = back; }; // orders: checked and saved by cds.js
   const num = (name, label, unit, attrs = {}) => field(`${label} (${unit})`, input({ name, type: "text", inputmode: "decimal", ...attrs }), { name });
   let form;
   const medId = state.route[3];
@@ -482,7 +488,7 @@ async function formRoute(pid, kind) {
     form = formScreen("Start medication", p, [
       field("Medication", input({ name: "name", placeholder: "e.g. Metformin 500 mg tablet" }), { name: "name" }),
       field("Dosage", input({ name: "dosage", placeholder: "e.g. 500 mg twice daily with meals" }), { name: "dosage" }),
-    ], { cancelHref: back, submit: (v) => save("start_medication", { patient_id: pid, ...v }) });
+    ], { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, ...v }, saved) });
   } else if (kind === "medication-stop" || kind === "medication-change") {
     const med = c.medications.find((m) => m.id === medId);
     if (!med) { location.hash = back; return; }
@@ -490,7 +496,7 @@ async function formRoute(pid, kind) {
       ? formScreen(`Stop ${med.name}`, p, [field("Reason", input({ name: "reason", placeholder: "e.g. side effects" }), { name: "reason" })],
         { cancelHref: back, submit: (v) => save("stop_medication", { medication_id: medId, reason: v.reason }) })
       : formScreen(`Change ${med.name}`, p, [field("New dosage", input({ name: "dosage", value: med.dosage }), { name: "dosage" })],
-        { cancelHref: back, submit: (v) => save("change_medication", { medication_id: medId, dosage: v.dosage }) });
+        { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, medication_id: medId, dosage: v.dosage }, saved) });
   } else if (kind === "note") {
     form = formScreen("Write note", p, [
       field("Title", input({ name: "title", placeholder: "Progress note" }), { name: "title" }),

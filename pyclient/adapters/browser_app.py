@@ -71,6 +71,7 @@ from pyclient.sync import (
     SyncMachine,
 )
 
+from .browser_cds import CdsMixin
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -344,7 +345,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp:
+class BrowserApp(CdsMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -1169,6 +1170,7 @@ class BrowserApp:
             notices += await self._pull(machine, first=first)
             notices += await self._adopt_conflicts(machine)
             await self._push_audit(machine)
+            await self.cds_refresh_if_due()  # signed CDS bundles (browser_cds.py), when due
         except DeviceRevoked:
             await self.device_revoked()
             return self.status()

@@ -61,6 +61,7 @@ def body(rt: str, rid: str, pid: str) -> dict[str, Any]:
         "DiagnosticReport": {"status": "final", "code": {"text": "panel"}, "subject": subj},
         "Appointment": {"status": "booked", "participant": [{"actor": subj, "status": "accepted"}]},
         "MedicationDispense": {"status": "completed", "subject": subj, "medicationCodeableConcept": {"text": "aspirin"}},
+        "DetectedIssue": {"status": "final", "patient": subj},
     }[rt]
     return {"resourceType": rt, "id": rid, **extra}
 
