@@ -1007,7 +1007,15 @@ class SyncMachine:
             tail.base_version, tail.base_resource = entry.base_version, entry.base_resource
             tail.server_version, tail.server_resource = entry.server_version, entry.server_resource
             tail.server_deleted = entry.server_deleted
-            if tail.op == "delete" and tail.base_version is None:
+            if tail.op == "delete" and tail.base_version is None and (
+                entry.server_version is not None and not entry.server_deleted
+            ):
+                # A refused create the server nevertheless holds (it applied an earlier copy under that
+                # id: a tablet restored from a backup): deleting it is a person's decision, never a
+                # silent local drop that leaves the device without a record the server has.
+                effects.extend(self._park(tail, [Conflict("", None, entry.server_resource, None)]))
+                effects.extend(self._local_view(entry.key))
+            elif tail.op == "delete" and tail.base_version is None:
                 self._move(tail, "absorb")
                 effects.append(OutboxDelete(tail.entry_id))
                 effects.extend(self._server_view(entry.key, None, None))

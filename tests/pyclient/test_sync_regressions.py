@@ -12,7 +12,7 @@ import copy
 import json
 from typing import Any
 
-from pyclient.protocol import PushRequest, PushResponse, dumps, loads
+from pyclient.protocol import Mutation, PushRequest, PushResponse, dumps, loads
 from pyclient.store import MemoryStore
 from pyclient.sync import JsonCodec, SyncMachine, to_store_ops
 
@@ -272,3 +272,58 @@ def test_a_pull_page_older_than_an_acknowledged_save_never_hides_it() -> None:
     assert version == 3 and set(shown["x_tags"]) == {"a1", "b1"}, "the saved change vanished"
     a.pull_all(server)  # ... and the rest of the feed leaves the newest version
     assert a.chart()[0] == 3 and a.machine.status().synced
+
+
+def test_a_refused_create_the_server_holds_is_never_dropped_from_the_device() -> None:
+    """Seed 77,364 of the 100,000-seed soak.
+
+    A tablet registers a new observation and changes it before sending; it is restored from a backup
+    taken in between, so it holds the *first* copy of that create while the server applied the
+    changed one under the same mutation id. The clinician then deletes the record. The re-sent create is
+    refused (same id, other content); the delete queued behind it had no base, so the machine took it
+    for "never reached the server" and dropped the record locally — the device lost a record the server
+    kept, for good (the pull cursor was already past it). Now the delete becomes a decision for a person.
+    """
+    server = SimServer()
+    a = Tablet("tablet-a")
+    key = ("Observation", "obs-1")
+    created = {"resourceType": "Observation", "id": "obs-1", "x_tags": {"a1": True}, "x_status": "new"}
+    a.apply(
+        a.machine.record_local_edit(
+            now=0.0,
+            mutation_id="a-1",
+            resource_type=key[0],
+            id=key[1],
+            resource=created,
+            base_version=None,
+            base_resource=None,
+        )
+    )
+    changed = {**created, "x_status": "amended"}
+    server.push(PushRequest("tablet-a", (Mutation("a-1", "put", key[0], key[1], None, changed),)))
+    first = a.send()  # the restored tablet re-sends its older copy of a-1
+    a.pull_all(server)  # the server's v1 is known to the entry
+    a.apply(
+        a.machine.record_local_edit(
+            now=0.0,
+            mutation_id="a-2",
+            resource_type=key[0],
+            id=key[1],
+            resource=None,
+            base_version=None,
+            base_resource=None,
+        )
+    )
+    refused = server.push(first)
+    assert refused.results[0].status == "rejected"
+    a.receive(first, refused)
+    [view] = a.machine.conflicts()  # the delete waits for a person, with the server's copy beside it
+    assert view.local is None and (view.server or {})["x_status"] == "amended"
+    a.apply(
+        a.machine.resolve_conflict(now=0.0, entry_id=view.entry_id, resource=view.server, mutation_id="a-3")
+    )
+    a.apply(a.machine.dismiss_rejected(entry_id="a-1"))
+    a.sync_until_quiet(server)
+    rec = step(a.store.get_record(*key))
+    assert rec is not None and CODEC.open(rec.blob)["x_status"] == "amended"
+    assert a.machine.status().synced
