@@ -33,9 +33,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q, TextField
-from django.db.models.functions import Cast
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Func, IntegerField, Q, TextField
+from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
 from omnicare.access.services import AllPatients, access_check, may_access, visible_patient_ids
@@ -580,7 +580,7 @@ def export_run(*, job_id: str) -> BulkJob | None:
         types = list(job.params["types"])
         done: list[dict[str, Any]] = list(job.output)
         done_types = {o["type"] for o in done}
-        for i, rtype in enumerate(types):
+        for ti, rtype in enumerate(types):
             if rtype in done_types:
                 continue
             cp = job.checkpoint if job.checkpoint.get("type") == rtype else {"type": rtype, "after": 0,
@@ -588,34 +588,34 @@ def export_run(*, job_id: str) -> BulkJob | None:
             path = out_dir / f"{rtype}.ndjson"
             qs = _export_queryset(job, rtype)
             after, count, offset = int(cp["after"]), int(cp["count"]), int(cp["offset"])
-            rows_next = 200
+            ratio = 1.0  # bytes written per byte of estimated size, learnt as we go
             with open(path, "ab" if offset else "wb") as f:
                 f.truncate(offset)  # a crash may have left a partial chunk after the checkpoint
                 f.seek(offset)
                 while True:
-                    chunk = list(qs.filter(pk__gt=after).order_by("pk").annotate(text=Cast("body", TextField()))
-                                 .values_list("pk", "text")[:rows_next])
-                    if not chunk:
+                    plan = list(qs.filter(pk__gt=after).order_by("pk").annotate(sz=_stored_size())
+                                .values_list("pk", "sz")[:PLAN_ROWS])
+                    if not plan:
                         break
-                    size = 0
-                    for _pk, text in chunk:
-                        data = text.encode() if isinstance(text, str) else json.dumps(text).encode()
-                        f.write(data)
-                        f.write(b"\n")
-                        size += len(data) + 1
-                    after = chunk[-1][0]
-                    count += len(chunk)
-                    offset += size
-                    del chunk
-                    # The next chunk holds about ``budget`` bytes at the bytes/row seen in this one.
-                    rows_next = max(1, min(5000, budget * count // max(offset, 1)))
-                    f.flush()
-                    updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
-                        checkpoint={"type": rtype, "after": after, "offset": offset, "count": count},
-                        lines_done=_exported(done) + count,
-                    )
-                    if not updated:
-                        return job  # cancelled
+                    i = 0
+                    while i < len(plan):
+                        # The next chunk: as many rows as fit in the byte budget (always at least one).
+                        j, est = i, 0.0
+                        while j < len(plan) and (j == i or est + (plan[j][1] or 0) * ratio <= budget):
+                            est += (plan[j][1] or 0) * ratio
+                            j += 1
+                        hi = plan[j - 1][0]
+                        size, n = _write_chunk(f, qs.filter(pk__gt=after, pk__lte=hi))
+                        raw_est = sum((plan[k][1] or 0) for k in range(i, j))
+                        ratio = max(0.05, size / max(raw_est, 1))
+                        after, count, offset, i = hi, count + n, offset + size, j
+                        f.flush()
+                        updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
+                            checkpoint={"type": rtype, "after": after, "offset": offset, "count": count},
+                            lines_done=_exported(done) + count,
+                        )
+                        if not updated:
+                            return job  # cancelled
             patients = sorted(set(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True)))
             if count:
                 done.append({"type": rtype, "file": path.name, "count": count})
@@ -623,7 +623,7 @@ def export_run(*, job_id: str) -> BulkJob | None:
                 path.unlink(missing_ok=True)
             with transaction.atomic():
                 BulkJob.objects.filter(pk=job.pk).update(
-                    output=done, checkpoint={"type": types[i + 1] if i + 1 < len(types) else "", "after": 0,
+                    output=done, checkpoint={"type": types[ti + 1] if ti + 1 < len(types) else "", "after": 0,
                                              "offset": 0, "count": 0},
                     counts={**job.counts, rtype: count},
                 )
@@ -641,6 +641,29 @@ def export_run(*, job_id: str) -> BulkJob | None:
                                                                      expires=now + _ttl())
     job.refresh_from_db()
     return job
+
+
+PLAN_ROWS = 5000
+
+
+def _stored_size() -> Any:
+    """Cheap per-row size estimate without reading the body: PostgreSQL's stored (possibly compressed) size,
+    SQLite's text length. ``export_run`` corrects it by the bytes actually written (``ratio``)."""
+    if connection.vendor == "postgresql":
+        return Func(F("body"), function="pg_column_size", output_field=IntegerField())
+    return Length(Cast("body", TextField()))
+
+
+def _write_chunk(f: Any, qs: Any) -> tuple[int, int]:
+    """Fetch one planned chunk as JSON text (no decode/encode round trip) and append it. (bytes, rows)."""
+    size = n = 0
+    for _pk, text in qs.order_by("pk").annotate(text=Cast("body", TextField())).values_list("pk", "text"):
+        data = text.encode() if isinstance(text, str) else json.dumps(text).encode()
+        f.write(data)
+        f.write(b"\n")
+        size += len(data) + 1
+        n += 1
+    return size, n
 
 
 def _exported(done: list[dict[str, Any]]) -> int:
