@@ -105,11 +105,48 @@ def test_synthea_sample_imports_whole_and_exports_back_unchanged(
     assert not differ, differ[:5]
 
 
-def test_cli_import_same_service_and_second_import_is_a_no_op(capsys: Any) -> None:
+def test_cli_import_then_a_care_team_device_syncs_the_whole_record_and_reimport_is_a_no_op(
+    capsys: Any, django_user_model: Any
+) -> None:
+    from django.test import Client
+
+    from omnicare.access.roles import role_assign
+    from omnicare.access.services import token_create
+    from omnicare.fhir.models import ResourcePatient
+    from omnicare.fhir.services import resources_import
+
     files = synthea_files()
     call_command("fhir_import", *map(str, files))
     first = json.loads(capsys.readouterr().out)
     assert first["status"] == "completed" and sum(first["output"].values()) == 7160 and first["rejectedLines"] == 0
+    # A physician whose care team covers one imported patient: their device receives that whole record.
+    patient = max(ResourcePatient.objects.values_list("patient_id", flat=True).distinct(),
+                  key=lambda p: ResourcePatient.objects.filter(patient_id=p).count())
+    dr = django_user_model.objects.create_user(username="dr.sync")
+    role_assign(user=dr, role="physician")
+    resources_import(resources=[
+        {"resourceType": "Practitioner", "id": "pr-sync", "identifier": [{"system": "urn:omnicare:user", "value": "dr.sync"}]},
+        {"resourceType": "CareTeam", "id": "ct-sync", "status": "active", "subject": {"reference": f"Patient/{patient}"},
+         "participant": [{"member": {"reference": "Practitioner/pr-sync"}}]},
+    ])
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=dr, name='dev')}")
+    got: set[tuple[str, str]] = set()
+    cursor = None
+    for _ in range(200):
+        r = client.post("/api/sync/pull?deviceId=tab-1", json.dumps({"cursor": cursor, "limit": 500}),
+                        content_type="application/json")
+        assert r.status_code == 200, r.content
+        page = r.json()
+        got |= {(c["resourceType"], c["id"]) for c in page["changes"]}
+        cursor = page["cursor"]
+        if not page["hasMore"]:
+            break
+    want = set(ResourcePatient.objects.filter(patient_id=patient, resource__deleted=False)
+               .values_list("resource__resource_type", "resource__resource_id"))
+    assert want - got == set()
+    assert {t for t, _ in got} >= {"Patient", "Encounter", "Condition", "Procedure", "Immunization",
+                                   "MedicationRequest", "DocumentReference", "CareTeam"}
+    assert not {k for k in got if k[0] not in ("Practitioner",)} - want  # nobody else's chart
     versions = ResourceVersion.objects.count()
     call_command("fhir_import", *map(str, files))
     second = json.loads(capsys.readouterr().out)
