@@ -580,8 +580,11 @@ def export_run(*, job_id: str) -> BulkJob | None:
         types = list(job.params["types"])
         done: list[dict[str, Any]] = list(job.output)
         done_types = {o["type"] for o in done}
+        # ~140 R4 types, most of them empty: one query instead of a plan query per empty type.
+        present = set(Resource.objects.filter(deleted=False, resource_type__in=types)
+                      .values_list("resource_type", flat=True).distinct())
         for ti, rtype in enumerate(types):
-            if rtype in done_types:
+            if rtype in done_types or rtype not in present:
                 continue
             cp = job.checkpoint if job.checkpoint.get("type") == rtype else {"type": rtype, "after": 0,
                                                                                "offset": 0, "count": 0}
@@ -616,7 +619,8 @@ def export_run(*, job_id: str) -> BulkJob | None:
                         )
                         if not updated:
                             return job  # cancelled
-            patients = sorted(set(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True)))
+            patients = sorted(set(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True))
+                              ) if count else []
             if count:
                 done.append({"type": rtype, "file": path.name, "count": count})
             else:
