@@ -354,3 +354,4 @@ OMNICARE_BULK_EXPIRY_SECONDS = int(os.environ.get("OMNICARE_BULK_EXPIRY_SECONDS"
 OMNICARE_BULK_CHUNK_BYTES = int(os.environ.get("OMNICARE_BULK_CHUNK_BYTES", str(4 * 1024 * 1024)))
 OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 1024**3)))
 CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}

@@ -290,6 +290,17 @@ def import_run(*, job_id: str) -> BulkJob | None:
     return job
 
 
+def _keys_q(keys: Iterable[tuple[str, str]]) -> Q:
+    """A filter for these (type, id) keys: one ``resource_id IN`` per type."""
+    grouped: dict[str, list[str]] = {}
+    for rt, rid in keys:
+        grouped.setdefault(rt, []).append(rid)
+    cond = Q()
+    for rt, ids in grouped.items():
+        cond |= Q(resource_type=rt, resource_id__in=ids)
+    return cond
+
+
 def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver) -> bool:
     """Validate, resolve and write one batch with its issues and checkpoint in one transaction."""
     issues: list[BulkIssue] = []
@@ -315,13 +326,7 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
     stored: dict[tuple[str, str], dict[str, Any]] = {}
     keys = [(b["resourceType"], b["id"]) for _, b in parsed if isinstance(b.get("id"), str)]
     if keys:
-        cond = Q()
-        grouped: dict[str, list[str]] = {}
-        for rt, rid in keys:
-            grouped.setdefault(rt, []).append(rid)
-        for rt, ids in grouped.items():
-            cond |= Q(resource_type=rt, resource_id__in=ids)
-        for row in Resource.objects.filter(cond, deleted=False).only("resource_type", "resource_id", "body"):
+        for row in Resource.objects.filter(_keys_q(keys), deleted=False).only("resource_type", "resource_id", "body"):
             stored[(row.resource_type, row.resource_id)] = _strip_meta(row.body)
     for lineno, body in parsed:
         rtype = str(body["resourceType"])
@@ -361,13 +366,8 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         items[key] = (lineno, body)
     # References to resources neither in this file nor in the store: accepted, reported.
     if literal:
-        cond = Q()
-        by_type: dict[str, list[str]] = {}
-        for rt, rid in literal:
-            by_type.setdefault(rt, []).append(rid)
-        for rt, ids in by_type.items():
-            cond |= Q(resource_type=rt, resource_id__in=ids)
-        present = set(Resource.objects.filter(cond, deleted=False).values_list("resource_type", "resource_id"))
+        present = set(Resource.objects.filter(_keys_q(literal), deleted=False)
+                      .values_list("resource_type", "resource_id"))
         for key, uses in literal.items():
             if key not in present:
                 for lineno, where in uses:
@@ -391,7 +391,7 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         for k, v in stats.items():
             counts["_" + k] = counts.get("_" + k, 0) + v
         BulkIssue.objects.bulk_create(issues)
-        BulkJob.objects.filter(pk=job.pk).update(lines_done=last_line, counts=counts)
+        BulkJob.objects.filter(pk=job.pk).update(lines_done=last_line, counts=counts, updated=timezone.now())
         job.lines_done, job.counts = last_line, counts
         if written:
             audit_record(user=user, action="import", resource_type="Bundle", patient_ids=sorted(patients),
@@ -615,7 +615,7 @@ def export_run(*, job_id: str) -> BulkJob | None:
                         f.flush()
                         updated = BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
                             checkpoint={"type": rtype, "after": after, "offset": offset, "count": count},
-                            lines_done=_exported(done) + count,
+                            lines_done=_exported(done) + count, updated=timezone.now(),
                         )
                         if not updated:
                             return job  # cancelled
@@ -762,6 +762,20 @@ def job_file(*, user: Any, job_id: str, name: str) -> Iterator[bytes] | Path:
 def _error_lines(job: BulkJob) -> Iterator[bytes]:
     for issue in job.issues.order_by("line", "pk").iterator(chunk_size=1000):
         yield json.dumps(_outcome(issue), separators=(",", ":")).encode() + b"\n"
+
+
+def jobs_resume(*, stale_after: timedelta = timedelta(minutes=10), now: datetime | None = None) -> int:
+    """Re-queue jobs whose worker died (accepted or in progress, no checkpoint for ``stale_after``): they
+    continue from their checkpoint. Beat runs this; a redelivered task that finds a job finished is a no-op."""
+    from .tasks import bulk_export, bulk_import
+
+    now = now or timezone.now()
+    n = 0
+    for job in BulkJob.objects.filter(status__in=[BulkJob.ACCEPTED, BulkJob.RUNNING], updated__lt=now - stale_after):
+        BulkJob.objects.filter(pk=job.pk).update(updated=now)
+        (bulk_import if job.kind == BulkJob.IMPORT else bulk_export).delay(str(job.pk))
+        n += 1
+    return n
 
 
 def jobs_expire(*, now: datetime | None = None) -> int:

@@ -29,3 +29,11 @@ def bulk_expire() -> int:
     from .services import jobs_expire
 
     return jobs_expire()
+
+
+@shared_task(name="omnicare.bulk.resume")
+def bulk_resume() -> int:
+    """Beat job: re-queue bulk jobs whose worker died mid-job."""
+    from .services import jobs_resume
+
+    return jobs_resume()

@@ -210,7 +210,14 @@ def test_a_crash_mid_import_resumes_without_loss_or_duplicates(
     job = BulkJob.objects.get()
     assert job.status == BulkJob.RUNNING and job.lines_done == 20
     assert Resource.objects.filter(resource_type="Patient").count() == 20
-    services.import_run(job_id=str(job.pk))  # the redelivered task
+    monkeypatch.setattr(services, "_import_batch", real)
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    assert services.jobs_resume(now=timezone.now()) == 0  # checkpointed just now: not stale
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.jobs_resume(now=timezone.now() + timedelta(minutes=11)) == 1  # beat re-queues it
     job.refresh_from_db()
     assert job.status == BulkJob.COMPLETED and job.lines_done == 45 and job.attempts == 2
     assert Resource.objects.filter(resource_type="Patient").count() == 45
