@@ -99,7 +99,7 @@ def test_import_survives_a_killed_worker(integration: Any, worker_env: Any, monk
 
     env, queue = worker_env
     _route(monkeypatch, queue)
-    n = 3000
+    n = 1500
     body = b"".join(json.dumps({"resourceType": "Patient", "id": f"k{i}", "name": [{"family": f"K{i}"}]}).encode()
                     + b"\n" for i in range(n))
     worker = Worker(env, queue)
