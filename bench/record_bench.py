@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -106,7 +105,10 @@ def worker_export(job_id: str) -> None:
     job = export_run(job_id=job_id)
     elapsed = time.perf_counter() - t0
     assert job is not None and job.status == "completed", job
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM is this process's own peak: ru_maxrss would also count the parent's RSS inherited at fork
+    # (Linux keeps the pre-exec high-water mark), i.e. the importing bench process, not the worker.
+    hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    rss_mb = int(hwm.split()[1]) / 1024
     print(json.dumps({"seconds": elapsed, "resources": sum(int(o["count"]) for o in job.output),
                       "peak_rss_mb": rss_mb}))
 
@@ -129,33 +131,14 @@ def run_export(url: str, user: Any, types: list[str] | None) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--copies", type=int, default=int(os.environ.get("RECORD_BENCH_COPIES", "14")))
-    ap.add_argument("--database-url", default=os.environ.get("RECORD_BENCH_DATABASE_URL", DEFAULT_DB))
-    ap.add_argument("--results", default=str(REPO / "bench" / "results.json"))
-    ap.add_argument("--report", default=str(REPO / "BENCHMARKS.md"))
-    ap.add_argument("--worker-export", default="")
-    args = ap.parse_args()
-    if args.worker_export:
-        setup_django(os.environ["DATABASE_URL"])
-        worker_export(args.worker_export)
-        return 0
-    reset_database(args.database_url)
-    setup_django(args.database_url)
-    from django.conf import settings
+def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any]:
     from django.contrib.auth import get_user_model
-    from django.core.management import call_command
 
     from omnicare.access.roles import role_assign
     from omnicare.bulk.services import import_run, import_start
 
-    call_command("migrate", verbosity=0)
-    tmp = Path(tempfile.mkdtemp(prefix="record_bench_"))
-    settings.OMNICARE_BULK_DIR = tmp / "bulk"
-    os.environ["OMNICARE_BULK_DIR"] = str(tmp / "bulk")
     src = tmp / "in.ndjson"
-    total = make_ndjson(src, args.copies)
+    total = make_ndjson(src, copies)
     print(f"{total} resources, {src.stat().st_size / 1e6:.1f} MB", file=sys.stderr)
     user = get_user_model().objects.create_user(username="bench.integration")
     role_assign(user=user, role="integration")
@@ -173,7 +156,43 @@ def main() -> int:
     written = sum(v for k, v in job.counts.items() if not k.startswith("_"))
     rejected = job.issues.filter(severity="error").count()
     print(f"import: {written} written, {rejected} rejected, {import_s:.1f} s", file=sys.stderr)
+    return written, rejected, import_s, total, user
 
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--copies", type=int, default=int(os.environ.get("RECORD_BENCH_COPIES", "14")))
+    ap.add_argument("--database-url", default=os.environ.get("RECORD_BENCH_DATABASE_URL", DEFAULT_DB))
+    ap.add_argument("--results", default=str(REPO / "bench" / "results.json"))
+    ap.add_argument("--report", default=str(REPO / "BENCHMARKS.md"))
+    ap.add_argument("--worker-export", default="")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the database and the import figures of the last run; measure the export again")
+    args = ap.parse_args()
+    if args.worker_export:
+        setup_django(os.environ["DATABASE_URL"])
+        worker_export(args.worker_export)
+        return 0
+    if not args.reuse:
+        reset_database(args.database_url)
+    setup_django(args.database_url)
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    tmp = Path(tempfile.mkdtemp(prefix="record_bench_"))
+    settings.OMNICARE_BULK_DIR = tmp / "bulk"
+    os.environ["OMNICARE_BULK_DIR"] = str(tmp / "bulk")
+    if args.reuse:
+        previous = json.loads(Path(args.results).read_text())
+        user = get_user_model().objects.get(username="bench.integration")
+        total = int(previous["record_bench"]["resources"])
+        import_s = float(previous["record_bench"]["import_seconds"])
+        written = round(previous["metrics"]["bulk_import_per_s"] * import_s)
+        rejected = int(previous["record_bench"]["import_rejected"])
+    else:
+        written, rejected, import_s, total, user = bench_import(args.copies, tmp)
     full = run_export(args.database_url, user, None)
     # About a quarter of the data, by type (smallest types first until a quarter is reached).
     from django.db.models import Count

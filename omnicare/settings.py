@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "omnicare.hl7",
     "omnicare.cds",  # CDS (clinical decision support)
     "omnicare.bulk",  # FHIR Bulk Data $export / $import (issue 15)
+    "omnicare.subscriptions",  # FHIR Subscriptions, rest-hook (issue 15)
 ]
 
 MIDDLEWARE = [
@@ -355,3 +356,4 @@ OMNICARE_BULK_CHUNK_BYTES = int(os.environ.get("OMNICARE_BULK_CHUNK_BYTES", str(
 OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 1024**3)))
 CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["subscriptions-dispatch"] = {"task": "omnicare.subscriptions.dispatch", "schedule": 30.0}

@@ -55,6 +55,7 @@ _RECORD_PHYSICIAN: dict[str, str] = {
     "Appointment": "RSCUD", "Device": "RSCU", "Goal": "RSCUD", "CarePlan": "RSCUD", "Coverage": "RS",
     "Provenance": "RSC", "DetectedIssue": "RSCU", "Flag": "RSCUD", "Specimen": "RSCU",
     "QuestionnaireResponse": "RSCU", "RelatedPerson": "RSCU", "EpisodeOfCare": "RSCU",
+    "Subscription": "RSCUD",  # notifications of their own patients' changes to another system (scope-filtered)
 }
 _RECORD_NURSE: dict[str, str] = {
     "Organization": "RS", "Location": "RS", "PractitionerRole": "RS", "Medication": "RS",

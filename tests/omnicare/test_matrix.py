@@ -86,6 +86,8 @@ def body(rt: str, rid: str, pid: str) -> dict[str, Any]:
         "QuestionnaireResponse": {"status": "completed", "subject": subj},
         "RelatedPerson": {"patient": subj},
         "EpisodeOfCare": {"status": "active", "patient": subj},
+        "Subscription": {"status": "off", "reason": "matrix", "criteria": f"Observation?patient={pid}",
+                         "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"}},
     }[rt]
     return {"resourceType": rt, "id": rid, **extra}
 
