@@ -36,3 +36,9 @@ def events(request: HttpRequest, sub_id: str) -> HttpResponse:
     body = svc.subscription_events(user=request.user, subscription_id=sub_id,
                                    since=_int(request, "eventsSinceNumber"), until=_int(request, "eventsUntilNumber"))
     return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
+
+
+@router.api_operation(["GET", "POST"], "/Subscription/{sub_id}/$get-ws-binding-token")
+def ws_token(request: HttpRequest, sub_id: str) -> HttpResponse:
+    body = svc.ws_binding_token(user=request.user, subscription_id=sub_id)
+    return HttpResponse(json.dumps(body), content_type=FHIR_JSON)

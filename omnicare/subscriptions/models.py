@@ -13,6 +13,7 @@ class SubscriptionOwner(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     events = models.BigIntegerField(default=0)  # eventsSinceSubscriptionStart
     matched_seq = models.BigIntegerField(default=0)  # change-feed position matched up to
+    ws_bound = models.BooleanField(default=False)  # a websocket has bound with a token (websocket channel)
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -69,8 +69,10 @@ def subscription_registered(*, user: Any, resource: dict[str, Any]) -> None:
 
     criteria_of(resource)
     channel = resource.get("channel") or {}
-    if channel.get("type") != "rest-hook" or not str(channel.get("endpoint") or "").startswith(("http://", "https://")):
-        raise BadRequest("Only rest-hook channels with an http(s) endpoint are supported",
+    rest_hook = channel.get("type") == "rest-hook" and str(channel.get("endpoint") or "").startswith(
+        ("http://", "https://"))
+    if not rest_hook and channel.get("type") != "websocket":
+        raise BadRequest("Supported channels: rest-hook (with an http(s) endpoint) and websocket",
                          expression=["Subscription.channel"])
     SubscriptionOwner.objects.get_or_create(subscription_id=str(resource["id"]),
                                             defaults={"user": user, "matched_seq": feed_head()})
@@ -164,6 +166,9 @@ def _deliver(owner_id: int) -> int:
     if not pending:
         return 0
     channel = sub.get("channel") or {}
+    if channel.get("type") == "websocket":
+        ok = _ws_send(owner.subscription_id, _notification(sub, owner, pending, kind="event-notification"))
+        return _settle(owner, pending, ok)
     body = json.dumps(_notification(sub, owner, pending, kind="event-notification")).encode()
     req = urllib.request.Request(str(channel["endpoint"]), data=body, method="POST",  # noqa: S310 (http(s) only)
                                  headers={"Content-Type": "application/fhir+json"})
@@ -176,6 +181,10 @@ def _deliver(owner_id: int) -> int:
             ok = 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
         ok = False
+    return _settle(owner, pending, ok)
+
+
+def _settle(owner: SubscriptionOwner, pending: list[SubscriptionEvent], ok: bool) -> int:
     ids = [e.pk for e in pending]
     if not ok:
         SubscriptionEvent.objects.filter(pk__in=ids).update(attempts=pending[0].attempts + 1)
@@ -187,6 +196,63 @@ def _deliver(owner_id: int) -> int:
                  resource_id=owner.subscription_id, patient_ids=patients,
                  detail={"events": [pending[0].number, pending[-1].number]})
     return len(pending)
+
+
+WS_SALT = "omnicare.subscriptions.ws"
+WS_TOKEN_SECONDS = 3600
+
+
+def ws_group(subscription_id: str) -> str:
+    return f"omnicare-subscription-{subscription_id}"
+
+
+def _ws_send(subscription_id: str, bundle: dict[str, Any]) -> bool:
+    """Hand the notification to the sockets bound to this subscription (none bound: stays pending)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    if not SubscriptionOwner.objects.filter(subscription_id=subscription_id, ws_bound=True).exists():
+        return False
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    async_to_sync(layer.group_send)(ws_group(subscription_id), {"type": "notify", "text": json.dumps(bundle)})
+    return True
+
+
+def ws_binding_token(*, user: Any, subscription_id: str) -> dict[str, Any]:
+    """``$get-ws-binding-token``: a signed, short-lived token the websocket client sends as
+    ``bind-with-token <token>`` (never in a URL)."""
+    from datetime import timedelta
+
+    from django.core import signing
+    from django.utils import timezone
+
+    owner, sub = _owned(user, subscription_id)
+    if (sub.get("channel") or {}).get("type") != "websocket":
+        raise BadRequest("This subscription does not use a websocket channel", expression=["Subscription.channel"])
+    token = signing.dumps({"s": subscription_id, "u": owner.user_id}, salt=WS_SALT)
+    expires = (timezone.now() + timedelta(seconds=WS_TOKEN_SECONDS)).isoformat()
+    return {"resourceType": "Parameters", "parameter": [
+        {"name": "token", "valueString": token}, {"name": "expiration", "valueDateTime": expires},
+        {"name": "subscription", "valueString": f"Subscription/{subscription_id}"},
+        {"name": "websocket-url", "valueUrl": "/ws/subscriptions"},
+    ]}
+
+
+def ws_bind(*, token: str) -> str | None:
+    """The subscription id a binding token is good for (its owner still owning it), else None."""
+    from django.core import signing
+
+    try:
+        data = signing.loads(token, salt=WS_SALT, max_age=WS_TOKEN_SECONDS)
+    except signing.BadSignature:
+        return None
+    sid = str(data.get("s") or "")
+    if not SubscriptionOwner.objects.filter(subscription_id=sid, user_id=data.get("u")).exists():
+        return None
+    SubscriptionOwner.objects.filter(subscription_id=sid).update(ws_bound=True)
+    return sid
 
 
 def _owned(user: Any, sub_id: str) -> tuple[SubscriptionOwner, dict[str, Any]]:

@@ -151,3 +151,44 @@ def test_rest_hook_exactly_once_in_scope_and_catch_up(clients: dict[str, Client]
         assert back.events() == [(3, "Observation/o4")]
     finally:
         back.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_websocket_channel_binds_with_a_token_and_receives_notifications(
+    django_user_model: Any, settings: Any
+) -> None:
+    from channels.db import database_sync_to_async
+    from channels.testing import WebsocketCommunicator
+
+    from omnicare.asgi import application
+
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+    def setup() -> Client:
+        u = django_user_model.objects.create_user(username="ws.engine")
+        role_assign(user=u, role="integration")
+        resources_import(resources=[{"resourceType": "Patient", "id": "pw"}])
+        c = Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=u, name='t')}")
+        sub = {"resourceType": "Subscription", "id": "sub-ws", "status": "active", "reason": "ws",
+               "criteria": "Observation?patient=Patient/pw", "channel": {"type": "websocket"}}
+        assert c.put(f"{BASE}/Subscription/sub-ws", json.dumps(sub), content_type=FHIR).status_code == 201
+        return c
+
+    client = await database_sync_to_async(setup)()
+    r = await database_sync_to_async(client.get)(f"{BASE}/Subscription/sub-ws/$get-ws-binding-token")
+    token = {p["name"]: p for p in r.json()["parameter"]}["token"]["valueString"]
+    comm = WebsocketCommunicator(application, "/ws/subscriptions", headers=[(b"origin", b"http://127.0.0.1")])
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data="bind-with-token not-a-token")
+    assert (await comm.receive_output(timeout=5))["type"] == "websocket.close"
+    comm = WebsocketCommunicator(application, "/ws/subscriptions", headers=[(b"origin", b"http://127.0.0.1")])
+    assert (await comm.connect())[0]
+    await comm.send_to(text_data=f"bind-with-token {token}")
+    handshake = json.loads(await comm.receive_from(timeout=5))
+    assert handshake["entry"][0]["resource"]["parameter"][1]["valueCode"] == "handshake"
+    await database_sync_to_async(resources_import)(resources=[obs("ow1", "pw"), obs("ow2", "pw")])
+    await database_sync_to_async(dispatch)()  # already run by the commit (eager Celery); a second run adds nothing
+    got = json.loads(await comm.receive_from(timeout=5))
+    assert events_of(got) == [(1, "Observation/ow1"), (2, "Observation/ow2")]
+    assert await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
