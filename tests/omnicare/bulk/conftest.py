@@ -24,6 +24,20 @@ def synthea_files() -> list[Path]:
 
 
 @pytest.fixture(autouse=True)
+def _eager_unless_real_worker(request: pytest.FixtureRequest) -> Any:
+    """Bulk jobs run inline even when REDIS_URL configures a broker, except in the real-worker module."""
+    from omnicare.celery import app
+
+    if request.module.__name__.endswith("test_worker"):
+        yield
+        return
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+@pytest.fixture(autouse=True)
 def _bulk_dir(settings: Any, tmp_path: Path) -> None:
     settings.OMNICARE_BULK_DIR = tmp_path / "bulk"
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -27,6 +27,17 @@ FHIR = "application/fhir+json"
 CONTENT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
 
 
+@pytest.fixture(autouse=True)
+def _eager() -> Iterator[None]:
+    """The dispatch queued on commit runs inline even when REDIS_URL configures a broker."""
+    from omnicare.celery import app
+
+    old = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
 class Hook:
     """A subscriber's rest-hook endpoint: records every notification (headers and body)."""
 
