@@ -60,6 +60,8 @@ INSTALLED_APPS = [
     "omnicare.keys",
     "omnicare.hl7",
     "omnicare.cds",  # CDS (clinical decision support)
+    "omnicare.bulk",  # FHIR Bulk Data $export / $import (issue 15)
+    "omnicare.subscriptions",  # FHIR Subscriptions, rest-hook (issue 15)
 ]
 
 MIDDLEWARE = [
@@ -346,3 +348,12 @@ CELERY_BEAT_SCHEDULE.update({
     "ops-verify": {"task": "omnicare.ops.verify",
                    "schedule": float(os.environ.get("OMNICARE_OPS_VERIFY_HOURS", "6")) * 3600},
 })
+
+# --- Bulk Data ($export / $import, issue 15) ---------------------------------------------------------------------
+OMNICARE_BULK_DIR = Path(os.environ.get("OMNICARE_BULK_DIR", str(BASE_DIR / "var" / "bulk")))
+OMNICARE_BULK_EXPIRY_SECONDS = int(os.environ.get("OMNICARE_BULK_EXPIRY_SECONDS", str(24 * 3600)))
+OMNICARE_BULK_CHUNK_BYTES = int(os.environ.get("OMNICARE_BULK_CHUNK_BYTES", str(4 * 1024 * 1024)))
+OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 1024**3)))
+CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
+CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}
+CELERY_BEAT_SCHEDULE["subscriptions-dispatch"] = {"task": "omnicare.subscriptions.dispatch", "schedule": 30.0}

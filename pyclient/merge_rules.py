@@ -99,6 +99,33 @@ resolved) while the other side edits it:
   the stopping side did not touch them: someone changed the treatment of an
   order that someone else just stopped, and a person must look;
 * non-clinical edits (notes, identifiers, extensions) merge normally.
+
+The rest of the record (immunizations, procedures, lab reports, appointments)
+-------------------------------------------------------------------------------
+* **Immunization**: what was given, to whom, when, how much, which lot, where
+  on the body and by which route are each one clinical statement (``ATOMIC``);
+  the dose's place in a series (``protocolApplied``) too. Marking a record
+  ``entered-in-error`` or ``not-done`` while the other side edits the vaccine,
+  date, dose or lot is a conflict (someone documented details of a dose
+  someone else says was never given).
+* **Procedure**: the procedure code, the patient, when it was performed, the
+  body site and the outcome are one value each. ``entered-in-error`` or
+  ``not-done`` on one side with the code, time, site or outcome edited on the
+  other is a conflict.
+* **DiagnosticReport**: ``result`` is a list of references to Observations
+  identified by the reference, so a lab adding results while a clinician adds
+  a note merges, and two sides adding different results keep both (results
+  arrive one by one). The report's code, conclusion and conclusion codes are
+  one value each: two different conclusions are a conflict. A report marked
+  ``entered-in-error`` (retracted) while the other side adds results or
+  changes the conclusion is a conflict.
+* **Appointment**: participants are identified by their ``actor``, so one
+  side accepting for the patient and the other for the practitioner merge; the
+  same participant's answer changed differently is a conflict. A cancellation
+  (``cancelled``, ``noshow``, ``entered-in-error``) on one side while the other
+  moves the time, the participants or the service is a conflict: a rescheduled
+  appointment someone else just cancelled needs a person to decide which
+  stands. Two different new times are a conflict by the general rule.
 """
 
 from __future__ import annotations
@@ -187,6 +214,7 @@ IDENTITY: Mapping[str, Identity] = MappingProxyType(
         "contained": Identity(("id",)),
         "insurance": Identity((".",)),
         "supportingInformation": Identity((".",)),
+        "result": Identity((".",)),  # DiagnosticReport.result: references to Observations
     }
 )
 
@@ -250,6 +278,37 @@ FIELD_RULES: Mapping[str, Mapping[str, Policy | Identity]] = MappingProxyType(
             "managingOrganization": _A,
             "maritalStatus": _A,
         },
+        "Immunization": {
+            "vaccineCode": _A,  # which vaccine
+            "patient": _A,
+            "occurrence[x]": _A,  # when it was given
+            "dose[x]": _A,  # doseQuantity: how much, with its unit (the "dose" prefix reads as a choice)
+            "lotNumber": _A,
+            "site": _A,
+            "route": _A,
+            "protocolApplied": _A,  # dose number in the series
+            "statusReason": _A,
+        },
+        "Procedure": {
+            "code": _A,  # what was done
+            "subject": _A,
+            "performed[x]": _A,  # when
+            "bodySite": _A,
+            "outcome": _A,
+            "statusReason": _A,
+        },
+        "DiagnosticReport": {
+            "code": _A,  # which panel
+            "subject": _A,
+            "effective[x]": _A,
+            "conclusion": _A,  # the interpretation as one statement
+            "conclusionCode": _A,
+        },
+        "Appointment": {
+            "participant": Identity(("actor",)),  # answers per attendee
+            "cancelationReason": _A,
+            "serviceType": _A,
+        },
     }
 )
 
@@ -308,6 +367,40 @@ STOP_RULES: Mapping[str, tuple[StopRule, ...]] = MappingProxyType(
                 stop_codes=frozenset({"inactive", "resolved"}),
                 guarded=("code", "reaction", "criticality", "type", "category", "patient"),
                 why="a new reaction on an allergy someone just resolved contradicts it",
+            ),
+        ),
+        "Immunization": (
+            StopRule(
+                status_field="status",
+                stop_codes=frozenset({"entered-in-error", "not-done"}),
+                guarded=("vaccineCode", "occurrence[x]", "dose[x]", "lotNumber", "site", "route",
+                         "protocolApplied", "patient"),
+                why="details of a dose someone else says was never given need a human",
+            ),
+        ),
+        "Procedure": (
+            StopRule(
+                status_field="status",
+                stop_codes=frozenset({"entered-in-error", "not-done"}),
+                guarded=("code", "performed[x]", "bodySite", "outcome", "subject"),
+                why="details of a procedure someone else retracted need a human",
+            ),
+        ),
+        "DiagnosticReport": (
+            StopRule(
+                status_field="status",
+                stop_codes=frozenset({"entered-in-error", "cancelled"}),
+                guarded=("result", "conclusion", "conclusionCode", "code", "subject"),
+                why="results added to a report someone just retracted need a human",
+            ),
+        ),
+        "Appointment": (
+            StopRule(
+                status_field="status",
+                stop_codes=frozenset({"cancelled", "noshow", "entered-in-error"}),
+                guarded=("start", "end", "participant", "serviceType", "appointmentType", "minutesDuration",
+                         "slot"),
+                why="rescheduling an appointment someone just cancelled needs a human",
             ),
         ),
     }

@@ -22,6 +22,7 @@ from ninja.utils import check_csrf
 
 from omnicare.core.errors import Forbidden, NotAuthenticated
 
+from . import roles as rbac
 from . import services
 from .auth import api_auth
 
@@ -82,6 +83,9 @@ def login_view(request: HttpRequest, payload: LoginIn) -> dict[str, Any]:
     if user is None or not user.is_active:
         services.login_attempt_record(username=username, ip=ip, success=False)
         # One message for unknown user and wrong password: no account enumeration.
+        raise NotAuthenticated("Wrong username or password")
+    if rbac.token_only(user):  # integrations use bearer tokens; they never hold a UI session
+        services.login_attempt_record(username=username, ip=ip, success=False)
         raise NotAuthenticated("Wrong username or password")
     if services.mfa_required(user=user):
         if not payload.code.strip():

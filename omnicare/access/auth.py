@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
+from .roles import token_only
 from .services import token_authenticate
 
 
@@ -23,7 +24,7 @@ class ActiveSessionAuth(SessionAuth):
 
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
-        if user is not None and user.is_authenticated and user.is_active:
+        if user is not None and user.is_authenticated and user.is_active and not token_only(user):
             return user
         return None
 

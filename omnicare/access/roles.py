@@ -28,6 +28,7 @@ ACTION_ALIASES = {"vread": "read", "history": "search"}
 PHYSICIAN, NURSE, PHARMACIST, FRONT_DESK, ADMINISTRATOR, AUDITOR = (
     "physician", "nurse", "pharmacist", "front_desk", "administrator", "auditor",
 )
+INTEGRATION = "integration"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,43 @@ class Role:
     break_glass: bool  # may request emergency access outside the care team
     grants: dict[str, str]  # resource type -> letters
     duty: str
+    # Letters for every other R4 resource type the store holds (types not named in any grant); "" = none.
+    other_types: str = ""
+    # Bearer tokens only: the account can never sign in to the UI (interface engines, migrations, bulk).
+    token_only: bool = False
 
+
+# The rest of a US Core record (issue 15). Reference data (Organization, Location, PractitionerRole,
+# Medication) is outside every patient compartment: readable by every clinical role, maintained by
+# administrators and integrations.
+_RECORD_PHYSICIAN: dict[str, str] = {
+    "Organization": "RS", "Location": "RS", "PractitionerRole": "RS", "Medication": "RS",
+    "Immunization": "RSCUD", "Procedure": "RSCUD", "DiagnosticReport": "RSCUD", "ServiceRequest": "RSCUD",
+    "MedicationStatement": "RSCUD", "MedicationAdministration": "RSCU", "MedicationDispense": "RS",
+    "Appointment": "RSCUD", "Device": "RSCU", "Goal": "RSCUD", "CarePlan": "RSCUD", "Coverage": "RS",
+    "Provenance": "RSC", "DetectedIssue": "RSCU", "Flag": "RSCUD", "Specimen": "RSCU",
+    "QuestionnaireResponse": "RSCU", "RelatedPerson": "RSCU", "EpisodeOfCare": "RSCU",
+    "Subscription": "RSCUD",  # notifications of their own patients' changes to another system (scope-filtered)
+}
+_RECORD_NURSE: dict[str, str] = {
+    "Organization": "RS", "Location": "RS", "PractitionerRole": "RS", "Medication": "RS",
+    "Immunization": "RSCU", "Procedure": "RSC", "DiagnosticReport": "RS", "ServiceRequest": "RS",
+    "MedicationStatement": "RSCU", "MedicationAdministration": "RSCU", "MedicationDispense": "RS",
+    "Appointment": "RSCU", "Device": "RS", "Goal": "RSCU", "CarePlan": "RS", "Coverage": "RS",
+    "Provenance": "RSC", "DetectedIssue": "RS", "Flag": "RSCU", "Specimen": "RSC",
+    "QuestionnaireResponse": "RSCU", "RelatedPerson": "RSCU", "EpisodeOfCare": "RS",
+}
+_RECORD_PHARMACIST: dict[str, str] = {
+    "Organization": "RS", "Location": "RS", "PractitionerRole": "RS", "Medication": "RSCU",
+    "Immunization": "RS", "Procedure": "RS", "DiagnosticReport": "RS", "ServiceRequest": "RS",
+    "MedicationStatement": "RSCU", "MedicationAdministration": "RS", "MedicationDispense": "RSCU",
+    "Coverage": "RS", "Provenance": "RSC", "DetectedIssue": "RSCU", "Flag": "RS",
+}
+_RECORD_FRONT_DESK: dict[str, str] = {
+    "Organization": "RS", "Location": "RS", "PractitionerRole": "RS", "Appointment": "RSCU", "Coverage": "RSCU",
+    "RelatedPerson": "RSCU",
+}
+_DIRECTORY_ADMIN: dict[str, str] = {"Organization": "RSCUD", "Location": "RSCUD", "PractitionerRole": "RSCUD"}
 
 ROLES: dict[str, Role] = {
     r.name: r
@@ -47,45 +84,54 @@ ROLES: dict[str, Role] = {
             "Patient": "RSCU", "Practitioner": "RS", "CareTeam": "RSCU", "Encounter": "RSCUD",
             "Observation": "RSCUD", "Condition": "RSCUD", "AllergyIntolerance": "RSCUD",
             "MedicationRequest": "RSCUD", "DocumentReference": "RSCUD", "Communication": "RSCUD",
-            "DetectedIssue": "RSCU",
+            **_RECORD_PHYSICIAN,
         }),
         Role(NURSE, "Nurse", "care-team", True, duty="Records vitals, allergies and notes; reads the chart.", grants={
             "Patient": "RSCU", "Practitioner": "RS", "CareTeam": "RS", "Encounter": "RSCU",
             "Observation": "RSCU", "Condition": "RS", "AllergyIntolerance": "RSCU",
             "MedicationRequest": "RS", "DocumentReference": "RSC", "Communication": "RSC",
-            "DetectedIssue": "RS",
+            **_RECORD_NURSE,
         }),
         Role(PHARMACIST, "Pharmacist", "care-team", True, duty="Verifies prescriptions against allergies and labs.",
              grants={
             "Patient": "RS", "Practitioner": "RS", "CareTeam": "RS", "Encounter": "RS", "Observation": "RS",
             "Condition": "RS", "AllergyIntolerance": "RSCU", "MedicationRequest": "RSU", "Communication": "RSC",
-            "DetectedIssue": "RSCU",
+            **_RECORD_PHARMACIST,
         }),
         Role(FRONT_DESK, "Front desk", "all", False, duty="Registers patients and checks them in; no clinical data.",
              grants={
             "Patient": "RSCU", "Practitioner": "RS", "CareTeam": "RS", "Encounter": "RSC",
+            **_RECORD_FRONT_DESK,
         }),
         Role(ADMINISTRATOR, "Administrator", "none", False,
              duty="Manages users, practitioners and devices; reads no patient data.", grants={
-            "Practitioner": "RSCUD",
+            "Practitioner": "RSCUD", **_DIRECTORY_ADMIN,
         }),
         Role(AUDITOR, "Auditor", "all", False, duty="Reads the audit trail and security events.", grants={
             "AuditEvent": "RS",
         }),
+        Role(INTEGRATION, "Integration", "all", False, token_only=True, other_types="RSCU",
+             duty="Interface engines, migrations and bulk clients: bearer token only, every patient, every "
+                  "clinical type; audited as the integration.", grants={
+            "Patient": "RSCU", "Practitioner": "RSCU", "CareTeam": "RSCU", "Encounter": "RSCU",
+            "Observation": "RSCU", "Condition": "RSCU", "AllergyIntolerance": "RSCU",
+            "MedicationRequest": "RSCU", "DocumentReference": "RSCU", "Communication": "RSCU",
+            **{t: "RSCU" for t in _RECORD_PHYSICIAN},
+        }),
     )
 }
-
-# HL7 v2 interface (issue 12): clinical roles read what the lab, scheduling and pharmacy feeds write.
-for _role, _hl7_types in {PHYSICIAN: "DiagnosticReport Appointment MedicationDispense",
-                          NURSE: "DiagnosticReport Appointment MedicationDispense",
-                          PHARMACIST: "DiagnosticReport MedicationDispense", FRONT_DESK: "Appointment"}.items():
-    for _rt in _hl7_types.split():
-        ROLES[_role].grants.setdefault(_rt, "RS")
 
 ROLE_NAMES: frozenset[str] = frozenset(ROLES)
 # Every resource type the matrix speaks about (anything else is denied to everyone).
 RESOURCE_TYPES: tuple[str, ...] = tuple(dict.fromkeys(rt for r in ROLES.values() for rt in r.grants))
 CLINICAL_TYPES: tuple[str, ...] = tuple(rt for rt in RESOURCE_TYPES if rt != "AuditEvent")
+
+
+def _other_type(resource_type: str) -> bool:
+    """A stored R4 type that no grant names (``Role.other_types`` applies to it)."""
+    from omnicare.fhir.r4 import is_resource_type  # plain data module (no Django); lazy to keep roles a leaf
+
+    return resource_type not in RESOURCE_TYPES and resource_type != "AuditEvent" and is_resource_type(resource_type)
 
 
 def allowed_actions(role: str, resource_type: str) -> frozenset[str]:
@@ -96,7 +142,15 @@ def allowed_actions(role: str, resource_type: str) -> frozenset[str]:
     if resource_type == "*":  # system-wide history: only for roles that may see every clinical type
         common = [set(allowed_actions(role, rt)) for rt in CLINICAL_TYPES]
         return frozenset(set.intersection(*common)) if common else frozenset()
-    return frozenset(LETTER[c] for c in r.grants.get(resource_type, ""))
+    letters = r.grants.get(resource_type)
+    if letters is None and r.other_types and _other_type(resource_type):
+        letters = r.other_types
+    return frozenset(LETTER[c] for c in letters or "")
+
+
+def token_only(user: Any) -> bool:
+    """True if one of ``user``'s roles is bearer-token only (may not sign in to the UI)."""
+    return any(ROLES[r].token_only for r in user_roles(user))
 
 
 def normalize_action(action: str) -> str:
@@ -206,6 +260,8 @@ def permissions_markdown() -> str:
     for rt in RESOURCE_TYPES:
         cells = ["".join(c for c in "RSCUD" if c in r.grants.get(rt, "")) for r in roles]
         lines.append(f"| {rt} | " + " | ".join(cells) + " |")
+    cells = ["".join(c for c in "RSCUD" if c in r.other_types) for r in roles]
+    lines.append("| *any other R4 resource type* | " + " | ".join(cells) + " |")
     lines += [
         "",
         "## Which patients",
@@ -225,6 +281,9 @@ def permissions_markdown() -> str:
         "Break-the-glass: a role marked *yes* may request emergency access to one patient outside its care teams, "
         "with a reason. The grant lasts 4 hours, is recorded as a security alert in the audit trail "
         "(emergency override started / stopped), and is refused if that audit record cannot be written.",
+        "",
+        "Token-only roles (Integration) never sign in to the UI: `manage.py create_api_token` issues their bearer "
+        "token, and every request is audited under the integration's own account.",
         "",
         "Users without any role can do nothing with patient data. Administrators manage accounts and devices in "
         "`/admin/`; auditors read the trail at `/api/audit/events`.",

@@ -282,6 +282,7 @@ def create(request: HttpRequest, resource_type: str) -> HttpResponse:
     with audited(user=request.user, action="create", resource_type=resource_type) as note:
         result = svc.resource_create(user=request.user, resource=body)
         _note_write(note, result)
+        _subscription_written(request, result)
     return write_response(request, result)
 
 
@@ -350,7 +351,17 @@ def update(request: HttpRequest, resource_type: str, resource_id: str) -> HttpRe
             if_match=_parse_if_match(request.headers.get("If-Match")),
         )
         _note_write(note, result)
+        _subscription_written(request, result)
     return write_response(request, result)
+
+
+def _subscription_written(request: HttpRequest, result: svc.WriteResult) -> None:
+    """A Subscription written through REST belongs to its author (whose scope filters its notifications);
+    an unusable one (criteria, channel) is a 400 and, inside this transaction, is not written."""
+    if result.resource_type == "Subscription" and result.version is not None:
+        from omnicare.subscriptions.services import subscription_registered
+
+        subscription_registered(user=request.user, resource=result.version.body)
 
 
 @router.delete("/{resource_type}/{resource_id}")

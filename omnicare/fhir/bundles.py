@@ -211,7 +211,7 @@ def _transaction(user: svc.User, entries: list[Any], base_url: str) -> dict[str,
     try:
         with transaction.atomic():
             fresh = frozenset((e.resource_type, e.resource_id) for e in write_entries if e.method == "POST")
-            results = svc.resources_apply(user=user, writes=writes, validated=True, fresh=fresh)
+            results = svc.resources_apply(user=user, writes=writes, validated=True, fresh=fresh, join_care_team=True)
             for e, res in zip(write_entries, results, strict=True):
                 out[e.index] = _response(res, e.method)
             for e in parsed:
@@ -240,7 +240,7 @@ def _batch(user: svc.User, entries: list[Any], base_url: str) -> dict[str, Any]:
             write = _to_write(e)
             try:
                 with transaction.atomic():
-                    res = svc.resources_apply(user=user, writes=[write], validated=True)[0]
+                    res = svc.resources_apply(user=user, writes=[write], validated=True, join_care_team=True)[0]
             except IntegrityError as exc:
                 raise Conflict("Concurrent write to the same resource; retry") from exc
             out.append(_response(res, e.method))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .search import COMMON_PARAMS, SEARCH_PARAMS, SORTS
+from .search import COMMON_PARAMS, SEARCH_PARAMS, SORTS, SUPPORTED_TYPES
 
 TYPE_INTERACTIONS = (
     "read",
@@ -25,12 +25,26 @@ _TYPE_URL = {
     "string": "string",
     "date": "date",
     "reference": "reference",
+    "uri": "uri",
 }
+
+
+def _revincludes() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for src, params in SEARCH_PARAMS.items():
+        for n, p in params.items():
+            if p.kind == "reference" and p.target:
+                out.setdefault(p.target, []).append(f"{src}:{n}")
+    return out
+
+
+REVINCLUDES = _revincludes()
 
 
 def capability_statement(*, base_url: str, software_version: str = "0.1.0") -> dict[str, Any]:
     resources = []
-    for rtype, params in SEARCH_PARAMS.items():
+    for rtype in SUPPORTED_TYPES:
+        params = SEARCH_PARAMS[rtype]
         search_params = [
             {"name": name, "type": kind, "documentation": doc}
             for name, kind, doc in (
@@ -55,6 +69,8 @@ def capability_statement(*, base_url: str, software_version: str = "0.1.0") -> d
                 "conditionalUpdate": False,
                 "conditionalDelete": "not-supported",
                 "searchParam": search_params,
+                "searchInclude": [f"{rtype}:{n}" for n, p in params.items() if p.kind == "reference"],
+                "searchRevInclude": REVINCLUDES.get(rtype, []),
             }
         )
     return {

@@ -16,6 +16,7 @@ from django.db.models import Q, QuerySet
 
 from omnicare.core.errors import BadRequest
 
+from . import r4
 from .models import Resource, SearchDate, SearchReference, SearchString, SearchToken
 
 
@@ -29,170 +30,38 @@ class Param:
     doc: str = ""
 
 
-def _p(kind: str, *paths: str, target: str | None = None, doc: str = "") -> Param:
-    return Param(kind, paths, target, doc)
+def _load() -> tuple[dict[str, dict[str, Param]], dict[str, tuple[str, ...]]]:
+    """Every R4 type's search parameters and Patient-compartment paths, from the official definitions."""
+    defs = r4.definitions()
+    params: dict[str, dict[str, Param]] = {t: {} for t in defs["types"]}
+    for rtype, table in defs["search"].items():
+        for name, (kind, paths, targets) in table.items():
+            target = targets[0] if len(targets) == 1 else None
+            params[rtype][name] = Param(kind, tuple(paths), target, doc="")
+    compartment: dict[str, tuple[str, ...]] = {t: () for t in defs["types"]}
+    for rtype, names in defs["compartment"].items():
+        if rtype == "Patient":
+            continue  # a Patient is in its own compartment (by id)
+        paths: list[str] = []
+        for n in names:
+            param = params.get(rtype, {}).get(n)
+            if param is not None and param.kind == "reference":
+                paths += [p.split("@")[0] for p in param.paths if "@" not in p or p.endswith("@Patient")]
+        compartment[rtype] = tuple(dict.fromkeys(paths))
+    return params, compartment
 
 
-_NAME = ("name.family", "name.given", "name.text", "name.prefix", "name.suffix")
+SEARCH_PARAMS, COMPARTMENT = _load()
 
-SEARCH_PARAMS: dict[str, dict[str, Param]] = {
-    "Patient": {
-        "name": _p("string", *_NAME, doc="Any part of a name (prefix match, case and accent insensitive)"),
-        "family": _p("string", "name.family"),
-        "given": _p("string", "name.given"),
-        "identifier": _p("token", "identifier", doc="system|value"),
-        "birthdate": _p("date", "birthDate"),
-        "gender": _p("token", "gender"),
-        "active": _p("token", "active"),
-        "general-practitioner": _p("reference", "generalPractitioner"),
-    },
-    "Practitioner": {
-        "name": _p("string", *_NAME),
-        "family": _p("string", "name.family"),
-        "given": _p("string", "name.given"),
-        "identifier": _p("token", "identifier"),
-        "active": _p("token", "active"),
-    },
-    "CareTeam": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "participant": _p("reference", "participant.member"),
-        "status": _p("token", "status"),
-        "category": _p("token", "category"),
-    },
-    "Encounter": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "status": _p("token", "status"),
-        "class": _p("token", "class"),
-        "type": _p("token", "type"),
-        "date": _p("date", "period"),
-        "participant": _p("reference", "participant.individual"),
-    },
-    "Observation": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "encounter"),
-        "code": _p("token", "code"),
-        "category": _p("token", "category"),
-        "status": _p("token", "status"),
-        "date": _p("date", "effectiveDateTime", "effectivePeriod", "effectiveInstant"),
-    },
-    "Condition": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "encounter"),
-        "code": _p("token", "code"),
-        "category": _p("token", "category"),
-        "clinical-status": _p("token", "clinicalStatus"),
-        "verification-status": _p("token", "verificationStatus"),
-        "onset-date": _p("date", "onsetDateTime", "onsetPeriod"),
-        "recorded-date": _p("date", "recordedDate"),
-    },
-    "AllergyIntolerance": {
-        "patient": _p("reference", "patient", target="Patient"),
-        "code": _p("token", "code"),
-        "clinical-status": _p("token", "clinicalStatus"),
-        "verification-status": _p("token", "verificationStatus"),
-        "criticality": _p("token", "criticality"),
-        "date": _p("date", "recordedDate"),
-    },
-    "MedicationRequest": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "encounter"),
-        "status": _p("token", "status"),
-        "intent": _p("token", "intent"),
-        "code": _p("token", "medicationCodeableConcept"),
-        "authoredon": _p("date", "authoredOn"),
-        "requester": _p("reference", "requester"),
-    },
-    "DocumentReference": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "context.encounter"),
-        "status": _p("token", "status"),
-        "type": _p("token", "type"),
-        "category": _p("token", "category"),
-        "date": _p("date", "date"),
-        "author": _p("reference", "author"),
-    },
-    "Communication": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "encounter"),
-        "status": _p("token", "status"),
-        "category": _p("token", "category"),
-        "sent": _p("date", "sent"),
-        "recipient": _p("reference", "recipient"),
-        "sender": _p("reference", "sender"),
-    },
-    # CDS (omnicare/cds): a medication-safety finding and the clinician's decision about it.
-    "DetectedIssue": {
-        "patient": _p("reference", "patient", target="Patient"),
-        "implicated": _p("reference", "implicated"),
-        "code": _p("token", "code"),
-        "identifier": _p("token", "identifier"),
-        "status": _p("token", "status"),
-        "identified": _p("date", "identifiedDateTime"),
-    },
-}
-
-# HL7 v2 interface (issue 12): the types lab, scheduling and pharmacy feeds write (added only if absent).
-for _rt, _params in {
-    "DiagnosticReport": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "encounter": _p("reference", "encounter"),
-        "identifier": _p("token", "identifier"),
-        "code": _p("token", "code"),
-        "category": _p("token", "category"),
-        "status": _p("token", "status"),
-        "date": _p("date", "effectiveDateTime", "effectivePeriod"),
-        "result": _p("reference", "result"),
-    },
-    "Appointment": {
-        "patient": _p("reference", "participant.actor", target="Patient"),
-        "actor": _p("reference", "participant.actor"),
-        "identifier": _p("token", "identifier"),
-        "status": _p("token", "status"),
-        "date": _p("date", "start"),
-    },
-    "MedicationDispense": {
-        "patient": _p("reference", "subject", target="Patient"),
-        "subject": _p("reference", "subject"),
-        "identifier": _p("token", "identifier"),
-        "status": _p("token", "status"),
-        "prescription": _p("reference", "authorizingPrescription"),
-        "whenhandedover": _p("date", "whenHandedOver"),
-    },
-}.items():
-    SEARCH_PARAMS.setdefault(_rt, _params)
-
-SUPPORTED_TYPES: tuple[str, ...] = tuple(SEARCH_PARAMS)
-
-# Patient compartment: which elements of a resource make it belong to a Patient (only Patient targets count).
-COMPARTMENT: dict[str, tuple[str, ...]] = {
-    "Patient": (),  # itself
-    "Practitioner": (),
-    "CareTeam": ("subject", "participant.member"),
-    "Encounter": ("subject",),
-    "Observation": ("subject", "performer"),
-    "Condition": ("subject", "asserter"),
-    "AllergyIntolerance": ("patient", "recorder", "asserter"),
-    "MedicationRequest": ("subject",),
-    "DocumentReference": ("subject", "author"),
-    "Communication": ("subject", "sender", "recipient"),
-    "DetectedIssue": ("patient",),
-}
-# HL7 v2 interface (issue 12)
-COMPARTMENT.setdefault("DiagnosticReport", ("subject",))
-COMPARTMENT.setdefault("Appointment", ("participant.actor",))
-COMPARTMENT.setdefault("MedicationDispense", ("subject", "receiver"))
+# Types the store holds: every R4 resource type except AuditEvent, which the audit trail owns (hash-chained,
+# append-only; read at /api/audit/events).
+NOT_STORED = frozenset({"AuditEvent"})
+SUPPORTED_TYPES: tuple[str, ...] = tuple(sorted(t for t in SEARCH_PARAMS if t not in NOT_STORED))
 
 # Result parameters understood everywhere (not per-type filters).
 CONTROL_PARAMS = frozenset(
-    {"_count", "_cursor", "_total", "_format", "_pretty", "_summary", "_elements", "_sort"}
+    {"_count", "_cursor", "_total", "_format", "_pretty", "_summary", "_elements", "_sort", "_include",
+     "_revinclude"}
 )
 # _sort keys we can page by keyset (model field, then pk as the tie-breaker).
 SORTS = {"_lastUpdated": "last_updated", "_id": "resource_id"}
@@ -207,19 +76,49 @@ MAX_DT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _step(values: list[Any], part: str) -> list[Any]:
+    """One compiled path step: ``name``, ``name[x]`` (any choice type) or ``name[key=value]`` (a filter)."""
+    flt: tuple[str, str] | None = None
+    choice = False
+    if part.endswith("]"):
+        part, _, cond = part[:-1].partition("[")
+        if cond == "x":
+            choice = True
+        else:
+            k, _, v = cond.partition("=")
+            flt = (k, v)
+    nxt: list[Any] = []
+    for v in values:
+        if not isinstance(v, dict):
+            continue
+        if choice:
+            items = [val for key, val in v.items() if key.startswith(part) and key[len(part):len(part) + 1].isupper()]
+        elif part in v:
+            items = [v[part]]
+        else:
+            continue
+        for item in items:
+            for x in item if isinstance(item, list) else [item]:
+                if flt is None or (isinstance(x, dict) and str(x.get(flt[0])) == flt[1]):
+                    nxt.append(x)
+    return nxt
+
+
 def walk(node: Any, path: str) -> Iterator[Any]:
-    """Yield every value at dotted ``path`` (lists flattened at every step)."""
+    """Yield every value at compiled ``path`` (lists flattened at every step; ``@Type`` keeps only
+    references to that type)."""
+    path, _, target = path.partition("@")
     values: list[Any] = [node]
     for part in path.split("."):
-        nxt: list[Any] = []
-        for v in values:
-            if isinstance(v, dict) and part in v:
-                item = v[part]
-                if isinstance(item, list):
-                    nxt.extend(item)
-                else:
-                    nxt.append(item)
-        values = nxt
+        values = _step(values, part)
+    if target:
+        prefix = target + "/"
+        values = [
+            v for v in values
+            if isinstance(v, dict) and (str(v.get("reference") or "").startswith(prefix)
+                                        or f"/{prefix}" in str(v.get("reference") or "")
+                                        or v.get("type") == target)
+        ]
     yield from values
 
 
@@ -231,7 +130,7 @@ def normalize(text: str) -> str:
 
 def parse_reference(ref: str) -> tuple[str, str] | None:
     """``"Patient/123"`` or ``"https://x/fhir/Patient/123[/_history/2]"`` → ("Patient", "123")."""
-    if not ref or ref.startswith(("#", "urn:")):
+    if not ref or ref.startswith(("#", "urn:")) or "?" in ref:  # contained, bundle-local or conditional
         return None
     parts = ref.split("/")
     if len(parts) >= 4 and parts[-2] == "_history":
@@ -301,6 +200,22 @@ def _tokens_of(value: Any) -> Iterator[tuple[str, str]]:
             yield str(value.get("system") or ""), str(value["code"])
 
 
+# The string parts of HumanName and Address that a string search matches (FHIR search, "string").
+_STRING_PARTS = ("family", "given", "text", "prefix", "suffix", "line", "city", "district", "state",
+                 "postalCode", "country")
+
+
+def _strings_of(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key in _STRING_PARTS:
+            part = value.get(key)
+            for x in part if isinstance(part, list) else [part]:
+                if isinstance(x, str) and x:
+                    yield x
+
+
 def _dates_of(value: Any) -> Iterator[tuple[datetime, datetime]]:
     try:
         if isinstance(value, str):
@@ -322,17 +237,18 @@ def index_rows(resource_type: str, body: dict[str, Any]) -> IndexRows:
         seen: set[Any] = set()
         for path in param.paths:
             for value in walk(body, path):
-                if param.kind == "token":
+                if param.kind in ("token", "uri"):
                     for system, code in _tokens_of(value):
                         key = (name, system[:255], code[:255])
                         if key not in seen:
                             seen.add(key)
                             rows.tokens.append(key)
-                elif param.kind == "string" and isinstance(value, str):
-                    skey = (name, normalize(value)[:255])
-                    if skey not in seen:
-                        seen.add(skey)
-                        rows.strings.append(skey)
+                elif param.kind == "string":
+                    for text in _strings_of(value):
+                        skey = (name, normalize(text)[:255])
+                        if skey not in seen:
+                            seen.add(skey)
+                            rows.strings.append(skey)
                 elif param.kind == "date":
                     for start, end in _dates_of(value):
                         rows.dates.append((name, start, end))
@@ -398,7 +314,7 @@ def _date_arg(param: str, raw: str) -> tuple[str, datetime, datetime]:
 def _value_q(resource_type: str, name: str, param: Param, modifier: str, raw: str) -> Q:
     """The filter for ONE value of a parameter (values separated by commas are ORed by the caller)."""
     base = {"resource_type": resource_type, "param": name}
-    if param.kind == "token":
+    if param.kind in ("token", "uri"):
         if modifier not in ("", "not"):
             raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
         if "|" in raw:

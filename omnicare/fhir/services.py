@@ -21,8 +21,14 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
-from omnicare.access.services import AllPatients, access_check, patient_registered, visible_patient_ids
-from omnicare.core.errors import BadRequest, Conflict, Gone, NotFound, PreconditionFailed
+from omnicare.access.services import (
+    AllPatients,
+    access_check,
+    patient_registered,
+    visible_patient_ids,
+    visible_patients_cache,
+)
+from omnicare.core.errors import ApiError, BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 
 from .models import (
     FeedCounter,
@@ -37,11 +43,14 @@ from .models import (
 from .search import (
     COMPARTMENT,
     CONTROL_PARAMS,
+    SEARCH_PARAMS,
     SORTS,
+    SUPPORTED_TYPES,
     build_query,
     compartment_patients,
     index_rows,
     parse_date_range,
+    parse_reference,
 )
 from .signals import versions_written
 from .validation import check_id, check_type, validate_resource
@@ -288,6 +297,7 @@ def _apply(
     user: User,
     trusted: bool = False,
     fresh: frozenset[tuple[str, str]] = frozenset(),
+    join_care_team: bool = False,
 ) -> list[WriteResult]:
     """Apply ``writes`` atomically: THE write path (REST, bundles, import and the sync push all end here).
 
@@ -306,6 +316,12 @@ def _apply(
     existing = _lock_existing(k for k in keys if k not in fresh)
     now = timezone.now()
     prepared: list[_Prepared] = []
+    requested = len(writes)
+    auto: set[tuple[str, str]] = set()
+    if join_care_team:
+        extra = _registrant_care_teams(writes, existing, user=user)
+        auto = {(w.resource_type, w.resource_id) for w in extra}
+        writes = [*writes, *extra]
     for w in writes:
         cur = existing.get((w.resource_type, w.resource_id))
         p = _Prepared(write=w, existing=cur)
@@ -335,7 +351,7 @@ def _apply(
             p.created = cur is None or cur.deleted
             p.body = _with_meta(w.body, w.resource_id, p.version_id, now)
             p.patient_ids = compartment_patients(w.resource_type, w.resource_id, p.body)
-        if not trusted:
+        if not trusted and (w.resource_type, w.resource_id) not in auto:
             action = "delete" if w.body is None else ("create" if p.created else "update")
             access_check(
                 user=user,
@@ -438,12 +454,52 @@ def _apply(
         versions_written.send(sender=Resource, versions=versions)
     else:
         by_key = {}
-    for p in prepared:
+    for p in prepared[:requested]:  # the care teams added for registrants are not the caller's writes
         w = p.write
         v = by_key.get((w.resource_type, w.resource_id))
         status = 204 if w.body is None else (201 if p.created else 200)
         results.append(WriteResult(w.resource_type, w.resource_id, v, created=p.created, status=status))
     return results
+
+
+def _registrant_care_teams(
+    writes: Sequence[Write], existing: dict[tuple[str, str], Resource], *, user: User
+) -> list[Write]:
+    """A CareTeam for every Patient this write creates, listing the registering clinician (issue 15).
+
+    A clinician (a role whose scope is the care team) who registers a patient through REST must be able to
+    read what they just created: the team is written in the same transaction as the patient. Nothing is
+    added when the user has no Practitioner identity, or when the same request already writes a CareTeam
+    for that patient (offline registration pushes its own).
+    """
+    from omnicare.access import roles as rbac
+    from omnicare.access.services import user_practitioner_ids
+
+    created = [
+        w.resource_id for w in writes
+        if w.resource_type == "Patient" and w.body is not None
+        and ((cur := existing.get(("Patient", w.resource_id))) is None or cur.deleted)
+    ]
+    if not created or not any(rbac.ROLES[r].scope == "care-team" for r in rbac.user_roles(user)):
+        return []
+    practitioners = sorted(user_practitioner_ids(user=user))
+    if not practitioners:
+        return []
+    has_team = {
+        ref[1]
+        for w in writes if w.resource_type == "CareTeam" and w.body is not None
+        for ref in [parse_reference(str((w.body.get("subject") or {}).get("reference") or ""))] if ref
+    }
+    return [
+        Write("CareTeam", new_id(), {
+            "resourceType": "CareTeam",
+            "status": "active",
+            "name": "Registering clinician",
+            "subject": {"reference": f"Patient/{pid}"},
+            "participant": [{"member": {"reference": f"Practitioner/{practitioners[0]}"}}],
+        }, expected_version=0)
+        for pid in created if pid not in has_team
+    ]
 
 
 def _run_writes(
@@ -452,6 +508,7 @@ def _run_writes(
     user: User,
     trusted: bool = False,
     fresh: frozenset[tuple[str, str]] = frozenset(),
+    join_care_team: bool = False,
 ) -> list[WriteResult]:
     # Two writers creating the same new id at once both find no row to lock; the loser's INSERT fails on
     # the unique constraint once the winner commits. Retrying once turns it into what it would have been a
@@ -461,7 +518,7 @@ def _run_writes(
     for attempt in range(attempts):
         try:
             with transaction.atomic():
-                return _apply(writes, user=user, trusted=trusted, fresh=fresh)
+                return _apply(writes, user=user, trusted=trusted, fresh=fresh, join_care_team=join_care_team)
         except IntegrityError as exc:
             if attempt == attempts - 1:
                 raise Conflict("Concurrent write to the same resource; retry") from exc
@@ -478,7 +535,9 @@ def resource_create(*, user: User, resource: Any, resource_id: str | None = None
     rid = resource_id or new_id()
     check_id(rid)
     fresh = frozenset() if resource_id else frozenset({(rtype, rid)})
-    return _run_writes([Write(rtype, rid, resource, expected_version=0)], user=user, fresh=fresh)[0]
+    return _run_writes(
+        [Write(rtype, rid, resource, expected_version=0)], user=user, fresh=fresh, join_care_team=True
+    )[0]
 
 
 def resource_update(
@@ -493,7 +552,9 @@ def resource_update(
         raise BadRequest("The resource must carry its id for an update", expression=["id"])
     if body_id != resource_id:
         raise BadRequest("The id in the body does not match the URL", expression=["id"])
-    return _run_writes([Write(resource_type, resource_id, resource, expected_version=if_match)], user=user)[0]
+    return _run_writes(
+        [Write(resource_type, resource_id, resource, expected_version=if_match)], user=user, join_care_team=True
+    )[0]
 
 
 def resource_delete(
@@ -512,6 +573,7 @@ def resources_apply(
     validated: bool = False,
     authorized: bool = False,
     fresh: frozenset[tuple[str, str]] = frozenset(),
+    join_care_team: bool = False,
 ) -> list[WriteResult]:
     """Write several resources atomically, each against its expected base version: THE public write path.
 
@@ -537,7 +599,7 @@ def resources_apply(
                 validate_resource(w.body, expected_type=w.resource_type)
                 if w.body.get("id") not in (None, w.resource_id):
                     raise BadRequest("The id in the body does not match", expression=["id"])
-    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh)
+    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh, join_care_team=join_care_team)
 
 
 def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion]:
@@ -807,7 +869,7 @@ def resource_search(
     bundle["meta"] = {"lastUpdated": _instant(timezone.now())}
     if control.get("_total") != "none":
         bundle["total"] = len(rows) if (not cursor_raw and not has_next and count > 0) else qs.count()
-    keep = parsed.used + [(k, v) for k, v in params if k in ("_count", "_total", "_summary")]
+    keep = parsed.used + [(k, v) for k, v in params if k in ("_count", "_total", "_summary", "_include", "_revinclude")]
     if sort_key:
         keep.append(("_sort", direction + sort_key))
     self_q = keep + ([("_cursor", cursor_raw)] if cursor_raw else [])
@@ -822,7 +884,67 @@ def resource_search(
         )
     bundle["link"] = links
     bundle["entry"] = [{**_entry_for(r, base_url), "search": {"mode": "match"}} for r in rows]
+    included = _includes(user=user, resource_type=resource_type, rows=rows, params=params)
+    bundle["entry"] += [{**_entry_for(r, base_url), "search": {"mode": "include"}} for r in included]
     return bundle
+
+
+MAX_INCLUDED = 1000
+
+
+def _include_spec(raw: str, what: str) -> tuple[str, str, str | None]:
+    """``Type:param[:targetType]`` → parts; 400 on anything else (``*`` is not supported)."""
+    parts = raw.split(":")
+    if len(parts) not in (2, 3) or parts[0] not in SUPPORTED_TYPES:
+        raise BadRequest(f"Invalid {what} (expected Type:param[:targetType])", expression=[what])
+    param = SEARCH_PARAMS.get(parts[0], {}).get(parts[1])
+    if param is None or param.kind != "reference":
+        raise BadRequest(f"{what}: {parts[0]}:{parts[1][:40]} is not a reference parameter", expression=[what])
+    return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def _includes(*, user: User, resource_type: str, rows: list[Resource], params: list[tuple[str, str]]) -> list[Resource]:
+    """Resources named by ``_include`` (targets of the matches' references) and ``_revinclude`` (resources
+    referring to the matches), each checked against the caller's role and patient scope like a read: what
+    the caller may not read is left out, never an error."""
+    specs_in = [_include_spec(v, "_include") for k, v in params if k == "_include"]
+    specs_rev = [_include_spec(v, "_revinclude") for k, v in params if k == "_revinclude"]
+    if not rows or not (specs_in or specs_rev):
+        return []
+    found: dict[int, Resource] = {}
+    pks = [r.pk for r in rows]
+    for src, name, target in specs_in:
+        if src != resource_type:
+            continue
+        refs = SearchReference.objects.filter(resource_id__in=pks, param=name)
+        if target:
+            refs = refs.filter(target_type=target)
+        cond = Q()
+        for ttype, tid in set(refs.values_list("target_type", "target_id")[:MAX_INCLUDED]):
+            cond |= Q(resource_type=ttype, resource_id=tid)
+        if cond:
+            for r in Resource.objects.filter(cond, deleted=False)[:MAX_INCLUDED]:
+                found[r.pk] = r
+    ids = [r.resource_id for r in rows]
+    for src, name, _target in specs_rev:
+        sub = SearchReference.objects.filter(
+            resource_type=src, param=name, target_type=resource_type, target_id__in=ids
+        ).values("resource_id")
+        for r in Resource.objects.filter(pk__in=sub, deleted=False)[:MAX_INCLUDED]:
+            found[r.pk] = r
+    matched = set(pks)
+    out: list[Resource] = []
+    with visible_patients_cache():
+        for r in found.values():
+            if r.pk in matched:
+                continue
+            try:
+                access_check(user=user, action="read", resource_type=r.resource_type,
+                             patient_ids=compartment_patients(r.resource_type, r.resource_id, r.body))
+            except ApiError:
+                continue
+            out.append(r)
+    return out
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from omnicare.core.errors import BadRequest, NotFound, Unprocessable
 
-from .search import SUPPORTED_TYPES
+from . import r4
+from .search import SUPPORTED_TYPES, walk
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_ISSUES = 20
@@ -58,7 +59,35 @@ def validate_resource(body: Any, *, expected_type: str | None = None) -> str:
         raise BadRequest(f"Resource type {resource_type[:64]!r} is not supported", code="not-supported")
     if "id" in body and (not isinstance(body["id"], str) or not ID_RE.match(body["id"])):
         raise BadRequest("Invalid resource id", expression=["id"])
-    model = get_fhir_model_class(resource_type)
+    try:
+        model = get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        model = None  # an R4 type that R4B dropped (e.g. MedicinalProduct): bindings only
+    if model is not None:
+        _validate_structure(model, body, resource_type)
+    check_bindings(body, resource_type)
+    return resource_type
+
+
+def check_bindings(body: dict[str, Any], resource_type: str) -> None:
+    """Every ``code`` element with a required binding holds a code of its value set (official R4 value sets,
+    ``r4.required_bindings``); otherwise 400 naming the element. The value itself is not echoed."""
+    bad: list[str] = []
+    for path, url in r4.required_bindings(resource_type):
+        allowed = r4.valueset_codes(url)
+        for value in walk(body, path):
+            if not isinstance(value, str) or value not in allowed:
+                bad.append(f"{resource_type}.{path}")
+                break
+    if bad:
+        raise BadRequest(
+            "Code not in the required value set: " + ", ".join(bad[:MAX_ISSUES]),
+            code="code-invalid",
+            expression=bad[:MAX_ISSUES],
+        )
+
+
+def _validate_structure(model: Any, body: dict[str, Any], resource_type: str) -> None:
     try:
         model.model_validate(body)
     except ValidationError as exc:
@@ -74,4 +103,3 @@ def validate_resource(body: Any, *, expected_type: str | None = None) -> str:
             ) from exc
     except (ValueError, TypeError) as exc:  # fhir.resources root validators raise these directly at times
         raise Unprocessable(f"Invalid {resource_type}", code="structure") from exc
-    return resource_type

@@ -245,7 +245,37 @@ export function chartScreen(c, { onAllergy, onMed }) {
     c.notes.length ? h("ul", { class: "notes", id: "notes" }, c.notes.map((n) => h("li", {},
       h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
 
-  return [header, h("div", { class: "grid" }, h("div", { class: "col" }, allergies, meds, problems), h("div", { class: "col" }, vitals, labs, notes))];
+  const dated = (text, date) => h("div", { class: "grow" }, h("strong", {}, text), h("small", {}, date ? " " + date : ""));
+  const statusWord = { completed: "given", "not-done": "not given", "entered-in-error": "entered in error" };
+
+  const immunizations = section("Immunizations", null,
+    (c.immunizations || []).length ? h("ul", { class: "rows", id: "immunizations" }, c.immunizations.map((i) => h("li", { class: i.status !== "completed" ? "inactive" : "", dataset: { id: i.id } },
+      dated(i.vaccine || "Vaccine", i.date), " ", pendingBadge(i), badge(statusWord[i.status] || i.status, i.status === "completed" ? "active" : "")))) : h("p", { class: "empty" }, "No immunizations recorded."));
+
+  const reports = section("Lab reports", null,
+    (c.reports || []).length ? h("ul", { class: "reports", id: "reports" }, c.reports.map((r) => h("li", { dataset: { id: r.id } },
+      h("details", { open: c.reports.indexOf(r) === 0 },
+        h("summary", {}, h("strong", {}, r.name || "Report"), h("small", {}, " " + r.date), " ", badge(r.status, r.status === "final" ? "active" : ""), " ", pendingBadge(r)),
+        r.results.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Result"), h("th", { scope: "col" }, "Value"))),
+          h("tbody", {}, r.results.map((x) => h("tr", {}, h("th", { scope: "row" }, x.name), h("td", {}, x.value, " ", x.flag && x.flag !== "N" ? badge(x.flag === "H" ? "high" : x.flag === "L" ? "low" : x.flag, "flag") : null))))) : h("p", { class: "empty" }, "No results yet."),
+        r.conclusion ? h("p", { class: "conclusion" }, r.conclusion) : null)))) : h("p", { class: "empty" }, "No lab reports."));
+
+  const procedures = section("Procedures", null,
+    (c.procedures || []).length ? h("ul", { class: "rows", id: "procedures" }, c.procedures.map((x) => h("li", { class: x.status !== "completed" ? "inactive" : "", dataset: { id: x.id } },
+      dated(x.name || "Procedure", x.date), " ", pendingBadge(x), x.status !== "completed" ? badge(statusWord[x.status] || x.status) : null))) : h("p", { class: "empty" }, "No procedures recorded."));
+
+  const apptWord = { booked: "booked", arrived: "arrived", fulfilled: "attended", cancelled: "cancelled", noshow: "did not attend", proposed: "proposed", pending: "pending" };
+  const appointments = section("Appointments", null,
+    (c.appointments || []).length ? h("ul", { class: "rows", id: "appointments" }, c.appointments.map((a) => h("li", { class: ["cancelled", "noshow"].includes(a.status) ? "inactive" : "", dataset: { id: a.id } },
+      dated(a.what, a.start), " ", pendingBadge(a), badge(apptWord[a.status] || a.status, a.status === "booked" ? "active" : "")))) : h("p", { class: "empty" }, "No appointments."));
+
+  const encounters = section("Visits", null,
+    (c.encounters || []).length ? h("ul", { class: "rows", id: "encounters" }, c.encounters.map((e) => h("li", { dataset: { id: e.id } },
+      dated(e.type || "Visit", e.date), " ", pendingBadge(e), e.status && e.status !== "finished" ? badge(e.status) : null))) : h("p", { class: "empty" }, "No visits recorded."));
+
+  return [header, h("div", { class: "grid" },
+    h("div", { class: "col" }, allergies, meds, problems, immunizations, appointments),
+    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))];
 }
 
 export function formScreen(title, patient, fields, { submit, cancelHref }) {

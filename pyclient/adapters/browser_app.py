@@ -184,13 +184,36 @@ def _code(cc: Any) -> str:
 
 
 def _ref_patient(resource: Mapping[str, Any]) -> str | None:
-    for key in ("subject", "patient"):
-        ref = resource.get(key)
+    refs: list[Any] = [resource.get(k) for k in ("subject", "patient", "beneficiary")]
+    if resource.get("resourceType") == "Appointment":  # the patient is one of the participants
+        refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, Mapping)]
+    for ref in refs:
         if isinstance(ref, Mapping):
             r = str(ref.get("reference") or "")
             if r.startswith("Patient/"):
                 return r.split("/", 1)[1]
     return None
+
+
+def _when(resource: Mapping[str, Any], *keys: str) -> str:
+    """The first date among ``keys`` (a dateTime, or a Period's start) as 'YYYY-MM-DD HH:MM'."""
+    for key in keys:
+        v = resource.get(key)
+        if isinstance(v, Mapping):
+            v = v.get("start") or v.get("end")
+        if v:
+            return str(v)[:16].replace("T", " ")
+    return ""
+
+
+def _obs_value(o: Mapping[str, Any]) -> str:
+    q = o.get("valueQuantity")
+    if isinstance(q, Mapping) and q.get("value") is not None:
+        unit = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}.get(str(q.get("unit") or ""), q.get("unit") or "")
+        return f"{q.get('value')} {unit}".strip()
+    if o.get("valueCodeableConcept"):
+        return _cc_text(o.get("valueCodeableConcept"))
+    return str(o.get("valueString") or "")
 
 
 def _patient_summary(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -869,7 +892,9 @@ class BrowserApp(CdsMixin):
                           "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
                           "pending": pending(d)})
         notes.sort(key=lambda n: n["date"], reverse=True)
+        record = self._record_sections(by, pending)
         return {
+            **record,
             "patient": self._with_pending(_patient_summary(patient), "Patient"),
             "problems": problems,
             "allergies": allergies,
@@ -880,6 +905,49 @@ class BrowserApp(CdsMixin):
             "notes": notes[:20],
             "counts": {k: len(v) for k, v in by.items()},
         }
+
+    @staticmethod
+    def _record_sections(by: Mapping[str, list[dict[str, Any]]],
+                         pending: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
+        """Immunizations, procedures, lab reports (each with its results), appointments and encounters."""
+        obs = {str(o.get("id")): o for o in by.get("Observation", [])}
+        immunizations = [{"id": i["id"], "vaccine": _cc_text(i.get("vaccineCode")), "status": i.get("status") or "",
+                          "date": _when(i, "occurrenceDateTime")[:10], "pending": pending(i)}
+                         for i in by.get("Immunization", [])]
+        immunizations.sort(key=lambda i: i["date"], reverse=True)
+        procedures = [{"id": x["id"], "name": _cc_text(x.get("code")), "status": x.get("status") or "",
+                       "date": _when(x, "performedDateTime", "performedPeriod")[:10], "pending": pending(x)}
+                      for x in by.get("Procedure", [])]
+        procedures.sort(key=lambda x: x["date"], reverse=True)
+        reports = []
+        for d in by.get("DiagnosticReport", []):
+            results = []
+            for ref in d.get("result") or []:
+                rid = str((ref or {}).get("reference") or "").rpartition("/")[2]
+                o = obs.get(rid)
+                if o is not None:
+                    flag = _code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
+                    results.append({"id": rid, "name": _short(_cc_text(o.get("code"))), "value": _obs_value(o),
+                                    "flag": flag})
+                else:  # a result this device does not hold (yet)
+                    results.append({"id": rid, "name": str((ref or {}).get("display") or "Result"),
+                                    "value": "not on this device", "flag": ""})
+            reports.append({"id": d["id"], "name": _cc_text(d.get("code")), "status": d.get("status") or "",
+                            "date": _when(d, "effectiveDateTime", "effectivePeriod", "issued"),
+                            "conclusion": str(d.get("conclusion") or ""), "results": results,
+                            "pending": pending(d)})
+        reports.sort(key=lambda r: r["date"], reverse=True)
+        appointments = [{"id": a["id"], "status": a.get("status") or "",
+                         "what": a.get("description") or _cc_text((a.get("serviceType") or [None])[0])
+                         or _cc_text(a.get("appointmentType")) or "Appointment",
+                         "start": _when(a, "start"), "pending": pending(a)} for a in by.get("Appointment", [])]
+        appointments.sort(key=lambda a: a["start"], reverse=True)
+        encounters = [{"id": e["id"], "status": e.get("status") or "",
+                       "type": _cc_text((e.get("type") or [None])[0]) or str((e.get("class") or {}).get("code") or ""),
+                       "date": _when(e, "period")[:10], "pending": pending(e)} for e in by.get("Encounter", [])]
+        encounters.sort(key=lambda e: e["date"], reverse=True)
+        return {"immunizations": immunizations, "procedures": procedures[:50], "reports": reports[:30],
+                "appointments": appointments, "encounters": encounters[:30]}
 
     # -- writing -------------------------------------------------------------------
 

@@ -57,11 +57,37 @@ def body(rt: str, rid: str, pid: str) -> dict[str, Any]:
         "DocumentReference": {"status": "current", "subject": subj,
                               "content": [{"attachment": {"contentType": "text/plain", "data": "aGk="}}]},
         "Communication": {"status": "completed", "subject": subj},
-        # HL7 v2 interface (issue 12)
-        "DiagnosticReport": {"status": "final", "code": {"text": "panel"}, "subject": subj},
+        # The rest of a US Core record (issue 15); reference data first (outside patient compartments).
+        "Organization": {"name": "Matrix clinic"},
+        "Location": {"name": "Matrix ward"},
+        "PractitionerRole": {"active": True, "practitioner": {"reference": "Practitioner/pr-other"}},
+        "Medication": {"code": {"text": "aspirin"}},
+        "Immunization": {"status": "completed", "vaccineCode": {"text": "influenza"}, "patient": subj,
+                         "occurrenceDateTime": "2024-01-01"},
+        "Procedure": {"status": "completed", "subject": subj, "code": {"text": "appendectomy"}},
+        "DiagnosticReport": {"status": "final", "code": {"text": "CBC"}, "subject": subj},
+        "ServiceRequest": {"status": "active", "intent": "order", "subject": subj},
+        "MedicationStatement": {"status": "active", "medicationCodeableConcept": {"text": "aspirin"},
+                                "subject": subj},
+        "MedicationAdministration": {"status": "completed", "medicationCodeableConcept": {"text": "aspirin"},
+                                     "subject": subj, "effectiveDateTime": "2024-01-01T10:00:00Z"},
+        "MedicationDispense": {"status": "completed", "medicationCodeableConcept": {"text": "aspirin"},
+                               "subject": subj},
         "Appointment": {"status": "booked", "participant": [{"actor": subj, "status": "accepted"}]},
-        "MedicationDispense": {"status": "completed", "subject": subj, "medicationCodeableConcept": {"text": "aspirin"}},
+        "Device": {"patient": subj},
+        "Goal": {"lifecycleStatus": "active", "description": {"text": "walk daily"}, "subject": subj},
+        "CarePlan": {"status": "active", "intent": "plan", "subject": subj},
+        "Coverage": {"status": "active", "beneficiary": subj, "payor": [{"reference": "Organization/org-x"}]},
+        "Provenance": {"target": [subj], "recorded": "2024-01-01T00:00:00Z",
+                       "agent": [{"who": {"reference": "Practitioner/pr-other"}}]},
         "DetectedIssue": {"status": "final", "patient": subj},
+        "Flag": {"status": "active", "code": {"text": "fall risk"}, "subject": subj},
+        "Specimen": {"subject": subj},
+        "QuestionnaireResponse": {"status": "completed", "subject": subj},
+        "RelatedPerson": {"patient": subj},
+        "EpisodeOfCare": {"status": "active", "patient": subj},
+        "Subscription": {"status": "off", "reason": "matrix", "criteria": f"Observation?patient={pid}",
+                         "channel": {"type": "rest-hook", "endpoint": "http://127.0.0.1:9/hook"}},
     }[rt]
     return {"resourceType": rt, "id": rid, **extra}
 
@@ -131,7 +157,8 @@ def expected_pull(role: str) -> set[tuple[str, str]]:
     if granted(role, "Practitioner", "read"):
         out.add(("Practitioner", "pr-me"))
     for rt in STORE_TYPES:
-        if granted(role, rt, "read") and on_device and rt != "Practitioner":
+        in_compartment = rt == "Patient" or bool(COMPARTMENT.get(rt))  # reference data does not replicate
+        if granted(role, rt, "read") and on_device and in_compartment:
             out.add((rt, instance(rt, PIN)))
     if granted(role, "CareTeam", "read") and on_device:
         out.add(("CareTeam", "ct-in"))

@@ -584,3 +584,104 @@ def test_condition_diagnosis_recoded_differently_on_both_sides_is_a_conflict() -
     result = merge(base, edit(base, code=type1), edit(base, code=gest))
     assert paths(result) == {"code"}
     assert result.merged["code"] == type1  # ours shown until a person decides
+
+
+# --- The rest of the record (issue 15): immunizations, procedures, lab reports, appointments -----------------
+
+
+def immunization() -> dict[str, Any]:
+    return {
+        "resourceType": "Immunization", "id": "imm-1", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "140"}]},
+        "patient": {"reference": "Patient/p1"}, "occurrenceDateTime": "2026-10-01",
+        "doseQuantity": {"value": 0.5, "unit": "mL"}, "lotNumber": "A1",
+    }
+
+
+def test_immunization_lot_corrected_differently_is_a_conflict_and_a_note_merges() -> None:
+    base = immunization()
+    ours = edit(base, lotNumber="A2")
+    theirs = edit(base, lotNumber="A3")
+    assert paths(merge(base, ours, theirs)) == {"lotNumber"}
+    noted = edit(base, note=[{"text": "no reaction after 15 min"}])
+    result = merge(base, ours, noted)
+    assert not result.conflicts and result.merged["lotNumber"] == "A2" and result.merged["note"]
+
+
+def test_immunization_entered_in_error_vs_dose_edit_is_a_conflict() -> None:
+    base = immunization()
+    retracted = edit(base, status="entered-in-error")
+    dosed = edit(base, doseQuantity={"value": 1.0, "unit": "mL"})
+    for ours, theirs in ((retracted, dosed), (dosed, retracted)):
+        result = merge(base, ours, theirs)
+        assert "doseQuantity" in paths(result)  # conflict path names the concrete element
+
+
+def procedure() -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure", "id": "proc-1", "status": "completed",
+        "code": {"coding": [{"system": SCT, "code": "80146002"}]},
+        "subject": {"reference": "Patient/p1"}, "performedDateTime": "2026-10-02T09:00:00Z",
+    }
+
+
+def test_procedure_time_changed_differently_is_a_conflict_and_not_done_guards_the_code() -> None:
+    base = procedure()
+    assert paths(merge(base, edit(base, performedDateTime="2026-10-02T10:00:00Z"),
+                       edit(base, performedDateTime="2026-10-02T11:00:00Z"))) == {"performedDateTime"}
+    result = merge(base, edit(base, status="not-done"), edit(base, code={"text": "appendectomy"}))
+    assert "code" in paths(result) and result.merged["status"] == "not-done"
+
+
+def report() -> dict[str, Any]:
+    return {
+        "resourceType": "DiagnosticReport", "id": "cbc-1", "status": "preliminary",
+        "code": {"coding": [{"system": LOINC, "code": "58410-2"}]}, "subject": {"reference": "Patient/p1"},
+        "result": [{"reference": "Observation/hb"}],
+    }
+
+
+def test_report_results_added_on_both_sides_are_all_kept() -> None:
+    base = report()
+    ours = edit(base, result=[*base["result"], {"reference": "Observation/wbc"}])
+    theirs = edit(base, result=[*base["result"], {"reference": "Observation/plt"}], status="final")
+    result = merge(base, ours, theirs)
+    assert not result.conflicts
+    assert {r["reference"] for r in result.merged["result"]} == {"Observation/hb", "Observation/wbc", "Observation/plt"}
+    assert result.merged["status"] == "final"
+
+
+def test_report_two_conclusions_conflict_and_retraction_guards_results() -> None:
+    base = report()
+    assert paths(merge(base, edit(base, conclusion="normal"), edit(base, conclusion="anaemia"))) == {"conclusion"}
+    retracted = edit(base, status="entered-in-error")
+    more = edit(base, result=[*base["result"], {"reference": "Observation/wbc"}])
+    assert "result" in paths(merge(base, retracted, more))
+
+
+def appointment() -> dict[str, Any]:
+    return {
+        "resourceType": "Appointment", "id": "ap-1", "status": "booked",
+        "start": "2026-12-01T09:00:00Z", "end": "2026-12-01T09:20:00Z",
+        "participant": [
+            {"actor": {"reference": "Patient/p1"}, "status": "needs-action"},
+            {"actor": {"reference": "Practitioner/dr"}, "status": "needs-action"},
+        ],
+    }
+
+
+def test_appointment_answers_per_participant_merge_and_cancel_vs_reschedule_conflicts() -> None:
+    base = appointment()
+    ours = copy.deepcopy(base)
+    ours["participant"][0]["status"] = "accepted"
+    theirs = copy.deepcopy(base)
+    theirs["participant"][1]["status"] = "accepted"
+    result = merge(base, ours, theirs)
+    assert not result.conflicts
+    assert [p["status"] for p in result.merged["participant"]] == ["accepted", "accepted"]
+    cancelled = edit(base, status="cancelled")
+    moved = edit(base, start="2026-12-02T09:00:00Z", end="2026-12-02T09:20:00Z")
+    for a, b in ((cancelled, moved), (moved, cancelled)):
+        got = merge(base, a, b)
+        assert {"start", "end"} <= paths(got), paths(got)
+    assert paths(merge(base, edit(base, status="arrived"), edit(base, status="cancelled"))) == {"status"}

@@ -13,6 +13,7 @@ from omnicare.access import roles
 from omnicare.access.roles import role_assign
 from omnicare.access.services import access_check
 from omnicare.core.errors import Forbidden, NotAuthenticated
+from omnicare.fhir.search import SUPPORTED_TYPES
 
 pytestmark = pytest.mark.django_db
 
@@ -51,6 +52,9 @@ def _user(django_user_model: Any, role: str | None) -> Any:
     return user
 
 
+R4_TYPES = set(SUPPORTED_TYPES)
+
+
 def _expected(role: str | None, resource_type: str, action: str, patients: tuple[str, ...]) -> bool:
     """The policy spelled out independently of access_check's code path."""
     if role is None:
@@ -60,7 +64,10 @@ def _expected(role: str | None, resource_type: str, action: str, patients: tuple
     if resource_type == "*":
         granted = all(wanted in roles.allowed_actions(role, t) for t in roles.CLINICAL_TYPES)
     else:
-        granted = any(roles.LETTER[c] == wanted for c in r.grants.get(resource_type, ""))
+        letters = r.grants.get(resource_type)
+        if letters is None and resource_type in R4_TYPES and resource_type not in roles.RESOURCE_TYPES:
+            letters = r.other_types  # any other R4 type the store holds (the integration role)
+        granted = any(roles.LETTER[c] == wanted for c in letters or "")
     if not granted:
         return False
     if not patients or (resource_type == "Patient" and wanted == "create") or r.scope == "all":

@@ -1,0 +1,44 @@
+"""``Subscription/{id}/$status`` and ``Subscription/{id}/$events`` (R4 Subscriptions Backport)."""
+
+from __future__ import annotations
+
+import json
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+
+from omnicare.access.auth import api_auth
+from omnicare.core.errors import FHIR_JSON, BadRequest
+
+from . import services as svc
+
+router = Router(tags=["subscriptions"], auth=api_auth)
+
+
+def _int(request: HttpRequest, name: str) -> int | None:
+    raw = request.GET.get(name)
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an integer", expression=[name]) from exc
+
+
+@router.get("/Subscription/{sub_id}/$status")
+def status(request: HttpRequest, sub_id: str) -> HttpResponse:
+    body = svc.subscription_status(user=request.user, subscription_id=sub_id)
+    return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
+
+
+@router.get("/Subscription/{sub_id}/$events")
+def events(request: HttpRequest, sub_id: str) -> HttpResponse:
+    body = svc.subscription_events(user=request.user, subscription_id=sub_id,
+                                   since=_int(request, "eventsSinceNumber"), until=_int(request, "eventsUntilNumber"))
+    return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
+
+
+@router.api_operation(["GET", "POST"], "/Subscription/{sub_id}/$get-ws-binding-token")
+def ws_token(request: HttpRequest, sub_id: str) -> HttpResponse:
+    body = svc.ws_binding_token(user=request.user, subscription_id=sub_id)
+    return HttpResponse(json.dumps(body), content_type=FHIR_JSON)

@@ -1,0 +1,283 @@
+"""FHIR Subscriptions for other systems (R4 Subscriptions Backport IG, ``rest-hook`` channel).
+
+A ``Subscription`` is an ordinary stored resource; its ``criteria`` is a search (``Observation?patient=...``,
+the R4 form; in the backport's topic form the filter goes in the ``backport-filter-criteria`` extension of
+``_criteria``). Whoever writes it through REST owns it (:func:`subscription_registered`): notifications carry
+only what that account may read, and each delivered event is an audit event naming its patients.
+
+Matching never runs inside a write: the write path's ``versions_written`` signal queues
+``omnicare.subscriptions.dispatch`` on commit, which walks the change feed from each subscription's
+``matched_seq`` (so nothing is skipped or matched twice, even across a restart: the position and the numbered
+events commit together), stores numbered events and POSTs a ``history`` notification Bundle to the endpoint
+with the subscriber's headers. A failed delivery stays ``pending`` and is retried (beat runs dispatch too);
+``$events`` replays events by number and ``$status`` reports ``eventsSinceSubscriptionStart``, so a
+subscriber that missed notifications catches up (Medplum #4586/#9447: notifications silently dropped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any
+from urllib.parse import parse_qsl
+
+from django.db import transaction
+
+from omnicare.access.services import may_access
+from omnicare.audit.services import audit_record
+from omnicare.core.errors import BadRequest, NotFound
+from omnicare.fhir.models import Resource, ResourceVersion
+from omnicare.fhir.search import SUPPORTED_TYPES, build_query
+
+from .models import SubscriptionEvent, SubscriptionOwner
+
+log = logging.getLogger("omnicare.subscriptions")
+
+FILTER_EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria"
+CONTENT_EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
+MAX_ATTEMPTS = 8
+BATCH = 1000
+
+
+def on_versions(sender: Any, versions: list[ResourceVersion], **_: Any) -> None:
+    """Signal receiver (inside the write's transaction): queue a dispatch once it commits."""
+    if not versions or not SubscriptionOwner.objects.exists():
+        return
+    from .tasks import dispatch
+
+    transaction.on_commit(lambda: dispatch.delay())
+
+
+def criteria_of(sub: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """(resource type, search params) of a Subscription; 400 for anything we cannot evaluate."""
+    raw = str(sub.get("criteria") or "")
+    for ext in ((sub.get("_criteria") or {}).get("extension") or []):
+        if isinstance(ext, dict) and ext.get("url") == FILTER_EXT and ext.get("valueString"):
+            raw = str(ext["valueString"])
+    rtype, _, query = raw.partition("?")
+    if rtype not in SUPPORTED_TYPES:
+        raise BadRequest("Subscription.criteria must be a search on a resource type, e.g. Observation?patient=123",
+                         expression=["Subscription.criteria"])
+    return rtype, parse_qsl(query, keep_blank_values=False)
+
+
+def subscription_registered(*, user: Any, resource: dict[str, Any]) -> None:
+    """Called by the REST create/update of a Subscription: remember its owner; start at the feed head."""
+    from omnicare.fhir.services import feed_head
+
+    criteria_of(resource)
+    channel = resource.get("channel") or {}
+    rest_hook = channel.get("type") == "rest-hook" and str(channel.get("endpoint") or "").startswith(
+        ("http://", "https://"))
+    if not rest_hook and channel.get("type") != "websocket":
+        raise BadRequest("Supported channels: rest-hook (with an http(s) endpoint) and websocket",
+                         expression=["Subscription.channel"])
+    SubscriptionOwner.objects.get_or_create(subscription_id=str(resource["id"]),
+                                            defaults={"user": user, "matched_seq": feed_head()})
+
+
+def _active(sub_id: str) -> dict[str, Any] | None:
+    row = Resource.objects.filter(resource_type="Subscription", resource_id=sub_id, deleted=False).first()
+    if row is None or row.body.get("status") not in ("active", "requested"):
+        return None
+    return row.body
+
+
+def dispatch() -> int:
+    """Match new feed entries for every subscription, then deliver pending events. Returns events delivered."""
+    delivered = 0
+    for owner_id in list(SubscriptionOwner.objects.values_list("pk", flat=True)):
+        try:
+            _match(owner_id)
+            delivered += _deliver(owner_id)
+        except Exception:  # one broken subscriber never stops the others
+            log.exception("subscription dispatch failed for owner row %s", owner_id)
+    return delivered
+
+
+def _match(owner_id: int) -> None:
+    with transaction.atomic():
+        owner = SubscriptionOwner.objects.select_for_update().select_related("user").get(pk=owner_id)
+        sub = _active(owner.subscription_id)
+        if sub is None:
+            return
+        rtype, params = criteria_of(sub)
+        versions = list(ResourceVersion.objects.filter(seq__gt=owner.matched_seq).order_by("seq")[:BATCH])
+        if not versions:
+            return
+        candidates = [v for v in versions if v.resource_type == rtype and not v.deleted]
+        matching: set[str] = set()
+        if candidates:
+            qs = build_query(rtype, params).queryset.filter(resource_id__in=[v.resource_id for v in candidates])
+            matching = set(qs.values_list("resource_id", flat=True))
+        events = []
+        number = owner.events
+        for v in candidates:
+            if v.resource_id not in matching:
+                continue
+            if not may_access(user=owner.user, action="read", resource_type=rtype, patient_ids=v.patient_ids or []):
+                continue  # outside the subscriber's scope: never notified
+            number += 1
+            events.append(SubscriptionEvent(subscription_id=owner.subscription_id, number=number, seq=v.seq,
+                                            resource_type=v.resource_type, resource_id=v.resource_id,
+                                            version_id=v.version_id, patient_ids=v.patient_ids or []))
+        SubscriptionEvent.objects.bulk_create(events)
+        SubscriptionOwner.objects.filter(pk=owner.pk).update(events=number, matched_seq=versions[-1].seq)
+
+
+def _notification(sub: dict[str, Any], owner: SubscriptionOwner, events: list[SubscriptionEvent], *,
+                  kind: str) -> dict[str, Any]:
+    content = "id-only"
+    for ext in (sub.get("channel") or {}).get("_payload", {}).get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == CONTENT_EXT:
+            content = str(ext.get("valueCode") or content)
+    status = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "subscription", "valueReference": {"reference": f"Subscription/{owner.subscription_id}"}},
+            {"name": "status", "valueCode": sub.get("status") or "active"},
+            {"name": "type", "valueCode": kind},
+            {"name": "events-since-subscription-start", "valueString": str(owner.events)},
+            *[{"name": "notification-event", "part": [
+                {"name": "event-number", "valueString": str(e.number)},
+                {"name": "focus", "valueReference": {"reference": f"{e.resource_type}/{e.resource_id}/_history/{e.version_id}"}},
+            ]} for e in events],
+        ],
+    }
+    entries: list[dict[str, Any]] = [{"resource": status}]
+    if content == "full-resource":
+        for e in events:
+            v = ResourceVersion.objects.filter(resource_type=e.resource_type, resource_id=e.resource_id,
+                                               version_id=e.version_id).first()
+            if v is not None:
+                entries.append({"fullUrl": f"{e.resource_type}/{e.resource_id}", "resource": v.body})
+    return {"resourceType": "Bundle", "type": "history", "entry": entries}
+
+
+def _deliver(owner_id: int) -> int:
+    owner = SubscriptionOwner.objects.select_related("user").get(pk=owner_id)
+    sub = _active(owner.subscription_id)
+    if sub is None:
+        return 0
+    pending = list(SubscriptionEvent.objects.filter(subscription_id=owner.subscription_id,
+                                                    status=SubscriptionEvent.PENDING).order_by("number")[:100])
+    if not pending:
+        return 0
+    channel = sub.get("channel") or {}
+    if channel.get("type") == "websocket":
+        ok = _ws_send(owner.subscription_id, _notification(sub, owner, pending, kind="event-notification"))
+        return _settle(owner, pending, ok)
+    body = json.dumps(_notification(sub, owner, pending, kind="event-notification")).encode()
+    req = urllib.request.Request(str(channel["endpoint"]), data=body, method="POST",  # noqa: S310 (http(s) only)
+                                 headers={"Content-Type": "application/fhir+json"})
+    for header in channel.get("header") or []:
+        name, _, value = str(header).partition(":")
+        if name.strip():
+            req.add_header(name.strip(), value.strip())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
+            ok = 200 <= resp.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        ok = False
+    return _settle(owner, pending, ok)
+
+
+def _settle(owner: SubscriptionOwner, pending: list[SubscriptionEvent], ok: bool) -> int:
+    ids = [e.pk for e in pending]
+    if not ok:
+        SubscriptionEvent.objects.filter(pk__in=ids).update(attempts=pending[0].attempts + 1)
+        SubscriptionEvent.objects.filter(pk__in=ids, attempts__gte=MAX_ATTEMPTS).update(status=SubscriptionEvent.FAILED)
+        return 0
+    SubscriptionEvent.objects.filter(pk__in=ids).update(status=SubscriptionEvent.DELIVERED)
+    patients = sorted({p for e in pending for p in e.patient_ids})
+    audit_record(user=owner.user, action="subscription-notify", resource_type="Subscription",
+                 resource_id=owner.subscription_id, patient_ids=patients,
+                 detail={"events": [pending[0].number, pending[-1].number]})
+    return len(pending)
+
+
+WS_SALT = "omnicare.subscriptions.ws"
+WS_TOKEN_SECONDS = 3600
+
+
+def ws_group(subscription_id: str) -> str:
+    return f"omnicare-subscription-{subscription_id}"
+
+
+def _ws_send(subscription_id: str, bundle: dict[str, Any]) -> bool:
+    """Hand the notification to the sockets bound to this subscription (none bound: stays pending)."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    if not SubscriptionOwner.objects.filter(subscription_id=subscription_id, ws_bound=True).exists():
+        return False
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    async_to_sync(layer.group_send)(ws_group(subscription_id), {"type": "notify", "text": json.dumps(bundle)})
+    return True
+
+
+def ws_binding_token(*, user: Any, subscription_id: str) -> dict[str, Any]:
+    """``$get-ws-binding-token``: a signed, short-lived token the websocket client sends as
+    ``bind-with-token <token>`` (never in a URL)."""
+    from datetime import timedelta
+
+    from django.core import signing
+    from django.utils import timezone
+
+    owner, sub = _owned(user, subscription_id)
+    if (sub.get("channel") or {}).get("type") != "websocket":
+        raise BadRequest("This subscription does not use a websocket channel", expression=["Subscription.channel"])
+    token = signing.dumps({"s": subscription_id, "u": owner.user_id}, salt=WS_SALT)
+    expires = (timezone.now() + timedelta(seconds=WS_TOKEN_SECONDS)).isoformat()
+    return {"resourceType": "Parameters", "parameter": [
+        {"name": "token", "valueString": token}, {"name": "expiration", "valueDateTime": expires},
+        {"name": "subscription", "valueString": f"Subscription/{subscription_id}"},
+        {"name": "websocket-url", "valueUrl": "/ws/subscriptions"},
+    ]}
+
+
+def ws_bind(*, token: str) -> str | None:
+    """The subscription id a binding token is good for (its owner still owning it), else None."""
+    from django.core import signing
+
+    try:
+        data = signing.loads(token, salt=WS_SALT, max_age=WS_TOKEN_SECONDS)
+    except signing.BadSignature:
+        return None
+    sid = str(data.get("s") or "")
+    if not SubscriptionOwner.objects.filter(subscription_id=sid, user_id=data.get("u")).exists():
+        return None
+    SubscriptionOwner.objects.filter(subscription_id=sid).update(ws_bound=True)
+    return sid
+
+
+def _owned(user: Any, sub_id: str) -> tuple[SubscriptionOwner, dict[str, Any]]:
+    owner = SubscriptionOwner.objects.filter(subscription_id=sub_id).first()
+    row = Resource.objects.filter(resource_type="Subscription", resource_id=sub_id, deleted=False).first()
+    if owner is None or row is None or getattr(user, "pk", None) != owner.user_id:
+        raise NotFound("No such subscription")
+    return owner, row.body
+
+
+def subscription_status(*, user: Any, subscription_id: str) -> dict[str, Any]:
+    owner, sub = _owned(user, subscription_id)
+    return {"resourceType": "Bundle", "type": "searchset", "total": 1,
+            "entry": [_notification(sub, owner, [], kind="query-status")["entry"][0]]}
+
+
+def subscription_events(*, user: Any, subscription_id: str, since: int | None, until: int | None) -> dict[str, Any]:
+    """Events by number (``eventsSinceNumber`` / ``eventsUntilNumber``), delivered or not, as a notification."""
+    owner, sub = _owned(user, subscription_id)
+    qs = SubscriptionEvent.objects.filter(subscription_id=subscription_id)
+    if since is not None:
+        qs = qs.filter(number__gte=since)
+    if until is not None:
+        qs = qs.filter(number__lte=until)
+    events = list(qs.order_by("number")[:1000])
+    audit_record(user=user, action="subscription-events", resource_type="Subscription", resource_id=subscription_id,
+                 patient_ids=sorted({p for e in events for p in e.patient_ids}))
+    return _notification(sub, owner, events, kind="query-event")

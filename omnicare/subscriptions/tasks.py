@@ -1,0 +1,13 @@
+"""Subscription matching and delivery on the Celery worker (queued after each committed write; beat catches up
+after a restart and retries failed deliveries)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+
+@shared_task(name="omnicare.subscriptions.dispatch")
+def dispatch() -> int:
+    from .services import dispatch as run
+
+    return run()
