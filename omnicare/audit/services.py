@@ -786,7 +786,9 @@ def b64(data: bytes) -> str:
 
 # --- Device events -----------------------------------------------------------------------------------
 
-DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete"})
+DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete", "integrity"})
+#: Device actions that are security events (issue 17: a record or pending change failed verification).
+DEVICE_SECURITY_ACTIONS = frozenset({"integrity"})
 
 
 @dataclass
@@ -918,6 +920,7 @@ def device_events_ingest(
                     fresh.setdefault(e.seq, e)
             append_events([
                 NewEvent(action=e.action, user=user, resource_type=e.resource_type, resource_id=e.resource_id,
+                         **({"category": AuditEvent.CATEGORY_SECURITY} if e.action in DEVICE_SECURITY_ACTIONS else {}),
                          patient_ids=e.patient_ids, outcome=e.outcome, purpose=e.purpose, device_id=device_id,
                          device_seq=e.seq, device_time=e.occurred, detail=e.detail)
                 for _, e in sorted(fresh.items())

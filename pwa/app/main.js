@@ -97,7 +97,18 @@ function onPyEvent(json) {
     banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
   } else if (ev.type === "revoked") {
     revokedScreen();
+  } else if (ev.type === "integrity") {
+    banner(integrityMessage(ev), { kind: "warn" });
   }
+}
+
+/** Store integrity (issue 17): plain words for what could not be verified on this device. */
+function integrityMessage(ev) {
+  if (ev.changes) return ev.changes === 1
+    ? "One change saved on this device could not be read, so it will not be sent. Your other changes are safe. It was reported to your administrator."
+    : `${ev.changes} changes saved on this device could not be read, so they will not be sent. Your other changes are safe. This was reported to your administrator.`;
+  if (ev.corrected) return `${ev.corrected} out-of-date record${ev.corrected === 1 ? " was" : "s were"} found on this device and replaced with the current version from the server.`;
+  return "Some records on this device could not be verified. They are not shown and are being downloaded again from the server.";
 }
 
 channel?.addEventListener("message", (e) => {

@@ -76,12 +76,14 @@ export function renderStatus(s, { online, persistRefused }) {
     if (s.pending) parts.push(`${s.pending} change${s.pending === 1 ? "" : "s"} pending`);
     if (s.conflicted) parts.push(`${s.conflicted} conflict${s.conflicted === 1 ? "" : "s"}`);
     if (s.rejected) parts.push(`${s.rejected} rejected`);
+    if (s.unreadableChanges) parts.push(`${s.unreadableChanges} change${s.unreadableChanges === 1 ? "" : "s"} could not be read`);
+    if (s.unverified) parts.push(`${s.unverified} record${s.unverified === 1 ? "" : "s"} not verified`);
     if (s.needsLogin) parts.push("sign in to sync");
     else if (s.lastError && online && s.lastError !== "offline") parts.push(`error: ${s.lastError}`);
     if (!s.pending && !s.conflicted && !s.rejected && s.synced) parts.push(`synced ${fmtTime(s.lastSuccess)}`);
     else parts.push(`last sync ${fmtTime(s.lastSuccess)}`);
     label = parts.join(" · ");
-    cls = !online ? "offline" : s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
+    cls = !online ? "offline" : s.unreadableChanges || s.unverified || s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
   }
   if (persistRefused) label += " · storage not persistent";
   box.dataset.state = cls;
@@ -273,7 +275,9 @@ export function chartScreen(c, { onAllergy, onMed }) {
     (c.encounters || []).length ? h("ul", { class: "rows", id: "encounters" }, c.encounters.map((e) => h("li", { dataset: { id: e.id } },
       dated(e.type || "Visit", e.date), " ", pendingBadge(e), e.status && e.status !== "finished" ? badge(e.status) : null))) : h("p", { class: "empty" }, "No visits recorded."));
 
-  return [header, h("div", { class: "grid" },
+  const integrity = c.integrity ? h("section", { class: "card integrity-notice", id: "integrity-notice", role: "alert" },
+    h("h2", {}, "Part of this record could not be verified"), h("p", {}, c.integrity.message)) : null;
+  return [header, integrity, h("div", { class: "grid" },
     h("div", { class: "col" }, allergies, meds, problems, immunizations, appointments),
     h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))];
 }
