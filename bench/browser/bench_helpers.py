@@ -214,3 +214,8 @@ async def profile_search(args_json: str) -> str:
             "report": buf.getvalue(),
         }
     )
+
+
+async def integrity(args_json: str) -> str:
+    """Issue 17: store integrity checks on or off (what bench/integrity_bench.py measures; default on)."""
+    return json.dumps(APP.bench_integrity(bool(json.loads(args_json)["on"])))

@@ -83,7 +83,10 @@ export function makeIdb(name = DB_NAME) {
   async function getRowMeta(keys) {
     const db = await open();
     const st = db.transaction("records").objectStore("records");
-    return Promise.all(keys.map(([t, i]) => req(st.get([t, i])).then((r) => (r ? [r.v, r.tok ?? [], r.mac ?? null] : null))));
+    // getKey first (no value is cloned): on a first sync almost every key is new, and only rows that exist
+    // are read in full.
+    return Promise.all(keys.map(([t, i]) => req(st.getKey([t, i])).then((k) => (k === undefined ? null
+      : req(st.get([t, i])).then((r) => (r ? [r.v, r.tok ?? [], r.mac ?? null] : null))))));
   }
 
   /** Every record row's [t, i, v] (manifests excluded): what the device tells the server it holds. */

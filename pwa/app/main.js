@@ -99,6 +99,7 @@ function onPyEvent(json) {
     revokedScreen();
   } else if (ev.type === "integrity") {
     banner(integrityMessage(ev), { kind: "warn" });
+    setTimeout(() => state.py?.call("status").then(onStatus).catch(() => {}), 0); // never "Synced" now
   }
 }
 

@@ -25,7 +25,7 @@ TAMPER = """async (ops) => {
   const dec = (s) => JSON.parse(s, (k, v) => v && v.u8 ? new Uint8Array(v.u8) : v);
   for (const [op, store, key, arg] of ops) {
     const st = tx.objectStore(store);
-    const row = await rq(st.get(key));
+    const row = key == null ? null : await rq(st.get(key));
     if (op === 'snapshot') out.push(enc(row));
     else if (op === 'restore') await rq(st.put(dec(arg)));
     else if (op === 'delete') await rq(st.delete(key));

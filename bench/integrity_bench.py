@@ -1,0 +1,114 @@
+"""Cost of the store integrity checks (issue 17): first sync and search p95, checks on vs off.
+
+    .venv/bin/python bench/integrity_bench.py                  # BENCH_PATIENTS=120 demo patients, 3 pairs
+    BENCH_PATIENTS=246 BENCH_RUNS=5 .venv/bin/python bench/integrity_bench.py
+
+Reuses ``bench/run.py``'s harness (PostgreSQL database, uvicorn, headless Chromium, the bench page that
+drives the PWA's own Python). Each run is a fresh device: sign in, set the PIN, ``bench_integrity(on)``, time
+``sync_once(first=True)``, then search p95 over 100 queries x 5 rounds. On/off runs alternate so machine
+load hits both alike. ``off`` skips row-MAC checks and manifest writes (envelope v2 block keys stay: they
+are part of the format, not a check). Merges ``integrity_overhead_sync_pct`` and
+``integrity_overhead_search_pct`` into ``bench/results.json`` and updates its section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import run as h  # noqa: E402
+
+SECTION = "## Store integrity overhead (issue 17)"
+
+
+def one(br: Any, url: str, *, on: bool, n_docs: int) -> tuple[float, float]:
+    ctx = br.context(url)
+    ctx.route(re.compile(r".*/__bench/.*"), h._route)
+    ctx.route(re.compile(r".*/wheels/[^/]+$"), h._route_wheel)
+    try:
+        page = ctx.new_page()
+        page.on("console", h._console)
+        page.goto(f"{url}/__bench/app.html")
+        page.evaluate("() => bench.boot()")
+        ctx.unroute_all(behavior="wait")
+        if page.evaluate("([u, p]) => bench.login(u, p)", [h.USER, h.PASSWORD]) != 200:
+            raise RuntimeError("login failed")
+        page.evaluate("([pin, u]) => bench.call('setup_pin', {pin, username: u})", [h.PIN, h.USER])
+        if page.evaluate("(on) => bench.helper('integrity', {on})", on) != {"checks": on}:
+            raise RuntimeError("bench_helpers.integrity did not switch the checks")
+        r = page.evaluate("() => bench.timeCall('sync_once', {first: true})")
+        count = page.evaluate("() => bench.count()")
+        if count < n_docs:
+            raise RuntimeError(f"first sync stored {count} records, expected {n_docs}")
+        search = h.search_rounds(page, 5)
+        return r["ms"] / 1000, float(search["p95_ms"]["median"])
+    finally:
+        ctx.close()
+
+
+def main() -> int:
+    patients = int(os.environ.get("BENCH_PATIENTS", "120"))
+    runs = int(os.environ.get("BENCH_RUNS", "3"))
+    db_url = os.environ.get("INTEGRITY_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/integrity_bench")
+    h.snapshot_wheel()
+    h.setup_database(db_url, patients, fresh=True)
+    server, url = h.start_server(db_url)
+    from playwright.sync_api import sync_playwright
+
+    figures: dict[bool, dict[str, list[float]]] = {True: {"sync": [], "search": []}, False: {"sync": [], "search": []}}
+    try:
+        docs, _, _ = h.pull_scope(url)
+        with sync_playwright() as pw:
+            br = h.Browser(pw)
+            for n in range(runs):
+                for on in ((True, False) if n % 2 == 0 else (False, True)):
+                    s, p = one(br, url, on=on, n_docs=len(docs))
+                    figures[on]["sync"].append(s)
+                    figures[on]["search"].append(p)
+                    h.log(f"  run {n + 1}/{runs} checks {'on ' if on else 'off'}: first sync {s:.2f} s, "
+                          f"search p95 {p:.2f} ms")
+            br.browser.close()
+    finally:
+        h.stop(server)
+    med = {on: {k: statistics.median(v) for k, v in f.items()} for on, f in figures.items()}
+    sync_pct = round((med[True]["sync"] / med[False]["sync"] - 1) * 100, 1)
+    search_pct = round((med[True]["search"] / med[False]["search"] - 1) * 100, 1)
+    results_path = h.BENCH / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results.setdefault("metrics", {}).update(
+        {"integrity_overhead_sync_pct": sync_pct, "integrity_overhead_search_pct": search_pct})
+    results.setdefault("detail", {})["integrity"] = {
+        "records": len(docs), "patients": patients, "runs": runs, "loadavg": h.loadavg(),
+        "first_sync_s": {"on": figures[True]["sync"], "off": figures[False]["sync"]},
+        "search_p95_ms": {"on": figures[True]["search"], "off": figures[False]["search"]},
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    report = h.REPO / "BENCHMARKS.md"
+    text = report.read_text() if report.exists() else ""
+    body = (f"{SECTION}\n\n`.venv/bin/python bench/integrity_bench.py` (BENCH_PATIENTS={patients}, {runs} alternating "
+            f"pairs, {len(docs):,} records, load {h.loadavg()}). Checks on = row MACs verified on every read, "
+            f"per-patient and outbox manifests written in the same transaction; off = `bench_integrity(false)`.\n\n"
+            f"| | checks on (median) | checks off (median) | overhead |\n|---|---|---|---|\n"
+            f"| first sync | {med[True]['sync']:.2f} s | {med[False]['sync']:.2f} s | **{sync_pct:+.1f} %** |\n"
+            f"| search p95 | {med[True]['search']:.2f} ms | {med[False]['search']:.2f} ms | **{search_pct:+.1f} %** |\n")
+    if SECTION in text:
+        head, _, tail = text.partition(SECTION)
+        rest = tail.split("\n## ", 1)
+        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + body
+    report.write_text(text)
+    print(json.dumps({"integrity_overhead_sync_pct": sync_pct, "integrity_overhead_search_pct": search_pct}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
