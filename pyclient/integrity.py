@@ -151,11 +151,14 @@ def blob_digest(blob: bytes) -> str:
 
 
 def patient_ref(resource: Mapping[str, Any]) -> str | None:
-    """Patient id a record belongs to: itself for a Patient, else ``subject``/``patient`` reference."""
+    """Patient id a record belongs to: itself for a Patient, else its ``subject``/``patient``/``beneficiary``
+    reference (an Appointment: the first Patient among its participants)."""
     if resource.get("resourceType") == "Patient":
         return str(resource.get("id"))
-    for key in ("subject", "patient"):
-        ref = resource.get(key)
+    refs: list[Any] = [resource.get(k) for k in ("subject", "patient", "beneficiary")]
+    if resource.get("resourceType") == "Appointment":  # the patient is one of the participants
+        refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, Mapping)]
+    for ref in refs:
         if isinstance(ref, Mapping):
             r = str(ref.get("reference") or "")
             if r.startswith("Patient/"):

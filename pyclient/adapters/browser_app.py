@@ -194,15 +194,8 @@ def _code(cc: Any) -> str:
 
 
 def _ref_patient(resource: Mapping[str, Any]) -> str | None:
-    refs: list[Any] = [resource.get(k) for k in ("subject", "patient", "beneficiary")]
-    if resource.get("resourceType") == "Appointment":  # the patient is one of the participants
-        refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, Mapping)]
-    for ref in refs:
-        if isinstance(ref, Mapping):
-            r = str(ref.get("reference") or "")
-            if r.startswith("Patient/"):
-                return r.split("/", 1)[1]
-    return None
+    """The patient a (non-Patient) record belongs to; one rule with the integrity check's patient binding."""
+    return None if resource.get("resourceType") == "Patient" else ig.patient_ref(resource)
 
 
 def _when(resource: Mapping[str, Any], *keys: str) -> str:
@@ -867,13 +860,19 @@ class BrowserApp(CdsMixin):
         """A store written before issue 17: MAC every row and write the manifests once (trust on first use)."""
         outbox = await self.store.outbox_rows()
         ops: list[StoreOp] = [self._put_outbox_op(eid, blob) for eid, blob, _mac in outbox]
-        for t in ("Patient", "Observation", "Condition", "AllergyIntolerance", "MedicationRequest",
-                  "DocumentReference", "Encounter", "Practitioner", "CareTeam", "Immunization", "Procedure"):
+        written_since = False  # a v2 envelope exists: this store was written by integrity-aware code
+        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
             rows = await self.store.list_records(t)
             opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+            written_since = written_since or any(r.blob[2:3] == bytes((env.FORMAT_V2,)) for r in rows)
             ops += [self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, self._tokens(t, o))
                     for r, o in zip(rows, opened, strict=True) if o is not None]
         await self._apply_with_manifests([*ops, PutMeta(M_INTEGRITY, "1")])
+        if written_since:
+            # The marker was removed from a store this version wrote: local rollback checks were reset.
+            # Report it; the anti-rollback exchange of the next sync (6.5) re-checks every version held.
+            await self._audit_quietly("integrity", ig.MANIFEST_TYPE, "store", [], outcome="failure",
+                                      detail={"reason": "manifest", "what": "integrity marker missing"})
 
     async def _restore_outbox(self) -> list[dict[str, Any]]:
         """Outbox entries that verify; the others are quarantined and reported, never block unlock."""

@@ -33,6 +33,9 @@ TAMPER = """async (ops) => {
     else if (op === 'relink') { row.tok = row.tok.filter((t) => !t.startsWith('p:')).concat([arg]); await rq(st.put(row)); }
     else if (op === 'flip') { row.blob[row.blob.length - 5] ^= 1; await rq(st.put(row)); }
     else if (op === 'magic') { row.blob[0] = 0x00; await rq(st.put(row)); }
+    else if (op === 'kid') { row.blob[4] ^= 0x01; await rq(st.put(row)); }
+    else if (op === 'version') { row.v += 1; await rq(st.put(row)); }
+    else if (op === 'swapbase') { const b = row.base; row.base = row.blob; row.blob = b; await rq(st.put(row)); }
     else if (op === 'meta') { row.v = arg; await rq(st.put(row)); }
     else throw new Error('unknown op ' + op);
   }
@@ -72,7 +75,18 @@ def _pick(page: Any) -> tuple[str, dict[str, Any], str, str]:
         if c["allergies"] and len(c["vitals"]) >= 2 and c["notes"]:
             others = [i for i in ids if i != pid]
             return pid, c, others[0], others[1]
-    raise AssertionError("demo data has no patient with allergy + vitals + note")
+    raise AssertionError("demo data has no patient with allergy, vitals and note")
+
+
+def _pick_other(page: Any, *, exclude: set[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A problem and a medication (with their patient ids) of patients not in ``exclude``."""
+    problem = med = None
+    for pid in [p["id"] for p in call(page, "patients") if p["id"] not in exclude]:
+        c = call(page, "chart", patient_id=pid)
+        problem = problem or (c["problems"] and {**c["problems"][0], "patient": pid}) or None
+        med = med or (c["medications"] and {**c["medications"][0], "patient": pid}) or None
+    assert problem and med, "demo data has no problem or no medication"
+    return problem, med
 
 
 def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context: Any, server: Server) -> None:
@@ -80,6 +94,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     page = sign_in_and_sync(ctx, "dr.adams")
     wait_status(page, "d.synced === 'true'")
     a, chart_a, b, c = _pick(page)
+    problem, med = _pick_other(page, exclude={b, c})
     allergy = chart_a["allergies"][0]
     hr, other_vital = chart_a["vitals"][0], chart_a["vitals"][1]
     note = chart_a["notes"][0]
@@ -98,6 +113,8 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
         ["flip", "records", ["DocumentReference", note["id"]], None],  # one flipped bit in A's note
         ["delete", "records", ["Observation", other_vital["id"]], None],  # a deleted row
         ["magic", "records", ["Patient", c], None],  # a corrupted Patient header
+        ["version", "records", ["Condition", problem["id"]], None],  # a changed stored version
+        ["kid", "records", ["MedicationRequest", med["id"]], None],  # a changed key-id byte
     ])
     ctx.set_offline(True)
     reopen(page)
@@ -124,6 +141,8 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     shown = json.dumps(ca)
     for rid in (allergy["id"], note["id"], hr["id"], other_vital["id"]):
         assert rid not in shown, rid
+    assert problem["id"] not in json.dumps(call(page, "chart", patient_id=problem["patient"]))
+    assert med["id"] not in json.dumps(call(page, "chart", patient_id=med["patient"]))
     assert "MalformedEnvelope" not in page.inner_text("body")
     page.set_viewport_size({"width": 1024, "height": 768})
     shot(page, "integrity-chart-1024x768", full_page=False)
@@ -150,6 +169,9 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert ("DocumentReference", note["id"], "row-mac") in reasons  # the flipped bit
     assert ("Observation", other_vital["id"], "missing") in reasons
     assert ("Patient", c, "row-mac") in reasons  # the corrupted header
+    assert ("Condition", problem["id"], "row-mac") in reasons and ("MedicationRequest", med["id"], "row-mac") in reasons
+    assert any(x["id"] == problem["id"] for x in call(page, "chart", patient_id=problem["patient"])["problems"])
+    assert any(x["id"] == med["id"] for x in call(page, "chart", patient_id=med["patient"])["medications"])
     assert all(e["category"] == "security" and e["outcome"] == "failure" for e in events)
     wait_status(page, "d.synced === 'true'")
 
@@ -166,12 +188,14 @@ def test_a_corrupted_pending_change_never_blocks_unlock_and_nonces_survive_a_cou
     vit = call(page, "record_vitals", patient_id=a, values={"hr": "71"})["ids"][0]
     call(page, "add_note", patient_id=a, title="Offline note", text="Seen offline; stable.")
     call(page, "update_contact", patient_id=b, phone="+1 555 0101")
+    c = pids[2]
+    call(page, "update_contact", patient_id=c, birth_date="1970-01-02")  # a pending edit: row has blob + base
     dump = page.evaluate("() => window.omnicare.makeIdb().rawDump()")
     by_res = {}
     for row in dump["outbox"]:
         if not str(row["id"]).startswith("audit:"):
             by_res[row["id"]] = row
-    assert len(by_res) == 3
+    assert len(by_res) == 4
     first_edit = {eid: page.evaluate(TAMPER, [["snapshot", "outbox", eid, None]])[0] for eid in by_res}
     call(page, "update_contact", patient_id=b, phone="+1 555 0202")  # squashed into the same entry
     dump = page.evaluate("() => window.omnicare.makeIdb().rawDump()")
@@ -192,10 +216,13 @@ def test_a_corrupted_pending_change_never_blocks_unlock_and_nonces_survive_a_cou
         ["magic", "outbox", corrupt, None],  # a corrupted outbox-entry header
         ["restore", "outbox", None, first_edit[squashed]],  # the squashed entry's older blob
         ["meta", "meta", state_key, rolled_state],  # nonce counter rolled back to 0
+        ["swapbase", "records", ["Patient", c], None],  # a pending edit's blob and base swapped
     ])
     reopen(page)  # unlock works
     status = call(page, "status")
-    assert status["unreadableChanges"] == 2 and status["pending"] == 1 and status["synced"] is False
+    assert status["unreadableChanges"] == 2 and status["pending"] == 2 and status["synced"] is False
+    assert c not in [p["id"] for p in call(page, "patients")]  # the swapped row is not shown
+    assert call(page, "status")["unverified"] == 1
     assert "could not be read" in status_text(page)
     page.wait_for_selector("#banner:has-text('could not be read')")
     page.set_viewport_size({"width": 1024, "height": 768})
@@ -225,6 +252,8 @@ def test_a_corrupted_pending_change_never_blocks_unlock_and_nonces_survive_a_cou
     status, body = server.api("GET", f"/fhir/R4/Patient/{b}", user="nurse.baker")
     phones = [t.get("value") for t in body.get("telecom") or []] if status == 200 else []
     assert "+1 555 0101" not in phones and "+1 555 0202" not in phones
+    poll(page, "() => window.omnicare.py.call('status').then((s) => s.unverified === 0)", timeout=120)
+    assert c in [p["id"] for p in call(page, "patients")]  # the swapped row was replaced by a verified copy
     assert call(page, "status")["synced"] is False  # the unreadable changes stay quarantined and visible
     call(page, "audit_flush")
     call(page, "sync_once")
