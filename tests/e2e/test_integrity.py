@@ -105,6 +105,13 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     call(page, "sync_once")
     wait_status(page, "d.synced === 'true' && d.pending === '0'")
     b_token = next(t for t in page.evaluate(TAMPER, [["tok", "records", ["Patient", b], None]])[0] if t.startswith("p:"))
+    # A consistent rollback (patient B's row AND B's manifest restored together) passes every local check by
+    # design; the anti-rollback exchange of the next sync corrects it (PROTOCOL.md 6.4/6.5).
+    old_b = page.evaluate(TAMPER, [["snapshot", "records", ["Patient", b], None],
+                                   ["snapshot", "records", ["StoreManifest", b_token], None]])
+    call(page, "update_contact", patient_id=b, phone="+1 555 0199")
+    call(page, "sync_once")
+    wait_status(page, "d.synced === 'true' && d.pending === '0'")
 
     close_app(page)
     page.evaluate(TAMPER, [
@@ -115,6 +122,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
         ["magic", "records", ["Patient", c], None],  # a corrupted Patient header
         ["version", "records", ["Condition", problem["id"]], None],  # a changed stored version
         ["kid", "records", ["MedicationRequest", med["id"]], None],  # a changed key-id byte
+        ["restore", "records", None, old_b[0]], ["restore", "records", None, old_b[1]],  # consistent rollback
     ])
     ctx.set_offline(True)
     reopen(page)
@@ -150,6 +158,8 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     shot(page, "integrity-chart-768x1024", full_page=False)
     page.set_viewport_size({"width": 1180, "height": 820})
 
+    assert call(page, "chart", patient_id=b)["patient"]["phone"] != "+1 555 0199"  # the documented offline limit
+
     # Online again: the next sync re-downloads every quarantined record and reports each failure.
     ctx.set_offline(False)
     call(page, "sync_once")
@@ -160,6 +170,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert any(x["id"] == note["id"] for x in ca["notes"])
     assert c in [p["id"] for p in call(page, "patients")]
     assert call(page, "chart", patient_id=b)["integrity"] is None
+    assert call(page, "chart", patient_id=b)["patient"]["phone"] == "+1 555 0199"  # the rollback was corrected
     call(page, "audit_flush")
     call(page, "sync_once")
     events = integrity_events(server)
@@ -172,6 +183,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert ("Condition", problem["id"], "row-mac") in reasons and ("MedicationRequest", med["id"], "row-mac") in reasons
     assert any(x["id"] == problem["id"] for x in call(page, "chart", patient_id=problem["patient"])["problems"])
     assert any(x["id"] == med["id"] for x in call(page, "chart", patient_id=med["patient"])["medications"])
+    assert any(e["detail"].get("reason") == "rolled-back" and e["detail"].get("via") == "sync" for e in events)
     assert all(e["category"] == "security" and e["outcome"] == "failure" for e in events)
     wait_status(page, "d.synced === 'true'")
 
