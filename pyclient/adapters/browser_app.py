@@ -393,6 +393,10 @@ class BrowserApp(CdsMixin):
         self.audit_violation: str | None = None
         self._bench = bool(bench)
         self._checks = True  # store integrity checks; only bench_integrity(False) turns them off (to measure them)
+        self.integrity_s = 0.0  # wall time spent in the integrity checks (MACs, manifests): bench attribution
+        # Patient manifests as this tab last read or wrote them: token -> (manifest or None, row MAC or None =
+        # no row). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch re-reads.
+        self._mcache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
 
@@ -412,6 +416,8 @@ class BrowserApp(CdsMixin):
         self._aes_names: set[str] = set()  # AES keys imported into self._aes (data keys, v2 block keys)
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
+        self._mcache = {}
+        self._mwhere: dict[tuple[str, str], str] | None = None  # row -> patient token, complete since a reset
 
     def _emit(self, event: Mapping[str, Any]) -> None:
         if self._on_event is not None:
@@ -568,7 +574,8 @@ class BrowserApp(CdsMixin):
         n = len(items)
         salt, nonces = await self._reserve(n)
         jobs = [env.seal_plan(key_id=self._active_kid, nonce=nonce, resource_type=t, resource_id=i, version=v,
-                              plaintext=encode_record(res), salt=salt)
+                              plaintext=ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res),
+                              salt=salt)
                 for (t, i, v, res), nonce in zip(items, nonces, strict=True)]
         await self._import_block_keys([(self._active_kid, salt)])
         key = self._aes.get(self._aes_name(self._active_kid, salt))
@@ -749,7 +756,9 @@ class BrowserApp(CdsMixin):
     def _put_record_op(self, t: str, i: str, v: int, blob: bytes, base: bytes | None,
                        tokens: Sequence[str]) -> PutRecord:
         assert self._store_key is not None
+        t0 = time.perf_counter()
         mac = ig.record_mac(self._store_key, resource_type=t, id=i, version=v, tokens=tokens, blob=blob, base=base)
+        self.integrity_s += time.perf_counter() - t0
         return PutRecord(StoredRecord(t, i, v, blob, base, mac), tuple(tokens))
 
     def _put_outbox_op(self, entry_id: str, blob: bytes) -> PutOutbox:
@@ -760,8 +769,11 @@ class BrowserApp(CdsMixin):
         if not self._checks:
             return True
         assert self._store_key is not None
-        return ig.mac_ok(ig.record_mac(self._store_key, resource_type=r.resource_type, id=r.id, version=r.version,
-                                       tokens=r.tokens or (), blob=r.blob, base=r.base), r.mac)
+        t0 = time.perf_counter()
+        ok = ig.mac_ok(ig.record_mac(self._store_key, resource_type=r.resource_type, id=r.id, version=r.version,
+                                     tokens=r.tokens or (), blob=r.blob, base=r.base), r.mac)
+        self.integrity_s += time.perf_counter() - t0
+        return ok
 
     async def _apply_with_manifests(self, ops: list[StoreOp]) -> None:
         """Write ``ops`` plus the manifests they change in ONE transaction, compare-and-swapped on the old ones.
@@ -770,26 +782,59 @@ class BrowserApp(CdsMixin):
         the manifests are re-read and re-planned; the sealed records themselves stay as they are.
         """
         for _ in range(_MAX_CAS_RETRIES):
-            extra = await self._manifest_ops(ops)
+            checks, writes, cache, where = await self._manifest_ops(ops)
             try:
-                await self.store.apply([*extra[0], *ops, *extra[1]])
-                return
+                await self.store.apply([*checks, *ops, *writes])
             except StaleRow:
+                self._mcache.clear()  # another tab wrote: read the manifests again
+                self._mwhere = None
                 continue
+            except BaseException:
+                self._mcache.clear()
+                self._mwhere = None
+                raise
+            if any(isinstance(op, ClearRecords) for op in ops):
+                self._mcache.clear()
+                self._mwhere = {}  # from now on every row of the store goes through this tab's manifests
+            self._mcache.update(cache)
+            if self._mwhere is not None:
+                for key, tok in where.items():
+                    if tok is None:
+                        self._mwhere.pop(key, None)
+                    else:
+                        self._mwhere[key] = tok
+            return
         raise AppError("Could not save: another OmniCare tab keeps writing. Close other tabs and try again.")
 
-    async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[list[StoreOp], list[StoreOp]]:
-        """(checks to run first, manifest writes to run last) for a batch of store ops."""
+    async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
+            dict[tuple[str, str], str | None]]:
+        """(checks to run first, manifest writes to run last, cache entries and row -> token once written)."""
         if not self._checks:
-            return [], []
+            return [], [], {}, {}
+        t0 = time.perf_counter()
+        try:
+            return await self._plan_manifest_ops(ops)
+        finally:
+            self.integrity_s += time.perf_counter() - t0
+
+    async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
+            dict[tuple[str, str], str | None]]:
         changes: list[ig.RowChange] = []
         keys = [(op.record.resource_type, op.record.id) if isinstance(op, PutRecord) else (op.resource_type, op.id)
                 for op in ops if isinstance(op, (PutRecord, DeleteRecord))]
         clear = next((op for op in ops if isinstance(op, ClearRecords)), None)
         kept = sorted(clear.keep) if clear is not None else []
-        metas = dict(zip(keys + kept, await self.store.row_meta(keys + kept), strict=True)) if keys or kept else {}
+        # Where each row's patient token is now: read from the rows, unless every row of the store was written
+        # through this tab's manifests since a pull reset (a first sync), when the reverse index knows it.
+        known = self._mwhere if self._mwhere is not None and clear is None else None
+        need = (keys if known is None else []) + kept
+        metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
         refs: dict[tuple[str, str], tuple[str, ...]] = {
             k: tuple(ig.ref_tokens(m[1])) for k, m in metas.items() if m is not None}
+        if known is not None:
+            refs.update({k: (known[k],) for k in keys if k in known})
         for k in kept:  # a pull reset drops every manifest: the kept rows are listed again
             m = metas.get(k)
             if m is not None:
@@ -807,18 +852,26 @@ class BrowserApp(CdsMixin):
         dels = [op.entry_id for op in ops if isinstance(op, DeleteOutbox)]
         checks: list[StoreOp] = []
         writes: list[StoreOp] = []
+        cache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         touched = sorted({t for c in changes for t in (*c.old_refs, *c.new_refs)})
         if touched:
-            current, rows = await self._load_manifests(touched)
+            missing = [t for t in touched if t not in self._mcache]
+            if missing:
+                loaded, rows = await self._load_manifests(missing)
+                for t in missing:
+                    row = rows.get(t)
+                    self._mcache[t] = (loaded.get(t), None if row is None else row.mac or "")
+            current = {t: cm for t in touched if (cm := self._mcache[t][0]) is not None}
             if clear is not None:
                 current = {}
             planned = ig.plan_manifests(current, changes)
             blobs = await self._seal([(ig.MANIFEST_TYPE, tok, man.generation, man.to_json())
                                       for tok, man in planned.items()])
             for (tok, man), blob in zip(planned.items(), blobs, strict=True):
-                row = rows.get(tok)
-                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, None if row is None else row.mac or ""))
-                writes.append(self._put_record_op(ig.MANIFEST_TYPE, tok, man.generation, blob, None, (tok,)))
+                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, self._mcache[tok][1]))
+                put = self._put_record_op(ig.MANIFEST_TYPE, tok, man.generation, blob, None, (tok,))
+                writes.append(put)
+                cache[tok] = (man, put.record.mac)
         if puts or dels:
             current_ob, row, _ok = await self._load_outbox_manifest()
             planned_ob = ig.plan_outbox_manifest(current_ob or ig.OutboxManifest(), puts, dels)
@@ -827,7 +880,9 @@ class BrowserApp(CdsMixin):
             checks.append(CheckRow(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, None if row is None else row.mac or ""))
             writes.append(self._put_record_op(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation, blob,
                                               None, ()))
-        return checks, writes
+        where = {(c.resource_type, c.id): (c.new_refs[0] if c.new_version is not None and c.new_refs else None)
+                 for c in changes}
+        return checks, writes, cache, where
 
     async def _load_manifests(self, tokens: Sequence[str]) -> tuple[dict[str, ig.Manifest], dict[str, StoredRecord]]:
         """Current (verified) patient manifests by token; a manifest that fails verification counts as absent."""
@@ -1355,6 +1410,8 @@ class BrowserApp(CdsMixin):
     def mark_dirty(self) -> None:
         """Another tab wrote to the database: rebuild the outbox view before the next sync."""
         self._dirty = True
+        self._mcache.clear()
+        self._mwhere = None
 
     async def reload_if_stale(self) -> None:
         """Called under the sync lock: adopt what other tabs queued."""

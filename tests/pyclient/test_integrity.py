@@ -124,3 +124,12 @@ def test_patient_ref_and_ref_tokens() -> None:
     assert ig.patient_ref({"resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{B}"}}) == B
     assert ig.patient_ref({"resourceType": "Practitioner", "id": "x"}) is None
     assert ig.ref_tokens(["n:abc", TB, TA, TA]) == [TA, TB]
+
+
+def test_manifests_are_stored_uncompressed_and_read_back_by_the_record_codec() -> None:
+    from pyclient.compress import decode_record
+
+    m = ig.Manifest({("Observation", "o1"): 2}, generation=3)
+    blob = ig.encode_manifest(m.to_json())
+    assert blob[0] == 0x00
+    assert ig.Manifest.from_json(decode_record(blob), 3).entries == m.entries
