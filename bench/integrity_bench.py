@@ -119,7 +119,7 @@ def main() -> int:
         "search_p95_ms": {"on": figures[True]["search"], "off": figures[False]["search"]},
         "time_share_in_checks": shares, "paired_ab_pct": {"sync": paired_sync, "search": paired_search},
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    results_path.write_text(json.dumps(results, indent=1) + "\n")
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
     report = h.REPO / "BENCHMARKS.md"
     text = report.read_text() if report.exists() else ""
     body = (f"{SECTION}\n\n`.venv/bin/python bench/integrity_bench.py` (BENCH_PATIENTS={patients}, {runs} alternating "
