@@ -873,7 +873,7 @@ def _device_events_check(*, user: Any, device: Any, events: Sequence[DeviceEvent
         if set(patients) <= delivered:
             continue  # records this device really received, even if the scope changed since
         try:
-            access_check(user=user, action=e.action if e.action != "search" else "read",
+            access_check(user=user, action=e.action if e.action not in ("search", "integrity") else "read",
                          resource_type=e.resource_type or "Patient", patient_ids=patients)
         except Forbidden:
             return f"event {e.seq}: names a patient this device never received and the user may not see"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from omnicare.audit.models import AuditEvent
@@ -42,9 +43,11 @@ def test_bad_verify_bodies_are_400_operation_outcomes(clinic: Any, api: Any) -> 
 
 def test_an_integrity_failure_reported_by_a_device_is_a_security_event(clinic: Any, api: Any) -> None:
     sync = SyncClient(api, "tablet-1")
+    assert sync.post("/devices", {"deviceId": "tablet-1", "name": "ward tablet"}).status_code == 200
     sync.pull_all()
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     r = api.post("/api/audit/device-events", {"deviceId": "tablet-1", "events": [{
-        "seq": 1, "action": "integrity", "occurred": "2026-12-01T10:00:00.000Z", "resourceType": "Observation",
+        "seq": 1, "action": "integrity", "occurred": now, "resourceType": "Observation",
         "id": "o1", "patientIds": ["p1"], "outcome": "failure", "purpose": "TREAT",
         "detail": {"reason": "rolled-back"}}]}, content_type="application/json")
     assert r.status_code == 200, r.content
