@@ -926,8 +926,8 @@ class BrowserApp(CdsMixin):
         if written_since:
             # The marker was removed from a store this version wrote: local rollback checks were reset.
             # Report it; the anti-rollback exchange of the next sync (6.5) re-checks every version held.
-            await self._audit_quietly("integrity", ig.MANIFEST_TYPE, "store", [], outcome="failure",
-                                      detail={"reason": "manifest", "what": "integrity marker missing"})
+            await self._report_failure(ig.Failure(ig.MANIFEST_TYPE, "store", "manifest"), None,
+                                       what="integrity marker missing")
 
     async def _restore_outbox(self) -> list[dict[str, Any]]:
         """Outbox entries that verify; the others are quarantined and reported, never block unlock."""
@@ -969,9 +969,20 @@ class BrowserApp(CdsMixin):
             self._quarantine[("OutboxEntry", f.id)] = {**f.to_json(), "patient": None}
         await self._apply_with_manifests([*ops, self._quarantine_op()])
         for f in failures:
-            await self._audit_quietly("integrity", f.resource_type, f.id, [], outcome="failure",
-                                      detail={"reason": f.reason, "store": "outbox"})
+            await self._report_failure(f, None, store="outbox")
         self._emit({"type": "integrity", "changes": self._unreadable_changes()})
+
+    async def _report_failure(self, f: ig.Failure, patient_id: str | None, **detail: str) -> None:
+        """One device audit event (a security event on the server) per integrity failure.
+
+        Store-internal kinds (outbox entries, manifests) are not FHIR types the server's role check knows:
+        they go as ``detail.record`` with an empty resource type.
+        """
+        internal = f.resource_type in ("OutboxEntry", ig.MANIFEST_TYPE)
+        await self._audit_quietly("integrity", "" if internal else f.resource_type, f.id,
+                                  [patient_id] if patient_id else [], outcome="failure",
+                                  detail={"reason": f.reason, **({"record": f.resource_type} if internal else {}),
+                                          **detail})
 
     def _quarantine_op(self) -> PutMeta:
         return PutMeta(M_QUARANTINE, json.dumps(sorted(self._quarantine.values(), key=lambda q: (q["resourceType"], q["id"]))))
@@ -988,8 +999,7 @@ class BrowserApp(CdsMixin):
             self._quarantine[(f.resource_type, f.id)] = {**f.to_json(), "patient": patient_id}
         await self.store.apply([self._quarantine_op()])
         for f in fresh:
-            await self._audit_quietly("integrity", f.resource_type, f.id, [patient_id] if patient_id else [],
-                                      outcome="failure", detail={"reason": f.reason})
+            await self._report_failure(f, patient_id)
         self._emit({"type": "integrity", "records": len(self._quarantine)})
 
     def _integrity_notice(self, patient_id: str) -> dict[str, Any] | None:

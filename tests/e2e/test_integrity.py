@@ -269,6 +269,6 @@ def test_a_corrupted_pending_change_never_blocks_unlock_and_nonces_survive_a_cou
     assert call(page, "status")["synced"] is False  # the unreadable changes stay quarantined and visible
     call(page, "audit_flush")
     call(page, "sync_once")
-    reasons = {(e["type"], e["detail"].get("reason")) for e in integrity_events(server)}
+    reasons = {(e["detail"].get("record"), e["detail"].get("reason")) for e in integrity_events(server)}
     assert ("OutboxEntry", "rolled-back") in reasons and ("OutboxEntry", "row-mac") in reasons
     assert vit and before_phone is not None
