@@ -19,10 +19,20 @@ AAD = header (bytes 0 .. end of nonce) || u16 len || resource type (UTF-8)
       || u16 len || resource id (UTF-8) || u64 version.
 Binding the header stops key-id/nonce substitution; binding type/id/version
 stops a ciphertext being moved onto another record or another version.
+
+Wire format v2 (written since issue 17; v1 stays readable) adds a 16-byte
+**block salt** between the key id and the nonce. The AES key of a v2 envelope
+is not the data key itself but ``HKDF-SHA256(data key, salt, "omnicare/envelope/v2/block-key")``;
+the salt is fresh random bytes per nonce block. So even if the stored nonce
+counter is rolled back and a counter value is used again, it is used under
+another AES key: a (key, nonce) pair cannot repeat unless two 128-bit random
+salts collide (PROTOCOL.md 2.2).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +40,9 @@ from typing import Any
 
 MAGIC = b"OE"
 FORMAT_V1 = 0x01
+FORMAT_V2 = 0x02
+SALT_LEN = 16
+SUBKEY_INFO = b"omnicare/envelope/v2/block-key"
 NONCE_LEN = 12
 TAG_LEN = 16
 KEY_LEN = 32
@@ -82,6 +95,7 @@ class SealJob:
     aad: bytes
     nonce: bytes
     plaintext: bytes
+    salt: bytes | None = None  # v2: the block salt the AES key is derived with (None = v1, the data key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +107,7 @@ class Parsed:
     nonce: bytes
     header: bytes
     ciphertext: bytes  # ciphertext || tag
+    salt: bytes | None = None  # v2 block salt; None for v1
 
     def aad_for(self, ref: RecordRef) -> bytes:
         """AAD to open this envelope as the record ``ref``."""
@@ -116,12 +131,29 @@ def _lp16(text: str) -> bytes:
     return struct.pack(">H", len(raw)) + raw
 
 
-def header_for(*, key_id: str, nonce: bytes) -> bytes:
-    """Envelope header: magic, format version, key id, nonce."""
+def header_for(*, key_id: str, nonce: bytes, salt: bytes | None = None) -> bytes:
+    """Envelope header: magic, format version, key id, (v2: block salt,) nonce."""
     kid = _check_key_id(key_id)
     if len(nonce) != NONCE_LEN:
         raise EnvelopeError(f"nonce must be {NONCE_LEN} bytes, got {len(nonce)}")
-    return MAGIC + bytes((FORMAT_V1, len(kid))) + kid + nonce
+    if salt is None:
+        return MAGIC + bytes((FORMAT_V1, len(kid))) + kid + nonce
+    if len(salt) != SALT_LEN:
+        raise EnvelopeError(f"block salt must be {SALT_LEN} bytes, got {len(salt)}")
+    return MAGIC + bytes((FORMAT_V2, len(kid))) + kid + salt + nonce
+
+
+def subkey(data_key: bytes, salt: bytes | None) -> bytes:
+    """The AES-256 key an envelope is sealed with: the data key (v1) or its HKDF block key (v2).
+
+    ``HKDF-SHA256(IKM = data key, salt = block salt, info = SUBKEY_INFO, L = 32)`` (RFC 5869).
+    """
+    if salt is None:
+        return data_key
+    if len(salt) != SALT_LEN:
+        raise EnvelopeError(f"block salt must be {SALT_LEN} bytes, got {len(salt)}")
+    prk = hmac.new(salt, data_key, hashlib.sha256).digest()
+    return hmac.new(prk, SUBKEY_INFO + b"\x01", hashlib.sha256).digest()
 
 
 def aad_for(*, header: bytes, ref: RecordRef) -> bytes:
@@ -139,11 +171,16 @@ def seal_plan(
     resource_id: str,
     version: int,
     plaintext: bytes,
+    salt: bytes | None = None,
 ) -> SealJob:
-    """Plan one seal. The nonce must come from :func:`pyclient.keys.reserve_nonces`."""
-    header = header_for(key_id=key_id, nonce=nonce)
+    """Plan one seal. The nonce must come from :func:`pyclient.keys.reserve_nonces`.
+
+    ``salt`` is the nonce block's salt (:attr:`pyclient.keys.NonceLease.salt`): given, the
+    envelope is v2 and sealed under :func:`subkey`; None writes v1 (old readers, vectors).
+    """
+    header = header_for(key_id=key_id, nonce=nonce, salt=salt)
     aad = aad_for(header=header, ref=RecordRef(resource_type, resource_id, version))
-    return SealJob(key_id=key_id, header=header, aad=aad, nonce=nonce, plaintext=plaintext)
+    return SealJob(key_id=key_id, header=header, aad=aad, nonce=nonce, plaintext=plaintext, salt=salt)
 
 
 def pack(job: SealJob, ciphertext_with_tag: bytes) -> bytes:
@@ -158,11 +195,12 @@ def parse(blob: bytes) -> Parsed:
     if len(blob) < 4 or blob[:2] != MAGIC:
         raise MalformedEnvelope("not an OmniCare envelope (bad magic)")
     version = blob[2]
-    if version != FORMAT_V1:
+    if version not in (FORMAT_V1, FORMAT_V2):
         raise MalformedEnvelope(f"unsupported envelope format version {version}")
     n = blob[3]
     end_kid = 4 + n
-    end_nonce = end_kid + NONCE_LEN
+    end_salt = end_kid + (SALT_LEN if version == FORMAT_V2 else 0)
+    end_nonce = end_salt + NONCE_LEN
     if n == 0 or n > MAX_KEY_ID_LEN or len(blob) < end_nonce + TAG_LEN:
         raise MalformedEnvelope("truncated envelope")
     try:
@@ -172,9 +210,10 @@ def parse(blob: bytes) -> Parsed:
     return Parsed(
         format_version=version,
         key_id=key_id,
-        nonce=bytes(blob[end_kid:end_nonce]),
+        nonce=bytes(blob[end_salt:end_nonce]),
         header=bytes(blob[:end_nonce]),
         ciphertext=bytes(blob[end_nonce:]),
+        salt=bytes(blob[end_kid:end_salt]) if version == FORMAT_V2 else None,
     )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any
 
-from pyclient.envelope import KEY_LEN, MAX_KEY_ID_LEN, NONCE_LEN, TAG_LEN, UnknownKeyId
+from pyclient.envelope import KEY_LEN, MAX_KEY_ID_LEN, NONCE_LEN, SALT_LEN, TAG_LEN, UnknownKeyId
 
 # -- errors -----------------------------------------------------------------
 
@@ -187,6 +187,10 @@ class NonceLease:
     block_size: int = DEFAULT_BLOCK
     _next: int = field(default=0, init=False)
     _stop: int = field(default=0, init=False)
+    #: Random salt of the installed block (envelope v2): its records are sealed under
+    #: ``envelope.subkey(data key, salt)``, so a counter replayed after a storage rollback
+    #: is replayed under another AES key. None = a v1 block (sealed under the data key).
+    salt: bytes | None = field(default=None, init=False)
 
     @property
     def available(self) -> int:
@@ -200,9 +204,15 @@ class NonceLease:
         want = min(max(count, self.block_size), max(count, self.state.remaining))
         return reserve_nonces(self.state, want)
 
-    def install(self, state: KeyState, block: NonceBlock) -> None:
-        """Adopt a block whose state has been persisted (the unused rest of the old block is dropped)."""
-        self.state, self._next, self._stop = state, block.start, block.stop
+    def install(self, state: KeyState, block: NonceBlock, salt: bytes | None = None) -> None:
+        """Adopt a block whose state has been persisted (the unused rest of the old block is dropped).
+
+        ``salt``: 16 fresh random bytes from the adapter's CSPRNG (envelope v2), chosen per block,
+        never reused and never persisted outside the envelopes sealed with it.
+        """
+        if salt is not None and len(salt) != SALT_LEN:
+            raise ValueError(f"block salt must be {SALT_LEN} bytes")
+        self.state, self._next, self._stop, self.salt = state, block.start, block.stop, salt
 
     def adopt(self, current: KeyState) -> None:
         """Continue from the stored state another holder advanced; drops the installed block."""
@@ -210,7 +220,7 @@ class NonceLease:
             raise ValueError("stored key state belongs to another key")
         if current.next_counter < self.state.next_counter:
             raise ValueError("stored key state went backwards: refusing to reuse nonces")
-        self.state, self._next, self._stop = current, 0, 0
+        self.state, self._next, self._stop, self.salt = current, 0, 0, None
 
     def take(self, count: int) -> list[bytes]:
         """``count`` fresh nonces from the installed block."""

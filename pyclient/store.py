@@ -16,10 +16,11 @@ its place).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "CheckRow",
     "ClearRecords",
     "DeleteOutbox",
     "DeleteRecord",
@@ -29,6 +30,7 @@ __all__ = [
     "PutRecord",
     "Store",
     "StoreError",
+    "StaleRow",
     "StoreOp",
     "StoredRecord",
 ]
@@ -52,6 +54,10 @@ class StoredRecord:
     version: int
     blob: bytes
     base: bytes | None = None
+    #: Row MAC over the plaintext fields (:func:`pyclient.integrity.record_mac`); None = not MACed.
+    mac: str | None = field(default=None, compare=False)
+    #: The row's search tokens as read back (set by backends that return them; None = not read).
+    tokens: tuple[str, ...] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,23 @@ class ClearRecords:
 class PutOutbox:
     entry_id: str
     blob: bytes
+    mac: str | None = None  # :func:`pyclient.integrity.outbox_mac`
+
+
+@dataclass(frozen=True)
+class CheckRow:
+    """Abort the whole batch unless the stored row's MAC is ``mac`` (None = the row is absent).
+
+    The compare-and-swap that guards a manifest update against another tab's concurrent write.
+    """
+
+    resource_type: str
+    id: str
+    mac: str | None
+
+
+class StaleRow(RuntimeError):
+    """A :class:`CheckRow` did not match: nothing of the batch was written; re-read and retry."""
 
 
 @dataclass(frozen=True)
@@ -96,7 +119,7 @@ class PutMeta:
     value: str | None
 
 
-StoreOp = PutRecord | DeleteRecord | ClearRecords | PutOutbox | DeleteOutbox | PutMeta
+StoreOp = PutRecord | DeleteRecord | ClearRecords | PutOutbox | DeleteOutbox | PutMeta | CheckRow
 
 
 @runtime_checkable
@@ -177,9 +200,10 @@ class MemoryStore:
         check_record(record)
         toks = check_tokens(tokens)
         key = (record.resource_type, record.id)
-        self._records[key] = record
         if toks is not None:
             self._tokens[key] = toks
+        self._records[key] = StoredRecord(record.resource_type, record.id, record.version, record.blob,
+                                          record.base, record.mac, self._tokens.get(key, ()))
 
     async def delete_record(self, resource_type: str, id: str) -> None:
         self._records.pop((resource_type, id), None)
@@ -249,5 +273,9 @@ class MemoryStore:
             await self.outbox_delete(op.entry_id)
         elif isinstance(op, PutMeta):
             await self.meta_put(op.key, op.value)
+        elif isinstance(op, CheckRow):
+            row = self._records.get((op.resource_type, op.id))
+            if (None if row is None else row.mac or "") != op.mac:
+                raise StaleRow(f"{op.resource_type}/{op.id} changed")
         else:
             raise StoreError(f"unknown store op {op!r}")

@@ -214,3 +214,16 @@ async def profile_search(args_json: str) -> str:
             "report": buf.getvalue(),
         }
     )
+
+
+async def integrity(args_json: str) -> str:
+    """Issue 17: store integrity checks on or off (what bench/integrity_bench.py measures; default on)."""
+    return json.dumps(APP.bench_integrity(bool(json.loads(args_json)["on"])))
+
+
+async def integrity_time(args_json: str) -> str:
+    """Seconds spent inside the integrity checks since the last reset (``{"reset": true}`` zeroes it)."""
+    spent = APP.integrity_s
+    if json.loads(args_json).get("reset"):
+        APP.integrity_s = 0.0
+    return json.dumps(spent)

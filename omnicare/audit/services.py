@@ -786,7 +786,9 @@ def b64(data: bytes) -> str:
 
 # --- Device events -----------------------------------------------------------------------------------
 
-DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete"})
+DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete", "integrity"})
+#: Device actions that are security events (issue 17: a record or pending change failed verification).
+DEVICE_SECURITY_ACTIONS = frozenset({"integrity"})
 
 
 @dataclass
@@ -871,7 +873,7 @@ def _device_events_check(*, user: Any, device: Any, events: Sequence[DeviceEvent
         if set(patients) <= delivered:
             continue  # records this device really received, even if the scope changed since
         try:
-            access_check(user=user, action=e.action if e.action != "search" else "read",
+            access_check(user=user, action=e.action if e.action not in ("search", "integrity") else "read",
                          resource_type=e.resource_type or "Patient", patient_ids=patients)
         except Forbidden:
             return f"event {e.seq}: names a patient this device never received and the user may not see"
@@ -918,6 +920,7 @@ def device_events_ingest(
                     fresh.setdefault(e.seq, e)
             append_events([
                 NewEvent(action=e.action, user=user, resource_type=e.resource_type, resource_id=e.resource_id,
+                         **({"category": AuditEvent.CATEGORY_SECURITY} if e.action in DEVICE_SECURITY_ACTIONS else {}),
                          patient_ids=e.patient_ids, outcome=e.outcome, purpose=e.purpose, device_id=device_id,
                          device_seq=e.seq, device_time=e.occurred, detail=e.detail)
                 for _, e in sorted(fresh.items())

@@ -425,3 +425,34 @@ def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
     response["Content-Encoding"] = "gzip"
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+# --- anti-rollback (issue 17) ----------------------------------------------------------------------------
+
+
+class VerifyIn(Schema):
+    deviceId: str = Field(min_length=1, max_length=64)
+    held: list[list[Any]] = Field(description="[[resourceType, id, versionId], ...], at most 1000; versionId 0 = "
+                                              "'my copy failed verification, send yours'")
+
+
+class VerifyOut(Schema):
+    changes: list[ChangeOut] = Field(description="Current state of each held record the server has newer")
+    gone: list[DropOut] = Field(description="Held records the caller may no longer see (or that never existed)")
+    stale: int = Field(description="How many held versions were older than the server's (rolled back or not pulled)")
+
+
+@router.post("/verify", response={200: VerifyOut}, summary="Versions a device holds -> what is newer",
+             openapi_extra=_spec(VerifyIn))
+def verify(request: HttpRequest) -> HttpResponse:
+    """Anti-rollback: the device lists what it holds; the answer corrects every stale or unverifiable copy."""
+    from . import verify as verifying
+
+    device_id, held = verifying.parse_verify(_body(request))
+    device_check(user=request.user, device_id=device_id)
+    with audited(user=request.user, action="sync-verify", device_id=device_id) as note:
+        result = verifying.verify_held(user=request.user, held=held)
+        note.patients.update(result["patients"])
+        note.detail.update({"held": len(held), "changes": len(result["changes"]), "stale": result["stale"],
+                            "gone": len(result["gone"])})
+    return _json(verifying.verify_json(result))

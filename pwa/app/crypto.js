@@ -47,3 +47,13 @@ export async function decryptBatch(keys, jobs) {
   );
   return out;
 }
+
+/**
+ * Import many raw AES keys (envelope v2 block keys, derived in Python) into `map` under `names`, in ONE
+ * crossing: [name, ...], [raw, ...]. The CryptoKeys are non-extractable.
+ */
+export async function importAesKeys(map, names, raws) {
+  const keys = await Promise.all(raws.map((raw) => importAesKey(raw)));
+  names.forEach((n, i) => map.set(n, keys[i]));
+  return names.length;
+}

@@ -2,9 +2,11 @@
 // every function takes/returns plain arrays so a whole pull page crosses the JS<->Python boundary once.
 //
 // Layout (SCHEMA_VERSION 1):
-//   records  key [t, i]  {t, i, v, blob: Uint8Array, base: Uint8Array|null, tok: string[]}
+//   records  key [t, i]  {t, i, v, blob: Uint8Array, base: Uint8Array|null, tok: string[], mac: string}
+//            mac = row MAC over the plaintext fields (pyclient/integrity.py); "StoreManifest" rows are the
+//            sealed per-patient and outbox manifests
 //            index "tok" (multiEntry) = blind-index tokens, index "t" = resource type
-//   outbox   key id      {id, n, blob}   index "n" = first-insertion order
+//   outbox   key id      {id, n, blob, mac}   index "n" = first-insertion order
 //            device audit events are outbox rows too: {id: "audit:<uuid>", n, blob, aseq} where aseq is the
 //            device's own gap-free audit sequence (meta "audit.next"); they are not sync entries
 //   meta     key k       {k, v}          cursor, last sync, device id, wrapped keyring, ...
@@ -74,7 +76,34 @@ export function makeIdb(name = DB_NAME) {
   }
 
   function rec(row) {
-    return row ? [row.t, row.i, row.v, row.blob, row.base ?? null] : null;
+    return row ? [row.t, row.i, row.v, row.blob, row.base ?? null, row.tok ?? [], row.mac ?? null] : null;
+  }
+
+  /** Plaintext fields only (no blobs cross to Python): [[v, tok, mac] | null, ...] for keys [[t, i], ...]. */
+  async function getRowMeta(keys) {
+    const db = await open();
+    const st = db.transaction("records").objectStore("records");
+    // getKey first (no value is cloned): on a first sync almost every key is new, and only rows that exist
+    // are read in full.
+    return Promise.all(keys.map(([t, i]) => req(st.getKey([t, i])).then((k) => (k === undefined ? null
+      : req(st.get([t, i])).then((r) => (r ? [r.v, r.tok ?? [], r.mac ?? null] : null))))));
+  }
+
+  /** Every record row's [t, i, v] (manifests excluded): what the device tells the server it holds. */
+  async function listHeld() {
+    const db = await open();
+    const out = [];
+    await new Promise((resolve, reject) => {
+      const cur = db.transaction("records").objectStore("records").openCursor();
+      cur.onsuccess = () => {
+        const c = cur.result;
+        if (!c) return resolve();
+        if (c.value.t !== "StoreManifest") out.push([c.value.t, c.value.i, c.value.v]);
+        c.continue();
+      };
+      cur.onerror = () => reject(cur.error);
+    });
+    return out;
   }
 
   async function getRecord(t, i) {
@@ -127,7 +156,7 @@ export function makeIdb(name = DB_NAME) {
   async function outboxList() {
     const db = await open();
     const rows = await req(db.transaction("outbox").objectStore("outbox").index("n").getAll());
-    return rows.filter((r) => r.aseq == null).map((r) => [r.id, r.blob]);
+    return rows.filter((r) => r.aseq == null).map((r) => [r.id, r.blob, r.mac ?? null]);
   }
 
   /** Pending changes (audit events not counted: they are not the user's edits). */
@@ -192,14 +221,16 @@ export function makeIdb(name = DB_NAME) {
    *   ["putRecord", t, i, v, blob, base|null, tokens|null]   (tokens null = keep existing tokens)
    *   ["deleteRecord", t, i]
    *   ["clearRecords", keep]                                    keep = [[t, i], ...]
-   *   ["putOutbox", id, blob]   ["deleteOutbox", id]
+   *   ["putOutbox", id, blob, mac]   ["deleteOutbox", id]
    *   ["putMeta", k, v|null]
+   *   ["checkRow", t, i, mac|null]   abort the whole batch unless the stored row's mac is exactly this
+   *                                  (null = absent): the compare-and-swap guarding manifest updates
    * Resolves only after the transaction completed; a QuotaExceededError rejects and nothing of the batch is written.
    */
   async function apply(ops) {
     const db = await open();
     // Audit appends touch only outbox+meta: they must not hold up a search reading "records".
-    const recordsToo = ops.some((op) => op[0] === "putRecord" || op[0] === "deleteRecord" || op[0] === "clearRecords");
+    const recordsToo = ops.some((op) => op[0] === "putRecord" || op[0] === "deleteRecord" || op[0] === "clearRecords" || op[0] === "checkRow");
     const tx = db.transaction(recordsToo ? ["records", "outbox", "meta"] : ["outbox", "meta"], "readwrite", { durability: "strict" });
     const finished = done(tx);
     const records = recordsToo ? tx.objectStore("records") : null;
@@ -219,7 +250,7 @@ export function makeIdb(name = DB_NAME) {
       chain = chain.then(async () => {
         switch (op[0]) {
           case "putRecord": {
-            const [, t, i, v, blob, base, tokens] = op;
+            const [, t, i, v, blob, base, tokens, mac] = op;
             let tok = tokens;
             if (tok == null) {
               const old = await req(records.get([t, i]));
@@ -227,7 +258,7 @@ export function makeIdb(name = DB_NAME) {
             }
             // Requests in one transaction run in order, and a failed put aborts the transaction (so apply()
             // rejects and nothing of the batch is written): no need to wait for each put before the next op.
-            const put = req(records.put({ t, i, v, blob, base: base ?? null, tok: Array.from(new Set(tok)) }));
+            const put = req(records.put({ t, i, v, blob, base: base ?? null, tok: Array.from(new Set(tok)), mac: mac ?? null }));
             if (tokens == null) await put; else put.catch(() => {});
             break;
           }
@@ -243,7 +274,13 @@ export function makeIdb(name = DB_NAME) {
           case "putOutbox": {
             const old = await req(outbox.get(op[1]));
             const n = old ? old.n : await seqN();
-            await req(outbox.put({ id: op[1], n, blob: op[2] }));
+            await req(outbox.put({ id: op[1], n, blob: op[2], mac: op[3] ?? null }));
+            break;
+          }
+          case "checkRow": {
+            const row = await req(records.get([op[1], op[2]]));
+            const stored = row ? (row.mac ?? "") : null;
+            if (stored !== (op[3] ?? null)) throw new Error("omnicare-stale-row " + op[1]);
             break;
           }
           case "deleteOutbox":
@@ -301,8 +338,8 @@ export function makeIdb(name = DB_NAME) {
       r.onblocked = () => resolve(); // other tabs are told via versionchange and close
     });
   }
-  return { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe };
+  return { open, getRowMeta, listHeld, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe };
 }
 
 const main = makeIdb(DB_NAME);
-export const { open, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe } = main;
+export const { open, getRowMeta, listHeld, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe } = main;

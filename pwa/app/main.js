@@ -97,7 +97,24 @@ function onPyEvent(json) {
     banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
   } else if (ev.type === "revoked") {
     revokedScreen();
+  } else if (ev.type === "integrity") {
+    // After the call that found it: the status (never "Synced" now) and one banner saying everything.
+    setTimeout(() => state.py?.call("status").then((s) => { onStatus(s); banner(integrityMessage(s, ev), { kind: "warn" }); })
+      .catch(() => {}), 0);
   }
+}
+
+/** Store integrity (issue 17): plain words for what could not be verified on this device. */
+function integrityMessage(s, ev) {
+  const parts = [];
+  const n = s.unreadableChanges || 0;
+  if (n) parts.push(n === 1
+    ? "One change saved on this device could not be read, so it will not be sent. Your other changes are safe."
+    : `${n} changes saved on this device could not be read, so they will not be sent. Your other changes are safe.`);
+  if (s.unverified) parts.push("Some records on this device could not be verified. They are not shown and are being downloaded again from the server.");
+  if (ev.corrected) parts.push(`${ev.corrected} out-of-date record${ev.corrected === 1 ? " was" : "s were"} found on this device and replaced with the current version from the server.`);
+  if (!parts.length) parts.push("Records that could not be verified were downloaded again from the server.");
+  return parts.join(" ") + " This was reported to your administrator.";
 }
 
 channel?.addEventListener("message", (e) => {

@@ -76,12 +76,14 @@ export function renderStatus(s, { online, persistRefused }) {
     if (s.pending) parts.push(`${s.pending} change${s.pending === 1 ? "" : "s"} pending`);
     if (s.conflicted) parts.push(`${s.conflicted} conflict${s.conflicted === 1 ? "" : "s"}`);
     if (s.rejected) parts.push(`${s.rejected} rejected`);
+    if (s.unreadableChanges) parts.push(`${s.unreadableChanges} change${s.unreadableChanges === 1 ? "" : "s"} could not be read`);
+    if (s.unverified) parts.push(`${s.unverified} record${s.unverified === 1 ? "" : "s"} not verified`);
     if (s.needsLogin) parts.push("sign in to sync");
     else if (s.lastError && online && s.lastError !== "offline") parts.push(`error: ${s.lastError}`);
     if (!s.pending && !s.conflicted && !s.rejected && s.synced) parts.push(`synced ${fmtTime(s.lastSuccess)}`);
     else parts.push(`last sync ${fmtTime(s.lastSuccess)}`);
     label = parts.join(" · ");
-    cls = !online ? "offline" : s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
+    cls = !online ? "offline" : s.unreadableChanges || s.unverified || s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
   }
   if (persistRefused) label += " · storage not persistent";
   box.dataset.state = cls;
@@ -117,8 +119,8 @@ export function banner(message, { kind = "error", action } = {}) {
   if (!message) { b.hidden = true; b.replaceChildren(); return; }
   b.hidden = false;
   b.dataset.kind = kind;
-  b.replaceChildren(h("span", {}, message), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
-    h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕"));
+  b.replaceChildren(...[h("span", {}, message), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
+    h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕")].filter(Boolean));
 }
 
 /** Modal confirmation (no window.confirm: works in installed mode, styled, keyboard accessible). */
@@ -184,8 +186,15 @@ function actionLink(href, label) {
   return h("a", { class: "btn small", href }, label);
 }
 
+/** Issue 17: a section never says "none recorded" when some of its records could not be verified. */
+function unverified(n, one, many) {
+  return n ? h("p", { class: "unverified", role: "note" },
+    `${n} ${n === 1 ? one : many} could not be verified on this device and ${n === 1 ? "is" : "are"} not shown.`) : null;
+}
+
 export function chartScreen(c, { onAllergy, onMed }) {
   const p = c.patient;
+  const unv = (c.integrity && c.integrity.byType) || {};
   const pid = encodeURIComponent(p.id);
   const header = h("section", { class: "card patient-head" },
     h("div", { class: "avatar big", "aria-hidden": "true" }, (p.given[0] || "") + (p.family[0] || "")),
@@ -204,7 +213,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
       actionLink(`#/patient/${pid}/note`, "Write note"),
       h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details")));
 
-  const allergies = section("Allergies", null,
+  const allergies = section("Allergies", null, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
       h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
@@ -212,13 +221,15 @@ export function chartScreen(c, { onAllergy, onMed }) {
           ["low", "high", "unable-to-assess"].map((v) => h("option", { value: v, selected: v === a.criticality }, v === "unable-to-assess" ? "unknown" : v)))),
       h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
         h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
-          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v))))))) : h("p", { class: "empty" }, "No known allergies recorded."));
+          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v))))))) : h("p", { class: "empty" }, unv.AllergyIntolerance
+      ? "The allergy list could not be verified on this device: do not rely on it until it is downloaded again."
+      : "No known allergies recorded."));
 
-  const problems = section("Problems", null,
+  const problems = section("Problems", null, unverified(unv.Condition, "problem", "problems"),
     c.problems.length ? h("ul", { class: "rows" }, c.problems.map((x) => h("li", { class: x.status !== "active" ? "inactive" : "" },
       h("div", { class: "grow" }, h("strong", {}, x.text), h("small", {}, x.onset ? ` since ${x.onset}` : "")), badge(x.status || "unknown", x.status === "active" ? "active" : "")))) : h("p", { class: "empty" }, "No problems recorded."));
 
-  const meds = section("Medications", null,
+  const meds = section("Medications", null, unverified(unv.MedicationRequest, "medication", "medications"),
     c.medications.length ? h("ul", { class: "rows", id: "medications" }, c.medications.map((m) => h("li", { class: m.status !== "active" ? "inactive" : "", dataset: { id: m.id } },
       h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, (m.dosage ? " — " + m.dosage : "") + (m.reason ? ` · ${m.status}: ${m.reason}` : "")), " ", pendingBadge(m)),
       badge(m.status, m.status === "active" ? "active" : ""),
@@ -227,7 +238,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),
         h("button", { type: "button", class: "btn small ghost danger-text", onclick: () => onMed(m, "stop") }, "Stop")) : null))) : h("p", { class: "empty" }, "No medications."));
 
-  const vitals = section("Recent vitals", null,
+  const vitals = section("Recent vitals", null, unverified(unv.Observation, "measurement or result", "measurements or results"),
     c.vitals.length ? h("table", { class: "obs", id: "vitals" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Measurement"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
       h("tbody", {}, c.vitals.map((v) => h("tr", {}, h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", v.flag && v.flag !== "N" ? badge(v.flag, "flag") : null, pendingBadge(v)), h("td", {}, v.when))))) : h("p", { class: "empty" }, "No vitals recorded."),
     h("div", { class: "trends" }, c.series.filter((s) => s.category === "vital-signs").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
@@ -241,7 +252,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
     h("div", { class: "trends" }, c.series.filter((s) => s.category === "laboratory").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
 
-  const notes = section("Notes", null,
+  const notes = section("Notes", null, unverified(unv.DocumentReference, "note", "notes"),
     c.notes.length ? h("ul", { class: "notes", id: "notes" }, c.notes.map((n) => h("li", {},
       h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
 
@@ -273,9 +284,11 @@ export function chartScreen(c, { onAllergy, onMed }) {
     (c.encounters || []).length ? h("ul", { class: "rows", id: "encounters" }, c.encounters.map((e) => h("li", { dataset: { id: e.id } },
       dated(e.type || "Visit", e.date), " ", pendingBadge(e), e.status && e.status !== "finished" ? badge(e.status) : null))) : h("p", { class: "empty" }, "No visits recorded."));
 
-  return [header, h("div", { class: "grid" },
+  const integrity = c.integrity ? h("section", { class: "card integrity-notice", id: "integrity-notice", role: "alert" },
+    h("h2", {}, "Part of this record could not be verified"), h("p", {}, c.integrity.message)) : null;
+  return [header, integrity, h("div", { class: "grid" },
     h("div", { class: "col" }, allergies, meds, problems, immunizations, appointments),
-    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))];
+    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))].filter(Boolean);
 }
 
 export function formScreen(title, patient, fields, { submit, cancelHref }) {

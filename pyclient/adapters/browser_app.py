@@ -43,18 +43,21 @@ from typing import Any
 
 from pyclient import blindindex as bi
 from pyclient import envelope as env
+from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import telemetry as tm
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.merge import merge
 from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
 from pyclient.store import (
+    CheckRow,
     ClearRecords,
     DeleteOutbox,
     DeleteRecord,
     PutMeta,
     PutOutbox,
     PutRecord,
+    StaleRow,
     StoredRecord,
     StoreOp,
 )
@@ -89,6 +92,13 @@ M_FIRST_SYNC_DONE = "sync.firstDone"
 # The newest audit checkpoint the server proved consistent, and a history rewrite this device saw (no PHI).
 M_AUDIT_CHECKPOINT, M_AUDIT_VIOLATION = "audit.checkpoint", "audit.violation"
 M_TELE_COUNTERS, M_TELE_PENDING, M_KB_VERSIONS = "telemetry.counters", "telemetry.pendingSince", "kb.versions"
+# Store integrity (issue 17, pyclient/integrity.py, PROTOCOL.md 6)
+M_INTEGRITY = "integrity.v"  # "1": every row is MACed and listed in a sealed manifest
+M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
+Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kept sealed for support
+VERIFY_BATCH = 1000
+INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
+                  "It is being downloaded again from the server.")
 PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
 
 VITALS_LOINC = {
@@ -184,15 +194,8 @@ def _code(cc: Any) -> str:
 
 
 def _ref_patient(resource: Mapping[str, Any]) -> str | None:
-    refs: list[Any] = [resource.get(k) for k in ("subject", "patient", "beneficiary")]
-    if resource.get("resourceType") == "Appointment":  # the patient is one of the participants
-        refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, Mapping)]
-    for ref in refs:
-        if isinstance(ref, Mapping):
-            r = str(ref.get("reference") or "")
-            if r.startswith("Patient/"):
-                return r.split("/", 1)[1]
-    return None
+    """The patient a (non-Patient) record belongs to; one rule with the integrity check's patient binding."""
+    return None if resource.get("resourceType") == "Patient" else ig.patient_ref(resource)
 
 
 def _when(resource: Mapping[str, Any], *keys: str) -> str:
@@ -389,6 +392,11 @@ class BrowserApp(CdsMixin):
         self._conflicts_checked = float("-inf")  # last GET /api/sync/conflicts (adopt lost conflicts)
         self.audit_violation: str | None = None
         self._bench = bool(bench)
+        self._checks = True  # store integrity checks; only bench_integrity(False) turns them off (to measure them)
+        self.integrity_s = 0.0  # wall time spent in the integrity checks (MACs, manifests): bench attribution
+        # Patient manifests as this tab last read or wrote them: token -> (manifest or None, row MAC or None =
+        # no row). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch re-reads.
+        self._mcache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
 
@@ -404,6 +412,12 @@ class BrowserApp(CdsMixin):
         self._state_raw: str | None = None  # the stored key-state JSON the lease was read from / wrote
         self.machine: SyncMachine | None = None
         self._username: str | None = None
+        self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
+        self._aes_names: set[str] = set()  # AES keys imported into self._aes (data keys, v2 block keys)
+        self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
+        self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
+        self._mcache = {}
+        self._mwhere: dict[tuple[str, str], str] | None = None  # row -> patient token, complete since a reset
 
     def _emit(self, event: Mapping[str, Any]) -> None:
         if self._on_event is not None:
@@ -486,6 +500,7 @@ class BrowserApp(CdsMixin):
             PutMeta(M_DEVICE, device),
             PutMeta(M_KEY_CREATED, repr(_now())),
             PutMeta(M_SCHEMA, str(LOCAL_SCHEMA)),
+            PutMeta(M_INTEGRITY, "1"),
             PutMeta("keys.state." + kid, json.dumps(state.to_dict())),
         ])
         await self._install(keyring, username)
@@ -520,18 +535,24 @@ class BrowserApp(CdsMixin):
         if raw_state is None:
             raise AppError("Encryption counter state is missing: sign out and in again to rotate keys.")
         self._keyring, self._aes, self._active_kid = keyring, aes, active
+        self._aes_names = set(keyring.data_key_ids())
+        self._store_key = ig.store_key(root)
         self._index = bi.IndexKeys.derive(root)
         self._ref_key = bi.hkdf_sha256(root, salt=bi.HKDF_SALT, info=b"omnicare/bi/v1/patient-ref")
         self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
         self._state_raw = str(raw_state)
         self._username = username
-        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE])
-        entries = await self.store.outbox_list()
-        opened = await self._open([(OUTBOX_TYPE, eid, 0, blob) for eid, blob in entries])
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE, M_INTEGRITY,
+                                               M_QUARANTINE])
+        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
         device = meta.get(M_DEVICE) or "unknown-device"
+        # A machine with no outbox first, so the integrity audit events below have somewhere to go.
+        self.machine = SyncMachine.restore(device_id=device, meta={}, outbox=[])
+        if meta.get(M_INTEGRITY) != "1":
+            await self._integrity_adopt()  # a store from before issue 17: MAC and list what is there, once
+        outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
-            device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")},
-            outbox=[o for o in opened if o is not None])
+            device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")}, outbox=outbox)
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -551,16 +572,40 @@ class BrowserApp(CdsMixin):
             return []
         assert self._lease is not None and self._active_kid is not None
         n = len(items)
-        nonces = await self._reserve(n)
+        salt, nonces = await self._reserve(n)
         jobs = [env.seal_plan(key_id=self._active_kid, nonce=nonce, resource_type=t, resource_id=i, version=v,
-                              plaintext=encode_record(res))
+                              plaintext=ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res),
+                              salt=salt)
                 for (t, i, v, res), nonce in zip(items, nonces, strict=True)]
-        key = self._aes.get(self._active_kid)
+        await self._import_block_keys([(self._active_kid, salt)])
+        key = self._aes.get(self._aes_name(self._active_kid, salt))
         cts = _py(await self._crypto.encryptBatch(key, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs])))
         return [env.pack(j, bytes(c)) for j, c in zip(jobs, cts, strict=True)]
 
-    async def _reserve(self, n: int) -> list[bytes]:
-        """``n`` nonces no other tab or worker will ever use under this key.
+    @staticmethod
+    def _aes_name(key_id: str, salt: bytes | None) -> str:
+        return key_id if salt is None else f"{key_id}/{salt.hex()}"
+
+    async def _import_block_keys(self, wanted: Sequence[tuple[str, bytes | None]]) -> None:
+        """Import the envelope-v2 block keys ``HKDF(data key, salt)`` not imported yet, in ONE crossing."""
+        assert self._keyring is not None
+        names: list[str] = []
+        raws: list[bytes] = []
+        for kid, salt in wanted:
+            name = self._aes_name(kid, salt)
+            if salt is None or name in self._aes_names or name in names:
+                continue
+            try:
+                raws.append(env.subkey(self._keyring.data_key(kid), salt))
+            except env.UnknownKeyId:
+                continue  # opens as None (unreadable)
+            names.append(name)
+        if names:
+            await self._crypto.importAesKeys(self._aes, self._to_js(names), self._to_js(raws))
+            self._aes_names.update(names)
+
+    async def _reserve(self, n: int) -> tuple[bytes | None, list[bytes]]:
+        """``n`` nonces no other tab or worker will ever use under this key, and their block salt.
 
         The new counter is persisted BEFORE the nonces are used (a crash skips nonces, never reuses
         them), by compare-and-swap: if another tab advanced the stored state since we read it, adopt
@@ -577,7 +622,7 @@ class BrowserApp(CdsMixin):
         async with self._reserve_lock:
             return await self._reserve_locked(n)
 
-    async def _reserve_locked(self, n: int) -> list[bytes]:
+    async def _reserve_locked(self, n: int) -> tuple[bytes | None, list[bytes]]:
         assert self._lease is not None
         for _ in range(_MAX_CAS_RETRIES):
             prepared = self._lease.prepare(n)
@@ -588,12 +633,14 @@ class BrowserApp(CdsMixin):
             except kh.StaleKeyState as exc:
                 self._lease.adopt(exc.current)
                 continue
-            self._lease.install(*prepared)
+            # A fresh random salt per block (envelope v2): the block's AES key is HKDF(data key, salt), so a
+            # counter replayed after the stored state was rolled back never meets the same key again.
+            self._lease.install(*prepared, salt=os.urandom(env.SALT_LEN))
             break
         else:
             raise AppError("Could not reserve encryption nonces: another tab keeps changing the key state. "
                            "Close other OmniCare tabs and try again.")
-        return self._lease.take(n)
+        return self._lease.salt, self._lease.take(n)
 
     async def _persist_state(self, expected: kh.KeyState, new: kh.KeyState) -> None:
         """Compare-and-swap of the stored key state in ONE IndexedDB readwrite transaction.
@@ -621,15 +668,36 @@ class BrowserApp(CdsMixin):
         raise kh.StaleKeyState(expected)
 
     async def _open(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[dict[str, Any] | None]:
-        """Decrypt many records in one crossing; a record that fails authentication comes back as None."""
+        """Decrypt many records in one crossing; a record that fails in any way comes back as None.
+
+        Malformed headers, unknown keys, tag failures and records that do not decompress all give None:
+        one bad byte must never take a chart, the patient list or unlock down (issue 17).
+        """
         if not items:
             return []
-        wire: list[list[Any]] = []
+        parsed: list[env.Parsed | None] = []
         for t, i, v, blob in items:
-            p = env.parse(blob)
-            wire.append([p.key_id, p.nonce, p.aad_for(env.RecordRef(t, i, v)), p.ciphertext])
+            try:
+                parsed.append(env.parse(blob))
+                env.aad_for(header=b"", ref=env.RecordRef(t, i, v))
+            except (env.EnvelopeError, ValueError):
+                parsed.append(None)
+        await self._import_block_keys([(p.key_id, p.salt) for p in parsed if p is not None and p.salt is not None])
+        wire: list[list[Any]] = []
+        for (t, i, v, _blob), p in zip(items, parsed, strict=True):
+            if p is None:
+                wire.append(["", b"", b"", b""])  # no such key name: decrypts to null
+            else:
+                wire.append([self._aes_name(p.key_id, p.salt), p.nonce, p.aad_for(env.RecordRef(t, i, v)),
+                             p.ciphertext])
         out = _py(await self._crypto.decryptBatch(self._aes, self._to_js(wire)))
-        return [None if pt is None else decode_record(bytes(pt)) for pt in out]
+        result: list[dict[str, Any] | None] = []
+        for pt in out:
+            try:
+                result.append(None if pt is None else decode_record(bytes(pt)))
+            except ValueError:
+                result.append(None)
+        return result
 
     def _ref_token(self, patient_id: str) -> str:
         assert self._ref_key is not None
@@ -656,26 +724,356 @@ class BrowserApp(CdsMixin):
         blobs = iter(await self._seal(seal))
         ops: list[StoreOp] = []
         notices: list[Effect] = []
+        q_changed = False
         for e in effects:
             if isinstance(e, RecordPut):
                 blob = next(blobs)
                 base = next(blobs) if e.base is not None else None
-                ops.append(PutRecord(StoredRecord(e.resource_type, e.id, e.version, blob, base),
-                                     self._tokens(e.resource_type, e.resource)))
+                ops.append(self._put_record_op(e.resource_type, e.id, e.version, blob, base,
+                                               self._tokens(e.resource_type, e.resource)))
+                q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
             elif isinstance(e, RecordDelete):
                 ops.append(DeleteRecord(e.resource_type, e.id))
+                q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
             elif isinstance(e, RecordsClear):
                 ops.append(ClearRecords(e.keep))
             elif isinstance(e, OutboxPut):
-                ops.append(PutOutbox(e.entry_id, next(blobs)))
+                ops.append(self._put_outbox_op(e.entry_id, next(blobs)))
             elif isinstance(e, OutboxDelete):
                 ops.append(DeleteOutbox(e.entry_id))
             elif isinstance(e, MetaPut):
                 ops.append(PutMeta(e.key, e.value))
             else:
                 notices.append(e)
-        await self.store.apply(ops)
+        if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
+            self._drop_settled_manifest_failures()
+            ops.append(self._quarantine_op())
+        await self._apply_with_manifests(ops)
         return notices
+
+    # -- store integrity (issue 17; the rules are in pyclient/integrity.py) -------------------
+
+    def _put_record_op(self, t: str, i: str, v: int, blob: bytes, base: bytes | None,
+                       tokens: Sequence[str]) -> PutRecord:
+        assert self._store_key is not None
+        t0 = time.perf_counter()
+        mac = ig.record_mac(self._store_key, resource_type=t, id=i, version=v, tokens=tokens, blob=blob, base=base)
+        self.integrity_s += time.perf_counter() - t0
+        return PutRecord(StoredRecord(t, i, v, blob, base, mac), tuple(tokens))
+
+    def _put_outbox_op(self, entry_id: str, blob: bytes) -> PutOutbox:
+        assert self._store_key is not None
+        return PutOutbox(entry_id, blob, ig.outbox_mac(self._store_key, entry_id=entry_id, blob=blob))
+
+    def _row_ok(self, r: StoredRecord) -> bool:
+        if not self._checks:
+            return True
+        assert self._store_key is not None
+        t0 = time.perf_counter()
+        ok = ig.mac_ok(ig.record_mac(self._store_key, resource_type=r.resource_type, id=r.id, version=r.version,
+                                     tokens=r.tokens or (), blob=r.blob, base=r.base), r.mac)
+        self.integrity_s += time.perf_counter() - t0
+        return ok
+
+    async def _apply_with_manifests(self, ops: list[StoreOp]) -> None:
+        """Write ``ops`` plus the manifests they change in ONE transaction, compare-and-swapped on the old ones.
+
+        Another tab may have moved a manifest since we read it: the transaction then aborts (``StaleRow``) and
+        the manifests are re-read and re-planned; the sealed records themselves stay as they are.
+        """
+        for _ in range(_MAX_CAS_RETRIES):
+            checks, writes, cache, where = await self._manifest_ops(ops)
+            try:
+                await self.store.apply([*checks, *ops, *writes])
+            except StaleRow:
+                self._mcache.clear()  # another tab wrote: read the manifests again
+                self._mwhere = None
+                continue
+            except BaseException:
+                self._mcache.clear()
+                self._mwhere = None
+                raise
+            if any(isinstance(op, ClearRecords) for op in ops):
+                self._mcache.clear()
+                self._mwhere = {}  # from now on every row of the store goes through this tab's manifests
+            self._mcache.update(cache)
+            if self._mwhere is not None:
+                for key, tok in where.items():
+                    if tok is None:
+                        self._mwhere.pop(key, None)
+                    else:
+                        self._mwhere[key] = tok
+            return
+        raise AppError("Could not save: another OmniCare tab keeps writing. Close other tabs and try again.")
+
+    async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
+            dict[tuple[str, str], str | None]]:
+        """(checks to run first, manifest writes to run last, cache entries and row -> token once written)."""
+        if not self._checks:
+            return [], [], {}, {}
+        t0 = time.perf_counter()
+        try:
+            return await self._plan_manifest_ops(ops)
+        finally:
+            self.integrity_s += time.perf_counter() - t0
+
+    async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
+            dict[tuple[str, str], str | None]]:
+        changes: list[ig.RowChange] = []
+        keys = [(op.record.resource_type, op.record.id) if isinstance(op, PutRecord) else (op.resource_type, op.id)
+                for op in ops if isinstance(op, (PutRecord, DeleteRecord))]
+        clear = next((op for op in ops if isinstance(op, ClearRecords)), None)
+        kept = sorted(clear.keep) if clear is not None else []
+        # Where each row's patient token is now: read from the rows, unless every row of the store was written
+        # through this tab's manifests since a pull reset (a first sync), when the reverse index knows it.
+        known = self._mwhere if self._mwhere is not None and clear is None else None
+        need = (keys if known is None else []) + kept
+        metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
+        refs: dict[tuple[str, str], tuple[str, ...]] = {
+            k: tuple(ig.ref_tokens(m[1])) for k, m in metas.items() if m is not None}
+        if known is not None:
+            refs.update({k: (known[k],) for k in keys if k in known})
+        for k in kept:  # a pull reset drops every manifest: the kept rows are listed again
+            m = metas.get(k)
+            if m is not None:
+                changes.append(ig.RowChange(k[0], k[1], (), refs.get(k, ()), m[0]))
+        for op in ops:
+            if isinstance(op, PutRecord):
+                k = (op.record.resource_type, op.record.id)
+                new = tuple(ig.ref_tokens(op.tokens or ()))
+                changes.append(ig.RowChange(k[0], k[1], () if clear else refs.get(k, ()), new, op.record.version))
+                refs[k] = new
+            elif isinstance(op, DeleteRecord):
+                k = (op.resource_type, op.id)
+                changes.append(ig.RowChange(k[0], k[1], refs.pop(k, ()), (), None))
+        puts = {op.entry_id: op.blob for op in ops if isinstance(op, PutOutbox)}
+        dels = [op.entry_id for op in ops if isinstance(op, DeleteOutbox)]
+        checks: list[StoreOp] = []
+        writes: list[StoreOp] = []
+        cache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
+        touched = sorted({t for c in changes for t in (*c.old_refs, *c.new_refs)})
+        if touched:
+            missing = [t for t in touched if t not in self._mcache]
+            if missing:
+                loaded, rows = await self._load_manifests(missing)
+                for t in missing:
+                    row = rows.get(t)
+                    self._mcache[t] = (loaded.get(t), None if row is None else row.mac or "")
+            current = {t: cm for t in touched if (cm := self._mcache[t][0]) is not None}
+            if clear is not None:
+                current = {}
+            planned = ig.plan_manifests(current, changes)
+            blobs = await self._seal([(ig.MANIFEST_TYPE, tok, man.generation, man.to_json())
+                                      for tok, man in planned.items()])
+            for (tok, man), blob in zip(planned.items(), blobs, strict=True):
+                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, self._mcache[tok][1]))
+                put = self._put_record_op(ig.MANIFEST_TYPE, tok, man.generation, blob, None, (tok,))
+                writes.append(put)
+                cache[tok] = (man, put.record.mac)
+        if puts or dels:
+            current_ob, row, _ok = await self._load_outbox_manifest()
+            planned_ob = ig.plan_outbox_manifest(current_ob or ig.OutboxManifest(), puts, dels)
+            (blob,) = await self._seal([(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation,
+                                         planned_ob.to_json())])
+            checks.append(CheckRow(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, None if row is None else row.mac or ""))
+            writes.append(self._put_record_op(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation, blob,
+                                              None, ()))
+        where = {(c.resource_type, c.id): (c.new_refs[0] if c.new_version is not None and c.new_refs else None)
+                 for c in changes}
+        return checks, writes, cache, where
+
+    async def _load_manifests(self, tokens: Sequence[str]) -> tuple[dict[str, ig.Manifest], dict[str, StoredRecord]]:
+        """Current (verified) patient manifests by token; a manifest that fails verification counts as absent."""
+        got = await self.store.get_records([(ig.MANIFEST_TYPE, t) for t in tokens])
+        rows = {r.id: r for r in got if r is not None}
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows.values()])
+        out: dict[str, ig.Manifest] = {}
+        for r, o in zip(rows.values(), opened, strict=True):
+            if o is not None and self._row_ok(r):
+                try:
+                    out[r.id] = ig.Manifest.from_json(o, r.version)
+                except (ValueError, TypeError):
+                    pass
+        return out, rows
+
+    async def _load_outbox_manifest(self) -> tuple[ig.OutboxManifest | None, StoredRecord | None, bool]:
+        """(manifest or None, its row, verified) of the outbox."""
+        row = await self.store.get_record(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID)
+        if row is None:
+            return None, None, False
+        (o,) = await self._open([(row.resource_type, row.id, row.version, row.blob)])
+        if o is None or not self._row_ok(row):
+            return None, row, False
+        try:
+            return ig.OutboxManifest.from_json(o, row.version), row, True
+        except (ValueError, TypeError):
+            return None, row, False
+
+    async def _integrity_adopt(self) -> None:
+        """A store written before issue 17: MAC every row and write the manifests once (trust on first use)."""
+        outbox = await self.store.outbox_rows()
+        ops: list[StoreOp] = [self._put_outbox_op(eid, blob) for eid, blob, _mac in outbox]
+        written_since = False  # a v2 envelope exists: this store was written by integrity-aware code
+        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
+            rows = await self.store.list_records(t)
+            opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+            written_since = written_since or any(r.blob[2:3] == bytes((env.FORMAT_V2,)) for r in rows)
+            ops += [self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, self._tokens(t, o))
+                    for r, o in zip(rows, opened, strict=True) if o is not None]
+        await self._apply_with_manifests([*ops, PutMeta(M_INTEGRITY, "1")])
+        if written_since:
+            # The marker was removed from a store this version wrote: local rollback checks were reset.
+            # Report it; the anti-rollback exchange of the next sync (6.5) re-checks every version held.
+            await self._report_failure(ig.Failure(ig.MANIFEST_TYPE, "store", "manifest"), None,
+                                       what="integrity marker missing")
+
+    async def _restore_outbox(self) -> list[dict[str, Any]]:
+        """Outbox entries that verify; the others are quarantined and reported, never block unlock."""
+        assert self._store_key is not None
+        rows = await self.store.outbox_rows()
+        manifest, _row, mok = await self._load_outbox_manifest()
+        checked = [(eid, blob, ig.mac_ok(ig.outbox_mac(self._store_key, entry_id=eid, blob=blob), mac))
+                   for eid, blob, mac in rows]
+        ok_ids, failures = ig.check_outbox(rows=checked, manifest=manifest, manifest_ok=mok)
+        blobs = {eid: blob for eid, blob, _m in rows}
+        opened = await self._open([(OUTBOX_TYPE, eid, 0, blobs[eid]) for eid in ok_ids])
+        good: list[dict[str, Any]] = []
+        for eid, o in zip(ok_ids, opened, strict=True):
+            if o is None:
+                failures.append(ig.Failure("OutboxEntry", eid, "unreadable"))
+            else:
+                good.append(o)
+        if not mok and good:  # no verifiable manifest: list the entries that verify on their own again
+            await self._apply_with_manifests([self._put_outbox_op(eid, blobs[eid]) for eid in ok_ids])
+        if failures:
+            await self._quarantine_outbox(failures, blobs)
+        return good
+
+    def _drop_settled_manifest_failures(self) -> None:
+        """A patient's manifest failure is settled once none of that patient's records is still quarantined."""
+        open_patients = {q.get("patient") for k, q in self._quarantine.items() if k[0] != ig.MANIFEST_TYPE}
+        for k in [k for k in self._quarantine if k[0] == ig.MANIFEST_TYPE and k[1] not in open_patients]:
+            del self._quarantine[k]
+
+    async def _quarantine_outbox(self, failures: Sequence[ig.Failure], blobs: Mapping[str, bytes]) -> None:
+        """Move unreadable pending changes out of the outbox (kept sealed in meta), report each one."""
+        ops: list[StoreOp] = []
+        for f in failures:
+            if f.resource_type != "OutboxEntry":
+                continue  # the outbox manifest itself: rewritten from the entries kept (see _restore_outbox)
+            if f.id in blobs:
+                ops.append(PutMeta(Q_OUTBOX + f.id, _b64(blobs[f.id])))
+            ops.append(DeleteOutbox(f.id))
+            self._quarantine[("OutboxEntry", f.id)] = {**f.to_json(), "patient": None}
+        await self._apply_with_manifests([*ops, self._quarantine_op()])
+        for f in failures:
+            await self._report_failure(f, None, store="outbox")
+        self._emit({"type": "integrity", "changes": self._unreadable_changes()})
+
+    async def _report_failure(self, f: ig.Failure, patient_id: str | None, **detail: str) -> None:
+        """One device audit event (a security event on the server) per integrity failure.
+
+        Store-internal kinds (outbox entries, manifests) are not FHIR types the server's role check knows:
+        they go as ``detail.record`` with an empty resource type.
+        """
+        internal = f.resource_type in ("OutboxEntry", ig.MANIFEST_TYPE)
+        await self._audit_quietly("integrity", "" if internal else f.resource_type, f.id,
+                                  [patient_id] if patient_id else [], outcome="failure",
+                                  detail={"reason": f.reason, **({"record": f.resource_type} if internal else {}),
+                                          **detail})
+
+    def _quarantine_op(self) -> PutMeta:
+        return PutMeta(M_QUARANTINE, json.dumps(sorted(self._quarantine.values(), key=lambda q: (q["resourceType"], q["id"]))))
+
+    def _unreadable_changes(self) -> int:
+        return sum(1 for k in self._quarantine if k[0] == "OutboxEntry")
+
+    async def _quarantine_records(self, patient_id: str | None, failures: Sequence[ig.Failure]) -> None:
+        """Record failures (the rows stay where they are, still sealed, ignored until re-downloaded); report."""
+        fresh = [f for f in failures if (f.resource_type, f.id) not in self._quarantine]
+        if not fresh:
+            return
+        for f in fresh:
+            self._quarantine[(f.resource_type, f.id)] = {**f.to_json(), "patient": patient_id}
+        await self.store.apply([self._quarantine_op()])
+        for f in fresh:
+            await self._report_failure(f, patient_id)
+        self._emit({"type": "integrity", "records": len(self._quarantine)})
+
+    def _integrity_notice(self, patient_id: str) -> dict[str, Any] | None:
+        """What the chart says about this patient's quarantined records (counts by type; no content)."""
+        by_type: dict[str, int] = {}
+        for (t, _i), q in self._quarantine.items():
+            if q.get("patient") == patient_id and t != ig.MANIFEST_TYPE:
+                by_type[t] = by_type.get(t, 0) + 1
+        if not by_type and (ig.MANIFEST_TYPE, patient_id) not in self._quarantine:
+            return None
+        return {"message": INTEGRITY_TEXT, "count": sum(by_type.values()), "byType": by_type}
+
+    async def _verified_rows(self, rows: Sequence[StoredRecord], patient_id: str | None = None
+                             ) -> list[dict[str, Any]]:
+        """Open rows outside a chart (patient list, search): only rows whose MAC verifies and that open."""
+        rows = [r for r in rows if (r.resource_type, r.id) not in self._quarantine]
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+        good: list[dict[str, Any]] = []
+        failures: list[ig.Failure] = []
+        for r, o in zip(rows, opened, strict=True):
+            if not self._row_ok(r):
+                failures.append(ig.Failure(r.resource_type, r.id, "row-mac"))
+            elif o is None:
+                failures.append(ig.Failure(r.resource_type, r.id, "unreadable", r.version))
+            elif (o.get("resourceType"), o.get("id")) != (r.resource_type, r.id):
+                failures.append(ig.Failure(r.resource_type, r.id, "wrong-patient"))
+            else:
+                good.append(o)
+        if failures:
+            await self._quarantine_records(patient_id, failures)
+        return [g for g in good if isinstance(g, dict)]
+
+    async def _integrity_sync(self, machine: SyncMachine) -> None:
+        """After a complete pull: re-download quarantined records and (once per session) tell the server every
+        version this device holds; whatever is newer there replaces the local copy, a rollback is reported."""
+        held: list[list[Any]] = [[t, i, 0] for (t, i) in self._quarantine if t not in ("OutboxEntry", ig.MANIFEST_TYPE)]
+        check_all = not self._held_verified and await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
+        if check_all:
+            quarantined = {(h[0], h[1]) for h in held}
+            held += [[t, i, v] for t, i, v in await self.store.list_held()
+                     if v > 0 and (t, i) not in quarantined and not machine.has_pending_edit(t, i)]
+        stale = 0
+        for start in range(0, len(held), VERIFY_BATCH):
+            body = json.dumps({"deviceId": machine.device_id, "held": held[start:start + VERIFY_BATCH]}).encode()
+            try:
+                status, text, _ = await self._post("/api/sync/verify", body)
+            except DeviceRevoked:
+                raise
+            except Exception:  # noqa: BLE001 - offline: next sync
+                return
+            if status != 200:
+                return
+            answer = json.loads(text)
+            effects: list[Effect] = []
+            for c in answer.get("changes") or []:
+                t, i = str(c["resourceType"]), str(c["id"])
+                if machine.has_pending_edit(t, i):
+                    continue
+                if c.get("deleted") or c.get("resource") is None:
+                    effects.append(RecordDelete(t, i))
+                else:
+                    effects.append(RecordPut(t, i, int(c["versionId"]), c["resource"]))
+            for g in answer.get("gone") or []:  # only quarantined copies: scope changes are the pull's "drop"
+                t, i = str(g["resourceType"]), str(g["id"])
+                if (t, i) in self._quarantine and not machine.has_pending_edit(t, i):
+                    effects.append(RecordDelete(t, i))
+            stale += int(answer.get("stale") or 0)
+            if effects:
+                await self._commit(effects)
+        self._held_verified = self._held_verified or check_all
+        if stale:
+            await self._audit_quietly("integrity", "", "", [], outcome="failure",
+                                      detail={"reason": "rolled-back", "corrected": stale, "via": "sync"})
+            self._emit({"type": "integrity", "corrected": stale})
 
     # -- device audit trail -------------------------------------------------------
 
@@ -748,15 +1146,14 @@ class BrowserApp(CdsMixin):
 
     async def _resources(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
         rows = [r for r in await self.store.get_records(keys) if r is not None]
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        return [o for o in opened if o is not None]
+        return await self._verified_rows(rows)
 
     async def patients(self) -> list[dict[str, Any]]:
-        """Every local patient, sorted by name."""
+        """Every local patient that verifies, sorted by name."""
         self._require_unlocked()
         rows = await self.store.list_records("Patient")
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        out = [self._with_pending(_patient_summary(p), "Patient") for p in opened if p is not None]
+        opened = await self._verified_rows(rows)
+        out = [self._with_pending(_patient_summary(p), "Patient") for p in opened]
         return sorted(out, key=_sort_key)
 
     def _with_pending(self, summary: dict[str, Any], resource_type: str) -> dict[str, Any]:
@@ -811,11 +1208,13 @@ class BrowserApp(CdsMixin):
     async def chart(self, patient_id: str) -> dict[str, Any]:
         """Everything the chart screen shows for one patient (decrypted in one batch)."""
         machine = self._require_unlocked()
-        keys = await self.store.lookup_token(self._ref_token(patient_id))
-        resources = await self._resources(keys)
+        resources = await self._chart_resources(patient_id)
         patient = next((r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient_id),
                        None)
         if patient is None:
+            if self._integrity_notice(patient_id):
+                raise AppError("This patient's record could not be verified on this device, so it is not shown. "
+                               "It is being downloaded again from the server.", kind="integrity")
             raise AppError("This patient is not on this device.", kind="not_found")
         self._audit_later("read", "Patient", patient_id, [patient_id], detail={"view": "chart"})
         by: dict[str, list[dict[str, Any]]] = {}
@@ -904,6 +1303,7 @@ class BrowserApp(CdsMixin):
             "series": [s for s in series.values() if len(s["points"]) >= 1],
             "notes": notes[:20],
             "counts": {k: len(v) for k, v in by.items()},
+            "integrity": self._integrity_notice(patient_id),
         }
 
     @staticmethod
@@ -949,6 +1349,34 @@ class BrowserApp(CdsMixin):
         return {"immunizations": immunizations, "procedures": procedures[:50], "reports": reports[:30],
                 "appointments": appointments, "encounters": encounters[:30]}
 
+    async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
+        """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
+        tok = self._ref_token(patient_id)
+        keys = await self.store.lookup_token(tok)
+        rows = [r for r in await self.store.get_records(keys) if r is not None]
+        man = next((r for r in rows if r.resource_type == ig.MANIFEST_TYPE and r.id == tok), None)
+        data = [r for r in rows if r.resource_type != ig.MANIFEST_TYPE and (r.resource_type, r.id) not in self._quarantine]
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in [*data, *([man] if man else [])]])
+        manifest: ig.Manifest | None = None
+        if man is not None and opened[-1] is not None and self._row_ok(man):
+            try:
+                manifest = ig.Manifest.from_json(opened[-1], man.version)
+            except (ValueError, TypeError):
+                manifest = None
+        views = [ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
+                 for r, o in zip(data, opened, strict=False)]
+        if manifest is not None:  # already-quarantined records are not "missing" again
+            manifest = ig.Manifest({k: v for k, v in manifest.entries.items() if k not in self._quarantine},
+                                   manifest.generation)
+        good, failures = ig.check_chart(patient_id=patient_id, rows=views, manifest=manifest)
+        if any(f.reason == "manifest" for f in failures):  # nothing of this chart verifies: re-download it all
+            failures = [ig.Failure(ig.MANIFEST_TYPE, patient_id, "manifest"),
+                        *(ig.Failure(v.resource_type, v.id, "manifest") for v in views),
+                        *(f for f in failures if f.reason != "manifest")]
+        if failures:
+            await self._quarantine_records(patient_id, failures)
+        return [g for g in good if isinstance(g, dict)]
+
     # -- writing -------------------------------------------------------------------
 
     async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
@@ -981,17 +1409,19 @@ class BrowserApp(CdsMixin):
         return {"id": rid, "status": self.status()}
 
     async def _reload_machine(self) -> None:
-        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE])
-        entries = await self.store.outbox_list()
-        opened = await self._open([(OUTBOX_TYPE, eid, 0, blob) for eid, blob in entries])
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE, M_QUARANTINE])
+        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
+        outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=meta.get(M_DEVICE) or "unknown-device",
             meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")},
-            outbox=[o for o in opened if o is not None])
+            outbox=outbox)
 
     def mark_dirty(self) -> None:
         """Another tab wrote to the database: rebuild the outbox view before the next sync."""
         self._dirty = True
+        self._mcache.clear()
+        self._mwhere = None
 
     async def reload_if_stale(self) -> None:
         """Called under the sync lock: adopt what other tabs queued."""
@@ -1194,8 +1624,19 @@ class BrowserApp(CdsMixin):
                     "lastError": None, "synced": False, "text": "Locked", "needsLogin": self.needs_login,
                     "readOnly": self._read_only, "syncing": False}
         s = self.machine.status()
+        synced, text = s.synced, s.text
+        records = sum(1 for k in self._quarantine if k[0] not in ("OutboxEntry", ig.MANIFEST_TYPE))
+        changes = self._unreadable_changes()
+        if records or changes:  # never "Synced" while something is quarantined (issue 17)
+            parts = [] if synced else [text]
+            if changes:
+                parts.append(f"{changes} change{'s' if changes != 1 else ''} could not be read")
+            if records:
+                parts.append(f"{records} record{'s' if records != 1 else ''} could not be verified, re-downloading")
+            synced, text = False, "; ".join(parts)
         return {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
-                "lastSuccess": s.last_success, "lastError": s.last_error, "synced": s.synced, "text": s.text,
+                "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
+                "unverified": records, "unreadableChanges": changes,
                 "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
                 "nextWake": self.machine.next_wake(_now())}
 
@@ -1237,6 +1678,8 @@ class BrowserApp(CdsMixin):
                 return self.status()
             notices += await self._pull(machine, first=first)
             notices += await self._adopt_conflicts(machine)
+            if not first and machine.last_error is None:
+                await self._integrity_sync(machine)
             await self._push_audit(machine)
             await self.cds_refresh_if_due()  # signed CDS bundles (browser_cds.py), when due
         except DeviceRevoked:
@@ -1483,6 +1926,11 @@ class BrowserApp(CdsMixin):
         return {"status": self.status()}
 
     # -- diagnostics -------------------------------------------------------------------
+
+    def bench_integrity(self, on: bool) -> dict[str, Any]:
+        """Benchmarks only: turn the store integrity checks off to measure what they cost (bench/integrity_bench.py)."""
+        self._checks = bool(on)
+        return {"checks": self._checks}
 
     async def bench_crypto(self, n: int = 200) -> dict[str, Any]:
         """Seal+open ``n`` demo-sized resources in one batch each; ms per resource (closing-note figure)."""

@@ -53,24 +53,32 @@ def gcm_decrypt(key: bytes, nonce: bytes, aad: bytes, ciphertext: bytes) -> byte
 
 def seal_jobs(keyring: Keyring, jobs: Sequence[SealJob]) -> list[bytes]:
     """Envelopes for already-planned jobs (nonces chosen by the caller, e.g. test vectors)."""
-    ciphers: dict[str, AESGCM] = {}
+    ciphers: dict[tuple[str, bytes | None], AESGCM] = {}
     out = []
     for job in jobs:
-        aes = ciphers.get(job.key_id) or ciphers.setdefault(job.key_id, AESGCM(keyring.data_key(job.key_id)))
+        aes = _cipher(ciphers, keyring, job.key_id, job.salt)
         out.append(envelope.pack(job, aes.encrypt(job.nonce, job.plaintext, job.aad)))
     return out
 
 
+def _cipher(
+    cache: dict[tuple[str, bytes | None], AESGCM], keyring: Keyring, key_id: str, salt: bytes | None
+) -> AESGCM:
+    """AES-GCM under the data key (v1) or its block key ``envelope.subkey(data key, salt)`` (v2)."""
+    aes = cache.get((key_id, salt))
+    if aes is None:
+        aes = cache.setdefault((key_id, salt), AESGCM(envelope.subkey(keyring.data_key(key_id), salt)))
+    return aes
+
+
 def open_blobs(keyring: Keyring, items: Sequence[tuple[RecordRef, bytes]]) -> list[bytes | EnvelopeError]:
-    """Plaintexts (compressed records) of envelopes, or the error for each failing one."""
-    ciphers: dict[str, AESGCM] = {}
+    """Plaintexts (compressed records) of envelopes (v1 or v2), or the error for each failing one."""
+    ciphers: dict[tuple[str, bytes | None], AESGCM] = {}
     out: list[bytes | EnvelopeError] = []
     for ref, blob in items:
         try:
             parsed = envelope.parse(blob)
-            aes = ciphers.get(parsed.key_id) or ciphers.setdefault(
-                parsed.key_id, AESGCM(keyring.data_key(parsed.key_id))
-            )
+            aes = _cipher(ciphers, keyring, parsed.key_id, parsed.salt)
             out.append(aes.decrypt(parsed.nonce, parsed.ciphertext, parsed.aad_for(ref)))
         except InvalidTag:
             out.append(
@@ -148,6 +156,7 @@ class CpythonCrypto:
         persist_state: Callable[[KeyState, KeyState], None],
         codec: Codec | None = None,
         block_size: int = keys.DEFAULT_BLOCK,
+        random: RandomBytes = system_random,
     ) -> None:
         if state.key_id != keyring.active_data.key_id:
             raise ValueError("key state belongs to another key than the active data key")
@@ -155,7 +164,8 @@ class CpythonCrypto:
         self._lease = NonceLease(state, block_size)
         self._persist = persist_state
         self._codec = codec or default_codec()
-        self._aes = AESGCM(keyring.active_data.key)
+        self._random = random
+        self._ciphers: dict[tuple[str, bytes | None], AESGCM] = {}
 
     @property
     def key_state(self) -> KeyState:
@@ -172,7 +182,7 @@ class CpythonCrypto:
             except StaleKeyState as exc:  # another tab reserved first: continue after its block
                 self._lease.adopt(exc.current)
                 continue
-            self._lease.install(*pending)
+            self._lease.install(*pending, salt=self._random(envelope.SALT_LEN))
             break
         else:
             raise RuntimeError("could not reserve nonces: the stored key state keeps changing")
@@ -185,6 +195,8 @@ class CpythonCrypto:
         refs = [RecordRef.of(r) for r in resources]
         nonces = self._nonces(len(resources))
         kid = self.keyring.active_data.key_id
+        salt = self._lease.salt  # one batch always comes from one block (NonceLease.prepare)
+        aes = _cipher(self._ciphers, self.keyring, kid, salt)
         out = []
         for ref, res, nonce in zip(refs, resources, nonces, strict=True):
             job = envelope.seal_plan(
@@ -194,8 +206,9 @@ class CpythonCrypto:
                 resource_id=ref.resource_id,
                 version=ref.version,
                 plaintext=self._codec.encode_record(res),
+                salt=salt,
             )
-            out.append(envelope.pack(job, self._aes.encrypt(nonce, job.plaintext, job.aad)))
+            out.append(envelope.pack(job, aes.encrypt(nonce, job.plaintext, job.aad)))
         return out
 
     def try_open_records(

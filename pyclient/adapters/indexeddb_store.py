@@ -12,12 +12,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyclient.store import (
+    CheckRow,
     ClearRecords,
     DeleteOutbox,
     DeleteRecord,
     PutMeta,
     PutOutbox,
     PutRecord,
+    StaleRow,
     StoredRecord,
     StoreError,
     StoreOp,
@@ -56,8 +58,10 @@ def _norm(value: Any) -> Any:
 def _record(row: Any) -> StoredRecord | None:
     if row is None:
         return None
-    t, i, v, blob, base = row
-    return StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base))
+    t, i, v, blob, base = row[:5]
+    tok = tuple(str(x) for x in row[5] or ()) if len(row) > 5 else None
+    mac = None if len(row) < 7 or row[6] is None else str(row[6])
+    return StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base), mac, tok)
 
 
 class IndexedDBStore:
@@ -106,7 +110,24 @@ class IndexedDBStore:
         return None if blob is None else bytes(blob)
 
     async def outbox_list(self) -> list[tuple[str, bytes]]:
-        return [(str(k), bytes(b)) for k, b in _py(await self._idb.outboxList())]
+        return [(str(row[0]), bytes(row[1])) for row in _py(await self._idb.outboxList())]
+
+    async def outbox_rows(self) -> list[tuple[str, bytes, str | None]]:
+        """Outbox entries with their row MACs: (entry id, sealed blob, mac or None)."""
+        return [(str(row[0]), bytes(row[1]), None if row[2] is None else str(row[2]))
+                for row in _py(await self._idb.outboxList())]
+
+    async def row_meta(self, keys: Sequence[tuple[str, str]]) -> list[tuple[int, tuple[str, ...], str | None] | None]:
+        """(version, tokens, mac) of rows without their blobs, in the order of ``keys`` (None = absent)."""
+        if not keys:
+            return []
+        rows = _py(await self._idb.getRowMeta(self._js([list(k) for k in keys])))
+        return [None if r is None else (int(r[0]), tuple(str(t) for t in r[1] or ()),
+                                        None if r[2] is None else str(r[2])) for r in rows]
+
+    async def list_held(self) -> list[tuple[str, str, int]]:
+        """Every record row's (type, id, version), manifests excluded."""
+        return [(str(t), str(i), int(v)) for t, i, v in _py(await self._idb.listHeld())]
 
     async def outbox_delete(self, entry_id: str) -> None:
         await self.apply([DeleteOutbox(entry_id)])
@@ -148,16 +169,18 @@ class IndexedDBStore:
                 toks = check_tokens(op.tokens)
                 r = op.record
                 wire.append(["putRecord", r.resource_type, r.id, r.version, r.blob, r.base,
-                             None if toks is None else list(toks)])
+                             None if toks is None else list(toks), r.mac])
             elif isinstance(op, DeleteRecord):
                 wire.append(["deleteRecord", op.resource_type, op.id])
             elif isinstance(op, ClearRecords):
                 wire.append(["clearRecords", [list(k) for k in op.keep]])
             elif isinstance(op, PutOutbox):
                 check_blob(op.blob)
-                wire.append(["putOutbox", op.entry_id, op.blob])
+                wire.append(["putOutbox", op.entry_id, op.blob, op.mac])
             elif isinstance(op, DeleteOutbox):
                 wire.append(["deleteOutbox", op.entry_id])
+            elif isinstance(op, CheckRow):
+                wire.append(["checkRow", op.resource_type, op.id, op.mac])
             elif isinstance(op, PutMeta):
                 if op.value is not None and not isinstance(op.value, str):
                     raise StoreError("meta values are strings")
@@ -172,6 +195,8 @@ class IndexedDBStore:
         try:
             await self._idb.apply(self._js(wire))
         except Exception as exc:  # JsException: map the quota error to something the UI can name
+            if "omnicare-stale-row" in str(exc):
+                raise StaleRow(str(exc)) from exc
             if "QuotaExceeded" in str(exc) or "quota" in str(exc).lower():
                 raise StorageFull("This device is out of storage space, so this change was NOT saved. Everything "
                                   "saved before is safe. Free up space and press Save again.") from exc

@@ -210,6 +210,7 @@ class WebCrypto:
         self._lease = NonceLease(state, block_size)
         self._persist = persist_state
         self._codec = codec
+        self._subkeys: dict[tuple[str, bytes | None], Any] = {}
 
     @classmethod
     async def create(
@@ -249,25 +250,37 @@ class WebCrypto:
             except StaleKeyState as exc:  # another tab reserved first: continue after its block
                 self._lease.adopt(exc.current)
                 continue
-            self._lease.install(*pending)
+            self._lease.install(*pending, salt=random_bytes(envelope.SALT_LEN))
             break
         else:
             raise RuntimeError("could not reserve nonces: the stored key state keeps changing")
         return self._lease.take(n)
 
-    def _key_slot(self, key_id: str, order: list[Any], index: dict[str, int]) -> int:
-        if key_id not in index:
+    async def _import_subkeys(self, wanted: Sequence[tuple[str, bytes | None]]) -> None:
+        """Import the v2 block keys (HKDF of a data key and a block salt) not imported yet."""
+        for key_id, salt in dict.fromkeys(wanted):
+            if salt is None or (key_id, salt) in self._subkeys:
+                continue
+            raw = envelope.subkey(self.keyring.data_key(key_id), salt)  # raises UnknownKeyId
+            self._subkeys[(key_id, salt)] = await import_gcm_key(raw)
+
+    def _key_slot(
+        self, key_id: str, order: list[Any], index: dict[Any, int], salt: bytes | None = None
+    ) -> int:
+        slot_key = (key_id, salt)
+        if slot_key not in index:
             if key_id not in self._keys:
                 raise envelope.UnknownKeyId(f"no data key {key_id!r} in the keyring")
-            index[key_id] = len(order)
-            order.append(self._keys[key_id])
-        return index[key_id]
+            index[slot_key] = len(order)
+            order.append(self._keys[key_id] if salt is None else self._subkeys[slot_key])
+        return index[slot_key]
 
     async def seal_jobs(self, jobs: Sequence[SealJob]) -> list[bytes]:
         """Envelopes for already-planned jobs, one JS call."""
         order: list[Any] = []
-        index: dict[str, int] = {}
-        slots = [self._key_slot(j.key_id, order, index) for j in jobs]
+        index: dict[Any, int] = {}
+        await self._import_subkeys([(j.key_id, j.salt) for j in jobs])
+        slots = [self._key_slot(j.key_id, order, index, j.salt) for j in jobs]
         cts = await gcm_batch(
             False, order, [(s, j.nonce, j.aad, j.plaintext) for s, j in zip(slots, jobs, strict=True)]
         )
@@ -293,6 +306,7 @@ class WebCrypto:
                 resource_id=ref.resource_id,
                 version=ref.version,
                 plaintext=self._codec.encode_record(res),
+                salt=self._lease.salt,
             )
             for ref, res, nonce in zip(refs, resources, nonces, strict=True)
         ]
@@ -302,13 +316,15 @@ class WebCrypto:
         """Plaintexts (compressed records) or the error per envelope; one JS call."""
         results: list[bytes | EnvelopeError | None] = [None] * len(items)
         order: list[Any] = []
-        index: dict[str, int] = {}
+        index: dict[Any, int] = {}
         jobs: list[tuple[int, bytes, bytes, bytes]] = []
         positions: list[int] = []
         for i, (ref, blob) in enumerate(items):
             try:
                 parsed = envelope.parse(blob)
-                slot = self._key_slot(parsed.key_id, order, index)
+                if parsed.salt is not None:
+                    await self._import_subkeys([(parsed.key_id, parsed.salt)])
+                slot = self._key_slot(parsed.key_id, order, index, parsed.salt)
                 jobs.append((slot, parsed.nonce, parsed.aad_for(ref), parsed.ciphertext))
                 positions.append(i)
             except EnvelopeError as exc:

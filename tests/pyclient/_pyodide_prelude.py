@@ -87,6 +87,24 @@ async def _collect() -> dict:
     moved = await crypto.try_open_records([(envelope.RecordRef("Observation", "obs-1", 1), blobs[0])])
     res["pipeline_moved"] = type(moved[0]).__name__
 
+    # -- envelope v2 (issue 17): per-block HKDF keys, imported as non-extractable CryptoKeys
+    ev2 = json.loads((vec_dir / "envelope_v2.json").read_text(encoding="utf-8"))
+    jobs2 = [
+        envelope.seal_plan(
+            key_id=c["key_id"], nonce=bytes.fromhex(c["nonce"]), resource_type=c["resource_type"],
+            resource_id=c["resource_id"], version=int(c["version"]), plaintext=bytes.fromhex(c["plaintext"]),
+            salt=bytes.fromhex(c["salt"]),
+        )
+        for c in ev2["cases"]
+    ]
+    res["v2_sealed"] = [b.hex() for b in await crypto.seal_jobs(jobs2)]
+    opened2 = await crypto.open_blobs(
+        [(envelope.RecordRef(c["resource_type"], c["resource_id"], int(c["version"])), bytes.fromhex(c["envelope"]))
+         for c in ev2["cases"]]
+    )
+    res["v2_opened"] = [o.hex() if isinstance(o, bytes) else type(o).__name__ for o in opened2]
+    res["v2_pipeline"] = sorted({envelope.parse(b).format_version for b in blobs})
+
     # -- keyring vectors: PBKDF2 via deriveBits, wrap, unwrap, wrong PIN
     params = keys.KdfParams(salt=bytes.fromhex(kv["salt"]), iterations=kv["iterations"])
     res["kek"] = (await wc.derive_kek(kv["pin"], params)).hex()

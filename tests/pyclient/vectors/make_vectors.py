@@ -157,7 +157,7 @@ def envelope_vectors() -> dict[str, object]:
         },
         {
             "name": "bad-format-version",
-            "envelope": "4f4502" + moved["envelope"][6:],
+            "envelope": "4f45ff" + moved["envelope"][6:],  # 0x02 is v2 since issue 17
             "resource_type": "Patient",
             "resource_id": PATIENT["id"],
             "version": "3",
@@ -229,9 +229,41 @@ def blindindex_vectors() -> dict[str, object]:
     }
 
 
+def envelope_v2_vectors() -> dict[str, object]:
+    """Envelope v2: a 16-byte block salt in the header; AES key = HKDF-SHA256(data key, salt)."""
+    ring = keys.new_keyring(data_key_id="dk-2026-11-a", data_key=DATA_KEY).rotated(
+        new_key_id="dk-2026-11-b", new_key=OLD_KEY
+    )
+    specs = [
+        ("v2-short", "dk-2026-11-a", "5a" * 16, "000000010000000000000000", "Patient", "p1", 1, b'{"a":1}'),
+        ("v2-same-counter-other-salt", "dk-2026-11-a", "a5" * 16, "000000010000000000000000", "Patient", "p1", 1,
+         b'{"a":1}'),
+        ("v2-observation-compressed", "dk-2026-11-b", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "a1b2c3d40000000000000100",
+         "Observation", "obs-hr-1", 1, encode_record(OBSERVATION)),
+    ]
+    cases = []
+    for name, kid, salt_hex, nonce_hex, rtype, rid, version, pt in specs:
+        salt = bytes.fromhex(salt_hex)
+        job = envelope.seal_plan(key_id=kid, nonce=bytes.fromhex(nonce_hex), resource_type=rtype, resource_id=rid,
+                                 version=version, plaintext=pt, salt=salt)
+        blob = cc.seal_jobs(ring, [job])[0]
+        cases.append({
+            "name": name, "key_id": kid, "salt": salt_hex, "nonce": nonce_hex, "resource_type": rtype,
+            "resource_id": rid, "version": str(version), "plaintext": pt.hex(),
+            "subkey": envelope.subkey(ring.data_key(kid), salt).hex(), "aad": job.aad.hex(), "envelope": blob.hex(),
+        })
+    return {
+        "description": "OmniCare envelope v2 (AES-256-GCM under HKDF-SHA256(data key, block salt)); "
+                       "see pyclient/PROTOCOL.md 2.2. Hex strings; versions as decimal strings.",
+        "keys": {"dk-2026-11-a": DATA_KEY.hex(), "dk-2026-11-b": OLD_KEY.hex()},
+        "cases": cases,
+    }
+
+
 def main() -> None:
     for name, data in (
         ("envelope_v1.json", envelope_vectors()),
+        ("envelope_v2.json", envelope_v2_vectors()),
         ("keyring_v1.json", keyring_vectors()),
         ("blindindex_v1.json", blindindex_vectors()),
     ):

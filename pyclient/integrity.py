@@ -1,0 +1,349 @@
+"""Integrity of the device store as a whole (pure; PROTOCOL.md section 6).
+
+AES-GCM with the record AAD protects each record's *contents*. This module
+protects what sits next to them in plaintext and what is *absent*:
+
+* **Row MAC** -- ``HMAC-SHA256(store key, row fields)`` over every record row's
+  plaintext fields (type, id, version, blind-index tokens, SHA-256 of the sealed
+  blob and of the sealed base) and every outbox row's (entry id, SHA-256 of the
+  blob). Changing a token (re-linking a record to another patient), a version,
+  or swapping ``blob``/``base`` breaks it.
+* **Manifests** -- sealed lists of what must exist: one per patient
+  (``StoreManifest/<patient ref token>``: every record of that patient with its
+  version) and one for the outbox (``StoreManifest/outbox``: every queued entry
+  id with the SHA-256 of its blob). A deleted row, a row restored with its older
+  blob+version+MAC, or an older blob of a squashed outbox entry disagrees with
+  the manifest. Manifests are records like any other (AES-GCM, AAD bound to
+  their generation) and are updated in the same IndexedDB transaction as the
+  rows they describe, guarded by a compare-and-swap on the old manifest's MAC.
+* **Patient binding** -- every record shown in a chart must name that chart's
+  patient (``subject``/``patient``), be listed in that patient's manifest and
+  carry that patient's token.
+
+What no local check can detect (a consistent rollback of rows *and* their
+manifest to an older snapshot) is caught at the next sync by the anti-rollback
+exchange (``/api/sync/verify``, PROTOCOL.md 6.5): the server tells the device
+which of the versions it holds are stale.
+
+The store key is ``HKDF-SHA256(blind-index root key, "omnicare store integrity v1",
+"omnicare/store/v1/row-mac")``: the index root does not rotate with the data key,
+so rotation does not force re-MACing every row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pyclient.compress import CODEC_STORED, canonical_json
+
+__all__ = [
+    "MANIFEST_TYPE",
+    "OUTBOX_MANIFEST_ID",
+    "Failure",
+    "Manifest",
+    "OutboxManifest",
+    "Reason",
+    "check_chart",
+    "check_outbox",
+    "outbox_mac",
+    "patient_ref",
+    "record_mac",
+    "ref_tokens",
+    "store_key",
+]
+
+MANIFEST_TYPE = "StoreManifest"
+OUTBOX_MANIFEST_ID = "outbox"
+STORE_SALT = b"omnicare store integrity v1"
+STORE_INFO = b"omnicare/store/v1/row-mac"
+MAC_HEX = 32  # 128-bit truncated HMAC-SHA256, hex
+REF_PREFIX = "p:"
+
+Reason = Literal[
+    "unreadable",  # envelope malformed, unknown key, GCM tag failed, does not decompress
+    "row-mac",  # plaintext row fields (tokens, version, blob/base) changed
+    "wrong-patient",  # decrypted record names another patient than the chart it was found for
+    "missing",  # listed in the manifest, absent from the store (deleted, or re-linked away)
+    "rolled-back",  # older version than the manifest lists
+    "not-in-manifest",  # present but not listed (restored deleted record, or manifest rolled back)
+    "manifest",  # the manifest itself fails to open or verify
+]
+
+MESSAGES: dict[str, str] = {
+    "unreadable": "could not be decrypted",
+    "row-mac": "was changed outside OmniCare",
+    "wrong-patient": "belongs to another patient",
+    "missing": "is missing from this device",
+    "rolled-back": "was replaced by an older copy",
+    "not-in-manifest": "is not one this device saved",
+    "manifest": "the list of this patient's records could not be verified",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One record (or outbox entry) that failed verification: never shown, quarantined, reported."""
+
+    resource_type: str
+    id: str
+    reason: Reason
+    version: int = 0  # the version the manifest expects (0 = unknown): what to re-download
+
+    def to_json(self) -> dict[str, Any]:
+        return {"resourceType": self.resource_type, "id": self.id, "reason": self.reason, "version": self.version}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Failure:
+        reason = str(data.get("reason"))
+        return cls(str(data["resourceType"]), str(data["id"]),
+                   reason if reason in MESSAGES else "unreadable", int(data.get("version") or 0))  # type: ignore[arg-type]
+
+
+# -- keys and MACs --------------------------------------------------------------------------
+
+
+def _hkdf(ikm: bytes, *, salt: bytes, info: bytes) -> bytes:
+    prk = hmac.new(salt, ikm, hashlib.sha256).digest()
+    return hmac.new(prk, info + b"\x01", hashlib.sha256).digest()
+
+
+def store_key(index_root: bytes) -> bytes:
+    """The row-MAC key, derived from the (non-rotating) blind-index root key."""
+    return _hkdf(index_root, salt=STORE_SALT, info=STORE_INFO)
+
+
+def _lp(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _digest(blob: bytes | None) -> bytes:
+    return b"\x00" * 32 if blob is None else hashlib.sha256(blob).digest()
+
+
+def record_mac(key: bytes, *, resource_type: str, id: str, version: int, tokens: Iterable[str],
+               blob: bytes, base: bytes | None) -> str:
+    """MAC of a record row's plaintext fields; tokens are compared as a sorted set."""
+    toks = "\n".join(sorted(set(tokens))).encode()
+    msg = b"".join((b"rec1", _lp(resource_type.encode()), _lp(id.encode()), struct.pack(">Q", version),
+                    _lp(toks), _digest(blob), _digest(base)))
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()[:MAC_HEX]
+
+
+def outbox_mac(key: bytes, *, entry_id: str, blob: bytes) -> str:
+    """MAC of an outbox row (its order is the sealed ``seq`` inside the entry)."""
+    msg = b"".join((b"obx1", _lp(entry_id.encode()), _digest(blob)))
+    return hmac.new(key, msg, hashlib.sha256).hexdigest()[:MAC_HEX]
+
+
+def mac_ok(expected: str, stored: str | None) -> bool:
+    return stored is not None and hmac.compare_digest(expected, str(stored))
+
+
+def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
+    """A manifest as a compressed-record plaintext with codec 0x00 (stored, PROTOCOL.md 1.2).
+
+    Manifests are lists of ids that the FHIR dictionary does not help with, and priming the 32 KB
+    dictionary costs ~1 ms per record: a first sync rewrites one manifest per patient per page.
+    """
+    return bytes((CODEC_STORED,)) + canonical_json(manifest)
+
+
+def blob_digest(blob: bytes) -> str:
+    """What the outbox manifest records per entry."""
+    return hashlib.sha256(blob).hexdigest()[:MAC_HEX]
+
+
+# -- patient binding ----------------------------------------------------------------------------
+
+
+def patient_ref(resource: Mapping[str, Any]) -> str | None:
+    """Patient id a record belongs to: itself for a Patient, else its ``subject``/``patient``/``beneficiary``
+    reference (an Appointment: the first Patient among its participants)."""
+    if resource.get("resourceType") == "Patient":
+        return str(resource.get("id"))
+    refs: list[Any] = [resource.get(k) for k in ("subject", "patient", "beneficiary")]
+    if resource.get("resourceType") == "Appointment":  # the patient is one of the participants
+        refs += [p.get("actor") for p in resource.get("participant") or [] if isinstance(p, Mapping)]
+    for ref in refs:
+        if isinstance(ref, Mapping):
+            r = str(ref.get("reference") or "")
+            if r.startswith("Patient/"):
+                return r.split("/", 1)[1]
+    return None
+
+
+def ref_tokens(tokens: Iterable[str]) -> list[str]:
+    """The patient-reference tokens among a row's tokens (one per row in practice)."""
+    return sorted({t for t in tokens if t.startswith(REF_PREFIX)})
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Manifest:
+    """Sealed list of one patient's records: (type, id) -> version. ``generation`` binds the AAD."""
+
+    entries: dict[tuple[str, str], int] = field(default_factory=dict)
+    generation: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"resourceType": MANIFEST_TYPE, "v": 1,
+                "entries": [[t, i, v] for (t, i), v in sorted(self.entries.items())]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], generation: int) -> Manifest:
+        if data.get("resourceType") != MANIFEST_TYPE or data.get("v") != 1:
+            raise ValueError("not a store manifest")
+        return cls({(str(t), str(i)): int(v) for t, i, v in data.get("entries") or []}, generation)
+
+
+@dataclass
+class OutboxManifest:
+    """Sealed list of the queued outbox entries: entry id -> blob digest."""
+
+    entries: dict[str, str] = field(default_factory=dict)
+    generation: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"resourceType": MANIFEST_TYPE, "v": 1, "outbox": dict(sorted(self.entries.items()))}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], generation: int) -> OutboxManifest:
+        if data.get("resourceType") != MANIFEST_TYPE or not isinstance(data.get("outbox"), Mapping):
+            raise ValueError("not an outbox manifest")
+        return cls({str(k): str(v) for k, v in data["outbox"].items()}, generation)
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    """What one commit does to one record row (old and new patient tokens, new version or None = deleted)."""
+
+    resource_type: str
+    id: str
+    old_refs: tuple[str, ...]
+    new_refs: tuple[str, ...]
+    new_version: int | None
+
+
+def plan_manifests(current: Mapping[str, Manifest], changes: Sequence[RowChange]) -> dict[str, Manifest]:
+    """New manifests (by patient token) after ``changes``; only the touched ones are returned."""
+    out: dict[str, Manifest] = {}
+
+    def get(tok: str) -> Manifest:
+        if tok not in out:
+            cur = current.get(tok)
+            out[tok] = Manifest(dict(cur.entries) if cur else {}, (cur.generation if cur else 0) + 1)
+        return out[tok]
+
+    for c in changes:
+        key = (c.resource_type, c.id)
+        for tok in c.old_refs:
+            if tok not in c.new_refs or c.new_version is None:
+                get(tok).entries.pop(key, None)
+        if c.new_version is not None:
+            for tok in c.new_refs:
+                get(tok).entries[key] = c.new_version
+    return out
+
+
+def plan_outbox_manifest(current: OutboxManifest, puts: Mapping[str, bytes],
+                         deletes: Iterable[str]) -> OutboxManifest:
+    entries = dict(current.entries)
+    for eid in deletes:
+        entries.pop(eid, None)
+    for eid, blob in puts.items():
+        entries[eid] = blob_digest(blob)
+    return OutboxManifest(entries, current.generation + 1)
+
+
+# -- verification ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RowView:
+    """A stored row as the verifier sees it: ``mac_ok`` already checked, ``resource`` None if it did not open."""
+
+    resource_type: str
+    id: str
+    version: int
+    mac_ok: bool
+    resource: Mapping[str, Any] | None
+
+
+def check_chart(*, patient_id: str, rows: Sequence[RowView], manifest: Manifest | None,
+                manifest_ok: bool = True) -> tuple[list[Mapping[str, Any]], list[Failure]]:
+    """Records of one chart that may be shown, and the failures (never shown).
+
+    ``rows`` are the rows found by the patient's reference token; ``manifest`` the patient's
+    sealed manifest (None = absent). A record is shown only if its row MAC verifies, it
+    decrypts, it names this patient, and the manifest lists exactly its version.
+    """
+    good: list[Mapping[str, Any]] = []
+    failures: list[Failure] = []
+    listed = dict(manifest.entries) if manifest is not None and manifest_ok else None
+    if listed is None and rows:
+        failures.append(Failure(MANIFEST_TYPE, patient_id, "manifest"))
+    seen: set[tuple[str, str]] = set()
+    for r in rows:
+        key = (r.resource_type, r.id)
+        seen.add(key)
+        want = listed.get(key) if listed is not None else None
+        if not r.mac_ok:
+            failures.append(Failure(r.resource_type, r.id, "row-mac", want or 0))
+        elif r.resource is None:
+            failures.append(Failure(r.resource_type, r.id, "unreadable", want or r.version))
+        elif patient_ref(r.resource) != patient_id or (r.resource.get("resourceType"), r.resource.get("id")) != key:
+            failures.append(Failure(r.resource_type, r.id, "wrong-patient", 0))
+        elif listed is None:
+            continue  # the manifest failure above already covers the chart; nothing unverified is shown
+        elif want is None:
+            failures.append(Failure(r.resource_type, r.id, "not-in-manifest", 0))
+        elif r.version < want:
+            failures.append(Failure(r.resource_type, r.id, "rolled-back", want))
+        elif r.version > want:
+            failures.append(Failure(r.resource_type, r.id, "not-in-manifest", 0))
+        else:
+            good.append(r.resource)
+    for key, v in sorted((listed or {}).items()):
+        if key not in seen:
+            failures.append(Failure(key[0], key[1], "missing", v))
+    return good, failures
+
+
+def check_outbox(*, rows: Sequence[tuple[str, bytes, bool]], manifest: OutboxManifest | None,
+                 manifest_ok: bool = True) -> tuple[list[str], list[Failure]]:
+    """Outbox entry ids that may be restored, and the failures.
+
+    ``rows`` = (entry id, blob, row MAC ok). An entry is restored only if its MAC verifies and
+    the manifest lists exactly its blob. Entries the manifest lists but the store lacks are
+    reported as missing (a deleted pending change). Without a verifiable manifest every entry
+    with a good MAC is kept (losing a clinician's edit is worse than keeping an unlisted one)
+    and the manifest failure is reported.
+    """
+    ok: list[str] = []
+    failures: list[Failure] = []
+    listed = manifest.entries if manifest is not None and manifest_ok else None
+    if listed is None and rows:
+        failures.append(Failure(MANIFEST_TYPE, OUTBOX_MANIFEST_ID, "manifest"))
+    seen = set()
+    for eid, blob, good_mac in rows:
+        seen.add(eid)
+        if not good_mac:
+            failures.append(Failure("OutboxEntry", eid, "row-mac"))
+        elif listed is None:
+            ok.append(eid)
+        elif eid not in listed:
+            failures.append(Failure("OutboxEntry", eid, "not-in-manifest"))
+        elif listed[eid] != blob_digest(blob):
+            failures.append(Failure("OutboxEntry", eid, "rolled-back"))
+        else:
+            ok.append(eid)
+    for eid in sorted(set(listed or ()) - seen):
+        failures.append(Failure("OutboxEntry", eid, "missing"))
+    return ok, failures

@@ -1,0 +1,135 @@
+"""Store integrity rules (pyclient/integrity.py): row MACs, manifests, patient binding, outbox checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pyclient import integrity as ig
+
+KEY = ig.store_key(bytes(range(32)))
+A, B = "pat-a", "pat-b"
+TA, TB = "p:aaaa", "p:bbbb"
+
+
+def mac(t: str = "Observation", i: str = "o1", v: int = 2, tokens: tuple[str, ...] = (TA,),
+        blob: bytes = b"sealed", base: bytes | None = None) -> str:
+    return ig.record_mac(KEY, resource_type=t, id=i, version=v, tokens=tokens, blob=blob, base=base)
+
+
+def obs(i: str, pid: str = A) -> dict[str, Any]:
+    return {"resourceType": "Observation", "id": i, "subject": {"reference": f"Patient/{pid}"}}
+
+
+def test_row_mac_covers_every_plaintext_field() -> None:
+    ref = mac()
+    assert mac() == ref and len(ref) == 32
+    assert mac(tokens=(TA, TA)) == ref  # tokens compare as a set, like the multi-entry index
+    for changed in (mac(t="Condition"), mac(i="o2"), mac(v=1), mac(tokens=(TB,)), mac(blob=b"sealeD"),
+                    mac(base=b"sealed")):
+        assert changed != ref
+    # swapping blob and base (a pending edit and its merge base) breaks it
+    assert mac(blob=b"x", base=b"y") != mac(blob=b"y", base=b"x")
+    assert ig.record_mac(ig.store_key(bytes(32)), resource_type="Observation", id="o1", version=2, tokens=(TA,),
+                         blob=b"sealed", base=None) != ref  # another device's key
+    assert ig.mac_ok(ref, ref) and not ig.mac_ok(ref, None) and not ig.mac_ok(ref, mac(v=3))
+
+
+def test_outbox_mac_binds_entry_id_and_blob() -> None:
+    m = ig.outbox_mac(KEY, entry_id="e1", blob=b"b")
+    assert m != ig.outbox_mac(KEY, entry_id="e2", blob=b"b") != ig.outbox_mac(KEY, entry_id="e1", blob=b"c")
+
+
+def _view(i: str, v: int, res: dict[str, Any] | None, *, ok: bool = True, t: str = "Observation") -> ig.RowView:
+    return ig.RowView(t, i, v, ok, res)
+
+
+def test_a_record_relinked_to_another_patient_is_never_shown_there() -> None:
+    manifest_b = ig.Manifest({("Patient", B): 1})
+    rows = [_view(B, 1, {"resourceType": "Patient", "id": B}, t="Patient"),
+            _view("o1", 2, obs("o1", A), ok=True)]  # even with a forged MAC, it names patient A
+    good, failures = ig.check_chart(patient_id=B, rows=rows, manifest=manifest_b)
+    assert [g["id"] for g in good] == [B]
+    assert [(f.id, f.reason) for f in failures] == [("o1", "wrong-patient")]
+    rows[1] = _view("o1", 2, obs("o1", A), ok=False)  # the tok was edited: the row MAC fails first
+    assert [f.reason for f in ig.check_chart(patient_id=B, rows=rows, manifest=manifest_b)[1]] == ["row-mac"]
+
+
+def test_deleted_rolled_back_and_unlisted_records_are_failures() -> None:
+    manifest = ig.Manifest({("Patient", A): 1, ("Observation", "o1"): 3, ("Observation", "o2"): 1,
+                            ("AllergyIntolerance", "al1"): 1})
+    rows = [_view(A, 1, {"resourceType": "Patient", "id": A}, t="Patient"),
+            _view("o1", 2, obs("o1")),  # an older copy restored with its older version (and its valid old MAC)
+            _view("o2", 1, obs("o2")),
+            _view("o9", 1, obs("o9"))]  # a record this device never listed (e.g. a deleted one restored)
+    good, failures = ig.check_chart(patient_id=A, rows=rows, manifest=manifest)
+    assert sorted(g["id"] for g in good) == sorted([A, "o2"])
+    assert {(f.id, f.reason, f.version) for f in failures} == {
+        ("o1", "rolled-back", 3), ("o9", "not-in-manifest", 0), ("al1", "missing", 1)}
+
+
+def test_unreadable_rows_and_missing_manifest() -> None:
+    rows = [_view(A, 1, {"resourceType": "Patient", "id": A}, t="Patient"), _view("o1", 1, None)]
+    good, failures = ig.check_chart(patient_id=A, rows=rows, manifest=ig.Manifest({("Patient", A): 1,
+                                                                                  ("Observation", "o1"): 1}))
+    assert [g["id"] for g in good] == [A] and [(f.id, f.reason) for f in failures] == [("o1", "unreadable")]
+    good, failures = ig.check_chart(patient_id=A, rows=rows, manifest=None)
+    assert good == [] and {f.reason for f in failures} == {"manifest", "unreadable"}
+    assert ig.check_chart(patient_id=A, rows=[], manifest=None) == ([], [])
+
+
+def test_plan_manifests_moves_adds_and_removes_entries() -> None:
+    cur = {TA: ig.Manifest({("Observation", "o1"): 1, ("Observation", "o2"): 1}, generation=4)}
+    planned = ig.plan_manifests(cur, [
+        ig.RowChange("Observation", "o1", (TA,), (TA,), 2),  # new version
+        ig.RowChange("Observation", "o2", (TA,), (TB,), 1),  # moved to another patient (a legitimate edit)
+        ig.RowChange("Observation", "o3", (), (TB,), 1),  # created
+    ])
+    assert planned[TA].entries == {("Observation", "o1"): 2} and planned[TA].generation == 5
+    assert planned[TB].entries == {("Observation", "o2"): 1, ("Observation", "o3"): 1}
+    assert planned[TB].generation == 1
+    gone = ig.plan_manifests(planned, [ig.RowChange("Observation", "o1", (TA,), (), None)])
+    assert gone[TA].entries == {}
+    m = planned[TB]
+    assert ig.Manifest.from_json(m.to_json(), m.generation).entries == m.entries
+    with pytest.raises(ValueError):
+        ig.Manifest.from_json({"resourceType": "Patient"}, 1)
+
+
+def test_outbox_checks_squash_rollback_deletion_and_corruption() -> None:
+    m = ig.plan_outbox_manifest(ig.OutboxManifest(), {"e1": b"edit-1", "e2": b"edit-2-squashed-later"}, [])
+    rows = [("e1", b"edit-1", True), ("e2", b"edit-2-earlier", True)]  # e2 restored to its earlier blob
+    ok, failures = ig.check_outbox(rows=rows, manifest=m)
+    assert ok == ["e1"] and [(f.id, f.reason) for f in failures] == [("e2", "rolled-back")]
+    ok, failures = ig.check_outbox(rows=[("e2", b"edit-2-squashed-later", False)], manifest=m)
+    assert ok == [] and {(f.id, f.reason) for f in failures} == {("e2", "row-mac"), ("e1", "missing")}
+    ok, failures = ig.check_outbox(rows=[("e3", b"x", True)], manifest=m)
+    assert [(f.id, f.reason) for f in failures] == [("e3", "not-in-manifest"), ("e1", "missing"), ("e2", "missing")]
+    # no verifiable manifest: entries that verify on their own are kept (an edit is never dropped silently)
+    ok, failures = ig.check_outbox(rows=rows, manifest=None)
+    assert ok == ["e1", "e2"] and [f.reason for f in failures] == ["manifest"]
+    after = ig.plan_outbox_manifest(m, {"e3": b"x"}, ["e1"])
+    assert set(after.entries) == {"e2", "e3"} and after.generation == m.generation + 1
+
+
+def test_failures_roundtrip_without_phi() -> None:
+    f = ig.Failure("Observation", "o1", "rolled-back", 3)
+    assert ig.Failure.from_json(f.to_json()) == f
+    assert set(f.to_json()) == {"resourceType", "id", "reason", "version"}
+
+
+def test_patient_ref_and_ref_tokens() -> None:
+    assert ig.patient_ref({"resourceType": "Patient", "id": A}) == A
+    assert ig.patient_ref({"resourceType": "AllergyIntolerance", "patient": {"reference": f"Patient/{B}"}}) == B
+    assert ig.patient_ref({"resourceType": "Practitioner", "id": "x"}) is None
+    assert ig.ref_tokens(["n:abc", TB, TA, TA]) == [TA, TB]
+
+
+def test_manifests_are_stored_uncompressed_and_read_back_by_the_record_codec() -> None:
+    from pyclient.compress import decode_record
+
+    m = ig.Manifest({("Observation", "o1"): 2}, generation=3)
+    blob = ig.encode_manifest(m.to_json())
+    assert blob[0] == 0x00
+    assert ig.Manifest.from_json(decode_record(blob), 3).entries == m.entries
