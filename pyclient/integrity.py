@@ -1,4 +1,4 @@
-"""Integrity of the device store as a whole (pure; PROTOCOL.md section 6).
+"""Integrity of the device store as a whole (pure; PROTOCOL.md section 7).
 
 AES-GCM with the record AAD protects each record's *contents*. This module
 protects what sits next to them in plaintext and what is *absent*:
