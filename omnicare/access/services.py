@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
-from omnicare.core.errors import ApiError, BadRequest, Forbidden, NotAuthenticated, NotFound
+from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 
 from . import roles as rbac
 from .models import ApiToken, DeviceRevocation, EmergencyAccessGrant, LoginFailure
@@ -333,8 +334,20 @@ def break_glass_request(
     patient_id = str(patient_id or "").strip()
     if not patient_id or len(patient_id) > 128:
         raise BadRequest("patient id is required", expression=["patient"])
+    if device_id:
+        device_id_check(device_id=device_id)
     now = _now(now)
+    from omnicare.fhir.models import Resource  # lazy: fhir imports access
+
+    if not Resource.objects.filter(resource_type="Patient", resource_id=patient_id, deleted=False).exists():
+        raise NotFound("No such patient")  # no grant, and no grant for a patient id that could be created later
     with transaction.atomic():
+        # One active grant per user and patient: asking again while one runs returns it (not a second one).
+        active = (EmergencyAccessGrant.objects.select_for_update()
+                  .filter(user=user, patient_id=patient_id, ended__isnull=True, started__lte=now, expires__gt=now)
+                  .order_by("-started").first())
+        if active is not None:
+            return active
         grant = EmergencyAccessGrant.objects.create(
             user=user, patient_id=patient_id, reason=reason[:2000], started=now,
             expires=now + (duration or break_glass_duration()), device_id=device_id[:64],
@@ -373,9 +386,14 @@ def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) ->
     grant = EmergencyAccessGrant.objects.filter(pk=grant_id, user=user).first()
     if grant is None:
         raise NotFound("No such emergency access grant")
-    if grant.ended is None and grant.expires > now:
-        _stop(grant, by=user, end_reason="ended", at=now, now=now)
+    if grant.stop_event_seq is None:
+        if grant.expires > now:
+            _stop(grant, by=user, end_reason="ended", at=now, now=now)
+        else:  # already expired but the beat job has not recorded it yet: record the stop now, as expired
+            _stop(grant, by=user, end_reason="expired", at=grant.expires, now=now)
     grant.refresh_from_db()
+    if grant.end_reason == "expired":
+        raise Conflict("This emergency access grant had already expired (its end is recorded)")
     return grant
 
 
@@ -429,8 +447,7 @@ def device_revoke(
         raise NotAuthenticated("Authentication required")
     if rbac.ADMINISTRATOR not in rbac.user_roles(by) and not by.is_superuser and by.pk != owner.pk:
         raise Forbidden("Only administrators revoke other users' devices")
-    if not device_id or len(device_id) > 64:
-        raise BadRequest("deviceId must be 1-64 characters", expression=["deviceId"])
+    device_id_check(device_id=device_id)
     now = _now(now)
     with transaction.atomic():
         row, created = DeviceRevocation.objects.get_or_create(
@@ -442,6 +459,18 @@ def device_revoke(
     return row
 
 
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+
+
+def device_id_check(*, device_id: Any) -> str:
+    """THE device-id rule for every route (push, pull, snapshots, WebSocket, registration, revocation):
+    1-64 characters of ``A-Z a-z 0-9 . _ : -`` (a client-generated UUID fits). Anything else is a 400."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+        raise BadRequest("deviceId must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+                         expression=["deviceId"])
+    return device_id
+
+
 def device_is_revoked(*, user: Any, device_id: str | None) -> bool:
     if not device_id or user is None or not getattr(user, "is_authenticated", False):
         return False
@@ -449,7 +478,11 @@ def device_is_revoked(*, user: Any, device_id: str | None) -> bool:
 
 
 def device_check(*, user: Any, device_id: str | None, now: datetime | None = None) -> None:
-    """Raise :class:`DeviceRevoked` if ``user``'s device is revoked (call on every sync/WS contact)."""
+    """Raise :class:`DeviceRevoked` if ``user``'s device is revoked (call on every sync/WS contact).
+
+    A device id that breaks :func:`device_id_check` is a 400 before anything else."""
+    if device_id is not None:
+        device_id_check(device_id=device_id)
     if not device_is_revoked(user=user, device_id=device_id):
         return
     DeviceRevocation.objects.filter(user=user, device_id=device_id, wipe_told__isnull=True).update(wipe_told=_now(now))

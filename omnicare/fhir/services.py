@@ -886,6 +886,9 @@ def resource_search(
     bundle["entry"] = [{**_entry_for(r, base_url), "search": {"mode": "match"}} for r in rows]
     included = _includes(user=user, resource_type=resource_type, rows=rows, params=params)
     bundle["entry"] += [{**_entry_for(r, base_url), "search": {"mode": "include"}} for r in included]
+    if parsed.unknown:
+        # Prefer: handling=lenient (the default): the search ran without them, and the Bundle says so.
+        bundle["entry"].append({"resource": _ignored_params_outcome(parsed.unknown), "search": {"mode": "outcome"}})
     return bundle
 
 
@@ -945,6 +948,16 @@ def _includes(*, user: User, resource_type: str, rows: list[Resource], params: l
                 continue
             out.append(r)
     return out
+
+
+def _ignored_params_outcome(unknown: list[str]) -> dict[str, Any]:
+    names = sorted({u[:60] for u in unknown})[:20]
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "warning", "code": "not-supported",
+                   "diagnostics": "Search parameter(s) not supported and ignored: " + ", ".join(names),
+                   "expression": names}],
+    }
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from omnicare.access.auth import api_auth
 from omnicare.access.services import device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
+from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
 from . import services
@@ -165,10 +166,7 @@ def _json(data: Any, status: int = 200) -> HttpResponse:
 
 
 def _body(request: HttpRequest) -> Any:
-    try:
-        return json.loads(request.body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("Malformed JSON body", code="structure") from None
+    return json_body_loads(request.body, empty=None)
 
 
 def _inline_defs(node: Any, defs: dict[str, Any]) -> Any:

@@ -78,19 +78,25 @@ def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]], frozenset[str]]:
 
 
 @database_sync_to_async
-def _revoked(user: Any, device_id: str | None) -> bool:
-    """``access.services.device_check`` for a socket: True (and the wipe is noted) if the device is revoked."""
+def _revoked(user: Any, device_id: str | None) -> str | None:
+    """``access.services.device_check`` for a socket: ``"revoked"`` (and the wipe is noted) if the device is
+    revoked, ``"invalid"`` if the id breaks the device-id rule, None if fine."""
     from omnicare.access.services import DeviceRevoked, device_check
+    from omnicare.core.errors import BadRequest
 
     try:
         device_check(user=user, device_id=device_id)
     except DeviceRevoked:
-        return True
-    return False
+        return "revoked"
+    except BadRequest:
+        return "invalid"
+    return None
 
 
 #: Close code for a revoked device (after a ``{"type": "device-revoked", "wipe": true}`` message).
 CLOSE_REVOKED = 4403
+#: Close code for a device id that breaks ``access.services.device_id_check``.
+CLOSE_BAD_DEVICE = 4400
 
 
 @database_sync_to_async
@@ -129,7 +135,11 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
     async def _ready(self, user: Any) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
-        if await _revoked(user, self.device_id):
+        verdict = await _revoked(user, self.device_id)
+        if verdict == "invalid":
+            await self.close(code=CLOSE_BAD_DEVICE)
+            return
+        if verdict == "revoked":
             await self.send_json({"type": "device-revoked", "wipe": True})
             await self.close(code=CLOSE_REVOKED)
             return
@@ -151,7 +161,7 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
             )
             user = await _auth_token(token) if isinstance(token, str) else None
             if isinstance(content.get("deviceId"), str):
-                self.device_id = content["deviceId"][:64]
+                self.device_id = content["deviceId"]
             if user is None:
                 await self.close(code=4401)
                 return

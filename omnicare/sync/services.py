@@ -75,7 +75,7 @@ from django.db.models import Exists, F, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from omnicare.access.services import access_check, may_access
+from omnicare.access.services import access_check, device_id_check, may_access
 from omnicare.core.errors import (
     ApiError,
     BadRequest,
@@ -499,8 +499,7 @@ def pull_json_page(
 
 def device_register(*, user: User, device_id: str, name: str = "") -> Device:
     """Register (or touch) a device of ``user``; idempotent."""
-    if not device_id or len(device_id) > 64:
-        raise BadRequest("deviceId must be 1-64 characters", expression=["deviceId"])
+    device_id_check(device_id=device_id)
     # In a transaction: on SQLite that is BEGIN IMMEDIATE, which waits for a busy writer instead of failing.
     with transaction.atomic():
         device, created = Device.objects.get_or_create(
@@ -549,8 +548,7 @@ def parse_push(data: Any, *, max_mutations: int = MAX_PUSH_MUTATIONS) -> PushReq
         request = PushRequest(device_id=device_id, mutations=muts)
     except ProtocolError as exc:
         raise BadRequest(f"Malformed push: {exc}"[:500], code="structure") from None
-    if len(request.device_id) > 64:
-        raise BadRequest("deviceId must be at most 64 characters", expression=["deviceId"])
+    device_id_check(device_id=request.device_id)
     for i, m in enumerate(request.mutations):
         if len(m.mutation_id) > 64:
             raise BadRequest(f"mutations[{i}].mutationId must be at most 64 characters", code="structure")
