@@ -363,3 +363,14 @@ MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddlewar
                   "omnicare.core.middleware.NoStoreMiddleware")
 # The PWA's static files are same-origin only (WhiteNoise would send Access-Control-Allow-Origin: *).
 WHITENOISE_ALLOW_ALL_ORIGINS = False
+# Access log without query strings (PHI): our own middleware logs method, path, status and time on
+# ``omnicare.http``; uvicorn's and daphne's access loggers get a filter that strips query strings
+# (omnicare/core/logs.py). OMNICARE_ACCESS_LOG=0 turns our access log off.
+if env_bool("OMNICARE_ACCESS_LOG", True):
+    MIDDLEWARE.insert(0, "omnicare.core.logs.AccessLogMiddleware")
+LOGGING["filters"] = {"strip_query": {"()": "omnicare.core.logs.StripQueryFilter"}}
+LOGGING["loggers"].update({
+    "omnicare.http": {"level": LOG_LEVEL, "handlers": ["console"], "propagate": False},
+    "uvicorn.access": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
+    "django.channels.server": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
+})
