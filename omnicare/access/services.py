@@ -636,3 +636,114 @@ def totp_verify(*, user: Any, code: str, now: datetime | None = None) -> bool:
                 row.save(update_fields=["last_step", "confirmed"])
                 return True
     return False
+
+
+# --- One sign-in policy (PWA /api/auth/login and /admin/login/) -------------------------------------------------
+
+
+class MfaRequired(NotAuthenticated):
+    """Password accepted, second factor missing or wrong: the sign-in screen asks for the code."""
+
+    def outcome(self) -> dict[str, Any]:
+        out = super().outcome()
+        out["issue"][0]["details"] = {
+            "coding": [{"system": "urn:omnicare:auth", "code": "mfa-required"}], "text": "mfa-required"}
+        return out
+
+
+class PasswordChangeRequired(NotAuthenticated):
+    """Password (and code) accepted, but an administrator set it: choose a new one before signing in."""
+
+    def outcome(self) -> dict[str, Any]:
+        out = super().outcome()
+        out["issue"][0]["details"] = {
+            "coding": [{"system": "urn:omnicare:auth", "code": "password-change-required"}],
+            "text": "password-change-required"}
+        return out
+
+
+def sign_in(*, request: Any, username: str, password: str, code: str = "", new_password: str = "") -> Any:
+    """:func:`sign_in_check`, then the session (``django.contrib.auth.login``). Returns the user."""
+    from django.contrib.auth import login
+
+    user = sign_in_check(request=request, username=username, password=password, code=code,
+                         new_password=new_password)
+    login(request, user)  # rotates the session key and the CSRF token
+    return user
+
+
+def sign_in_check(*, request: Any, username: str, password: str, code: str = "", new_password: str = "") -> Any:
+    """THE sign-in: throttling and lockout, password, TOTP when required, forced password change after an
+    administrator's reset, audit of every outcome. The PWA's ``/api/auth/login`` (through :func:`sign_in`) and
+    the admin's ``/admin/login/`` (its form, then Django's LoginView starts the session) both call this.
+
+    Raises ``TooManyRequests`` (429), ``NotAuthenticated`` (401), ``MfaRequired`` (401, details
+    ``mfa-required``), ``PasswordChangeRequired`` (401, details ``password-change-required``) or
+    ``BadRequest`` (a new password the validators refuse). Returns the signed-in user.
+    """
+    from django.contrib.auth import authenticate
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    from .models import PasswordResetRequired
+
+    ip = str(request.META.get("REMOTE_ADDR") or "")
+    username = (username or "").strip()
+    login_attempt_check(username=username, ip=ip)
+    user = authenticate(request, username=username, password=password)
+    if user is None or not user.is_active:
+        login_attempt_record(username=username, ip=ip, success=False)
+        raise NotAuthenticated("Wrong username or password")  # one message: no account enumeration
+    if rbac.token_only(user):  # integrations use bearer tokens; they never hold a UI or admin session
+        login_attempt_record(username=username, ip=ip, success=False)
+        raise NotAuthenticated("Wrong username or password")
+    if mfa_required(user=user):
+        if not (code or "").strip():
+            raise MfaRequired("Enter the 6-digit code from your authenticator app")
+        if not totp_verify(user=user, code=code):
+            login_attempt_record(username=username, ip=ip, success=False)
+            raise MfaRequired("That verification code is not correct")
+    if PasswordResetRequired.objects.filter(user=user).exists():
+        if not new_password:
+            raise PasswordChangeRequired("Your password was reset by an administrator: choose a new password")
+        if new_password == password:
+            raise BadRequest("Choose a password different from the one you were given", expression=["newPassword"])
+        try:
+            validate_password(new_password, user)
+        except ValidationError as exc:
+            raise BadRequest(" ".join(exc.messages)[:500], expression=["newPassword"]) from None
+        with transaction.atomic():
+            user.set_password(new_password)
+            user.save()  # ends every other session and token (credentials_changed)
+            PasswordResetRequired.objects.filter(user=user).delete()
+    login_attempt_record(username=username, ip=ip, success=True, user=user)
+    return user
+
+
+def password_reset_by_admin(*, user: Any, by: Any, now: datetime | None = None) -> None:
+    """An administrator set ``user``'s password: the user must choose a new one at the next sign-in. Audited
+    as a security event (the password itself is never recorded). Sessions and tokens already ended with the
+    password change."""
+    from omnicare.audit.services import audit_record
+
+    from .models import PasswordResetRequired
+
+    now = _now(now)
+    with transaction.atomic():
+        PasswordResetRequired.objects.update_or_create(user=user, defaults={"set_by": by, "at": now})
+        audit_record(user=by, action="password-reset", category="security", purpose="HOPERAT",
+                     detail={"target": user.get_username()}, now=now)
+
+
+def credentials_changed(*, user: Any, why: str) -> int:
+    """The account's password changed (or it was disabled): end its sessions and revoke its tokens now, and
+    record it as a security event. Returns how many sessions ended."""
+    ended = sessions_end(user=user)
+    try:
+        from omnicare.audit.services import audit_record
+
+        audit_record(user=None, action=why, category="security", purpose="HOPERAT",
+                     detail={"target": user.get_username(), "sessionsEnded": ended})
+    except Exception:
+        log.exception("could not audit a credential change")
+    return ended

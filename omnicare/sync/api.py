@@ -296,24 +296,34 @@ def job_get(request: HttpRequest, job_id: str) -> HttpResponse:
 # --- conflicts ----------------------------------------------------------------------------------------
 
 
-@router.get("/conflicts", response={200: list[ConflictOut]}, summary="Conflicts (yours; staff see all)")
+@router.get("/conflicts", response={200: list[ConflictOut]},
+            summary="Conflicts (yours, and those of patients in your scope)")
 def conflicts(
     request: HttpRequest, status: str = "open", limit: int = 100, deviceId: str | None = None  # noqa: N803
 ) -> HttpResponse:
-    """Stored conflicts: open by default (``status=resolved`` or ``all``). Authors see theirs; staff and
-    superusers see everyone's. ``deviceId`` narrows to the caller's own conflicts stored by pushes of
-    that device: a device adopts those it lost (PROTOCOL.md §5, "Conflicts the device lost")."""
+    """Stored conflicts: open by default (``status=resolved`` or ``all``). You see your own and, as a clinician,
+    those of patients in your scope; administrators and auditors see none (the admin shows counts). Audited.
+    ``deviceId`` narrows to the caller's own conflicts stored by pushes of that device: a device adopts those
+    it lost (PROTOCOL.md §5, "Conflicts the device lost")."""
     if status not in ("open", "resolved", "all"):
         raise BadRequest("status must be open, resolved or all", expression=["status"])
-    rows = services.conflicts_list(
-        user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
-    )
+    with audited(user=request.user, action="search", resource_type="Conflict") as note:
+        rows = services.conflicts_list(
+            user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
+        )
+        for c in rows:
+            note.touch(resource_type="Conflict", resource_id=str(c.id), patient_ids=c.patient_ids or [])
     return _json([services.conflict_json(c) for c in rows])
 
 
 @router.get("/conflicts/{conflict_id}", response={200: ConflictOut}, summary="One conflict")
 def conflict(request: HttpRequest, conflict_id: str) -> HttpResponse:
-    return _json(services.conflict_json(services.conflict_get(user=request.user, conflict_id=conflict_id)))
+    """One conflict with its three bodies, for its author or a clinician whose scope covers the patient. Audited."""
+    with audited(user=request.user, action="read", resource_type="Conflict", resource_id=conflict_id[:64]) as note:
+        c = services.conflict_get(user=request.user, conflict_id=conflict_id)
+        note.patients.update(c.patient_ids or [])
+        note.resources.append(f"{c.resource_type}/{c.resource_id}")
+    return _json(services.conflict_json(c))
 
 
 @router.post("/conflicts/{conflict_id}/resolve", response={200: ResolveOut}, summary="Resolve a conflict")

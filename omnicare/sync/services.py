@@ -75,7 +75,7 @@ from django.db.models import Exists, F, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from omnicare.access.services import access_check, device_id_check, may_access
+from omnicare.access.services import access_check, device_id_check, may_access, visible_patients_cache
 from omnicare.core.errors import (
     ApiError,
     BadRequest,
@@ -1200,30 +1200,53 @@ def push_job_get(*, user: User, job_id: str) -> PushJob:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _may_see_all(user: User) -> bool:
-    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+def conflict_may_access(*, user: User, conflict: Conflict, action: str = "read") -> bool:
+    """THE rule for who may read (``read``) or resolve (``update``) a stored conflict: its author, or a clinician
+    whose role and scope cover ``action`` on the conflict's resource type for EVERY patient it names
+    (``access.services.may_access``). Administrators, auditors and staff flags give nothing: a conflict holds
+    clinical content (base/ours/theirs). A conflict naming no patient is its author's only."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if conflict.author_id == user.pk:
+        return True
+    patients = [str(p) for p in conflict.patient_ids or [] if p]
+    if not patients:
+        return False
+    return may_access(user=user, action=action, resource_type=conflict.resource_type, patient_ids=patients)
+
+
+#: How many of the newest conflicts a non-author listing looks through for ones in the caller's scope.
+CONFLICT_SCAN = 5000
 
 
 def conflicts_list(
     *, user: User, status: str | None = "open", limit: int = 100, device_id: str | None = None
 ) -> list[Conflict]:
-    """Conflicts visible to ``user``: their own; staff and superusers see everyone's (the dashboard).
+    """Conflicts ``user`` may read (:func:`conflict_may_access`): their own and those of patients in their scope.
     With ``device_id``: only the user's own, stored by pushes of that device."""
-    qs = Conflict.objects.all() if _may_see_all(user) else Conflict.objects.filter(author=user)
+    limit = max(1, min(limit, 1000))
+    qs = Conflict.objects.all()
     if device_id is not None:
         qs = Conflict.objects.filter(author=user, device_id=device_id)
     if status:
         qs = qs.filter(status=status)
-    return list(qs.select_related("author", "resolved_by").order_by("-created")[: max(1, min(limit, 1000))])
+    out: list[Conflict] = []
+    with visible_patients_cache():
+        for c in qs.select_related("author", "resolved_by").order_by("-created")[:CONFLICT_SCAN]:
+            if conflict_may_access(user=user, conflict=c):
+                out.append(c)
+                if len(out) >= limit:
+                    break
+    return out
 
 
-def conflict_get(*, user: User, conflict_id: str) -> Conflict:
+def conflict_get(*, user: User, conflict_id: str, action: str = "read") -> Conflict:
     try:
         qs = Conflict.objects.select_related("author", "resolved_by").filter(pk=conflict_id)
         c = qs.first()
     except Exception:  # not a UUID
         c = None
-    if c is None or not (c.author_id == user.pk or _may_see_all(user)):
+    if c is None or not conflict_may_access(user=user, conflict=c, action=action):
         raise NotFound("No such conflict")
     return c
 
@@ -1242,7 +1265,7 @@ def conflict_resolve(
     """
     if resolution not in RESOLUTIONS:
         raise BadRequest(f"resolution must be one of {', '.join(RESOLUTIONS)}", expression=["resolution"])
-    conflict_get(user=user, conflict_id=conflict_id)  # visibility (404 for others)
+    conflict_get(user=user, conflict_id=conflict_id, action="update")  # author or in scope (404 for others)
     with transaction.atomic():
         c = Conflict.objects.select_for_update().get(pk=conflict_id)
         if c.status != Conflict.OPEN:
