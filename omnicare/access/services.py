@@ -226,6 +226,27 @@ def visible_patient_ids(
     return frozenset()
 
 
+def patients_within(*, patient_ids: Iterable[str], visible: AllPatients | frozenset[str] | set[str]) -> bool:
+    """THE rule for a record (or one version of it) that names patients: it is visible only if EVERY patient
+    it names is visible. A Communication about an in-scope patient sent to an out-of-scope one is withheld
+    on every path — read, vread, search, history (per version), sync pull and WebSocket hints — not shown on
+    some and refused on others (issue 10). A record naming no patient is not decided here (callers: non-
+    compartment types such as Practitioner follow their own rule)."""
+    if isinstance(visible, AllPatients):
+        return True
+    named = {str(p) for p in patient_ids if p}
+    return bool(named) and named <= visible
+
+
+def patient_recreate_check(*, user: Any) -> None:
+    """Recreating a deleted Patient (a PUT/push onto its tombstone) would hand its old chart to whoever does it
+    (issue 10, item 11): only the ``integration`` role (interface engines, merges) may; if that role does not
+    exist in ``roles.ROLES`` nobody may. Raises ``Forbidden``."""
+    if "integration" in rbac.ROLES and "integration" in rbac.user_roles(user):
+        return
+    raise Forbidden("This patient record was deleted and cannot be recreated (ask the records team)")
+
+
 def access_check(
     *,
     user: AbstractBaseUser | AnonymousUser | None,
@@ -275,11 +296,15 @@ def access_check(
 
 
 def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> bool:
-    """True if none of ``patients`` exists as a live Patient yet (so writing reveals no one's chart)."""
-    from omnicare.fhir.models import Resource  # lazy: fhir imports access
+    """True if none of ``patients`` has ever existed: no Patient row (live OR deleted) and no record in their
+    compartment. A deleted patient's chart is still someone's chart: a CareTeam naming it must not put its
+    author in scope of the old records (issue 10, item 11)."""
+    from omnicare.fhir.models import Resource, ResourcePatient  # lazy: fhir imports access
 
-    return not Resource.objects.filter(resource_type="Patient", resource_id__in=sorted(patients),
-                                       deleted=False).exists()
+    ids = sorted(patients)
+    if Resource.objects.filter(resource_type="Patient", resource_id__in=ids).exists():
+        return False
+    return not ResourcePatient.objects.filter(patient_id__in=ids).exists()
 
 
 def may_access(**kwargs: Any) -> bool:

@@ -75,7 +75,13 @@ from django.db.models import Exists, F, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from omnicare.access.services import access_check, device_id_check, may_access, visible_patients_cache
+from omnicare.access.services import (
+    access_check,
+    device_id_check,
+    may_access,
+    patients_within,
+    visible_patients_cache,
+)
 from omnicare.core.errors import (
     ApiError,
     BadRequest,
@@ -290,10 +296,8 @@ def _scan_rows(
             cond |= Q(resource_type=rtype, resource_id=rid)
         qs = qs.filter(cond)
     fields = ["seq", "resource_type", "resource_id", "version_id", "deleted", "raw"]
-    qs = qs.annotate(raw=Cast("body", TextField()))
-    if connection.vendor != "postgresql":
-        qs = qs.annotate(raw_patients=Cast("patient_ids", TextField()))
-        fields.append("raw_patients")
+    qs = qs.annotate(raw=Cast("body", TextField()), raw_patients=Cast("patient_ids", TextField()))
+    fields.append("raw_patients")
     return iter(qs.order_by("seq").values_list(*fields)[:limit])
 
 
@@ -328,15 +332,23 @@ def _scan(
             n += 1
             seq, rt, rid, vid, deleted, raw = row[:6]
             position = seq
-            if (
-                not in_sql
-                and (rt, rid) not in others
-                and not any(p in patients for p in json.loads(row[6] or "[]"))
-            ):
-                continue
+            withheld = False
+            if (rt, rid) not in others:
+                named = json.loads(row[6] or "[]")
+                if not in_sql and not any(p in patients for p in named):
+                    continue
+                # access.services.patients_within: a version that also names a patient outside the scope is
+                # withheld. In the feed it goes out as a tombstone (type/id/version, no body) so a device that
+                # holds an earlier version drops it; a backfill simply skips it.
+                withheld = not deleted and not patients_within(patient_ids=named, visible=patients)
+                if withheld and current_only:
+                    continue
             if readable is not None and not readable(rt):
                 continue
-            rows.append((seq, rt, rid, vid, deleted, None if deleted else raw))
+            if withheld:
+                rows.append((seq, rt, rid, vid, True, None))
+            else:
+                rows.append((seq, rt, rid, vid, deleted, None if deleted else raw))
             if len(rows) >= limit:
                 return rows, position, True
         scanned += n
