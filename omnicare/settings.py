@@ -374,3 +374,9 @@ LOGGING["loggers"].update({
     "uvicorn.access": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
     "django.channels.server": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
 })
+# redis-py 8 times a read out after its socket timeout, shorter than channels-redis' 5 s blocking BZPOPMIN:
+# every idle WebSocket crashed after ~5 s on Redis (found by the revocation tests). Give reads room.
+if REDIS_URL:
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [  # type: ignore[index]
+        {"address": REDIS_URL, "socket_timeout": float(os.environ.get("OMNICARE_REDIS_SOCKET_TIMEOUT", "30"))}
+    ]

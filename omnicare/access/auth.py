@@ -8,14 +8,17 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
 from .roles import token_only
-from .services import token_authenticate
+from .services import token_authenticate, token_device_revoked_check, token_hash
 
 
 class BearerAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> Any:
         user = token_authenticate(token=token)
+        if user is None:
+            token_device_revoked_check(token=token)  # a revoked device's token is told to wipe (403), not 401
         if user is not None:
             request.user = user
+            request._omnicare_token_hash = token_hash(token)  # type: ignore[attr-defined]  # device binding
         return user
 
 

@@ -19,6 +19,8 @@ class ApiToken(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    device_id = models.CharField(max_length=64, blank=True, default="",
+                                 help_text="The device this token syncs for (bound at its first sync contact)")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user})"

@@ -39,6 +39,11 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def token_hash(token: str) -> str:
+    """The stored form of a bearer token (SHA-256 hex)."""
+    return _hash(token)
+
+
 def token_create(*, user: AbstractBaseUser, name: str, expires: datetime | None = None) -> str:
     """Create a bearer token for ``user`` and return it (shown once; only its hash is kept)."""
     token = "oc_" + secrets.token_urlsafe(32)
@@ -479,9 +484,80 @@ def device_revoke(
             user=owner, device_id=device_id, defaults={"revoked": now, "revoked_by": by, "reason": reason[:200]}
         )
         if created:
+            ended = device_credentials_end(user=owner, device_id=device_id)
             audit_record(user=by, action="device-revoke", category="security", device_id=device_id,
-                         purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200]}, now=now)
+                         purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200],
+                                                    "sessionsEnded": ended[0], "tokensRevoked": ended[1]}, now=now)
     return row
+
+
+SESSION_DEVICE = "oc_device"
+
+
+def device_credentials_end(*, user: Any, device_id: str) -> tuple[int, int]:
+    """End the sessions and revoke the bearer tokens bound to ``user``'s device ``device_id``, and tell its open
+    WebSockets to close (within seconds). Returns (sessions ended, tokens revoked)."""
+    from django.contrib.sessions.models import Session
+
+    sessions = 0
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        data = session.get_decoded()
+        if str(data.get("_auth_user_id")) == str(user.pk) and data.get(SESSION_DEVICE) == device_id:
+            session.delete()
+            sessions += 1
+    tokens = ApiToken.objects.filter(user=user, device_id=device_id, revoked=False).update(revoked=True)
+    transaction.on_commit(lambda: credentials_notify(user_id=user.pk, device_id=device_id))
+    return sessions, tokens
+
+
+def credentials_notify(*, user_id: Any, device_id: str | None = None) -> None:
+    """Tell ``user_id``'s open sockets (all, or only ``device_id``'s) to re-check their credentials now
+    (the sync consumer closes when they are gone). Best effort: sockets also re-check every few seconds."""
+    try:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(f"oc.user.{user_id}", {"type": "credentials.changed",
+                                                                    "deviceId": device_id})
+    except Exception:
+        log.exception("could not notify open sockets of a credential change")
+
+
+def device_bind(*, request: Any, device_id: str) -> None:
+    """Bind the caller's session or bearer token to ``device_id`` at its first sync contact; a later contact
+    from another device id with the same credentials is refused (403). A wiped or revoked device's session
+    can thus not be reused by "another" device, and revoking a device ends exactly its credentials."""
+    session = getattr(request, "session", None)
+    th = getattr(request, "_omnicare_token_hash", None)
+    if th:
+        row = ApiToken.objects.filter(token_hash=th).only("pk", "device_id").first()
+        if row is not None:
+            if not row.device_id:
+                ApiToken.objects.filter(pk=row.pk, device_id="").update(device_id=device_id)
+            elif row.device_id != device_id:
+                raise Forbidden("This token belongs to another device; create a token for this one")
+        return
+    if session is not None and getattr(request.user, "is_authenticated", False):
+        bound = session.get(SESSION_DEVICE)
+        if bound is None:
+            session[SESSION_DEVICE] = device_id
+        elif bound != device_id:
+            raise Forbidden("This session belongs to another device; sign in again on this one")
+
+
+def token_device_revoked_check(*, token: str) -> None:
+    """Raise :class:`DeviceRevoked` if ``token`` was revoked together with the device it was bound to: the
+    tablet still holding it learns to wipe itself (it gets no data either way)."""
+    row = ApiToken.objects.filter(token_hash=_hash(token), revoked=True).exclude(device_id="").first()
+    if row is not None and DeviceRevocation.objects.filter(user_id=row.user_id, device_id=row.device_id).exists():
+        raise DeviceRevoked()
+
+
+def device_id_ever_revoked(*, device_id: str) -> bool:
+    """A revoked device id is burnt for good: it never registers again, for anyone."""
+    return DeviceRevocation.objects.filter(device_id=device_id).exists()
 
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
@@ -587,6 +663,7 @@ def sessions_end(*, user: Any) -> int:
             session.delete()
             ended += 1
     ApiToken.objects.filter(user=user, revoked=False).update(revoked=True)
+    transaction.on_commit(lambda: credentials_notify(user_id=user.pk))
     return ended
 
 

@@ -15,7 +15,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
-from omnicare.access.services import device_check
+from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from omnicare.core.jsonbody import json_body_loads
@@ -204,8 +204,17 @@ def pull_get(
 
 
 def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> HttpResponse:
-    """One pull page: device check, then the page and its ONE audit event (every patient on the page)."""
+    """One pull page: device check, then the page and its ONE audit event (every patient on the page).
+
+    No patient data without a registered, non-revoked device of the caller (issue 10, item 14), and the
+    session or token is bound to that device."""
+    if not device_id:
+        raise BadRequest("deviceId is required: register the device (POST /api/sync/devices), then pull with "
+                         "?deviceId=", expression=["deviceId"])
     device_check(user=request.user, device_id=device_id)
+    if not services.device_registered(user=request.user, device_id=device_id):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=device_id)
     with audited(user=request.user, action="sync-pull", device_id=device_id) as note:
         body, info = services.pull_json_page(
             user=request.user, cursor=req.cursor, limit=req.limit, device_id=device_id
@@ -252,6 +261,7 @@ def push(request: HttpRequest) -> HttpResponse:
     100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
     req = services.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
+    device_bind(request=request, device_id=req.device_id)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
         response = services.push(user=request.user, request=req)
         services.push_audit(note=note, request=req, response=response)
@@ -270,6 +280,7 @@ def push_job(request: HttpRequest) -> HttpResponse:
     re-sending the batch changes nothing already applied (mutations are idempotent)."""
     req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
+    device_bind(request=request, device_id=req.device_id)
     with transaction.atomic():
         job = services.push_job_create(user=request.user, request=req)
     if not services.push_job_enqueue(job_id=str(job.id)):
@@ -361,7 +372,9 @@ def _device_json(d: Any) -> dict[str, Any]:
 
 @router.post("/devices", response={200: DeviceOut}, summary="Register a device")
 def device_register(request: HttpRequest, payload: DeviceIn) -> HttpResponse:
-    """Idempotent: registering again updates the name and last-seen time."""
+    """Idempotent: registering again updates the name and last-seen time. A revoked id never registers again."""
+    device_check(user=request.user, device_id=payload.deviceId)
+    device_bind(request=request, device_id=payload.deviceId)
     return _json(
         _device_json(
             services.device_register(user=request.user, device_id=payload.deviceId, name=payload.name)
@@ -397,6 +410,8 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
 
     from .tasks import build_snapshot
 
+    device_check(user=request.user, device_id=payload.deviceId)
+    device_bind(request=request, device_id=payload.deviceId)
     with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
                  device_id=payload.deviceId) as note:
         snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)

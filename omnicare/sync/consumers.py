@@ -100,6 +100,31 @@ CLOSE_BAD_DEVICE = 4400
 
 
 @database_sync_to_async
+def _still_allowed(user_id: Any, token: str | None, session_key: str | None, device_id: str | None) -> str | None:
+    """Why this socket must close now (``"revoked"`` device, ``"signed-out"``), or None while it may stay open:
+    the account is active, its token is not revoked (or its session still exists), the device not revoked."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from omnicare.access.services import device_is_revoked
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return "signed-out"
+    if token is not None and token_authenticate(token=token) is None:
+        return "signed-out"
+    if token is None and (session_key is None or not SessionStore().exists(session_key)):
+        return "signed-out"
+    if device_is_revoked(user=user, device_id=device_id):
+        return "revoked"
+    return None
+
+
+#: Seconds between an open socket's credential re-checks (revocations are also pushed at once).
+RECHECK_SECONDS = 5.0
+
+
+@database_sync_to_async
 def _head() -> int:
     return feed_head()
 
@@ -115,6 +140,10 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
     _timeout: asyncio.Task[None] | None = None
 
     device_id: str | None = None
+    _token: str | None = None
+    _session_key: str | None = None
+    _recheck: asyncio.Task[None] | None = None
+    _user_group: str | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -146,13 +175,49 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
         self.user = user
         self.patients, self.others, self.readable = await _scope(user)
         await self.channel_layer.group_add(GROUP, self.channel_name)
+        self._user_group = f"oc.user.{user.pk}"
+        await self.channel_layer.group_add(self._user_group, self.channel_name)
+        session = self.scope.get("session")
+        self._session_key = getattr(session, "session_key", None) if self._token is None else None
+        self._recheck = asyncio.ensure_future(self._recheck_loop())
         await self.send_json({"type": "ready", "seq": await _head()})
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if await self._close_if_revoked():
+                return
+
+    async def _close_if_revoked(self) -> bool:
+        """Close at once if the device was revoked, the token revoked, the session ended or the account
+        disabled (issue 10, item 14: no hint after a revocation)."""
+        if self.user is None:
+            return True
+        why = await _still_allowed(self.user.pk, self._token, self._session_key, self.device_id)
+        if why is None:
+            return False
+        self.user = None  # no further hint, even one already queued
+        if why == "revoked":
+            await self.send_json({"type": "device-revoked", "wipe": True})
+            await self.close(code=CLOSE_REVOKED)
+        else:
+            await self.close(code=4401)
+        return True
+
+    async def credentials_changed(self, event: dict[str, Any]) -> None:
+        """Group message from ``access.services.credentials_notify``: re-check now."""
+        await self._close_if_revoked()
 
     async def disconnect(self, code: int) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(GROUP, self.channel_name)
+        if self._user_group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self._user_group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if self.user is None:
@@ -160,6 +225,7 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
                 content.get("token") if isinstance(content, dict) and content.get("type") == "auth" else None
             )
             user = await _auth_token(token) if isinstance(token, str) else None
+            self._token = token if user is not None else None
             if isinstance(content.get("deviceId"), str):
                 self.device_id = content["deviceId"]
             if user is None:

@@ -76,8 +76,10 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from omnicare.access.services import (
+    DeviceRevoked,
     access_check,
     device_id_check,
+    device_id_ever_revoked,
     may_access,
     patients_within,
     visible_patients_cache,
@@ -509,9 +511,16 @@ def pull_json_page(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def device_registered(*, user: User, device_id: str) -> bool:
+    return Device.objects.filter(user=user, device_id=device_id).exists()
+
+
 def device_register(*, user: User, device_id: str, name: str = "") -> Device:
-    """Register (or touch) a device of ``user``; idempotent."""
+    """Register (or touch) a device of ``user``; idempotent. A device id that was ever revoked never registers
+    again (``DeviceRevoked``: the client wipes)."""
     device_id_check(device_id=device_id)
+    if device_id_ever_revoked(device_id=device_id):
+        raise DeviceRevoked()
     # In a transaction: on SQLite that is BEGIN IMMEDIATE, which waits for a busy writer instead of failing.
     with transaction.atomic():
         device, created = Device.objects.get_or_create(
