@@ -8,7 +8,13 @@ from django.http import HttpRequest
 from ninja.security import HttpBearer, SessionAuth
 
 from .roles import token_only
-from .services import token_authenticate, token_device_revoked_check, token_hash
+from .services import (
+    SESSION_REVOKED,
+    DeviceRevoked,
+    token_authenticate,
+    token_device_revoked_check,
+    token_hash,
+)
 
 
 class BearerAuth(HttpBearer):
@@ -28,6 +34,8 @@ class ActiveSessionAuth(SessionAuth):
     def authenticate(self, request: HttpRequest, key: str | None) -> Any:
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.is_active and not token_only(user):
+            if request.session.get(SESSION_REVOKED):
+                raise DeviceRevoked()  # the session of a revoked device: no data, and the order to wipe
             return user
         return None
 

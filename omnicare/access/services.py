@@ -492,18 +492,24 @@ def device_revoke(
 
 
 SESSION_DEVICE = "oc_device"
+SESSION_REVOKED = "oc_device_revoked"
 
 
 def device_credentials_end(*, user: Any, device_id: str) -> tuple[int, int]:
     """End the sessions and revoke the bearer tokens bound to ``user``'s device ``device_id``, and tell its open
     WebSockets to close (within seconds). Returns (sessions ended, tokens revoked)."""
+    from django.contrib.sessions.backends.db import SessionStore
     from django.contrib.sessions.models import Session
 
     sessions = 0
     for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
         data = session.get_decoded()
         if str(data.get("_auth_user_id")) == str(user.pk) and data.get(SESSION_DEVICE) == device_id:
-            session.delete()
+            # Not deleted but marked: every further request with it is refused with the wipe order (403
+            # DeviceRevoked), so the tablet erases itself instead of just being asked to sign in again.
+            store = SessionStore(session_key=session.session_key)
+            store[SESSION_REVOKED] = True
+            store.save()
             sessions += 1
     tokens = ApiToken.objects.filter(user=user, device_id=device_id, revoked=False).update(revoked=True)
     transaction.on_commit(lambda: credentials_notify(user_id=user.pk, device_id=device_id))

@@ -113,8 +113,13 @@ def _still_allowed(user_id: Any, token: str | None, session_key: str | None, dev
         return "signed-out"
     if token is not None and token_authenticate(token=token) is None:
         return "signed-out"
-    if token is None and (session_key is None or not SessionStore().exists(session_key)):
-        return "signed-out"
+    if token is None:
+        if session_key is None or not SessionStore().exists(session_key):
+            return "signed-out"
+        from omnicare.access.services import SESSION_REVOKED
+
+        if SessionStore(session_key=session_key).load().get(SESSION_REVOKED):
+            return "revoked"
     if device_is_revoked(user=user, device_id=device_id):
         return "revoked"
     return None

@@ -317,7 +317,9 @@ function unlockScreen(message) {
       try {
         await state.py.call("unlock", { pin: p });
       } catch (err) {
-        if (err.kind === "wrong_pin") throw Object.assign(new Error("That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
+        // The message says how long to wait / how many tries are left (pyclient.pinguard).
+        if (err.kind === "wrong_pin") throw Object.assign(new Error(err.message || "That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
+        if (err.kind === "wiped") setTimeout(() => location.reload(), 2000); // data erased: back to sign-in
         throw err;
       } finally { setBusy(null); }
       await unlocked({ first: false });

@@ -52,7 +52,8 @@ def test_revoking_a_device_ends_its_token_and_session_and_nothing_else(clinic: d
     device_revoke(owner=doctor, device_id="tab-lost", by=doctor, reason="lost on the bus")
     r = tablet.get("/fhir/R4/Observation/o1")
     assert r.status_code == 403 and r["OmniCare-Device"] == WIPE  # dead token, told to wipe
-    assert browser.get("/fhir/R4/Observation/o1").status_code == 401  # its session ended
+    r = browser.get("/fhir/R4/Observation/o1")
+    assert r.status_code == 403 and r["OmniCare-Device"] == WIPE  # its session is dead and orders the wipe
     assert laptop.get("/fhir/R4/Observation/o1").status_code == 200  # the laptop's own token is untouched
     assert _pull(laptop, "laptop-1").status_code == 200
 
