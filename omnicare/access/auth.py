@@ -9,8 +9,10 @@ from ninja.security import HttpBearer, SessionAuth
 
 from .roles import token_only
 from .services import (
+    SESSION_DEVICE,
     SESSION_REVOKED,
     DeviceRevoked,
+    revoked_device_contact,
     token_authenticate,
     token_device_revoked_check,
     token_hash,
@@ -35,6 +37,7 @@ class ActiveSessionAuth(SessionAuth):
         user = getattr(request, "user", None)
         if user is not None and user.is_authenticated and user.is_active and not token_only(user):
             if request.session.get(SESSION_REVOKED):
+                revoked_device_contact(user=user, device_id=str(request.session.get(SESSION_DEVICE) or ""))
                 raise DeviceRevoked()  # the session of a revoked device: no data, and the order to wipe
             return user
         return None

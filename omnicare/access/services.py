@@ -558,7 +558,19 @@ def token_device_revoked_check(*, token: str) -> None:
     tablet still holding it learns to wipe itself (it gets no data either way)."""
     row = ApiToken.objects.filter(token_hash=_hash(token), revoked=True).exclude(device_id="").first()
     if row is not None and DeviceRevocation.objects.filter(user_id=row.user_id, device_id=row.device_id).exists():
+        revoked_device_contact(user=row.user, device_id=row.device_id)
         raise DeviceRevoked()
+
+
+def revoked_device_contact(*, user: Any, device_id: str) -> None:
+    """A revoked device's credentials were used again: a security event (best effort), then the wipe order."""
+    try:
+        from omnicare.audit.services import audit_record
+
+        audit_record(user=user, action="revoked-device-contact", category="security", outcome="denied",
+                     purpose="HOPERAT", device_id=device_id, detail={"owner": user.get_username()})
+    except Exception:
+        log.exception("could not audit a revoked device's contact")
 
 
 def device_id_ever_revoked(*, device_id: str) -> bool:

@@ -92,6 +92,8 @@ def test_no_admin_page_shows_clinical_content_even_to_a_superuser(ward: dict[str
         changelist = client.get(f"/admin/{opts.app_label}/{opts.model_name}/")
         assert changelist.status_code == 200, (opts.label, changelist.status_code)
         assert MARK not in changelist.content.decode(), opts.label
+        if not opts.managed:  # a dashboard page registered as a model: no rows of its own
+            continue
         for obj in model.objects.all()[:20]:
             page = client.get(f"/admin/{opts.app_label}/{opts.model_name}/{obj.pk}/change/")
             assert page.status_code == 200, (opts.label, obj.pk, page.status_code)
