@@ -83,7 +83,7 @@ serve:
 	@echo "HL7 v2 MLLP listener on $(HOST):$(HL7_PORT)"
 	OMNICARE_DEBUG=1 $(PY) manage.py hl7_listen --host $(HOST) --port $(HL7_PORT) & hl7=$$!; \
 	  trap 'kill $$hl7 2>/dev/null' EXIT INT TERM; \
-	  OMNICARE_DEBUG=1 $(VENV)/bin/uvicorn omnicare.asgi:application --host $(HOST) --port $(PORT)
+	  OMNICARE_DEBUG=1 $(VENV)/bin/uvicorn omnicare.asgi:application --host $(HOST) --port $(PORT) --no-access-log
 
 # --- tests -------------------------------------------------------------------------
 $(TEST_WHEELS)/.fetched: $(VENV)/.deps

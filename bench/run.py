@@ -237,13 +237,16 @@ def pull_scope(url: str, *, limit: int = 1000) -> tuple[list[dict[str, Any]], fl
         r = client.post("/api/auth/login", json={"username": USER, "password": PASSWORD}, headers=headers)
         r.raise_for_status()
         headers["X-CSRFToken"] = client.cookies.get("csrftoken") or token
+        # Pulls need a registered device (issue 10): register this bench "tablet" once.
+        client.post("/api/sync/devices", json={"deviceId": "bench-tablet"}, headers=headers).raise_for_status()
         docs: list[dict[str, Any]] = []
         cursor = None
         t0 = time.perf_counter()
         pages = 0
         while pages < 10_000:
             pages += 1
-            r = client.post("/api/sync/pull", json={"cursor": cursor, "limit": limit}, headers=headers)
+            r = client.post("/api/sync/pull?deviceId=bench-tablet", json={"cursor": cursor, "limit": limit},
+                            headers=headers)
             r.raise_for_status()
             page = r.json()
             docs += [c["resource"] for c in page["changes"] if not c.get("deleted")]

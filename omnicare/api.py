@@ -14,12 +14,23 @@ from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
 
 from omnicare.core.errors import FHIR_JSON, ApiError, operation_outcome
+from omnicare.core.jsonbody import json_body_loads
 
 log = logging.getLogger("omnicare.api")
 
+class BoundedJsonParser(Parser):
+    """Schema-bound bodies (sign-in, device events, conflict resolution, ...) go through the same decoder as
+    FHIR and sync bodies: too deep, NUL and lone-surrogate JSON are a 400 (``omnicare.core.jsonbody``)."""
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        return json_body_loads(request.body)
+
+
 api = NinjaAPI(
+    parser=BoundedJsonParser(),
     title="OmniCare API",
     version="1",
     description="FHIR R4 REST (/fhir/R4/) and the offline sync API (/api/sync/).",
@@ -69,6 +80,8 @@ def _validation(request: HttpRequest, exc: ValidationError) -> HttpResponse:
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, ApiError):  # ninja wraps errors of BoundedJsonParser: keep their outcome
+        return _api_error(request, exc.__cause__)
     return outcome_response(exc.status_code, operation_outcome(code="processing", diagnostics=str(exc)))
 
 

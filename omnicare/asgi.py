@@ -11,11 +11,11 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402  (needs the app registry)
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from omnicare.audit.lifespan import lifespan_app  # noqa: E402
 from omnicare.core.admission import AdmissionLimit  # noqa: E402
+from omnicare.core.origin import SameOriginValidator  # noqa: E402
 from omnicare.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
@@ -24,8 +24,8 @@ application = ProtocolTypeRouter(
         "http": AdmissionLimit(
             django_asgi_app, limit=settings.OMNICARE_MAX_CONCURRENT, queue_seconds=settings.OMNICARE_QUEUE_SECONDS
         ),
-        # Origin check: a page on another site cannot open a socket with our session cookie.
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Origin check (scheme, host and port): a page on another origin cannot use our session cookie.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
         # Graceful shutdown signs the audit tail this process stored (uvicorn's default --lifespan auto).
         "lifespan": lifespan_app,
     }

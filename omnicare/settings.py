@@ -357,3 +357,26 @@ OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 
 CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}
 CELERY_BEAT_SCHEDULE["subscriptions-dispatch"] = {"task": "omnicare.subscriptions.dispatch", "schedule": 30.0}
+# --- Trust hardening (issue 10 items 7-19: caching, CORS, WebSocket origin, access log) ------------------------
+# PHI responses (/fhir/, /api/, /admin/) are never stored by a browser or proxy cache.
+MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,
+                  "omnicare.core.middleware.NoStoreMiddleware")
+# The PWA's static files are same-origin only (WhiteNoise would send Access-Control-Allow-Origin: *).
+WHITENOISE_ALLOW_ALL_ORIGINS = False
+# Access log without query strings (PHI): our own middleware logs method, path, status and time on
+# ``omnicare.http``; uvicorn's and daphne's access loggers get a filter that strips query strings
+# (omnicare/core/logs.py). OMNICARE_ACCESS_LOG=0 turns our access log off.
+if env_bool("OMNICARE_ACCESS_LOG", True):
+    MIDDLEWARE.insert(0, "omnicare.core.logs.AccessLogMiddleware")
+LOGGING["filters"] = {"strip_query": {"()": "omnicare.core.logs.StripQueryFilter"}}
+LOGGING["loggers"].update({
+    "omnicare.http": {"level": LOG_LEVEL, "handlers": ["console"], "propagate": False},
+    "uvicorn.access": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
+    "django.channels.server": {"filters": ["strip_query"], "handlers": ["console"], "propagate": False},
+})
+# redis-py 8 times a read out after its socket timeout, shorter than channels-redis' 5 s blocking BZPOPMIN:
+# every idle WebSocket crashed after ~5 s on Redis (found by the revocation tests). Give reads room.
+if REDIS_URL:
+    CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [  # type: ignore[index]
+        {"address": REDIS_URL, "socket_timeout": float(os.environ.get("OMNICARE_REDIS_SOCKET_TIMEOUT", "30"))}
+    ]

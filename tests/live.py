@@ -173,12 +173,14 @@ def live_server_start(
     startup_timeout: float = 60.0,
     attempts: int = 3,
     workers: int = 1,
+    access_log: bool = False,
 ) -> LiveServer:
     """Start ``uvicorn omnicare.asgi:application`` on a free 127.0.0.1 port and wait for ``/api/health``.
 
     ``database`` is ``settings.DATABASES["default"]`` of the calling process (after test DB setup).
     A port taken between probing and binding is retried on a new port up to ``attempts`` times;
-    any other startup failure raises with the server's output.
+    any other startup failure raises with the server's output. ``access_log=True`` runs uvicorn as a plain
+    ``uvicorn omnicare.asgi:application`` would (its access log on, level info), for the PHI-in-logs tests.
     """
     env = child_env(database_url=database_url_from_settings(database), extra=extra_env)
     last_log = ""
@@ -192,7 +194,7 @@ def live_server_start(
             sys.executable, "-m", "uvicorn", "omnicare.asgi:application",
             "--host", "127.0.0.1", "--port", str(port),
             "--workers", str(workers),
-            "--no-access-log", "--log-level", "warning",
+            *(["--log-level", "info"] if access_log else ["--no-access-log", "--log-level", "warning"]),
             "--lifespan", "off",
         ]  # fmt: skip
         process = subprocess.Popen(  # noqa: S603 (fixed argv)

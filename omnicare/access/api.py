@@ -14,17 +14,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import authenticate, login, logout
+from django.contrib.auth import logout
 from django.http import HttpRequest
 from django.middleware.csrf import get_token
 from ninja import Field, Router, Schema
 from ninja.utils import check_csrf
 
-from omnicare.core.errors import Forbidden, NotAuthenticated
+from omnicare.core.errors import Forbidden
 
-from . import roles as rbac
 from . import services
 from .auth import api_auth
+from .services import MfaRequired
+
+__all__ = ["MfaRequired", "router"]
 
 router = Router(tags=["auth"])
 
@@ -33,19 +35,7 @@ class LoginIn(Schema):
     username: str = Field(max_length=150)
     password: str = Field(max_length=4096)
     code: str = Field("", max_length=16, description="TOTP code, when the account needs one")
-
-
-class MfaRequired(NotAuthenticated):
-    """Password accepted, second factor missing or wrong: the sign-in screen asks for the code."""
-
-    def __init__(self, diagnostics: str) -> None:
-        super().__init__(diagnostics)
-
-    def outcome(self) -> dict[str, Any]:
-        out = super().outcome()
-        out["issue"][0]["details"] = {
-            "coding": [{"system": "urn:omnicare:auth", "code": "mfa-required"}], "text": "mfa-required"}
-        return out
+    newPassword: str = Field("", max_length=4096, description="After an administrator's reset: the new password")  # noqa: N815
 
 
 class MeOut(Schema):
@@ -74,28 +64,13 @@ def csrf(request: HttpRequest) -> dict[str, str]:
 
 @router.post("/login", auth=None, response=MeOut)
 def login_view(request: HttpRequest, payload: LoginIn) -> dict[str, Any]:
-    """Check the password and start a session (cookie). 401 on bad credentials."""
+    """Sign in (``services.sign_in``: throttling, TOTP, forced password change, audit) and start a session.
+
+    401 on bad credentials; 401 ``mfa-required`` asks for the code; 401 ``password-change-required`` asks
+    for ``newPassword`` (after an administrator's reset)."""
     _csrf_or_403(request)
-    ip = str(request.META.get("REMOTE_ADDR") or "")
-    username = payload.username.strip()
-    services.login_attempt_check(username=username, ip=ip)  # 429 + Retry-After while locked
-    user = authenticate(request, username=username, password=payload.password)
-    if user is None or not user.is_active:
-        services.login_attempt_record(username=username, ip=ip, success=False)
-        # One message for unknown user and wrong password: no account enumeration.
-        raise NotAuthenticated("Wrong username or password")
-    if rbac.token_only(user):  # integrations use bearer tokens; they never hold a UI session
-        services.login_attempt_record(username=username, ip=ip, success=False)
-        raise NotAuthenticated("Wrong username or password")
-    if services.mfa_required(user=user):
-        if not payload.code.strip():
-            # Not a failure (the password was right) and not a session yet: ask for the code.
-            raise MfaRequired("Enter the 6-digit code from your authenticator app")
-        if not services.totp_verify(user=user, code=payload.code):
-            services.login_attempt_record(username=username, ip=ip, success=False)
-            raise MfaRequired("That verification code is not correct")
-    services.login_attempt_record(username=username, ip=ip, success=True, user=user)
-    login(request, user)  # rotates the session key and the CSRF token
+    user = services.sign_in(request=request, username=payload.username, password=payload.password,
+                            code=payload.code, new_password=payload.newPassword)
     get_token(request)
     return _me(user)
 

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_in
 from django.db import models
-from django.db.models.signals import post_save
+from django.db.models.signals import post_save, pre_save
 
 
 class ApiToken(models.Model):
@@ -19,6 +19,8 @@ class ApiToken(models.Model):
     created = models.DateTimeField(auto_now_add=True)
     expires = models.DateTimeField(null=True, blank=True)
     revoked = models.BooleanField(default=False)
+    device_id = models.CharField(max_length=64, blank=True, default="",
+                                 help_text="The device this token syncs for (bound at its first sync contact)")
 
     def __str__(self) -> str:
         return f"{self.name} ({self.user})"
@@ -82,9 +84,9 @@ class LoginFailure(models.Model):
 def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
     """Disabling an account ends its sessions and tokens at once (not at their natural expiry)."""
     if getattr(instance, "is_active", True) is False:
-        from .services import sessions_end
+        from .services import credentials_changed
 
-        sessions_end(user=instance)
+        credentials_changed(user=instance, why="account-disabled")
 
 
 def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
@@ -108,3 +110,39 @@ class MfaEnrollment(models.Model):
 
     def __str__(self) -> str:
         return f"TOTP for {self.user} ({'confirmed' if self.confirmed else 'pending'})"
+
+
+class PasswordResetRequired(models.Model):
+    """Someone else set this user's password (an administrator's reset): the user must choose a new one at
+    the next sign-in before any session or token is issued (``access.services.sign_in``)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="password_reset")
+    set_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                               related_name="+")
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.user} must choose a new password (reset {self.at:%Y-%m-%d %H:%M})"
+
+
+def _user_presave(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
+    """Remember whether this save changes the password hash (tokens and sessions end when it does)."""
+    instance._omnicare_password_changed = False
+    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
+        return
+    old = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
+    instance._omnicare_password_changed = old is not None and old != instance.password
+
+
+def _user_password_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
+    """A changed password ends every session and bearer token of the account (issue 10, item 13)."""
+    if not created and getattr(instance, "_omnicare_password_changed", False):
+        instance._omnicare_password_changed = False
+        from .services import credentials_changed
+
+        credentials_changed(user=instance, why="password-change")
+
+
+pre_save.connect(_user_presave, sender=settings.AUTH_USER_MODEL, dispatch_uid="omnicare.access.user_presave")
+post_save.connect(_user_password_saved, sender=settings.AUTH_USER_MODEL,
+                  dispatch_uid="omnicare.access.user_password_saved")

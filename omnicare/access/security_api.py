@@ -82,3 +82,19 @@ def device_revoke(request: HttpRequest, body: RevokeIn) -> dict[str, Any]:
         raise NotFound("No such user")
     row = services.device_revoke(owner=owner, device_id=body.deviceId, by=request.user, reason=body.reason)
     return {"username": owner.get_username(), "deviceId": row.device_id, "revoked": row.revoked}
+
+
+class PinFailuresIn(Schema):
+    deviceId: str = Field(min_length=1, max_length=64)
+    failures: int = Field(ge=1, le=1000, description="Wrong offline PINs entered since the last report")
+
+
+@router.post("/pin-failures", response={204: None})
+def pin_failures(request: HttpRequest, body: PinFailuresIn) -> Status:
+    """A device reports wrong offline PINs (after the next correct one): recorded as a security event."""
+    from omnicare.audit.services import audit_record
+
+    services.device_check(user=request.user, device_id=body.deviceId)
+    audit_record(user=request.user, action="device-pin-failures", category="security", outcome="failure",
+                 purpose="HOPERAT", device_id=body.deviceId, detail={"failures": body.failures})
+    return Status(204, None)

@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import hashlib
 import logging
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 
-from omnicare.core.errors import ApiError, BadRequest, Forbidden, NotAuthenticated, NotFound
+from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 
 from . import roles as rbac
 from .models import ApiToken, DeviceRevocation, EmergencyAccessGrant, LoginFailure
@@ -36,6 +37,11 @@ ACTIONS = frozenset({"read", "vread", "search", "history", "create", "update", "
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_hash(token: str) -> str:
+    """The stored form of a bearer token (SHA-256 hex)."""
+    return _hash(token)
 
 
 def token_create(*, user: AbstractBaseUser, name: str, expires: datetime | None = None) -> str:
@@ -225,6 +231,27 @@ def visible_patient_ids(
     return frozenset()
 
 
+def patients_within(*, patient_ids: Iterable[str], visible: AllPatients | frozenset[str] | set[str]) -> bool:
+    """THE rule for a record (or one version of it) that names patients: it is visible only if EVERY patient
+    it names is visible. A Communication about an in-scope patient sent to an out-of-scope one is withheld
+    on every path — read, vread, search, history (per version), sync pull and WebSocket hints — not shown on
+    some and refused on others (issue 10). A record naming no patient is not decided here (callers: non-
+    compartment types such as Practitioner follow their own rule)."""
+    if isinstance(visible, AllPatients):
+        return True
+    named = {str(p) for p in patient_ids if p}
+    return bool(named) and named <= visible
+
+
+def patient_recreate_check(*, user: Any) -> None:
+    """Recreating a deleted Patient (a PUT/push onto its tombstone) would hand its old chart to whoever does it
+    (issue 10, item 11): only the ``integration`` role (interface engines, merges) may; if that role does not
+    exist in ``roles.ROLES`` nobody may. Raises ``Forbidden``."""
+    if "integration" in rbac.ROLES and "integration" in rbac.user_roles(user):
+        return
+    raise Forbidden("This patient record was deleted and cannot be recreated (ask the records team)")
+
+
 def access_check(
     *,
     user: AbstractBaseUser | AnonymousUser | None,
@@ -274,11 +301,15 @@ def access_check(
 
 
 def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> bool:
-    """True if none of ``patients`` exists as a live Patient yet (so writing reveals no one's chart)."""
-    from omnicare.fhir.models import Resource  # lazy: fhir imports access
+    """True if none of ``patients`` has ever existed: no Patient row (live OR deleted) and no record in their
+    compartment. A deleted patient's chart is still someone's chart: a CareTeam naming it must not put its
+    author in scope of the old records (issue 10, item 11)."""
+    from omnicare.fhir.models import Resource, ResourcePatient  # lazy: fhir imports access
 
-    return not Resource.objects.filter(resource_type="Patient", resource_id__in=sorted(patients),
-                                       deleted=False).exists()
+    ids = sorted(patients)
+    if Resource.objects.filter(resource_type="Patient", resource_id__in=ids).exists():
+        return False
+    return not ResourcePatient.objects.filter(patient_id__in=ids).exists()
 
 
 def may_access(**kwargs: Any) -> bool:
@@ -333,8 +364,20 @@ def break_glass_request(
     patient_id = str(patient_id or "").strip()
     if not patient_id or len(patient_id) > 128:
         raise BadRequest("patient id is required", expression=["patient"])
+    if device_id:
+        device_id_check(device_id=device_id)
     now = _now(now)
+    from omnicare.fhir.models import Resource  # lazy: fhir imports access
+
+    if not Resource.objects.filter(resource_type="Patient", resource_id=patient_id, deleted=False).exists():
+        raise NotFound("No such patient")  # no grant, and no grant for a patient id that could be created later
     with transaction.atomic():
+        # One active grant per user and patient: asking again while one runs returns it (not a second one).
+        active = (EmergencyAccessGrant.objects.select_for_update()
+                  .filter(user=user, patient_id=patient_id, ended__isnull=True, started__lte=now, expires__gt=now)
+                  .order_by("-started").first())
+        if active is not None:
+            return active
         grant = EmergencyAccessGrant.objects.create(
             user=user, patient_id=patient_id, reason=reason[:2000], started=now,
             expires=now + (duration or break_glass_duration()), device_id=device_id[:64],
@@ -373,9 +416,14 @@ def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) ->
     grant = EmergencyAccessGrant.objects.filter(pk=grant_id, user=user).first()
     if grant is None:
         raise NotFound("No such emergency access grant")
-    if grant.ended is None and grant.expires > now:
-        _stop(grant, by=user, end_reason="ended", at=now, now=now)
+    if grant.stop_event_seq is None:
+        if grant.expires > now:
+            _stop(grant, by=user, end_reason="ended", at=now, now=now)
+        else:  # already expired but the beat job has not recorded it yet: record the stop now, as expired
+            _stop(grant, by=user, end_reason="expired", at=grant.expires, now=now)
     grant.refresh_from_db()
+    if grant.end_reason == "expired":
+        raise Conflict("This emergency access grant had already expired (its end is recorded)")
     return grant
 
 
@@ -429,17 +477,117 @@ def device_revoke(
         raise NotAuthenticated("Authentication required")
     if rbac.ADMINISTRATOR not in rbac.user_roles(by) and not by.is_superuser and by.pk != owner.pk:
         raise Forbidden("Only administrators revoke other users' devices")
-    if not device_id or len(device_id) > 64:
-        raise BadRequest("deviceId must be 1-64 characters", expression=["deviceId"])
+    device_id_check(device_id=device_id)
     now = _now(now)
     with transaction.atomic():
         row, created = DeviceRevocation.objects.get_or_create(
             user=owner, device_id=device_id, defaults={"revoked": now, "revoked_by": by, "reason": reason[:200]}
         )
         if created:
+            ended = device_credentials_end(user=owner, device_id=device_id)
             audit_record(user=by, action="device-revoke", category="security", device_id=device_id,
-                         purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200]}, now=now)
+                         purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200],
+                                                    "sessionsEnded": ended[0], "tokensRevoked": ended[1]}, now=now)
     return row
+
+
+SESSION_DEVICE = "oc_device"
+SESSION_REVOKED = "oc_device_revoked"
+
+
+def device_credentials_end(*, user: Any, device_id: str) -> tuple[int, int]:
+    """End the sessions and revoke the bearer tokens bound to ``user``'s device ``device_id``, and tell its open
+    WebSockets to close (within seconds). Returns (sessions ended, tokens revoked)."""
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    sessions = 0
+    for session in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        data = session.get_decoded()
+        if str(data.get("_auth_user_id")) == str(user.pk) and data.get(SESSION_DEVICE) == device_id:
+            # Not deleted but marked: every further request with it is refused with the wipe order (403
+            # DeviceRevoked), so the tablet erases itself instead of just being asked to sign in again.
+            store = SessionStore(session_key=session.session_key)
+            store[SESSION_REVOKED] = True
+            store.save()
+            sessions += 1
+    tokens = ApiToken.objects.filter(user=user, device_id=device_id, revoked=False).update(revoked=True)
+    transaction.on_commit(lambda: credentials_notify(user_id=user.pk, device_id=device_id))
+    return sessions, tokens
+
+
+def credentials_notify(*, user_id: Any, device_id: str | None = None) -> None:
+    """Tell ``user_id``'s open sockets (all, or only ``device_id``'s) to re-check their credentials now
+    (the sync consumer closes when they are gone). Best effort: sockets also re-check every few seconds."""
+    try:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(f"oc.user.{user_id}", {"type": "credentials.changed",
+                                                                    "deviceId": device_id})
+    except Exception:
+        log.exception("could not notify open sockets of a credential change")
+
+
+def device_bind(*, request: Any, device_id: str) -> None:
+    """Bind the caller's session or bearer token to ``device_id`` at its first sync contact; a later contact
+    from another device id with the same credentials is refused (403). A wiped or revoked device's session
+    can thus not be reused by "another" device, and revoking a device ends exactly its credentials."""
+    session = getattr(request, "session", None)
+    th = getattr(request, "_omnicare_token_hash", None)
+    if th:
+        row = ApiToken.objects.filter(token_hash=th).only("pk", "device_id").first()
+        if row is not None:
+            if not row.device_id:
+                ApiToken.objects.filter(pk=row.pk, device_id="").update(device_id=device_id)
+            elif row.device_id != device_id:
+                raise Forbidden("This token belongs to another device; create a token for this one")
+        return
+    if session is not None and getattr(request.user, "is_authenticated", False):
+        bound = session.get(SESSION_DEVICE)
+        if bound is None:
+            session[SESSION_DEVICE] = device_id
+        elif bound != device_id:
+            raise Forbidden("This session belongs to another device; sign in again on this one")
+
+
+def token_device_revoked_check(*, token: str) -> None:
+    """Raise :class:`DeviceRevoked` if ``token`` was revoked together with the device it was bound to: the
+    tablet still holding it learns to wipe itself (it gets no data either way)."""
+    row = ApiToken.objects.filter(token_hash=_hash(token), revoked=True).exclude(device_id="").first()
+    if row is not None and DeviceRevocation.objects.filter(user_id=row.user_id, device_id=row.device_id).exists():
+        revoked_device_contact(user=row.user, device_id=row.device_id)
+        raise DeviceRevoked()
+
+
+def revoked_device_contact(*, user: Any, device_id: str) -> None:
+    """A revoked device's credentials were used again: a security event (best effort), then the wipe order."""
+    try:
+        from omnicare.audit.services import audit_record
+
+        audit_record(user=user, action="revoked-device-contact", category="security", outcome="denied",
+                     purpose="HOPERAT", device_id=device_id, detail={"owner": user.get_username()})
+    except Exception:
+        log.exception("could not audit a revoked device's contact")
+
+
+def device_id_ever_revoked(*, device_id: str) -> bool:
+    """A revoked device id is burnt for good: it never registers again, for anyone."""
+    return DeviceRevocation.objects.filter(device_id=device_id).exists()
+
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
+
+
+def device_id_check(*, device_id: Any) -> str:
+    """THE device-id rule for every route (push, pull, snapshots, WebSocket, registration, revocation):
+    1-64 characters of ``A-Z a-z 0-9 . _ : -`` (a client-generated UUID fits). Anything else is a 400."""
+    if not isinstance(device_id, str) or not DEVICE_ID_RE.match(device_id):
+        raise BadRequest("deviceId must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+                         expression=["deviceId"])
+    return device_id
 
 
 def device_is_revoked(*, user: Any, device_id: str | None) -> bool:
@@ -449,7 +597,11 @@ def device_is_revoked(*, user: Any, device_id: str | None) -> bool:
 
 
 def device_check(*, user: Any, device_id: str | None, now: datetime | None = None) -> None:
-    """Raise :class:`DeviceRevoked` if ``user``'s device is revoked (call on every sync/WS contact)."""
+    """Raise :class:`DeviceRevoked` if ``user``'s device is revoked (call on every sync/WS contact).
+
+    A device id that breaks :func:`device_id_check` is a 400 before anything else."""
+    if device_id is not None:
+        device_id_check(device_id=device_id)
     if not device_is_revoked(user=user, device_id=device_id):
         return
     DeviceRevocation.objects.filter(user=user, device_id=device_id, wipe_told__isnull=True).update(wipe_told=_now(now))
@@ -529,6 +681,7 @@ def sessions_end(*, user: Any) -> int:
             session.delete()
             ended += 1
     ApiToken.objects.filter(user=user, revoked=False).update(revoked=True)
+    transaction.on_commit(lambda: credentials_notify(user_id=user.pk))
     return ended
 
 
@@ -603,3 +756,114 @@ def totp_verify(*, user: Any, code: str, now: datetime | None = None) -> bool:
                 row.save(update_fields=["last_step", "confirmed"])
                 return True
     return False
+
+
+# --- One sign-in policy (PWA /api/auth/login and /admin/login/) -------------------------------------------------
+
+
+class MfaRequired(NotAuthenticated):
+    """Password accepted, second factor missing or wrong: the sign-in screen asks for the code."""
+
+    def outcome(self) -> dict[str, Any]:
+        out = super().outcome()
+        out["issue"][0]["details"] = {
+            "coding": [{"system": "urn:omnicare:auth", "code": "mfa-required"}], "text": "mfa-required"}
+        return out
+
+
+class PasswordChangeRequired(NotAuthenticated):
+    """Password (and code) accepted, but an administrator set it: choose a new one before signing in."""
+
+    def outcome(self) -> dict[str, Any]:
+        out = super().outcome()
+        out["issue"][0]["details"] = {
+            "coding": [{"system": "urn:omnicare:auth", "code": "password-change-required"}],
+            "text": "password-change-required"}
+        return out
+
+
+def sign_in(*, request: Any, username: str, password: str, code: str = "", new_password: str = "") -> Any:
+    """:func:`sign_in_check`, then the session (``django.contrib.auth.login``). Returns the user."""
+    from django.contrib.auth import login
+
+    user = sign_in_check(request=request, username=username, password=password, code=code,
+                         new_password=new_password)
+    login(request, user)  # rotates the session key and the CSRF token
+    return user
+
+
+def sign_in_check(*, request: Any, username: str, password: str, code: str = "", new_password: str = "") -> Any:
+    """THE sign-in: throttling and lockout, password, TOTP when required, forced password change after an
+    administrator's reset, audit of every outcome. The PWA's ``/api/auth/login`` (through :func:`sign_in`) and
+    the admin's ``/admin/login/`` (its form, then Django's LoginView starts the session) both call this.
+
+    Raises ``TooManyRequests`` (429), ``NotAuthenticated`` (401), ``MfaRequired`` (401, details
+    ``mfa-required``), ``PasswordChangeRequired`` (401, details ``password-change-required``) or
+    ``BadRequest`` (a new password the validators refuse). Returns the signed-in user.
+    """
+    from django.contrib.auth import authenticate
+    from django.contrib.auth.password_validation import validate_password
+    from django.core.exceptions import ValidationError
+
+    from .models import PasswordResetRequired
+
+    ip = str(request.META.get("REMOTE_ADDR") or "")
+    username = (username or "").strip()
+    login_attempt_check(username=username, ip=ip)
+    user = authenticate(request, username=username, password=password)
+    if user is None or not user.is_active:
+        login_attempt_record(username=username, ip=ip, success=False)
+        raise NotAuthenticated("Wrong username or password")  # one message: no account enumeration
+    if rbac.token_only(user):  # integrations use bearer tokens; they never hold a UI or admin session
+        login_attempt_record(username=username, ip=ip, success=False)
+        raise NotAuthenticated("Wrong username or password")
+    if mfa_required(user=user):
+        if not (code or "").strip():
+            raise MfaRequired("Enter the 6-digit code from your authenticator app")
+        if not totp_verify(user=user, code=code):
+            login_attempt_record(username=username, ip=ip, success=False)
+            raise MfaRequired("That verification code is not correct")
+    if PasswordResetRequired.objects.filter(user=user).exists():
+        if not new_password:
+            raise PasswordChangeRequired("Your password was reset by an administrator: choose a new password")
+        if new_password == password:
+            raise BadRequest("Choose a password different from the one you were given", expression=["newPassword"])
+        try:
+            validate_password(new_password, user)
+        except ValidationError as exc:
+            raise BadRequest(" ".join(exc.messages)[:500], expression=["newPassword"]) from None
+        with transaction.atomic():
+            user.set_password(new_password)
+            user.save()  # ends every other session and token (credentials_changed)
+            PasswordResetRequired.objects.filter(user=user).delete()
+    login_attempt_record(username=username, ip=ip, success=True, user=user)
+    return user
+
+
+def password_reset_by_admin(*, user: Any, by: Any, now: datetime | None = None) -> None:
+    """An administrator set ``user``'s password: the user must choose a new one at the next sign-in. Audited
+    as a security event (the password itself is never recorded). Sessions and tokens already ended with the
+    password change."""
+    from omnicare.audit.services import audit_record
+
+    from .models import PasswordResetRequired
+
+    now = _now(now)
+    with transaction.atomic():
+        PasswordResetRequired.objects.update_or_create(user=user, defaults={"set_by": by, "at": now})
+        audit_record(user=by, action="password-reset", category="security", purpose="HOPERAT",
+                     detail={"target": user.get_username()}, now=now)
+
+
+def credentials_changed(*, user: Any, why: str) -> int:
+    """The account's password changed (or it was disabled): end its sessions and revoke its tokens now, and
+    record it as a security event. Returns how many sessions ended."""
+    ended = sessions_end(user=user)
+    try:
+        from omnicare.audit.services import audit_record
+
+        audit_record(user=None, action=why, category="security", purpose="HOPERAT",
+                     detail={"target": user.get_username(), "sessionsEnded": ended})
+    except Exception:
+        log.exception("could not audit a credential change")
+    return ended

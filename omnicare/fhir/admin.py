@@ -27,6 +27,7 @@ class ResourceAdmin(ReadOnly):
     list_filter = ("resource_type", "deleted")
     search_fields = ("resource_id",)
     show_full_result_count = False
+    exclude = ("body",)  # clinical content is read through FHIR REST (access check + audit), never here
 
 
 @admin.register(ResourceVersion)
@@ -36,6 +37,7 @@ class ResourceVersionAdmin(ReadOnly):
     search_fields = ("resource_id",)
     ordering = ("-seq",)
     show_full_result_count = False
+    exclude = ("body", "patient_ids")
 
 
 @admin.register(FeedCounter)

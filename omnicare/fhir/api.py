@@ -383,3 +383,31 @@ def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpRe
 def instance_other(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
     check_type(resource_type)
     return _not_allowed(request)
+
+
+# ---- other methods on history paths: a 405 OperationOutcome, not Django's bare HTML 405 (found by schemathesis) --
+
+
+@router.api_operation(["POST", "PUT", "DELETE", *OTHER_METHODS], "/_history", include_in_schema=False)
+def system_history_other(request: HttpRequest) -> HttpResponse:
+    return _not_allowed(request)
+
+
+@router.api_operation(["POST", "PUT", "DELETE", *OTHER_METHODS], "/{resource_type}/_history", include_in_schema=False)
+def type_history_other(request: HttpRequest, resource_type: str) -> HttpResponse:
+    check_type(resource_type)
+    return _not_allowed(request)
+
+
+@router.api_operation(["POST", "PUT", "DELETE", *OTHER_METHODS], "/{resource_type}/{resource_id}/_history",
+                      include_in_schema=False)
+def instance_history_other(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
+    check_type(resource_type)
+    return _not_allowed(request)
+
+
+@router.api_operation(["POST", "PUT", "DELETE", *OTHER_METHODS], "/{resource_type}/{resource_id}/_history/{version_id}",
+                      include_in_schema=False)
+def vread_other(request: HttpRequest, resource_type: str, resource_id: str, version_id: str) -> HttpResponse:
+    check_type(resource_type)
+    return _not_allowed(request)

@@ -66,7 +66,7 @@ DEMO_USERS: tuple[DemoUser, ...] = (
     DemoUser("dr.adams", "physician", "Alice", "Adams", "female", 0.85),
     DemoUser("nurse.baker", "nurse", "Ben", "Baker", "male", 0.85),
     DemoUser("dr.chen", "physician", "Wei", "Chen", "male", 0.30),
-    DemoUser("admin", "administrator", "Ada", "Admin", "female", 0.0, superuser=True),
+    DemoUser("admin", "administrator", "Ada", "Admin", "female", 0.0),  # staff (role), not a superuser
     DemoUser("privacy.officer", "auditor", "Priya", "Officer", "female", 0.0),
 )
 

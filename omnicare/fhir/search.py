@@ -380,6 +380,12 @@ def _common_q(name: str, modifier: str, raw: str) -> Q:
     }[prefix]
 
 
+# Cost limits of one search (each is a clear 400 ``too-costly`` above it).
+MAX_SEARCH_PARAMS = 50
+MAX_OR_VALUES = 100
+MAX_ID_VALUES = 1000
+
+
 @dataclass
 class ParsedSearch:
     queryset: QuerySet[Resource]
@@ -395,6 +401,9 @@ def build_query(resource_type: str, params: list[tuple[str, str]]) -> ParsedSear
     used: list[tuple[str, str]] = []
     unknown: list[str] = []
     patients: list[str] = []
+    filters = [k for k, _ in params if k.partition(":")[0] not in CONTROL_PARAMS]
+    if len(filters) > MAX_SEARCH_PARAMS:
+        raise BadRequest(f"At most {MAX_SEARCH_PARAMS} search parameters per search", code="too-costly")
     for key, raw in params:
         name, _, modifier = key.partition(":")
         if name in CONTROL_PARAMS:
@@ -402,7 +411,14 @@ def build_query(resource_type: str, params: list[tuple[str, str]]) -> ParsedSear
         values = [v for v in raw.split(",") if v != ""]
         if not values:
             continue
-        if name in COMMON_PARAMS:
+        limit = MAX_ID_VALUES if name == "_id" else MAX_OR_VALUES
+        if len(values) > limit:
+            # Each value is one OR term (SQLite refuses expression trees deeper than 1,000): a clear 400.
+            raise BadRequest(f"At most {limit} values for {name[:40]} in one search", code="too-costly",
+                             expression=[name[:40]])
+        if name == "_id" and not modifier:
+            cond = Q(resource_id__in=values)  # one IN list, not an OR chain
+        elif name in COMMON_PARAMS:
             if modifier:
                 raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
             cond = Q()

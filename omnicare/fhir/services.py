@@ -18,13 +18,15 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from omnicare.access.services import (
     AllPatients,
     access_check,
+    patient_recreate_check,
     patient_registered,
+    patients_within,
     visible_patient_ids,
     visible_patients_cache,
 )
@@ -360,6 +362,8 @@ def _apply(
                 patient_ids=sorted(set(old_patients) | set(p.patient_ids)),
             )
         if p.created and w.resource_type == "Patient":
+            if cur is not None and cur.deleted and user is not None:
+                patient_recreate_check(user=user)
             patient_registered(user=user, patient_id=w.resource_id)
         prepared.append(p)
 
@@ -719,8 +723,8 @@ def resource_history(
     else:
         patients = []
     access_check(user=user, action="history", resource_type=resource_type or "*", patient_ids=patients)
+    visible = _visible_patients(user=user, action="history", resource_type=resource_type or "*")
     if resource_id is None:
-        visible = _visible_patients(user=user, action="history", resource_type=resource_type or "*")
         if visible is not None:
             members = ResourcePatient.objects.filter(
                 patient_id__in=visible,
@@ -738,12 +742,53 @@ def resource_history(
             qs = qs.filter(last_updated__gte=parse_date_range(since)[0])
         except ValueError as exc:
             raise BadRequest("Invalid _since", expression=["_since"]) from exc
-    total = qs.count() if before_seq is None else None
-    if before_seq is not None:
-        qs = qs.filter(seq__lt=before_seq)
-    rows = list(qs.order_by("-seq")[: count + 1])
+    if visible is None:
+        total = qs.count() if before_seq is None else None
+        if before_seq is not None:
+            qs = qs.filter(seq__lt=before_seq)
+        rows = list(qs.order_by("-seq")[: count + 1])
+    else:
+        # Each version is judged by the patients IT names (access.services.patients_within): an old version
+        # of a record that once named a patient outside scope is withheld even if the current one is fine.
+        # No total: counting the withheld versions would disclose them.
+        total = None
+        rows = _visible_versions(qs, visible=visible, before_seq=before_seq, want=count + 1)
     nxt = rows[count - 1].seq if len(rows) > count and count > 0 else None
     return HistoryPage(rows[:count], nxt, total)
+
+
+#: History rows examined per page at most (withheld versions are skipped; the next link continues after them).
+HISTORY_SCAN = 5000
+
+
+def _visible_versions(
+    qs: QuerySet[ResourceVersion], *, visible: frozenset[str], before_seq: int | None, want: int
+) -> list[ResourceVersion]:
+    out: list[ResourceVersion] = []
+    position = before_seq
+    scanned = 0
+    chunk = max(want, 200)
+    while len(out) < want and scanned < HISTORY_SCAN:
+        page_qs = qs.filter(seq__lt=position) if position is not None else qs
+        batch = list(page_qs.order_by("-seq")[:chunk])
+        for v in batch:
+            if _version_visible(v, visible):
+                out.append(v)
+                if len(out) >= want:
+                    break
+        scanned += len(batch)
+        if len(batch) < chunk:
+            break
+        position = batch[-1].seq
+    return out
+
+
+def _version_visible(v: ResourceVersion, visible: frozenset[str]) -> bool:
+    if v.resource_type != "Patient" and not COMPARTMENT.get(v.resource_type):
+        return True  # not patient data (Practitioner)
+    if v.deleted and not v.patient_ids:  # a tombstone carries no body; its compartment is the last live one
+        return True
+    return patients_within(patient_ids=v.patient_ids or [], visible=visible)
 
 
 def feed_since(*, after_seq: int, limit: int) -> list[ResourceVersion]:
@@ -850,10 +895,15 @@ def resource_search(
     qs = parsed.queryset
     visible = _visible_patients(user=user, action="search", resource_type=resource_type)
     if visible is not None:
+        # access.services.patients_within in SQL: some named patient is visible and none is outside.
         qs = qs.filter(
             pk__in=ResourcePatient.objects.filter(resource_type=resource_type, patient_id__in=visible).values(
                 "resource_id"
             )
+        ).exclude(
+            pk__in=ResourcePatient.objects.filter(resource_type=resource_type)
+            .exclude(patient_id__in=visible)
+            .values("resource_id")
         )
     sort_key, desc = _sort_of(control.get("_sort"), strict=strict)
     if control.get("_summary") == "count":
@@ -886,6 +936,9 @@ def resource_search(
     bundle["entry"] = [{**_entry_for(r, base_url), "search": {"mode": "match"}} for r in rows]
     included = _includes(user=user, resource_type=resource_type, rows=rows, params=params)
     bundle["entry"] += [{**_entry_for(r, base_url), "search": {"mode": "include"}} for r in included]
+    if parsed.unknown:
+        # Prefer: handling=lenient (the default): the search ran without them, and the Bundle says so.
+        bundle["entry"].append({"resource": _ignored_params_outcome(parsed.unknown), "search": {"mode": "outcome"}})
     return bundle
 
 
@@ -945,6 +998,16 @@ def _includes(*, user: User, resource_type: str, rows: list[Resource], params: l
                 continue
             out.append(r)
     return out
+
+
+def _ignored_params_outcome(unknown: list[str]) -> dict[str, Any]:
+    names = sorted({u[:60] for u in unknown})[:20]
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "warning", "code": "not-supported",
+                   "diagnostics": "Search parameter(s) not supported and ignored: " + ", ".join(names),
+                   "expression": names}],
+    }
 
 
 # -------------------------------------------------------------------------------------------------------------

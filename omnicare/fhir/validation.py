@@ -8,7 +8,6 @@ missing required elements) is reported as 422 with the element paths (never the 
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
@@ -16,6 +15,7 @@ from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from omnicare.core.errors import BadRequest, NotFound, Unprocessable
+from omnicare.core.jsonbody import json_body_loads
 
 from . import r4
 from .search import SUPPORTED_TYPES, walk
@@ -35,11 +35,8 @@ def check_id(resource_id: str) -> None:
 
 
 def parse_json(raw: bytes) -> Any:
-    """Decode a request body; malformed JSON is a 400."""
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest("Malformed JSON body", code="structure") from exc
+    """Decode a request body; malformed, too deep, NUL or lone-surrogate JSON is a 400 (``core.jsonbody``)."""
+    return json_body_loads(raw)
 
 
 def validate_resource(body: Any, *, expected_type: str | None = None) -> str:

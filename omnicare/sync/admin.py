@@ -1,7 +1,9 @@
 """Admin views of sync state: conflicts (open first), devices, the mutation log, snapshots, push jobs.
 
 Read-only: every change goes through the sync services (resolution through the API records who and how).
-List pages show identifiers and states only; resource bodies appear on a conflict's detail page.
+No page shows clinical content: a conflict's base/ours/theirs bodies and field details, mutation results,
+push-job requests and snapshot data are excluded (issue 10: the admin is not an audited path). Clinicians read
+conflicts through the API (author or scope, audited).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class ConflictAdmin(ReadOnly):
     list_filter = ("status", "resource_type", "resolution")
     search_fields = ("resource_id", "author__username", "device_id", "mutation_id")
     ordering = ("status", "-created")  # "open" sorts before "resolved": open conflicts first
+    exclude = ("base", "ours", "theirs", "details", "paths", "patient_ids")
 
 
 @admin.register(Device)

@@ -15,9 +15,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
-from omnicare.access.services import device_check
+from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
+from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
 from . import services
@@ -165,10 +166,7 @@ def _json(data: Any, status: int = 200) -> HttpResponse:
 
 
 def _body(request: HttpRequest) -> Any:
-    try:
-        return json.loads(request.body or b"null")
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadRequest("Malformed JSON body", code="structure") from None
+    return json_body_loads(request.body, empty=None)
 
 
 def _inline_defs(node: Any, defs: dict[str, Any]) -> Any:
@@ -206,8 +204,17 @@ def pull_get(
 
 
 def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> HttpResponse:
-    """One pull page: device check, then the page and its ONE audit event (every patient on the page)."""
+    """One pull page: device check, then the page and its ONE audit event (every patient on the page).
+
+    No patient data without a registered, non-revoked device of the caller (issue 10, item 14), and the
+    session or token is bound to that device."""
+    if not device_id:
+        raise BadRequest("deviceId is required: register the device (POST /api/sync/devices), then pull with "
+                         "?deviceId=", expression=["deviceId"])
     device_check(user=request.user, device_id=device_id)
+    if not services.device_registered(user=request.user, device_id=device_id):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=device_id)
     with audited(user=request.user, action="sync-pull", device_id=device_id) as note:
         body, info = services.pull_json_page(
             user=request.user, cursor=req.cursor, limit=req.limit, device_id=device_id
@@ -254,6 +261,7 @@ def push(request: HttpRequest) -> HttpResponse:
     100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
     req = services.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
+    device_bind(request=request, device_id=req.device_id)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
         response = services.push(user=request.user, request=req)
         services.push_audit(note=note, request=req, response=response)
@@ -272,6 +280,7 @@ def push_job(request: HttpRequest) -> HttpResponse:
     re-sending the batch changes nothing already applied (mutations are idempotent)."""
     req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
+    device_bind(request=request, device_id=req.device_id)
     with transaction.atomic():
         job = services.push_job_create(user=request.user, request=req)
     if not services.push_job_enqueue(job_id=str(job.id)):
@@ -298,24 +307,34 @@ def job_get(request: HttpRequest, job_id: str) -> HttpResponse:
 # --- conflicts ----------------------------------------------------------------------------------------
 
 
-@router.get("/conflicts", response={200: list[ConflictOut]}, summary="Conflicts (yours; staff see all)")
+@router.get("/conflicts", response={200: list[ConflictOut]},
+            summary="Conflicts (yours, and those of patients in your scope)")
 def conflicts(
     request: HttpRequest, status: str = "open", limit: int = 100, deviceId: str | None = None  # noqa: N803
 ) -> HttpResponse:
-    """Stored conflicts: open by default (``status=resolved`` or ``all``). Authors see theirs; staff and
-    superusers see everyone's. ``deviceId`` narrows to the caller's own conflicts stored by pushes of
-    that device: a device adopts those it lost (PROTOCOL.md §5, "Conflicts the device lost")."""
+    """Stored conflicts: open by default (``status=resolved`` or ``all``). You see your own and, as a clinician,
+    those of patients in your scope; administrators and auditors see none (the admin shows counts). Audited.
+    ``deviceId`` narrows to the caller's own conflicts stored by pushes of that device: a device adopts those
+    it lost (PROTOCOL.md §5, "Conflicts the device lost")."""
     if status not in ("open", "resolved", "all"):
         raise BadRequest("status must be open, resolved or all", expression=["status"])
-    rows = services.conflicts_list(
-        user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
-    )
+    with audited(user=request.user, action="search", resource_type="Conflict") as note:
+        rows = services.conflicts_list(
+            user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
+        )
+        for c in rows:
+            note.touch(resource_type="Conflict", resource_id=str(c.id), patient_ids=c.patient_ids or [])
     return _json([services.conflict_json(c) for c in rows])
 
 
 @router.get("/conflicts/{conflict_id}", response={200: ConflictOut}, summary="One conflict")
 def conflict(request: HttpRequest, conflict_id: str) -> HttpResponse:
-    return _json(services.conflict_json(services.conflict_get(user=request.user, conflict_id=conflict_id)))
+    """One conflict with its three bodies, for its author or a clinician whose scope covers the patient. Audited."""
+    with audited(user=request.user, action="read", resource_type="Conflict", resource_id=conflict_id[:64]) as note:
+        c = services.conflict_get(user=request.user, conflict_id=conflict_id)
+        note.patients.update(c.patient_ids or [])
+        note.resources.append(f"{c.resource_type}/{c.resource_id}")
+    return _json(services.conflict_json(c))
 
 
 @router.post("/conflicts/{conflict_id}/resolve", response={200: ResolveOut}, summary="Resolve a conflict")
@@ -353,7 +372,9 @@ def _device_json(d: Any) -> dict[str, Any]:
 
 @router.post("/devices", response={200: DeviceOut}, summary="Register a device")
 def device_register(request: HttpRequest, payload: DeviceIn) -> HttpResponse:
-    """Idempotent: registering again updates the name and last-seen time."""
+    """Idempotent: registering again updates the name and last-seen time. A revoked id never registers again."""
+    device_check(user=request.user, device_id=payload.deviceId)
+    device_bind(request=request, device_id=payload.deviceId)
     return _json(
         _device_json(
             services.device_register(user=request.user, device_id=payload.deviceId, name=payload.name)
@@ -389,6 +410,8 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
 
     from .tasks import build_snapshot
 
+    device_check(user=request.user, device_id=payload.deviceId)
+    device_bind(request=request, device_id=payload.deviceId)
     with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
                  device_id=payload.deviceId) as note:
         snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)

@@ -78,19 +78,55 @@ def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]], frozenset[str]]:
 
 
 @database_sync_to_async
-def _revoked(user: Any, device_id: str | None) -> bool:
-    """``access.services.device_check`` for a socket: True (and the wipe is noted) if the device is revoked."""
+def _revoked(user: Any, device_id: str | None) -> str | None:
+    """``access.services.device_check`` for a socket: ``"revoked"`` (and the wipe is noted) if the device is
+    revoked, ``"invalid"`` if the id breaks the device-id rule, None if fine."""
     from omnicare.access.services import DeviceRevoked, device_check
+    from omnicare.core.errors import BadRequest
 
     try:
         device_check(user=user, device_id=device_id)
     except DeviceRevoked:
-        return True
-    return False
+        return "revoked"
+    except BadRequest:
+        return "invalid"
+    return None
 
 
 #: Close code for a revoked device (after a ``{"type": "device-revoked", "wipe": true}`` message).
 CLOSE_REVOKED = 4403
+#: Close code for a device id that breaks ``access.services.device_id_check``.
+CLOSE_BAD_DEVICE = 4400
+
+
+@database_sync_to_async
+def _still_allowed(user_id: Any, token: str | None, session_key: str | None, device_id: str | None) -> str | None:
+    """Why this socket must close now (``"revoked"`` device, ``"signed-out"``), or None while it may stay open:
+    the account is active, its token is not revoked (or its session still exists), the device not revoked."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.sessions.backends.db import SessionStore
+
+    from omnicare.access.services import device_is_revoked
+
+    user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return "signed-out"
+    if token is not None and token_authenticate(token=token) is None:
+        return "signed-out"
+    if token is None:
+        if session_key is None or not SessionStore().exists(session_key):
+            return "signed-out"
+        from omnicare.access.services import SESSION_REVOKED
+
+        if SessionStore(session_key=session_key).load().get(SESSION_REVOKED):
+            return "revoked"
+    if device_is_revoked(user=user, device_id=device_id):
+        return "revoked"
+    return None
+
+
+#: Seconds between an open socket's credential re-checks (revocations are also pushed at once).
+RECHECK_SECONDS = 5.0
 
 
 @database_sync_to_async
@@ -109,6 +145,10 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
     _timeout: asyncio.Task[None] | None = None
 
     device_id: str | None = None
+    _token: str | None = None
+    _session_key: str | None = None
+    _recheck: asyncio.Task[None] | None = None
+    _user_group: str | None = None
 
     async def connect(self) -> None:
         await self.accept()
@@ -129,20 +169,60 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
     async def _ready(self, user: Any) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
-        if await _revoked(user, self.device_id):
+        verdict = await _revoked(user, self.device_id)
+        if verdict == "invalid":
+            await self.close(code=CLOSE_BAD_DEVICE)
+            return
+        if verdict == "revoked":
             await self.send_json({"type": "device-revoked", "wipe": True})
             await self.close(code=CLOSE_REVOKED)
             return
         self.user = user
         self.patients, self.others, self.readable = await _scope(user)
         await self.channel_layer.group_add(GROUP, self.channel_name)
+        self._user_group = f"oc.user.{user.pk}"
+        await self.channel_layer.group_add(self._user_group, self.channel_name)
+        session = self.scope.get("session")
+        self._session_key = getattr(session, "session_key", None) if self._token is None else None
+        self._recheck = asyncio.ensure_future(self._recheck_loop())
         await self.send_json({"type": "ready", "seq": await _head()})
+
+    async def _recheck_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            if await self._close_if_revoked():
+                return
+
+    async def _close_if_revoked(self) -> bool:
+        """Close at once if the device was revoked, the token revoked, the session ended or the account
+        disabled (issue 10, item 14: no hint after a revocation)."""
+        if self.user is None:
+            return True
+        why = await _still_allowed(self.user.pk, self._token, self._session_key, self.device_id)
+        if why is None:
+            return False
+        self.user = None  # no further hint, even one already queued
+        if why == "revoked":
+            await self.send_json({"type": "device-revoked", "wipe": True})
+            await self.close(code=CLOSE_REVOKED)
+        else:
+            await self.close(code=4401)
+        return True
+
+    async def credentials_changed(self, event: dict[str, Any]) -> None:
+        """Group message from ``access.services.credentials_notify``: re-check now."""
+        await self._close_if_revoked()
 
     async def disconnect(self, code: int) -> None:
         if self._timeout is not None:
             self._timeout.cancel()
+        if self._recheck is not None:
+            self._recheck.cancel()
         with contextlib.suppress(Exception):
             await self.channel_layer.group_discard(GROUP, self.channel_name)
+        if self._user_group is not None:
+            with contextlib.suppress(Exception):
+                await self.channel_layer.group_discard(self._user_group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if self.user is None:
@@ -150,8 +230,9 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
                 content.get("token") if isinstance(content, dict) and content.get("type") == "auth" else None
             )
             user = await _auth_token(token) if isinstance(token, str) else None
+            self._token = token if user is not None else None
             if isinstance(content.get("deviceId"), str):
-                self.device_id = content["deviceId"][:64]
+                self.device_id = content["deviceId"]
             if user is None:
                 await self.close(code=4401)
                 return

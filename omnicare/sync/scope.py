@@ -27,6 +27,7 @@ from typing import Any
 
 from omnicare.access.services import (
     USER_IDENTIFIER_SYSTEM,
+    patients_within,
     user_practitioner_ids,
     visible_patient_ids,
     visible_patients_cache,
@@ -94,7 +95,8 @@ def version_in_scope(
     patients: set[str],
     others: set[tuple[str, str]],
 ) -> bool:
-    """Whether a feed entry (one version with its compartment) is visible within a scope."""
+    """Whether a feed entry (one version with its compartment) is visible within a scope: every patient it names
+    is in scope (``access.services.patients_within``, the same rule as read, search, history and pull)."""
     if (resource_type, resource_id) in others:
         return True
-    return any(p in patients for p in patient_ids)
+    return patients_within(patient_ids=patient_ids, visible=patients)

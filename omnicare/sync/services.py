@@ -75,7 +75,15 @@ from django.db.models import Exists, F, OuterRef, Q, Subquery, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from omnicare.access.services import access_check, may_access
+from omnicare.access.services import (
+    DeviceRevoked,
+    access_check,
+    device_id_check,
+    device_id_ever_revoked,
+    may_access,
+    patients_within,
+    visible_patients_cache,
+)
 from omnicare.core.errors import (
     ApiError,
     BadRequest,
@@ -290,10 +298,8 @@ def _scan_rows(
             cond |= Q(resource_type=rtype, resource_id=rid)
         qs = qs.filter(cond)
     fields = ["seq", "resource_type", "resource_id", "version_id", "deleted", "raw"]
-    qs = qs.annotate(raw=Cast("body", TextField()))
-    if connection.vendor != "postgresql":
-        qs = qs.annotate(raw_patients=Cast("patient_ids", TextField()))
-        fields.append("raw_patients")
+    qs = qs.annotate(raw=Cast("body", TextField()), raw_patients=Cast("patient_ids", TextField()))
+    fields.append("raw_patients")
     return iter(qs.order_by("seq").values_list(*fields)[:limit])
 
 
@@ -328,15 +334,23 @@ def _scan(
             n += 1
             seq, rt, rid, vid, deleted, raw = row[:6]
             position = seq
-            if (
-                not in_sql
-                and (rt, rid) not in others
-                and not any(p in patients for p in json.loads(row[6] or "[]"))
-            ):
-                continue
+            withheld = False
+            if (rt, rid) not in others:
+                named = json.loads(row[6] or "[]")
+                if not in_sql and not any(p in patients for p in named):
+                    continue
+                # access.services.patients_within: a version that also names a patient outside the scope is
+                # withheld. In the feed it goes out as a tombstone (type/id/version, no body) so a device that
+                # holds an earlier version drops it; a backfill simply skips it.
+                withheld = not deleted and not patients_within(patient_ids=named, visible=patients)
+                if withheld and current_only:
+                    continue
             if readable is not None and not readable(rt):
                 continue
-            rows.append((seq, rt, rid, vid, deleted, None if deleted else raw))
+            if withheld:
+                rows.append((seq, rt, rid, vid, True, None))
+            else:
+                rows.append((seq, rt, rid, vid, deleted, None if deleted else raw))
             if len(rows) >= limit:
                 return rows, position, True
         scanned += n
@@ -497,10 +511,16 @@ def pull_json_page(
 # ---------------------------------------------------------------------------------------------------------
 
 
+def device_registered(*, user: User, device_id: str) -> bool:
+    return Device.objects.filter(user=user, device_id=device_id).exists()
+
+
 def device_register(*, user: User, device_id: str, name: str = "") -> Device:
-    """Register (or touch) a device of ``user``; idempotent."""
-    if not device_id or len(device_id) > 64:
-        raise BadRequest("deviceId must be 1-64 characters", expression=["deviceId"])
+    """Register (or touch) a device of ``user``; idempotent. A device id that was ever revoked never registers
+    again (``DeviceRevoked``: the client wipes)."""
+    device_id_check(device_id=device_id)
+    if device_id_ever_revoked(device_id=device_id):
+        raise DeviceRevoked()
     # In a transaction: on SQLite that is BEGIN IMMEDIATE, which waits for a busy writer instead of failing.
     with transaction.atomic():
         device, created = Device.objects.get_or_create(
@@ -549,8 +569,7 @@ def parse_push(data: Any, *, max_mutations: int = MAX_PUSH_MUTATIONS) -> PushReq
         request = PushRequest(device_id=device_id, mutations=muts)
     except ProtocolError as exc:
         raise BadRequest(f"Malformed push: {exc}"[:500], code="structure") from None
-    if len(request.device_id) > 64:
-        raise BadRequest("deviceId must be at most 64 characters", expression=["deviceId"])
+    device_id_check(device_id=request.device_id)
     for i, m in enumerate(request.mutations):
         if len(m.mutation_id) > 64:
             raise BadRequest(f"mutations[{i}].mutationId must be at most 64 characters", code="structure")
@@ -1202,30 +1221,53 @@ def push_job_get(*, user: User, job_id: str) -> PushJob:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _may_see_all(user: User) -> bool:
-    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+def conflict_may_access(*, user: User, conflict: Conflict, action: str = "read") -> bool:
+    """THE rule for who may read (``read``) or resolve (``update``) a stored conflict: its author, or a clinician
+    whose role and scope cover ``action`` on the conflict's resource type for EVERY patient it names
+    (``access.services.may_access``). Administrators, auditors and staff flags give nothing: a conflict holds
+    clinical content (base/ours/theirs). A conflict naming no patient is its author's only."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return False
+    if conflict.author_id == user.pk:
+        return True
+    patients = [str(p) for p in conflict.patient_ids or [] if p]
+    if not patients:
+        return False
+    return may_access(user=user, action=action, resource_type=conflict.resource_type, patient_ids=patients)
+
+
+#: How many of the newest conflicts a non-author listing looks through for ones in the caller's scope.
+CONFLICT_SCAN = 5000
 
 
 def conflicts_list(
     *, user: User, status: str | None = "open", limit: int = 100, device_id: str | None = None
 ) -> list[Conflict]:
-    """Conflicts visible to ``user``: their own; staff and superusers see everyone's (the dashboard).
+    """Conflicts ``user`` may read (:func:`conflict_may_access`): their own and those of patients in their scope.
     With ``device_id``: only the user's own, stored by pushes of that device."""
-    qs = Conflict.objects.all() if _may_see_all(user) else Conflict.objects.filter(author=user)
+    limit = max(1, min(limit, 1000))
+    qs = Conflict.objects.all()
     if device_id is not None:
         qs = Conflict.objects.filter(author=user, device_id=device_id)
     if status:
         qs = qs.filter(status=status)
-    return list(qs.select_related("author", "resolved_by").order_by("-created")[: max(1, min(limit, 1000))])
+    out: list[Conflict] = []
+    with visible_patients_cache():
+        for c in qs.select_related("author", "resolved_by").order_by("-created")[:CONFLICT_SCAN]:
+            if conflict_may_access(user=user, conflict=c):
+                out.append(c)
+                if len(out) >= limit:
+                    break
+    return out
 
 
-def conflict_get(*, user: User, conflict_id: str) -> Conflict:
+def conflict_get(*, user: User, conflict_id: str, action: str = "read") -> Conflict:
     try:
         qs = Conflict.objects.select_related("author", "resolved_by").filter(pk=conflict_id)
         c = qs.first()
     except Exception:  # not a UUID
         c = None
-    if c is None or not (c.author_id == user.pk or _may_see_all(user)):
+    if c is None or not conflict_may_access(user=user, conflict=c, action=action):
         raise NotFound("No such conflict")
     return c
 
@@ -1244,7 +1286,7 @@ def conflict_resolve(
     """
     if resolution not in RESOLUTIONS:
         raise BadRequest(f"resolution must be one of {', '.join(RESOLUTIONS)}", expression=["resolution"])
-    conflict_get(user=user, conflict_id=conflict_id)  # visibility (404 for others)
+    conflict_get(user=user, conflict_id=conflict_id, action="update")  # author or in scope (404 for others)
     with transaction.atomic():
         c = Conflict.objects.select_for_update().get(pk=conflict_id)
         if c.status != Conflict.OPEN:

@@ -132,7 +132,11 @@ let runner = null;
 // ---------------------------------------------------------------- boot
 async function boot() {
   registerSw();
-  window.addEventListener("online", () => state.lastStatus && onStatus(state.lastStatus));
+  await net.finishPendingSignOut(); // an offline sign-out is completed before anything else
+  window.addEventListener("online", async () => {
+    await net.finishPendingSignOut();
+    if (state.lastStatus) onStatus(state.lastStatus);
+  });
   window.addEventListener("offline", () => state.lastStatus && onStatus(state.lastStatus));
   setSplash("Starting the secure runtime…");
   try {
@@ -317,7 +321,9 @@ function unlockScreen(message) {
       try {
         await state.py.call("unlock", { pin: p });
       } catch (err) {
-        if (err.kind === "wrong_pin") throw Object.assign(new Error("That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
+        // The message says how long to wait / how many tries are left (pyclient.pinguard).
+        if (err.kind === "wrong_pin") throw Object.assign(new Error(err.message || "That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
+        if (err.kind === "wiped") setTimeout(() => location.reload(), 2000); // data erased: back to sign-in
         throw err;
       } finally { setBusy(null); }
       await unlocked({ first: false });
@@ -391,8 +397,9 @@ async function signOut() {
   if (!ok) return;
   runner?.stop();
   state.unlocked = false;
-  if (navigator.onLine) await net.logout().catch(() => {});
+  const told = navigator.onLine && (await net.serverSignOut());
   await state.py.call("wipe");
+  if (!told) net.markSignOutPending(); // completed against the server first thing when next online
   channel?.postMessage({ type: "signed-out" });
   location.hash = "#/";
   signInScreen();

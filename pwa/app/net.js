@@ -38,6 +38,7 @@ export async function apiJson(method, path, data) {
 
 /** Sign in; `code` is the TOTP code when the server asked for one (401 with details code mfa-required). */
 export async function login(username, password, code = "") {
+  await finishPendingSignOut(); // an earlier offline sign-out reaches the server before the new sign-in
   await fetch("/api/auth/csrf", { credentials: "same-origin" });
   const r = await apiJson("POST", "/api/auth/login", code ? { username, password, code } : { username, password });
   r.mfaRequired = r.status === 401 && issueCode(r.json) === "mfa-required";
@@ -63,6 +64,37 @@ export function loginError(r) {
 
 export async function logout() {
   return apiJson("POST", "/api/auth/logout", {});
+}
+
+// ---------------------------------------------------------------- sign-out made offline (issue 10, item 15)
+// Signing out wipes the device at once; if the server could not be told (offline), a flag remembers it and
+// the server-side sign-out is completed before anything else the next time the browser is online.
+const PENDING_SIGNOUT = "omnicare.signout.pending";
+
+/** Tell the server; true when the server session is gone (signed out now, or already gone: 401/403). */
+export async function serverSignOut() {
+  try {
+    await fetch("/api/auth/csrf", { credentials: "same-origin" });
+    const r = await logout();
+    return r.status === 200 || r.status === 401 || r.status === 403;
+  } catch { return false; }
+}
+
+export function markSignOutPending() {
+  try { localStorage.setItem(PENDING_SIGNOUT, String(Date.now())); } catch { /* storage disabled */ }
+}
+
+export function signOutPending() {
+  try { return localStorage.getItem(PENDING_SIGNOUT) !== null; } catch { return false; }
+}
+
+/** If a sign-out is pending and we are online, complete it now; returns true when nothing is pending any more. */
+export async function finishPendingSignOut() {
+  if (!signOutPending()) return true;
+  if (!navigator.onLine) return false;
+  if (!(await serverSignOut())) return false;
+  try { localStorage.removeItem(PENDING_SIGNOUT); } catch { /* storage disabled */ }
+  return true;
 }
 
 export async function me() {

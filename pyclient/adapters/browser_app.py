@@ -45,6 +45,7 @@ from pyclient import blindindex as bi
 from pyclient import envelope as env
 from pyclient import integrity as ig
 from pyclient import keys as kh
+from pyclient import pinguard as pg
 from pyclient import telemetry as tm
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.merge import merge
@@ -99,6 +100,8 @@ Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kep
 VERIFY_BATCH = 1000
 INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
                   "It is being downloaded again from the server.")
+M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and the earliest next try
+M_PIN_UNREPORTED = "pin.unreported"  # wrong PINs not yet reported to the server
 PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
 
 VITALS_LOINC = {
@@ -399,6 +402,7 @@ class BrowserApp(CdsMixin):
         self._mcache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
+        self.pin_policy = pg.PinPolicy()  # attempts before delay / wipe (configurable: set before unlock)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -506,7 +510,53 @@ class BrowserApp(CdsMixin):
         await self._install(keyring, username)
         return {"deviceId": device}
 
+    # -- PIN attempts (issue 10, item 16): delay after 3 failures, wipe after 10 (pyclient.pinguard) --------
+
     async def unlock(self, pin: str) -> dict[str, Any]:
+        """Unlock with the PIN under the attempt policy: too early is refused with the wait, a wrong PIN counts
+        (the count is kept in IndexedDB, so it survives reloads), the 10th wrong PIN in a row wipes the device.
+        Failures are reported to the audit trail (as security events) at the next successful unlock."""
+        state = pg.PinState.from_json(await self.store.meta_get(M_PIN_GUARD))
+        wait = pg.pin_wait(state, now=_now())
+        if wait > 0:
+            raise AppError(f"Too many wrong PINs. Try again in {int(wait + 0.999)} seconds.", kind="pin_delay",
+                           fields={"retryAfter": str(int(wait + 0.999))})
+        try:
+            result = await self._unlock_with_pin(pin)
+        except kh.WrongPin:
+            verdict = pg.pin_failed(state, self.pin_policy, now=_now())
+            if verdict.wipe:
+                await self.wipe()
+                raise AppError("Too many wrong PINs: this device's data was erased. Sign in again.",
+                               kind="wiped") from None
+            await self.store.meta_put(M_PIN_GUARD, verdict.state.to_json())
+            if verdict.delay > 0:
+                raise AppError(f"That PIN is not correct. Wait {int(verdict.delay)} seconds before the next try "
+                               f"({verdict.attempts_left} left before this device is erased).",
+                               kind="wrong_pin") from None
+            raise
+        fresh, to_report = pg.pin_succeeded(state)
+        if state.failures:
+            await self.store.meta_put(M_PIN_GUARD, fresh.to_json())
+        await self._report_pin_failures(to_report)
+        return result
+
+    async def _report_pin_failures(self, new: int) -> None:
+        """Tell the server (a security event) how many wrong PINs preceded this unlock; kept and retried at the
+        next unlock when offline."""
+        pending = int(await self.store.meta_get(M_PIN_UNREPORTED) or 0) + new
+        if not pending:
+            return
+        device = await self.store.meta_get(M_DEVICE)
+        status = 0
+        try:
+            body = json.dumps({"deviceId": device, "failures": min(pending, 1000)}).encode()
+            status, _text, _ = await self._post("/api/access/pin-failures", body)
+        except Exception:  # noqa: BLE001 - offline: report next time
+            status = 0
+        await self.store.meta_put(M_PIN_UNREPORTED, None if status == 204 else str(pending))
+
+    async def _unlock_with_pin(self, pin: str) -> dict[str, Any]:
         """Derive the KEK from the PIN, unwrap the keyring; a wrong PIN unwraps nothing and reads nothing."""
         meta = await self.store.meta_get_many([M_KEYRING, M_USER])
         if meta.get(M_KEYRING) is None:

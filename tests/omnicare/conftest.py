@@ -13,7 +13,7 @@ import pytest
 from tests.live import LIVE_SECRET_KEY, LiveServer, LiveServerUnavailable, live_server_start, live_server_stop
 
 # One prefix per test run: other runs (other engineers, CI) may share the same Redis database.
-LIVE_FIXTURES = frozenset({"live_asgi", "live_asgi_server", "hl7_listener"})
+LIVE_FIXTURES = frozenset({"live_asgi", "live_asgi_server", "hl7_listener", "chatty_server"})
 CHANNEL_PREFIX = os.environ.get("OMNICARE_TEST_CHANNEL_PREFIX") or f"omnicare-test-{uuid.uuid4().hex[:12]}"
 
 

@@ -219,6 +219,7 @@ def test_sync_pull_delivers_exactly_what_the_role_may_read(role: str, django_use
     client = client_for(setup_world(django_user_model, role))
     got: set[tuple[str, str]] = set()
     cursor = None
+    client.post("/api/sync/devices", json.dumps({"deviceId": "m1"}), content_type="application/json")
     for _ in range(50):
         r = client.post("/api/sync/pull?deviceId=m1", json.dumps({"cursor": cursor, "limit": 500}),
                         content_type="application/json")

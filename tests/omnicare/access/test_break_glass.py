@@ -32,6 +32,10 @@ def setup(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(access, "care_team_patient_ids", lambda *, user: frozenset())  # no team holds p-er
     monkeypatch.setenv("OMNICARE_MASTER_KEY", base64.b64encode(b"\x03" * 32).decode())
     backends.reset_backends()
+    from omnicare.fhir.services import resources_import
+
+    # Break-the-glass is only for a patient that exists (issue 10).
+    resources_import(resources=[{"resourceType": "Patient", "id": p} for p in ("p-er", "p-other")])
     yield
     backends.reset_backends()
 

@@ -70,7 +70,7 @@ def test_a_sync_pull_page_creates_one_event_with_its_patients(clinic: Any, api: 
     assert page["changes"]
     assert AuditEvent.objects.count() == before + 1
     ev = last(action="sync-pull")
-    assert ev.patient_ids == ["p1"] and ev.device_id is None and ev.detail["changes"] == len(page["changes"])
+    assert ev.patient_ids == ["p1"] and ev.device_id == "dev-a" and ev.detail["changes"] == len(page["changes"])
 
 
 def test_push_batch_event_and_denied_mutations(clinic: Any, api: Any) -> None:

@@ -104,9 +104,15 @@ def test_delete_tombstones_read_410_history_keeps_it(fhir: Fhir) -> None:
     assert fhir.get(f"/Patient/{pid}/_history/2").status_code == 410
     # Deleted resources leave search.
     assert fhir.get(f"/Patient?_id={pid}").json()["total"] == 0
-    # Deleting again is an idempotent no-op; recreating continues the version numbers.
+    # Deleting again is an idempotent no-op; a deleted Patient is not recreated (issue 10: only the
+    # integration role may), other records are, and their version numbers continue.
     assert fhir.delete(f"/Patient/{pid}").status_code == 204
-    again = fhir.put(f"/Patient/{pid}", patient(id=pid))
+    assert fhir.put(f"/Patient/{pid}", patient(id=pid)).status_code == 403
+    enc = {"resourceType": "Encounter", "id": "e-re", "status": "finished",
+           "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}}
+    assert fhir.put("/Encounter/e-re", enc).status_code == 201
+    assert fhir.delete("/Encounter/e-re").status_code == 204
+    again = fhir.put("/Encounter/e-re", enc)
     assert again.status_code == 201 and again.json()["meta"]["versionId"] == "3"
 
 

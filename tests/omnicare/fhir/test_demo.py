@@ -219,7 +219,8 @@ def test_create_demo_users_logs_in_and_repairs_care_teams(client: Any) -> None:
         assert user_roles(get_user_model().objects.get(username=username)) == {role.strip("[]")}
     assert "admin" in printed
 
-    assert get_user_model().objects.get(username="admin").is_superuser
+    admin_user = get_user_model().objects.get(username="admin")
+    assert admin_user.is_staff and not admin_user.is_superuser  # issue 10: the demo admin is not a superuser
 
     def adams_teams() -> int:
         ref = f"Practitioner/{user_practitioner_id('dr.adams')}"

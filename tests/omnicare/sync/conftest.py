@@ -66,7 +66,21 @@ class SyncClient:
 
     def post(self, path: str, body: Any, **extra: Any) -> Any:
         data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+        if path.split("?")[0] == "/pull":  # pulls need a registered device (issue 10, item 14)
+            if "deviceId=" not in path:
+                path = path + ("&" if "?" in path else "?") + f"deviceId={self.device_id}"
+            self.register(path.split("deviceId=")[1].split("&")[0])
         return self.client.post("/api/sync" + path, data, content_type="application/json", **extra)
+
+    def register(self, device_id: str | None = None) -> None:
+        """Register the device once (``POST /api/sync/devices``); pulls need a registered device."""
+        done: set[str] = self.__dict__.setdefault("_registered", set())
+        device = device_id or self.device_id
+        if device not in done:
+            r = self.client.post("/api/sync/devices", json.dumps({"deviceId": device}),
+                                 content_type="application/json")
+            if r.status_code == 200:
+                done.add(device)
 
     def get(self, path: str, **params: Any) -> Any:
         return self.client.get("/api/sync" + path, params)

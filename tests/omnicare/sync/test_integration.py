@@ -39,8 +39,15 @@ def test_a_revoked_device_can_neither_pull_nor_push_and_is_told_to_wipe(clinic: 
         assert r["OmniCare-Device"] == WIPE
         assert r.json()["issue"][0]["details"]["coding"][0]["code"] == "device-revoked"
     assert ResourceVersion.objects.count() == versions
-    # Another device of the same user still syncs.
-    assert SyncClient(api, "tablet-2").post("/pull?deviceId=tablet-2", {"cursor": None}).status_code == 200
+    # Revoking ended the token that tablet ran on (issue 10); another device of the same user still syncs
+    # with its own credentials.
+    assert api.get("/api/auth/me").status_code == 403  # its token is dead and tells the tablet to wipe
+    from django.test import Client
+
+    from omnicare.access.services import token_create
+
+    fresh = Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=clinic['user'], name='tablet-2')}")
+    assert SyncClient(fresh, "tablet-2").post("/pull?deviceId=tablet-2", {"cursor": None}).status_code == 200
 
 
 @pytest.mark.django_db(transaction=True)
@@ -95,13 +102,14 @@ async def test_a_fhir_rest_put_produces_a_hint_for_a_subscribed_in_scope_user(
 
 def test_a_large_pull_is_gzip_encoded_when_asked(clinic: Any, api: Any) -> None:
     seed(*[observation(f"big-{i}", "p1", float(i)) for i in range(300)])
-    r = api.post("/api/sync/pull", json.dumps({"cursor": None, "limit": 500}), content_type="application/json",
+    api.post("/api/sync/devices", json.dumps({"deviceId": "gz"}), content_type="application/json")
+    r = api.post("/api/sync/pull?deviceId=gz", json.dumps({"cursor": None, "limit": 500}), content_type="application/json",
                  HTTP_ACCEPT_ENCODING="gzip")
     assert r.status_code == 200 and r["Content-Encoding"] == "gzip"
     page = json.loads(gzip.decompress(r.content))
     assert len(page["changes"]) >= 300
     assert len(r.content) * 4 < len(gzip.decompress(r.content))
-    plain = api.post("/api/sync/pull", json.dumps({"cursor": None, "limit": 500}), content_type="application/json")
+    plain = api.post("/api/sync/pull?deviceId=gz", json.dumps({"cursor": None, "limit": 500}), content_type="application/json")
     assert not plain.has_header("Content-Encoding") and json.loads(plain.content)["changes"]
 
 

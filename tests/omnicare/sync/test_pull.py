@@ -129,7 +129,8 @@ def test_scope_change_during_a_paged_fill_restarts_towards_the_new_scope(
 
 
 def test_get_pull_matches_post_pull(clinic: Any, sync: SyncClient) -> None:
-    r = sync.client.get("/api/sync/pull", {"limit": 50})
+    sync.register()
+    r = sync.client.get("/api/sync/pull", {"limit": 50, "deviceId": sync.device_id})
     assert r.status_code == 200
     assert keys(r.json()["changes"]) == keys(sync.pull_all()[0])
 

@@ -13,7 +13,7 @@ from omnicare.fhir.models import Resource, ResourceVersion
 from omnicare.fhir.services import resources_import
 from omnicare.sync.models import AppliedMutation, Conflict, Device
 from omnicare.sync.services import MAX_PUSH_MUTATIONS
-from tests.omnicare.sync.conftest import SyncClient, delete, observation, patient, put
+from tests.omnicare.sync.conftest import SyncClient, care_team, delete, observation, patient, put
 
 
 def current(rtype: str, rid: str) -> Resource:
@@ -121,7 +121,7 @@ def test_resolving_against_a_moved_record_is_refused(clinic: Any, sync: SyncClie
     assert current("Observation", "o1").body["valueQuantity"]["value"] == 70.0
 
 
-def test_conflicts_are_private_to_their_author_but_visible_to_staff(
+def test_conflicts_are_private_to_their_author_and_clinicians_in_scope_not_staff(
     clinic: Any, sync: SyncClient, other_sync: SyncClient
 ) -> None:
     resources_import(resources=[observation("o1", "p1", 75.0)])
@@ -129,8 +129,10 @@ def test_conflicts_are_private_to_their_author_but_visible_to_staff(
     assert other_sync.get("/conflicts").json() == []
     assert other_sync.get(f"/conflicts/{r['conflictId']}").status_code == 404
     other = clinic["other"]
-    other.is_staff = True
+    other.is_staff = True  # issue 10: a staff flag is not a reason to read clinical content
     other.save()
+    assert other_sync.get("/conflicts").json() == []
+    resources_import(resources=[care_team("p1", ["dr.test", "nurse.test"])])  # now on p1's care team
     assert [x["id"] for x in other_sync.get("/conflicts").json()] == [r["conflictId"]]
 
 

@@ -84,6 +84,7 @@ class Device:
     skew: float = 0.0  # this tablet's clock minus the true time
     backup: MemoryStore | None = None  # an older copy of the store, as a device backup holds it
     backup_clock: int = 0
+    registered: bool = False  # POST /api/sync/devices done (pulls need a registered device)
 
     def apply(self, effects: list[Effect]) -> None:
         step(self.store.apply(to_store_ops(effects, CODEC)))
@@ -232,7 +233,11 @@ class RealSim:
     def deliver(self, final: bool = False) -> None:
         kind, d, req, payload = self.transit.pop(0 if final else self.rng.randrange(len(self.transit)))
         if kind in ("push", "pull"):
-            r = d.http.post(f"/api/sync/{kind}", payload, content_type="application/json")
+            if kind == "pull" and not d.registered:
+                d.http.post("/api/sync/devices", json.dumps({"deviceId": d.name}), content_type="application/json")
+                d.registered = True
+            url = f"/api/sync/pull?deviceId={d.name}" if kind == "pull" else f"/api/sync/{kind}"
+            r = d.http.post(url, payload, content_type="application/json")
             assert r.status_code == 200, (kind, r.status_code, r.content[:500])
             if kind == "push" and not final and self.rng.random() < self.p_lost_after_commit:
                 self.faults["lost-after-commit"] += 1
