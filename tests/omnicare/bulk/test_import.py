@@ -126,6 +126,8 @@ def _device_of_a_care_team_clinician_syncs_the_whole_record(django_user_model: A
          "participant": [{"member": {"reference": "Practitioner/pr-sync"}}]},
     ])
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=dr, name='dev')}")
+    # Pulls need a registered device (issue 10, item 14).
+    assert client.post("/api/sync/devices", json.dumps({"deviceId": "tab-1"}), content_type="application/json").status_code == 200
     got: set[tuple[str, str]] = set()
     cursor = None
     for _ in range(200):

@@ -83,8 +83,9 @@ def _post(base: str, path: str, tok: str, body: dict[str, Any]) -> dict[str, Any
 def _pull_all(base: str, tok: str) -> list[dict[str, Any]]:
     changes: list[dict[str, Any]] = []
     cursor = None
+    _post(base, "/api/sync/devices", tok, {"deviceId": "hl7-tab"})  # pulls need a registered device
     while True:
-        page = _post(base, "/api/sync/pull", tok, {"cursor": cursor, "limit": 500})
+        page = _post(base, "/api/sync/pull?deviceId=hl7-tab", tok, {"cursor": cursor, "limit": 500})
         changes += page["changes"]
         cursor = page["cursor"]
         if not page["hasMore"]:

@@ -10,6 +10,7 @@ from django.test import Client
 
 from omnicare.access.services import break_glass_request, device_revoke, login_attempt_record
 from omnicare.audit.models import AuditEvent
+from omnicare.fhir.services import resources_import
 from omnicare.ops import services
 from omnicare.ops.models import RequestMinute, Watermark
 
@@ -60,13 +61,16 @@ def test_every_page_view_is_audited_and_refreshes_are_audited_throttled(administ
 
 
 def test_panels_show_the_scripted_figures(administrator: Any, auditor: Any, clinician: Any) -> None:
-    c = client_for(clinician)
-    for d in ("tab-1", "tab-2", "tab-3"):
+    # One session per tablet: a session or token belongs to one device (issue 10, item 14).
+    tabs = {d: client_for(clinician) for d in ("tab-1", "tab-2", "tab-3")}
+    for d, c in tabs.items():
         assert post(c, "/api/sync/devices", {"deviceId": d}).status_code == 200
-    post(c, "/api/ops/telemetry", report("tab-1", failedUnlocks=1))
-    post(c, "/api/ops/telemetry", report("tab-2", outbox={"pending": 4, "conflicted": 0, "rejected": 0,
-                                                           "oldestPendingAge": 30 * 3600.0}))
+    post(tabs["tab-1"], "/api/ops/telemetry", report("tab-1", failedUnlocks=1))
+    post(tabs["tab-2"], "/api/ops/telemetry", report("tab-2", outbox={"pending": 4, "conflicted": 0, "rejected": 0,
+                                                                      "oldestPendingAge": 30 * 3600.0}))
     device_revoke(owner=clinician, device_id="tab-3", by=administrator, reason="left in a taxi")
+    # Break-the-glass needs a patient that exists (issue 10, item 19).
+    resources_import(resources=[{"resourceType": "Patient", "id": "p-emergency-1", "name": [{"family": "Zed"}]}])
     break_glass_request(user=clinician, patient_id="p-emergency-1", reason="Unconscious patient, allergies unknown")
     login_attempt_record(username="dr.ops", ip="10.0.0.9", success=False)
     services.verify_run()

@@ -78,14 +78,13 @@ def test_revoked_device_is_told_to_wipe(clinician: Any, administrator: Any) -> N
 
 
 def test_device_states_flag_silent_and_long_waiting_devices(clinician: Any, administrator: Any) -> None:
-    c = _registered(clinician)
-    for d in ("tab-2", "tab-3", "tab-4"):
-        assert post(c, "/api/sync/devices", {"deviceId": d}).status_code == 200
-    post(c, "/api/ops/telemetry", report("tab-1"))
-    post(c, "/api/ops/telemetry", report("tab-2", outbox={"pending": 1, "conflicted": 0, "rejected": 0,
-                                                           "oldestPendingAge": 25 * 3600.0}))
-    post(c, "/api/ops/telemetry", report("tab-3", outbox={"pending": 1, "conflicted": 0, "rejected": 0,
-                                                           "oldestPendingAge": 600.0}))
+    # One session per tablet: a session or token belongs to one device (issue 10, item 14).
+    tabs = {d: _registered(clinician, d) for d in ("tab-1", "tab-2", "tab-3", "tab-4")}
+    post(tabs["tab-1"], "/api/ops/telemetry", report("tab-1"))
+    post(tabs["tab-2"], "/api/ops/telemetry", report("tab-2", outbox={"pending": 1, "conflicted": 0, "rejected": 0,
+                                                                      "oldestPendingAge": 25 * 3600.0}))
+    post(tabs["tab-3"], "/api/ops/telemetry", report("tab-3", outbox={"pending": 1, "conflicted": 0, "rejected": 0,
+                                                                      "oldestPendingAge": 600.0}))
     device_revoke(owner=clinician, device_id="tab-4", by=administrator, reason="stolen")
     states = {d["device_id"]: d["state"] for d in services.device_states()}
     assert states == {"tab-1": "synced", "tab-2": "pending_over_24h", "tab-3": "pending_1h", "tab-4": "revoked"}

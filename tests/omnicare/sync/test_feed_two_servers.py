@@ -68,8 +68,12 @@ def test_cursor_never_skips_with_two_server_processes(
     token = token_for(user)
     urls = [s.url for s in two_servers]
 
+    # Pulls need a registered device; one token belongs to one device (issue 10, item 14).
+    assert _call(f"{urls[0]}/api/sync/devices", token, "POST", {"deviceId": "two-servers"})[0] == 200
+
     def pull(i: int, cursor: str | None, limit: int) -> dict[str, Any]:
-        return _call(f"{urls[i % 2]}/api/sync/pull", token, "POST", {"cursor": cursor, "limit": limit})[1]
+        url = f"{urls[i % 2]}/api/sync/pull?deviceId=two-servers"
+        return _call(url, token, "POST", {"cursor": cursor, "limit": limit})[1]
 
     start: str | None = None
     while True:  # start every reader from the head
