@@ -88,13 +88,16 @@ class Server:
         with urllib.request.urlopen(req, timeout=20) as r:
             return json.loads(r.read())
 
-    def api(self, method: str, path: str, data: Any = None, *, user: str = "dr.adams") -> tuple[int, Any]:
-        """Call /api/... as ``user`` with a bearer token; returns (status, JSON body) without raising."""
+    def api(self, method: str, path: str, data: Any = None, *, user: str = "dr.adams",
+            device: str = "") -> tuple[int, Any]:
+        """Call /api/... as ``user`` with a bearer token; returns (status, JSON body) without raising.
+
+        A token belongs to one device once it syncs: ``device`` picks a token of its own for each tablet."""
         import urllib.error  # noqa: PLC0415
 
         body = None if data is None else json.dumps(data).encode()
         req = urllib.request.Request(self.url + path, data=body, method=method, headers={
-            "Authorization": f"Bearer {self.token(user)}", "Accept": "application/json",
+            "Authorization": f"Bearer {self.token(user, device)}", "Accept": "application/json",
             "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=20) as r:
@@ -109,15 +112,16 @@ class Server:
 
     _tokens: dict[str, str] | None = None
 
-    def token(self, user: str) -> str:
+    def token(self, user: str, device: str = "") -> str:
         if self._tokens is None:
             self._tokens = {}
-        if user not in self._tokens:
+        key = f"{user}\0{device}"
+        if key not in self._tokens:
             out = subprocess.run([PY, "manage.py", "create_api_token", user], cwd=REPO, env=self.env,
                                  capture_output=True, text=True, check=True).stdout
             tok = next(w for w in out.split() if w.startswith("oc_"))
-            self._tokens[user] = tok
-        return self._tokens[user]
+            self._tokens[key] = tok
+        return self._tokens[key]
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

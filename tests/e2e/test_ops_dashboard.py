@@ -64,8 +64,9 @@ def _phi(server: Server) -> list[str]:
     return sorted(out)
 
 
-def _api(server: Server, method: str, path: str, data: Any = None, *, user: str = "dr.adams") -> tuple[int, Any]:
-    return server.api(method, path, data, user=user)
+def _api(server: Server, method: str, path: str, data: Any = None, *, user: str = "dr.adams",
+         device: str = "") -> tuple[int, Any]:
+    return server.api(method, path, data, user=user, device=device)
 
 
 def _mutation(resource: dict[str, Any], base: int) -> dict[str, Any]:
@@ -147,8 +148,9 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
 
     # 2. Two API devices of the same clinician: one push applied, one conflict on the same base.
     for dev in ("api-dev-a", "api-dev-b"):
-        assert _api(server, "POST", "/api/sync/devices", {"deviceId": dev})[0] == 200
-    status, page1 = _api(server, "POST", "/api/sync/pull?deviceId=api-dev-a", {"cursor": None, "limit": 1000})
+        assert _api(server, "POST", "/api/sync/devices", {"deviceId": dev}, device=dev)[0] == 200
+    status, page1 = _api(server, "POST", "/api/sync/pull?deviceId=api-dev-a", {"cursor": None, "limit": 1000},
+                         device="api-dev-a")
     assert status == 200
     obs = next(c for c in page1["changes"] if c["resourceType"] == "Observation" and c["resource"]
                and "valueQuantity" in c["resource"])
@@ -157,9 +159,11 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
     mine["valueQuantity"]["value"] = float(mine["valueQuantity"]["value"]) + 1
     theirs = json.loads(json.dumps(obs["resource"]))
     theirs["valueQuantity"]["value"] = float(theirs["valueQuantity"]["value"]) + 2
-    s, r = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-a", "mutations": [_mutation(mine, base)]})
+    s, r = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-a", "mutations": [_mutation(mine, base)]},
+                device="api-dev-a")
     assert s == 200 and r["results"][0]["status"] == "applied"
-    s, r = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-b", "mutations": [_mutation(theirs, base)]})
+    s, r = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-b", "mutations": [_mutation(theirs, base)]},
+                device="api-dev-b")
     assert s == 200 and r["results"][0]["status"] == "conflict"
     # Device A says a change has been waiting 26 h (a tablet that could not sync).
     s, _ = _api(server, "POST", "/api/ops/telemetry", {
@@ -167,7 +171,7 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
         "outbox": {"pending": 1, "conflicted": 0, "rejected": 0, "oldestPendingAge": 26 * 3600.0},
         "lastSyncAge": 26 * 3600.0, "storage": {"used": 80 * 2**20, "quota": 2**32, "persisted": False,
                                                  "records": 900},
-        "intervalSeconds": 300.0, "offlineSeconds": 0.0, "offlineReadySeconds": 300.0})
+        "intervalSeconds": 300.0, "offlineSeconds": 0.0, "offlineReadySeconds": 300.0}, device="api-dev-a")
     assert s == 200
 
     # 3. Device B is revoked by the administrator, then tries to push again and is told to wipe.
@@ -175,7 +179,8 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
                 {"username": "dr.adams", "deviceId": "api-dev-b", "reason": "reported stolen"}, user="admin")
     # (the demo superuser revokes; the ward administrator below only watches)
     assert s == 200
-    s, _ = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-b", "mutations": [_mutation(theirs, base)]})
+    s, _ = _api(server, "POST", "/api/sync/push", {"deviceId": "api-dev-b", "mutations": [_mutation(theirs, base)]},
+                device="api-dev-b")
     assert s == 403
 
     # 4. Break-the-glass by dr.chen for a patient outside his care team; 5. a failed sign-in; 6. verification.
@@ -239,7 +244,7 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
     newer = json.loads(json.dumps(mine))
     newer["valueQuantity"]["value"] = float(newer["valueQuantity"]["value"]) + 1
     s, r = _api(server, "POST", "/api/sync/push",
-                {"deviceId": "api-dev-a", "mutations": [_mutation(newer, base + 1)]})
+                {"deviceId": "api-dev-a", "mutations": [_mutation(newer, base + 1)]}, device="api-dev-a")
     assert s == 200 and r["results"][0]["status"] == "applied"
     poll(a, "() => document.querySelector('[data-testid=\"push-count\"]').textContent.trim() === '4'",
          timeout=60)
