@@ -564,6 +564,9 @@ def token_device_revoked_check(*, token: str) -> None:
 
 def revoked_device_contact(*, user: Any, device_id: str) -> None:
     """A revoked device's credentials were used again: a security event (best effort), then the wipe order."""
+    # The caller answers with the wipe order: record the first time, as device_check does (the dashboard's
+    # "told to wipe").
+    DeviceRevocation.objects.filter(user=user, device_id=device_id, wipe_told__isnull=True).update(wipe_told=_now(None))
     try:
         from omnicare.audit.services import audit_record
 
