@@ -62,7 +62,8 @@ def test_concurrent_reservations_in_two_tabs_never_share_a_nonce(seed: int) -> N
 
     async def run() -> list[bytes]:
         jobs = [tabs[rng.randrange(2)]._reserve(rng.randrange(1, 12)) for _ in range(60)]
-        return [n for batch in await asyncio.gather(*jobs) for n in batch]
+        # Envelope v2: a reservation is (block salt, nonces); the counters alone must still never repeat.
+        return [n for _salt, batch in await asyncio.gather(*jobs) for n in batch]
 
     nonces = _run(run())
     assert len(nonces) == len(set(nonces))

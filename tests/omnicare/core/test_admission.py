@@ -23,6 +23,15 @@ async def _call(app: Any, path: str) -> tuple[int, dict[bytes, bytes]]:
     return start["status"], dict(start["headers"])
 
 
+
+def _run(coro: Any) -> Any:
+    """asyncio.run in a thread of its own: an earlier test (Playwright's sync API) may leave an event loop
+    running in the main thread, where asyncio.run refuses to start."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
 def test_requests_beyond_the_limit_wait_then_get_503() -> None:
     release = asyncio.Event()
     running = 0
@@ -52,7 +61,7 @@ def test_requests_beyond_the_limit_wait_then_get_503() -> None:
         assert [s for s, _ in await asyncio.gather(*slow)] == [200, 200]
         await waiting
 
-    asyncio.run(scenario())
+    _run(scenario())
     assert peak <= 4  # 2 admitted API requests + the probe + the static file, never the queued ones
 
 
@@ -67,4 +76,4 @@ def test_a_request_in_line_is_admitted_when_a_slot_frees() -> None:
     async def scenario() -> list[int]:
         return [s for s, _ in await asyncio.gather(*(_call(app, "/api/x") for _ in range(5)))]
 
-    assert asyncio.run(scenario()) == [200] * 5
+    assert _run(scenario()) == [200] * 5
