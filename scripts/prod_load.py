@@ -77,13 +77,15 @@ def setup() -> None:
                     "participant": [{"member": {"reference": "Practitioner/pr-smoke"}}]})  # fmt: skip
         res += [observation(f"so{p}-{k}", pid, 70.0) for k in range(3)]
     resources_import(resources=res)
-    print(token_create(user=user, name="prod-smoke"))
+    # One token per device (a token belongs to one device once it syncs), the first for everything else.
+    print(",".join(token_create(user=user, name=f"prod-smoke-{i}") for i in range(9)))
 
 
 class Load:
     def __init__(self, urls: list[str], token: str, kill_pid: int, kill_at: float, seconds: float) -> None:
         self.urls, self.kill_pid, self.kill_at, self.seconds = urls, kill_pid, kill_at, seconds
-        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self.tokens = token.split(",")
+        self.headers = {"Authorization": f"Bearer {self.tokens[0]}", "Accept": "application/json"}
         self.start = time.monotonic()
         self.killed = threading.Event()
         self.lock = threading.Lock()
@@ -101,14 +103,16 @@ class Load:
             self.acks["statuses"][key] = self.acks["statuses"].get(key, 0) + 1
 
     def call(self, client: httpx.Client, method: str, path: str, *, prefer: int, retry: bool,
-             body: Any = None) -> tuple[int, Any, int]:  # fmt: skip
+             body: Any = None, device: int | None = None) -> tuple[int, Any, int]:  # fmt: skip
         """Try the preferred server, fail over to the other on a transport error (only if ``retry``)."""
         order = [prefer % 2, (prefer + 1) % 2]
         last: Exception | None = None
         for attempt in range(6):
             i = order[min(attempt, 1)] if not self.killed.is_set() else 1
             try:
-                r = client.request(method, self.urls[i] + path, json=body, headers=self.headers, timeout=30)
+                headers = self.headers if device is None else {
+                    **self.headers, "Authorization": f"Bearer {self.tokens[1 + device % 8]}"}
+                r = client.request(method, self.urls[i] + path, json=body, headers=headers, timeout=30)
             except httpx.TransportError as exc:
                 self._count(type(exc).__name__)
                 last = exc
@@ -135,14 +139,14 @@ class Load:
             n = 0
             # Two edits of one value from the same base, one after the other: the second is a stored conflict.
             oid = f"so{d}-0"
-            status, body, _ = self.call(c, "GET", f"/fhir/R4/Observation/{oid}", prefer=d, retry=True)
+            status, body, _ = self.call(c, "GET", f"/fhir/R4/Observation/{oid}", device=d, prefer=d, retry=True)
             base = int(body["meta"]["versionId"])
             for k, value in enumerate((81.5, 62.25)):
                 mid = f"d{d}-clash{k}-{uuid.uuid4().hex[:6]}"
                 edit = {**body, "valueQuantity": {"value": value, "unit": "kg"}}
                 m = {"mutationId": mid, "op": "put", "resourceType": "Observation", "id": oid, "baseVersion": base,
                      "resource": edit}  # fmt: skip
-                status, out, _ = self.call(c, "POST", "/api/sync/push", prefer=d + k, retry=True,
+                status, out, _ = self.call(c, "POST", "/api/sync/push", device=d, prefer=d + k, retry=True,
                                            body={"deviceId": f"smoke-{d}", "mutations": [m]})  # fmt: skip
                 r = out["results"][0]
                 with self.lock:
@@ -154,7 +158,7 @@ class Load:
                 muts = []
                 for oid in ids:
                     status, body, _ = self.call(
-                        c, "GET", f"/fhir/R4/Observation/{oid}", prefer=d + n, retry=True
+                        c, "GET", f"/fhir/R4/Observation/{oid}", device=d, prefer=d + n, retry=True
                     )
                     if status != 200:
                         continue
@@ -175,7 +179,7 @@ class Load:
                     c,
                     "POST",
                     "/api/sync/push",
-                    prefer=d + n,
+                    device=d, prefer=d + n,
                     retry=True,
                     body={"deviceId": f"smoke-{d}", "mutations": muts},
                 )
@@ -277,7 +281,7 @@ class Load:
         threads += [threading.Thread(target=self.device, args=(d,)) for d in range(4)]
         threads += [threading.Thread(target=self.reader, args=(k,)) for k in range(2)]
         threads += [threading.Thread(target=self.creator, args=(k,)) for k in range(2)]
-        threads += [threading.Thread(target=self.job), threading.Thread(target=self.hints, args=(token,))]
+        threads += [threading.Thread(target=self.job), threading.Thread(target=self.hints, args=(token.split(",")[0],))]
         for t in threads:
             t.start()
         for t in threads:
