@@ -43,6 +43,7 @@ sys.path.insert(0, str(REPO))
 
 VT, FS, CR = b"\x0b", b"\x1c", b"\x0d"
 KEYS = ("hl7_oru_per_s_1conn", "hl7_oru_per_s_8conn", "hl7_ack_to_fhir_p95_ms", "hl7_ack_to_hint_p95_ms")
+BENCH_MASTER_KEY = "YmVuY2gtb25seS1tYXN0ZXIta2V5LW5vdC1zZWNyZXQ="  # bench only, not a secret
 MARK_START, MARK_END = "<!-- hl7-bench:start -->", "<!-- hl7-bench:end -->"
 
 
@@ -104,6 +105,8 @@ def env_for(db_url: str, redis_url: str, prefix: str, queue: str) -> dict[str, s
         "OMNICARE_HL7_CELERY_QUEUE": queue, "OMNICARE_SECRET_KEY": "bench", "OMNICARE_DEBUG": "0",
         "OMNICARE_SECURE": "0", "OMNICARE_LOG_LEVEL": "WARNING", "DJANGO_SETTINGS_MODULE": "omnicare.settings",
         "PYTHONUNBUFFERED": "1", "CELERY_TASK_ALWAYS_EAGER": "0",
+        # DEBUG off needs a real-looking master key (bench only, like bench/fhir_rest.py).
+        "OMNICARE_MASTER_KEY": os.environ.get("OMNICARE_MASTER_KEY", BENCH_MASTER_KEY),
     })
     return env
 
@@ -196,7 +199,7 @@ def main() -> None:
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=REPO, env=env, check=True)  # noqa: S603
 
     os.environ.update({k: env[k] for k in ("DATABASE_URL", "REDIS_URL", "OMNICARE_CHANNEL_PREFIX",
-                                           "DJANGO_SETTINGS_MODULE", "OMNICARE_SECRET_KEY")})
+                                           "DJANGO_SETTINGS_MODULE", "OMNICARE_SECRET_KEY", "OMNICARE_MASTER_KEY")})
     os.environ["OMNICARE_DB_POOL"] = "0"
     import django
 
