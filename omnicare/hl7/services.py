@@ -193,7 +193,8 @@ def inbound_process_batch(*, message_ids: list[int], now: datetime | None = None
     stored meanwhile and the tasks queued for those rows find them processed. Rows are locked with
     ``FOR UPDATE SKIP LOCKED``: a row another worker holds is that worker's (a repeat of its task finds it
     processed; if that worker dies its transaction rolls back and the stale sweep re-enqueues the row).
-    Idempotent: processed and dead rows are never touched. Returns ``{id: state}`` for the named ids.
+    Idempotent: processed and dead rows are never touched. Returns ``{id: state}`` for the named ids and
+    every row the batch took.
     """
     from . import mapping
 
