@@ -1,10 +1,11 @@
 """HL7 v2 interface services: durable inbound store, mapping runs, retries, queue stats, outbound sends.
 
-Inbound: the listener hands every framed message to :func:`inbound_accept` (decode, parse, check) and then
-:func:`inbound_store` (one transaction for a batch of messages from all connections: group commit). The
-ACK AA goes out only after that commit. :func:`inbound_process` (the Celery task) maps one message to FHIR
-in ONE transaction together with its audit event and the row's state change, so a message is either
-fully in the record or not at all, and a redelivered task finds it ``processed`` and does nothing.
+Inbound: the listener hands every framed message to :func:`inbound_accept` (decode, read MSH/PID, check) and
+then :func:`inbound_store` (one statement for a batch of messages from all connections: group commit). The
+ACK AA goes out only after that commit. :func:`inbound_process_batch` (the Celery task) maps messages to
+FHIR in one transaction per batch with a savepoint per message holding its writes, its audit event and
+the row's state change, so a message is either fully in the record or not at all, and a redelivered task
+finds it ``processed`` and does nothing.
 
 The sending system is the audit agent: events carry no user, ``username`` ``hl7:<MSH-4>`` and the message
 type / control id (never content). FHIR writes go through ``fhir.services.resources_apply`` (the one write
