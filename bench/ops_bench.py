@@ -199,6 +199,9 @@ def measure_dashboard(su: Any, size: int) -> dict[str, Any]:
 
     with conn.execute_wrapper(count):
         c.get("/admin/ops/dashboard/")
+    if os.environ.get("BENCH_OPS_SHOW_QUERIES"):
+        for q in seen:
+            log("  Q " + q[:160])
     panels = timed(lambda: c.get("/admin/ops/dashboard/panels/"), 7)
     # 10,000 new events after the watermark: what one rollup run folds.
     from django.db import connection
