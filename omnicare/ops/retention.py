@@ -8,7 +8,7 @@ Deletes go in batches by the tables' time indexes, so one run never holds long l
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,11 +16,27 @@ from django.db import transaction
 
 from .models import Alert, Counter, DeviceReport, RequestMinute, ResolutionCheck, VerifyRun
 
+#: Hourly counters past their window are summed into this one bucket per key before they go, so all-time
+#: totals (Prometheus counters) never go down; no dashboard window reaches back to it.
+CARRY_BUCKET = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _carry_counters(ids: list[Any]) -> None:
+    from django.db.models import Sum
+
+    from .services import counter_add
+
+    old = Counter.objects.filter(pk__in=ids)
+    counter_add([(k, CARRY_BUCKET, v or 0.0) for k, v in old.values("key").annotate(v=Sum("value"))
+                 .values_list("key", "v")])
+
+
 #: (setting, default days, model, time field, extra filter)
 WINDOWS: tuple[tuple[str, float, Any, str, dict[str, Any]], ...] = (
     ("OMNICARE_OPS_RETAIN_REPORT_DAYS", 30, DeviceReport, "received", {}),
     ("OMNICARE_OPS_RETAIN_REQUEST_DAYS", 8, RequestMinute, "minute", {}),
-    ("OMNICARE_OPS_RETAIN_COUNTER_DAYS", 400, Counter, "bucket", {}),
+    ("OMNICARE_OPS_RETAIN_COUNTER_DAYS", 400, Counter, "bucket",
+     {"bucket__gte": CARRY_BUCKET + timedelta(days=1)}),  # (a day past it: SQLite compares text)
     ("OMNICARE_OPS_RETAIN_VERIFY_DAYS", 90, VerifyRun, "started", {}),
     ("OMNICARE_OPS_RETAIN_ALERT_DAYS", 90, Alert, "cleared", {"cleared__isnull": False}),
     ("OMNICARE_OPS_RETAIN_CHECK_DAYS", 90, ResolutionCheck, "at", {"decided__isnull": False}),
@@ -41,6 +57,8 @@ def ops_retention_run(*, now: datetime, batch: int = 10_000) -> dict[str, int]:
                     ids = list(qs.values_list("pk", flat=True)[:batch])
                     if not ids:
                         break
+                    if model is Counter:
+                        _carry_counters(ids)
                     deleted += model.objects.filter(pk__in=ids).delete()[0]
                 if len(ids) < batch:
                     break

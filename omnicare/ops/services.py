@@ -796,6 +796,8 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
     from omnicare.audit.models import ChainHead
     from omnicare.sync.models import Conflict
 
+    from .dashboard import queues_panel
+
     now = _now(now)
     states = device_state_counts(now=now)
     run = VerifyRun.objects.order_by("-started").first()
@@ -808,6 +810,7 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
         "break_glass_active": EmergencyAccessGrant.objects.filter(ended__isnull=True, expires__gt=now).count(),
         "queue_depth": queue_depth() or 0,
         "alerts": Alert.objects.filter(cleared__isnull=True).count(),
+        "queues": queues_panel(now=now),
         "totals": counter_total(""),
     }
 

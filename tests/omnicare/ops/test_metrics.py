@@ -54,6 +54,8 @@ def test_scrape_parses_and_carries_the_dashboard_counters(settings: Any, django_
     assert s[key] >= 3
     assert s[("omnicare_signins_total", (("outcome", "failure"),))] == 1
     assert ("omnicare_devices", (("state", "revoked"),)) in s
+    assert s[("omnicare_hl7_messages", (("direction", "in"), ("state", "dead")))] == 0  # HL7 queue gauges
+    assert s[("omnicare_bulk_jobs_running", ())] == 0
     assert any(name == "omnicare_http_request_duration_seconds_bucket" for name, _ in s)
 
 
