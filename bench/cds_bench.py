@@ -21,6 +21,7 @@ Metrics merged into ``bench/results.json`` (other keys are kept) and a section i
 from __future__ import annotations
 
 import argparse
+import base64
 import functools
 import http.server
 import json
@@ -200,7 +201,12 @@ def hooks_roundtrip(n: int) -> dict[str, Any]:
     tmp = tempfile.mkdtemp(prefix="cds-bench-")
     db_url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{tmp}/bench.sqlite3"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    # The production topology: requests only insert their audit row (fail-closed, in the request); the
+    # sequencer (`manage.py audit_sequencer`, as deployed next to the web process) chains them within its
+    # interval. Without this the embedded default chains and signs a checkpoint inside every request.
     env.update({"DATABASE_URL": db_url, "OMNICARE_DEBUG": "0", "OMNICARE_SECRET_KEY": "cds-bench-" + uuid.uuid4().hex,
+                "OMNICARE_MASTER_KEY": base64.b64encode(os.urandom(32)).decode(),
+                "OMNICARE_AUDIT_SEQUENCE_INLINE": "0", "OMNICARE_AUDIT_CHECKPOINT_LOG": f"{tmp}/checkpoints.jsonl",
                 "OMNICARE_LOG_LEVEL": "WARNING", "OMNICARE_SECURE": "0", "DJANGO_SETTINGS_MODULE": "omnicare.settings"})
     subprocess.run([PY, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=env, check=True, capture_output=True)
     subprocess.run([PY, "manage.py", "create_demo_users"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -208,6 +214,8 @@ def hooks_roundtrip(n: int) -> dict[str, Any]:
                          capture_output=True, text=True).stdout
     token = next(w for w in out.split() if w.startswith("oc_"))
     port = _free_port()
+    sequencer = subprocess.Popen([PY, "manage.py", "audit_sequencer", "--interval", "0.2"], cwd=ROOT, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     proc = subprocess.Popen([PY, "-m", "uvicorn", "omnicare.asgi:application", "--host", "127.0.0.1", "--port",
                              str(port), "--no-access-log"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.STDOUT)
@@ -249,14 +257,29 @@ def hooks_roundtrip(n: int) -> dict[str, Any]:
                 cards = len(r.json()["cards"])
                 if i >= 20:  # warm-up
                     times.append(dt)
+        unsequenced = _unsequenced_after(env, n + 20)
         return {"p95": p95(times), "median": statistics.median(times), "n": len(times), "cards": cards,
-                "database": db_url.split(":", 1)[0], "request_bytes": len(data)}
+                "database": db_url.split(":", 1)[0], "request_bytes": len(data), "audit_unsequenced": unsequenced}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for p in (proc, sequencer):
+            p.terminate()
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _unsequenced_after(env: dict[str, str], calls: int) -> int:
+    """Every call's audit event stored and chained by the sequencer (waits up to 10 s); returns how many are not."""
+    script = ("from omnicare.audit.models import AuditEvent as E; import time\n"
+              f"for _ in range(50):\n"
+              f"    q = E.objects.filter(action='cds-hooks')\n"
+              f"    if q.count() >= {calls} and not q.filter(seq__isnull=True).exists(): break\n"
+              f"    time.sleep(0.2)\n"
+              f"print(max(0, {calls} - q.exclude(seq__isnull=True).count()))")
+    out = subprocess.run([PY, "manage.py", "shell", "-c", script], cwd=ROOT, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.split()[-1])
 
 
 def cpython_check(rounds: int) -> dict[str, Any]:
