@@ -88,7 +88,7 @@ def _status_code(cc: Any) -> str | None:
 
 def _med_concept(resource: Mapping[str, Any]) -> Any:
     cc = resource.get("medicationCodeableConcept")
-    if cc is None and isinstance(resource.get("medicationReference"), Mapping):
+    if cc is None and isinstance(resource.get("medicationReference"), MAP):
         cc = {"text": resource["medicationReference"].get("display")}
     return cc
 
@@ -319,7 +319,7 @@ class Context:
             return value
         if isinstance(value, MAP):
             ctx = cls(now=value.get("now") if isinstance(value.get("now"), str) else None,
-                      patient=value.get("patient") if isinstance(value.get("patient"), Mapping) else None)
+                      patient=value.get("patient") if isinstance(value.get("patient"), MAP) else None)
             for key in ("medications", "allergies", "conditions", "observations", "labs"):
                 for r in _resources_in(value.get(key)):
                     ctx.add(r)
@@ -328,16 +328,16 @@ class Context:
 
 
 def _resources_in(value: Any) -> list[Mapping[str, Any]]:
-    if isinstance(value, MAP) and value.get("resourceType") == "Bundle":
-        return [e["resource"] for e in value.get("entry") or () if isinstance(e, MAP)
-                and isinstance(e.get("resource"), Mapping)]
-    if isinstance(value, MAP):
-        return [value]
-    if isinstance(value, list):
+    if isinstance(value, list):  # first: a list is never a Mapping, and the ABC check of one is slow
         out: list[Mapping[str, Any]] = []
         for v in value:
             out.extend(_resources_in(v))
         return out
+    if isinstance(value, MAP):
+        if value.get("resourceType") == "Bundle":
+            return [e["resource"] for e in value.get("entry") or () if isinstance(e, MAP)
+                    and isinstance(e.get("resource"), MAP)]
+        return [value]
     return []
 
 
