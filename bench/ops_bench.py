@@ -9,9 +9,13 @@ maintenance connection) it creates its own database ``ops_bench`` (dropped at th
 1. fills 1,000 registered devices (telemetry state, a day of report history each), a day of per-minute
    request rollups, a week of hourly counters, conflicts, grants, revocations, sign-in failures;
 2. generates audit events with ``INSERT … SELECT generate_series`` in steps (10 % of the target, then the
-   target), and at each size times (a) the full dashboard page as a superuser (every panel) and its panel
-   refresh — server time, Django test client, median of 7 after a warm-up — and (b) the incremental rollup
-   of 10,000 new events, to show the rollup cost does not depend on the size of the trail;
+   target), and at each size times (a) the full dashboard page as a superuser (every panel) with its
+   figures computed (the snapshot forgotten before each view: ``dashboard_render_ms``, and its SQL query
+   count ``dashboard_queries``), the same page reusing the snapshot of its refresh interval
+   (``dashboard_render_warm_ms`` / ``dashboard_warm_queries``) and the panel refresh — server time, Django
+   test client, median of 7 after a warm-up; as with a worker, the audit sequencer and the ops rollup are
+   beat jobs, not on the page's path — and (b) the incremental rollup of 10,000 new events, to show the
+   rollup cost does not depend on the size of the trail (``BENCH_OPS_SHOW_QUERIES=1`` lists the queries);
 3. times sync rounds (a push of 10 new Observations + the pull that brings them back, as the PWA does) with
    and without the request-timing middleware, interleaved round by round (the metrics' cost), and times one
    telemetry report; ``telemetry_overhead_pct`` = the metrics' share + one report per 30 s of back-to-back
