@@ -191,9 +191,9 @@ def inbound_process_batch(*, message_ids: list[int], now: datetime | None = None
 
     Besides ``message_ids`` (received or failed: the retry sweep and replays name failed ones) the batch
     claims up to ``claim`` more *received* rows in arrival order, so one task drains what the listener
-    stored meanwhile and the tasks queued for those rows find them processed. Rows are locked with
-    ``FOR UPDATE SKIP LOCKED``: a row another worker holds is that worker's (a repeat of its task finds it
-    processed; if that worker dies its transaction rolls back and the stale sweep re-enqueues the row).
+    stored meanwhile and the tasks queued for those rows find them processed. Those extra rows are locked
+    with ``FOR UPDATE SKIP LOCKED``: a row another worker holds is that worker's (its own task, queued for
+    it, waits for the lock and finds it processed, or maps it if that worker rolled back).
     Idempotent: processed and dead rows are never touched. Returns ``{id: state}`` for the named ids and
     every row the batch took.
     """
@@ -205,11 +205,15 @@ def inbound_process_batch(*, message_ids: list[int], now: datetime | None = None
     states: dict[int, str] = {}
     failures: list[InboundMessage] = []
     with transaction.atomic(), _one_hint_after_commit():
-        lock = InboundMessage.objects.select_for_update(skip_locked=True).order_by("id")
-        rows = list(lock.filter(pk__in=message_ids, state__in=waiting))
+        # The named rows: wait for their locks (a repeat's UPDATE in the listener, another worker's batch;
+        # PostgreSQL re-checks the state after the wait). Skipping them would leave a row unmapped until
+        # the stale sweep. Locks are taken in id order, so two batches never wait on each other in a cycle.
+        named = InboundMessage.objects.select_for_update().order_by("id")
+        rows = list(named.filter(pk__in=message_ids, state__in=waiting))
         if claim > 0:
             have = {r.pk for r in rows}
-            rows += [r for r in lock.filter(state=InboundMessage.RECEIVED)[:claim] if r.pk not in have]
+            extra = InboundMessage.objects.select_for_update(skip_locked=True).order_by("id")
+            rows += [r for r in extra.filter(state=InboundMessage.RECEIVED)[:claim] if r.pk not in have]
             rows.sort(key=lambda r: r.pk)  # arrival order: an update never overtakes the message before it
         for row in rows:
             try:
