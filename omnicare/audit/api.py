@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Query, Router, Schema
 
 from omnicare.access.auth import api_auth
+from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import access_check
 from omnicare.core.errors import FHIR_JSON, BadRequest
 from omnicare.sync import device_audit
@@ -43,7 +44,7 @@ class DeviceEventIn(Schema):
 
 
 class DeviceEventsIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
     events: list[DeviceEventIn] = Field(description=f"At most {MAX_DEVICE_EVENTS}")
 
 

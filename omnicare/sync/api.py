@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
+from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
@@ -77,7 +78,7 @@ class MutationIn(Schema):
 
 
 class PushIn(Schema):
-    deviceId: str
+    deviceId: DeviceId
     mutations: list[MutationIn] = Field(description=f"At most {push_svc.MAX_PUSH_MUTATIONS} (413 above)")
 
 
@@ -140,7 +141,7 @@ class ResolveOut(Schema):
 
 
 class DeviceIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
     name: str = Field("", max_length=100)
 
 
@@ -154,7 +155,7 @@ class DeviceOut(Schema):
 
 
 class SnapshotIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
 
 
 class SnapshotOut(Schema):
@@ -460,7 +461,7 @@ def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
 
 
 class VerifyIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: DeviceId
     held: list[list[Any]] = Field(description="[[resourceType, id, versionId], ...], at most 1000; versionId 0 = "
                                               "'my copy failed verification, send yours'")
 
