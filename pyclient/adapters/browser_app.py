@@ -28,8 +28,6 @@ JS calls ``await app.call(name, args_json)`` and gets a JSON string back:
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -359,7 +357,7 @@ class BrowserApp(CdsMixin):
         self._aes_names = set(keyring.data_key_ids())
         self._store_key = ig.store_key(root)
         self._index = bi.IndexKeys.derive(root)
-        self._ref_key = bi.hkdf_sha256(root, salt=bi.HKDF_SALT, info=b"omnicare/bi/v1/patient-ref")
+        self._ref_key = bi.patient_ref_key(root)
         self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
         self._state_raw = str(raw_state)
         self._username = username
@@ -522,8 +520,7 @@ class BrowserApp(CdsMixin):
 
     def _ref_token(self, patient_id: str) -> str:
         assert self._ref_key is not None
-        mac = hmac.new(self._ref_key, ("Patient/" + patient_id).encode(), hashlib.sha256).hexdigest()
-        return "p:" + mac[:24]
+        return bi.patient_ref_token(self._ref_key, patient_id)
 
     def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
         assert self._index is not None
