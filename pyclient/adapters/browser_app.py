@@ -41,7 +41,7 @@ from pyclient import blindindex as bi
 from pyclient import chart as cv
 from pyclient import conflict_choices as cc
 from pyclient import envelope as env
-from pyclient import forms
+from pyclient import forms, outcome
 from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
@@ -106,14 +106,6 @@ PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
 
 class DeviceRevoked(Exception):  # noqa: N818 - a signal, not a failure of ours
     """The server said this device is revoked: wipe now (never retried, never swallowed as 'offline')."""
-
-
-def _is_revoked(status: int, text: str, device_header: str | None) -> bool:
-    if status != 403:
-        return False
-    if device_header and "revoked" in device_header.lower():
-        return True
-    return '"device-revoked"' in text  # the OperationOutcome details code, should a proxy drop the header
 
 
 def _b64(data: bytes) -> str:
@@ -1209,7 +1201,7 @@ class BrowserApp(CdsMixin):
         res = _py(await self._http("POST", path, body.decode("utf-8")))
         status, text, retry_after = int(res[0]), str(res[1] or ""), res[2]
         device_header = res[3] if len(res) > 3 else None
-        if _is_revoked(status, text, None if device_header is None else str(device_header)):
+        if outcome.device_revoked(status, text, None if device_header is None else str(device_header)):
             raise DeviceRevoked()
         return status, text, None if retry_after is None else str(retry_after)
 
