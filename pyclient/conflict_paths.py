@@ -88,9 +88,19 @@ def _find(resource_type: str | None, spath: str, items: list[Any], label: str) -
     return None
 
 
-def _walk(resource: dict[str, Any], segs: Sequence[Segment], *, create: bool
-          ) -> tuple[Any, Segment, str] | None:
-    """The node holding the last segment, that segment and its schema path; None if not addressable."""
+@dataclass(frozen=True)
+class _Spot:
+    node: dict[str, Any]  # holds the last segment
+    last: Segment
+    resource_type: str | None
+    spath: str  # schema path of the last segment (names only), as merge's rules name it
+
+
+def _locate(resource: dict[str, Any], path: str, *, create: bool) -> _Spot | None:
+    """Where a conflict path points in ``resource``; None if it does not parse or address anything here."""
+    segs = parse(path)
+    if not segs:
+        return None
     rtype = resource.get("resourceType")
     rt = rtype if isinstance(rtype, str) else None
     node: Any = resource
@@ -116,7 +126,7 @@ def _walk(resource: dict[str, Any], segs: Sequence[Segment], *, create: bool
     spath = f"{spath}.{last.name}" if spath else last.name
     if not isinstance(node, dict):
         return None
-    return node, last, f"{rt or ''}\x00{spath}"
+    return _Spot(node, last, rt, spath)
 
 
 def _choice_keys(node: dict[str, Any], unit: str) -> list[str]:
@@ -126,12 +136,10 @@ def _choice_keys(node: dict[str, Any], unit: str) -> list[str]:
 
 def get_path(resource: dict[str, Any], path: str) -> Any:
     """The value at a conflict path, in the shape the conflict carries (a choice group as a dict); None if absent."""
-    segs = parse(path)
-    found = _walk(resource, segs, create=False) if segs else None
-    if found is None:
+    spot = _locate(resource, path, create=False)
+    if spot is None:
         return None
-    node, last, key = found
-    rt, _, spath = key.partition("\x00")
+    node, last = spot.node, spot.last
     if last.choice:
         group = {k: node[k] for k in _choice_keys(node, last.name)}
         return group or None
@@ -140,18 +148,16 @@ def get_path(resource: dict[str, Any], path: str) -> Any:
     items = node.get(last.name)
     if not isinstance(items, list):
         return None
-    idx = _find(rt or None, spath, items, last.label)
+    idx = _find(spot.resource_type, spot.spath, items, last.label)
     return None if idx is None else items[idx]
 
 
 def set_path(resource: dict[str, Any], path: str, value: Any) -> bool:
     """Set ``value`` (None = remove) at a conflict path; False when the path does not address anything here."""
-    segs = parse(path)
-    found = _walk(resource, segs, create=True) if segs else None
-    if found is None:
+    spot = _locate(resource, path, create=True)
+    if spot is None:
         return False
-    node, last, key = found
-    rt, _, spath = key.partition("\x00")
+    node, last = spot.node, spot.last
     if last.choice:
         if value is not None and not (isinstance(value, dict) and all(
                 k in _choice_keys(value, last.name) for k in value)):
@@ -172,7 +178,7 @@ def set_path(resource: dict[str, Any], path: str, value: Any) -> bool:
         node[last.name] = items = []
     if not isinstance(items, list):
         return False
-    idx = _find(rt or None, spath, items, last.label)
+    idx = _find(spot.resource_type, spot.spath, items, last.label)
     if value is None:
         if idx is not None:
             items.pop(idx)
