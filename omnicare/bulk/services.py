@@ -33,8 +33,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q, TextField
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BigIntegerField, BinaryField, Func, Q, TextField, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
@@ -619,8 +620,8 @@ def export_run(*, job_id: str) -> BulkJob | None:
                         )
                         if not updated:
                             return job  # cancelled
-            patients = sorted(set(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True))
-                              ) if count else []
+            patients = sorted(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True)
+                              .distinct().order_by()) if count else []
             if count:
                 done.append({"type": rtype, "file": path.name, "count": count})
             else:
@@ -651,24 +652,52 @@ PLAN_ROWS = 5000
 
 
 def _stored_size() -> Any:
-    """Each row's size as the text that will be written (``octet_length(body::text)``), read before the row.
+    """Each row's size as (about) the text that will be written, read before the row, without serialising it.
 
-    PostgreSQL's ``pg_column_size`` is cheaper but measures the TOAST-compressed value: a 40 KB resource of
-    repetitive text is ~1 KB stored, so a chunk planned on it blew the budget 20x. The text length is exact;
-    ``export_run`` still corrects by the bytes actually written (``ratio``)."""
+    PostgreSQL: ``pg_column_size`` for a value stored uncompressed (the jsonb binary is within a small factor
+    of its text, and ``export_run`` corrects by the bytes actually written: ``ratio``); for a compressed one
+    (``pg_column_compression`` not null) the exact ``octet_length(body::text)``, because a 40 KB resource of
+    repetitive text is ~1 KB stored and a chunk planned on that blew the budget 20x. Only those rows pay the
+    serialisation twice (84 of the 7,160 Synthea rows), so the plan costs ~0.4 µs a row instead of ~6 µs.
+    Elsewhere (SQLite stores JSON as text) the text length."""
+    if connection.vendor == "postgresql":
+        col = f'{connection.ops.quote_name(Resource._meta.db_table)}.{connection.ops.quote_name("body")}'
+        return RawSQL(f"CASE WHEN pg_column_compression({col}) IS NULL THEN pg_column_size({col}) "  # noqa: S611
+                      f"ELSE octet_length({col}::text) END", [], output_field=BigIntegerField())
     return Length(Cast("body", TextField()))
 
 
+def _chunk_lines(qs: Any) -> Iterator[bytes]:
+    """The chunk's rows as JSON text bytes, in key order, with no model, no ``json`` decode/encode and no str.
+
+    PostgreSQL: ``convert_to(body::text, 'UTF8')`` fetched through psycopg's binary protocol arrives as the
+    bytes to write (a text column would be decoded to str and encoded again: ~40 % of the Python time)."""
+    if connection.vendor == "postgresql":
+        q = qs.order_by("pk").annotate(b=Func(Cast("body", TextField()), Value("UTF8"), function="convert_to",
+                                               output_field=BinaryField())).values_list("b", flat=True)
+        sql, params = q.query.sql_with_params()
+        import psycopg
+
+        connection.ensure_connection()
+        # Django's cursors bind client-side, which cannot ask for binary results: a plain psycopg cursor.
+        with psycopg.Cursor(connection.connection) as cur:
+            cur.format = psycopg.pq.Format.BINARY
+            cur.execute(sql, params)
+            for (data,) in cur:
+                yield bytes(data)
+        return
+    for text in qs.order_by("pk").annotate(text=Cast("body", TextField())).values_list("text", flat=True):
+        yield text.encode() if isinstance(text, str) else json.dumps(text).encode()
+
+
 def _write_chunk(f: Any, qs: Any) -> tuple[int, int]:
-    """Fetch one planned chunk as JSON text (no decode/encode round trip) and append it. (bytes, rows)."""
-    size = n = 0
-    for _pk, text in qs.order_by("pk").annotate(text=Cast("body", TextField())).values_list("pk", "text"):
-        data = text.encode() if isinstance(text, str) else json.dumps(text).encode()
-        f.write(data)
-        f.write(b"\n")
-        size += len(data) + 1
-        n += 1
-    return size, n
+    """Fetch one planned chunk and append it, one resource a line. (bytes, rows)."""
+    lines = list(_chunk_lines(qs))  # one chunk: bounded by the byte budget the plan set
+    if not lines:
+        return 0, 0
+    data = b"\n".join(lines) + b"\n"
+    f.write(data)
+    return len(data), len(lines)
 
 
 def _exported(done: list[dict[str, Any]]) -> int:
