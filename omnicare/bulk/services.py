@@ -59,7 +59,7 @@ from .models import BulkIssue, BulkJob
 log = logging.getLogger("omnicare.bulk")
 
 NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-IMPORT_BATCH = 500
+IMPORT_BATCH = 2000  # one transaction, audit event and CDS re-check job per 2,000 lines (was 500: commit overhead)
 LITERAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 CARE_TEAM_GROUP_SYSTEM = "urn:omnicare:care-team-of"
 
