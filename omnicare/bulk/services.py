@@ -55,6 +55,7 @@ from omnicare.fhir.services import Write, resources_apply
 from omnicare.fhir.validation import check_id, validate_resource
 
 from .models import BulkIssue, BulkJob
+from .validate_pool import Validator, Verdict
 
 log = logging.getLogger("omnicare.bulk")
 
@@ -262,26 +263,39 @@ def import_run(*, job_id: str) -> BulkJob | None:
                                              transaction_time=job.transaction_time or timezone.now())
     job.refresh_from_db()
     path = job_dir(job) / "input.ndjson"
+    validator = Validator(int(job.lines_total or 0) - job.lines_done)
     try:
         index = _prescan(path)
         resolver = _Resolver(index)
         batch: list[tuple[int, bytes]] = []
+        ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, validated (maybe) elsewhere
+
+        def step() -> bool:
+            b, fut = ahead.pop(0)
+            return _import_batch(job, b, index, resolver, verdicts=validator.result(fut))
+
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 if lineno <= job.lines_done:
                     continue
                 batch.append((lineno, raw))
                 if len(batch) >= IMPORT_BATCH:
-                    if not _import_batch(job, batch, index, resolver):
-                        return job  # cancelled
+                    ahead.append((batch, validator.submit([r for _, r in batch])))
                     batch = []
-        if batch and not _import_batch(job, batch, index, resolver):
-            return job
+                    if len(ahead) > 1 and not step():  # one batch validated ahead of the one written
+                        return job  # cancelled
+        if batch:
+            ahead.append((batch, validator.submit([r for _, r in batch])))
+        while ahead:
+            if not step():
+                return job
     except Exception as exc:
         log.exception("import %s failed", job.pk)
         BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.FAILED, failure=type(exc).__name__,
                                                  finished=timezone.now(), expires=timezone.now() + _ttl())
         raise
+    finally:
+        validator.close()
     now = timezone.now()
     BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
         status=BulkJob.COMPLETED, finished=now, expires=now + _ttl()
@@ -302,8 +316,13 @@ def _keys_q(keys: Iterable[tuple[str, str]]) -> Q:
     return cond
 
 
-def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver) -> bool:
-    """Validate, resolve and write one batch with its issues and checkpoint in one transaction."""
+def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver,
+                  verdicts: list[Verdict] | None = None) -> bool:
+    """Validate, resolve and write one batch with its issues and checkpoint in one transaction.
+
+    ``verdicts``: the batch's structural validation already done by ``validate_pool`` (one per line, in
+    order); None: validate here."""
+    done = {lineno: v for (lineno, _), v in zip(batch, verdicts, strict=True)} if verdicts is not None else None
     issues: list[BulkIssue] = []
     items: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     stats = {"resolved": 0, "unresolved": 0, "dangling": 0, "unchanged": 0}
@@ -354,7 +373,10 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
             stats["unchanged"] += 1
             continue
         try:
-            validate_resource(body)
+            if done is None:
+                validate_resource(body)
+            elif (verdict := done[lineno]) is not None:
+                raise BadRequest(verdict[1], code=verdict[0], expression=verdict[2])
             if not isinstance(rid, str):
                 raise BadRequest("Every line needs an id (each line is a PUT-as-create)", expression=["id"])
             check_id(rid)
