@@ -256,7 +256,8 @@ Where the import's time goes (pyinstrument on one Synthea copy, shares of `impor
 validation with `fhir.resources` (pydantic models; a third of it fhir_core's per-field null check) ~38 %, the
 write path ~33 % (index extraction ~9 %, COPY of rows, versions and index rows ~11 %), the CDS re-check of
 every imported MedicationRequest (a Celery task, run inline here) ~7 %, reference walk and conditional
-reference resolution ~10 %, JSON parsing ~5 %. The export reads each row's stored size (cheap unless the
+reference resolution ~10 %, JSON parsing ~5 % (before validation moved to worker processes one batch ahead,
+`omnicare/bulk/validate_pool.py`; on 2 cores that overlaps it with the writes). The export reads each row's stored size (cheap unless the
 value is compressed) to plan byte-bounded chunks, then its text as UTF-8 bytes over psycopg's binary protocol.
 {END}
 """

@@ -4,7 +4,9 @@ Import: every line is a PUT-as-create through the one write path (``fhir.service
 it is validated (structure and required bindings), access-checked as the job's user and audited like any
 write. Lines are applied in batches; the batch's rows, its issues and the job's checkpoint
 (``lines_done``) commit in ONE transaction, so a crash loses nothing and the job resumes after the last
-committed line. A bad line is an issue with its line number and never stops the others. Importing the same
+committed line. A bad line is an issue with its line number and never stops the others. Large imports
+validate the next batch in worker processes while this one is written (``validate_pool``); the write path
+inserts big batches with COPY (``fhir.bulkwrite``), one audit event per batch names its patients. Importing the same
 content again writes nothing (a line equal to the stored resource, ``meta`` aside, is skipped).
 Conditional references (``Practitioner?identifier=system|value``, as Synthea writes) are resolved to
 literal ones when exactly one target exists in the store or anywhere in the same file (a pre-scan indexes
