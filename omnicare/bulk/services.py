@@ -410,9 +410,11 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         written = _write(job, items, user=user, trusted=trusted, issues=issues)
         counts = dict(locked.counts)
         patients: set[str] = set()
-        for rtype, patient_ids in written:
+        ids: dict[str, list[str]] = {}
+        for rtype, rid, patient_ids in written:
             counts[rtype] = counts.get(rtype, 0) + 1
             patients.update(patient_ids)
+            ids.setdefault(rtype, []).append(rid)
         for k, v in stats.items():
             counts["_" + k] = counts.get("_" + k, 0) + v
         BulkIssue.objects.bulk_create(issues)
@@ -420,12 +422,14 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         job.lines_done, job.counts = last_line, counts
         if written:
             audit_record(user=user, action="import", resource_type="Bundle", patient_ids=sorted(patients),
-                         detail={"job": str(job.pk), "lines": [batch[0][0], last_line], "written": len(written)})
+                         detail={"job": str(job.pk), "lines": [batch[0][0], last_line], "written": len(written),
+                                 # which records this batch wrote (ids only): the one event stands for them all
+                                 "resources": {t: sorted(v) for t, v in sorted(ids.items())}})
     return True
 
 
 def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]], *, user: Any, trusted: bool,
-           issues: list[BulkIssue]) -> list[tuple[str, list[str]]]:
+           issues: list[BulkIssue]) -> list[tuple[str, str, list[str]]]:
     """Write the batch at once; if that fails (one line refused), line by line so only that line is lost."""
     writes = [Write(rt, rid, body) for (rt, rid), (_, body) in items.items()]
     if not writes:
@@ -433,17 +437,18 @@ def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]
     try:
         with transaction.atomic():
             results = resources_apply(user=user, writes=writes, validated=True, authorized=trusted)
-        return [(r.resource_type, list(r.version.patient_ids or [])) for r in results if r.version is not None]
+        return [(r.resource_type, r.resource_id, list(r.version.patient_ids or [])) for r in results
+                if r.version is not None]
     except (ApiError, IntegrityError):
         pass
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, str, list[str]]] = []
     for (rt, rid), (lineno, body) in items.items():
         try:
             with transaction.atomic():
                 res = resources_apply(user=user, writes=[Write(rt, rid, body)], validated=True,
                                       authorized=trusted)[0]
             if res.version is not None:
-                out.append((rt, list(res.version.patient_ids or [])))
+                out.append((rt, rid, list(res.version.patient_ids or [])))
         except ApiError as exc:
             issues.append(_issue_from(job, lineno, exc))
         except IntegrityError:

@@ -209,6 +209,15 @@ def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
     # The unresolved conditional reference is kept as sent; the dangling one accepted.
     assert Resource.objects.get(resource_id="o2").body["performer"][0]["reference"].startswith("Practitioner?")
     assert Resource.objects.filter(resource_id="c1").exists()
+    # One audit event per batch, naming the records it wrote (and only those).
+    from omnicare.audit.models import AuditEvent
+
+    audited: dict[str, set[str]] = {}
+    for event in AuditEvent.objects.filter(action="import"):
+        for rtype, ids in event.detail["resources"].items():
+            audited.setdefault(rtype, set()).update(ids)
+    assert audited == {"Patient": {"p1"} | {f"pad{i}" for i in range(padding)}, "Observation": {"o2"},
+                       "Condition": {"c1"}}
 
 
 def test_a_crash_mid_import_resumes_without_loss_or_duplicates(
