@@ -263,12 +263,9 @@ def _one_hint_after_commit() -> Iterator[None]:
     Uses the sync push's collector: each write's hint callback (dropped if its savepoint rolled back)
     adds its versions after COMMIT, then one hint names them all with their final feed positions.
     """
-    try:
-        from omnicare.sync.notify import hint_for, send_hint
-        from omnicare.sync.services import _batch_versions
-    except ImportError:  # pragma: no cover - the sync app moved: one hint per write still works
-        yield
-        return
+    from omnicare.sync.notify import hint_for, send_hint
+    from omnicare.sync.push import _batch_versions
+
     committed: list[Any] = []
     token = _batch_versions.set(committed)
     try:

@@ -314,3 +314,17 @@ def test_the_listener_reads_enough_to_decide_exactly_like_the_full_parse(name: s
     with pytest.raises(MessageError) as exc:
         check(parse_for_ack(no_pid3))
     assert exc.value.ack == "AE" and exc.value.location == "PID^1^3"
+
+
+def test_a_batch_sends_one_hint_naming_every_message_s_versions(monkeypatch: Any,
+                                                                 django_capture_on_commit_callbacks: Any) -> None:
+    from omnicare.sync import notify
+
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(notify, "send_hint", sent.append)
+    first, second = store("adt_a28_person"), store("siu_s12_book")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.inbound_process_batch(message_ids=[first.pk, second.pk])
+    assert len(sent) == 1
+    types = {c["resourceType"] for c in sent[0]["changes"]}
+    assert {"Patient", "Appointment"} <= types
