@@ -344,7 +344,7 @@ def main() -> int:
     env = child_env(db)
     started = time.time()
     data = setup(env, args.patients)
-    tok, doc = data["frontdesk"], data["doc"]
+    tok = data["frontdesk"]
     pks = [pk for pk, _ in data["patients"]]
     reads = [f"/fhir/R4/Patient/{rid}" for _, rid in data["patients"]][:500]
     searches = [f"/fhir/R4/Patient?name={quote(t)}&_count=20" for t in SEARCH_TERMS]

@@ -735,6 +735,15 @@ class SyncMachine:
         """The request for the next page after the stored cursor."""
         return PullRequest(cursor=self.cursor, limit=self.pull_limit)
 
+    def pull_ahead(self, response: PullResponse) -> PullRequest | None:
+        """The request that will follow ``response`` once it is applied (None: the feed is caught up).
+
+        Known as soon as the page arrives, so an adapter can fetch page n+1 while page n is sealed and
+        written (a pipelined pull). The adapter still asks :meth:`next_pull` after applying the page and
+        uses the early answer only when the two requests are equal (a reset or a foreign cursor changes it).
+        """
+        return PullRequest(cursor=response.cursor, limit=self.pull_limit) if response.has_more else None
+
     def on_pull_failed(self, *, error: str) -> None:
         """A pull got no usable answer; only the status changes (the cursor stays)."""
         self.last_error = error

@@ -51,13 +51,25 @@ bench_app
     if (out.error) throw new Error(out.error.kind + ": " + out.error.message);
     return out.ok;
   },
-  /** Time one UI-level call (JSON in, JSON out) in milliseconds. */
+  /** Time one UI-level call (JSON in, JSON out) in milliseconds, with the durations of the main-thread long
+   * tasks (> 50 ms, the Long Tasks API) that ran meanwhile: a tap during them waits that long. */
   async timeCall(name, args = {}) {
+    const longtasks = [];
+    let observer = null;
+    if (PerformanceObserver.supportedEntryTypes.includes("longtask")) {
+      observer = new PerformanceObserver((list) => list.getEntries().forEach((e) => longtasks.push(e.duration)));
+      observer.observe({ type: "longtask" });
+    }
     const t0 = performance.now();
     const out = JSON.parse(await app.call(name, JSON.stringify(args)));
     const ms = performance.now() - t0;
+    if (observer) {
+      await new Promise((r) => setTimeout(r, 0)); // entries are delivered in a task of their own
+      observer.takeRecords().forEach((e) => longtasks.push(e.duration));
+      observer.disconnect();
+    }
     if (out.error) throw new Error(out.error.kind + ": " + out.error.message);
-    return { ms, result: out.ok };
+    return { ms, result: out.ok, longtasks };
   },
   /** Search latency for each query, as the UI sees it (performance.now around BrowserApp.call("search")). */
   async searchLatencies(queries) {

@@ -117,6 +117,7 @@ def visible_patients_cache_clear() -> None:
     memo = _memo.get()
     if memo is not None:
         memo["scope"].clear()
+        memo.get("grants", {}).clear()
 
 
 def patient_registered(*, user: Any, patient_id: str) -> None:
@@ -153,12 +154,59 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
     return set(rows)
 
 
+# The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
+# queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
+# CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index
+# probes (:func:`_care_team_epoch`): a committed change always raises max(seq) (positions are taken at commit, in
+# commit order, fhir.services._bump_feed), and this transaction's own uncommitted writes carry fresh negative
+# provisional positions from a sequence (never reused), which lower min(seq). So no process ever serves a care
+# team older than what its transaction can read. PostgreSQL only: on SQLite positions are taken inline from a
+# counter row that a rollback rewinds, so an equal position can mean different teams.
+_CARE_TEAM_CACHE: dict[tuple[str, Any, str], tuple[tuple[Any, ...], frozenset[str]]] = {}
+_CARE_TEAM_CACHE_MAX = 10_000
+
+
+_CARE_TEAM_EPOCH_SQL = (
+    "SELECT (SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
+    "(SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner'), "
+    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
+    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner')"
+)  # four probes of the (resource_type, seq) index
+
+
+def _care_team_epoch() -> tuple[Any, ...] | None:
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cur:
+        cur.execute(_CARE_TEAM_EPOCH_SQL)
+        row = cur.fetchone()
+    return (connection.alias, *row) if row else None
+
+
 def care_team_patient_ids(*, user: Any) -> frozenset[str]:
     """Patients whose current CareTeam lists, as a ``participant.member``, a Practitioner identifying ``user``.
 
     A CareTeam with status ``inactive`` or ``entered-in-error`` (or deleted) does not count. This is the
-    care-team half of :func:`visible_patient_ids`; callers want that function, not this one.
+    care-team half of :func:`visible_patient_ids`; callers want that function, not this one. Reused across
+    requests while no CareTeam or Practitioner changed (see ``_CARE_TEAM_CACHE``).
     """
+    epoch = _care_team_epoch()
+    key = (str(epoch[0]) if epoch else "", getattr(user, "pk", None), user.get_username())
+    if epoch is not None and key[1] is not None:
+        hit = _CARE_TEAM_CACHE.get(key)
+        if hit is not None and hit[0] == epoch:
+            return hit[1]
+    value = _care_team_compute(user)
+    if epoch is not None and key[1] is not None:
+        if len(_CARE_TEAM_CACHE) >= _CARE_TEAM_CACHE_MAX:
+            _CARE_TEAM_CACHE.clear()  # bounded; a full clear is rare and only costs a recompute
+        _CARE_TEAM_CACHE[key] = (epoch, value)
+    return value
+
+
+def _care_team_compute(user: Any) -> frozenset[str]:
     from omnicare.fhir.models import Resource, SearchReference
     from omnicare.fhir.search import parse_reference
 
@@ -336,11 +384,18 @@ def patient_ids_granted(*, user: Any, now: datetime | None = None) -> set[str]:
     """
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return set()
+    memo = _memo.get() if now is None else None  # within visible_patients_cache: once per request and user
+    key = getattr(user, "pk", None)
+    if memo is not None and key in memo.setdefault("grants", {}):
+        return set(memo["grants"][key])
     now = _now(now)
-    return set(
+    granted = set(
         EmergencyAccessGrant.objects.filter(user=user, ended__isnull=True, started__lte=now, expires__gt=now)
         .values_list("patient_id", flat=True)
     )
+    if memo is not None and key is not None:
+        memo["grants"][key] = frozenset(granted)
+    return granted
 
 
 def break_glass_request(
@@ -390,6 +445,7 @@ def break_glass_request(
         )
         EmergencyAccessGrant.objects.filter(pk=grant.pk).update(start_event_seq=event.seq)
         grant.start_event_seq = event.seq
+    visible_patients_cache_clear()  # the grant widens this user's scope for the rest of the request
     return grant
 
 
@@ -408,6 +464,7 @@ def _stop(grant: EmergencyAccessGrant, *, by: Any, end_reason: str, at: datetime
         )
         EmergencyAccessGrant.objects.filter(pk=locked.pk).update(ended=at, end_reason=end_reason,
                                                                  stop_event_seq=event.seq)
+    visible_patients_cache_clear()  # the grant no longer counts, even later in this request
 
 
 def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) -> EmergencyAccessGrant:

@@ -74,9 +74,12 @@ def audited(
     ``denied_patients``: optional callable returning the patient ids to record on a denial (the body
     did not get far enough to know them, e.g. a read refused by ``access_check``).
     """
+    from omnicare.access.services import visible_patients_cache  # lazy, as in _purpose: access imports audit
+
     note = AuditNote(patients={str(p) for p in patient_ids if p}, resource_id=resource_id, user=user)
     try:
-        with transaction.atomic():
+        # visible_patients_cache: the access check and the audit purpose share one scope and grant lookup.
+        with transaction.atomic(), visible_patients_cache():
             yield note
             if not note.skip:
                 audit_record(
@@ -84,6 +87,7 @@ def audited(
                     patient_ids=sorted(note.patients), device_id=device_id or None,
                     purpose=_purpose(user, note.patients, purpose),
                     detail=_detail(note, detail),
+                    savepoint=False,  # the last statement of this block: a failure rolls the block back whole
                 )
     except Forbidden as exc:
         patients = set(note.patients)

@@ -49,7 +49,15 @@ from pyclient import telemetry as tm
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.errors import AppError, ValidationFailed
-from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
+from pyclient.protocol import (
+    ProtocolError,
+    PullRequest,
+    PullResponse,
+    PushResponse,
+    dumps,
+    loads,
+    parse_retry_after,
+)
 from pyclient.store import (
     CheckRow,
     ClearRecords,
@@ -1317,42 +1325,65 @@ class BrowserApp(CdsMixin):
             notices += await self._commit(effects)
         return notices
 
+    async def _pull_fetch(self, machine: SyncMachine, req: PullRequest) -> tuple[int, str]:
+        """One pull page over HTTP: (status, body); status 0 = no answer (offline)."""
+        try:
+            status, text, _retry = await self._post(f"/api/sync/pull?deviceId={machine.device_id}", dumps(req))
+        except DeviceRevoked:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            status, text = 0, str(exc)
+        return status, text
+
     async def _pull(self, machine: SyncMachine, *, first: bool) -> list[Effect]:
+        """Pull until caught up, pipelined: page n+1 is requested (``SyncMachine.pull_ahead``) before page n is
+        sealed and written, so the network and the server's page work overlap the local writes."""
+        import asyncio  # noqa: PLC0415
+
         notices: list[Effect] = []
         received = 0
-        for _ in range(10_000):
-            req = machine.next_pull()
-            try:
-                status, text, _retry = await self._post(f"/api/sync/pull?deviceId={machine.device_id}", dumps(req))
-            except DeviceRevoked:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                status, text = 0, str(exc)
-            if status != 200:
-                if status in (401, 403):
-                    self.needs_login = True
-                machine.last_error = ("offline" if status == 0 else "sign in again to sync"
-                                      if status in (401, 403) else f"server error {status}")
-                break
-            self.needs_login = False
-            raw = loads(text)
-            resp = PullResponse.from_json(raw)
-            notices += await self._commit(machine.on_pull_response(_now(), req, resp))
-            received += len(resp.changes)
-            if resp.changes or resp.drop:
-                self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,
-                            "seq": max((c.seq for c in resp.changes), default=None),
-                            "total": raw.get("total") if isinstance(raw, dict) else None,
-                            "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
-                            "ids": [c.id for c in resp.changes][:200]})
-            if not resp.has_more:
-                await self._audit_witness(raw.get("auditCheckpoint") if isinstance(raw, dict) else None)
-                if machine.last_error in ("offline", "sign in again to sync") or (
-                        machine.last_error or "").startswith("server error"):
-                    machine.last_error = None
-                if first:
-                    await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
-                break
+        ahead: tuple[PullRequest, asyncio.Task[tuple[int, str]]] | None = None
+        try:
+            for _ in range(10_000):
+                req = machine.next_pull()
+                if ahead is not None and ahead[0] == req:
+                    status, text = await ahead[1]
+                else:
+                    if ahead is not None:
+                        ahead[1].cancel()
+                    status, text = await self._pull_fetch(machine, req)
+                ahead = None
+                if status != 200:
+                    if status in (401, 403):
+                        self.needs_login = True
+                    machine.last_error = ("offline" if status == 0 else "sign in again to sync"
+                                          if status in (401, 403) else f"server error {status}")
+                    break
+                self.needs_login = False
+                raw = loads(text)
+                resp = PullResponse.from_json(raw)
+                nxt = machine.pull_ahead(resp)
+                if nxt is not None:
+                    ahead = (nxt, asyncio.ensure_future(self._pull_fetch(machine, nxt)))
+                notices += await self._commit(machine.on_pull_response(_now(), req, resp))
+                received += len(resp.changes)
+                if resp.changes or resp.drop:
+                    self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,
+                                "seq": max((c.seq for c in resp.changes), default=None),
+                                "total": raw.get("total") if isinstance(raw, dict) else None,
+                                "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
+                                "ids": [c.id for c in resp.changes][:200]})
+                if not resp.has_more:
+                    await self._audit_witness(raw.get("auditCheckpoint") if isinstance(raw, dict) else None)
+                    if machine.last_error in ("offline", "sign in again to sync") or (
+                            machine.last_error or "").startswith("server error"):
+                        machine.last_error = None
+                    if first:
+                        await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
+                    break
+        finally:
+            if ahead is not None:  # a page fetched ahead but not used (an error while writing): drop it
+                ahead[1].cancel()
         return notices
 
     async def _audit_witness(self, offered_json: Any) -> None:

@@ -26,7 +26,7 @@ REQUIRED = [
     "initial_sync_s", "initial_sync_resources", "pouchdb_initial_sync_s", "raw_idb_put_s", "offline_reload_s",
     "search_p95_ms_10k", "search_p95_ms_50k", "encrypt_decrypt_ms", "compression_reduction",
     "compression_reduction_plain_zlib", "pull_resources_per_s", "push_1000_s", "fhir_create_per_s",
-    "fhir_search_per_s",
+    "fhir_search_per_s", "pouchdb_tuned_initial_sync_s", "rxdb_initial_sync_s", "sync_longtask_max_ms",
 ]  # fmt: skip
 
 

@@ -461,6 +461,22 @@ def test_stale_or_duplicated_pull_responses_are_ignored() -> None:
     assert m.cursor == "c5"
 
 
+def test_the_next_page_can_be_fetched_before_this_one_is_written() -> None:
+    """A pipelined pull asks for page n+1 while page n is sealed and written: the request it sends early is
+    exactly what the machine asks for once the page is applied; the last page asks for nothing."""
+    m = machine()
+    req = m.next_pull()
+    first = page(change("Patient", "p1", 1, res("Patient", "p1", 1)), cursor="c1", has_more=True)
+    early = m.pull_ahead(first)
+    assert early is not None and early.cursor == "c1"
+    m.on_pull_response(0.0, req, first)
+    assert m.next_pull() == early
+    last = page(change("Patient", "p2", 1, res("Patient", "p2", 1)), cursor="c2")
+    assert m.pull_ahead(last) is None
+    reset = page(cursor="c0", has_more=True, reset=True)  # a reset page: its own cursor, never the old one
+    assert m.pull_ahead(reset) == type(early)(cursor="c0", limit=m.pull_limit)
+
+
 # --- persistence --------------------------------------------------------------------
 
 
