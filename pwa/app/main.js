@@ -97,6 +97,8 @@ function onPyEvent(json) {
     banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
   } else if (ev.type === "revoked") {
     revokedScreen();
+  } else if (ev.type === "audit-parked") {
+    banner(ev.message, { kind: "warn" }); // trust: a refused access record is kept and said, never dropped
   } else if (ev.type === "integrity") {
     // After the call that found it: the status (never "Synced" now) and one banner saying everything.
     setTimeout(() => state.py?.call("status").then((s) => { onStatus(s); banner(integrityMessage(s, ev), { kind: "warn" }); })
@@ -132,6 +134,7 @@ let runner = null;
 // ---------------------------------------------------------------- boot
 async function boot() {
   registerSw();
+  net.deviceIdFrom(() => state.deviceId); // trust: every request names its device (session bound to it)
   await net.finishPendingSignOut(); // an offline sign-out is completed before anything else
   window.addEventListener("online", async () => {
     await net.finishPendingSignOut();
@@ -399,6 +402,7 @@ async function signOut() {
   state.unlocked = false;
   const told = navigator.onLine && (await net.serverSignOut());
   await state.py.call("wipe");
+  state.deviceId = null; // trust: the wiped device's id is gone, so its session cookie reads nothing
   if (!told) net.markSignOutPending(); // completed against the server first thing when next online
   channel?.postMessage({ type: "signed-out" });
   location.hash = "#/";

@@ -1170,27 +1170,22 @@ class BrowserApp(CdsMixin):
             await asyncio.gather(*list(self._background), return_exceptions=True)
         return await self.store.audit_count()
 
-    async def _push_audit(self, machine: SyncMachine) -> None:
-        """Upload queued device audit events (in sequence order) and drop the ones the server holds."""
-        for _ in range(100):
-            rows = await self.store.audit_list(AUDIT_BATCH)
-            if not rows:
-                return
-            opened = await self._open([(AUDIT_TYPE, eid, 0, blob) for eid, _seq, blob in rows])
-            events = [{**ev, "seq": seq} for (_eid, seq, _b), ev in zip(rows, opened, strict=True) if ev is not None]
-            body = json.dumps({"deviceId": machine.device_id, "events": events}).encode()
-            try:
-                status, _text, _ = await self._post("/api/audit/device-events", body)
-            except DeviceRevoked:
-                raise
-            except Exception:  # noqa: BLE001 - kept for the next sync
-                return
-            if status != 200:
-                return
-            # An event that no longer opens is dropped too: the server flags its sequence number as a gap.
-            await self.store.apply([DeleteOutbox(eid) for eid, _seq, _b in rows])
-            if len(rows) < AUDIT_BATCH:
-                return
+    async def _push_audit(self, machine: SyncMachine, *, manual: bool = False) -> None:
+        """Upload queued device audit events (bounded retries, refused ones parked): ``browser_audit``."""
+        from .browser_audit import push_audit  # noqa: PLC0415
+
+        await push_audit(self, machine, full=AUDIT_BATCH, audit_type=AUDIT_TYPE, revoked=DeviceRevoked,
+                         manual=manual)
+
+    async def audit_upload_state(self) -> dict[str, Any]:
+        """Device audit upload: events parked after the server refused them (kept on the device), and why."""
+        from pyclient import audit_upload as au  # noqa: PLC0415
+
+        from .browser_audit import upload_state  # noqa: PLC0415
+
+        st = await upload_state(self)
+        return {"parked": st.parked_total, "message": au.parked_message(st), "notBefore": st.not_before,
+                "reasons": [p.reason for p in st.parked][-5:], "queued": await self.store.audit_count()}
 
     # -- reading -------------------------------------------------------------------
 
@@ -1712,7 +1707,7 @@ class BrowserApp(CdsMixin):
         self._emit({"type": "revoked"})
         return {"wiped": True}
 
-    async def sync_once(self, first: bool = False) -> dict[str, Any]:
+    async def sync_once(self, first: bool = False, manual: bool = False) -> dict[str, Any]:
         """Push what is due (by priority), then pull until caught up. One page per transaction.
 
         JS runs this under a Web Lock so only one tab syncs at a time.
@@ -1730,7 +1725,7 @@ class BrowserApp(CdsMixin):
             notices += await self._adopt_conflicts(machine)
             if not first and machine.last_error is None:
                 await self._integrity_sync(machine)
-            await self._push_audit(machine)
+            await self._push_audit(machine, manual=manual)
             await self.cds_refresh_if_due()  # signed CDS bundles (browser_cds.py), when due
         except DeviceRevoked:
             await self.device_revoked()
@@ -1875,6 +1870,9 @@ class BrowserApp(CdsMixin):
             if decision.kind == "adopt":
                 await self.store.meta_put(M_AUDIT_CHECKPOINT, json.dumps(offered.to_json()))
             elif decision.kind == "violation":
+                from .browser_audit import report_rewrite  # noqa: PLC0415  (a security event to the server)
+
+                await report_rewrite(self, held, offered, decision.reason)
                 self.audit_violation = decision.reason
                 await self.store.meta_put(M_AUDIT_VIOLATION, decision.reason)
                 self._emit({"type": "audit-violation", "reason": decision.reason})
