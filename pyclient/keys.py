@@ -583,12 +583,6 @@ PRF_INFO = b"omnicare/keyring/webauthn-prf/v1"
 PRF_SALT_LEN = 32
 
 
-def prf_eval_input(device_id: str) -> bytes:
-    """What the authenticator evaluates (``extensions.prf.eval.first``): bound to this device id, so the same
-    credential gives another key on another install."""
-    return hashlib.sha256(b"omnicare prf eval v1\x00" + device_id.encode("utf-8")).digest()
-
-
 def prf_kek(prf_output: bytes, salt: bytes) -> bytes:
     """HKDF-SHA256 (RFC 5869) of the authenticator's PRF output: the 32-byte outer wrapping key."""
     if len(prf_output) < 32 or len(salt) != PRF_SALT_LEN:

@@ -1,6 +1,7 @@
 // App controller: boot, sign-in / PIN, routing, idle lock, update path. Every decision is Python's.
 import { bootPython } from "./py.js";
 import * as net from "./net.js";
+import * as webauthn from "./webauthn.js"; // trust: hardware-bound unlock (WebAuthn PRF)
 import * as idb from "./idb.js";
 import { SyncRunner } from "./sync-runner.js";
 import { orderWithChecks, cdsPanel } from "./cds.js";
@@ -234,6 +235,7 @@ function signInScreen(message) {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       state.username = r.json.username;
+      state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -298,7 +300,8 @@ function pinSetupScreen() {
       if (p1 !== pin2) throw Object.assign(new Error("The PINs do not match."), { fields: { pin2: "Does not match the PIN above." } });
       setBusy("Protecting the device key with your PIN…");
       try {
-        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username })).deviceId;
+        const prf = await webauthn.enroll(state.username); // trust: second wrapping by the authenticator, if any
+        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username, scope: state.scope || "care-team", prf })).deviceId;
       } finally { setBusy(null); }
       await unlocked({ first: true });
     },
@@ -322,7 +325,8 @@ function unlockScreen(message) {
     submit: async ({ pin: p }) => {
       setBusy("Unlocking…");
       try {
-        await state.py.call("unlock", { pin: p });
+        const prf = await webauthn.unlockSecret(state.py).catch(() => null); // trust: hardware-bound key
+        await state.py.call("unlock", { pin: p, prf });
       } catch (err) {
         // The message says how long to wait / how many tries are left (pyclient.pinguard).
         if (err.kind === "wrong_pin") throw Object.assign(new Error(err.message || "That PIN is not correct."), { fields: { pin: "Wrong PIN." } });

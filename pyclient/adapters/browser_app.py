@@ -480,11 +480,16 @@ class BrowserApp(CdsMixin):
         """An update is waiting (or the schema moved on): refuse every write until reload."""
         self._read_only = reason
 
-    async def setup_pin(self, pin: str, username: str) -> dict[str, Any]:
-        """First sign-in on this device: new data + blind-index keys, wrapped under the PIN."""
+    async def setup_pin(self, pin: str, username: str, scope: str = "care-team",
+                        prf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """First sign-in on this device: new data + blind-index keys, wrapped under the PIN (and, with ``prf``
+        from ``webauthn.js``, a second time under the device's authenticator: ``browser_webauthn``)."""
         if not PIN_RE.match(pin or ""):
             raise ValidationFailed("Choose a PIN of at least 6 digits (or a passphrase of 8+ characters).",
                                    fields={"pin": "At least 6 digits, or a passphrase of 8+ characters."})
+        problem = kh.unlock_secret_problem(pin, scope=scope, hardware_bound=bool(prf))  # trust: wide scope
+        if problem:
+            raise ValidationFailed(problem, fields={"pin": problem})
         if await self.store.meta_get(M_KEYRING) is not None:
             raise AppError("This device already has an offline PIN. Sign out to reset it.")
         kid = "dk-" + os.urandom(4).hex()
@@ -496,6 +501,10 @@ class BrowserApp(CdsMixin):
         jobs = kh.wrap_plan(params, keyring, [os.urandom(env.NONCE_LEN) for _ in keyring.entries])
         cts = await self._crypto.encryptBatch(kek, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs]))
         blob = kh.pack_keyring(params, jobs, [bytes(c) for c in _py(cts)])
+        if prf:  # trust: hardware-bound unlock, the stored blob is only the doubly wrapped one
+            from .browser_webauthn import prf_wrap  # noqa: PLC0415
+
+            blob = await prf_wrap(self, blob, prf)
         state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
         device = str(uuid.uuid4())
         await self.store.apply([
@@ -512,10 +521,19 @@ class BrowserApp(CdsMixin):
 
     # -- PIN attempts (issue 10, item 16): delay after 3 failures, wipe after 10 (pyclient.pinguard) --------
 
-    async def unlock(self, pin: str) -> dict[str, Any]:
+    async def unlock_info(self) -> dict[str, Any]:
+        """Is this device's key also locked to its authenticator (WebAuthn PRF)? Then the unlock screen asks it
+        first (``webauthn.unlockSecret``) and passes its output as ``prf``."""
+        from .browser_webauthn import unlock_info  # noqa: PLC0415
+
+        return unlock_info(await self.store.meta_get(M_KEYRING))
+
+    async def unlock(self, pin: str, prf: str | None = None) -> dict[str, Any]:
         """Unlock with the PIN under the attempt policy: too early is refused with the wait, a wrong PIN counts
         (the count is kept in IndexedDB, so it survives reloads), the 10th wrong PIN in a row wipes the device.
-        Failures are reported to the audit trail (as security events) at the next successful unlock."""
+        Failures are reported to the audit trail (as security events) at the next successful unlock.
+        ``prf``: the authenticator's output when the key is hardware-bound (``unlock_info``)."""
+        self._prf_secret = prf
         state = pg.PinState.from_json(await self.store.meta_get(M_PIN_GUARD))
         wait = pg.pin_wait(state, now=_now())
         if wait > 0:
@@ -561,7 +579,16 @@ class BrowserApp(CdsMixin):
         meta = await self.store.meta_get_many([M_KEYRING, M_USER])
         if meta.get(M_KEYRING) is None:
             raise AppError("No offline PIN on this device yet: sign in first.", kind="no_keyring")
-        parsed = kh.parse_keyring(_unb64(str(meta[M_KEYRING])))
+        raw = _unb64(str(meta[M_KEYRING]))
+        if kh.is_prf_wrapped(raw):  # trust: the outer wrapping opens only with this device's authenticator
+            from .browser_webauthn import HardwareKeyRefused, prf_unwrap  # noqa: PLC0415
+
+            try:
+                raw = await prf_unwrap(self, raw, getattr(self, "_prf_secret", None))
+                self._prf_secret = None
+            except HardwareKeyRefused as exc:
+                raise AppError(str(exc), kind="hardware_key") from None
+        parsed = kh.parse_keyring(raw)
         kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin or " ")), self._to_js(parsed.params.salt),
                                            parsed.params.iterations)
         out = _py(await self._crypto.decryptBatch(

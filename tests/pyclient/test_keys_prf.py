@@ -16,11 +16,6 @@ def test_the_prf_kek_is_hkdf_sha256_of_the_authenticator_output() -> None:
     assert kh.prf_kek(out, bytes(32)) != want  # a new salt (re-enrolment) gives a new key
 
 
-def test_the_prf_input_is_bound_to_the_device() -> None:
-    assert kh.prf_eval_input("dev-1") != kh.prf_eval_input("dev-2")
-    assert len(kh.prf_eval_input("dev-1")) == 32
-
-
 def test_the_hardware_wrapped_container_round_trips_and_refuses_garbage() -> None:
     cred, salt = b"\x01" * 16, b"\x02" * 32
     w = kh.PrfWrapped(cred, salt, b"\x03" * 12, b"\x04" * 80)
