@@ -567,7 +567,7 @@ def plan_reencryption_batch(
 # -- hardware-bound unlock and the unlock-secret rule (issue 10, item 16) ------------------------------------
 #
 # Why: a copied IndexedDB can be attacked offline. PBKDF2 at 600,000 iterations costs ~6 x 10^5 SHA-256 pairs
-# per guess, so all 10^6 six-digit PINs are 6 x 10^11 HMAC pairs: minutes on one GPU. Two answers:
+# per guess, so all 10^6 six-digit PINs are 6 x 10^11 HMAC pairs: minutes to hours on one GPU. Two answers:
 # * where the browser offers WebAuthn with the PRF extension on a platform authenticator, the PIN-wrapped
 #   keyring blob is wrapped a SECOND time under a key only the authenticator can produce (its PRF output for
 #   this device's input, through HKDF). What is stored is only the doubly wrapped blob: a copy is useless without
