@@ -1031,6 +1031,8 @@ def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> No
     denied: list[NewEvent] = []
     for m, r in zip(request.mutations, response.results, strict=True):
         counts[r.status] = counts.get(r.status, 0) + 1
+        if r.status == "merged" and r.version_id:  # ops: watched for a later correction (ids only)
+            note.detail.setdefault("merged", []).append(f"{m.resource_type}/{m.id}/{r.version_id}"[:200])
         body = m.resource if m.resource is not None else None
         patients = _compartment(m.resource_type, m.id, body) if body is not None else set()
         if r.status == "rejected":

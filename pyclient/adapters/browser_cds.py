@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pyclient.cds import Context, KnowledgeBase, KnowledgeBaseError, check, default_kb
+from pyclient.cds import Context, KnowledgeBase, KnowledgeBaseError, check, default_kb, warm
 from pyclient.cds.bundles import BundleError, accept, newest, to_verify
 from pyclient.cds.decisions import (
     DecisionError,
@@ -68,20 +68,31 @@ class CdsMixin:
         return info, opened.get("payload")
 
     async def _cds_kb(self) -> KnowledgeBase:
-        held = await self._cds_bundle("kb")
-        if held is None:
-            return default_kb()
-        info, payload = held
+        # Keyed by the stored meta text itself: an unchanged bundle is not unsealed, decompressed and parsed
+        # again for every order check (that cost more than the check).
+        raw = await self.store.meta_get(M_BUNDLE + "kb")  # type: ignore[attr-defined]
         shipped = default_kb()
-        if self._cds_kb_cache is not None and self._cds_kb_cache[0] == info.get("sha256"):
+        if not raw:
+            return self._cds_warmed(shipped)
+        if self._cds_kb_cache is not None and self._cds_kb_cache[0] == raw:
             kb = self._cds_kb_cache[1]
         else:
+            held = await self._cds_bundle("kb")
+            if held is None:
+                return self._cds_warmed(shipped)
             try:
-                kb = KnowledgeBase.from_json(payload)
+                kb = KnowledgeBase.from_json(held[1])
             except KnowledgeBaseError:
-                return shipped
-            self._cds_kb_cache = (str(info.get("sha256")), kb)
-        return kb if newest([kb.version, shipped.version]) == kb.version else shipped
+                return self._cds_warmed(shipped)
+            self._cds_kb_cache = (str(raw), kb)
+        return self._cds_warmed(kb if newest([kb.version, shipped.version]) == kb.version else shipped)
+
+    def _cds_warmed(self, kb: KnowledgeBase) -> KnowledgeBase:
+        """Run the engine once per base (the chart's status line asks first), so the first order is fast."""
+        if kb.memo.get("cds-warm") is None:
+            warm(kb)
+            kb.memo["cds-warm"] = True
+        return kb
 
     async def cds_status(self) -> dict[str, Any]:
         """What the chart shows: knowledge base and guideline versions in force, and when they were fetched."""
