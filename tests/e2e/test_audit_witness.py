@@ -77,7 +77,8 @@ def test_the_tablet_checks_each_new_checkpoint_and_flags_a_rewritten_history(
     page.click("#sync-now")  # seen again at every sync while the tablet keeps its checkpoint: not re-reported
     page.wait_for_timeout(3000)
     assert _witness_events(server).startswith("1 ")
-    server.manage("shell", "-c", "from omnicare.ops import services as s; s.audit_rollup_refresh(); s.alerts_evaluate()")
+    server.manage("shell", "-c", "from omnicare.audit.services import audit_sequence; from omnicare.ops import services as s; "
+                  "audit_sequence(); s.audit_rollup_refresh(); s.alerts_evaluate()")
 
     officer = new_context()
     p = officer.new_page()
