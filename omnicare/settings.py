@@ -373,6 +373,7 @@ OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 
 CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}
 CELERY_BEAT_SCHEDULE["subscriptions-dispatch"] = {"task": "omnicare.subscriptions.dispatch", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["subscriptions-heartbeat"] = {"task": "omnicare.subscriptions.heartbeat", "schedule": 5.0}
 # --- Trust hardening (issue 10 items 7-19: caching, CORS, WebSocket origin, access log) ------------------------
 # PHI responses (/fhir/, /api/, /admin/) are never stored by a browser or proxy cache.
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,

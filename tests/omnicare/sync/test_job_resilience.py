@@ -16,7 +16,7 @@ import pytest
 from django.utils import timezone
 
 from omnicare.fhir.models import Resource, ResourceVersion
-from omnicare.sync import services
+from omnicare.sync import jobs, services
 from omnicare.sync.models import PushJob, PushJobChunk
 from tests.conftest import requires_redis
 from tests.omnicare.sync.conftest import Workers, observation, put, wait_for
@@ -54,7 +54,7 @@ def test_a_job_resumes_after_its_last_committed_chunk(
             raise SystemExit("worker killed")  # the second chunk never commits
         return real_push(user=user, request=request)
 
-    monkeypatch.setattr(services, "push", dying_push)
+    monkeypatch.setattr(jobs, "push", dying_push)  # the name the job runner calls
     with pytest.raises(SystemExit):
         services.push_job_run(job_id=str(job.id))
     half = PushJob.objects.get(pk=job.id)
