@@ -146,7 +146,7 @@ def test_a_rewrite_seen_by_a_device_is_a_security_event_on_the_privacy_officers_
                        outcome="failure", detail={"reason": "the audit log of size 12 is not a prefix of size 51: "
                                                             "history was rewritten", "heldSize": "12",
                                                   "offeredSize": "51"})
-    assert services.device_events_ingest(user=nurse, device_id=DEVICE, events=[seen]).accepted == 1
+    assert device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=[seen]).accepted == 1
     ev = AuditEvent.objects.get(action="audit-witness")
     assert ev.category == "security" and ev.outcome == "failure" and ev.patient_ids == []
     services.audit_sequence()  # the sequencer's beat job; the rollup only reads what it numbered
