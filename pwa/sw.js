@@ -20,6 +20,7 @@ const SHELL = [
   "/app/idb.js",
   "/app/crypto.js",
   "/app/net.js",
+  "/app/webauthn.js",
   "/app/chart.js",
   "/app/sync-runner.js",
   "/app/cds.js",

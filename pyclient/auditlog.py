@@ -164,3 +164,28 @@ def checkpoint_proof_check(held: Checkpoint, offered: Checkpoint, proof: Mapping
                         reason=f"the audit log of size {small.tree_size} is not a prefix of size {big.tree_size}: "
                                "history was rewritten")
     return Decision("adopt" if offered.tree_size > held.tree_size else "keep")
+
+
+#: The device audit action of a history rewrite this device saw; the server files it as a security event and the
+#: privacy officer's dashboard counts and alerts on it (issue 10: a witness that tells nobody is no witness).
+WITNESS_ACTION = "audit-witness"
+
+
+def violation_key(held: Checkpoint | None, offered: Checkpoint) -> str:
+    """What a violation was found against: the checkpoint this device holds (it keeps it after a violation, so
+    every later sync finds the same violation again, with a growing offered size and a new wording)."""
+    return f"{held.tree_size}:{held.root}" if held is not None else f"-:{offered.tree_size}:{offered.root}"
+
+
+def violation_report(held: Checkpoint | None, offered: Checkpoint, reason: str,
+                     already_reported: str | None) -> dict[str, str] | None:
+    """The detail of the security event to queue for a violation, or None when a violation against the same
+    held checkpoint (``already_reported``: its :func:`violation_key`) was already reported: one event, not one
+    per sync. Tree sizes and roots only: checkpoints carry no patient data."""
+    if already_reported == violation_key(held, offered):
+        return None
+    out = {"reason": reason[:200], "offeredSize": str(offered.tree_size), "offeredRoot": offered.root[:64],
+           "offeredKey": offered.key_id[:64]}
+    if held is not None:
+        out |= {"heldSize": str(held.tree_size), "heldRoot": held.root[:64], "heldTime": held.time[:40]}
+    return out

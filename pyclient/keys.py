@@ -562,3 +562,88 @@ def plan_reencryption_batch(
         if len(todo) >= batch_size or scanned >= scan_limit:
             return ReencryptionBatch(todo, last, False)
     return ReencryptionBatch(todo, last, True)
+
+
+# -- hardware-bound unlock and the unlock-secret rule (issue 10, item 16) ------------------------------------
+#
+# Why: a copied IndexedDB can be attacked offline. PBKDF2 at 600,000 iterations costs ~6 x 10^5 SHA-256 pairs
+# per guess, so all 10^6 six-digit PINs are 6 x 10^11 HMAC pairs: minutes to hours on one GPU. Two answers:
+# * where the browser offers WebAuthn with the PRF extension on a platform authenticator, the PIN-wrapped
+#   keyring blob is wrapped a SECOND time under a key only the authenticator can produce (its PRF output for
+#   this device's input, through HKDF). What is stored is only the doubly wrapped blob: a copy is useless without
+#   the device's authenticator, and the PIN (still needed) is only tried through the device's attempt limit;
+# * where it is not, roles whose scope is every patient need a passphrase, not a PIN.
+# The adapter does WebAuthn and AES; this module names the inputs, derives the KEK and packs the container.
+
+import hashlib  # noqa: E402  (kept beside the code that needs it)
+import hmac  # noqa: E402
+
+PRF_MAGIC = b"OKP1"
+PRF_INFO = b"omnicare/keyring/webauthn-prf/v1"
+PRF_SALT_LEN = 32
+
+
+def prf_kek(prf_output: bytes, salt: bytes) -> bytes:
+    """HKDF-SHA256 (RFC 5869) of the authenticator's PRF output: the 32-byte outer wrapping key."""
+    if len(prf_output) < 32 or len(salt) != PRF_SALT_LEN:
+        raise ValueError("PRF output must be >= 32 bytes and the salt 32 bytes")
+    prk = hmac.new(salt, prf_output, hashlib.sha256).digest()
+    return hmac.new(prk, PRF_INFO + b"\x01", hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class PrfWrapped:
+    """The keyring blob wrapped a second time: ``OKP1 | len(cred) | cred | salt(32) | nonce(12) | ciphertext``."""
+
+    credential_id: bytes
+    salt: bytes
+    nonce: bytes
+    ciphertext: bytes
+
+    def aad(self) -> bytes:
+        return PRF_MAGIC + bytes((len(self.credential_id),)) + self.credential_id + self.salt
+
+    def pack(self) -> bytes:
+        return self.aad() + self.nonce + self.ciphertext
+
+
+def prf_aad(credential_id: bytes, salt: bytes) -> bytes:
+    if not 1 <= len(credential_id) <= 255 or len(salt) != PRF_SALT_LEN:
+        raise ValueError("credential id 1..255 bytes, salt 32 bytes")
+    return PRF_MAGIC + bytes((len(credential_id),)) + credential_id + salt
+
+
+def is_prf_wrapped(blob: bytes) -> bool:
+    return blob[:4] == PRF_MAGIC
+
+
+def parse_prf_wrapped(blob: bytes) -> PrfWrapped:
+    if not is_prf_wrapped(blob) or len(blob) < 5:
+        raise MalformedKeyring("not a hardware-wrapped keyring")
+    n = blob[4]
+    cred, rest = blob[5:5 + n], blob[5 + n:]
+    if len(cred) != n or n == 0 or len(rest) < PRF_SALT_LEN + NONCE_LEN + TAG_LEN:
+        raise MalformedKeyring("truncated hardware-wrapped keyring")
+    return PrfWrapped(cred, rest[:PRF_SALT_LEN], rest[PRF_SALT_LEN:PRF_SALT_LEN + NONCE_LEN],
+                      rest[PRF_SALT_LEN + NONCE_LEN:])
+
+
+#: Roles whose scope is every patient (``omnicare.access.roles``: scope "all"): a PIN is not enough for them
+#: without hardware-bound unlock.
+WIDE_SCOPES = frozenset({"all"})
+PASSPHRASE_MIN = 12
+
+
+def unlock_secret_problem(secret: str, *, scope: str, hardware_bound: bool) -> str | None:
+    """Why ``secret`` cannot protect this device's keys (None: it can). Everyone: a PIN of 6+ digits or a
+    passphrase of 8+ characters; wide-scope roles without hardware-bound unlock: a passphrase of 12+ characters
+    with at least one letter, not a run of one character."""
+    s = unicodedata.normalize("NFC", secret or "")
+    if scope in WIDE_SCOPES and not hardware_bound:
+        if len(s) < PASSPHRASE_MIN or not any(c.isalpha() for c in s) or len(set(s)) < 4:
+            return (f"Your role can see every patient, and this device cannot lock your data to its own hardware: "
+                    f"choose a passphrase of at least {PASSPHRASE_MIN} characters with letters, not a PIN.")
+        return None
+    if (s.isdigit() and len(s) >= 6) or len(s) >= 8:
+        return None
+    return "Choose a PIN of at least 6 digits (or a passphrase of 8+ characters)."

@@ -43,12 +43,20 @@ class MeOut(Schema):
     username: str
     displayName: str  # noqa: N815 - wire name
     isStaff: bool  # noqa: N815 - wire name
+    scope: str = Field("none", description="Widest patient scope of the user's roles: all | care-team | none "
+                                           "(a device asks wide-scope users for a passphrase, not a PIN)")
 
 
 def _me(user: Any) -> dict[str, Any]:
     full = (user.get_full_name() or "").strip()
+    from omnicare.access import roles as rbac
+
+    scopes = {rbac.ROLES[r].scope for r in rbac.user_roles(user)}
+    # The widest patient scope of the user's roles: the device asks a passphrase instead of a PIN for "all"
+    # when it cannot bind its key to hardware (pyclient.keys.unlock_secret_problem, issue 10 item 16).
+    scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
-            "isStaff": bool(user.is_staff)}
+            "isStaff": bool(user.is_staff), "scope": scope}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

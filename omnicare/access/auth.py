@@ -13,6 +13,7 @@ from .services import (
     SESSION_REVOKED,
     DeviceRevoked,
     revoked_device_contact,
+    session_device_check,
     token_authenticate,
     token_device_revoked_check,
     token_hash,
@@ -39,6 +40,7 @@ class ActiveSessionAuth(SessionAuth):
             if request.session.get(SESSION_REVOKED):
                 revoked_device_contact(user=user, device_id=str(request.session.get(SESSION_DEVICE) or ""))
                 raise DeviceRevoked()  # the session of a revoked device: no data, and the order to wipe
+            session_device_check(request=request)
             return user
         return None
 

@@ -610,6 +610,27 @@ def device_bind(*, request: Any, device_id: str) -> None:
             raise Forbidden("This session belongs to another device; sign in again on this one")
 
 
+DEVICE_HEADER = "OmniCare-Device-Id"
+
+
+def session_device_check(*, request: Any) -> None:
+    """A session bound to a device (at its first sync contact) is accepted only from that device: every request
+    with it must carry the device's id in the ``OmniCare-Device-Id`` header (the PWA sends it on every call).
+    Why: a tablet signed out offline wipes its keys and its device id at once, but the server hears of the
+    sign-out only when the browser is back online; until then the cookie alone (a stale cookie, a copied
+    profile) reads nothing, on FHIR REST as on sync (issue 10, item 15). ``/api/auth/`` stays open to the bare
+    cookie so that the pending sign-out itself (and ``me``) can complete."""
+    bound = request.session.get(SESSION_DEVICE)
+    if not bound or request.path.startswith("/api/auth/"):
+        return
+    sent = request.headers.get(DEVICE_HEADER)
+    if sent is None:
+        raise NotAuthenticated("This session belongs to a device that did not identify itself "
+                               "(signed out or wiped?); sign in again")
+    if sent != bound:
+        raise Forbidden("This session belongs to another device; sign in again on this one")
+
+
 def token_device_revoked_check(*, token: str) -> None:
     """Raise :class:`DeviceRevoked` if ``token`` was revoked together with the device it was bound to: the
     tablet still holding it learns to wipe itself (it gets no data either way)."""

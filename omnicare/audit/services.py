@@ -800,9 +800,10 @@ def b64(data: bytes) -> str:
 
 # --- Device events -----------------------------------------------------------------------------------
 
-DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete", "integrity"})
-#: Device actions that are security events (issue 17: a record or pending change failed verification).
-DEVICE_SECURITY_ACTIONS = frozenset({"integrity"})
+DEVICE_ACTIONS = frozenset({"read", "search", "create", "update", "delete", "integrity", "audit-witness"})
+#: Device actions that are security events (issue 17: a record or pending change failed verification;
+#: issue 10: ``audit-witness``, the device saw this server's audit history rewritten — CT-style gossip).
+DEVICE_SECURITY_ACTIONS = frozenset({"integrity", "audit-witness"})
 
 
 @dataclass

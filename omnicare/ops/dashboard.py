@@ -29,6 +29,7 @@ COUNTER_KEYS = (
     "audit.break-glass-start.success", "audit.device-revoke.success", "audit.device-gap.failure",
     "audit.device-gap.success", "telemetry.interval_s", "telemetry.offline_s", "telemetry.offline_ready_s",
     "telemetry.reports", "celery.task_failure", "push.merged", "push.conflict",
+    "audit.audit-witness.failure",  # trust hook: devices that saw the audit history rewritten
 )
 ACCURACY_DAYS = 30
 MB = 2**20
@@ -324,6 +325,7 @@ def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str,
         "chain_events": head or 0,
         "denied_24h": int(d["audit.denied"]),
         "device_gaps_24h": int(d["audit.device-gap.failure"] + d["audit.device-gap.success"]),
+        "audit_rewrites_24h": int(d["audit.audit-witness.failure"]),  # trust hook (pyclient.auditlog witness)
         "rejects": req["rejects"],
     }
 

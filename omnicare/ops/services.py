@@ -304,7 +304,7 @@ def devices_waiting(*, now: datetime, older_than: timedelta | None = None, limit
 
 #: Security-relevant actions counted from the trail (everything else only counts toward ``audit.events``).
 AUDIT_ACTIONS = ("login", "break-glass-start", "break-glass-stop", "device-revoke", "device-gap",
-                 "conflict-resolve", "dashboard-view")
+                 "conflict-resolve", "dashboard-view", "audit-witness")
 
 
 def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) -> int:
@@ -656,7 +656,8 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     day = now - timedelta(hours=24)
     c = counter_sum(["audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
                      "audit.break-glass-start.success", "audit.device-revoke.success",
-                     "audit.device-gap.failure", "audit.device-gap.success"], since=day)
+                     "audit.device-gap.failure", "audit.device-gap.success", "audit.audit-witness.failure"],
+                    since=day)
     window = now - LOGIN_WINDOW
     locked_users = list(LoginFailure.objects.filter(at__gt=window).values("username").annotate(n=Count("id"))
                         .filter(n__gte=LOGIN_MAX_PER_USER).values_list("username", flat=True)[:20])
@@ -689,6 +690,8 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
         "chain_events": head.seq if head else 0,
         "denied_24h": int(c["audit.denied"]),
         "device_gaps_24h": int(c["audit.device-gap.failure"] + c["audit.device-gap.success"]),
+        # trust hook: devices that saw this server's audit history rewritten (pyclient.auditlog witness).
+        "audit_rewrites_24h": int(c["audit.audit-witness.failure"]),
         "rejects": req["rejects"],
     }
 
@@ -739,6 +742,12 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     if run is not None and not run.ok:
         found["audit-verify"] = ("audit-verify", SECURITY, "Audit chain verification failed",
                                  f"/admin/ops/verifyrun/{run.pk}/change/")
+    # trust hook: a device (a witness of the signed checkpoints) saw the audit history rewritten.
+    rewrites = counter_sum(["audit.audit-witness.failure"], since=now - timedelta(days=7))["audit.audit-witness.failure"]
+    if rewrites:
+        found["audit-rewrite"] = ("audit-rewrite", SECURITY, f"Audit history rewritten: {int(rewrites)} device "
+                                  f"report{'s' if rewrites != 1 else ''} in 7 days (the server's log no longer "
+                                  "extends what a device saw)", "/admin/audit/auditevent/?action=audit-witness")
     if _setting("OMNICARE_OPS_ALERT_BREAK_GLASS", True):
         for g in EmergencyAccessGrant.objects.filter(ended__isnull=True, expires__gt=now).select_related("user"):
             found[f"break-glass:{g.pk}"] = (

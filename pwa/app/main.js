@@ -1,6 +1,7 @@
 // App controller: boot, sign-in / PIN, routing, idle lock, update path. Every decision is Python's.
 import { bootPython } from "./py.js";
 import * as net from "./net.js";
+import * as webauthn from "./webauthn.js"; // trust: hardware-bound unlock (WebAuthn PRF)
 import * as idb from "./idb.js";
 import { SyncRunner } from "./sync-runner.js";
 import { orderWithChecks, cdsPanel } from "./cds.js";
@@ -97,6 +98,8 @@ function onPyEvent(json) {
     banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
   } else if (ev.type === "revoked") {
     revokedScreen();
+  } else if (ev.type === "audit-parked") {
+    banner(ev.message, { kind: "warn" }); // trust: a refused access record is kept and said, never dropped
   } else if (ev.type === "integrity") {
     // After the call that found it: the status (never "Synced" now) and one banner saying everything.
     setTimeout(() => state.py?.call("status").then((s) => { onStatus(s); banner(integrityMessage(s, ev), { kind: "warn" }); })
@@ -132,6 +135,7 @@ let runner = null;
 // ---------------------------------------------------------------- boot
 async function boot() {
   registerSw();
+  net.deviceIdFrom(() => state.deviceId); // trust: every request names its device (session bound to it)
   await net.finishPendingSignOut(); // an offline sign-out is completed before anything else
   window.addEventListener("online", async () => {
     await net.finishPendingSignOut();
@@ -231,6 +235,7 @@ function signInScreen(message) {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       state.username = r.json.username;
+      state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -295,7 +300,8 @@ function pinSetupScreen() {
       if (p1 !== pin2) throw Object.assign(new Error("The PINs do not match."), { fields: { pin2: "Does not match the PIN above." } });
       setBusy("Protecting the device key with your PIN…");
       try {
-        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username })).deviceId;
+        const prf = await webauthn.enroll(state.username); // trust: second wrapping by the authenticator, if any
+        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username, scope: state.scope || "care-team", prf })).deviceId;
       } finally { setBusy(null); }
       await unlocked({ first: true });
     },
@@ -319,7 +325,8 @@ function unlockScreen(message) {
     submit: async ({ pin: p }) => {
       setBusy("Unlocking…");
       try {
-        await state.py.call("unlock", { pin: p });
+        const prf = await webauthn.unlockSecret(state.py).catch(() => null); // trust: hardware-bound key
+        await state.py.call("unlock", { pin: p, prf });
       } catch (err) {
         // The message says how long to wait / how many tries are left (pyclient.pinguard).
         if (err.kind === "wrong_pin") throw Object.assign(new Error(err.message || "That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
@@ -399,6 +406,7 @@ async function signOut() {
   state.unlocked = false;
   const told = navigator.onLine && (await net.serverSignOut());
   await state.py.call("wipe");
+  state.deviceId = null; // trust: the wiped device's id is gone, so its session cookie reads nothing
   if (!told) net.markSignOutPending(); // completed against the server first thing when next online
   channel?.postMessage({ type: "signed-out" });
   location.hash = "#/";

@@ -14,10 +14,18 @@ async function csrfToken() {
   return token;
 }
 
+// The session is bound to this device at its first sync: every request names the device (OmniCare-Device-Id),
+// and the server refuses the cookie without it, so a device wiped by an offline sign-out leaves a cookie that
+// reads nothing (issue 10, item 15). main.js tells us where the id lives.
+let deviceIdOf = () => null;
+export function deviceIdFrom(fn) { deviceIdOf = fn; }
+
 /** For Python: returns [status, bodyText, retryAfter|null, OmniCare-Device header|null]; status 0 = no network. */
 export async function http(method, path, body) {
   try {
     const headers = { Accept: "application/json" };
+    const dev = deviceIdOf();
+    if (dev) headers["OmniCare-Device-Id"] = dev;
     if (method !== "GET") {
       headers["Content-Type"] = "application/json";
       headers["X-CSRFToken"] = await csrfToken();

@@ -87,7 +87,8 @@ export class SyncRunner {
           if (!lock) return; // another tab holds the runner: it syncs the same database
           await this.py.call("reload_if_stale");
           const f = !!this.firstPending;
-          const status = await this.py.call("sync_once", { first: f });
+          // manual: the user pressed "Sync now": a backed-off retry (refused audit upload) is tried at once.
+          const status = await this.py.call("sync_once", { first: f, manual: reason === "manual" });
           if (f) this.firstPending = false;
           this.onStatus(status);
           if (Date.now() - this.lastReport >= TELEMETRY_MIN_GAP_MS) await this.report("sync");

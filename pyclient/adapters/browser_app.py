@@ -249,11 +249,16 @@ class BrowserApp(CdsMixin):
         """An update is waiting (or the schema moved on): refuse every write until reload."""
         self._read_only = reason
 
-    async def setup_pin(self, pin: str, username: str) -> dict[str, Any]:
-        """First sign-in on this device: new data + blind-index keys, wrapped under the PIN."""
+    async def setup_pin(self, pin: str, username: str, scope: str = "care-team",
+                        prf: dict[str, Any] | None = None) -> dict[str, Any]:
+        """First sign-in on this device: new data + blind-index keys, wrapped under the PIN (and, with ``prf``
+        from ``webauthn.js``, a second time under the device's authenticator: ``browser_webauthn``)."""
         if not PIN_RE.match(pin or ""):
             raise ValidationFailed("Choose a PIN of at least 6 digits (or a passphrase of 8+ characters).",
                                    fields={"pin": "At least 6 digits, or a passphrase of 8+ characters."})
+        problem = kh.unlock_secret_problem(pin, scope=scope, hardware_bound=bool(prf))  # trust: wide scope
+        if problem:
+            raise ValidationFailed(problem, fields={"pin": problem})
         if await self.store.meta_get(M_KEYRING) is not None:
             raise AppError("This device already has an offline PIN. Sign out to reset it.")
         kid = "dk-" + os.urandom(4).hex()
@@ -265,6 +270,10 @@ class BrowserApp(CdsMixin):
         jobs = kh.wrap_plan(params, keyring, [os.urandom(env.NONCE_LEN) for _ in keyring.entries])
         cts = await self._crypto.encryptBatch(kek, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs]))
         blob = kh.pack_keyring(params, jobs, [bytes(c) for c in _py(cts)])
+        if prf:  # trust: hardware-bound unlock, the stored blob is only the doubly wrapped one
+            from .browser_webauthn import prf_wrap  # noqa: PLC0415
+
+            blob = await prf_wrap(self, blob, prf)
         state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
         device = str(uuid.uuid4())
         await self.store.apply([
@@ -281,10 +290,19 @@ class BrowserApp(CdsMixin):
 
     # -- PIN attempts (issue 10, item 16): delay after 3 failures, wipe after 10 (pyclient.pinguard) --------
 
-    async def unlock(self, pin: str) -> dict[str, Any]:
+    async def unlock_info(self) -> dict[str, Any]:
+        """Is this device's key also locked to its authenticator (WebAuthn PRF)? Then the unlock screen asks it
+        first (``webauthn.unlockSecret``) and passes its output as ``prf``."""
+        from .browser_webauthn import unlock_info  # noqa: PLC0415
+
+        return unlock_info(await self.store.meta_get(M_KEYRING))
+
+    async def unlock(self, pin: str, prf: str | None = None) -> dict[str, Any]:
         """Unlock with the PIN under the attempt policy: too early is refused with the wait, a wrong PIN counts
         (the count is kept in IndexedDB, so it survives reloads), the 10th wrong PIN in a row wipes the device.
-        Failures are reported to the audit trail (as security events) at the next successful unlock."""
+        Failures are reported to the audit trail (as security events) at the next successful unlock.
+        ``prf``: the authenticator's output when the key is hardware-bound (``unlock_info``)."""
+        self._prf_secret = prf
         state = pg.PinState.from_json(await self.store.meta_get(M_PIN_GUARD))
         wait = pg.pin_wait(state, now=_now())
         if wait > 0:
@@ -330,7 +348,16 @@ class BrowserApp(CdsMixin):
         meta = await self.store.meta_get_many([M_KEYRING, M_USER])
         if meta.get(M_KEYRING) is None:
             raise AppError("No offline PIN on this device yet: sign in first.", kind="no_keyring")
-        parsed = kh.parse_keyring(_unb64(str(meta[M_KEYRING])))
+        raw = _unb64(str(meta[M_KEYRING]))
+        if kh.is_prf_wrapped(raw):  # trust: the outer wrapping opens only with this device's authenticator
+            from .browser_webauthn import HardwareKeyRefused, prf_unwrap  # noqa: PLC0415
+
+            try:
+                raw = await prf_unwrap(self, raw, getattr(self, "_prf_secret", None))
+                self._prf_secret = None
+            except HardwareKeyRefused as exc:
+                raise AppError(str(exc), kind="hardware_key") from None
+        parsed = kh.parse_keyring(raw)
         kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin or " ")), self._to_js(parsed.params.salt),
                                            parsed.params.iterations)
         out = _py(await self._crypto.decryptBatch(
@@ -938,27 +965,22 @@ class BrowserApp(CdsMixin):
             await asyncio.gather(*list(self._background), return_exceptions=True)
         return await self.store.audit_count()
 
-    async def _push_audit(self, machine: SyncMachine) -> None:
-        """Upload queued device audit events (in sequence order) and drop the ones the server holds."""
-        for _ in range(100):
-            rows = await self.store.audit_list(AUDIT_BATCH)
-            if not rows:
-                return
-            opened = await self._open([(AUDIT_TYPE, eid, 0, blob) for eid, _seq, blob in rows])
-            events = [{**ev, "seq": seq} for (_eid, seq, _b), ev in zip(rows, opened, strict=True) if ev is not None]
-            body = json.dumps({"deviceId": machine.device_id, "events": events}).encode()
-            try:
-                status, _text, _ = await self._post("/api/audit/device-events", body)
-            except DeviceRevoked:
-                raise
-            except Exception:  # noqa: BLE001 - kept for the next sync
-                return
-            if status != 200:
-                return
-            # An event that no longer opens is dropped too: the server flags its sequence number as a gap.
-            await self.store.apply([DeleteOutbox(eid) for eid, _seq, _b in rows])
-            if len(rows) < AUDIT_BATCH:
-                return
+    async def _push_audit(self, machine: SyncMachine, *, manual: bool = False) -> None:
+        """Upload queued device audit events (bounded retries, refused ones parked): ``browser_audit``."""
+        from .browser_audit import push_audit  # noqa: PLC0415
+
+        await push_audit(self, machine, full=AUDIT_BATCH, audit_type=AUDIT_TYPE, revoked=DeviceRevoked,
+                         manual=manual)
+
+    async def audit_upload_state(self) -> dict[str, Any]:
+        """Device audit upload: events parked after the server refused them (kept on the device), and why."""
+        from pyclient import audit_upload as au  # noqa: PLC0415
+
+        from .browser_audit import upload_state  # noqa: PLC0415
+
+        st = await upload_state(self)
+        return {"parked": st.parked_total, "message": au.parked_message(st), "notBefore": st.not_before,
+                "reasons": [p.reason for p in st.parked][-5:], "queued": await self.store.audit_count()}
 
     # -- reading -------------------------------------------------------------------
 
@@ -1226,7 +1248,7 @@ class BrowserApp(CdsMixin):
         self._emit({"type": "revoked"})
         return {"wiped": True}
 
-    async def sync_once(self, first: bool = False) -> dict[str, Any]:
+    async def sync_once(self, first: bool = False, manual: bool = False) -> dict[str, Any]:
         """Push what is due (by priority), then pull until caught up. One page per transaction.
 
         JS runs this under a Web Lock so only one tab syncs at a time.
@@ -1244,7 +1266,7 @@ class BrowserApp(CdsMixin):
             notices += await self._adopt_conflicts(machine)
             if not first and machine.last_error is None:
                 await self._integrity_sync(machine)
-            await self._push_audit(machine)
+            await self._push_audit(machine, manual=manual)
             await self.cds_refresh_if_due()  # signed CDS bundles (browser_cds.py), when due
         except DeviceRevoked:
             await self.device_revoked()
@@ -1412,6 +1434,9 @@ class BrowserApp(CdsMixin):
             if decision.kind == "adopt":
                 await self.store.meta_put(M_AUDIT_CHECKPOINT, json.dumps(offered.to_json()))
             elif decision.kind == "violation":
+                from .browser_audit import report_rewrite  # noqa: PLC0415  (a security event to the server)
+
+                await report_rewrite(self, held, offered, decision.reason)
                 self.audit_violation = decision.reason
                 await self.store.meta_put(M_AUDIT_VIOLATION, decision.reason)
                 self._emit({"type": "audit-violation", "reason": decision.reason})

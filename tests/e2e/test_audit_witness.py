@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import Server
+from .conftest import Server, shot
 from .helpers import poll, sign_in_and_sync
 
 REWRITE = """
@@ -61,3 +61,48 @@ def test_the_tablet_checks_each_new_checkpoint_and_flags_a_rewritten_history(
     poll(page, "async () => (await window.omnicare.py.call('audit_log_state')).violation !== null", timeout=60)
     state = _state(page)
     assert "rewritten" in state["violation"] or "lost" in state["violation"]
+
+    # Reported, not just recorded: the next sync uploads the tablet's security event (once), the server files
+    # it as a security event and the privacy officer's dashboard counts it and raises an alert.
+    page.click("#sync-now")
+    found = _witness_events(server)
+    for _ in range(30):
+        if found.startswith("1 "):
+            break
+        page.click("#sync-now")
+        page.wait_for_timeout(1000)
+        found = _witness_events(server)
+    count, category, detail = found.split(" ", 2)
+    assert count == "1" and category == "security" and ("rewritten" in detail or "lost" in detail)
+    page.click("#sync-now")  # seen again at every sync while the tablet keeps its checkpoint: not re-reported
+    page.wait_for_timeout(3000)
+    assert _witness_events(server).startswith("1 ")
+    server.manage("shell", "-c", "from omnicare.audit.services import audit_sequence; from omnicare.ops import services as s; "
+                  "audit_sequence(); s.audit_rollup_refresh(); s.alerts_evaluate()")
+
+    officer = new_context()
+    p = officer.new_page()
+    p.goto("/admin/login/?next=/admin/ops/dashboard/")
+    p.fill("#id_username", "privacy.officer")
+    p.fill("#id_password", "audit-trail-ledger-161")
+    p.click("input[type=submit]")
+    p.wait_for_selector("#ops-panels #security")
+    assert "the audit history was rewritten" in p.locator('[data-testid="audit-rewrites"]').inner_text()
+    assert "Audit history rewritten: 1 device report" in p.locator("#alerts").inner_text()
+    for w, h in ((1024, 768), (768, 1024)):
+        p.set_viewport_size({"width": w, "height": h})
+        p.locator('[data-testid="audit-rewrites"]').scroll_into_view_if_needed()
+        shot(p, f"ops-security-audit-rewrite-{w}x{h}", full_page=False)
+
+
+def _witness_events(server: Server) -> str:
+    """'<count> <category of the first> <its reason>' of the server's audit-witness events."""
+    out = server.manage("shell", "-c", WITNESS_EVENTS)
+    return next(line for line in out.splitlines() if line.startswith("WITNESS ")).removeprefix("WITNESS ")
+
+
+WITNESS_EVENTS = """
+from omnicare.audit.models import AuditEvent
+evs = list(AuditEvent.objects.filter(action="audit-witness"))
+print("WITNESS", len(evs), evs[0].category if evs else "-", evs[0].detail.get("reason", "") if evs else "-")
+"""

@@ -46,7 +46,9 @@ def test_wrong_pins_are_delayed_then_wipe_the_device(new_context: Any, server: S
     page.fill("#unlock input[name=pin]", PIN)
     page.click("#unlock button[type=submit]")
     page.wait_for_selector("text=Too many wrong PINs", timeout=30_000)
-    shot(page, "30-pin-delay", full_page=False)
+    for w, h in ((1024, 768), (768, 1024)):  # the PIN-delay screen at both tablet sizes
+        page.set_viewport_size({"width": w, "height": h})
+        shot(page, f"30-pin-delay-{w}x{h}", full_page=False)
 
     # Nine failures already, the waits elapsed: the tenth wrong PIN erases the device.
     page.evaluate(_SET_GUARD, json.dumps({"failures": 9, "notBefore": 0, "reported": 0}))

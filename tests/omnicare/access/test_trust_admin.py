@@ -299,3 +299,21 @@ def test_deactivation_ends_tokens_and_sessions(ward: dict[str, Any]) -> None:
     doctor.save()
     assert tok.get("/fhir/R4/Observation/o1").status_code == 401
     assert browser.get("/api/auth/me").status_code == 401
+
+
+@pytest.mark.django_db
+def test_sign_in_tells_the_device_how_wide_the_users_scope_is() -> None:
+    """Item 16: the PWA asks a passphrase instead of a PIN of a role that sees every patient."""
+    from django.contrib.auth import get_user_model
+
+    from omnicare.access.roles import AUDITOR, PHYSICIAN, role_assign
+
+    for name, role, scope in (("aud.scope", AUDITOR, "all"), ("doc.scope", PHYSICIAN, "care-team")):
+        user = get_user_model().objects.create_user(username=name, password="a-long-pass-phrase-9")
+        role_assign(user=user, role=role)
+        c = Client()
+        c.get("/api/auth/csrf")
+        r = c.post("/api/auth/login", {"username": name, "password": "a-long-pass-phrase-9"},
+                   content_type="application/json")
+        assert r.status_code == 200 and r.json()["scope"] == scope
+        assert c.get("/api/auth/me").json()["scope"] == scope

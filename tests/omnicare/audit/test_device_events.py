@@ -135,3 +135,25 @@ def test_device_events_over_http(nurse: Any, http_mounted: Callable[[str], None]
         {"seq": 2**63, "action": "read", "occurred": "2026-11-20T10:00:00Z"}]}, content_type="application/json")
     assert huge.status_code == 400
     assert AuditEvent.objects.count() == before + 4  # 3 events + the gap flag: rejected requests changed nothing
+
+
+def test_a_rewrite_seen_by_a_device_is_a_security_event_on_the_privacy_officers_dashboard(nurse: Any) -> None:
+    """Issue 10: the tablet's witness found the server's audit history rewritten; the event it queues reaches
+    the trail as a security event, the security panel counts it and an alert is raised for the auditors."""
+    from omnicare.ops import services as ops
+
+    seen = DeviceEvent(seq=1, action="audit-witness", occurred=timezone.now() - timedelta(minutes=1),
+                       outcome="failure", detail={"reason": "the audit log of size 12 is not a prefix of size 51: "
+                                                            "history was rewritten", "heldSize": "12",
+                                                  "offeredSize": "51"})
+    assert device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=[seen]).accepted == 1
+    ev = AuditEvent.objects.get(action="audit-witness")
+    assert ev.category == "security" and ev.outcome == "failure" and ev.patient_ids == []
+    services.audit_sequence()  # the sequencer's beat job; the rollup only reads what it numbered
+    ops.audit_rollup_refresh()
+    now = timezone.now()
+    for data in (ops.dashboard_data(audiences=frozenset({ops.SECURITY}), now=now),
+                 ops.dashboard_data_panels(audiences=frozenset({ops.SECURITY}), now=now)):
+        assert data["security"]["audit_rewrites_24h"] == 1
+    alerts = [a for a in ops.alerts_evaluate() if a.kind == "audit-rewrite"]
+    assert len(alerts) == 1 and alerts[0].audience == ops.SECURITY and "rewritten" in alerts[0].message

@@ -73,4 +73,8 @@ def report(device: str = "tab-1", **kw: Any) -> dict[str, Any]:
 
 
 def post(c: Client, path: str, body: Any) -> Any:
+    if path == "/api/sync/devices" and isinstance(body, dict) and isinstance(body.get("deviceId"), str):
+        # Like the PWA: once registered, the tablet names its device on every request (its session is bound
+        # to it, issue 10 item 15).
+        c.defaults["HTTP_OMNICARE_DEVICE_ID"] = body["deviceId"]
     return c.post(path, json.dumps(body), content_type="application/json")

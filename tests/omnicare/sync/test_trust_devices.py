@@ -43,7 +43,7 @@ def test_revoking_a_device_ends_its_token_and_session_and_nothing_else(clinic: d
     doctor = clinic["user"]
     tablet, _ = _token_client(doctor)
     laptop, _ = _token_client(doctor)
-    browser = Client()
+    browser = Client(HTTP_OMNICARE_DEVICE_ID="tab-lost")  # the PWA names its device on every request
     browser.force_login(doctor)
     for client, device in ((tablet, "tab-lost"), (laptop, "laptop-1"), (browser, "tab-lost")):
         assert _register(client, device).status_code == 200
@@ -91,6 +91,33 @@ def test_an_unregistered_device_gets_no_patient_data(clinic: dict[str, Any]) -> 
     assert r.status_code == 403 and "changes" not in r.json()
     r = client.get("/api/sync/pull", {"limit": 10})
     assert r.status_code == 400 and "changes" not in r.json()
+
+
+@pytest.mark.django_db
+def test_a_session_bound_to_a_device_reads_nothing_without_that_device(clinic: dict[str, Any]) -> None:
+    """Item 15: the cookie of a tablet wiped by an offline sign-out (its device id is gone with it) reads no
+    chart over FHIR REST or sync, while the tablet itself, naming its device, does; the sign-out still works."""
+    browser = Client()
+    browser.force_login(clinic["user"])
+    assert browser.get("/fhir/R4/Observation/o1").status_code == 200  # not bound yet: no sync contact so far
+    tablet = Client(HTTP_OMNICARE_DEVICE_ID="tab-7")
+    tablet.cookies = browser.cookies
+    assert _register(tablet, "tab-7").status_code == 200
+    assert _pull(tablet, "tab-7").status_code == 200
+    assert tablet.get("/fhir/R4/Observation/o1").status_code == 200
+    stale = Client()
+    stale.cookies = browser.cookies
+    r = stale.get("/fhir/R4/Observation/o1")
+    assert r.status_code == 401 and "o1" not in r.content.decode()
+    assert stale.get("/fhir/R4/Patient", {"_count": 5}).status_code == 401
+    assert _pull(stale, "tab-7").status_code == 401
+    other = Client(HTTP_OMNICARE_DEVICE_ID="tab-8")
+    other.cookies = browser.cookies
+    assert other.get("/fhir/R4/Observation/o1").status_code == 403
+    # The sign-out made offline completes with the bare cookie; after it the device id does not help either.
+    stale.get("/api/auth/csrf")
+    assert stale.post("/api/auth/logout", "{}", content_type="application/json").status_code == 200
+    assert tablet.get("/fhir/R4/Observation/o1").status_code == 401
 
 
 # --- a real WebSocket on a real server --------------------------------------------------------------------------
