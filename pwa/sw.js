@@ -20,6 +20,8 @@ const SHELL = [
   "/app/auth.js",
   "/app/routes.js",
   "/app/forms.js",
+  "/app/screens/rejected.js",
+  "/app/screens/conflicts.js",
   "/app/py.js",
   "/app/idb.js",
   "/app/crypto.js",

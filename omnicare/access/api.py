@@ -24,6 +24,7 @@ from omnicare.core.errors import Forbidden
 
 from . import services
 from .auth import api_auth
+from .roles import permissions_for, user_roles
 from .services import MfaRequired
 
 __all__ = ["MfaRequired", "router"]
@@ -43,12 +44,15 @@ class MeOut(Schema):
     username: str
     displayName: str  # noqa: N815 - wire name
     isStaff: bool  # noqa: N815 - wire name
+    # Resource type -> allowed actions from the permission matrix (roles.permissions_for): the app offers only
+    # the controls the role allows; the server still checks every write.
+    permissions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 def _me(user: Any) -> dict[str, Any]:
     full = (user.get_full_name() or "").strip()
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
-            "isStaff": bool(user.is_staff)}
+            "isStaff": bool(user.is_staff), "permissions": permissions_for(user_roles(user))}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

@@ -35,6 +35,7 @@ export function signInScreen(message) {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       state.username = r.json.username;
+      state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -76,6 +77,7 @@ export function reauthScreen() {
         throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
+      await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
       state.reauthShown = false;
       location.hash = "#/patients";
       state.runner.kick("reauth");
@@ -155,10 +157,19 @@ export async function unlocked({ first }) {
   state.unlocked = true;
   document.getElementById("usernav").hidden = false;
   if (navigator.storage && navigator.storage.persist) {
-    navigator.storage.persisted().then((p) => p || navigator.storage.persist()).then((granted) => {
+    navigator.storage.persisted().then((p) => p || navigator.storage.persist()).then(async (granted) => {
       state.persistRefused = !granted;
-      if (state.lastStatus) onStatus(state.lastStatus);
+      // Said once per device, with what to do (issue 18), not on every status.
+      if (!granted && !localStorage.getItem("omnicare.persistExplained")) {
+        localStorage.setItem("omnicare.persistExplained", "1");
+        const note = await state.py.call("persistence_note").catch(() => null);
+        if (note) banner(note, { kind: "info" });
+      }
     }).catch(() => {});
+  }
+  if (state.permissions) { // from this sign-in: which controls the role allows (server matrix)
+    await state.py.call("set_permissions", { permissions: state.permissions }).catch(() => {});
+    state.permissions = null;
   }
   const done = await state.py.call("first_sync_done");
   if (!done) {
@@ -190,13 +201,15 @@ export async function lock(reason) {
 }
 
 export async function signOut() {
-  let pending = 0;
-  try { pending = (await state.py.call("status")).pending || 0; } catch { /* locked */ }
+  // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.chart.rejected).
+  let warn = null;
+  try { warn = await state.py.call("sign_out_warning"); } catch { /* locked */ }
   let outbox = 0;
   try { outbox = await idb.outboxCount(); } catch { /* no db */ }
-  const unsynced = Math.max(pending, outbox);
+  const unsynced = Math.max(warn?.unsent || 0, outbox);
+  const lost = warn?.message || `${unsynced} change${unsynced === 1 ? " has" : "s have"} not reached the server yet. Signing out removes ${unsynced === 1 ? "it" : "them"} from this device for good. Sync first if you can.`;
   const ok = await confirmDialog("Sign out and remove local data?",
-    unsynced ? `${unsynced} change${unsynced === 1 ? " has" : "s have"} not reached the server yet and will be LOST. Sync first if you can.` : "All patient data is removed from this device. You need a connection to sign in again.",
+    unsynced ? lost : "All patient data is removed from this device. You need a connection to sign in again.",
     unsynced ? "Discard changes and sign out" : "Sign out", { danger: !!unsynced });
   if (!ok) return;
   state.runner?.stop();

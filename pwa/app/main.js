@@ -64,7 +64,8 @@ function onStatus(s) {
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(() => refreshView(null), 100); // pending badges change when the server acks
   }
-  renderStatus(s, { online: navigator.onLine, persistRefused: state.persistRefused });
+  renderStatus(s, { online: navigator.onLine });
+  if (state.rejectedBanner && !s.locked && !s.rejected) { state.rejectedBanner = false; banner(null); } // all dealt with
   if (s.needsLogin && !state.reauthShown && state.unlocked) {
     state.reauthShown = true;
     banner("Your session has ended. Your changes are kept on this device; sign in again to sync them.", {
@@ -84,11 +85,12 @@ function onPyEvent(json) {
   } else if (ev.type === "changed") {
     channel?.postMessage({ type: "changed" });
   } else if (ev.type === "conflict") {
-    banner(`${ev.count} change${ev.count === 1 ? "" : "s"} conflict with someone else's edit.`, {
+    banner(`${ev.count === 1 ? "A change of yours conflicts" : `${ev.count} changes of yours conflict`} with someone else's edit. Nothing is lost: choose what to keep.`, {
       kind: "warn", action: { label: "Review", run: () => { banner(null); location.hash = "#/conflicts"; } },
     });
   } else if (ev.type === "rejected") {
-    banner("The server refused a change: " + ev.reasons.join("; "), { kind: "error" });
+    state.rejectedBanner = true;
+    banner(ev.message, { kind: "error", action: { label: "Review", run: () => { banner(null); location.hash = "#/rejected"; } } });
   } else if (ev.type === "revoked") {
     revokedScreen();
   } else if (ev.type === "integrity") {

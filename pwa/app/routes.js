@@ -3,7 +3,9 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, banner, patientList, chartScreen, conflictScreen } from "./ui.js";
+import { h, screen, banner, patientList, chartScreen } from "./ui.js";
+import { conflictScreen } from "./screens/conflicts.js";
+import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -15,6 +17,7 @@ export function route() {
     return showChart(parts[1]);
   }
   if (parts[0] === "conflicts") return showConflicts();
+  if (parts[0] === "rejected") return showRejected();
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
@@ -26,6 +29,7 @@ export function refreshView(ids) {
   if (document.activeElement && document.activeElement.matches("select")) return;
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
+  else if (parts[0] === "rejected") showRejected();
   else showPatients({ keepFocus: true });
 }
 
@@ -53,13 +57,14 @@ export async function showChart(id, { keepScroll = false } = {}) {
     return;
   }
   const y = window.scrollY;
-  screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
-    ...chartScreen(c, {
-      onAllergy: async (aid, change) => {
-        try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
-      },
-      onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
-    }));
+  const parts = chartScreen(c, {
+    onAllergy: async (aid, change) => {
+      try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
+    },
+    onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
+  });
+  parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
+  screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
   cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
     const col = document.querySelector("#main .grid .col:last-child");
     if (panel && col && !document.getElementById("cds-panel")) col.append(panel);
@@ -84,3 +89,22 @@ export async function showConflicts() {
     }));
 }
 
+
+/** Changes the server refused: listed until the user sends them again or discards them (issue 18). */
+export async function showRejected() {
+  let list;
+  try { list = await state.py.call("rejected"); } catch (err) { banner(err.message); return; }
+  screen("Refused changes", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+    ...rejectedScreen(list, {
+      onRetry: async (entryId, values) => {
+        await state.py.call("retry_rejected", { entry_id: entryId, values });
+        afterWrite();
+        showRejected();
+      },
+      onDiscard: async (entryId) => {
+        await state.py.call("discard_rejected", { entry_id: entryId });
+        afterWrite();
+        showRejected();
+      },
+    }));
+}

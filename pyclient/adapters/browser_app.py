@@ -47,6 +47,9 @@ from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
 from pyclient import telemetry as tm
+from pyclient.chart import conflicts as cv
+from pyclient.chart.rejected import rejected_banner
+from pyclient.chart.status import PERSISTENCE_NOTE, status_views
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.merge import merge
 from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
@@ -76,9 +79,13 @@ from pyclient.sync import (
 )
 
 from .browser_cds import CdsMixin
+from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
+
+UNEXPECTED = ("Something went wrong on this device and that action did not finish. Your saved changes are safe. "
+              "Try again; if it keeps happening, tell your administrator.")
 
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
@@ -374,7 +381,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin):
+class BrowserApp(CdsMixin, ChartMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -452,7 +459,8 @@ class BrowserApp(CdsMixin):
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()
-            return json.dumps({"error": {"kind": "bug", "message": f"{type(exc).__name__}: {exc}"}})
+            # Never the exception text on screen (issue 18): a sentence, the details stay in the console.
+            return json.dumps({"error": {"kind": "bug", "message": UNEXPECTED}})
 
     def _require_unlocked(self) -> SyncMachine:
         if self.machine is None or self._keyring is None:
@@ -603,6 +611,7 @@ class BrowserApp(CdsMixin):
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")}, outbox=outbox)
+        await self._load_permissions()  # issue 18 hook (browser_chart)
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -1354,6 +1363,8 @@ class BrowserApp(CdsMixin):
             "notes": notes[:20],
             "counts": {k: len(v) for k, v in by.items()},
             "integrity": self._integrity_notice(patient_id),
+            "actions": self._chart_actions(), "rejected": self.rejected(patient_id),  # issue 18 hook (browser_chart)
+            "conflictIds": sorted({v.id for v in machine.conflicts()}),  # marked "conflict", not "pending sync"
         }
 
     @staticmethod
@@ -1432,6 +1443,7 @@ class BrowserApp(CdsMixin):
     async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
                     *, create: bool) -> dict[str, Any]:
         machine = self._require_writable()
+        self._check_may(resource_type, "create" if create else "delete" if resource is None else "update")  # issue 18
         base_version: int | None = None
         base: dict[str, Any] | None = None
         if not create:
@@ -1667,6 +1679,10 @@ class BrowserApp(CdsMixin):
 
     # -- sync ------------------------------------------------------------------------
 
+    def persistence_note(self) -> str:
+        """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""
+        return PERSISTENCE_NOTE
+
     def status(self) -> dict[str, Any]:
         """What the always-visible status bar shows."""
         if self.machine is None:
@@ -1684,11 +1700,13 @@ class BrowserApp(CdsMixin):
             if records:
                 parts.append(f"{records} record{'s' if records != 1 else ''} could not be verified, re-downloading")
             synced, text = False, "; ".join(parts)
-        return {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
-                "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
-                "unverified": records, "unreadableChanges": changes,
-                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
-                "nextWake": self.machine.next_wake(_now())}
+        out: dict[str, Any] = {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
+               "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
+               "unverified": records, "unreadableChanges": changes,
+               "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
+               "nextWake": self.machine.next_wake(_now())}
+        out["view"] = status_views(out)  # issue 18: the status line in words (pyclient.chart.status)
+        return out
 
     async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
         """POST through JS ``http``; raises :class:`DeviceRevoked` when the server orders a wipe."""
@@ -1744,7 +1762,7 @@ class BrowserApp(CdsMixin):
         if conflicts:
             self._emit({"type": "conflict", "count": len(conflicts)})
         if rejected:
-            self._emit({"type": "rejected", "reasons": [r.reason for r in rejected]})
+            self._emit({"type": "rejected", "count": len(rejected), "message": rejected_banner(len(rejected))})
         return self.status()
 
     async def _adopt_conflicts(self, machine: SyncMachine) -> list[Effect]:
@@ -1898,10 +1916,7 @@ class BrowserApp(CdsMixin):
         machine = self._require_unlocked()
         out = []
         for c in machine.conflicts():
-            fields = []
-            for f in c.conflicts:
-                fields.append({"path": f.get("path", ""), "base": f.get("base"), "mine": f.get("theirs"),
-                               "theirs": f.get("ours")})
+            fields = cv.field_views(c.conflicts)  # issue 18: values in words, edit kinds (pyclient.chart)
             title = c.resource_type
             res = c.local or c.server or {}
             if c.resource_type == "AllergyIntolerance":
@@ -1913,7 +1928,7 @@ class BrowserApp(CdsMixin):
             out.append({"entryId": c.entry_id, "resourceType": c.resource_type, "id": c.id, "title": title,
                         "serverVersion": c.server_version, "serverDeleted": c.server is None,
                         "patientId": c.id if c.resource_type == "Patient" else _ref_patient(res),
-                        "fields": fields})
+                        "fields": fields, "otherChange": cv.other_change(c.server)})
         return out
 
     async def resolve_conflict(self, entry_id: str, choices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -1935,19 +1950,17 @@ class BrowserApp(CdsMixin):
             chosen = json.loads(json.dumps(result.merged))
             for f in view.conflicts:
                 path = str(f.get("path", ""))
-                choice = choices.get(path) or {"pick": "theirs"}
+                choice = choices.get(path) or {}
                 pick = choice.get("pick")
                 if pick == "theirs":
                     value = f.get("ours")
                 elif pick == "mine":
                     value = f.get("theirs")
-                elif pick == "edit":
-                    value = choice.get("value")
-                    if isinstance(f.get("ours"), (int, float)) and isinstance(value, str):
-                        try:
-                            value = float(value) if "." in value else int(value)
-                        except ValueError:
-                            raise ValidationFailed("Enter a number.", fields={path: "Enter a number."}) from None
+                elif pick == "edit":  # validated before anything is accepted (pyclient.chart.conflicts)
+                    value, problem = cv.edit_value(path, choice.get("value"), f.get("theirs"), f.get("ours"),
+                                                   today=date.today().isoformat())
+                    if problem:
+                        raise ValidationFailed(problem, fields={path: problem})
                 else:
                     raise ValidationFailed("Choose keep mine, keep theirs or edit for every field.",
                                            fields={path: "Choose one."})
