@@ -4,7 +4,7 @@ import { bootPython } from "./py.js";
 import * as net from "./net.js";
 import * as idb from "./idb.js";
 import { SyncRunner } from "./sync-runner.js";
-import { h, screen, renderStatus, progress, banner } from "./ui.js";
+import { h, screen, renderStatus, progress, banner, plain } from "./ui.js";
 import { state, channel, hooks } from "./state.js";
 import { signInScreen, unlockScreen, lock, signOut, startIdleTimer } from "./auth.js";
 import { route, refreshView } from "./routes.js";
@@ -137,7 +137,7 @@ async function boot() {
   try {
     state.py = await bootPython(onPyEvent);
   } catch (err) {
-    screen("Error", h("section", { class: "card" }, h("h2", {}, "OmniCare could not start"), h("p", {}, String(err.message || err)),
+    screen("Error", h("section", { class: "card" }, h("h2", {}, "OmniCare could not start"), h("p", {}, plain(err.message || err)),
       h("p", { class: "muted" }, navigator.onLine ? "Reload to try again." : "You are offline and this device has not cached the app yet. Connect once to install it.")));
     return;
   }

@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, banner, patientList, chartScreen } from "./ui.js";
+import { h, screen, banner, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 
@@ -53,7 +53,7 @@ export async function showPatients({ keepFocus = false } = {}) {
 export async function showChart(id, { keepScroll = false } = {}) {
   let c;
   try { c = await state.py.call("chart", { patient_id: id }); } catch (err) {
-    screen("Not found", h("section", { class: "card" }, h("h2", {}, "Patient not available"), h("p", {}, err.message), h("a", { class: "btn", href: "#/patients" }, "Back to patients")));
+    screen("Not found", h("section", { class: "card" }, h("h2", {}, "Patient not available"), h("p", {}, plain(err.message)), h("a", { class: "btn", href: "#/patients" }, "Back to patients")));
     return;
   }
   const y = window.scrollY;

@@ -32,17 +32,27 @@ export function field(label, input, { hint, name } = {}) {
     input, err);
 }
 
+// Issue 18: a message that looks technical (an exception, JSON, "null") is never shown as it is. Python words
+// every message it sends; this is the net for errors raised in the browser itself (a failed fetch, a TypeError).
+const TECHNICAL = /\bnull\b|\bundefined\b|\bNone\b|Traceback|Exception|Error:|[{}]|\[object /;
+const UNEXPECTED = "Something went wrong on this device and that action did not finish. Your saved changes are safe. Try again; if it keeps happening, tell your administrator.";
+export function plain(text) {
+  const t = String(text ?? "").trim();
+  if (!t || TECHNICAL.test(t)) { if (t) console.warn("message not shown:", t); return UNEXPECTED; }
+  return t;
+}
+
 export function showErrors(form, err) {
   for (const e of form.querySelectorAll(".field-error")) e.textContent = "";
   for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
   const msg = form.querySelector(".form-error");
-  if (msg) msg.textContent = err ? err.message : "";
+  if (msg) msg.textContent = err ? plain(err.message) : "";
   if (!err) return;
   let first = null;
   for (const [name, text] of Object.entries(err.fields || {})) {
     const wrap = form.querySelector(`[data-field="${CSS.escape(name)}"]`);
     if (!wrap) { if (msg && name === "form") msg.textContent = text; continue; }
-    wrap.querySelector(".field-error").textContent = text;
+    wrap.querySelector(".field-error").textContent = plain(text);
     const input = wrap.querySelector("input,select,textarea");
     if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
   }
@@ -113,7 +123,7 @@ export function banner(message, { kind = "error", action } = {}) {
   if (!message) { b.hidden = true; b.replaceChildren(); return; }
   b.hidden = false;
   b.dataset.kind = kind;
-  b.replaceChildren(...[h("span", {}, message), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
+  b.replaceChildren(...[h("span", {}, plain(message)), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
     h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕")].filter(Boolean));
 }
 

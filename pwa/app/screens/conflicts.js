@@ -1,7 +1,7 @@
 // The conflict screen (issue 18, item 2): per field, before / mine / theirs as the chart shows them (words from
 // pyclient.chart.conflicts, never JSON), who made the other change and when, nothing chosen in advance, and an
 // edited value checked by Python before the resolution is accepted.
-import { h, input, select } from "../ui.js";
+import { h, input, select, plain } from "../ui.js";
 
 function editor(f, name) {
   const spec = f.edit;
@@ -56,10 +56,10 @@ export function conflictScreen(conflicts, { onResolve }) {
       const msg = form.querySelector(".form-error");
       if (missing) { msg.textContent = "Choose keep mine, keep theirs or a value of your own for every field."; missing.querySelector("input").focus(); return; }
       try { await onResolve(c.entryId, choices); } catch (err) {
-        msg.textContent = err.message;
+        msg.textContent = plain(err.message);
         for (const [path, text] of Object.entries(err.fields || {})) {
           const b = blocks.find((x) => x.dataset.path === path);
-          if (b) { b.querySelector(".field-error").textContent = text; b.querySelector(".edit-value")?.focus(); }
+          if (b) { b.querySelector(".field-error").textContent = plain(text); b.querySelector(".edit-value")?.focus(); }
         }
       }
     });
