@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, banner, patientList, chartScreen, plain } from "./ui.js";
+import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 
@@ -59,6 +59,11 @@ export async function showChart(id, { keepScroll = false } = {}) {
   const y = window.scrollY;
   const parts = chartScreen(c, {
     onAllergy: async (aid, change) => {
+      // One tap on a dropdown is not a decision: ask first, in Python's words (issue 18, item 9).
+      const a = c.allergies.find((x) => x.id === aid) || {};
+      const [field, value] = Object.entries(change)[0];
+      const q = await state.py.call("allergy_change_question", { substance: a.substance || "", field, old: a[field] || "", new: value });
+      if (!(await confirmDialog(q.title, q.message, q.ok))) { showChart(id, { keepScroll: true }); return; }
       try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
     },
     onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },

@@ -455,7 +455,7 @@ class BrowserApp(CdsMixin, ChartMixin):
             return json.dumps({"error": {"kind": "wrong_pin", "message": "That PIN is not correct."}})
         except StorageFull as exc:
             return json.dumps({"error": {"kind": "quota", "message": str(exc)}})
-        except Exception as exc:  # the UI shows a generic message; details go to the console only
+        except Exception:  # the UI shows a generic message; details go to the console only
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()

@@ -18,6 +18,7 @@ from typing import Any
 from pyclient import integrity as ig
 from pyclient.chart import permissions as cp
 from pyclient.chart import rejected as rj
+from pyclient.chart.confirm import allergy_change
 from pyclient.sync import OutboxEntry
 
 M_PERMISSIONS = "auth.permissions"  # the server's matrix for this user (no PHI); wiped with the device
@@ -62,6 +63,10 @@ class ChartMixin:
             from .browser_app import AppError  # noqa: PLC0415 - the mixin's host module
 
             raise AppError(cp.not_allowed_message(resource_type, action), kind="forbidden")
+
+    def allergy_change_question(self, substance: str, field: str, old: str, new: str) -> dict[str, str]:
+        """The confirmation a one-tap allergy change asks first (pyclient.chart.confirm)."""
+        return allergy_change(substance, field, old, new)
 
     def _chart_actions(self) -> dict[str, bool]:
         return cp.chart_actions(self._perms)

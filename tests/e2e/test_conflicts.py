@@ -27,6 +27,10 @@ def _shared_allergy(server: Server) -> tuple[str, str]:
 
 def _set(page: Any, aid: str, which: str, value: str) -> None:
     page.select_option(f'#allergies li[data-id="{aid}"] select.{which}', value)
+    # Issue 18: a one-tap change asks first; the question names the allergy and the new value.
+    page.wait_for_selector("dialog.dialog[open]")
+    page.click("dialog.dialog button[value=ok]")
+    page.wait_for_selector("dialog.dialog", state="detached")
 
 
 def _poll_server(server: Server, path: str, ok: Any, timeout: float = 45) -> dict[str, Any]:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .conftest import Server
-from .helpers import open_patient, sign_in_and_sync
+from .conftest import Server, shot
+from .helpers import open_patient, poll, sign_in_and_sync
 from .test_rejected_changes import assert_plain
 
 VIEWPORTS = ({"width": 1024, "height": 768}, {"width": 768, "height": 1024})
@@ -58,6 +58,19 @@ def test_every_control_is_at_least_44_px_on_every_screen(new_context: Any, serve
     for summary in page.locator("#notes summary").all()[:1]:
         summary.click()
     _check(page, "chart", small)
+    # One tap on an allergy dropdown asks first; cancelling leaves the allergy as it was.
+    crit = page.locator("#allergies select.crit").first
+    before = crit.input_value()
+    crit.select_option("high" if before != "high" else "low")
+    page.wait_for_selector("dialog.dialog[open]")
+    assert "Change the criticality of" in page.inner_text("dialog.dialog")
+    _check(page, "allergy confirmation", small)
+    for size in VIEWPORTS:
+        page.set_viewport_size(size)
+        shot(page, f"38-allergy-change-confirm-{size['width']}x{size['height']}", full_page=False)
+    page.click("dialog.dialog button[value=cancel]")
+    page.wait_for_selector("dialog.dialog", state="detached")
+    poll(page, "v => document.querySelector('#allergies select.crit').value === v", before)
     pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
     for form in ("vitals", "allergy", "medication", "note", "demographics"):
         page.goto(f"/#/patient/{pid}/{form}")

@@ -104,3 +104,12 @@ def test_resend_after_a_refusal_is_one_new_entry_on_the_servers_version() -> Non
     assert again is not None and [x.mutation_id for x in again.mutations] == ["m2"]
     assert again.mutations[0].resource is not None
     assert again.mutations[0].resource["dosageInstruction"] == [{"text": "1 tablet by mouth twice daily"}]
+
+
+def test_allergy_dropdown_changes_are_asked_in_words() -> None:
+    from pyclient.chart.confirm import allergy_change
+
+    q = allergy_change("Penicillin", "criticality", "low", "unable-to-assess")
+    assert q["message"] == "Change the criticality of Penicillin from low to unable to assess?"
+    assert q["ok"] == "Change to unable to assess"
+    assert "no longer be shown as an active allergy" in allergy_change("Penicillin", "status", "active", "resolved")["message"]
