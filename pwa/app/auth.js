@@ -196,6 +196,7 @@ export async function lock(reason) {
   state.unlocked = false;
   state.query = ""; // a search may contain a patient's name
   state.runner.stop();
+  await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
   await state.py.call("lock");
   unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
 }
