@@ -150,7 +150,7 @@ def allowed_actions(role: str, resource_type: str) -> frozenset[str]:
 
 def permissions_for(roles: frozenset[str] | set[str]) -> dict[str, list[str]]:
     """What a user holding ``roles`` may do on each resource type, for the device to decide which controls to
-    offer (``pyclient.chart.permissions``). Same rule as ``allowed_actions``: any one role allowing is enough."""
+    offer (``pyclient.views.permissions``). Same rule as ``allowed_actions``: any one role allowing is enough."""
     out: dict[str, list[str]] = {}
     for rtype in RESOURCE_TYPES:
         acts: set[str] = set()

@@ -202,7 +202,7 @@ export async function lock(reason) {
 }
 
 export async function signOut() {
-  // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.chart.rejected).
+  // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.views.rejected).
   let warn = null;
   try { warn = await state.py.call("sign_out_warning"); } catch { /* locked */ }
   let outbox = 0;

@@ -75,7 +75,7 @@ export function formFields(form) {
 
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "never");
 
-/** The always-visible status pill. Words and state from Python (s.view: pyclient.chart.status); only the time
+/** The always-visible status pill. Words and state from Python (s.view: pyclient.views.status); only the time
  * is formatted here (the browser knows the locale). */
 export function renderStatus(s, { online }) {
   const box = document.getElementById("sync");

@@ -47,9 +47,6 @@ from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
 from pyclient import telemetry as tm
-from pyclient.chart import conflicts as cv
-from pyclient.chart.rejected import rejected_banner
-from pyclient.chart.status import PERSISTENCE_NOTE, status_views
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.merge import merge
 from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
@@ -77,6 +74,9 @@ from pyclient.sync import (
     RecordsClear,
     SyncMachine,
 )
+from pyclient.views import conflicts as cv
+from pyclient.views.rejected import rejected_banner
+from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
@@ -1705,7 +1705,7 @@ class BrowserApp(CdsMixin, ChartMixin):
                "unverified": records, "unreadableChanges": changes,
                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
                "nextWake": self.machine.next_wake(_now())}
-        out["view"] = status_views(out)  # issue 18: the status line in words (pyclient.chart.status)
+        out["view"] = status_views(out)  # issue 18: the status line in words (pyclient.views.status)
         return out
 
     async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
@@ -1916,7 +1916,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         machine = self._require_unlocked()
         out = []
         for c in machine.conflicts():
-            fields = cv.field_views(c.conflicts)  # issue 18: values in words, edit kinds (pyclient.chart)
+            fields = cv.field_views(c.conflicts)  # issue 18: values in words, edit kinds (pyclient.views)
             title = c.resource_type
             res = c.local or c.server or {}
             if c.resource_type == "AllergyIntolerance":
@@ -1956,7 +1956,7 @@ class BrowserApp(CdsMixin, ChartMixin):
                     value = f.get("ours")
                 elif pick == "mine":
                     value = f.get("theirs")
-                elif pick == "edit":  # validated before anything is accepted (pyclient.chart.conflicts)
+                elif pick == "edit":  # validated before anything is accepted (pyclient.views.conflicts)
                     value, problem = cv.edit_value(path, choice.get("value"), f.get("theirs"), f.get("ours"),
                                                    today=date.today().isoformat())
                     if problem:

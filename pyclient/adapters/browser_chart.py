@@ -2,7 +2,7 @@
 
 A mixin of :class:`pyclient.adapters.browser_app.BrowserApp`, kept in its own module so the app file only
 gains a base class and one-line hooks (``_install`` loads the permissions, ``_edit`` asks them, ``chart``
-reports them). Every rule lives in :mod:`pyclient.chart`; this file gathers outbox entries and records the
+reports them). Every rule lives in :mod:`pyclient.views`; this file gathers outbox entries and records the
 user's decisions (a discard is audited; a retry is a new queued edit).
 """
 
@@ -16,10 +16,10 @@ from datetime import date
 from typing import Any
 
 from pyclient import integrity as ig
-from pyclient.chart import permissions as cp
-from pyclient.chart import rejected as rj
-from pyclient.chart.confirm import allergy_change
 from pyclient.sync import OutboxEntry
+from pyclient.views import permissions as cp
+from pyclient.views import rejected as rj
+from pyclient.views.confirm import allergy_change
 
 M_PERMISSIONS = "auth.permissions"  # the server's matrix for this user (no PHI); wiped with the device
 
@@ -65,7 +65,7 @@ class ChartMixin:
             raise AppError(cp.not_allowed_message(resource_type, action), kind="forbidden")
 
     def allergy_change_question(self, substance: str, field: str, old: str, new: str) -> dict[str, str]:
-        """The confirmation a one-tap allergy change asks first (pyclient.chart.confirm)."""
+        """The confirmation a one-tap allergy change asks first (pyclient.views.confirm)."""
         return allergy_change(substance, field, old, new)
 
     def _chart_actions(self) -> dict[str, bool]:

@@ -1,5 +1,5 @@
 // The conflict screen (issue 18, item 2): per field, before / mine / theirs as the chart shows them (words from
-// pyclient.chart.conflicts, never JSON), who made the other change and when, nothing chosen in advance, and an
+// pyclient.views.conflicts, never JSON), who made the other change and when, nothing chosen in advance, and an
 // edited value checked by Python before the resolution is accepted.
 import { h, input, select, plain } from "../ui.js";
 

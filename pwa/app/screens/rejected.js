@@ -1,5 +1,5 @@
 // Changes the server refused (issue 18, item 3): every one listed with the server's reason in plain words,
-// fix-and-send-again or discard. All words, fields and choices come from Python (pyclient.chart.rejected).
+// fix-and-send-again or discard. All words, fields and choices come from Python (pyclient.views.rejected).
 import { h, field, input, select, showErrors, confirmDialog, formFields } from "../ui.js";
 
 function fixField(f) {

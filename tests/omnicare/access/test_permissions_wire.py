@@ -1,6 +1,6 @@
 """The sign-in answer carries the role's allowed actions from the permission matrix (issue 18, item 3).
 
-The PWA offers only the controls the role allows (pyclient.chart.permissions); the matrix stays the one rule.
+The PWA offers only the controls the role allows (pyclient.views.permissions); the matrix stays the one rule.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pyclient.chart import conflicts as cv
+from pyclient.views import conflicts as cv
 
 DOSE = [{"sequence": 1, "text": "1 tablet by mouth every morning", "timing": {"code": {"text": "QAM"}}}]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyclient.chart import permissions as cp
-from pyclient.chart import rejected as rj
 from pyclient.protocol import MutationResult, PushResponse
 from pyclient.sync import Backoff, SyncMachine
+from pyclient.views import permissions as cp
+from pyclient.views import rejected as rj
 
 NURSE = cp.parse_permissions({"MedicationRequest": ["read", "search"], "Observation": ["read", "create", "update"],
                               "AllergyIntolerance": ["read", "create", "update"], "Patient": ["read", "update"],
@@ -107,7 +107,7 @@ def test_resend_after_a_refusal_is_one_new_entry_on_the_servers_version() -> Non
 
 
 def test_allergy_dropdown_changes_are_asked_in_words() -> None:
-    from pyclient.chart.confirm import allergy_change
+    from pyclient.views.confirm import allergy_change
 
     q = allergy_change("Penicillin", "criticality", "low", "unable-to-assess")
     assert q["message"] == "Change the criticality of Penicillin from low to unable to assess?"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pyclient.chart.status import status_view, status_views
+from pyclient.views.status import status_view, status_views
 
 
 def s(**kw: Any) -> dict[str, Any]:
