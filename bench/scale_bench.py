@@ -130,7 +130,8 @@ for i in range(20):
 resources_import(resources=res)
 pats = list(Resource.objects.filter(resource_type="Patient", deleted=False).values_list("pk", "resource_id"))
 print(json.dumps({"frontdesk": token_create(user=fd, name="scale"), "doc": token_create(user=doc, name="scale"),
-                  "patients": pats}))
+                  # a token belongs to one device: one per sync device, one for the push job
+                  "docs": [token_create(user=doc, name=f"scale-{i}") for i in range(101)], "patients": pats}))
 """
     return json.loads(manage(env, "shell", "-c", code).strip().splitlines()[-1])
 
@@ -240,7 +241,7 @@ def _wrk(url: str, path: str, script_path: str, *, conns: int, seconds: int, bef
             "socket_errors": errors.group(0) if errors else "", "load_before": before, "load_after": load()}  # fmt: skip
 
 
-async def sync_devices(url: str, token: str, *, devices: int, seconds: float) -> dict[str, Any]:
+async def sync_devices(url: str, tokens: list[str], *, devices: int, seconds: float) -> dict[str, Any]:
     import httpx
 
     latencies: list[float] = []
@@ -251,7 +252,7 @@ async def sync_devices(url: str, token: str, *, devices: int, seconds: float) ->
     async def device(d: int) -> None:
         nonlocal mutations, bad
         rng = random.Random(d)
-        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as c:
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {tokens[d]}"}, timeout=60) as c:
             while time.monotonic() < stop:
                 muts = []
                 for _ in range(10):
@@ -371,7 +372,7 @@ def main() -> int:
             fig[f"read_2w_{c}"] = wrk(two.url, reads[0], wrk_script("read", reads, tok), conns=c, seconds=args.seconds, db_url=db)
             fig[f"search_2w_{c}"] = wrk(two.url, searches[0], wrk_script("read", searches, tok), conns=c, seconds=args.seconds)
             fig[f"create_2w_{c}"] = wrk(two.url, "/fhir/R4/Patient", wrk_script("create", [], tok), conns=c, seconds=args.seconds, db_url=db)
-        fig["sync_100dev"] = asyncio.run(sync_devices(two.url, doc, devices=100, seconds=args.seconds * 1.5))
+        fig["sync_100dev"] = asyncio.run(sync_devices(two.url, data["docs"], devices=100, seconds=args.seconds * 1.5))
         if os.environ.get("REDIS_URL"):
             queue = f"scale-bench-{uuid.uuid4().hex[:8]}"
             wenv = {**env, "OMNICARE_JOBS_QUEUE": queue, "CELERY_TASK_ALWAYS_EAGER": "0"}
@@ -382,7 +383,7 @@ def main() -> int:
             )  # fmt: skip
             two.stop()
             two = Server("omnicare.asgi:application", 2, {**env, "OMNICARE_JOBS_QUEUE": queue, "CELERY_TASK_ALWAYS_EAGER": "0"})
-            fig["push_job"] = asyncio.run(job_beside_creates(two.url, doc, tok, n=args.job))
+            fig["push_job"] = asyncio.run(job_beside_creates(two.url, data["docs"][100], tok, n=args.job))
     finally:
         two.stop()
         if worker is not None:

@@ -342,9 +342,25 @@ OMNICARE_OPS_ALERT_BREAK_GLASS = env_bool("OMNICARE_OPS_ALERT_BREAK_GLASS", True
 OMNICARE_OPS_FLUSH_SECONDS = float(os.environ.get("OMNICARE_OPS_FLUSH_SECONDS", "5"))
 OMNICARE_OPS_REFRESH_SECONDS = int(os.environ.get("OMNICARE_OPS_REFRESH_SECONDS", "15"))
 OMNICARE_OPS_AUDIT_REFRESH_SECONDS = int(os.environ.get("OMNICARE_OPS_AUDIT_REFRESH_SECONDS", "300"))
-OMNICARE_OPS_INLINE_ROLLUP = int(os.environ.get("OMNICARE_OPS_INLINE_ROLLUP", "20000"))
+# The page folds new audit events itself only without a beat (embedded default); with a worker the beat does.
+OMNICARE_OPS_INLINE_ROLLUP = int(os.environ.get("OMNICARE_OPS_INLINE_ROLLUP",
+                                                "20000" if CELERY_TASK_ALWAYS_EAGER else "0"))
+# The dashboard's figures are computed once per this many seconds and shared by every viewer (0 = every view).
+OMNICARE_OPS_SNAPSHOT_SECONDS = float(os.environ.get("OMNICARE_OPS_SNAPSHOT_SECONDS", "10"))
+# An automatic merge or a person's resolution reverted within this window counts as corrected (accuracy).
+OMNICARE_OPS_CORRECTION_HOURS = float(os.environ.get("OMNICARE_OPS_CORRECTION_HOURS", "72"))
+# Retention of the ops tables in days (0 = keep): telemetry history, per-minute requests, hourly counters,
+# verification verdicts, cleared alerts, decided correction watches.
+OMNICARE_OPS_RETAIN_REPORT_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_REPORT_DAYS", "30"))
+OMNICARE_OPS_RETAIN_REQUEST_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_REQUEST_DAYS", "8"))
+OMNICARE_OPS_RETAIN_COUNTER_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_COUNTER_DAYS", "400"))
+OMNICARE_OPS_RETAIN_VERIFY_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_VERIFY_DAYS", "90"))
+OMNICARE_OPS_RETAIN_ALERT_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_ALERT_DAYS", "90"))
+OMNICARE_OPS_RETAIN_CHECK_DAYS = float(os.environ.get("OMNICARE_OPS_RETAIN_CHECK_DAYS", "90"))
 CELERY_BEAT_SCHEDULE.update({
     "ops-refresh": {"task": "omnicare.ops.refresh", "schedule": 30.0},
+    "ops-retention": {"task": "omnicare.ops.retention",
+                      "schedule": float(os.environ.get("OMNICARE_OPS_RETENTION_HOURS", "24")) * 3600},
     "ops-verify": {"task": "omnicare.ops.verify",
                    "schedule": float(os.environ.get("OMNICARE_OPS_VERIFY_HOURS", "6")) * 3600},
 })

@@ -100,6 +100,25 @@ def token(keys: IndexKeys, kind: Kind, normalized: str) -> str:
     return f"{_TAG[kind]}:{value:0{(bits + 3) // 4}x}"
 
 
+#: HKDF ``info`` of the patient-reference key (PROTOCOL.md §4.5), beside the three search indexes.
+PATIENT_REF_INFO = b"omnicare/bi/v1/patient-ref"
+
+
+def patient_ref_key(root_key: bytes) -> bytes:
+    """The key of the patient-reference tokens: HKDF-SHA256(root, salt=HKDF_SALT, info=PATIENT_REF_INFO)."""
+    if len(root_key) < 32:
+        raise ValueError("blind-index root key must be >= 32 bytes")
+    return hkdf_sha256(root_key, salt=HKDF_SALT, info=PATIENT_REF_INFO)
+
+
+def patient_ref_token(ref_key: bytes, patient_id: str) -> str:
+    """``"p:" + first 24 hex digits of HMAC-SHA256(ref_key, "Patient/" + id)``: the token every record of one
+    patient (and the patient's manifest row) carries, so a chart opens with one index lookup. Not truncated
+    for privacy like the search tokens: it must not collide (96 bits). What it leaks: PROTOCOL.md §4.4."""
+    mac = hmac.new(ref_key, ("Patient/" + patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
+    return "p:" + mac[:24]
+
+
 # -- normalizers ------------------------------------------------------------------
 
 _APOSTROPHES = str.maketrans("", "", "'\u2019\u02bc`\u00b4")
@@ -263,6 +282,8 @@ __all__ = [
     "Kind",
     "filter_candidates",
     "hkdf_sha256",
+    "patient_ref_key",
+    "patient_ref_token",
     "matches",
     "name_words",
     "normalize_birthdate",

@@ -16,6 +16,7 @@ and its values are then ``{"valueQuantity": ...}`` dicts.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -248,6 +249,25 @@ def _identity(spec: Identity, e: Any, repeated: frozenset[str]) -> tuple[_Key, s
     if not parts:
         parts = [f"{fields[0]}="]
     return tuple(fields) + tuple(key), ",".join(parts)
+
+
+def item_label(resource_type: str | None, spath: str, item: Any, siblings: Sequence[Any] = ()) -> str | None:
+    """The label :func:`merge` writes in brackets for ``item`` of the list at schema path ``spath``.
+
+    ``siblings``: the list ``item`` is in (an extension url that repeats there is labelled with its content).
+    ``None`` when the list has no identity rule or the item has no identity. :mod:`pyclient.conflict_paths`
+    matches a path back to an item with this, so the grammar has exactly one writer.
+    """
+    rule = (_RULES.get(resource_type or "*") or _RULES["*"]).get(spath)
+    spec = rule if isinstance(rule, Identity) else IDENTITY.get(spath.rpartition(".")[2])
+    if spec is None:
+        return None
+    repeated: frozenset[str] = frozenset()
+    if spec.content_when_repeated:
+        urls = [str(e["url"]) for e in siblings if isinstance(e, dict) and isinstance(e.get("url"), str)]
+        repeated = frozenset(u for u in urls if urls.count(u) > 1)
+    ident = _identity(spec, item, repeated)
+    return None if ident is None else ident[1]
 
 
 def _status_codes(v: Any) -> frozenset[str]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from pyclient.merge import Conflict, merge
+from pyclient.outcome import text as outcome_text
 from pyclient.protocol import (
     Mutation,
     MutationResult,
@@ -996,7 +997,7 @@ class SyncMachine:
         # rejected: keep it visible; whatever was queued behind it goes ahead on
         # the last server state (absorbing the rejected change: never lost).
         self._move(entry, "reject")
-        entry.last_error = _outcome_text(result.outcome)
+        entry.last_error = outcome_text(result.outcome)
         effects: list[Effect] = [
             self._put(entry),
             MutationRejected(entry.entry_id, entry.resource_type, entry.id, entry.last_error),
@@ -1056,16 +1057,6 @@ class SyncMachine:
         return effects
 
 
-def _outcome_text(outcome: Mapping[str, Any] | None) -> str:
-    if not outcome:
-        return "rejected by the server"
-    issues = outcome.get("issue") or []
-    texts = [
-        str(i.get("diagnostics") or (i.get("details") or {}).get("text") or i.get("code") or "")
-        for i in issues
-        if isinstance(i, Mapping)
-    ]
-    return "; ".join(t for t in texts if t) or "rejected by the server"
 
 
 # --- effects -> store ops -----------------------------------------------------

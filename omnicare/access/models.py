@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
-from django.contrib.auth.signals import user_logged_in
 from django.db import models
-from django.db.models.signals import post_save, pre_save
 
 
 class ApiToken(models.Model):
@@ -81,26 +77,6 @@ class LoginFailure(models.Model):
         return f"{self.username}@{self.ip} {self.at:%H:%M:%S}"
 
 
-def _user_saved(sender: Any, instance: Any, **kwargs: Any) -> None:
-    """Disabling an account ends its sessions and tokens at once (not at their natural expiry)."""
-    if getattr(instance, "is_active", True) is False:
-        from .services import credentials_changed
-
-        credentials_changed(user=instance, why="account-disabled")
-
-
-def _logged_in(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
-    """Start the absolute session clock at sign-in (see omnicare.access.middleware)."""
-    from .middleware import session_started
-
-    if request is not None and hasattr(request, "session"):
-        session_started(request)
-
-
-post_save.connect(_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="omnicare.access.user_saved")
-user_logged_in.connect(_logged_in, dispatch_uid="omnicare.access.logged_in")
-
-
 class MfaEnrollment(models.Model):
     """TOTP (RFC 6238) second factor. The secret is held wrapped by the key service (``totp:<user id>``)."""
 
@@ -125,24 +101,3 @@ class PasswordResetRequired(models.Model):
         return f"{self.user} must choose a new password (reset {self.at:%Y-%m-%d %H:%M})"
 
 
-def _user_presave(sender: Any, instance: Any, update_fields: Any = None, **kwargs: Any) -> None:
-    """Remember whether this save changes the password hash (tokens and sessions end when it does)."""
-    instance._omnicare_password_changed = False
-    if instance.pk is None or (update_fields is not None and "password" not in update_fields):
-        return
-    old = type(instance).objects.filter(pk=instance.pk).values_list("password", flat=True).first()
-    instance._omnicare_password_changed = old is not None and old != instance.password
-
-
-def _user_password_saved(sender: Any, instance: Any, created: bool, **kwargs: Any) -> None:
-    """A changed password ends every session and bearer token of the account (issue 10, item 13)."""
-    if not created and getattr(instance, "_omnicare_password_changed", False):
-        instance._omnicare_password_changed = False
-        from .services import credentials_changed
-
-        credentials_changed(user=instance, why="password-change")
-
-
-pre_save.connect(_user_presave, sender=settings.AUTH_USER_MODEL, dispatch_uid="omnicare.access.user_presave")
-post_save.connect(_user_password_saved, sender=settings.AUTH_USER_MODEL,
-                  dispatch_uid="omnicare.access.user_password_saved")

@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
+from omnicare.access.device_ids import DeviceId, OptionalDeviceId
 from omnicare.core.errors import NotFound
 
 from . import services
@@ -21,7 +22,7 @@ router = Router(tags=["access"], auth=api_auth)
 class BreakGlassIn(Schema):
     patientId: str = Field(min_length=1, max_length=128)
     reason: str = Field(min_length=1, max_length=2000, description="Why emergency access is needed (10+ chars)")
-    deviceId: str = Field("", max_length=64)
+    deviceId: OptionalDeviceId = ""
 
 
 class GrantOut(Schema):
@@ -64,7 +65,7 @@ def break_glass_end(request: HttpRequest, grant_id: int) -> dict[str, Any]:
 
 class RevokeIn(Schema):
     username: str = Field(min_length=1, max_length=150)
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: DeviceId
     reason: str = Field("reported lost", max_length=200)
 
 
@@ -85,7 +86,7 @@ def device_revoke(request: HttpRequest, body: RevokeIn) -> dict[str, Any]:
 
 
 class PinFailuresIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: DeviceId
     failures: int = Field(ge=1, le=1000, description="Wrong offline PINs entered since the last report")
 
 

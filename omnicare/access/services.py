@@ -14,7 +14,6 @@ import contextlib
 import contextvars
 import hashlib
 import logging
-import re
 import secrets
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
@@ -28,6 +27,7 @@ from django.utils import timezone
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 
 from . import roles as rbac
+from .device_ids import DEVICE_ID_RE
 from .models import ApiToken, DeviceRevocation, EmergencyAccessGrant, LoginFailure
 
 log = logging.getLogger("omnicare.access")
@@ -581,7 +581,6 @@ def device_id_ever_revoked(*, device_id: str) -> bool:
     return DeviceRevocation.objects.filter(device_id=device_id).exists()
 
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}\Z")
 
 
 def device_id_check(*, device_id: Any) -> str:

@@ -11,8 +11,10 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Query, Router, Schema
 
 from omnicare.access.auth import api_auth
+from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import access_check
 from omnicare.core.errors import FHIR_JSON, BadRequest
+from omnicare.sync import device_audit
 
 from . import services
 from .fhir import to_fhir
@@ -42,7 +44,7 @@ class DeviceEventIn(Schema):
 
 
 class DeviceEventsIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
     events: list[DeviceEventIn] = Field(description=f"At most {MAX_DEVICE_EVENTS}")
 
 
@@ -58,7 +60,7 @@ def device_events(request: HttpRequest, body: DeviceEventsIn) -> dict[str, Any]:
     """A device uploads the audit events it recorded offline (idempotent; gaps are flagged)."""
     if len(body.events) > MAX_DEVICE_EVENTS:
         raise BadRequest(f"At most {MAX_DEVICE_EVENTS} events per request", status=413, code="too-costly")
-    result = services.device_events_ingest(
+    result = device_audit.device_events_ingest(
         user=request.user, device_id=body.deviceId,
         events=[
             services.DeviceEvent(

@@ -9,6 +9,8 @@ import base64
 import hashlib
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -95,6 +97,7 @@ def bundle_publish(*, kind: str, data: Any, now: datetime | None = None) -> Know
     moment = now or timezone.now()
     statement = bundle_statement(kind=kind, version=version, sha256=digest, published_at=_iso(moment))
     key_id, signature = sign(data=statement)
+    _newest_kb_forget()
     try:
         with transaction.atomic():
             return KnowledgeBundle.objects.create(
@@ -155,13 +158,33 @@ def _kb_of_row(*, sha256: str, pk: int) -> KnowledgeBase:
     return kb
 
 
+#: How long a process trusts its answer to "which knowledge base is newest" (a CDS Hooks call asks every
+#: time). A publication in this process clears it at once; one made by another process is seen within this.
+NEWEST_KB_SECONDS = 5.0
+_newest_kb: tuple[float, KnowledgeBase] | None = None
+
+
+def _newest_kb_forget() -> None:
+    global _newest_kb
+    _newest_kb = None
+
+
 def kb_for_version(*, version: str | None) -> tuple[KnowledgeBase, bool]:
     """The knowledge base of that version (as published here), else the newest one; (kb, exact match)."""
+    global _newest_kb
     shipped = default_kb()
     if version is None:
+        # Cached only outside a transaction: inside one (a test, a write) a rollback could leave it stale.
+        cacheable = not transaction.get_connection().in_atomic_block
+        held = _newest_kb
+        if cacheable and held is not None and held[0] > time.monotonic():
+            return held[1], False
         row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB).order_by("-published_at", "-id").values_list(
             "sha256", "pk").first()
-        return (_kb_of_row(sha256=row[0], pk=row[1]) if row is not None else shipped), False
+        kb = _kb_of_row(sha256=row[0], pk=row[1]) if row is not None else shipped
+        if cacheable:
+            _newest_kb = (time.monotonic() + NEWEST_KB_SECONDS, kb)
+        return kb, False
     if version == shipped.version:
         return shipped, True
     row = KnowledgeBundle.objects.filter(kind=KnowledgeBundle.KB, version=version).values_list(
@@ -347,6 +370,39 @@ def client_register(*, client_id: str, name: str, jwks: Any) -> CdsClient:
     return row
 
 
+_JWK_CACHE: dict[tuple[str, str], Any] = {}
+_jti_purged_at = 0.0
+_jti_lock = threading.Lock()
+JTI_PURGE_SECONDS = 60.0
+
+
+def _jwk_key(jwk: Mapping[str, Any], alg: str) -> Any:
+    """The public key object of a registered JWK, parsed once per process per (key, alg): parsing an EC/RSA
+    key costs more than verifying a signature with it. Keyed by the JWK's content, so a re-registered key
+    is parsed afresh; a deactivated client is refused before this (its row is read on every call)."""
+    import jwt
+
+    cache_key = (json.dumps(jwk, sort_keys=True), alg)
+    key = _JWK_CACHE.get(cache_key)
+    if key is None:
+        key = jwt.PyJWK(dict(jwk), algorithm=alg).key
+        if len(_JWK_CACHE) > 256:
+            _JWK_CACHE.clear()
+        _JWK_CACHE[cache_key] = key
+    return key
+
+
+def _jti_purge(moment: datetime) -> None:
+    """Forget used jtis that expired over a minute ago - once a minute per process, not on every call (the
+    unique (client, jti) row is what refuses a replay; expired rows only take space)."""
+    global _jti_purged_at
+    with _jti_lock:
+        if time.monotonic() - _jti_purged_at < JTI_PURGE_SECONDS and _jti_purged_at:
+            return
+        _jti_purged_at = time.monotonic()
+    JwtSeen.objects.filter(expires_at__lt=moment - timedelta(minutes=1)).delete()
+
+
 def jwt_authenticate(*, token: str, audience: str, now: datetime | None = None) -> CdsClient:
     """Verify a CDS Hooks client JWT (signature with the client's registered key, iss, aud, exp, iat, jti).
 
@@ -376,7 +432,7 @@ def jwt_authenticate(*, token: str, audience: str, now: datetime | None = None) 
     claims: dict[str, Any] | None = None
     for k in candidates:
         try:
-            key = jwt.PyJWK(k, algorithm=alg).key
+            key = _jwk_key(k, str(alg))
             claims = jwt.decode(token, key, algorithms=[alg], audience=audience, issuer=iss, leeway=30,
                                 options={"require": ["iss", "aud", "exp", "iat", "jti"]})
             break
@@ -386,7 +442,7 @@ def jwt_authenticate(*, token: str, audience: str, now: datetime | None = None) 
         raise NotAuthenticated(f"JWT rejected: {last}")
     if float(claims["exp"]) - moment.timestamp() > JWT_MAX_LIFETIME + 30:
         raise NotAuthenticated("JWT lifetime exceeds 5 minutes")
-    JwtSeen.objects.filter(expires_at__lt=moment - timedelta(minutes=1)).delete()
+    _jti_purge(moment)
     try:
         with transaction.atomic():
             JwtSeen.objects.create(client=client, jti=str(claims["jti"])[:255],

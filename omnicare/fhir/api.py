@@ -27,7 +27,10 @@ from omnicare.core.errors import (
 )
 
 from . import services as svc
-from .bundles import _parse_if_match
+from .bundles import (
+    _parse_if_match,
+    bundle_process,  # bundles builds on services; services never imports it back
+)
 from .capability import capability_statement
 from .models import Resource, ResourceVersion
 from .search import compartment_patients
@@ -222,7 +225,7 @@ def system_bundle(request: HttpRequest) -> HttpResponse:
     kind = str(body.get("type") or "") if isinstance(body, dict) else ""
     with audited(user=request.user, action=kind if kind in ("transaction", "batch") else "transaction",
                  resource_type="Bundle") as note:
-        result = svc.bundle_process(user=request.user, bundle=body, base_url=base_url(request))
+        result = bundle_process(user=request.user, bundle=body, base_url=base_url(request))
         _note_entries(note, result)
         note.detail["entries"] = len(result.get("entry") or [])
         # ... and each entry audited like the single request it stands for (patients, denials).

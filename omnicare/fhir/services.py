@@ -1010,18 +1010,11 @@ def _ignored_params_outcome(unknown: list[str]) -> dict[str, Any]:
     }
 
 
-# -------------------------------------------------------------------------------------------------------------
-# Bundles (transaction / batch)
-# -------------------------------------------------------------------------------------------------------------
-
-from .bundles import bundle_process  # noqa: E402  (bundles builds on the services above)
-
 __all__ = [
     "FeedCounter",
     "HistoryPage",
     "Write",
     "WriteResult",
-    "bundle_process",
     "feed_head",
     "feed_since",
     "resource_create",

@@ -14,6 +14,7 @@ from ninja import Field, Router, Schema
 from pydantic import ConfigDict
 
 from omnicare.access.auth import api_auth
+from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_check
 from omnicare.core.errors import BadRequest
 from pyclient.protocol import ProtocolError
@@ -48,7 +49,7 @@ class StorageIn(_Strict):
 
 
 class TelemetryIn(_Strict):
-    deviceId: str = Field(pattern=ID)
+    deviceId: DeviceId
     reportId: str = Field(pattern=ID, description="client-generated; a re-sent report is stored once")
     reason: Literal["sync", "timer", "start"]
     appVersion: str = Field(pattern=NAME)

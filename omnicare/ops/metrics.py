@@ -66,6 +66,15 @@ class OpsCollector:
         yield GaugeMetricFamily("omnicare_celery_queue_depth", "Messages waiting in the Celery queue",
                                 value=snap["queue_depth"])
         yield GaugeMetricFamily("omnicare_alerts_active", "Active dashboard alerts", value=snap["alerts"])
+        q = snap["queues"]
+        hl7 = GaugeMetricFamily("omnicare_hl7_messages", "HL7 v2 queue messages by direction and state",
+                                labels=["direction", "state"])
+        for direction in ("in", "out"):
+            hl7.add_metric([direction, "waiting"], q[f"hl7_{direction}_waiting"])
+            hl7.add_metric([direction, "dead"], q[f"hl7_{direction}_dead"])
+        yield hl7
+        yield GaugeMetricFamily("omnicare_bulk_jobs_running", "Bulk data jobs accepted or in progress",
+                                value=q["bulk_running"])
         # Totals folded from the audit trail by the rollup job (exactly once, whichever process wrote the event).
         totals = snap["totals"]
         mutations = CounterMetricFamily("omnicare_sync_mutations", "Pushed mutations by result", labels=["status"])

@@ -86,6 +86,7 @@ class Counter(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["key", "bucket"], name="ops_counter_uniq")]
+        indexes = [models.Index(fields=["bucket"], name="ops_counter_bucket")]  # retention deletes by age
 
     def __str__(self) -> str:
         return f"{self.key}@{self.bucket:%Y-%m-%d %H:%M} = {self.value:g}"
@@ -191,3 +192,33 @@ class Dashboard(models.Model):
 
     def __str__(self) -> str:
         return "Operations dashboard"
+
+
+class ResolutionCheck(models.Model):
+    """Watches one stale edit's outcome for a later correction (conflict resolution accuracy).
+
+    ``merge``: an automatic merge wrote ``version``; ``resolve``: a person resolved conflict ``ref`` and the
+    record's version became ``version``. If, within ``OMNICARE_OPS_CORRECTION_HOURS``, a later version by anyone
+    puts a field the outcome decided back to a value it overrode, the outcome was corrected. Ids only (no
+    values are stored: the scan reads them from the record's history).
+    """
+
+    MERGE, RESOLVE = "merge", "resolve"
+
+    kind = models.CharField(max_length=8)
+    ref = models.CharField(max_length=64, blank=True, help_text="the conflict id (resolve)")
+    resource_type = models.CharField(max_length=64)
+    resource_id = models.CharField(max_length=64)
+    version = models.PositiveIntegerField()
+    at = models.DateTimeField(db_index=True)
+    corrected = models.BooleanField(null=True, blank=True, help_text="None while the window is open")
+    corrected_version = models.PositiveIntegerField(null=True, blank=True)
+    decided = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "resource_type", "resource_id", "version"],
+                                               name="ops_rescheck_uniq")]
+        indexes = [models.Index(fields=["decided", "at"], name="ops_rescheck_open")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.resource_type}/{self.resource_id}@{self.version}"

@@ -314,12 +314,13 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
     never on the size of the trail. Safe to run concurrently (the watermark row is locked).
     """
     from omnicare.audit.models import AuditEvent
-    from omnicare.audit.services import audit_sequence
+
+    from .corrections import resolution_watch_merges
 
     now = _now(now)
-    # Requests only insert their events; the sequencer numbers them (omnicare.audit). Folding by ``seq``
-    # never skips a late commit; catching the sequencer up first keeps the figures current.
-    audit_sequence(now=now)
+    # Requests only insert their events; the audit sequencer (its own beat job, or inline after each audited
+    # request without a worker) numbers them. The rollup only reads what has been sequenced — folding by
+    # ``seq`` never skips a late commit — and never writes to the trail itself.
     with transaction.atomic():
         mark, _ = Watermark.objects.select_for_update().get_or_create(name="audit")
         rows = list(AuditEvent.objects.filter(seq__gt=mark.position).order_by("seq")
@@ -327,6 +328,7 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
         if not rows:
             return 0
         items: list[tuple[str, datetime, float]] = []
+        merges: list[tuple[str, datetime]] = []
         for _seq, action, outcome, at, detail in rows:
             items.append(("audit.events", at, 1))
             if outcome == "denied":
@@ -338,7 +340,9 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
                 for status, n in (detail.get("statuses") or {}).items():
                     if status in ("applied", "merged", "conflict", "rejected") and isinstance(n, int):
                         items.append((f"push.{status}", at, n))
+                merges.extend((ref, at) for ref in (detail.get("merged") or [])[:100] if isinstance(ref, str))
         counter_add(items)
+        resolution_watch_merges(merges)
         mark.position = rows[-1][0]
         mark.updated = now
         mark.save(update_fields=["position", "updated"])
@@ -419,7 +423,11 @@ def ops_refresh(*, now: datetime | None = None, limit: int = 50_000, min_interva
                 return {"audit_read": 0, "alerts": None, "skipped": True}
             mark.updated = now
             mark.save(update_fields=["updated"])
+    from .corrections import resolution_scan, resolution_watch_conflicts
+
     read = audit_rollup_refresh(limit=limit, now=now)
+    resolution_watch_conflicts(now=now)
+    resolution_scan(now=now)
     storage = Gauge.objects.filter(key="storage").first()
     if storage is None or storage.measured < now - timedelta(hours=1):
         storage_measure(now=now)
@@ -686,7 +694,16 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def dashboard_data(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
-    """Every figure the dashboard shows for these audiences, from rollups and small tables only."""
+    """Every figure the dashboard shows for these audiences, from rollups and small tables only, in few
+    queries (``omnicare.ops.dashboard``), cached per refresh interval unless ``now`` is given."""
+    from . import dashboard
+
+    return dashboard.snapshot(audiences=audiences, now=now)
+
+
+def dashboard_data_panels(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
+    """The same figures panel by panel (one small query per figure): the reference the few-query version
+    is tested against."""
     now = _now(now)
     req = request_stats(now=now)
     out: dict[str, Any] = {"now": now, "audiences": sorted(audiences)}
@@ -731,6 +748,14 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     if dead:
         found["dead-letter"] = ("dead-letter", OPS, f"{dead} background push job(s) failed in 24 h",
                                 "/admin/sync/pushjob/?status__exact=failed")
+    from omnicare.hl7.models import InboundMessage, OutboundMessage
+
+    for model, word, path in ((InboundMessage, "inbound", "inboundmessage"),
+                              (OutboundMessage, "outbound", "outboundmessage")):
+        n = model.objects.filter(state=model.DEAD).count()
+        if n:
+            found[f"hl7-dead:{word}"] = ("dead-letter", OPS, f"{n} HL7 {word} message(s) dead-lettered",
+                                         f"/admin/hl7/{path}/?state__exact=dead")
     req = request_stats(now=now, minutes=15)
     limit = float(_setting("OMNICARE_OPS_ALERT_ERROR_RATE_PCT", 5))
     if req["error_rate"] is not None and req["requests"] >= 20 and req["error_rate"] > limit:
@@ -771,6 +796,8 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
     from omnicare.audit.models import ChainHead
     from omnicare.sync.models import Conflict
 
+    from .dashboard import queues_panel
+
     now = _now(now)
     states = device_state_counts(now=now)
     run = VerifyRun.objects.order_by("-started").first()
@@ -783,6 +810,7 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
         "break_glass_active": EmergencyAccessGrant.objects.filter(ended__isnull=True, expires__gt=now).count(),
         "queue_depth": queue_depth() or 0,
         "alerts": Alert.objects.filter(cleared__isnull=True).count(),
+        "queues": queues_panel(now=now),
         "totals": counter_total(""),
     }
 

@@ -19,3 +19,13 @@ def refresh() -> dict[str, Any]:
 def verify() -> bool:
     """Full audit chain verification; the dashboard shows the last verdict (every 6 h by default)."""
     return services.verify_run().ok
+
+
+@shared_task(name="omnicare.ops.retention")
+def retention() -> dict[str, int]:
+    """Delete telemetry history, rollups, verdicts and cleared alerts past their windows (daily by default)."""
+    from django.utils import timezone
+
+    from .retention import ops_retention_run
+
+    return ops_retention_run(now=timezone.now())

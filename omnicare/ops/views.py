@@ -36,12 +36,16 @@ def _audit_view(request: HttpRequest, audiences: frozenset[str], *, refresh: boo
 
 
 def _refresh_rollups() -> None:
-    """Without a beat (the embedded default) the page folds new audit events itself, a bounded batch."""
+    """Without a beat (the embedded default) the page folds new audit events itself, a bounded batch; with a
+    worker (``OMNICARE_OPS_INLINE_ROLLUP`` 0) the page only reads."""
     limit = int(getattr(settings, "OMNICARE_OPS_INLINE_ROLLUP", 20_000))
-    if limit > 0:
-        services.audit_rollup_refresh(limit=limit)
+    read = services.audit_rollup_refresh(limit=limit) if limit > 0 else 0
     if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # no beat: alerts and storage, every 30 s at most
         services.ops_refresh(limit=0, min_interval=30.0)
+    if read > 0:
+        from .dashboard import snapshot_clear
+
+        snapshot_clear()  # without a beat the page just folded the latest events: show them
 
 
 def context(request: HttpRequest, audiences: frozenset[str]) -> dict[str, Any]:

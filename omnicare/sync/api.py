@@ -1,6 +1,7 @@
 """Offline sync API (/api/sync/): pull, push, conflicts, devices, snapshots, push jobs.
 
-Routers only translate HTTP to ``omnicare.sync.services``; the wire shapes are parsed and written with
+Routers only translate HTTP to the sync services (``omnicare.sync.pull``, ``.push``, ...); the wire shapes
+are parsed and written with
 ``pyclient.protocol`` so server and browser agree byte for byte. The ninja schemas below describe those
 shapes for the OpenAPI docs; the bodies themselves are validated by pyclient (one set of rules).
 """
@@ -15,13 +16,19 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
+from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
-from . import services
+from . import conflicts as conflict_svc
+from . import devices as device_svc
+from . import jobs as job_svc
+from . import pull as pull_svc
+from . import push as push_svc
+from . import snapshots as snapshot_svc
 
 router = Router(tags=["sync"], auth=api_auth)
 
@@ -71,8 +78,8 @@ class MutationIn(Schema):
 
 
 class PushIn(Schema):
-    deviceId: str
-    mutations: list[MutationIn] = Field(description=f"At most {services.MAX_PUSH_MUTATIONS} (413 above)")
+    deviceId: DeviceId
+    mutations: list[MutationIn] = Field(description=f"At most {push_svc.MAX_PUSH_MUTATIONS} (413 above)")
 
 
 class MutationResultOut(Schema):
@@ -134,7 +141,7 @@ class ResolveOut(Schema):
 
 
 class DeviceIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
     name: str = Field("", max_length=100)
 
 
@@ -148,7 +155,7 @@ class DeviceOut(Schema):
 
 
 class SnapshotIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+    deviceId: DeviceId
 
 
 class SnapshotOut(Schema):
@@ -212,11 +219,11 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         raise BadRequest("deviceId is required: register the device (POST /api/sync/devices), then pull with "
                          "?deviceId=", expression=["deviceId"])
     device_check(user=request.user, device_id=device_id)
-    if not services.device_registered(user=request.user, device_id=device_id):
+    if not device_svc.device_registered(user=request.user, device_id=device_id):
         raise Forbidden("This device is not registered: POST /api/sync/devices first")
     device_bind(request=request, device_id=device_id)
     with audited(user=request.user, action="sync-pull", device_id=device_id) as note:
-        body, info = services.pull_json_page(
+        body, info = pull_svc.pull_json_page(
             user=request.user, cursor=req.cursor, limit=req.limit, device_id=device_id
         )
         note.patients.update(info.patients)
@@ -259,12 +266,12 @@ def push(request: HttpRequest) -> HttpResponse:
     """One result per mutation, in order: ``applied`` / ``merged`` (new version), ``conflict`` (stored,
     with its id and both sides) or ``rejected`` (OperationOutcome). A malformed batch is a 400, more than
     100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
-    req = services.parse_push(_body(request))
+    req = push_svc.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
-        response = services.push(user=request.user, request=req)
-        services.push_audit(note=note, request=req, response=response)
+        response = push_svc.push(user=request.user, request=req)
+        push_svc.push_audit(note=note, request=req, response=response)
     return _json(dumps(response))
 
 
@@ -278,12 +285,12 @@ def push_job(request: HttpRequest) -> HttpResponse:
     """Same body and per-mutation rules as ``push``, up to 5,000 mutations, applied by a Celery job:
     202 with the job id (``Location``); poll ``/api/sync/jobs/{id}`` for the results. Re-running a job or
     re-sending the batch changes nothing already applied (mutations are idempotent)."""
-    req = services.parse_push(_body(request), max_mutations=services.MAX_JOB_MUTATIONS)
+    req = push_svc.parse_push(_body(request), max_mutations=push_svc.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
     with transaction.atomic():
-        job = services.push_job_create(user=request.user, request=req)
-    if not services.push_job_enqueue(job_id=str(job.id)):
+        job = job_svc.push_job_create(user=request.user, request=req)
+    if not job_svc.push_job_enqueue(job_id=str(job.id)):
         job.delete()  # nothing runs it: no row left behind (if this fails too, the sweeper sends it later)
         raise ServiceUnavailable("The job queue is unavailable; nothing was applied. Retry later.")
     job.refresh_from_db()
@@ -301,7 +308,7 @@ def _job_json(job: Any) -> dict[str, Any]:
 
 @router.get("/jobs/{job_id}", response={200: JobOut}, summary="Status of a background push")
 def job_get(request: HttpRequest, job_id: str) -> HttpResponse:
-    return _json(_job_json(services.push_job_get(user=request.user, job_id=job_id)))
+    return _json(_job_json(job_svc.push_job_get(user=request.user, job_id=job_id)))
 
 
 # --- conflicts ----------------------------------------------------------------------------------------
@@ -319,22 +326,22 @@ def conflicts(
     if status not in ("open", "resolved", "all"):
         raise BadRequest("status must be open, resolved or all", expression=["status"])
     with audited(user=request.user, action="search", resource_type="Conflict") as note:
-        rows = services.conflicts_list(
+        rows = conflict_svc.conflicts_list(
             user=request.user, status=None if status == "all" else status, limit=limit, device_id=deviceId
         )
         for c in rows:
             note.touch(resource_type="Conflict", resource_id=str(c.id), patient_ids=c.patient_ids or [])
-    return _json([services.conflict_json(c) for c in rows])
+    return _json([conflict_svc.conflict_json(c) for c in rows])
 
 
 @router.get("/conflicts/{conflict_id}", response={200: ConflictOut}, summary="One conflict")
 def conflict(request: HttpRequest, conflict_id: str) -> HttpResponse:
     """One conflict with its three bodies, for its author or a clinician whose scope covers the patient. Audited."""
     with audited(user=request.user, action="read", resource_type="Conflict", resource_id=conflict_id[:64]) as note:
-        c = services.conflict_get(user=request.user, conflict_id=conflict_id)
+        c = conflict_svc.conflict_get(user=request.user, conflict_id=conflict_id)
         note.patients.update(c.patient_ids or [])
         note.resources.append(f"{c.resource_type}/{c.resource_id}")
-    return _json(services.conflict_json(c))
+    return _json(conflict_svc.conflict_json(c))
 
 
 @router.post("/conflicts/{conflict_id}/resolve", response={200: ResolveOut}, summary="Resolve a conflict")
@@ -343,7 +350,7 @@ def conflict_resolve(request: HttpRequest, conflict_id: str, payload: ResolveIn)
     ``resource``. 409 if the record changed since ``baseVersion``; records who resolved it and how."""
     with audited(user=request.user, action="conflict-resolve", resource_type="Conflict",
                  resource_id=conflict_id[:64], detail={"resolution": payload.resolution}) as note:
-        c, result = services.conflict_resolve(
+        c, result = conflict_svc.conflict_resolve(
             user=request.user,
             conflict_id=conflict_id,
             resolution=payload.resolution,
@@ -353,7 +360,7 @@ def conflict_resolve(request: HttpRequest, conflict_id: str, payload: ResolveIn)
         note.patients.update(c.patient_ids or [])
         note.resources.append(f"{c.resource_type}/{c.resource_id}")
         note.detail["status"] = result.status
-    return _json({"conflict": services.conflict_json(c), "result": result.to_json()})
+    return _json({"conflict": conflict_svc.conflict_json(c), "result": result.to_json()})
 
 
 # --- devices ------------------------------------------------------------------------------------------
@@ -377,14 +384,14 @@ def device_register(request: HttpRequest, payload: DeviceIn) -> HttpResponse:
     device_bind(request=request, device_id=payload.deviceId)
     return _json(
         _device_json(
-            services.device_register(user=request.user, device_id=payload.deviceId, name=payload.name)
+            device_svc.device_register(user=request.user, device_id=payload.deviceId, name=payload.name)
         )
     )
 
 
 @router.get("/devices", response={200: list[DeviceOut]}, summary="Your devices")
 def devices(request: HttpRequest) -> HttpResponse:
-    return _json([_device_json(d) for d in services.devices_list(user=request.user)])
+    return _json([_device_json(d) for d in device_svc.devices_list(user=request.user)])
 
 
 # --- snapshots ----------------------------------------------------------------------------------------
@@ -414,7 +421,7 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
     device_bind(request=request, device_id=payload.deviceId)
     with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
                  device_id=payload.deviceId) as note:
-        snap = services.snapshot_request(user=request.user, device_id=payload.deviceId)
+        snap = snapshot_svc.snapshot_request(user=request.user, device_id=payload.deviceId)
         note.resource_id = str(snap.id)
     # Enqueued after the commit; broker down -> no orphaned row, a clear 503 (the sweeper also re-sends).
     if not enqueue(build_snapshot, str(snap.id)):
@@ -428,18 +435,18 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn) -> HttpResponse:
 
 @router.get("/snapshots/{snapshot_id}", response={200: SnapshotOut}, summary="Snapshot status")
 def snapshot_status(request: HttpRequest, snapshot_id: str) -> HttpResponse:
-    return _json(_snapshot_json(services.snapshot_get(user=request.user, snapshot_id=snapshot_id)))
+    return _json(_snapshot_json(snapshot_svc.snapshot_get(user=request.user, snapshot_id=snapshot_id)))
 
 
 @router.get("/snapshots/{snapshot_id}/data", summary="Download a ready snapshot (gzip JSON)")
 def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
     """``{"cursor", "seq", "changes": [...]}`` with ``Content-Encoding: gzip``."""
-    snap = services.snapshot_get(user=request.user, snapshot_id=snapshot_id)
+    snap = snapshot_svc.snapshot_get(user=request.user, snapshot_id=snapshot_id)
     if snap.status != snap.READY or snap.data is None:
         raise BadRequest("Snapshot not ready yet", code="incomplete")
     with audited(user=request.user, action="snapshot-download", resource_type="Snapshot",
                  resource_id=str(snap.id), device_id=snap.device_id) as note:
-        patients = services.snapshot_patients_if_current(user=request.user, snap=snap)
+        patients = snapshot_svc.snapshot_patients_if_current(user=request.user, snap=snap)
         if patients is None:  # built for a scope the user no longer has (e.g. an expired emergency grant)
             raise Forbidden("This snapshot was built for access you no longer have: request a new snapshot")
         note.patients.update(patients)
@@ -454,7 +461,7 @@ def snapshot_data(request: HttpRequest, snapshot_id: str) -> HttpResponse:
 
 
 class VerifyIn(Schema):
-    deviceId: str = Field(min_length=1, max_length=64)
+    deviceId: DeviceId
     held: list[list[Any]] = Field(description="[[resourceType, id, versionId], ...], at most 1000; versionId 0 = "
                                               "'my copy failed verification, send yours'")
 

@@ -12,15 +12,15 @@ class SyncConfig(AppConfig):
     def ready(self) -> None:
         # WebSocket hints for EVERY write (FHIR REST, bundles, imports), once the store announces its writes.
         # Until ``omnicare.fhir.signals.versions_written`` exists, sync pushes and conflict resolutions
-        # announce their own writes (services._announce).
+        # announce their own writes (push._announce).
         try:
             from omnicare.fhir.signals import versions_written  # type: ignore[import-not-found]
         except ImportError:
             return
-        from . import services
+        from . import push
 
         def on_versions(sender: Any, versions: list[Any], **kwargs: Any) -> None:
-            services.announce_versions(versions)
+            push.announce_versions(versions)
 
         versions_written.connect(on_versions, dispatch_uid="omnicare.sync.hints", weak=False)
-        services.STORE_ANNOUNCES_WRITES = True
+        push.STORE_ANNOUNCES_WRITES = True

@@ -20,7 +20,7 @@ from omnicare.core.errors import BadRequest, Forbidden
 from omnicare.fhir.models import Resource, ResourcePatient
 
 from . import scope as scopes
-from .services import _readable_types
+from .pull import _readable_types
 
 MAX_HELD = 1000
 

@@ -28,27 +28,27 @@ JS calls ``await app.call(name, args_json)`` and gets a JSON string back:
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
-import math
 import os
 import re
 import time
-import unicodedata
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 from pyclient import blindindex as bi
+from pyclient import chart as cv
+from pyclient import conflict_choices as cc
 from pyclient import envelope as env
+from pyclient import forms, outcome
 from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
 from pyclient import telemetry as tm
+from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
-from pyclient.merge import merge
+from pyclient.errors import AppError, ValidationFailed
 from pyclient.protocol import ProtocolError, PullResponse, PushResponse, dumps, loads, parse_retry_after
 from pyclient.store import (
     CheckRow,
@@ -74,7 +74,6 @@ from pyclient.sync import (
     RecordsClear,
     SyncMachine,
 )
-from pyclient.views import conflicts as cv
 from pyclient.views.rejected import rejected_banner
 from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
@@ -111,52 +110,8 @@ M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and
 M_PIN_UNREPORTED = "pin.unreported"  # wrong PINs not yet reported to the server
 PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
 
-VITALS_LOINC = {
-    "hr": ("8867-4", "Heart rate", "/min", 20, 250, 0),
-    "rr": ("9279-1", "Respiratory rate", "/min", 4, 60, 0),
-    "temp": ("8310-5", "Body temperature", "Cel", 30, 43, 1),
-    "spo2": ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%", 50, 100, 0),
-    "weight": ("29463-7", "Body weight", "kg", 0.3, 400, 1),
-}
-BP = ("85354-9", "Blood pressure panel with all children optional")
-SBP = ("8480-6", "Systolic blood pressure")
-DBP = ("8462-4", "Diastolic blood pressure")
-#: Interpretation codes (v3 ObservationInterpretation, HL7 v2 table 0078) that mean a critical result.
-CRITICAL_FLAGS = frozenset({"HH", "LL", "AA", "HU", "LU"})
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
-OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
-ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
-
-
-class AppError(Exception):
-    """An error the UI shows as is (``kind`` lets it choose how)."""
-
-    kind = "error"
-
-    def __init__(self, message: str, *, kind: str | None = None, fields: Mapping[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if kind:
-            self.kind = kind
-        self.fields = dict(fields or {})
-
-
-class ValidationFailed(AppError):
-    kind = "validation"
-
-
 class DeviceRevoked(Exception):  # noqa: N818 - a signal, not a failure of ours
     """The server said this device is revoked: wipe now (never retried, never swallowed as 'offline')."""
-
-
-def _is_revoked(status: int, text: str, device_header: str | None) -> bool:
-    if status != 403:
-        return False
-    if device_header and "revoked" in device_header.lower():
-        return True
-    return '"device-revoked"' in text  # the OperationOutcome details code, should a proxy drop the header
 
 
 def _b64(data: bytes) -> str:
@@ -173,201 +128,6 @@ def _now() -> float:
 
 def _iso_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _cc_text(cc: Any) -> str:
-    if not isinstance(cc, Mapping):
-        return ""
-    if cc.get("text"):
-        return str(cc["text"])
-    for c in cc.get("coding") or []:
-        if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
-            return str(c.get("display") or c.get("code"))
-    return ""
-
-
-_NOISE = re.compile(r"\s*\[[^\]]*\]|\s+in (Serum or Plasma|Blood|Arterial blood)|\s+by Pulse oximetry", re.I)
-
-
-def _short(name: str) -> str:
-    """'Glucose [Mass/volume] in Serum or Plasma' -> 'Glucose' (LOINC long names do not fit a tablet row)."""
-    short = _NOISE.sub("", name).strip()
-    return {"Oxygen saturation": "SpO2"}.get(short, short) or name
-
-
-def _code(cc: Any) -> str:
-    if isinstance(cc, Mapping):
-        for c in cc.get("coding") or []:
-            if isinstance(c, Mapping) and c.get("code"):
-                return str(c["code"])
-    return ""
-
-
-def _ref_patient(resource: Mapping[str, Any]) -> str | None:
-    """The patient a (non-Patient) record belongs to; one rule with the integrity check's patient binding."""
-    return None if resource.get("resourceType") == "Patient" else ig.patient_ref(resource)
-
-
-def _when(resource: Mapping[str, Any], *keys: str) -> str:
-    """The first date among ``keys`` (a dateTime, or a Period's start) as 'YYYY-MM-DD HH:MM'."""
-    for key in keys:
-        v = resource.get(key)
-        if isinstance(v, Mapping):
-            v = v.get("start") or v.get("end")
-        if v:
-            return str(v)[:16].replace("T", " ")
-    return ""
-
-
-def _obs_value(o: Mapping[str, Any]) -> str:
-    q = o.get("valueQuantity")
-    if isinstance(q, Mapping) and q.get("value") is not None:
-        unit = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}.get(str(q.get("unit") or ""), q.get("unit") or "")
-        return f"{q.get('value')} {unit}".strip()
-    if o.get("valueCodeableConcept"):
-        return _cc_text(o.get("valueCodeableConcept"))
-    return str(o.get("valueString") or "")
-
-
-def _patient_summary(p: Mapping[str, Any]) -> dict[str, Any]:
-    names = [n for n in p.get("name") or [] if isinstance(n, Mapping)]
-    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
-    given = " ".join(str(g) for g in name.get("given") or [])
-    family = str(name.get("family") or "")
-    mrn = ""
-    for ident in p.get("identifier") or []:
-        if isinstance(ident, Mapping) and (_code(ident.get("type")) == "MR" or not mrn):
-            mrn = str(ident.get("value") or "")
-    phone = next((str(t.get("value")) for t in p.get("telecom") or []
-                  if isinstance(t, Mapping) and t.get("system") == "phone"), "")
-    addr = next((a for a in p.get("address") or [] if isinstance(a, Mapping)), {})
-    return {
-        "id": p.get("id"),
-        "version": (p.get("meta") or {}).get("versionId"),
-        "given": given,
-        "family": family,
-        "display": (f"{family}, {given}" if family and given else family or given or "(no name)"),
-        "mrn": mrn,
-        "birthDate": p.get("birthDate") or "",
-        "gender": p.get("gender") or "",
-        "phone": phone,
-        "address": ", ".join([*[str(x) for x in addr.get("line") or []], str(addr.get("city") or ""),
-                              str(addr.get("state") or "")]).strip(", "),
-        "active": p.get("active", True),
-    }
-
-
-def _sort_key(s: Mapping[str, Any]) -> tuple[str, str]:
-    def fold(t: str) -> str:
-        return "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c)).casefold()
-
-    return (fold(str(s["family"])), fold(str(s["given"])))
-
-
-def _number(values: Mapping[str, Any], key: str, label: str, lo: float, hi: float,
-            errors: dict[str, str]) -> float | None:
-    raw = values.get(key)
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
-        return None
-    try:
-        value = float(str(raw).replace(",", "."))
-    except ValueError:
-        errors[key] = f"{label} must be a number."
-        return None
-    if not math.isfinite(value) or not lo <= value <= hi:
-        errors[key] = f"{label} must be between {lo:g} and {hi:g}."
-        return None
-    return value
-
-
-def _quantity(value: float, unit: str, decimals: int) -> dict[str, Any]:
-    v: float | int = round(value, decimals) if decimals else int(round(value))
-    return {"value": v, "unit": unit, "system": UCUM, "code": unit}
-
-
-# --- conflict paths ---------------------------------------------------------------
-
-_SEG = re.compile(r"([^.\[]+)(?:\[([^\]]*)\])?")
-
-
-def _split_path(path: str) -> list[tuple[str, dict[str, str] | None]] | None:
-    segs: list[tuple[str, dict[str, str] | None]] = []
-    pos = 0
-    while pos < len(path):
-        m = _SEG.match(path, pos)
-        if not m:
-            return None
-        name, ident = m.group(1), m.group(2)
-        crit = None
-        if ident is not None:
-            crit = {}
-            for part in ident.split(","):
-                if "=" not in part:
-                    return None
-                k, v = part.split("=", 1)
-                crit[k] = v
-        segs.append((name, crit))
-        pos = m.end()
-        if pos < len(path):
-            if path[pos] != ".":
-                return None
-            pos += 1
-    return segs
-
-
-def _matches(item: Any, crit: Mapping[str, str]) -> bool:
-    if not isinstance(item, Mapping):
-        return False
-    for k, v in crit.items():
-        got = item.get(k)
-        if isinstance(got, (dict, list)):
-            got = json.dumps(got, sort_keys=True, separators=(",", ":"))
-        if str(got) != v and json.dumps(got) != v:
-            return False
-    return True
-
-
-def set_path(resource: dict[str, Any], path: str, value: Any) -> bool:
-    """Set ``value`` at a merge conflict path (``a.b``, ``name[use=official].family``); False if not addressable."""
-    if path == "":
-        return False
-    segs = _split_path(path)
-    if not segs:
-        return False
-    node: Any = resource
-    for n, (name, crit) in enumerate(segs):
-        last = n == len(segs) - 1
-        if name.endswith("[x]"):
-            return False
-        if not isinstance(node, dict):
-            return False
-        if crit is None:
-            if last:
-                if value is None:
-                    node.pop(name, None)
-                else:
-                    node[name] = value
-                return True
-            node = node.setdefault(name, {})
-            continue
-        items = node.get(name)
-        if not isinstance(items, list):
-            return False
-        idx = next((i for i, it in enumerate(items) if _matches(it, crit)), None)
-        if last:
-            if value is None:
-                if idx is not None:
-                    items.pop(idx)
-            elif idx is None:
-                items.append(value)
-            else:
-                items[idx] = value
-            return True
-        if idx is None:
-            return False
-        node = items[idx]
-    return False
-
 
 
 def _settle_heap() -> None:
@@ -596,7 +356,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         self._aes_names = set(keyring.data_key_ids())
         self._store_key = ig.store_key(root)
         self._index = bi.IndexKeys.derive(root)
-        self._ref_key = bi.hkdf_sha256(root, salt=bi.HKDF_SALT, info=b"omnicare/bi/v1/patient-ref")
+        self._ref_key = bi.patient_ref_key(root)
         self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
         self._state_raw = str(raw_state)
         self._username = username
@@ -760,8 +520,7 @@ class BrowserApp(CdsMixin, ChartMixin):
 
     def _ref_token(self, patient_id: str) -> str:
         assert self._ref_key is not None
-        mac = hmac.new(self._ref_key, ("Patient/" + patient_id).encode(), hashlib.sha256).hexdigest()
-        return "p:" + mac[:24]
+        return bi.patient_ref_token(self._ref_key, patient_id)
 
     def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
         assert self._index is not None
@@ -1212,22 +971,13 @@ class BrowserApp(CdsMixin, ChartMixin):
         self._require_unlocked()
         rows = await self.store.list_records("Patient")
         opened = await self._verified_rows(rows)
-        out = [self._with_pending(_patient_summary(p), "Patient") for p in opened]
-        return sorted(out, key=_sort_key)
+        out = [self._with_pending(cv.patient_summary(p), "Patient") for p in opened]
+        return sorted(out, key=cv.sort_key)
 
     def _with_pending(self, summary: dict[str, Any], resource_type: str) -> dict[str, Any]:
         assert self.machine is not None
         summary["pending"] = self.machine.has_pending_edit(resource_type, str(summary["id"]))
         return summary
-
-    @staticmethod
-    def _kind(text: str) -> bi.Kind:
-        t = text.strip()
-        if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?|\d{1,2}/\d{1,2}/\d{4}", t):
-            return "birthdate"
-        if any(ch.isdigit() for ch in t):
-            return "identifier"
-        return "name"
 
     async def search(self, text: str) -> dict[str, Any]:
         """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked."""
@@ -1239,10 +989,8 @@ class BrowserApp(CdsMixin, ChartMixin):
             everyone = await self.patients()
             self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": len(everyone)})
             return {"kind": None, "results": everyone, "ms": 0.0}
-        kind = self._kind(text)
-        if kind == "birthdate" and "/" in text:
-            m, d, y = text.split("/")
-            text = f"{y}-{int(m):02d}-{int(d):02d}"
+        kind = cv.search_kind(text)
+        text = cv.normalize_query(kind, text)
         try:
             tokens = bi.tokens_for_query(self._index, kind, text)
         except bi.InvalidQuery as exc:
@@ -1257,8 +1005,8 @@ class BrowserApp(CdsMixin, ChartMixin):
                 break
         patients = await self._resources(sorted(candidates or ()))
         hits = bi.filter_candidates(patients, kind, text)
-        out = [self._with_pending(_patient_summary(p), "Patient") for p in hits]
-        out.sort(key=_sort_key)
+        out = [self._with_pending(cv.patient_summary(p), "Patient") for p in hits]
+        out.sort(key=cv.sort_key)
         # The query text itself stays on the device (it may be a name); the kind and the hits are audited.
         self._audit_later("search", "Patient", "", [str(p["id"]) for p in out],
                           detail={"kind": kind, "results": len(out)})
@@ -1276,139 +1024,14 @@ class BrowserApp(CdsMixin, ChartMixin):
                                "It is being downloaded again from the server.", kind="integrity")
             raise AppError("This patient is not on this device.", kind="not_found")
         self._audit_later("read", "Patient", patient_id, [patient_id], detail={"view": "chart"})
-        by: dict[str, list[dict[str, Any]]] = {}
-        for r in resources:
-            by.setdefault(str(r.get("resourceType")), []).append(r)
 
         def pending(r: Mapping[str, Any]) -> bool:
             return machine.has_pending_edit(str(r.get("resourceType")), str(r.get("id")))
 
-        problems = [{"id": c["id"], "text": _cc_text(c.get("code")), "status": _code(c.get("clinicalStatus")),
-                     "onset": str(c.get("onsetDateTime") or "")[:10], "pending": pending(c)}
-                    for c in by.get("Condition", [])]
-        problems.sort(key=lambda p: (p["status"] != "active", p["text"]))
-        allergies = [{"id": a["id"], "version": (a.get("meta") or {}).get("versionId"),
-                      "substance": _cc_text(a.get("code")), "criticality": a.get("criticality") or "",
-                      "status": _code(a.get("clinicalStatus")) or "active",
-                      "reaction": ", ".join(_cc_text(m) for r in a.get("reaction") or []
-                                            for m in (r.get("manifestation") or [])),
-                      "pending": pending(a)} for a in by.get("AllergyIntolerance", [])]
-        allergies.sort(key=lambda a: (a["status"] != "active", a["substance"]))
-        # Pharmacy dispenses (HL7 RDS^O13 -> MedicationDispense), by the order they fill: the latest one.
-        dispensed: dict[str, str] = {}
-        for md in by.get("MedicationDispense", []):
-            if md.get("status") not in ("completed", "in-progress"):
-                continue
-            for ref in md.get("authorizingPrescription") or []:
-                order = str(ref.get("reference") or "").removeprefix("MedicationRequest/")
-                when = str(md.get("whenHandedOver") or md.get("whenPrepared") or "")[:10] or "yes"
-                dispensed[order] = max(dispensed.get(order, ""), when)
-        meds = [{"id": m["id"], "name": _cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
-                 "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
-                 "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m),
-                 "reason": _cc_text(m.get("statusReason")), "dispensed": dispensed.get(str(m["id"]), "")}
-                for m in by.get("MedicationRequest", [])]
-        meds.sort(key=lambda m: (m["status"] != "active", m["name"]))
-        series: dict[str, dict[str, Any]] = {}
-        vitals_latest: dict[str, dict[str, Any]] = {}
-        labs_latest: dict[str, dict[str, Any]] = {}
-        for o in sorted(by.get("Observation", []), key=lambda o: str(o.get("effectiveDateTime") or "")):
-            cat = "laboratory" if any(_code(c) == "laboratory" for c in o.get("category") or []) else "vital-signs"
-            when = str(o.get("effectiveDateTime") or "")
-            name = _short(_cc_text(o.get("code")))
-            if o.get("component"):
-                vals = {_code(c.get("code")): (c.get("valueQuantity") or {}).get("value") for c in o["component"]}
-                sbp, dbp = vals.get(SBP[0]), vals.get(DBP[0])
-                value_text = f"{sbp}/{dbp} mmHg"
-                point: Any = sbp
-                name = "Blood pressure"
-            else:
-                q = o.get("valueQuantity") or {}
-                point = q.get("value")
-                unit = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}.get(str(q.get("unit") or ""), q.get("unit") or "")
-                value_text = f"{q.get('value')} {unit}".strip() if q else str(o.get("valueString", ""))
-            flag = _code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
-            row = {"id": o["id"], "name": name, "value": value_text, "when": when[:16].replace("T", " "),
-                   "flag": flag, "pending": pending(o), "abnormal": flag not in ("", "N"),
-                   "critical": flag in CRITICAL_FLAGS, "status": str(o.get("status") or "")}
-            (labs_latest if cat == "laboratory" else vitals_latest)[name] = row
-            if isinstance(point, (int, float)):
-                s = series.setdefault(name, {"name": name, "category": cat, "points": []})
-                s["points"].append([when[:10], point])
-        notes = []
-        for d in by.get("DocumentReference", []):
-            text = ""
-            for c in d.get("content") or []:
-                data = (c.get("attachment") or {}).get("data")
-                if data:
-                    try:
-                        text = base64.b64decode(data).decode("utf-8", "replace")
-                    except ValueError:
-                        text = ""
-                    break
-            notes.append({"id": d["id"], "title": d.get("description") or _cc_text(d.get("type")) or "Note",
-                          "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
-                          "pending": pending(d)})
-        notes.sort(key=lambda n: n["date"], reverse=True)
-        record = self._record_sections(by, pending)
-        return {
-            **record,
-            "patient": self._with_pending(_patient_summary(patient), "Patient"),
-            "problems": problems,
-            "allergies": allergies,
-            "medications": meds,
-            "vitals": sorted(vitals_latest.values(), key=lambda r: r["name"]),
-            "labs": sorted(labs_latest.values(), key=lambda r: r["name"]),
-            "series": [s for s in series.values() if len(s["points"]) >= 1],
-            "notes": notes[:20],
-            "counts": {k: len(v) for k, v in by.items()},
-            "integrity": self._integrity_notice(patient_id),
-            "actions": self._chart_actions(), "rejected": self.rejected(patient_id),  # issue 18 hook (browser_chart)
-            "conflictIds": sorted({v.id for v in machine.conflicts()}),  # marked "conflict", not "pending sync"
-        }
-
-    @staticmethod
-    def _record_sections(by: Mapping[str, list[dict[str, Any]]],
-                         pending: Callable[[Mapping[str, Any]], bool]) -> dict[str, Any]:
-        """Immunizations, procedures, lab reports (each with its results), appointments and encounters."""
-        obs = {str(o.get("id")): o for o in by.get("Observation", [])}
-        immunizations = [{"id": i["id"], "vaccine": _cc_text(i.get("vaccineCode")), "status": i.get("status") or "",
-                          "date": _when(i, "occurrenceDateTime")[:10], "pending": pending(i)}
-                         for i in by.get("Immunization", [])]
-        immunizations.sort(key=lambda i: i["date"], reverse=True)
-        procedures = [{"id": x["id"], "name": _cc_text(x.get("code")), "status": x.get("status") or "",
-                       "date": _when(x, "performedDateTime", "performedPeriod")[:10], "pending": pending(x)}
-                      for x in by.get("Procedure", [])]
-        procedures.sort(key=lambda x: x["date"], reverse=True)
-        reports = []
-        for d in by.get("DiagnosticReport", []):
-            results = []
-            for ref in d.get("result") or []:
-                rid = str((ref or {}).get("reference") or "").rpartition("/")[2]
-                o = obs.get(rid)
-                if o is not None:
-                    flag = _code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
-                    results.append({"id": rid, "name": _short(_cc_text(o.get("code"))), "value": _obs_value(o),
-                                    "flag": flag})
-                else:  # a result this device does not hold (yet)
-                    results.append({"id": rid, "name": str((ref or {}).get("display") or "Result"),
-                                    "value": "not on this device", "flag": ""})
-            reports.append({"id": d["id"], "name": _cc_text(d.get("code")), "status": d.get("status") or "",
-                            "date": _when(d, "effectiveDateTime", "effectivePeriod", "issued"),
-                            "conclusion": str(d.get("conclusion") or ""), "results": results,
-                            "pending": pending(d)})
-        reports.sort(key=lambda r: r["date"], reverse=True)
-        appointments = [{"id": a["id"], "status": a.get("status") or "",
-                         "what": a.get("description") or _cc_text((a.get("serviceType") or [None])[0])
-                         or _cc_text(a.get("appointmentType")) or "Appointment",
-                         "start": _when(a, "start"), "pending": pending(a)} for a in by.get("Appointment", [])]
-        appointments.sort(key=lambda a: a["start"], reverse=True)
-        encounters = [{"id": e["id"], "status": e.get("status") or "",
-                       "type": _cc_text((e.get("type") or [None])[0]) or str((e.get("class") or {}).get("code") or ""),
-                       "date": _when(e, "period")[:10], "pending": pending(e)} for e in by.get("Encounter", [])]
-        encounters.sort(key=lambda e: e["date"], reverse=True)
-        return {"immunizations": immunizations, "procedures": procedures[:50], "reports": reports[:30],
-                "appointments": appointments, "encounters": encounters[:30]}
+        return {**cv.chart_view(patient, resources, pending), "integrity": self._integrity_notice(patient_id),
+                # issue 18 hooks (browser_chart): the role's controls, refused changes, "conflict" marks
+                "actions": self._chart_actions(), "rejected": self.rejected(patient_id),
+                "conflictIds": sorted({v.id for v in machine.conflicts()})}
 
     async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
         """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
@@ -1506,40 +1129,7 @@ class BrowserApp(CdsMixin, ChartMixin):
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
         self._require_writable()
-        errors: dict[str, str] = {}
-        sbp = _number(values, "sbp", "Systolic pressure", 40, 300, errors)
-        dbp = _number(values, "dbp", "Diastolic pressure", 20, 200, errors)
-        if (sbp is None) != (dbp is None) and "sbp" not in errors and "dbp" not in errors:
-            errors["sbp" if sbp is None else "dbp"] = "Enter both systolic and diastolic pressure."
-        if sbp is not None and dbp is not None and dbp >= sbp:
-            errors["dbp"] = "Diastolic pressure must be lower than systolic."
-        measured = {k: _number(values, k, spec[1], spec[3], spec[4], errors) for k, spec in VITALS_LOINC.items()}
-        if not errors and sbp is None and all(v is None for v in measured.values()):
-            errors["form"] = "Enter at least one measurement."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
-        when = _iso_now()
-        common = {"status": "final", "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": when,
-                  "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs",
-                                            "display": "Vital Signs"}], "text": "Vital Signs"}],
-                  "performer": [self._author()]}
-        created = []
-        if sbp is not None and dbp is not None:
-            created.append({"resourceType": "Observation", **common,
-                            "code": {"coding": [{"system": LOINC, "code": BP[0], "display": BP[1]}],
-                                     "text": "Blood pressure"},
-                            "component": [
-                                {"code": {"coding": [{"system": LOINC, "code": SBP[0], "display": SBP[1]}]},
-                                 "valueQuantity": _quantity(sbp, "mm[Hg]", 0)},
-                                {"code": {"coding": [{"system": LOINC, "code": DBP[0], "display": DBP[1]}]},
-                                 "valueQuantity": _quantity(dbp, "mm[Hg]", 0)}]})
-        for k, v in measured.items():
-            if v is None:
-                continue
-            code, display, unit, _lo, _hi, dec = VITALS_LOINC[k]
-            created.append({"resourceType": "Observation", **common,
-                            "code": {"coding": [{"system": LOINC, "code": code, "display": display}],
-                                     "text": display}, "valueQuantity": _quantity(v, unit, dec)})
+        created = forms.vitals(patient_id, values, now=_iso_now(), author=self._author())
         ids = []
         for res in created:
             rid = str(uuid.uuid4())
@@ -1550,131 +1140,47 @@ class BrowserApp(CdsMixin, ChartMixin):
     async def add_allergy(self, patient_id: str, substance: str, criticality: str = "unable-to-assess",
                           reaction: str = "", status: str = "active") -> dict[str, Any]:
         """Queue a new AllergyIntolerance."""
-        errors: dict[str, str] = {}
-        substance = (substance or "").strip()
-        if not substance:
-            errors["substance"] = "Enter the substance the patient is allergic to."
-        elif len(substance) > 200:
-            errors["substance"] = "Keep the substance under 200 characters."
-        if criticality not in ("low", "high", "unable-to-assess"):
-            errors["criticality"] = "Choose low, high or unable to assess."
-        if status not in ("active", "inactive", "resolved"):
-            errors["status"] = "Choose active, inactive or resolved."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
         rid = str(uuid.uuid4())
-        res: dict[str, Any] = {
-            "resourceType": "AllergyIntolerance", "id": rid,
-            "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]},
-            "verificationStatus": {"coding": [{"system": ALLERGY_VERIFICATION, "code": "confirmed"}]},
-            "type": "allergy", "criticality": criticality, "code": {"text": substance},
-            "patient": {"reference": f"Patient/{patient_id}"}, "recordedDate": _iso_now(),
-            "recorder": self._author(),
-        }
-        if reaction.strip():
-            res["reaction"] = [{"manifestation": [{"text": reaction.strip()[:200]}]}]
+        res = forms.allergy_new(patient_id, id=rid, substance=substance, criticality=criticality, reaction=reaction,
+                                status=status, now=_iso_now(), author=self._author())
         return await self._edit("AllergyIntolerance", rid, res, create=True)
 
     async def update_allergy(self, allergy_id: str, criticality: str | None = None,
                              status: str | None = None) -> dict[str, Any]:
         """Change criticality and/or clinical status of an allergy (a new version, merged on the server)."""
-        res = await self._current("AllergyIntolerance", allergy_id)
-        errors: dict[str, str] = {}
-        if criticality is not None and criticality not in ("low", "high", "unable-to-assess"):
-            errors["criticality"] = "Choose low, high or unable to assess."
-        if status is not None and status not in ("active", "inactive", "resolved"):
-            errors["status"] = "Choose active, inactive or resolved."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
-        if criticality is not None and criticality != res.get("criticality"):
-            res["criticality"] = criticality
-        if status is not None and status != _code(res.get("clinicalStatus")):
-            res["clinicalStatus"] = {"coding": [{"system": ALLERGY_CLINICAL, "code": status}]}
+        res = forms.allergy_update(await self._current("AllergyIntolerance", allergy_id),
+                                   criticality=criticality, status=status)
         return await self._edit("AllergyIntolerance", allergy_id, res, create=False)
 
     async def start_medication(self, patient_id: str, name: str, dosage: str) -> dict[str, Any]:
         """Queue a new active MedicationRequest."""
-        errors: dict[str, str] = {}
-        if not (name or "").strip():
-            errors["name"] = "Enter the medication."
-        if not (dosage or "").strip():
-            errors["dosage"] = "Enter the dose and frequency, e.g. 500 mg twice daily."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
         rid = str(uuid.uuid4())
-        res = {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
-               "medicationCodeableConcept": {"text": name.strip()[:200]},
-               "subject": {"reference": f"Patient/{patient_id}"}, "authoredOn": _iso_now(),
-               "requester": self._author(), "dosageInstruction": [{"text": dosage.strip()[:500]}]}
+        res = forms.medication_new(patient_id, id=rid, name=name, dosage=dosage, now=_iso_now(),
+                                   author=self._author())
         return await self._edit("MedicationRequest", rid, res, create=True)
 
     async def change_medication(self, medication_id: str, dosage: str) -> dict[str, Any]:
         """New dosage instruction for an active medication."""
-        if not (dosage or "").strip():
-            raise ValidationFailed("Please correct the highlighted fields.",
-                                   fields={"dosage": "Enter the new dose and frequency."})
-        res = await self._current("MedicationRequest", medication_id)
-        res["dosageInstruction"] = [{"text": dosage.strip()[:500]}]
+        forms.check_new_dosage(dosage)
+        res = forms.medication_change(await self._current("MedicationRequest", medication_id), dosage)
         return await self._edit("MedicationRequest", medication_id, res, create=False)
 
     async def stop_medication(self, medication_id: str, reason: str = "") -> dict[str, Any]:
         """Stop a medication (status stopped, with the reason)."""
-        res = await self._current("MedicationRequest", medication_id)
-        if res.get("status") == "stopped":
-            raise ValidationFailed("This medication is already stopped.", fields={})
-        res["status"] = "stopped"
-        if reason.strip():
-            res["statusReason"] = {"text": reason.strip()[:200]}
+        res = forms.medication_stop(await self._current("MedicationRequest", medication_id), reason)
         return await self._edit("MedicationRequest", medication_id, res, create=False)
 
     async def add_note(self, patient_id: str, title: str, text: str) -> dict[str, Any]:
         """Queue a clinical note (DocumentReference with a text/plain attachment)."""
-        errors: dict[str, str] = {}
-        if not (text or "").strip():
-            errors["text"] = "Write the note before saving."
-        elif len(text) > 20000:
-            errors["text"] = "Notes are limited to 20,000 characters."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
         rid = str(uuid.uuid4())
-        now = _iso_now()
-        title = (title or "").strip()[:200] or f"Note {now[:10]}"
-        res = {"resourceType": "DocumentReference", "id": rid, "status": "current", "docStatus": "final",
-               "type": {"coding": [{"system": LOINC, "code": "11506-3", "display": "Progress note"}],
-                        "text": "Progress note"},
-               "subject": {"reference": f"Patient/{patient_id}"}, "date": now, "author": [self._author()],
-               "description": title,
-               "content": [{"attachment": {"contentType": "text/plain; charset=utf-8",
-                                           "data": _b64(text.encode("utf-8")), "title": title, "creation": now}}]}
+        res = forms.note_new(patient_id, id=rid, title=title, text=text, now=_iso_now(), author=self._author())
         return await self._edit("DocumentReference", rid, res, create=True)
 
     async def update_contact(self, patient_id: str, phone: str | None = None,
                              birth_date: str | None = None, gender: str | None = None) -> dict[str, Any]:
         """Edit demographics: phone, birth date, gender."""
-        res = await self._current("Patient", patient_id)
-        errors: dict[str, str] = {}
-        if birth_date is not None:
-            try:
-                if date.fromisoformat(birth_date) > date.today():
-                    errors["birth_date"] = "Birth date cannot be in the future."
-            except ValueError:
-                errors["birth_date"] = "Use the format YYYY-MM-DD."
-        if gender is not None and gender not in ("female", "male", "other", "unknown"):
-            errors["gender"] = "Choose female, male, other or unknown."
-        if phone is not None and phone.strip() and not re.fullmatch(r"[+0-9 ()./-]{5,30}", phone.strip()):
-            errors["phone"] = "Use digits, spaces and + ( ) - only."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
-        if phone is not None:
-            telecom = [t for t in res.get("telecom") or [] if t.get("system") != "phone"]
-            old: dict[str, Any] = next((t for t in res.get("telecom") or [] if t.get("system") == "phone"), {})
-            if phone.strip():
-                telecom.insert(0, {**old, "system": "phone", "value": phone.strip()})
-            res["telecom"] = telecom
-        if birth_date is not None:
-            res["birthDate"] = birth_date
-        if gender is not None:
-            res["gender"] = gender
+        res = forms.contact_update(await self._current("Patient", patient_id), phone=phone, birth_date=birth_date,
+                                   gender=gender, today=date.today().isoformat())
         return await self._edit("Patient", patient_id, res, create=False)
 
     # -- sync ------------------------------------------------------------------------
@@ -1713,7 +1219,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         res = _py(await self._http("POST", path, body.decode("utf-8")))
         status, text, retry_after = int(res[0]), str(res[1] or ""), res[2]
         device_header = res[3] if len(res) > 3 else None
-        if _is_revoked(status, text, None if device_header is None else str(device_header)):
+        if outcome.device_revoked(status, text, None if device_header is None else str(device_header)):
             raise DeviceRevoked()
         return status, text, None if retry_after is None else str(retry_after)
 
@@ -1913,71 +1419,16 @@ class BrowserApp(CdsMixin, ChartMixin):
 
     def conflicts(self) -> list[dict[str, Any]]:
         """Parked conflicts with base / mine / theirs per field, for the side-by-side screen."""
-        machine = self._require_unlocked()
-        out = []
-        for c in machine.conflicts():
-            fields = cv.field_views(c.conflicts)  # issue 18: values in words, edit kinds (pyclient.views)
-            title = c.resource_type
-            res = c.local or c.server or {}
-            if c.resource_type == "AllergyIntolerance":
-                title = f"Allergy: {_cc_text(res.get('code'))}"
-            elif c.resource_type == "MedicationRequest":
-                title = f"Medication: {_cc_text(res.get('medicationCodeableConcept'))}"
-            elif c.resource_type == "Patient":
-                title = f"Patient: {_patient_summary(res)['display']}"
-            out.append({"entryId": c.entry_id, "resourceType": c.resource_type, "id": c.id, "title": title,
-                        "serverVersion": c.server_version, "serverDeleted": c.server is None,
-                        "patientId": c.id if c.resource_type == "Patient" else _ref_patient(res),
-                        "fields": fields, "otherChange": cv.other_change(c.server)})
-        return out
+        return cc.conflict_list(self._require_unlocked().conflicts())
 
     async def resolve_conflict(self, entry_id: str, choices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Apply a person's per-field decisions; the result is pushed as a new version based on the server's.
-
-        ``choices``: path -> {"pick": "mine"|"theirs"|"edit", "value": <for edit>}. Fields not
-        in conflict keep the automatic merge of both sides.
-        """
+        """Apply a person's per-field decisions (:func:`pyclient.conflict_choices.resolved_resource`); the result
+        is pushed as a new version based on the server's."""
         machine = self._require_writable()
         view = next((c for c in machine.conflicts() if c.entry_id == entry_id), None)
         if view is None:
             raise AppError("This conflict was already resolved.", kind="not_found")
-        chosen: Any
-        if view.server is None or view.local is None:
-            pick = next(iter(choices.values()), {}).get("pick", "theirs") if choices else "theirs"
-            chosen = view.local if pick == "mine" else view.server
-        else:
-            result = merge(view.base, view.server, view.local)
-            chosen = json.loads(json.dumps(result.merged))
-            for f in view.conflicts:
-                path = str(f.get("path", ""))
-                choice = choices.get(path) or {}
-                pick = choice.get("pick")
-                if pick == "theirs":
-                    value = f.get("ours")
-                elif pick == "mine":
-                    value = f.get("theirs")
-                elif pick == "edit":  # validated before anything is accepted (pyclient.views.conflicts)
-                    value, problem = cv.edit_value(path, choice.get("value"), f.get("theirs"), f.get("ours"),
-                                                   today=date.today().isoformat())
-                    if problem:
-                        raise ValidationFailed(problem, fields={path: problem})
-                else:
-                    raise ValidationFailed("Choose keep mine, keep theirs or edit for every field.",
-                                           fields={path: "Choose one."})
-                if path == "":
-                    chosen = value
-                elif isinstance(chosen, dict) and not set_path(chosen, path, value):
-                    top = path.split(".")[0].split("[")[0]
-                    src = view.local if pick == "mine" else view.server
-                    if top in src:
-                        chosen[top] = json.loads(json.dumps(src[top]))
-                    else:
-                        chosen.pop(top, None)
-            if isinstance(chosen, dict):
-                chosen.setdefault("resourceType", view.resource_type)
-                chosen["id"] = view.id
-                if view.server is not None and "meta" in view.server:
-                    chosen["meta"] = view.server["meta"]
+        chosen = cc.resolved_resource(view, choices, today=date.today().isoformat())  # issue 18: Edit is validated
         effects = machine.resolve_conflict(now=_now(), entry_id=entry_id, resource=chosen,
                                            mutation_id=str(uuid.uuid4()))
         await self._commit(effects)

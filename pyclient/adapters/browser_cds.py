@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pyclient.cds import Context, KnowledgeBase, KnowledgeBaseError, check, default_kb
+from pyclient import forms
+from pyclient.cds import Context, KnowledgeBase, KnowledgeBaseError, check, default_kb, warm
 from pyclient.cds.bundles import BundleError, accept, newest, to_verify
 from pyclient.cds.decisions import (
     DecisionError,
@@ -31,6 +32,7 @@ from pyclient.cds.decisions import (
     detected_issue_id,
     order_review,
 )
+from pyclient.errors import ValidationFailed
 
 BUNDLE_TYPE = "CdsBundle"
 M_BUNDLE = "cds.bundle."  # + kind
@@ -68,20 +70,31 @@ class CdsMixin:
         return info, opened.get("payload")
 
     async def _cds_kb(self) -> KnowledgeBase:
-        held = await self._cds_bundle("kb")
-        if held is None:
-            return default_kb()
-        info, payload = held
+        # Keyed by the stored meta text itself: an unchanged bundle is not unsealed, decompressed and parsed
+        # again for every order check (that cost more than the check).
+        raw = await self.store.meta_get(M_BUNDLE + "kb")  # type: ignore[attr-defined]
         shipped = default_kb()
-        if self._cds_kb_cache is not None and self._cds_kb_cache[0] == info.get("sha256"):
+        if not raw:
+            return self._cds_warmed(shipped)
+        if self._cds_kb_cache is not None and self._cds_kb_cache[0] == raw:
             kb = self._cds_kb_cache[1]
         else:
+            held = await self._cds_bundle("kb")
+            if held is None:
+                return self._cds_warmed(shipped)
             try:
-                kb = KnowledgeBase.from_json(payload)
+                kb = KnowledgeBase.from_json(held[1])
             except KnowledgeBaseError:
-                return shipped
-            self._cds_kb_cache = (str(info.get("sha256")), kb)
-        return kb if newest([kb.version, shipped.version]) == kb.version else shipped
+                return self._cds_warmed(shipped)
+            self._cds_kb_cache = (str(raw), kb)
+        return self._cds_warmed(kb if newest([kb.version, shipped.version]) == kb.version else shipped)
+
+    def _cds_warmed(self, kb: KnowledgeBase) -> KnowledgeBase:
+        """Run the engine once per base (the chart's status line asks first), so the first order is fast."""
+        if kb.memo.get("cds-warm") is None:
+            warm(kb)
+            kb.memo["cds-warm"] = True
+        return kb
 
     async def cds_status(self) -> dict[str, Any]:
         """What the chart shows: knowledge base and guideline versions in force, and when they were fetched."""
@@ -199,24 +212,13 @@ class CdsMixin:
 
     async def _cds_draft(self, patient_id: str, name: str, dosage: str, draft_id: str | None,
                          medication_id: str | None) -> dict[str, Any]:
-        from .browser_app import ValidationFailed, _iso_now  # noqa: PLC0415 - avoid an import cycle
-
-        errors: dict[str, str] = {}
-        if not medication_id and not (name or "").strip():
-            errors["name"] = "Enter the medication."
-        if not (dosage or "").strip():
-            errors["dosage"] = "Enter the dose and frequency, e.g. 500 mg twice daily."
-        if errors:
-            raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
+        forms.medication_order_check(name, dosage, need_name=not medication_id)
         if medication_id:
             res: dict[str, Any] = await self._current("MedicationRequest", medication_id)  # type: ignore[attr-defined]
-            res["dosageInstruction"] = [{"text": dosage.strip()[:500]}]
-            return res
-        rid = draft_id or str(uuid.uuid4())
-        return {"resourceType": "MedicationRequest", "id": rid, "status": "active", "intent": "order",
-                "medicationCodeableConcept": {"text": name.strip()[:200]},
-                "subject": {"reference": f"Patient/{patient_id}"}, "authoredOn": _iso_now(),
-                "requester": self._author(), "dosageInstruction": [{"text": dosage.strip()[:500]}]}  # type: ignore[attr-defined]
+            return forms.medication_change(res, dosage)
+        # The same resource start_medication queues: the checks review exactly what will be saved.
+        return forms.medication_new(patient_id, id=draft_id or str(uuid.uuid4()), name=name, dosage=dosage,
+                                    now=_iso(time.time()), author=self._author())  # type: ignore[attr-defined]
 
     async def _cds_cards(self, patient_id: str, draft: Mapping[str, Any]) -> tuple[list[Any], KnowledgeBase]:
         keys = await self.store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
@@ -247,8 +249,6 @@ class CdsMixin:
         the order with the knowledge base version and the acknowledged cards, and audits the decision.
         All of it is queued in the outbox and syncs like any change.
         """
-        from .browser_app import ValidationFailed  # noqa: PLC0415
-
         self._require_writable()  # type: ignore[attr-defined]
         draft = await self._cds_draft(patient_id, name, dosage, draft_id, medication_id)
         cards, kb = await self._cds_cards(patient_id, draft)

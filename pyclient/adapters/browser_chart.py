@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from pyclient import integrity as ig
+from pyclient.errors import AppError, ValidationFailed
 from pyclient.sync import OutboxEntry
 from pyclient.views import permissions as cp
 from pyclient.views import rejected as rj
@@ -60,8 +61,6 @@ class ChartMixin:
     def _check_may(self, resource_type: str, action: str) -> None:
         """Refuse, in words, a write the role does not allow (before it is queued, never hours later)."""
         if not cp.may(self._perms, resource_type, action):
-            from .browser_app import AppError  # noqa: PLC0415 - the mixin's host module
-
             raise AppError(cp.not_allowed_message(resource_type, action), kind="forbidden")
 
     def allergy_change_question(self, substance: str, field: str, old: str, new: str) -> dict[str, str]:
@@ -88,8 +87,6 @@ class ChartMixin:
     def _rejected_entry(self, entry_id: str) -> OutboxEntry:
         entry = next((e for e in self._rejected_entries() if e.entry_id == entry_id), None)
         if entry is None:
-            from .browser_app import AppError  # noqa: PLC0415
-
             raise AppError("This change was already sent again or discarded.", kind="not_found")
         return entry
 
@@ -117,8 +114,6 @@ class ChartMixin:
         if values:
             fixed, errors = rj.apply_fix(item, values, today=date.today().isoformat())
             if errors or fixed is None:
-                from .browser_app import ValidationFailed  # noqa: PLC0415
-
                 raise ValidationFailed("Please correct the highlighted fields.", fields=errors)
             resource = fixed
         resource.pop("meta", None)

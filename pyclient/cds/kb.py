@@ -134,6 +134,7 @@ class KnowledgeBase:
     override_reasons: tuple[Mapping[str, str], ...]
     raw_size: int = 0
     by_tag: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # tag -> indexes into interactions
+    duplicate_tags: frozenset[str] = frozenset()  # "class:<c>" of every duplicate-therapy class
     # Pure memo of code/name resolution (same concept -> same answer for this base); bounded by MEMO_MAX.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -297,9 +298,33 @@ class KnowledgeBase:
             interactions=tuple(interactions), allergy_rules=tuple(allergy_rules), duplicate_classes=duplicates,
             labs=labs, lab_rules=tuple(lab_rules), override_reasons=reasons, raw_size=len(raw),
             by_tag={k: tuple(v) for k, v in by_tag.items()},
+            duplicate_tags=frozenset(f"class:{c}" for c in duplicates),
         )
 
     # ------------------------------------------------------------------ lookups
+
+    def interaction_candidates(self, tags: frozenset[str]) -> tuple[tuple[Interaction, ...], frozenset[str]]:
+        """The interaction rules one side of which matches ``tags`` (in base order), and every tag that can
+        be on the other side of them: a drug pair whose other drug has none of those tags is skipped with
+        one set test. Memoised per tag set (a drug's tags), like code resolution."""
+        key = ("ddi", tags)
+        hit: tuple[tuple[Interaction, ...], frozenset[str]] | None = self.memo.get(key)
+        if hit is None:
+            idx: set[int] = set()
+            for tag in tags:
+                idx.update(self.by_tag.get(tag, ()))
+            rules = tuple(self.interactions[i] for i in sorted(idx))
+            partners: set[str] = set()
+            for rule in rules:
+                if rule.a & tags:
+                    partners |= rule.b
+                if rule.b & tags:
+                    partners |= rule.a
+            hit = (rules, frozenset(partners))
+            if len(self.memo) >= MEMO_MAX:
+                self.memo.clear()
+            self.memo[key] = hit
+        return hit
 
     def label(self, tag: str) -> str:
         kind, _, key = tag.partition(":")

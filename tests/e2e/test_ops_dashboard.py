@@ -231,6 +231,12 @@ def test_dashboard_shows_what_the_script_did_without_phi(browser: Any, ops_serve
     routes = a.locator('[data-testid="routes-table"]').inner_text()
     assert re.search(r"POST /api/sync/push\s+3\b", routes), routes
     assert _figure(a, "queue-depth") == "—"  # embedded default: no broker, tasks run inline
+    # HL7 and Bulk-data queues, straight from their tables' states.
+    hl7_waiting = _db(server, "SELECT count(*) FROM hl7_inboundmessage WHERE state IN ('received', 'failed')")[0][0]
+    assert _figure(a, "hl7-in-waiting") == str(hl7_waiting)
+    assert _figure(a, "bulk-running") == str(_db(
+        server, "SELECT count(*) FROM bulk_bulkjob WHERE status IN ('accepted', 'in-progress')")[0][0])
+    assert "later change" in _figure(a, "accuracy-note")  # accuracy counts corrections, and says so
     alerts = a.locator("#alerts").inner_text()
     assert "Device api-dev-a (dr.adams) has changes unsynced for 26 h" in alerts
     assert "Break-the-glass" not in alerts  # a security alert: the auditor's

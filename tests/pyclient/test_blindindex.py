@@ -177,3 +177,13 @@ def test_name_tokens_never_crash_and_prefix_queries_always_hit(name: str) -> Non
         q = w[: max(3, len(w) // 2)]
         assert set(bi.tokens_for_query(KEYS, "name", q)) <= stored
         assert bi.matches(p, "name", q)
+
+
+def test_patient_reference_token_vector() -> None:
+    """PROTOCOL.md §4.5: the token every record of a patient carries (a fixed vector: the stored indexes of
+    every device depend on it, so it may never change silently)."""
+    key = bi.patient_ref_key(bytes(range(32)))
+    assert key.hex() == "8e06883a078efb4dfef5e167cf514a641783961f27a8a4aceff63ecf249daa1e"
+    assert bi.patient_ref_token(key, "example-1") == "p:2b86867c771470643670dc30"
+    assert bi.patient_ref_token(key, "example-2") != bi.patient_ref_token(key, "example-1")
+    assert bi.patient_ref_key(bytes(range(1, 33))) != key

@@ -18,9 +18,9 @@ def nbytes(value: Any) -> str:
     n = float(value)
     for unit in ("B", "KB", "MB", "GB", "TB"):
         if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+            return f"{n:.0f}\u00a0{unit}" if unit == "B" else f"{n:.1f}\u00a0{unit}"  # (never split "451.7 | KB")
         n /= 1024
-    return f"{n:.1f} TB"
+    return f"{n:.1f}\u00a0TB"
 
 
 @register.filter
@@ -51,7 +51,7 @@ def pct(value: Any) -> str:
 
 @register.filter
 def ms(value: Any) -> str:
-    return "—" if value is None else f"{float(value):g} ms"
+    return "—" if value is None else f"{float(value):g}\u00a0ms"
 
 
 @register.filter

@@ -12,6 +12,7 @@ from omnicare.access.services import token_create
 from omnicare.audit import services
 from omnicare.audit.fhir import to_fhir
 from omnicare.audit.models import AuditEvent
+from omnicare.sync import device_audit
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def test_every_event_kind_is_a_valid_r4_audit_event(
                           outcome="denied")
     services.audit_record(user=doc, action="break-glass-start", resource_type="Patient", resource_id="p2",
                           patient_ids=["p2"], category="security", purpose="ETREAT", detail={"reason": "x" * 12})
-    services.device_events_ingest(user=doc, device_id="d1", events=[
+    device_audit.device_events_ingest(user=doc, device_id="d1", events=[
         services.DeviceEvent(seq=1, action="update", occurred=AuditEvent.objects.first().received_at,  # type: ignore[union-attr]
                              resource_type="Condition", resource_id="c1", patient_ids=["p1"])])
     services.audit_record(user=None, action="login", category="security", outcome="failure",

@@ -14,6 +14,7 @@ from omnicare.access.services import DeviceRevoked, device_revoke, token_create
 from omnicare.audit import services
 from omnicare.audit.models import AuditEvent
 from omnicare.audit.services import DeviceEvent
+from omnicare.sync import device_audit
 
 pytestmark = pytest.mark.django_db
 
@@ -34,8 +35,8 @@ def nurse(make_user: Callable[..., Any], register_device: Callable[..., Any]) ->
 
 
 def test_ingest_is_idempotent_and_keeps_device_time(nurse: Any) -> None:
-    r1 = services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 4)))
-    r2 = services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 5)))
+    r1 = device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 4)))
+    r2 = device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 5)))
     assert (r1.accepted, r1.duplicates, r2.accepted, r2.duplicates, r2.last_seq) == (3, 0, 1, 3, 4)
     services.audit_sequence()
     ev = AuditEvent.objects.get(device_seq=2)
@@ -44,7 +45,7 @@ def test_ingest_is_idempotent_and_keeps_device_time(nurse: Any) -> None:
 
 
 def test_a_gap_is_flagged_as_a_security_event(nurse: Any) -> None:
-    result = services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([1, 2, 5]))
+    result = device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([1, 2, 5]))
     assert result.gaps == [(3, 4)]
     flag = AuditEvent.objects.get(action="device-gap")
     assert flag.category == "security" and flag.detail["missing"] == "3-4"
@@ -52,7 +53,7 @@ def test_a_gap_is_flagged_as_a_security_event(nurse: Any) -> None:
     report = services.audit_verify()
     assert report.ok and any("3..4 never arrived" in w.message for w in report.warnings)
     # The late events arrive: the gap closes and is not flagged again.
-    assert services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([3, 4])).gaps == []
+    assert device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([3, 4])).gaps == []
     assert AuditEvent.objects.filter(action="device-gap").count() == 1
 
 
@@ -60,7 +61,7 @@ def test_a_revoked_device_is_refused_and_told_to_wipe(nurse: Any, make_user: Cal
     admin = make_user("it.admin", "administrator")
     device_revoke(owner=nurse, device_id=DEVICE, by=admin, reason="stolen from car")
     with pytest.raises(DeviceRevoked) as exc:
-        services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([1]))
+        device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events([1]))
     assert exc.value.headers == {"OmniCare-Device": "revoked; wipe"}
     assert exc.value.outcome()["issue"][0]["details"]["coding"][0]["code"] == "device-revoked"
     assert AuditEvent.objects.filter(action="device-revoke", device_id=DEVICE).count() == 1
@@ -68,7 +69,7 @@ def test_a_revoked_device_is_refused_and_told_to_wipe(nurse: Any, make_user: Cal
 
 @pytest.fixture
 def synced(nurse: Any) -> list[AuditEvent]:
-    services.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 9)))
+    device_audit.device_events_ingest(user=nurse, device_id=DEVICE, events=_events(range(1, 9)))
     services.audit_checkpoint()
     assert services.audit_verify().ok
     return list(AuditEvent.objects.filter(device_seq__isnull=False).order_by("seq"))

@@ -16,8 +16,14 @@ from omnicare.keys import backends
 
 
 @pytest.fixture(autouse=True)
-def _keys(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _keys(monkeypatch: pytest.MonkeyPatch, settings: Any) -> Iterator[None]:
     from omnicare.ops import metrics
+    from omnicare.ops.dashboard import snapshot_clear
+
+    # Figures are asserted right after the activity that made them: no shared snapshot between views
+    # (test_snapshot_is_shared_per_refresh turns it back on).
+    settings.OMNICARE_OPS_SNAPSHOT_SECONDS = 0
+    snapshot_clear()
 
     monkeypatch.setenv("OMNICARE_MASTER_KEY", base64.b64encode(b"\x05" * 32).decode())
     backends.reset_backends()

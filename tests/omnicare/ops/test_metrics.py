@@ -42,8 +42,10 @@ def test_scrape_parses_and_carries_the_dashboard_counters(settings: Any, django_
     for _ in range(3):
         Client().get("/api/health")
     login_attempt_record(username="nobody", ip="10.1.1.1", success=False)
+    from omnicare.audit.services import audit_sequence
     from omnicare.ops.services import audit_rollup_refresh
 
+    audit_sequence()  # the audit beat; the rollup reads only sequenced events
     audit_rollup_refresh()
     r = Client().get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-scrape-token")
     assert r.status_code == 200 and r["Content-Type"].startswith("text/plain")
@@ -52,6 +54,8 @@ def test_scrape_parses_and_carries_the_dashboard_counters(settings: Any, django_
     assert s[key] >= 3
     assert s[("omnicare_signins_total", (("outcome", "failure"),))] == 1
     assert ("omnicare_devices", (("state", "revoked"),)) in s
+    assert s[("omnicare_hl7_messages", (("direction", "in"), ("state", "dead")))] == 0  # HL7 queue gauges
+    assert s[("omnicare_bulk_jobs_running", ())] == 0
     assert any(name == "omnicare_http_request_duration_seconds_bucket" for name, _ in s)
 
 

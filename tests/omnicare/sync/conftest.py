@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -173,3 +177,68 @@ def eager_celery() -> Any:
     app.conf.task_always_eager, app.conf.task_eager_propagates = True, True
     yield app
     app.conf.task_always_eager, app.conf.task_eager_propagates = old
+
+
+class Workers:
+    """Real Celery workers (solo pool) on the real Redis broker, all consuming one queue of their own."""
+
+    def __init__(self, queue: str, env: dict[str, str]) -> None:
+        self.queue, self._env = queue, env
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, **env: str) -> subprocess.Popen[bytes]:
+        from tests.live import REPO_ROOT
+
+        argv = [sys.executable, "-m", "celery", "-A", "omnicare", "worker", "--pool=solo", "-Q", self.queue,
+                "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
+            argv, cwd=REPO_ROOT, env={**self._env, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                out, _ = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, _ = proc.communicate()
+            if out and out.strip():
+                print(out.decode(errors="replace")[-3000:])
+
+
+@pytest.fixture
+def celery_workers(transactional_db: Any, settings: Any) -> Iterator[Workers]:
+    """Start real workers with ``celery_workers.start()``; tasks sent from the test are not eager meanwhile,
+    and the sync jobs' queue setting names the workers' queue (here and in the workers)."""
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs REDIS_URL=redis://...")
+    from omnicare.celery import app
+    from tests.live import child_env, database_url_from_settings
+
+    queue = f"sync-test-{uuid.uuid4().hex[:10]}"
+    settings.OMNICARE_JOBS_QUEUE = queue
+    env = child_env(database_url=database_url_from_settings(dict(settings.DATABASES["default"])))
+    env.update({"CELERY_TASK_ALWAYS_EAGER": "0", "OMNICARE_JOBS_QUEUE": queue})
+    workers = Workers(queue, env)
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    try:
+        yield workers
+    finally:
+        app.conf.task_always_eager = eager
+        workers.stop()
+
+
+def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

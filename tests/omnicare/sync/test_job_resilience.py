@@ -7,13 +7,8 @@ resumes it after its last committed chunk, and every mutation is stored exactly 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -21,10 +16,10 @@ import pytest
 from django.utils import timezone
 
 from omnicare.fhir.models import Resource, ResourceVersion
-from omnicare.sync import services
+from omnicare.sync import jobs, services
 from omnicare.sync.models import PushJob, PushJobChunk
 from tests.conftest import requires_redis
-from tests.omnicare.sync.conftest import observation, put
+from tests.omnicare.sync.conftest import Workers, observation, put, wait_for
 
 
 def _job(user: Any, n: int, prefix: str) -> PushJob:
@@ -59,7 +54,7 @@ def test_a_job_resumes_after_its_last_committed_chunk(
             raise SystemExit("worker killed")  # the second chunk never commits
         return real_push(user=user, request=request)
 
-    monkeypatch.setattr(services, "push", dying_push)
+    monkeypatch.setattr(jobs, "push", dying_push)  # the name the job runner calls
     with pytest.raises(SystemExit):
         services.push_job_run(job_id=str(job.id))
     half = PushJob.objects.get(pk=job.id)
@@ -79,69 +74,18 @@ def test_a_job_resumes_after_its_last_committed_chunk(
     ) == {1}
 
 
-@pytest.fixture
-def start_worker(transactional_db: Any, settings: Any) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    """Real Celery workers (solo pool) on the real Redis broker, consuming a queue of their own."""
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs REDIS_URL=redis://...")
-    from tests.live import REPO_ROOT, child_env, database_url_from_settings
-
-    queue = f"sync-kill-{uuid.uuid4().hex[:10]}"
-    settings.OMNICARE_JOBS_QUEUE = queue
-    env = child_env(database_url=database_url_from_settings(dict(settings.DATABASES["default"])))
-    env.update({"CELERY_TASK_ALWAYS_EAGER": "0", "OMNICARE_JOB_CHUNK": "20", "OMNICARE_JOBS_QUEUE": queue})
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start() -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "celery", "-A", "omnicare", "worker", "--pool=solo", "-Q", queue,
-                "--loglevel=WARNING", "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-        proc = subprocess.Popen(  # noqa: S603 (fixed argv)
-            argv, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        procs.append(proc)
-        return proc
-
-    from omnicare.celery import app
-
-    eager = app.conf.task_always_eager
-    app.conf.task_always_eager = False
-    try:
-        yield start
-    finally:
-        app.conf.task_always_eager = eager
-        for proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                out, _ = proc.communicate(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out, _ = proc.communicate()
-            if out and out.strip():
-                print(out.decode(errors="replace")[-3000:])
-
-
-def _wait(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @requires_redis
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_a_job_survives_its_worker_killed_with_sigkill(
-    clinic: Any, user: Any, settings: Any, start_worker: Callable[[], subprocess.Popen[bytes]]
+    clinic: Any, user: Any, settings: Any, celery_workers: Workers
 ) -> None:
     n = 1000
     job = _job(user, n, "kw")
     before = ResourceVersion.objects.count()
-    first = start_worker()
+    first = celery_workers.start(OMNICARE_JOB_CHUNK="20")
     assert services.push_job_enqueue(job_id=str(job.id))
-    _wait(lambda: PushJob.objects.get(pk=job.id).progress >= 40, 120, "the first chunks")
+    wait_for(lambda: PushJob.objects.get(pk=job.id).progress >= 40, 120, "the first chunks")
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     dead = PushJob.objects.get(pk=job.id)
@@ -152,8 +96,8 @@ def test_a_job_survives_its_worker_killed_with_sigkill(
     time.sleep(1.2)
     report = services.push_jobs_sweep()
     assert report.requeued == 1 and report.sent == 1
-    start_worker()
-    _wait(lambda: PushJob.objects.get(pk=job.id).status == PushJob.DONE, 180, "the resumed job")
+    celery_workers.start(OMNICARE_JOB_CHUNK="20")
+    wait_for(lambda: PushJob.objects.get(pk=job.id).status == PushJob.DONE, 180, "the resumed job")
     done = PushJob.objects.get(pk=job.id)
     assert done.attempts == 2 and done.progress == n
     assert [r["status"] for r in done.result["results"]] == ["applied"] * n

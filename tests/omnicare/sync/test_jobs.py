@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from typing import Any
 
@@ -18,7 +14,7 @@ from omnicare.fhir.services import resources_import
 from omnicare.sync import services
 from omnicare.sync.models import PushJob, Snapshot
 from tests.conftest import requires_redis
-from tests.omnicare.sync.conftest import SyncClient, observation, put, seed
+from tests.omnicare.sync.conftest import SyncClient, Workers, observation, put, seed, wait_for
 
 
 def test_snapshot_then_incremental_pull(
@@ -65,64 +61,11 @@ def test_someone_elses_snapshot_and_job_are_not_found(
     assert other_sync.get(f"/jobs/{uuid.uuid4()}").status_code == 404
 
 
-@pytest.fixture
-def worker_queue(transactional_db: Any, settings: Any) -> Any:
-    """A real Celery worker (solo pool) on the real Redis broker, consuming a queue of its own."""
-    if not os.environ.get("REDIS_URL"):
-        pytest.skip("needs REDIS_URL=redis://...")
-    from tests.live import REPO_ROOT, child_env, database_url_from_settings
-
-    queue = f"sync-test-{uuid.uuid4().hex[:10]}"
-    env = child_env(database_url=database_url_from_settings(dict(settings.DATABASES["default"])))
-    env["CELERY_TASK_ALWAYS_EAGER"] = "0"
-    proc = subprocess.Popen(  # noqa: S603 (fixed argv)
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "omnicare",
-            "worker",
-            "--pool=solo",
-            "-Q",
-            queue,
-            "--loglevel=WARNING",
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-        ],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        yield queue
-    finally:
-        proc.terminate()
-        try:
-            out, _ = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, _ = proc.communicate()
-        if out and out.strip():
-            print(out.decode(errors="replace")[-4000:])
-
-
-def _wait(pred: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("timed out waiting for the worker")
-
-
 @requires_redis
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_applies_push_job_and_builds_snapshot_idempotently(
-    clinic: Any, user: Any, worker_queue: str
+    clinic: Any, user: Any, celery_workers: Workers
 ) -> None:
     from omnicare.sync.tasks import apply_push_job, build_snapshot
 
@@ -134,12 +77,14 @@ def test_real_worker_applies_push_job_and_builds_snapshot_idempotently(
         ),
     )
     before = ResourceVersion.objects.count()
+    celery_workers.start()
+    worker_queue = celery_workers.queue
     apply_push_job.apply_async(args=[str(job.id)], queue=worker_queue)
     apply_push_job.apply_async(args=[str(job.id)], queue=worker_queue)  # a redelivery
-    _wait(lambda: PushJob.objects.get(pk=job.id).status == PushJob.DONE)
+    wait_for(lambda: PushJob.objects.get(pk=job.id).status == PushJob.DONE, 60, "the job")
     snap = services.snapshot_request(user=user, device_id="d")
     build_snapshot.apply_async(args=[str(snap.id)], queue=worker_queue)
-    _wait(lambda: Snapshot.objects.get(pk=snap.id).status == Snapshot.READY)
+    wait_for(lambda: Snapshot.objects.get(pk=snap.id).status == Snapshot.READY, 60, "the snapshot")
     result = PushJob.objects.get(pk=job.id).result
     assert [r["status"] for r in result["results"]] == ["applied"] * 120
     assert ResourceVersion.objects.count() == before + 120

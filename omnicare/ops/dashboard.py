@@ -1,0 +1,377 @@
+"""The dashboard's figures in few queries, computed once per refresh and shared by every viewer.
+
+Cost (1,000 devices, 10 million audit events): one row per device in ONE query (state, outbox, storage: every
+device figure is folded in Python from those rows), ONE query over the per-minute request rollup (the last hour,
+plus error rows of the day), ONE over the hourly counters (24 h / 7 d / 30 d sums by FILTER), and a handful of
+indexed reads of small operational tables (conflicts, grants, revocations, verdicts, HL7 and Bulk queues). The
+audit trail is never read. The result is cached (``OMNICARE_OPS_SNAPSHOT_SECONDS``, per audience set), so a
+refresh of an open page, or ten administrators watching, costs one computation per interval.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from . import services as s
+from .corrections import resolution_counts
+from .models import Alert, Counter, Gauge, RequestMinute, VerifyRun
+
+COUNTER_KEYS = (
+    "audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
+    "audit.break-glass-start.success", "audit.device-revoke.success", "audit.device-gap.failure",
+    "audit.device-gap.success", "telemetry.interval_s", "telemetry.offline_s", "telemetry.offline_ready_s",
+    "telemetry.reports", "celery.task_failure", "push.merged", "push.conflict",
+)
+ACCURACY_DAYS = 30
+MB = 2**20
+STORAGE_EDGES = ((10 * MB, "< 10 MB"), (50 * MB, "10–50 MB"), (200 * MB, "50–200 MB"), (1024 * MB, "200 MB–1 GB"))
+
+
+def counters(*, now: datetime) -> dict[str, dict[str, float]]:
+    """{window: {key: sum}} for the 24 h, 7 d and 30 d windows, in one query."""
+    hour = s._hour(now)
+    windows = {"day": hour - timedelta(hours=24), "week": hour - timedelta(days=7),
+               "month": hour - timedelta(days=ACCURACY_DAYS)}
+    agg = {w: Sum("value", filter=Q(bucket__gte=since)) for w, since in windows.items()}
+    out = {w: dict.fromkeys(COUNTER_KEYS, 0.0) for w in windows}
+    for row in Counter.objects.filter(key__in=COUNTER_KEYS, bucket__gte=windows["month"]).values("key").annotate(
+            **agg):
+        for w in windows:
+            out[w][row["key"]] = float(row[w] or 0.0)
+    return out
+
+
+def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
+    """``services.request_stats`` (same figures) from one read of the request rollup."""
+    since = now - timedelta(minutes=minutes)
+    day = now - timedelta(hours=24)
+    from django.db.models import BooleanField, Case, DateTimeField, F, When
+
+    # Grouped by the database: per (route, method, status), split into the last hour / the rest of the day (error
+    # rows only), and per minute only for the two sync routes (their per-minute chart). A few hundred rows.
+    sync_q = Q(minute__gte=since, method="POST", route__in=list(s.SYNC_ROUTES))
+    rows = RequestMinute.objects.filter(Q(minute__gte=since) | Q(minute__gte=day, status__gte=400)).values(
+        "route", "method", "status",
+        recent=Case(When(minute__gte=since, then=True), default=False, output_field=BooleanField()),
+        m=Case(When(sync_q, then=F("minute")), default=None, output_field=DateTimeField())).annotate(
+        n=Sum("count"), **{f"s{i}": Sum(f"b{i}") for i in range(12)}).values_list(
+        "m", "route", "method", "status", "recent", "n", *[f"s{i}" for i in range(12)])
+    start = (now - timedelta(minutes=minutes - 1)).replace(second=0, microsecond=0)
+    per_minute = {"push": [0] * minutes, "pull": [0] * minutes}
+    routes: dict[tuple[str, str], list[float]] = {}
+    rejects: dict[int, int] = defaultdict(int)
+    sync_total = sync_ok = 0
+    for minute, route, method, status, recent, n, *b in rows:
+        if status >= 400:
+            rejects[status] += int(n)
+        if not recent:
+            continue
+        acc = routes.setdefault((route, method), [0.0] * 14)
+        acc[0] += n
+        if status >= 500:
+            acc[1] += n
+        for i, x in enumerate(b):
+            acc[2 + i] += x
+        if minute is not None:
+            i = int((minute - start).total_seconds() // 60)
+            if 0 <= i < minutes:
+                per_minute[s.SYNC_ROUTES[route]][i] += int(n)
+            sync_total += int(n)
+            sync_ok += int(n) if status < 400 else 0
+    ordered = sorted(routes.items(), key=lambda kv: -kv[1][0])
+    lat: dict[str, list[float]] = {}
+    table = []
+    for (route, method), acc in ordered:
+        buckets = acc[2:]
+        if method == "POST" and route in s.SYNC_ROUTES:
+            lat[s.SYNC_ROUTES[route]] = buckets
+        if len(table) < 25:
+            table.append({"route": route, "method": method, "count": int(acc[0]), "errors": int(acc[1]),
+                          "p50": s.quantile(buckets, 0.5), "p95": s.quantile(buckets, 0.95),
+                          "p99": s.quantile(buckets, 0.99)})
+    total = int(sum(acc[0] for _, acc in ordered))
+    errors = int(sum(acc[1] for _, acc in ordered))
+    empty = [0.0] * 12
+    q = s.quantile
+    return {
+        "per_minute": per_minute,
+        "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
+        "push_p50": q(lat.get("push", empty), 0.5), "push_p95": q(lat.get("push", empty), 0.95),
+        "pull_p50": q(lat.get("pull", empty), 0.5), "pull_p95": q(lat.get("pull", empty), 0.95),
+        "requests": total, "errors": errors,
+        "error_rate": None if not total else round(100.0 * errors / total, 2),
+        "sync_requests": sync_total,
+        "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
+        "routes": table,
+        "rejects": [{"status": st, "reason": s.REJECT_LABELS.get(st, "Server error" if st >= 500 else "Other"),
+                     "count": n} for st, n in sorted(rejects.items())],
+    }
+
+
+def devices(*, now: datetime) -> dict[str, Any]:
+    """Device states, the oldest waiting devices and the storage distribution from ONE query (a row a device)."""
+    from django.contrib.auth import get_user_model
+
+    sql, params = s._device_sql(now)
+    h = "h.pending, h.conflicted, h.last_report, h.oldest_pending_at, h.storage_used, h.storage_quota, " \
+        "h.storage_persisted, h.storage_idb, h.records, u.username"
+    qn = connection.ops.quote_name
+    sql = sql.replace("r.id AS revocation_id ", f"r.id AS revocation_id, {h} ", 1).replace(
+        " LEFT JOIN", f" JOIN {qn(get_user_model()._meta.db_table)} u ON u.id = d.user_id LEFT JOIN", 1)
+    with connection.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    by_state = dict.fromkeys(s.DEVICE_STATES, 0)
+    waiting, live = [], []
+    for (_uid, did, state, hid, _rid, pending, conflicted, last_report, oldest, used, quota, persisted, idb,
+         records, username) in rows:
+        by_state[state] += 1
+        if hid is None or state == "revoked":
+            continue
+        if connection.vendor == "sqlite":  # raw SQL on SQLite returns text timestamps
+            from django.utils.dateparse import parse_datetime
+
+            last_report = parse_datetime(last_report) if isinstance(last_report, str) else last_report
+            oldest = parse_datetime(oldest) if isinstance(oldest, str) else oldest
+            last_report = last_report.replace(tzinfo=UTC) if last_report and not last_report.tzinfo else last_report
+            oldest = oldest.replace(tzinfo=UTC) if oldest and not oldest.tzinfo else oldest
+        live.append((used, quota, persisted, idb, records))
+        if oldest is not None:
+            waiting.append({"user": username, "device_id": did, "pending": pending, "conflicted": conflicted,
+                            "last_report": last_report, "oldest_pending_age": (now - oldest).total_seconds()})
+    waiting.sort(key=lambda w: -w["oldest_pending_age"])
+    labels = [label for _, label in STORAGE_EDGES] + ["> 1 GB"]
+    dist = dict.fromkeys(labels, 0)
+    used_all = sorted(u for u, *_ in live if u is not None)
+    for u in used_all:
+        dist[next((label for edge, label in STORAGE_EDGES if u < edge), "> 1 GB")] += 1
+    shares = [u / q for u, q, *_ in live if u and q and u > 0 and q > 0]
+    at_rest = sum(i for _, _, _, i, r in live if i and i > 0 and r and r > 0)
+    held = sum(r for _, _, _, i, r in live if i and i > 0 and r and r > 0)
+    return {
+        "by_state": by_state, "oldest": waiting[:20], "distribution": dist,
+        "median_used": used_all[len(used_all) // 2] if used_all else None,
+        "max_share": max(shares) if shares else None, "at_rest": at_rest, "held": held,
+        "persisted": sum(1 for _, _, p, _, _ in live if p is True),
+        "persisted_known": sum(1 for _, _, p, _, _ in live if p is not None),
+    }
+
+
+def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
+    gauge = Gauge.objects.filter(key="storage").first()
+    by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
+    rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
+                  key=lambda r: -(r.get("current_bytes", 0) + r.get("history_bytes", 0)))
+    cur_n = sum(r.get("current_count", 0) for r in rows)
+    cur_b = sum(r.get("current_bytes", 0) for r in rows)
+    avg_json = cur_b / cur_n if cur_n else None
+    reduction = s._bench_compression()
+    return {
+        "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
+        "by_type": rows[:20], "distribution": dev["distribution"], "median_used": dev["median_used"],
+        "max_quota_share": None if dev["max_share"] is None else round(100.0 * dev["max_share"], 1),
+        "persisted": dev["persisted"], "persisted_known": dev["persisted_known"],
+        # Bytes at rest in IndexedDB per byte of the same records as plain JSON (server's average record size).
+        "device_efficiency": s._pct(dev["at_rest"], dev["held"] * avg_json) if avg_json and dev["held"] else None,
+        "avg_json_bytes": round(avg_json) if avg_json else None,
+        "bench_efficiency": None if reduction is None else round(100.0 * (1 - reduction), 1),
+    }
+
+
+def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[str, Any]:
+    from django.db.models.functions import TruncDate
+
+    from omnicare.sync.models import Conflict
+
+    days = 14
+    start = (now - timedelta(days=days - 1)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    month = now - timedelta(days=ACCURACY_DAYS)
+    per_day = [0] * days
+    mix: dict[str, int] = defaultdict(int)
+    # Created per day (14 d) and resolutions (30 d) in one grouped read.
+    for day, status, resolution, n in Conflict.objects.filter(
+            Q(created__gte=start) | Q(status=Conflict.RESOLVED, resolved_at__gte=month)).annotate(
+            day=TruncDate("created", tzinfo=UTC)).values("day", "status", "resolution").annotate(
+            n=Count("id")).values_list("day", "status", "resolution", "n"):
+        i = (day - start.date()).days
+        if 0 <= i < days:
+            per_day[i] += int(n)
+        if status == Conflict.RESOLVED:
+            mix[resolution] += int(n)
+    open_q = Conflict.objects.filter(status=Conflict.OPEN)
+    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
+                                                       "author__username", "device_id")[:20])
+    counts = open_q.aggregate(
+        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
+        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
+    open_count = int(counts["total"])
+    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
+    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    merged = c["month"]["push.merged"]
+    parked = c["month"]["push.conflict"]
+    checks = resolution_counts(since=month)
+    # Resolved without a person (a clean automatic merge) AND without a later correction (corrections.py).
+    held = max(0.0, merged - checks["merge_corrected"])
+    outcome = {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
+               "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
+               "superseded": mix.get("superseded", 0), "still open": open_count,
+               "merges later corrected": checks["merge_corrected"],
+               "resolutions later corrected": checks["resolve_corrected"]}
+    return {
+        "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
+        "open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows else None,
+        "open_rows": open_rows, "ages": ages, "outcome": outcome,
+        "accuracy": s._pct(held, merged + parked), "stale_edits": int(merged + parked),
+        "corrections": checks, "watch_hours": float(getattr(settings, "OMNICARE_OPS_CORRECTION_HOURS", 72)),
+        "window_days": ACCURACY_DAYS,
+    }
+
+
+def queues_panel(*, now: datetime) -> dict[str, Any]:
+    """HL7 inbound/outbound and Bulk-data jobs by state (three grouped reads of their state columns)."""
+    from omnicare.bulk.models import BulkJob
+    from omnicare.hl7.models import InboundMessage, OutboundMessage
+
+    day = now - timedelta(hours=24)
+
+    def by_state(model: Any, field: str, time_field: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for state, recent, n in model.objects.values_list(field).annotate(
+                recent=Count("pk", filter=Q(**{f"{time_field}__gte": day})), n=Count("pk")).values_list(
+                field, "recent", "n"):
+            out[str(state)] = {"total": int(n), "day": int(recent)}
+        return out
+
+    inbound = by_state(InboundMessage, "state", "received_at")
+    outbound = by_state(OutboundMessage, "state", "created_at")
+    bulk = by_state(BulkJob, "status", "created")
+
+    def n(d: dict[str, dict[str, int]], *states: str, key: str = "total") -> int:
+        return sum(d.get(st, {}).get(key, 0) for st in states)
+
+    return {
+        "hl7_in_waiting": n(inbound, "received", "failed"), "hl7_in_dead": n(inbound, "dead"),
+        "hl7_in_processed_24h": n(inbound, "processed", key="day"),
+        "hl7_out_waiting": n(outbound, "queued", "failed"), "hl7_out_dead": n(outbound, "dead"),
+        "hl7_out_processed_24h": n(outbound, "processed", key="day"),
+        "bulk_running": n(bulk, BulkJob.ACCEPTED, BulkJob.RUNNING),
+        "bulk_failed_24h": n(bulk, BulkJob.FAILED, key="day"),
+        "bulk_completed_24h": n(bulk, BulkJob.COMPLETED, key="day"),
+    }
+
+
+def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
+    from omnicare.sync.models import PushJob, Snapshot
+
+    since = now - timedelta(hours=24)
+    jobs = PushJob.objects.aggregate(
+        failed=Count("id", filter=Q(status=PushJob.FAILED, created__gte=since)),
+        pending=Count("id", filter=Q(status__in=(PushJob.QUEUED, PushJob.RUNNING))))
+    return {
+        "routes": req["routes"], "queue_depth": s.queue_depth(),
+        "task_failures_24h": int(c["day"]["celery.task_failure"]),
+        "push_jobs_failed_24h": int(jobs["failed"]), "push_jobs_pending": int(jobs["pending"]),
+        "snapshots_failed_24h": Snapshot.objects.filter(status=Snapshot.FAILED, created__gte=since).count(),
+        "queues": queues_panel(now=now),
+    }
+
+
+def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
+    from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+    from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
+    from omnicare.audit.models import ChainHead, Checkpoint
+
+    d = c["day"]
+    per_user: dict[str, int] = defaultdict(int)
+    per_ip: dict[str, int] = defaultdict(int)
+    for username, ip, n in LoginFailure.objects.filter(at__gt=now - LOGIN_WINDOW).values("username", "ip").annotate(
+            n=Count("id")).values_list("username", "ip", "n"):
+        per_user[username] += n
+        per_ip[ip] += n
+    grants = list(EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
+                  .select_related("user").order_by("-started")[:20])
+    grant_rows = [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
+                   "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
+                   "active": g.ended is None and g.expires > now} for g in grants]
+    revs = list(DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20])
+    rev_rows = [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
+                 "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
+                 "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
+    rev_n = DeviceRevocation.objects.aggregate(total=Count("id"), told=Count("id", filter=Q(wipe_told__isnull=False)))
+    run = VerifyRun.objects.order_by("-started").first()
+    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    head = ChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
+    return {
+        "failed_signins_24h": int(d["audit.login.failure"]), "signins_24h": int(d["audit.login.success"]),
+        "locked_users": sorted(u for u, n in per_user.items() if n >= LOGIN_MAX_PER_USER)[:20],
+        "locked_ips": sum(1 for n in per_ip.values() if n >= LOGIN_MAX_PER_IP),
+        "failed_unlocks_24h": int(d["telemetry.failed_unlocks"]),
+        "break_glass_24h": int(d["audit.break-glass-start.success"]),
+        "grants": grant_rows, "grants_active": sum(g["active"] for g in grant_rows),
+        "revocations": rev_rows, "revocations_total": int(rev_n["total"]), "wipes_told": int(rev_n["told"]),
+        "verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
+                                            "events": run.events, "problems": run.problems[:5]},
+        "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size, "created": cp.created_at,
+                                               "key_id": cp.key_id, "root": cp.merkle_root[:16]},
+        "chain_events": head or 0,
+        "denied_24h": int(d["audit.denied"]),
+        "device_gaps_24h": int(d["audit.device-gap.failure"] + d["audit.device-gap.success"]),
+        "rejects": req["rejects"],
+    }
+
+
+def compute(*, audiences: frozenset[str], now: datetime) -> dict[str, Any]:
+    req = request_stats(now=now)
+    c = counters(now=now)
+    out: dict[str, Any] = {"now": now, "audiences": sorted(audiences)}
+    if s.OPS in audiences:
+        dev = devices(now=now)
+        by_state = dev["by_state"]
+        out["sync"] = {"by_state": by_state, "labels": s.STATE_LABELS, "devices": sum(by_state.values()),
+                       "oldest": dev["oldest"], **{k: req[k] for k in (
+                           "per_minute", "push_last_hour", "pull_last_hour", "push_p50", "push_p95", "pull_p50",
+                           "pull_p95", "error_rate", "sync_success_rate", "sync_requests", "requests", "errors")}}
+        out["conflicts"] = conflicts_panel(now=now, c=c)
+        out["storage"] = storage_panel(dev)
+        day, week = c["day"], c["week"]
+        out["offline"] = {
+            "rate_24h": s._pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
+            "rate_7d": s._pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
+            "device_hours_24h": round(day["telemetry.interval_s"] / 3600, 2),
+            "offline_hours_24h": round(day["telemetry.offline_s"] / 3600, 2),
+            "reports_24h": int(day["telemetry.reports"]),
+        }
+        out["performance"] = performance_panel(now=now, req=req, c=c)
+    if s.SECURITY in audiences:
+        out["security"] = security_panel(now=now, req=req, c=c)
+    out["alerts"] = list(Alert.objects.filter(cleared__isnull=True, audience__in=audiences).order_by("-last_seen")
+                         .values("id", "kind", "message", "link", "first_seen", "last_seen")[:50])
+    return out
+
+
+def snapshot(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
+    """The figures for these audiences: cached for ``OMNICARE_OPS_SNAPSHOT_SECONDS`` (one computation per
+    refresh interval, whoever is looking). ``now`` given (tests, the bench) always computes afresh."""
+    ttl = float(getattr(settings, "OMNICARE_OPS_SNAPSHOT_SECONDS", 10))
+    if now is not None or ttl <= 0:
+        return compute(audiences=audiences, now=now or timezone.now())
+    key = "ops:snapshot:" + ",".join(sorted(audiences))
+    got = cache.get(key)
+    if got is None:
+        got = compute(audiences=audiences, now=timezone.now())
+        cache.set(key, got, ttl)
+    return got  # type: ignore[no-any-return]
+
+
+def snapshot_clear() -> None:
+    """Forget cached figures (after the rollups changed under a test or the refresh command)."""
+    for aud in ({s.OPS}, {s.SECURITY}, {s.OPS, s.SECURITY}):
+        cache.delete("ops:snapshot:" + ",".join(sorted(aud)))

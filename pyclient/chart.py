@@ -1,0 +1,286 @@
+"""What the patient list, the search results and the chart screen show: plain view models built from FHIR.
+
+Pure (no store, no keys): the browser adapter decrypts and verifies the records, then hands them here.
+``pending(resource)`` tells whether a record has an edit waiting to sync (the machine knows).
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pyclient import blindindex as bi
+from pyclient import integrity as ig
+
+__all__ = [
+    "CRITICAL_FLAGS",
+    "cc_text",
+    "chart_view",
+    "code",
+    "normalize_query",
+    "obs_value",
+    "patient_summary",
+    "record_sections",
+    "ref_patient",
+    "search_kind",
+    "short_name",
+    "sort_key",
+    "when",
+]
+
+Pending = Callable[[Mapping[str, Any]], bool]
+
+#: Interpretation codes (v3 ObservationInterpretation, HL7 v2 table 0078) that mean a critical result.
+CRITICAL_FLAGS = frozenset({"HH", "LL", "AA", "HU", "LU"})
+SBP_CODE = "8480-6"
+DBP_CODE = "8462-4"
+_UNITS = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}
+
+
+def cc_text(cc: Any) -> str:
+    """A CodeableConcept as words: its text, else the first coding's display or code."""
+    if not isinstance(cc, Mapping):
+        return ""
+    if cc.get("text"):
+        return str(cc["text"])
+    for c in cc.get("coding") or []:
+        if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
+            return str(c.get("display") or c.get("code"))
+    return ""
+
+
+_NOISE = re.compile(r"\s*\[[^\]]*\]|\s+in (Serum or Plasma|Blood|Arterial blood)|\s+by Pulse oximetry", re.I)
+
+
+def short_name(name: str) -> str:
+    """'Glucose [Mass/volume] in Serum or Plasma' -> 'Glucose' (LOINC long names do not fit a tablet row)."""
+    short = _NOISE.sub("", name).strip()
+    return {"Oxygen saturation": "SpO2"}.get(short, short) or name
+
+
+def code(cc: Any) -> str:
+    """The first coding's code of a CodeableConcept ('' when none)."""
+    if isinstance(cc, Mapping):
+        for c in cc.get("coding") or []:
+            if isinstance(c, Mapping) and c.get("code"):
+                return str(c["code"])
+    return ""
+
+
+def ref_patient(resource: Mapping[str, Any]) -> str | None:
+    """The patient a (non-Patient) record belongs to; one rule with the integrity check's patient binding."""
+    return None if resource.get("resourceType") == "Patient" else ig.patient_ref(resource)
+
+
+def when(resource: Mapping[str, Any], *keys: str) -> str:
+    """The first date among ``keys`` (a dateTime, or a Period's start) as 'YYYY-MM-DD HH:MM'."""
+    for key in keys:
+        v = resource.get(key)
+        if isinstance(v, Mapping):
+            v = v.get("start") or v.get("end")
+        if v:
+            return str(v)[:16].replace("T", " ")
+    return ""
+
+
+def _quantity_text(q: Mapping[str, Any]) -> str:
+    unit = _UNITS.get(str(q.get("unit") or ""), q.get("unit") or "")
+    return f"{q.get('value')} {unit}".strip()
+
+
+def obs_value(o: Mapping[str, Any]) -> str:
+    """An Observation's value as words ('7.1 mmol/L', 'Positive')."""
+    q = o.get("valueQuantity")
+    if isinstance(q, Mapping) and q.get("value") is not None:
+        return _quantity_text(q)
+    if o.get("valueCodeableConcept"):
+        return cc_text(o.get("valueCodeableConcept"))
+    return str(o.get("valueString") or "")
+
+
+def patient_summary(p: Mapping[str, Any]) -> dict[str, Any]:
+    """One row of the patient list (and the chart's header)."""
+    names = [n for n in p.get("name") or [] if isinstance(n, Mapping)]
+    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    given = " ".join(str(g) for g in name.get("given") or [])
+    family = str(name.get("family") or "")
+    mrn = ""
+    for ident in p.get("identifier") or []:
+        if isinstance(ident, Mapping) and (code(ident.get("type")) == "MR" or not mrn):
+            mrn = str(ident.get("value") or "")
+    phone = next((str(t.get("value")) for t in p.get("telecom") or []
+                  if isinstance(t, Mapping) and t.get("system") == "phone"), "")
+    addr = next((a for a in p.get("address") or [] if isinstance(a, Mapping)), {})
+    return {
+        "id": p.get("id"),
+        "version": (p.get("meta") or {}).get("versionId"),
+        "given": given,
+        "family": family,
+        "display": (f"{family}, {given}" if family and given else family or given or "(no name)"),
+        "mrn": mrn,
+        "birthDate": p.get("birthDate") or "",
+        "gender": p.get("gender") or "",
+        "phone": phone,
+        "address": ", ".join([*[str(x) for x in addr.get("line") or []], str(addr.get("city") or ""),
+                              str(addr.get("state") or "")]).strip(", "),
+        "active": p.get("active", True),
+    }
+
+
+def sort_key(s: Mapping[str, Any]) -> tuple[str, str]:
+    """Family then given name, accents and case folded (Émile sorts with Emile)."""
+    def fold(t: str) -> str:
+        return "".join(c for c in unicodedata.normalize("NFKD", t) if not unicodedata.combining(c)).casefold()
+
+    return (fold(str(s["family"])), fold(str(s["given"])))
+
+
+def search_kind(text: str) -> bi.Kind:
+    """What a search box entry is: a birth date, an identifier (has a digit) or a name prefix."""
+    t = text.strip()
+    if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?|\d{1,2}/\d{1,2}/\d{4}", t):
+        return "birthdate"
+    if any(ch.isdigit() for ch in t):
+        return "identifier"
+    return "name"
+
+
+def normalize_query(kind: bi.Kind, text: str) -> str:
+    """'3/7/1950' -> '1950-03-07' (US order, as clinicians type it); other entries as they are."""
+    if kind == "birthdate" and "/" in text:
+        m, d, y = text.split("/")
+        return f"{y}-{int(m):02d}-{int(d):02d}"
+    return text
+
+
+def _flag(o: Mapping[str, Any]) -> str:
+    return code((o.get("interpretation") or [None])[0]) if o.get("interpretation") else ""
+
+
+def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]], pending: Pending) -> dict[str, Any]:
+    """Everything the chart screen shows for one patient, from its verified records."""
+    by: dict[str, list[Mapping[str, Any]]] = {}
+    for r in resources:
+        by.setdefault(str(r.get("resourceType")), []).append(r)
+    problems = [{"id": c["id"], "text": cc_text(c.get("code")), "status": code(c.get("clinicalStatus")),
+                 "onset": str(c.get("onsetDateTime") or "")[:10], "pending": pending(c)}
+                for c in by.get("Condition", [])]
+    problems.sort(key=lambda p: (p["status"] != "active", p["text"]))
+    allergies = [{"id": a["id"], "version": (a.get("meta") or {}).get("versionId"),
+                  "substance": cc_text(a.get("code")), "criticality": a.get("criticality") or "",
+                  "status": code(a.get("clinicalStatus")) or "active",
+                  "reaction": ", ".join(cc_text(m) for r in a.get("reaction") or []
+                                        for m in (r.get("manifestation") or [])),
+                  "pending": pending(a)} for a in by.get("AllergyIntolerance", [])]
+    allergies.sort(key=lambda a: (a["status"] != "active", a["substance"]))
+    # Pharmacy dispenses (HL7 RDS^O13 -> MedicationDispense), by the order they fill: the latest one.
+    dispensed: dict[str, str] = {}
+    for md in by.get("MedicationDispense", []):
+        if md.get("status") not in ("completed", "in-progress"):
+            continue
+        for ref in md.get("authorizingPrescription") or []:
+            order = str(ref.get("reference") or "").removeprefix("MedicationRequest/")
+            handed = str(md.get("whenHandedOver") or md.get("whenPrepared") or "")[:10] or "yes"
+            dispensed[order] = max(dispensed.get(order, ""), handed)
+    meds = [{"id": m["id"], "name": cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
+             "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
+             "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m),
+             "reason": cc_text(m.get("statusReason")), "dispensed": dispensed.get(str(m["id"]), "")}
+            for m in by.get("MedicationRequest", [])]
+    meds.sort(key=lambda m: (m["status"] != "active", m["name"]))
+    series: dict[str, dict[str, Any]] = {}
+    vitals_latest: dict[str, dict[str, Any]] = {}
+    labs_latest: dict[str, dict[str, Any]] = {}
+    for o in sorted(by.get("Observation", []), key=lambda o: str(o.get("effectiveDateTime") or "")):
+        cat = "laboratory" if any(code(c) == "laboratory" for c in o.get("category") or []) else "vital-signs"
+        at = str(o.get("effectiveDateTime") or "")
+        name = short_name(cc_text(o.get("code")))
+        if o.get("component"):
+            vals = {code(c.get("code")): (c.get("valueQuantity") or {}).get("value") for c in o["component"]}
+            sbp, dbp = vals.get(SBP_CODE), vals.get(DBP_CODE)
+            value_text = f"{sbp}/{dbp} mmHg"
+            point: Any = sbp
+            name = "Blood pressure"
+        else:
+            q = o.get("valueQuantity") or {}
+            point = q.get("value")
+            value_text = _quantity_text(q) if q else str(o.get("valueString", ""))
+        flag = _flag(o)
+        row = {"id": o["id"], "name": name, "value": value_text, "when": at[:16].replace("T", " "),
+               "flag": flag, "pending": pending(o), "abnormal": flag not in ("", "N"),
+               "critical": flag in CRITICAL_FLAGS, "status": str(o.get("status") or "")}
+        (labs_latest if cat == "laboratory" else vitals_latest)[name] = row
+        if isinstance(point, (int, float)):
+            s = series.setdefault(name, {"name": name, "category": cat, "points": []})
+            s["points"].append([at[:10], point])
+    notes = []
+    for d in by.get("DocumentReference", []):
+        text = ""
+        for c in d.get("content") or []:
+            data = (c.get("attachment") or {}).get("data")
+            if data:
+                try:
+                    text = base64.b64decode(data).decode("utf-8", "replace")
+                except ValueError:
+                    text = ""
+                break
+        notes.append({"id": d["id"], "title": d.get("description") or cc_text(d.get("type")) or "Note",
+                      "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
+                      "pending": pending(d)})
+    notes.sort(key=lambda n: n["date"], reverse=True)
+    return {
+        **record_sections(by, pending),
+        "patient": {**patient_summary(patient), "pending": pending(patient)},
+        "problems": problems,
+        "allergies": allergies,
+        "medications": meds,
+        "vitals": sorted(vitals_latest.values(), key=lambda r: r["name"]),
+        "labs": sorted(labs_latest.values(), key=lambda r: r["name"]),
+        "series": [s for s in series.values() if len(s["points"]) >= 1],
+        "notes": notes[:20],
+        "counts": {k: len(v) for k, v in by.items()},
+    }
+
+
+def record_sections(by: Mapping[str, Sequence[Mapping[str, Any]]], pending: Pending) -> dict[str, Any]:
+    """Immunizations, procedures, lab reports (each with its results), appointments and encounters."""
+    obs = {str(o.get("id")): o for o in by.get("Observation", [])}
+    immunizations = [{"id": i["id"], "vaccine": cc_text(i.get("vaccineCode")), "status": i.get("status") or "",
+                      "date": when(i, "occurrenceDateTime")[:10], "pending": pending(i)}
+                     for i in by.get("Immunization", [])]
+    immunizations.sort(key=lambda i: i["date"], reverse=True)
+    procedures = [{"id": x["id"], "name": cc_text(x.get("code")), "status": x.get("status") or "",
+                   "date": when(x, "performedDateTime", "performedPeriod")[:10], "pending": pending(x)}
+                  for x in by.get("Procedure", [])]
+    procedures.sort(key=lambda x: x["date"], reverse=True)
+    reports = []
+    for d in by.get("DiagnosticReport", []):
+        results = []
+        for ref in d.get("result") or []:
+            rid = str((ref or {}).get("reference") or "").rpartition("/")[2]
+            o = obs.get(rid)
+            if o is not None:
+                results.append({"id": rid, "name": short_name(cc_text(o.get("code"))), "value": obs_value(o),
+                                "flag": _flag(o)})
+            else:  # a result this device does not hold (yet)
+                results.append({"id": rid, "name": str((ref or {}).get("display") or "Result"),
+                                "value": "not on this device", "flag": ""})
+        reports.append({"id": d["id"], "name": cc_text(d.get("code")), "status": d.get("status") or "",
+                        "date": when(d, "effectiveDateTime", "effectivePeriod", "issued"),
+                        "conclusion": str(d.get("conclusion") or ""), "results": results,
+                        "pending": pending(d)})
+    reports.sort(key=lambda r: r["date"], reverse=True)
+    appointments = [{"id": a["id"], "status": a.get("status") or "",
+                     "what": a.get("description") or cc_text((a.get("serviceType") or [None])[0])
+                     or cc_text(a.get("appointmentType")) or "Appointment",
+                     "start": when(a, "start"), "pending": pending(a)} for a in by.get("Appointment", [])]
+    appointments.sort(key=lambda a: a["start"], reverse=True)
+    encounters = [{"id": e["id"], "status": e.get("status") or "",
+                   "type": cc_text((e.get("type") or [None])[0]) or str((e.get("class") or {}).get("code") or ""),
+                   "date": when(e, "period")[:10], "pending": pending(e)} for e in by.get("Encounter", [])]
+    encounters.sort(key=lambda e: e["date"], reverse=True)
+    return {"immunizations": immunizations, "procedures": procedures[:50], "reports": reports[:30],
+            "appointments": appointments, "encounters": encounters[:30]}

@@ -1,0 +1,167 @@
+"""No import circles in the project: the layers read bottom to top (pyclient <- core <- access <- fhir <- sync).
+
+The graph is built with ``ast`` (nothing is imported) from every module of ``omnicare/`` and ``pyclient/``.
+Two graphs are checked:
+
+* module-level imports (what runs when a module is first imported) must have no cycle at all;
+* all imports, function-level ones included, must have no cycle either, except the edges listed in
+  ``DEFERRED``: an import inside a function that a genuine cycle needs, each with the reason.
+  A function-level import that closes a cycle and is not listed fails the test, so a new circle cannot
+  hide behind a lazy import.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("omnicare", "pyclient")
+
+_CELERY = ("Celery: the tasks module calls the services, and the services reach the task object only when "
+           "they enqueue work (the worker imports tasks at start-up)")
+
+#: (importer, imported) edges made inside a function on purpose, each with why. Shorter is better.
+DEFERRED: dict[tuple[str, str], str] = {
+    ("omnicare.bulk.services", "omnicare.bulk.tasks"): _CELERY,
+    ("omnicare.cds.services", "omnicare.cds.tasks"): _CELERY,
+    ("omnicare.hl7.services", "omnicare.hl7.tasks"): _CELERY,
+    ("omnicare.hl7.outbound", "omnicare.hl7.tasks"): _CELERY,
+    ("omnicare.subscriptions.services", "omnicare.subscriptions.tasks"): _CELERY,
+    ("omnicare.sync.jobs", "omnicare.sync.tasks"): _CELERY,
+    ("omnicare.ops.metrics", "omnicare.ops.services"): (
+        "the Prometheus collector and request buffer are built at import time (settings, middleware), before "
+        "the app registry is ready; they read and write the rollups through the services when scraped/flushed"),
+    ("omnicare.ops.services", "omnicare.ops.dashboard"): (
+        "NOT unavoidable, arrived with the ops merge (a8bc24d): the few-query dashboard builds on the services' "
+        "panel helpers while services.dashboard_data and the queue figures call back into it. To fold: callers "
+        "(ops/views.py, the ops tests) call ops.dashboard directly and services stops importing it"),
+    ("omnicare.hl7.mapping", "omnicare.hl7.pharmacy"): (
+        "RDS (pharmacy) is mapped by a module of its own that builds on mapping's segment helpers; mapping "
+        "dispatches to it. To fold: move the shared helpers to their own module"),
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            if any(part in ("migrations", "build", "dist", "__pycache__") for part in rel.parts):
+                continue
+            parts = list(rel.parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The project module ``name`` refers to (a ``from pkg import mod`` may name a submodule)."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(mod: str, path: Path, modules: dict[str, Path]) -> Iterator[tuple[str, bool]]:
+    """(imported module, at module level?) for every project import of ``mod``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    is_pkg = path.name == "__init__.py"
+    package = mod if is_pkg else mod.rpartition(".")[0]
+
+    def walk(node: ast.AST, top: bool) -> Iterator[tuple[str, bool]]:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                yield from walk(child, False)
+            elif isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue  # annotations only: never executed
+            elif isinstance(child, ast.Import):
+                for a in child.names:
+                    if (r := _resolve(a.name, modules)) is not None:
+                        yield r, top
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:
+                    base = package.split(".")
+                    base = base[: len(base) - child.level + 1]
+                    prefix = ".".join([*base, *([child.module] if child.module else [])])
+                else:
+                    prefix = child.module or ""
+                for a in child.names:
+                    r = _resolve(f"{prefix}.{a.name}", modules) if a.name != "*" else None
+                    if r is None or r == mod:
+                        r = _resolve(prefix, modules)
+                    if r is not None and r != mod:
+                        yield r, top
+            else:
+                yield from walk(child, top)
+
+    yield from walk(tree, True)
+
+
+def _graph(*, module_level_only: bool) -> dict[str, set[str]]:
+    modules = _modules()
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for mod, path in modules.items():
+        for target, top in _imports(mod, path, modules):
+            if (top or not module_level_only) and (mod, target) not in DEFERRED:
+                graph[mod].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each as a sorted list."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+
+    def visit(v: str) -> None:
+        nonlocal counter
+        index[v] = low[v] = counter
+        counter += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_circle_at_module_level() -> None:
+    assert _cycles(_graph(module_level_only=True)) == []
+
+
+def test_no_import_circle_hidden_behind_a_function_level_import() -> None:
+    assert _cycles(_graph(module_level_only=False)) == []
+
+
+def test_the_cycle_finder_finds_a_circle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_every_deferred_edge_is_still_an_import() -> None:
+    modules = _modules()
+    for importer, imported in DEFERRED:
+        assert (imported, False) in set(_imports(importer, modules[importer], modules)), (importer, imported)
