@@ -21,6 +21,7 @@ Merges its keys into ``bench/results.json`` ``metrics`` and rewrites its own sec
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -88,7 +89,10 @@ def make_ndjson(path: Path, copies: int) -> int:
 
 def setup_django(url: str) -> None:
     os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("OMNICARE_DEBUG", "1")
+    # DEBUG off, as in production: with DEBUG on Django's debug cursor renders and keeps every statement
+    # with its parameters inlined (whole JSON bodies), which the profile showed as a real cost of the import.
+    os.environ.setdefault("OMNICARE_SECRET_KEY", "record-bench-not-a-secret")
+    os.environ.setdefault("OMNICARE_MASTER_KEY", base64.b64encode(b"record-bench-master-key-32bytes!").decode())
     os.environ.pop("REDIS_URL", None)  # eager Celery: this process is the worker
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omnicare.settings")
     sys.path.insert(0, str(REPO))
@@ -248,9 +252,13 @@ def write_report(path: Path, m: dict[str, Any], d: dict[str, Any]) -> None:
 | worker peak RSS, export of {d['quarter_resources']:,} (`bulk_export_peak_rss_mb_quarter`) | {m['bulk_export_peak_rss_mb_quarter']} MB | (comparison) |
 
 Import took {d['import_seconds']} s ({d['import_rejected']} lines rejected); export {d['export_seconds']} s.
-What limits the misses: the import is bound by structural validation (`fhir.resources` pydantic models, ~1.5 ms a
-resource measured with cProfile, most of the CPU) and runs on one core; the export reads each row twice (its
-text length to plan the byte-bounded chunk, then its text). Both ran at a load average above 10 on 2 cores.
+Where the import's time goes (pyinstrument on one Synthea copy, shares of `import_run`): structural
+validation with `fhir.resources` (pydantic models; a third of it fhir_core's per-field null check) ~38 %, the
+write path ~33 % (index extraction ~9 %, COPY of rows, versions and index rows ~11 %), the CDS re-check of
+every imported MedicationRequest (a Celery task, run inline here) ~7 %, reference walk and conditional
+reference resolution ~10 %, JSON parsing ~5 % (before validation moved to worker processes one batch ahead,
+`omnicare/bulk/validate_pool.py`; on 2 cores that overlaps it with the writes). The export reads each row's stored size (cheap unless the
+value is compressed) to plan byte-bounded chunks, then its text as UTF-8 bytes over psycopg's binary protocol.
 {END}
 """
     text = path.read_text() if path.exists() else ""

@@ -327,6 +327,8 @@ OMNICARE_HL7_RETRY_CAP_SECONDS = float(os.environ.get("OMNICARE_HL7_RETRY_CAP_SE
 OMNICARE_HL7_PHARMACY_ENDPOINT = os.environ.get("OMNICARE_HL7_PHARMACY_ENDPOINT", "")
 OMNICARE_HL7_ACK_TIMEOUT_SECONDS = float(os.environ.get("OMNICARE_HL7_ACK_TIMEOUT_SECONDS", "30"))
 OMNICARE_HL7_CELERY_QUEUE = os.environ.get("OMNICARE_HL7_CELERY_QUEUE", "")  # "" = Celery's default queue
+# Inbound messages mapped per transaction (a savepoint each): the commit and the hint are per batch.
+OMNICARE_HL7_BATCH = int(os.environ.get("OMNICARE_HL7_BATCH", "64"))
 CELERY_BEAT_SCHEDULE["hl7-retry-due"] = {"task": "omnicare.hl7.retry_due", "schedule": 15.0}
 # --- Operations dashboard, device telemetry, Prometheus (ops work; env-driven) -----------------------------
 INSTALLED_APPS.append("omnicare.ops")
@@ -373,6 +375,7 @@ OMNICARE_BULK_MAX_BYTES = int(os.environ.get("OMNICARE_BULK_MAX_BYTES", str(2 * 
 CELERY_BEAT_SCHEDULE["bulk-expire"] = {"task": "omnicare.bulk.expire", "schedule": 3600.0}
 CELERY_BEAT_SCHEDULE["bulk-resume"] = {"task": "omnicare.bulk.resume", "schedule": 300.0}
 CELERY_BEAT_SCHEDULE["subscriptions-dispatch"] = {"task": "omnicare.subscriptions.dispatch", "schedule": 30.0}
+CELERY_BEAT_SCHEDULE["subscriptions-heartbeat"] = {"task": "omnicare.subscriptions.heartbeat", "schedule": 5.0}
 # --- Trust hardening (issue 10 items 7-19: caching, CORS, WebSocket origin, access log) ------------------------
 # PHI responses (/fhir/, /api/, /admin/) are never stored by a browser or proxy cache.
 MIDDLEWARE.insert(MIDDLEWARE.index("django.middleware.security.SecurityMiddleware") + 1,

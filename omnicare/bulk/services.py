@@ -4,7 +4,9 @@ Import: every line is a PUT-as-create through the one write path (``fhir.service
 it is validated (structure and required bindings), access-checked as the job's user and audited like any
 write. Lines are applied in batches; the batch's rows, its issues and the job's checkpoint
 (``lines_done``) commit in ONE transaction, so a crash loses nothing and the job resumes after the last
-committed line. A bad line is an issue with its line number and never stops the others. Importing the same
+committed line. A bad line is an issue with its line number and never stops the others. Large imports
+validate the next batch in worker processes while this one is written (``validate_pool``); the write path
+inserts big batches with COPY (``fhir.bulkwrite``), one audit event per batch names its patients. Importing the same
 content again writes nothing (a line equal to the stored resource, ``meta`` aside, is skipped).
 Conditional references (``Practitioner?identifier=system|value``, as Synthea writes) are resolved to
 literal ones when exactly one target exists in the store or anywhere in the same file (a pre-scan indexes
@@ -33,8 +35,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Q, TextField
+from django.db import IntegrityError, connection, transaction
+from django.db.models import BigIntegerField, BinaryField, Func, Q, TextField, Value
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
@@ -54,11 +57,12 @@ from omnicare.fhir.services import Write, resources_apply
 from omnicare.fhir.validation import check_id, validate_resource
 
 from .models import BulkIssue, BulkJob
+from .validate_pool import Validator, Verdict
 
 log = logging.getLogger("omnicare.bulk")
 
 NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
-IMPORT_BATCH = 500
+IMPORT_BATCH = 2000  # one transaction, audit event and CDS re-check job per 2,000 lines (was 500: commit overhead)
 LITERAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 CARE_TEAM_GROUP_SYSTEM = "urn:omnicare:care-team-of"
 
@@ -261,26 +265,39 @@ def import_run(*, job_id: str) -> BulkJob | None:
                                              transaction_time=job.transaction_time or timezone.now())
     job.refresh_from_db()
     path = job_dir(job) / "input.ndjson"
+    validator = Validator(int(job.lines_total or 0) - job.lines_done)
     try:
         index = _prescan(path)
         resolver = _Resolver(index)
         batch: list[tuple[int, bytes]] = []
+        ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, validated (maybe) elsewhere
+
+        def step() -> bool:
+            b, fut = ahead.pop(0)
+            return _import_batch(job, b, index, resolver, verdicts=validator.result(fut))
+
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
                 if lineno <= job.lines_done:
                     continue
                 batch.append((lineno, raw))
                 if len(batch) >= IMPORT_BATCH:
-                    if not _import_batch(job, batch, index, resolver):
-                        return job  # cancelled
+                    ahead.append((batch, validator.submit([r for _, r in batch])))
                     batch = []
-        if batch and not _import_batch(job, batch, index, resolver):
-            return job
+                    if len(ahead) > 1 and not step():  # one batch validated ahead of the one written
+                        return job  # cancelled
+        if batch:
+            ahead.append((batch, validator.submit([r for _, r in batch])))
+        while ahead:
+            if not step():
+                return job
     except Exception as exc:
         log.exception("import %s failed", job.pk)
         BulkJob.objects.filter(pk=job.pk).update(status=BulkJob.FAILED, failure=type(exc).__name__,
                                                  finished=timezone.now(), expires=timezone.now() + _ttl())
         raise
+    finally:
+        validator.close()
     now = timezone.now()
     BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
         status=BulkJob.COMPLETED, finished=now, expires=now + _ttl()
@@ -301,8 +318,13 @@ def _keys_q(keys: Iterable[tuple[str, str]]) -> Q:
     return cond
 
 
-def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver) -> bool:
-    """Validate, resolve and write one batch with its issues and checkpoint in one transaction."""
+def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver,
+                  verdicts: list[Verdict] | None = None) -> bool:
+    """Validate, resolve and write one batch with its issues and checkpoint in one transaction.
+
+    ``verdicts``: the batch's structural validation already done by ``validate_pool`` (one per line, in
+    order); None: validate here."""
+    done = {lineno: v for (lineno, _), v in zip(batch, verdicts, strict=True)} if verdicts is not None else None
     issues: list[BulkIssue] = []
     items: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
     stats = {"resolved": 0, "unresolved": 0, "dangling": 0, "unchanged": 0}
@@ -353,7 +375,10 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
             stats["unchanged"] += 1
             continue
         try:
-            validate_resource(body)
+            if done is None:
+                validate_resource(body)
+            elif (verdict := done[lineno]) is not None:
+                raise BadRequest(verdict[1], code=verdict[0], expression=verdict[2])
             if not isinstance(rid, str):
                 raise BadRequest("Every line needs an id (each line is a PUT-as-create)", expression=["id"])
             check_id(rid)
@@ -385,9 +410,11 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         written = _write(job, items, user=user, trusted=trusted, issues=issues)
         counts = dict(locked.counts)
         patients: set[str] = set()
-        for rtype, patient_ids in written:
+        ids: dict[str, list[str]] = {}
+        for rtype, rid, patient_ids in written:
             counts[rtype] = counts.get(rtype, 0) + 1
             patients.update(patient_ids)
+            ids.setdefault(rtype, []).append(rid)
         for k, v in stats.items():
             counts["_" + k] = counts.get("_" + k, 0) + v
         BulkIssue.objects.bulk_create(issues)
@@ -395,12 +422,14 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         job.lines_done, job.counts = last_line, counts
         if written:
             audit_record(user=user, action="import", resource_type="Bundle", patient_ids=sorted(patients),
-                         detail={"job": str(job.pk), "lines": [batch[0][0], last_line], "written": len(written)})
+                         detail={"job": str(job.pk), "lines": [batch[0][0], last_line], "written": len(written),
+                                 # which records this batch wrote (ids only): the one event stands for them all
+                                 "resources": {t: sorted(v) for t, v in sorted(ids.items())}})
     return True
 
 
 def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]], *, user: Any, trusted: bool,
-           issues: list[BulkIssue]) -> list[tuple[str, list[str]]]:
+           issues: list[BulkIssue]) -> list[tuple[str, str, list[str]]]:
     """Write the batch at once; if that fails (one line refused), line by line so only that line is lost."""
     writes = [Write(rt, rid, body) for (rt, rid), (_, body) in items.items()]
     if not writes:
@@ -408,17 +437,18 @@ def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]
     try:
         with transaction.atomic():
             results = resources_apply(user=user, writes=writes, validated=True, authorized=trusted)
-        return [(r.resource_type, list(r.version.patient_ids or [])) for r in results if r.version is not None]
+        return [(r.resource_type, r.resource_id, list(r.version.patient_ids or [])) for r in results
+                if r.version is not None]
     except (ApiError, IntegrityError):
         pass
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, str, list[str]]] = []
     for (rt, rid), (lineno, body) in items.items():
         try:
             with transaction.atomic():
                 res = resources_apply(user=user, writes=[Write(rt, rid, body)], validated=True,
                                       authorized=trusted)[0]
             if res.version is not None:
-                out.append((rt, list(res.version.patient_ids or [])))
+                out.append((rt, rid, list(res.version.patient_ids or [])))
         except ApiError as exc:
             issues.append(_issue_from(job, lineno, exc))
         except IntegrityError:
@@ -619,8 +649,8 @@ def export_run(*, job_id: str) -> BulkJob | None:
                         )
                         if not updated:
                             return job  # cancelled
-            patients = sorted(set(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True))
-                              ) if count else []
+            patients = sorted(ResourcePatient.objects.filter(resource__in=qs).values_list("patient_id", flat=True)
+                              .distinct().order_by()) if count else []
             if count:
                 done.append({"type": rtype, "file": path.name, "count": count})
             else:
@@ -651,24 +681,52 @@ PLAN_ROWS = 5000
 
 
 def _stored_size() -> Any:
-    """Each row's size as the text that will be written (``octet_length(body::text)``), read before the row.
+    """Each row's size as (about) the text that will be written, read before the row, without serialising it.
 
-    PostgreSQL's ``pg_column_size`` is cheaper but measures the TOAST-compressed value: a 40 KB resource of
-    repetitive text is ~1 KB stored, so a chunk planned on it blew the budget 20x. The text length is exact;
-    ``export_run`` still corrects by the bytes actually written (``ratio``)."""
+    PostgreSQL: ``pg_column_size`` for a value stored uncompressed (the jsonb binary is within a small factor
+    of its text, and ``export_run`` corrects by the bytes actually written: ``ratio``); for a compressed one
+    (``pg_column_compression`` not null) the exact ``octet_length(body::text)``, because a 40 KB resource of
+    repetitive text is ~1 KB stored and a chunk planned on that blew the budget 20x. Only those rows pay the
+    serialisation twice (84 of the 7,160 Synthea rows), so the plan costs ~0.4 µs a row instead of ~6 µs.
+    Elsewhere (SQLite stores JSON as text) the text length."""
+    if connection.vendor == "postgresql":
+        col = f'{connection.ops.quote_name(Resource._meta.db_table)}.{connection.ops.quote_name("body")}'
+        return RawSQL(f"CASE WHEN pg_column_compression({col}) IS NULL THEN pg_column_size({col}) "  # noqa: S611
+                      f"ELSE octet_length({col}::text) END", [], output_field=BigIntegerField())
     return Length(Cast("body", TextField()))
 
 
+def _chunk_lines(qs: Any) -> Iterator[bytes]:
+    """The chunk's rows as JSON text bytes, in key order, with no model, no ``json`` decode/encode and no str.
+
+    PostgreSQL: ``convert_to(body::text, 'UTF8')`` fetched through psycopg's binary protocol arrives as the
+    bytes to write (a text column would be decoded to str and encoded again: ~40 % of the Python time)."""
+    if connection.vendor == "postgresql":
+        q = qs.order_by("pk").annotate(b=Func(Cast("body", TextField()), Value("UTF8"), function="convert_to",
+                                               output_field=BinaryField())).values_list("b", flat=True)
+        sql, params = q.query.sql_with_params()
+        import psycopg
+
+        connection.ensure_connection()
+        # Django's cursors bind client-side, which cannot ask for binary results: a plain psycopg cursor.
+        with psycopg.Cursor(connection.connection) as cur:
+            cur.format = psycopg.pq.Format.BINARY
+            cur.execute(sql, params)
+            for (data,) in cur:
+                yield bytes(data)
+        return
+    for text in qs.order_by("pk").annotate(text=Cast("body", TextField())).values_list("text", flat=True):
+        yield text.encode() if isinstance(text, str) else json.dumps(text).encode()
+
+
 def _write_chunk(f: Any, qs: Any) -> tuple[int, int]:
-    """Fetch one planned chunk as JSON text (no decode/encode round trip) and append it. (bytes, rows)."""
-    size = n = 0
-    for _pk, text in qs.order_by("pk").annotate(text=Cast("body", TextField())).values_list("pk", "text"):
-        data = text.encode() if isinstance(text, str) else json.dumps(text).encode()
-        f.write(data)
-        f.write(b"\n")
-        size += len(data) + 1
-        n += 1
-    return size, n
+    """Fetch one planned chunk and append it, one resource a line. (bytes, rows)."""
+    lines = list(_chunk_lines(qs))  # one chunk: bounded by the byte budget the plan set
+    if not lines:
+        return 0, 0
+    data = b"\n".join(lines) + b"\n"
+    f.write(data)
+    return len(data), len(lines)
 
 
 def _exported(done: list[dict[str, Any]]) -> int:

@@ -73,6 +73,14 @@ def capability_statement(*, base_url: str, software_version: str = "0.1.0") -> d
                 "searchRevInclude": REVINCLUDES.get(rtype, []),
             }
         )
+        if rtype == "Subscription":  # the backport's topic list (issue 15): omnicare/subscriptions/topics.py
+            from omnicare.subscriptions.topics import catalogue
+
+            resources[-1]["extension"] = [
+                {"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                        "capabilitystatement-subscriptiontopic-canonical", "valueCanonical": url}
+                for url in catalogue()
+            ]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

@@ -32,6 +32,7 @@ from omnicare.access.services import (
 )
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 
+from . import bulkwrite
 from .models import (
     FeedCounter,
     Resource,
@@ -283,6 +284,9 @@ def _insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]
     model_fields = [model._meta.get_field(f) for f in fields]
     cols = ", ".join(qn(f.column) for f in model_fields)
     table = qn(model._meta.db_table)
+    if bulkwrite.copy_ok(len(rows)):
+        bulkwrite.copy_rows(model, [f.column for f in model_fields], rows)
+        return
     with connection.cursor() as cur:
         if connection.vendor == "postgresql":
             arrays = ", ".join(_pg_column(f) for f in model_fields)
@@ -391,8 +395,12 @@ def _apply(
             row.deleted = w.body is None
             upd_rows.append(row)
         p.existing = row
+    bodies_text: dict[int, str] = {}  # a body shared by the row and its version is serialised once (COPY)
     if new_rows:
-        Resource.objects.bulk_create(new_rows)
+        if bulkwrite.copy_ok(len(new_rows)):
+            bulkwrite.copy_instances(new_rows, bodies_text)
+        else:
+            Resource.objects.bulk_create(new_rows)
     if upd_rows:
         _update_current(upd_rows)
 
@@ -450,7 +458,10 @@ def _apply(
                     patient_ids=p.patient_ids,
                 )
             )
-        ResourceVersion.objects.bulk_create(versions, batch_size=2000)
+        if bulkwrite.copy_ok(len(versions)):
+            bulkwrite.copy_instances(versions, bodies_text)
+        else:
+            ResourceVersion.objects.bulk_create(versions, batch_size=2000)
         if deferred:
             _feed_defer(versions)  # real positions right before COMMIT: see _bump_feed
         by_key = {(v.resource_type, v.resource_id): v for v in versions}

@@ -9,6 +9,7 @@ missing required elements) is reported as 422 with the element paths (never the 
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -56,14 +57,21 @@ def validate_resource(body: Any, *, expected_type: str | None = None) -> str:
         raise BadRequest(f"Resource type {resource_type[:64]!r} is not supported", code="not-supported")
     if "id" in body and (not isinstance(body["id"], str) or not ID_RE.match(body["id"])):
         raise BadRequest("Invalid resource id", expression=["id"])
-    try:
-        model = get_fhir_model_class(resource_type)
-    except (KeyError, ValueError, AttributeError, ImportError):
-        model = None  # an R4 type that R4B dropped (e.g. MedicinalProduct): bindings only
+    model = _model_class(resource_type)
     if model is not None:
         _validate_structure(model, body, resource_type)
     check_bindings(body, resource_type)
     return resource_type
+
+
+@cache
+def _model_class(resource_type: str) -> Any:
+    """The fhir.resources model (looked up once per type: the lookup was ~12 % of validation), or None for an
+    R4 type that R4B dropped (e.g. MedicinalProduct): bindings only."""
+    try:
+        return get_fhir_model_class(resource_type)
+    except (KeyError, ValueError, AttributeError, ImportError):
+        return None
 
 
 def check_bindings(body: dict[str, Any], resource_type: str) -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,6 +57,10 @@ class Listener:
     max_bytes: int = 16 * 1024 * 1024
     idle_timeout: float = 300.0
     batch_max: int = 256
+    #: when messages keep coming, the hand-off waits this long to gather stored ids into one task: a Celery
+    #: send cost ~1 ms of CPU, more than storing a message, and the worker's batch picks up rows stored
+    #: after its task was queued anyway. A message after a quiet spell is handed off at once.
+    hand_off_gather: float = 0.02
     #: called (in the DB thread) with the ids of newly stored messages after their ACKs were queued
     on_stored: Callable[[list[int]], None] | None = None
     stats: Stats = field(default_factory=Stats)
@@ -65,6 +71,12 @@ class Listener:
         self._store_task: asyncio.Task[None] | None = None
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-db")
         self._hand_off = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hl7-enqueue")
+        # Stored ids waiting for the hand-off thread: while one enqueue is in flight the next ones gather,
+        # so a busy listener sends one task per group instead of a broker round trip per message.
+        self._handoff_ids: list[int] = []
+        self._handoff_busy = False
+        self._handoff_lock = threading.Lock()
+        self._handoff_last = 0.0
 
     async def start(self) -> int:
         self._queue = asyncio.Queue()
@@ -120,7 +132,29 @@ class Listener:
                 if not p.future.done():
                     p.future.set_result((s.ack, s.id))
             if new_ids and self.on_stored is not None:
-                loop.run_in_executor(self._hand_off, self.on_stored, new_ids)
+                with self._handoff_lock:
+                    self._handoff_ids += new_ids
+                    start = not self._handoff_busy
+                    self._handoff_busy = True
+                if start:
+                    loop.run_in_executor(self._hand_off, self._hand_off_pending)
+
+    def _hand_off_pending(self) -> None:
+        """(hand-off thread) Give every id stored so far to ``on_stored``, until none is left."""
+        assert self.on_stored is not None
+        while True:
+            if time.monotonic() - self._handoff_last < 2 * self.hand_off_gather:
+                time.sleep(self.hand_off_gather)  # after the ACKs: this delays the mapping, never an ACK
+            with self._handoff_lock:
+                ids, self._handoff_ids = self._handoff_ids, []
+                if not ids:
+                    self._handoff_busy = False
+                    return
+            self._handoff_last = time.monotonic()
+            try:
+                self.on_stored(ids)
+            except Exception:  # never lost: stored rows the sweeper finds still received are re-sent
+                log.warning("hl7: hand-off of %d stored message(s) failed", len(ids), exc_info=True)
 
     # --- one connection ---------------------------------------------------------------------------------
 
@@ -194,15 +228,17 @@ def _accept(raw: bytes) -> Any:
 
 
 def _store_batch(items: list[Any]) -> list[Any]:
-    from django.db import close_old_connections, connection
+    """(DB thread) Store one batch. The thread keeps its connection between batches: opening one (or
+    taking one from the pool) per batch cost more than the INSERT itself; a failed batch drops it, and
+    the next batch opens a fresh one (so a restarted PostgreSQL costs one AE, not a stuck listener)."""
+    from django.db import connection
 
     from .services import inbound_store
 
-    close_old_connections()
     try:
         return inbound_store(items=items)
     except Exception:
-        connection.close()  # a broken connection is reopened for the next batch
+        connection.close()
         raise
 
 

@@ -1,10 +1,11 @@
 """HL7 v2 interface services: durable inbound store, mapping runs, retries, queue stats, outbound sends.
 
-Inbound: the listener hands every framed message to :func:`inbound_accept` (decode, parse, check) and then
-:func:`inbound_store` (one transaction for a batch of messages from all connections: group commit). The
-ACK AA goes out only after that commit. :func:`inbound_process` (the Celery task) maps one message to FHIR
-in ONE transaction together with its audit event and the row's state change, so a message is either
-fully in the record or not at all, and a redelivered task finds it ``processed`` and does nothing.
+Inbound: the listener hands every framed message to :func:`inbound_accept` (decode, read MSH/PID, check) and
+then :func:`inbound_store` (one statement for a batch of messages from all connections: group commit). The
+ACK AA goes out only after that commit. :func:`inbound_process_batch` (the Celery task) maps messages to
+FHIR in one transaction per batch with a savepoint per message holding its writes, its audit event and
+the row's state change, so a message is either fully in the record or not at all, and a redelivered task
+finds it ``processed`` and does nothing.
 
 The sending system is the audit agent: events carry no user, ``username`` ``hl7:<MSH-4>`` and the message
 type / control id (never content). FHIR writes go through ``fhir.services.resources_apply`` (the one write
@@ -14,8 +15,10 @@ system actor, not a clinician, and is trusted for every patient like a bulk impo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,7 +30,7 @@ from django.utils import timezone
 
 from omnicare.core.errors import ApiError
 
-from .message import MessageError, Parsed, ack_bytes, check, decode, parse
+from .message import MessageError, Parsed, ack_bytes, check, decode, parse, parse_for_ack
 from .models import InboundMessage, OutboundMessage
 
 log = logging.getLogger("omnicare.hl7")
@@ -64,7 +67,7 @@ def inbound_accept(*, raw: bytes) -> Accepted | tuple[bytes, MessageError]:
     parsed: Parsed | None = None
     try:
         text = decode(raw)
-        parsed = parse(text)
+        parsed = parse_for_ack(text)  # MSH, PID and segment names: the full parse runs in the worker
         check(parsed)
     except MessageError as err:
         return ack_bytes(parsed, err.ack, error=err), err
@@ -131,15 +134,21 @@ def inbound_store(*, items: list[Accepted], now: datetime | None = None) -> list
 
 
 def inbound_enqueue(*, message_ids: list[int]) -> None:
-    """Hand stored messages to Celery (eager mode: run them now). A lost enqueue is found by the sweeper."""
-    from .tasks import process_inbound
+    """Hand stored messages to Celery, a task per chunk (eager mode: run them now).
+
+    A lost enqueue is found by the sweeper. A chunk is mapped in one transaction (see
+    :func:`inbound_process_batch`), which also picks up rows stored after it was queued.
+    """
+    from .tasks import process_inbound_batch
 
     queue = _setting("OMNICARE_HL7_CELERY_QUEUE", "") or None
-    for mid in message_ids:
+    size = max(1, int(_setting("OMNICARE_HL7_BATCH", 64)))
+    for start in range(0, len(message_ids), size):
+        chunk = list(message_ids[start : start + size])
         try:
-            process_inbound.apply_async(args=[mid], queue=queue)
+            process_inbound_batch.apply_async(args=[chunk], queue=queue)
         except Exception:  # the broker being down never loses a message: inbound_retry_due re-sends it
-            log.warning("hl7: could not enqueue message %s; the sweeper will retry", mid, exc_info=True)
+            log.warning("hl7: could not enqueue %d message(s); the sweeper will retry", len(chunk), exc_info=True)
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -165,22 +174,55 @@ def _error_text(exc: BaseException) -> str:
 
 
 def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
-    """Map one stored message to FHIR in one transaction (with its audit event); returns the new state.
+    """Map one stored message (see :func:`inbound_process_batch`); returns its new state."""
+    return inbound_process_batch(message_ids=[message_id], now=now, claim=0).get(message_id, "missing")
 
-    Idempotent: a processed or dead message is left alone; the row lock makes a concurrent redelivery
-    wait and then see it processed.
+
+def inbound_process_batch(*, message_ids: list[int], now: datetime | None = None,
+                          claim: int | None = None) -> dict[int, str]:
+    """Map stored messages to FHIR: ONE transaction for the batch, one savepoint per message.
+
+    Why a batch: per message the commit (fsync), the feed-position seal, the WebSocket hint and the task
+    round trip cost more than the mapping itself, and under a backlog they starved the listener of CPU.
+    Each message still stands alone: its FHIR writes, its MappedResource rows and its audit event are in
+    its own savepoint, so a message that fails rolls back to nothing and is recorded failed/dead (with
+    backoff) in the same transaction while the others commit; a message is in the record entirely or not
+    at all, and its audit event commits with it.
+
+    Besides ``message_ids`` (received or failed: the retry sweep and replays name failed ones) the batch
+    claims up to ``claim`` more *received* rows in arrival order, so one task drains what the listener
+    stored meanwhile and the tasks queued for those rows find them processed. Those extra rows are locked
+    with ``FOR UPDATE SKIP LOCKED``: a row another worker holds is that worker's (its own task, queued for
+    it, waits for the lock and finds it processed, or maps it if that worker rolled back).
+    Idempotent: processed and dead rows are never touched. Returns ``{id: state}`` for the named ids and
+    every row the batch took.
     """
     from . import mapping
 
     now = now or timezone.now()
-    try:
-        with transaction.atomic():
-            row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
-            if row is None:
-                return "missing"
-            if row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
-                return row.state
-            result = mapping.message_apply(parsed=parse(row.raw), message=row, now=now)
+    claim = _setting("OMNICARE_HL7_BATCH", 64) if claim is None else claim
+    waiting = [InboundMessage.RECEIVED, InboundMessage.FAILED]
+    states: dict[int, str] = {}
+    failures: list[InboundMessage] = []
+    with transaction.atomic(), _one_hint_after_commit():
+        # The named rows: wait for their locks (a repeat's UPDATE in the listener, another worker's batch;
+        # PostgreSQL re-checks the state after the wait). Skipping them would leave a row unmapped until
+        # the stale sweep. Locks are taken in id order, so two batches never wait on each other in a cycle.
+        named = InboundMessage.objects.select_for_update().order_by("id")
+        rows = list(named.filter(pk__in=message_ids, state__in=waiting))
+        if claim > 0:
+            have = {r.pk for r in rows}
+            extra = InboundMessage.objects.select_for_update(skip_locked=True).order_by("id")
+            rows += [r for r in extra.filter(state=InboundMessage.RECEIVED)[:claim] if r.pk not in have]
+            rows.sort(key=lambda r: r.pk)  # arrival order: an update never overtakes the message before it
+        for row in rows:
+            try:
+                with transaction.atomic():  # the message's savepoint
+                    result = mapping.message_apply(parsed=parse(row.raw), message=row, now=now)
+            except Exception as exc:  # its writes rolled back to the savepoint; the others go on
+                _record_failure(row, exc, now)
+                failures.append(row)
+                continue
             row.state = InboundMessage.PROCESSED
             row.processed_at = now
             row.attempts += 1
@@ -188,29 +230,55 @@ def inbound_process(*, message_id: int, now: datetime | None = None) -> str:
             row.next_attempt_at = None
             row.resources = result.resources
             row.conflicts = result.conflicts
-            row.save(update_fields=["state", "processed_at", "attempts", "last_error", "next_attempt_at",
-                                    "resources", "conflicts"])
-            return row.state
-    except Exception as exc:  # everything the mapping wrote rolled back; the failure is recorded apart
-        failure: BaseException = exc
-    with transaction.atomic():
-        row = InboundMessage.objects.select_for_update().filter(pk=message_id).first()
-        if row is None or row.state in (InboundMessage.PROCESSED, InboundMessage.DEAD):
-            return row.state if row is not None else "missing"
-        row.attempts += 1
-        row.last_error = _error_text(failure)[:300]
-        if _permanent(failure) or row.attempts >= _setting("OMNICARE_HL7_MAX_ATTEMPTS", 8):
-            row.state = InboundMessage.DEAD
-            row.next_attempt_at = None
-        else:
-            row.state = InboundMessage.FAILED
-            row.next_attempt_at = now + backoff_delay(
-                attempts=row.attempts, base=_setting("OMNICARE_HL7_RETRY_BASE_SECONDS", 5.0),
-                cap=_setting("OMNICARE_HL7_RETRY_CAP_SECONDS", 3600.0),
-            )
-        row.save(update_fields=["attempts", "last_error", "state", "next_attempt_at"])
-    log.warning("hl7: message %s %s (%s)", message_id, row.state, row.last_error)
-    return row.state
+        if rows:
+            InboundMessage.objects.bulk_update(rows, ["state", "processed_at", "attempts", "last_error",
+                                                      "next_attempt_at", "resources", "conflicts"])
+        states.update({r.pk: r.state for r in rows})
+    for row in failures:
+        log.warning("hl7: message %s %s (%s)", row.pk, row.state, row.last_error)
+    missing = [m for m in message_ids if m not in states]
+    if missing:  # processed / dead already, or held by another worker: report what the table says
+        states.update(dict(InboundMessage.objects.filter(pk__in=missing).values_list("id", "state")))
+    return states
+
+
+def _record_failure(row: InboundMessage, failure: BaseException, now: datetime) -> None:
+    row.attempts += 1
+    row.last_error = _error_text(failure)[:300]
+    if _permanent(failure) or row.attempts >= _setting("OMNICARE_HL7_MAX_ATTEMPTS", 8):
+        row.state = InboundMessage.DEAD
+        row.next_attempt_at = None
+    else:
+        row.state = InboundMessage.FAILED
+        row.next_attempt_at = now + backoff_delay(
+            attempts=row.attempts, base=_setting("OMNICARE_HL7_RETRY_BASE_SECONDS", 5.0),
+            cap=_setting("OMNICARE_HL7_RETRY_CAP_SECONDS", 3600.0),
+        )
+
+
+@contextlib.contextmanager
+def _one_hint_after_commit() -> Iterator[None]:
+    """One WebSocket hint for the whole batch, after its commit (instead of one per message).
+
+    Uses the sync push's collector: each write's hint callback (dropped if its savepoint rolled back)
+    adds its versions after COMMIT, then one hint names them all with their final feed positions.
+    """
+    from omnicare.sync.notify import hint_for, send_hint
+    from omnicare.sync.push import _batch_versions
+
+    committed: list[Any] = []
+    token = _batch_versions.set(committed)
+    try:
+        yield
+    finally:
+        _batch_versions.reset(token)
+
+    def flush() -> None:
+        hint = hint_for(committed)
+        if hint is not None:
+            send_hint(hint)
+
+    transaction.on_commit(flush)  # registered after every write's own callback, so it runs after them
 
 
 def inbound_retry_due(*, now: datetime | None = None, limit: int = 500) -> int:

@@ -12,6 +12,14 @@ def process_inbound(message_id: int) -> str:
     return inbound_process(message_id=message_id)
 
 
+@shared_task(name="omnicare.hl7.process_inbound_batch", acks_late=True)
+def process_inbound_batch(message_ids: list[int]) -> dict[str, str]:
+    """Map these messages (and what else is waiting) in one transaction with a savepoint per message."""
+    from .services import inbound_process_batch
+
+    return {str(k): v for k, v in inbound_process_batch(message_ids=list(message_ids)).items()}
+
+
 @shared_task(name="omnicare.hl7.retry_due")
 def retry_due() -> int:
     from .services import inbound_retry_due

@@ -42,3 +42,27 @@ def events(request: HttpRequest, sub_id: str) -> HttpResponse:
 def ws_token(request: HttpRequest, sub_id: str) -> HttpResponse:
     body = svc.ws_binding_token(user=request.user, subscription_id=sub_id)
     return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
+
+
+@router.get("/SubscriptionTopic")
+def topic_search(request: HttpRequest) -> HttpResponse:
+    """The server's SubscriptionTopics (R4B shape; see ``topics.py``): ``url`` filters by canonical."""
+    from .topics import catalogue
+
+    url = request.GET.get("url")
+    found = [t for u, t in catalogue().items() if url in (None, "", u)]
+    body = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
+            "entry": [{"fullUrl": t["url"], "resource": t, "search": {"mode": "match"}} for t in found]}
+    return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
+
+
+@router.get("/SubscriptionTopic/{topic_id}")
+def topic_read(request: HttpRequest, topic_id: str) -> HttpResponse:
+    from omnicare.core.errors import NotFound
+
+    from .topics import topic_by_id
+
+    topic = topic_by_id(topic_id)
+    if topic is None:
+        raise NotFound("No such SubscriptionTopic")
+    return HttpResponse(json.dumps(topic), content_type=FHIR_JSON)

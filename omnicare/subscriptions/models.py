@@ -14,6 +14,7 @@ class SubscriptionOwner(models.Model):
     events = models.BigIntegerField(default=0)  # eventsSinceSubscriptionStart
     matched_seq = models.BigIntegerField(default=0)  # change-feed position matched up to
     ws_bound = models.BooleanField(default=False)  # a websocket has bound with a token (websocket channel)
+    last_sent = models.DateTimeField(null=True, blank=True)  # last notification or heartbeat delivered (rest-hook)
     created = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

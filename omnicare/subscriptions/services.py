@@ -12,6 +12,15 @@ events commit together), stores numbered events and POSTs a ``history`` notifica
 with the subscriber's headers. A failed delivery stays ``pending`` and is retried (beat runs dispatch too);
 ``$events`` replays events by number and ``$status`` reports ``eventsSinceSubscriptionStart``, so a
 subscriber that missed notifications catches up (Medplum #4586/#9447: notifications silently dropped).
+
+Topic-based (the backport's own form, ``topics.py``): ``criteria`` is a SubscriptionTopic canonical URL, each
+``_criteria`` ``backport-filter-criteria`` extension ANDs ``Type?param=value`` filters (only the topic's
+``canFilterBy``; anything else is a 400 naming the extension), the topic's interactions decide whether
+creates, updates and deletes trigger (a delete matches only a subscription without filters: a tombstone has
+no index to filter on), and its ``queryCriteria.current`` must hold. Heartbeats: a
+``backport-heartbeat-period`` (seconds) on the channel makes the server send a ``heartbeat`` notification
+whenever nothing was sent for that long (rest-hook: the ``omnicare.subscriptions.heartbeat`` beat job;
+websocket: the socket's own consumer), so a subscriber can tell a quiet subscription from a dead one.
 """
 
 from __future__ import annotations
@@ -20,10 +29,13 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
 from django.db import transaction
+from django.utils import timezone
 
 from omnicare.access.services import may_access
 from omnicare.audit.services import audit_record
@@ -31,12 +43,14 @@ from omnicare.core.errors import BadRequest, NotFound
 from omnicare.fhir.models import Resource, ResourceVersion
 from omnicare.fhir.search import SUPPORTED_TYPES, build_query
 
+from . import topics
 from .models import SubscriptionEvent, SubscriptionOwner
 
 log = logging.getLogger("omnicare.subscriptions")
 
 FILTER_EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria"
 CONTENT_EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content"
+HEARTBEAT_EXT = "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-heartbeat-period"
 MAX_ATTEMPTS = 8
 BATCH = 1000
 
@@ -50,25 +64,84 @@ def on_versions(sender: Any, versions: list[ResourceVersion], **_: Any) -> None:
     transaction.on_commit(lambda: dispatch.delay())
 
 
-def criteria_of(sub: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
-    """(resource type, search params) of a Subscription; 400 for anything we cannot evaluate."""
+@dataclass(frozen=True)
+class Criteria:
+    """What a Subscription matches: one type, search parameters (all must hold), which interactions."""
+
+    resource_type: str
+    params: list[tuple[str, str]]
+    interactions: frozenset[str]
+    topic: str | None = None  # the SubscriptionTopic canonical, for topic-based subscriptions
+
+
+def _filters(sub: dict[str, Any]) -> list[str]:
+    return [str(ext["valueString"]) for ext in ((sub.get("_criteria") or {}).get("extension") or [])
+            if isinstance(ext, dict) and ext.get("url") == FILTER_EXT and ext.get("valueString")]
+
+
+def subscription_criteria(sub: dict[str, Any]) -> Criteria:
+    """The criteria of a Subscription, R4 search form or backport topic form; 400 for what we cannot evaluate."""
     raw = str(sub.get("criteria") or "")
-    for ext in ((sub.get("_criteria") or {}).get("extension") or []):
-        if isinstance(ext, dict) and ext.get("url") == FILTER_EXT and ext.get("valueString"):
-            raw = str(ext["valueString"])
+    topic = topics.catalogue().get(raw)
+    if topic is None and "?" not in raw and ":" in raw:
+        raise BadRequest("Subscription.criteria names an unknown SubscriptionTopic (GET SubscriptionTopic lists them)",
+                         code="not-supported", expression=["Subscription.criteria"])
+    if topic is not None:
+        rtype = topics.topic_type(topic)
+        params = topics.topic_current(topic)
+        for f in _filters(sub):
+            ftype, sep, query = f.partition("?")
+            if not sep:
+                ftype, query = rtype, f
+            if ftype != rtype:
+                raise BadRequest(f"Filter criteria must be on {rtype}, the topic's resource type",
+                                 expression=["Subscription.criteria.extension"])
+            params += parse_qsl(query, keep_blank_values=False)
+        allowed = {f["filterParameter"] for f in topic["canFilterBy"]} | {"_id", "_lastUpdated"}
+        unknown = sorted({k.split(":", 1)[0] for k, _ in params} - allowed)
+        if unknown:
+            raise BadRequest("Filter parameter(s) not offered by the topic: " + ", ".join(u[:40] for u in unknown[:10]),
+                             code="not-supported", expression=["Subscription.criteria.extension"])
+        return Criteria(rtype, params, topics.topic_interactions(topic), str(topic["url"]))
+    filters = _filters(sub)
+    if filters:  # the older backport drafts: the whole search in the filter extension
+        raw = filters[-1]
     rtype, _, query = raw.partition("?")
     if rtype not in SUPPORTED_TYPES:
-        raise BadRequest("Subscription.criteria must be a search on a resource type, e.g. Observation?patient=123",
-                         expression=["Subscription.criteria"])
-    return rtype, parse_qsl(query, keep_blank_values=False)
+        raise BadRequest("Subscription.criteria must be a SubscriptionTopic URL or a search on a resource type, "
+                         "e.g. Observation?patient=123", expression=["Subscription.criteria"])
+    return Criteria(rtype, parse_qsl(query, keep_blank_values=False), frozenset({"create", "update"}))
+
+
+def criteria_of(sub: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
+    """(resource type, search params) of a Subscription; 400 for anything we cannot evaluate."""
+    c = subscription_criteria(sub)
+    return c.resource_type, c.params
+
+
+def heartbeat_period(sub: dict[str, Any]) -> int | None:
+    """Seconds of the channel's ``backport-heartbeat-period`` (None: no heartbeats asked for)."""
+    for ext in (sub.get("channel") or {}).get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == HEARTBEAT_EXT:
+            try:
+                n = int(ext.get("valueUnsignedInt") or 0)
+            except (TypeError, ValueError):
+                n = 0
+            return n if n > 0 else None
+    return None
 
 
 def subscription_registered(*, user: Any, resource: dict[str, Any]) -> None:
     """Called by the REST create/update of a Subscription: remember its owner; start at the feed head."""
     from omnicare.fhir.services import feed_head
 
-    criteria_of(resource)
+    subscription_criteria(resource)
     channel = resource.get("channel") or {}
+    for ext in channel.get("extension") or []:
+        if isinstance(ext, dict) and ext.get("url") == HEARTBEAT_EXT and not (
+                isinstance(ext.get("valueUnsignedInt"), int) and ext["valueUnsignedInt"] > 0):
+            raise BadRequest("The heartbeat period must be a positive number of seconds",
+                             expression=["Subscription.channel.extension"])
     rest_hook = channel.get("type") == "rest-hook" and str(channel.get("endpoint") or "").startswith(
         ("http://", "https://"))
     if not rest_hook and channel.get("type") != "websocket":
@@ -103,19 +176,24 @@ def _match(owner_id: int) -> None:
         sub = _active(owner.subscription_id)
         if sub is None:
             return
-        rtype, params = criteria_of(sub)
+        crit = subscription_criteria(sub)
+        rtype, params = crit.resource_type, crit.params
         versions = list(ResourceVersion.objects.filter(seq__gt=owner.matched_seq).order_by("seq")[:BATCH])
         if not versions:
             return
-        candidates = [v for v in versions if v.resource_type == rtype and not v.deleted]
+        candidates = [v for v in versions if v.resource_type == rtype and _interaction(v) in crit.interactions]
+        live = [v for v in candidates if not v.deleted]
         matching: set[str] = set()
-        if candidates:
-            qs = build_query(rtype, params).queryset.filter(resource_id__in=[v.resource_id for v in candidates])
+        if live:
+            qs = build_query(rtype, params).queryset.filter(resource_id__in=[v.resource_id for v in live])
             matching = set(qs.values_list("resource_id", flat=True))
         events = []
         number = owner.events
         for v in candidates:
-            if v.resource_id not in matching:
+            if v.deleted:
+                if params:  # a tombstone has no search index: only an unfiltered subscription sees deletes
+                    continue
+            elif v.resource_id not in matching:
                 continue
             if not may_access(user=owner.user, action="read", resource_type=rtype, patient_ids=v.patient_ids or []):
                 continue  # outside the subscriber's scope: never notified
@@ -125,6 +203,10 @@ def _match(owner_id: int) -> None:
                                             version_id=v.version_id, patient_ids=v.patient_ids or []))
         SubscriptionEvent.objects.bulk_create(events)
         SubscriptionOwner.objects.filter(pk=owner.pk).update(events=number, matched_seq=versions[-1].seq)
+
+
+def _interaction(v: ResourceVersion) -> str:
+    return "delete" if v.deleted else ("create" if v.version_id == 1 else "update")
 
 
 def _notification(sub: dict[str, Any], owner: SubscriptionOwner, events: list[SubscriptionEvent], *,
@@ -137,11 +219,13 @@ def _notification(sub: dict[str, Any], owner: SubscriptionOwner, events: list[Su
         "resourceType": "Parameters",
         "parameter": [
             {"name": "subscription", "valueReference": {"reference": f"Subscription/{owner.subscription_id}"}},
+            *([{"name": "topic", "valueCanonical": topic}] if (topic := _topic_of(sub)) else []),
             {"name": "status", "valueCode": sub.get("status") or "active"},
             {"name": "type", "valueCode": kind},
             {"name": "events-since-subscription-start", "valueString": str(owner.events)},
             *[{"name": "notification-event", "part": [
                 {"name": "event-number", "valueString": str(e.number)},
+                {"name": "timestamp", "valueInstant": e.created.isoformat().replace("+00:00", "Z")},
                 {"name": "focus", "valueReference": {"reference": f"{e.resource_type}/{e.resource_id}/_history/{e.version_id}"}},
             ]} for e in events],
         ],
@@ -150,7 +234,7 @@ def _notification(sub: dict[str, Any], owner: SubscriptionOwner, events: list[Su
     if content == "full-resource":
         for e in events:
             v = ResourceVersion.objects.filter(resource_type=e.resource_type, resource_id=e.resource_id,
-                                               version_id=e.version_id).first()
+                                               version_id=e.version_id, deleted=False).first()  # a delete: no body
             if v is not None:
                 entries.append({"fullUrl": f"{e.resource_type}/{e.resource_id}", "resource": v.body})
     return {"resourceType": "Bundle", "type": "history", "entry": entries}
@@ -169,19 +253,59 @@ def _deliver(owner_id: int) -> int:
     if channel.get("type") == "websocket":
         ok = _ws_send(owner.subscription_id, _notification(sub, owner, pending, kind="event-notification"))
         return _settle(owner, pending, ok)
-    body = json.dumps(_notification(sub, owner, pending, kind="event-notification")).encode()
-    req = urllib.request.Request(str(channel["endpoint"]), data=body, method="POST",  # noqa: S310 (http(s) only)
-                                 headers={"Content-Type": "application/fhir+json"})
+    ok = _post(channel, _notification(sub, owner, pending, kind="event-notification"))
+    return _settle(owner, pending, ok)
+
+
+def _post(channel: dict[str, Any], bundle: dict[str, Any]) -> bool:
+    """POST a notification to a rest-hook endpoint with the subscriber's headers; True on a 2xx."""
+    req = urllib.request.Request(str(channel["endpoint"]), data=json.dumps(bundle).encode(),  # noqa: S310 (http(s) only)
+                                 method="POST", headers={"Content-Type": "application/fhir+json"})
     for header in channel.get("header") or []:
         name, _, value = str(header).partition(":")
         if name.strip():
             req.add_header(name.strip(), value.strip())
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            ok = 200 <= resp.status < 300
+            return 200 <= resp.status < 300
     except (urllib.error.URLError, OSError, ValueError):
-        ok = False
-    return _settle(owner, pending, ok)
+        return False
+
+
+def _topic_of(sub: dict[str, Any]) -> str | None:
+    raw = str(sub.get("criteria") or "")
+    return raw if raw in topics.catalogue() else None
+
+
+def heartbeat_bundle(*, subscription_id: str) -> dict[str, Any] | None:
+    """A ``heartbeat`` notification for this subscription now (None when it is not active)."""
+    owner = SubscriptionOwner.objects.filter(subscription_id=subscription_id).first()
+    sub = _active(subscription_id)
+    if owner is None or sub is None:
+        return None
+    return _notification(sub, owner, [], kind="heartbeat")
+
+
+def heartbeats_send(*, now: datetime | None = None) -> int:
+    """Beat job: a heartbeat to every active rest-hook subscription with a heartbeat period that has been sent
+    nothing for that long (events pending count as sending: their retry is the sign of life). Returns how many
+    were sent. Websocket subscriptions get theirs from the consumer holding the socket."""
+    now = now or timezone.now()
+    sent = 0
+    for owner in SubscriptionOwner.objects.all():
+        sub = _active(owner.subscription_id)
+        period = heartbeat_period(sub) if sub is not None else None
+        if sub is None or period is None or (sub.get("channel") or {}).get("type") != "rest-hook":
+            continue
+        if (owner.last_sent or owner.created) > now - timedelta(seconds=period):
+            continue
+        if SubscriptionEvent.objects.filter(subscription_id=owner.subscription_id,
+                                            status=SubscriptionEvent.PENDING).exists():
+            continue
+        if _post(sub.get("channel") or {}, _notification(sub, owner, [], kind="heartbeat")):
+            SubscriptionOwner.objects.filter(pk=owner.pk).update(last_sent=now)
+            sent += 1
+    return sent
 
 
 def _settle(owner: SubscriptionOwner, pending: list[SubscriptionEvent], ok: bool) -> int:
@@ -191,6 +315,7 @@ def _settle(owner: SubscriptionOwner, pending: list[SubscriptionEvent], ok: bool
         SubscriptionEvent.objects.filter(pk__in=ids, attempts__gte=MAX_ATTEMPTS).update(status=SubscriptionEvent.FAILED)
         return 0
     SubscriptionEvent.objects.filter(pk__in=ids).update(status=SubscriptionEvent.DELIVERED)
+    SubscriptionOwner.objects.filter(pk=owner.pk).update(last_sent=timezone.now())
     patients = sorted({p for e in pending for p in e.patient_ids})
     audit_record(user=owner.user, action="subscription-notify", resource_type="Subscription",
                  resource_id=owner.subscription_id, patient_ids=patients,
@@ -216,17 +341,15 @@ def _ws_send(subscription_id: str, bundle: dict[str, Any]) -> bool:
     layer = get_channel_layer()
     if layer is None:
         return False
-    async_to_sync(layer.group_send)(ws_group(subscription_id), {"type": "notify", "text": json.dumps(bundle)})
+    async_to_sync(layer.group_send)(ws_group(subscription_id), {"type": "notify", "sid": subscription_id,
+                                                                "text": json.dumps(bundle)})
     return True
 
 
 def ws_binding_token(*, user: Any, subscription_id: str) -> dict[str, Any]:
     """``$get-ws-binding-token``: a signed, short-lived token the websocket client sends as
     ``bind-with-token <token>`` (never in a URL)."""
-    from datetime import timedelta
-
     from django.core import signing
-    from django.utils import timezone
 
     owner, sub = _owned(user, subscription_id)
     if (sub.get("channel") or {}).get("type") != "websocket":
@@ -238,6 +361,11 @@ def ws_binding_token(*, user: Any, subscription_id: str) -> dict[str, Any]:
         {"name": "subscription", "valueString": f"Subscription/{subscription_id}"},
         {"name": "websocket-url", "valueUrl": "/ws/subscriptions"},
     ]}
+
+
+def ws_heartbeat_period(*, subscription_id: str) -> int | None:
+    sub = _active(subscription_id)
+    return heartbeat_period(sub) if sub is not None else None
 
 
 def ws_bind(*, token: str) -> str | None:

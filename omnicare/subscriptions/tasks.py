@@ -11,3 +11,11 @@ def dispatch() -> int:
     from .services import dispatch as run
 
     return run()
+
+
+@shared_task(name="omnicare.subscriptions.heartbeat")
+def heartbeat() -> int:
+    """Beat job: heartbeats to rest-hook subscriptions that asked for them and have been quiet that long."""
+    from .services import heartbeats_send
+
+    return heartbeats_send()

@@ -161,9 +161,24 @@ def _cli_reimport_is_a_no_op(capsys: Any) -> None:
 
 
 
+@pytest.mark.parametrize("padding", [0, 4100], ids=["inline", "validation-workers"])
 def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
-    integration: Any, django_capture_on_commit_callbacks: Any
+    integration: Any, django_capture_on_commit_callbacks: Any, padding: int, monkeypatch: Any
 ) -> None:
+    """Also with enough lines that validation runs in worker processes (``validate_pool``): the verdicts
+    from there name the same lines and elements."""
+    from omnicare.bulk import validate_pool
+
+    monkeypatch.setattr(validate_pool, "spare_cores", lambda: 1)  # even on a one-core runner
+    used: list[bool] = []
+    real_result = validate_pool.Validator.result
+
+    def result(self: Any, fut: Any) -> Any:
+        out = real_result(self, fut)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(validate_pool.Validator, "result", result)
     client = client_for(integration)
     lines = [
         {"resourceType": "Patient", "id": "p1", "name": [{"family": "One"}]},
@@ -176,10 +191,13 @@ def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
         {"resourceType": "Condition", "id": "c1", "code": {"text": "asthma"}, "subject": {"reference": "Patient/p-later"}},
         {"resourceType": "Observation", "status": "final", "code": {"text": "no id"}},
     ]
+    lines += [{"resourceType": "Patient", "id": f"pad{i}", "name": [{"family": "Pad"}]} for i in range(padding)]
     body = "\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines).encode() + b"\n"
     url = kick_import(client, body, django_capture_on_commit_callbacks)
     manifest = wait_manifest(client, url)
-    assert {o["type"]: o["count"] for o in manifest["output"]} == {"Patient": 1, "Observation": 1, "Condition": 1}
+    assert used and all(used) == bool(padding)  # the workers validated every batch, or none did
+    assert {o["type"]: o["count"] for o in manifest["output"]} == {"Patient": 1 + padding, "Observation": 1,
+                                                                   "Condition": 1}
     assert manifest["extension"]["rejectedLines"] == 4
     assert manifest["extension"]["conditionalReferencesUnresolved"] == 1
     assert manifest["extension"]["referencesToAbsentResources"] == 1
@@ -191,6 +209,15 @@ def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
     # The unresolved conditional reference is kept as sent; the dangling one accepted.
     assert Resource.objects.get(resource_id="o2").body["performer"][0]["reference"].startswith("Practitioner?")
     assert Resource.objects.filter(resource_id="c1").exists()
+    # One audit event per batch, naming the records it wrote (and only those).
+    from omnicare.audit.models import AuditEvent
+
+    audited: dict[str, set[str]] = {}
+    for event in AuditEvent.objects.filter(action="import"):
+        for rtype, ids in event.detail["resources"].items():
+            audited.setdefault(rtype, set()).update(ids)
+    assert audited == {"Patient": {"p1"} | {f"pad{i}" for i in range(padding)}, "Observation": {"o2"},
+                       "Condition": {"c1"}}
 
 
 def test_a_crash_mid_import_resumes_without_loss_or_duplicates(

@@ -18,6 +18,7 @@ import pytest
 from django.test import Client
 
 from omnicare.bulk.models import BulkJob
+from omnicare.bulk.services import IMPORT_BATCH
 from omnicare.fhir.models import Resource, ResourceVersion
 from tests.conftest import requires_redis
 
@@ -99,7 +100,7 @@ def test_import_survives_a_killed_worker(integration: Any, worker_env: Any, monk
 
     env, queue = worker_env
     _route(monkeypatch, queue)
-    n = 1500
+    n = 8000  # four batches of IMPORT_BATCH (2,000): the kill lands after the first commit, before the last
     body = b"".join(json.dumps({"resourceType": "Patient", "id": f"k{i}", "name": [{"family": f"K{i}"}]}).encode()
                     + b"\n" for i in range(n))
     worker = Worker(env, queue)
@@ -108,12 +109,12 @@ def test_import_survives_a_killed_worker(integration: Any, worker_env: Any, monk
         r = client.post(f"{BASE}/$import", body, content_type="application/fhir+ndjson", HTTP_PREFER="respond-async")
         assert r.status_code == 202
         job_id = r["Content-Location"].rsplit("/", 1)[1]
-        _until(lambda: BulkJob.objects.get(pk=job_id).lines_done >= 500)
+        _until(lambda: BulkJob.objects.get(pk=job_id).lines_done >= IMPORT_BATCH)
         worker.kill()  # mid-job, without any chance to clean up
     finally:
         worker.stop()
     job = BulkJob.objects.get(pk=job_id)
-    assert job.status == BulkJob.RUNNING and 500 <= job.lines_done < n, (job.status, job.lines_done)
+    assert job.status == BulkJob.RUNNING and IMPORT_BATCH <= job.lines_done < n, (job.status, job.lines_done)
     committed = job.lines_done
     assert Resource.objects.filter(resource_type="Patient").count() == committed  # checkpoint == rows
     worker = Worker(env, queue)

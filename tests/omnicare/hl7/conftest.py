@@ -160,6 +160,26 @@ def hl7_listener(transactional_db: None, hl7_listener_proc: ListenerProcess) -> 
     wait_for(lambda: not InboundMessage.objects.filter(state=InboundMessage.RECEIVED).exists(), 120,
              "the listener to finish mapping")
     time.sleep(0.2)
+    # A batch task can still be finishing (its commit, its hint) or a later task for rows the batch
+    # already took be looking: wait until no other session of this database is inside a statement or a
+    # transaction, or the TRUNCATE of the teardown deadlocks with it.
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        def idle_now() -> bool:
+            with connection.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                            "AND pid <> pg_backend_pid() AND state <> 'idle'")
+                row = cur.fetchone()
+            return row is not None and row[0] == 0
+
+        def idle() -> bool:  # twice, 0.1 s apart: a queued task may start in between
+            if not idle_now():
+                return False
+            time.sleep(0.1)
+            return idle_now()
+
+        wait_for(idle, 30, "the listener's database sessions to go idle")
     if hl7_listener_proc.proc.poll() is not None:
         pytest.fail("listener died during the test:\n" + hl7_listener_proc.log())
 

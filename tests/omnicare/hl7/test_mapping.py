@@ -266,3 +266,65 @@ def test_an_older_message_arriving_late_does_not_undo_newer_information() -> Non
     assert one("Patient")["address"][0]["line"] == ["3 New Wynd"]
     ev = AuditEvent.objects.get(detail__controlId="NG-A08-OLD")
     assert any(k.startswith("Patient/") for k in ev.detail["olderThanRecord"])
+
+
+def store(name: str, **replace: str) -> InboundMessage:
+    accepted = services.inbound_accept(raw=fixture(name, **replace).encode("utf-8"))
+    assert not isinstance(accepted, tuple), accepted[0].decode()
+    return InboundMessage.objects.get(pk=services.inbound_store(items=[accepted])[0].id)
+
+
+def test_a_batch_commits_each_good_message_and_a_bad_one_in_the_middle_writes_nothing() -> None:
+    good = store("adt_a28_person")
+    bad = store("oru_r01_prelim", **{"FL-88123^NGLAB": "", "PL-4410": ""})
+    later = store("siu_s12_book")
+    # One task named only the first: the batch takes the others that wait, in arrival order.
+    states = services.inbound_process_batch(message_ids=[good.pk])
+    assert states == {good.pk: InboundMessage.PROCESSED, bad.pk: InboundMessage.DEAD,
+                      later.pk: InboundMessage.PROCESSED}
+    rows = {r.pk: r for r in InboundMessage.objects.filter(pk__in=[good.pk, bad.pk, later.pk])}
+    assert rows[good.pk].state == rows[later.pk].state == InboundMessage.PROCESSED
+    assert rows[bad.pk].state == InboundMessage.DEAD and "OBR-3" in rows[bad.pk].last_error
+    # The bad message rolled back to its savepoint: no DiagnosticReport, no audit event; the others' are there.
+    assert not Resource.objects.filter(resource_type="DiagnosticReport").exists()
+    assert one("Appointment")["status"] == "booked"
+    audited = set(AuditEvent.objects.values_list("detail__controlId", flat=True))
+    assert parse(rows[good.pk].raw).control_id in audited and parse(rows[later.pk].raw).control_id in audited
+    assert parse(rows[bad.pk].raw).control_id not in audited
+    # The tasks queued for the other two find them done: nothing is applied twice.
+    versions, events = Resource.objects.count(), AuditEvent.objects.count()
+    assert services.inbound_process_batch(message_ids=[bad.pk, later.pk]) == {
+        bad.pk: InboundMessage.DEAD, later.pk: InboundMessage.PROCESSED}
+    assert (Resource.objects.count(), AuditEvent.objects.count()) == (versions, events)
+
+
+@pytest.mark.parametrize("name", ["adt_a01_v251", "adt_a04_v23", "adt_a40_merge", "oru_r01_final",
+                                  "oru_r01_v23_local", "rds_o13_dispense", "siu_s13_reschedule"])
+def test_the_listener_reads_enough_to_decide_exactly_like_the_full_parse(name: str) -> None:
+    from omnicare.hl7.message import check, parse_for_ack
+
+    text = decode(fixture(name).encode("utf-8"))
+    light, full = parse_for_ack(text), parse(text)
+    assert light.text == full.text
+    assert [s.name for s in light.segments] == [s.name for s in full.segments]
+    for attr in ("sender", "control_id", "message_type", "version", "separators", "processing_id"):
+        assert getattr(light, attr) == getattr(full, attr)
+    check(light)
+    no_pid3 = "\r".join(line if not line.startswith("PID") else "PID|1||" for line in full.text.split("\r"))
+    with pytest.raises(MessageError) as exc:
+        check(parse_for_ack(no_pid3))
+    assert exc.value.ack == "AE" and exc.value.location == "PID^1^3"
+
+
+def test_a_batch_sends_one_hint_naming_every_message_s_versions(monkeypatch: Any,
+                                                                 django_capture_on_commit_callbacks: Any) -> None:
+    from omnicare.sync import notify
+
+    sent: list[dict[str, Any]] = []
+    monkeypatch.setattr(notify, "send_hint", sent.append)
+    first, second = store("adt_a28_person"), store("siu_s12_book")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.inbound_process_batch(message_ids=[first.pk, second.pk])
+    assert len(sent) == 1
+    types = {c["resourceType"] for c in sent[0]["changes"]}
+    assert {"Patient", "Appointment"} <= types
