@@ -15,6 +15,7 @@ from pyclient.conflict_paths import set_path
 from pyclient.errors import ValidationFailed
 from pyclient.merge import merge
 from pyclient.sync import ConflictView
+from pyclient.views import conflicts as vc
 
 __all__ = ["conflict_list", "resolved_resource"]
 
@@ -33,32 +34,31 @@ def conflict_list(views: Sequence[ConflictView]) -> list[dict[str, Any]]:
     """Parked conflicts with base / mine / theirs per field, for the side-by-side screen."""
     out = []
     for c in views:
-        fields = [{"path": f.get("path", ""), "base": f.get("base"), "mine": f.get("theirs"), "theirs": f.get("ours")}
-                  for f in c.conflicts]
+        fields = vc.field_views(c.conflicts)  # issue 18: values in words, the Edit kind per field
         res = c.local or c.server or {}
         out.append({"entryId": c.entry_id, "resourceType": c.resource_type, "id": c.id,
                     "title": _title(c.resource_type, res),
                     "serverVersion": c.server_version, "serverDeleted": c.server is None,
                     "patientId": c.id if c.resource_type == "Patient" else ref_patient(res),
-                    "fields": fields})
+                    "fields": fields, "otherChange": vc.other_change(c.server)})
     return out
 
 
-def _edited(f: Mapping[str, Any], path: str, value: Any) -> Any:
-    """A typed-in value keeps the field's JSON type (a number stays a number)."""
-    if isinstance(f.get("ours"), (int, float)) and isinstance(value, str):
-        try:
-            return float(value) if "." in value else int(value)
-        except ValueError:
-            raise ValidationFailed("Enter a number.", fields={path: "Enter a number."}) from None
-    return value
+def _edited(f: Mapping[str, Any], path: str, value: Any, today: str) -> Any:
+    """A typed-in value, checked as the entry form would (issue 18: refused here, never later by the server,
+    so the clinician's own value is not lost); it keeps the field's JSON type (a number stays a number)."""
+    checked, problem = vc.edit_value(path, value, f.get("theirs"), f.get("ours"), today=today)
+    if problem:
+        raise ValidationFailed(problem, fields={path: problem})
+    return checked
 
 
-def resolved_resource(view: ConflictView, choices: Mapping[str, Mapping[str, Any]]) -> Any:
+def resolved_resource(view: ConflictView, choices: Mapping[str, Mapping[str, Any]], *, today: str) -> Any:
     """The record a person's choices make (``None`` = deleted), to be pushed based on the server's version.
 
     ``choices``: path -> {"pick": "mine"|"theirs"|"edit", "value": <for edit>}. Fields not in conflict
-    keep the automatic merge of both sides; a field without a choice keeps the server's.
+    keep the automatic merge of both sides; every conflicted field needs a choice (nothing is chosen for the
+    person). ``today`` (``YYYY-MM-DD``, from the caller's clock) bounds an edited birth date.
     """
     chosen: Any
     if view.server is None or view.local is None:
@@ -68,14 +68,14 @@ def resolved_resource(view: ConflictView, choices: Mapping[str, Mapping[str, Any
     chosen = json.loads(json.dumps(result.merged))
     for f in view.conflicts:
         path = str(f.get("path", ""))
-        choice = choices.get(path) or {"pick": "theirs"}
+        choice = choices.get(path) or {}
         pick = choice.get("pick")
         if pick == "theirs":
             value = f.get("ours")
         elif pick == "mine":
             value = f.get("theirs")
         elif pick == "edit":
-            value = _edited(f, path, choice.get("value"))
+            value = _edited(f, path, choice.get("value"), today)
         else:
             raise ValidationFailed("Choose keep mine, keep theirs or edit for every field.",
                                    fields={path: "Choose one."})

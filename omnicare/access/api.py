@@ -24,6 +24,7 @@ from omnicare.core.errors import Forbidden
 
 from . import services
 from .auth import api_auth
+from .roles import permissions_for, user_roles
 from .services import MfaRequired
 
 __all__ = ["MfaRequired", "router"]
@@ -45,6 +46,9 @@ class MeOut(Schema):
     isStaff: bool  # noqa: N815 - wire name
     scope: str = Field("none", description="Widest patient scope of the user's roles: all | care-team | none "
                                            "(a device asks wide-scope users for a passphrase, not a PIN)")
+    # Resource type -> allowed actions from the permission matrix (roles.permissions_for): the app offers only
+    # the controls the role allows; the server still checks every write.
+    permissions: dict[str, list[str]] = Field(default_factory=dict)
 
 
 def _me(user: Any) -> dict[str, Any]:
@@ -56,7 +60,7 @@ def _me(user: Any) -> dict[str, Any]:
     # when it cannot bind its key to hardware (pyclient.keys.unlock_secret_problem, issue 10 item 16).
     scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
-            "isStaff": bool(user.is_staff), "scope": scope}
+            "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(user_roles(user))}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

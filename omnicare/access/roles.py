@@ -148,6 +148,19 @@ def allowed_actions(role: str, resource_type: str) -> frozenset[str]:
     return frozenset(LETTER[c] for c in letters or "")
 
 
+def permissions_for(roles: frozenset[str] | set[str]) -> dict[str, list[str]]:
+    """What a user holding ``roles`` may do on each resource type, for the device to decide which controls to
+    offer (``pyclient.views.permissions``). Same rule as ``allowed_actions``: any one role allowing is enough."""
+    out: dict[str, list[str]] = {}
+    for rtype in RESOURCE_TYPES:
+        acts: set[str] = set()
+        for role in roles:
+            acts |= allowed_actions(role, rtype)
+        if acts:
+            out[rtype] = [a for a in ACTIONS if a in acts]
+    return out
+
+
 def token_only(user: Any) -> bool:
     """True if one of ``user``'s roles is bearer-token only (may not sign in to the UI)."""
     return any(ROLES[r].token_only for r in user_roles(user))

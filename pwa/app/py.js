@@ -47,14 +47,23 @@ BrowserApp(idb=omnicare_js.idb, crypto=omnicare_js.crypto, http=omnicare_js.http
 `);
     mark("import");
     const bootMs = performance.now() - t0;
+    const inflight = new Set(); // calls into Python not yet answered
     return {
       pyodide,
       bootMs,
       timings,
       async call(name, args = {}) {
-        const out = JSON.parse(await app.call(name, JSON.stringify(args)));
+        const running = app.call(name, JSON.stringify(args));
+        inflight.add(running);
+        let raw;
+        try { raw = await running; } finally { inflight.delete(running); }
+        const out = JSON.parse(raw);
         if (out.error) throw new PyError(out.error);
         return out.ok;
+      },
+      /** Every call in progress has finished (issue 18: the lock never cuts a save in half), or timeoutMs passed. */
+      settled(timeoutMs = 15000) {
+        return Promise.race([Promise.allSettled([...inflight]), new Promise((r) => setTimeout(r, timeoutMs))]);
       },
     };
   })();

@@ -32,17 +32,27 @@ export function field(label, input, { hint, name } = {}) {
     input, err);
 }
 
+// Issue 18: a message that looks technical (an exception, JSON, "null") is never shown as it is. Python words
+// every message it sends; this is the net for errors raised in the browser itself (a failed fetch, a TypeError).
+const TECHNICAL = /\bnull\b|\bundefined\b|\bNone\b|Traceback|Exception|Error:|[{}]|\[object /;
+const UNEXPECTED = "Something went wrong on this device and that action did not finish. Your saved changes are safe. Try again; if it keeps happening, tell your administrator.";
+export function plain(text) {
+  const t = String(text ?? "").trim();
+  if (!t || TECHNICAL.test(t)) { if (t) console.warn("message not shown:", t); return UNEXPECTED; }
+  return t;
+}
+
 export function showErrors(form, err) {
   for (const e of form.querySelectorAll(".field-error")) e.textContent = "";
   for (const i of form.querySelectorAll("[aria-invalid]")) i.removeAttribute("aria-invalid");
   const msg = form.querySelector(".form-error");
-  if (msg) msg.textContent = err ? err.message : "";
+  if (msg) msg.textContent = err ? plain(err.message) : "";
   if (!err) return;
   let first = null;
   for (const [name, text] of Object.entries(err.fields || {})) {
     const wrap = form.querySelector(`[data-field="${CSS.escape(name)}"]`);
     if (!wrap) { if (msg && name === "form") msg.textContent = text; continue; }
-    wrap.querySelector(".field-error").textContent = text;
+    wrap.querySelector(".field-error").textContent = plain(text);
     const input = wrap.querySelector("input,select,textarea");
     if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
   }
@@ -51,7 +61,8 @@ export function showErrors(form, err) {
 
 export function screen(title, ...content) {
   const main = document.getElementById("main");
-  main.replaceChildren(h("h1", { class: "sr-only" }, title), ...content);
+  // Optional parts come as null: never let one reach the screen as the text "null".
+  main.replaceChildren(h("h1", { class: "sr-only" }, title), ...content.flat().filter((c) => c != null && c !== false));
   document.title = `${title} · OmniCare`;
   return main;
 }
@@ -64,35 +75,28 @@ export function formFields(form) {
 
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "never");
 
-/** The always-visible status pill. */
-export function renderStatus(s, { online, persistRefused }) {
+/** The always-visible status pill. Words and state from Python (s.view: pyclient.views.status); only the time
+ * is formatted here (the browser knows the locale). */
+export function renderStatus(s, { online }) {
   const box = document.getElementById("sync");
   const text = box.querySelector(".sync-text");
-  let cls = "ok", label;
-  if (s.locked) { cls = "idle"; label = online ? "Online · locked" : "Offline · locked"; }
+  let cls, label, review = null;
+  if (s.locked || !s.view) { cls = "idle"; label = `${online ? "Online" : "Offline"} · locked`; }
   else {
-    const parts = [online ? "Online" : "Offline"];
-    if (s.syncing) parts.push("syncing…");
-    if (s.pending) parts.push(`${s.pending} change${s.pending === 1 ? "" : "s"} pending`);
-    if (s.conflicted) parts.push(`${s.conflicted} conflict${s.conflicted === 1 ? "" : "s"}`);
-    if (s.rejected) parts.push(`${s.rejected} rejected`);
-    if (s.unreadableChanges) parts.push(`${s.unreadableChanges} change${s.unreadableChanges === 1 ? "" : "s"} could not be read`);
-    if (s.unverified) parts.push(`${s.unverified} record${s.unverified === 1 ? "" : "s"} not verified`);
-    if (s.needsLogin) parts.push("sign in to sync");
-    else if (s.lastError && online && s.lastError !== "offline") parts.push(`error: ${s.lastError}`);
-    if (!s.pending && !s.conflicted && !s.rejected && s.synced) parts.push(`synced ${fmtTime(s.lastSuccess)}`);
-    else parts.push(`last sync ${fmtTime(s.lastSuccess)}`);
-    label = parts.join(" · ");
-    cls = !online ? "offline" : s.unreadableChanges || s.unverified || s.conflicted || s.rejected || (s.lastError && s.lastError !== "offline") || s.needsLogin ? "warn" : s.pending ? "pending" : "ok";
+    const v = online ? s.view.online : s.view.offline;
+    cls = v.state;
+    label = v.text + (v.timeLabel ? ` · ${v.timeLabel} ${fmtTime(s.lastSuccess)}` : "");
+    review = v.review;
   }
-  if (persistRefused) label += " · storage not persistent";
   box.dataset.state = cls;
   box.dataset.pending = String(s.pending || 0);
+  box.dataset.rejected = String(s.rejected || 0);
   box.dataset.synced = String(!!s.synced);
   text.textContent = label;
+  // One "Review" link: conflicts first (they block the record), then refused changes (issue 18).
   const link = box.querySelector("a");
-  if (s.conflicted && !link) box.append(h("a", { href: "#/conflicts", class: "conflict-link" }, "Review"));
-  if (!s.conflicted && link) link.remove();
+  if (link && link.getAttribute("href") !== review) link.remove();
+  if (review && !box.querySelector("a")) box.append(h("a", { href: review, class: "conflict-link" }, "Review"));
 }
 
 export function progress(show, received, fraction) {
@@ -119,7 +123,7 @@ export function banner(message, { kind = "error", action } = {}) {
   if (!message) { b.hidden = true; b.replaceChildren(); return; }
   b.hidden = false;
   b.dataset.kind = kind;
-  b.replaceChildren(...[h("span", {}, message), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
+  b.replaceChildren(...[h("span", {}, plain(message)), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
     h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕")].filter(Boolean));
 }
 
@@ -149,7 +153,9 @@ function labFlag(v) {
   return FLAG_WORDS[v.flag] || (v.critical ? "critical" : "abnormal");
 }
 
+let conflictIds = new Set(); // ids in conflict on the chart being drawn (issue 18): "conflict", not "pending sync"
 function pendingBadge(item) {
+  if (conflictIds.has(item.id)) return h("a", { class: "badge conflict", href: "#/conflicts" }, "conflict");
   return item.pending ? badge("pending sync", "pending") : null;
 }
 
@@ -193,9 +199,12 @@ function unverified(n, one, many) {
 }
 
 export function chartScreen(c, { onAllergy, onMed }) {
+  conflictIds = new Set(c.conflictIds || []);
   const p = c.patient;
   const unv = (c.integrity && c.integrity.byType) || {};
   const pid = encodeURIComponent(p.id);
+  const can = { recordVitals: true, addAllergy: true, updateAllergy: true, startMedication: true, changeMedication: true,
+    stopMedication: true, writeNote: true, editDetails: true, ...(c.actions || {}) };
   const header = h("section", { class: "card patient-head" },
     h("div", { class: "avatar big", "aria-hidden": "true" }, (p.given[0] || "") + (p.family[0] || "")),
     h("div", { class: "who" },
@@ -206,22 +215,22 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("div", {}, h("dt", {}, "Gender"), h("dd", {}, p.gender || "—")),
         h("div", {}, h("dt", {}, "Phone"), h("dd", { id: "phone" }, p.phone || "—")),
         h("div", {}, h("dt", {}, "Address"), h("dd", {}, p.address || "—")))),
-    h("div", { class: "head-actions" },
-      actionLink(`#/patient/${pid}/vitals`, "Record vitals"),
-      actionLink(`#/patient/${pid}/allergy`, "Add allergy"),
-      actionLink(`#/patient/${pid}/medication`, "Start medication"),
-      actionLink(`#/patient/${pid}/note`, "Write note"),
-      h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details")));
+    h("div", { class: "head-actions" }, // only what the role allows (c.actions: server matrix, issue 18)
+      can.recordVitals ? actionLink(`#/patient/${pid}/vitals`, "Record vitals") : null,
+      can.addAllergy ? actionLink(`#/patient/${pid}/allergy`, "Add allergy") : null,
+      can.startMedication ? actionLink(`#/patient/${pid}/medication`, "Start medication") : null,
+      can.writeNote ? actionLink(`#/patient/${pid}/note`, "Write note") : null,
+      can.editDetails ? h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details") : null));
 
   const allergies = section("Allergies", null, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
-      h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
+      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
         h("select", { "aria-label": `Criticality of ${a.substance}`, class: "crit", onchange: (e) => onAllergy(a.id, { criticality: e.target.value }) },
-          ["low", "high", "unable-to-assess"].map((v) => h("option", { value: v, selected: v === a.criticality }, v === "unable-to-assess" ? "unknown" : v)))),
-      h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
+          ["low", "high", "unable-to-assess"].map((v) => h("option", { value: v, selected: v === a.criticality }, v === "unable-to-assess" ? "unknown" : v)))) : null,
+      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
         h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
-          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v))))))) : h("p", { class: "empty" }, unv.AllergyIntolerance
+          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v)))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
       ? "The allergy list could not be verified on this device: do not rely on it until it is downloaded again."
       : "No known allergies recorded."));
 
@@ -234,7 +243,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
       h("div", { class: "grow" }, h("strong", {}, m.name), h("small", {}, (m.dosage ? " — " + m.dosage : "") + (m.reason ? ` · ${m.status}: ${m.reason}` : "")), " ", pendingBadge(m)),
       badge(m.status, m.status === "active" ? "active" : ""),
       m.status === "active" || m.dispensed ? badge(m.dispensed ? `dispensed ${m.dispensed === "yes" ? "" : m.dispensed}`.trim() : "not dispensed", m.dispensed ? "dispensed" : "undispensed") : null,
-      m.status === "active" ? h("span", { class: "row-actions" },
+      m.status === "active" && can.changeMedication ? h("span", { class: "row-actions" },
         h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),
         h("button", { type: "button", class: "btn small ghost danger-text", onclick: () => onMed(m, "stop") }, "Stop")) : null))) : h("p", { class: "empty" }, "No medications."));
 
@@ -321,46 +330,4 @@ export function select(name, options, selected) {
   return h("select", { name }, options.map(([v, label]) => h("option", { value: v, selected: v === selected }, label)));
 }
 
-function show(v) {
-  if (v === null || v === undefined) return "(not set)";
-  return typeof v === "string" ? v : JSON.stringify(v);
-}
-
-export function conflictScreen(conflicts, { onResolve }) {
-  if (!conflicts.length) return [h("section", { class: "card" }, h("h2", {}, "Conflicts"), h("p", { class: "empty" }, "No conflicts. Everything you changed has been merged."))];
-  return conflicts.map((c) => {
-    const rows = c.fields.map((f, n) => {
-      const name = `pick-${n}`;
-      const editable = typeof f.theirs !== "object" || f.theirs === null;
-      const edit = h("input", { type: "text", class: "edit-value", "aria-label": `Edited value for ${f.path || "the whole record"}`, value: editable ? show(f.mine ?? "") : "", disabled: true });
-      const radio = (pick, label, checked) => h("label", { class: "pick" }, h("input", { type: "radio", name, value: pick, checked, onchange: () => { edit.disabled = pick !== "edit"; } }), label);
-      return h("tr", { dataset: { path: f.path } },
-        h("th", { scope: "row" }, f.path || "(whole record)"),
-        h("td", { class: "base" }, show(f.base)),
-        h("td", { class: "mine" }, show(f.mine)),
-        h("td", { class: "theirs" }, show(f.theirs)),
-        h("td", {}, h("fieldset", {}, h("legend", { class: "sr-only" }, `Resolve ${f.path}`),
-          radio("mine", "Keep mine", true), radio("theirs", "Keep theirs", false), editable ? radio("edit", "Edit", false) : null, editable ? edit : null)));
-    });
-    const form = h("form", { class: "card conflict", dataset: { entry: c.entryId } },
-      h("div", { class: "card-head" }, h("h2", {}, c.title), c.patientId ? h("a", { href: `#/patient/${encodeURIComponent(c.patientId)}`, class: "btn small ghost" }, "Open chart") : null),
-      h("p", { class: "muted" }, `You and someone else changed the same field. Theirs is the server's version ${c.serverVersion ?? ""}. Choose per field; the result is saved as a new version.`),
-      h("p", { class: "form-error", role: "alert" }),
-      h("div", { class: "table-wrap" }, h("table", { class: "conflict-table" },
-        h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Field"), h("th", { scope: "col" }, "Base"), h("th", { scope: "col" }, "Mine"), h("th", { scope: "col" }, "Theirs"), h("th", { scope: "col" }, "Decision"))),
-        h("tbody", {}, rows))),
-      h("div", { class: "actions" }, h("button", { class: "btn", type: "submit" }, "Save resolution")));
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      const choices = {};
-      c.fields.forEach((f, n) => {
-        const pick = form.querySelector(`input[name="pick-${n}"]:checked`).value;
-        const row = form.querySelectorAll("tbody tr")[n];
-        const value = pick === "edit" ? row.querySelector(".edit-value").value : undefined;
-        choices[f.path] = { pick, value };
-      });
-      try { await onResolve(c.entryId, choices); } catch (err) { form.querySelector(".form-error").textContent = err.message; }
-    });
-    return form;
-  });
-}
+// The conflict screen lives in screens/conflicts.js (issue 18).

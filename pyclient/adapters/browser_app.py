@@ -82,11 +82,17 @@ from pyclient.sync import (
     RecordsClear,
     SyncMachine,
 )
+from pyclient.views.rejected import rejected_banner
+from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
+from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
+
+UNEXPECTED = ("Something went wrong on this device and that action did not finish. Your saved changes are safe. "
+              "Try again; if it keeps happening, tell your administrator.")
 
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
@@ -143,7 +149,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin):
+class BrowserApp(CdsMixin, ChartMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -217,11 +223,12 @@ class BrowserApp(CdsMixin):
             return json.dumps({"error": {"kind": "wrong_pin", "message": "That PIN is not correct."}})
         except StorageFull as exc:
             return json.dumps({"error": {"kind": "quota", "message": str(exc)}})
-        except Exception as exc:  # the UI shows a generic message; details go to the console only
+        except Exception:  # the UI shows a generic message; details go to the console only
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()
-            return json.dumps({"error": {"kind": "bug", "message": f"{type(exc).__name__}: {exc}"}})
+            # Never the exception text on screen (issue 18): a sentence, the details stay in the console.
+            return json.dumps({"error": {"kind": "bug", "message": UNEXPECTED}})
 
     def _require_unlocked(self) -> SyncMachine:
         if self.machine is None or self._keyring is None:
@@ -399,6 +406,7 @@ class BrowserApp(CdsMixin):
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")}, outbox=outbox)
+        await self._load_permissions()  # issue 18 hook (browser_chart)
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -1050,7 +1058,10 @@ class BrowserApp(CdsMixin):
         def pending(r: Mapping[str, Any]) -> bool:
             return machine.has_pending_edit(str(r.get("resourceType")), str(r.get("id")))
 
-        return {**cv.chart_view(patient, resources, pending), "integrity": self._integrity_notice(patient_id)}
+        return {**cv.chart_view(patient, resources, pending), "integrity": self._integrity_notice(patient_id),
+                # issue 18 hooks (browser_chart): the role's controls, refused changes, "conflict" marks
+                "actions": self._chart_actions(), "rejected": self.rejected(patient_id),
+                "conflictIds": sorted({v.id for v in machine.conflicts()})}
 
     async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
         """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
@@ -1085,6 +1096,7 @@ class BrowserApp(CdsMixin):
     async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
                     *, create: bool) -> dict[str, Any]:
         machine = self._require_writable()
+        self._check_may(resource_type, "create" if create else "delete" if resource is None else "update")  # issue 18
         base_version: int | None = None
         base: dict[str, Any] | None = None
         if not create:
@@ -1203,6 +1215,10 @@ class BrowserApp(CdsMixin):
 
     # -- sync ------------------------------------------------------------------------
 
+    def persistence_note(self) -> str:
+        """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""
+        return PERSISTENCE_NOTE
+
     def status(self) -> dict[str, Any]:
         """What the always-visible status bar shows."""
         if self.machine is None:
@@ -1220,11 +1236,13 @@ class BrowserApp(CdsMixin):
             if records:
                 parts.append(f"{records} record{'s' if records != 1 else ''} could not be verified, re-downloading")
             synced, text = False, "; ".join(parts)
-        return {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
-                "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
-                "unverified": records, "unreadableChanges": changes,
-                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
-                "nextWake": self.machine.next_wake(_now())}
+        out: dict[str, Any] = {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
+               "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
+               "unverified": records, "unreadableChanges": changes,
+               "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
+               "nextWake": self.machine.next_wake(_now())}
+        out["view"] = status_views(out)  # issue 18: the status line in words (pyclient.views.status)
+        return out
 
     async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
         """POST through JS ``http``; raises :class:`DeviceRevoked` when the server orders a wipe."""
@@ -1280,7 +1298,7 @@ class BrowserApp(CdsMixin):
         if conflicts:
             self._emit({"type": "conflict", "count": len(conflicts)})
         if rejected:
-            self._emit({"type": "rejected", "reasons": [r.reason for r in rejected]})
+            self._emit({"type": "rejected", "count": len(rejected), "message": rejected_banner(len(rejected))})
         return self.status()
 
     async def _adopt_conflicts(self, machine: SyncMachine) -> list[Effect]:
@@ -1466,7 +1484,7 @@ class BrowserApp(CdsMixin):
         view = next((c for c in machine.conflicts() if c.entry_id == entry_id), None)
         if view is None:
             raise AppError("This conflict was already resolved.", kind="not_found")
-        chosen = cc.resolved_resource(view, choices)
+        chosen = cc.resolved_resource(view, choices, today=date.today().isoformat())  # issue 18: Edit is validated
         effects = machine.resolve_conflict(now=_now(), entry_id=entry_id, resource=chosen,
                                            mutation_id=str(uuid.uuid4()))
         await self._commit(effects)

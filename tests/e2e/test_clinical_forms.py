@@ -124,11 +124,11 @@ def test_conflict_resolved_with_an_edited_value(new_context: Any, server: Server
     wait_status(b, "d.state === 'warn' && Number(d.pending) === 0", timeout=60_000)
     b.goto("/#/conflicts")
     b.wait_for_selector("form.conflict")
-    row = b.locator("form.conflict tbody tr[data-path='criticality']")
+    row = b.locator("form.conflict [data-path='criticality']")
     row.locator("input[value=edit]").check()
-    edit = row.locator("input.edit-value")
+    edit = row.locator(".edit-value")  # a choice of the field's own values (issue 18: the same choices as the form)
     assert edit.is_enabled()
-    edit.fill(base)  # neither mine nor theirs: the person's own value
+    edit.select_option(base)  # neither mine nor theirs: the person's own value
     shot(b, "24-conflict-edit")
     b.click("form.conflict button[type=submit]")
     b.wait_for_selector("text=No conflicts")

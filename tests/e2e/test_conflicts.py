@@ -27,6 +27,10 @@ def _shared_allergy(server: Server) -> tuple[str, str]:
 
 def _set(page: Any, aid: str, which: str, value: str) -> None:
     page.select_option(f'#allergies li[data-id="{aid}"] select.{which}', value)
+    # Issue 18: a one-tap change asks first; the question names the allergy and the new value.
+    page.wait_for_selector("dialog.dialog[open]")
+    page.click("dialog.dialog button[value=ok]")
+    page.wait_for_selector("dialog.dialog", state="detached")
 
 
 def _poll_server(server: Server, path: str, ok: Any, timeout: float = 45) -> dict[str, Any]:
@@ -100,11 +104,13 @@ def test_merge_and_conflict_between_two_clinicians(new_context: Any, server: Ser
     wait_status(b, "d.state === 'warn' && Number(d.pending) === 0", timeout=60_000)
     b.goto("/#/conflicts")
     b.wait_for_selector("form.conflict")
-    row = b.locator("form.conflict tbody tr[data-path='criticality']")
+    row = b.locator("form.conflict [data-path='criticality']")  # issue 18: values in words, nothing preselected
+    words = {"low": "Low", "high": "High", "unable-to-assess": "Unable to assess"}
     assert row.count() == 1
-    assert "unable-to-assess" in row.locator("td.mine").inner_text()
-    assert second in row.locator("td.theirs").inner_text()
-    assert first in row.locator("td.base").inner_text()
+    assert "Unable to assess" in row.locator(".side.mine").inner_text()
+    assert words[second] in row.locator(".side.theirs").inner_text()
+    assert words[first] in row.locator(".side.base").inner_text()
+    assert row.locator("input:checked").count() == 0
     shot(b, "06-conflict")
     hints_before = a.evaluate("() => window.omnicare.runner.hints || 0")
     row.locator("input[value=mine]").check()

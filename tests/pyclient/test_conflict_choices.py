@@ -6,10 +6,15 @@ from typing import Any
 
 import pytest
 
-from pyclient.conflict_choices import conflict_list, resolved_resource
+from pyclient.conflict_choices import conflict_list
+from pyclient.conflict_choices import resolved_resource as _resolved
 from pyclient.errors import ValidationFailed
 from pyclient.merge import merge
 from pyclient.sync import ConflictView
+
+
+def resolved_resource(view: ConflictView, choices: Any) -> Any:
+    return _resolved(view, choices, today="2026-12-01")  # the device's date (issue 18: an edited date is checked)
 
 
 def _view(base: Any, server: Any, local: Any) -> ConflictView:
@@ -27,7 +32,10 @@ LOCAL = {**BASE, "criticality": "unable-to-assess"}
 def test_the_list_says_mine_and_theirs_in_the_clinicians_words() -> None:
     (row,) = conflict_list([_view(BASE, SERVER, LOCAL)])
     assert row["title"] == "Allergy: Penicillin" and row["patientId"] == "p1" and row["serverVersion"] == 4
-    assert row["fields"] == [{"path": "criticality", "base": "low", "mine": "unable-to-assess", "theirs": "high"}]
+    (f,) = row["fields"]  # issue 18: in words, as the chart says them
+    assert (f["path"], f["label"], f["base"], f["mine"], f["theirs"]) == (
+        "criticality", "Criticality", "Low", "Unable to assess", "High")
+    assert f["edit"]["kind"] == "select" and row["otherChange"].startswith("The other change was saved by")
 
 
 @pytest.mark.parametrize(("choice", "expected"), [
@@ -39,8 +47,9 @@ def test_each_choice_lands_on_the_servers_version(choice: dict[str, Any], expect
     assert out["meta"] == {"versionId": "4"} and out["recordedDate"] == "2026-01-01"  # the rest: merged
 
 
-def test_no_choice_keeps_the_servers_value_and_a_bad_pick_is_refused() -> None:
-    assert resolved_resource(_view(BASE, SERVER, LOCAL), {})["criticality"] == "high"
+def test_no_choice_and_a_bad_pick_are_refused() -> None:
+    with pytest.raises(ValidationFailed, match="Choose"):  # issue 18: nothing is chosen for the person
+        resolved_resource(_view(BASE, SERVER, LOCAL), {})
     with pytest.raises(ValidationFailed):
         resolved_resource(_view(BASE, SERVER, LOCAL), {"criticality": {"pick": "both"}})
 

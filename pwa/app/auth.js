@@ -1,0 +1,239 @@
+// Sign-in, offline PIN, unlock/lock, sign-out and the idle lock (automatic logoff).
+import * as net from "./net.js";
+import * as idb from "./idb.js";
+import * as webauthn from "./webauthn.js"; // trust: hardware-bound unlock (WebAuthn PRF)
+import { state, channel, hooks, idleMinutes } from "./state.js";
+import { route } from "./routes.js";
+import { h, field, screen, progress, banner, confirmDialog, formScreen, input, showErrors } from "./ui.js";
+
+const onStatus = (s) => hooks.onStatus(s);
+
+// ---------------------------------------------------------------- sign in / PIN
+export function signInScreen(message) {
+  document.getElementById("usernav").hidden = true;
+  const pill = document.getElementById("sync");
+  pill.dataset.state = navigator.onLine ? "idle" : "offline";
+  pill.querySelector(".sync-text").textContent = `${navigator.onLine ? "Online" : "Offline"} · signed out`;
+  const user = input({ name: "username", autocomplete: "username", required: true, autocapitalize: "none" });
+  const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
+  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
+  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
+  codeField.hidden = true; // shown when the server asks for the second factor
+  const form = formScreen("Sign in", null, [
+    h("p", { class: "muted" }, navigator.onLine ? "Sign in with your OmniCare account. The first sign-in on a device sets an offline PIN." : "You are offline. The first sign-in on a device needs a connection."),
+    field("Username", user, { name: "username" }), field("Password", pass, { name: "password" }), codeField,
+  ], {
+    cancelHref: "#/",
+    submit: async ({ username, password, code: totp }) => {
+      if (!username || !password) throw Object.assign(new Error("Enter your username and password."), { fields: { username: username ? "" : "Required.", password: password ? "" : "Required." } });
+      if (!navigator.onLine) throw new Error("You are offline. Connect to sign in.");
+      const r = await net.login(username.trim(), password, codeField.hidden ? "" : (totp || "").trim());
+      if (r.mfaRequired) {
+        const first = codeField.hidden;
+        codeField.hidden = false;
+        code.focus();
+        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
+      }
+      if (r.status !== 200) throw new Error(net.loginError(r));
+      state.username = r.json.username;
+      state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
+      state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
+      const info = await state.py.call("boot");
+      if (info.hasKeyring) {
+        if (info.username && info.username !== state.username) {
+          const ok = await confirmDialog("Another user's data is on this device", `Signing in as ${state.username} removes ${info.username}'s offline data from this device.`, "Remove and continue", { danger: true });
+          if (!ok) return;
+          await state.py.call("wipe");
+          return pinSetupScreen();
+        }
+        return unlockScreen("Signed in. Enter your offline PIN to unlock.");
+      }
+      pinSetupScreen();
+    },
+  });
+  form.querySelector(".actions a").remove();
+  form.querySelector("button[type=submit]").textContent = "Sign in";
+  form.id = "signin";
+  screen("Sign in", h("div", { class: "narrow" }, form));
+  if (message) showErrors(form, { message });
+  user.focus();
+}
+
+/** Session expired while unlocked: sign in again (no PIN change, local data untouched), then sync. */
+export function reauthScreen() {
+  const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
+  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
+  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
+  codeField.hidden = true;
+  const form = formScreen("Sign in to sync", null, [
+    h("p", { class: "muted" }, `Signed in on this device as ${state.username}. Enter your password to resume syncing.`),
+    field("Password", pass, { name: "password" }), codeField,
+  ], {
+    cancelHref: "#/patients",
+    submit: async ({ password, code: totp }) => {
+      const r = await net.login(state.username, password, codeField.hidden ? "" : (totp || "").trim());
+      if (r.mfaRequired) {
+        const first = codeField.hidden;
+        codeField.hidden = false;
+        code.focus();
+        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
+      }
+      if (r.status !== 200) throw new Error(net.loginError(r));
+      await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
+      state.reauthShown = false;
+      location.hash = "#/patients";
+      state.runner.kick("reauth");
+    },
+  });
+  form.id = "reauth";
+  screen("Sign in", h("div", { class: "narrow" }, form));
+  pass.focus();
+}
+
+export function pinSetupScreen() {
+  const pin = input({ name: "pin", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
+  const again = input({ name: "pin2", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
+  const form = formScreen("Set your offline PIN", null, [
+    h("p", { class: "muted" }, "This PIN unlocks the encrypted patient data on this device when you are offline. It never leaves the device and cannot be recovered: if you forget it, sign in again online."),
+    field("New PIN", pin, { name: "pin", hint: "At least 6 digits, or a passphrase of 8+ characters." }),
+    field("Repeat PIN", again, { name: "pin2" }),
+  ], {
+    cancelHref: "#/",
+    submit: async ({ pin: p1, pin2 }) => {
+      if (p1 !== pin2) throw Object.assign(new Error("The PINs do not match."), { fields: { pin2: "Does not match the PIN above." } });
+      setBusy("Protecting the device key with your PIN…");
+      try {
+        const prf = await webauthn.enroll(state.username); // trust: second wrapping by the authenticator, if any
+        state.deviceId = (await state.py.call("setup_pin", { pin: p1, username: state.username, scope: state.scope || "care-team", prf })).deviceId;
+      } finally { setBusy(null); }
+      await unlocked({ first: true });
+    },
+  });
+  form.querySelector(".actions a").remove();
+  form.querySelector("button[type=submit]").textContent = "Set PIN";
+  form.id = "pin-setup";
+  screen("Set PIN", h("div", { class: "narrow" }, form));
+  pin.focus();
+}
+
+export function unlockScreen(message) {
+  document.getElementById("usernav").hidden = true;
+  onStatus({ locked: true });
+  const pin = input({ name: "pin", type: "password", inputmode: "numeric", autocomplete: "current-password", required: true });
+  const form = formScreen("Unlock", null, [
+    h("p", { class: "muted" }, `${state.username ? state.username + ": e" : "E"}nter your offline PIN to open the encrypted records on this device.`),
+    field("PIN", pin, { name: "pin" }),
+  ], {
+    cancelHref: "#/",
+    submit: async ({ pin: p }) => {
+      setBusy("Unlocking…");
+      try {
+        const prf = await webauthn.unlockSecret(state.py).catch(() => null); // trust: hardware-bound key
+        await state.py.call("unlock", { pin: p, prf });
+      } catch (err) {
+        // The message says how long to wait / how many tries are left (pyclient.pinguard).
+        if (err.kind === "wrong_pin") throw Object.assign(new Error(err.message || "That PIN is not correct."), { fields: { pin: "Wrong PIN." } });
+        if (err.kind === "wiped") setTimeout(() => location.reload(), 2000); // data erased: back to sign-in
+        throw err;
+      } finally { setBusy(null); }
+      await unlocked({ first: false });
+    },
+  });
+  const forgot = form.querySelector(".actions a");
+  forgot.textContent = "Forgot PIN";
+  forgot.removeAttribute("href");
+  forgot.setAttribute("role", "button");
+  forgot.tabIndex = 0;
+  forgot.addEventListener("click", signOut);
+  form.querySelector("button[type=submit]").textContent = "Unlock";
+  form.id = "unlock";
+  screen("Unlock", h("div", { class: "narrow" }, form));
+  if (message) form.querySelector(".form-error").textContent = message;
+  pin.focus();
+}
+
+export function setBusy(text) {
+  document.body.classList.toggle("busy", !!text);
+  document.body.setAttribute("aria-busy", text ? "true" : "false");
+}
+
+export async function unlocked({ first }) {
+  state.unlocked = true;
+  document.getElementById("usernav").hidden = false;
+  if (navigator.storage && navigator.storage.persist) {
+    navigator.storage.persisted().then((p) => p || navigator.storage.persist()).then(async (granted) => {
+      state.persistRefused = !granted;
+      // Said once per device, with what to do (issue 18), not on every status.
+      if (!granted && !localStorage.getItem("omnicare.persistExplained")) {
+        localStorage.setItem("omnicare.persistExplained", "1");
+        const note = await state.py.call("persistence_note").catch(() => null);
+        if (note) banner(note, { kind: "info" });
+      }
+    }).catch(() => {});
+  }
+  if (state.permissions) { // from this sign-in: which controls the role allows (server matrix)
+    await state.py.call("set_permissions", { permissions: state.permissions }).catch(() => {});
+    state.permissions = null;
+  }
+  const done = await state.py.call("first_sync_done");
+  if (!done) {
+    state.firstSync = true;
+    progress(true, 0, null);
+    screen("First sync", h("section", { class: "card center", id: "first-sync" }, h("div", { class: "spinner", "aria-hidden": "true" }),
+      h("h2", {}, "Downloading your patients"), h("p", { class: "muted" }, "Records are encrypted on this device as they arrive. You can keep this tab open while it finishes.")));
+    state.runner.active = !state.updateReady;
+    state.runner.connectWs(); // its "ready" message gives the feed head for the progress bar
+    await new Promise((r) => setTimeout(r, 300));
+    await state.runner.kick("first", { first: true });
+    state.firstSync = false;
+    progress(false);
+    const ok = await state.py.call("first_sync_done");
+    if (!ok) banner(navigator.onLine ? "The first sync did not finish. It will retry automatically." : "You are offline: the first sync will start when the connection returns.", { kind: "warn" });
+  }
+  if (!state.updateReady) state.runner.start();
+  if (!location.hash || location.hash === "#/" || location.hash === "#") location.hash = "#/patients";
+  else route();
+}
+
+export async function lock(reason) {
+  if (!state.unlocked) return;
+  state.unlocked = false;
+  state.query = ""; // a search may contain a patient's name
+  state.runner.stop();
+  await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
+  await state.py.call("lock");
+  unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
+}
+
+export async function signOut() {
+  // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.views.rejected).
+  let warn = null;
+  try { warn = await state.py.call("sign_out_warning"); } catch { /* locked */ }
+  let outbox = 0;
+  try { outbox = await idb.outboxCount(); } catch { /* no db */ }
+  const unsynced = Math.max(warn?.unsent || 0, outbox);
+  const lost = warn?.message || `${unsynced} change${unsynced === 1 ? " has" : "s have"} not reached the server yet. Signing out removes ${unsynced === 1 ? "it" : "them"} from this device for good. Sync first if you can.`;
+  const ok = await confirmDialog("Sign out and remove local data?",
+    unsynced ? lost : "All patient data is removed from this device. You need a connection to sign in again.",
+    unsynced ? "Discard changes and sign out" : "Sign out", { danger: !!unsynced });
+  if (!ok) return;
+  state.runner?.stop();
+  state.unlocked = false;
+  const told = navigator.onLine && (await net.serverSignOut());
+  await state.py.call("wipe");
+  state.deviceId = null; // trust: the wiped device's id is gone, so its session cookie reads nothing
+  if (!told) net.markSignOutPending(); // completed against the server first thing when next online
+  channel?.postMessage({ type: "signed-out" });
+  location.hash = "#/";
+  signInScreen();
+}
+
+// ---------------------------------------------------------------- idle lock (automatic logoff)
+export function startIdleTimer() {
+  let last = Date.now();
+  for (const ev of ["pointerdown", "keydown", "touchstart", "wheel"]) window.addEventListener(ev, () => { last = Date.now(); }, { passive: true });
+  setInterval(() => {
+    if (state.unlocked && Date.now() - last > idleMinutes() * 60000) lock("idle");
+  }, 2000);
+}
+

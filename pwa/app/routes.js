@@ -1,0 +1,115 @@
+// Hash routing and the list / chart / conflict screens.
+import { state, hooks } from "./state.js";
+import { cdsPanel } from "./cds.js";
+import { reauthScreen } from "./auth.js";
+import { formRoute } from "./forms.js";
+import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
+import { conflictScreen } from "./screens/conflicts.js";
+import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
+
+// ---------------------------------------------------------------- routing
+export function route() {
+  if (!state.unlocked) return;
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  state.route = parts;
+  if (parts[0] === "patient" && parts[1]) {
+    if (parts[2]) return formRoute(parts[1], parts[2]);
+    return showChart(parts[1]);
+  }
+  if (parts[0] === "conflicts") return showConflicts();
+  if (parts[0] === "rejected") return showRejected();
+  if (parts[0] === "signin") return reauthScreen();
+  return showPatients();
+}
+
+export function refreshView(ids) {
+  if (!state.unlocked || state.firstSync) return;
+  const parts = state.route || [];
+  if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
+  if (document.activeElement && document.activeElement.matches("select")) return;
+  if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
+  else if (parts[0] === "conflicts") showConflicts();
+  else if (parts[0] === "rejected") showRejected();
+  else showPatients({ keepFocus: true });
+}
+
+export async function showPatients({ keepFocus = false } = {}) {
+  const run = async (q) => {
+    state.query = q;
+    let r;
+    try { r = await state.py.call("search", { text: q }); } catch (err) { banner(err.message); return; }
+    const hadFocus = document.activeElement?.id === "q";
+    const pos = document.activeElement?.selectionStart;
+    screen("Patients", ...patientList({ ...r, query: q, onSearch: run }));
+    if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
+      const i = document.getElementById("q");
+      i.focus();
+      if (pos != null) i.setSelectionRange(pos, pos);
+    }
+  };
+  await run(state.query);
+}
+
+export async function showChart(id, { keepScroll = false } = {}) {
+  let c;
+  try { c = await state.py.call("chart", { patient_id: id }); } catch (err) {
+    screen("Not found", h("section", { class: "card" }, h("h2", {}, "Patient not available"), h("p", {}, plain(err.message)), h("a", { class: "btn", href: "#/patients" }, "Back to patients")));
+    return;
+  }
+  const y = window.scrollY;
+  const parts = chartScreen(c, {
+    onAllergy: async (aid, change) => {
+      // One tap on a dropdown is not a decision: ask first, in Python's words (issue 18, item 9).
+      const a = c.allergies.find((x) => x.id === aid) || {};
+      const [field, value] = Object.entries(change)[0];
+      const q = await state.py.call("allergy_change_question", { substance: a.substance || "", field, old: a[field] || "", new: value });
+      if (!(await confirmDialog(q.title, q.message, q.ok))) { showChart(id, { keepScroll: true }); return; }
+      try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
+    },
+    onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
+  });
+  parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
+  screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
+  cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
+    const col = document.querySelector("#main .grid .col:last-child");
+    if (panel && col && !document.getElementById("cds-panel")) col.append(panel);
+  });
+  if (keepScroll) window.scrollTo(0, y);
+}
+
+export function afterWrite() {
+  if (state.lastStatus) state.py.call("status").then(hooks.onStatus);
+  if (navigator.onLine) setTimeout(() => state.runner.kick("write"), 300);
+}
+
+export async function showConflicts() {
+  const list = await state.py.call("conflicts");
+  screen("Conflicts", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+    ...conflictScreen(list, {
+      onResolve: async (entryId, choices) => {
+        await state.py.call("resolve_conflict", { entry_id: entryId, choices });
+        afterWrite();
+        showConflicts();
+      },
+    }));
+}
+
+
+/** Changes the server refused: listed until the user sends them again or discards them (issue 18). */
+export async function showRejected() {
+  let list;
+  try { list = await state.py.call("rejected"); } catch (err) { banner(err.message); return; }
+  screen("Refused changes", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+    ...rejectedScreen(list, {
+      onRetry: async (entryId, values) => {
+        await state.py.call("retry_rejected", { entry_id: entryId, values });
+        afterWrite();
+        showRejected();
+      },
+      onDiscard: async (entryId) => {
+        await state.py.call("discard_rejected", { entry_id: entryId });
+        afterWrite();
+        showRejected();
+      },
+    }));
+}

@@ -1,0 +1,12 @@
+// Shared app state for the controller modules (main, auth, routes, forms). No secrets: keys live inside Python.
+export const state = {
+  py: null, unlocked: false, username: null, persistRefused: false, query: "", firstSync: false,
+  swVersion: null, updateReady: false, lastStatus: null, route: null, runner: null,
+};
+export const channel = "BroadcastChannel" in window ? new BroadcastChannel("omnicare") : null;
+
+// Hooks main.js fills at start-up, so auth/routes/forms call the status renderer without importing main.js.
+export const hooks = { onStatus: (_s) => {}, revokedScreen: () => {} };
+
+// HIPAA automatic logoff; a deployment (or a test) may shorten it via localStorage.
+export const idleMinutes = () => Number(localStorage.getItem("omnicare.idleMinutes") || 5);
