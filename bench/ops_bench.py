@@ -280,7 +280,8 @@ def measure_overhead(rounds: int, blocks: int) -> dict[str, Any]:
 
     def make(middleware: list[str], device: str) -> Client:
         with override_settings(MIDDLEWARE=middleware):
-            c = Client()
+            # A session is bound to its device and must name it on every call (issue 10, item 15).
+            c = Client(headers={"OmniCare-Device-Id": device})
             c.force_login(user)
             assert c.post("/api/sync/devices", json.dumps({"deviceId": device}),
                           content_type="application/json").status_code == 200

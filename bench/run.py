@@ -162,6 +162,8 @@ def pull_scope(url: str, *, limit: int = 1000) -> tuple[list[dict[str, Any]], fl
         r = client.post("/api/auth/login", json={"username": USER, "password": PASSWORD}, headers=headers)
         r.raise_for_status()
         headers["X-CSRFToken"] = client.cookies.get("csrftoken") or token
+        # A session is bound to its device and then must name it on every call (issue 10, item 15).
+        headers["OmniCare-Device-Id"] = "bench-tablet"
         # Pulls need a registered device (issue 10): register this bench "tablet" once.
         client.post(
             "/api/sync/devices", json={"deviceId": "bench-tablet"}, headers=headers

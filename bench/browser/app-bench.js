@@ -5,10 +5,13 @@
 import { loadPyodide } from "/vendor/pyodide/pyodide.mjs";
 import * as idb from "/app/idb.js";
 import * as crypto from "/app/crypto.js";
-import { http, login } from "/app/net.js";
+import { http, login, deviceIdFrom } from "/app/net.js";
 
 let pyodide = null;
 let app = null;
+// As main.js does: every request names the device its session is bound to (issue 10, item 15).
+let deviceId = null;
+deviceIdFrom(() => deviceId);
 
 async function text(url) {
   const r = await fetch(url);
@@ -49,6 +52,7 @@ bench_app
   async call(name, args = {}) {
     const out = JSON.parse(await app.call(name, JSON.stringify(args)));
     if (out.error) throw new Error(out.error.kind + ": " + out.error.message);
+    if (name === "setup_pin") deviceId = out.ok.deviceId;
     return out.ok;
   },
   /** Time one UI-level call (JSON in, JSON out) in milliseconds, with the durations of the main-thread long
