@@ -163,6 +163,23 @@ def normalize_identifier(value: str) -> str:
     return "".join(ch for ch in folded if not ch.isspace() and ch not in "-\u2010\u2011\u2012\u2013\u2014")
 
 
+_MRN_STYLE = re.compile(r"[^\W\d_]*0*(\d+)")
+
+
+def identifier_number(digits: str) -> str:
+    """The number of an identifier ('000021' or '21' -> '#21'): what a clinician types when they know the MRN's digits.
+
+    The '#' keeps numbers apart from whole identifiers in the same index (no MRN is the bare text "21").
+    """
+    return "#" + (digits.lstrip("0") or "0")
+
+
+def _identifier_numbers(norm: str) -> str | None:
+    """'mrn000021' -> '#21' for MRN-style identifiers (letters then digits); UUIDs and mixed codes get none."""
+    m = _MRN_STYLE.fullmatch(norm)
+    return identifier_number(m.group(1)) if m else None
+
+
 def normalize_birthdate(text: str) -> str:
     """Validate an ISO ``YYYY``, ``YYYY-MM`` or ``YYYY-MM-DD`` (whitespace trimmed)."""
     t = text.strip()
@@ -211,6 +228,9 @@ def _patient_identifiers(patient: Mapping[str, Any]) -> set[str]:
             norm = normalize_identifier(str(ident["value"]))
             if norm:
                 out.add(norm)
+                number = _identifier_numbers(norm)  # issue 18 item 11: "000021" and "21" find MRN-000021
+                if number:
+                    out.add(number)
     return out
 
 
@@ -287,6 +307,7 @@ __all__ = [
     "matches",
     "name_words",
     "normalize_birthdate",
+    "identifier_number",
     "normalize_identifier",
     "tokens_for_patient",
     "tokens_for_query",

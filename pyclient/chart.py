@@ -7,16 +7,18 @@ Pure (no store, no keys): the browser adapter decrypts and verifies the records,
 from __future__ import annotations
 
 import base64
+import calendar
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pyclient import blindindex as bi
 from pyclient import integrity as ig
 
 __all__ = [
     "CRITICAL_FLAGS",
+    "DateOrder",
     "cc_text",
     "chart_view",
     "code",
@@ -138,21 +140,69 @@ def sort_key(s: Mapping[str, Any]) -> tuple[str, str]:
     return (fold(str(s["family"])), fold(str(s["given"])))
 
 
+#: How a locale writes a numeric date (issue 18 item 11): the browser tells it (Intl), pyclient reads no locale.
+DateOrder = Literal["dmy", "mdy", "ymd"]
+_SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")
+_ISO_LIKE = re.compile(r"\d{4}([-/.]\d{1,2}([-/.]\d{1,2})?)?")  # also 2002/04/18 (year first)
+_DIGITS = re.compile(r"\d+")
+# Fixed names: calendar.month_name follows the process locale, and pyclient reads no environment.
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+           "November", "December")
+
+
 def search_kind(text: str) -> bi.Kind:
     """What a search box entry is: a birth date, an identifier (has a digit) or a name prefix."""
     t = text.strip()
-    if re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?|\d{1,2}/\d{1,2}/\d{4}", t):
+    if (_ISO_LIKE.fullmatch(t) and not t.startswith("0")) or _SLASHED.fullmatch(t):  # "0021" is an MRN's digits
         return "birthdate"
     if any(ch.isdigit() for ch in t):
         return "identifier"
     return "name"
 
 
-def normalize_query(kind: bi.Kind, text: str) -> str:
-    """'3/7/1950' -> '1950-03-07' (US order, as clinicians type it); other entries as they are."""
-    if kind == "birthdate" and "/" in text:
-        m, d, y = text.split("/")
-        return f"{y}-{int(m):02d}-{int(d):02d}"
+def _not_a_date(text: str, why: str) -> bi.InvalidQuery:
+    return bi.InvalidQuery(f"“{text}” is not a date this app can read: {why}. "
+                           "Type a birth date as day/month/year or year-month-day, for example 18/04/2002 or 2002-04-18.")
+
+
+def _checked_date(text: str, year: int, month: int | None, day: int | None) -> str:
+    """ISO form of a (partial) date, or a plain sentence saying what is wrong with it."""
+    if year < 1:
+        raise _not_a_date(text, "there is no year 0")
+    if month is not None and not 1 <= month <= 12:
+        raise _not_a_date(text, "a month is 1 to 12")
+    if day is not None and month is not None:
+        if not 1 <= day <= calendar.monthrange(year, month)[1]:
+            raise _not_a_date(text, f"{_MONTHS[month - 1]} {year} has no day {day}")
+        return f"{year:04d}-{month:02d}-{day:02d}"
+    return f"{year:04d}" if month is None else f"{year:04d}-{month:02d}"
+
+
+def normalize_query(kind: bi.Kind, text: str, date_order: DateOrder = "mdy") -> str:
+    """The search box entry in the form the blind index looks up.
+
+    Dates: '18/04/2002' -> '2002-04-18'. A slashed (or dotted) date is read in the device locale's order
+    (``date_order``: 'dmy' in most of the world, 'mdy' in the US); a part above 12 can only be the day, so
+    '18/04/2002' is the 18th of April whatever the locale. A date that cannot be one (month 18, 31 February)
+    raises :class:`blindindex.InvalidQuery` with a sentence the clinician reads.
+    Identifiers: digits alone ('000021', '21') look up the number of an MRN-style identifier ('MRN-000021').
+    """
+    t = text.strip()
+    if kind == "birthdate":
+        m = _SLASHED.fullmatch(t)
+        if m:
+            a, b, y = (int(g) for g in m.groups())
+            if a > 12 >= b or (date_order == "dmy" and b <= 12):
+                day, month = a, b
+            else:  # 'mdy', or a second part above 12 (then it can only be the day)
+                month, day = a, b
+            return _checked_date(t, y, month, day)
+        parts = [int(g) for g in _DIGITS.findall(t)]
+        if _ISO_LIKE.fullmatch(t):
+            return _checked_date(t, parts[0], parts[1] if len(parts) > 1 else None, parts[2] if len(parts) > 2 else None)
+        raise _not_a_date(t, "it is not in a form a birth date is written")
+    if kind == "identifier" and t.isdigit():
+        return bi.identifier_number(t)
     return text
 
 

@@ -38,6 +38,7 @@ export function signInScreen(message) {
       state.username = r.json.username;
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
+      await runtimeReady(form);
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -57,6 +58,15 @@ export function signInScreen(message) {
   screen("Sign in", h("div", { class: "narrow" }, form));
   if (message) showErrors(form, { message });
   user.focus();
+  state.signinAt ??= performance.now(); // first sign-in form usable, ms after page open (startup_bench.py)
+}
+
+/** Signed in before the Python runtime finished loading (issue 18 item 12): say so on the button and wait. */
+async function runtimeReady(form) {
+  const btn = form.querySelector("button[type=submit]");
+  const label = btn.textContent;
+  if (!state.py) btn.textContent = "Starting…";
+  try { await state.ready; } finally { btn.textContent = label; }
 }
 
 /** Session expired while unlocked: sign in again (no PIN change, local data untouched), then sync. */

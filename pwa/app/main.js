@@ -137,14 +137,23 @@ async function boot() {
   });
   window.addEventListener("offline", () => state.lastStatus && onStatus(state.lastStatus));
   setSplash("Starting the secure runtime…");
+  // Issue 18 item 12: the Python runtime loads in parallel; a device with no keyring (the cold case) gets the
+  // sign-in form at once, read straight from IndexedDB, and its submit waits for the runtime (auth.js).
+  const booting = bootPython(onPyEvent);
+  let readyDone;
+  state.ready = new Promise((resolve, reject) => { readyDone = { resolve, reject }; });
+  state.ready.catch(() => {}); // the failure is shown below; a waiting submit sees it too
+  const early = await earlySignIn();
   try {
-    state.py = await bootPython(onPyEvent);
+    state.py = await booting;
   } catch (err) {
+    readyDone.reject(err);
     screen("Error", h("section", { class: "card" }, h("h2", {}, "OmniCare could not start"), h("p", {}, plain(err.message || err)),
       h("p", { class: "muted" }, navigator.onLine ? "Reload to try again." : "You are offline and this device has not cached the app yet. Connect once to install it.")));
     return;
   }
   state.bootMs = state.py.bootMs;
+  state.runtimeReadyAt = performance.now(); // startup_bench.py reads it (app_runtime_ready_s)
   if (state.updateReady) await state.py.call("set_read_only", { reason: UPDATE_REASON });
   const runner = new SyncRunner({
     py: state.py, onStatus, deviceId: () => state.deviceId, appVersion: () => state.swVersion,
@@ -155,15 +164,28 @@ async function boot() {
   });
   state.runner = runner;
   const info = await state.py.call("boot");
-  state.username = info.username;
+  if (!state.username) state.username = info.username; // a sign-in that finished first has set it already
   state.deviceId = info.deviceId;
   document.getElementById("sync-now").addEventListener("click", () => runner.kick("manual"));
   document.getElementById("lock").addEventListener("click", () => lock("manual"));
   document.getElementById("signout").addEventListener("click", signOut);
   window.addEventListener("hashchange", () => route());
   startIdleTimer();
+  readyDone.resolve(state.py);
+  if (early && !info.hasKeyring) return; // the sign-in form is already up (and may be half filled in)
   if (info.hasKeyring) unlockScreen();
   else signInScreen();
+}
+
+/** Show the sign-in form before the runtime is up when this device holds no keyring (nothing to unlock). */
+async function earlySignIn() {
+  let meta;
+  try { meta = await idb.metaGetMany(["keyring", "device.id", "schema"]); } catch { return false; }
+  const [keyring, deviceId, schema] = meta;
+  if (keyring != null || schema != null) return false; // unlock, or a stored schema Python must check first
+  state.deviceId = deviceId;
+  signInScreen();
+  return true;
 }
 
 function setSplash(text) {

@@ -33,11 +33,25 @@ export function refreshView(ids) {
   else showPatients({ keepFocus: true });
 }
 
+/** How this device's locale writes a numeric date ("dmy", "mdy" or "ymd"), for reading "18/04/2002" (issue 18). */
+export function localDateOrder() {
+  try {
+    const parts = new Intl.DateTimeFormat(navigator.language, { day: "numeric", month: "numeric", year: "numeric" })
+      .formatToParts(new Date(2002, 3, 18));
+    const order = parts.filter((p) => ["day", "month", "year"].includes(p.type)).map((p) => p.type[0]).join("");
+    return ["dmy", "mdy", "ymd"].includes(order) ? order : "mdy";
+  } catch { return "mdy"; }
+}
+
 export async function showPatients({ keepFocus = false } = {}) {
   const run = async (q) => {
     state.query = q;
     let r;
-    try { r = await state.py.call("search", { text: q }); } catch (err) { banner(err.message); return; }
+    try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
+      // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
+      if (err.kind !== "validation") { banner(err.message); return; }
+      r = { kind: null, results: [], ms: 0, error: err.message };
+    }
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }));

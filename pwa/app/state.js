@@ -2,6 +2,7 @@
 export const state = {
   py: null, unlocked: false, username: null, persistRefused: false, query: "", firstSync: false,
   swVersion: null, updateReady: false, lastStatus: null, route: null, runner: null,
+  ready: null, // resolves once the Python runtime and the controller are up (issue 18: sign-in shows before)
 };
 export const channel = "BroadcastChannel" in window ? new BroadcastChannel("omnicare") : null;
 

@@ -167,21 +167,21 @@ export function patientRow(p) {
       h("span", { class: "mrn" }, p.mrn), pendingBadge(p)));
 }
 
-export function patientList({ results, query, kind, ms, total, onSearch }) {
+export function patientList({ results, query, kind, ms, total, onSearch, error }) {
   const input = h("input", { type: "search", id: "q", name: "q", value: query || "", autocomplete: "off",
-    placeholder: "Name, MRN or birth date (YYYY-MM-DD)", "aria-controls": "patients" });
+    placeholder: "Name, MRN or birth date", "aria-controls": "patients" });
   const form = h("form", { class: "search", role: "search", onsubmit: (e) => { e.preventDefault(); onSearch(input.value); } },
     h("label", { for: "q", class: "sr-only" }, "Search patients by name, MRN or birth date"),
     input, h("button", { class: "btn", type: "submit" }, "Search"));
   let timer = null;
   input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => onSearch(input.value), 150); });
-  const summary = query
+  const summary = error || (query
     ? `${results.length} match${results.length === 1 ? "" : "es"} for “${query}” (${kind}, ${ms} ms, encrypted search)`
-    : `${results.length} patients on this device`;
-  return [h("section", { class: "card" }, h("h2", {}, "Patients"), form, h("p", { class: "muted", id: "result-summary", "aria-live": "polite" }, summary),
+    : `${results.length} patients on this device`);
+  return [h("section", { class: "card" }, h("h2", {}, "Patients"), form, h("p", { class: error ? "form-error" : "muted", id: "result-summary", "aria-live": "polite" }, summary),
     results.length
       ? h("ul", { class: "patients", id: "patients" }, results.map(patientRow))
-      : h("p", { class: "empty", id: "patients" }, query ? "No patient matches. Try the family name, the MRN (e.g. MRN-000001) or a birth date." : "No patients yet. They appear after the first sync."))];
+      : h("p", { class: "empty", id: "patients" }, error ? "" : query ? "No patient matches. Try the family name, the MRN (e.g. MRN-000001) or a birth date." : "No patients yet. They appear after the first sync."))];
 }
 
 function section(title, action, ...body) {

@@ -1009,8 +1009,10 @@ class BrowserApp(CdsMixin, ChartMixin):
         summary["pending"] = self.machine.has_pending_edit(resource_type, str(summary["id"]))
         return summary
 
-    async def search(self, text: str) -> dict[str, Any]:
-        """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked."""
+    async def search(self, text: str, date_order: str = "mdy") -> dict[str, Any]:
+        """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked.
+
+        ``date_order`` is how the device's locale writes a date ('dmy', 'mdy', 'ymd'; routes.js asks Intl)."""
         self._require_unlocked()
         assert self._index is not None
         started = time.perf_counter()
@@ -1020,8 +1022,8 @@ class BrowserApp(CdsMixin, ChartMixin):
             self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": len(everyone)})
             return {"kind": None, "results": everyone, "ms": 0.0}
         kind = cv.search_kind(text)
-        text = cv.normalize_query(kind, text)
         try:
+            text = cv.normalize_query(kind, text, "dmy" if date_order == "dmy" else "mdy")
             tokens = bi.tokens_for_query(self._index, kind, text)
         except bi.InvalidQuery as exc:
             raise ValidationFailed(str(exc), fields={"q": str(exc)}) from None

@@ -6,6 +6,7 @@ import base64
 from collections.abc import Mapping
 from typing import Any
 
+from pyclient import blindindex as bi
 from pyclient import chart
 
 PATIENT = {"resourceType": "Patient", "id": "p1", "meta": {"versionId": "3"},
@@ -69,3 +70,51 @@ def test_chart_view_shows_latest_vitals_flags_dispenses_notes_and_reports() -> N
     assert [r["value"] for r in view["reports"][0]["results"]] == ["30 mg/dL", "not on this device"]
     assert view["allergies"][0]["status"] == "active"  # no clinical status recorded: shown as active
     assert view["counts"]["Observation"] == 3
+
+
+# -- issue 18 item 11: partial MRN digits and day/month/year dates -------------------------------------------------
+
+
+def test_mrn_digits_alone_find_the_patient() -> None:
+    keys = bi.IndexKeys(b"n" * 32, b"i" * 32, b"b" * 32)
+    patient = {"resourceType": "Patient", "id": "p21",
+               "identifier": [{"system": "urn:mrn", "value": "MRN-000021"},
+                              {"system": "urn:uuid", "value": "3f2a-11-b9c0"}]}
+    stored = set(bi.tokens_for_patient(keys, patient))
+    for typed in ("000021", "21", "0021", "MRN-000021", "mrn000021"):
+        kind = chart.search_kind(typed)
+        query = chart.normalize_query(kind, typed)
+        assert kind == "identifier" and set(bi.tokens_for_query(keys, kind, query)) <= stored, typed
+        assert bi.matches(patient, kind, query), typed
+    for other in ("2", "210", "000022"):  # a number is the whole number, not any digits in it
+        assert not bi.matches(patient, "identifier", chart.normalize_query("identifier", other)), other
+    # identifiers that are not letters-then-digits (UUIDs, mixed codes) get no number token
+    assert not bi.matches({"identifier": [{"value": "3f2a-11-b9c0"}]}, "identifier", "#11")
+
+
+def test_day_month_year_dates_are_read_in_the_locale_order() -> None:
+    assert chart.search_kind("18/04/2002") == "birthdate" and chart.search_kind("18.04.2002") == "birthdate"
+    assert chart.normalize_query("birthdate", "18/04/2002", "dmy") == "2002-04-18"
+    assert chart.normalize_query("birthdate", "18/04/2002", "mdy") == "2002-04-18"  # 18 can only be the day
+    assert chart.normalize_query("birthdate", "04/18/2002", "dmy") == "2002-04-18"  # ...whichever side it is on
+    assert chart.normalize_query("birthdate", "3/7/1950", "dmy") == "1950-07-03"
+    assert chart.normalize_query("birthdate", "3/7/1950", "mdy") == "1950-03-07"
+    assert chart.normalize_query("birthdate", "18.04.2002", "dmy") == "2002-04-18"
+    assert chart.normalize_query("birthdate", "2002/4/18") == "2002-04-18"
+    assert chart.normalize_query("birthdate", "2002-04") == "2002-04"
+    assert chart.normalize_query("birthdate", "2002") == "2002"
+
+
+def test_a_date_that_cannot_be_one_is_said_in_words() -> None:
+    for typed, why in (("2002-18-04", "a month is 1 to 12"), ("31/02/2002", "February 2002 has no day 31"),
+                       ("18/18/2002", "a month is 1 to 12"), ("2002-04-31", "April 2002 has no day 31")):
+        kind = chart.search_kind(typed)
+        assert kind == "birthdate", typed
+        try:
+            chart.normalize_query(kind, typed, "dmy")
+        except bi.InvalidQuery as exc:
+            message = str(exc)
+        else:
+            raise AssertionError(f"{typed} was accepted")
+        assert why in message and f"“{typed}” is not a date this app can read" in message, message
+        assert "null" not in message and "'" not in message and "{" not in message

@@ -1,0 +1,101 @@
+"""Issue 18 items 11 and 12 in Chromium: the patient search reads MRN digits and local dates; the sign-in form
+appears before the Python runtime has loaded, and a sign-in sent early waits for it ("Starting…").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .conftest import USERS, Server, shot
+from .helpers import PIN, poll, sign_in_and_sync
+
+
+def _search(page: Any, text: str) -> tuple[str, list[str]]:
+    """Type ``text`` into the patient search; the summary line and the ids listed once the search answered."""
+    page.fill("#q", text)
+    page.press("#q", "Enter")
+    poll(page, "q => { const s = document.getElementById('result-summary')?.textContent || '';"
+               " return s.includes(q) || s.includes('not a date'); }", text)
+    summary = page.inner_text("#result-summary")
+    ids = page.eval_on_selector_all("#patients li a", "els => els.map((a) => a.dataset.id)")
+    return summary, ids
+
+
+def test_search_finds_mrn_digits_and_day_month_year_dates(browser: Any, server: Server) -> None:
+    # A British tablet: Intl writes 18/04/2002, so "03/07/1950" is the 3rd of July.
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768}, locale="en-GB",
+                              device_scale_factor=1, service_workers="allow")
+    ctx.set_default_timeout(60_000)
+    try:
+        page = sign_in_and_sync(ctx)
+        assert page.evaluate("() => import('/app/routes.js').then((m) => m.localDateOrder())") == "dmy"
+        rows = page.eval_on_selector_all("#patients li a", """els => els.map((a) => ({id: a.dataset.id,
+            mrn: a.querySelector('.mrn').textContent, born: a.querySelector('small').textContent}))""")
+        target = next(r for r in rows if re.fullmatch(r"MRN-\d{6}", r["mrn"])
+                      and re.search(r"born \d{4}-\d{2}-(1[3-9]|2\d|3[01])", r["born"]))  # day > 12: unambiguous
+        digits = target["mrn"].removeprefix("MRN-")
+        short = digits.lstrip("0")
+        for typed in (digits, short):
+            summary, ids = _search(page, typed)
+            assert target["id"] in ids, (typed, summary, ids)
+        y, m, d = re.search(r"born (\d{4})-(\d{2})-(\d{2})", target["born"]).groups()  # type: ignore[union-attr]
+        summary, ids = _search(page, f"{d}/{m}/{y}")
+        assert target["id"] in ids and "birthdate" in summary, (summary, ids)
+        summary, ids = _search(page, f"{int(d)}.{int(m)}.{y}")  # dotted, no leading zeros
+        assert target["id"] in ids, (summary, ids)
+        # An ambiguous date (both parts <= 12) is read in the locale's order: day first on this tablet.
+        for r in rows:
+            yy, mm, dd = re.search(r"born (\d{4})-(\d{2})-(\d{2})", r["born"]).groups()  # type: ignore[union-attr]
+            if int(dd) <= 12 and dd != mm:
+                summary, ids = _search(page, f"{dd}/{mm}/{yy}")
+                assert r["id"] in ids, (summary, ids)
+                break
+        shot(page, "18-11-search-local-date-1024x768", full_page=False)
+        summary, ids = _search(page, "2002-18-04")
+        assert summary.startswith("“2002-18-04” is not a date this app can read: a month is 1 to 12."), summary
+        assert not ids and page.locator("#banner[data-kind=error]:not([hidden])").count() == 0
+        body = page.inner_text("body")
+        assert "null" not in body and "out of range" not in body and "{" not in body
+        shot(page, "18-11-search-bad-date-1024x768", full_page=False)
+        page.set_viewport_size({"width": 768, "height": 1024})
+        shot(page, "18-11-search-bad-date-768x1024", full_page=False)
+    finally:
+        ctx.close()
+
+
+def test_sign_in_form_appears_before_the_runtime_and_waits_for_it(browser: Any, server: Server) -> None:
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768},
+                              device_scale_factor=1, service_workers="allow")
+    ctx.set_default_timeout(60_000)
+    held: list[Any] = []
+    # Hold the pyclient wheel list: the runtime cannot finish loading until the test lets it.
+    ctx.route(re.compile(r".*/wheels/wheels\.json$"), lambda route: held.append(route))
+    try:
+        page = ctx.new_page()
+        page.goto("/")
+        page.wait_for_selector("#signin input[name=username]")
+        poll(page, "() => document.activeElement?.name === 'username'")
+        assert page.evaluate("() => window.omnicare.py") is None, "the sign-in form waited for the runtime"
+        assert held, "the runtime did not start loading in parallel"
+        shot(page, "18-12-signin-runtime-loading-1024x768", full_page=False)
+        page.set_viewport_size({"width": 768, "height": 1024})
+        shot(page, "18-12-signin-runtime-loading-768x1024", full_page=False)
+        page.fill("#signin input[name=username]", "dr.adams")
+        page.fill("#signin input[name=password]", USERS["dr.adams"])
+        page.click("#signin button[type=submit]")
+        poll(page, "() => document.querySelector('#signin button[type=submit]')?.textContent === 'Starting…'")
+        assert page.is_disabled("#signin button[type=submit]")
+        shot(page, "18-12-signin-starting-768x1024", full_page=False)
+        for route in held:
+            route.continue_()
+        ctx.unroute_all(behavior="ignoreErrors")
+        page.wait_for_selector("#pin-setup", timeout=120_000)
+        page.fill("#pin-setup input[name=pin]", PIN)
+        page.fill("#pin-setup input[name=pin2]", PIN)
+        page.click("#pin-setup button[type=submit]")
+        page.wait_for_selector("#patients li", timeout=120_000)
+        times = page.evaluate("() => ({signin: window.omnicare.signinAt, ready: window.omnicare.runtimeReadyAt})")
+        assert times["signin"] < times["ready"], times
+    finally:
+        ctx.close()
