@@ -102,6 +102,8 @@ def test_axe_finds_nothing_on_any_screen_at_both_sizes(new_context: Any, server:
         page.keyboard.press("Tab")
         page.keyboard.press("Shift+Tab")
         shot(page, f"40-a11y-focus-ring-and-status-{size['width']}x{size['height']}", full_page=False)
+        page.focus("#sync-now")  # the ring on the teal header (pale amber there)
+        shot(page, f"41-a11y-focus-ring-header-{size['width']}x{size['height']}", full_page=False)
 
     crit = page.locator("#allergies select.crit").first
     before = crit.input_value()
@@ -208,6 +210,42 @@ def test_keyboard_only_sign_in_chart_form_save(new_context: Any, server: Server)
         page.wait_for_selector("dialog.dialog[open]")
         page.keyboard.press("Escape")
         page.wait_for_selector("dialog.dialog", state="detached")
+
+
+def test_axe_finds_nothing_on_a_conflict_and_its_review_link(new_context: Any, server: Server) -> None:
+    """The populated conflict screen, the chart's "conflict" badge and the status pill's "Review" link."""
+    from .helpers import wait_status  # noqa: PLC0415
+    from .test_conflict_screen import _birth_date  # noqa: PLC0415
+    from .test_conflicts import _poll_server, _shared_allergy  # noqa: PLC0415
+
+    found: dict[str, list[str]] = {}
+    pid, _aid = _shared_allergy(server)
+    a_ctx, b_ctx = new_context(), new_context()
+    a = sign_in_and_sync(a_ctx, "dr.adams")
+    b = sign_in_and_sync(b_ctx, "nurse.baker")
+    b.goto(f"/#/patient/{pid}")
+    b.wait_for_selector("#patient-name")
+    b_ctx.set_offline(True)
+    _birth_date(b, pid, "1972-05-09")
+    wait_status(b, "d.pending === '1'")
+    _birth_date(a, pid, "1972-05-10")
+    _poll_server(server, f"Patient/{pid}", lambda p: p.get("birthDate") == "1972-05-10")
+    b_ctx.set_offline(False)
+    wait_status(b, "d.state === 'warn' && Number(d.pending) === 0", timeout=60_000)
+    b.goto(f"/#/patient/{pid}")
+    b.wait_for_selector("#patient-name .badge.conflict")
+    b.wait_for_selector("#sync a.conflict-link")
+    axe_check(b, "chart with a conflict and the Review link", found)
+    for size in VIEWPORTS:
+        b.set_viewport_size(size)
+        shot(b, f"42-a11y-status-review-link-{size['width']}x{size['height']}", full_page=False)
+    b.goto("/#/conflicts")
+    b.wait_for_selector("form.conflict")
+    assert _focus_on_heading(b) == "Conflicts"
+    axe_check(b, "conflict screen", found)
+    b.click("form.conflict button[type=submit]")  # nothing chosen: the screen says so
+    axe_check(b, "conflict screen with its error", found)
+    _assert_none(found)
 
 
 def test_axe_source_is_the_npm_package() -> None:
