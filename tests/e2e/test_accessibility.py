@@ -248,6 +248,42 @@ def test_axe_finds_nothing_on_a_conflict_and_its_review_link(new_context: Any, s
     _assert_none(found)
 
 
+def test_axe_finds_nothing_on_refused_changes(new_context: Any, server: Server) -> None:
+    """A change the server refused: the chart's notice, the populated list and the discard question."""
+    from .helpers import wait_status  # noqa: PLC0415
+    from .test_rejected_changes import _start_med  # noqa: PLC0415
+
+    found: dict[str, list[str]] = {}
+    ctx = new_context()
+    page = sign_in_and_sync(ctx)
+    open_patient(page, "MRN-000002")
+    pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
+    ctx.set_offline(True)
+    _start_med(page, "Lisinopril 10 mg tablet (e2e a11y)", "10 mg once daily")
+    wait_status(page, "d.pending === '1'")
+    server.manage("assign_role", "dr.adams", "physician", "--remove")
+    server.manage("assign_role", "dr.adams", "nurse")
+    try:
+        ctx.set_offline(False)
+        wait_status(page, "d.rejected === '1' && d.pending === '0'")
+        page.goto(f"/#/patient/{pid}")
+        page.wait_for_selector("#rejected-notice")
+        axe_check(page, "chart with a refused change", found)
+        page.goto("/#/rejected")
+        page.wait_for_selector("#rejected-list form.rejected")
+        assert _focus_on_heading(page) == "Refused changes"
+        axe_check(page, "refused changes", found)
+        page.locator("#rejected-list form.rejected button.discard").first.click()
+        page.wait_for_selector("dialog.dialog[open]")
+        axe_check(page, "discard question", found)
+        page.click("dialog.dialog button.danger")
+        page.wait_for_selector("#rejected-summary >> text=No refused changes")
+    finally:
+        server.manage("assign_role", "dr.adams", "nurse", "--remove")
+        server.manage("assign_role", "dr.adams", "physician")
+    _assert_none(found)
+
+
 def test_axe_source_is_the_npm_package() -> None:
     """The checker is the third-party package from npm (pinned in package.json), not a copy of our own."""
     text = _axe_source()
