@@ -418,6 +418,7 @@ def _apply(
     dats: list[tuple[Any, ...]] = []
     refs: list[tuple[Any, ...]] = []
     pats: list[tuple[Any, ...]] = []
+    pg_dates = connection.vendor == "postgresql"
     for p in live:
         if p.write.body is None:
             continue
@@ -427,7 +428,10 @@ def _apply(
         ix = indexes[id(p)]
         toks += [(pk, rt, a, b, c) for a, b, c in ix.tokens]
         strs += [(pk, rt, a, b) for a, b in ix.strings]
-        dats += [(pk, rt, a, _db_datetime(b), _db_datetime(c)) for a, b, c in ix.dates]
+        if pg_dates:  # PostgreSQL takes aware datetimes as they are (no per-value vendor lookup: ~3 % of an import)
+            dats += [(pk, rt, a, b, c) for a, b, c in ix.dates]
+        else:
+            dats += [(pk, rt, a, _db_datetime(b), _db_datetime(c)) for a, b, c in ix.dates]
         refs += [(pk, rt, a, b, c) for a, b, c in ix.refs]
         pats += [(pk, rt, pid) for pid in p.patient_ids]
     _insert_rows(SearchToken, ("resource", "resource_type", "param", "system", "code"), toks)
