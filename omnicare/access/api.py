@@ -24,7 +24,7 @@ from omnicare.core.errors import Forbidden
 
 from . import services
 from .auth import api_auth
-from .roles import permissions_for, user_roles
+from .roles import ROLES, permissions_for, user_roles
 from .services import MfaRequired
 
 __all__ = ["MfaRequired", "router"]
@@ -53,14 +53,13 @@ class MeOut(Schema):
 
 def _me(user: Any) -> dict[str, Any]:
     full = (user.get_full_name() or "").strip()
-    from omnicare.access import roles as rbac
-
-    scopes = {rbac.ROLES[r].scope for r in rbac.user_roles(user)}
+    held = user_roles(user)
+    scopes = {ROLES[r].scope for r in held}
     # The widest patient scope of the user's roles: the device asks a passphrase instead of a PIN for "all"
     # when it cannot bind its key to hardware (pyclient.keys.unlock_secret_problem, issue 10 item 16).
     scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
-            "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(user_roles(user))}
+            "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(held)}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:
