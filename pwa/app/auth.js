@@ -155,6 +155,8 @@ export function unlockScreen(message) {
   forgot.setAttribute("role", "button");
   forgot.tabIndex = 0;
   forgot.addEventListener("click", signOut);
+  // role=button must answer Enter and Space like a button does (issue 18, WCAG 2.1.1).
+  forgot.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); signOut(); } });
   form.querySelector("button[type=submit]").textContent = "Unlock";
   form.id = "unlock";
   screen("Unlock", h("div", { class: "narrow" }, form));
