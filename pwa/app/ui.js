@@ -63,6 +63,8 @@ let shownScreen = ""; // hash + title of the screen on display: a redraw of the 
 export function screen(title, ...content) {
   const main = document.getElementById("main");
   const heading = h("h1", { class: "sr-only", tabindex: "-1" }, title);
+  const was = document.activeElement; // a redraw must not drop this to <body> (see below)
+  const focusInside = !!was && was !== main && main.contains(was);
   // Optional parts come as null: never let one reach the screen as the text "null".
   main.replaceChildren(heading, ...content.flat().filter((c) => c != null && c !== false));
   document.title = `${title} · OmniCare`;
@@ -73,6 +75,11 @@ export function screen(title, ...content) {
     shownScreen = key;
     heading.focus({ preventScroll: true });
     announce(title);
+  } else if (focusInside && !main.contains(document.activeElement)) {
+    // The same screen redrawn (a sync arrived, a badge changed) replaced the focused element: focus its
+    // successor (same id) or the heading, never <body> — this can happen at any moment after first sync.
+    const same = was.id ? document.getElementById(was.id) : null;
+    (same && main.contains(same) ? same : heading).focus({ preventScroll: true });
   }
   return main;
 }

@@ -10,54 +10,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .conftest import PIN, REPO, USERS, Server, shot
-from .helpers import open_patient, poll, sign_in_and_sync, wait_cache
-
-AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
-VIEWPORTS = ({"width": 1024, "height": 768}, {"width": 768, "height": 1024})
-TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
-
-RUN = """async (tags) => {
-  const r = await axe.run(document, { runOnly: { type: 'tag', values: tags }, resultTypes: ['violations'] });
-  return r.violations.map((v) => `${v.id} (${v.impact}): ${v.help} — ` + v.nodes.slice(0, 4).map(
-    (n) => n.target.join(' ') + ' ' + (n.any.concat(n.all)[0]?.message || '')).join(' | '));
-}"""
-
-
-def _axe_source() -> str:
-    if not AXE.exists():
-        pytest.skip("axe-core missing: run `npm install` (package.json devDependency)")
-    return AXE.read_text()
-
-
-def axe_check(page: Any, where: str, found: dict[str, list[str]]) -> None:
-    """Run axe at both viewports; collect violations under ``where``."""
-    if not page.evaluate("() => typeof axe === 'object'"):
-        page.evaluate(_axe_source())  # Runtime.evaluate: outside the page's CSP, nothing loosened
-    for size in VIEWPORTS:
-        page.set_viewport_size(size)
-        page.wait_for_timeout(150)
-        bad = page.evaluate(RUN, TAGS)
-        if bad:
-            found[f"{where} {size['width']}x{size['height']}"] = bad
-
-
-def _assert_none(found: dict[str, list[str]]) -> None:
-    assert not found, "axe violations:\n" + "\n".join(f"{k}:\n  " + "\n  ".join(v) for k, v in found.items())
-
+from .helpers import AXE_VIEWPORTS as VIEWPORTS
+from .helpers import assert_axe_clean as _assert_none
+from .helpers import axe_check, axe_source, open_patient, poll, sign_in_and_sync, wait_cache
+from .helpers import focus_on_heading as _focus_on_heading
 
 FOCUS = "() => { const a = document.activeElement; return a ? a.tagName + (a.id ? '#' + a.id : '') : ''; }"
 
 
-def _focus_on_heading(page: Any) -> str:
-    """After a screen change, focus is on the new screen's heading, and the announcer names the screen."""
-    return str(poll(page, """() => {
-        const a = document.activeElement;
-        const say = document.getElementById('announce')?.textContent || '';
-        return a && a.matches('#main h1') && say.includes(a.textContent) ? a.textContent : '';
-    }""", timeout=20))
+def _redraw_keeps_focus(page: Any, focus: str | None = None) -> str:
+    """Redraw the screen on display as a sync does (another tab's "changed" message) and return where the focus
+    is after it: it must never fall to <body> (WCAG 2.4.3), even when the focused element was replaced."""
+    if focus:
+        page.focus(focus)
+    page.evaluate("""() => { window.__drawn = document.querySelector('#main h1');
+        new BroadcastChannel('omnicare').postMessage({ type: 'changed' }); }""")
+    poll(page, "() => document.querySelector('#main h1') !== window.__drawn", timeout=20)
+    page.wait_for_timeout(100)
+    where = str(page.evaluate(FOCUS))
+    assert where not in ("BODY", ""), "a redraw dropped the focus to <body>"
+    return where
 
 
 def test_axe_finds_nothing_on_any_screen_at_both_sizes(new_context: Any, server: Server) -> None:
@@ -84,6 +57,8 @@ def test_axe_finds_nothing_on_any_screen_at_both_sizes(new_context: Any, server:
     page.wait_for_selector("#patients li", timeout=120_000)
     wait_cache(page)
     assert _focus_on_heading(page) == "Patients"
+    assert _redraw_keeps_focus(page) == "H1"  # a sync redrawing the list keeps the focus on the heading
+    assert _redraw_keeps_focus(page, "#patients li a") == "H1"  # the focused row was replaced: its heading
     axe_check(page, "patient list", found)
     page.fill("#q", "zzzz-nobody")
     poll(page, "() => (document.getElementById('result-summary')?.textContent || '').includes('zzzz')")
@@ -92,6 +67,7 @@ def test_axe_finds_nothing_on_any_screen_at_both_sizes(new_context: Any, server:
 
     open_patient(page, "MRN-000002")
     assert _focus_on_heading(page)
+    assert _redraw_keeps_focus(page) == "H1"
     for summary in page.locator("#notes summary").all()[:1]:
         summary.click()
     axe_check(page, "chart", found)
@@ -205,7 +181,7 @@ def test_keyboard_only_sign_in_chart_form_save(new_context: Any, server: Server)
     page.keyboard.press("Enter")
     page.wait_for_selector("#unlock")
     for key in ("Enter", " "):
-        _tab_to(page, "#unlock [role=button]")
+        _tab_to(page, "#unlock #forgot-pin")
         page.keyboard.press(key)
         page.wait_for_selector("dialog.dialog[open]")
         page.keyboard.press("Escape")
@@ -286,6 +262,6 @@ def test_axe_finds_nothing_on_refused_changes(new_context: Any, server: Server) 
 
 def test_axe_source_is_the_npm_package() -> None:
     """The checker is the third-party package from npm (pinned in package.json), not a copy of our own."""
-    text = _axe_source()
+    text = axe_source()
     assert text.lstrip().startswith("/*! axe v")
     assert '"axe-core"' in (Path(REPO) / "package.json").read_text()
