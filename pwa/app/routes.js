@@ -50,7 +50,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
       if (err.kind !== "validation") { banner(err.message); return; }
-      r = { kind: null, results: [], ms: 0, error: err.message };
+      r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
