@@ -67,7 +67,8 @@ def _mrn(resource: dict[str, Any]) -> str:
 def _handle_cds(walk: Walk, step: str) -> None:
     """A medication order may raise a safety check: read it (a screen of the walk) and decide as a clinician."""
     page = walk.page
-    page.wait_for_timeout(500)
+    # Either the review opens on the form or the order is saved and the chart comes back.
+    poll(page, "() => !!document.querySelector('.cds-review') || !/\\/medication/.test(location.hash)")
     if not page.locator(".cds-review").count():
         return
     walk.screen(step)
