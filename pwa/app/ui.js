@@ -73,6 +73,7 @@ export function screen(title, ...content) {
   const key = location.hash + "\n" + title;
   if (key !== shownScreen) {
     shownScreen = key;
+    window.scrollTo(0, 0); // a new screen starts at its top, not where the last one was scrolled to
     heading.focus({ preventScroll: true });
     announce(title);
   } else if (focusInside && !main.contains(document.activeElement)) {
