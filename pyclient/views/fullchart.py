@@ -287,8 +287,10 @@ def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     start = math.floor(lo / step) * step
     ticks: list[float] = []
     v = start
-    while v <= hi + step * 0.5 and len(ticks) < 12:
+    while len(ticks) < 12:  # from at or below lo to the first tick at or above hi
         ticks.append(round(v, 6))
+        if v >= hi - 1e-9:
+            break
         v += step
     return ticks
 
@@ -311,7 +313,7 @@ def trend_view(title: str, unit: str, series: Sequence[tuple[str, Sequence[tuple
         dated = [(t, v, d) for t, v in raw if (d := _when_days(t)) is not None]
         if dated:
             pts.append((lbl, sorted(dated, key=lambda x: x[2])))
-    if not pts:
+    if not pts or sum(len(p) for _, p in pts) < 2 * len(pts):  # one value is not a trend: the table shows it
         return None
     pad_l, pad_r, pad_t, pad_b = 48, 14, 28, 44
     values = [v for _, p in pts for _, v, _ in p]
@@ -396,6 +398,30 @@ def _trends(observations: Sequence[Mapping[str, Any]], *, adult: bool) -> list[d
             view = trend_view(name, unit, [(name, points)], band)
             if view:
                 out.append({**view, "id": "trend-" + name.lower().replace(" ", "-")})
+    return out
+
+
+def _lab_trends(observations: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One trend per lab test with two or more numeric results, its own reference range as the band."""
+    by: dict[str, tuple[str, list[tuple[str, float]], tuple[float | None, float | None] | None]] = {}
+    for o in observations:
+        if _is_vital(o) or o.get("status") == "entered-in-error":
+            continue
+        if not any(code(c) == "laboratory" for c in o.get("category") or []):
+            continue
+        q, t = o.get("valueQuantity"), str(o.get("effectiveDateTime") or "")
+        v = _qty(q)
+        if v is None or not t or not isinstance(q, Mapping):
+            continue
+        name = short_name(cc_text(o.get("code"))) or "Result"
+        entry = by.setdefault(name, (_unit(q), [], _own_range(o)))
+        entry[1].append((t, v))
+    out = []
+    for name, (unit, points, band) in sorted(by.items()):
+        if len(points) >= 2:
+            view = trend_view(name, unit, [(name, points)], band)
+            if view:
+                out.append({**view, "id": "trend-lab-" + "".join(ch if ch.isalnum() else "-" for ch in name.lower())})
     return out
 
 
@@ -547,6 +573,7 @@ def full_chart(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
         "rangesNote": "Flags use adult ranges unless the result gives its own." if adult else
                       "Child: only flags the measurement itself carries are shown (adult ranges do not apply).",
         "trends": _trends(observations, adult=adult),
+        "labTrends": _lab_trends(observations),
         "labReports": reports["reports"],
         "otherReports": reports["otherReports"],
         "noteRows": note_rows(docs, pending),

@@ -177,7 +177,8 @@ def test_synthea_reports_are_grouped_with_their_observations_newest_first() -> N
 
 def test_blood_pressure_trend_has_both_lines_axes_and_units() -> None:
     obs = [bp("b1", 150, 95, "2026-09-01T08:00:00Z"), bp("b2", 138, 88, "2026-10-01T08:00:00Z"),
-           bp("b3", 126, 80, "2026-11-01T08:00:00Z"), vital("h", "8867-4", 80, "/min")]
+           bp("b3", 126, 80, "2026-11-01T08:00:00Z"), vital("h", "8867-4", 80, "/min"),
+           vital("h2", "8867-4", 84, "/min", "2026-11-20T08:00:00Z"), vital("t", "8310-5", 37, "Cel")]
     trends = fc.full_chart({"birthDate": "1961-04-12"}, obs, never, today="2026-12-01")["trends"]
     t = next(x for x in trends if x["id"] == "trend-bp")
     assert [ln["label"] for ln in t["lines"]] == ["Systolic", "Diastolic"] and t["unit"] == "mmHg"
@@ -193,6 +194,7 @@ def test_blood_pressure_trend_has_both_lines_axes_and_units() -> None:
     assert "Blood pressure (mmHg)" in t["summary"] and "Systolic 126" in t["summary"]
     hr = next(x for x in trends if x["id"] == "trend-heart-rate")
     assert hr["band"]["top"] < hr["band"]["bottom"]  # the normal band is drawn for adults
+    assert not any(x["id"] == "trend-temperature" for x in trends)  # one temperature: no trend
 
 
 # -- notes --------------------------------------------------------------------------------------------------------
@@ -282,3 +284,14 @@ def test_vitals_time_defaults_to_now_and_is_never_in_the_future() -> None:
     assert "7 days" in e.value.fields["taken_at"]
     with pytest.raises(ValidationFailed):
         cf.vitals_effective("yesterday", now=now)
+
+
+def test_a_trend_needs_two_values_and_its_axis_covers_every_point() -> None:
+    assert fc.trend_view("Temperature", "°C", [("Temperature", [("2026-12-01T08:00:00Z", 38.4)])]) is None
+    assert fc.trend_view("Temperature", "°C", []) is None
+    t = fc.trend_view("Temperature", "°C", [("Temperature", [("2026-11-30T08:00:00Z", 36.9),
+                                                             ("2026-12-01T08:00:00Z", 38.4)])], (36.0, 37.9))
+    assert t is not None
+    top, bottom = t["plot"]["top"], t["plot"]["bottom"]
+    assert all(top <= p["y"] <= bottom for p in t["lines"][0]["points"])
+    assert float(t["yTicks"][-1]["label"]) >= 38.4 and float(t["yTicks"][0]["label"]) <= 36.0
