@@ -222,6 +222,8 @@ export function chartScreen(c, { onAllergy, onMed }) {
       can.writeNote ? actionLink(`#/patient/${pid}/note`, "Write note") : null,
       can.editDetails ? h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details") : null));
 
+  const assertions = new Set(c.banner?.allergies?.assertionIds || []); // "no known allergy" is said, not listed
+  c.allergies = c.allergies.filter((a) => !assertions.has(a.id));
   const allergies = section("Allergies", null, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),

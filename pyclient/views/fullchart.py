@@ -125,6 +125,7 @@ def allergy_banner(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     "unassessed" (nothing recorded: nobody has asked, which is not the same as no allergies)."""
     active: list[dict[str, Any]] = []
     nka: list[str] = []
+    assertion_ids: list[str] = []  # "no known allergy" records: an assertion, not an allergy row with a criticality
     asked_none = False
     for a in resources:
         rt = a.get("resourceType")
@@ -136,6 +137,7 @@ def allergy_banner(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         status = code(a.get("clinicalStatus")) or "active"
         c = code(a.get("code"))
         if c in NKA_CODES:
+            assertion_ids.append(str(a.get("id")))
             if status == "active":
                 nka.append(cc_text(a.get("code")) or NKA_CODES[c])
             continue
@@ -147,11 +149,12 @@ def allergy_banner(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if active:
         active.sort(key=lambda x: (not x["high"], x["substance"].casefold()))
         names = [x["substance"] + (" (high risk)" if x["high"] else "") for x in active]
-        return {"state": "allergies", "items": active,
+        return {"state": "allergies", "items": active, "assertionIds": assertion_ids,
                 "text": f"Allergies ({len(active)}): " + ", ".join(names)}
     if nka or asked_none:
-        return {"state": "nka", "items": [], "text": nka[0] if nka else "No known allergies"}
-    return {"state": "unassessed", "items": [],
+        return {"state": "nka", "items": [], "assertionIds": assertion_ids,
+                "text": nka[0] if nka else "No known allergies"}
+    return {"state": "unassessed", "items": [], "assertionIds": assertion_ids,
             "text": "Allergies not yet assessed: ask the patient before prescribing"}
 
 

@@ -168,6 +168,7 @@ def test_full_chart_banner_flags_trends_reports_and_problems_offline(new_context
     labels = [t for t, _ in trend["texts"]]
     assert "mmHg" in labels and "Systolic" in labels and "Diastolic" in labels and _day(60) in labels
     assert min(size for _, size in trend["texts"]) >= 12, trend["texts"]
+    page.locator("#trend-bp").screenshot(path=str(shot(page, "50-bp-trend", full_page=False)))
 
     # The lab report with its results (grouped through DiagnosticReport.result), its ranges and flags.
     report = page.inner_text("#reports")

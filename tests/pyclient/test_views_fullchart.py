@@ -95,7 +95,7 @@ def test_allergy_banner_tells_no_known_allergies_from_not_assessed() -> None:
     assert fc.allergy_banner([])["state"] == "unassessed"
     assert "not yet assessed" in fc.allergy_banner([])["text"]
     nka = fc.allergy_banner([allergy("n", "No known allergy", "716186003")])
-    assert nka["state"] == "nka" and nka["text"] == "No known allergy"
+    assert nka["state"] == "nka" and nka["text"] == "No known allergy" and nka["assertionIds"] == ["n"]
     listed = fc.allergy_banner([{"resourceType": "List", "code": {"coding": [{"code": "48765-2"}]},
                                  "emptyReason": {"coding": [{"code": "nilknown"}]}}])
     assert listed["state"] == "nka"
