@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, Final
 
 from pyclient.chart import cc_text, code
 from pyclient.errors import ValidationFailed
+from pyclient.views import caldate as cd
+from pyclient.views.fullchart import plain_term
 
 __all__ = [
     "COMMON_PROBLEMS",
@@ -59,7 +60,7 @@ _DATE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LOCAL: Final = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?")
 RESOLVABLE: Final = frozenset({"active", "recurrence", "relapse"})
 #: Vitals entered later than this after they were taken belong in a late entry with a note, not this form.
-MAX_BACKDATE: Final = timedelta(days=7)
+MAX_BACKDATE_S: Final = 7 * 86400
 
 
 def _date(text: str, field: str, errors: dict[str, str], *, today: str, what: str) -> str | None:
@@ -69,9 +70,7 @@ def _date(text: str, field: str, errors: dict[str, str], *, today: str, what: st
     if not _DATE.fullmatch(t):
         errors[field] = f"Write the {what} as year-month-day, for example 2024-03-18."
         return None
-    try:
-        date.fromisoformat(t)
-    except ValueError:
+    if cd.parse_date(t) is None:
         errors[field] = f"{t} is not a date on the calendar."
         return None
     if t > today:
@@ -140,7 +139,7 @@ def problem_rows(conditions: Sequence[Mapping[str, Any]], pending: Any) -> dict[
         if code(c.get("verificationStatus")) in ("entered-in-error", "refuted"):
             continue
         status = code(c.get("clinicalStatus")) or "active"
-        row = {"id": c.get("id"), "text": cc_text(c.get("code")) or "Unnamed problem", "status": status,
+        row = {"id": c.get("id"), "text": plain_term(cc_text(c.get("code"))) or "Unnamed problem", "status": status,
                "onset": str(c.get("onsetDateTime") or (c.get("onsetPeriod") or {}).get("start") or "")[:10],
                "resolved": str(c.get("abatementDateTime") or (c.get("abatementPeriod") or {}).get("end") or "")[:10],
                "coded": bool(code(c.get("code"))), "resolvable": status in RESOLVABLE, "pending": bool(pending(c))}
@@ -156,23 +155,23 @@ def vitals_effective(raw: Any, *, now: str, tz_offset_min: int = 0) -> str:
     ``raw``: the form's local "YYYY-MM-DDTHH:MM" (empty: now). ``tz_offset_min``: JS getTimezoneOffset()
     (minutes to ADD to local time to get UTC). Not in the future (one minute of clock slack), not older than
     :data:`MAX_BACKDATE`."""
-    now_utc = datetime.fromisoformat(now.replace("Z", "+00:00")).astimezone(UTC)
+    now_s = cd.parse_instant(now)
+    if now_s is None:
+        raise ValueError(f"now is not an ISO instant: {now!r}")
     text = str(raw or "").strip()
     if not text:
         return now
     m = _LOCAL.fullmatch(text)
-    try:
-        if not m:
-            raise ValueError(text)
-        local = datetime.fromisoformat(f"{m.group(1)}T{m.group(2)}:{m.group(3)}:{m.group(4) or '00'}")
-    except ValueError:
-        raise ValidationFailed(FIX, fields={"taken_at": "Enter the date and time the vitals were taken."}) from None
     if not -14 * 60 <= tz_offset_min <= 14 * 60:
         tz_offset_min = 0
-    tz = timezone(timedelta(minutes=-tz_offset_min))
-    taken = local.replace(tzinfo=tz)
-    if taken > now_utc + timedelta(minutes=1):
+    east = -tz_offset_min  # getTimezoneOffset() is west-positive
+    local = f"{m.group(1)}T{m.group(2)}:{m.group(3)}:{m.group(4) or '00'}" if m else ""
+    taken_s = cd.parse_instant(local, default_offset_min=east) if m else None
+    if taken_s is None:
+        raise ValidationFailed(FIX, fields={"taken_at": "Enter the date and time the vitals were taken."})
+    if taken_s > now_s + 60:
         raise ValidationFailed(FIX, fields={"taken_at": "The time the vitals were taken cannot be in the future."})
-    if now_utc - taken > MAX_BACKDATE:
+    if now_s - taken_s > MAX_BACKDATE_S:
         raise ValidationFailed(FIX, fields={"taken_at": "Vitals taken more than 7 days ago cannot be entered here."})
-    return taken.isoformat()
+    sign = "+" if east >= 0 else "-"
+    return f"{local}{sign}{abs(east) // 60:02d}:{abs(east) % 60:02d}"

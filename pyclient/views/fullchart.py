@@ -8,12 +8,13 @@ view models say — every flag, range, axis tick and pixel position of a trend i
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
 from typing import Any, Final
 
 from pyclient.chart import cc_text, code, short_name, when
+from pyclient.views import caldate as cd
 
 __all__ = [
     "NKA_CODES",
@@ -25,6 +26,7 @@ __all__ = [
     "full_chart",
     "grouped_reports",
     "note_rows",
+    "plain_term",
     "trend_view",
     "vital_flag",
     "vitals_rows",
@@ -78,36 +80,38 @@ _CRITICAL: Final = frozenset({"HH", "LL", "HU", "LU", "AA"})
 _UNITS: Final[Mapping[str, str]] = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg", "/min": "/min", "%": "%"}
 
 
+_TAG = re.compile(r"\s*\((disorder|finding|substance|organism|procedure|situation|qualifier value|observable entity|"
+                  r"regime/therapy|morphologic abnormality|product|medicinal product|event|person)\)$")
+
+
+def plain_term(text: str) -> str:
+    """'Anemia (disorder)' -> 'Anemia': the SNOMED semantic tag helps coders, not a clinician reading a chart."""
+    return _TAG.sub("", text).strip() or text
+
+
 # -- age ------------------------------------------------------------------------------------------------------
 
-def _parse_date(text: Any) -> date | None:
-    try:
-        return date.fromisoformat(str(text or "")[:10])
-    except ValueError:
-        return None
-
-
 def age_years(birth: str, today: str) -> int | None:
-    b, t = _parse_date(birth), _parse_date(today)
+    b, t = cd.parse_date(birth), cd.parse_date(today)
     if b is None or t is None or b > t:
         return None
-    return t.year - b.year - ((t.month, t.day) < (b.month, b.day))
+    return t[0] - b[0] - ((t[1], t[2]) < (b[1], b[2]))
 
 
 def age_text(birth: str, today: str, deceased: Any = None) -> str:
     """'47 y', '8 mo', '12 d' (the way a chart header writes it); '' when the birth date is unknown."""
-    b, t = _parse_date(birth), _parse_date(today)
+    b, t = cd.parse_date(birth), cd.parse_date(today)
     if b is None or t is None or b > t:
         return ""
     if deceased:
-        died = _parse_date(deceased) if isinstance(deceased, str) else None
-        t = died or t
-    years = age_years(b.isoformat(), t.isoformat()) or 0
+        died = cd.parse_date(deceased) if isinstance(deceased, str) else None
+        t = died if died is not None and died >= b else t
+    years = t[0] - b[0] - ((t[1], t[2]) < (b[1], b[2]))
     if years >= 2:
         text = f"{years} y"
     else:
-        months = (t.year - b.year) * 12 + t.month - b.month - (t.day < b.day)
-        text = f"{months} mo" if months >= 1 else f"{(t - b).days} d"
+        months = (t[0] - b[0]) * 12 + t[1] - b[1] - (t[2] < b[2])
+        text = f"{months} mo" if months >= 1 else f"{cd.days(t) - cd.days(b)} d"
     return f"{text} (deceased)" if deceased else text
 
 
@@ -144,7 +148,10 @@ def allergy_banner(resources: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if status != "active":
             continue
         reactions = [cc_text(m) for r in a.get("reaction") or [] for m in r.get("manifestation") or []]
-        active.append({"substance": cc_text(a.get("code")) or "Unnamed substance",
+        name = plain_term(cc_text(a.get("code"))) or "Unnamed substance"
+        if any(x["substance"] == name for x in active):  # recorded twice (two sources): said once
+            continue
+        active.append({"substance": name,
                        "high": a.get("criticality") == "high", "reaction": ", ".join(x for x in reactions if x)})
     if active:
         active.sort(key=lambda x: (not x["high"], x["substance"].casefold()))
@@ -271,15 +278,9 @@ def vitals_rows(observations: Sequence[Mapping[str, Any]], pending: Pending, *, 
 # -- trends -------------------------------------------------------------------------------------------------------
 
 def _when_days(text: str) -> float | None:
-    try:
-        t = datetime.fromisoformat(text.replace("Z", "+00:00")) if "T" in text else None
-    except ValueError:
-        t = None
-    d = _parse_date(text)
-    if d is None:
-        return None
-    frac = (t.hour * 3600 + t.minute * 60 + t.second) / 86400 if t is not None else 0.0
-    return d.toordinal() + frac
+    """Days since 1970 at the wall-clock time written (the offset is ignored: a chart's dates are local)."""
+    secs = cd.parse_instant(text[:19])
+    return None if secs is None else secs / 86400
 
 
 def _nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
@@ -303,7 +304,7 @@ def _fmt_tick(v: float) -> str:
 
 
 def _label_date(d: float) -> str:
-    return date.fromordinal(int(d)).isoformat()
+    return cd.iso(cd.civil(math.floor(d)))
 
 
 def trend_view(title: str, unit: str, series: Sequence[tuple[str, Sequence[tuple[str, float]]]],

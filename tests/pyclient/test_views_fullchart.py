@@ -4,12 +4,16 @@ authors, problem add/resolve and the vitals' time — all decided in pyclient, d
 from __future__ import annotations
 
 import base64
+import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyclient.errors import ValidationFailed
+from pyclient.views import caldate
 from pyclient.views import chart_forms as cf
 from pyclient.views import fullchart as fc
 from pyclient.views import permissions as cp
@@ -295,3 +299,31 @@ def test_a_trend_needs_two_values_and_its_axis_covers_every_point() -> None:
     top, bottom = t["plot"]["top"], t["plot"]["bottom"]
     assert all(top <= p["y"] <= bottom for p in t["lines"][0]["points"])
     assert float(t["yTicks"][-1]["label"]) >= 38.4 and float(t["yTicks"][0]["label"]) <= 36.0
+
+
+def test_snomed_semantic_tags_and_duplicates_are_not_read_aloud() -> None:
+    assert fc.plain_term("Anemia (disorder)") == "Anemia" and fc.plain_term("Mold (organism)") == "Mold"
+    assert fc.plain_term("Hypertension") == "Hypertension"
+    b = fc.allergy_banner([allergy("a", "Mold (organism)"), allergy("b", "Mold (organism)")])
+    assert b["text"] == "Allergies (1): Mold"
+    rows = cf.problem_rows([{"resourceType": "Condition", "id": "c", "code": {"text": "Anemia (disorder)"}}], never)
+    assert rows["active"][0]["text"] == "Anemia"
+
+
+# -- calendar arithmetic without the datetime module (the core may not import it) ------------------------------
+
+
+@settings(max_examples=300)
+@given(st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31)))
+def test_day_numbers_match_the_standard_library(d: dt.date) -> None:
+    n = caldate.days((d.year, d.month, d.day))
+    assert n == d.toordinal() - dt.date(1970, 1, 1).toordinal()
+    assert caldate.civil(n) == (d.year, d.month, d.day)
+
+
+def test_instants_with_offsets() -> None:
+    z = caldate.parse_instant("2026-12-01T16:00:00Z")
+    assert z == dt.datetime(2026, 12, 1, 16, tzinfo=dt.UTC).timestamp()
+    assert caldate.parse_instant("2026-12-01T11:00:00.427-05:00") == z
+    assert caldate.parse_instant("2026-12-01T17:00", default_offset_min=60) == z
+    assert caldate.parse_instant("2026-02-30") is None and caldate.parse_instant("soon") is None
