@@ -198,7 +198,7 @@ function unverified(n, one, many) {
     `${n} ${n === 1 ? one : many} could not be verified on this device and ${n === 1 ? "is" : "are"} not shown.`) : null;
 }
 
-export function chartScreen(c, { onAllergy, onMed }) {
+export function chartScreen(c, { onAllergy, onMed, onNka }) {
   conflictIds = new Set(c.conflictIds || []);
   const p = c.patient;
   const unv = (c.integrity && c.integrity.byType) || {};
@@ -224,7 +224,9 @@ export function chartScreen(c, { onAllergy, onMed }) {
 
   const assertions = new Set(c.banner?.allergies?.assertionIds || []); // "no known allergy" is said, not listed
   c.allergies = c.allergies.filter((a) => !assertions.has(a.id));
-  const allergies = section("Allergies", null, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
+  const nkaButton = onNka && can.addAllergy && c.banner?.allergies?.state === "unassessed" // asked, none: say so
+    ? h("button", { type: "button", class: "btn small ghost", id: "record-nka", onclick: onNka }, "No known allergies") : null;
+  const allergies = section("Allergies", nkaButton, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
       can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),

@@ -181,3 +181,16 @@ class ChartMixin:
                                  abatement=abatement, today=date.today().isoformat())
         out: dict[str, Any] = await self._edit("Condition", condition_id, res, create=False)  # type: ignore[attr-defined]
         return out
+
+    async def record_no_known_allergies(self, patient_id: str) -> dict[str, Any]:
+        """Record that the patient was asked and has no known allergies (not the same as never asked)."""
+        self._require_writable()  # type: ignore[attr-defined]
+        self._check_may("AllergyIntolerance", "create")
+        resources = await self._chart_resources(patient_id)  # type: ignore[attr-defined]
+        state = str(fc.allergy_banner(resources)["state"])
+        rid = str(uuid.uuid4())
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        res = cf.no_known_allergies(patient_id, id=rid, banner_state=state, now=now,
+                                    author=self._author())  # type: ignore[attr-defined]
+        out: dict[str, Any] = await self._edit("AllergyIntolerance", rid, res, create=True)  # type: ignore[attr-defined]
+        return out

@@ -19,6 +19,7 @@ from pyclient.views.fullchart import plain_term
 __all__ = [
     "COMMON_PROBLEMS",
     "CONDITION_CLINICAL",
+    "no_known_allergies",
     "problem_new",
     "problem_resolve",
     "problem_rows",
@@ -175,3 +176,25 @@ def vitals_effective(raw: Any, *, now: str, tz_offset_min: int = 0) -> str:
         raise ValidationFailed(FIX, fields={"taken_at": "Vitals taken more than 7 days ago cannot be entered here."})
     sign = "+" if east >= 0 else "-"
     return f"{local}{sign}{abs(east) // 60:02d}:{abs(east) % 60:02d}"
+
+
+ALLERGY_CLINICAL: Final = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
+ALLERGY_VERIFICATION: Final = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
+
+
+def no_known_allergies(patient_id: str, *, id: str, banner_state: str, now: str,
+                       author: Mapping[str, str]) -> dict[str, Any]:
+    """The recorded assertion "no known allergies" (SNOMED 716186003), as US Core records it: an
+    AllergyIntolerance, confirmed and active. Refused while the patient has active allergies (they would
+    contradict it) or when it is already recorded."""
+    if banner_state == "allergies":
+        raise ValidationFailed("This patient has recorded allergies. Mark each one inactive or resolved first, "
+                               "if they no longer apply.", fields={})
+    if banner_state == "nka":
+        raise ValidationFailed("No known allergies is already recorded for this patient.", fields={})
+    return {"resourceType": "AllergyIntolerance", "id": id,
+            "clinicalStatus": {"coding": [{"system": ALLERGY_CLINICAL, "code": "active"}]},
+            "verificationStatus": {"coding": [{"system": ALLERGY_VERIFICATION, "code": "confirmed"}]},
+            "code": {"coding": [{"system": SNOMED, "code": "716186003", "display": "No known allergy"}],
+                     "text": "No known allergies"},
+            "patient": {"reference": f"Patient/{patient_id}"}, "recordedDate": now, "recorder": dict(author)}

@@ -270,3 +270,15 @@ def test_no_known_allergies_is_not_not_assessed_and_the_nurse_cannot_add_problem
         page.wait_for_timeout(150)
         shot(page, f"56-unassessed-note-form-{size['width']}x{size['height']}", full_page=False)
     _no_raw(page)
+
+    # Asked and none: the nurse records "no known allergies"; the banner changes and the server has it.
+    page.click("#form-note >> text=Cancel")
+    page.wait_for_selector("#record-nka")
+    page.click("#record-nka")
+    page.click("dialog.dialog button[value=ok]")
+    poll(page, "() => document.getElementById('allergy-banner')?.dataset.state === 'nka'")
+    assert page.locator("#record-nka").count() == 0
+    wait_status(page, "d.pending === '0' && d.synced === 'true'", timeout=90_000)
+    found = server.fhir(f"AllergyIntolerance?patient={imported['unasked']}").get("entry", [])
+    assert [e["resource"]["code"]["coding"][0]["code"] for e in found] == ["716186003"]
+    shot(page, "57-nka-recorded", full_page=False)

@@ -327,3 +327,13 @@ def test_instants_with_offsets() -> None:
     assert caldate.parse_instant("2026-12-01T11:00:00.427-05:00") == z
     assert caldate.parse_instant("2026-12-01T17:00", default_offset_min=60) == z
     assert caldate.parse_instant("2026-02-30") is None and caldate.parse_instant("soon") is None
+
+
+def test_no_known_allergies_is_recorded_as_an_assertion_the_banner_reads() -> None:
+    nka = cf.no_known_allergies("p1", id="n1", banner_state="unassessed", now="2026-12-01T10:00:00Z", author=AUTHOR)
+    assert nka["code"]["coding"][0]["code"] == "716186003" and nka["patient"] == {"reference": "Patient/p1"}
+    assert fc.allergy_banner([nka])["state"] == "nka"
+    with pytest.raises(ValidationFailed, match="recorded allergies"):
+        cf.no_known_allergies("p1", id="n2", banner_state="allergies", now="2026-12-01T10:00:00Z", author=AUTHOR)
+    with pytest.raises(ValidationFailed, match="already recorded"):
+        cf.no_known_allergies("p1", id="n2", banner_state="nka", now="2026-12-01T10:00:00Z", author=AUTHOR)
