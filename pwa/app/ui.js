@@ -290,7 +290,7 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
     h("h2", {}, "Part of this record could not be verified"), h("p", {}, c.integrity.message)) : null;
   return [full.patientBanner(c), header, integrity, h("div", { class: "grid" },
     h("div", { class: "col" }, allergies, meds, full.dispensesSection(c, { pendingBadge }), problems, immunizations, appointments),
-    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))].filter(Boolean);
+    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes, full.otherSections(c, { pendingBadge })))].filter(Boolean);
 }
 
 export function formScreen(title, patient, fields, { submit, cancelHref }) {

@@ -26,6 +26,7 @@ __all__ = [
     "full_chart",
     "grouped_reports",
     "note_rows",
+    "other_records",
     "plain_term",
     "trend_view",
     "vital_flag",
@@ -81,7 +82,7 @@ _UNITS: Final[Mapping[str, str]] = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mm
 
 
 _TAG = re.compile(r"\s*\((disorder|finding|substance|organism|procedure|situation|qualifier value|observable entity|"
-                  r"regime/therapy|morphologic abnormality|product|medicinal product|event|person)\)$")
+                  r"regime/therapy|morphologic abnormality|product|medicinal product|event|person|physical object)\)$")
 
 
 def plain_term(text: str) -> str:
@@ -560,6 +561,65 @@ def _dispenses(resources: Sequence[Mapping[str, Any]], pending: Pending) -> list
     return rows
 
 
+#: Types the chart already shows in their own sections (or that are not clinical content for this screen).
+_SHOWN: Final = frozenset({
+    "Patient", "Condition", "AllergyIntolerance", "MedicationRequest", "MedicationDispense", "Observation",
+    "DocumentReference", "DiagnosticReport", "Immunization", "Procedure", "Appointment", "Encounter", "CareTeam",
+    "Practitioner", "PractitionerRole", "Organization", "Location", "Provenance", "List", "AuditEvent",
+    "Medication", "Subscription"})
+#: Plain names for the rest of a US Core record, with the fields that name one record and date it.
+_OTHER: Final[Mapping[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
+    "MedicationStatement": ("Medications reported", ("medicationCodeableConcept",), ("effectiveDateTime", "effectivePeriod", "dateAsserted")),
+    "MedicationAdministration": ("Medications given", ("medicationCodeableConcept",), ("effectiveDateTime", "effectivePeriod")),
+    "ServiceRequest": ("Orders and referrals", ("code",), ("authoredOn", "occurrenceDateTime")),
+    "CarePlan": ("Care plans", ("category",), ("period", "created")),
+    "Goal": ("Goals", ("description",), ("startDate", "statusDate")),
+    "Device": ("Devices", ("type",), ("manufactureDate",)),
+    "Flag": ("Alerts", ("code",), ("period",)),
+    "Specimen": ("Specimens", ("type",), ("receivedTime",)),
+    "Coverage": ("Insurance", ("type",), ("period",)),
+    "DetectedIssue": ("Detected issues", ("code",), ("identifiedDateTime",)),
+    "EpisodeOfCare": ("Episodes of care", ("type",), ("period",)),
+    "RelatedPerson": ("Related people", ("relationship",), ("period",)),
+    "QuestionnaireResponse": ("Questionnaires", ("questionnaire",), ("authored",)),
+    "Communication": ("Messages", ("category",), ("sent",)),
+}
+
+
+def _label(r: Mapping[str, Any], keys: Sequence[str]) -> str:
+    for k in keys:
+        v = r.get(k)
+        if isinstance(v, list):
+            v = v[0] if v else None
+        text = cc_text(v) if isinstance(v, Mapping) else str(v or "")
+        if text:
+            return plain_term(text)
+    names = r.get("deviceName") or []
+    if names and isinstance(names[0], Mapping) and names[0].get("name"):
+        return str(names[0]["name"])
+    return ""
+
+
+def other_records(resources: Sequence[Mapping[str, Any]], pending: Pending) -> list[dict[str, Any]]:
+    """Every other kind of record the patient's chart holds, by kind, newest first, so nothing on the device
+    is invisible to the clinician (whatever the record issue brings in)."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for r in resources:
+        rt = str(r.get("resourceType") or "")
+        if rt in _SHOWN or not rt:
+            continue
+        title, name_keys, date_keys = _OTHER.get(rt, (rt, ("code", "type", "category"), ("date", "period")))
+        by.setdefault(title, []).append({
+            "id": r.get("id"), "text": _label(r, name_keys) or title.rstrip("s"), "status": str(r.get("status") or ""),
+            "when": when(r, *date_keys), "pending": pending(r)})
+    out = []
+    for title, rows in sorted(by.items()):
+        rows.sort(key=lambda x: str(x["when"]), reverse=True)
+        out.append({"title": title, "id": "other-" + "".join(ch if ch.isalnum() else "-" for ch in title.lower()),
+                    "rows": rows})
+    return out
+
+
 def full_chart(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]], pending: Pending, *,
                today: str) -> dict[str, Any]:
     """Everything item 5 adds to the chart view model (merged into :func:`pyclient.chart.chart_view`'s)."""
@@ -582,4 +642,5 @@ def full_chart(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
         "otherReports": reports["otherReports"],
         "noteRows": note_rows(docs, pending),
         "dispenses": dispenses,
+        "otherRecords": other_records(resources, pending),
     }

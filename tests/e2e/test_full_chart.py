@@ -101,6 +101,8 @@ def full_record(pid: str) -> list[dict[str, Any]]:
         *({"resourceType": "Immunization", "id": f"imm{k}-{pid}", "status": "completed", "patient": subj,
            "vaccineCode": {"text": f"Influenza, seasonal ({2026 - k})"}, "occurrenceDateTime": f"{2026 - k}-10-05"}
           for k in range(8)),
+        {"resourceType": "Goal", "id": f"goal-{pid}", "lifecycleStatus": "active", "subject": subj,
+         "description": {"text": "Blood pressure below 130/80"}, "startDate": _day(60)},
         {"resourceType": "Encounter", "id": f"enc-{pid}", "status": "finished", "subject": subj,
          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
          "type": [{"text": "Encounter for symptom"}], "period": {"start": f"{_day(0)}T07:50:00Z"}},
@@ -184,6 +186,8 @@ def test_full_chart_banner_flags_trends_reports_and_problems_offline(new_context
     assert "(8)" in page.inner_text("#immunizations-section h2")
     assert page.locator("#immunizations > li").count() == 5
     assert "Show 3 older" in page.inner_text("#immunizations-section summary")
+    # Whatever else the record holds has a place too (here a Goal: no section of its own).
+    assert "Blood pressure below 130/80" in page.inner_text("#other-goals-section")
     _no_raw(page)
     for size in VIEWPORTS:
         page.set_viewport_size(size)

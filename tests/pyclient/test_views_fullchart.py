@@ -337,3 +337,14 @@ def test_no_known_allergies_is_recorded_as_an_assertion_the_banner_reads() -> No
         cf.no_known_allergies("p1", id="n2", banner_state="allergies", now="2026-12-01T10:00:00Z", author=AUTHOR)
     with pytest.raises(ValidationFailed, match="already recorded"):
         cf.no_known_allergies("p1", id="n2", banner_state="nka", now="2026-12-01T10:00:00Z", author=AUTHOR)
+
+
+def test_every_other_kind_of_record_is_listed_by_kind() -> None:
+    rows = fc.other_records([
+        {"resourceType": "Device", "id": "d1", "type": {"text": "Implantable defibrillator (physical object)"},
+         "status": "active"},
+        {"resourceType": "Goal", "id": "g1", "description": {"text": "HbA1c below 7 %"}, "startDate": "2026-01-01"},
+        {"resourceType": "Goal", "id": "g2", "description": {"text": "Walk daily"}, "startDate": "2026-06-01"},
+        {"resourceType": "Observation", "id": "o1"}, {"resourceType": "Patient", "id": "p1"}], never)
+    assert [(g["title"], [r["text"] for r in g["rows"]]) for g in rows] == [
+        ("Devices", ["Implantable defibrillator"]), ("Goals", ["Walk daily", "HbA1c below 7 %"])]

@@ -149,3 +149,10 @@ export function dispensesSection(c, { pendingBadge }) {
     h("div", { class: "grow" }, h("strong", {}, d.what), h("small", {}, ` ${d.amount ? d.amount + " · " : ""}${d.when || "not handed over yet"}`), " ", pendingBadge(d)),
     h("span", { class: "badge" }, d.status)), { limit: 5 });
 }
+
+/** Every other kind of record the chart holds (devices, goals, care plans, ...), one collapsed list per kind. */
+export function otherSections(c, { pendingBadge }) {
+  return (c.otherRecords || []).map((g) => listSection(g.title, g.id, g.rows, (r) => h("li", { dataset: { id: r.id } },
+    h("div", { class: "grow" }, h("strong", {}, r.text), h("small", {}, r.when ? " " + r.when : "")), " ", pendingBadge(r),
+    r.status ? h("span", { class: "badge" }, r.status) : null), { limit: 3 }));
+}
