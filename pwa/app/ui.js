@@ -259,7 +259,8 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
         h("td", {}, v.value, " ", v.abnormal ? badge(labFlag(v), v.critical ? "flag critical" : "flag") : null,
           v.status === "preliminary" ? badge("preliminary", "prelim") : null),
         h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
-    (c.labTrends || []).length ? h("div", { class: "trends2", id: "lab-trends" }, c.labTrends.map(full.trendSvg)) : null);
+    (c.labTrends || []).length ? h("details", { class: "more", id: "lab-trends" }, h("summary", {}, `Lab trends (${c.labTrends.length})`),
+      h("div", { class: "trends2" }, c.labTrends.map(full.trendSvg))) : null);
 
   const notes = full.notesSection(c, { pendingBadge, unverified: unverified(unv.DocumentReference, "note", "notes") });
 

@@ -445,7 +445,34 @@ def author_text(ref: Any) -> str:
     return ""
 
 
-def note_rows(docs: Sequence[Mapping[str, Any]], pending: Pending) -> list[dict[str, Any]]:
+def care_team_roles(resources: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """'Practitioner/x' -> 'Physician' from the patient's CareTeams: names the role of an author whose
+    Practitioner record is not on this device (a device holds only its own user's)."""
+    out: dict[str, str] = {}
+    for ct in resources:
+        if ct.get("resourceType") != "CareTeam":
+            continue
+        for p in ct.get("participant") or []:
+            ref = str((p.get("member") or {}).get("reference") or "")
+            role = cc_text((p.get("role") or [None])[0])
+            if ref and role:
+                out.setdefault(ref, role)
+    return out
+
+
+def note_author(ref: Any, roles: Mapping[str, str]) -> str:
+    """A note's author in words, however it was recorded (display, plain string, or a bare reference)."""
+    name = author_text(ref)
+    if name:
+        return name
+    if isinstance(ref, Mapping) and ref.get("reference"):
+        role = roles.get(str(ref["reference"]))
+        return f"{role} of the care team" if role else "Author not named on this device"
+    return ""
+
+
+def note_rows(docs: Sequence[Mapping[str, Any]], pending: Pending,
+              roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Title, author and time of each note, newest first (the date once, not in the title and again)."""
     import base64  # noqa: PLC0415 - only notes need it
 
@@ -466,7 +493,7 @@ def note_rows(docs: Sequence[Mapping[str, Any]], pending: Pending) -> list[dict[
         title = str(d.get("description") or cc_text(d.get("type")) or "Note").strip()
         if at and title.endswith(at[:10]):
             title = title[: -len(at[:10])].rstrip(" -·,") or "Note"
-        authors = [a for a in (author_text(x) for x in d.get("author") or []) if a]
+        authors = [a for a in (note_author(x, roles or {}) for x in d.get("author") or []) if a]
         rows.append({"id": d.get("id"), "title": title, "author": ", ".join(authors) or "Author not recorded",
                      "when": at, "text": text, "pending": pending(d)})
     rows.sort(key=lambda n: str(n["when"]), reverse=True)
@@ -640,7 +667,7 @@ def full_chart(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
         "labTrends": _lab_trends(observations),
         "labReports": reports["reports"],
         "otherReports": reports["otherReports"],
-        "noteRows": note_rows(docs, pending),
+        "noteRows": note_rows(docs, pending, care_team_roles(resources)),
         "dispenses": dispenses,
         "otherRecords": other_records(resources, pending),
     }

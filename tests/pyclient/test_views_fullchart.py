@@ -348,3 +348,14 @@ def test_every_other_kind_of_record_is_listed_by_kind() -> None:
         {"resourceType": "Observation", "id": "o1"}, {"resourceType": "Patient", "id": "p1"}], never)
     assert [(g["title"], [r["text"] for r in g["rows"]]) for g in rows] == [
         ("Devices", ["Implantable defibrillator"]), ("Goals", ["Walk daily", "HbA1c below 7 %"])]
+
+
+def test_a_bare_author_reference_is_named_by_its_care_team_role() -> None:
+    resources = [{"resourceType": "CareTeam", "id": "ct", "participant": [
+        {"role": [{"text": "Physician"}], "member": {"reference": "Practitioner/pr1"}}]}]
+    docs = [{"resourceType": "DocumentReference", "id": "n1", "date": "2026-11-02T09:45:00Z",
+             "author": [{"reference": "Practitioner/pr1"}]},
+            {"resourceType": "DocumentReference", "id": "n2", "date": "2026-11-01T09:45:00Z",
+             "author": [{"reference": "Practitioner/elsewhere"}]}]
+    rows = fc.note_rows(docs, never, fc.care_team_roles(resources))
+    assert [r["author"] for r in rows] == ["Physician of the care team", "Author not named on this device"]

@@ -98,7 +98,9 @@ export function vitalsSection(c, { pendingBadge, unverified }) {
         h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", flagBadge(v), " ", pendingBadge(v)), h("td", {}, v.when)))))
       : h("p", { class: "empty" }, "No vitals recorded."),
     rows.length ? h("p", { class: "muted small-note" }, c.rangesNote) : null,
-    trends.length ? h("div", { class: "trends2", id: "trends" }, trends.map(trendSvg)) : null);
+    trends.length ? h("div", { class: "trends2", id: "trends" }, trendSvg(trends[0])) : null, // BP first, the rest on demand
+    trends.length > 1 ? h("details", { class: "more", id: "more-trends" }, h("summary", {}, `More trends (${trends.length - 1})`),
+      h("div", { class: "trends2" }, trends.slice(1).map(trendSvg))) : null);
 }
 
 export function problemsSection(c, { can, pid, pendingBadge, unverified }) {
