@@ -4,9 +4,9 @@ The server offers (``GET /api/sync/device-set``) the user's scope ranked by the 
 (``omnicare.prefetch.services.prefetch_rank``); the device applies ``pyclient.device_set.plan_device_set``
 (pins, budget) and tells the server its choice (``POST /api/sync/device-set``), which is stored intersected
 with the scope and audited as ONE ``device-set`` event (a disclosure to a device of that patient set,
-distinct from ``read`` chart opens). From then on the pull delivers ``scope ∩ chosen set``
-(:func:`device_scope_keys`): the existing fill/drop machinery downloads what was added and drops what
-left. The scope is recomputed at every pull, so a chosen set never widens it.
+distinct from ``read`` chart opens). From then on the pull delivers the scope minus the patients the device
+declined (:func:`device_scope_keys`): the existing fill/drop machinery downloads what was added and drops
+what left. The scope is recomputed at every pull, so a chosen set never widens it.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def device_set_choose(
     with transaction.atomic():
         DeviceHolding.objects.update_or_create(
             device=device,
-            defaults={"patient_ids": kept, "model_version": model_version[:64], "updated": now or timezone.now()},
+            defaults={"patient_ids": kept, "declined": sorted(allowed - wanted), "model_version": model_version[:64],
+                      "updated": now or timezone.now()},
         )
         audit_record(
             user=user, action="device-set", resource_type="Patient", patient_ids=kept, device_id=device.device_id,
@@ -70,13 +71,14 @@ def device_set_choose(
 
 
 def device_scope_keys(*, user: Any, device_id: str | None) -> frozenset[str]:
-    """What a pull delivers to this device: the scope, cut to the device's chosen set when it has one."""
+    """What a pull delivers to this device: the scope minus the patients the device declined when it last
+    chose its set (a patient new to the scope arrives at once; the device's next plan may evict it)."""
     keys = scopes.scope_keys(user=user)
     if not device_id:
         return keys
     row = DeviceHolding.objects.filter(device__user=user, device__device_id=device_id).values_list(
-        "patient_ids", flat=True).first()
-    if row is None:
+        "declined", flat=True).first()
+    if not row:
         return keys
-    chosen = {f"Patient/{p}" for p in row}
-    return frozenset(k for k in keys if not k.startswith("Patient/") or k in chosen)
+    declined = {f"Patient/{p}" for p in row}
+    return frozenset(k for k in keys if k not in declined)

@@ -194,12 +194,15 @@ class PushJobChunk(models.Model):
 class DeviceHolding(models.Model):
     """The patients a device chose to hold within its budget (``POST /api/sync/device-set``, issue 13).
 
-    The pull delivers the user's scope intersected with this set (never more than the scope: a device
-    cannot widen it by asking); a device without a row receives its whole scope, as before budgets.
+    ``declined``: the patients of the scope (at the time of the choice) the device chose NOT to hold. The
+    pull delivers the user's current scope minus them: never more than the scope, and a patient who enters
+    the scope later (a new admission to the ward) arrives at once, until the device's next plan. A device
+    without a row receives its whole scope, as before budgets.
     """
 
     device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="holding")
     patient_ids = models.JSONField(default=list)
+    declined = models.JSONField(default=list)
     model_version = models.CharField(max_length=64, blank=True, default="")
     updated = models.DateTimeField()
 

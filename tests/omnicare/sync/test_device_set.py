@@ -172,3 +172,16 @@ def test_an_unregistered_device_gets_no_offer(hospital: dict[str, Any], sync: Sy
     r = sync.client.post("/api/sync/device-set", {"deviceId": "dev-nowhere1", "patients": ["p1"]},
                          content_type="application/json")
     assert r.status_code == 403
+
+
+def test_a_patient_new_to_the_scope_arrives_at_once_after_a_choice(hospital: dict[str, Any],
+                                                                   sync: SyncClient) -> None:
+    """The server remembers what the device declined, not what it chose: a new admission to the ward is
+    delivered on the next pull, without waiting for the device's next plan."""
+    sync.register()
+    sync.client.post("/api/sync/device-set", {"deviceId": sync.device_id, "patients": ["p1"]},
+                     content_type="application/json")
+    _c, _d, cursor = sync.pull_all()
+    seed(patient("p12"), stay("e12", "p12", "w3"))
+    changes, _d, _cur = sync.pull_all(cursor)
+    assert {c["id"] for c in changes if c["resourceType"] == "Patient"} == {"p12"}
