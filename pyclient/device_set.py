@@ -60,7 +60,7 @@ class Candidate:
     """One patient of the user's scope as the server ranks it for this device."""
 
     patient_id: str
-    reasons: tuple[str, ...]  # "care-team", "appointment-today", "appointment-tomorrow", "ward:<name>", "grant"
+    reasons: tuple[str, ...]  # pinning ones (PINNING_REASONS) and "ward-recent:<name>", "appointment-week"
     score: float  # probability the user opens the chart in the next shift (0..1)
     json_bytes: int
     records: int
@@ -118,7 +118,7 @@ class Holding:
     """One patient the plan keeps on the device, and why."""
 
     patient_id: str
-    reasons: tuple[str, ...]  # local ("pending", "conflict", "on-demand") then the server's, or ("likely",)
+    reasons: tuple[str, ...]  # local ("pending", "conflict", "on-demand") then the server's; "likely" first if unpinned
     pinned: bool
     bytes: int
     score: float
@@ -182,7 +182,7 @@ def plan_device_set(
     not_held = 0
     for c in rest:
         if used + c.bytes <= budget:
-            held.append(Holding(c.patient_id, (LIKELY,), False, c.bytes, c.score))
+            held.append(Holding(c.patient_id, (LIKELY, *c.reasons), False, c.bytes, c.score))
             used += c.bytes
         else:
             not_held += 1

@@ -243,7 +243,9 @@ def _care_team_compute(user: Any) -> frozenset[str]:
 #   NONAC) whose current ``location`` (status ``active``, or no status and no ``period.end``) is a Location the
 #   user works on — one named by a PractitionerRole (``active`` not false) whose ``practitioner`` is the user's;
 #   schedule: an Appointment (not cancelled, noshow or entered-in-error) whose participants include the user's
-#   Practitioner and whose ``start`` falls today or tomorrow (the site's time zone); its Patient participants.
+#   Practitioner and whose ``start`` falls within the next SCHEDULE_DAYS days (the site's time zone); its Patient
+#   participants (today's and tomorrow's are pinned on devices, later ones ranked);
+#   recently on the ward: patients who left one of those wards in the last WARD_RECENT_DAYS days (ranked).
 
 _INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
 _APPOINTMENT_OFF = frozenset({"cancelled", "noshow", "entered-in-error"})
@@ -313,8 +315,40 @@ def ward_census(*, user: Any) -> dict[str, str]:
     return out
 
 
+#: How far back a ward's former patients stay in scope, and how far ahead the schedule reaches (issue 13:
+#: the part of the scope a device holds only if the budget allows, ranked by the prefetch model).
+WARD_RECENT_DAYS = 14
+SCHEDULE_DAYS = 7
+
+
+def ward_recent(*, user: Any, now: datetime | None = None) -> dict[str, str]:
+    """Patient id -> ward name for patients who left the user's wards (discharge or transfer) in the last
+    ``WARD_RECENT_DAYS`` days: the discharge summary, the readmission, the question from the GP."""
+    wards = user_ward_ids(user=user)
+    if not wards:
+        return {}
+    since = _now(now) - timedelta(days=WARD_RECENT_DAYS)
+    out: dict[str, str] = {}
+    for body in _refs_to("Encounter", "location", "Location", wards):
+        if body.get("status") in ("entered-in-error", "cancelled"):
+            continue
+        pid = _ref_id(body.get("subject"), "Patient")
+        enc_end = (body.get("period") or {}).get("end")
+        for loc in body.get("location") or []:
+            lid = _ref_id((loc or {}).get("location"), "Location") if isinstance(loc, dict) else None
+            end = (loc.get("period") or {}).get("end") or enc_end if lid else None
+            try:
+                left = datetime.fromisoformat(str(end).replace("Z", "+00:00")) if end else None
+            except ValueError:
+                left = None
+            if pid and lid in wards and left is not None and timezone.is_aware(left) and left >= since:
+                out[pid] = wards[lid]
+    return out
+
+
 def schedule_patients(*, user: Any, now: datetime | None = None) -> dict[str, str]:
-    """Patient id -> ``appointment-today`` | ``appointment-tomorrow`` for ``user``'s schedule."""
+    """Patient id -> ``appointment-today`` | ``appointment-tomorrow`` | ``appointment-week`` (later in the next
+    ``SCHEDULE_DAYS`` days) for ``user``'s schedule."""
     practitioners = user_practitioner_ids(user=user)
     if not practitioners:
         return {}
@@ -328,12 +362,16 @@ def schedule_patients(*, user: Any, now: datetime | None = None) -> dict[str, st
         except ValueError:
             continue
         day = timezone.localtime(start).date() if timezone.is_aware(start) else start.date()
-        which = {0: "appointment-today", 1: "appointment-tomorrow"}.get((day - today).days)
+        ahead = (day - today).days
+        which = {0: "appointment-today", 1: "appointment-tomorrow"}.get(ahead)
+        if which is None and 1 < ahead <= SCHEDULE_DAYS:
+            which = "appointment-week"
         if which is None:
             continue
+        rank = ("appointment-today", "appointment-tomorrow", "appointment-week")
         for p in body.get("participant") or []:
             pid = _ref_id((p or {}).get("actor"), "Patient") if isinstance(p, dict) else None
-            if pid and out.get(pid) != "appointment-today":
+            if pid and (pid not in out or rank.index(which) < rank.index(out[pid])):
                 out[pid] = which
     return out
 
@@ -346,8 +384,12 @@ def scope_reasons(*, user: Any, now: datetime | None = None) -> dict[str, list[s
         out.setdefault(pid, []).append("care-team")
     for pid in patient_ids_granted(user=user, now=now):
         out.setdefault(pid, []).append("grant")
-    for pid, ward in ward_census(user=user).items():
+    census = ward_census(user=user)
+    for pid, ward in census.items():
         out.setdefault(pid, []).append(f"ward:{ward}")
+    for pid, ward in ward_recent(user=user, now=now).items():
+        if pid not in census:
+            out.setdefault(pid, []).append(f"ward-recent:{ward}")
     for pid, which in schedule_patients(user=user, now=now).items():
         out.setdefault(pid, []).append(which)
     return out
@@ -359,7 +401,8 @@ def _team_and_grants(user: Any) -> frozenset[str]:
     if memo is not None and key is not None and key in memo["scope"]:
         return memo["scope"][key]  # type: ignore[no-any-return]
     value = (care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user))
-             | frozenset(ward_census(user=user)) | frozenset(schedule_patients(user=user)))
+             | frozenset(ward_census(user=user)) | frozenset(ward_recent(user=user))
+             | frozenset(schedule_patients(user=user)))
     if memo is not None and key is not None:
         memo["scope"][key] = value
     return value

@@ -18,6 +18,7 @@ _WORDS: dict[str, str] = {
     "care-team": "your care team",
     "appointment-today": "appointment today",
     "appointment-tomorrow": "appointment tomorrow",
+    "appointment-week": "appointment this week",
     "grant": "emergency access",
     LIKELY: "likely needed",
 }
@@ -28,6 +29,8 @@ def reason_words(reason: str) -> str:
     code, _, arg = reason.partition(":")
     if code == "ward":
         return f"{arg} inpatient" if arg else "ward inpatient"
+    if code == "ward-recent":
+        return f"recently on {arg}" if arg else "recently on your ward"
     return _WORDS.get(code, "in your patients")
 
 
@@ -40,6 +43,10 @@ def size_words(n: int) -> str:
     if n >= 1_000:
         return f"{round(n / 1_000)} kB"
     return f"{n} bytes" if n != 1 else "1 byte"
+
+
+def _first_upper(text: str) -> str:
+    return text[:1].upper() + text[1:]  # not str.capitalize(): it would lower "Ward 3"
 
 
 def _n(count: int, one: str, many: str) -> str:
@@ -58,7 +65,7 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
         rows.append({
             "patientId": h.patient_id,
             "name": names.get(h.patient_id) or "Patient not yet downloaded",
-            "why": ", ".join(seen).capitalize(),
+            "why": _first_upper(", ".join(seen)),
             "pinned": h.pinned,
             "unsynced": any(reason_code(r) in ("pending", "conflict") for r in h.reasons),
             "size": size_words(h.bytes),

@@ -25,6 +25,11 @@ def offer(budget: int, *cs: Candidate) -> DeviceSetOffer:
     return DeviceSetOffer(budget, "v3", tuple(cs))
 
 
+def test_recent_ward_patients_and_later_appointments_are_ranked_not_pinned() -> None:
+    plan = plan_device_set(offer(40 * KB, cand("gone", 0.2, "ward-recent:Ward 3"), cand("week", 0.6, "appointment-week")))
+    assert [(h.patient_id, h.pinned, h.reasons) for h in plan.held] == [("week", False, ("likely", "appointment-week"))]
+
+
 def test_pins_are_held_and_the_rest_fill_the_budget_in_rank_order() -> None:
     o = offer(
         200 * KB,
@@ -109,7 +114,7 @@ def test_the_screen_says_why_each_patient_is_on_the_device() -> None:
         1_000_000_000,
         cand("t", 0.1, "care-team", "appointment-tomorrow"),
         cand("w", 0.1, "ward:Ward 3"),
-        cand("l", 0.7, size=2_000_000),
+        cand("l", 0.7, "ward-recent:Ward 3", size=2_000_000),
     )
     plan = plan_device_set(o, pending=["t"])
     view = device_set_view(plan, names={"t": "Ada Lovelace", "w": "Alan Turing"}, online=True)
@@ -120,7 +125,7 @@ def test_the_screen_says_why_each_patient_is_on_the_device() -> None:
     assert whys == {
         "t": "Changes not yet sent, your care team, appointment tomorrow",
         "w": "Ward 3 inpatient",
-        "l": "Likely needed",
+        "l": "Likely needed, recently on Ward 3",
     }
     assert [r["name"] for r in view["rows"]] == ["Ada Lovelace", "Alan Turing", "Patient not yet downloaded"]
     assert view["rows"][0]["unsynced"] and not view["rows"][1]["unsynced"]
@@ -139,6 +144,8 @@ def test_the_screen_says_how_to_reach_patients_not_on_the_device() -> None:
 
 def test_words() -> None:
     assert reason_words("ward:") == "ward inpatient"
+    assert reason_words("appointment-week") == "appointment this week"
+    assert reason_words("ward-recent:") == "recently on your ward"
     assert reason_words("something-new") == "in your patients"
     assert [size_words(n) for n in (1, 999, 1500, 2_400_000, 500_000_000, 1_500_000_000)] == [
         "1 byte", "999 bytes", "2 kB", "2 MB", "500 MB", "1.5 GB"]

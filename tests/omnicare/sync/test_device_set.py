@@ -36,6 +36,15 @@ def stay(eid: str, pid: str, loc: str, *, status: str = "in-progress", klass: st
             "location": [{"location": {"reference": f"Location/{loc}"}, "status": loc_status}]}
 
 
+def left(eid: str, pid: str, loc: str, *, days_ago: int) -> dict[str, Any]:
+    end = timezone.now() - timedelta(days=days_ago)
+    return {"resourceType": "Encounter", "id": eid, "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": f"Patient/{pid}"},
+            "period": {"start": (end - timedelta(days=4)).isoformat(), "end": end.isoformat()},
+            "location": [{"location": {"reference": f"Location/{loc}"}, "status": "completed"}]}
+
+
 def appointment(aid: str, pid: str, username: str, days: int, status: str = "booked") -> dict[str, Any]:
     start = timezone.now().replace(hour=12, minute=0, second=0, microsecond=0) + timedelta(days=days)
     return {"resourceType": "Appointment", "id": aid, "status": status, "start": start.isoformat(),
@@ -53,13 +62,16 @@ def hospital(clinic: dict[str, Any]) -> dict[str, Any]:
     seed(
         location("w3", "Ward 3"), location("w4", "Ward 4"), location("w9", "Ward 9"),
         role("r1", u, "w3"), role("r2", u, "w9", active=False),
-        *(patient(p) for p in ("p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11")),
+        *(patient(p) for p in ("p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11", "p13", "p14", "p15")),
         stay("e3", "p3", "w3"),  # current inpatient of Ward 3
         stay("e4", "p4", "w3", status="finished"),  # discharged
         stay("e5", "p5", "w3", klass="AMB"),  # an outpatient visit, not the census
         stay("e6", "p6", "w4"),  # another ward
         stay("e11", "p11", "w9"),  # a ward the user no longer works on
-        stay("e10", "p10", "w3", loc_status="completed"),  # transferred out of Ward 3
+        stay("e10", "p10", "w3", loc_status="completed"),  # transferred out of Ward 3, no date: not recent
+        left("e13", "p13", "w3", days_ago=3),  # discharged from Ward 3 three days ago: recently on the ward
+        left("e14", "p14", "w3", days_ago=20),  # three weeks ago: no longer
+        appointment("a15", "p15", u, 9),  # beyond the week
         appointment("a7", "p7", u, 0), appointment("a8", "p8", u, 1),
         appointment("a9", "p9", u, 3), appointment("a10", "p10", u, 0, status="cancelled"),
         observation("o3", "p3"), observation("o7", "p7"),
@@ -75,6 +87,8 @@ def test_the_ward_census_and_the_schedule_are_in_scope_and_nothing_else(hospital
         "p3": ["ward:Ward 3"],
         "p7": ["appointment-today"],
         "p8": ["appointment-tomorrow"],
+        "p9": ["appointment-week"],  # in three days: in scope, ranked rather than pinned on devices
+        "p13": ["ward-recent:Ward 3"],
     }
     assert visible_patient_ids(user=user, device=True) == frozenset(reasons)
     # The colleague, who works on no ward and has no schedule, keeps only their care team.
@@ -90,7 +104,7 @@ def test_the_offer_ranks_the_scope_with_reasons_sizes_and_the_default_budget(
     assert body["budgetBytes"] == 1_000_000_000  # the web default from the seed
     assert body["modelVersion"] == "heuristic"
     by_id = {p["id"]: p for p in body["patients"]}
-    assert set(by_id) == {"p1", "p3", "p7", "p8"}
+    assert set(by_id) == {"p1", "p3", "p7", "p8", "p9", "p13"}
     assert by_id["p3"]["reasons"] == ["ward:Ward 3"] and by_id["p3"]["records"] == 3  # patient, stay, result
     assert by_id["p3"]["bytes"] > 0
     scores = [p["score"] for p in body["patients"]]
@@ -101,12 +115,12 @@ def test_the_offer_ranks_the_scope_with_reasons_sizes_and_the_default_budget(
     Device.objects.filter(device_id=sync.device_id).update(storage_budget_bytes=12345)
     assert sync.get("/device-set", deviceId=sync.device_id).json()["budgetBytes"] == 12345
     offer = AuditEvent.objects.filter(action="device-set-offer", device_id=sync.device_id).first()
-    assert offer is not None and set(offer.patient_ids) == {"p1", "p3", "p7", "p8"}
+    assert offer is not None and set(offer.patient_ids) == {"p1", "p3", "p7", "p8", "p9", "p13"}
 
 
 def test_a_device_holds_what_it_chose_and_drops_what_it_evicts(hospital: dict[str, Any], sync: SyncClient) -> None:
     changes, _drops, cursor = sync.pull_all()
-    assert {c["id"] for c in changes if c["resourceType"] == "Patient"} == {"p1", "p3", "p7", "p8"}
+    assert {c["id"] for c in changes if c["resourceType"] == "Patient"} == {"p1", "p3", "p7", "p8", "p9", "p13"}
     r = sync.client.post("/api/sync/device-set", {"deviceId": sync.device_id, "patients": ["p1", "p7"],
                                                    "modelVersion": "heuristic", "pinned": 2},
                          content_type="application/json")
@@ -130,10 +144,11 @@ def test_asking_for_more_than_the_scope_gets_nothing_more(hospital: dict[str, An
     r = sync.client.post("/api/sync/device-set", {"deviceId": sync.device_id, "patients": ["p1", "p2", "p6"]},
                          content_type="application/json")
     assert r.json() == {"patients": ["p1"]}
-    changes, _d, _c = sync.pull_all()
+    changes, _d, _c = sync.pull_all()  # what it declined stays on the server
     assert {c["id"] for c in changes if c["resourceType"] == "Patient"} == {"p1"}
     ev = AuditEvent.objects.get(action="device-set", device_id=sync.device_id)
     assert ev.patient_ids == ["p1"] and ev.detail["refused"] == 2
+    assert {"p3", "p7"} & set(ev.patient_ids) == set()
 
 
 def test_a_patient_who_leaves_scope_leaves_the_device_even_if_chosen(hospital: dict[str, Any],
