@@ -1283,7 +1283,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin):
             notices = await self._push(machine)
             if self.needs_login:
                 return self.status()
-            phase = await self._device_set_sync(machine, now=_now(), first=first)  # issue 13: the budget
+            phase = await self._device_set_sync(machine, now=_now(), first=first, force=manual)  # issue 13
             notices += await self._pull(machine, first=first)
             if phase == "pins":  # the pinned charts are on the device and usable; now the prefetch tail
                 self._emit({"type": "device-set", "phase": "pinned-ready"})

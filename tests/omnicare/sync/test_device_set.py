@@ -14,7 +14,7 @@ from omnicare.access.services import scope_reasons, visible_patient_ids
 from omnicare.audit.models import AuditEvent
 from omnicare.sync.models import Device
 
-from .conftest import SyncClient, care_team, observation, patient, seed
+from .conftest import SyncClient, observation, patient, seed
 
 
 def location(lid: str, name: str) -> dict[str, Any]:
