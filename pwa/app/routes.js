@@ -6,7 +6,7 @@ import { formRoute } from "./forms.js";
 import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
-import { showDeviceSet } from "./screens/device_set.js";
+import { showDeviceSet, serverMatches } from "./screens/device_set.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -59,6 +59,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),
       h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
+    serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");
       i.focus();

@@ -132,3 +132,40 @@ class DeviceSetMixin:
         await self._device_set_sync(machine, now=0.0, first=False, force=True)
         await self.sync_once()  # type: ignore[attr-defined]
         return {"held": str(patient_id) in await self._ds_held_now()}
+
+    async def search_server(self, text: str) -> dict[str, Any]:
+        """Patients of the user's scope NOT on this device whose name matches ``text`` (online only): the
+        server's audited FHIR search, cut to the last device-set offer (the scope). Names stay in memory."""
+        from urllib.parse import quote  # noqa: PLC0415
+
+        from pyclient import chart as cv  # noqa: PLC0415
+
+        machine: SyncMachine = self._require_unlocked()  # type: ignore[attr-defined]
+        text = (text or "").strip()
+        if len(text) < 2:
+            return {"results": []}
+        offer = self._ds_offer or await self._ds_fetch(machine)
+        if offer is None:
+            return {"results": [], "message": "The server cannot be reached: try again when online."}
+        self._ds_offer = offer
+        scope = {c.patient_id for c in offer.candidates}
+        held = set(await self._ds_held_now())
+        try:
+            res = await self._http("GET", f"/fhir/R4/Patient?name={quote(text)}&_count=50", "")  # type: ignore[attr-defined]
+            res = res.to_py() if hasattr(res, "to_py") else res
+            status, body = int(res[0]), str(res[1] or "")
+        except Exception:  # noqa: BLE001 - offline: nothing to offer
+            return {"results": [], "message": "The server cannot be reached: try again when online."}
+        if status != 200:
+            return {"results": [], "message": "The server did not answer the search: try again later."}
+        try:
+            entries = json.loads(body).get("entry") or []
+        except (ValueError, AttributeError):
+            entries = []
+        out = []
+        for e in entries:
+            p = (e or {}).get("resource") or {}
+            if p.get("resourceType") == "Patient" and p.get("id") in scope and p.get("id") not in held:
+                s = cv.patient_summary(p)
+                out.append({"id": s["id"], "display": s["display"], "birthDate": s["birthDate"], "mrn": s["mrn"]})
+        return {"results": sorted(out, key=lambda r: str(r["display"]))}

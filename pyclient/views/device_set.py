@@ -78,7 +78,7 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
     if plan.not_held:
         more = _n(plan.not_held, "other patient you may see is", "other patients you may see are")
         not_held = (f"{more} not on this device. "
-                    + ("Search to open one: it is downloaded when you open it."
+                    + ("Search for one on the Patients screen: it is downloaded when you open it."
                        if online else "They can be opened when this device is online again."))
     else:
         not_held = "Every patient you may see is on this device."

@@ -156,12 +156,19 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     assert page.inner_text("#device-set-not-held").startswith("3 other patients you may see are not on this device.")
     _shots(page, "41-device-set-budget")
 
-    # A patient in scope but not on the device is fetched on demand (online), and then kept.
-    fetched = page.evaluate("(id) => window.omnicare.py.call('fetch_on_demand', { patient_id: id })", plan["evict"][0])
-    assert fetched == {"held": True}
+    # A patient in scope but not on the device is found by a search (the server's, online), downloaded when
+    # opened, and then kept.
+    family = server.fhir(f"Patient/{plan['evict'][0]}", user="dr.chen")["name"][0]["family"]
+    page.goto("/#/patients")
+    page.fill("#q", family)
+    page.wait_for_selector(f"#server-matches li[data-patient='{plan['evict'][0]}']")
+    _shots(page, "42-device-set-search-server")
+    page.click(f"#server-matches li[data-patient='{plan['evict'][0]}'] button")
+    page.wait_for_selector("#patient-name", timeout=60_000)
+    assert plan["evict"][0] in _held(page)
     whys = _device_screen(page)
     assert whys[plan["evict"][0]].startswith("Opened on this device")
-    _shots(page, "42-device-set-on-demand")
+    _shots(page, "43-device-set-on-demand")
     page.goto(f"/#/patient/{plan['evict'][0]}")
     page.wait_for_selector("#patient-name")
     # Each device-set choice was audited as a disclosure to this device, distinct from chart opens.

@@ -138,7 +138,7 @@ def test_the_screen_says_why_each_patient_is_on_the_device() -> None:
 def test_the_screen_says_how_to_reach_patients_not_on_the_device() -> None:
     plan = plan_device_set(offer(40 * KB, cand("a", 0.9), cand("b", 0.1), cand("c", 0.1)))
     assert device_set_view(plan, names={}, online=True)["notHeld"].startswith(
-        "2 other patients you may see are not on this device. Search to open one")
+        "2 other patients you may see are not on this device. Search for one on the Patients screen")
     assert "online again" in device_set_view(plan, names={}, online=False)["notHeld"]
 
 
