@@ -87,11 +87,12 @@ class DeviceSetMixin:
         self._ds_offer = offer
         plan = self._ds_plan = await self._ds_plan_now(machine, offer)
         store: Any = self.store  # type: ignore[attr-defined]
-        if not plan.not_held and not plan.evict and not await store.meta_get(M_SET_POSTED):
-            return ""  # everything fits and the server was never told otherwise: it sends the whole scope
         if first and not force and any(not h.pinned for h in plan.held):
+            # Pins first, even when everything fits: the chart is usable before the prefetch tail arrives.
             pins = sorted(h.patient_id for h in plan.held if h.pinned)
             return "pins" if await self._ds_post(machine, pins, plan) else ""
+        if not plan.not_held and not plan.evict and not await store.meta_get(M_SET_POSTED):
+            return ""  # everything fits and the server was never told otherwise: it sends the whole scope
         ok = await self._ds_post(machine, plan.patient_ids, plan)
         if ok and plan.evict:
             self._emit({"type": "device-set", "evicted": len(plan.evict)})  # type: ignore[attr-defined]
