@@ -504,8 +504,12 @@ def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpRes
     probability), most likely first, and the device's budget. Audited as one ``device-set-offer`` event."""
     from . import device_sets  # noqa: PLC0415 - keeps this router's imports as they were
 
+    if not deviceId:  # before binding: a session must never be bound to an empty device id
+        raise BadRequest("deviceId is required", expression=["deviceId"])
     device_check(user=request.user, device_id=deviceId)
-    device_bind(request=request, device_id=deviceId or "")
+    if not device_svc.device_registered(user=request.user, device_id=deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=deviceId)
     with audited(user=request.user, action="device-set-offer", resource_type="Patient", device_id=deviceId) as note:
         offer = device_sets.device_set_offer(user=request.user, device_id=deviceId)
         note.patients.update(c.patient_id for c in offer.candidates)
@@ -520,6 +524,8 @@ def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
     from . import device_sets  # noqa: PLC0415
 
     device_check(user=request.user, device_id=payload.deviceId)
+    if not device_svc.device_registered(user=request.user, device_id=payload.deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
     device_bind(request=request, device_id=payload.deviceId)
     kept = device_sets.device_set_choose(user=request.user, device_id=payload.deviceId,
                                          patient_ids=payload.patients, model_version=payload.modelVersion,

@@ -182,6 +182,7 @@ def test_the_device_set_is_audited_as_a_disclosure_not_a_chart_open(hospital: di
 
 
 def test_an_unregistered_device_gets_no_offer(hospital: dict[str, Any], sync: SyncClient) -> None:
+    assert sync.get("/device-set").status_code == 400  # no device id: refused before anything is bound
     r = sync.get("/device-set", deviceId="dev-nowhere1")
     assert r.status_code == 403
     r = sync.client.post("/api/sync/device-set", {"deviceId": "dev-nowhere1", "patients": ["p1"]},
