@@ -20,6 +20,7 @@ from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
+from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
@@ -29,6 +30,7 @@ from . import jobs as job_svc
 from . import pull as pull_svc
 from . import push as push_svc
 from . import snapshots as snapshot_svc
+from .epoch import current_epoch, with_epoch
 
 router = Router(tags=["sync"], auth=api_auth)
 
@@ -60,6 +62,7 @@ class PullOut(Schema):
     hasMore: bool
     drop: list[DropOut] = Field(description="Records that left your scope: delete the local copies.")
     reset: bool = Field(False, description="True on a first sync (no cursor): the page starts a full fill.")
+    epoch: str | None = Field(None, description="The server database's epoch (PROTOCOL.md \"Server epochs\").")
 
 
 class PullIn(Schema):
@@ -75,11 +78,13 @@ class MutationIn(Schema):
     baseVersion: int | None = Field(description="Version the edit started from; null = create")
     resource: dict[str, Any] | None = None
     supersedes: str | None = Field(None, description="mutationId of an earlier conflicted edit this replaces")
+    recover: bool = Field(False, description="Re-sent after a server restore: merged against the restored copy")
 
 
 class PushIn(Schema):
     deviceId: DeviceId
     mutations: list[MutationIn] = Field(description=f"At most {push_svc.MAX_PUSH_MUTATIONS} (413 above)")
+    epoch: str | None = Field(None, description="The epoch the device last saw: another one applies nothing.")
 
 
 class MutationResultOut(Schema):
@@ -94,6 +99,7 @@ class MutationResultOut(Schema):
 
 class PushOut(Schema):
     results: list[MutationResultOut]
+    epoch: str | None = None
 
 
 class JobOut(Schema):
@@ -228,7 +234,7 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         )
         note.patients.update(info.patients)
         note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
-    return _json(_with_audit_checkpoint(body))
+    return _json(with_epoch(_with_audit_checkpoint(body)))
 
 
 def _with_audit_checkpoint(body: bytes) -> bytes:
@@ -269,10 +275,17 @@ def push(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        # The server went back in time since this device last synced: apply nothing; the device sees the new
+        # epoch, re-pulls and re-sends as a recovery (PROTOCOL.md "Server epochs").
+        return _json(with_epoch(b'{"results":[]}'))
+    recovered = sum(m.recover for m in req.mutations)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
         response = push_svc.push(user=request.user, request=req)
         push_svc.push_audit(note=note, request=req, response=response)
-    return _json(dumps(response))
+        if recovered:
+            note.detail.update({"recovery": "server-epoch", "recovered": recovered})
+    return _json(with_epoch(dumps(response)))
 
 
 @router.post(
@@ -288,6 +301,8 @@ def push_job(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request), max_mutations=push_svc.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        raise ConflictError("The server was restored since this device last synced: pull first, then re-send")
     with transaction.atomic():
         job = job_svc.push_job_create(user=request.user, request=req)
     if not job_svc.push_job_enqueue(job_id=str(job.id)):

@@ -184,3 +184,23 @@ class PushJobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk @{self.start} of {self.job_id}"
+
+
+class ServerEpoch(models.Model):
+    """The server database's epoch (PROTOCOL.md "Server epochs"): one row, ``pk=1``.
+
+    ``epoch`` is random and replaced by ``manage.py new_epoch`` after every restore; the epoch devices see also
+    folds in PostgreSQL's system identifier and timeline, so a point-in-time recovery changes it by itself.
+    ``feed_seq`` is the change-feed head when this epoch began: what the restored database held, the base
+    recover mutations are merged against. ``presented`` is the last full epoch value handed to devices.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    epoch = models.CharField(max_length=32)
+    feed_seq = models.BigIntegerField(default=0)
+    presented = models.CharField(max_length=80, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch[:8]}… since feed seq {self.feed_seq}"

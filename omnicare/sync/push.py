@@ -507,6 +507,11 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
     if len(request.mutations) > MAX_JOB_MUTATIONS:
         raise PayloadTooLarge(f"At most {MAX_JOB_MUTATIONS} mutations per batch")
     device = device_register(user=user, device_id=request.device_id)
+    original, answered = request, {}
+    if any(m.recover for m in request.mutations):  # a device re-sending after a server restore (epoch.py)
+        from .epoch import recover_rewrite
+
+        request, answered = recover_rewrite(user=user, request=request)
     results: list[MutationResult] = []
     committed: list[ResourceVersion] = []
     token = _batch_versions.set(committed)
@@ -534,6 +539,9 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
                 send_hint(hint)
 
         transaction.on_commit(flush)
+    if answered:
+        rest = iter(results)
+        results = [answered[i] if i in answered else next(rest) for i in range(len(original.mutations))]
     done = [r.mutation_id for r in results if r.status != "rejected"]
     # Replicache-style "last mutation applied for this device" (conflicts count: they are stored).
     with transaction.atomic():
