@@ -89,7 +89,10 @@ def parse_push(data: Any, *, max_mutations: int = MAX_PUSH_MUTATIONS) -> PushReq
             raise ProtocolError("PushRequest.deviceId: expected a non-empty string")
         if len({m.mutation_id for m in muts}) != len(muts):
             raise ProtocolError("PushRequest.mutations: duplicate mutationId in one batch")
-        request = PushRequest(device_id=device_id, mutations=muts)
+        epoch = data.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolError("PushRequest.epoch: expected a string")
+        request = PushRequest(device_id=device_id, mutations=muts, epoch=epoch)
     except ProtocolError as exc:
         raise BadRequest(f"Malformed push: {exc}"[:500], code="structure") from None
     device_id_check(device_id=request.device_id)
