@@ -501,3 +501,27 @@ def verify(request: HttpRequest) -> HttpResponse:
         note.detail.update({"held": len(held), "changes": len(result["changes"]), "stale": result["stale"],
                             "gone": len(result["gone"])})
     return _json(verifying.verify_json(result))
+
+
+# --- recovery files (issue 13 item 5; PROTOCOL.md "Recovery files") ----------------------------------------
+
+
+class RecoveryKeyOut(Schema):
+    alg: str
+    keyId: str
+    publicKey: str = Field(description="Uncompressed P-256 point, base64url")
+    user: str
+    token: str = Field(description="Put inside every sealed change; binds the file to this user and device")
+
+
+@router.get("/recovery-key", response={200: RecoveryKeyOut}, summary="The server's recovery public key")
+def recovery_key(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """What a device seals its unsynced changes to (a recovery file only this server can open), and the
+    token that proves a file's changes came from a device this user signed in on."""
+    from .recovery import recovery_key_info
+
+    if not deviceId:
+        raise BadRequest("deviceId is required", expression=["deviceId"])
+    device_check(user=request.user, device_id=deviceId)
+    device_bind(request=request, device_id=deviceId)
+    return _json(recovery_key_info(user=request.user, device_id=deviceId))

@@ -204,3 +204,21 @@ class ServerEpoch(models.Model):
 
     def __str__(self) -> str:
         return f"epoch {self.epoch[:8]}… since feed seq {self.feed_seq}"
+
+
+class RecoveryImport(models.Model):
+    """One recovery file an administrator imported (PROTOCOL.md "Recovery files"): who, when, what happened.
+
+    Counts and ids only — never clinical content (the admin is not an audited path)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    file_sha256 = models.CharField(max_length=64, db_index=True)
+    device_id = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    changes = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)  # {"applied": n, "merged": n, "conflict": n, "rejected": n}
+
+    def __str__(self) -> str:
+        return f"recovery file from {self.device_id} ({self.changes} changes)"
