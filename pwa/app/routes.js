@@ -6,6 +6,7 @@ import { formRoute } from "./forms.js";
 import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
+import { showRecovery } from "./screens/recovery.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -18,6 +19,7 @@ export function route() {
   }
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
+  if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }

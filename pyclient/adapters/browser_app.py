@@ -89,6 +89,7 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
+from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -152,7 +153,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin):
+class BrowserApp(CdsMixin, ChartMixin, RecoveryMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -197,6 +198,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
         self._aes_names: set[str] = set()  # AES keys imported into self._aes (data keys, v2 block keys)
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
+        self._recovery_info = None  # the recovery token leaves memory on lock too
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
         self._mcache = {}
         self._mwhere: dict[tuple[str, str], str] | None = None  # row -> patient token, complete since a reset
@@ -605,6 +607,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
             self._drop_settled_manifest_failures()
             ops.append(self._quarantine_op())
+        ops += await self._recovery_escrow_ops(effects)  # sealed-to-server copies move with the outbox
         await self._apply_with_manifests(ops)
         return notices
 
@@ -1284,6 +1287,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         self.syncing = True
         try:
             await self._register_device(machine)
+            await self._recovery_key_refresh(machine)
             notices = await self._push(machine)
             if self.needs_login:
                 return self.status()
