@@ -61,7 +61,7 @@ def _unb64(value: Any, what: str, size: int | None = None) -> bytes:
     if not isinstance(value, str):
         raise RecoveryFileError(f"the file is damaged ({what} is missing)")
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise RecoveryFileError(f"the file is damaged ({what} is not readable)") from None
     if size is not None and len(raw) != size:
