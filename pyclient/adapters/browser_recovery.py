@@ -24,38 +24,6 @@ M_RECOVERY_KEY = "recovery.key"  # sealed {"publicKey", "keyId", "user", "token"
 M_ESCROW = "recovery.escrow"  # {"<entryId>": {"seq": n, "item": SealedItem JSON}}
 KEY_TYPE = "RecoveryKey"
 
-_SEAL_JS = r"""
-(() => {
-  const subtle = globalThis.crypto.subtle;
-  const P256 = { name: "ECDH", namedCurve: "P-256" };
-  async function seal(pub, infoPrefix, aad, iv, pt) {
-    const recipient = await subtle.importKey("raw", pub, P256, false, []);
-    const eph = await subtle.generateKey(P256, false, ["deriveBits"]);
-    const z = await subtle.deriveBits({ name: "ECDH", public: recipient }, eph.privateKey, 256);
-    const epk = new Uint8Array(await subtle.exportKey("raw", eph.publicKey));
-    const info = new Uint8Array(infoPrefix.length + epk.length + pub.length);
-    info.set(infoPrefix, 0); info.set(epk, infoPrefix.length); info.set(pub, infoPrefix.length + epk.length);
-    const ikm = await subtle.importKey("raw", z, "HKDF", false, ["deriveKey"]);
-    const key = await subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info }, ikm,
-      { name: "AES-GCM", length: 256 }, false, ["encrypt"]);
-    const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad, tagLength: 128 }, key, pt));
-    return [epk, ct];
-  }
-  return { seal };
-})()
-"""
-_helper: Any = None
-
-
-def _js() -> Any:
-    global _helper
-    if _helper is None:
-        from pyodide.code import run_js  # type: ignore[import-not-found]  # noqa: PLC0415
-
-        _helper = run_js(_SEAL_JS)
-    return _helper
-
-
 def _u8(data: bytes) -> Any:
     import js  # type: ignore[import-not-found]  # noqa: PLC0415
 
@@ -65,13 +33,17 @@ def _u8(data: bytes) -> Any:
     return arr
 
 
-async def seal_item(*, public_key: bytes, device_id: str, payload: recovery.EscrowPayload, iv: bytes) -> recovery.SealedItem:
-    """The WebCrypto twin of ``cpython_crypto.recovery_seal`` (same bytes for the same ephemeral key and iv)."""
+async def seal_item(
+    crypto: Any, *, public_key: bytes, device_id: str, payload: recovery.EscrowPayload, iv: bytes
+) -> recovery.SealedItem:
+    """The WebCrypto twin of ``cpython_crypto.recovery_seal`` (``recoverySeal`` in pwa/app/crypto.js; the page's
+    CSP allows no eval, so the JS lives there). Every byte string is built here."""
     key_id = recovery.key_id_of(public_key)
     mid = payload.mutation.mutation_id
     aad = recovery.item_aad(key_id=key_id, device_id=device_id, mutation_id=mid)
     prefix = recovery.FORMAT.encode() + b"\x00"
-    out = await _js().seal(_u8(public_key), _u8(prefix), _u8(aad), _u8(iv), _u8(recovery.payload_bytes(payload)))
+    out = await crypto.recoverySeal(_u8(public_key), _u8(prefix), _u8(aad), _u8(iv),
+                                    _u8(recovery.payload_bytes(payload)))
     return recovery.SealedItem(key_id, mid, bytes(out[0].to_bytes()), iv, bytes(out[1].to_bytes()))
 
 
@@ -149,7 +121,8 @@ class RecoveryMixin:
                     continue  # never a valid mutation (a create undone before it was sent)
                 payload = recovery.EscrowPayload(user=str(info["user"]), device_id=device, token=str(info["token"]),
                                                  queued=float(entry.next_try), mutation=entry.to_mutation())
-                item = await seal_item(public_key=public, device_id=device, payload=payload, iv=random_bytes(12))
+                item = await seal_item(self._crypto, public_key=public, device_id=device,  # type: ignore[attr-defined]
+                                       payload=payload, iv=random_bytes(12))
                 escrow[entry.entry_id] = {"seq": entry.seq, "item": item.to_json()}
         if escrow == current:
             return []
