@@ -24,6 +24,7 @@ const SHELL = [
   "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
   "/app/screens/chart_full.js",
+  "/app/screens/recovery.js",
   "/app/py.js",
   "/app/idb.js",
   "/app/crypto.js",

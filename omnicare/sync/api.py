@@ -20,6 +20,7 @@ from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
+from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
@@ -29,6 +30,7 @@ from . import jobs as job_svc
 from . import pull as pull_svc
 from . import push as push_svc
 from . import snapshots as snapshot_svc
+from .epoch import current_epoch, with_epoch
 
 router = Router(tags=["sync"], auth=api_auth)
 
@@ -60,6 +62,7 @@ class PullOut(Schema):
     hasMore: bool
     drop: list[DropOut] = Field(description="Records that left your scope: delete the local copies.")
     reset: bool = Field(False, description="True on a first sync (no cursor): the page starts a full fill.")
+    epoch: str | None = Field(None, description="The server database's epoch (PROTOCOL.md \"Server epochs\").")
 
 
 class PullIn(Schema):
@@ -75,11 +78,13 @@ class MutationIn(Schema):
     baseVersion: int | None = Field(description="Version the edit started from; null = create")
     resource: dict[str, Any] | None = None
     supersedes: str | None = Field(None, description="mutationId of an earlier conflicted edit this replaces")
+    recover: bool = Field(False, description="Re-sent after a server restore: merged against the restored copy")
 
 
 class PushIn(Schema):
     deviceId: DeviceId
     mutations: list[MutationIn] = Field(description=f"At most {push_svc.MAX_PUSH_MUTATIONS} (413 above)")
+    epoch: str | None = Field(None, description="The epoch the device last saw: another one applies nothing.")
 
 
 class MutationResultOut(Schema):
@@ -94,6 +99,7 @@ class MutationResultOut(Schema):
 
 class PushOut(Schema):
     results: list[MutationResultOut]
+    epoch: str | None = None
 
 
 class JobOut(Schema):
@@ -228,7 +234,7 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         )
         note.patients.update(info.patients)
         note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
-    return _json(_with_audit_checkpoint(body))
+    return _json(with_epoch(_with_audit_checkpoint(body)))
 
 
 def _with_audit_checkpoint(body: bytes) -> bytes:
@@ -269,10 +275,17 @@ def push(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        # The server went back in time since this device last synced: apply nothing; the device sees the new
+        # epoch, re-pulls and re-sends as a recovery (PROTOCOL.md "Server epochs").
+        return _json(with_epoch(b'{"results":[]}'))
+    recovered = sum(m.recover for m in req.mutations)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
         response = push_svc.push(user=request.user, request=req)
         push_svc.push_audit(note=note, request=req, response=response)
-    return _json(dumps(response))
+        if recovered:
+            note.detail.update({"recovery": "server-epoch", "recovered": recovered})
+    return _json(with_epoch(dumps(response)))
 
 
 @router.post(
@@ -288,6 +301,8 @@ def push_job(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request), max_mutations=push_svc.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        raise ConflictError("The server was restored since this device last synced: pull first, then re-send")
     with transaction.atomic():
         job = job_svc.push_job_create(user=request.user, request=req)
     if not job_svc.push_job_enqueue(job_id=str(job.id)):
@@ -531,3 +546,25 @@ def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
                                          patient_ids=payload.patients, model_version=payload.modelVersion,
                                          pinned=payload.pinned)
     return _json({"patients": kept})
+# --- recovery files (issue 13 item 5; PROTOCOL.md "Recovery files") ----------------------------------------
+
+
+class RecoveryKeyOut(Schema):
+    alg: str
+    keyId: str
+    publicKey: str = Field(description="Uncompressed P-256 point, base64url")
+    user: str
+    token: str = Field(description="Put inside every sealed change; binds the file to this user and device")
+
+
+@router.get("/recovery-key", response={200: RecoveryKeyOut}, summary="The server's recovery public key")
+def recovery_key(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """What a device seals its unsynced changes to (a recovery file only this server can open), and the
+    token that proves a file's changes came from a device this user signed in on."""
+    from .recovery import recovery_key_info
+
+    if not deviceId:
+        raise BadRequest("deviceId is required", expression=["deviceId"])
+    device_check(user=request.user, device_id=deviceId)
+    device_bind(request=request, device_id=deviceId)
+    return _json(recovery_key_info(user=request.user, device_id=deviceId))

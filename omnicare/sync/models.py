@@ -208,3 +208,39 @@ class DeviceHolding(models.Model):
 
     def __str__(self) -> str:
         return f"{len(self.patient_ids)} patients on {self.device_id}"
+class ServerEpoch(models.Model):
+    """The server database's epoch (PROTOCOL.md "Server epochs"): one row, ``pk=1``.
+
+    ``epoch`` is random and replaced by ``manage.py new_epoch`` after every restore; the epoch devices see also
+    folds in PostgreSQL's system identifier and timeline, so a point-in-time recovery changes it by itself.
+    ``feed_seq`` is the change-feed head when this epoch began: what the restored database held, the base
+    recover mutations are merged against. ``presented`` is the last full epoch value handed to devices.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    epoch = models.CharField(max_length=32)
+    feed_seq = models.BigIntegerField(default=0)
+    presented = models.CharField(max_length=80, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch[:8]}… since feed seq {self.feed_seq}"
+
+
+class RecoveryImport(models.Model):
+    """One recovery file an administrator imported (PROTOCOL.md "Recovery files"): who, when, what happened.
+
+    Counts and ids only — never clinical content (the admin is not an audited path)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    file_sha256 = models.CharField(max_length=64, db_index=True)
+    device_id = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    changes = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)  # {"applied": n, "merged": n, "conflict": n, "rejected": n}
+
+    def __str__(self) -> str:
+        return f"recovery file from {self.device_id} ({self.changes} changes)"

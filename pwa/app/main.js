@@ -8,6 +8,7 @@ import { h, screen, renderStatus, progress, banner, plain } from "./ui.js";
 import { state, channel, hooks } from "./state.js";
 import { signInScreen, unlockScreen, lock, signOut, startIdleTimer } from "./auth.js";
 import { route, refreshView } from "./routes.js";
+import { installRecoveryLink } from "./screens/recovery.js";
 state.makeIdb = idb.makeIdb;
 hooks.onStatus = onStatus;
 hooks.revokedScreen = revokedScreen;
@@ -174,6 +175,7 @@ async function boot() {
   document.getElementById("sync-now").addEventListener("click", () => runner.kick("manual"));
   document.getElementById("lock").addEventListener("click", () => lock("manual"));
   document.getElementById("signout").addEventListener("click", signOut);
+  installRecoveryLink();
   window.addEventListener("hashchange", () => route());
   startIdleTimer();
   readyDone.resolve(state.py);

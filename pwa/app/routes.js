@@ -7,6 +7,7 @@ import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } fro
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showDeviceSet, serverMatches } from "./screens/device_set.js";
+import { showRecovery } from "./screens/recovery.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -20,6 +21,7 @@ export function route() {
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
   if (parts[0] === "device") return showDeviceSet();
+  if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
