@@ -6,6 +6,7 @@ import { formRoute } from "./forms.js";
 import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
+import { emergencyScreen, emergencyEntry, emergencyBanner } from "./screens/emergency.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -18,6 +19,7 @@ export function route() {
   }
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
+  if (parts[0] === "emergency") return emergencyScreen(); // issue 18 item 7: break-the-glass
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
@@ -26,6 +28,7 @@ export function refreshView(ids) {
   if (!state.unlocked || state.firstSync) return;
   const parts = state.route || [];
   if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
+  if (parts[0] === "emergency") return; // nor the emergency-access lookup (issue 18 item 7)
   if (document.activeElement && document.activeElement.matches("select")) return;
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
@@ -55,6 +58,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }));
+    emergencyEntry(); // only for roles that may break the glass
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");
       i.focus();
@@ -84,6 +88,7 @@ export async function showChart(id, { keepScroll = false } = {}) {
   });
   parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
   screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
+  emergencyBanner(id); // while an emergency grant lasts: says so, with its end
   cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
     const col = document.querySelector("#main .grid .col:last-child");
     if (panel && col && !document.getElementById("cds-panel")) col.append(panel);

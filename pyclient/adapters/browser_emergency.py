@@ -39,11 +39,16 @@ class EmergencyMixin:
         perms = getattr(self, "_perms", None)
         return perms is not None and bg.PERMISSION[1] in perms.get(bg.PERMISSION[0], frozenset())
 
+    def emergency_intro(self, online: bool = True) -> dict[str, Any]:
+        """What the emergency-access screen says first (and, offline, that it needs a connection)."""
+        if not self.emergency_allowed():
+            return {"allowed": False, "message": bg.NOT_ALLOWED, "offline": None}
+        return {"allowed": True, "message": bg.INTRO, "offline": None if online else bg.ONLINE_ONLY}
+
     def _emergency_check(self) -> None:
         self._require_unlocked()  # type: ignore[attr-defined]
         if not self.emergency_allowed():
-            raise AppError("Your role may not use emergency access. Ask a physician or nurse on duty.",
-                           kind="forbidden")
+            raise AppError(bg.NOT_ALLOWED, kind="forbidden")
 
     async def _emergency_post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         try:
@@ -109,10 +114,10 @@ class EmergencyMixin:
     async def emergency_sweep(self, online: bool = False) -> dict[str, Any]:
         """Remove from the device the patients whose grant has ended (by the clock, or per the server)."""
         if getattr(self, "_keyring", None) is None:
-            return {"removed": []}
+            return {"removed": [], "message": ""}
         grants = await self._grants()
         if not grants:
-            return {"removed": []}
+            return {"removed": [], "message": ""}
         if online:
             try:
                 res = await self._http("GET", "/api/access/break-glass", "")  # type: ignore[attr-defined]
@@ -131,7 +136,7 @@ class EmergencyMixin:
             removed.append(pid)
         if len(live) != len(grants):
             await self._meta_seal(GRANTS_TYPE, M_GRANTS, {"grants": live} if live else None)  # type: ignore[attr-defined]
-        return {"removed": removed}
+        return {"removed": removed, "message": bg.removed_words(len(removed)) if removed else ""}
 
     async def _purge_patient(self, patient_id: str) -> None:
         """Every record of ``patient_id``'s compartment leaves the device (a pending edit of ours stays)."""

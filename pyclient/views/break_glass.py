@@ -101,6 +101,20 @@ def lookup_words(matches: int) -> str:
     return (f"{matches} patients match. Use the medical record number to find the one you need.")
 
 
+INTRO: Final = ("For a patient who is not on your care team and needs care now. Find them by family name and "
+                "full birth date, or by medical record number: you see only whether one patient matches. "
+                "Access lasts a few hours, is recorded with your reason, and the chart is removed from this "
+                "device when it ends.")
+NOT_ALLOWED: Final = "Your role may not use emergency access. Ask a physician or nurse on duty."
+
+
+def removed_words(count: int) -> str:
+    """Said when emergency access has ended and the chart(s) left the device."""
+    if count == 1:
+        return "Emergency access has ended. That patient's chart has been removed from this device."
+    return f"Emergency access has ended for {count} patients. Their charts have been removed from this device."
+
+
 def _duration(seconds: float) -> str:
     minutes = max(0, int(seconds // 60))
     h, m = divmod(minutes, 60)
