@@ -44,7 +44,9 @@ def draft_from(*, patient_id: str, form: str, values: Mapping[str, Any], saved_a
 
 def draft_matches(draft: Mapping[str, Any] | None, *, patient_id: str, form: str, target: str = "") -> bool:
     """Whether ``draft`` belongs in the form being opened (same patient, form and medication)."""
-    return bool(draft) and draft.get("patientId") == patient_id and draft.get("form") == form \
+    if not draft:
+        return False
+    return draft.get("patientId") == patient_id and draft.get("form") == form \
         and (draft.get("target") or "") == (target or "")
 
 

@@ -25,7 +25,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
-
 from pyclient.views.break_glass import reason_problem
 
 from . import roles as rbac

@@ -2,6 +2,7 @@
 import { state, hooks } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
+import { emergencyBanner } from "./screens/emergency.js";
 import { h, field, screen, banner, formScreen, formFields, input, select } from "./ui.js";
 
 export async function formRoute(pid, kind) {
@@ -63,6 +64,7 @@ export async function formRoute(pid, kind) {
   form.id = "form-" + kind;
   screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
+  emergencyBanner(pid); // an emergency-access patient says so on every screen
   await restoreDraft(form, pid, kind, medId || "");
 }
 
