@@ -36,7 +36,7 @@ def test_a_half_typed_note_survives_the_idle_lock(new_context: Any, server: Serv
     page = sign_in_and_sync(ctx)
     page.set_viewport_size({"width": size[0], "height": size[1]})
     tag = f"{size[0]}x{size[1]}"
-    open_patient(page, "MRN-000003")
+    open_patient(page, "MRN-000002")
     pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
     page.goto(f"/#/patient/{pid}/note")
     page.wait_for_selector("#form-note")
@@ -92,7 +92,8 @@ def test_a_draft_is_wiped_on_sign_out(new_context: Any, server: Server) -> None:
     ctx = new_context()
     page = sign_in_and_sync(ctx, "nurse.baker")
     page.set_viewport_size({"width": 1024, "height": 768})
-    open_patient(page, "MRN-0000")
+    page.locator("#patients li a").first.click()
+    page.wait_for_selector("#patient-name")
     pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
     page.goto(f"/#/patient/{pid}/vitals")
     page.wait_for_selector("#form-vitals")
