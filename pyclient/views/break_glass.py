@@ -129,7 +129,7 @@ def _duration(seconds: float) -> str:
 
 def banner_words(*, expires_s: float, now_s: float, local_time: str) -> str:
     """The banner on a patient's screens while an emergency grant lasts: when it ends, in words."""
-    return (f"Emergency access: this patient is not on your care team. Access ends at {local_time} "
+    return (f"This patient is not on your care team. Your access ends at {local_time} "
             f"(in {_duration(expires_s - now_s)}), and then the chart is removed from this device. "
             "Everything you open is recorded.")
 

@@ -46,11 +46,20 @@ export async function emergencyScreen() {
       if (r.token) requestBox.append(requestForm(r.token));
     } catch (err) { showErrors(lookup, err); }
   });
+  const note = h("div", { id: "bg-offline-slot" });
   screen("Emergency access", back, h("section", { class: "card narrow wide", id: "emergency" },
     h("h2", {}, "Emergency access (break the glass)"),
-    h("p", {}, intro.message),
-    intro.offline ? h("p", { class: "form-error", id: "bg-offline", role: "status" }, intro.offline) : null,
-    lookup, result, requestBox));
+    h("p", {}, intro.message), note, lookup, result, requestBox));
+  // Online only: offline, say so in words and offer nothing to press until the connection is back.
+  const connection = async () => {
+    if (!document.getElementById("bg-lookup")) { window.removeEventListener("online", connection); window.removeEventListener("offline", connection); return; }
+    const now = await state.py.call("emergency_intro", { online: navigator.onLine }).catch(() => intro);
+    note.replaceChildren(now.offline ? h("p", { class: "form-error", id: "bg-offline", role: "status" }, now.offline) : "");
+    for (const b of document.querySelectorAll("#emergency button[type=submit]")) b.disabled = !!now.offline;
+  };
+  window.addEventListener("online", connection);
+  window.addEventListener("offline", connection);
+  connection();
 }
 
 function requestForm(token) {
