@@ -4,12 +4,14 @@ the chart leaves the device and the server stops serving it. Online only, and sa
 
 from __future__ import annotations
 
+import time
 import urllib.error
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from .conftest import Server, shot
+from .conftest import Server, _ensure_assets, server_start, server_stop, shot
 from .helpers import poll, sign_in_and_sync
 from .test_rejected_changes import assert_plain
 from .test_touch_targets import _check as measure_touch_targets
@@ -112,3 +114,50 @@ def test_emergency_access_says_it_needs_a_connection(new_context: Any, server: S
     shot(page, "break-glass-offline-1024x768", full_page=False)
     ctx.set_offline(False)
     poll(page, "() => !document.getElementById('bg-offline') && !document.querySelector('#bg-lookup button').disabled")
+
+
+GRANT_SECONDS = 90
+
+
+@pytest.fixture(scope="module")
+def short_grants(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server whose emergency grants last 90 s, to see the device end one by the clock."""
+    _ensure_assets()
+    srv = server_start(tmp_path_factory.mktemp("bg-server"), {"OMNICARE_BREAK_GLASS_SECONDS": str(GRANT_SECONDS)})
+    yield srv
+    server_stop(srv)
+
+
+def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: Any, short_grants: Server) -> None:
+    server = short_grants
+    target = _outside_patient(server)
+    pid, mrn, given = target["id"], target["identifier"][0]["value"], target["name"][0]["given"][0]
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768}, device_scale_factor=1,
+                              service_workers="allow")
+    ctx.set_default_timeout(60_000)
+    try:
+        page = sign_in_and_sync(ctx)
+        page.goto("/#/emergency")
+        page.fill("#bg-lookup input[name=mrn]", mrn)
+        page.click("#bg-lookup button[type=submit]")
+        page.wait_for_selector("#bg-request")
+        page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
+        page.click("#bg-request button[type=submit]")
+        started = time.monotonic()
+        page.wait_for_selector("#emergency-banner", timeout=90_000)
+        assert "minute" in page.inner_text("#emergency-banner")
+        # Offline now: nobody tells the device the grant ended; its own clock must.
+        ctx.set_offline(True)
+        poll(page, "(pid) => window.omnicare.py.call('chart', {patient_id: pid}).then(() => false, "
+                   "(e) => e.kind === 'not_found')", pid, timeout=GRANT_SECONDS + 30)
+        assert time.monotonic() - started < GRANT_SECONDS + 30
+        page.wait_for_selector("#banner:has-text('Emergency access has ended')")
+        page.fill("#q", mrn)
+        poll(page, "q => (document.getElementById('result-summary')?.textContent || '').includes(q)", mrn)
+        assert given not in page.inner_text("#main")
+        assert_plain(page)
+        shot(page, "break-glass-expired-offline-1024x768", full_page=False)
+        ctx.set_offline(False)
+        assert not _served(server, pid)  # and the server stops serving it too
+    finally:
+        ctx.close()
