@@ -71,8 +71,8 @@ def lookup_query(*, family: str = "", birth_date: str = "", mrn: str = "",
                                    fields={"mrn": "Type the whole medical record number, e.g. MRN-000021."})
         return {"mrn": mrn}
     errors: dict[str, str] = {}
-    if len(family) < 2 or len(family) > 100:
-        errors["family"] = "Type the patient's family name."
+    if len(family) < 2 or len(family) > 100 or any(c in family for c in ",|$\\"):
+        errors["family"] = "Type the patient's family name (letters, spaces, hyphens or apostrophes)."
     day = ""
     if not birth_date:
         errors["birth_date"] = "Type the full birth date."

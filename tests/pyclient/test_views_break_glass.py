@@ -33,6 +33,8 @@ def test_a_lookup_is_a_whole_name_and_full_birth_date_or_an_mrn() -> None:
     assert "medical record number" in empty.value.message
     with pytest.raises(ValidationFailed):
         bg.lookup_query(mrn="a b")
+    with pytest.raises(ValidationFailed):  # a comma would be an OR of two names in a FHIR search
+        bg.lookup_query(family="Quintero,Smith", birth_date="1961-03-09")
 
 
 def test_the_answer_and_the_banner_in_words() -> None:
