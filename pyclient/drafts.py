@@ -17,7 +17,9 @@ __all__ = ["DRAFT_FORMS", "DRAFT_TYPE", "META_DRAFT", "draft_from", "draft_match
 #: Forms whose half-typed values survive a lock, with the fields kept (a PIN or password never is).
 DRAFT_FORMS: Final[Mapping[str, tuple[str, ...]]] = {
     "note": ("title", "text"),
-    "vitals": ("sbp", "dbp", "hr", "rr", "temp", "spo2", "weight", "taken"),
+    "vitals": ("sbp", "dbp", "hr", "rr", "temp", "spo2", "weight", "taken_at"),
+    "problem": ("text", "onset"),
+    "problem-resolve": ("abatement",),
     "allergy": ("substance", "reaction", "criticality"),
     "medication": ("name", "dosage"),
     "medication-change": ("dosage",),

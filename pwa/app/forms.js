@@ -4,6 +4,7 @@ import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
 import { emergencyBanner } from "./screens/emergency.js";
 import { h, field, screen, banner, formScreen, formFields, input, select } from "./ui.js";
+import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
   let c;
@@ -26,7 +27,22 @@ export async function formRoute(pid, kind) {
       h("div", { class: "row2" }, num("hr", "Heart rate", "/min"), num("rr", "Respiratory rate", "/min")),
       h("div", { class: "row2" }, num("temp", "Temperature", "°C"), num("spo2", "SpO₂", "%")),
       num("weight", "Weight", "kg"),
-    ], { cancelHref: back, submit: (v) => save("record_vitals", { patient_id: pid, values: v }) });
+      takenAtField(), // issue 18 item 5: vitals taken earlier (checked by pyclient: not in the future)
+    ], { cancelHref: back, submit: (v) => save("record_vitals", { patient_id: pid, values: { ...v, tz_offset: new Date().getTimezoneOffset() } }) });
+  } else if (kind === "problem") {
+    const list = h("datalist", { id: "common-problems" }, (c.commonProblems || []).map((n) => h("option", { value: n })));
+    form = formScreen("Add problem", p, [
+      field("Problem", input({ name: "text", list: "common-problems", placeholder: "e.g. Hypertension" }), { name: "text", hint: "Pick a suggestion to record it coded, or type your own words." }),
+      list,
+      field("Onset date (optional)", input({ name: "onset", type: "date", max: localToday() }), { name: "onset" }),
+    ], { cancelHref: back, submit: (v) => save("add_problem", { patient_id: pid, ...v }) });
+  } else if (kind === "problem-resolve") {
+    const x = (c.problemList?.active || []).find((r) => r.id === medId);
+    if (!x) { location.hash = back; return; }
+    form = formScreen(`Resolve ${x.text}`, p, [
+      h("p", { class: "muted" }, x.onset ? `Active since ${x.onset}.` : "Active; onset not recorded."),
+      field("Resolved on", input({ name: "abatement", type: "date", value: localToday(), max: localToday() }), { name: "abatement" }),
+    ], { cancelHref: back, submit: (v) => save("resolve_problem", { condition_id: medId, ...v }) });
   } else if (kind === "allergy") {
     form = formScreen("Add allergy", p, [
       field("Substance", input({ name: "substance", placeholder: "e.g. Penicillin" }), { name: "substance" }),
@@ -62,7 +78,7 @@ export async function formRoute(pid, kind) {
     return;
   }
   form.id = "form-" + kind;
-  screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), h("div", { class: "narrow wide" }, form));
+  screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), patientBanner(c), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
   emergencyBanner(pid); // an emergency-access patient says so on every screen
   await restoreDraft(form, pid, kind, medId || "");
@@ -75,6 +91,7 @@ async function keepDraft() {
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   // Only the form the address still names: a save that finished meanwhile has moved on to the chart.
   if (!form || parts[0] !== "patient" || !parts[2] || form.id !== "form-" + parts[2]) return;
+  if (!form.dataset.dirty) return; // nothing typed: pre-filled values are not unsaved work
   await state.py.call("draft_keep", { patient_id: parts[1], form: parts[2], target: parts[3] || "", values: formFields(form) }).catch(() => {});
 }
 hooks.keepDraft = keepDraft;
@@ -82,8 +99,11 @@ hooks.keepDraft = keepDraft;
 /** After unlock: the same form opens with what was typed, and says so; Cancel discards it. */
 async function restoreDraft(form, pid, kind, target) {
   form.querySelector(".actions a")?.addEventListener("click", () => { state.py.call("draft_discard").catch(() => {}); });
+  form.addEventListener("input", () => { form.dataset.dirty = "1"; });
+  form.addEventListener("change", () => { form.dataset.dirty = "1"; });
   const d = await state.py.call("draft_take", { patient_id: pid, form: kind, target }).catch(() => null);
   if (!d) return;
+  form.dataset.dirty = "1"; // still unsaved: a second lock keeps it again
   for (const [name, value] of Object.entries(d.values)) {
     const el = form.elements.namedItem(name);
     if (el && "value" in el) el.value = value;
@@ -93,3 +113,15 @@ async function restoreDraft(form, pid, kind, target) {
   if (text) { text.focus(); text.setSelectionRange(text.value.length, text.value.length); }
 }
 
+
+// The device's local date and time for a form's default (the browser knows the time zone; pyclient validates).
+function localNow() {
+  const d = new Date();
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+function localToday() { return localNow().slice(0, 10); }
+
+function takenAtField() {
+  return field("Taken at", input({ name: "taken_at", type: "datetime-local", value: localNow(), max: localNow() }),
+    { name: "taken_at", hint: "Now, unless the measurements were taken earlier." });
+}

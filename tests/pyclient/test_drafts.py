@@ -30,6 +30,7 @@ def test_a_medication_change_draft_belongs_to_that_medication() -> None:
 
 
 def test_vitals_keep_every_typed_value() -> None:
-    d = dr.draft_from(patient_id="p1", form="vitals", values={"sbp": "141", "dbp": "", "temp": "38.4"}, saved_at=0)
-    assert d is not None and d["values"] == {"sbp": "141", "dbp": "", "temp": "38.4"}
+    d = dr.draft_from(patient_id="p1", form="vitals", values={"sbp": "141", "dbp": "", "temp": "38.4",
+                                                               "taken_at": "2026-12-01T07:30"}, saved_at=0)
+    assert d is not None and d["values"] == {"sbp": "141", "dbp": "", "temp": "38.4", "taken_at": "2026-12-01T07:30"}
     assert "unsaved" in dr.draft_words()
