@@ -23,6 +23,7 @@ const SHELL = [
   "/app/screens/rejected.js",
   "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
+  "/app/screens/emergency.js",
   "/app/screens/chart_full.js",
   "/app/screens/recovery.js",
   "/app/py.js",

@@ -90,6 +90,8 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
+from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, sealed, across the lock
+from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
@@ -154,7 +156,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
