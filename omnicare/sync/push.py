@@ -48,6 +48,7 @@ from . import notify
 from . import scope as scopes
 from .cursor import User
 from .devices import device_register
+from .authorship import ours_author, with_author
 from .models import AppliedMutation, Conflict, Device
 from .notify import hint_for, notify_after_commit, send_hint
 
@@ -189,6 +190,8 @@ def _plan(
     check(user=user, action=action, resource_type=rtype, patient_ids=sorted(patients))
 
     def park(base: dict[str, Any] | None, details: list[dict[str, Any]]) -> _Plan:
+        # Who made the version that won, and when (issue 18): shipped with each conflict detail.
+        details = with_author(details, *ours_author(resource_type=rtype, resource_id=rid, cur=cur))
         plan.conflict = Conflict(
             resource_type=rtype,
             resource_id=rid,
