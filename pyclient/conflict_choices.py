@@ -50,7 +50,10 @@ def _edited(f: Mapping[str, Any], path: str, value: Any, today: str) -> Any:
     checked, problem = vc.edit_value(path, value, f.get("theirs"), f.get("ours"), today=today)
     if problem:
         # A structured Edit (a dosage) also names each form field that is wrong, for the screen to mark.
-        raise ValidationFailed(problem, fields={path: problem, **vc.edit_problems(path, value, f.get("theirs"))})
+        sub = vc.edit_problems(path, value, f.get("theirs"))
+        if sub:  # said once, next to each form field that is wrong
+            raise ValidationFailed("Please correct the highlighted fields of the dosage.", fields=sub)
+        raise ValidationFailed(problem, fields={path: problem})
     return checked
 
 

@@ -94,6 +94,10 @@ _TIMES: Final = {1: "once", 2: "twice", 3: "three times", 4: "four times", 5: "f
 _QUALIFIER = re.compile(r"\s*\((qualifier value|finding|procedure)\)\s*$", re.I)
 
 
+def _mapping(v: Any) -> Mapping[str, Any]:
+    return v if isinstance(v, Mapping) else {}
+
+
 def _num(v: Any) -> str:
     return f"{v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
@@ -158,8 +162,9 @@ def _dose(d: Mapping[str, Any]) -> Mapping[str, Any] | None:
             if isinstance(q, Mapping):
                 return q
             r = dr.get("doseRange")
-            if isinstance(r, Mapping) and isinstance(r.get("low"), Mapping):
-                return r["low"]
+            low = r.get("low") if isinstance(r, Mapping) else None
+            if isinstance(low, Mapping):
+                return low
     return None
 
 
@@ -268,8 +273,8 @@ def dosage_text(d: Any) -> str:
     text = str(d.get("text") or "").strip()
     if text and not d.get("doseAndRate"):  # without a dose the fields say less than the words: keep the words
         return text
-    timing = d.get("timing") if isinstance(d.get("timing"), Mapping) else {}
-    rep = timing.get("repeat") if isinstance(timing.get("repeat"), Mapping) else {}
+    timing = _mapping(d.get("timing"))
+    rep = _mapping(timing.get("repeat"))
     when = _repeat_text(rep) if rep else _timing_code_text(timing.get("code"))
     parts = [_dose_text(d), _route_text(d.get("route")), when, _duration_text(rep) if rep else "", _as_needed(d)]
     main = " ".join(p for p in parts if p)
@@ -309,8 +314,8 @@ def form_values(d: Any) -> dict[str, Any]:
         out["dose_value"] = _num(q["value"])
         out["dose_unit"] = _unit_key(q) or ""
     out["route"] = _route_key(d.get("route")) or ""
-    timing = d.get("timing") if isinstance(d.get("timing"), Mapping) else {}
-    rep = timing.get("repeat") if isinstance(timing.get("repeat"), Mapping) else {}
+    timing = _mapping(d.get("timing"))
+    rep = _mapping(timing.get("repeat"))
     if rep:
         out["frequency"] = next((k for k, _w, shape in FREQUENCIES if _same_repeat(rep, shape)), KEEP_TIMING)
         b = rep.get("boundsDuration")

@@ -46,9 +46,9 @@ from pyclient.push_rules import mutation_hash
 
 from . import notify
 from . import scope as scopes
+from .authorship import ours_author, with_author
 from .cursor import User
 from .devices import device_register
-from .authorship import ours_author, with_author
 from .models import AppliedMutation, Conflict, Device
 from .notify import hint_for, notify_after_commit, send_hint
 

@@ -40,7 +40,6 @@ from typing import Any
 from pyclient import blindindex as bi
 from pyclient import chart as cv
 from pyclient import conflict_choices as cc
-from pyclient.dosage import form_spec as dosage_form_spec
 from pyclient import envelope as env
 from pyclient import forms, outcome
 from pyclient import integrity as ig
@@ -49,6 +48,7 @@ from pyclient import pinguard as pg
 from pyclient import telemetry as tm
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
+from pyclient.dosage import form_spec as dosage_form_spec
 from pyclient.errors import AppError, ValidationFailed
 from pyclient.protocol import (
     ProtocolError,
