@@ -19,13 +19,13 @@ function part(label, control, key, scope) {
 
 /** The dosage fields, prefilled from `spec.values`. `scope` prefixes the error keys ("" on the order forms,
  * "<path>:" on the conflict screen); `name` prefixes the input names so two forms on a page do not clash. */
-export function dosageFields(spec, { scope = "", name = "" } = {}) {
+export function dosageFields(spec, { scope = "", name = "", currentLabel = "Now" } = {}) {
   const v = spec.values || {};
   const choose = (opts) => [["", "Choose…"], ...opts];
   const asNeeded = h("input", { type: "checkbox", name: name + "as_needed", checked: !!v.as_needed });
   asNeeded.dataset.dosage = "as_needed";
   return h("div", { class: "dosage-form" },
-    v.current ? h("p", { class: "hint dosage-current" }, `Now: ${v.current}`) : null,
+    v.current ? h("p", { class: "hint dosage-current" }, `${currentLabel}: ${v.current}`) : null,
     h("div", { class: "row2" },
       part("Dose", input({ name: name + "dose_value", type: "text", inputmode: "decimal", value: v.dose_value || "", placeholder: "e.g. 1 or 500" }), "dose_value", scope),
       part("Unit", select(name + "dose_unit", choose(spec.units), v.dose_unit || ""), "dose_unit", scope)),

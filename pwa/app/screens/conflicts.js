@@ -12,7 +12,7 @@ function editor(f, name) {
     // The same form the dosage was entered with (issue 18 items 2 and 4), prefilled with this device's value;
     // shown once "Enter a different value" is chosen. Errors come back keyed "<path>:<field>".
     const box = h("fieldset", { class: "edit-value dosage-edit", "aria-label": label, hidden: true },
-      dosageFields(spec.form, { scope: `${f.path}:`, name: `${name}-` }));
+      dosageFields(spec.form, { scope: `${f.path}:`, name: `${name}-`, currentLabel: "Starting from yours" }));
     box.disabled = true;
     return box;
   }
