@@ -18,12 +18,28 @@ from omnicare.fhir.models import Resource, ResourceVersion
 _AUTHOR_ELEMENTS = ("recorder", "requester", "asserter", "author", "performer")
 
 
+def _practitioner_name(reference: str) -> str:
+    """A Practitioner reference without a display, named from the stored Practitioner ("Alice Adams")."""
+    rtype, _, rid = reference.partition("/")
+    if rtype != "Practitioner" or not rid:
+        return ""
+    row = Resource.objects.filter(resource_type="Practitioner", resource_id=rid, deleted=False).first()
+    names = [n for n in ((row.body or {}).get("name") or []) if isinstance(n, dict)] if row is not None else []
+    if not names:
+        return ""
+    n = names[0]
+    return (str(n.get("text") or "") or " ".join(
+        [*(str(g) for g in n.get("given") or []), str(n.get("family") or "")]).strip())[:150]
+
+
 def _reference_name(body: dict[str, Any] | None) -> str:
     for key in _AUTHOR_ELEMENTS:
         v = (body or {}).get(key)
         v = v[0] if isinstance(v, list) and v else v
-        if isinstance(v, dict) and (v.get("display") or v.get("reference")):
-            return str(v.get("display") or v.get("reference"))[:150]
+        if isinstance(v, dict) and v.get("display"):
+            return str(v["display"])[:150]
+        if isinstance(v, dict) and v.get("reference"):
+            return _practitioner_name(str(v["reference"]))
     return ""
 
 

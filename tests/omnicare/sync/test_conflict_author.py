@@ -45,3 +45,13 @@ def test_a_user_without_a_full_name_is_named_by_user_name_and_an_import_by_its_a
     [r2] = sync.push(put(observation("o3", "p1", 60.0), 1))
     assert r2["status"] == "conflict"
     assert {d["oursAuthor"] for d in r2["conflicts"]} == {"Dr Alice Adams"}
+
+
+def test_an_author_reference_without_a_display_is_named_from_the_practitioner(clinic: Any, sync: SyncClient) -> None:
+    resources_import(resources=[{"resourceType": "Practitioner", "id": "pr-x",
+                                 "name": [{"given": ["Wei"], "family": "Chen"}]}, observation("o4", "p1", 70.0)])
+    imported = observation("o4", "p1", 80.0)
+    imported["performer"] = [{"reference": "Practitioner/pr-x"}]
+    resources_import(resources=[imported])
+    [r] = sync.push(put(observation("o4", "p1", 60.0), 1))
+    assert {d["oursAuthor"] for d in r["conflicts"]} == {"Wei Chen"}
