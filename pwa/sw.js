@@ -20,6 +20,7 @@ const SHELL = [
   "/app/auth.js",
   "/app/routes.js",
   "/app/forms.js",
+  "/app/dosage.js",
   "/app/screens/rejected.js",
   "/app/screens/device_set.js",
   "/app/screens/conflicts.js",

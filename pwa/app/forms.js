@@ -4,6 +4,7 @@ import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
 import { emergencyBanner } from "./screens/emergency.js";
 import { h, field, screen, banner, formScreen, formFields, input, select } from "./ui.js";
+import { dosageFields, dosageValues } from "./dosage.js";
 import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
@@ -50,18 +51,20 @@ export async function formRoute(pid, kind) {
       field("Criticality", select("criticality", [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]], "unable-to-assess"), { name: "criticality" }),
     ], { cancelHref: back, submit: (v) => save("add_allergy", { patient_id: pid, ...v }) });
   } else if (kind === "medication") {
+    // Issue 18 item 4: dose, route, frequency and duration as fields (pyclient.dosage writes the text).
+    const spec = await state.py.call("dosage_form", {});
     form = formScreen("Start medication", p, [
       field("Medication", input({ name: "name", placeholder: "e.g. Metformin 500 mg tablet" }), { name: "name" }),
-      field("Dosage", input({ name: "dosage", placeholder: "e.g. 500 mg twice daily with meals" }), { name: "dosage" }),
-    ], { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, ...v }, saved) });
+      dosageFields(spec),
+    ], { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, name: v.name, dosage: dosageValues(f) }, saved) });
   } else if (kind === "medication-stop" || kind === "medication-change") {
     const med = c.medications.find((m) => m.id === medId);
     if (!med) { location.hash = back; return; }
     form = kind === "medication-stop"
       ? formScreen(`Stop ${med.name}`, p, [field("Reason", input({ name: "reason", placeholder: "e.g. side effects" }), { name: "reason" })],
         { cancelHref: back, submit: (v) => save("stop_medication", { medication_id: medId, reason: v.reason }) })
-      : formScreen(`Change ${med.name}`, p, [field("New dosage", input({ name: "dosage", value: med.dosage }), { name: "dosage" })],
-        { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, medication_id: medId, dosage: v.dosage }, saved) });
+      : formScreen(`Change ${med.name}`, p, [dosageFields(await state.py.call("dosage_form", { medication_id: medId }))],
+        { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, medication_id: medId, dosage: dosageValues(f) }, saved) });
   } else if (kind === "note") {
     form = formScreen("Write note", p, [
       field("Title", input({ name: "title", placeholder: "Progress note" }), { name: "title" }),

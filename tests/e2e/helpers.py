@@ -81,3 +81,16 @@ def open_patient(page: Any, query: str) -> None:
     poll(page, "q => (document.getElementById('result-summary')?.textContent || '').includes(q)", query)
     page.locator("#patients li a").first.click()
     page.wait_for_selector("#patient-name")
+
+
+def fill_dosage(page: Any, scope: str, dose: str, unit: str, route: str = "oral", frequency: str = "daily",
+                duration: str = "", as_needed: bool = False) -> None:
+    """Fill the structured dosage form (issue 18 item 4) inside ``scope`` (a CSS selector)."""
+    page.fill(f"{scope} [data-dosage=dose_value]", dose)
+    page.select_option(f"{scope} [data-dosage=dose_unit]", unit)
+    page.select_option(f"{scope} [data-dosage=route]", route)
+    page.select_option(f"{scope} [data-dosage=frequency]", frequency)
+    page.fill(f"{scope} [data-dosage=duration_value]", duration)
+    box = page.locator(f"{scope} [data-dosage=as_needed]")
+    if box.is_checked() != as_needed:
+        box.click()
