@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from pyclient import blindindex as bi
+from pyclient import dosage as dz
 from pyclient import integrity as ig
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "normalize_query",
     "obs_value",
     "patient_summary",
+    "quantity_text",
     "record_sections",
     "ref_patient",
     "search_kind",
@@ -91,6 +93,11 @@ def when(resource: Mapping[str, Any], *keys: str) -> str:
 def _quantity_text(q: Mapping[str, Any]) -> str:
     unit = _UNITS.get(str(q.get("unit") or ""), q.get("unit") or "")
     return f"{q.get('value')} {unit}".strip()
+
+
+def quantity_text(q: Mapping[str, Any]) -> str:
+    """A Quantity as the chart shows it ('38.4 °C', '120 mmHg'): one rule for every screen (issue 18)."""
+    return _quantity_text(q)
 
 
 def obs_value(o: Mapping[str, Any]) -> str:
@@ -236,7 +243,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
             handed = str(md.get("whenHandedOver") or md.get("whenPrepared") or "")[:10] or "yes"
             dispensed[order] = max(dispensed.get(order, ""), handed)
     meds = [{"id": m["id"], "name": cc_text(m.get("medicationCodeableConcept")), "status": m.get("status"),
-             "dosage": "; ".join(str(d.get("text") or "") for d in m.get("dosageInstruction") or []),
+             "dosage": dz.dosage_list_text(m.get("dosageInstruction")),  # issue 18 item 4: one rule
              "authoredOn": str(m.get("authoredOn") or "")[:10], "pending": pending(m),
              "reason": cc_text(m.get("statusReason")), "dispensed": dispensed.get(str(m["id"]), "")}
             for m in by.get("MedicationRequest", [])]

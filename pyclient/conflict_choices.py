@@ -40,7 +40,7 @@ def conflict_list(views: Sequence[ConflictView]) -> list[dict[str, Any]]:
                     "title": _title(c.resource_type, res),
                     "serverVersion": c.server_version, "serverDeleted": c.server is None,
                     "patientId": c.id if c.resource_type == "Patient" else ref_patient(res),
-                    "fields": fields, "otherChange": vc.other_change(c.server)})
+                    "fields": fields, "otherChange": vc.other_change(c.server, c.conflicts)})
     return out
 
 
@@ -49,6 +49,10 @@ def _edited(f: Mapping[str, Any], path: str, value: Any, today: str) -> Any:
     so the clinician's own value is not lost); it keeps the field's JSON type (a number stays a number)."""
     checked, problem = vc.edit_value(path, value, f.get("theirs"), f.get("ours"), today=today)
     if problem:
+        # A structured Edit (a dosage) also names each form field that is wrong, for the screen to mark.
+        sub = vc.edit_problems(path, value, f.get("theirs"))
+        if sub:  # said once, next to each form field that is wrong
+            raise ValidationFailed("Please correct the highlighted fields of the dosage.", fields=sub)
         raise ValidationFailed(problem, fields={path: problem})
     return checked
 

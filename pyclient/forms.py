@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pyclient import dosage as dz
 from pyclient.chart import code
 from pyclient.errors import ValidationFailed
 
@@ -161,35 +162,65 @@ def allergy_update(res: dict[str, Any], *, criticality: str | None, status: str 
     return res
 
 
-def medication_order_check(name: str, dosage: str, *, need_name: bool = True) -> None:
+#: A dosage from the form: its fields (dose_value, dose_unit, route, frequency, duration_value, duration_unit,
+#: as_needed: :func:`pyclient.dosage.dosage_from_values`), or a free-text line from older callers.
+DosageInput = str | Mapping[str, Any]  # noqa: UP040 - a plain alias (Pyodide runs 3.12 too)
+
+
+def _dosage_errors(dosage: DosageInput, previous: Any = None) -> dict[str, str]:
+    if isinstance(dosage, Mapping):
+        try:
+            dz.dosage_from_values(dosage, previous)
+        except ValidationFailed as exc:
+            return dict(exc.fields)
+        return {}
+    if not (dosage or "").strip():
+        return {"dosage": "Enter the dose and frequency, e.g. 500 mg twice daily."}
+    return {}
+
+
+def _instruction(dosage: DosageInput, previous: Any = None) -> list[dict[str, Any]]:
+    """``dosageInstruction``: structured (issue 18 item 4) from the form's fields, else one line of text."""
+    if isinstance(dosage, Mapping):
+        return [dz.dosage_from_values(dosage, previous)]
+    return [{"text": dosage.strip()[:500]}]
+
+
+def medication_order_check(name: str, dosage: DosageInput, *, need_name: bool = True,
+                           previous: Any = None) -> None:
     """A medication order names the drug (unless it changes an existing order) and says the dose."""
     errors: dict[str, str] = {}
     if need_name and not (name or "").strip():
         errors["name"] = "Enter the medication."
-    if not (dosage or "").strip():
-        errors["dosage"] = "Enter the dose and frequency, e.g. 500 mg twice daily."
+    errors.update(_dosage_errors(dosage, previous))
     _raise_if(errors)
 
 
-def medication_new(patient_id: str, *, id: str, name: str, dosage: str, now: str,
+def medication_new(patient_id: str, *, id: str, name: str, dosage: DosageInput, now: str,
                    author: Mapping[str, str]) -> dict[str, Any]:
     """A new active MedicationRequest (the order-time checks review this same resource)."""
     medication_order_check(name, dosage)
     return {"resourceType": "MedicationRequest", "id": id, "status": "active", "intent": "order",
             "medicationCodeableConcept": {"text": name.strip()[:200]},
             "subject": {"reference": f"Patient/{patient_id}"}, "authoredOn": now,
-            "requester": dict(author), "dosageInstruction": [{"text": dosage.strip()[:500]}]}
+            "requester": dict(author), "dosageInstruction": _instruction(dosage)}
 
 
-def check_new_dosage(dosage: str) -> None:
+def check_new_dosage(dosage: DosageInput) -> None:
     """Checked before the record is even read (the form is wrong whatever the record holds)."""
+    if isinstance(dosage, Mapping):
+        errors = _dosage_errors({**dosage, "frequency": dosage.get("frequency") or "daily"}
+                                if dosage.get("frequency") == dz.KEEP_TIMING else dosage)
+        _raise_if(errors)
+        return
     if not (dosage or "").strip():
         raise ValidationFailed(FIX, fields={"dosage": "Enter the new dose and frequency."})
 
 
-def medication_change(res: dict[str, Any], dosage: str) -> dict[str, Any]:
-    """A new dosage instruction for an existing order (in place)."""
-    res["dosageInstruction"] = [{"text": dosage.strip()[:500]}]
+def medication_change(res: dict[str, Any], dosage: DosageInput) -> dict[str, Any]:
+    """A new dosage instruction for an existing order (in place); a structured one keeps the old instruction's
+    sequence, extra instructions and (for "keep current") its timing."""
+    res["dosageInstruction"] = _instruction(dosage, res.get("dosageInstruction"))
     return res
 
 

@@ -158,6 +158,12 @@ def permissions_for(roles: frozenset[str] | set[str]) -> dict[str, list[str]]:
             acts |= allowed_actions(role, rtype)
         if acts:
             out[rtype] = [a for a in ACTIONS if a in acts]
+    if any(ROLES[r].break_glass for r in roles if r in ROLES):
+        # Issue 18 item 7: the device shows the emergency-access control only to roles that may break the glass
+        # (the key is pyclient's, so the two sides name it once).
+        from pyclient.views.break_glass import PERMISSION  # noqa: PLC0415 - keep roles' imports light
+
+        out[PERMISSION[0]] = [PERMISSION[1]]
     return out
 
 

@@ -14,6 +14,7 @@ from omnicare.core.errors import NotFound
 
 from . import services
 from .auth import api_auth
+from .lookup import break_glass_lookup as lookup_service
 from .models import EmergencyAccessGrant
 
 router = Router(tags=["access"], auth=api_auth)
@@ -61,6 +62,27 @@ def break_glass_end(request: HttpRequest, grant_id: int) -> dict[str, Any]:
     if not 0 < grant_id < 2**62:
         raise NotFound("No such emergency access grant")
     return _grant(services.break_glass_end(user=request.user, grant_id=grant_id))
+
+
+class LookupIn(Schema):
+    family: str = Field("", max_length=100, description="Whole family name (with birthDate)")
+    birthDate: str = Field("", max_length=32, description="Full birth date YYYY-MM-DD (with family)")  # noqa: N815
+    mrn: str = Field("", max_length=64, description="Or: the whole medical record number")
+    deviceId: OptionalDeviceId = ""  # noqa: N815
+
+
+class LookupOut(Schema):
+    matches: int = Field(description="Patients OUTSIDE your care team that match (nothing else about them)")
+    inCareTeam: int = Field(0, description="Matches already on your care team")  # noqa: N815
+    patientId: str | None = Field(None, description="Opaque id to request access for, only when matches == 1")  # noqa: N815
+
+
+@router.post("/break-glass/lookup", response=LookupOut, exclude_none=True)
+def break_glass_lookup(request: HttpRequest, body: LookupIn) -> dict[str, Any]:
+    """Issue 18 item 7: does one patient outside your care team match? Roles with break-the-glass only;
+    audited; rate-limited (429). The answer names nobody: a count, and an id when exactly one matches."""
+    return lookup_service(user=request.user, family=body.family, birth_date=body.birthDate, mrn=body.mrn,
+                  device_id=body.deviceId)
 
 
 class RevokeIn(Schema):

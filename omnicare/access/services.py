@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
+from pyclient.views.break_glass import reason_problem
 
 from . import roles as rbac
 from .device_ids import DEVICE_ID_RE
@@ -632,8 +633,9 @@ def break_glass_request(
     if not any(rbac.ROLES[r].break_glass for r in rbac.user_roles(user)):
         raise Forbidden("Your role may not use break-the-glass")
     reason = (reason or "").strip()
-    if len(reason) < 10:
-        raise BadRequest("Give the reason for emergency access (at least 10 characters)", expression=["reason"])
+    problem = reason_problem(reason)  # the rule the device checks too (pyclient.views.break_glass)
+    if problem:
+        raise BadRequest(problem, expression=["reason"])
     patient_id = str(patient_id or "").strip()
     if not patient_id or len(patient_id) > 128:
         raise BadRequest("patient id is required", expression=["patient"])

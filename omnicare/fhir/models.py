@@ -53,6 +53,9 @@ class ResourceVersion(models.Model):
     seq = models.BigIntegerField(unique=True)
     # Patient compartment of this version (ids only): lets the sync feed filter by scope without a join.
     patient_ids = models.JSONField(default=list)
+    # Who wrote this version, as a name ("Dr Alice Adams", else the user name); "" for imports. The conflict
+    # screen says who made the change that won (issue 18 item 2). Not PHI: the staff member, not the patient.
+    author = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
         constraints = [

@@ -297,6 +297,14 @@ def _insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
 
 
+def writer_name(user: User) -> str:
+    """How a version's writer is named to other clinicians: full name, else user name ("" without a user)."""
+    if user is None:
+        return ""
+    full = (user.get_full_name() or "").strip() if hasattr(user, "get_full_name") else ""
+    return (full or user.get_username())[:150]
+
+
 def _apply(
     writes: Sequence[Write],
     *,
@@ -449,6 +457,7 @@ def _apply(
             last = _bump_feed(len(live))  # last statements of the transaction: see _bump_feed
             seqs = list(range(last - len(live) + 1, last + 1))
         versions = []
+        author = writer_name(user)
         for p, seq in zip(live, seqs, strict=True):
             versions.append(
                 ResourceVersion(
@@ -460,6 +469,7 @@ def _apply(
                     body=p.body,
                     seq=seq,
                     patient_ids=p.patient_ids,
+                    author=author,
                 )
             )
         if bulkwrite.copy_ok(len(versions)):

@@ -47,6 +47,7 @@ from pyclient.push_rules import mutation_hash
 
 from . import notify
 from . import scope as scopes
+from .authorship import ours_author, with_author
 from .cursor import User
 from .devices import device_register
 from .models import AppliedMutation, Conflict, Device
@@ -193,6 +194,8 @@ def _plan(
     check(user=user, action=action, resource_type=rtype, patient_ids=sorted(patients))
 
     def park(base: dict[str, Any] | None, details: list[dict[str, Any]]) -> _Plan:
+        # Who made the version that won, and when (issue 18): shipped with each conflict detail.
+        details = with_author(details, *ours_author(resource_type=rtype, resource_id=rid, cur=cur))
         plan.conflict = Conflict(
             resource_type=rtype,
             resource_id=rid,

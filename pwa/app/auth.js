@@ -209,6 +209,7 @@ export async function lock(reason) {
   state.query = ""; // a search may contain a patient's name
   state.runner.stop();
   await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
+  await hooks.keepDraft(); // a half-typed form is sealed with the device keys before they go (issue 18 item 10)
   await state.py.call("lock");
   unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
 }

@@ -1,8 +1,10 @@
 // Data-entry forms on a patient (vitals, allergy, medication, note, demographics).
-import { state } from "./state.js";
+import { state, hooks } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
-import { h, field, screen, banner, formScreen, input, select } from "./ui.js";
+import { emergencyBanner } from "./screens/emergency.js";
+import { h, field, screen, banner, formScreen, formFields, input, select } from "./ui.js";
+import { dosageFields, dosageValues } from "./dosage.js";
 import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
@@ -12,10 +14,11 @@ export async function formRoute(pid, kind) {
   const back = `#/patient/${encodeURIComponent(pid)}`;
   const save = async (call, args) => {
     await state.py.call(call, args);
+    await state.py.call("draft_discard").catch(() => {}); // saved: the kept draft (if any) goes
     afterWrite();
     location.hash = back;
   };
-  const saved = () => { afterWrite(); location.hash = back; }; // orders: checked and saved by cds.js
+  const saved = () => { state.py.call("draft_discard").catch(() => {}); afterWrite(); location.hash = back; }; // orders: checked and saved by cds.js
   const num = (name, label, unit, attrs = {}) => field(`${label} (${unit})`, input({ name, type: "text", inputmode: "decimal", ...attrs }), { name });
   let form;
   const medId = state.route[3];
@@ -48,18 +51,20 @@ export async function formRoute(pid, kind) {
       field("Criticality", select("criticality", [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]], "unable-to-assess"), { name: "criticality" }),
     ], { cancelHref: back, submit: (v) => save("add_allergy", { patient_id: pid, ...v }) });
   } else if (kind === "medication") {
+    // Issue 18 item 4: dose, route, frequency and duration as fields (pyclient.dosage writes the text).
+    const spec = await state.py.call("dosage_form", {});
     form = formScreen("Start medication", p, [
       field("Medication", input({ name: "name", placeholder: "e.g. Metformin 500 mg tablet" }), { name: "name" }),
-      field("Dosage", input({ name: "dosage", placeholder: "e.g. 500 mg twice daily with meals" }), { name: "dosage" }),
-    ], { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, ...v }, saved) });
+      dosageFields(spec),
+    ], { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, name: v.name, dosage: dosageValues(f) }, saved) });
   } else if (kind === "medication-stop" || kind === "medication-change") {
     const med = c.medications.find((m) => m.id === medId);
     if (!med) { location.hash = back; return; }
     form = kind === "medication-stop"
       ? formScreen(`Stop ${med.name}`, p, [field("Reason", input({ name: "reason", placeholder: "e.g. side effects" }), { name: "reason" })],
         { cancelHref: back, submit: (v) => save("stop_medication", { medication_id: medId, reason: v.reason }) })
-      : formScreen(`Change ${med.name}`, p, [field("New dosage", input({ name: "dosage", value: med.dosage }), { name: "dosage" })],
-        { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, medication_id: medId, dosage: v.dosage }, saved) });
+      : formScreen(`Change ${med.name}`, p, [dosageFields(await state.py.call("dosage_form", { medication_id: medId }))],
+        { cancelHref: back, submit: (v, f) => orderWithChecks(state.py, f, { patient_id: pid, medication_id: medId, dosage: dosageValues(f) }, saved) });
   } else if (kind === "note") {
     form = formScreen("Write note", p, [
       field("Title", input({ name: "title", placeholder: "Progress note" }), { name: "title" }),
@@ -78,6 +83,37 @@ export async function formRoute(pid, kind) {
   form.id = "form-" + kind;
   screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), patientBanner(c), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
+  emergencyBanner(pid); // an emergency-access patient says so on every screen
+  await restoreDraft(form, pid, kind, medId || "");
+}
+
+// ---------------------------------------------------------------- drafts across the idle lock (issue 18 item 10)
+/** The lock is about to fire: seal what the open form holds (Python decides what is worth keeping). */
+async function keepDraft() {
+  const form = document.querySelector("#main form[id^='form-']");
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  // Only the form the address still names: a save that finished meanwhile has moved on to the chart.
+  if (!form || parts[0] !== "patient" || !parts[2] || form.id !== "form-" + parts[2]) return;
+  if (!form.dataset.dirty) return; // nothing typed: pre-filled values are not unsaved work
+  await state.py.call("draft_keep", { patient_id: parts[1], form: parts[2], target: parts[3] || "", values: formFields(form) }).catch(() => {});
+}
+hooks.keepDraft = keepDraft;
+
+/** After unlock: the same form opens with what was typed, and says so; Cancel discards it. */
+async function restoreDraft(form, pid, kind, target) {
+  form.querySelector(".actions a")?.addEventListener("click", () => { state.py.call("draft_discard").catch(() => {}); });
+  form.addEventListener("input", () => { form.dataset.dirty = "1"; });
+  form.addEventListener("change", () => { form.dataset.dirty = "1"; });
+  const d = await state.py.call("draft_take", { patient_id: pid, form: kind, target }).catch(() => null);
+  if (!d) return;
+  form.dataset.dirty = "1"; // still unsaved: a second lock keeps it again
+  for (const [name, value] of Object.entries(d.values)) {
+    const el = form.elements.namedItem(name);
+    if (el && "value" in el) el.value = value;
+  }
+  form.querySelector(".form-error").after(h("p", { class: "draft-note", id: "draft-note", role: "status" }, d.message));
+  const text = form.querySelector("textarea");
+  if (text) { text.focus(); text.setSelectionRange(text.value.length, text.value.length); }
 }
 
 

@@ -8,6 +8,7 @@ import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showDeviceSet, serverMatches } from "./screens/device_set.js";
 import { showRecovery } from "./screens/recovery.js";
+import { emergencyScreen, emergencyEntry, emergencyBanner } from "./screens/emergency.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -22,6 +23,7 @@ export function route() {
   if (parts[0] === "rejected") return showRejected();
   if (parts[0] === "device") return showDeviceSet();
   if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
+  if (parts[0] === "emergency") return emergencyScreen(); // issue 18 item 7: break-the-glass
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
@@ -30,6 +32,7 @@ export function refreshView(ids) {
   if (!state.unlocked || state.firstSync) return;
   const parts = state.route || [];
   if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
+  if (parts[0] === "emergency") return; // nor the emergency-access lookup (issue 18 item 7)
   if (document.activeElement && document.activeElement.matches("select")) return;
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
@@ -62,6 +65,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),
       h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
     serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
+    emergencyEntry(); // only for roles that may break the glass
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");
       i.focus();
@@ -95,6 +99,7 @@ export async function showChart(id, { keepScroll = false } = {}) {
   });
   parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
   screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
+  emergencyBanner(id); // while an emergency grant lasts: says so, with its end
   cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
     const col = document.querySelector("#main .grid .col:last-child");
     if (panel && col && !document.getElementById("cds-panel")) col.append(panel);

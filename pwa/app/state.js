@@ -7,7 +7,7 @@ export const state = {
 export const channel = "BroadcastChannel" in window ? new BroadcastChannel("omnicare") : null;
 
 // Hooks main.js fills at start-up, so auth/routes/forms call the status renderer without importing main.js.
-export const hooks = { onStatus: (_s) => {}, revokedScreen: () => {} };
+export const hooks = { onStatus: (_s) => {}, revokedScreen: () => {}, keepDraft: async () => {} };
 
 // HIPAA automatic logoff; a deployment (or a test) may shorten it via localStorage.
 export const idleMinutes = () => Number(localStorage.getItem("omnicare.idleMinutes") || 5);

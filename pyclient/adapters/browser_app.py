@@ -48,6 +48,7 @@ from pyclient import pinguard as pg
 from pyclient import telemetry as tm
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
+from pyclient.dosage import form_spec as dosage_form_spec
 from pyclient.errors import AppError, ValidationFailed
 from pyclient.protocol import (
     ProtocolError,
@@ -90,6 +91,8 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
+from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, sealed, across the lock
+from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
@@ -154,7 +157,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -1195,17 +1198,26 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin):
                                    criticality=criticality, status=status)
         return await self._edit("AllergyIntolerance", allergy_id, res, create=False)
 
-    async def start_medication(self, patient_id: str, name: str, dosage: str) -> dict[str, Any]:
+    async def dosage_form(self, medication_id: str | None = None) -> dict[str, Any]:
+        """The structured dosage form's choices and values (issue 18 item 4), prefilled from an order's dosage."""
+        self._require_unlocked()
+        current = (await self._current("MedicationRequest", medication_id)).get("dosageInstruction") \
+            if medication_id else None
+        return dosage_form_spec(current)
+
+    async def start_medication(self, patient_id: str, name: str, dosage: forms.DosageInput) -> dict[str, Any]:
         """Queue a new active MedicationRequest."""
         rid = str(uuid.uuid4())
         res = forms.medication_new(patient_id, id=rid, name=name, dosage=dosage, now=_iso_now(),
                                    author=self._author())
         return await self._edit("MedicationRequest", rid, res, create=True)
 
-    async def change_medication(self, medication_id: str, dosage: str) -> dict[str, Any]:
-        """New dosage instruction for an active medication."""
+    async def change_medication(self, medication_id: str, dosage: forms.DosageInput) -> dict[str, Any]:
+        """New dosage instruction for an active medication (structured fields, or one line of text)."""
         forms.check_new_dosage(dosage)
-        res = forms.medication_change(await self._current("MedicationRequest", medication_id), dosage)
+        current = await self._current("MedicationRequest", medication_id)
+        forms.medication_order_check("", dosage, need_name=False, previous=current.get("dosageInstruction"))
+        res = forms.medication_change(current, dosage)
         return await self._edit("MedicationRequest", medication_id, res, create=False)
 
     async def stop_medication(self, medication_id: str, reason: str = "") -> dict[str, Any]:

@@ -211,12 +211,14 @@ class CdsMixin:
 
     # -- order time -------------------------------------------------------------------------------
 
-    async def _cds_draft(self, patient_id: str, name: str, dosage: str, draft_id: str | None,
+    async def _cds_draft(self, patient_id: str, name: str, dosage: forms.DosageInput, draft_id: str | None,
                          medication_id: str | None) -> dict[str, Any]:
-        forms.medication_order_check(name, dosage, need_name=not medication_id)
         if medication_id:
             res: dict[str, Any] = await self._current("MedicationRequest", medication_id)  # type: ignore[attr-defined]
+            # A structured change may keep the current timing: checked against the instruction it replaces.
+            forms.medication_order_check(name, dosage, need_name=False, previous=res.get("dosageInstruction"))
             return forms.medication_change(res, dosage)
+        forms.medication_order_check(name, dosage)
         # The same resource start_medication queues: the checks review exactly what will be saved.
         return forms.medication_new(patient_id, id=draft_id or str(uuid.uuid4()), name=name, dosage=dosage,
                                     now=_iso(time.time()), author=self._author())  # type: ignore[attr-defined]
@@ -229,7 +231,7 @@ class CdsMixin:
         kb = await self._cds_kb()
         return check([draft], Context(chart, now=_iso(time.time())), kb=kb), kb
 
-    async def cds_review(self, patient_id: str, name: str = "", dosage: str = "", draft_id: str | None = None,
+    async def cds_review(self, patient_id: str, name: str = "", dosage: forms.DosageInput = "", draft_id: str | None = None,
                          medication_id: str | None = None) -> dict[str, Any]:
         """Run the checks on the order about to be saved; nothing is written."""
         self._require_writable()  # type: ignore[attr-defined]
@@ -242,7 +244,7 @@ class CdsMixin:
         return {"draftId": draft["id"], "review": order_review(cards), "kbVersion": kb.version,
                 "ms": round(ms, 2)}
 
-    async def cds_save(self, patient_id: str, decision: str, name: str = "", dosage: str = "",
+    async def cds_save(self, patient_id: str, decision: str, name: str = "", dosage: forms.DosageInput = "",
                        draft_id: str | None = None, medication_id: str | None = None,
                        reason_code: str | None = None) -> dict[str, Any]:
         """Save (or cancel) the reviewed order with the clinician's decision.

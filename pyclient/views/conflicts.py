@@ -12,6 +12,10 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from pyclient import dosage as dz
+from pyclient.chart import cc_text, quantity_text
+from pyclient.errors import ValidationFailed
+
 from .rejected import parse_iso_date
 
 NOT_SET: Final = "(not set)"
@@ -32,7 +36,6 @@ _LABELS: Final[Mapping[str, str]] = {
     "": "The whole record",
 }
 _DATETIME = re.compile(r"(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})")
-_AUTHOR_FIELDS: Final = ("recorder", "requester", "asserter", "performer", "author")
 
 
 def _top(path: str) -> str:
@@ -61,6 +64,8 @@ def render(path: str, value: Any) -> str:
     top, leaf = _top(path), _leaf(path)
     if value is None:
         return NOT_SET
+    if top == "dosageInstruction" and isinstance(value, (Mapping, list)):  # issue 18 item 4: the chart's words
+        return dz.dosage_list_text(value) or NOT_SET
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (int, float)):
@@ -82,13 +87,13 @@ def render(path: str, value: Any) -> str:
         if "text" in value and isinstance(value["text"], str) and value["text"].strip():
             return value["text"]
         if "coding" in value:
-            for c in value.get("coding") or []:
-                if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
-                    opts = _OPTIONS.get(top)
-                    return str(c.get("display") or (_word(opts, str(c["code"])) if opts else c["code"]))
+            opts = _OPTIONS.get(top)
+            codes = [str(c["code"]) for c in value.get("coding") or [] if isinstance(c, Mapping) and c.get("code")]
+            if opts and codes and not any(isinstance(c, Mapping) and c.get("display") for c in value["coding"]):
+                return _word(opts, codes[0])
+            return cc_text(value) or NOT_SET  # a code by its display, as the chart says it
         if "value" in value and isinstance(value.get("value"), (int, float)):
-            unit = str(value.get("unit") or "")
-            return f"{value['value']:g} {unit}".strip()
+            return quantity_text(value)  # with its unit, as the chart says it
         if "family" in value or "given" in value:
             return " ".join([*(str(g) for g in value.get("given") or []), str(value.get("family") or "")]).strip()
         if "line" in value or "city" in value:
@@ -108,7 +113,10 @@ def edit_spec(path: str, mine: Any, theirs: Any) -> dict[str, Any] | None:
     if opts:
         code = mine if isinstance(mine, str) else render(path, mine)
         return {"kind": "select", "options": opts, "value": code if any(o[0] == code for o in opts) else ""}
-    if top == "dosageInstruction" or top == "telecom" or isinstance(sample, str):
+    if top == "dosageInstruction" and not isinstance(sample, str):
+        # The form the dosage was entered with, prefilled with this device's value (a dosage stays structured).
+        return {"kind": "dosage", "form": dz.form_spec(mine if mine is not None else theirs)}
+    if top == "telecom" or isinstance(sample, str):
         kind = "date" if leaf.endswith("Date") or top == "birthDate" else "text"
         return {"kind": kind, "value": render(path, mine) if mine is not None else ""}
     if isinstance(sample, (int, float)) and not isinstance(sample, bool):
@@ -121,8 +129,10 @@ def edit_value(path: str, raw: Any, mine: Any, theirs: Any, *, today: str) -> tu
     spec = edit_spec(path, mine, theirs)
     if spec is None:
         return None, "This field cannot be typed in here: keep mine or keep theirs."
-    text = str(raw if raw is not None else "").strip()
     top, leaf = _top(path), _leaf(path)
+    if spec["kind"] == "dosage":
+        return _dosage_value(raw, mine)
+    text = str(raw if raw is not None else "").strip()
     sample = theirs if theirs is not None else mine
     if spec["kind"] == "select":
         if not any(o[0] == text for o in spec["options"]):
@@ -146,8 +156,6 @@ def edit_value(path: str, raw: Any, mine: Any, theirs: Any, *, today: str) -> tu
         except ValueError:
             return None, "Enter a number."
         return (int(number) if isinstance(sample, int) and number.is_integer() else number), None
-    if top == "dosageInstruction" and not isinstance(sample, str):
-        return [{"text": text[:500]}], None
     if top == "telecom" and not isinstance(sample, str):
         if not re.fullmatch(r"[+0-9 ()./-]{5,30}", text):
             return None, "Use digits, spaces and + ( ) - only."
@@ -157,18 +165,48 @@ def edit_value(path: str, raw: Any, mine: Any, theirs: Any, *, today: str) -> tu
     return text[:2000], None
 
 
-def other_change(server: Mapping[str, Any] | None) -> str:
-    """Who made the other change and when, as far as the server's copy says."""
+#: Field-level errors of a structured Edit are keyed ``<path>:<form field>`` (the screen puts each by its field).
+SUB: Final = ":"
+
+
+def _dosage_value(raw: Any, mine: Any) -> tuple[Any, str | None]:
+    if not isinstance(raw, Mapping):
+        return None, "Fill in the dosage form, or choose keep mine or keep theirs."
+    try:
+        return [dz.dosage_from_values(raw, mine)], None
+    except ValidationFailed as exc:
+        return None, "; ".join(dict.fromkeys(exc.fields.values())) or exc.message
+
+
+def edit_problems(path: str, raw: Any, mine: Any) -> dict[str, str]:
+    """Per form field, what is wrong with a structured Edit (``{"<path>:dose_value": "..."}``); {} when fine."""
+    if _top(path) != "dosageInstruction" or not isinstance(raw, Mapping):
+        return {}
+    try:
+        dz.dosage_from_values(raw, mine)
+    except ValidationFailed as exc:
+        return {f"{path}{SUB}{k}": v for k, v in exc.fields.items()}
+    return {}
+
+
+def _ref_name(v: Any) -> str:
+    """A name from a Reference (its display) or a user name; never a bare id when a display exists."""
+    if isinstance(v, list):
+        v = v[0] if v else None
+    if isinstance(v, Mapping):
+        return str(v.get("display") or v.get("reference") or "")
+    return str(v or "").strip()
+
+
+def other_change(server: Mapping[str, Any] | None, conflicts: Sequence[Mapping[str, Any]] = ()) -> str:
+    """Who made the other change and when. The server ships who wrote the version that won and when it was
+    written with each conflict (``oursAuthor``, ``oursAt``: PROTOCOL.md §5); the record's own meta gives the
+    time otherwise. The record's recorder/requester is who *first* wrote it, not who changed it: not used."""
     if server is None:
         return "Someone else deleted this record on the server."
-    who = ""
-    for key in _AUTHOR_FIELDS:
-        v = server.get(key)
-        v = v[0] if isinstance(v, list) and v else v
-        if isinstance(v, Mapping) and (v.get("display") or v.get("reference")):
-            who = str(v.get("display") or v.get("reference"))
-            break
-    when = str((server.get("meta") or {}).get("lastUpdated") or "")
+    shipped = next((c for c in conflicts if c.get("oursAuthor") or c.get("oursAt")), {})
+    who = _ref_name(shipped.get("oursAuthor"))
+    when = str(shipped.get("oursAt") or (server.get("meta") or {}).get("lastUpdated") or "")
     m = _DATETIME.match(when)
     when_text = f" on {m.group(1)} at {m.group(2)} (UTC)" if m else ""
     return f"The other change was saved by {who or 'another user'}{when_text}."

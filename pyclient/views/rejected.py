@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pyclient.dosage import dosage_list_text
+
 from .permissions import Permissions, may, not_allowed_message
 
 TITLES: Final[Mapping[str, str]] = {
@@ -53,7 +55,7 @@ def _text(cc: Any) -> str:
 
 
 def _dosage(res: Mapping[str, Any]) -> str:
-    return "; ".join(str(d.get("text") or "") for d in res.get("dosageInstruction") or [] if isinstance(d, Mapping))
+    return dosage_list_text(res.get("dosageInstruction"))  # the chart's words (pyclient.dosage)
 
 
 def _phone(res: Mapping[str, Any]) -> str:

@@ -181,3 +181,16 @@ def assert_no_junk(page: Any, where: str = "") -> None:
     text = page.inner_text("body")
     m = re.search(JUNK, text)
     assert m is None, f"{where}: {m.group(0)!r} on screen: …{text[max(0, m.start() - 100):m.end() + 100]}…"
+
+
+def fill_dosage(page: Any, scope: str, dose: str, unit: str, route: str = "oral", frequency: str = "daily",
+                duration: str = "", as_needed: bool = False) -> None:
+    """Fill the structured dosage form (issue 18 item 4) inside ``scope`` (a CSS selector)."""
+    page.fill(f"{scope} [data-dosage=dose_value]", dose)
+    page.select_option(f"{scope} [data-dosage=dose_unit]", unit)
+    page.select_option(f"{scope} [data-dosage=route]", route)
+    page.select_option(f"{scope} [data-dosage=frequency]", frequency)
+    page.fill(f"{scope} [data-dosage=duration_value]", duration)
+    box = page.locator(f"{scope} [data-dosage=as_needed]")
+    if box.is_checked() != as_needed:
+        box.click()

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .conftest import Server, shot
-from .helpers import open_patient, poll, sign_in_and_sync, wait_status
+from .helpers import fill_dosage, open_patient, poll, sign_in_and_sync, wait_status
 
 
 def _until(fn: Any, what: str, timeout: float = 60) -> Any:
@@ -51,7 +51,7 @@ def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: S
     page.click("text=Start medication")
     page.wait_for_selector("#form-medication")
     page.fill("#form-medication input[name=name]", "Ampicillin 500 mg capsule")
-    page.fill("#form-medication input[name=dosage]", "500 mg four times daily")
+    fill_dosage(page, "#form-medication", "500", "mg", frequency="qid")
     page.click("#form-medication button[type=submit]")
     page.wait_for_selector(".cds-review .cds-card.critical")
     page.click("#cds-cancel")
@@ -61,7 +61,7 @@ def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: S
     page.click("text=Start medication")
     page.wait_for_selector("#form-medication")
     page.fill("#form-medication input[name=name]", "Amoxicillin 500 mg capsule")
-    page.fill("#form-medication input[name=dosage]", "500 mg three times daily")
+    fill_dosage(page, "#form-medication", "500", "mg", frequency="tid")
     page.click("#form-medication button[type=submit]")
     card = page.locator(".cds-review .cds-card.critical")
     card.wait_for()

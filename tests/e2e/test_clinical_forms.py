@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from .conftest import Server, shot
-from .helpers import open_patient, poll, sign_in_and_sync, unlock, wait_status
+from .helpers import fill_dosage, open_patient, poll, sign_in_and_sync, unlock, wait_status
 from .test_conflicts import _server_has, _set, _shared_allergy
 
 
@@ -43,26 +43,33 @@ def test_medication_start_change_stop(new_context: Any, server: Server) -> None:
     page.click("text=Start medication")
     page.wait_for_selector("#form-medication")
     page.click("#form-medication button[type=submit]")  # empty: both fields explained, nothing saved
-    page.wait_for_selector("#form-medication [data-field=dosage] .field-error:not(:empty)")
+    page.wait_for_selector("#form-medication [data-field=dose_value] .field-error:not(:empty)")
     assert page.inner_text("#form-medication [data-field=name] .field-error")
+    assert page.inner_text("#form-medication [data-field=route] .field-error")
     page.fill("#form-medication input[name=name]", name)
-    page.fill("#form-medication input[name=dosage]", "10 mg once daily")
+    fill_dosage(page, "#form-medication", "10", "mg", frequency="daily")  # issue 18 item 4: structured
     shot(page, "21-medication-start")
     page.click("#form-medication button[type=submit]")
     row = page.locator(f"#medications li:has-text('{name}')")
     row.wait_for()
     wait_status(page, "d.pending === '0' && d.synced === 'true'")
     med = _until(lambda: _med(server, pid, name), "the new medication")
-    assert med["status"] == "active" and med["dosageInstruction"][0]["text"] == "10 mg once daily"
+    assert med["status"] == "active" and med["dosageInstruction"][0]["text"] == "10 mg by mouth once a day"
+    assert med["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == 10
 
     row.locator("button:has-text('Change')").click()
     page.wait_for_selector("#form-medication-change")
-    page.fill("#form-medication-change input[name=dosage]", "20 mg once daily")
+    # The change form is the same structured form, prefilled with the current dosage.
+    assert page.input_value("#form-medication-change [data-dosage=dose_value]") == "10"
+    assert page.input_value("#form-medication-change [data-dosage=frequency]") == "daily"
+    page.fill("#form-medication-change [data-dosage=dose_value]", "20")
     page.click("#form-medication-change button[type=submit]")
-    page.wait_for_selector("#medications li:has-text('20 mg once daily')")
+    page.wait_for_selector("#medications li:has-text('20 mg by mouth once a day')")
     wait_status(page, "d.pending === '0' && d.synced === 'true'")
-    _until(lambda: (_med(server, pid, name) or {}).get("dosageInstruction", [{}])[0].get("text") == "20 mg once daily",
-           "the changed dosage")
+    _until(lambda: (_med(server, pid, name) or {}).get("dosageInstruction", [{}])[0].get("text")
+           == "20 mg by mouth once a day", "the changed dosage")
+    changed = _med(server, pid, name)["dosageInstruction"][0]
+    assert changed["timing"]["repeat"]["frequency"] == 1 and changed["route"]["coding"][0]["code"] == "26643006"
 
     page.locator(f"#medications li:has-text('{name}') button:has-text('Stop')").click()
     page.wait_for_selector("#form-medication-stop")

@@ -48,7 +48,9 @@ def test_birth_date_conflict_is_readable_unchosen_and_validated(new_context: Any
     assert block.locator("legend").inner_text() == "Birth date"
     assert "1971-03-09" in block.locator(".side.mine").inner_text()
     assert "1971-03-10" in block.locator(".side.theirs").inner_text()
-    assert "The other change was saved by" in b.inner_text("form.conflict")
+    # The server named who made the change that won (dr.adams is Alice Adams), never "another user".
+    assert "The other change was saved by Alice Adams on" in b.inner_text("form.conflict")
+    assert "another user" not in b.inner_text("form.conflict")
     assert b.locator("form.conflict input:checked").count() == 0  # nothing chosen for the clinician
     for label, size in VIEWPORTS.items():
         b.set_viewport_size(size)

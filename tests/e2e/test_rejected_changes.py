@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from .conftest import Server, shot
-from .helpers import open_patient, poll, sign_in_and_sync, wait_status
+from .helpers import fill_dosage, open_patient, poll, sign_in_and_sync, wait_status
 
 VIEWPORTS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
 
@@ -38,7 +38,8 @@ def _start_med(page: Any, name: str, dosage: str) -> None:
     page.click("text=Start medication")
     page.wait_for_selector("#form-medication")
     page.fill("#form-medication input[name=name]", name)
-    page.fill("#form-medication input[name=dosage]", dosage)
+    dose, unit, frequency = dosage.split()  # "5 mg daily": the structured form (issue 18 item 4)
+    fill_dosage(page, "#form-medication", dose, unit, frequency=frequency)
     page.click("#form-medication button[type=submit]")
     page.wait_for_selector(f"#medications li:has-text('{name}')")
 
@@ -67,8 +68,8 @@ def test_refused_orders_are_listed_fixed_and_resent_or_discarded(new_context: An
     pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
     keep, drop = "Amlodipine 5 mg tablet (e2e refused)", "Atorvastatin 20 mg tablet (e2e refused)"
     ctx.set_offline(True)
-    _start_med(page, keep, "5 mg once daily")
-    _start_med(page, drop, "20 mg at night")
+    _start_med(page, keep, "5 mg daily")
+    _start_med(page, drop, "20 mg bedtime")
     wait_status(page, "d.pending === '2'")
     # Meanwhile the administrator makes dr.adams a nurse: the server refuses both orders when they arrive.
     server.manage("assign_role", "dr.adams", "physician", "--remove")

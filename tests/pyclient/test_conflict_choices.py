@@ -66,3 +66,27 @@ def test_an_edited_number_stays_a_number() -> None:
 def test_a_record_deleted_on_one_side_is_kept_or_dropped_whole() -> None:
     assert resolved_resource(_view(BASE, None, LOCAL), {"": {"pick": "mine"}}) == LOCAL
     assert resolved_resource(_view(BASE, None, LOCAL), {}) is None
+
+
+def test_a_dosage_is_edited_as_structured_fields_and_a_bad_one_is_refused_per_field() -> None:
+    from pyclient import dosage as dz
+
+    def dose(**form: Any) -> list[dict[str, Any]]:
+        return [dz.dosage_from_values({"dose_value": "1", "dose_unit": "tablet", "route": "oral",
+                                       "frequency": "daily", **form})]
+
+    base = {"resourceType": "MedicationRequest", "id": "m1", "status": "active", "dosageInstruction": dose()}
+    view = _view(base, {**base, "dosageInstruction": dose(frequency="q8h")},
+                 {**base, "dosageInstruction": dose(dose_value="2", frequency="bid")})
+    [row] = conflict_list([view])
+    [f] = row["fields"]
+    assert (f["path"], f["mine"], f["theirs"]) == (
+        "dosageInstruction", "2 tablets by mouth twice a day", "1 tablet by mouth every 8 hours")
+    assert f["edit"]["kind"] == "dosage" and f["edit"]["form"]["values"]["frequency"] == "bid"
+    form = {"dose_value": "1", "dose_unit": "tablet", "route": "oral", "frequency": "q12h", "duration_value": "5"}
+    out = resolved_resource(view, {"dosageInstruction": {"pick": "edit", "value": form}})
+    assert out["dosageInstruction"][0]["text"] == "1 tablet by mouth every 12 hours for 5 days"
+    assert out["dosageInstruction"][0]["timing"]["repeat"]["period"] == 12
+    with pytest.raises(ValidationFailed) as exc:
+        resolved_resource(view, {"dosageInstruction": {"pick": "edit", "value": {**form, "dose_value": "two"}}})
+    assert exc.value.fields == {"dosageInstruction:dose_value": "The dose must be a number above 0, e.g. 1 or 500."}

@@ -37,7 +37,10 @@ def test_edit_kinds_follow_the_field() -> None:
                                                          "value": "low"}
     assert cv.edit_spec("birthDate", "2002-04-18", "2002-04-19")["kind"] == "date"  # type: ignore[index]
     assert cv.edit_spec("valueQuantity.value", 38.4, 37.0)["kind"] == "number"  # type: ignore[index]
-    assert cv.edit_spec("dosageInstruction", [{"text": "a"}], DOSE) == {"kind": "text", "value": "a"}
+    # A dosage is edited with the form it was entered with, prefilled with this device's value (issue 18 item 4).
+    spec = cv.edit_spec("dosageInstruction", DOSE, [{"text": "a"}])
+    assert spec is not None and spec["kind"] == "dosage"
+    assert spec["form"]["values"]["current"] == "1 tablet by mouth every morning"
 
 
 def test_an_edit_the_server_would_refuse_is_explained_before_it_is_accepted() -> None:
@@ -52,8 +55,16 @@ def test_an_edit_the_server_would_refuse_is_explained_before_it_is_accepted() ->
     assert cv.edit_value("criticality", "low", "high", "unable-to-assess", today=today) == ("low", None)
     assert cv.edit_value("valueQuantity.value", "abc", 38, 37, today=today)[1] == "Enter a number."
     assert cv.edit_value("valueQuantity.value", "38,4", 38, 37.0, today=today) == (38.4, None)
-    value, err = cv.edit_value("dosageInstruction", "1 tablet twice daily", [{"text": "a"}], DOSE, today=today)
-    assert err is None and value == [{"text": "1 tablet twice daily"}]
+    form = {"dose_value": "2", "dose_unit": "tablet", "route": "oral", "frequency": "bid", "duration_value": "5",
+            "duration_unit": "d", "as_needed": False}
+    value, err = cv.edit_value("dosageInstruction", form, DOSE, [{"text": "a"}], today=today)
+    assert err is None and value[0]["text"] == "2 tablets by mouth twice a day for 5 days"
+    assert value[0]["sequence"] == 1 and value[0]["timing"]["repeat"]["frequency"] == 2
+    value, err = cv.edit_value("dosageInstruction", {**form, "dose_value": "two"}, DOSE, [{"text": "a"}], today=today)
+    assert value is None and err == "The dose must be a number above 0, e.g. 1 or 500."
+    assert cv.edit_problems("dosageInstruction", {**form, "route": ""}, DOSE) == {
+        "dosageInstruction:route": "Choose how it is given (by mouth, into a vein, …)."}
+    assert cv.edit_value("dosageInstruction", "1 tablet", DOSE, DOSE, today=today)[1]
     assert cv.edit_value("telecom", "call me", None, [{"system": "phone", "value": "1"}], today=today)[1]
     cc = {"coding": [{"system": "http://x", "code": "active"}]}
     assert cv.edit_value("clinicalStatus", "resolved", cc, cc, today=today) == (
@@ -64,6 +75,24 @@ def test_an_edit_the_server_would_refuse_is_explained_before_it_is_accepted() ->
 def test_who_made_the_other_change_and_when() -> None:
     server = {"resourceType": "AllergyIntolerance", "recorder": {"display": "dr.adams"},
               "meta": {"versionId": "3", "lastUpdated": "2026-12-01T13:05:09.123Z"}}
-    assert cv.other_change(server) == "The other change was saved by dr.adams on 2026-12-01 at 13:05 (UTC)."
+    shipped = [{"path": "criticality", "oursAuthor": "Nora Baker", "oursAt": "2026-12-01T13:05:09.123Z"}]
+    assert cv.other_change(server, shipped) == (
+        "The other change was saved by Nora Baker on 2026-12-01 at 13:05 (UTC).")
+    # The recorder first wrote the record; it is not who changed it: only the server's word names a person.
+    assert cv.other_change(server) == "The other change was saved by another user on 2026-12-01 at 13:05 (UTC)."
     assert cv.other_change({"meta": {}}) == "The other change was saved by another user."
     assert cv.other_change(None) == "Someone else deleted this record on the server."
+
+
+def test_codes_quantities_and_dosages_use_the_charts_words() -> None:
+    views = cv.field_views([
+        {"path": "code", "base": None, "ours": {"coding": [{"system": "http://snomed.info/sct", "code": "91936005",
+                                                            "display": "Allergy to penicillin"}]}, "theirs": None},
+        {"path": "valueQuantity", "base": None, "ours": {"value": 38.4, "unit": "Cel"}, "theirs": {"value": 37}},
+        {"path": "dosageInstruction", "base": None, "theirs": None, "ours": [
+            {"sequence": 1, "timing": {"repeat": {"frequency": 1, "period": 1.0, "periodUnit": "d"}},
+             "asNeededBoolean": False, "doseAndRate": [{"doseQuantity": {"value": 1.0}}]}]},
+    ])
+    assert views[0]["theirs"] == "Allergy to penicillin"
+    assert views[1]["theirs"] == "38.4 °C"
+    assert views[2]["theirs"] == "1 dose once a day"
