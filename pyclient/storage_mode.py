@@ -136,7 +136,7 @@ def _checked(conditions: Iterable[str]) -> frozenset[Condition]:
     for c in conditions:
         if c not in CONDITIONS:
             raise ValueError(f"unknown storage condition {c!r}")
-        out.add(c)  # type: ignore[arg-type]  # checked against CONDITIONS just above
+        out.add(c)  # narrowed by the membership test just above
     return frozenset(out)
 
 

@@ -15,7 +15,7 @@ export class PyError extends Error {
 }
 
 /** Load the runtime + wheel once; resolves to {call(name, args)} bound to the Python BrowserApp. */
-export function bootPython(onEvent) {
+export function bootPython(onEvent, { store } = {}) {
   if (appPromise) return appPromise;
   appPromise = (async () => {
     const t0 = performance.now();
@@ -38,7 +38,8 @@ export function bootPython(onEvent) {
     mark("wheel");
     // bench_* calls (synthetic records) only for a page opened with ?bench=1 by the benchmark harness/tests.
     const bench = new URLSearchParams(location.search).get("bench") === "1";
-    pyodide.registerJsModule("omnicare_js", { idb, crypto, http, onEvent, bench });
+    // `store`: main.js's switchable store (IndexedDB, or memory when online only: issue 13 item 4).
+    pyodide.registerJsModule("omnicare_js", { idb: store || idb, crypto, http, onEvent, bench });
     const app = await pyodide.runPythonAsync(`
 from pyclient.adapters.browser_app import BrowserApp
 import omnicare_js

@@ -45,6 +45,7 @@ from pyclient import forms, outcome
 from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
+from pyclient import storage_mode as sm
 from pyclient import telemetry as tm
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
@@ -1216,6 +1217,21 @@ class BrowserApp(CdsMixin, ChartMixin):
         return await self._edit("Patient", patient_id, res, create=False)
 
     # -- sync ------------------------------------------------------------------------
+
+    def storage_decision(self, event: str = "start", facts: Mapping[str, Any] | None = None,
+                         condition: str = "") -> dict[str, Any]:
+        """Online only or not (issue 13 item 4): ``start`` with the facts of this page start, then ``hit`` /
+        ``clear`` one condition during the session. The table is pyclient.storage_mode (one rule, one place)."""
+        machine: sm.StorageMode | None = getattr(self, "_storage_mode", None)
+        if machine is None or event == "start":
+            machine = self._storage_mode = sm.StorageMode()
+        if event == "start":
+            return machine.start(sm.conditions_from_facts(facts or {})).to_json()
+        if event == "hit":
+            return machine.hit(condition).to_json()
+        if event == "clear":
+            return machine.clear(condition).to_json()
+        raise AppError(f"unknown storage event {event!r}", kind="bug")
 
     def persistence_note(self) -> str:
         """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""

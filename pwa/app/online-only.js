@@ -1,0 +1,120 @@
+// Online only (issue 13 item 4): when this device cannot keep data, the app keeps working with nothing at rest.
+// The decision is Python's (pyclient/storage_mode.py, asked through BrowserApp.storage_decision); this module
+// gathers the facts, switches the store Python writes to (memory instead of IndexedDB) and says it.
+import * as idb from "./idb.js";
+import { makeSwitchableStore } from "./memidb.js";
+import { state, hooks } from "./state.js";
+import { banner } from "./ui.js";
+
+/** The store handed to Python: IndexedDB, or this tab's memory once online only. */
+export const store = makeSwitchableStore(idb, { onQuota: () => { quotaHit(); } });
+
+/** Does IndexedDB open here? Private windows / disabled storage / a blocked API say no (or never answer). */
+export async function probeIdb(timeoutMs = 3000) {
+  try {
+    if (typeof indexedDB === "undefined" || !indexedDB) return false;
+    return await new Promise((resolve) => {
+      const t = setTimeout(() => resolve(false), timeoutMs);
+      let r;
+      try { r = indexedDB.open("omnicare-probe", 1); } catch { clearTimeout(t); resolve(false); return; }
+      r.onsuccess = () => { clearTimeout(t); r.result.close(); indexedDB.deleteDatabase("omnicare-probe"); resolve(true); };
+      r.onerror = () => { clearTimeout(t); resolve(false); };
+      r.onblocked = () => { clearTimeout(t); resolve(true); };
+    });
+  } catch { return false; }
+}
+
+/** First question at start, before Python reads any store: the facts of this page start. */
+export async function decideAtStart(py, facts) {
+  const d = await py.call("storage_decision", { event: "start", facts });
+  adopt(d);
+  return d;
+}
+
+function adopt(d) {
+  state.storageMode = d;
+  if (d.mode === "online-only" && !store.memory) store.switchToMemory();
+  window.dispatchEvent(new CustomEvent("omnicare-storage-mode", { detail: d })); // bench: online_only_switch_s
+  if (d.mode === "online-only") {
+    state.onlineOnlyAt ??= performance.now();
+    banner(`${d.text} ${d.detail}`, { kind: "info" });
+  }
+}
+
+export const onlineOnly = () => state.storageMode?.mode === "online-only";
+
+/**
+ * After a password sign-in (auth.js): the server's device policy may say "no offline data"; in online-only
+ * mode there is no PIN (nothing is kept to unlock): a key for this tab only, then the usual first sync, into
+ * memory. True when this module took over from the PIN set-up.
+ */
+export async function afterSignIn(me, unlocked) {
+  if (me?.devicePolicy?.offlineData === false && !(state.storageMode?.conditions || []).includes("policy-no-offline")) {
+    const d = await state.py.call("storage_decision", { event: "hit", condition: "policy-no-offline" });
+    if (d.mode === "online-only" && !store.memory) await state.py.call("wipe"); // policy: none kept, not even old data
+    adopt(d);
+  }
+  if (!onlineOnly()) return false;
+  await memorySession();
+  await unlocked({ first: true });
+  return true;
+}
+
+async function memorySession() {
+  const secret = new Uint8Array(32);
+  crypto.getRandomValues(secret); // never shown, never stored: the keyring lives as long as this tab's memory
+  const pin = btoa(String.fromCharCode(...secret));
+  state.deviceId = (await state.py.call("setup_pin", { pin, username: state.username, scope: state.scope || "care-team" })).deviceId;
+}
+
+/** A write hit the storage quota: push what waits, forget the local store, continue in memory (no new sign-in). */
+let switching = false;
+async function quotaHit() {
+  if (switching || onlineOnly() || !state.py) return;
+  switching = true;
+  try {
+    state.quotaAt = performance.now();
+    const d = await state.py.call("storage_decision", { event: "hit", condition: "quota-exhausted" });
+    if (d.action !== "go-online-only") return adopt(d);
+    // A first sync that met the quota finishes its round first (it stops on the error), then the switch.
+    while (state.firstSync) await new Promise((r) => setTimeout(r, 100));
+    await state.py.settled?.();
+    await new Promise((r) => setTimeout(r, 300));
+    state.runner?.stop();
+    let waiting = 0;
+    try { waiting = (await state.py.call("status")).pending || 0; } catch { /* locked */ }
+    if (waiting && navigator.onLine) { await state.runner?.start(); waiting = (await state.py.call("status")).pending || 0; }
+    if (waiting) { // never drop a change: stay on the device, say it, send when the server answers
+      banner("This device's storage is full and some changes have not reached the server yet. They are kept; connect so they can be sent.", { kind: "warn" });
+      return;
+    }
+    state.runner?.stop();
+    const wasUnlocked = state.unlocked;
+    state.unlocked = false;
+    await state.py.call("wipe");
+    adopt(d);
+    if (wasUnlocked && state.username) {
+      state.firstSync = false;
+      await memorySession();
+      await hooks.unlocked({ first: true });
+    }
+  } finally { switching = false; }
+}
+
+/** Online only keeps nothing past a lock: the memory store goes, and the next user signs in with a password. */
+export async function lockedOnlineOnly(signInScreen) {
+  if (!onlineOnly()) return false;
+  await state.py.call("wipe");
+  state.deviceId = null;
+  signInScreen("Locked. This device keeps no patient data, so sign in again to continue.");
+  return true;
+}
+
+/** The status pill says "Online only" first, in plain words; the rest of the status follows. */
+export function decorateStatus() {
+  if (!onlineOnly()) return;
+  const box = document.getElementById("sync");
+  const text = box.querySelector(".sync-text");
+  box.dataset.mode = "online-only";
+  if (!text.textContent.startsWith("Online only")) text.textContent = `${state.storageMode.text} · ${text.textContent}`;
+}
