@@ -183,6 +183,7 @@ async function boot() {
   if (early && !info.hasKeyring) return; // the sign-in form is already up (and may be half filled in)
   if (info.hasKeyring) unlockScreen();
   else signInScreen();
+  decorateStatus();
 }
 
 /** Show the sign-in form before the runtime is up when this device holds no keyring (nothing to unlock). */

@@ -38,6 +38,7 @@ function adopt(d) {
   if (d.mode === "online-only") {
     state.onlineOnlyAt ??= performance.now();
     banner(`${d.text} ${d.detail}`, { kind: "info" });
+    decorateStatus();
   }
 }
 
@@ -93,7 +94,7 @@ async function quotaHit() {
     state.unlocked = false;
     await state.py.call("wipe");
     adopt(d);
-    if (wasUnlocked && state.username) {
+    if ((wasUnlocked || document.getElementById("pin-setup")) && state.username) { // signed in: carry on
       state.firstSync = false;
       await memorySession();
       await hooks.unlocked({ first: true });
@@ -107,6 +108,7 @@ export async function lockedOnlineOnly(signInScreen) {
   await state.py.call("wipe");
   state.deviceId = null;
   signInScreen("Locked. This device keeps no patient data, so sign in again to continue.");
+  decorateStatus();
   return true;
 }
 
