@@ -61,11 +61,11 @@ export async function afterSignIn(me, unlocked) {
   return true;
 }
 
-async function memorySession() {
+async function memorySession(deviceId = null) {
   const secret = new Uint8Array(32);
   crypto.getRandomValues(secret); // never shown, never stored: the keyring lives as long as this tab's memory
   const pin = btoa(String.fromCharCode(...secret));
-  state.deviceId = (await state.py.call("setup_pin", { pin, username: state.username, scope: state.scope || "care-team" })).deviceId;
+  state.deviceId = (await state.py.call("setup_pin", { pin, username: state.username, scope: state.scope || "care-team", device_id: deviceId })).deviceId;
 }
 
 /** A write hit the storage quota: push what waits, forget the local store, continue in memory (no new sign-in). */
@@ -81,22 +81,25 @@ async function quotaHit() {
     while (state.firstSync) await new Promise((r) => setTimeout(r, 100));
     await state.py.settled?.();
     await new Promise((r) => setTimeout(r, 300));
+    // Nothing may still be writing with the old keys when the store changes under Python.
     state.runner?.stop();
+    await state.runner?.running?.catch(() => {});
+    await state.py.settled?.();
     let waiting = 0;
     try { waiting = (await state.py.call("status")).pending || 0; } catch { /* locked */ }
-    if (waiting && navigator.onLine) { await state.runner?.start(); waiting = (await state.py.call("status")).pending || 0; }
     if (waiting) { // never drop a change: stay on the device, say it, send when the server answers
-      banner("This device's storage is full and some changes have not reached the server yet. They are kept; connect so they can be sent.", { kind: "warn" });
+      if (!state.updateReady) state.runner?.start();
+      banner("This device's storage is full and some changes have not reached the server yet. They are kept and sent when the server answers; free up space on this device.", { kind: "warn" });
       return;
     }
-    state.runner?.stop();
     const wasUnlocked = state.unlocked;
+    const deviceId = state.deviceId; // its server session is bound to it: the memory session keeps it
     state.unlocked = false;
     await state.py.call("wipe");
     adopt(d);
     if ((wasUnlocked || document.getElementById("pin-setup")) && state.username) { // signed in: carry on
       state.firstSync = false;
-      await memorySession();
+      await memorySession(deviceId);
       await hooks.unlocked({ first: true });
     }
   } finally { switching = false; }

@@ -258,7 +258,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         self._read_only = reason
 
     async def setup_pin(self, pin: str, username: str, scope: str = "care-team",
-                        prf: dict[str, Any] | None = None) -> dict[str, Any]:
+                        prf: dict[str, Any] | None = None, device_id: str | None = None) -> dict[str, Any]:
         """First sign-in on this device: new data + blind-index keys, wrapped under the PIN (and, with ``prf``
         from ``webauthn.js``, a second time under the device's authenticator: ``browser_webauthn``)."""
         if not PIN_RE.match(pin or ""):
@@ -283,7 +283,9 @@ class BrowserApp(CdsMixin, ChartMixin):
 
             blob = await prf_wrap(self, blob, prf)
         state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
-        device = str(uuid.uuid4())
+        # device_id: the same device going online only mid-session (issue 13) keeps its id, which its
+        # server session is bound to; otherwise a new one.
+        device = device_id if device_id and re.fullmatch(r"[0-9a-f-]{36}", device_id) else str(uuid.uuid4())
         await self.store.apply([
             PutMeta(M_KEYRING, _b64(blob)),
             PutMeta(M_USER, username),
