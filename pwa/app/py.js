@@ -14,6 +14,27 @@ export class PyError extends Error {
   }
 }
 
+let unwatchWasm = () => {};
+
+/** Rejects when WebAssembly is missing or fails to fetch/instantiate (while the runtime loads). */
+function wasmFailure() {
+  return new Promise((_, reject) => {
+    if (typeof WebAssembly !== "object" || !WebAssembly) { reject(new Error("This browser cannot run WebAssembly.")); return; }
+    const saved = {};
+    for (const k of ["instantiateStreaming", "instantiate"]) {
+      const orig = WebAssembly[k];
+      if (typeof orig !== "function") continue;
+      saved[k] = orig;
+      WebAssembly[k] = function (...args) {
+        const p = orig.apply(this, args);
+        p.catch((err) => reject(new Error("The offline engine could not load: " + ((err && err.message) || err))));
+        return p;
+      };
+    }
+    unwatchWasm = () => { Object.assign(WebAssembly, saved); };
+  });
+}
+
 /** Load the runtime + wheel once; resolves to {call(name, args)} bound to the Python BrowserApp. */
 export function bootPython(onEvent, { store } = {}) {
   if (appPromise) return appPromise;
@@ -22,7 +43,10 @@ export function bootPython(onEvent, { store } = {}) {
     const timings = {};
     const mark = (k) => { timings[k] = Math.round(performance.now() - t0); };
     const [pyodide, wheels] = await Promise.all([
-      loadPyodide({ indexURL: "/vendor/pyodide/", lockFileURL: "/vendor/pyodide/pyodide-lock.json", packages: [] }),
+      // Pyodide only warns when its WebAssembly fails to load and then never settles: watch for that
+      // failure so the app can go online only at once (issue 13 item 4) instead of "Starting…" for ever.
+      Promise.race([loadPyodide({ indexURL: "/vendor/pyodide/", lockFileURL: "/vendor/pyodide/pyodide-lock.json", packages: [] }),
+        wasmFailure()]).finally(unwatchWasm),
       fetch("/wheels/wheels.json").then((r) => {
         if (!r.ok) throw new Error("wheels.json: HTTP " + r.status);
         return r.json();

@@ -39,7 +39,14 @@ NO_PHI_AT_REST = """async (needles) => {
   const found = [];
   const dbs = indexedDB.databases ? await indexedDB.databases() : [];
   const names = dbs.map((d) => d.name);
-  if (names.includes("omnicare")) found.push("IndexedDB database omnicare exists");
+  if (names.includes("omnicare")) { // may exist empty (the start-up looks for a keyring): it must hold nothing
+    const db = await new Promise((ok, no) => { const r = indexedDB.open("omnicare"); r.onsuccess = () => ok(r.result); r.onerror = () => no(r.error); });
+    for (const st of db.objectStoreNames) {
+      const n = await new Promise((ok) => { const r = db.transaction(st).objectStore(st).count(); r.onsuccess = () => ok(r.result); });
+      if (n) found.push(`IndexedDB omnicare/${st} holds ${n} rows`);
+    }
+    db.close();
+  }
   for (const n of await caches.keys()) {
     const c = await caches.open(n);
     for (const req of await c.keys()) {
