@@ -149,7 +149,7 @@ async function boot() {
   let readyDone;
   state.ready = new Promise((resolve, reject) => { readyDone = { resolve, reject }; });
   state.ready.catch(() => {}); // the failure is shown below; a waiting submit sees it too
-  const early = (await idbOk) && await earlySignIn();
+  const early = (await idbOk) ? await earlySignIn() : (signInScreen(), true); // no storage: nothing to unlock
   try {
     state.py = await booting;
   } catch (err) {

@@ -2,6 +2,7 @@
 // The decision is Python's (pyclient/storage_mode.py, asked through BrowserApp.storage_decision); this module
 // gathers the facts, switches the store Python writes to (memory instead of IndexedDB) and says it.
 import * as idb from "./idb.js";
+import * as net from "./net.js";
 import { makeSwitchableStore } from "./memidb.js";
 import { state, hooks } from "./state.js";
 import { banner } from "./ui.js";
@@ -11,6 +12,22 @@ export const store = makeSwitchableStore(idb, { onQuota: () => { quotaHit(); } }
 
 /** Does IndexedDB open here? Private windows / disabled storage / a blocked API say no (or never answer). */
 export async function probeIdb(timeoutMs = 3000) {
+  const ok = await probe(timeoutMs);
+  if (!ok) {
+    state.idbRefusedAt = performance.now(); // bench/online_only_bench.py: the condition is hit here
+    serverDecision({ idb: false }); // said at once; the runtime, still loading, confirms it from the same table
+  }
+  return ok;
+}
+
+/** The same table (pyclient.storage_mode) answered by the server while the local runtime loads. */
+async function serverDecision(facts) {
+  if (!navigator.onLine) return;
+  const r = await net.apiJson("POST", "/api/device/storage-mode", facts).catch(() => null);
+  if (r && r.status === 200 && r.json && !state.storageMode) adopt(r.json);
+}
+
+async function probe(timeoutMs) {
   try {
     if (typeof indexedDB === "undefined" || !indexedDB) return false;
     return await new Promise((resolve) => {
@@ -101,6 +118,7 @@ async function quotaHit() {
       state.firstSync = false;
       await memorySession(deviceId);
       await hooks.unlocked({ first: true });
+      state.onlineOnlyReadyAt = performance.now(); // bench: the patient list is back, read into memory
     }
   } finally { switching = false; }
 }
