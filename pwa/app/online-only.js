@@ -67,15 +67,28 @@ export const onlineOnly = () => state.storageMode?.mode === "online-only";
  * memory. True when this module took over from the PIN set-up.
  */
 export async function afterSignIn(me, unlocked) {
-  if (me?.devicePolicy?.offlineData === false && !(state.storageMode?.conditions || []).includes("policy-no-offline")) {
-    const d = await state.py.call("storage_decision", { event: "hit", condition: "policy-no-offline" });
-    if (d.mode === "online-only" && !store.memory) await state.py.call("wipe"); // policy: none kept, not even old data
-    adopt(d);
+  const policy = me?.devicePolicy || {};
+  if (policy.offlineData === false) await hitNow("policy-no-offline");
+  if (policy.requirePersistence && !onlineOnly() && navigator.storage?.persist) {
+    const granted = await navigator.storage.persisted().then((p) => p || navigator.storage.persist()).catch(() => false);
+    if (!granted) await hitNow("persist-refused");
   }
   if (!onlineOnly()) return false;
   await memorySession();
   await unlocked({ first: true });
   return true;
+}
+
+/** A condition learnt at sign-in (before any record is stored): switch to memory, dropping older local data. */
+async function hitNow(condition) {
+  if ((state.storageMode?.conditions || []).includes(condition)) return;
+  if (!store.memory && (await idb.outboxCount().catch(() => 0))) { // never drop unsent changes: unlock and sync first
+    banner("Your administrator turned off offline data for this account, but this device still holds changes not yet sent. Unlock and sync; the device then stops keeping data.", { kind: "warn" });
+    return;
+  }
+  const d = await state.py.call("storage_decision", { event: "hit", condition });
+  if (d.mode === "online-only" && !store.memory) await state.py.call("wipe"); // policy: none kept, not even old data
+  adopt(d);
 }
 
 async function memorySession(deviceId = null) {
