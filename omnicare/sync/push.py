@@ -4,9 +4,10 @@ services.py).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -288,6 +289,29 @@ def _replay(user: User, m: Mutation, h: str, prev: AppliedMutation | None) -> Mu
 _batch_versions: contextvars.ContextVar[list[ResourceVersion] | None] = contextvars.ContextVar(
     "omnicare_sync_batch", default=None
 )
+
+
+@contextlib.contextmanager
+def one_hint_after_commit() -> Iterator[None]:
+    """Collect the versions written in this block and send ONE WebSocket hint for them all after COMMIT
+    (instead of one per write). Each write's callback (dropped if its savepoint rolled back) adds its
+    versions after COMMIT; the flush, registered last, runs after them with the final feed positions.
+    Used by batch writers outside the push (e.g. the HL7 worker's batch of messages)."""
+    committed: list[ResourceVersion] = []
+    token = _batch_versions.set(committed)
+    try:
+        yield
+    finally:
+        _batch_versions.reset(token)
+
+    def flush() -> None:
+        from . import notify  # the module's attributes, looked up at send time (tests and hooks replace them)
+
+        hint = notify.hint_for(committed)
+        if hint is not None:
+            notify.send_hint(hint)
+
+    transaction.on_commit(flush)
 
 
 #: Set by ``SyncConfig.ready`` when the FHIR store sends ``versions_written`` for every write; then the
