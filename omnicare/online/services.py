@@ -21,6 +21,8 @@ from pyclient import forms
 from pyclient import storage_mode as sm
 from pyclient.blindindex import InvalidQuery
 from pyclient.errors import ValidationFailed
+from pyclient.views import chart_forms as cf
+from pyclient.views import fullchart as fc
 from pyclient.views.permissions import chart_actions, parse_permissions
 
 __all__ = ["FieldErrors", "device_policy", "online_chart", "online_patients", "online_vitals_record",
@@ -77,7 +79,15 @@ def online_chart(*, user: Any, patient_id: str, permissions: dict[str, list[str]
     patient = next((r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient_id), None)
     if patient is None:
         raise NotFound("This patient is not available.")
-    view = cv.chart_view(patient, resources, lambda _r: False)
+    def pending(_r: Any) -> bool:
+        return False  # nothing waits on a device that keeps nothing
+
+    conditions = [r for r in resources if r.get("resourceType") == "Condition"]
+    # The same view model as BrowserApp.chart (+ browser_chart._full_chart), from the same pyclient functions.
+    view = {**cv.chart_view(patient, resources, pending),
+            **fc.full_chart(patient, resources, pending, today=datetime.now(UTC).date().isoformat()),
+            "problemList": cf.problem_rows(conditions, pending),
+            "commonProblems": [name for _c, name in cf.COMMON_PROBLEMS]}
     allowed = chart_actions(parse_permissions(permissions))
     # Reduced screens: reading and recording vitals; other writes wait for the offline engine.
     view["actions"] = {k: (v if k == "recordVitals" else False) for k, v in allowed.items()}
@@ -89,7 +99,12 @@ def online_vitals_record(*, user: Any, patient_id: str, values: dict[str, Any], 
     access_check(user=user, action="read", resource_type="Patient", patient_ids=[patient_id])
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        created = forms.vitals(patient_id, values, now=now, author={"display": author})
+        try:
+            offset = int(values.get("tz_offset") or 0)
+        except (TypeError, ValueError):
+            offset = 0
+        taken = cf.vitals_effective(values.get("taken_at"), now=now, tz_offset_min=offset)  # as browser_chart
+        created = forms.vitals(patient_id, values, now=taken, author={"display": author})
     except ValidationFailed as exc:
         raise FieldErrors(exc.message, dict(exc.fields)) from None
     return [fhir_svc.resource_create(user=user, resource=res).resource_id for res in created]
