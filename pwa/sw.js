@@ -21,6 +21,7 @@ const SHELL = [
   "/app/routes.js",
   "/app/forms.js",
   "/app/screens/rejected.js",
+  "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
   "/app/screens/chart_full.js",
   "/app/py.js",

@@ -49,8 +49,16 @@ class ConflictAdmin(ReadOnly):
 
 @admin.register(Device)
 class DeviceAdmin(ReadOnly):
-    list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq")
+    list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq",
+                    "platform", "storage_budget_bytes")
     search_fields = ("device_id", "user__username", "name")
+    # The storage budget (issue 13) is the one thing an administrator sets here; everything else stays read-only.
+    fields = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq",
+              "platform", "storage_budget_bytes")
+    readonly_fields = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser or request.user.has_perm("sync.change_device"))
 
 
 @admin.register(AppliedMutation)

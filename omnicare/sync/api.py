@@ -486,3 +486,48 @@ def verify(request: HttpRequest) -> HttpResponse:
         note.detail.update({"held": len(held), "changes": len(result["changes"]), "stale": result["stale"],
                             "gone": len(result["gone"])})
     return _json(verifying.verify_json(result))
+
+
+# --- device sets (issue 13) ---------------------------------------------------------------------------
+
+
+class DeviceSetIn(Schema):
+    deviceId: DeviceId
+    patients: list[str] = Field(default_factory=list, max_length=50_000)
+    modelVersion: str = Field(default="", max_length=64)
+    pinned: int | None = Field(default=None, ge=0)
+
+
+@router.get("/device-set", summary="Your scope ranked for this device, with its storage budget")
+def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """``pyclient.device_set.DeviceSetOffer``: every patient you may see (ids, why, size, the prefetch model's
+    probability), most likely first, and the device's budget. Audited as one ``device-set-offer`` event."""
+    from . import device_sets  # noqa: PLC0415 - keeps this router's imports as they were
+
+    if not deviceId:  # before binding: a session must never be bound to an empty device id
+        raise BadRequest("deviceId is required", expression=["deviceId"])
+    device_check(user=request.user, device_id=deviceId)
+    if not device_svc.device_registered(user=request.user, device_id=deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=deviceId)
+    with audited(user=request.user, action="device-set-offer", resource_type="Patient", device_id=deviceId) as note:
+        offer = device_sets.device_set_offer(user=request.user, device_id=deviceId)
+        note.patients.update(c.patient_id for c in offer.candidates)
+        note.detail.update({"patients": len(offer.candidates), "modelVersion": offer.model_version})
+    return _json(offer.to_json())
+
+
+@router.post("/device-set", summary="The patients this device holds (cut to your scope)")
+def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
+    """Store the device's choice (``pyclient.device_set.plan_device_set``); the next pulls fill what was added
+    and drop what left. Returns ``{"patients": [...]}`` as stored (never more than your scope)."""
+    from . import device_sets  # noqa: PLC0415
+
+    device_check(user=request.user, device_id=payload.deviceId)
+    if not device_svc.device_registered(user=request.user, device_id=payload.deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=payload.deviceId)
+    kept = device_sets.device_set_choose(user=request.user, device_id=payload.deviceId,
+                                         patient_ids=payload.patients, model_version=payload.modelVersion,
+                                         pinned=payload.pinned)
+    return _json({"patients": kept})

@@ -22,6 +22,11 @@ class Device(models.Model):
     # Replicache-style: the last mutation id this device had applied (lets support see where a device stands).
     last_mutation_id = models.CharField(max_length=64, blank=True, default="")
     last_pull_seq = models.BigIntegerField(default=0)
+    # Storage budget (issue 13): what the device may hold. ``platform`` picks the default
+    # (settings.OMNICARE_DEVICE_BUDGET_BYTES); an administrator may set ``storage_budget_bytes`` per device.
+    platform = models.CharField(max_length=16, default="web", choices=[("web", "Web browser"), ("mobile", "Mobile")])
+    storage_budget_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Bytes this device may hold; empty = the role / platform default")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "device_id"], name="sync_device_uniq")]
@@ -184,3 +189,22 @@ class PushJobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk @{self.start} of {self.job_id}"
+
+
+class DeviceHolding(models.Model):
+    """The patients a device chose to hold within its budget (``POST /api/sync/device-set``, issue 13).
+
+    ``declined``: the patients of the scope (at the time of the choice) the device chose NOT to hold. The
+    pull delivers the user's current scope minus them: never more than the scope, and a patient who enters
+    the scope later (a new admission to the ward) arrives at once, until the device's next plan. A device
+    without a row receives its whole scope, as before budgets.
+    """
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="holding")
+    patient_ids = models.JSONField(default=list)
+    declined = models.JSONField(default=list)
+    model_version = models.CharField(max_length=64, blank=True, default="")
+    updated = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{len(self.patient_ids)} patients on {self.device_id}"

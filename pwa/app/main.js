@@ -96,6 +96,11 @@ function onPyEvent(json) {
   } else if (ev.type === "rejected") {
     state.rejectedBanner = true;
     banner(ev.message, { kind: "error", action: { label: "Review", run: () => { banner(null); location.hash = "#/rejected"; } } });
+  } else if (ev.type === "device-set" && ev.phase === "pinned-ready" && state.firstSync) {
+    // Issue 13: the pinned patients are on the device and usable; the rest (the prefetch tail) keeps arriving.
+    state.firstSync = false;
+    progress(false);
+    if (!location.hash || location.hash === "#/" || location.hash === "#") location.hash = "#/patients"; else route();
   } else if (ev.type === "revoked") {
     revokedScreen();
   } else if (ev.type === "audit-parked") {

@@ -88,6 +88,7 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
+from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -150,7 +151,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -1302,7 +1303,12 @@ class BrowserApp(CdsMixin, ChartMixin):
             notices = await self._push(machine)
             if self.needs_login:
                 return self.status()
+            phase = await self._device_set_sync(machine, now=_now(), first=first, force=manual)  # issue 13
             notices += await self._pull(machine, first=first)
+            if phase == "pins":  # the pinned charts are on the device and usable; now the prefetch tail
+                self._emit({"type": "device-set", "phase": "pinned-ready"})
+                if await self._device_set_sync(machine, now=_now(), first=first, force=True):
+                    notices += await self._pull(machine, first=False)
             notices += await self._adopt_conflicts(machine)
             if not first and machine.last_error is None:
                 await self._integrity_sync(machine)
