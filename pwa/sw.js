@@ -35,6 +35,9 @@ const SHELL = [
   "/app/chart.js",
   "/app/sync-runner.js",
   "/app/cds.js",
+  "/app/memidb.js", // online only (issue 13 item 4)
+  "/app/online-only.js",
+  "/app/screens/online.js",
   "/icons/icon-192.png",
   "/icons/icon-512.png",
   "/icons/maskable-192.png",

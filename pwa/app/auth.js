@@ -40,6 +40,7 @@ export function signInScreen(message) {
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
       await runtimeReady(form);
+      if (await hooks.afterSignIn?.(r.json, unlocked)) return; // online only: no PIN, nothing kept (issue 13)
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -171,7 +172,7 @@ export function setBusy(text) {
 export async function unlocked({ first }) {
   state.unlocked = true;
   document.getElementById("usernav").hidden = false;
-  if (navigator.storage && navigator.storage.persist) {
+  if (navigator.storage && navigator.storage.persist && state.storageMode?.mode !== "online-only") {
     navigator.storage.persisted().then((p) => p || navigator.storage.persist()).then(async (granted) => {
       state.persistRefused = !granted;
       // Said once per device, with what to do (issue 18), not on every status.
@@ -214,6 +215,7 @@ export async function lock(reason) {
   await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
   await hooks.keepDraft(); // a half-typed form is sealed with the device keys before they go (issue 18 item 10)
   await state.py.call("lock");
+  if (await hooks.lockedOnlineOnly?.(signInScreen)) return; // online only: memory wiped, sign in again
   unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
 }
 
