@@ -312,7 +312,9 @@ def _announce(versions: list[ResourceVersion]) -> None:
 def _write(
     user: User, rtype: str, rid: str, body: dict[str, Any] | None, expected: int
 ) -> ResourceVersion | None:
-    result = resources_apply(user=user, writes=[Write(rtype, rid, body, expected_version=expected)])[0]
+    # join_care_team: a Patient registered on a device puts its registering clinician on its care team (issue 18)
+    result = resources_apply(user=user, writes=[Write(rtype, rid, body, expected_version=expected)],
+                             join_care_team=True)[0]
     if result.version is not None:
         _announce([result.version])
     return result.version
@@ -476,6 +478,7 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                         writes=[plans[i].write for i in writing],  # type: ignore[misc]
                         validated=True,
                         authorized=True,
+                        join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
                     )
             except (ApiError, IntegrityError) as exc:
                 raise _Fallback from exc

@@ -6,6 +6,7 @@ import { formRoute } from "./forms.js";
 import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
+import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -18,6 +19,7 @@ export function route() {
   }
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
+  if (parts[0] === "register") return showRegister();
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
@@ -26,6 +28,7 @@ export function refreshView(ids) {
   if (!state.unlocked || state.firstSync) return;
   const parts = state.route || [];
   if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
+  if (parts[0] === "register") return; // nor the registration form
   if (document.activeElement && document.activeElement.matches("select")) return;
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
@@ -55,6 +58,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }));
+    await registerControl(); // issue 18: "Register patient", for roles that may
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");
       i.focus();

@@ -263,7 +263,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
 
   const notes = section("Notes", null, unverified(unv.DocumentReference, "note", "notes"),
     c.notes.length ? h("ul", { class: "notes", id: "notes" }, c.notes.map((n) => h("li", {},
-      h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
+      h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date + (n.author ? ` · ${n.author}` : "")), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
 
   const dated = (text, date) => h("div", { class: "grow" }, h("strong", {}, text), h("small", {}, date ? " " + date : ""));
   const statusWord = { completed: "given", "not-done": "not given", "entered-in-error": "entered in error" };

@@ -87,6 +87,7 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
+from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -149,7 +150,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin):
+class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -407,6 +408,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         self.machine = SyncMachine.restore(
             device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")}, outbox=outbox)
         await self._load_permissions()  # issue 18 hook (browser_chart)
+        await self._load_practitioner()  # issue 18 hook (browser_register): authors as references
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -1156,7 +1158,7 @@ class BrowserApp(CdsMixin, ChartMixin):
         return res
 
     def _author(self) -> dict[str, str]:
-        return {"display": self._username or "clinician"}
+        return self._author_ref()  # issue 18 item 6: Practitioner reference + display (browser_register)
 
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
