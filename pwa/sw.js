@@ -22,6 +22,7 @@ const SHELL = [
   "/app/forms.js",
   "/app/screens/rejected.js",
   "/app/screens/conflicts.js",
+  "/app/screens/register.js", // issue 18 item 1
   "/app/py.js",
   "/app/idb.js",
   "/app/crypto.js",

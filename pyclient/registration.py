@@ -6,7 +6,7 @@ Patient it is sent, so a record the device accepted is never refused for a reaso
 
 Local MRN: a walk-in registered offline needs an MRN at once, and two tablets may register at the same time
 without seeing each other. The MRN is built from the device id (a random UUID, unique per device) and a
-counter kept on that device (``L-<8 characters of the device id>-<counter>-<check character>``,
+counter kept on that device (``L-<8 characters from the device id>-<counter>-<check character>``,
 e.g. ``L-7ZQ4K1MX-00001-R``): two devices never share the device part, one device never repeats a counter. The
 check character catches a mistyped character and most swapped pairs when the MRN is read out or typed.
 
@@ -15,6 +15,7 @@ Pure: the adapter passes the device id, the counter, the record's id and today's
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Mapping, Sequence
@@ -60,10 +61,12 @@ def _check_char(body: str) -> str:
 
 
 def _device_part(device_id: str) -> str:
+    """40 bits of SHA-256 of the whole device id (8 base32 characters): ids that differ anywhere differ here
+    (two devices share a part with probability 2^-40 per pair; the server refuses a reused MRN all the same)."""
     hexdigits = "".join(ch for ch in device_id.lower() if ch in "0123456789abcdef")
-    if len(hexdigits) < 10:
-        raise ValueError("a device id has at least 10 hex digits (a UUID)")
-    n = int(hexdigits[:10], 16)  # 40 bits -> 8 base32 characters
+    if len(hexdigits) < 32:
+        raise ValueError("a device id is a UUID")
+    n = int.from_bytes(hashlib.sha256(hexdigits.encode("ascii")).digest()[:5], "big")
     return "".join(_B32[(n >> (5 * (7 - i))) & 31] for i in range(8))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from pyclient import authors
 from pyclient import blindindex as bi
 from pyclient import registration as reg
-from pyclient.chart import patient_summary
+from pyclient.chart import DateOrder, patient_summary
 from pyclient.errors import AppError
 from pyclient.views import permissions as cp
 from pyclient.views.register import duplicate_warning, registered_message
@@ -41,8 +41,9 @@ class RegisterMixin:
 
     async def set_practitioner(self, practitioner: Any) -> dict[str, Any]:
         """Keep the signed-in user's Practitioner from the sign-in answer (``{"id", "display"}`` or null)."""
-        ok = isinstance(practitioner, Mapping) and isinstance(practitioner.get("id"), str) and practitioner["id"]
-        value = {"id": str(practitioner["id"]), "display": str(practitioner.get("display") or "")} if ok else None  # type: ignore[index,union-attr]
+        value: dict[str, str] | None = None
+        if isinstance(practitioner, Mapping) and isinstance(practitioner.get("id"), str) and practitioner["id"]:
+            value = {"id": str(practitioner["id"]), "display": str(practitioner.get("display") or "")}
         self._practitioner = value
         store: Any = self.store  # type: ignore[attr-defined]
         await store.meta_put(M_PRACTITIONER, None if value is None else json.dumps(value))
@@ -70,7 +71,7 @@ class RegisterMixin:
         return {"allowed": cp.may(perms, "Patient", "create")}
 
     def _draft(self, values: Mapping[str, Any], date_order: str, mrn: str, rid: str) -> dict[str, Any]:
-        order = "mdy" if date_order == "mdy" else "ymd" if date_order == "ymd" else "dmy"
+        order: DateOrder = "mdy" if date_order == "mdy" else "ymd" if date_order == "ymd" else "dmy"
         return reg.patient_new(values, id=rid, mrn=mrn, today=date.today().isoformat(), date_order=order)
 
     async def _duplicates(self, patient: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -110,10 +111,13 @@ class RegisterMixin:
         """Reserve this device's next registration number (compare-and-swap: tabs never share one)."""
         idb: Any = self._idb  # type: ignore[attr-defined]
         store: Any = self.store  # type: ignore[attr-defined]
+        from pyodide.ffi import jsnull  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
+
         current = await store.meta_get(M_COUNTER)
         for _ in range(_MAX_CAS):
             nxt = int(current or 0) + 1
-            res = _py(await idb.metaCas(M_COUNTER, current, str(nxt)))
+            # "absent" must reach idb.metaCas as JS null (a Python None would arrive as undefined, never equal)
+            res = _py(await idb.metaCas(M_COUNTER, jsnull if current is None else current, str(nxt)))
             if res[0]:
                 return nxt
             current = None if res[1] is None else str(res[1])

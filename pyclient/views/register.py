@@ -13,6 +13,10 @@ __all__ = ["duplicate_warning", "registered_message"]
 _GENDER = {"female": "female", "male": "male", "other": "other gender", "unknown": "gender unknown"}
 
 
+def _mrn(mrn: str) -> str:
+    return mrn if mrn.upper().startswith("MRN") else f"MRN {mrn}"  # never "MRN MRN-000007"
+
+
 def _born(date: str) -> str:
     return f"born {date}" if date else "birth date not recorded"
 
@@ -29,7 +33,7 @@ def duplicate_warning(matches: Sequence[Mapping[str, Any]]) -> dict[str, Any] | 
         "items": [{"id": str(m["id"]),
                    "text": f"{m['display']} · {_born(str(m.get('birthDate') or ''))}"
                            f"{' · ' + _GENDER.get(str(m.get('gender')), '') if m.get('gender') else ''}"
-                           f"{' · MRN ' + str(m['mrn']) if m.get('mrn') else ''}",
+                           f"{' · ' + _mrn(str(m['mrn'])) if m.get('mrn') else ''}",
                    "why": "Matches on " + str(m["why"]) + "."} for m in matches],
         "open": "Open this chart",
         "anyway": "Register anyway: this is a different person",
@@ -37,6 +41,7 @@ def duplicate_warning(matches: Sequence[Mapping[str, Any]]) -> dict[str, Any] | 
 
 
 def registered_message(display: str, mrn: str, online: bool) -> str:
-    """Said after saving (the chart opens at once)."""
-    where = "It is being sent to the server." if online else "It is saved on this device and is sent when the connection returns."
-    return f"{display} is registered with MRN {mrn}. {where}"
+    """Said after saving (the chart opens at once). Nothing about sending: the banner outlives the sync, and the
+    status bar already says honestly what is still waiting (``online`` is kept for callers, not used)."""
+    del online
+    return f"{display} is registered with MRN {mrn}. The chart is ready to use."

@@ -117,3 +117,13 @@ def test_a_local_mrn_must_follow_the_rule_and_be_unique(world: dict[str, Any]) -
     assert r.status_code == 422 and "already has the MRN" in r.content.decode()
     future = {**walk_in(reg.local_mrn(DEVICE, 8)), "birthDate": "2999-01-01"}
     assert post(dr, "Patient", future).status_code == 422
+
+
+def test_only_roles_that_may_create_patients_are_offered_registration() -> None:
+    from omnicare.access.roles import permissions_for
+    from pyclient.views.permissions import may, parse_permissions
+
+    offered = {role: may(parse_permissions(permissions_for({role})), "Patient", "create")
+               for role in ("physician", "nurse", "front_desk", "pharmacist", "administrator", "auditor")}
+    assert offered == {"physician": True, "nurse": True, "front_desk": True, "pharmacist": False,
+                       "administrator": False, "auditor": False}

@@ -26,7 +26,7 @@ def test_a_walk_in_pushed_from_a_device_joins_the_registrants_care_team_and_stay
     clinic: Any, sync: SyncClient, other_sync: SyncClient
 ) -> None:
     pid = str(uuid.uuid4())
-    [r] = sync.push(put(walk_in(pid, 1, sync.device_id), None))
+    [r] = sync.push(put(walk_in(pid, 1, str(uuid.uuid4())), None))
     assert r["status"] == "applied", r
     teams = [t.body for t in Resource.objects.filter(resource_type="CareTeam", deleted=False)
              if t.body["subject"]["reference"] == f"Patient/{pid}"]
