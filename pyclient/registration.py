@@ -33,6 +33,7 @@ __all__ = [
     "local_mrn",
     "local_mrn_device_part",
     "local_mrn_problem",
+    "mrn_device_problem",
     "parse_birth_date",
     "patient_new",
     "patient_problems",
@@ -102,6 +103,20 @@ def device_part_of(device_id: str) -> str | None:
         return _device_part(device_id)
     except ValueError:
         return None
+
+
+def mrn_device_problem(patient: Mapping[str, Any], device_id: str) -> str | None:
+    """The server's check on a Patient a device creates: its local MRN must carry that device's own part, so no
+    device can take numbers from another's range. Devices whose id is not a UUID (tests, scripts) are not judged."""
+    mine = device_part_of(device_id)
+    if mine is None:
+        return None
+    for ident in patient.get("identifier") or []:
+        if isinstance(ident, Mapping) and ident.get("system") == LOCAL_MRN_SYSTEM:
+            part = local_mrn_device_part(str(ident.get("value") or ""))
+            if part is not None and part != mine:
+                return "This local MRN was made on another device: each device gives MRNs from its own range."
+    return None
 
 
 # -- the form -------------------------------------------------------------------------------------------

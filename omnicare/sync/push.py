@@ -43,6 +43,7 @@ from pyclient.protocol import (
 )
 from pyclient.push_rules import decide as push_decide
 from pyclient.push_rules import mutation_hash
+from pyclient.registration import mrn_device_problem
 
 from . import notify
 from . import scope as scopes
@@ -179,6 +180,10 @@ def _plan(
         validate_resource(theirs, expected_type=rtype)
     cur_version = cur.version_id if cur is not None else 0
     live = cur is not None and not cur.deleted
+    if rtype == "Patient" and theirs is not None and not live:  # issue 18: a device registers from its own range
+        problem = mrn_device_problem(theirs, device_id)
+        if problem:
+            raise Unprocessable(problem, expression=["Patient.identifier"])
     live_version = cur_version if live else 0
     ours = cur.body if live and cur is not None else None
     plan = _Plan(m=m, hash=h, cur_version=cur_version, ours=ours)

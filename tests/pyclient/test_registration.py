@@ -119,3 +119,11 @@ def test_the_server_refuses_what_the_form_refuses() -> None:
     p["identifier"] = [{"system": reg.LOCAL_MRN_SYSTEM, "value": "L-12345678-00001-Z"}]
     assert set(reg.patient_problems(p, today=TODAY)) == {"mrn", "birth_date"}
     assert reg.patient_problems(existing("y", "Imported", "Only", "1970"), today=TODAY) == {}
+
+
+def test_the_server_takes_a_devices_mrns_only_from_that_device() -> None:
+    p = reg.patient_new(form(), id="p", mrn=reg.local_mrn(DEV_A, 5), today=TODAY)
+    assert reg.mrn_device_problem(p, DEV_A) is None
+    assert reg.mrn_device_problem(p, DEV_B) == ("This local MRN was made on another device: each device gives MRNs "
+                                                "from its own range.")
+    assert reg.mrn_device_problem(p, "dev-1234") is None  # not a UUID: not judged

@@ -62,3 +62,14 @@ def test_a_pushed_author_is_completed_or_refused(clinic: Any, sync: SyncClient) 
     o2["performer"] = [{"reference": "Practitioner/pr-nurse-test", "display": "nurse.test"}]
     [r] = sync.push(put(o2, None))
     assert r["status"] == "rejected" and r["outcome"]["issue"][0]["code"] == "forbidden"
+
+
+def test_a_device_registers_only_from_its_own_mrn_range(clinic: Any, token_for: Any) -> None:
+    from django.test import Client
+
+    here, elsewhere = str(uuid.uuid4()), str(uuid.uuid4())
+    tablet = SyncClient(Client(HTTP_AUTHORIZATION=f"Bearer {token_for(clinic['user'])}"), device_id=here)
+    [r] = tablet.push(put(walk_in(str(uuid.uuid4()), 1, elsewhere), None))
+    assert r["status"] == "rejected" and "made on another device" in r["outcome"]["issue"][0]["diagnostics"]
+    [r] = tablet.push(put(walk_in(str(uuid.uuid4()), 1, here), None))
+    assert r["status"] == "applied", r
