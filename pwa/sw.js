@@ -23,6 +23,7 @@ const SHELL = [
   "/app/screens/rejected.js",
   "/app/screens/conflicts.js",
   "/app/screens/register.js", // issue 18 item 1
+  "/app/screens/chart_full.js",
   "/app/py.js",
   "/app/idb.js",
   "/app/crypto.js",

@@ -2,8 +2,8 @@
 
 The app used to write the user name ("dr.adams") as the author's text; the seeded data and every other FHIR
 system write ``{"reference": "Practitioner/<id>", "display": "Dr Alice Adams"}``. This module says, once for
-device and server, which element of each resource type holds its author, how the device builds that reference
-and how the chart shows it. The server (``omnicare.fhir.authors``) checks with the same table that a client
+device and server, which element of each resource type holds its author and how the device builds that
+reference (the chart names authors with ``pyclient.views.fullchart.note_author``). The server (``omnicare.fhir.authors``) checks with the same table that a client
 never writes as someone else's Practitioner.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["AUTHOR_FIELDS", "author_display", "author_reference", "author_refs", "practitioner_display", "set_author"]
+__all__ = ["AUTHOR_FIELDS", "author_reference", "author_refs", "practitioner_display", "set_author"]
 
 #: Resource type -> (element, is a list). The elements the app writes (and the server checks).
 AUTHOR_FIELDS: Final[Mapping[str, tuple[str, bool]]] = {
@@ -64,15 +64,6 @@ def set_author(resource_type: str, resource: dict[str, Any], author: Mapping[str
     if resource_type in _ACTOR_WRAPPED:
         value = {"actor": value}
     resource[element] = [value] if many else value
-
-
-def author_display(ref: Any) -> str:
-    """An author as the chart shows it: the display name; a bare reference says only that it is a clinician."""
-    if not isinstance(ref, Mapping):
-        return ""
-    if ref.get("display"):
-        return str(ref["display"])
-    return "a clinician" if ref.get("reference") else ""
 
 
 def practitioner_display(practitioner: Mapping[str, Any]) -> str:

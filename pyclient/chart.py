@@ -15,7 +15,6 @@ from typing import Any, Literal
 
 from pyclient import blindindex as bi
 from pyclient import integrity as ig
-from pyclient.authors import author_display
 
 __all__ = [
     "CRITICAL_FLAGS",
@@ -280,9 +279,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
                 break
         notes.append({"id": d["id"], "title": d.get("description") or cc_text(d.get("type")) or "Note",
                       "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
-                      "pending": pending(d),
-                      # issue 18 item 6: the author's name (a Practitioner reference's display)
-                      "author": author_display((d.get("author") or [None])[0])})
+                      "pending": pending(d)})
     notes.sort(key=lambda n: n["date"], reverse=True)
     return {
         **record_sections(by, pending),

@@ -190,6 +190,11 @@ def user_roles(user: Any) -> frozenset[str]:
     return roles
 
 
+def roles_preload(user: Any, roles: frozenset[str]) -> None:
+    """Seed :func:`user_roles`' cache with roles loaded together with the user (token authentication)."""
+    user._omnicare_roles = (time.monotonic(), frozenset(roles) & frozenset(ROLE_NAMES))
+
+
 # What each role may do in the Django admin (/admin/). Clinical data is never here: charts are
 # read through the API, where access_check and the audit trail apply.
 ADMIN_SITE_PERMISSIONS: dict[str, tuple[str, ...]] = {

@@ -52,13 +52,65 @@ def token_create(*, user: AbstractBaseUser, name: str, expires: datetime | None 
 
 
 def token_authenticate(*, token: str) -> AbstractBaseUser | None:
-    """Return the active user owning ``token``, or None (unknown, revoked, expired or inactive)."""
-    row = ApiToken.objects.select_related("user").filter(token_hash=_hash(token), revoked=False).first()
-    if row is None or (row.expires is not None and row.expires <= timezone.now()):
+    """Return the active user owning ``token``, or None (unknown, revoked, expired or inactive).
+
+    The same query loads the user's roles and active break-the-glass grants (two correlated subqueries): every
+    API request needs both, and as separate queries they were two of a FHIR read's seven round trips. They are
+    kept on this request's user instance only (see :func:`_principal_preload`)."""
+    now = timezone.now()
+    row = (ApiToken.objects.select_related("user").filter(token_hash=_hash(token), revoked=False)
+           .annotate(_roles=_roles_subquery(), _grants=_grants_subquery(now)).first())
+    if row is None or (row.expires is not None and row.expires <= now):
         return None
     if not row.user.is_active:
         return None
+    _principal_preload(row.user, roles=row._roles, grants=row._grants)
     return row.user
+
+
+def _roles_subquery() -> Any:
+    from django.contrib.auth.models import Group
+    from django.db.models import OuterRef, StringAgg, Subquery, Value
+
+    # Role and patient ids never hold a comma (role names are fixed; FHIR ids are [A-Za-z0-9.-]).
+    return Subquery(Group.objects.filter(user=OuterRef("user_id"), name__in=rbac.ROLE_NAMES).order_by()
+                    .values("user").annotate(s=StringAgg("name", delimiter=Value(","))).values("s")[:1])
+
+
+def _grants_subquery(now: datetime) -> Any:
+    from django.db.models import OuterRef, StringAgg, Subquery, Value
+
+    return Subquery(EmergencyAccessGrant.objects.filter(user_id=OuterRef("user_id"), ended__isnull=True,
+                                                        started__lte=now, expires__gt=now).order_by()
+                    .values("user_id").annotate(s=StringAgg("patient_id", delimiter=Value(","))).values("s")[:1])
+
+
+def _principal_preload(user: Any, *, roles: str | None, grants: str | None) -> None:
+    """Seed the per-instance role cache (``roles.user_roles``) and this request's grant set. The user object
+    is made for this one request by the authenticator, so nothing outlives it; the grant set also expires
+    after :data:`_PRELOAD_GRANTS_SECONDS` for callers that keep a user longer."""
+    import time
+
+    rbac.roles_preload(user, frozenset(r for r in (roles or "").split(",") if r))
+    user._omnicare_grants = (time.monotonic(), frozenset(p for p in (grants or "").split(",") if p))
+
+
+_PRELOAD_GRANTS_SECONDS = 5.0
+
+
+def _preloaded_grants(user: Any) -> frozenset[str] | None:
+    import time
+
+    hit = getattr(user, "_omnicare_grants", None)
+    if hit is None or time.monotonic() - hit[0] > _PRELOAD_GRANTS_SECONDS:
+        return None
+    return hit[1]  # type: ignore[no-any-return]
+
+
+def grants_preload_clear(user: Any) -> None:
+    """Forget the grant set loaded at authentication (a grant of this user just started or ended)."""
+    if user is not None:
+        user.__dict__.pop("_omnicare_grants", None)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -402,6 +454,9 @@ def patient_ids_granted(*, user: Any, now: datetime | None = None) -> set[str]:
     key = getattr(user, "pk", None)
     if memo is not None and key in memo.setdefault("grants", {}):
         return set(memo["grants"][key])
+    preloaded = _preloaded_grants(user) if now is None else None
+    if preloaded is not None:
+        return set(preloaded)
     now = _now(now)
     granted = set(
         EmergencyAccessGrant.objects.filter(user=user, ended__isnull=True, started__lte=now, expires__gt=now)
@@ -460,6 +515,7 @@ def break_glass_request(
         EmergencyAccessGrant.objects.filter(pk=grant.pk).update(start_event_seq=event.seq)
         grant.start_event_seq = event.seq
     visible_patients_cache_clear()  # the grant widens this user's scope for the rest of the request
+    grants_preload_clear(user)
     return grant
 
 
@@ -493,6 +549,7 @@ def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) ->
         else:  # already expired but the beat job has not recorded it yet: record the stop now, as expired
             _stop(grant, by=user, end_reason="expired", at=grant.expires, now=now)
     grant.refresh_from_db()
+    grants_preload_clear(user)
     if grant.end_reason == "expired":
         raise Conflict("This emergency access grant had already expired (its end is recorded)")
     return grant

@@ -190,8 +190,13 @@ def append_events(
         # ``savepoint=False`` saves two round trips for a caller whose whole transaction ends with this
         # insert and rolls back with it on failure (``trail.audited``); a caller that carries on after
         # AuditUnavailable (the HL7 admin hides the raw message) keeps its transaction usable with the default.
-        with transaction.atomic(savepoint=savepoint):
-            AuditEvent.objects.bulk_create(rows)
+        if len(rows) == 1 and not sequence and not transaction.get_connection().in_atomic_block:
+            # Autocommit (``trail.audited(atomic=False)``, a read): one INSERT is its own transaction; bulk_create
+            # would wrap it in BEGIN/COMMIT, two more round trips on every read.
+            rows[0].save(force_insert=True)
+        else:
+            with transaction.atomic(savepoint=savepoint):
+                AuditEvent.objects.bulk_create(rows)
             if sequence:
                 audit_sequence(now=now, publish=False)
                 by_id = {e.pk: e for e in AuditEvent.objects.filter(pk__in=[r.pk for r in rows])}

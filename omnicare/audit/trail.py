@@ -68,18 +68,23 @@ def audited(
     purpose: str = "TREAT",
     detail: dict[str, Any] | None = None,
     denied_patients: Any = None,
+    atomic: bool = True,
 ) -> Iterator[AuditNote]:
     """Run the body in a transaction that ends with its audit event (see the module docstring).
 
     ``denied_patients``: optional callable returning the patient ids to record on a denial (the body
     did not get far enough to know them, e.g. a read refused by ``access_check``).
+    ``atomic=False`` is for bodies that write nothing (read, vread, search, history): the event is then one
+    autocommitted INSERT after the body, still before any data leaves (a failure is 503, no data), and the
+    request saves the BEGIN and COMMIT round trips. Under READ COMMITTED a transaction gave such a body no
+    common snapshot anyway.
     """
     from omnicare.access.services import visible_patients_cache  # lazy, as in _purpose: access imports audit
 
     note = AuditNote(patients={str(p) for p in patient_ids if p}, resource_id=resource_id, user=user)
     try:
         # visible_patients_cache: the access check and the audit purpose share one scope and grant lookup.
-        with transaction.atomic(), visible_patients_cache():
+        with transaction.atomic() if atomic else contextlib.nullcontext(), visible_patients_cache():
             yield note
             if not note.skip:
                 audit_record(

@@ -159,7 +159,7 @@ def _history(
     with audited(
         user=request.user, action="history", resource_type=resource_type or "", resource_id=resource_id or "",
         denied_patients=(lambda: compartment_of(resource_type, resource_id)) if resource_type and resource_id
-        else None,
+        else None, atomic=False,
     ) as note:
         page = svc.resource_history(
             user=request.user,
@@ -175,7 +175,7 @@ def _history(
 
 
 def _search(request: HttpRequest, resource_type: str, params: list[tuple[str, str]]) -> HttpResponse:
-    with audited(user=request.user, action="search", resource_type=resource_type) as note:
+    with audited(user=request.user, action="search", resource_type=resource_type, atomic=False) as note:
         bundle = svc.resource_search(
             user=request.user,
             resource_type=resource_type,
@@ -314,7 +314,8 @@ def vread(request: HttpRequest, resource_type: str, resource_id: str, version_id
     except ValueError as exc:
         raise BadRequest("Invalid version id") from exc
     with audited(user=request.user, action="vread", resource_type=resource_type, resource_id=resource_id,
-                 detail={"version": vid}, denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+                 detail={"version": vid}, denied_patients=lambda: compartment_of(resource_type, resource_id),
+                 atomic=False) as note:
         v = svc.resource_vread(
             user=request.user, resource_type=resource_type, resource_id=resource_id, version_id=vid
         )
@@ -331,7 +332,7 @@ def instance_history(request: HttpRequest, resource_type: str, resource_id: str)
 @router.get("/{resource_type}/{resource_id}")
 def read(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
     with audited(user=request.user, action="read", resource_type=resource_type, resource_id=resource_id,
-                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
+                 denied_patients=lambda: compartment_of(resource_type, resource_id), atomic=False) as note:
         row = svc.resource_read(user=request.user, resource_type=resource_type, resource_id=resource_id)
         note.patients.update(compartment_patients(resource_type, resource_id, row.body))
     headers = version_headers(row)

@@ -546,15 +546,20 @@ def _run_writes(
     trusted: bool = False,
     fresh: frozenset[tuple[str, str]] = frozenset(),
     join_care_team: bool = False,
+    savepoint: bool = True,
 ) -> list[WriteResult]:
     # Two writers creating the same new id at once both find no row to lock; the loser's INSERT fails on
     # the unique constraint once the winner commits. Retrying once turns it into what it would have been a
     # moment later (an update, or a 412 for a create-only write). Inside a caller's transaction we cannot
     # retry (the outer transaction is aborted), so it surfaces as 409.
+    # ``savepoint=False`` (the single-resource REST calls): inside a caller's transaction any failure here
+    # fails that whole transaction, which is what an audited REST request does anyway; it saves the
+    # SAVEPOINT/RELEASE round trips. Callers that carry on after a failed write (batch bundles, imports, the
+    # careful push path) keep the savepoint.
     attempts = 1 if connection.in_atomic_block else 2
     for attempt in range(attempts):
         try:
-            with transaction.atomic():
+            with transaction.atomic(savepoint=savepoint):
                 return _apply(writes, user=user, trusted=trusted, fresh=fresh, join_care_team=join_care_team)
         except IntegrityError as exc:
             if attempt == attempts - 1:
@@ -567,13 +572,17 @@ def new_id() -> str:
 
 
 def resource_create(*, user: User, resource: Any, resource_id: str | None = None) -> WriteResult:
-    """Create a resource (server-assigned UUID id unless ``resource_id`` is given). Returns 201 result."""
+    """Create a resource (server-assigned UUID id unless ``resource_id`` is given). Returns 201 result.
+
+    Like :func:`resource_update` and :func:`resource_delete`: inside a caller's transaction a refused write
+    leaves that transaction unusable (no savepoint); to carry on after a failure use :func:`resources_apply`."""
     rtype = validate_resource(resource)
     rid = resource_id or new_id()
     check_id(rid)
     fresh = frozenset() if resource_id else frozenset({(rtype, rid)})
     return _run_writes(
-        [Write(rtype, rid, resource, expected_version=0)], user=user, fresh=fresh, join_care_team=True
+        [Write(rtype, rid, resource, expected_version=0)], user=user, fresh=fresh, join_care_team=True,
+        savepoint=False,
     )[0]
 
 
@@ -590,7 +599,8 @@ def resource_update(
     if body_id != resource_id:
         raise BadRequest("The id in the body does not match the URL", expression=["id"])
     return _run_writes(
-        [Write(resource_type, resource_id, resource, expected_version=if_match)], user=user, join_care_team=True
+        [Write(resource_type, resource_id, resource, expected_version=if_match)], user=user, join_care_team=True,
+        savepoint=False,
     )[0]
 
 
@@ -600,7 +610,8 @@ def resource_delete(
     """Delete (tombstone). Deleting something absent or already deleted is a no-op (idempotent)."""
     check_type(resource_type)
     check_id(resource_id)
-    return _run_writes([Write(resource_type, resource_id, None, expected_version=if_match)], user=user)[0]
+    return _run_writes([Write(resource_type, resource_id, None, expected_version=if_match)], user=user,
+                       savepoint=False)[0]
 
 
 def resources_apply(

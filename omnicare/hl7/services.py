@@ -15,10 +15,8 @@ system actor, not a clinician, and is trusted for every patient like a bulk impo
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -256,29 +254,11 @@ def _record_failure(row: InboundMessage, failure: BaseException, now: datetime) 
         )
 
 
-@contextlib.contextmanager
-def _one_hint_after_commit() -> Iterator[None]:
-    """One WebSocket hint for the whole batch, after its commit (instead of one per message).
+def _one_hint_after_commit() -> Any:
+    """One WebSocket hint for the whole batch, after its commit (instead of one per message)."""
+    from omnicare.sync.push import one_hint_after_commit
 
-    Uses the sync push's collector: each write's hint callback (dropped if its savepoint rolled back)
-    adds its versions after COMMIT, then one hint names them all with their final feed positions.
-    """
-    from omnicare.sync.notify import hint_for, send_hint
-    from omnicare.sync.push import _batch_versions
-
-    committed: list[Any] = []
-    token = _batch_versions.set(committed)
-    try:
-        yield
-    finally:
-        _batch_versions.reset(token)
-
-    def flush() -> None:
-        hint = hint_for(committed)
-        if hint is not None:
-            send_hint(hint)
-
-    transaction.on_commit(flush)  # registered after every write's own callback, so it runs after them
+    return one_hint_after_commit()
 
 
 def inbound_retry_due(*, now: datetime | None = None, limit: int = 500) -> int:

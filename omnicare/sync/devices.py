@@ -23,21 +23,25 @@ def device_registered(*, user: User, device_id: str) -> bool:
     return Device.objects.filter(user=user, device_id=device_id).exists()
 
 
-def device_register(*, user: User, device_id: str, name: str = "") -> Device:
+def device_register(*, user: User, device_id: str, name: str = "", touch: bool = True) -> Device:
     """Register (or touch) a device of ``user``; idempotent. A device id that was ever revoked never registers
-    again (``DeviceRevoked``: the client wipes)."""
+    again (``DeviceRevoked``: the client wipes). ``touch=False``: the caller sets ``last_seen`` itself later in
+    the same transaction (the push), so an existing, unrenamed device costs no UPDATE here."""
     device_id_check(device_id=device_id)
     if device_id_ever_revoked(device_id=device_id):
         raise DeviceRevoked()
     # In a transaction: on SQLite that is BEGIN IMMEDIATE, which waits for a busy writer instead of failing.
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: nothing here is retried after a failure, the request fails.
+    with transaction.atomic(savepoint=False):
         device, created = Device.objects.get_or_create(
             user=user, device_id=device_id, defaults={"name": name[:100]}
         )
-        if not created and name and device.name != name[:100]:
+        renamed = not created and bool(name) and device.name != name[:100]
+        if renamed:
             device.name = name[:100]
-        device.last_seen = timezone.now()
-        device.save()
+        if touch or renamed:
+            device.last_seen = timezone.now()
+            device.save()
     return device
 
 

@@ -4,9 +4,10 @@ services.py).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -295,6 +296,29 @@ _batch_versions: contextvars.ContextVar[list[ResourceVersion] | None] = contextv
 )
 
 
+@contextlib.contextmanager
+def one_hint_after_commit() -> Iterator[None]:
+    """Collect the versions written in this block and send ONE WebSocket hint for them all after COMMIT
+    (instead of one per write). Each write's callback (dropped if its savepoint rolled back) adds its
+    versions after COMMIT; the flush, registered last, runs after them with the final feed positions.
+    Used by batch writers outside the push (e.g. the HL7 worker's batch of messages)."""
+    committed: list[ResourceVersion] = []
+    token = _batch_versions.set(committed)
+    try:
+        yield
+    finally:
+        _batch_versions.reset(token)
+
+    def flush() -> None:
+        from . import notify  # the module's attributes, looked up at send time (tests and hooks replace them)
+
+        hint = notify.hint_for(committed)
+        if hint is not None:
+            notify.send_hint(hint)
+
+    transaction.on_commit(flush)
+
+
 #: Set by ``SyncConfig.ready`` when the FHIR store sends ``versions_written`` for every write; then the
 #: signal receiver is the one place hints come from.
 STORE_ANNOUNCES_WRITES = False
@@ -474,17 +498,19 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                 except ApiError as exc:
                     plans[i] = _Plan(m=m, hash=hashes[i], result=_rejected(m, exc))
             writing = [i for i in todo if plans[i].write is not None]
+            # No savepoint of its own around the store call or the log insert below: a failure leaves this block
+            # as _Fallback, and this block's savepoint undoes the whole chunk before the careful path redoes it
+            # (two round trips saved per savepoint, on every push).
             try:
-                with transaction.atomic():
-                    # authorized: access_check already ran per mutation in _plan, with the same arguments;
-                    # validated: _plan validated every body (and the merge result).
-                    written = resources_apply(
-                        user=user,
-                        writes=[plans[i].write for i in writing],  # type: ignore[misc]
-                        validated=True,
-                        authorized=True,
-                        join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
-                    )
+                # authorized: access_check already ran per mutation in _plan, with the same arguments;
+                # validated: _plan validated every body (and the merge result).
+                written = resources_apply(
+                    user=user,
+                    writes=[plans[i].write for i in writing],  # type: ignore[misc]
+                    validated=True,
+                    authorized=True,
+                    join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
+                )
             except (ApiError, IntegrityError) as exc:
                 raise _Fallback from exc
             versions = [w.version for w in written if w.version is not None]
@@ -499,7 +525,7 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                 if answers[i].status != "rejected":
                     _supersede(user=user, m=mutations[i], version=answers[i].version_id)
             try:
-                with transaction.atomic():
+                with transaction.atomic(savepoint=False):
                     AppliedMutation.objects.bulk_create(
                         [_log_row(user, device_id, plans[i], answers[i]) for i in todo]
                     )
@@ -514,7 +540,7 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
     """Apply a push batch, one result per mutation (see the module docstring for the contract)."""
     if len(request.mutations) > MAX_JOB_MUTATIONS:
         raise PayloadTooLarge(f"At most {MAX_JOB_MUTATIONS} mutations per batch")
-    device = device_register(user=user, device_id=request.device_id)
+    device = device_register(user=user, device_id=request.device_id, touch=False)  # last_seen: set below
     results: list[MutationResult] = []
     committed: list[ResourceVersion] = []
     token = _batch_versions.set(committed)
@@ -544,7 +570,7 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
         transaction.on_commit(flush)
     done = [r.mutation_id for r in results if r.status != "rejected"]
     # Replicache-style "last mutation applied for this device" (conflicts count: they are stored).
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # a failure fails the push; inside the request's transaction
         Device.objects.filter(pk=device.pk).update(
             **({"last_mutation_id": done[-1]} if done else {}), last_seen=timezone.now()
         )

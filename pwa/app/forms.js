@@ -3,6 +3,7 @@ import { state } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
 import { h, field, screen, banner, formScreen, input, select } from "./ui.js";
+import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
   let c;
@@ -24,7 +25,22 @@ export async function formRoute(pid, kind) {
       h("div", { class: "row2" }, num("hr", "Heart rate", "/min"), num("rr", "Respiratory rate", "/min")),
       h("div", { class: "row2" }, num("temp", "Temperature", "°C"), num("spo2", "SpO₂", "%")),
       num("weight", "Weight", "kg"),
-    ], { cancelHref: back, submit: (v) => save("record_vitals", { patient_id: pid, values: v }) });
+      takenAtField(), // issue 18 item 5: vitals taken earlier (checked by pyclient: not in the future)
+    ], { cancelHref: back, submit: (v) => save("record_vitals", { patient_id: pid, values: { ...v, tz_offset: new Date().getTimezoneOffset() } }) });
+  } else if (kind === "problem") {
+    const list = h("datalist", { id: "common-problems" }, (c.commonProblems || []).map((n) => h("option", { value: n })));
+    form = formScreen("Add problem", p, [
+      field("Problem", input({ name: "text", list: "common-problems", placeholder: "e.g. Hypertension" }), { name: "text", hint: "Pick a suggestion to record it coded, or type your own words." }),
+      list,
+      field("Onset date (optional)", input({ name: "onset", type: "date", max: localToday() }), { name: "onset" }),
+    ], { cancelHref: back, submit: (v) => save("add_problem", { patient_id: pid, ...v }) });
+  } else if (kind === "problem-resolve") {
+    const x = (c.problemList?.active || []).find((r) => r.id === medId);
+    if (!x) { location.hash = back; return; }
+    form = formScreen(`Resolve ${x.text}`, p, [
+      h("p", { class: "muted" }, x.onset ? `Active since ${x.onset}.` : "Active; onset not recorded."),
+      field("Resolved on", input({ name: "abatement", type: "date", value: localToday(), max: localToday() }), { name: "abatement" }),
+    ], { cancelHref: back, submit: (v) => save("resolve_problem", { condition_id: medId, ...v }) });
   } else if (kind === "allergy") {
     form = formScreen("Add allergy", p, [
       field("Substance", input({ name: "substance", placeholder: "e.g. Penicillin" }), { name: "substance" }),
@@ -60,7 +76,19 @@ export async function formRoute(pid, kind) {
     return;
   }
   form.id = "form-" + kind;
-  screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), h("div", { class: "narrow wide" }, form));
+  screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), patientBanner(c), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
 }
 
+
+// The device's local date and time for a form's default (the browser knows the time zone; pyclient validates).
+function localNow() {
+  const d = new Date();
+  return new Date(d.getTime() - d.getTimezoneOffset() * 60000).toISOString().slice(0, 16);
+}
+function localToday() { return localNow().slice(0, 10); }
+
+function takenAtField() {
+  return field("Taken at", input({ name: "taken_at", type: "datetime-local", value: localNow(), max: localNow() }),
+    { name: "taken_at", hint: "Now, unless the measurements were taken earlier." });
+}

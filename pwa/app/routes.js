@@ -84,6 +84,10 @@ export async function showChart(id, { keepScroll = false } = {}) {
       if (!(await confirmDialog(q.title, q.message, q.ok))) { showChart(id, { keepScroll: true }); return; }
       try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
     },
+    onNka: async () => { // issue 18 item 5: "no known allergies" is a recorded answer, not an empty list
+      if (!(await confirmDialog("Record no known allergies?", `${c.patient.display} was asked and has no known allergies. This is recorded in the chart.`, "Record"))) return;
+      try { await state.py.call("record_no_known_allergies", { patient_id: id }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
+    },
     onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
   });
   parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish

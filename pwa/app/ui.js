@@ -1,5 +1,5 @@
 // Screens. Pure DOM building (textContent only, never innerHTML with data); no inline handlers (CSP-friendly).
-import { trendChart } from "./chart.js";
+import * as full from "./screens/chart_full.js"; // issue 18 item 5
 
 export function h(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);
@@ -198,13 +198,13 @@ function unverified(n, one, many) {
     `${n} ${n === 1 ? one : many} could not be verified on this device and ${n === 1 ? "is" : "are"} not shown.`) : null;
 }
 
-export function chartScreen(c, { onAllergy, onMed }) {
+export function chartScreen(c, { onAllergy, onMed, onNka }) {
   conflictIds = new Set(c.conflictIds || []);
   const p = c.patient;
   const unv = (c.integrity && c.integrity.byType) || {};
   const pid = encodeURIComponent(p.id);
   const can = { recordVitals: true, addAllergy: true, updateAllergy: true, startMedication: true, changeMedication: true,
-    stopMedication: true, writeNote: true, editDetails: true, ...(c.actions || {}) };
+    stopMedication: true, writeNote: true, editDetails: true, addProblem: true, resolveProblem: true, ...(c.actions || {}) };
   const header = h("section", { class: "card patient-head" },
     h("div", { class: "avatar big", "aria-hidden": "true" }, (p.given[0] || "") + (p.family[0] || "")),
     h("div", { class: "who" },
@@ -222,7 +222,11 @@ export function chartScreen(c, { onAllergy, onMed }) {
       can.writeNote ? actionLink(`#/patient/${pid}/note`, "Write note") : null,
       can.editDetails ? h("a", { class: "btn small ghost", href: `#/patient/${pid}/demographics` }, "Edit details") : null));
 
-  const allergies = section("Allergies", null, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
+  const assertions = new Set(c.banner?.allergies?.assertionIds || []); // "no known allergy" is said, not listed
+  c.allergies = c.allergies.filter((a) => !assertions.has(a.id));
+  const nkaButton = onNka && can.addAllergy && c.banner?.allergies?.state === "unassessed" // asked, none: say so
+    ? h("button", { type: "button", class: "btn small ghost", id: "record-nka", onclick: onNka }, "No known allergies") : null;
+  const allergies = section("Allergies", nkaButton, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
       can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
@@ -232,11 +236,10 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
           ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v)))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
       ? "The allergy list could not be verified on this device: do not rely on it until it is downloaded again."
-      : "No known allergies recorded."));
+      : c.banner && c.banner.allergies.state === "nka" ? c.banner.allergies.text + " (recorded)."
+      : "Allergies not yet assessed."));
 
-  const problems = section("Problems", null, unverified(unv.Condition, "problem", "problems"),
-    c.problems.length ? h("ul", { class: "rows" }, c.problems.map((x) => h("li", { class: x.status !== "active" ? "inactive" : "" },
-      h("div", { class: "grow" }, h("strong", {}, x.text), h("small", {}, x.onset ? ` since ${x.onset}` : "")), badge(x.status || "unknown", x.status === "active" ? "active" : "")))) : h("p", { class: "empty" }, "No problems recorded."));
+  const problems = full.problemsSection(c, { can, pid, pendingBadge, unverified: unverified(unv.Condition, "problem", "problems") });
 
   const meds = section("Medications", null, unverified(unv.MedicationRequest, "medication", "medications"),
     c.medications.length ? h("ul", { class: "rows", id: "medications" }, c.medications.map((m) => h("li", { class: m.status !== "active" ? "inactive" : "", dataset: { id: m.id } },
@@ -247,10 +250,7 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("button", { type: "button", class: "btn small ghost", onclick: () => onMed(m, "change") }, "Change"),
         h("button", { type: "button", class: "btn small ghost danger-text", onclick: () => onMed(m, "stop") }, "Stop")) : null))) : h("p", { class: "empty" }, "No medications."));
 
-  const vitals = section("Recent vitals", null, unverified(unv.Observation, "measurement or result", "measurements or results"),
-    c.vitals.length ? h("table", { class: "obs", id: "vitals" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Measurement"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
-      h("tbody", {}, c.vitals.map((v) => h("tr", {}, h("th", { scope: "row" }, v.name), h("td", {}, v.value, " ", v.flag && v.flag !== "N" ? badge(v.flag, "flag") : null, pendingBadge(v)), h("td", {}, v.when))))) : h("p", { class: "empty" }, "No vitals recorded."),
-    h("div", { class: "trends" }, c.series.filter((s) => s.category === "vital-signs").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
+  const vitals = full.vitalsSection(c, { pendingBadge, unverified: unverified(unv.Observation, "measurement or result", "measurements or results") });
 
   const labs = section("Recent labs", null,
     c.labs.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Test"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
@@ -259,45 +259,39 @@ export function chartScreen(c, { onAllergy, onMed }) {
         h("td", {}, v.value, " ", v.abnormal ? badge(labFlag(v), v.critical ? "flag critical" : "flag") : null,
           v.status === "preliminary" ? badge("preliminary", "prelim") : null),
         h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
-    h("div", { class: "trends" }, c.series.filter((s) => s.category === "laboratory").map((s) => h("figure", {}, trendChart(s.name, s.points), h("figcaption", {}, s.name)))));
+    (c.labTrends || []).length ? h("details", { class: "more", id: "lab-trends" }, h("summary", {}, `Lab trends (${c.labTrends.length})`),
+      h("div", { class: "trends2" }, c.labTrends.map(full.trendSvg))) : null);
 
-  const notes = section("Notes", null, unverified(unv.DocumentReference, "note", "notes"),
-    c.notes.length ? h("ul", { class: "notes", id: "notes" }, c.notes.map((n) => h("li", {},
-      h("details", {}, h("summary", {}, h("strong", {}, n.title), h("small", {}, " " + n.date + (n.author ? ` · ${n.author}` : "")), " ", pendingBadge(n)), h("pre", {}, n.text))))) : h("p", { class: "empty" }, "No notes."));
+  const notes = full.notesSection(c, { pendingBadge, unverified: unverified(unv.DocumentReference, "note", "notes") });
 
   const dated = (text, date) => h("div", { class: "grow" }, h("strong", {}, text), h("small", {}, date ? " " + date : ""));
   const statusWord = { completed: "given", "not-done": "not given", "entered-in-error": "entered in error" };
 
-  const immunizations = section("Immunizations", null,
-    (c.immunizations || []).length ? h("ul", { class: "rows", id: "immunizations" }, c.immunizations.map((i) => h("li", { class: i.status !== "completed" ? "inactive" : "", dataset: { id: i.id } },
-      dated(i.vaccine || "Vaccine", i.date), " ", pendingBadge(i), badge(statusWord[i.status] || i.status, i.status === "completed" ? "active" : "")))) : h("p", { class: "empty" }, "No immunizations recorded."));
+  const counts = c.counts || {};
+  const immunizations = full.listSection("Immunizations", "immunizations", c.immunizations || [], (i) => h("li", { class: i.status !== "completed" ? "inactive" : "", dataset: { id: i.id } },
+    dated(i.vaccine || "Vaccine", i.date), " ", pendingBadge(i), badge(statusWord[i.status] || i.status, i.status === "completed" ? "active" : "")),
+  { total: counts.Immunization, empty: "No immunizations recorded." });
 
-  const reports = section("Lab reports", null,
-    (c.reports || []).length ? h("ul", { class: "reports", id: "reports" }, c.reports.map((r) => h("li", { dataset: { id: r.id } },
-      h("details", { open: c.reports.indexOf(r) === 0 },
-        h("summary", {}, h("strong", {}, r.name || "Report"), h("small", {}, " " + r.date), " ", badge(r.status, r.status === "final" ? "active" : ""), " ", pendingBadge(r)),
-        r.results.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Result"), h("th", { scope: "col" }, "Value"))),
-          h("tbody", {}, r.results.map((x) => h("tr", {}, h("th", { scope: "row" }, x.name), h("td", {}, x.value, " ", x.flag && x.flag !== "N" ? badge(x.flag === "H" ? "high" : x.flag === "L" ? "low" : x.flag, "flag") : null))))) : h("p", { class: "empty" }, "No results yet."),
-        r.conclusion ? h("p", { class: "conclusion" }, r.conclusion) : null)))) : h("p", { class: "empty" }, "No lab reports."));
+  const reports = full.reportsSection(c, { pendingBadge });
 
-  const procedures = section("Procedures", null,
-    (c.procedures || []).length ? h("ul", { class: "rows", id: "procedures" }, c.procedures.map((x) => h("li", { class: x.status !== "completed" ? "inactive" : "", dataset: { id: x.id } },
-      dated(x.name || "Procedure", x.date), " ", pendingBadge(x), x.status !== "completed" ? badge(statusWord[x.status] || x.status) : null))) : h("p", { class: "empty" }, "No procedures recorded."));
+  const procedures = full.listSection("Procedures", "procedures", c.procedures || [], (x) => h("li", { class: x.status !== "completed" ? "inactive" : "", dataset: { id: x.id } },
+    dated(x.name || "Procedure", x.date), " ", pendingBadge(x), x.status !== "completed" ? badge(statusWord[x.status] || x.status) : null),
+  { total: counts.Procedure, empty: "No procedures recorded." });
 
   const apptWord = { booked: "booked", arrived: "arrived", fulfilled: "attended", cancelled: "cancelled", noshow: "did not attend", proposed: "proposed", pending: "pending" };
-  const appointments = section("Appointments", null,
-    (c.appointments || []).length ? h("ul", { class: "rows", id: "appointments" }, c.appointments.map((a) => h("li", { class: ["cancelled", "noshow"].includes(a.status) ? "inactive" : "", dataset: { id: a.id } },
-      dated(a.what, a.start), " ", pendingBadge(a), badge(apptWord[a.status] || a.status, a.status === "booked" ? "active" : "")))) : h("p", { class: "empty" }, "No appointments."));
+  const appointments = full.listSection("Appointments", "appointments", c.appointments || [], (a) => h("li", { class: ["cancelled", "noshow"].includes(a.status) ? "inactive" : "", dataset: { id: a.id } },
+    dated(a.what, a.start), " ", pendingBadge(a), badge(apptWord[a.status] || a.status, a.status === "booked" ? "active" : "")),
+  { total: counts.Appointment, empty: "No appointments." });
 
-  const encounters = section("Visits", null,
-    (c.encounters || []).length ? h("ul", { class: "rows", id: "encounters" }, c.encounters.map((e) => h("li", { dataset: { id: e.id } },
-      dated(e.type || "Visit", e.date), " ", pendingBadge(e), e.status && e.status !== "finished" ? badge(e.status) : null))) : h("p", { class: "empty" }, "No visits recorded."));
+  const encounters = full.listSection("Visits", "encounters", c.encounters || [], (e) => h("li", { dataset: { id: e.id } },
+    dated(e.type || "Visit", e.date), " ", pendingBadge(e), e.status && e.status !== "finished" ? badge(e.status) : null),
+  { total: counts.Encounter, empty: "No visits recorded." });
 
   const integrity = c.integrity ? h("section", { class: "card integrity-notice", id: "integrity-notice", role: "alert" },
     h("h2", {}, "Part of this record could not be verified"), h("p", {}, c.integrity.message)) : null;
-  return [header, integrity, h("div", { class: "grid" },
-    h("div", { class: "col" }, allergies, meds, problems, immunizations, appointments),
-    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes))].filter(Boolean);
+  return [full.patientBanner(c), header, integrity, h("div", { class: "grid" },
+    h("div", { class: "col" }, allergies, meds, full.dispensesSection(c, { pendingBadge }), problems, immunizations, appointments),
+    h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes, full.otherSections(c, { pendingBadge })))].filter(Boolean);
 }
 
 export function formScreen(title, patient, fields, { submit, cancelHref }) {

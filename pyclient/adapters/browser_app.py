@@ -1065,7 +1065,8 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         return {**cv.chart_view(patient, resources, pending), "integrity": self._integrity_notice(patient_id),
                 # issue 18 hooks (browser_chart): the role's controls, refused changes, "conflict" marks
                 "actions": self._chart_actions(), "rejected": self.rejected(patient_id),
-                "conflictIds": sorted({v.id for v in machine.conflicts()})}
+                "conflictIds": sorted({v.id for v in machine.conflicts()}),
+                **self._full_chart(patient, resources, pending)}  # issue 18 item 5 (browser_chart)
 
     async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
         """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
@@ -1163,7 +1164,8 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
         self._require_writable()
-        created = forms.vitals(patient_id, values, now=_iso_now(), author=self._author())
+        taken = self._vitals_time(values, _iso_now())  # issue 18 item 5: vitals taken earlier
+        created = forms.vitals(patient_id, values, now=taken, author=self._author())
         ids = []
         for res in created:
             rid = str(uuid.uuid4())

@@ -12,12 +12,14 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pyclient import integrity as ig
 from pyclient.errors import AppError, ValidationFailed
 from pyclient.sync import OutboxEntry
+from pyclient.views import chart_forms as cf
+from pyclient.views import fullchart as fc
 from pyclient.views import permissions as cp
 from pyclient.views import rejected as rj
 from pyclient.views.confirm import allergy_change
@@ -140,3 +142,55 @@ class ChartMixin:
         pending = sum(1 for s in states if s in ("pending", "in_flight"))
         return {"unsent": len(states),
                 "message": rj.sign_out_warning(pending, states.count("rejected"), states.count("conflicted"))}
+
+    # -- the full chart (issue 18 item 5) ------------------------------------------------------------
+
+    def _full_chart(self, patient: Mapping[str, Any], resources: list[dict[str, Any]], pending: Any,
+                    ) -> dict[str, Any]:
+        """Banner, flags, trends, grouped reports, problems, notes' authors (pyclient.views.fullchart)."""
+        conditions = [r for r in resources if r.get("resourceType") == "Condition"]
+        return {**fc.full_chart(patient, resources, pending, today=date.today().isoformat()),
+                "problemList": cf.problem_rows(conditions, pending),
+                "commonProblems": [name for _c, name in cf.COMMON_PROBLEMS]}
+
+    def _vitals_time(self, values: Mapping[str, Any], now: str) -> str:
+        """When the vitals were taken (the form's "taken at"; default now), checked before anything is queued."""
+        try:
+            offset = int(values.get("tz_offset") or 0)
+        except (TypeError, ValueError):
+            offset = 0
+        return cf.vitals_effective(values.get("taken_at"), now=now, tz_offset_min=offset)
+
+    async def add_problem(self, patient_id: str, text: str, onset: str = "") -> dict[str, Any]:
+        """Queue a new problem (Condition) for this patient, coded when the pick list knows it."""
+        self._require_writable()  # type: ignore[attr-defined]
+        self._check_may("Condition", "create")
+        patient = await self._current("Patient", patient_id)  # type: ignore[attr-defined]
+        rid = str(uuid.uuid4())
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        res = cf.problem_new(patient_id, id=rid, text=text, onset=onset, today=date.today().isoformat(), now=now,
+                             author=self._author(), birth_date=str(patient.get("birthDate") or ""))  # type: ignore[attr-defined]
+        out: dict[str, Any] = await self._edit("Condition", rid, res, create=True)  # type: ignore[attr-defined]
+        return out
+
+    async def resolve_problem(self, condition_id: str, abatement: str = "") -> dict[str, Any]:
+        """Resolve a problem: clinicalStatus resolved, abatementDateTime (a new version, queued)."""
+        self._require_writable()  # type: ignore[attr-defined]
+        self._check_may("Condition", "update")
+        res = cf.problem_resolve(await self._current("Condition", condition_id),  # type: ignore[attr-defined]
+                                 abatement=abatement, today=date.today().isoformat())
+        out: dict[str, Any] = await self._edit("Condition", condition_id, res, create=False)  # type: ignore[attr-defined]
+        return out
+
+    async def record_no_known_allergies(self, patient_id: str) -> dict[str, Any]:
+        """Record that the patient was asked and has no known allergies (not the same as never asked)."""
+        self._require_writable()  # type: ignore[attr-defined]
+        self._check_may("AllergyIntolerance", "create")
+        resources = await self._chart_resources(patient_id)  # type: ignore[attr-defined]
+        state = str(fc.allergy_banner(resources)["state"])
+        rid = str(uuid.uuid4())
+        now = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        res = cf.no_known_allergies(patient_id, id=rid, banner_state=state, now=now,
+                                    author=self._author())  # type: ignore[attr-defined]
+        out: dict[str, Any] = await self._edit("AllergyIntolerance", rid, res, create=True)  # type: ignore[attr-defined]
+        return out

@@ -26,6 +26,8 @@ CHART_ACTIONS: Final[Mapping[str, tuple[str, str]]] = {
     "stopMedication": ("MedicationRequest", "update"),
     "writeNote": ("DocumentReference", "create"),
     "editDetails": ("Patient", "update"),
+    "addProblem": ("Condition", "create"),  # issue 18 item 5
+    "resolveProblem": ("Condition", "update"),
 }
 
 #: Plain words for a resource type, for "Your role may not <verb> <thing>".

@@ -4,7 +4,7 @@ the device and the server."""
 from __future__ import annotations
 
 from pyclient import authors, forms
-from pyclient.chart import chart_view
+from pyclient.views.fullchart import note_rows
 
 
 def test_the_author_is_a_practitioner_reference_with_the_persons_name() -> None:
@@ -36,8 +36,6 @@ def test_set_author_and_the_actor_wrapped_types() -> None:
 def test_the_chart_shows_the_note_authors_name() -> None:
     ref = authors.author_reference("pr-a", "Dr. Alice Adams")
     note = forms.note_new("p1", id="n", title="Visit", text="Seen", now="2026-12-01T10:00:00Z", author=ref)
-    view = chart_view({"resourceType": "Patient", "id": "p1"}, [note], lambda _r: False)
-    assert view["notes"][0]["author"] == "Dr. Alice Adams"
-    assert authors.author_display({"reference": "Practitioner/x"}) == "a clinician"
+    assert note_rows([note], lambda _r: False)[0]["author"] == "Dr. Alice Adams"
     assert authors.practitioner_display({"name": [{"family": "Adams", "given": ["Alice"], "prefix": ["Dr."]}]}) == \
         "Dr. Alice Adams"
