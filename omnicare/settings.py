@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "omnicare.cds",  # CDS (clinical decision support)
     "omnicare.bulk",  # FHIR Bulk Data $export / $import (issue 15)
     "omnicare.subscriptions",  # FHIR Subscriptions, rest-hook (issue 15)
+    "omnicare.prefetch",  # device sets: the learned prefetch ranking (issue 13)
 ]
 
 MIDDLEWARE = [
@@ -399,3 +400,16 @@ if REDIS_URL:
     CHANNEL_LAYERS["default"]["CONFIG"]["hosts"] = [  # type: ignore[index]
         {"address": REDIS_URL, "socket_timeout": float(os.environ.get("OMNICARE_REDIS_SOCKET_TIMEOUT", "30"))}
     ]
+
+# --- Device sets: storage budgets and the prefetch ranking (issue 13) -----------------------------------------
+# Defaults from the seed ("Web 1–5 GB IndexedDB", "Mobile 500 MB–2 GB"): the low end. A role may set its own
+# (the largest of a user's roles wins); an administrator may set one per device (Device.storage_budget_bytes).
+OMNICARE_DEVICE_BUDGET_BYTES = {
+    "web": int(os.environ.get("OMNICARE_BUDGET_WEB_BYTES", str(1_000_000_000))),
+    "mobile": int(os.environ.get("OMNICARE_BUDGET_MOBILE_BYTES", str(500_000_000))),
+}
+OMNICARE_ROLE_BUDGET_BYTES: dict[str, int] = {}
+OMNICARE_PREFETCH_SITE = os.environ.get("OMNICARE_PREFETCH_SITE", "default")
+OMNICARE_PREFETCH_HISTORY_DAYS = int(os.environ.get("OMNICARE_PREFETCH_HISTORY_DAYS", "28"))
+OMNICARE_PREFETCH_MIN_OPENS = int(os.environ.get("OMNICARE_PREFETCH_MIN_OPENS", "500"))  # below: heuristic
+CELERY_BEAT_SCHEDULE["prefetch-train"] = {"task": "omnicare.prefetch.train", "schedule": 6 * 3600.0}

@@ -21,9 +21,11 @@ const SHELL = [
   "/app/routes.js",
   "/app/forms.js",
   "/app/screens/rejected.js",
+  "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
   "/app/screens/register.js", // issue 18 item 1
   "/app/screens/chart_full.js",
+  "/app/screens/recovery.js",
   "/app/py.js",
   "/app/idb.js",
   "/app/crypto.js",

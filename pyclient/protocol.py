@@ -206,6 +206,8 @@ class PullResponse:
     has_more: bool
     drop: tuple[DropEntry, ...] = ()
     reset: bool = False
+    # The server database's epoch (PROTOCOL.md "Server epochs"); None from a server that predates epochs.
+    epoch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -216,6 +218,8 @@ class PullResponse:
         }
         if self.reset:
             out["reset"] = True
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
         return out
 
     @classmethod
@@ -237,6 +241,7 @@ class PullResponse:
             has_more=_bool(_req(obj, "hasMore", "PullResponse"), "PullResponse.hasMore"),
             drop=drop,
             reset=_bool(obj.get("reset", False), "PullResponse.reset"),
+            epoch=_opt_epoch(obj, "PullResponse"),
         )
 
 
@@ -256,6 +261,9 @@ class Mutation:
     # mutationId of an earlier (conflicted) mutation this one replaces; the
     # server closes the conflict it stored for that mutation.
     supersedes: str | None = None
+    # A server-epoch recovery (PROTOCOL.md "Server epochs"): the server merges it against the version the
+    # restored database held, not against ``base_version`` (a version of the lost timeline).
+    recover: bool = False
 
     def __post_init__(self) -> None:
         if self.op not in ("put", "delete"):
@@ -276,6 +284,8 @@ class Mutation:
         }
         if self.supersedes is not None:
             out["supersedes"] = self.supersedes
+        if self.recover:
+            out["recover"] = True
         return out
 
     @classmethod
@@ -297,6 +307,7 @@ class Mutation:
                 base_version=None if base is None else _int(base, f"{where}.baseVersion", minimum=1),
                 resource=_opt_resource(obj, "resource", where, rtype, rid),
                 supersedes=None if supersedes is None else _str(supersedes, f"{where}.supersedes"),
+                recover=_bool(obj.get("recover", False), f"{where}.recover"),
             )
         except ProtocolError as exc:
             raise ProtocolError(f"{where}: {exc}") from None
@@ -308,9 +319,14 @@ class PushRequest:
 
     device_id: str
     mutations: tuple[Mutation, ...]
+    # The epoch the device last saw: a server in another epoch applies nothing (PROTOCOL.md "Server epochs").
+    epoch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"deviceId": self.device_id, "mutations": [m.to_json() for m in self.mutations]}
+        out: dict[str, Any] = {"deviceId": self.device_id, "mutations": [m.to_json() for m in self.mutations]}
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> PushRequest:
@@ -325,7 +341,9 @@ class PushRequest:
         if len(set(ids)) != len(ids):
             raise ProtocolError("PushRequest.mutations: duplicate mutationId in one batch")
         return cls(
-            device_id=_str(_req(obj, "deviceId", "PushRequest"), "PushRequest.deviceId"), mutations=muts
+            device_id=_str(_req(obj, "deviceId", "PushRequest"), "PushRequest.deviceId"),
+            mutations=muts,
+            epoch=_opt_epoch(obj, "PushRequest"),
         )
 
 
@@ -399,9 +417,13 @@ class PushResponse:
     """One result per mutation of the request, matched by ``mutationId``."""
 
     results: tuple[MutationResult, ...] = field(default_factory=tuple)
+    epoch: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"results": [r.to_json() for r in self.results]}
+        out: dict[str, Any] = {"results": [r.to_json() for r in self.results]}
+        if self.epoch is not None:
+            out["epoch"] = self.epoch
+        return out
 
     @classmethod
     def from_json(cls, data: Any) -> PushResponse:
@@ -410,8 +432,14 @@ class PushResponse:
             results=tuple(
                 MutationResult.from_json(r, f"PushResponse.results[{i}]")
                 for i, r in enumerate(_list(_req(obj, "results", "PushResponse"), "PushResponse.results"))
-            )
+            ),
+            epoch=_opt_epoch(obj, "PushResponse"),
         )
+
+
+def _opt_epoch(obj: Mapping[str, Any], where: str) -> str | None:
+    value = obj.get("epoch")
+    return None if value is None else _str(value, f"{where}.epoch")
 
 
 # --- bytes ------------------------------------------------------------------

@@ -25,6 +25,7 @@ Invariants:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ __all__ = [
     "DroppedWithPendingEdit",
     "Effect",
     "EntryEvent",
+    "EpochChanged",
+    "META_EPOCH",
+    "META_RECOVERY",
     "EntryState",
     "InvalidTransition",
     "JsonCodec",
@@ -94,6 +98,10 @@ PRIORITIES: Final[Mapping[str, int]] = {
 DEFAULT_PRIORITY: Final = 3  # DocumentReference, notes, everything else
 META_CURSOR: Final = "sync.cursor"
 META_LAST_SUCCESS: Final = "sync.lastSuccess"
+#: The server database's epoch this device last saw, and the epoch-recovery step in progress
+#: ("collect": the runner must hand over the records it holds; "pull": re-pulling from scratch).
+META_EPOCH: Final = "sync.epoch"
+META_RECOVERY: Final = "sync.recovery"
 
 EntryState = Literal["pending", "in_flight", "conflicted", "rejected"]
 Key = tuple[str, str]
@@ -176,6 +184,16 @@ class DroppedWithPendingEdit:
     id: str
 
 
+@dataclass(frozen=True)
+class EpochChanged:
+    """Notice: the server database went back in time (restored from a backup; PROTOCOL.md "Server epochs").
+
+    The runner must call :meth:`SyncMachine.recover_held` with every record it holds before the next pull."""
+
+    old: str | None
+    new: str
+
+
 Effect = (
     RecordPut
     | RecordDelete
@@ -186,6 +204,7 @@ Effect = (
     | ConflictParked
     | MutationRejected
     | DroppedWithPendingEdit
+    | EpochChanged
 )
 
 
@@ -262,6 +281,8 @@ class OutboxEntry:
     conflict_id: str | None = None
     conflicts: tuple[dict[str, Any], ...] = ()
     supersedes: str | None = None
+    # Sent as a server-epoch recovery: the server merges it against what the restored database held.
+    recover: bool = False
     # Not persisted: True once put in a request during this session. Restored
     # entries are treated as sent (a crash may have hidden the send).
     sent: bool = field(default=False, compare=False)
@@ -271,6 +292,12 @@ class OutboxEntry:
         return (self.resource_type, self.id)
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.recover:
+            out["recover"] = True
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "entryId": self.entry_id,
             "seq": self.seq,
@@ -320,6 +347,7 @@ class OutboxEntry:
                 conflict_id=data["conflictId"],
                 conflicts=tuple(data["conflicts"]),
                 supersedes=data["supersedes"],
+                recover=bool(data.get("recover", False)),
                 sent=True,
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -337,6 +365,7 @@ class OutboxEntry:
             base_version=self.base_version,
             resource=resource,
             supersedes=self.supersedes,
+            recover=self.recover,
         )
 
 
@@ -418,6 +447,8 @@ class SyncMachine:
         last_success: float | None = None,
         backoff: Backoff = Backoff(),
         pull_limit: int = 1000,  # the server maximum: each page carries ~40 ms fixed server cost
+        epoch: str | None = None,
+        recovery: str | None = None,
     ) -> None:
         self.device_id = device_id
         self.cursor = cursor
@@ -434,6 +465,10 @@ class SyncMachine:
         # pull has not yet reached: an older pull page must not replace it (the clinician's saved change
         # would vanish from the chart until the next page). Entries go when the pull catches up.
         self._acked: dict[Key, int] = {}
+        self.epoch = epoch
+        self.recovery: Literal["collect", "pull"] | None = (
+            recovery if recovery in ("collect", "pull") else None  # type: ignore[assignment]
+        )
 
     @classmethod
     def restore(
@@ -454,6 +489,8 @@ class SyncMachine:
             last_success=None if last is None else float(last),
             backoff=backoff,
             pull_limit=pull_limit,
+            epoch=meta.get(META_EPOCH),
+            recovery=meta.get(META_RECOVERY),
         )
 
     # -- queries -------------------------------------------------------------
@@ -655,8 +692,8 @@ class SyncMachine:
 
     def next_push(self, now: float, max_batch: int = 50) -> PushRequest | None:
         """The next batch to send (marks it in flight), or None if nothing is due."""
-        if now < self._not_before:
-            return None
+        if now < self._not_before or self.recovery is not None:
+            return None  # an epoch recovery re-pulls first: what to re-send depends on what the server has
         due = [e for e in self._sendable() if e.next_try <= now]
         due.sort(key=lambda e: (e.priority, e.seq))
         batch = due[:max_batch]
@@ -666,7 +703,7 @@ class SyncMachine:
             self._move(e, "send")
             e.sent = True
             e.attempts += 1
-        return PushRequest(self.device_id, tuple(e.to_mutation() for e in batch))
+        return PushRequest(self.device_id, tuple(e.to_mutation() for e in batch), epoch=self.epoch)
 
     def on_push_response(self, now: float, request: PushRequest, response: PushResponse) -> list[Effect]:
         """Apply the server's verdicts. Duplicated or late responses are harmless."""
@@ -687,6 +724,7 @@ class SyncMachine:
                 effects.append(self._put(entry))
                 continue
             effects.extend(self._on_result(entry, result))
+        effects.extend(self._see_epoch(response.epoch))
         if not handled:
             return effects  # a stale copy says nothing about the current state
         self.last_success = now
@@ -752,9 +790,11 @@ class SyncMachine:
     def on_pull_response(self, now: float, request: PullRequest, response: PullResponse) -> list[Effect]:
         """Apply one page. A response to a request for another cursor is ignored
         (duplicated or reordered delivery), so the cursor never moves backwards."""
-        if request.cursor != self.cursor:
-            return []
-        effects: list[Effect] = []
+        if request.cursor != self.cursor or self.recovery == "collect":
+            return []  # ("collect": the held records must be handed over before a reset may clear them)
+        if response.epoch is not None and self.epoch is not None and response.epoch != self.epoch:
+            return self._see_epoch(response.epoch)  # the page belongs to a feed we no longer follow
+        effects: list[Effect] = self._see_epoch(response.epoch)
         if response.reset:
             self._acked.clear()  # the feed starts over for us: its end state is consistent by itself
             keep = frozenset(e.key for e in self._entries.values() if e.state != "rejected")
@@ -781,6 +821,66 @@ class SyncMachine:
                 # delete already done): an earlier push error is history.
                 self._last_push_acked, self.last_error = True, None
             effects.append(MetaPut(META_LAST_SUCCESS, repr(now)))
+            if self.recovery == "pull":
+                # Re-pulled from scratch: what the restored server already has was settled on the way
+                # (equal copies dropped); the rest goes out as recover mutations from now on.
+                self.recovery = None
+                effects.append(MetaPut(META_RECOVERY, None))
+        return effects
+
+    # -- server epochs (PROTOCOL.md "Server epochs") ----------------------------
+
+    def _see_epoch(self, epoch: str | None) -> list[Effect]:
+        """Adopt the first epoch seen; a different one means the server went back in time."""
+        if epoch is None or epoch == self.epoch:
+            return []
+        if self.epoch is None:
+            self.epoch = epoch  # first contact (or a device older than epochs): nothing to recover
+            return [MetaPut(META_EPOCH, epoch)]
+        old, self.epoch = self.epoch, epoch
+        self.cursor, self.caught_up, self.recovery = None, False, "collect"
+        self._acked.clear()
+        self._not_before = 0.0
+        effects: list[Effect] = [
+            MetaPut(META_EPOCH, epoch),
+            MetaPut(META_CURSOR, None),
+            MetaPut(META_RECOVERY, "collect"),
+        ]
+        for e in sorted(self._entries.values(), key=lambda e: e.seq):
+            if e.state == "rejected":
+                continue
+            # Versions of the lost timeline mean nothing to the restored server: forget them, so the
+            # re-pull's (possibly lower) versions are taken, and send the edit as a recovery.
+            e.recover, e.server_version, e.next_try = True, None, 0.0
+            effects.append(self._put(e))
+        effects.append(EpochChanged(old, epoch))
+        return effects
+
+    def recover_held(self, records: Iterable[tuple[str, str, int, Mapping[str, Any]]]) -> list[Effect]:
+        """Step 2 of an epoch recovery: every record the device holds, as ``(type, id, version, resource)``.
+
+        Each one without a queued edit becomes a ``recover`` entry whose content is the held copy. The
+        re-pull that follows drops every entry whose copy the restored server sends back unchanged; what
+        is left (versions the restored server lacks) is pushed as recover mutations, merged on the server
+        against what the restored database held — never silently overwriting newer server data.
+        Idempotent (ids derive from the epoch and the resource), so a crash during it is harmless.
+        """
+        if self.recovery != "collect":
+            return []
+        effects: list[Effect] = []
+        for rtype, rid, version, resource in records:
+            key = (rtype, rid)
+            if self._chain(key):
+                continue
+            mid = recovery_mutation_id(self.epoch or "", rtype, rid)
+            if mid in self._entries:
+                continue
+            body = {**resource, "resourceType": rtype, "id": rid}
+            entry = self._new_entry(mid, "put", key, body, version or None, body, now=0.0)
+            entry.recover = True
+            effects.append(self._put(entry))
+        self.recovery = "pull"
+        effects.append(MetaPut(META_RECOVERY, "pull"))
         return effects
 
     # -- internals -----------------------------------------------------------
@@ -893,8 +993,8 @@ class SyncMachine:
         content, and may already have applied it), so only the server's answer
         settles it — it merges a stale base with the same rules.
         """
-        if entry.state != "pending" or entry.server_version is None or entry.sent:
-            return []
+        if entry.state != "pending" or entry.server_version is None or entry.sent or entry.recover:
+            return []  # (a recover entry's base belongs to the lost timeline: the server merges it)
         if entry.base_version is not None and entry.server_version <= entry.base_version:
             return []
         server = entry.server_resource
@@ -927,6 +1027,7 @@ class SyncMachine:
         tail = tails[0]
         tail.server_version, tail.server_resource = entry.server_version, server
         tail.server_deleted = entry.server_deleted
+        tail.recover = False  # rebased below onto the restored server's own answer
         if server is None:
             if tail.op == "delete":
                 return effects + self._finish(tail)
@@ -1055,6 +1156,13 @@ class SyncMachine:
             return []  # already known (e.g. our own acknowledged write)
         head.server_version, head.server_deleted = version, deleted
         head.server_resource = None if deleted else resource
+        if head.recover and head.state == "pending":
+            # Epoch recovery: a copy the restored server has unchanged needs no re-send.
+            if (head.op == "delete" and deleted) or (
+                head.resource is not None and not deleted and same_content(head.resource, resource)
+            ):
+                return self._finish(head)
+            return [self._put(head), *self._local_view(key)]
         effects: list[Effect] = []
         if head.state == "pending":
             effects.extend(self._rebase(head))
@@ -1066,6 +1174,20 @@ class SyncMachine:
         return effects
 
 
+
+
+def recovery_mutation_id(epoch: str, resource_type: str, id: str) -> str:
+    """The mutation id of a held record re-sent after an epoch change (deterministic: a retried recovery
+    reuses it, so the server's idempotency log makes it exactly-once)."""
+    digest = hashlib.sha256(f"{epoch}\n{resource_type}\n{id}".encode()).hexdigest()
+    return f"recover-{digest[:40]}"
+
+
+def same_content(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bool:
+    """Equal apart from ``meta`` (version and timestamps differ between timelines for the same content)."""
+    if a is None or b is None:
+        return a is b
+    return {k: v for k, v in a.items() if k != "meta"} == {k: v for k, v in b.items() if k != "meta"}
 
 
 # --- effects -> store ops -----------------------------------------------------

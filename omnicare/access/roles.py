@@ -222,6 +222,11 @@ ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += (
 )
 
 
+# Recovery files (issue 13 item 5): administrators import a tablet's unsynced changes (replayed as their author,
+# audited as a recovery); the list shows counts only.
+ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += ("sync.view_recoveryimport", "sync.add_recoveryimport")
+
+
 def _grant_admin_site(group: Any, role: str) -> None:
     from django.contrib.auth.models import Permission
 

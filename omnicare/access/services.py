@@ -300,12 +300,175 @@ def _care_team_compute(user: Any) -> frozenset[str]:
     return frozenset(patients)
 
 
+# --- Ward census and schedule (issue 13, item 1) ----------------------------------------------------------
+#
+# Besides the care team and grants, a user may see the current inpatients of the wards/units they work on and
+# the patients of their schedule for today and tomorrow:
+#
+#   ward census: an Encounter with status ``in-progress`` and an inpatient class (v3 ActCode IMP, ACUTE,
+#   NONAC) whose current ``location`` (status ``active``, or no status and no ``period.end``) is a Location the
+#   user works on — one named by a PractitionerRole (``active`` not false) whose ``practitioner`` is the user's;
+#   schedule: an Appointment (not cancelled, noshow or entered-in-error) whose participants include the user's
+#   Practitioner and whose ``start`` falls within the next SCHEDULE_DAYS days (the site's time zone); its Patient
+#   participants (today's and tomorrow's are pinned on devices, later ones ranked);
+#   recently on the ward: patients who left one of those wards in the last WARD_RECENT_DAYS days (ranked).
+
+_INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
+_APPOINTMENT_OFF = frozenset({"cancelled", "noshow", "entered-in-error"})
+
+
+def _refs_to(resource_type: str, param: str, target_type: str, ids: Iterable[str]) -> list[dict[str, Any]]:
+    """Live bodies of ``resource_type`` whose ``param`` references one of ``target_type``/``ids``."""
+    from omnicare.fhir.models import Resource, SearchReference
+
+    pks = SearchReference.objects.filter(
+        resource_type=resource_type, param=param, target_type=target_type, target_id__in=sorted(ids),
+    ).values_list("resource_id", flat=True)
+    return list(Resource.objects.filter(pk__in=list(pks), deleted=False).values_list("body", flat=True))
+
+
+def _ref_id(ref: Any, rtype: str) -> str | None:
+    from omnicare.fhir.search import parse_reference
+
+    parsed = parse_reference(str((ref or {}).get("reference") or "")) if isinstance(ref, dict) else None
+    return parsed[1] if parsed is not None and parsed[0] == rtype else None
+
+
+def user_ward_ids(*, user: Any) -> dict[str, str]:
+    """Location id -> name of the wards/units ``user`` works on (their Practitioner's active PractitionerRoles)."""
+    from omnicare.fhir.models import Resource
+
+    practitioners = user_practitioner_ids(user=user)
+    if not practitioners:
+        return {}
+    wards: set[str] = set()
+    for body in _refs_to("PractitionerRole", "practitioner", "Practitioner", practitioners):
+        if body.get("active") is False:
+            continue
+        wards.update(i for i in (_ref_id(x, "Location") for x in body.get("location") or []) if i)
+    names = dict(Resource.objects.filter(resource_type="Location", resource_id__in=sorted(wards), deleted=False)
+                 .values_list("resource_id", "body__name"))
+    return {w: str(names.get(w) or "ward") for w in sorted(wards)}
+
+
+def _current_locations(encounter: dict[str, Any]) -> set[str]:
+    out = set()
+    for loc in encounter.get("location") or []:
+        if not isinstance(loc, dict):
+            continue
+        status, end = loc.get("status"), (loc.get("period") or {}).get("end")
+        if status == "active" or (status is None and not end):
+            lid = _ref_id(loc.get("location"), "Location")
+            if lid:
+                out.add(lid)
+    return out
+
+
+def ward_census(*, user: Any) -> dict[str, str]:
+    """Patient id -> ward name for the current inpatients of the wards ``user`` works on."""
+    wards = user_ward_ids(user=user)
+    if not wards:
+        return {}
+    out: dict[str, str] = {}
+    for body in _refs_to("Encounter", "location", "Location", wards):
+        klass = body.get("class") or {}
+        if body.get("status") != "in-progress" or (isinstance(klass, dict) and klass.get("code")) not in _INPATIENT_CLASSES:
+            continue
+        here = _current_locations(body) & wards.keys()
+        pid = _ref_id(body.get("subject"), "Patient")
+        if here and pid:
+            out[pid] = wards[sorted(here)[0]]
+    return out
+
+
+#: How far back a ward's former patients stay in scope, and how far ahead the schedule reaches (issue 13:
+#: the part of the scope a device holds only if the budget allows, ranked by the prefetch model).
+WARD_RECENT_DAYS = 14
+SCHEDULE_DAYS = 7
+
+
+def ward_recent(*, user: Any, now: datetime | None = None) -> dict[str, str]:
+    """Patient id -> ward name for patients who left the user's wards (discharge or transfer) in the last
+    ``WARD_RECENT_DAYS`` days: the discharge summary, the readmission, the question from the GP."""
+    wards = user_ward_ids(user=user)
+    if not wards:
+        return {}
+    since = _now(now) - timedelta(days=WARD_RECENT_DAYS)
+    out: dict[str, str] = {}
+    for body in _refs_to("Encounter", "location", "Location", wards):
+        if body.get("status") in ("entered-in-error", "cancelled"):
+            continue
+        pid = _ref_id(body.get("subject"), "Patient")
+        enc_end = (body.get("period") or {}).get("end")
+        for loc in body.get("location") or []:
+            lid = _ref_id((loc or {}).get("location"), "Location") if isinstance(loc, dict) else None
+            end = (loc.get("period") or {}).get("end") or enc_end if lid else None
+            try:
+                left = datetime.fromisoformat(str(end).replace("Z", "+00:00")) if end else None
+            except ValueError:
+                left = None
+            if pid and lid in wards and left is not None and timezone.is_aware(left) and left >= since:
+                out[pid] = wards[lid]
+    return out
+
+
+def schedule_patients(*, user: Any, now: datetime | None = None) -> dict[str, str]:
+    """Patient id -> ``appointment-today`` | ``appointment-tomorrow`` | ``appointment-week`` (later in the next
+    ``SCHEDULE_DAYS`` days) for ``user``'s schedule."""
+    practitioners = user_practitioner_ids(user=user)
+    if not practitioners:
+        return {}
+    today = timezone.localdate(_now(now))
+    out: dict[str, str] = {}
+    for body in _refs_to("Appointment", "practitioner", "Practitioner", practitioners):
+        if body.get("status") in _APPOINTMENT_OFF or not body.get("start"):
+            continue
+        try:
+            start = datetime.fromisoformat(str(body["start"]).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        day = timezone.localtime(start).date() if timezone.is_aware(start) else start.date()
+        ahead = (day - today).days
+        which = {0: "appointment-today", 1: "appointment-tomorrow"}.get(ahead)
+        if which is None and 1 < ahead <= SCHEDULE_DAYS:
+            which = "appointment-week"
+        if which is None:
+            continue
+        rank = ("appointment-today", "appointment-tomorrow", "appointment-week")
+        for p in body.get("participant") or []:
+            pid = _ref_id((p or {}).get("actor"), "Patient") if isinstance(p, dict) else None
+            if pid and (pid not in out or rank.index(which) < rank.index(out[pid])):
+                out[pid] = which
+    return out
+
+
+def scope_reasons(*, user: Any, now: datetime | None = None) -> dict[str, list[str]]:
+    """Why each patient of ``user``'s device scope is in it: ``care-team``, ``grant``, ``ward:<name>``,
+    ``appointment-today``/``-tomorrow`` (the words of ``pyclient.device_set``). Keys == the device scope."""
+    out: dict[str, list[str]] = {}
+    for pid in care_team_patient_ids(user=user):
+        out.setdefault(pid, []).append("care-team")
+    for pid in patient_ids_granted(user=user, now=now):
+        out.setdefault(pid, []).append("grant")
+    census = ward_census(user=user)
+    for pid, ward in census.items():
+        out.setdefault(pid, []).append(f"ward:{ward}")
+    for pid, ward in ward_recent(user=user, now=now).items():
+        if pid not in census:
+            out.setdefault(pid, []).append(f"ward-recent:{ward}")
+    for pid, which in schedule_patients(user=user, now=now).items():
+        out.setdefault(pid, []).append(which)
+    return out
+
+
 def _team_and_grants(user: Any) -> frozenset[str]:
     memo = _memo.get()
     key = getattr(user, "pk", None)
     if memo is not None and key is not None and key in memo["scope"]:
         return memo["scope"][key]  # type: ignore[no-any-return]
-    value = care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user))
+    value = (care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user))
+             | frozenset(ward_census(user=user)) | frozenset(ward_recent(user=user))
+             | frozenset(schedule_patients(user=user)))
     if memo is not None and key is not None:
         memo["scope"][key] = value
     return value

@@ -15,6 +15,12 @@ small hospital, not a record of one; every parameter is here, named, and the REA
   appointments and the panel patients with a new lab result; a night of cross-cover opens the patients
   nurses call about, weighted by acuity and recent admission; colleagues' attention (acuity) raises
   every probability.
+* **Unscheduled opens** (``UNPLANNED_PER_SHIFT`` on average per day shift): a phone call, a question
+  from a colleague, a readmission, a letter to sign — a patient within the user's scope but outside
+  the shift's plan. Half of them are patients the user opened in the last week (follow-ups), the rest
+  anyone in the scope. Nothing known at the start of the shift predicts *which* one, so no ranking
+  can hold all of them within a small budget: without these the workload was fully determined by the
+  census, the schedule and the results, and every ranking that read them scored 100 %.
 * **Outages**: each open happens offline with probability ``P_OFFLINE`` — the moment the device set
   matters.
 
@@ -37,6 +43,8 @@ MEAN_STAY_DAYS = 5.0
 P_TRANSFER = 0.04
 P_OFFLINE = 0.3
 P_LAB_RESULT = 0.04  # per panel patient per day
+UNPLANNED_PER_SHIFT = 3.0  # unscheduled chart opens per ward/clinic shift (Poisson mean)
+P_UNPLANNED_FOLLOW_UP = 0.5  # share of them that are patients the user opened in the last week
 
 ShiftKind = Literal["ward", "clinic", "night"]
 
@@ -124,6 +132,7 @@ def simulate(seed: int, days: int) -> tuple[Hospital, list[DayState], list[Shift
     shifts: list[Shift] = []
     opens: list[Open] = []
     booked: dict[tuple[str, int], list[str]] = {}
+    history: dict[str, list[tuple[int, str]]] = {u: [] for u in h.users}  # user -> (day, patient) opened
     for day in range(days):
         # Overnight: discharges, transfers, acuity changes, ED admissions into free beds, lab results.
         for pid in list(census):
@@ -136,7 +145,7 @@ def simulate(seed: int, days: int) -> tuple[Hospital, list[DayState], list[Shift
             else:
                 acuity[pid] = max(1, min(3, acuity[pid] + rng.choice((-1, 0, 0, 0, 1))))
         for w in range(WARDS):
-            free = BEDS - sum(1 for x in census.values() if x == w)
+            free = max(0, BEDS - sum(1 for x in census.values() if x == w))  # transfers can overfill a ward
             for _ in range(rng.randint(0, free)):
                 admit(day, w)
         for u in h.users:  # clinics are booked a week ahead
@@ -156,8 +165,12 @@ def simulate(seed: int, days: int) -> tuple[Hospital, list[DayState], list[Shift
         for i, u in enumerate(h.users):
             for kind in _shifts(i, day):
                 shifts.append(Shift(u, day, kind))
-                for pid in _opens(rng, h, state, u, kind):
+                planned = list(_opens(rng, h, state, u, kind))
+                if kind != "night":
+                    planned += _unplanned(rng, h, states, u, day, history[u], set(planned))
+                for pid in planned:
                     opens.append(Open(u, pid, day, kind, rng.random() < P_OFFLINE))
+                    history[u].append((day, pid))
     return h, states, shifts, opens
 
 
@@ -187,6 +200,36 @@ def _opens(rng: random.Random, h: Hospital, s: DayState, user: str, kind: ShiftK
             p = 0.02 + 0.05 * (s.acuity[pid] - 1) + (0.08 if new else 0.0)
             if rng.random() < p:
                 yield pid
+
+
+def _poisson(rng: random.Random, mean: float) -> int:
+    """Knuth's method (small means): the count of unscheduled opens in a shift."""
+    limit, k, p = pow(2.718281828459045, -mean), 0, rng.random()
+    while p > limit:
+        k += 1
+        p *= rng.random()
+    return k
+
+
+def _unplanned(
+    rng: random.Random,
+    h: Hospital,
+    states: list[DayState],
+    user: str,
+    day: int,
+    history: list[tuple[int, str]],
+    planned: set[str],
+) -> list[str]:
+    """The shift's unscheduled opens: follow-ups of last week's patients, or anyone in the scope."""
+    allowed = scope_of(h, states, user, day)
+    scope = sorted(allowed - planned)
+    recent = sorted({p for d, p in history if day - d <= 7} & allowed - planned)
+    out: list[str] = []
+    for _ in range(_poisson(rng, UNPLANNED_PER_SHIFT)):
+        pool = recent if recent and rng.random() < P_UNPLANNED_FOLLOW_UP else scope
+        if pool:
+            out.append(rng.choice(pool))
+    return out
 
 
 def scope_of(h: Hospital, states: list[DayState], user: str, day: int) -> set[str]:

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
-from django.http import HttpRequest
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 
-from .models import AppliedMutation, Conflict, Device, PushJob, Snapshot
+from pyclient.recovery import MAX_FILE_BYTES
+
+from .models import AppliedMutation, Conflict, Device, PushJob, RecoveryImport, Snapshot
 
 
 class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
@@ -49,8 +56,16 @@ class ConflictAdmin(ReadOnly):
 
 @admin.register(Device)
 class DeviceAdmin(ReadOnly):
-    list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq")
+    list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq",
+                    "platform", "storage_budget_bytes")
     search_fields = ("device_id", "user__username", "name")
+    # The storage budget (issue 13) is the one thing an administrator sets here; everything else stays read-only.
+    fields = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq",
+              "platform", "storage_budget_bytes")
+    readonly_fields = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq")
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_superuser or request.user.has_perm("sync.change_device"))
 
 
 @admin.register(AppliedMutation)
@@ -72,3 +87,53 @@ class PushJobAdmin(ReadOnly):
     list_display = ("id", "user", "device_id", "status", "progress", "total", "attempts", "created", "finished")
     list_filter = ("status",)
     exclude = ("request", "result")
+
+
+class RecoveryFileForm(forms.Form):
+    file = forms.FileField(label="Recovery file", help_text="The file a tablet saved with \"Save recovery file\".")
+
+
+@admin.register(RecoveryImport)
+class RecoveryImportAdmin(ReadOnly):
+    """Imported recovery files (issue 13 item 5). "Import a recovery file" replays one through the normal push
+    path as its author and device; the list shows counts only, never clinical content."""
+
+    change_list_template = "admin/sync/recoveryimport_change_list.html"
+    list_display = ("created", "author", "device_id", "changes", "counts", "imported_by")
+    list_filter = ("created",)
+    search_fields = ("device_id", "author__username")
+
+    def get_urls(self) -> list[Any]:
+        custom = [path("import/", self.admin_site.admin_view(self.import_view), name="sync_recoveryimport_import")]
+        return custom + super().get_urls()
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        from pyclient.recovery import RecoveryFileError
+
+        from .recovery import recovery_import
+
+        if not request.user.is_superuser and not request.user.has_perm("sync.add_recoveryimport"):
+            raise PermissionDenied
+        form = RecoveryFileForm(request.POST or None, request.FILES or None)
+        status = 200
+        if request.method == "POST" and form.is_valid():
+            upload = form.cleaned_data["file"]
+            try:
+                data = upload.read(MAX_FILE_BYTES + 1)
+                record = recovery_import(data=data, imported_by=request.user)
+            except RecoveryFileError as exc:
+                form.add_error("file", f"This file was not imported and nothing was changed: {exc}.")
+                status = 400
+            else:
+                c = record.counts
+                self.message_user(request, (
+                    f"Imported {record.changes} change(s) from device {record.device_id} by {record.author}: "
+                    f"{c.get('applied', 0) + c.get('merged', 0)} saved, {c.get('conflict', 0)} waiting for review "
+                    f"as conflicts, {c.get('rejected', 0)} refused. Changes already on the server were not "
+                    "applied twice."), messages.SUCCESS)
+                return redirect("admin:sync_recoveryimport_changelist")
+        elif request.method == "POST":
+            status = 400
+        ctx = {**self.admin_site.each_context(request), "title": "Import a recovery file", "form": form,
+               "opts": self.model._meta}
+        return TemplateResponse(request, "admin/sync/recoveryimport_import.html", ctx, status=status)

@@ -20,6 +20,7 @@ from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
+from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
 from pyclient.protocol import ProtocolError, PullRequest, dumps
 
@@ -29,6 +30,7 @@ from . import jobs as job_svc
 from . import pull as pull_svc
 from . import push as push_svc
 from . import snapshots as snapshot_svc
+from .epoch import current_epoch, with_epoch
 
 router = Router(tags=["sync"], auth=api_auth)
 
@@ -60,6 +62,7 @@ class PullOut(Schema):
     hasMore: bool
     drop: list[DropOut] = Field(description="Records that left your scope: delete the local copies.")
     reset: bool = Field(False, description="True on a first sync (no cursor): the page starts a full fill.")
+    epoch: str | None = Field(None, description="The server database's epoch (PROTOCOL.md \"Server epochs\").")
 
 
 class PullIn(Schema):
@@ -75,11 +78,13 @@ class MutationIn(Schema):
     baseVersion: int | None = Field(description="Version the edit started from; null = create")
     resource: dict[str, Any] | None = None
     supersedes: str | None = Field(None, description="mutationId of an earlier conflicted edit this replaces")
+    recover: bool = Field(False, description="Re-sent after a server restore: merged against the restored copy")
 
 
 class PushIn(Schema):
     deviceId: DeviceId
     mutations: list[MutationIn] = Field(description=f"At most {push_svc.MAX_PUSH_MUTATIONS} (413 above)")
+    epoch: str | None = Field(None, description="The epoch the device last saw: another one applies nothing.")
 
 
 class MutationResultOut(Schema):
@@ -94,6 +99,7 @@ class MutationResultOut(Schema):
 
 class PushOut(Schema):
     results: list[MutationResultOut]
+    epoch: str | None = None
 
 
 class JobOut(Schema):
@@ -228,7 +234,7 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
         )
         note.patients.update(info.patients)
         note.detail.update({"changes": info.changes, "drops": info.drops, "reset": info.reset})
-    return _json(_with_audit_checkpoint(body))
+    return _json(with_epoch(_with_audit_checkpoint(body)))
 
 
 def _with_audit_checkpoint(body: bytes) -> bytes:
@@ -269,10 +275,17 @@ def push(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request))
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        # The server went back in time since this device last synced: apply nothing; the device sees the new
+        # epoch, re-pulls and re-sends as a recovery (PROTOCOL.md "Server epochs").
+        return _json(with_epoch(b'{"results":[]}'))
+    recovered = sum(m.recover for m in req.mutations)
     with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
         response = push_svc.push(user=request.user, request=req)
         push_svc.push_audit(note=note, request=req, response=response)
-    return _json(dumps(response))
+        if recovered:
+            note.detail.update({"recovery": "server-epoch", "recovered": recovered})
+    return _json(with_epoch(dumps(response)))
 
 
 @router.post(
@@ -288,6 +301,8 @@ def push_job(request: HttpRequest) -> HttpResponse:
     req = push_svc.parse_push(_body(request), max_mutations=push_svc.MAX_JOB_MUTATIONS)
     device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
+    if req.epoch is not None and req.epoch != current_epoch():
+        raise ConflictError("The server was restored since this device last synced: pull first, then re-send")
     with transaction.atomic():
         job = job_svc.push_job_create(user=request.user, request=req)
     if not job_svc.push_job_enqueue(job_id=str(job.id)):
@@ -486,3 +501,70 @@ def verify(request: HttpRequest) -> HttpResponse:
         note.detail.update({"held": len(held), "changes": len(result["changes"]), "stale": result["stale"],
                             "gone": len(result["gone"])})
     return _json(verifying.verify_json(result))
+
+
+# --- device sets (issue 13) ---------------------------------------------------------------------------
+
+
+class DeviceSetIn(Schema):
+    deviceId: DeviceId
+    patients: list[str] = Field(default_factory=list, max_length=50_000)
+    modelVersion: str = Field(default="", max_length=64)
+    pinned: int | None = Field(default=None, ge=0)
+
+
+@router.get("/device-set", summary="Your scope ranked for this device, with its storage budget")
+def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """``pyclient.device_set.DeviceSetOffer``: every patient you may see (ids, why, size, the prefetch model's
+    probability), most likely first, and the device's budget. Audited as one ``device-set-offer`` event."""
+    from . import device_sets  # noqa: PLC0415 - keeps this router's imports as they were
+
+    if not deviceId:  # before binding: a session must never be bound to an empty device id
+        raise BadRequest("deviceId is required", expression=["deviceId"])
+    device_check(user=request.user, device_id=deviceId)
+    if not device_svc.device_registered(user=request.user, device_id=deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=deviceId)
+    with audited(user=request.user, action="device-set-offer", resource_type="Patient", device_id=deviceId) as note:
+        offer = device_sets.device_set_offer(user=request.user, device_id=deviceId)
+        note.patients.update(c.patient_id for c in offer.candidates)
+        note.detail.update({"patients": len(offer.candidates), "modelVersion": offer.model_version})
+    return _json(offer.to_json())
+
+
+@router.post("/device-set", summary="The patients this device holds (cut to your scope)")
+def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
+    """Store the device's choice (``pyclient.device_set.plan_device_set``); the next pulls fill what was added
+    and drop what left. Returns ``{"patients": [...]}`` as stored (never more than your scope)."""
+    from . import device_sets  # noqa: PLC0415
+
+    device_check(user=request.user, device_id=payload.deviceId)
+    if not device_svc.device_registered(user=request.user, device_id=payload.deviceId):
+        raise Forbidden("This device is not registered: POST /api/sync/devices first")
+    device_bind(request=request, device_id=payload.deviceId)
+    kept = device_sets.device_set_choose(user=request.user, device_id=payload.deviceId,
+                                         patient_ids=payload.patients, model_version=payload.modelVersion,
+                                         pinned=payload.pinned)
+    return _json({"patients": kept})
+# --- recovery files (issue 13 item 5; PROTOCOL.md "Recovery files") ----------------------------------------
+
+
+class RecoveryKeyOut(Schema):
+    alg: str
+    keyId: str
+    publicKey: str = Field(description="Uncompressed P-256 point, base64url")
+    user: str
+    token: str = Field(description="Put inside every sealed change; binds the file to this user and device")
+
+
+@router.get("/recovery-key", response={200: RecoveryKeyOut}, summary="The server's recovery public key")
+def recovery_key(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+    """What a device seals its unsynced changes to (a recovery file only this server can open), and the
+    token that proves a file's changes came from a device this user signed in on."""
+    from .recovery import recovery_key_info
+
+    if not deviceId:
+        raise BadRequest("deviceId is required", expression=["deviceId"])
+    device_check(user=request.user, device_id=deviceId)
+    device_bind(request=request, device_id=deviceId)
+    return _json(recovery_key_info(user=request.user, device_id=deviceId))

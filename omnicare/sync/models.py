@@ -22,6 +22,11 @@ class Device(models.Model):
     # Replicache-style: the last mutation id this device had applied (lets support see where a device stands).
     last_mutation_id = models.CharField(max_length=64, blank=True, default="")
     last_pull_seq = models.BigIntegerField(default=0)
+    # Storage budget (issue 13): what the device may hold. ``platform`` picks the default
+    # (settings.OMNICARE_DEVICE_BUDGET_BYTES); an administrator may set ``storage_budget_bytes`` per device.
+    platform = models.CharField(max_length=16, default="web", choices=[("web", "Web browser"), ("mobile", "Mobile")])
+    storage_budget_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Bytes this device may hold; empty = the role / platform default")
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "device_id"], name="sync_device_uniq")]
@@ -184,3 +189,58 @@ class PushJobChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk @{self.start} of {self.job_id}"
+
+
+class DeviceHolding(models.Model):
+    """The patients a device chose to hold within its budget (``POST /api/sync/device-set``, issue 13).
+
+    ``declined``: the patients of the scope (at the time of the choice) the device chose NOT to hold. The
+    pull delivers the user's current scope minus them: never more than the scope, and a patient who enters
+    the scope later (a new admission to the ward) arrives at once, until the device's next plan. A device
+    without a row receives its whole scope, as before budgets.
+    """
+
+    device = models.OneToOneField(Device, on_delete=models.CASCADE, related_name="holding")
+    patient_ids = models.JSONField(default=list)
+    declined = models.JSONField(default=list)
+    model_version = models.CharField(max_length=64, blank=True, default="")
+    updated = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{len(self.patient_ids)} patients on {self.device_id}"
+class ServerEpoch(models.Model):
+    """The server database's epoch (PROTOCOL.md "Server epochs"): one row, ``pk=1``.
+
+    ``epoch`` is random and replaced by ``manage.py new_epoch`` after every restore; the epoch devices see also
+    folds in PostgreSQL's system identifier and timeline, so a point-in-time recovery changes it by itself.
+    ``feed_seq`` is the change-feed head when this epoch began: what the restored database held, the base
+    recover mutations are merged against. ``presented`` is the last full epoch value handed to devices.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    epoch = models.CharField(max_length=32)
+    feed_seq = models.BigIntegerField(default=0)
+    presented = models.CharField(max_length=80, blank=True, default="")
+    created = models.DateTimeField(auto_now_add=True)
+    reason = models.CharField(max_length=200, blank=True, default="")
+
+    def __str__(self) -> str:
+        return f"epoch {self.epoch[:8]}… since feed seq {self.feed_seq}"
+
+
+class RecoveryImport(models.Model):
+    """One recovery file an administrator imported (PROTOCOL.md "Recovery files"): who, when, what happened.
+
+    Counts and ids only — never clinical content (the admin is not an audited path)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    imported_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created = models.DateTimeField(auto_now_add=True)
+    file_sha256 = models.CharField(max_length=64, db_index=True)
+    device_id = models.CharField(max_length=64)
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    changes = models.PositiveIntegerField(default=0)
+    counts = models.JSONField(default=dict)  # {"applied": n, "merged": n, "conflict": n, "rejected": n}
+
+    def __str__(self) -> str:
+        return f"recovery file from {self.device_id} ({self.changes} changes)"

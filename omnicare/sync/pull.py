@@ -32,6 +32,7 @@ from pyclient.protocol import (
 
 from . import scope as scopes
 from .cursor import CursorState, User, _scope_keys_of, _scope_set, cursor_decode, cursor_encode
+from .device_sets import device_scope_keys
 from .models import Device
 
 DEFAULT_PULL_LIMIT = 200
@@ -238,7 +239,8 @@ def _pull_page(*, user: User, cursor: str | None, limit: int, device_id: str | N
     if user is None or not user.is_authenticated:
         raise Forbidden("Authentication required")
     limit = max(1, min(int(limit), MAX_PULL_LIMIT))
-    current = scopes.scope_keys(user=user)
+    # A device with a storage budget receives the part of its scope it chose (issue 13, device_sets.py).
+    current = device_scope_keys(user=user, device_id=device_id)
     readable = _readable_types(user)
     if cursor is None:
         # First sync: a fill of the whole scope, anchored at the current head (read BEFORE the fill query,

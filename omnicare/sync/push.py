@@ -91,7 +91,10 @@ def parse_push(data: Any, *, max_mutations: int = MAX_PUSH_MUTATIONS) -> PushReq
             raise ProtocolError("PushRequest.deviceId: expected a non-empty string")
         if len({m.mutation_id for m in muts}) != len(muts):
             raise ProtocolError("PushRequest.mutations: duplicate mutationId in one batch")
-        request = PushRequest(device_id=device_id, mutations=muts)
+        epoch = data.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolError("PushRequest.epoch: expected a string")
+        request = PushRequest(device_id=device_id, mutations=muts, epoch=epoch)
     except ProtocolError as exc:
         raise BadRequest(f"Malformed push: {exc}"[:500], code="structure") from None
     device_id_check(device_id=request.device_id)
@@ -541,6 +544,11 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
     if len(request.mutations) > MAX_JOB_MUTATIONS:
         raise PayloadTooLarge(f"At most {MAX_JOB_MUTATIONS} mutations per batch")
     device = device_register(user=user, device_id=request.device_id, touch=False)  # last_seen: set below
+    original, answered = request, {}
+    if any(m.recover for m in request.mutations):  # a device re-sending after a server restore (epoch.py)
+        from .epoch import recover_rewrite
+
+        request, answered = recover_rewrite(user=user, request=request)
     results: list[MutationResult] = []
     committed: list[ResourceVersion] = []
     token = _batch_versions.set(committed)
@@ -568,6 +576,9 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
                 send_hint(hint)
 
         transaction.on_commit(flush)
+    if answered:
+        rest = iter(results)
+        results = [answered[i] if i in answered else next(rest) for i in range(len(original.mutations))]
     done = [r.mutation_id for r in results if r.status != "rejected"]
     # Replicache-style "last mutation applied for this device" (conflicts count: they are stored).
     with transaction.atomic(savepoint=False):  # a failure fails the push; inside the request's transaction

@@ -5,6 +5,7 @@ import * as webauthn from "./webauthn.js"; // trust: hardware-bound unlock (WebA
 import { state, channel, hooks, idleMinutes } from "./state.js";
 import { route } from "./routes.js";
 import { h, field, screen, progress, banner, confirmDialog, formScreen, input, showErrors } from "./ui.js";
+import { lockedRecoveryButton } from "./screens/recovery.js";
 
 const onStatus = (s) => hooks.onStatus(s);
 
@@ -159,7 +160,7 @@ export function unlockScreen(message) {
   forgot.addEventListener("click", signOut);
   form.querySelector("button[type=submit]").textContent = "Unlock";
   form.id = "unlock";
-  screen("Unlock", h("div", { class: "narrow" }, form));
+  screen("Unlock", h("div", { class: "narrow" }, form, lockedRecoveryButton()));
   if (message) form.querySelector(".form-error").textContent = message;
   pin.focus();
 }

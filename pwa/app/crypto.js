@@ -57,3 +57,25 @@ export async function importAesKeys(map, names, raws) {
   names.forEach((n, i) => map.set(n, keys[i]));
   return names.length;
 }
+
+/**
+ * Recovery files (issue 13 item 5; PROTOCOL.md "Recovery files"): seal `pt` to the server's recovery public key
+ * (65-byte P-256 point) — ECDH with a fresh ephemeral key, HKDF-SHA256 (salt empty, info = infoPrefix ‖ epk ‖
+ * recipient) to an AES-256-GCM key. Returns [epk, ciphertext+tag]. Python builds every byte string.
+ */
+export async function recoverySeal(pub, infoPrefix, aad, iv, pt) {
+  const P256 = { name: "ECDH", namedCurve: "P-256" };
+  const recipient = await subtle.importKey("raw", pub, P256, false, []);
+  const eph = await subtle.generateKey(P256, false, ["deriveBits"]);
+  const z = await subtle.deriveBits({ name: "ECDH", public: recipient }, eph.privateKey, 256);
+  const epk = new Uint8Array(await subtle.exportKey("raw", eph.publicKey));
+  const info = new Uint8Array(infoPrefix.length + epk.length + pub.length);
+  info.set(infoPrefix, 0);
+  info.set(epk, infoPrefix.length);
+  info.set(pub, infoPrefix.length + epk.length);
+  const ikm = await subtle.importKey("raw", z, "HKDF", false, ["deriveKey"]);
+  const key = await subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: new Uint8Array(0), info }, ikm,
+    { name: "AES-GCM", length: 256 }, false, ["encrypt"]);
+  const ct = new Uint8Array(await subtle.encrypt({ name: "AES-GCM", iv, additionalData: aad, tagLength: 128 }, key, pt));
+  return [epk, ct];
+}

@@ -8,6 +8,7 @@ import { h, screen, renderStatus, progress, banner, plain } from "./ui.js";
 import { state, channel, hooks } from "./state.js";
 import { signInScreen, unlockScreen, lock, signOut, startIdleTimer } from "./auth.js";
 import { route, refreshView } from "./routes.js";
+import { installRecoveryLink } from "./screens/recovery.js";
 state.makeIdb = idb.makeIdb;
 hooks.onStatus = onStatus;
 hooks.revokedScreen = revokedScreen;
@@ -91,6 +92,11 @@ function onPyEvent(json) {
   } else if (ev.type === "rejected") {
     state.rejectedBanner = true;
     banner(ev.message, { kind: "error", action: { label: "Review", run: () => { banner(null); location.hash = "#/rejected"; } } });
+  } else if (ev.type === "device-set" && ev.phase === "pinned-ready" && state.firstSync) {
+    // Issue 13: the pinned patients are on the device and usable; the rest (the prefetch tail) keeps arriving.
+    state.firstSync = false;
+    progress(false);
+    if (!location.hash || location.hash === "#/" || location.hash === "#") location.hash = "#/patients"; else route();
   } else if (ev.type === "revoked") {
     revokedScreen();
   } else if (ev.type === "audit-parked") {
@@ -169,6 +175,7 @@ async function boot() {
   document.getElementById("sync-now").addEventListener("click", () => runner.kick("manual"));
   document.getElementById("lock").addEventListener("click", () => lock("manual"));
   document.getElementById("signout").addEventListener("click", signOut);
+  installRecoveryLink();
   window.addEventListener("hashchange", () => route());
   startIdleTimer();
   readyDone.resolve(state.py);

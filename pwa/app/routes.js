@@ -7,6 +7,8 @@ import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } fro
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
+import { showDeviceSet, serverMatches } from "./screens/device_set.js";
+import { showRecovery } from "./screens/recovery.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -20,6 +22,8 @@ export function route() {
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
   if (parts[0] === "register") return showRegister();
+  if (parts[0] === "device") return showDeviceSet();
+  if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
   if (parts[0] === "signin") return reauthScreen();
   return showPatients();
 }
@@ -33,6 +37,7 @@ export function refreshView(ids) {
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
   else if (parts[0] === "rejected") showRejected();
+  else if (parts[0] === "device") showDeviceSet();
   else showPatients({ keepFocus: true });
 }
 
@@ -57,7 +62,9 @@ export async function showPatients({ keepFocus = false } = {}) {
     }
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
-    screen("Patients", ...patientList({ ...r, query: q, onSearch: run }));
+    screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),
+      h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
+    serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
     await registerControl(); // issue 18: "Register patient", for roles that may
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");

@@ -71,6 +71,8 @@ from pyclient.store import (
     StoreOp,
 )
 from pyclient.sync import (
+    META_EPOCH,
+    META_RECOVERY,
     ConflictParked,
     Effect,
     MetaPut,
@@ -88,6 +90,8 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .browser_register import RegisterMixin  # issue 18: registration, authors as references
+from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
+from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -99,6 +103,7 @@ UNEXPECTED = ("Something went wrong on this device and that action did not finis
 LOCAL_SCHEMA = 1
 PBKDF2_ITERATIONS = kh.MIN_PBKDF2_ITERATIONS
 OUTBOX_TYPE = "OutboxEntry"
+SYNC_EPOCH_META = (META_EPOCH, META_RECOVERY)  # issue 13 item 6: the server epoch and a recovery in progress
 AUDIT_TYPE = "DeviceAuditEvent"
 AUDIT_PREFIX = "audit:"
 AUDIT_BATCH = 500
@@ -150,7 +155,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -195,6 +200,7 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
         self._aes_names: set[str] = set()  # AES keys imported into self._aes (data keys, v2 block keys)
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
+        self._recovery_info = None  # the recovery token leaves memory on lock too
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
         self._mcache = {}
         self._mwhere: dict[tuple[str, str], str] | None = None  # row -> patient token, complete since a reset
@@ -396,7 +402,7 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
         self._state_raw = str(raw_state)
         self._username = username
-        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE, M_INTEGRITY,
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE, M_INTEGRITY,
                                                M_QUARANTINE])
         self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
         device = meta.get(M_DEVICE) or "unknown-device"
@@ -406,7 +412,8 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
             await self._integrity_adopt()  # a store from before issue 17: MAC and list what is there, once
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
-            device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")}, outbox=outbox)
+            device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META)},
+            outbox=outbox)
         await self._load_permissions()  # issue 18 hook (browser_chart)
         await self._load_practitioner()  # issue 18 hook (browser_register): authors as references
 
@@ -603,6 +610,7 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
             self._drop_settled_manifest_failures()
             ops.append(self._quarantine_op())
+        ops += await self._recovery_escrow_ops(effects)  # sealed-to-server copies move with the outbox
         await self._apply_with_manifests(ops)
         return notices
 
@@ -1129,12 +1137,13 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         return {"id": rid, "status": self.status()}
 
     async def _reload_machine(self) -> None:
-        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", M_DEVICE, M_QUARANTINE])
+        meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE,
+                                               M_QUARANTINE])
         self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=meta.get(M_DEVICE) or "unknown-device",
-            meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess")},
+            meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META)},
             outbox=outbox)
 
     def mark_dirty(self) -> None:
@@ -1283,10 +1292,24 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
         self.syncing = True
         try:
             await self._register_device(machine)
+            await self._recovery_key_refresh(machine)
             notices = await self._push(machine)
             if self.needs_login:
                 return self.status()
+            recovering = machine.recovery is not None
+            notices += await self._epoch_recover(machine)
+            phase = await self._device_set_sync(machine, now=_now(), first=first, force=manual)  # issue 13
             notices += await self._pull(machine, first=first)
+            if machine.recovery == "collect":  # the pull met a new server epoch (a restored server)
+                recovering = True
+                notices += await self._epoch_recover(machine)
+                notices += await self._pull(machine, first=False)
+            if phase == "pins":  # the pinned charts are on the device and usable; now the prefetch tail
+                self._emit({"type": "device-set", "phase": "pinned-ready"})
+                if await self._device_set_sync(machine, now=_now(), first=first, force=True):
+                    notices += await self._pull(machine, first=False)
+            if recovering and machine.recovery is None:
+                notices += await self._push(machine)  # re-send at once what the restored server lacks
             notices += await self._adopt_conflicts(machine)
             if not first and machine.last_error is None:
                 await self._integrity_sync(machine)
@@ -1371,6 +1394,18 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
             notices += await self._commit(effects)
         return notices
 
+    async def _epoch_recover(self, machine: SyncMachine) -> list[Effect]:
+        """Server epochs (PROTOCOL.md): hand every record this device holds to the machine, which keeps what the
+        restored server may lack as recover entries until the re-pull shows what it has."""
+        if machine.recovery != "collect":
+            return []
+        held: list[tuple[str, str, int, dict[str, Any]]] = []
+        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
+            rows = await self.store.list_records(t)
+            opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+            held += [(r.resource_type, r.id, r.version, o) for r, o in zip(rows, opened, strict=True) if o is not None]
+        return await self._commit(machine.recover_held(held))
+
     async def _pull_fetch(self, machine: SyncMachine, req: PullRequest) -> tuple[int, str]:
         """One pull page over HTTP: (status, body); status 0 = no answer (offline)."""
         try:
@@ -1412,6 +1447,8 @@ class BrowserApp(CdsMixin, ChartMixin, RegisterMixin):
                 if nxt is not None:
                     ahead = (nxt, asyncio.ensure_future(self._pull_fetch(machine, nxt)))
                 notices += await self._commit(machine.on_pull_response(_now(), req, resp))
+                if machine.recovery == "collect":
+                    break  # a new server epoch: sync_once hands over the held records, then re-pulls
                 received += len(resp.changes)
                 if resp.changes or resp.drop:
                     self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,

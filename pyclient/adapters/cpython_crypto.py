@@ -234,3 +234,65 @@ class CpythonCrypto:
                 raise res
             out.append(res)
         return out
+
+
+# -- recovery files (pyclient.recovery; PROTOCOL.md "Recovery files") ------------------------------
+
+
+def recovery_seal(
+    *, public_key: bytes, device_id: str, payload: Any, random: RandomBytes = system_random
+) -> Any:
+    """Seal one :class:`pyclient.recovery.EscrowPayload` to the server's recovery public key (65-byte P-256 point).
+
+    ECDH with a fresh ephemeral key, HKDF-SHA256 (salt empty, ``recovery.hkdf_info``) to an AES-256-GCM key,
+    AAD ``recovery.item_aad``. Mirrors what the browser does with WebCrypto."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from pyclient import recovery
+
+    recipient = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+    eph = ec.generate_private_key(ec.SECP256R1())
+    epk = eph.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    shared = eph.exchange(ec.ECDH(), recipient)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=recovery.hkdf_info(epk, public_key)).derive(shared)
+    iv = random(12)
+    key_id = recovery.key_id_of(public_key)
+    mid = payload.mutation.mutation_id
+    ct = AESGCM(key).encrypt(iv, recovery.payload_bytes(payload),
+                             recovery.item_aad(key_id=key_id, device_id=device_id, mutation_id=mid))
+    return recovery.SealedItem(key_id, mid, epk, iv, ct)
+
+
+def recovery_open(*, private_key: Any, device_id: str, item: Any) -> Any:
+    """Open one sealed item with the server's private key (``cryptography`` EllipticCurvePrivateKey).
+
+    Raises :class:`pyclient.recovery.RecoveryFileError` when it is not for this key or was altered."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from pyclient import recovery
+
+    public = private_key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    if item.key_id != recovery.key_id_of(public):
+        raise recovery.RecoveryFileError("the file was sealed for another server's recovery key")
+    try:
+        epk = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), item.epk)
+        shared = private_key.exchange(ec.ECDH(), epk)
+    except ValueError:
+        raise recovery.RecoveryFileError("the file is damaged (a change's key is not valid)") from None
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=recovery.hkdf_info(item.epk, public)).derive(shared)
+    try:
+        raw = AESGCM(key).decrypt(item.iv, item.ct, recovery.item_aad(
+            key_id=item.key_id, device_id=device_id, mutation_id=item.mutation_id))
+    except InvalidTag:
+        raise recovery.RecoveryFileError("the file is damaged or was altered (a change does not open)") from None
+    payload = recovery.payload_parse(raw)
+    if payload.mutation.mutation_id != item.mutation_id or payload.device_id != device_id:
+        raise recovery.RecoveryFileError("the file is damaged (a change does not match its label)")
+    return payload

@@ -76,7 +76,7 @@ def test_every_control_is_at_least_44_px_on_every_screen(new_context: Any, serve
         page.goto(f"/#/patient/{pid}/{form}")
         page.wait_for_selector(f"#form-{form}")
         _check(page, form, small)
-    for where in ("conflicts", "rejected"):
+    for where in ("conflicts", "rejected", "device"):
         page.goto(f"/#/{where}")
         page.wait_for_selector("#main .card")
         _check(page, where, small)

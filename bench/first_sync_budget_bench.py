@@ -1,0 +1,227 @@
+"""First sync of a large scope under a storage budget (issue 13): peak tab memory and time to a usable chart.
+
+    .venv/bin/python bench/first_sync_budget_bench.py                          # 200,000 resources, 500 MB
+    .venv/bin/python bench/first_sync_budget_bench.py --resources 2000 --smoke # proves the script works
+
+Serves the app the way the e2e suite does (uvicorn on a fresh seeded SQLite file; ``make node-deps wheel``
+first), then builds one clinician's scope of ``--resources`` resources: ``--pinned`` patients on their care
+team (held whatever the budget) and the rest of the patients "recently on their ward" (ranked, held as the
+budget allows), each patient a Patient plus Observations. The device's budget is ``--budget-mb`` (the mobile
+default of the seed, 500 MB). Debian Chromium (Playwright) signs in on a fresh context and runs the first sync.
+
+Measured, while the sync runs (sampled every 250 ms):
+
+* **peak tab memory**: the JS heap (CDP ``Performance.getMetrics`` ``JSHeapUsedSize``) plus the Pyodide
+  WebAssembly memory (``HEAP8.length``; it only grows, so its last value is its peak) — MB;
+* **time to first chart usable**: PIN submitted → the first pinned patient's chart drawn (the device syncs the
+  pinned patients first, then the prefetch tail: ``pyclient.adapters.browser_device_set``);
+* **time to sync complete**: PIN submitted → every held patient stored and the status synced.
+
+Goal (issue 13): memory flat in the scope size, and a usable chart before the tail finishes. With
+``--resources 200000`` the median peak is merged into ``bench/results.json`` ``metrics`` as
+``first_sync_200k_peak_mb`` (and ``first_sync_200k_first_chart_s``, ``first_sync_200k_complete_s``) and the
+section of BENCHMARKS.md is rewritten; a ``--smoke`` run prints its figures and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("OMNICARE_E2E_PATIENTS", "4")  # the demo patients are not the measured scope
+
+from tests.e2e.conftest import CHROMIUM, PIN, _ensure_assets, server_start, server_stop  # noqa: E402
+
+SECTION = "## First sync under a storage budget (issue 13)"
+RESULTS = REPO / "bench" / "results.json"
+USER, PASSWORD = "dr.bench", "ledger-quota-2718"
+
+BUILD = """
+import json, sys
+from datetime import timedelta
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from omnicare.access.roles import PHYSICIAN, role_assign
+from omnicare.fhir.services import resources_import
+
+RESOURCES, PINNED, PER_PATIENT = {resources}, {pinned}, {per_patient}
+u, _ = get_user_model().objects.get_or_create(username="dr.bench")
+u.set_password("ledger-quota-2718"); u.is_active = True; u.save(); role_assign(user=u, role=PHYSICIAN)
+me = {{"reference": "Practitioner/pr-dr-bench"}}
+now = timezone.now()
+head = [
+    {{"resourceType": "Practitioner", "id": "pr-dr-bench", "name": [{{"family": "Bench"}}],
+      "identifier": [{{"system": "urn:omnicare:user", "value": "dr.bench"}}]}},
+    {{"resourceType": "Location", "id": "ward-bench", "name": "Ward 7", "status": "active"}},
+    {{"resourceType": "PractitionerRole", "id": "role-bench", "active": True, "practitioner": me,
+      "location": [{{"reference": "Location/ward-bench"}}]}},
+]
+resources_import(resources=head)
+patients = max(PINNED + 1, RESOURCES // (PER_PATIENT + 2))
+batch = []
+def flush():
+    global batch
+    if batch:
+        resources_import(resources=batch)
+        batch = []
+for i in range(patients):
+    pid = f"bench-{{i:06d}}"
+    batch.append({{"resourceType": "Patient", "id": pid, "name": [{{"family": f"Bench{{i:06d}}", "given": ["Pat"]}}],
+                  "birthDate": "1960-01-01", "identifier": [{{"system": "urn:mrn", "value": f"BM-{{i:06d}}"}}]}})
+    if i < PINNED:
+        batch.append({{"resourceType": "CareTeam", "id": f"ct-{{pid}}", "status": "active",
+                      "subject": {{"reference": f"Patient/{{pid}}"}}, "participant": [{{"member": me}}]}})
+    else:
+        end = now - timedelta(days=1 + i % 12)
+        batch.append({{"resourceType": "Encounter", "id": f"enc-{{pid}}", "status": "finished",
+                      "class": {{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"}},
+                      "subject": {{"reference": f"Patient/{{pid}}"}},
+                      "period": {{"start": (end - timedelta(days=3)).isoformat(), "end": end.isoformat()}},
+                      "location": [{{"location": {{"reference": "Location/ward-bench"}}, "status": "completed"}}]}})
+    for k in range(PER_PATIENT):
+        batch.append({{"resourceType": "Observation", "id": f"obs-{{pid}}-{{k}}", "status": "final",
+                      "code": {{"coding": [{{"system": "http://loinc.org", "code": "8867-4", "display": "Heart rate"}}]}},
+                      "subject": {{"reference": f"Patient/{{pid}}"}},
+                      "effectiveDateTime": (now - timedelta(hours=k)).isoformat(),
+                      "valueQuantity": {{"value": 60 + k % 40, "unit": "/min", "system": "http://unitsofmeasure.org",
+                                        "code": "/min"}}}})
+    if len(batch) >= 5000:
+        flush()
+flush()
+print(json.dumps({{"patients": patients, "pinned": PINNED}}))
+"""
+
+
+def _sign_in(page: Any) -> float:
+    page.goto("/")
+    page.wait_for_selector("#signin", timeout=180_000)
+    page.fill("#signin input[name=username]", USER)
+    page.fill("#signin input[name=password]", PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#pin-setup", timeout=180_000)
+    page.fill("#pin-setup input[name=pin]", PIN)
+    page.fill("#pin-setup input[name=pin2]", PIN)
+    page.click("#pin-setup button[type=submit]")
+    return time.monotonic()
+
+
+def _memory_mb(page: Any, cdp: Any) -> float:
+    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
+    wasm = page.evaluate("() => window.omnicare?.py?.pyodide?._module?.HEAP8?.length || 0")
+    return (float(metrics.get("JSHeapUsedSize", 0)) + float(wasm)) / 1e6
+
+
+def run_once(browser: Any, url: str, *, first_pinned: str, expect_min: int, timeout: float) -> dict[str, float]:
+    ctx = browser.new_context(base_url=url, viewport={"width": 1024, "height": 768}, service_workers="allow")
+    try:
+        page = ctx.new_page()
+        cdp = ctx.new_cdp_session(page)
+        cdp.send("Performance.enable")
+        t0 = _sign_in(page)
+        peak = first_chart = complete = 0.0
+        chart_open = False
+        deadline = t0 + timeout
+        while time.monotonic() < deadline:
+            peak = max(peak, _memory_mb(page, cdp))
+            if not chart_open and page.evaluate("() => !!window.omnicare?.unlocked && !window.omnicare?.firstSync"):
+                page.goto(f"/#/patient/{first_pinned}")
+                chart_open = True
+            if chart_open and not first_chart and page.locator("#patient-name").count():
+                first_chart = time.monotonic() - t0
+            if first_chart:
+                st = page.evaluate("""async () => {
+                    const s = await window.omnicare.py.call('status');
+                    const n = (await window.omnicare.py.call('patients')).length;
+                    return { syncing: !!s.syncing, n, err: s.lastError || null };
+                }""")
+                if st["n"] >= expect_min and not st["syncing"]:
+                    complete = time.monotonic() - t0
+                    break
+            time.sleep(0.25)
+        peak = max(peak, _memory_mb(page, cdp))
+        held = len(page.evaluate("() => window.omnicare.py.call('patients')"))
+        return {"peak_mb": round(peak, 1), "first_chart_s": round(first_chart, 2), "complete_s": round(complete, 2),
+                "held_patients": held}
+    finally:
+        ctx.close()
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright  # noqa: PLC0415
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resources", type=int, default=200_000)
+    ap.add_argument("--pinned", type=int, default=20)
+    ap.add_argument("--per-patient", type=int, default=20, help="Observations per patient")
+    ap.add_argument("--budget-mb", type=int, default=500)
+    ap.add_argument("--runs", type=int, default=int(os.environ.get("BENCH_RUNS", "1")))
+    ap.add_argument("--timeout-s", type=float, default=4 * 3600)
+    ap.add_argument("--smoke", action="store_true", help="print the figures, write nothing")
+    args = ap.parse_args()
+    _ensure_assets()
+    out: list[dict[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="first-sync-budget-") as tmp:
+        srv = server_start(Path(tmp), {"OMNICARE_BUDGET_WEB_BYTES": str(args.budget_mb * 1_000_000)})
+        try:
+            built = json.loads(srv.manage("shell", "-c", BUILD.format(
+                resources=args.resources, pinned=args.pinned, per_patient=args.per_patient)).strip().splitlines()[-1])
+            print(json.dumps({"scope": built, "resources": args.resources, "budget_mb": args.budget_mb}), flush=True)
+            with sync_playwright() as p:
+                br = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", "--enable-precise-memory-info"])
+                try:
+                    for _ in range(args.runs):
+                        r = run_once(br, srv.url, first_pinned="bench-000000", expect_min=args.pinned,
+                                     timeout=args.timeout_s)
+                        out.append(r)
+                        print(json.dumps(r), flush=True)
+                finally:
+                    br.close()
+        finally:
+            server_stop(srv)
+    best = sorted(out, key=lambda r: r["peak_mb"])[len(out) // 2]
+    if not best["first_chart_s"] or not best["complete_s"]:
+        print("the first sync did not finish within the timeout", file=sys.stderr)
+        return 1
+    if args.smoke or args.resources != 200_000:
+        print(json.dumps({"smoke": True, **best}))
+        return 0
+    metrics = {"first_sync_200k_peak_mb": best["peak_mb"], "first_sync_200k_first_chart_s": best["first_chart_s"],
+               "first_sync_200k_complete_s": best["complete_s"]}
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results.setdefault("metrics", {}).update(metrics)
+    results.setdefault("detail", {})["first_sync_budget"] = {
+        "runs": out, "resources": args.resources, "budget_mb": args.budget_mb, "pinned": args.pinned,
+        "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    body = (f"{SECTION}\n\n`.venv/bin/python bench/first_sync_budget_bench.py` — one clinician's scope of "
+            f"{args.resources:,} resources ({args.pinned} care-team patients pinned, the rest recently on their ward, "
+            f"ranked), budget {args.budget_mb} MB, a fresh Chromium context. Peak = JS heap (CDP) + Pyodide "
+            f"WebAssembly memory, sampled every 250 ms.\n\n| | value |\n|---|---|\n"
+            f"| peak tab memory (`first_sync_200k_peak_mb`) | **{best['peak_mb']} MB** |\n"
+            f"| first chart usable | {best['first_chart_s']} s |\n| first sync complete | {best['complete_s']} s |\n"
+            f"| patients held | {best['held_patients']:,} |\n")
+    report = REPO / "BENCHMARKS.md"
+    text = report.read_text() if report.exists() else ""
+    if SECTION in text:
+        head, _, tail = text.partition(SECTION)
+        rest = tail.split("\n## ", 1)
+        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + body
+    report.write_text(text)
+    print(json.dumps(metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,177 @@
+"""Issue 13, item 1, in Chromium: a device holds what its storage budget allows — its pinned patients (care team,
+ward inpatients, tomorrow's appointments) and then the most likely of the rest; a smaller budget evicts the
+unpinned patients (their sealed records leave IndexedDB); the "On this device" screen says how many patients
+it holds, the space used against the budget and why each one is there; a patient in scope but not held is
+fetched on demand."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .conftest import PIN, Server, shot
+from .helpers import poll, wait_cache
+from .test_rejected_changes import assert_plain
+
+VIEWPORTS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
+USER, PASSWORD = "dr.budget", "ledger-quota-2718"
+
+SETUP = """
+import json
+from datetime import timedelta
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+from omnicare.access.roles import PHYSICIAN, role_assign
+from omnicare.fhir.models import Resource
+from omnicare.fhir.services import resources_import
+
+u, _ = get_user_model().objects.get_or_create(username="dr.budget")
+u.set_password("ledger-quota-2718"); u.is_active = True; u.save(); role_assign(user=u, role=PHYSICIAN)
+pids = sorted(Resource.objects.filter(resource_type="Patient", deleted=False).values_list("resource_id", flat=True))[:8]
+now = timezone.now()
+me = {"reference": "Practitioner/pr-dr-budget"}
+def enc(eid, pid, status, start, end=None, loc_status="active"):
+    period = {"start": start.isoformat(), **({"end": end.isoformat()} if end else {})}
+    return {"resourceType": "Encounter", "id": eid, "status": status, "period": period,
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+            "subject": {"reference": "Patient/" + pid},
+            "location": [{"location": {"reference": "Location/ward-5"}, "status": loc_status}]}
+res = [
+    {"resourceType": "Practitioner", "id": "pr-dr-budget", "name": [{"family": "Budget", "given": ["Dana"]}],
+     "identifier": [{"system": "urn:omnicare:user", "value": "dr.budget"}]},
+    {"resourceType": "Location", "id": "ward-5", "name": "Ward 5", "status": "active"},
+    {"resourceType": "PractitionerRole", "id": "pr-role-budget", "active": True, "practitioner": me,
+     "location": [{"reference": "Location/ward-5"}]},
+    *({"resourceType": "CareTeam", "id": "ct-budget-" + p, "status": "active", "subject": {"reference": "Patient/" + p},
+       "participant": [{"member": me}]} for p in pids[:2]),
+    enc("enc-budget-now", pids[2], "in-progress", now - timedelta(days=2)),
+    {"resourceType": "Appointment", "id": "appt-budget", "status": "booked",
+     "start": (now + timedelta(days=1)).replace(hour=10, minute=0).isoformat(),
+     "end": (now + timedelta(days=1)).replace(hour=10, minute=20).isoformat(),
+     "participant": [{"actor": {"reference": "Patient/" + pids[3]}, "status": "accepted"},
+                     {"actor": me, "status": "accepted"}]},
+    *(enc("enc-budget-" + p, p, "finished", now - timedelta(days=6 + i), now - timedelta(days=1 + 2 * i),
+          "completed") for i, p in enumerate(pids[4:8])),
+]
+resources_import(resources=res)
+print(json.dumps(pids))
+"""
+
+SHRINK = """
+import json
+from omnicare.sync.models import Device
+from omnicare.prefetch.services import prefetch_rank
+from pyclient.device_set import PINNING_REASONS, reason_code
+d = Device.objects.get(user__username="dr.budget")
+offer = prefetch_rank(user=d.user, device=d)
+pins = [c for c in offer.candidates if any(reason_code(r) in PINNING_REASONS for r in c.reasons)]
+rest = [c for c in offer.candidates if c not in pins]
+d.storage_budget_bytes = sum(c.bytes for c in pins) + rest[0].bytes
+d.save()
+print(json.dumps({"pins": sorted(c.patient_id for c in pins), "keep": rest[0].patient_id,
+                  "evict": sorted(c.patient_id for c in rest[1:]), "budget": d.storage_budget_bytes}))
+"""
+
+
+AUDIT = """
+import json
+from omnicare.audit.models import AuditEvent
+evs = list(AuditEvent.objects.filter(username="dr.budget", action="device-set").order_by("received_at", "id"))
+print(json.dumps({"sets": len(evs), "last": evs[-1].patient_ids if evs else []}))
+"""
+
+
+def _shots(page: Any, name: str) -> None:
+    assert_plain(page)
+    for label, size in VIEWPORTS.items():
+        page.set_viewport_size(size)
+        time.sleep(0.3)
+        shot(page, f"{name}-{label}")
+    page.set_viewport_size(VIEWPORTS["landscape"])
+
+
+def _held(page: Any) -> set[str]:
+    return {p["id"] for p in page.evaluate("() => window.omnicare.py.call('patients')")}
+
+
+def _device_screen(page: Any) -> dict[str, str]:
+    page.goto("/#/patients")  # a fresh visit (the same hash twice would not redraw)
+    page.wait_for_selector("#result-summary")
+    page.goto("/#/device")
+    page.wait_for_selector("#device-set-summary")
+    return {r.get_attribute("data-patient"): r.locator(".why").inner_text()
+            for r in page.locator("#device-list li").all()}
+
+
+def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_context: Any, server: Server) -> None:
+    pids = json.loads(server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
+    page = new_context().new_page()
+    page.set_viewport_size(VIEWPORTS["landscape"])
+    page.goto("/")
+    page.wait_for_selector("#signin")
+    page.fill("#signin input[name=username]", USER)
+    page.fill("#signin input[name=password]", PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#pin-setup")
+    page.fill("#pin-setup input[name=pin]", PIN)
+    page.fill("#pin-setup input[name=pin2]", PIN)
+    page.click("#pin-setup button[type=submit]")
+    page.wait_for_selector("#patients li", timeout=120_000)
+    wait_cache(page)
+    poll(page, f"async () => (await window.omnicare.py.call('patients')).length === {len(pids)}", timeout=60)
+
+    # The default budget (1 GB on the web) holds the whole scope: every patient, each with its reason.
+    whys = _device_screen(page)
+    assert set(whys) == set(pids)
+    assert whys[pids[0]] == "Your care team" and whys[pids[2]] == "Ward 5 inpatient"
+    assert whys[pids[3]] == "Appointment tomorrow"
+    assert all(whys[p] == "Likely needed, recently on Ward 5" for p in pids[4:])
+    assert page.inner_text("#device-set-summary") == "8 patients on this device"
+    assert page.inner_text("#device-set-space").endswith("used of 1 GB")
+    assert page.inner_text("#device-set-not-held") == "Every patient you may see is on this device."
+    _shots(page, "40-device-set-full")
+
+    # An administrator gives the device a budget that fits the pinned patients and one more.
+    plan = json.loads(server.manage("shell", "-c", SHRINK).strip().splitlines()[-1])
+    assert plan["pins"] == sorted(pids[:4]) and len(plan["evict"]) == 3
+    page.goto("/#/patients")
+    page.click("#sync-now")
+    poll(page, "async () => (await window.omnicare.py.call('patients')).length === 5", timeout=60)
+    assert _held(page) == {*plan["pins"], plan["keep"]}
+    # The evicted patients' sealed records are gone from IndexedDB, not only hidden.
+    gone = page.evaluate("""async (ids) => {
+        const py = window.omnicare.py;
+        const out = [];
+        for (const id of ids) {
+          try { await py.call('chart', { patient_id: id }); out.push('shown ' + id); } catch (e) { out.push(e.kind); }
+        }
+        return out;
+    }""", plan["evict"])
+    assert gone == ["not_found"] * 3, gone
+    whys = _device_screen(page)
+    assert set(whys) == {*plan["pins"], plan["keep"]}
+    assert whys[plan["keep"]] == "Likely needed, recently on Ward 5"
+    assert page.inner_text("#device-set-summary") == "5 patients on this device"
+    assert page.inner_text("#device-set-not-held").startswith("3 other patients you may see are not on this device.")
+    _shots(page, "41-device-set-budget")
+
+    # A patient in scope but not on the device is found by a search (the server's, online), downloaded when
+    # opened, and then kept.
+    family = server.fhir(f"Patient/{plan['evict'][0]}", user="dr.chen")["name"][0]["family"]
+    page.goto("/#/patients")
+    page.fill("#q", family)
+    page.wait_for_selector(f"#server-matches li[data-patient='{plan['evict'][0]}']")
+    _shots(page, "42-device-set-search-server")
+    page.click(f"#server-matches li[data-patient='{plan['evict'][0]}'] button")
+    page.wait_for_selector("#patient-name", timeout=60_000)
+    assert plan["evict"][0] in _held(page)
+    whys = _device_screen(page)
+    assert whys[plan["evict"][0]].startswith("Opened on this device")
+    _shots(page, "43-device-set-on-demand")
+    page.goto(f"/#/patient/{plan['evict'][0]}")
+    page.wait_for_selector("#patient-name")
+    # Each device-set choice was audited as a disclosure to this device, distinct from chart opens.
+    audit = json.loads(server.manage("shell", "-c", AUDIT).strip().splitlines()[-1])
+    # The last choice: the pins and the chart fetched on demand (itself a pin, so it took the budget's last room).
+    assert audit["sets"] >= 2 and set(audit["last"]) == {*plan["pins"], plan["evict"][0]}

@@ -1,0 +1,96 @@
+"""The prefetch ranking on the real server: trained from the audit trail's chart opens (a versioned row, with a
+heuristic fallback when history is short), ranks only the user's scope, and runs as a beat task on a real
+Celery worker."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from omnicare.audit.services import audit_record
+from omnicare.prefetch.models import PrefetchModelVersion
+from omnicare.prefetch.services import SERVER_FEATURES, prefetch_rank, prefetch_train
+from tests.omnicare.sync.conftest import care_team, celery_workers, patient, practitioner, seed
+
+__all__ = ["celery_workers"]  # the sync tests' real-worker fixture, used here too
+
+NOW = datetime(2026, 11, 30, 6, 0, tzinfo=timezone.get_current_timezone())
+
+
+@pytest.fixture
+def ward(db: Any, user: Any, other_user: Any) -> dict[str, Any]:
+    """dr.test cares for 12 patients and, every morning for three weeks, opens the charts of h1..h4; the
+    colleague cares for x1, whom dr.test once opened (e.g. under an earlier care-team membership)."""
+    from omnicare.access.roles import PHYSICIAN, role_assign
+
+    role_assign(user=user, role=PHYSICIAN)
+    role_assign(user=other_user, role=PHYSICIAN)
+    pids = [f"h{i}" for i in range(1, 5)] + [f"c{i}" for i in range(1, 9)]
+    seed(practitioner(user.username), practitioner(other_user.username),
+         *(patient(p) for p in [*pids, "x1"]),
+         *(care_team(p, [user.username]) for p in pids), care_team("x1", [other_user.username]))
+    for day in range(21, 0, -1):
+        for k, p in enumerate(["h1", "h2", "h3", "h4", "x1"] if day == 5 else ["h1", "h2", "h3", "h4"]):
+            at = NOW - timedelta(days=day) + timedelta(hours=3, minutes=k)  # 09:00, inside the day shift
+            audit_record(user=user, action="read", resource_type="Patient", resource_id=p, patient_ids=[p],
+                         device_id="dev-ward0001", device_time=at, detail={"view": "chart"}, now=at)
+        # A search and a sync pull are not chart opens: they must not count.
+        at = NOW - timedelta(days=day) + timedelta(hours=4)
+        audit_record(user=user, action="read", resource_type="Patient", resource_id="c1", patient_ids=["c1"],
+                     detail={"view": "search"}, now=at)
+        audit_record(user=user, action="sync-pull", patient_ids=["c2"], now=at)
+    return {"user": user, "other": other_user, "pids": pids}
+
+
+def test_short_history_stores_a_heuristic_version(ward: dict[str, Any], settings: Any) -> None:
+    settings.OMNICARE_PREFETCH_MIN_OPENS = 10_000
+    row = prefetch_train(now=NOW)
+    assert (row.version, row.kind, row.blob) == (1, "heuristic", b"")
+    assert row.features == list(SERVER_FEATURES)
+    assert row.n_positive == 4 * 21 + 1  # every chart open of the 28-day window, labelled to its shift
+    assert prefetch_rank(user=ward["user"], now=NOW).model_version == "default-v1-heuristic"
+
+
+def test_enough_history_trains_a_learned_version_that_ranks_what_the_user_opens(
+        ward: dict[str, Any], settings: Any) -> None:
+    settings.OMNICARE_PREFETCH_MIN_OPENS = 50
+    first = prefetch_train(now=NOW)
+    second = prefetch_train(now=NOW)
+    assert (first.kind, first.version, second.version) == ("learned", 1, 2)
+    assert first.n_examples > first.n_positive > 50 and bytes(first.blob)
+    offer = prefetch_rank(user=ward["user"], now=NOW + timedelta(hours=1))
+    assert offer.model_version == "default-v2"
+    order = [c.patient_id for c in offer.candidates]
+    assert set(order[:4]) == {"h1", "h2", "h3", "h4"}, order
+    assert min(c.score for c in offer.candidates[:4]) > max(c.score for c in offer.candidates[4:])
+
+
+def test_predictions_never_widen_scope(ward: dict[str, Any], settings: Any) -> None:
+    """x1 was opened by dr.test (history the model learns from) but is in the colleague's care team only:
+    it is never offered to dr.test's devices, whatever its score."""
+    settings.OMNICARE_PREFETCH_MIN_OPENS = 50
+    prefetch_train(now=NOW)
+    offered = {c.patient_id for c in prefetch_rank(user=ward["user"], now=NOW).candidates}
+    assert offered == set(ward["pids"])
+    assert "x1" not in offered
+    assert {c.patient_id for c in prefetch_rank(user=ward["other"], now=NOW).candidates} == {"x1"}
+
+
+@pytest.mark.redis
+def test_the_beat_task_trains_on_a_real_worker(ward: dict[str, Any], celery_workers: Any, settings: Any) -> None:
+    from omnicare.prefetch.tasks import train
+    from tests.omnicare.sync.conftest import wait_for
+
+    if not os.environ.get("REDIS_URL"):
+        pytest.skip("needs REDIS_URL")
+    site = f"site-{uuid.uuid4().hex[:6]}"
+    celery_workers.start(OMNICARE_PREFETCH_MIN_OPENS="50", OMNICARE_PREFETCH_HISTORY_DAYS="3650")
+    train.apply_async(kwargs={"site": site}, queue=celery_workers.queue)
+    wait_for(lambda: PrefetchModelVersion.objects.filter(site=site).exists(), 120, "the worker's training run")
+    row = PrefetchModelVersion.objects.get(site=site)
+    assert row.kind == "learned" and row.n_positive >= 81
