@@ -89,9 +89,9 @@ from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
-from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
+from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
