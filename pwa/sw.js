@@ -25,6 +25,7 @@ const SHELL = [
   "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
   "/app/screens/emergency.js",
+  "/app/screens/register.js", // issue 18 item 1
   "/app/screens/chart_full.js",
   "/app/screens/recovery.js",
   "/app/py.js",

@@ -52,6 +52,9 @@ class MeOut(Schema):
     permissions: dict[str, list[str]] = Field(default_factory=dict)
     # Issue 13 item 4: what a device of this user may keep (offlineData false = shared workstation: online only)
     devicePolicy: dict[str, bool] = Field(default_factory=dict)  # noqa: N815 - wire name
+    # The user's own Practitioner {"id", "display"} (issue 18 item 6): the device writes authors as references to
+    # it; null when the account has none (the server then fills the reference in, or refuses someone else's).
+    practitioner: dict[str, str] | None = None
 
 
 def _me(user: Any) -> dict[str, Any]:
@@ -63,7 +66,7 @@ def _me(user: Any) -> dict[str, Any]:
     scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
             "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(held),
-            "devicePolicy": device_policy(user=user)}
+            "devicePolicy": device_policy(user=user), "practitioner": services.user_practitioner(user=user)}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

@@ -207,6 +207,20 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
     return set(rows)
 
 
+def user_practitioner(*, user: Any) -> dict[str, str] | None:
+    """The signed-in user's own Practitioner as ``{"id", "display"}`` (the device writes authors as references
+    to it, issue 18 item 6); None when the user has none. With several, the lowest id (stable)."""
+    from omnicare.fhir.models import Resource  # lazy: the FHIR store imports this module
+    from pyclient.authors import practitioner_display
+
+    ids = sorted(user_practitioner_ids(user=user))
+    if not ids:
+        return None
+    body = Resource.objects.filter(resource_type="Practitioner", resource_id=ids[0]).values_list("body", flat=True).first()
+    full = (user.get_full_name() or "").strip() or user.get_username()
+    return {"id": ids[0], "display": (practitioner_display(body) if isinstance(body, dict) else "") or full}
+
+
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
 # CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index

@@ -39,6 +39,7 @@ export function signInScreen(message) {
       state.username = r.json.username;
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
+      state.practitioner = r.json.practitioner ?? null; // issue 18: authors are references to it
       await runtimeReady(form);
       if (await hooks.afterSignIn?.(r.json, unlocked)) return; // online only: no PIN, nothing kept (issue 13)
       const info = await state.py.call("boot");
@@ -92,6 +93,7 @@ export function reauthScreen() {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
+      await state.py.call("set_practitioner", { practitioner: r.json.practitioner ?? null }).catch(() => {});
       state.reauthShown = false;
       location.hash = "#/patients";
       state.runner.kick("reauth");
@@ -186,6 +188,10 @@ export async function unlocked({ first }) {
   if (state.permissions) { // from this sign-in: which controls the role allows (server matrix)
     await state.py.call("set_permissions", { permissions: state.permissions }).catch(() => {});
     state.permissions = null;
+  }
+  if (state.practitioner !== undefined) { // from this sign-in: the user's Practitioner (authors as references)
+    await state.py.call("set_practitioner", { practitioner: state.practitioner }).catch(() => {});
+    state.practitioner = undefined;
   }
   const done = await state.py.call("first_sync_done");
   if (!done) {

@@ -95,6 +95,7 @@ from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
 from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, sealed, across the lock
 from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
+from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -158,7 +159,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -420,6 +421,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META)},
             outbox=outbox)
         await self._load_permissions()  # issue 18 hook (browser_chart)
+        await self._load_practitioner()  # issue 18 hook (browser_register): authors as references
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -1172,7 +1174,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         return res
 
     def _author(self) -> dict[str, str]:
-        return {"display": self._username or "clinician"}
+        return self._author_ref()  # issue 18 item 6: Practitioner reference + display (browser_register)
 
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
