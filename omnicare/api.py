@@ -167,6 +167,10 @@ api.add_router("/api/access", access_router)
 api.add_router("/api/audit", audit_router)
 api.add_router("/api/ops", ops_router)
 
+from omnicare.online.api import router as online_router  # noqa: E402  (issue 13 item 4: online only)
+
+api.add_router("/api", online_router)
+
 # CDS (clinical decision support): CDS Hooks 2.0 at the spec's /cds-services, signed bundles at /api/cds.
 from omnicare.cds.api import bundles_router as cds_bundles_router  # noqa: E402
 from omnicare.cds.api import hooks_router as cds_hooks_router  # noqa: E402

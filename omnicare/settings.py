@@ -229,6 +229,10 @@ USE_TZ = True
 # Bodies above this are refused with 413 before they are parsed.
 OMNICARE_MAX_BODY_BYTES = int(os.environ.get("OMNICARE_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
 DATA_UPLOAD_MAX_MEMORY_SIZE = OMNICARE_MAX_BODY_BYTES
+# Issue 13 item 4: roles whose devices keep no offline data (shared workstations; the group "no-offline-data"
+# in the admin does the same per account), and whether offline data needs browser-granted persistent storage.
+OMNICARE_NO_OFFLINE_DATA_ROLES = env_list("OMNICARE_NO_OFFLINE_DATA_ROLES", "")
+OMNICARE_REQUIRE_PERSISTENCE = env_bool("OMNICARE_REQUIRE_PERSISTENCE", False)
 OMNICARE_PAGE_MAX = int(os.environ.get("OMNICARE_PAGE_MAX", "1000"))
 
 # --- Logging: never log request bodies or query strings (PHI) --------------------------

@@ -25,6 +25,7 @@ const SHELL = [
   "/app/screens/device_set.js",
   "/app/screens/conflicts.js",
   "/app/screens/emergency.js",
+  "/app/screens/register.js", // issue 18 item 1
   "/app/screens/chart_full.js",
   "/app/screens/recovery.js",
   "/app/py.js",
@@ -35,6 +36,9 @@ const SHELL = [
   "/app/chart.js",
   "/app/sync-runner.js",
   "/app/cds.js",
+  "/app/memidb.js", // online only (issue 13 item 4)
+  "/app/online-only.js",
+  "/app/screens/online.js",
   "/icons/icon-192.png",
   "/icons/icon-512.png",
   "/icons/maskable-192.png",

@@ -24,6 +24,7 @@ from omnicare.core.errors import Forbidden
 
 from . import services
 from .auth import api_auth
+from .device_policy import device_policy
 from .roles import ROLES, permissions_for, user_roles
 from .services import MfaRequired
 
@@ -49,6 +50,11 @@ class MeOut(Schema):
     # Resource type -> allowed actions from the permission matrix (roles.permissions_for): the app offers only
     # the controls the role allows; the server still checks every write.
     permissions: dict[str, list[str]] = Field(default_factory=dict)
+    # Issue 13 item 4: what a device of this user may keep (offlineData false = shared workstation: online only)
+    devicePolicy: dict[str, bool] = Field(default_factory=dict)  # noqa: N815 - wire name
+    # The user's own Practitioner {"id", "display"} (issue 18 item 6): the device writes authors as references to
+    # it; null when the account has none (the server then fills the reference in, or refuses someone else's).
+    practitioner: dict[str, str] | None = None
 
 
 def _me(user: Any) -> dict[str, Any]:
@@ -59,7 +65,8 @@ def _me(user: Any) -> dict[str, Any]:
     # when it cannot bind its key to hardware (pyclient.keys.unlock_secret_problem, issue 10 item 16).
     scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
-            "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(held)}
+            "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(held),
+            "devicePolicy": device_policy(user=user), "practitioner": services.user_practitioner(user=user)}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

@@ -207,6 +207,20 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
     return set(rows)
 
 
+def user_practitioner(*, user: Any) -> dict[str, str] | None:
+    """The signed-in user's own Practitioner as ``{"id", "display"}`` (the device writes authors as references
+    to it, issue 18 item 6); None when the user has none. With several, the lowest id (stable)."""
+    from omnicare.fhir.models import Resource  # lazy: the FHIR store imports this module
+    from pyclient.authors import practitioner_display
+
+    ids = sorted(user_practitioner_ids(user=user))
+    if not ids:
+        return None
+    body = Resource.objects.filter(resource_type="Practitioner", resource_id=ids[0]).values_list("body", flat=True).first()
+    full = (user.get_full_name() or "").strip() or user.get_username()
+    return {"id": ids[0], "display": (practitioner_display(body) if isinstance(body, dict) else "") or full}
+
+
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
 # CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index
@@ -453,11 +467,44 @@ def _team_and_grants(user: Any) -> frozenset[str]:
     key = getattr(user, "pk", None)
     if memo is not None and key is not None and key in memo["scope"]:
         return memo["scope"][key]  # type: ignore[no-any-return]
-    value = (care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user))
-             | frozenset(ward_census(user=user)) | frozenset(ward_recent(user=user))
-             | frozenset(schedule_patients(user=user)))
+    value = care_team_patient_ids(user=user) | frozenset(patient_ids_granted(user=user)) | _wards_and_schedule(user)
     if memo is not None and key is not None:
         memo["scope"][key] = value
+    return value
+
+
+# The ward and schedule part of the scope (census, recent ward patients, appointments: issue 13) is reused
+# across requests like the care team: while no version of the types it reads changed (one query of index
+# probes, the same reasoning as _CARE_TEAM_EPOCH_SQL), and within the same clock hour (it depends on the time:
+# "the last 14 days", "today and tomorrow"). Without it every physician's read cost six more queries.
+_WARD_SCOPE_TYPES = ("PractitionerRole", "Encounter", "Appointment", "Location", "Practitioner")
+_WARD_SCOPE_EPOCH_SQL = "SELECT " + ", ".join(  # noqa: S608 - fixed type names above, no input
+    f"(SELECT {f}(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')"  # noqa: S608
+    for t in _WARD_SCOPE_TYPES for f in ("max", "min")
+)
+_WARD_SCOPE_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], frozenset[str]]] = {}
+
+
+def _wards_and_schedule(user: Any) -> frozenset[str]:
+    from django.db import connection
+
+    def compute() -> frozenset[str]:
+        return frozenset(ward_census(user=user)) | frozenset(ward_recent(user=user)) | frozenset(
+            schedule_patients(user=user))
+
+    if connection.vendor != "postgresql" or getattr(user, "pk", None) is None:
+        return compute()
+    with connection.cursor() as cur:
+        cur.execute(_WARD_SCOPE_EPOCH_SQL)
+        epoch = tuple(cur.fetchone() or ())
+    key = (connection.alias, user.pk, user.get_username(), timezone.localtime().strftime("%Y-%m-%d %H"))
+    hit = _WARD_SCOPE_CACHE.get(key)
+    if hit is not None and hit[0] == epoch:
+        return hit[1]
+    value = compute()
+    if len(_WARD_SCOPE_CACHE) >= _CARE_TEAM_CACHE_MAX:
+        _WARD_SCOPE_CACHE.clear()
+    _WARD_SCOPE_CACHE[key] = (epoch, value)
     return value
 
 

@@ -33,6 +33,7 @@ from omnicare.access.services import (
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 
 from . import bulkwrite
+from .authorship import write_checked
 from .models import (
     FeedCounter,
     Resource,
@@ -363,7 +364,10 @@ def _apply(
         else:
             p.version_id = (cur.version_id + 1) if cur is not None else 1
             p.created = cur is None or cur.deleted
-            p.body = _with_meta(w.body, w.resource_id, p.version_id, now)
+            # issue 18: authors are the writer's own Practitioner; a Patient passes the registration rules
+            body = write_checked(user=user, resource_type=w.resource_type, resource_id=w.resource_id, body=w.body,
+                                 current=cur.body if cur is not None and not cur.deleted else None)
+            p.body = _with_meta(body, w.resource_id, p.version_id, now)
             p.patient_ids = compartment_patients(w.resource_type, w.resource_id, p.body)
         if not trusted and (w.resource_type, w.resource_id) not in auto:
             action = "delete" if w.body is None else ("create" if p.created else "update")
@@ -519,7 +523,7 @@ def _registrant_care_teams(
         for w in writes if w.resource_type == "CareTeam" and w.body is not None
         for ref in [parse_reference(str((w.body.get("subject") or {}).get("reference") or ""))] if ref
     }
-    return [
+    teams = [
         Write("CareTeam", new_id(), {
             "resourceType": "CareTeam",
             "status": "active",
@@ -529,6 +533,20 @@ def _registrant_care_teams(
         }, expected_version=0)
         for pid in created if pid not in has_team
     ]
+    _care_teams_audit(user, teams)
+    return teams
+
+
+def _care_teams_audit(user: User, teams: Sequence[Write]) -> None:
+    """One audit event per care team the server adds for a registering clinician (issue 18 item 1): the trail says
+    who was put on whose team and why. Same transaction as the write: no team without its record, nor the reverse."""
+    from omnicare.audit.services import audit_record  # audit is a sink: it imports nothing of the FHIR store
+
+    for t in teams:
+        assert t.body is not None
+        pid = str(t.body["subject"]["reference"]).removeprefix("Patient/")
+        audit_record(user=user, action="create", resource_type="CareTeam", resource_id=t.resource_id,
+                     patient_ids=[pid], detail={"reason": "registering clinician joins the new patient's care team"})
 
 
 def _run_writes(

@@ -44,6 +44,7 @@ from pyclient.protocol import (
 )
 from pyclient.push_rules import decide as push_decide
 from pyclient.push_rules import mutation_hash
+from pyclient.registration import mrn_device_problem
 
 from . import notify
 from . import scope as scopes
@@ -184,6 +185,10 @@ def _plan(
         validate_resource(theirs, expected_type=rtype)
     cur_version = cur.version_id if cur is not None else 0
     live = cur is not None and not cur.deleted
+    if rtype == "Patient" and theirs is not None and not live:  # issue 18: a device registers from its own range
+        problem = mrn_device_problem(theirs, device_id)
+        if problem:
+            raise Unprocessable(problem, expression=["Patient.identifier"])
     live_version = cur_version if live else 0
     ours = cur.body if live and cur is not None else None
     plan = _Plan(m=m, hash=h, cur_version=cur_version, ours=ours)
@@ -342,7 +347,9 @@ def _announce(versions: list[ResourceVersion]) -> None:
 def _write(
     user: User, rtype: str, rid: str, body: dict[str, Any] | None, expected: int
 ) -> ResourceVersion | None:
-    result = resources_apply(user=user, writes=[Write(rtype, rid, body, expected_version=expected)])[0]
+    # join_care_team: a Patient registered on a device puts its registering clinician on its care team (issue 18)
+    result = resources_apply(user=user, writes=[Write(rtype, rid, body, expected_version=expected)],
+                             join_care_team=True)[0]
     if result.version is not None:
         _announce([result.version])
     return result.version
@@ -508,6 +515,7 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                     writes=[plans[i].write for i in writing],  # type: ignore[misc]
                     validated=True,
                     authorized=True,
+                    join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
                 )
             except (ApiError, IntegrityError) as exc:
                 raise _Fallback from exc

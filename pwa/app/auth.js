@@ -39,7 +39,9 @@ export function signInScreen(message) {
       state.username = r.json.username;
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
+      state.practitioner = r.json.practitioner ?? null; // issue 18: authors are references to it
       await runtimeReady(form);
+      if (await hooks.afterSignIn?.(r.json, unlocked)) return; // online only: no PIN, nothing kept (issue 13)
       const info = await state.py.call("boot");
       if (info.hasKeyring) {
         if (info.username && info.username !== state.username) {
@@ -91,6 +93,7 @@ export function reauthScreen() {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
+      await state.py.call("set_practitioner", { practitioner: r.json.practitioner ?? null }).catch(() => {});
       state.reauthShown = false;
       location.hash = "#/patients";
       state.runner.kick("reauth");
@@ -168,7 +171,7 @@ export function setBusy(text) {
 export async function unlocked({ first }) {
   state.unlocked = true;
   document.getElementById("usernav").hidden = false;
-  if (navigator.storage && navigator.storage.persist) {
+  if (navigator.storage && navigator.storage.persist && state.storageMode?.mode !== "online-only") {
     navigator.storage.persisted().then((p) => p || navigator.storage.persist()).then(async (granted) => {
       state.persistRefused = !granted;
       // Said once per device, with what to do (issue 18), not on every status.
@@ -182,6 +185,10 @@ export async function unlocked({ first }) {
   if (state.permissions) { // from this sign-in: which controls the role allows (server matrix)
     await state.py.call("set_permissions", { permissions: state.permissions }).catch(() => {});
     state.permissions = null;
+  }
+  if (state.practitioner !== undefined) { // from this sign-in: the user's Practitioner (authors as references)
+    await state.py.call("set_practitioner", { practitioner: state.practitioner }).catch(() => {});
+    state.practitioner = undefined;
   }
   const done = await state.py.call("first_sync_done");
   if (!done) {
@@ -211,6 +218,7 @@ export async function lock(reason) {
   await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
   await hooks.keepDraft(); // a half-typed form is sealed with the device keys before they go (issue 18 item 10)
   await state.py.call("lock");
+  if (await hooks.lockedOnlineOnly?.(signInScreen)) return; // online only: memory wiped, sign in again
   unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
 }
 

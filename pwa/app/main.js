@@ -9,9 +9,13 @@ import { state, channel, hooks } from "./state.js";
 import { signInScreen, unlockScreen, lock, signOut, startIdleTimer } from "./auth.js";
 import { route, refreshView } from "./routes.js";
 import { installRecoveryLink } from "./screens/recovery.js";
+import { store, probeIdb, decideAtStart, decorateStatus, afterSignIn, lockedOnlineOnly } from "./online-only.js";
+import { unlocked } from "./auth.js";
+import { runtimeFailed } from "./screens/online.js";
 state.makeIdb = idb.makeIdb;
 hooks.onStatus = onStatus;
 hooks.revokedScreen = revokedScreen;
+Object.assign(hooks, { unlocked, afterSignIn, lockedOnlineOnly }); // online only (issue 13 item 4)
 window.omnicare = state; // for diagnostics and the e2e tests (no secrets: keys live inside Python)
 
 // ---------------------------------------------------------------- service worker + updates
@@ -66,6 +70,7 @@ function onStatus(s) {
     refreshTimer = setTimeout(() => refreshView(null), 100); // pending badges change when the server acks
   }
   renderStatus(s, { online: navigator.onLine });
+  decorateStatus(); // "Online only: this device keeps no patient data — why" (issue 13 item 4)
   if (state.rejectedBanner && !s.locked && !s.rejected) { state.rejectedBanner = false; banner(null); } // all dealt with
   if (s.needsLogin && !state.reauthShown && state.unlocked) {
     state.reauthShown = true;
@@ -145,14 +150,16 @@ async function boot() {
   setSplash("Starting the secure runtime…");
   // Issue 18 item 12: the Python runtime loads in parallel; a device with no keyring (the cold case) gets the
   // sign-in form at once, read straight from IndexedDB, and its submit waits for the runtime (auth.js).
-  const booting = bootPython(onPyEvent);
+  const idbOk = probeIdb(); // online only when IndexedDB will not open (issue 13 item 4)
+  const booting = bootPython(onPyEvent, { store });
   let readyDone;
   state.ready = new Promise((resolve, reject) => { readyDone = { resolve, reject }; });
   state.ready.catch(() => {}); // the failure is shown below; a waiting submit sees it too
-  const early = await earlySignIn();
+  const early = (await idbOk) ? await earlySignIn() : (signInScreen(), true); // no storage: nothing to unlock
   try {
     state.py = await booting;
   } catch (err) {
+    if (await runtimeFailed(err, { idb: await idbOk })) return readyDone.reject(err); // online only, server decides
     readyDone.reject(err);
     screen("Error", h("section", { class: "card" }, h("h2", {}, "OmniCare could not start"), h("p", {}, plain(err.message || err)),
       h("p", { class: "muted" }, navigator.onLine ? "Reload to try again." : "You are offline and this device has not cached the app yet. Connect once to install it.")));
@@ -169,6 +176,7 @@ async function boot() {
     },
   });
   state.runner = runner;
+  await decideAtStart(state.py, { idb: await idbOk, runtime: true }); // before Python reads any store
   const info = await state.py.call("boot");
   if (!state.username) state.username = info.username; // a sign-in that finished first has set it already
   state.deviceId = info.deviceId;
@@ -182,6 +190,7 @@ async function boot() {
   if (early && !info.hasKeyring) return; // the sign-in form is already up (and may be half filled in)
   if (info.hasKeyring) unlockScreen();
   else signInScreen();
+  decorateStatus();
 }
 
 /** Show the sign-in form before the runtime is up when this device holds no keyring (nothing to unlock). */

@@ -14,15 +14,39 @@ export class PyError extends Error {
   }
 }
 
+let unwatchWasm = () => {};
+
+/** Rejects when WebAssembly is missing or fails to fetch/instantiate (while the runtime loads). */
+function wasmFailure() {
+  return new Promise((_, reject) => {
+    if (typeof WebAssembly !== "object" || !WebAssembly) { reject(new Error("This browser cannot run WebAssembly.")); return; }
+    const saved = {};
+    for (const k of ["instantiateStreaming", "instantiate"]) {
+      const orig = WebAssembly[k];
+      if (typeof orig !== "function") continue;
+      saved[k] = orig;
+      WebAssembly[k] = function (...args) {
+        const p = orig.apply(this, args);
+        p.catch((err) => reject(new Error("The offline engine could not load: " + ((err && err.message) || err))));
+        return p;
+      };
+    }
+    unwatchWasm = () => { Object.assign(WebAssembly, saved); };
+  });
+}
+
 /** Load the runtime + wheel once; resolves to {call(name, args)} bound to the Python BrowserApp. */
-export function bootPython(onEvent) {
+export function bootPython(onEvent, { store } = {}) {
   if (appPromise) return appPromise;
   appPromise = (async () => {
     const t0 = performance.now();
     const timings = {};
     const mark = (k) => { timings[k] = Math.round(performance.now() - t0); };
     const [pyodide, wheels] = await Promise.all([
-      loadPyodide({ indexURL: "/vendor/pyodide/", lockFileURL: "/vendor/pyodide/pyodide-lock.json", packages: [] }),
+      // Pyodide only warns when its WebAssembly fails to load and then never settles: watch for that
+      // failure so the app can go online only at once (issue 13 item 4) instead of "Starting…" for ever.
+      Promise.race([loadPyodide({ indexURL: "/vendor/pyodide/", lockFileURL: "/vendor/pyodide/pyodide-lock.json", packages: [] }),
+        wasmFailure()]).finally(unwatchWasm),
       fetch("/wheels/wheels.json").then((r) => {
         if (!r.ok) throw new Error("wheels.json: HTTP " + r.status);
         return r.json();
@@ -38,7 +62,8 @@ export function bootPython(onEvent) {
     mark("wheel");
     // bench_* calls (synthetic records) only for a page opened with ?bench=1 by the benchmark harness/tests.
     const bench = new URLSearchParams(location.search).get("bench") === "1";
-    pyodide.registerJsModule("omnicare_js", { idb, crypto, http, onEvent, bench });
+    // `store`: main.js's switchable store (IndexedDB, or memory when online only: issue 13 item 4).
+    pyodide.registerJsModule("omnicare_js", { idb: store || idb, crypto, http, onEvent, bench });
     const app = await pyodide.runPythonAsync(`
 from pyclient.adapters.browser_app import BrowserApp
 import omnicare_js

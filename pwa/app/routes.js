@@ -6,6 +6,7 @@ import { formRoute } from "./forms.js";
 import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
+import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
 import { showDeviceSet, serverMatches } from "./screens/device_set.js";
 import { showRecovery } from "./screens/recovery.js";
 import { emergencyScreen, emergencyEntry, emergencyBanner } from "./screens/emergency.js";
@@ -21,6 +22,7 @@ export function route() {
   }
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
+  if (parts[0] === "register") return showRegister();
   if (parts[0] === "device") return showDeviceSet();
   if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
   if (parts[0] === "emergency") return emergencyScreen(); // issue 18 item 7: break-the-glass
@@ -33,6 +35,7 @@ export function refreshView(ids) {
   const parts = state.route || [];
   if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
   if (parts[0] === "emergency") return; // nor the emergency-access lookup (issue 18 item 7)
+  if (parts[0] === "register") return; // nor the registration form
   if (document.activeElement && document.activeElement.matches("select")) return;
   if (parts[0] === "patient") showChart(parts[1], { keepScroll: true });
   else if (parts[0] === "conflicts") showConflicts();
@@ -66,6 +69,7 @@ export async function showPatients({ keepFocus = false } = {}) {
       h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
     serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
     emergencyEntry(); // only for roles that may break the glass
+    await registerControl(); // issue 18: "Register patient", for roles that may
     if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
       const i = document.getElementById("q");
       i.focus();

@@ -45,6 +45,7 @@ from pyclient import forms, outcome
 from pyclient import integrity as ig
 from pyclient import keys as kh
 from pyclient import pinguard as pg
+from pyclient import storage_mode as sm
 from pyclient import telemetry as tm
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
@@ -94,6 +95,7 @@ from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
 from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, sealed, across the lock
 from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
+from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -157,7 +159,7 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin):
+class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -266,7 +268,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._read_only = reason
 
     async def setup_pin(self, pin: str, username: str, scope: str = "care-team",
-                        prf: dict[str, Any] | None = None) -> dict[str, Any]:
+                        prf: dict[str, Any] | None = None, device_id: str | None = None) -> dict[str, Any]:
         """First sign-in on this device: new data + blind-index keys, wrapped under the PIN (and, with ``prf``
         from ``webauthn.js``, a second time under the device's authenticator: ``browser_webauthn``)."""
         if not PIN_RE.match(pin or ""):
@@ -291,7 +293,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
             blob = await prf_wrap(self, blob, prf)
         state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
-        device = str(uuid.uuid4())
+        # device_id: the same device going online only mid-session (issue 13) keeps its id, which its
+        # server session is bound to; otherwise a new one.
+        device = device_id if device_id and re.fullmatch(r"[0-9a-f-]{36}", device_id) else str(uuid.uuid4())
         await self.store.apply([
             PutMeta(M_KEYRING, _b64(blob)),
             PutMeta(M_USER, username),
@@ -417,6 +421,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             device_id=device, meta={k: meta.get(k) for k in ("sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META)},
             outbox=outbox)
         await self._load_permissions()  # issue 18 hook (browser_chart)
+        await self._load_practitioner()  # issue 18 hook (browser_register): authors as references
 
     def lock(self) -> dict[str, Any]:
         """Idle timeout / manual lock: every key and decrypted record leaves memory."""
@@ -1169,7 +1174,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         return res
 
     def _author(self) -> dict[str, str]:
-        return {"display": self._username or "clinician"}
+        return self._author_ref()  # issue 18 item 6: Practitioner reference + display (browser_register)
 
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
@@ -1239,6 +1244,21 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         return await self._edit("Patient", patient_id, res, create=False)
 
     # -- sync ------------------------------------------------------------------------
+
+    def storage_decision(self, event: str = "start", facts: Mapping[str, Any] | None = None,
+                         condition: str = "") -> dict[str, Any]:
+        """Online only or not (issue 13 item 4): ``start`` with the facts of this page start, then ``hit`` /
+        ``clear`` one condition during the session. The table is pyclient.storage_mode (one rule, one place)."""
+        machine: sm.StorageMode | None = getattr(self, "_storage_mode", None)
+        if machine is None or event == "start":
+            machine = self._storage_mode = sm.StorageMode()
+        if event == "start":
+            return machine.start(sm.conditions_from_facts(facts or {})).to_json()
+        if event == "hit":
+            return machine.hit(condition).to_json()
+        if event == "clear":
+            return machine.clear(condition).to_json()
+        raise AppError(f"unknown storage event {event!r}", kind="bug")
 
     def persistence_note(self) -> str:
         """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""

@@ -32,7 +32,7 @@ def test_a_recovery_file_saved_offline_and_locked_is_imported_once(new_context: 
     pid = str(page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])"))
     med = "Lisinopril 10 mg tablet (e2e recovery)"
     ctx.set_offline(True)
-    _start_med(page, med, "10 mg once daily")
+    _start_med(page, med, "10 mg daily")
     wait_status(page, "d.pending === '1'")
 
     page.click("#recovery-link")

@@ -201,3 +201,18 @@ def test_a_patient_new_to_the_scope_arrives_at_once_after_a_choice(hospital: dic
     seed(patient("p12"), stay("e12", "p12", "w3"))
     changes, _d, _cur = sync.pull_all(cursor)
     assert {c["id"] for c in changes if c["resourceType"] == "Patient"} == {"p12"}
+
+
+def test_the_ward_and_schedule_scope_follows_every_change_at_once(hospital: dict[str, Any]) -> None:
+    """This part of the scope is reused across requests (access.services._wards_and_schedule); no change to an
+    appointment, a stay or a ward assignment may be missed by the very next question."""
+    user = hospital["user"]
+    assert {"p7", "p3"} <= visible_patient_ids(user=user, device=True)
+    visible_patient_ids(user=user, device=True)  # the reused answer
+    seed(appointment("a7", "p7", user.username, 0, status="cancelled"))
+    assert "p7" not in visible_patient_ids(user=user, device=True)
+    seed(stay("e6", "p6", "w3"))  # transferred from Ward 4 to the user's Ward 3
+    assert "p6" in visible_patient_ids(user=user, device=True)
+    seed(role("r1", user.username, "w4"), stay("e11", "p11", "w4"))  # the user now works on Ward 4 only
+    now = visible_patient_ids(user=user, device=True)
+    assert "p11" in now and not {"p3", "p6", "p13"} & now
