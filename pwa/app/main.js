@@ -151,11 +151,14 @@ async function boot() {
   // Issue 18 item 12: the Python runtime loads in parallel; a device with no keyring (the cold case) gets the
   // sign-in form at once, read straight from IndexedDB, and its submit waits for the runtime (auth.js).
   const idbOk = probeIdb(); // online only when IndexedDB will not open (issue 13 item 4)
-  const booting = bootPython(onPyEvent, { store });
   let readyDone;
   state.ready = new Promise((resolve, reject) => { readyDone = { resolve, reject }; });
   state.ready.catch(() => {}); // the failure is shown below; a waiting submit sees it too
   const early = (await idbOk) ? await earlySignIn() : (signInScreen(), true); // no storage: nothing to unlock
+  // The runtime's start-up holds the main thread for long stretches (unpacking the standard library, starting
+  // the interpreter): started before the form, it delayed the form by ~2 s. Let the form paint first.
+  if (early) await new Promise((resolve) => requestAnimationFrame(() => setTimeout(resolve, 0)));
+  const booting = bootPython(onPyEvent, { store });
   try {
     state.py = await booting;
   } catch (err) {
