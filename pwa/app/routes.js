@@ -54,19 +54,15 @@ export function localDateOrder() {
   } catch { return "mdy"; }
 }
 
-let searchSeq = 0; // the latest search asked for: an older answer (a redraw's, a slower one) never overwrites it
 export async function showPatients({ keepFocus = false } = {}) {
   const run = async (q) => {
-    const seq = ++searchSeq;
     state.query = q;
     let r;
     try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
-      if (seq !== searchSeq) return;
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
       if (err.kind !== "validation") { banner(err.message); return; }
       r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
-    if (seq !== searchSeq) return; // a newer search is on its way: drawing this one would show stale results
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),
