@@ -63,6 +63,9 @@ export async function showPatients({ keepFocus = false } = {}) {
       if (err.kind !== "validation") { banner(err.message); return; }
       r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
+    // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw
+    // stale results over the newer answer.
+    if (q !== state.query) return;
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),

@@ -119,9 +119,30 @@ def test_a_clinicians_shift(new_context: Any, server: Server, label: str) -> Non
     wait_cache(page)
     wait_status(page, "d.synced === 'true'")
     assert focus_on_heading(page) == "Patients"
+    page.wait_for_selector("#register-open")
     page.wait_for_selector("#emergency-link")
     walk.screen("03-patient-list")
     on_device = set(page.eval_on_selector_all("#patients .mrn", "els => els.map((e) => e.textContent)"))
+
+    # -- The network is down; a walk-in arrives and is registered on the device with a local MRN.
+    given, family, born, sex = plan["walk_in"]
+    ctx.set_offline(True)
+    wait_status(page, "d.state === 'offline'")
+    page.click("#register-open")
+    page.wait_for_selector("#form-register")
+    for name, value in {"given": given, "family": family, "birth_date": born, "phone": "+1-555-010-7788",
+                        "address_line": "4 Harbor Lane", "city": "Ann Arbor", "postal_code": "48104",
+                        "contact_name": "Sam " + family, "contact_phone": "+1-555-010-7799"}.items():
+        page.fill(f"#form-register [name={name}]", value)
+    page.select_option("#form-register [name=gender]", sex)
+    walk.screen("04-register-walk-in-offline")
+    page.click("#register-save")
+    page.wait_for_selector(f"#patient-name:has-text('{family}')")
+    walk.screen("05-walk-in-chart-offline")
+    ctx.set_offline(False)
+    wait_status(page, "d.pending === '0' && d.synced === 'true'", timeout=90_000)
+    found = server.fhir(f"Patient?family={family}")
+    assert found.get("total", len(found.get("entry", []))) >= 1, found
 
     # -- Chart review: find the patient by the MRN's digits, open the chart.
     mrn = next(i["value"] for i in server.fhir(f"Patient/{pid}").get("identifier", [])
