@@ -153,12 +153,9 @@ export function unlockScreen(message) {
       await unlocked({ first: false });
     },
   });
-  const forgot = form.querySelector(".actions a");
-  forgot.textContent = "Forgot PIN";
-  forgot.removeAttribute("href");
-  forgot.setAttribute("role", "button");
-  forgot.tabIndex = 0;
-  forgot.addEventListener("click", signOut);
+  // A real <button> (issue 18, WCAG 2.1.1): Enter and Space work as for any button; it replaces the Cancel link.
+  const forgot = h("button", { type: "button", class: "btn ghost unlock-forgot", id: "forgot-pin", onclick: signOut }, "Forgot PIN");
+  form.querySelector(".actions a").replaceWith(forgot);
   form.querySelector("button[type=submit]").textContent = "Unlock";
   form.id = "unlock";
   screen("Unlock", h("div", { class: "narrow" }, form, lockedRecoveryButton()));

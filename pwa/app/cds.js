@@ -1,6 +1,6 @@
 // Medication safety at order time, and the cached guideline library. Python decides everything
 // (pyclient.cds via browser_cds.py); this file only draws the review and passes the clinician's answer back.
-import { h } from "./ui.js";
+import { h, plain } from "./ui.js";
 
 const LEVEL = { critical: "Critical", warning: "Warning", info: "Information" };
 const fmt = (iso) => (iso ? new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "never");
@@ -52,7 +52,7 @@ function showReview(py, form, args, r, done) {
       await py.call("cds_save", { ...args, draft_id: r.draftId, decision, reason_code: picked ? picked.value : null });
       done();
     } catch (err) {
-      error.textContent = err.message;
+      error.textContent = plain(err.message); // never raw exception text (issue 18 item 8)
     }
   };
   const panel = h("section", { class: "cds-review", "aria-labelledby": "cds-title", tabindex: "-1" },

@@ -61,8 +61,11 @@ export async function showPatients({ keepFocus = false } = {}) {
     try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
       if (err.kind !== "validation") { banner(err.message); return; }
-      r = { kind: null, results: [], ms: 0, error: err.message };
+      r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
+    // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw
+    // stale results over the newer answer.
+    if (q !== state.query) return;
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),

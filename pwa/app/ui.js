@@ -59,12 +59,40 @@ export function showErrors(form, err) {
   (first || msg)?.focus?.();
 }
 
+let shownScreen = ""; // hash + title of the screen on display: a redraw of the same screen keeps the focus
 export function screen(title, ...content) {
   const main = document.getElementById("main");
+  const heading = h("h1", { class: "sr-only", tabindex: "-1" }, title);
+  const was = document.activeElement; // a redraw must not drop this to <body> (see below)
+  const focusInside = !!was && was !== main && main.contains(was);
   // Optional parts come as null: never let one reach the screen as the text "null".
-  main.replaceChildren(h("h1", { class: "sr-only" }, title), ...content.flat().filter((c) => c != null && c !== false));
+  main.replaceChildren(heading, ...content.flat().filter((c) => c != null && c !== false));
   document.title = `${title} · OmniCare`;
+  // Accessibility (issue 18, WCAG 2.4.3 / 4.1.3): a new screen takes the focus to its heading (not <body>) and
+  // is announced. Callers that focus a field next (sign-in, forms) simply take it from there.
+  const key = location.hash + "\n" + title;
+  if (key !== shownScreen) {
+    shownScreen = key;
+    window.scrollTo(0, 0); // a new screen starts at its top, not where the last one was scrolled to
+    heading.focus({ preventScroll: true });
+    announce(title);
+  } else if (focusInside && !main.contains(document.activeElement)) {
+    // The same screen redrawn (a sync arrived, a badge changed) replaced the focused element: focus its
+    // successor (same id) or the heading, never <body> — this can happen at any moment after first sync.
+    const same = was.id ? document.getElementById(was.id) : null;
+    (same && main.contains(same) ? same : heading).focus({ preventScroll: true });
+  }
   return main;
+}
+
+/** Says ``text`` to screen readers through one polite live region (created on first use). */
+export function announce(text) {
+  let say = document.getElementById("announce");
+  if (!say) {
+    say = h("p", { id: "announce", class: "sr-only", "aria-live": "polite", "aria-atomic": "true" });
+    document.body.append(say);
+  }
+  say.textContent = text;
 }
 
 export function formFields(form) {

@@ -33,6 +33,7 @@ from pyclient.cds.decisions import (
     order_review,
 )
 from pyclient.errors import ValidationFailed
+from pyclient.integrity import MANIFEST_TYPE
 
 BUNDLE_TYPE = "CdsBundle"
 M_BUNDLE = "cds.bundle."  # + kind
@@ -224,7 +225,9 @@ class CdsMixin:
 
     async def _cds_cards(self, patient_id: str, draft: Mapping[str, Any]) -> tuple[list[Any], KnowledgeBase]:
         keys = await self.store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
-        chart = await self._resources(keys)  # type: ignore[attr-defined]
+        # The patient's sealed manifest carries the same token but is no FHIR record: opened as one it "names
+        # another patient" and every first order raised a false integrity alarm (found by the shift walk).
+        chart = await self._resources([k for k in keys if k[0] != MANIFEST_TYPE])  # type: ignore[attr-defined]
         kb = await self._cds_kb()
         return check([draft], Context(chart, now=_iso(time.time())), kb=kb), kb
 

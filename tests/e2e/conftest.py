@@ -195,19 +195,33 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def new_context(browser: Any, server: Server) -> Iterator[Any]:
-    """Factory for isolated browser contexts (one per simulated tablet)."""
+    """Factory for isolated browser contexts (one per simulated tablet).
+
+    Every screen any test shows is watched for junk text ("null", JSON, stack text: issue 18 item 8); the test
+    fails at teardown if one appeared, even for a moment."""
+    from .helpers import JUNK, watch_junk  # noqa: PLC0415 (helpers imports this module)
+
     made: list[Any] = []
+    junk: list[str] = []
 
     def make() -> Any:
         ctx = browser.new_context(base_url=server.url, viewport={"width": 1180, "height": 820},
                                   device_scale_factor=1, service_workers="allow")
         ctx.set_default_timeout(60_000)
+        watch_junk(ctx, junk)
         made.append(ctx)
         return ctx
 
     yield make
     for ctx in made:
+        for page in ctx.pages:  # the screen on display at the end, and any finding still on its way
+            try:
+                page.evaluate("() => window.__omnicareJunkCheck?.()")
+                page.wait_for_timeout(50)
+            except Exception:  # noqa: BLE001 (a page the test left crashed or closing: nothing more to read)
+                pass
         ctx.close()
+    assert not junk, f"text that is not plain words appeared on screen ({JUNK}):\n" + "\n".join(dict.fromkeys(junk))
 
 
 def shot(page: Any, name: str, *, full_page: bool = True) -> Path:

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from .conftest import USERS, Server, shot
-from .helpers import PIN, poll, sign_in_and_sync
+from .helpers import PIN, focus_on_heading, poll, sign_in_and_sync, watch_junk
 
 
 def _search(page: Any, text: str) -> tuple[str, list[str]]:
@@ -27,6 +27,8 @@ def test_search_finds_mrn_digits_and_day_month_year_dates(browser: Any, server: 
     ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768}, locale="en-GB",
                               device_scale_factor=1, service_workers="allow")
     ctx.set_default_timeout(60_000)
+    junk: list[str] = []
+    watch_junk(ctx, junk)  # issue 18 item 8: no "null", JSON or stack text on any screen
     try:
         page = sign_in_and_sync(ctx)
         assert page.evaluate("() => import('/app/routes.js').then((m) => m.localDateOrder())") == "dmy"
@@ -60,6 +62,7 @@ def test_search_finds_mrn_digits_and_day_month_year_dates(browser: Any, server: 
         shot(page, "18-11-search-bad-date-1024x768", full_page=False)
         page.set_viewport_size({"width": 768, "height": 1024})
         shot(page, "18-11-search-bad-date-768x1024", full_page=False)
+        assert not junk, junk
     finally:
         ctx.close()
 
@@ -68,6 +71,8 @@ def test_sign_in_form_appears_before_the_runtime_and_waits_for_it(browser: Any, 
     ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768},
                               device_scale_factor=1, service_workers="allow")
     ctx.set_default_timeout(60_000)
+    junk: list[str] = []
+    watch_junk(ctx, junk)  # issue 18 item 8: no "null", JSON or stack text on any screen
     held: list[Any] = []
     # Hold the pyclient wheel list: the runtime cannot finish loading until the test lets it.
     ctx.route(re.compile(r".*/wheels/wheels\.json$"), lambda route: held.append(route))
@@ -97,5 +102,8 @@ def test_sign_in_form_appears_before_the_runtime_and_waits_for_it(browser: Any, 
         page.wait_for_selector("#patients li", timeout=120_000)
         times = page.evaluate("() => ({signin: window.omnicare.signinAt, ready: window.omnicare.runtimeReadyAt})")
         assert times["signin"] < times["ready"], times
+        # Issue 18 item 13 with this boot order: the list's heading has the focus (announced), not <body>.
+        assert focus_on_heading(page) == "Patients"
+        assert not junk, junk
     finally:
         ctx.close()
