@@ -33,7 +33,6 @@ const SHELL = [
   "/app/crypto.js",
   "/app/net.js",
   "/app/webauthn.js",
-  "/app/chart.js",
   "/app/sync-runner.js",
   "/app/cds.js",
   "/app/memidb.js", // online only (issue 13 item 4)

@@ -13,7 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pyclient import dosage as dz
 from pyclient.dosage import dosage_list_text
+from pyclient.errors import ValidationFailed
 
 from .permissions import Permissions, may, not_allowed_message
 
@@ -134,7 +136,10 @@ def fix_fields(r: Rejected) -> list[dict[str, Any]]:
     if r.op == "delete":
         return []
     if r.resource_type == "MedicationRequest":
-        return [{"name": "dosage", "label": "Dosage", "value": _dosage(res), "kind": "text"}]
+        # The same structured form as "Start medication" / "Change dosage" (issue 18 item 4): a fix never turns a
+        # structured dosage into a line of text.
+        return [{"name": "dosage", "label": "Dosage", "value": _dosage(res), "kind": "dosage",
+                 "spec": dz.form_spec(res.get("dosageInstruction"))}]
     if r.resource_type == "AllergyIntolerance":
         return [{"name": "criticality", "label": "Criticality", "value": str(res.get("criticality") or "unable-to-assess"),
                  "kind": "select", "options": [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]]}]
@@ -150,7 +155,12 @@ def apply_fix(r: Rejected, values: Mapping[str, Any], *, today: str) -> tuple[di
     ``today`` is the device's date as ``YYYY-MM-DD`` (the caller reads the clock)."""
     res: dict[str, Any] = dict(r.resource or {})
     errors: dict[str, str] = {}
-    if r.resource_type == "MedicationRequest" and "dosage" in values:
+    if r.resource_type == "MedicationRequest" and isinstance(values.get("dosage"), Mapping):
+        try:  # the structured form's fields (pyclient.dosage), errors keyed by its field names
+            res["dosageInstruction"] = [dz.dosage_from_values(values["dosage"], res.get("dosageInstruction"))]
+        except ValidationFailed as exc:
+            errors.update(exc.fields)
+    elif r.resource_type == "MedicationRequest" and "dosage" in values:  # a line of text (older callers)
         dosage = str(values.get("dosage") or "").strip()
         if not dosage:
             errors["dosage"] = "Enter the dose and frequency, e.g. 500 mg twice daily."

@@ -113,18 +113,20 @@ def test_refused_orders_are_listed_fixed_and_resent_or_discarded(new_context: An
         # The role is corrected; the other order is fixed (pyclient validates the field first) and sent again.
         server.manage("assign_role", "dr.adams", "nurse", "--remove")
         server.manage("assign_role", "dr.adams", "physician")
-        card = page.locator(f"#rejected-list form.rejected:has-text('{keep}')")
-        card.locator("input[name=dosage]").fill("  ")
+        scope = f"#rejected-list form.rejected:has-text('{keep}')"
+        card = page.locator(scope)
+        card.locator("[data-dosage=dose_value]").fill("two")  # the structured dosage form (issue 18 item 4)
         card.locator("button.retry").click()
-        card.locator("[data-field=dosage] .field-error:not(:empty)").wait_for()
-        card.locator("input[name=dosage]").fill("1 tablet by mouth every morning")
+        card.locator("[data-field=dose_value] .field-error:not(:empty)").wait_for()
+        fill_dosage(page, scope, "1", "tablet", frequency="morning")
         card.locator("button.retry").click()
         page.wait_for_selector("#rejected-summary >> text=No refused changes")
         wait_status(page, "d.rejected === '0' && d.pending === '0' && d.synced === 'true'")
         deadline = time.monotonic() + 45
         while keep not in (meds := _meds(server, pid)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        assert meds[keep]["dosageInstruction"][0]["text"] == "1 tablet by mouth every morning"
+        [fixed] = meds[keep]["dosageInstruction"]
+        assert fixed["text"] == "1 tablet by mouth every morning" and fixed["timing"]["repeat"]["when"] == ["MORN"]
         assert drop not in meds
         page.goto(f"/#/patient/{pid}")
         page.wait_for_selector("#medications li:has-text('1 tablet by mouth every morning')")

@@ -255,7 +255,7 @@ def test_a_clinicians_shift(new_context: Any, server: Server, label: str) -> Non
         server.manage("assign_role", "dr.adams", "nurse", "--remove")
         server.manage("assign_role", "dr.adams", "physician")
         card = page.locator(f"#rejected-list form.rejected:has-text('{drug}')")
-        card.locator("input[name=dosage]").fill("10 mg by mouth at bedtime")
+        fill_dosage(page, f"#rejected-list form.rejected:has-text('{drug}')", "10", "mg", frequency="bedtime")
         walk.screen("20-refused-change-fixed")
         card.locator("button.retry").click()
         page.wait_for_selector("#rejected-summary >> text=No refused changes")

@@ -36,7 +36,9 @@ def test_a_nurses_refused_order_says_why_in_words_and_offers_only_discard() -> N
 def test_a_physicians_refused_order_can_be_fixed_and_sent_again() -> None:
     [card] = rj.rejected_view([item("Dosage is not valid")], None)
     assert card["canRetry"] and card["retryLabel"] == "Fix and send again"
-    assert card["fields"] == [{"name": "dosage", "label": "Dosage", "value": "500 mg twice daily", "kind": "text"}]
+    [fix] = card["fields"]
+    assert (fix["name"], fix["label"], fix["value"], fix["kind"]) == ("dosage", "Dosage", "500 mg twice daily", "dosage")
+    assert fix["spec"]["values"]["current"] == "500 mg twice daily"  # a free-text order: shown, then re-entered
     assert card["reason"] == "The server could not accept this change: dosage is not valid."
 
 
@@ -113,3 +115,27 @@ def test_allergy_dropdown_changes_are_asked_in_words() -> None:
     assert q["message"] == "Change the criticality of Penicillin from low to unable to assess?"
     assert q["ok"] == "Change to unable to assess"
     assert "no longer be shown as an active allergy" in allergy_change("Penicillin", "status", "active", "resolved")["message"]
+
+
+def test_a_refused_order_is_fixed_through_the_structured_dosage_form_and_stays_structured() -> None:
+    """Issue 18 item 4 on the refused-change path: the fix form is the dosage form, prefilled from the refused
+    order; the fixed order carries dose, route and timing as fields, its text generated from them."""
+    structured = {**ORDER, "dosageInstruction": [{"sequence": 1, "text": "1 tablet by mouth every morning",
+                                                   "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d",
+                                                                         "when": ["MORN"]}},
+                                                   "route": {"text": "by mouth"},
+                                                   "doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}]}]}
+    r = item("Dosage is not valid", structured, created=False)
+    [spec] = rj.fix_fields(r)
+    assert spec["kind"] == "dosage" and spec["spec"]["values"]["frequency"] == "morning"
+    assert spec["spec"]["values"]["dose_value"] == "1"
+    fixed, errors = rj.apply_fix(r, {"dosage": {"dose_value": "2", "dose_unit": "tablet", "route": "oral",
+                                                "frequency": "bid", "duration_value": "", "duration_unit": "d",
+                                                "as_needed": False}}, today="2026-12-01")
+    assert errors == {} and fixed is not None
+    [d] = fixed["dosageInstruction"]
+    assert d["timing"]["repeat"]["frequency"] == 2 and d["doseAndRate"][0]["doseQuantity"]["value"] == 2
+    assert d["text"] == "2 tablets by mouth twice a day" and d["sequence"] == 1
+    _, errors = rj.apply_fix(r, {"dosage": {"dose_value": "two", "dose_unit": "tablet", "route": "oral",
+                                            "frequency": "bid"}}, today="2026-12-01")
+    assert set(errors) == {"dose_value"}  # refused on the device, keyed by the form's field

@@ -1,8 +1,13 @@
 // Changes the server refused (issue 18, item 3): every one listed with the server's reason in plain words,
 // fix-and-send-again or discard. All words, fields and choices come from Python (pyclient.views.rejected).
 import { h, field, input, select, showErrors, confirmDialog, formFields } from "../ui.js";
+import { dosageFields, dosageValues } from "../dosage.js";
 
 function fixField(f) {
+  if (f.kind === "dosage") { // the structured dosage form (issue 18 item 4), prefilled from the refused order
+    return h("fieldset", { class: "dosage-fix", dataset: { field: f.name } }, h("legend", {}, f.label),
+      dosageFields(f.spec, { currentLabel: "Refused" }), h("p", { class: "field-error" }));
+  }
   const el = f.kind === "select" ? select(f.name, f.options, f.value) : input({ name: f.name, type: f.kind === "tel" ? "tel" : "text", value: f.value });
   return field(f.label, el, { name: f.name });
 }
@@ -26,7 +31,9 @@ function card(item, { onRetry, onDiscard }) {
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
     showErrors(form, null);
-    try { await onRetry(item.entryId, item.fields.length ? formFields(form) : null); } catch (err) { showErrors(form, err); }
+    const values = item.fields.length ? formFields(form) : null;
+    if (item.fields.some((f) => f.kind === "dosage")) values.dosage = dosageValues(form);
+    try { await onRetry(item.entryId, values); } catch (err) { showErrors(form, err); }
   });
   return form;
 }
