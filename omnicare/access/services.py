@@ -171,6 +171,7 @@ def visible_patients_cache_clear() -> None:
     if memo is not None:
         memo["scope"].clear()
         memo.get("grants", {}).clear()
+        memo.get("practitioners", {}).clear()
 
 
 def patient_registered(*, user: Any, patient_id: str) -> None:
@@ -200,11 +201,18 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
 
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return set()
+    memo = _memo.get()  # within visible_patients_cache: once per request and user (a pull asked up to 4 times)
+    key = getattr(user, "pk", None)
+    if memo is not None and key is not None and key in memo.setdefault("practitioners", {}):
+        return set(memo["practitioners"][key])
     rows = SearchToken.objects.filter(
         resource_type="Practitioner", param="identifier", system=USER_IDENTIFIER_SYSTEM,
         code=user.get_username(), resource__deleted=False,
     ).values_list("resource__resource_id", flat=True)
-    return set(rows)
+    found = set(rows)
+    if memo is not None and key is not None:
+        memo["practitioners"][key] = frozenset(found)
+    return found
 
 
 def user_practitioner(*, user: Any) -> dict[str, str] | None:

@@ -24,6 +24,11 @@ M_SET_POSTED = "device.set.posted"  # "1" once this device told the server a set
 REPLAN_S = 900.0
 
 
+#: The sealed list of patients this device fetched on demand (meta key, envelope type bound into its AAD).
+M_DEMAND = "device_set.on_demand"
+PINS_TYPE = "DeviceSetPins"
+
+
 class DeviceSetMixin:
     """Relies on BrowserApp's store, machine, ``_http``, ``_post``, ``_emit``, ``patients`` and sync."""
 
@@ -31,6 +36,7 @@ class DeviceSetMixin:
     _ds_plan: DevicePlan | None = None
     _ds_checked: float = float("-inf")
     _ds_demand: frozenset[str] = frozenset()
+    _ds_demand_loaded: bool = False
 
     def _ds_unsynced(self, machine: SyncMachine) -> tuple[set[str], set[str]]:
         pending: set[str] = set()
@@ -60,7 +66,17 @@ class DeviceSetMixin:
         except (ProtocolError, ValueError):
             return None
 
+    async def _ds_demand_load(self) -> None:
+        """The patients opened on demand, kept sealed across restarts (else the next plan could evict them)."""
+        if self._ds_demand_loaded:
+            return
+        kept = await self._meta_open(PINS_TYPE, M_DEMAND)  # type: ignore[attr-defined]
+        ids = kept.get("patients") if isinstance(kept, dict) else None
+        self._ds_demand = self._ds_demand | frozenset(str(p) for p in ids or [] if isinstance(p, str))
+        self._ds_demand_loaded = True
+
     async def _ds_plan_now(self, machine: SyncMachine, offer: DeviceSetOffer) -> DevicePlan:
+        await self._ds_demand_load()
         pending, conflicted = self._ds_unsynced(machine)
         return plan_device_set(offer, held_now=await self._ds_held_now(), pending=pending, conflicted=conflicted,
                                on_demand=self._ds_demand)
@@ -129,7 +145,9 @@ class DeviceSetMixin:
     async def fetch_on_demand(self, patient_id: str) -> dict[str, Any]:
         """A patient in scope but not on the device: pin it for this session, tell the server, pull it."""
         machine: SyncMachine = self._require_unlocked()  # type: ignore[attr-defined]
+        await self._ds_demand_load()
         self._ds_demand = self._ds_demand | {str(patient_id)}
+        await self._meta_seal(PINS_TYPE, M_DEMAND, {"patients": sorted(self._ds_demand)})  # type: ignore[attr-defined]
         await self._device_set_sync(machine, now=0.0, first=False, force=True)
         await self.sync_once()  # type: ignore[attr-defined]
         return {"held": str(patient_id) in await self._ds_held_now()}

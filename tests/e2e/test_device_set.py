@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from .conftest import PIN, Server, shot
-from .helpers import poll, wait_cache
+from .helpers import poll, unlock, wait_cache, wait_status
 from .test_rejected_changes import assert_plain
 
 VIEWPORTS = {"landscape": {"width": 1024, "height": 768}, "portrait": {"width": 768, "height": 1024}}
@@ -169,6 +169,14 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     whys = _device_screen(page)
     assert whys[plan["evict"][0]].startswith("Opened on this device")
     _shots(page, "43-device-set-on-demand")
+    # Kept across a restart (the pin is sealed in the device's store, not only in memory): reload, unlock, sync.
+    page.reload()
+    unlock(page)
+    page.goto("/#/patients")
+    page.wait_for_selector("#patients li")
+    page.click("#sync-now")
+    wait_status(page, "d.synced === 'true'")
+    assert plan["evict"][0] in _held(page)
     page.goto(f"/#/patient/{plan['evict'][0]}")
     page.wait_for_selector("#patient-name")
     # Each device-set choice was audited as a disclosure to this device, distinct from chart opens.

@@ -106,3 +106,16 @@ def live_asgi(transactional_db: None, live_asgi_server: LiveServer, settings: An
         print("---- live server output during this test ----\n" + output)
     if not server.alive():
         pytest.fail("live server died during the test; output:\n" + output)
+
+
+@pytest.fixture(autouse=True)
+def _server_epoch_cache_per_test() -> Iterator[None]:
+    """The server epoch is cached per process for a few seconds (omnicare.sync.epoch.CACHE_SECONDS): every test
+    has a database of its own, so a test must never see the previous test's epoch (to a device that is a
+    restored server: it re-pulls and recovers in the middle of the test)."""
+    from omnicare.sync.epoch import epoch_clear_cache
+
+    epoch_clear_cache()
+    yield
+    epoch_clear_cache()
+

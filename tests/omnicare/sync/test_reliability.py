@@ -43,7 +43,7 @@ from omnicare.sync.models import Conflict
 from omnicare.sync.services import fill_page
 from pyclient.protocol import PullRequest, PullResponse, PushRequest, PushResponse, dumps, loads
 from pyclient.store import MemoryStore
-from pyclient.sync import ConflictParked, Effect, JsonCodec, SyncMachine, to_store_ops
+from pyclient.sync import ConflictParked, Effect, EpochChanged, JsonCodec, SyncMachine, to_store_ops
 from tests.omnicare.sync.conftest import care_team, patient, practitioner, seed
 
 CODEC = JsonCodec()
@@ -89,6 +89,11 @@ class Device:
     def apply(self, effects: list[Effect]) -> None:
         step(self.store.apply(to_store_ops(effects, CODEC)))
         for e in effects:
+            if isinstance(e, EpochChanged):
+                # The server went back in time: hand every held record to the machine, as the browser
+                # adapter does (BrowserApp._epoch_recover); until then the machine waits in "collect".
+                held = [(t, i, v, body) for (t, i), (v, body) in self.records().items()]
+                self.apply(self.machine.recover_held(held))
             if isinstance(e, ConflictParked):
                 entry = self.machine.entry(e.entry_id)
                 if entry is not None and entry.conflict_id:
