@@ -17,6 +17,17 @@ from .test_rejected_changes import assert_plain
 from .test_touch_targets import _check as measure_touch_targets
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
+    roles, a tampered device, a full disk) made these tests fail although each passes alone."""
+    _ensure_assets()
+    srv = server_start(tmp_path_factory.mktemp("own-server"))
+    yield srv
+    server_stop(srv)
+
+
+
 def _outside_patient(server: Server) -> dict[str, Any]:
     """A patient on dr.chen's care team that is not on dr.adams's."""
     mine = {e["resource"]["id"] for e in server.fhir("Patient?_count=200", user="dr.adams").get("entry", [])}

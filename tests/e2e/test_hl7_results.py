@@ -90,7 +90,7 @@ def test_lab_results_and_a_dispense_reach_the_chart_and_stay_offline(new_context
             time.sleep(1)
         row = page.locator("tr.critical").first
         assert "Potassium" in row.inner_text() and "critical high" in row.inner_text()
-        glucose = page.locator("tr.abnormal", has_text="Glucose")
+        glucose = page.locator("tr.abnormal[data-id]", has_text="Glucose")  # "Recent labs" (the report lists it too)
         assert "high" in glucose.inner_text() and "preliminary" in glucose.inner_text()
         assert "dispensed 2026-12-01" in page.locator("#medications").inner_text()
         for w, h in ((1024, 768), (768, 1024)):

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
-from .conftest import Server, shot
+import pytest
+
+from .conftest import Server, _ensure_assets, server_start, server_stop, shot
 from .helpers import open_patient, poll, sign_in_and_sync, unlock, wait_status
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
+    roles, a tampered device, a full disk) made these tests fail although each passes alone."""
+    _ensure_assets()
+    srv = server_start(tmp_path_factory.mktemp("own-server"))
+    yield srv
+    server_stop(srv)
+
 
 
 def test_offline_vitals_and_allergy_reach_the_server(new_context: Any, server: Server) -> None:
