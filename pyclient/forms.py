@@ -259,10 +259,10 @@ def _valid_date(text: str) -> bool:
     m = _DATE.fullmatch(text)
     if not m:
         return False
+    from pyclient.views.caldate import valid_date  # the one calendar rule
+
     y, mo, d = (int(g) for g in m.groups())
-    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    days = [31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
-    return y >= 1 and 1 <= mo <= 12 and 1 <= d <= days[mo - 1]
+    return y >= 1 and valid_date(y, mo, d)
 
 
 def contact_update(res: dict[str, Any], *, phone: str | None, birth_date: str | None, gender: str | None,

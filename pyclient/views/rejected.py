@@ -17,6 +17,7 @@ from pyclient import dosage as dz
 from pyclient.dosage import dosage_list_text
 from pyclient.errors import ValidationFailed
 
+from .caldate import valid_date
 from .permissions import Permissions, may, not_allowed_message
 
 TITLES: Final[Mapping[str, str]] = {
@@ -125,9 +126,7 @@ def parse_iso_date(text: str) -> str | None:
     if not m:
         return None
     y, mo, d = (int(g) for g in m.groups())
-    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
-    days = (31, 29 if leap else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-    return m.group(0) if 1 <= mo <= 12 and 1 <= d <= days[mo - 1] and y >= 1800 else None
+    return m.group(0) if y >= 1800 and valid_date(y, mo, d) else None
 
 
 def fix_fields(r: Rejected) -> list[dict[str, Any]]:
