@@ -77,7 +77,7 @@ def test_offline_vitals_and_allergy_reach_the_server(new_context: Any, server: S
     shot(page, "05-chart-synced")
 
 
-def test_full_disk_is_visible_and_sign_out_warns_then_wipes(new_context: Any, server: Server) -> None:
+def test_full_disk_is_visible_then_the_device_goes_online_only(new_context: Any, server: Server) -> None:
     ctx = new_context()
     page = sign_in_and_sync(ctx, "dr.chen")
     page.locator("#patients li a").first.click()
@@ -101,6 +101,29 @@ def test_full_disk_is_visible_and_sign_out_warns_then_wipes(new_context: Any, se
     page.wait_for_selector("#patient-name")
     assert page.locator("#notes li").count() == notes_before
     wait_status(page, "d.pending === '0'")
+    # The device cannot keep data any more (issue 13 item 4): nothing was waiting, so it forgets its local store
+    # and carries on online only, in memory, and the status says so in plain words.
+    page.wait_for_selector("#sync[data-mode='online-only']", timeout=60_000)
+    assert page.inner_text("#sync .sync-text").startswith("Online only")
+    # The clinician stays on the chart (read again from the server, into memory); a note is still written, sent
+    # to the server at once.
+    page.wait_for_selector("#patient-name")
+    names = page.evaluate("async () => (await indexedDB.databases()).map((d) => d.name)")
+    assert "omnicare" not in names, "a full device keeps no local store once online only"
+    shot(page, "10b-storage-full-online-only", full_page=False)
+    page.click("text=Write note")
+    page.wait_for_selector("#form-note")
+    page.fill("#form-note textarea[name=text]", "Written after the disk filled, online only.")
+    page.click("#form-note button[type=submit]")
+    page.wait_for_selector("#notes li:has-text('after the disk filled')", timeout=60_000)
+    assert page.locator("#notes li").count() == notes_before + 1
+
+
+def test_sign_out_with_an_unsynced_change_warns_then_wipes(new_context: Any, server: Server) -> None:
+    ctx = new_context()
+    page = sign_in_and_sync(ctx, "dr.chen")
+    page.locator("#patients li a").first.click()
+    page.wait_for_selector("#patient-name")
 
     # Sign-out with an unsynced change warns first; cancelling keeps everything.
     ctx.set_offline(True)
