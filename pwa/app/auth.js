@@ -225,12 +225,14 @@ export async function lock(reason) {
 
 export async function signOut() {
   // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.views.rejected).
+  // Locked too ("Forgot PIN"): Python counts the sealed entries and words it (pyclient.views.rejected).
   let warn = null;
-  try { warn = await state.py.call("sign_out_warning"); } catch { /* locked */ }
+  try { warn = await state.py.call("sign_out_warning"); } catch { /* the store could not be read */ }
   let outbox = 0;
   try { outbox = await idb.outboxCount(); } catch { /* no db */ }
+  // Never fewer than IndexedDB holds; Python's words whenever it answered, else say the number plainly.
   const unsynced = Math.max(warn?.unsent || 0, outbox);
-  const lost = warn?.message || `${unsynced} change${unsynced === 1 ? " has" : "s have"} not reached the server yet. Signing out removes ${unsynced === 1 ? "it" : "them"} from this device for good. Sync first if you can.`;
+  const lost = (warn?.unsent >= unsynced && warn.message) || `Changes not on the server: ${unsynced}. Signing out removes them from this device for good.`;
   const ok = await confirmDialog("Sign out and remove local data?",
     unsynced ? lost : "All patient data is removed from this device. You need a connection to sign in again.",
     unsynced ? "Discard changes and sign out" : "Sign out", { danger: !!unsynced });

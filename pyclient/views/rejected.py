@@ -246,6 +246,15 @@ def sign_out_warning(pending: int, rejected: int, conflicted: int) -> str | None
             "Sync and review them first if you can.")
 
 
+def sign_out_warning_sealed(count: int) -> str | None:
+    """The same dialog on a locked device ("Forgot PIN"): the changes are sealed, so only their number is known."""
+    if not count:
+        return None
+    one = count == 1
+    return (f"{count} change{' has' if one else 's have'} not reached the server yet. Signing out removes "
+            f"{'it' if one else 'them'} from this device for good. Sync first if you can.")
+
+
 def rejected_banner(count: int) -> str:
     """The banner right after a sync in which the server refused changes."""
     one = count == 1
