@@ -245,12 +245,13 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
   const allergies = section("Allergies", nkaButton, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
-      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
+      // The two selects wrap together, under the name, when the column is narrow (their words: pyclient.choices).
+      can.updateAllergy ? h("span", { class: "row-actions" }, h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
         h("select", { "aria-label": `Criticality of ${a.substance}`, class: "crit", onchange: (e) => onAllergy(a.id, { criticality: e.target.value }) },
-          c.choices.criticality.map(([v, words]) => h("option", { value: v, selected: v === a.criticality }, words)))) : null,
-      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
+          c.choices.criticality.map(([v, words]) => h("option", { value: v, selected: v === a.criticality }, words)))),
+        h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
         h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
-          c.choices.allergyStatus.map(([v, words]) => h("option", { value: v, selected: v === a.status }, words)))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
+          c.choices.allergyStatus.map(([v, words]) => h("option", { value: v, selected: v === a.status }, words))))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
       ? "The allergy list could not be verified on this device: do not rely on it until it is downloaded again."
       : c.banner && c.banner.allergies.state === "nka" ? c.banner.allergies.text + " (recorded)."
       : "Allergies not yet assessed."));

@@ -61,6 +61,21 @@ def _pill_is_pythons_words(page: Any, *, online: bool) -> str:
     return text
 
 
+def _chart_lists_are_pythons(page: Any) -> None:
+    """The chart's allergy selects offer pyclient.choices' codes and words (none spelled in ui.js)."""
+    from pyclient import choices as ch
+
+    open_patient(page, "MRN-000002")
+    for cls, choices in (("crit", ch.ALLERGY_CRITICALITY), ("astatus", ch.ALLERGY_STATUS)):
+        options = page.eval_on_selector(f"#allergies select.{cls}", "(s) => [...s.options].map((o) => [o.value, o.text])")
+        assert options == [list(c) for c in choices], options
+    for w, h in ((1024, 768), (768, 1024)):
+        page.set_viewport_size({"width": w, "height": h})
+        page.locator("#allergies").scroll_into_view_if_needed()
+        shot(page, f"42-chart-allergy-choices-{w}x{h}", full_page=False)
+    page.evaluate("() => { location.hash = '#/patients'; }")
+
+
 def test_the_pill_shows_pythons_words_in_every_state(new_context: Any, server: Server) -> None:
     # Issue 11 item 6: no status words in JS. Signed out, synced, offline and locked: each is Python's text.
     ctx = new_context()
@@ -76,6 +91,7 @@ def test_the_pill_shows_pythons_words_in_every_state(new_context: Any, server: S
     page = sign_in_and_sync(ctx)
     wait_status(page, "d.synced === 'true' && d.state === 'ok'")
     assert _pill_is_pythons_words(page, online=True).startswith("Online · synced ")
+    _chart_lists_are_pythons(page)
     ctx.set_offline(True)
     wait_status(page, "d.state === 'offline'")
     assert _pill_is_pythons_words(page, online=False).startswith("Offline · last sync ")
