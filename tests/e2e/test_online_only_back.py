@@ -69,11 +69,13 @@ def _accept_offer(page: Any, name: str) -> None:
     page.wait_for_selector("dialog#keep-data[open]")
     assert "What is on your screen stays as it is." in page.inner_text("dialog#keep-data")
     page.fill("#keep-data input[name=pin]", NEW_PIN)
+    page.fill("#keep-data input[name=pin2]", NEW_PIN)
+    shot(page, f"{name}-set-pin", full_page=False)
     page.fill("#keep-data input[name=pin2]", "730515")
     page.click("#keep-data button[type=submit]")
     page.wait_for_selector("#keep-data [data-field=pin2] .field-error:has-text('Does not match')")
+    assert page.get_attribute("#sync", "data-mode") == "online-only"  # a refused PIN changes nothing
     page.fill("#keep-data input[name=pin2]", NEW_PIN)
-    shot(page, f"{name}-set-pin", full_page=False)
     page.click("#keep-data button[type=submit]")
     page.wait_for_selector("#banner:has-text('kept on this device again')", timeout=120_000)
     assert page.locator("dialog#keep-data").count() == 0
@@ -189,5 +191,44 @@ def test_the_administrator_turning_offline_data_back_on_is_offered(new_context: 
         assert page.inner_text("#patient-name") == name  # the same chart, now read from the device
         shot(page, "online-only-back-policy-768-after", full_page=False)
         _offline_change_reaches_server(page, ctx, server, user, "online-only-back-policy-768")
+    finally:
+        server.manage("shell", "-c", group + "u.groups.remove(g)")
+
+
+def test_not_now_keeps_the_session_online_only_until_the_next_start(new_context: Any, server: Server) -> None:
+    user = "nurse.baker"
+    group = ("from django.contrib.auth.models import Group, User; g, _ = Group.objects.get_or_create("
+             "name='no-offline-data'); u = User.objects.get(username='nurse.baker'); ")
+    server.manage("shell", "-c", group + "u.groups.add(g)")
+    try:
+        ctx = new_context()
+        page = ctx.new_page()
+        page.set_viewport_size({"width": 1024, "height": 768})
+        page.goto("/")
+        page.wait_for_selector("#signin")
+        page.fill("#signin input[name=username]", user)
+        page.fill("#signin input[name=password]", USERS[user])
+        page.click("#signin button[type=submit]")
+        page.wait_for_selector("#patients li a", timeout=120_000)
+        assert page.get_attribute("#sync", "data-mode") == "online-only"
+        server.manage("shell", "-c", group + "u.groups.remove(g)")
+        page.evaluate(FOCUS)
+        page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
+        page.click("#banner button[aria-label=Dismiss]")  # not now
+        poll(page, "() => document.querySelector('#sync .sync-text').textContent.includes('until OmniCare is next started')")
+        shot(page, "online-only-back-not-now-1024", full_page=False)
+        page.evaluate(FOCUS)  # not asked again in this session
+        page.wait_for_timeout(3000)
+        assert OFFER not in page.inner_text("#banner")
+        assert page.get_attribute("#sync", "data-mode") == "online-only"
+        # The next start decides afresh: nothing holds any more, so the sign-in leads to the offline PIN.
+        page.reload()
+        page.wait_for_selector("#signin, #pin-setup", timeout=120_000)
+        if page.locator("#signin").count():
+            page.fill("#signin input[name=username]", user)
+            page.fill("#signin input[name=password]", USERS[user])
+            page.click("#signin button[type=submit]")
+        page.wait_for_selector("#pin-setup", timeout=120_000)
+        assert page.get_attribute("#sync", "data-mode") is None
     finally:
         server.manage("shell", "-c", group + "u.groups.remove(g)")
