@@ -10,7 +10,7 @@ in IndexedDB, works offline, and a change made offline waits in the queue and re
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -160,75 +160,77 @@ def test_freed_space_offers_to_keep_data_again_and_the_device_then_works_offline
     _offline_change_reaches_server(page, ctx, server, user, "online-only-back-quota-1024")
 
 
-def test_the_administrator_turning_offline_data_back_on_is_offered(new_context: Any, server: Server) -> None:
+GROUP = ("from django.contrib.auth.models import Group, User; g, _ = Group.objects.get_or_create("
+         "name='no-offline-data'); u = User.objects.get(username='nurse.baker'); ")
+
+
+@pytest.fixture
+def shared_workstation(server: Server) -> Iterator[Callable[[], None]]:
+    """nurse.baker's account under "no offline data" (the admin's group); yields how the administrator lifts it."""
+    def lift() -> None:
+        server.manage("shell", "-c", GROUP + "u.groups.remove(g)")
+
+    server.manage("shell", "-c", GROUP + "u.groups.add(g)")
+    yield lift
+    lift()
+
+
+def _sign_in_online_only(ctx: Any, user: str, viewport: dict[str, int]) -> Any:
+    page = ctx.new_page()
+    page.set_viewport_size(viewport)
+    page.goto("/")
+    page.wait_for_selector("#signin")
+    page.fill("#signin input[name=username]", user)
+    page.fill("#signin input[name=password]", USERS[user])
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#sync[data-mode='online-only']", timeout=120_000)
+    assert "shared workstation" in page.inner_text("#sync .sync-text")
+    page.wait_for_selector("#patients li a", timeout=120_000)
+    return page
+
+
+def test_the_administrator_turning_offline_data_back_on_is_offered(
+        new_context: Any, server: Server, shared_workstation: Callable[[], None]) -> None:
     user = "nurse.baker"
-    group = ("from django.contrib.auth.models import Group, User; g, _ = Group.objects.get_or_create("
-             "name='no-offline-data'); u = User.objects.get(username='nurse.baker'); ")
-    server.manage("shell", "-c", group + "u.groups.add(g)")
-    try:
-        ctx = new_context()
-        page = ctx.new_page()
-        page.set_viewport_size({"width": 768, "height": 1024})
-        page.goto("/")
-        page.wait_for_selector("#signin")
+    ctx = new_context()
+    page = _sign_in_online_only(ctx, user, {"width": 768, "height": 1024})
+    page.locator("#patients li a").first.click()
+    page.wait_for_selector("#patient-name")
+    name = page.inner_text("#patient-name")
+
+    page.evaluate(FOCUS)  # the policy still holds: nothing offered
+    page.wait_for_timeout(3000)
+    assert OFFER not in page.inner_text("#banner")
+
+    shared_workstation()  # the administrator lifts it
+    page.evaluate(FOCUS)
+    _accept_offer(page, "online-only-back-policy-768")
+    assert page.inner_text("#patient-name") == name  # the same chart, now read from the device
+    shot(page, "online-only-back-policy-768-after", full_page=False)
+    _offline_change_reaches_server(page, ctx, server, user, "online-only-back-policy-768")
+
+
+def test_not_now_keeps_the_session_online_only_until_the_next_start(
+        new_context: Any, shared_workstation: Callable[[], None]) -> None:
+    user = "nurse.baker"
+    ctx = new_context()
+    page = _sign_in_online_only(ctx, user, {"width": 1024, "height": 768})
+    shared_workstation()
+    page.evaluate(FOCUS)
+    page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
+    page.click("#banner button[aria-label=Dismiss]")  # not now
+    poll(page, "() => document.querySelector('#sync .sync-text').textContent.includes('until OmniCare is next started')")
+    shot(page, "online-only-back-not-now-1024", full_page=False)
+    page.evaluate(FOCUS)  # not asked again in this session
+    page.wait_for_timeout(3000)
+    assert OFFER not in page.inner_text("#banner")
+    assert page.get_attribute("#sync", "data-mode") == "online-only"
+    # The next start decides afresh: nothing holds any more, so the sign-in leads to the offline PIN.
+    page.reload()
+    page.wait_for_selector("#signin, #pin-setup", timeout=120_000)
+    if page.locator("#signin").count():
         page.fill("#signin input[name=username]", user)
         page.fill("#signin input[name=password]", USERS[user])
         page.click("#signin button[type=submit]")
-        page.wait_for_selector("#sync[data-mode='online-only']", timeout=120_000)
-        assert "shared workstation" in page.inner_text("#sync .sync-text")
-        page.wait_for_selector("#patients li a", timeout=120_000)
-        page.locator("#patients li a").first.click()
-        page.wait_for_selector("#patient-name")
-        name = page.inner_text("#patient-name")
-
-        page.evaluate(FOCUS)  # the policy still holds: nothing offered
-        page.wait_for_timeout(3000)
-        assert OFFER not in page.inner_text("#banner")
-
-        server.manage("shell", "-c", group + "u.groups.remove(g)")  # the administrator lifts it
-        page.evaluate(FOCUS)
-        _accept_offer(page, "online-only-back-policy-768")
-        assert page.inner_text("#patient-name") == name  # the same chart, now read from the device
-        shot(page, "online-only-back-policy-768-after", full_page=False)
-        _offline_change_reaches_server(page, ctx, server, user, "online-only-back-policy-768")
-    finally:
-        server.manage("shell", "-c", group + "u.groups.remove(g)")
-
-
-def test_not_now_keeps_the_session_online_only_until_the_next_start(new_context: Any, server: Server) -> None:
-    user = "nurse.baker"
-    group = ("from django.contrib.auth.models import Group, User; g, _ = Group.objects.get_or_create("
-             "name='no-offline-data'); u = User.objects.get(username='nurse.baker'); ")
-    server.manage("shell", "-c", group + "u.groups.add(g)")
-    try:
-        ctx = new_context()
-        page = ctx.new_page()
-        page.set_viewport_size({"width": 1024, "height": 768})
-        page.goto("/")
-        page.wait_for_selector("#signin")
-        page.fill("#signin input[name=username]", user)
-        page.fill("#signin input[name=password]", USERS[user])
-        page.click("#signin button[type=submit]")
-        page.wait_for_selector("#patients li a", timeout=120_000)
-        assert page.get_attribute("#sync", "data-mode") == "online-only"
-        server.manage("shell", "-c", group + "u.groups.remove(g)")
-        page.evaluate(FOCUS)
-        page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
-        page.click("#banner button[aria-label=Dismiss]")  # not now
-        poll(page, "() => document.querySelector('#sync .sync-text').textContent.includes('until OmniCare is next started')")
-        shot(page, "online-only-back-not-now-1024", full_page=False)
-        page.evaluate(FOCUS)  # not asked again in this session
-        page.wait_for_timeout(3000)
-        assert OFFER not in page.inner_text("#banner")
-        assert page.get_attribute("#sync", "data-mode") == "online-only"
-        # The next start decides afresh: nothing holds any more, so the sign-in leads to the offline PIN.
-        page.reload()
-        page.wait_for_selector("#signin, #pin-setup", timeout=120_000)
-        if page.locator("#signin").count():
-            page.fill("#signin input[name=username]", user)
-            page.fill("#signin input[name=password]", USERS[user])
-            page.click("#signin button[type=submit]")
-        page.wait_for_selector("#pin-setup", timeout=120_000)
-        assert page.get_attribute("#sync", "data-mode") is None
-    finally:
-        server.manage("shell", "-c", group + "u.groups.remove(g)")
+    page.wait_for_selector("#pin-setup", timeout=120_000)
+    assert page.get_attribute("#sync", "data-mode") is None
