@@ -59,8 +59,9 @@ def _notes_on_server(server: Server, pid: str, user: str) -> list[str]:
             for c in e["resource"].get("content", []) if c.get("attachment", {}).get("data")]
 
 
-def _accept_offer(page: Any, name: str) -> None:
-    """The offer is shown (never a silent switch); accepting sets a PIN in a dialog and downloads to the device."""
+def _accept_offer(page: Any, name: str, *, offline_first: Any = None) -> None:
+    """The offer is shown (never a silent switch); accepting sets a PIN in a dialog and downloads to the device.
+    ``offline_first``: the browser context, to accept once while offline first (refused, in words)."""
     page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
     assert page.get_attribute("#sync", "data-mode") == "online-only"  # offered, not switched
     assert "can keep patient data again" in page.inner_text("#sync .sync-text")
@@ -76,6 +77,12 @@ def _accept_offer(page: Any, name: str) -> None:
     page.wait_for_selector("#keep-data [data-field=pin2] .field-error:has-text('Does not match')")
     assert page.get_attribute("#sync", "data-mode") == "online-only"  # a refused PIN changes nothing
     page.fill("#keep-data input[name=pin2]", NEW_PIN)
+    if offline_first is not None:  # the first download needs a connection: not yet, and nothing changes
+        offline_first.set_offline(True)
+        page.click("#keep-data button[type=submit]")
+        page.wait_for_selector("#keep-data .form-error:has-text('You are offline')")
+        assert page.get_attribute("#sync", "data-mode") == "online-only"
+        offline_first.set_offline(False)
     page.click("#keep-data button[type=submit]")
     page.wait_for_selector("#banner:has-text('kept on this device again')", timeout=120_000)
     assert page.locator("dialog#keep-data").count() == 0
@@ -204,7 +211,7 @@ def test_the_administrator_turning_offline_data_back_on_is_offered(
 
     shared_workstation()  # the administrator lifts it
     page.evaluate(FOCUS)
-    _accept_offer(page, "online-only-back-policy-768")
+    _accept_offer(page, "online-only-back-policy-768", offline_first=ctx)
     assert page.inner_text("#patient-name") == name  # the same chart, now read from the device
     shot(page, "online-only-back-policy-768-after", full_page=False)
     _offline_change_reaches_server(page, ctx, server, user, "online-only-back-policy-768")
