@@ -18,9 +18,9 @@ that moment, labelled by whether the user opened the chart in the next 12 hours.
 * time of day and week (night shift, weekend).
 
 The features themselves are :func:`omnicare.prefetch.features.features_at`, the one function the evaluation
-(``bench/prefetch_eval.py``) also runs; this module only loads the History it reads. Care-team membership
-and ward assignments are taken as they are now (their history is not replayed): an approximation written
-down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
+(``bench/prefetch_eval.py``) also runs; this module only loads the History it reads. The training replay
+takes care-team membership as it stood at each shift start (from the CareTeam versions); the user's scope
+(the candidates) and ward assignments are taken as they are now: an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
 window a ``heuristic`` version is stored and ranks with fixed weights. Each run stores a new
 :class:`~omnicare.prefetch.models.PrefetchModelVersion` row.
 
@@ -31,7 +31,9 @@ Ranking (:func:`prefetch_rank`) scores exactly the patients of the user's device
 from __future__ import annotations
 
 import pickle  # noqa: S403 - the estimator is written and read only by this server, in its own database
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -41,6 +43,7 @@ from django.db.models import Count, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
+from omnicare.access.services import _INACTIVE_CARETEAM as INACTIVE_CARETEAM  # the same rule, replayed
 from omnicare.access.services import (
     care_team_patient_ids,
     scope_reasons,
@@ -175,10 +178,42 @@ def _shift_starts(since: datetime, until: datetime) -> list[datetime]:
         day += timedelta(days=1)
 
 
+#: One CareTeam version: when, its subject, its Practitioner members, and whether it counts (status, deletion).
+_TeamVersion = tuple[datetime, str | None, frozenset[str], bool]
+
+
+def care_team_versions() -> dict[str, list[_TeamVersion]]:
+    """Every CareTeam's versions, oldest first: what a training replay needs to know who was on which team
+    at a past shift start (the current membership would tell it about patients who joined later)."""
+    out: dict[str, list[_TeamVersion]] = defaultdict(list)
+    rows = ResourceVersion.objects.filter(resource_type="CareTeam").order_by("seq").values_list(
+        "resource_id", "last_updated", "deleted", "body")
+    for rid, at, deleted, body in rows.iterator():
+        body = body if isinstance(body, dict) else {}
+        members = frozenset(
+            i for i in (_ref((p or {}).get("member"), "Practitioner") for p in body.get("participant") or []
+                        if isinstance(p, dict)) if i)
+        counts = not deleted and body.get("status") not in INACTIVE_CARETEAM
+        out[str(rid)].append((at, _ref(body.get("subject"), "Patient"), members, counts))
+    return out
+
+
+def care_team_at(versions: dict[str, list[_TeamVersion]], practitioners: frozenset[str], at: datetime) -> frozenset[str]:
+    """Patients whose CareTeam, as its latest version before ``at`` stood, listed one of ``practitioners``
+    (the rule of ``access.services.care_team_patient_ids``, replayed)."""
+    out = set()
+    for vs in versions.values():
+        current = next((v for v in reversed(vs) if v[0] < at), None)
+        if current is not None and current[3] and current[1] and current[2] & practitioners:
+            out.add(current[1])
+    return frozenset(out)
+
+
 def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[int]]:
     """(features, labels) for every shift start of the last ``days`` days (see the module notes)."""
     start = now - timedelta(days=days)
     h = history_load(since=start - timedelta(days=7))
+    teams = care_team_versions()
     users = get_user_model().objects.filter(pk__in=list(h.opens), is_active=True)
     x: list[list[float]] = []
     y: list[int] = []
@@ -187,9 +222,11 @@ def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[
         candidates = sorted(set(scope_reasons(user=user, now=now)) | {p for _t, p in h.opens[u.user_id]})
         if not candidates:
             continue
+        mine = {k: vs for k, vs in teams.items() if any(v[2] & u.practitioners for v in vs)}
         for at in _shift_starts(start, now):
             opened = {p for t, p in h.opens[u.user_id] if at <= t < at + SHIFT}
-            x.extend(_features(h, u, candidates, at))
+            then = replace(u, team=care_team_at(mine, u.practitioners, at))  # the team as it stood then
+            x.extend(_features(h, then, candidates, at))
             y.extend(int(p in opened) for p in candidates)
     return x, y
 

@@ -138,3 +138,20 @@ def test_the_servers_history_reads_transfers_and_flagged_vital_signs(db: Any, us
     assert (after["ward_census"], after["ward_recent_14d"], after["inpatient"]) == (0.0, 1.0, 1.0)
     assert (after["admitted_by_user"], after["result_1d"], after["abnormal_results_1d"]) == (1.0, 1.0, 1.0)
     assert (before["result_1d"], t2["result_1d"], t2["abnormal_results_1d"], t2["inpatient"]) == (0.0, 1.0, 0.0, 0.0)
+
+
+def test_the_training_replay_takes_the_care_team_as_it_stood_then(db: Any, user: Any) -> None:
+    """A patient who joined the user's care team today was not on it at yesterday's shift start, and a team
+    set to inactive no longer counts after that version: the replay reads the CareTeam versions."""
+    from omnicare.prefetch.services import care_team_at, care_team_versions, user_context
+
+    seed(practitioner(user.username), patient("j1"), care_team("j1", [user.username]))
+    joined = timezone.now()
+    seed({**care_team("j1", [user.username]), "status": "inactive"})
+    left = timezone.now()
+    versions, mine = care_team_versions(), user_context(user).practitioners
+    assert len(versions["ct-j1"]) == 2
+    assert care_team_at(versions, mine, joined - timedelta(days=1)) == frozenset()
+    assert care_team_at(versions, mine, left + timedelta(seconds=1)) == frozenset()
+    first = versions["ct-j1"][0][0]
+    assert care_team_at(versions, mine, first + timedelta(microseconds=1)) == frozenset({"j1"})
