@@ -65,6 +65,7 @@ SHIFT_STARTS = (time(7, 0), time(19, 0))
 SHIFT = timedelta(hours=12)
 _INPATIENT = frozenset({"IMP", "ACUTE", "NONAC"})
 _LOINC = "http://loinc.org"
+_FLAG_KEYS = ("code", "interpretation", "valueQuantity", "referenceRange", "component")  # what vital_flag reads
 
 
 def _ref(ref: Any, rtype: str) -> str | None:
@@ -147,10 +148,13 @@ def history_load(*, since: datetime) -> History:
             "patient_ids", "last_updated"):
         for p in ids or []:
             h.team_changed[str(p)].append(at)
-    for rtype, ids, at, body in ResourceVersion.objects.filter(
+    # Only the parts of a result its flag reads (a site's week of results is large; the whole bodies are not
+    # needed for one ranking).
+    for rtype, ids, at, *parts in ResourceVersion.objects.filter(
             resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since, deleted=False,
-    ).values_list("resource_type", "patient_ids", "last_updated", "body"):
-        abnormal = rtype == "Observation" and isinstance(body, dict) and _abnormal(body)
+    ).values_list("resource_type", "patient_ids", "last_updated", *(f"body__{k}" for k in _FLAG_KEYS)):
+        body = {k: v for k, v in zip(_FLAG_KEYS, parts, strict=True) if v is not None}
+        abnormal = rtype == "Observation" and _abnormal(body)
         for p in ids or []:
             h.results[str(p)].append((at, abnormal))
     return h
