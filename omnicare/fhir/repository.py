@@ -63,9 +63,17 @@ class FhirStore:
         )
 
     @staticmethod
-    def _denied(resource_type: str, resource_id: str) -> Callable[[], list[str]]:
-        """The stored compartment, named on a denial event (the refused body never learnt it)."""
-        return lambda: compartment_of(resource_type, resource_id)
+    def _denied(resource_type: str, resource_id: str, submitted: Any = None) -> Callable[[], list[str]]:
+        """The patients a denial event names (the refused body never learnt them): the stored compartment, and
+        for a write the compartment of what was sent (whose chart someone tried to write into)."""
+
+        def patients() -> list[str]:
+            found = compartment_of(resource_type, resource_id) if resource_id else []
+            if isinstance(submitted, dict):
+                found += compartment_patients(resource_type, resource_id or str(submitted.get("id") or ""), submitted)
+            return [p for p in found if p]  # a refused Patient create has no id yet
+
+        return patients
 
     # ---- reads ---------------------------------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class FhirStore:
         """Create with a server-assigned id (201). The body's resourceType must be the one addressed."""
         if isinstance(resource, dict) and resource.get("resourceType") != resource_type:
             raise BadRequest(f"resourceType does not match the URL ({resource_type})", expression=["resourceType"])
-        with self._audited("create", resource_type) as note:
+        with self._audited("create", resource_type, denied=self._denied(resource_type, "", resource)) as note:
             result = svc.resource_create(user=self.user, resource=resource)
             self._written(note, result)
         return result
@@ -123,7 +131,7 @@ class FhirStore:
     ) -> svc.WriteResult:
         """Update, or create with the client's id (201); ``if_match`` stale → 412, nothing written."""
         with self._audited("update", resource_type, resource_id,
-                           denied=self._denied(resource_type, resource_id)) as note:
+                           denied=self._denied(resource_type, resource_id, resource)) as note:
             result = svc.resource_update(user=self.user, resource_type=resource_type, resource_id=resource_id,
                                          resource=resource, if_match=if_match)
             self._written(note, result)

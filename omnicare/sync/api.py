@@ -259,6 +259,13 @@ def pull_get(
 def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> HttpResponse:
     """One pull page: device check, then the page and its ONE audit event (every patient on the page).
 
+    The one hand-built answer left (with push, which pyclient's ``dumps`` writes): a page splices each stored
+    body's JSON text in as it comes from the database (``pull.pull_json_page``) instead of parsing it and
+    letting ninja validate and re-serialise ``PullOut``. Measured on one 1,000-change page of Observations
+    (2026-12-01, this machine under load): 9.7 ms hand-built vs 167 ms through the schema, i.e. the schema
+    path alone would cap a pull at ~6,000 changes/s where bench/results.json's ``pull_resources_per_s`` is
+    28,999 end to end. ``PullOut`` still documents the page in /api/docs.
+
     No patient data without a registered, non-revoked device of the caller (issue 10, item 14), and the
     session or token is bound to that device."""
     if not device_id:
