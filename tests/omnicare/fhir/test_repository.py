@@ -15,29 +15,18 @@ from typing import Any
 import pytest
 from django.db import DatabaseError
 
-from omnicare.access.roles import PHYSICIAN, role_assign
 from omnicare.audit.models import AuditEvent
 from omnicare.audit.services import AuditUnavailable
 from omnicare.core.errors import Forbidden
 from omnicare.fhir.models import Resource
 from omnicare.fhir.repository import FhirStore
-from omnicare.fhir.services import resources_import
-
-from .conftest import patient
 
 REAL_ACCESS = True  # the real role matrix and care-team scope: the store must be the one calling them
 
 
 @pytest.fixture
-def ward(user: Any) -> FhirStore:
-    """dr.test is a physician on pat-a's care team; pat-b is someone else's patient."""
-    role_assign(user=user, role=PHYSICIAN)
-    resources_import(resources=[
-        patient(family="Alpha", id="pat-a"), patient(family="Beta", id="pat-b"),
-        {"resourceType": "Practitioner", "id": "dr", "identifier": [{"system": "urn:omnicare:user", "value": "dr.test"}]},
-        {"resourceType": "CareTeam", "id": "team-a", "status": "active", "subject": {"reference": "Patient/pat-a"},
-         "participant": [{"member": {"reference": "Practitioner/dr"}}]},
-    ])  # fmt: skip
+def store(user: Any, ward: None) -> FhirStore:
+    """dr.test's store (the ``ward`` fixture: a physician on pat-a's care team; pat-b is someone else's)."""
     return FhirStore(user=user)
 
 
@@ -50,42 +39,42 @@ def _events(action: str) -> list[AuditEvent]:
     return list(AuditEvent.objects.filter(action=action).order_by("id"))
 
 
-def test_each_interaction_is_one_event_naming_its_patients(ward: FhirStore) -> None:
-    created = ward.create("Observation", _weight("pat-a"))
+def test_each_interaction_is_one_event_naming_its_patients(store: FhirStore) -> None:
+    created = store.create("Observation", _weight("pat-a"))
     assert created.status == 201 and created.version is not None
-    assert ward.read("Observation", created.resource_id).body["valueQuantity"]["value"] == 70
-    page = ward.search("Observation", [("subject", "Patient/pat-a")], base_url="")
+    assert store.read("Observation", created.resource_id).body["valueQuantity"]["value"] == 70
+    page = store.search("Observation", [("subject", "Patient/pat-a")], base_url="")
     assert [e["resource"]["id"] for e in page["entry"]] == [created.resource_id]
-    assert [v.version_id for v in ward.history("Observation", created.resource_id).versions] == [1]
+    assert [v.version_id for v in store.history("Observation", created.resource_id).versions] == [1]
     for action in ("create", "read", "search", "history"):
         [event] = _events(action)
         assert (event.outcome, event.patient_ids) == ("success", ["pat-a"]), action
     assert _events("create")[0].resource_id == created.resource_id and _events("create")[0].detail["version"] == 1
 
 
-def test_what_the_principal_may_not_see_is_refused_and_recorded(ward: FhirStore) -> None:
+def test_what_the_principal_may_not_see_is_refused_and_recorded(store: FhirStore) -> None:
     with pytest.raises(Forbidden):
-        ward.read("Patient", "pat-b")
+        store.read("Patient", "pat-b")
     with pytest.raises(Forbidden):
-        ward.create("Observation", _weight("pat-b"))
+        store.create("Observation", _weight("pat-b"))
     assert [(e.action, e.outcome, e.patient_ids) for e in AuditEvent.objects.filter(outcome="denied")
             .order_by("id")] == [("read", "denied", ["pat-b"]), ("create", "denied", ["pat-b"])]  # whose chart
     assert not Resource.objects.filter(resource_type="Observation").exists()
 
 
-def test_a_write_whose_audit_row_cannot_be_stored_is_not_written(ward: FhirStore,
+def test_a_write_whose_audit_row_cannot_be_stored_is_not_written(store: FhirStore,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any, **kwargs: Any) -> None:
         raise DatabaseError("disk full")
 
     monkeypatch.setattr(type(AuditEvent.objects), "bulk_create", broken)
     with pytest.raises(AuditUnavailable):
-        ward.create("Observation", _weight("pat-a"))
+        store.create("Observation", _weight("pat-a"))
     assert not Resource.objects.filter(resource_type="Observation").exists()
 
 
-def test_a_delete_of_nothing_is_an_audited_no_op(ward: FhirStore) -> None:
-    result = ward.delete("Observation", "never-was")
+def test_a_delete_of_nothing_is_an_audited_no_op(store: FhirStore) -> None:
+    result = store.delete("Observation", "never-was")
     assert result.version is None
     [event] = _events("delete")
     assert event.detail.get("noop") is True and event.resource_id == "never-was"
