@@ -32,6 +32,8 @@ from pyclient.sync import (
     to_store_ops,
 )
 
+from .test_sync import _run  # the CPython stores never suspend: drive their coroutines to the end
+
 
 class RefCodec(JsonCodec):
     """JSON "sealing" that keeps the (type, id, version) each blob is bound to, as an envelope's AAD does."""
@@ -50,14 +52,6 @@ class BatchStore(MemoryStore):
     async def apply(self, ops: Sequence[StoreOp]) -> None:
         self.batches.append(list(ops))
         await super().apply(ops)
-
-
-def _run(coro: Any) -> Any:
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 def patient(version: int, name: str) -> dict[str, Any]:
