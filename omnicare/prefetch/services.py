@@ -34,7 +34,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Sum, TextField
+from django.db.models import Count, Q, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
@@ -159,6 +159,93 @@ def history_load(*, since: datetime) -> History:
         for p in ids or []:
             h.results[str(p)].append(at)
     return h
+
+
+def _stay(body: dict[str, Any]) -> _Stay | None:
+    klass = body.get("class") or {}
+    pid = _ref(body.get("subject"), "Patient")
+    if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT or pid is None:
+        return None
+    period = body.get("period") or {}
+    return _Stay(
+        pid, _dt(period.get("start")), _dt(period.get("end")),
+        {i for i in (_ref((x or {}).get("location"), "Location") for x in body.get("location") or []
+                     if isinstance(x, dict)) if i},
+        {i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
+                     if isinstance(x, dict)) if i},
+    )
+
+
+def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) -> History:
+    """What :func:`features_at` reads at ``now`` for ``u`` and ``patients``, and nothing more — the offer's
+    history (:func:`history_load` replays a whole site for training). Narrowed in the indexes, never by
+    reading every body: the user's own opens (8 days) and colleagues' opens of these patients (the last day);
+    inpatient stays of these patients still open (``in-progress``) or whose period ended in the last 8 days;
+    the user's appointments around today and tomorrow; care-team changes (7 days) and results (the last day)
+    of these patients. The same features as from :func:`history_load` (tests/omnicare/prefetch)."""
+    from omnicare.fhir.models import SearchDate, SearchReference, SearchToken  # noqa: PLC0415
+
+    mine = set(patients)
+    since = now - timedelta(days=8)
+    h = History()
+    opens = AuditEvent.objects.filter(action="read", resource_type="Patient", outcome="success", detail__view="chart")
+    for uid, pid, dev_t, rec_t in opens.filter(user_id=u.user_id, received_at__gte=since).values_list(
+            "user_id", "resource_id", "device_time", "received_at").iterator():
+        h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
+    # A colleague's open counts for a day (features_at); it is received at or after it happened.
+    for uid, pid, dev_t, rec_t in opens.filter(received_at__gte=now - timedelta(days=1)).exclude(
+            user_id=u.user_id).values_list("user_id", "resource_id", "device_time", "received_at").iterator():
+        if uid is not None and pid in mine:
+            h.all_opens.append((dev_t or rec_t, int(uid), str(pid)))
+    # The scope's encounters (the compartment index) still open or ended since ``since`` (the period's end,
+    # an index range); the class is checked on the bodies this leaves.
+    recent = (Q(pk__in=SearchDate.objects.filter(resource_type="Encounter", param="date", end__gte=since)
+                .values("resource_id"))
+              | Q(pk__in=SearchToken.objects.filter(resource_type="Encounter", param="status", code="in-progress")
+                  .values("resource_id")))
+    ordered = sorted(mine)
+    for start in range(0, len(ordered), 900):  # SQLite's bound-parameter limit, as compartment_sizes
+        stays = Resource.objects.filter(resource_type="Encounter", deleted=False, pk__in=ResourcePatient.objects.filter(
+            resource_type="Encounter", patient_id__in=ordered[start:start + 900]).values("resource_id")).filter(recent)
+        for body in stays.values_list("body", flat=True).iterator():
+            st = _stay(body)
+            if st is not None and st.patient in mine and (st.end is None or st.end >= since):
+                h.stays.append(st)
+    if u.practitioners:
+        midnight = timezone.make_aware(datetime.combine(timezone.localtime(now).date(), time(0, 0)),
+                                       timezone.get_current_timezone())
+        appts = Resource.objects.filter(
+            resource_type="Appointment", deleted=False,
+            pk__in=SearchReference.objects.filter(
+                resource_type="Appointment", param="practitioner", target_type="Practitioner",
+                target_id__in=sorted(u.practitioners)).values("resource_id"),
+        ).filter(pk__in=SearchDate.objects.filter(  # today and tomorrow, a day wider each side (zones)
+            resource_type="Appointment", param="date", start__gte=midnight - timedelta(days=1),
+            start__lt=midnight + timedelta(days=3)).values("resource_id"))
+        _appointments(h, appts.values_list("body", flat=True), since)
+    for ids, at in ResourceVersion.objects.filter(
+            resource_type="CareTeam", last_updated__gte=now - timedelta(days=7)).values_list("patient_ids", "last_updated"):
+        for p in ids or []:
+            if str(p) in mine:
+                h.team_changed[str(p)] = max(at, h.team_changed.get(str(p), at))
+    # The newest version of a result is the one that says whether any version is from the last day.
+    for pid, at in ResourcePatient.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), resource__last_updated__gte=now - timedelta(days=1),
+    ).values_list("patient_id", "resource__last_updated").iterator():
+        if pid in mine:
+            h.results[str(pid)].append(at)
+    return h
+
+
+def _appointments(h: History, bodies: Iterable[dict[str, Any]], since: datetime) -> None:
+    for body in bodies:
+        start = _dt(body.get("start"))
+        if start is None or start < since or body.get("status") in ("cancelled", "noshow", "entered-in-error"):
+            continue
+        actors = [(x or {}).get("actor") for x in body.get("participant") or [] if isinstance(x, dict)]
+        pats = [i for i in (_ref(a, "Patient") for a in actors) if i]
+        for prac in (i for i in (_ref(a, "Practitioner") for a in actors) if i):
+            h.appointments[prac].extend((start, p) for p in pats)
 
 
 @dataclass(frozen=True)
@@ -340,8 +427,8 @@ def prefetch_rank(*, user: Any, device: Any = None, now: datetime | None = None)
     reasons = scope_reasons(user=user, now=now)
     patients = sorted(reasons)
     row = current_model()
-    h = history_load(since=now - timedelta(days=8))
-    scores = _scores(row, features_at(h, user_context(user), patients, now))
+    u = user_context(user)
+    scores = _scores(row, features_at(history_for_rank(u=u, patients=patients, now=now), u, patients, now))
     sizes = compartment_sizes(patients)
     cands = [
         Candidate(p, tuple(reasons[p]), round(min(1.0, max(0.0, s)), 6), *sizes.get(p, (0, 0)))
@@ -359,6 +446,7 @@ __all__ = [
     "device_budget",
     "features_at",
     "heuristic_scores",
+    "history_for_rank",
     "history_load",
     "prefetch_rank",
     "prefetch_train",
