@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMNICARE_E2E_PATIENTS", "4")  # the demo patients are not the measured scope
 
+from bench.sections import section_write  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, PIN, _ensure_assets, server_start, server_stop  # noqa: E402
 
 SECTION = "## First sync under a storage budget (issue 13)"
@@ -271,15 +272,7 @@ def _report(scopes: dict[str, Any]) -> None:
             "The machine was shared (2 cores, several agents and a CI run): the TIMES are noisy — the load average "
             "is in the table — and only indicative; the memory figure is what this bench is for. "
             "`first_sync_200k_peak_mb` in `bench/results.json` is the 200,000-resource row.\n")
-    report = REPO / "BENCHMARKS.md"
-    text = report.read_text() if report.exists() else ""
-    if SECTION in text:
-        head, _, tail = text.partition(SECTION)
-        rest = tail.split("\n## ", 1)
-        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    report.write_text(text)
+    section_write(REPO / "BENCHMARKS.md", SECTION, body)
 
 if __name__ == "__main__":
     raise SystemExit(main())

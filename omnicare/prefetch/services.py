@@ -126,29 +126,11 @@ def history_load(*, since: datetime) -> History:
         h.opens[int(uid)].append((at, str(pid)))
         h.all_opens.append((at, int(uid), str(pid)))
     for body in Resource.objects.filter(resource_type="Encounter", deleted=False).values_list("body", flat=True):
-        klass = body.get("class") or {}
-        if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT:
-            continue
-        period = body.get("period") or {}
-        end = _dt(period.get("end"))
-        pid = _ref(body.get("subject"), "Patient")
-        if pid is None or (end is not None and end < since):
-            continue
-        h.stays.append(_Stay(
-            pid, _dt(period.get("start")), end,
-            {i for i in (_ref((x or {}).get("location"), "Location") for x in body.get("location") or []
-                         if isinstance(x, dict)) if i},
-            {i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
-                         if isinstance(x, dict)) if i},
-        ))
-    for body in Resource.objects.filter(resource_type="Appointment", deleted=False).values_list("body", flat=True):
-        start = _dt(body.get("start"))
-        if start is None or start < since or body.get("status") in ("cancelled", "noshow", "entered-in-error"):
-            continue
-        actors = [(x or {}).get("actor") for x in body.get("participant") or [] if isinstance(x, dict)]
-        pats = [i for i in (_ref(a, "Patient") for a in actors) if i]
-        for prac in (i for i in (_ref(a, "Practitioner") for a in actors) if i):
-            h.appointments[prac].extend((start, p) for p in pats)
+        st = _stay(body)
+        if st is not None and (st.end is None or st.end >= since):
+            h.stays.append(st)
+    _appointments(h, Resource.objects.filter(resource_type="Appointment", deleted=False).values_list(
+        "body", flat=True), since)
     for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
             "patient_ids", "last_updated"):
         for p in ids or []:
