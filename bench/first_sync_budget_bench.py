@@ -153,7 +153,8 @@ def run_once(pw: Any, url: str, *, first_pinned: str, expect_min: int, timeout: 
                     return { firstSync: !!o.firstSync, mode: o.storageMode?.mode || o.storageMode || null,
                              syncing: !!s.syncing, err: s.lastError || null };
                 }""")
-                print(json.dumps({"t_s": round(said - t0), "peak_mb": round(peak, 1), **st}, default=str), flush=True)
+                print(json.dumps({"t_s": round(said - t0), "peak_mb": round(peak, 1), "first_chart_s": first_chart,
+                                  "expect": expect, **st}, default=str), flush=True)
                 if st.get("mode") == "online-only":
                     raise RuntimeError(f"the app switched to online only during the first sync: {st}")
             if not chart_open and page.evaluate("() => !!window.omnicare?.unlocked && !window.omnicare?.firstSync"):
