@@ -7,15 +7,20 @@ that moment, labelled by whether the user opened the chart in the next 12 hours.
 
 * chart opens: ``AuditEvent`` action ``read``, resource_type ``Patient``, ``detail.view == "chart"`` (what
   ``pyclient.adapters.browser_app`` records when a chart is shown; offline opens carry ``device_time``) —
-  the user's own (count in 7 days, days since the last) and colleagues' (count in the last day);
-* admissions, transfers and discharges: inpatient ``Encounter`` periods, locations and participants;
+  the user's own (counts in 1/3/7/14 days, days since the last, opened in their last shift of the same
+  kind) and colleagues' (counts in 1 and 7 days);
+* admissions, transfers and discharges: inpatient ``Encounter`` periods, ``location`` periods (a transfer
+  ends one ward's period) and participants;
 * the schedule: ``Appointment`` start dates (today, tomorrow) with the user's Practitioner;
 * the care team (current membership; ``CareTeam`` changed in the last 7 days) and new results
-  (``Observation``/``DiagnosticReport`` versions in the last day);
+  (``Observation``/``DiagnosticReport`` versions: in the last day, how many flagged abnormal, how many since
+  the user last opened the chart);
 * time of day and week (night shift, weekend).
 
-Care-team membership and ward assignments are taken as they are now (their history is not replayed):
-an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
+The features themselves are :func:`omnicare.prefetch.features.features_at`, the one function the evaluation
+(``bench/prefetch_eval.py``) also runs; this module only loads the History it reads. The training replay
+takes care-team membership as it stood at each shift start (from the CareTeam versions); the user's scope
+(the candidates) and ward assignments are taken as they are now: an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
 window a ``heuristic`` version is stored and ranks with fixed weights. Each run stores a new
 :class:`~omnicare.prefetch.models.PrefetchModelVersion` row.
 
@@ -28,16 +33,17 @@ from __future__ import annotations
 import pickle  # noqa: S403 - the estimator is written and read only by this server, in its own database
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q, Sum, TextField
+from django.db.models import Count, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
+from omnicare.access.services import _INACTIVE_CARETEAM as INACTIVE_CARETEAM  # the same rule, replayed
 from omnicare.access.services import (
     care_team_patient_ids,
     scope_reasons,
@@ -47,33 +53,19 @@ from omnicare.access.services import (
 from omnicare.audit.models import AuditEvent
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from pyclient.device_set import Candidate, DeviceSetOffer
+from pyclient.views.fullchart import vital_flag
 
+from .features import FEATURES, History, Stay, UserContext, features_at, heuristic_scores
+from .model import train_classifier
 from .models import PrefetchModelVersion
 
-SERVER_FEATURES: tuple[str, ...] = (
-    "ward_census",
-    "admitted_last_day",
-    "discharged_recently",
-    "admitted_by_user",
-    "appointment_today",
-    "appointment_tomorrow",
-    "care_team",
-    "care_team_changed_7d",
-    "result_1d",
-    "user_opens_7d",
-    "days_since_user_open",
-    "colleague_opens_1d",
-    "night",
-    "weekend",
-)
+#: The feature columns, in order (stored with each trained version): the shared list of :mod:`.features`.
+SERVER_FEATURES: tuple[str, ...] = FEATURES
 SHIFT_STARTS = (time(7, 0), time(19, 0))
 SHIFT = timedelta(hours=12)
 _INPATIENT = frozenset({"IMP", "ACUTE", "NONAC"})
-_HEURISTIC = {
-    "appointment_today": 4.0, "appointment_tomorrow": 2.0, "admitted_last_day": 3.0, "ward_census": 2.0,
-    "result_1d": 1.0, "care_team": 0.5, "discharged_recently": 0.5, "user_opens_7d": 0.1,
-    "colleague_opens_1d": 0.05,
-}
+_LOINC = "http://loinc.org"
+_FLAG_KEYS = ("code", "interpretation", "valueQuantity", "referenceRange", "component")  # what vital_flag reads
 
 
 def _ref(ref: Any, rtype: str) -> str | None:
@@ -92,25 +84,42 @@ def _dt(raw: Any) -> datetime | None:
     return value if timezone.is_aware(value) else timezone.make_aware(value)
 
 
-@dataclass
-class _Stay:
-    patient: str
-    start: datetime | None
-    end: datetime | None
-    locations: set[str]
-    practitioners: set[str]
+def _abnormal(body: dict[str, Any]) -> bool:
+    """An Observation flagged abnormal (its interpretation, its range or the device's vital-sign ranges: the
+    chart's own rule, ``pyclient.views.fullchart.vital_flag``), itself or any component."""
+    def loinc(item: dict[str, Any]) -> str:
+        code = item.get("code")
+        codings = (code.get("coding") or []) if isinstance(code, dict) else []
+        return next((str(c.get("code")) for c in codings if isinstance(c, dict) and c.get("system") == _LOINC), "")
+
+    items = [body, *(c for c in body.get("component") or [] if isinstance(c, dict))]
+    return any(vital_flag(i, loinc(i))["abnormal"] for i in items)
 
 
-@dataclass
-class History:
-    """What the server knows, loaded once for a training run or a ranking (ids and times only)."""
-
-    opens: dict[int, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
-    all_opens: list[tuple[datetime, int, str]] = field(default_factory=list)
-    stays: list[_Stay] = field(default_factory=list)
-    appointments: dict[str, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
-    team_changed: dict[str, datetime] = field(default_factory=dict)
-    results: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+def _stay(body: dict[str, Any], since: datetime) -> Stay | None:
+    klass = body.get("class") or {}
+    if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT:
+        return None
+    if body.get("status") in ("entered-in-error", "cancelled"):
+        return None
+    period = body.get("period") or {}
+    start, end = _dt(period.get("start")), _dt(period.get("end"))
+    pid = _ref(body.get("subject"), "Patient")
+    if pid is None or (end is not None and end < since):
+        return None
+    locations = []
+    for x in body.get("location") or []:
+        lid = _ref((x or {}).get("location"), "Location") if isinstance(x, dict) else None
+        if lid is None:
+            continue
+        frm, until = _dt((x.get("period") or {}).get("start")), _dt((x.get("period") or {}).get("end"))
+        if until is None and x.get("status") == "completed":
+            until = frm or start  # left at an unknown time: not on the ward now, recently if it began lately
+        locations.append((lid, frm, until))
+    practitioners = frozenset(
+        i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
+                    if isinstance(x, dict)) if i)
+    return Stay(pid, start, end, tuple(locations), practitioners)
 
 
 def history_load(*, since: datetime) -> History:
@@ -122,100 +131,19 @@ def history_load(*, since: datetime) -> History:
     for uid, pid, dev_t, rec_t in rows.iterator():
         if uid is None or not pid:
             continue
-        at = dev_t or rec_t
-        h.opens[int(uid)].append((at, str(pid)))
-        h.all_opens.append((at, int(uid), str(pid)))
+        h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
     for body in Resource.objects.filter(resource_type="Encounter", deleted=False).values_list("body", flat=True):
-        st = _stay(body)
-        if st is not None and (st.end is None or st.end >= since):
-            h.stays.append(st)
+        stay = _stay(body, since)
+        if stay is not None:
+            h.stays.append(stay)
     _appointments(h, Resource.objects.filter(resource_type="Appointment", deleted=False).values_list(
         "body", flat=True), since)
     for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
             "patient_ids", "last_updated"):
         for p in ids or []:
-            h.team_changed[str(p)] = max(at, h.team_changed.get(str(p), at))
-    for ids, at in ResourceVersion.objects.filter(
-            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since
-    ).values_list("patient_ids", "last_updated"):
-        for p in ids or []:
-            h.results[str(p)].append(at)
-    return h
-
-
-def _stay(body: dict[str, Any]) -> _Stay | None:
-    klass = body.get("class") or {}
-    pid = _ref(body.get("subject"), "Patient")
-    if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT or pid is None:
-        return None
-    period = body.get("period") or {}
-    return _Stay(
-        pid, _dt(period.get("start")), _dt(period.get("end")),
-        {i for i in (_ref((x or {}).get("location"), "Location") for x in body.get("location") or []
-                     if isinstance(x, dict)) if i},
-        {i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
-                     if isinstance(x, dict)) if i},
-    )
-
-
-def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) -> History:
-    """What :func:`features_at` reads at ``now`` for ``u`` and ``patients``, and nothing more — the offer's
-    history (:func:`history_load` replays a whole site for training). Narrowed in the indexes, never by
-    reading every body: the user's own opens (8 days) and colleagues' opens of these patients (the last day);
-    inpatient stays of these patients still open (``in-progress``) or whose period ended in the last 8 days;
-    the user's appointments around today and tomorrow; care-team changes (7 days) and results (the last day)
-    of these patients. The same features as from :func:`history_load` (tests/omnicare/prefetch)."""
-    from omnicare.fhir.models import SearchDate, SearchReference, SearchToken  # noqa: PLC0415
-
-    mine = set(patients)
-    since = now - timedelta(days=8)
-    h = History()
-    opens = AuditEvent.objects.filter(action="read", resource_type="Patient", outcome="success", detail__view="chart")
-    for uid, pid, dev_t, rec_t in opens.filter(user_id=u.user_id, received_at__gte=since).values_list(
-            "user_id", "resource_id", "device_time", "received_at").iterator():
-        h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
-    # A colleague's open counts for a day (features_at); it is received at or after it happened.
-    for uid, pid, dev_t, rec_t in opens.filter(received_at__gte=now - timedelta(days=1)).exclude(
-            user_id=u.user_id).values_list("user_id", "resource_id", "device_time", "received_at").iterator():
-        if uid is not None and pid in mine:
-            h.all_opens.append((dev_t or rec_t, int(uid), str(pid)))
-    # The scope's encounters (the compartment index) still open or ended since ``since`` (the period's end,
-    # an index range); the class is checked on the bodies this leaves.
-    recent = (Q(pk__in=SearchDate.objects.filter(resource_type="Encounter", param="date", end__gte=since)
-                .values("resource_id"))
-              | Q(pk__in=SearchToken.objects.filter(resource_type="Encounter", param="status", code="in-progress")
-                  .values("resource_id")))
-    ordered = sorted(mine)
-    for start in range(0, len(ordered), 900):  # SQLite's bound-parameter limit, as compartment_sizes
-        stays = Resource.objects.filter(resource_type="Encounter", deleted=False, pk__in=ResourcePatient.objects.filter(
-            resource_type="Encounter", patient_id__in=ordered[start:start + 900]).values("resource_id")).filter(recent)
-        for body in stays.values_list("body", flat=True).iterator():
-            st = _stay(body)
-            if st is not None and st.patient in mine and (st.end is None or st.end >= since):
-                h.stays.append(st)
-    if u.practitioners:
-        midnight = timezone.make_aware(datetime.combine(timezone.localtime(now).date(), time(0, 0)),
-                                       timezone.get_current_timezone())
-        appts = Resource.objects.filter(
-            resource_type="Appointment", deleted=False,
-            pk__in=SearchReference.objects.filter(
-                resource_type="Appointment", param="practitioner", target_type="Practitioner",
-                target_id__in=sorted(u.practitioners)).values("resource_id"),
-        ).filter(pk__in=SearchDate.objects.filter(  # today and tomorrow, a day wider each side (zones)
-            resource_type="Appointment", param="date", start__gte=midnight - timedelta(days=1),
-            start__lt=midnight + timedelta(days=3)).values("resource_id"))
-        _appointments(h, appts.values_list("body", flat=True), since)
-    for ids, at in ResourceVersion.objects.filter(
-            resource_type="CareTeam", last_updated__gte=now - timedelta(days=7)).values_list("patient_ids", "last_updated"):
-        for p in ids or []:
-            if str(p) in mine:
-                h.team_changed[str(p)] = max(at, h.team_changed.get(str(p), at))
-    # The newest version of a result is the one that says whether any version is from the last day.
-    for pid, at in ResourcePatient.objects.filter(
-            resource_type__in=("Observation", "DiagnosticReport"), resource__last_updated__gte=now - timedelta(days=1),
-    ).values_list("patient_id", "resource__last_updated").iterator():
-        if pid in mine:
-            h.results[str(pid)].append(at)
+            h.team_changed[str(p)].append(at)
+    _results(h, ResourceVersion.objects.filter(
+        resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since, deleted=False))
     return h
 
 
@@ -230,12 +158,84 @@ def _appointments(h: History, bodies: Iterable[dict[str, Any]], since: datetime)
             h.appointments[prac].extend((start, p) for p in pats)
 
 
-@dataclass(frozen=True)
-class UserContext:
-    user_id: int
-    practitioners: frozenset[str]
-    wards: frozenset[str]
-    team: frozenset[str]
+def _results(h: History, versions: Any, patients: set[str] | None = None) -> None:
+    # Only the parts of a result its flag reads (a site's week of results is large; the whole bodies are not
+    # needed for one ranking).
+    for rtype, ids, at, *parts in versions.values_list(
+            "resource_type", "patient_ids", "last_updated", *(f"body__{k}" for k in _FLAG_KEYS)).iterator():
+        body = {k: v for k, v in zip(_FLAG_KEYS, parts, strict=True) if v is not None}
+        abnormal = rtype == "Observation" and _abnormal(body)
+        for p in ids or []:
+            if patients is None or str(p) in patients:
+                h.results[str(p)].append((at, abnormal))
+
+
+def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) -> History:
+    """What :func:`features_at` reads at ``now`` for ``u`` and ``patients`` from ``history_load(since=now - 8
+    days)``, and nothing more — the offer's history (:func:`history_load` replays a whole site for training).
+    Narrowed in the indexes, never by reading every body: the user's own opens (8 days) and colleagues' opens
+    of these patients (7 days, the longest window of a colleague feature); these patients' inpatient stays still
+    open or ended in the 8 days; the user's appointments around today and tomorrow; care-team changes and
+    results of these patients of the 8 days. The same features (tests/omnicare/prefetch/test_rank_history.py),
+    except for a result re-linked to another patient: found by its current compartment here."""
+    from django.db.models import Q  # noqa: PLC0415
+
+    from omnicare.fhir.models import SearchDate, SearchReference, SearchToken  # noqa: PLC0415
+
+    mine = set(patients)
+    ordered = sorted(mine)
+    since = now - timedelta(days=8)
+    h = History()
+    opens = AuditEvent.objects.filter(action="read", resource_type="Patient", outcome="success", detail__view="chart")
+    for uid, pid, dev_t, rec_t in opens.filter(user_id=u.user_id, received_at__gte=since).values_list(
+            "user_id", "resource_id", "device_time", "received_at").iterator():
+        if pid:
+            h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
+    # A colleague's open counts for 7 days (features_at); it is received at or after it happened.
+    for uid, pid, dev_t, rec_t in opens.filter(received_at__gte=now - timedelta(days=7)).exclude(
+            user_id=u.user_id).values_list("user_id", "resource_id", "device_time", "received_at").iterator():
+        if uid is not None and pid in mine:
+            h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
+    # The scope's encounters (the compartment index) still open or ended since ``since`` (the period's end,
+    # an index range), or in progress; the class is checked on the bodies this leaves.
+    recent = (Q(pk__in=SearchDate.objects.filter(resource_type="Encounter", param="date", end__gte=since)
+                .values("resource_id"))
+              | Q(pk__in=SearchToken.objects.filter(resource_type="Encounter", param="status", code="in-progress")
+                  .values("resource_id")))
+    for start in range(0, len(ordered), 900):  # SQLite's bound-parameter limit, as compartment_sizes
+        chunk = ordered[start:start + 900]
+        stays = Resource.objects.filter(resource_type="Encounter", deleted=False, pk__in=ResourcePatient.objects.filter(
+            resource_type="Encounter", patient_id__in=chunk).values("resource_id")).filter(recent)
+        for body in stays.values_list("body", flat=True).iterator():
+            st = _stay(body, since)
+            if st is not None and st.patient in mine:
+                h.stays.append(st)
+        # Results of these patients changed since ``since`` (the current row's time bounds its versions').
+        touched = Resource.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since,
+            pk__in=ResourcePatient.objects.filter(patient_id__in=chunk).values("resource_id"),
+        ).values("resource_id")
+        _results(h, ResourceVersion.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), resource_id__in=touched, last_updated__gte=since,
+            deleted=False), mine)
+    if u.practitioners:
+        midnight = timezone.make_aware(datetime.combine(timezone.localtime(now).date(), time(0, 0)),
+                                       timezone.get_current_timezone())
+        appts = Resource.objects.filter(
+            resource_type="Appointment", deleted=False,
+            pk__in=SearchReference.objects.filter(
+                resource_type="Appointment", param="practitioner", target_type="Practitioner",
+                target_id__in=sorted(u.practitioners)).values("resource_id"),
+        ).filter(pk__in=SearchDate.objects.filter(  # today and tomorrow, a day wider each side (zones)
+            resource_type="Appointment", param="date", start__gte=midnight - timedelta(days=1),
+            start__lt=midnight + timedelta(days=3)).values("resource_id"))
+        _appointments(h, appts.values_list("body", flat=True), since)
+    for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
+            "patient_ids", "last_updated"):
+        for p in ids or []:
+            if str(p) in mine:
+                h.team_changed[str(p)].append(at)
+    return h
 
 
 def user_context(user: Any) -> UserContext:
@@ -243,63 +243,8 @@ def user_context(user: Any) -> UserContext:
                        frozenset(user_ward_ids(user=user)), care_team_patient_ids(user=user))
 
 
-def features_at(h: History, u: UserContext, patients: Sequence[str], at: datetime) -> list[list[float]]:
-    """One row of :data:`SERVER_FEATURES` per patient, from what was known before ``at`` only."""
-    local = timezone.localtime(at)
-    today = local.date()
-    mine = [(t, p) for t, p in h.opens.get(u.user_id, []) if t < at]
-    recent: dict[str, int] = defaultdict(int)
-    last: dict[str, datetime] = {}
-    for t, p in mine:
-        if at - t <= timedelta(days=7):
-            recent[p] += 1
-        last[p] = max(t, last.get(p, t))
-    colleagues: dict[str, int] = defaultdict(int)
-    for t, uid, p in h.all_opens:
-        if uid != u.user_id and timedelta(0) <= at - t <= timedelta(days=1):
-            colleagues[p] += 1
-    ward, new, gone, by_me = set(), set(), set(), set()
-    for s in h.stays:
-        here = (s.start is None or s.start <= at) and (s.end is None or s.end > at)
-        if here and s.locations & u.wards:
-            ward.add(s.patient)
-        if s.start is not None and timedelta(0) <= at - s.start <= timedelta(days=1):
-            new.add(s.patient)
-        if s.end is not None and timedelta(0) <= at - s.end <= timedelta(days=2):
-            gone.add(s.patient)
-        if s.practitioners & u.practitioners:
-            by_me.add(s.patient)
-    appt_today, appt_tomorrow = set(), set()
-    for prac in u.practitioners:
-        for start, p in h.appointments.get(prac, []):
-            d = (timezone.localtime(start).date() - today).days
-            (appt_today if d == 0 else appt_tomorrow if d == 1 else set()).add(p)
-    night = float(local.hour >= 19 or local.hour < 7)
-    weekend = float(local.weekday() >= 5)
-    rows = []
-    for p in patients:
-        changed = h.team_changed.get(p)
-        seen = last.get(p)
-        rows.append([
-            float(p in ward), float(p in new), float(p in gone), float(p in by_me),
-            float(p in appt_today), float(p in appt_tomorrow), float(p in u.team),
-            float(changed is not None and timedelta(0) <= at - changed <= timedelta(days=7)),
-            float(any(timedelta(0) <= at - t <= timedelta(days=1) for t in h.results.get(p, ()))),
-            float(recent.get(p, 0)),
-            float(min(30.0, (at - seen).total_seconds() / 86400) if seen is not None else 30.0),
-            float(colleagues.get(p, 0)), night, weekend,
-        ])
-    return rows
-
-
-def heuristic_scores(rows: Iterable[Sequence[float]], features: Sequence[str] = SERVER_FEATURES) -> list[float]:
-    """Fixed weights (no history): schedule, admissions and the ward first. In 0..1 (h / (1 + h))."""
-    ix = {f: i for i, f in enumerate(features)}
-    out = []
-    for r in rows:
-        v = sum(w * r[ix[f]] for f, w in _HEURISTIC.items() if f in ix)
-        out.append(v / (1.0 + v))
-    return out
+def _features(h: History, u: UserContext, patients: Sequence[str], at: datetime) -> list[list[float]]:
+    return features_at(h, u, patients, at, timezone.get_current_timezone())
 
 
 def _shift_starts(since: datetime, until: datetime) -> list[datetime]:
@@ -315,10 +260,42 @@ def _shift_starts(since: datetime, until: datetime) -> list[datetime]:
         day += timedelta(days=1)
 
 
+#: One CareTeam version: when, its subject, its Practitioner members, and whether it counts (status, deletion).
+_TeamVersion = tuple[datetime, str | None, frozenset[str], bool]
+
+
+def care_team_versions() -> dict[str, list[_TeamVersion]]:
+    """Every CareTeam's versions, oldest first: what a training replay needs to know who was on which team
+    at a past shift start (the current membership would tell it about patients who joined later)."""
+    out: dict[str, list[_TeamVersion]] = defaultdict(list)
+    rows = ResourceVersion.objects.filter(resource_type="CareTeam").order_by("seq").values_list(
+        "resource_id", "last_updated", "deleted", "body")
+    for rid, at, deleted, body in rows.iterator():
+        body = body if isinstance(body, dict) else {}
+        members = frozenset(
+            i for i in (_ref((p or {}).get("member"), "Practitioner") for p in body.get("participant") or []
+                        if isinstance(p, dict)) if i)
+        counts = not deleted and body.get("status") not in INACTIVE_CARETEAM
+        out[str(rid)].append((at, _ref(body.get("subject"), "Patient"), members, counts))
+    return out
+
+
+def care_team_at(versions: dict[str, list[_TeamVersion]], practitioners: frozenset[str], at: datetime) -> frozenset[str]:
+    """Patients whose CareTeam, as its latest version before ``at`` stood, listed one of ``practitioners``
+    (the rule of ``access.services.care_team_patient_ids``, replayed)."""
+    out = set()
+    for vs in versions.values():
+        current = next((v for v in reversed(vs) if v[0] < at), None)
+        if current is not None and current[3] and current[1] and current[2] & practitioners:
+            out.add(current[1])
+    return frozenset(out)
+
+
 def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[int]]:
     """(features, labels) for every shift start of the last ``days`` days (see the module notes)."""
     start = now - timedelta(days=days)
     h = history_load(since=start - timedelta(days=7))
+    teams = care_team_versions()
     users = get_user_model().objects.filter(pk__in=list(h.opens), is_active=True)
     x: list[list[float]] = []
     y: list[int] = []
@@ -327,9 +304,11 @@ def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[
         candidates = sorted(set(scope_reasons(user=user, now=now)) | {p for _t, p in h.opens[u.user_id]})
         if not candidates:
             continue
+        mine = {k: vs for k, vs in teams.items() if any(v[2] & u.practitioners for v in vs)}
         for at in _shift_starts(start, now):
             opened = {p for t, p in h.opens[u.user_id] if at <= t < at + SHIFT}
-            x.extend(features_at(h, u, candidates, at))
+            then = replace(u, team=care_team_at(mine, u.practitioners, at))  # the team as it stood then
+            x.extend(_features(h, then, candidates, at))
             y.extend(int(p in opened) for p in candidates)
     return x, y
 
@@ -343,10 +322,7 @@ def prefetch_train(*, now: datetime | None = None, site: str | None = None) -> P
     positives = sum(y)
     kind, blob = PrefetchModelVersion.HEURISTIC, b""
     if positives >= settings.OMNICARE_PREFETCH_MIN_OPENS and positives < len(y):
-        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - heavy, training only
-
-        clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=0)
-        clf.fit(x, y)
+        clf = train_classifier(x, y, seed=0)
         kind, blob = PrefetchModelVersion.LEARNED, pickle.dumps(clf)
     last = PrefetchModelVersion.objects.filter(site=site).order_by("-version").values_list("version", flat=True)
     return PrefetchModelVersion.objects.create(
@@ -410,7 +386,7 @@ def prefetch_rank(*, user: Any, device: Any = None, now: datetime | None = None)
     patients = sorted(reasons)
     row = current_model()
     u = user_context(user)
-    scores = _scores(row, features_at(history_for_rank(u=u, patients=patients, now=now), u, patients, now))
+    scores = _scores(row, _features(history_for_rank(u=u, patients=patients, now=now), u, patients, now))
     sizes = compartment_sizes(patients)
     cands = [
         Candidate(p, tuple(reasons[p]), round(min(1.0, max(0.0, s)), 6), *sizes.get(p, (0, 0)))

@@ -146,13 +146,13 @@ export function progress(show, received, fraction) {
   }
 }
 
-export function banner(message, { kind = "error", action } = {}) {
+export function banner(message, { kind = "error", action, onDismiss } = {}) {
   const b = document.getElementById("banner");
   if (!message) { b.hidden = true; b.replaceChildren(); return; }
   b.hidden = false;
   b.dataset.kind = kind;
   b.replaceChildren(...[h("span", {}, plain(message)), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
-    h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => banner(null) }, "✕")].filter(Boolean));
+    h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => { banner(null); onDismiss?.(); } }, "✕")].filter(Boolean));
 }
 
 /** Modal confirmation (no window.confirm: works in installed mode, styled, keyboard accessible). */
