@@ -206,7 +206,7 @@ def report(detail: dict[str, Any]) -> None:
             "`GET /api/sync/device-set` (scope with reasons, ranking features, compartment sizes) for a physician "
             f"on one ward of {WARDS}, on PostgreSQL with {c['resources']:,} resources ({c.get('Patient', 0):,} "
             f"patients, {c.get('Encounter', 0):,} encounters, {c.get('Appointment', 0):,} appointments of "
-            f"{CLINICIANS} clinicians), scope caches cleared before each of the runs (median). `before` read every "
+            f"{CLINICIANS} clinicians), scope caches cleared before each of the runs (median). `before` (main at 4455d9c) read every "
             "Encounter and Appointment body of the site to rank (and every encounter ever on the user's wards, "
             "every appointment ever of the user, for the scope); `after` finds them in the search index: current "
             "or recent inpatient stays, the user's appointments of the coming days, the scope's results and "
