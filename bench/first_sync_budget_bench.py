@@ -148,15 +148,15 @@ def run_once(pw: Any, url: str, *, first_pinned: str, expect_min: int, timeout: 
             peak = max(peak, _memory_mb(page, cdp))
             if time.monotonic() - said >= 60:  # a long run says where it is (and fails fast if it went online only)
                 said = time.monotonic()
-                st = page.evaluate("""async () => {
+                prog = page.evaluate("""async () => {
                     const o = window.omnicare, s = o.unlocked ? await o.py.call('status') : {};
                     return { firstSync: !!o.firstSync, mode: o.storageMode?.mode || o.storageMode || null,
                              syncing: !!s.syncing, err: s.lastError || null };
                 }""")
                 print(json.dumps({"t_s": round(said - t0), "peak_mb": round(peak, 1), "first_chart_s": first_chart,
-                                  "expect": expect, **st}, default=str), flush=True)
-                if st.get("mode") == "online-only":
-                    raise RuntimeError(f"the app switched to online only during the first sync: {st}")
+                                  "expect": expect, **prog}, default=str), flush=True)
+                if prog.get("mode") == "online-only":
+                    raise RuntimeError(f"the app switched to online only during the first sync: {prog}")
             if not chart_open and page.evaluate("() => !!window.omnicare?.unlocked && !window.omnicare?.firstSync"):
                 page.goto(f"/#/patient/{first_pinned}")
                 chart_open = True
@@ -168,9 +168,16 @@ def run_once(pw: Any, url: str, *, first_pinned: str, expect_min: int, timeout: 
                 v = page.evaluate("() => window.omnicare.py.call('device_set', { online: true })")
                 expect = max(expect_min, len(v["rows"]))
             if first_chart and expect:
+                # Counted in IndexedDB directly (the "t" index of the records store): asking Python for the
+                # patient list would decrypt every patient at every poll — the bench's own load, not the app's.
                 st = page.evaluate("""async () => {
                     const s = await window.omnicare.py.call('status');
-                    const n = (await window.omnicare.py.call('patients')).length;
+                    const db = await new Promise((ok, ko) => { const r = indexedDB.open('omnicare');
+                        r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+                    const n = await new Promise((ok, ko) => {
+                        const r = db.transaction('records').objectStore('records').index('t').count('Patient');
+                        r.onsuccess = () => ok(r.result); r.onerror = () => ko(r.error); });
+                    db.close();
                     return { syncing: !!s.syncing, n, err: s.lastError || null };
                 }""")
                 if st["n"] >= expect and not st["syncing"]:
@@ -178,7 +185,7 @@ def run_once(pw: Any, url: str, *, first_pinned: str, expect_min: int, timeout: 
                     break
             time.sleep(0.25)
         peak = max(peak, _memory_mb(page, cdp))
-        held = len(page.evaluate("() => window.omnicare.py.call('patients')"))
+        held = int(st["n"]) if complete else 0
         stored = page.evaluate("""async () => {
             const e = await navigator.storage.estimate();
             return (e.usageDetails && e.usageDetails.indexedDB) || e.usage || 0;
