@@ -266,9 +266,18 @@ def _report(scopes: dict[str, Any]) -> None:
                     f"| {r['complete_s']} s | {r['held_patients']:,} | {r.get('indexeddb_mb', '?')} MB "
                     f"| {r.get('space', '—')} | {d['loadavg']} | {d['measured']} |")
     d0 = scopes[max(scopes, key=int)]
+    small, large = (scopes[min(scopes, key=int)], d0)
+    def peak(d: dict[str, Any]) -> float:
+        return float(sorted(d["runs"], key=lambda x: x["peak_mb"])[len(d["runs"]) // 2]["peak_mb"])
+    span = int(large["resources"]) - int(small["resources"])
+    slope = (peak(large) - peak(small)) / span * 1000 if span else 0.0
+    flat = (f"Memory is {'flat' if slope < 0.05 else 'NOT flat'} in the scope size: {peak(small)} MB at "
+            f"{int(small['resources']):,} resources, {peak(large)} MB at {int(large['resources']):,} "
+            f"({slope:.2f} MB more per 1,000 resources). " if span else "")
+    notes = " ".join(str(d["note"]) for d in scopes.values() if d.get("note"))
     body = (f"{SECTION}\n\n`.venv/bin/python bench/first_sync_budget_bench.py [--resources N]` — one clinician's "
             f"scope of N resources ({d0['pinned']} care-team patients pinned, the rest recently on their ward, ranked; "
-            f"each patient a Patient and 20 Observations), budget {d0['budget_mb']} MB, a fresh Chromium context, "
+            f"each patient a Patient and 20 Observations), budget {d0['budget_mb']} MB, a fresh Chromium profile on disk, "
             "one run per size. Peak = JS heap (CDP `JSHeapUsedSize`) + Pyodide WebAssembly memory, sampled every "
             "250 ms from PIN submitted to the last held patient stored. \"First chart\" is the app usable (the "
             "first pinned patient's chart drawn: the pins are synced first); \"complete\" is the prefetch tail "
@@ -277,9 +286,10 @@ def _report(scopes: dict[str, Any]) -> None:
             "| IndexedDB | \"On this device\" says | load average (start -> end) | measured |\n"
             "|---|---|---|---|---|---|---|---|---|\n"
             + "\n".join(rows) + "\n\n"
-            "The machine was shared (2 cores, several agents and a CI run): the TIMES are noisy — the load average "
-            "is in the table — and only indicative; the memory figure is what this bench is for. "
-            "`first_sync_200k_peak_mb` in `bench/results.json` is the 200,000-resource row.\n")
+            + flat + "The machine was shared (2 cores, several agents and a CI run): the TIMES are noisy — the load "
+            "average is in the table — and only indicative; the memory figure is what this bench is for. "
+            "`first_sync_200k_peak_mb` in `bench/results.json` is the 200,000-resource row."
+            + (" " + notes if notes else "") + "\n")
     section_write(REPO / "BENCHMARKS.md", SECTION, body)
 
 if __name__ == "__main__":
