@@ -16,13 +16,16 @@ from typing import Any, Literal
 from pyclient import blindindex as bi
 from pyclient import dosage as dz
 from pyclient import integrity as ig
+from pyclient.choices import form_choices
 
 __all__ = [
     "CRITICAL_FLAGS",
+    "FLAG_WORDS",
     "DateOrder",
     "cc_text",
     "chart_view",
     "code",
+    "flag_words",
     "normalize_query",
     "obs_value",
     "patient_summary",
@@ -39,9 +42,20 @@ Pending = Callable[[Mapping[str, Any]], bool]
 
 #: Interpretation codes (v3 ObservationInterpretation, HL7 v2 table 0078) that mean a critical result.
 CRITICAL_FLAGS = frozenset({"HH", "LL", "AA", "HU", "LU"})
+#: Those codes in plain words (the chart's flag badge; pyclient.views.fullchart's flagged vitals).
+FLAG_WORDS = {"H": "high", "L": "low", "HH": "critical high", "LL": "critical low", "HU": "critical high",
+              "LU": "critical low", "A": "abnormal", "AA": "critical", ">": "above range", "<": "below range",
+              "R": "resistant", "S": "susceptible"}
 SBP_CODE = "8480-6"
 DBP_CODE = "8462-4"
 _UNITS = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg"}
+
+
+def flag_words(flag: str) -> str:
+    """An interpretation code in words ("" when normal or absent; an unknown code is "abnormal")."""
+    if flag in ("", "N"):
+        return ""
+    return FLAG_WORDS.get(flag) or ("critical" if flag in CRITICAL_FLAGS else "abnormal")
 
 
 def cc_text(cc: Any) -> str:
@@ -268,7 +282,8 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
         flag = _flag(o)
         row = {"id": o["id"], "name": name, "value": value_text, "when": at[:16].replace("T", " "),
                "flag": flag, "pending": pending(o), "abnormal": flag not in ("", "N"),
-               "critical": flag in CRITICAL_FLAGS, "status": str(o.get("status") or "")}
+               "critical": flag in CRITICAL_FLAGS, "status": str(o.get("status") or ""),
+               "flagWords": flag_words(flag)}
         (labs_latest if cat == "laboratory" else vitals_latest)[name] = row
         if isinstance(point, (int, float)):
             s = series.setdefault(name, {"name": name, "category": cat, "points": []})
@@ -298,6 +313,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
         "labs": sorted(labs_latest.values(), key=lambda r: r["name"]),
         "series": [s for s in series.values() if len(s["points"]) >= 1],
         "notes": notes[:20],
+        "choices": form_choices(),  # the pick lists the chart and its forms show (pyclient.choices)
         "counts": {k: len(v) for k, v in by.items()},
     }
 

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from pyclient import choices as ch
 from pyclient import dosage as dz
 from pyclient.chart import code
 from pyclient.errors import ValidationFailed
@@ -50,9 +51,9 @@ UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"
-ALLERGY_CRITICALITIES = ("low", "high", "unable-to-assess")
-ALLERGY_STATUSES = ("active", "inactive", "resolved")
-GENDERS = ("female", "male", "other", "unknown")
+ALLERGY_CRITICALITIES = ch.codes(ch.ALLERGY_CRITICALITY)  # the lists and their words: pyclient.choices
+ALLERGY_STATUSES = ch.codes(ch.ALLERGY_STATUS)
+GENDERS = ch.codes(ch.GENDER)
 _DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 
@@ -121,9 +122,9 @@ def vitals(patient_id: str, values: Mapping[str, Any], *, now: str, author: Mapp
 
 def _allergy_choices(criticality: str | None, status: str | None, errors: dict[str, str]) -> None:
     if criticality is not None and criticality not in ALLERGY_CRITICALITIES:
-        errors["criticality"] = "Choose low, high or unable to assess."
+        errors["criticality"] = ch.choose(ch.ALLERGY_CRITICALITY)
     if status is not None and status not in ALLERGY_STATUSES:
-        errors["status"] = "Choose active, inactive or resolved."
+        errors["status"] = ch.choose(ch.ALLERGY_STATUS)
 
 
 def allergy_new(patient_id: str, *, id: str, substance: str, criticality: str, reaction: str, status: str,
@@ -275,7 +276,7 @@ def contact_update(res: dict[str, Any], *, phone: str | None, birth_date: str | 
         elif birth_date > today:
             errors["birth_date"] = "Birth date cannot be in the future."
     if gender is not None and gender not in GENDERS:
-        errors["gender"] = "Choose female, male, other or unknown."
+        errors["gender"] = ch.choose(ch.GENDER)
     if phone is not None and phone.strip() and not re.fullmatch(r"[+0-9 ()./-]{5,30}", phone.strip()):
         errors["phone"] = "Use digits, spaces and + ( ) - only."
     _raise_if(errors)

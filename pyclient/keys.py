@@ -25,6 +25,7 @@ from enum import IntEnum
 from typing import Any
 
 from pyclient.envelope import KEY_LEN, MAX_KEY_ID_LEN, NONCE_LEN, SALT_LEN, TAG_LEN, UnknownKeyId
+from pyclient.errors import ValidationFailed
 
 # -- errors -----------------------------------------------------------------
 
@@ -632,18 +633,32 @@ def parse_prf_wrapped(blob: bytes) -> PrfWrapped:
 #: without hardware-bound unlock.
 WIDE_SCOPES = frozenset({"all"})
 PASSPHRASE_MIN = 12
+#: The unlock-secret rule (the one copy: the PIN set-up form shows PIN_RULE as its hint, ``BrowserApp.pin_rule``).
+PIN_MIN_DIGITS = 6
+SECRET_MIN_CHARS = 8
+SECRET_MAX_CHARS = 64
+PIN_RULE = f"At least {PIN_MIN_DIGITS} digits, or a passphrase of {SECRET_MIN_CHARS}+ characters."
+PIN_TOO_WEAK = f"Choose a PIN of at least {PIN_MIN_DIGITS} digits (or a passphrase of {SECRET_MIN_CHARS}+ characters)."
 
 
 def unlock_secret_problem(secret: str, *, scope: str, hardware_bound: bool) -> str | None:
     """Why ``secret`` cannot protect this device's keys (None: it can). Everyone: a PIN of 6+ digits or a
-    passphrase of 8+ characters; wide-scope roles without hardware-bound unlock: a passphrase of 12+ characters
-    with at least one letter, not a run of one character."""
+    passphrase of 8+ characters, at most 64; wide-scope roles without hardware-bound unlock: a passphrase of
+    12+ characters with at least one letter, not a run of one character."""
     s = unicodedata.normalize("NFC", secret or "")
+    if len(s) > SECRET_MAX_CHARS:
+        return f"Keep the PIN or passphrase to {SECRET_MAX_CHARS} characters or fewer."
+    if not ((s.isdigit() and len(s) >= PIN_MIN_DIGITS) or len(s) >= SECRET_MIN_CHARS):
+        return PIN_TOO_WEAK
     if scope in WIDE_SCOPES and not hardware_bound:
         if len(s) < PASSPHRASE_MIN or not any(c.isalpha() for c in s) or len(set(s)) < 4:
             return (f"Your role can see every patient, and this device cannot lock your data to its own hardware: "
                     f"choose a passphrase of at least {PASSPHRASE_MIN} characters with letters, not a PIN.")
-        return None
-    if (s.isdigit() and len(s) >= 6) or len(s) >= 8:
-        return None
-    return "Choose a PIN of at least 6 digits (or a passphrase of 8+ characters)."
+    return None
+
+
+def unlock_secret_check(secret: str, *, scope: str, hardware_bound: bool) -> None:
+    """Raise :class:`ValidationFailed` (the form's sentence, and the PIN field's) unless ``secret`` will do."""
+    problem = unlock_secret_problem(secret, scope=scope, hardware_bound=hardware_bound)
+    if problem:
+        raise ValidationFailed(problem, fields={"pin": PIN_RULE if problem == PIN_TOO_WEAK else problem})

@@ -11,12 +11,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEVICE_REVOKED", "MFA_REQUIRED", "PASSWORD_CHANGE_REQUIRED", "code", "device_revoked", "text"]
+__all__ = ["DEVICE_REVOKED", "MFA_REQUIRED", "NO_RESULT", "OFFLINE", "PASSWORD_CHANGE_REQUIRED", "SERVER_ERROR",
+           "SIGN_IN_AGAIN", "code", "device_revoked", "needs_sign_in", "sign_in_paused", "sync_failure", "text",
+           "unreachable"]
 
 DEVICE_REVOKED = "device-revoked"
 MFA_REQUIRED = "mfa-required"
 PASSWORD_CHANGE_REQUIRED = "password-change-required"  # noqa: S105 - an outcome code, not a secret
 REJECTED = "rejected by the server"
+#: A sync round's ``last_error`` when the server gave no usable answer (:func:`sync_failure`); the status line
+#: (pyclient.views.status) tells "server unreachable" from these with :func:`unreachable`.
+OFFLINE = "offline"
+SIGN_IN_AGAIN = "sign in again to sync"
+SERVER_ERROR = "server error"
+NO_RESULT = "server returned no result for some changes"
 
 
 def _issues(outcome: Any) -> list[Mapping[str, Any]]:
@@ -49,3 +57,27 @@ def device_revoked(status: int, body: str, device_header: str | None) -> bool:
     if device_header and "revoked" in device_header.lower():
         return True
     return f'"{DEVICE_REVOKED}"' in body
+
+
+def needs_sign_in(status: int) -> bool:
+    """A 401/403 on a sync path: the session ended (or the device is not bound to it): sign in again."""
+    return status in (401, 403)
+
+
+def sync_failure(status: int) -> str:
+    """The sync round's ``last_error`` for an answer that was not 200 (status 0: no answer at all)."""
+    return OFFLINE if status == 0 else SIGN_IN_AGAIN if needs_sign_in(status) else f"{SERVER_ERROR} {status}"
+
+
+def unreachable(last_error: str | None) -> bool:
+    """Whether ``last_error`` means the server did not answer usefully (not: it refused one change)."""
+    error = last_error or ""
+    return error in (OFFLINE, NO_RESULT) or error.startswith(SERVER_ERROR)
+
+
+def sign_in_paused(retry_after_s: int | None) -> str:
+    """The sentence of a 429 on sign-in, naming the wait (the server writes it as the outcome's diagnostics, so
+    the sign-in screen shows it as it is, before the runtime has loaded: PROTOCOL.md §9)."""
+    s = retry_after_s or 0
+    wait = "later" if s <= 0 else f"in {s} seconds" if s < 90 else f"in {-(-s // 60)} minutes"
+    return f"Too many failed sign-ins. For your security, sign-in is paused: try again {wait}."

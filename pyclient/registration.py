@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pyclient import blindindex as bi
+from pyclient import choices as ch
 from pyclient.chart import DateOrder, normalize_query, patient_summary
 from pyclient.errors import ValidationFailed
 
@@ -43,7 +44,7 @@ LOCAL_MRN_SYSTEM: Final = "urn:omnicare:local-mrn"
 OTHER_ID_SYSTEM: Final = "urn:omnicare:other-id"
 MR_TYPE: Final = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR",
                                "display": "Medical record number"}], "text": "Medical record number"}
-GENDERS: Final = ("female", "male", "other", "unknown")
+GENDERS: Final = ch.codes(ch.GENDER)
 FIX: Final = "Please correct the highlighted fields."
 _B32: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L, O, U (read aloud without doubt)
 _MRN_RE: Final = re.compile(r"L-([0-9A-HJKMNP-TV-Z]{8})-(\d{5,9})-([0-9A-HJKMNP-TV-Z])")
@@ -161,7 +162,7 @@ def patient_new(values: Mapping[str, Any], *, id: str, mrn: str, today: str,
         errors["birth_date"] = str(exc)
     gender = str(values.get("gender") or "")
     if gender not in GENDERS:
-        errors["gender"] = "Choose female, male, other or unknown."
+        errors["gender"] = ch.choose(ch.GENDER)
     phone, contact_name, contact_phone = (_text(values, k, 30 if "phone" in k else 200)
                                          for k in ("phone", "contact_name", "contact_phone"))
     for key, value in (("phone", phone), ("contact_phone", contact_phone)):

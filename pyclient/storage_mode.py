@@ -36,6 +36,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
+from pyclient.keys import PIN_RULE
+
 __all__ = [
     "ACTIONS", "CLEARABLE", "CONDITIONS", "EVENTS", "MODES", "OFFER", "REASONS", "RECHECK_S", "RESUME_FREE_BYTES",
     "TRANSITIONS", "Action", "Condition", "Decision", "Event", "Mode", "StorageMode", "conditions_from_facts",
@@ -112,6 +114,7 @@ OFFER: Mapping[str, str] = {
                 "again online. What is on your screen stays as it is."),
     "submit": "Set PIN and keep data",
     "cancel": "Not now",
+    "pinHint": PIN_RULE,  # the rule setup_pin enforces (pyclient.keys), not a copy in the dialog
 }
 OFFERED_TEXT = "Online only for now: this device can keep patient data again."
 DECLINED_TEXT = SHORT + " until OmniCare is next started."

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from pyclient.merge import Conflict, merge
+from pyclient.outcome import NO_RESULT
 from pyclient.outcome import text as outcome_text
 from pyclient.protocol import (
     Mutation,
@@ -392,7 +393,8 @@ class ConflictView:
 
 @dataclass(frozen=True)
 class SyncStatus:
-    """What the UI shows. ``synced`` only after the server acknowledged everything."""
+    """The counts the status line is worded from (pyclient.views.status, the one wording). ``synced`` only after
+    the server acknowledged everything."""
 
     pending: int
     conflicted: int
@@ -400,23 +402,6 @@ class SyncStatus:
     last_success: float | None
     last_error: str | None
     synced: bool
-
-    @property
-    def text(self) -> str:
-        if self.synced:
-            return "Synced"
-        parts: list[str] = []
-        if self.pending:
-            parts.append(f"{self.pending} change{'s' if self.pending != 1 else ''} waiting to sync")
-        if self.conflicted:
-            parts.append(f"{self.conflicted} conflict{'s' if self.conflicted != 1 else ''} to review")
-        if self.rejected:
-            parts.append(f"{self.rejected} change{'s' if self.rejected != 1 else ''} rejected by the server")
-        if self.last_error:
-            parts.append(f"last attempt failed: {self.last_error}")
-        if not parts:
-            parts.append("Not yet confirmed by the server")
-        return "; ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -734,7 +719,7 @@ class SyncMachine:
         if not handled:
             return effects  # a stale copy says nothing about the current state
         self.last_success = now
-        self.last_error = "server returned no result for some changes" if missing else None
+        self.last_error = NO_RESULT if missing else None
         self._last_push_acked = not missing
         effects.append(MetaPut(META_LAST_SUCCESS, repr(now)))
         return effects

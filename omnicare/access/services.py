@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
+from pyclient import outcome
 from pyclient.views.break_glass import reason_problem
 
 from . import roles as rbac
@@ -1025,7 +1026,8 @@ def login_attempt_check(*, username: str, ip: str, now: datetime | None = None) 
     )
     if until is not None and until > now:
         wait = max(1, int((until - now).total_seconds() + 0.999))
-        raise TooManyRequests("Too many failed sign-ins; try again later", headers={"Retry-After": str(wait)})
+        # The sentence the sign-in screen shows as it is (it may paint before the browser's Python is up).
+        raise TooManyRequests(outcome.sign_in_paused(wait), headers={"Retry-After": str(wait)})
 
 
 def login_attempt_record(

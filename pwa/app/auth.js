@@ -12,9 +12,9 @@ const onStatus = (s) => hooks.onStatus(s);
 // ---------------------------------------------------------------- sign in / PIN
 export function signInScreen(message) {
   document.getElementById("usernav").hidden = true;
-  const pill = document.getElementById("sync");
-  pill.dataset.state = navigator.onLine ? "idle" : "offline";
-  pill.querySelector(".sync-text").textContent = `${navigator.onLine ? "Online" : "Offline"} · signed out`;
+  // The pill's words are Python's (pyclient.views.status): before the runtime is up it keeps "Starting…" and
+  // main.js asks for them once it is (issue 11 item 6).
+  if (state.py) state.py.call("status", { signed_out: true }).then(onStatus).catch(() => {});
   const user = input({ name: "username", autocomplete: "username", required: true, autocapitalize: "none" });
   const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
   const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
@@ -52,7 +52,7 @@ export function signInScreen(message) {
         }
         return unlockScreen("Signed in. Enter your offline PIN to unlock.");
       }
-      pinSetupScreen();
+      return pinSetupScreen();
     },
   });
   form.querySelector(".actions a").remove();
@@ -104,12 +104,13 @@ export function reauthScreen() {
   pass.focus();
 }
 
-export function pinSetupScreen() {
+export async function pinSetupScreen() {
+  const rule = await state.py.call("pin_rule"); // the rule setup_pin enforces (pyclient.keys), said as the hint
   const pin = input({ name: "pin", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
   const again = input({ name: "pin2", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
   const form = formScreen("Set your offline PIN", null, [
     h("p", { class: "muted" }, "This PIN unlocks the encrypted patient data on this device when you are offline. It never leaves the device and cannot be recovered: if you forget it, sign in again online."),
-    field("New PIN", pin, { name: "pin", hint: "At least 6 digits, or a passphrase of 8+ characters." }),
+    field("New PIN", pin, { name: "pin", hint: rule }),
     field("Repeat PIN", again, { name: "pin2" }),
   ], {
     cancelHref: "#/",
@@ -132,7 +133,7 @@ export function pinSetupScreen() {
 
 export function unlockScreen(message) {
   document.getElementById("usernav").hidden = true;
-  onStatus({ locked: true });
+  state.py.call("status").then(onStatus).catch(() => {}); // "locked", in Python's words
   const pin = input({ name: "pin", type: "password", inputmode: "numeric", autocomplete: "current-password", required: true });
   const form = formScreen("Unlock", null, [
     h("p", { class: "muted" }, `${state.username ? state.username + ": e" : "E"}nter your offline PIN to open the encrypted records on this device.`),
@@ -228,12 +229,14 @@ export async function lock(reason) {
 
 export async function signOut() {
   // Every change not on the server counts: waiting, refused and conflicted (words from pyclient.views.rejected).
+  // Locked too ("Forgot PIN"): Python counts the sealed entries and words it (pyclient.views.rejected).
   let warn = null;
-  try { warn = await state.py.call("sign_out_warning"); } catch { /* locked */ }
+  try { warn = await state.py.call("sign_out_warning"); } catch { /* the store could not be read */ }
   let outbox = 0;
   try { outbox = await idb.outboxCount(); } catch { /* no db */ }
+  // Never fewer than IndexedDB holds; Python's words whenever it answered, else say the number plainly.
   const unsynced = Math.max(warn?.unsent || 0, outbox);
-  const lost = warn?.message || `${unsynced} change${unsynced === 1 ? " has" : "s have"} not reached the server yet. Signing out removes ${unsynced === 1 ? "it" : "them"} from this device for good. Sync first if you can.`;
+  const lost = (warn?.unsent >= unsynced && warn.message) || `Changes not on the server: ${unsynced}. Signing out removes them from this device for good.`;
   const ok = await confirmDialog("Sign out and remove local data?",
     unsynced ? lost : "All patient data is removed from this device. You need a connection to sign in again.",
     unsynced ? "Discard changes and sign out" : "Sign out", { danger: !!unsynced });

@@ -48,7 +48,7 @@ export async function formRoute(pid, kind) {
     form = formScreen("Add allergy", p, [
       field("Substance", input({ name: "substance", placeholder: "e.g. Penicillin" }), { name: "substance" }),
       field("Reaction", input({ name: "reaction", placeholder: "e.g. Hives" }), { name: "reaction" }),
-      field("Criticality", select("criticality", [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]], "unable-to-assess"), { name: "criticality" }),
+      field("Criticality", select("criticality", c.choices.criticality, c.choices.defaults.criticality), { name: "criticality" }),
     ], { cancelHref: back, submit: (v) => save("add_allergy", { patient_id: pid, ...v }) });
   } else if (kind === "medication") {
     // Issue 18 item 4: dose, route, frequency and duration as fields (pyclient.dosage writes the text).
@@ -74,7 +74,7 @@ export async function formRoute(pid, kind) {
     form = formScreen("Edit details", p, [
       field("Phone", input({ name: "phone", type: "tel", value: p.phone }), { name: "phone" }),
       field("Birth date", input({ name: "birth_date", type: "text", value: p.birthDate, placeholder: "YYYY-MM-DD" }), { name: "birth_date" }),
-      field("Gender", select("gender", [["female", "Female"], ["male", "Male"], ["other", "Other"], ["unknown", "Unknown"]], p.gender), { name: "gender" }),
+      field("Gender", select("gender", c.choices.gender, p.gender), { name: "gender" }),
     ], { cancelHref: back, submit: (v) => save("update_contact", { patient_id: pid, ...v }) });
   } else {
     location.hash = back;

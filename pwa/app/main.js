@@ -190,7 +190,10 @@ async function boot() {
   window.addEventListener("hashchange", () => route());
   startIdleTimer();
   readyDone.resolve(state.py);
-  if (early && !info.hasKeyring) return; // the sign-in form is already up (and may be half filled in)
+  if (early && !info.hasKeyring) { // the sign-in form is already up (and may be half filled in): its pill words
+    if (!state.unlocked) state.py.call("status", { signed_out: true }).then(onStatus).catch(() => {});
+    return;
+  }
   if (info.hasKeyring) unlockScreen();
   else signInScreen();
   decorateStatus();

@@ -53,20 +53,21 @@ export async function login(username, password, code = "") {
   return r;
 }
 
-/** The OperationOutcome's details code (e.g. "mfa-required", "device-revoked"), or null. */
+// Outcomes (pyclient/PROTOCOL.md §9). The sign-in screen can run before the browser's Python has loaded, so
+// this file cannot ask pyclient.outcome; instead the server words every sign-in outcome with it (one issue,
+// its diagnostics the whole sentence, e.g. the wait after too many failures: pyclient.outcome.sign_in_paused)
+// and this file only shows that sentence and reads the details code. No wording rule lives here: the two
+// sentences below are for when no server answered at all.
+
+/** The OperationOutcome's details code (e.g. "mfa-required"), or null (pyclient.outcome.code). */
 export function issueCode(json) {
   const issue = json && json.issue && json.issue[0];
   return (issue && issue.details && issue.details.coding && issue.details.coding[0] && issue.details.coding[0].code) || null;
 }
 
-/** What the sign-in screen says for a failed attempt (429 names the wait). */
+/** What the sign-in screen says for a failed attempt: the server's sentence as it is. */
 export function loginError(r) {
   if (r.status === 0) return "No connection to the server.";
-  if (r.status === 429) {
-    const s = Number(r.retryAfter);
-    const wait = !s ? "later" : s < 90 ? `in ${s} seconds` : `in ${Math.ceil(s / 60)} minutes`;
-    return `Too many failed sign-ins. For your security, sign-in is paused: try again ${wait}.`;
-  }
   return outcomeText(r.json, "Sign-in failed.");
 }
 
@@ -109,6 +110,7 @@ export async function me() {
   return apiJson("GET", "/api/auth/me");
 }
 
+/** The server's sentence (the first issue's diagnostics: one issue on every answer this file reads). */
 export function outcomeText(json, fallback) {
   const issue = json && json.issue && json.issue[0];
   return (issue && issue.diagnostics) || fallback;

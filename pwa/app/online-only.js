@@ -130,7 +130,7 @@ function offerDialog() {
   const submit = h("button", { type: "submit", class: "btn" }, offer.submit);
   const form = h("form", { novalidate: true },
     h("p", {}, offer.explain),
-    field("New PIN", pin, { name: "pin", hint: "At least 6 digits, or a passphrase of 8+ characters." }),
+    field("New PIN", pin, { name: "pin", hint: offer.pinHint }), // pyclient.keys.PIN_RULE
     field("Repeat PIN", again, { name: "pin2" }),
     h("p", { class: "form-error", role: "alert" }), note,
     h("div", { class: "actions" }, cancel, submit));

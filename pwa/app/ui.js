@@ -103,20 +103,15 @@ export function formFields(form) {
 
 const fmtTime = (t) => (t ? new Date(t * 1000).toLocaleString([], { dateStyle: "short", timeStyle: "short" }) : "never");
 
-/** The always-visible status pill. Words and state from Python (s.view: pyclient.views.status); only the time
- * is formatted here (the browser knows the locale). */
+/** The always-visible status pill. Words and state from Python (s.view: pyclient.views.status, locked and
+ * signed out too); only the time is formatted here (the browser knows the locale). */
 export function renderStatus(s, { online }) {
   const box = document.getElementById("sync");
   const text = box.querySelector(".sync-text");
-  let cls, label, review = null;
-  if (s.locked || !s.view) { cls = "idle"; label = `${online ? "Online" : "Offline"} · locked`; }
-  else {
-    const v = online ? s.view.online : s.view.offline;
-    cls = v.state;
-    label = v.text + (v.timeLabel ? ` · ${v.timeLabel} ${fmtTime(s.lastSuccess)}` : "");
-    review = v.review;
-  }
-  box.dataset.state = cls;
+  const v = online ? s.view.online : s.view.offline;
+  const label = v.text + (v.timeLabel ? ` · ${v.timeLabel} ${fmtTime(s.lastSuccess)}` : "");
+  const review = v.review;
+  box.dataset.state = v.state;
   box.dataset.pending = String(s.pending || 0);
   box.dataset.rejected = String(s.rejected || 0);
   box.dataset.synced = String(!!s.synced);
@@ -173,13 +168,6 @@ function badge(text, kind = "") {
   return h("span", { class: `badge ${kind}` }, text);
 }
 
-// Lab interpretation codes in plain words (HL7 table 0078 / v3 ObservationInterpretation).
-const FLAG_WORDS = { H: "high", L: "low", HH: "critical high", LL: "critical low", AA: "critical", A: "abnormal",
-  HU: "critical high", LU: "critical low", ">": "above range", "<": "below range", R: "resistant", S: "susceptible" };
-
-function labFlag(v) {
-  return FLAG_WORDS[v.flag] || (v.critical ? "critical" : "abnormal");
-}
 
 let conflictIds = new Set(); // ids in conflict on the chart being drawn (issue 18): "conflict", not "pending sync"
 function pendingBadge(item) {
@@ -257,12 +245,13 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
   const allergies = section("Allergies", nkaButton, unverified(unv.AllergyIntolerance, "allergy", "allergies"),
     c.allergies.length ? h("ul", { class: "rows", id: "allergies" }, c.allergies.map((a) => h("li", { class: a.status !== "active" ? "inactive" : "", dataset: { id: a.id } },
       h("div", { class: "grow" }, h("strong", {}, a.substance), a.reaction ? h("small", {}, " — " + a.reaction) : null, " ", pendingBadge(a)),
-      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
+      // The two selects wrap together, under the name, when the column is narrow (their words: pyclient.choices).
+      can.updateAllergy ? h("span", { class: "row-actions" }, h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Criticality of ${a.substance}`),
         h("select", { "aria-label": `Criticality of ${a.substance}`, class: "crit", onchange: (e) => onAllergy(a.id, { criticality: e.target.value }) },
-          ["low", "high", "unable-to-assess"].map((v) => h("option", { value: v, selected: v === a.criticality }, v === "unable-to-assess" ? "unknown" : v)))) : null,
-      can.updateAllergy ? h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
+          c.choices.criticality.map(([v, words]) => h("option", { value: v, selected: v === a.criticality }, words)))),
+        h("label", { class: "inline" }, h("span", { class: "sr-only" }, `Status of ${a.substance}`),
         h("select", { "aria-label": `Status of ${a.substance}`, class: "astatus", onchange: (e) => onAllergy(a.id, { status: e.target.value }) },
-          ["active", "inactive", "resolved"].map((v) => h("option", { value: v, selected: v === a.status }, v)))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
+          c.choices.allergyStatus.map(([v, words]) => h("option", { value: v, selected: v === a.status }, words))))) : null))) : h("p", { class: "empty" }, unv.AllergyIntolerance
       ? "The allergy list could not be verified on this device: do not rely on it until it is downloaded again."
       : c.banner && c.banner.allergies.state === "nka" ? c.banner.allergies.text + " (recorded)."
       : "Allergies not yet assessed."));
@@ -284,7 +273,7 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
     c.labs.length ? h("table", { class: "obs" }, h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Test"), h("th", { scope: "col" }, "Latest"), h("th", { scope: "col" }, "When"))),
       h("tbody", {}, c.labs.map((v) => h("tr", { class: v.critical ? "critical" : v.abnormal ? "abnormal" : "", dataset: { id: v.id } },
         h("th", { scope: "row" }, v.name),
-        h("td", {}, v.value, " ", v.abnormal ? badge(labFlag(v), v.critical ? "flag critical" : "flag") : null,
+        h("td", {}, v.value, " ", v.abnormal ? badge(v.flagWords, v.critical ? "flag critical" : "flag") : null,
           v.status === "preliminary" ? badge("preliminary", "prelim") : null),
         h("td", {}, v.when))))) : h("p", { class: "empty" }, "No lab results."),
     (c.labTrends || []).length ? h("details", { class: "more", id: "lab-trends" }, h("summary", {}, `Lab trends (${c.labTrends.length})`),

@@ -127,7 +127,7 @@ INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this d
                   "It is being downloaded again from the server.")
 M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and the earliest next try
 M_PIN_UNREPORTED = "pin.unreported"  # wrong PINs not yet reported to the server
-PIN_RE = re.compile(r"^\d{6,12}$|^.{8,64}$")
+
 
 class DeviceRevoked(Exception):  # noqa: N818 - a signal, not a failure of ours
     """The server said this device is revoked: wipe now (never retried, never swallowed as 'offline')."""
@@ -286,6 +286,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         return {"hasKeyring": meta.get(M_KEYRING) is not None, "username": meta.get(M_USER),
                 "deviceId": meta.get(M_DEVICE), "schema": LOCAL_SCHEMA}
 
+    def pin_rule(self) -> str:
+        """The PIN set-up form's hint (pyclient.keys: the rule ``setup_pin`` enforces)."""
+        return kh.PIN_RULE
+
     def set_read_only(self, reason: str) -> None:
         """An update is waiting (or the schema moved on): refuse every write until reload."""
         self._read_only = reason
@@ -294,12 +298,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                         prf: dict[str, Any] | None = None, device_id: str | None = None) -> dict[str, Any]:
         """First sign-in on this device: new data + blind-index keys, wrapped under the PIN (and, with ``prf``
         from ``webauthn.js``, a second time under the device's authenticator: ``browser_webauthn``)."""
-        if not PIN_RE.match(pin or ""):
-            raise ValidationFailed("Choose a PIN of at least 6 digits (or a passphrase of 8+ characters).",
-                                   fields={"pin": "At least 6 digits, or a passphrase of 8+ characters."})
-        problem = kh.unlock_secret_problem(pin, scope=scope, hardware_bound=bool(prf))  # trust: wide scope
-        if problem:
-            raise ValidationFailed(problem, fields={"pin": problem})
+        kh.unlock_secret_check(pin, scope=scope, hardware_bound=bool(prf))  # the one rule (trust: wide scope)
         if await self.store.meta_get(M_KEYRING) is not None:
             raise AppError("This device already has an offline PIN. Sign out to reset it.")
         kid = "dk-" + os.urandom(4).hex()
@@ -1296,25 +1295,22 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""
         return PERSISTENCE_NOTE
 
-    def status(self) -> dict[str, Any]:
-        """What the always-visible status bar shows."""
+    def status(self, signed_out: bool = False) -> dict[str, Any]:
+        """What the always-visible status bar shows: counts, and ``view``, its words (pyclient.views.status).
+        ``signed_out``: asked by the sign-in screen (no keyring on this device)."""
         if self.machine is None:
-            return {"locked": True, "revoked": self.revoked, "pending": 0, "conflicted": 0, "rejected": 0, "lastSuccess": None,
-                    "lastError": None, "synced": False, "text": "Locked", "needsLogin": self.needs_login,
-                    "readOnly": self._read_only, "syncing": False}
+            out: dict[str, Any] = {
+                "locked": True, "signedOut": signed_out, "revoked": self.revoked, "pending": 0, "conflicted": 0,
+                "rejected": 0, "lastSuccess": None, "lastError": None, "synced": False,
+                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": False}
+            out["view"] = status_views(out)
+            return out
         s = self.machine.status()
-        synced, text = s.synced, s.text
         records = sum(1 for k in self._quarantine if k[0] not in ("OutboxEntry", ig.MANIFEST_TYPE))
         changes = self._unreadable_changes()
-        if records or changes:  # never "Synced" while something is quarantined (issue 17)
-            parts = [] if synced else [text]
-            if changes:
-                parts.append(f"{changes} change{'s' if changes != 1 else ''} could not be read")
-            if records:
-                parts.append(f"{records} record{'s' if records != 1 else ''} could not be verified, re-downloading")
-            synced, text = False, "; ".join(parts)
-        out: dict[str, Any] = {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
-               "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced, "text": text,
+        synced = s.synced and not (records or changes)  # never "Synced" while something is quarantined (issue 17)
+        out = {"locked": False, "revoked": False, "pending": s.pending, "conflicted": s.conflicted, "rejected": s.rejected,
+               "lastSuccess": s.last_success, "lastError": s.last_error, "synced": synced,
                "unverified": records, "unreadableChanges": changes,
                "needsLogin": self.needs_login, "readOnly": self._read_only, "syncing": self.syncing,
                "nextWake": self.machine.next_wake(_now())}
@@ -1425,7 +1421,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             return
         if status == 200:
             await self.store.meta_put("device.registered", machine.device_id)
-        elif status in (401, 403):
+        elif outcome.needs_sign_in(status):
             self.needs_login = True
 
     async def _push(self, machine: SyncMachine) -> list[Effect]:
@@ -1445,10 +1441,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 self.needs_login = False
                 effects = machine.on_push_response(now, req, PushResponse.from_json(loads(text)))
             else:
-                if status in (401, 403):
-                    self.needs_login = True
-                error = ("offline" if status == 0 else "sign in again to sync" if status in (401, 403)
-                         else f"server error {status}")
+                self.needs_login = self.needs_login or outcome.needs_sign_in(status)
+                error = outcome.sync_failure(status)
                 effects = machine.on_push_failed(now, req, rng_value=int.from_bytes(os.urandom(2)) / 65536,
                                                  retry_after=parse_retry_after(retry_after, now=now), error=error)
                 notices += await self._commit(effects)
@@ -1497,10 +1491,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                     status, text = await self._pull_fetch(machine, req)
                 ahead = None
                 if status != 200:
-                    if status in (401, 403):
-                        self.needs_login = True
-                    machine.last_error = ("offline" if status == 0 else "sign in again to sync"
-                                          if status in (401, 403) else f"server error {status}")
+                    self.needs_login = self.needs_login or outcome.needs_sign_in(status)
+                    machine.last_error = outcome.sync_failure(status)
                     break
                 self.needs_login = False
                 raw = loads(text)

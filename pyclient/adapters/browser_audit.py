@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from pyclient import audit_upload as au
-from pyclient import auditlog
+from pyclient import auditlog, outcome
 from pyclient.store import DeleteOutbox, PutMeta
 
 #: Meta key of the upload state (backoff, parked list) and prefix of each parked event's sealed copy.
@@ -26,9 +26,8 @@ M_AUDIT_REPORTED = "audit.violation.reported"
 def _reason(text: str) -> str:
     """The server's diagnostics (an OperationOutcome) in a few words; never the request body."""
     try:
-        issue = json.loads(text)["issue"][0]
-        return str(issue.get("diagnostics") or issue.get("code") or "")[:300]
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return outcome.text(json.loads(text), "")[:300]  # the one outcome reader
+    except ValueError:
         return ""
 
 

@@ -135,9 +135,12 @@ class ChartMixin:
         self._emit({"type": "changed", "resourceType": entry.resource_type, "id": entry.id})  # type: ignore[attr-defined]
         return {"status": self.status()}  # type: ignore[attr-defined]
 
-    def sign_out_warning(self) -> dict[str, Any]:
+    async def sign_out_warning(self) -> dict[str, Any]:
         """The sign-out dialog's words, counting every change that has not reached the server."""
-        machine = self._require_unlocked()  # type: ignore[attr-defined]
+        machine = self.machine  # type: ignore[attr-defined]
+        if machine is None:  # locked ("Forgot PIN"): count the sealed entries
+            unsent = len(await self.store.outbox_list())  # type: ignore[attr-defined]
+            return {"unsent": unsent, "message": rj.sign_out_warning_sealed(unsent)}
         states = [e.state for e in machine.entries]
         pending = sum(1 for s in states if s in ("pending", "in_flight"))
         return {"unsent": len(states),

@@ -19,6 +19,7 @@ from typing import Any
 
 from pyclient import authors
 from pyclient import blindindex as bi
+from pyclient import choices as ch
 from pyclient import registration as reg
 from pyclient.chart import DateOrder, patient_summary
 from pyclient.errors import AppError
@@ -69,6 +70,10 @@ class RegisterMixin:
         """Whether to offer "Register patient" (the role's matrix: Patient create)."""
         perms = getattr(self, "_perms", None)
         return {"allowed": cp.may(perms, "Patient", "create")}
+
+    def form_choices(self) -> dict[str, list[list[str]]]:
+        """The pick lists of a form that opens without a chart (registration): pyclient.choices."""
+        return ch.form_choices()
 
     def _draft(self, values: Mapping[str, Any], date_order: str, mrn: str, rid: str) -> dict[str, Any]:
         order: DateOrder = "mdy" if date_order == "mdy" else "ymd" if date_order == "ymd" else "dmy"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Final
 
-_CRIT: Final = {"low": "low", "high": "high", "unable-to-assess": "unable to assess"}
-_STATUS: Final = {"active": "active", "inactive": "inactive", "resolved": "resolved"}
+from pyclient import choices as ch
+
+# The pick lists' own words, in a sentence (pyclient.choices).
+_CRIT: Final = {c: w.lower() for c, w in ch.ALLERGY_CRITICALITY}
+_STATUS: Final = {c: w.lower() for c, w in ch.ALLERGY_STATUS}
 
 
 def allergy_change(substance: str, field: str, old: str, new: str) -> dict[str, str]:

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from pyclient import choices as ch
 from pyclient import dosage as dz
 from pyclient.chart import cc_text, quantity_text
 from pyclient.errors import ValidationFailed
@@ -20,12 +21,11 @@ from .rejected import parse_iso_date
 
 NOT_SET: Final = "(not set)"
 
-_OPTIONS: Final[Mapping[str, list[list[str]]]] = {
-    "criticality": [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]],
-    "gender": [["female", "Female"], ["male", "Male"], ["other", "Other"], ["unknown", "Unknown"]],
-    "clinicalStatus": [["active", "Active"], ["inactive", "Inactive"], ["resolved", "Resolved"]],
-    "status": [["active", "Active"], ["on-hold", "On hold"], ["stopped", "Stopped"], ["completed", "Completed"],
-               ["cancelled", "Cancelled"], ["entered-in-error", "Entered in error"]],
+_OPTIONS: Final[Mapping[str, list[list[str]]]] = {  # the forms' own lists (pyclient.choices)
+    "criticality": [list(c) for c in ch.ALLERGY_CRITICALITY],
+    "gender": [list(c) for c in ch.GENDER],
+    "clinicalStatus": [list(c) for c in ch.ALLERGY_STATUS],
+    "status": [list(c) for c in ch.MEDICATION_STATUS],
 }
 _LABELS: Final[Mapping[str, str]] = {
     "criticality": "Criticality", "gender": "Gender", "birthDate": "Birth date", "telecom": "Phone",

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyclient.chart import cc_text, code, short_name, when
+from pyclient.chart import CRITICAL_FLAGS, cc_text, code, flag_words, short_name, when
 from pyclient.views import caldate as cd
 
 __all__ = [
@@ -73,11 +73,6 @@ VITAL_RANGES: Final[Mapping[str, VitalRange]] = {
 }
 ADULT_AGE: Final = 18
 
-_WORDS: Final[Mapping[str, str]] = {
-    "H": "high", "L": "low", "HH": "critical high", "LL": "critical low", "HU": "critical high",
-    "LU": "critical low", "A": "abnormal", "AA": "critical", ">": "above range", "<": "below range",
-}
-_CRITICAL: Final = frozenset({"HH", "LL", "HU", "LU", "AA"})
 _UNITS: Final[Mapping[str, str]] = {"Cel": "°C", "[degF]": "°F", "mm[Hg]": "mmHg", "/min": "/min", "%": "%"}
 
 
@@ -214,8 +209,8 @@ def vital_flag(item: Mapping[str, Any], loinc: str, *, adult: bool = True) -> di
             r = VITAL_RANGES[loinc]
             flag, source = _flag(value, r.low, r.high, r.critical_low, r.critical_high), "device"
     abnormal = flag not in ("", "N")
-    return {"flag": flag, "words": _WORDS.get(flag, "abnormal") if abnormal else "",
-            "abnormal": abnormal, "critical": flag in _CRITICAL, "source": source}
+    return {"flag": flag, "words": flag_words(flag),
+            "abnormal": abnormal, "critical": flag in CRITICAL_FLAGS, "source": source}
 
 
 def _unit(q: Mapping[str, Any]) -> str:

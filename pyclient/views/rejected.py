@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pyclient import choices as ch
 from pyclient import dosage as dz
 from pyclient.dosage import dosage_list_text
 from pyclient.errors import ValidationFailed
@@ -140,8 +141,8 @@ def fix_fields(r: Rejected) -> list[dict[str, Any]]:
         return [{"name": "dosage", "label": "Dosage", "value": _dosage(res), "kind": "dosage",
                  "spec": dz.form_spec(res.get("dosageInstruction"))}]
     if r.resource_type == "AllergyIntolerance":
-        return [{"name": "criticality", "label": "Criticality", "value": str(res.get("criticality") or "unable-to-assess"),
-                 "kind": "select", "options": [["low", "Low"], ["high", "High"], ["unable-to-assess", "Unable to assess"]]}]
+        return [{"name": "criticality", "label": "Criticality", "value": str(res.get("criticality") or ch.CRITICALITY_DEFAULT),
+                 "kind": "select", "options": [list(c) for c in ch.ALLERGY_CRITICALITY]}]
     if r.resource_type == "Patient":
         return [{"name": "phone", "label": "Phone", "value": _phone(res), "kind": "tel"},
                 {"name": "birth_date", "label": "Birth date (YYYY-MM-DD)", "value": str(res.get("birthDate") or ""), "kind": "text"}]
@@ -167,8 +168,8 @@ def apply_fix(r: Rejected, values: Mapping[str, Any], *, today: str) -> tuple[di
             res["dosageInstruction"] = [{"text": dosage[:500]}]
     if r.resource_type == "AllergyIntolerance" and "criticality" in values:
         crit = str(values.get("criticality") or "")
-        if crit not in ("low", "high", "unable-to-assess"):
-            errors["criticality"] = "Choose low, high or unable to assess."
+        if crit not in ch.codes(ch.ALLERGY_CRITICALITY):
+            errors["criticality"] = ch.choose(ch.ALLERGY_CRITICALITY)
         else:
             res["criticality"] = crit
     if r.resource_type == "Patient":
@@ -243,6 +244,15 @@ def sign_out_warning(pending: int, rejected: int, conflicted: int) -> str | None
     listed = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return (f"These have not reached the server: {listed}. Signing out removes them from this device for good. "
             "Sync and review them first if you can.")
+
+
+def sign_out_warning_sealed(count: int) -> str | None:
+    """The same dialog on a locked device ("Forgot PIN"): the changes are sealed, so only their number is known."""
+    if not count:
+        return None
+    one = count == 1
+    return (f"{count} change{' has' if one else 's have'} not reached the server yet. Signing out removes "
+            f"{'it' if one else 'them'} from this device for good. Sync first if you can.")
 
 
 def rejected_banner(count: int) -> str:

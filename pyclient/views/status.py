@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pyclient.outcome import unreachable
+
 
 def _n(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
@@ -19,8 +21,15 @@ def _n(count: int, one: str, many: str) -> str:
 def status_view(s: Mapping[str, Any], *, online: bool) -> dict[str, Any]:
     """{state, text, timeLabel, review} for ``s`` (``BrowserApp.status()``), with the browser on/offline.
 
-    ``timeLabel`` precedes the last-success time the screen formats ("Synced" / "Last sync"), or is None when
-    the device never synced. ``review`` is where the "Review" link goes (conflicts first), or None."""
+    The one wording of the status line: the pill shows ``text`` as it is (issue 11 item 6), adding only the
+    last-success time after ``timeLabel`` ("synced" / "last sync"; None when the device never synced), which the
+    browser formats in its locale. ``review`` is where the "Review" link goes (conflicts first), or None.
+    A locked device says "locked"; ``signedOut`` (no keyring: the sign-in screen) says "signed out"."""
+    if s.get("signedOut") or s.get("locked"):
+        words = "signed out" if s.get("signedOut") else "locked"
+        state = "offline" if s.get("signedOut") and not online else "idle"
+        return {"state": state, "text": f"{'Online' if online else 'Offline'} · {words}",
+                "timeLabel": None, "review": None}
     pending, conflicted, rejected = int(s.get("pending") or 0), int(s.get("conflicted") or 0), int(s.get("rejected") or 0)
     unreadable, unverified = int(s.get("unreadableChanges") or 0), int(s.get("unverified") or 0)
     error = str(s.get("lastError") or "")
@@ -28,7 +37,7 @@ def status_view(s: Mapping[str, Any], *, online: bool) -> dict[str, Any]:
         conn, state = "Offline", "offline"
     elif s.get("needsLogin"):
         conn, state = "Signed out of the server: sign in to sync", "warn"
-    elif error == "offline" or error.startswith("server error") or error == "server returned no result for some changes":
+    elif unreachable(error):
         conn, state = "Server unreachable: changes are kept and sent when it answers", "warn"
     else:
         conn, state = "Online", "ok"

@@ -43,3 +43,21 @@ def test_wide_scope_roles_need_a_passphrase_without_hardware_binding(secret: str
     assert (problem is None) == ok, problem
     if not ok and scope == "all" and not hardware:
         assert "passphrase" in problem
+
+
+@pytest.mark.parametrize(("secret", "ok"), [
+    ("123456", True), ("12345", False), ("1234567890123", True), ("abcdefgh", True), ("abcdefg", False),
+    ("x" * 64, True), ("x" * 65, False),
+])
+def test_the_pin_rule_is_one_check_with_the_forms_own_words(secret: str, ok: bool) -> None:
+    # setup_pin enforces exactly this (no second pattern in the adapter) and the set-up form's hint is PIN_RULE.
+    from pyclient.errors import ValidationFailed
+
+    if ok:
+        kh.unlock_secret_check(secret, scope="care-team", hardware_bound=False)
+        return
+    with pytest.raises(ValidationFailed) as exc:
+        kh.unlock_secret_check(secret, scope="care-team", hardware_bound=False)
+    if len(secret) <= kh.SECRET_MAX_CHARS:
+        assert (str(exc.value), exc.value.fields) == (kh.PIN_TOO_WEAK, {"pin": kh.PIN_RULE})
+    assert kh.PIN_RULE == "At least 6 digits, or a passphrase of 8+ characters."

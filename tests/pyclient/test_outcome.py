@@ -26,3 +26,25 @@ def test_a_revoked_device_is_told_by_header_or_by_the_outcome_code() -> None:
     assert outcome.device_revoked(403, '{"code": "device-revoked"}', None)  # a proxy dropped the header
     assert not outcome.device_revoked(403, "{}", None)
     assert not outcome.device_revoked(401, '{"code": "device-revoked"}', "revoked; wipe")
+
+
+def test_a_sync_failure_is_worded_once_and_read_back_by_the_status_line() -> None:
+    from pyclient.views.status import status_view
+
+    assert [outcome.sync_failure(s) for s in (0, 401, 403, 502)] == [
+        "offline", "sign in again to sync", "sign in again to sync", "server error 502"]
+    for status in (0, 500, 503):  # no usable answer: never "Online", the changes wait
+        assert outcome.unreachable(outcome.sync_failure(status))
+        view = status_view({"lastError": outcome.sync_failure(status), "lastSuccess": 1.0}, online=True)
+        assert view["text"].startswith("Server unreachable"), view
+    assert outcome.unreachable(outcome.NO_RESULT)
+    assert not outcome.unreachable(outcome.sync_failure(401)) and not outcome.unreachable(None)
+    assert outcome.needs_sign_in(401) and outcome.needs_sign_in(403) and not outcome.needs_sign_in(500)
+
+
+def test_a_paused_sign_in_names_the_wait_in_seconds_then_minutes() -> None:
+    assert outcome.sign_in_paused(29) == ("Too many failed sign-ins. For your security, sign-in is paused: "
+                                          "try again in 29 seconds.")
+    assert outcome.sign_in_paused(91).endswith("try again in 2 minutes.")
+    assert outcome.sign_in_paused(900).endswith("try again in 15 minutes.")
+    assert outcome.sign_in_paused(None).endswith("try again later.")

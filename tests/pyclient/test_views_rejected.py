@@ -82,6 +82,12 @@ def test_sign_out_warning_counts_refused_changes_and_conflicts() -> None:
     assert text is not None
     assert "2 changes waiting to be sent, 1 change the server refused and 1 conflict waiting for your decision" in text
 
+    # Locked ("Forgot PIN"): the entries are sealed, the dialog still says how many will be lost.
+    assert rj.sign_out_warning_sealed(0) is None
+    assert rj.sign_out_warning_sealed(1) == ("1 change has not reached the server yet. Signing out removes it from "
+                                             "this device for good. Sync first if you can.")
+    assert (rj.sign_out_warning_sealed(3) or "").startswith("3 changes have not reached the server yet.")
+
 
 def test_resend_after_a_refusal_is_one_new_entry_on_the_servers_version() -> None:
     """The adapter's retry: dismiss the refused entry and queue the corrected resource (browser_chart)."""

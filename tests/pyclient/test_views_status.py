@@ -38,3 +38,13 @@ def test_problems_are_counted_in_words_with_a_review_link() -> None:
     assert status_view(s(rejected=1, synced=False), online=True)["review"] == "#/rejected"
     assert status_view(s(lastSuccess=None, synced=False), online=True)["text"] == "Online · not synced yet"
     assert set(status_views(s())) == {"online", "offline"}
+
+
+def test_locked_and_signed_out_are_worded_here_too() -> None:
+    # The pill shows these as they are (pwa/app/ui.js renderStatus): no status words are spelled in JS.
+    assert status_view({"locked": True}, online=True) == {"state": "idle", "text": "Online · locked", "timeLabel": None,
+                                                          "review": None}
+    assert status_view({"locked": True}, online=False)["text"] == "Offline · locked"
+    out = status_view({"locked": True, "signedOut": True}, online=False)
+    assert (out["state"], out["text"]) == ("offline", "Offline · signed out")
+    assert status_view({"locked": True, "signedOut": True}, online=True)["text"] == "Online · signed out"

@@ -29,8 +29,9 @@ function duplicatesPanel(warning, { onAnyway }) {
     h("div", { class: "actions" }, h("button", { type: "button", class: "btn", id: "dup-anyway", onclick: onAnyway }, warning.anyway)));
 }
 
-export function showRegister() {
+export async function showRegister() {
   const order = localDateOrder();
+  const choices = await state.py.call("form_choices"); // the lists and their words are Python's (pyclient.choices)
   const form = h("form", { class: "card form", id: "form-register", novalidate: true },
     h("div", { class: "card-head" }, h("h2", {}, "Register patient"),
       h("span", { class: "muted" }, navigator.onLine ? "" : "Offline: saved on this device, sent when the connection returns")),
@@ -38,7 +39,7 @@ export function showRegister() {
     h("div", { class: "row2" }, text("given", "Given name(s)", { autocomplete: "off" }), text("family", "Family name")),
     h("div", { class: "row2" },
       text("birth_date", "Birth date", { inputmode: "numeric", placeholder: order === "mdy" ? "MM/DD/YYYY" : order === "ymd" ? "YYYY-MM-DD" : "DD/MM/YYYY" }, { hint: DATE_HINT[order] }),
-      field("Sex (administrative)", select("gender", [["", "Choose…"], ["female", "Female"], ["male", "Male"], ["other", "Other"], ["unknown", "Unknown"]], ""), { name: "gender" })),
+      field("Sex (administrative)", select("gender", [["", "Choose…"], ...choices.gender], ""), { name: "gender" })),
     h("p", { class: "muted", id: "mrn-note" }, "A local medical record number (MRN) is given when you save."),
     text("other_id", "Other identifier (optional)", { placeholder: "e.g. national ID or an MRN from another hospital" }),
     h("div", { class: "row2" }, field("Phone", input({ name: "phone", type: "tel" }), { name: "phone" }), text("postal_code", "Postal code")),
