@@ -134,6 +134,8 @@ NOTES: Mapping[str, str] = {
     "switched": "Patient data is kept on this device again: you can work offline.",
     "unfinished": "The download to this device did not finish. It will retry automatically.",
     "declined": "This device keeps no patient data until OmniCare is next started.",
+    "unconfirmed": ("The server did not answer, so OmniCare cannot confirm that this device may keep patient "
+                    "data. Try again in a moment."),
     "withdrawn": "The offer to keep patient data on this device is withdrawn: nothing was stored on it.",
 }
 
@@ -316,18 +318,24 @@ class StorageMode:
         in memory for the user's decision), ``online``. The memory store is forgotten in the switch, so it is
         safe only when all of it has reached the server. The watched facts (``estimate``, ``persisted``,
         ``policy``, as for :meth:`check`) are judged first: a condition back since the last check withdraws the
-        offer instead, and nothing is stored."""
+        offer instead, and nothing is stored. The policy must have been read for this accept: without it, the
+        administrator's word since the last check is unknown, so not yet."""
         if self.mode == "offered":
             back = {c for c, holds in self._judged(facts).items() if holds}
             if back:
                 return self._step("accept", self.active | frozenset(back))
         if _count(facts.get("unresolved")):
             return self._step("accept-not-yet", self.active, NOTES["unresolved"])
+        # Offline is said before "on its way": nothing can be sent until the device connects anyway (an access
+        # record of the chart just read always waits offline), and connecting is what the user can do.
+        if facts.get("online") is not True:
+            return self._step("accept-not-yet", self.active, NOTES["offline"])
         unsent = _count(facts.get("unsent")) + _count(facts.get("audit")) + (1 if facts.get("sending") else 0)
         if unsent:
             return self._step("accept-not-yet", self.active, NOTES["unsent"])
-        if facts.get("online") is not True:
-            return self._step("accept-not-yet", self.active, NOTES["offline"])
+        policy = facts.get("policy")
+        if self.mode == "offered" and not (isinstance(policy, Mapping) and isinstance(policy.get("offlineData"), bool)):
+            return self._step("accept-not-yet", self.active, NOTES["unconfirmed"])
         return self._step("accept", self.active, NOTES["switching"])
 
     def _decision(self, action: Action, note: str) -> Decision:

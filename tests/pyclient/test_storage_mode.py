@@ -10,6 +10,8 @@ import pytest
 
 from pyclient import storage_mode as sm
 
+ALLOWED = {"policy": {"offlineData": True}}  # /api/auth/me read at the accept: offline data allowed
+
 
 def test_a_device_that_can_keep_data_keeps_it() -> None:
     d = sm.decide({"idb": True, "persisted": False, "runtime": True, "policy": {"offlineData": True}})
@@ -65,7 +67,8 @@ def _reachable_never_misses_a_row() -> set[tuple[str, frozenset[str]]]:
     facts = [{"estimate": full}, {"estimate": roomy}, {"policy": {"offlineData": True}},
              {"policy": {"offlineData": False}}, {"persisted": True}, {"persisted": False,
              "policy": {"requirePersistence": True}}, {}]
-    accepts = [{"online": True}, {"online": False}, {"online": True, "unsent": 1}, {"online": True, "sending": True},
+    accepts = [{"online": True}, {"online": True, **ALLOWED}, {"online": False}, {"online": True, "unsent": 1},
+               {"online": True, "sending": True},
                {"online": True, "policy": {"offlineData": False}}, {"online": True, "estimate": full},
                {"online": False, "unsent": 1, "policy": {"offlineData": False}}]
     seen: set[tuple[str, frozenset[str]]] = set()
@@ -217,7 +220,7 @@ def test_while_the_offer_stands_a_disk_filling_again_withdraws_it(free: int, wit
     if withdrawn:
         assert "storage is full" in d.text and d.conditions == ("quota-exhausted",)
     m = _offered()
-    d = m.accept({"online": True, "estimate": {"usage": GB, "quota": GB + free}})
+    d = m.accept({"online": True, "estimate": {"usage": GB, "quota": GB + free}, **ALLOWED})
     assert d.action == ("withdraw-offer" if withdrawn else "switch-to-device")
 
 
@@ -228,7 +231,7 @@ def test_the_patient_list_says_where_the_patients_are_read_from() -> None:
         assert sm.patients_summary(12, mode) == "12 patients · read from the server, nothing kept on this device"
     m = _offered()
     assert sm.patients_summary(3, m.mode).endswith("nothing kept on this device")
-    m.accept({"online": True})
+    assert m.accept({"online": True, **ALLOWED}).action == "switch-to-device"
     m.on("switched")
     assert sm.patients_summary(3, m.mode) == "3 patients on this device"
 
@@ -256,18 +259,22 @@ def _offered() -> sm.StorageMode:
     ({"online": True, "unresolved": 1}, "waits for your decision"),  # a conflict lives in memory only
     ({"online": False}, "You are offline"),
     ({}, "You are offline"),
+    ({"online": False, "audit": 2}, "You are offline"),  # connecting is what to do first
+    # the policy could not be read for this accept: the administrator may have turned offline data off since
+    ({"online": True}, "cannot confirm"),
+    ({"online": True, "policy": {"requirePersistence": False}}, "cannot confirm"),
 ])
 def test_accepting_waits_while_anything_is_on_its_way_or_offline(facts: dict[str, Any], words: str) -> None:
     m = _offered()
     d = m.accept(facts)
     assert (d.mode, d.action) == ("online-only", "not-yet") and words in d.note
-    d = m.accept({"online": True, "unsent": 0, "audit": 0, "sending": False})
+    d = m.accept({"online": True, "unsent": 0, "audit": 0, "sending": False, **ALLOWED})
     assert (d.mode, d.action) == ("online-only", "switch-to-device")
     d = m.on("switched")
     assert (d.mode, d.action, d.text) == ("device", "none", "")
     assert "work offline" in m.on("downloaded", {"done": True}).note
     assert "retry automatically" in m.on("downloaded", {"done": False}).note
-    assert m.accept({"online": True}).action == "none"  # a second tap after the switch does nothing
+    assert m.accept({"online": True, **ALLOWED}).action == "none"  # a second tap after the switch does nothing
 
 
 def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
@@ -282,7 +289,7 @@ def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
 
 def test_words_are_plain() -> None:
     m = _offered()
-    texts = [m.accept({"online": True, "unsent": 2}).note, m.accept({}).note, *sm.OFFER.values(),
+    texts = [m.accept({"online": True, "unsent": 2}).note, m.accept({}).note, m.accept({"online": True}).note, *sm.OFFER.values(),
              *sm.WHAT_CLEARS.values(), *sm.NOTES.values(), sm.OFFERED_TEXT, sm.DECLINED_TEXT]
     for t in texts:
         assert t and t[0].isupper() and "{" not in t and "None" not in t and "_" not in t
