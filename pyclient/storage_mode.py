@@ -16,7 +16,12 @@ with this same module (``POST /api/device/storage-mode``), so one rule and one s
 * ``persist-refused`` — the browser granted persistent storage later, or the policy no longer requires it.
 
 When nothing holds any more the app does not switch silently: it OFFERS (``offer-device``, words in
-:data:`OFFER`). Accepting is safe only when nothing is on its way to the server (no change or audit event
+:data:`OFFER`). The offer is watched as well, every ``recheck_s`` the same: the policy (an administrator may
+impose "no offline data" again) and the facts of the conditions that cleared (the disk may fill again, below
+:data:`WITHDRAW_FREE_BYTES` beyond what was free when the write failed). A condition back withdraws the offer
+(``withdraw-offer``, said in :data:`NOTES` ``withdrawn``), and ``accept`` judges the same facts once more
+first: the user may tap "Set PIN" between two checks, and the device must not store what the policy forbids.
+Accepting is safe only when nothing is on its way to the server (no change or audit event
 waiting in memory, no sync round running) and the device is online for the first download; the table says so
 (``accept`` vs ``accept-not-yet``). Then the app sets a PIN, moves the store from memory to IndexedDB under the
 same device id, reports ``switched`` (from then on a full disk is a ``hit`` on a device again), downloads into
@@ -40,8 +45,8 @@ from pyclient.keys import PIN_RULE
 
 __all__ = [
     "ACTIONS", "CLEARABLE", "CONDITIONS", "EVENTS", "MODES", "OFFER", "REASONS", "RECHECK_S", "RESUME_FREE_BYTES",
-    "TRANSITIONS", "Action", "Condition", "Decision", "Event", "Mode", "StorageMode", "conditions_from_facts",
-    "decide", "free_bytes",
+    "TRANSITIONS", "WITHDRAW_FREE_BYTES", "Action", "Condition", "Decision", "Event", "Mode", "StorageMode",
+    "conditions_from_facts", "decide", "free_bytes", "patients_summary",
 ]
 
 # "offered" and "declined" are online only on the wire (``Decision.mode``): nothing is kept yet. Offered: every
@@ -80,7 +85,11 @@ CLEARABLE: Mapping[Condition, str] = {
 # again: a quarter of the web default budget (pyclient.device_set.DEFAULT_BUDGET_BYTES), enough for the pinned
 # patients and the first pages of the prefetch tail (the device set stays within what fits).
 RESUME_FREE_BYTES = 250_000_000
-# How often the watched facts are gathered while online only for a condition that can clear (and on focus).
+# While the offer stands, the disk counts as full again below half that margin: a margin of its own, so an
+# estimate wobbling around the offer's threshold does not show and withdraw the offer every check.
+WITHDRAW_FREE_BYTES = RESUME_FREE_BYTES // 2
+# How often the watched facts are gathered while online only for a condition that can clear, and while the
+# offer stands (and on focus).
 RECHECK_S = 30
 
 # Why, in plain words, after "Online only: this device keeps no patient data — ". Most specific first: when
@@ -128,6 +137,9 @@ NOTES: Mapping[str, str] = {
     "switched": "Patient data is kept on this device again: you can work offline.",
     "unfinished": "The download to this device did not finish. It will retry automatically.",
     "declined": "This device keeps no patient data until OmniCare is next started.",
+    "unconfirmed": ("The server did not answer, so OmniCare cannot confirm that this device may keep patient "
+                    "data. Try again in a moment."),
+    "withdrawn": "The offer to keep patient data on this device is withdrawn: nothing was stored on it.",
 }
 
 _ONLINE_ONLY_MODES: frozenset[Mode] = frozenset({"online-only", "offered", "declined"})
@@ -166,6 +178,9 @@ def _rows() -> dict[tuple[Mode, Event, bool], tuple[Mode, Action]]:
     rows.update({
         # Safe: nothing is on its way to the server, so nothing can be lost when the memory store goes.
         ("offered", "accept", False): ("offered", "switch-to-device"),
+        # A condition came back since the offer (accept judges the facts first): nothing may be stored.
+        ("offered", "accept", True): ("online-only", "withdraw-offer"),
+        ("offered", "accept-not-yet", True): ("online-only", "withdraw-offer"),
         ("offered", "accept-not-yet", False): ("offered", "not-yet"),
         ("offered", "switched", False): ("device", "none"),
         ("device", "downloaded", False): ("device", "none"),
@@ -213,14 +228,17 @@ class StorageMode:
         self.mode: Mode = "device"
         self.active: frozenset[Condition] = frozenset()
         self._free_at_hit = 0  # free bytes the estimate showed when the quota was hit (0: not known)
+        # Conditions that cleared in this session: watched while the offer stands, as they can come back.
+        self._cleared: frozenset[Condition] = frozenset()
 
     def _step(self, event: Event, active: frozenset[Condition], note: str = "") -> Decision:
         key = (self.mode, event, bool(active))
         if key not in TRANSITIONS:
             raise ValueError(f"no transition for {key!r}")
         self.mode, action = TRANSITIONS[key]
+        self._cleared = frozenset() if self.mode == "device" else (self._cleared | (self.active - active)) - active
         self.active = active
-        return self._decision(action, note)
+        return self._decision(action, note or (NOTES["withdrawn"] if action == "withdraw-offer" else ""))
 
     def on(self, event: str, facts: Mapping[str, Any] | None = None, condition: str = "") -> Decision:
         """One entry point for the adapters: ``event`` with its facts (start, check, hit, accept) or its
@@ -247,6 +265,7 @@ class StorageMode:
     def start(self, conditions: Iterable[str]) -> Decision:
         """A page start with the facts known then (IndexedDB probe, runtime, stored policy)."""
         self._free_at_hit = 0
+        self.active, self._cleared = frozenset(), frozenset()  # a new session: nothing cleared in it yet
         return self._step("start", _checked(conditions))
 
     def hit(self, condition: str, estimate: Any = None) -> Decision:
@@ -285,6 +304,8 @@ class StorageMode:
         free = free_bytes(facts.get("estimate"))
         if free is not None and "quota-exhausted" in self.active:  # only a failed write says "full"
             out["quota-exhausted"] = free < self._free_at_hit + RESUME_FREE_BYTES
+        elif free is not None and "quota-exhausted" in self._cleared:  # freed, offered: filled again?
+            out["quota-exhausted"] = free < self._free_at_hit + WITHDRAW_FREE_BYTES
         if isinstance(policy.get("offlineData"), bool):
             out["policy-no-offline"] = policy["offlineData"] is False
         persisted, required = facts.get("persisted"), policy.get("requirePersistence")
@@ -298,14 +319,26 @@ class StorageMode:
         """The user accepted the offer. Facts: ``unsent`` (changes waiting in memory), ``audit`` (access
         events waiting), ``sending`` (a sync round running), ``unresolved`` (conflicted or refused changes, kept
         in memory for the user's decision), ``online``. The memory store is forgotten in the switch, so it is
-        safe only when all of it has reached the server."""
+        safe only when all of it has reached the server. The watched facts (``estimate``, ``persisted``,
+        ``policy``, as for :meth:`check`) are judged first: a condition back since the last check withdraws the
+        offer instead, and nothing is stored. The policy must have been read for this accept: without it, the
+        administrator's word since the last check is unknown, so not yet."""
+        if self.mode == "offered":
+            back = {c for c, holds in self._judged(facts).items() if holds}
+            if back:
+                return self._step("accept", self.active | frozenset(back))
         if _count(facts.get("unresolved")):
             return self._step("accept-not-yet", self.active, NOTES["unresolved"])
+        # Offline is said before "on its way": nothing can be sent until the device connects anyway (an access
+        # record of the chart just read always waits offline), and connecting is what the user can do.
+        if facts.get("online") is not True:
+            return self._step("accept-not-yet", self.active, NOTES["offline"])
         unsent = _count(facts.get("unsent")) + _count(facts.get("audit")) + (1 if facts.get("sending") else 0)
         if unsent:
             return self._step("accept-not-yet", self.active, NOTES["unsent"])
-        if facts.get("online") is not True:
-            return self._step("accept-not-yet", self.active, NOTES["offline"])
+        policy = facts.get("policy")
+        if self.mode == "offered" and not (isinstance(policy, Mapping) and isinstance(policy.get("offlineData"), bool)):
+            return self._step("accept-not-yet", self.active, NOTES["unconfirmed"])
         return self._step("accept", self.active, NOTES["switching"])
 
     def _decision(self, action: Action, note: str) -> Decision:
@@ -316,9 +349,10 @@ class StorageMode:
         watching = self.mode in ("online-only", "offered") and bool(conds) and all(c in CLEARABLE for c in conds)
         watch = tuple(sorted({CLEARABLE[c] for c in conds} | {"policy"})) if watching else ()
         recheck = RECHECK_S if watching else 0
-        if not conds and self.mode == "offered":
+        if not conds and self.mode == "offered":  # watched too: what cleared may come back before the accept
             return Decision("online-only", action, conds, decisions, OFFERED_TEXT, OFFER["text"], CONSEQUENCE,
-                            offer=OFFER, note=note)
+                            offer=OFFER, note=note, recheck_s=RECHECK_S,
+                            watch=tuple(sorted({CLEARABLE[c] for c in self._cleared} | {"policy"})))
         if not conds:  # declined: still in memory until the next start
             return Decision("online-only", action, conds, decisions, DECLINED_TEXT,
                             "the reason has cleared; the next start keeps data on this device again.", CONSEQUENCE,
@@ -326,6 +360,15 @@ class StorageMode:
         reason = REASONS[conds[0]]
         return Decision("online-only", action, conds, decisions, PREFIX + reason, reason,
                         f"{CONSEQUENCE} {WHAT_CLEARS[conds[0]]}", note=note, recheck_s=recheck, watch=watch)
+
+
+def patients_summary(count: int, mode: str) -> str:
+    """The line above the patient list: how many, and where they are read from — on a device that keeps
+    nothing, "on this device" would be untrue (``mode``: :attr:`StorageMode.mode`, or "device")."""
+    n = f"{count} patient{'' if count == 1 else 's'}"
+    if mode in _ONLINE_ONLY_MODES:
+        return f"{n} · read from the server, nothing kept on this device"
+    return f"{n} on this device"
 
 
 def free_bytes(estimate: Any) -> int | None:

@@ -4,7 +4,8 @@
 // Switching back: while the reason can clear (space freed, policy lifted, persistence granted) the facts
 // Python names are gathered again every `recheckS` seconds and when the tab regains focus; when Python offers,
 // the offer is shown, and accepting moves this session to IndexedDB under a new PIN, in a dialog over the
-// screen, which stays as it is.
+// screen, which stays as it is. The offer is watched the same way (Python names the facts): a condition back
+// (the policy re-imposed, the disk full again) withdraws it, and the accept re-reads the facts first.
 import * as idb from "./idb.js";
 import * as net from "./net.js";
 import * as webauthn from "./webauthn.js";
@@ -57,7 +58,8 @@ function adopt(d) {
   watch(d);
   if (d.mode !== "online-only") return;
   state.onlineOnlyAt ??= performance.now();
-  if (["start-online-only", "go-online-only", "withdraw-offer"].includes(d.action)) banner(`${d.text} ${d.detail}`, { kind: "info" });
+  if (d.action === "withdraw-offer") document.getElementById("keep-data")?.close(); // the offer is gone: its dialog too
+  if (["start-online-only", "go-online-only", "withdraw-offer"].includes(d.action)) banner([d.note, d.text, d.detail].filter(Boolean).join(" "), { kind: "info" });
   else if (d.action === "offer-device" || (d.offer && document.getElementById("banner").hidden)) showOffer(d);
   else if (d.action === "back-at-next-start") banner(null);
   decorateStatus();
@@ -82,14 +84,17 @@ for (const [target, ev] of [[window, "focus"], [document, "visibilitychange"], [
 }
 
 let checking = false;
+let deciding = null; // a check's question to Python once asked: the accept waits for it (never for a fetch)
 async function recheck(why) {
   const d = state.storageMode;
   if (checking || switchingBack || !state.py || !state.unlocked || !d?.watch?.length) return;
   checking = true;
   try {
     const facts = await gather(d.watch, why);
-    adopt(await state.py.call("storage_decision", { event: "check", facts }));
-  } catch { /* a fact could not be read: the next check tries again */ } finally { checking = false; }
+    if (switchingBack) return; // the accept judges the facts itself; a check landing mid-switch would undo it
+    deciding = state.py.call("storage_decision", { event: "check", facts });
+    adopt(await deciding);
+  } catch { /* a fact could not be read: the next check tries again */ } finally { checking = false; deciding = null; }
 }
 
 /** The facts only, as the browser and the server report them; Python judges what they mean. */
@@ -103,7 +108,9 @@ async function gather(names, why) {
     facts.persisted = p;
   }
   if (names.includes("policy") && navigator.onLine) {
-    const r = await net.me().catch(() => null);
+    // Bounded: a request the network swallows must not hold the accept (no policy read: Python says not yet).
+    const late = new Promise((resolve) => setTimeout(() => resolve(null), 10000));
+    const r = await Promise.race([net.me(), late]).catch(() => null);
     if (r?.status === 200 && r.json?.devicePolicy) facts.policy = r.json.devicePolicy;
   }
   return facts;
@@ -171,15 +178,19 @@ async function switchBack(pin, say) {
   const wasUnlocked = state.unlocked;
   let handedOver = false;
   try {
+    await deciding?.catch(() => {}); // a check already put to Python lands first
     await state.runner?.kick("switch"); // send what waits now
     state.runner?.stop();
     await state.runner?.running?.catch(() => {});
     await state.py.settled?.();
     const s = await state.py.call("status").catch(() => ({}));
     const audit = await state.py.call("audit_flush").catch(() => 0);
-    const d = await state.py.call("storage_decision", { event: "accept", facts: {
+    // The facts again, now: the policy may be back since the last check, and Python refuses the accept then.
+    const watched = await gather(state.storageMode?.watch || ["policy"], "accept");
+    const d = await state.py.call("storage_decision", { event: "accept", facts: { ...watched,
       unsent: s.pending || 0, unresolved: (s.conflicted || 0) + (s.rejected || 0), audit, sending: !!s.syncing, online: navigator.onLine } });
     adopt(d);
+    if (d.action === "withdraw-offer") return; // said in the banner, the dialog closed: nothing was stored
     if (d.action !== "switch-to-device") throw new Error(d.note || d.text);
     say(d.note);
     state.unlocked = false;

@@ -183,7 +183,7 @@ export function patientRow(p) {
       h("span", { class: "mrn" }, p.mrn), pendingBadge(p)));
 }
 
-export function patientList({ results, query, kind, ms, total, onSearch, error }) {
+export function patientList({ results, query, kind, ms, total, onSearch, error, summary: said }) {
   const input = h("input", { type: "search", id: "q", name: "q", value: query || "", autocomplete: "off",
     placeholder: "Name, MRN or birth date", "aria-controls": "patients" });
   const form = h("form", { class: "search", role: "search", onsubmit: (e) => { e.preventDefault(); onSearch(input.value); } },
@@ -193,7 +193,7 @@ export function patientList({ results, query, kind, ms, total, onSearch, error }
   input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => onSearch(input.value), 150); });
   const summary = error || (query
     ? `${results.length} match${results.length === 1 ? "" : "es"} for “${query}” (${kind}, ${ms} ms, encrypted search)`
-    : `${results.length} patients on this device`);
+    : said || `${results.length} patients on this device`); // said: Python's words (online only keeps none)
   return [h("section", { class: "card" }, h("h2", {}, "Patients"), form, h("p", { class: error ? "form-error" : "muted", id: "result-summary", "aria-live": "polite" }, summary),
     results.length
       ? h("ul", { class: "patients", id: "patients" }, results.map(patientRow))

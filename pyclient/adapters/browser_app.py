@@ -1050,7 +1050,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if not text:
             everyone = await self.patients()
             self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": len(everyone)})
-            return {"kind": None, "results": everyone, "ms": 0.0}
+            storage: sm.StorageMode | None = getattr(self, "_storage_mode", None)  # online only keeps nothing
+            return {"kind": None, "results": everyone, "ms": 0.0,
+                    "summary": sm.patients_summary(len(everyone), storage.mode if storage else "device")}
         kind = cv.search_kind(text)
         try:
             text = cv.normalize_query(kind, text, "dmy" if date_order == "dmy" else "mdy")

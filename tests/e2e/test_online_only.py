@@ -118,6 +118,15 @@ def poll_until(fn: Any, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def _list_says_nothing_is_kept(page: Any, name: str) -> None:
+    """The patient list tells where its patients come from: "12 patients on this device" would be untrue."""
+    page.wait_for_selector("#patients li a", timeout=180_000)
+    n = page.locator("#patients li a").count()
+    summary = page.inner_text("#result-summary")
+    assert summary == f"{n} patient{'' if n == 1 else 's'} · read from the server, nothing kept on this device"
+    shot(page, f"{name}-list", full_page=False)
+
+
 def _nothing_at_rest(page: Any, family: str, pid: str) -> None:
     assert page.evaluate(NO_PHI_AT_REST, [family, pid]) == []
 
@@ -131,6 +140,7 @@ def test_indexeddb_refused_runs_online_only(browser: Any, server: Server) -> Non
         _sign_in(page, "dr.adams")
         _says_online_only(page, "private window")
         shot(page, "online-only-idb-1024", full_page=False)
+        _list_says_nothing_is_kept(page, "online-only-idb-1024")
         pid, family = _chart_and_vital(page, server, "dr.adams", "online-only-idb")
         assert page.locator("#pin-setup").count() == 0  # nothing kept, so nothing to protect with a PIN
         _nothing_at_rest(page, family, pid)
@@ -156,6 +166,7 @@ def test_quota_exhausted_switches_to_online_only(browser: Any, server: Server) -
         page.click("#pin-setup button[type=submit]")
         _says_online_only(page, "storage is full")
         shot(page, "online-only-quota-768", full_page=False)
+        _list_says_nothing_is_kept(page, "online-only-quota-768")
         pid, family = _chart_and_vital(page, server, "dr.chen", "online-only-quota")
         _nothing_at_rest(page, family, pid)
     finally:

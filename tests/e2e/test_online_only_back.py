@@ -241,3 +241,69 @@ def test_not_now_keeps_the_session_online_only_until_the_next_start(
         page.click("#signin button[type=submit]")
     page.wait_for_selector("#pin-setup", timeout=120_000)
     assert page.get_attribute("#sync", "data-mode") is None
+
+
+# Holds the app's 30 s timers (the storage re-check; the sync runner's tick too, harmless for these seconds)
+# while window.__holdRecheck is set: the step below must meet the re-imposed policy at the accept itself, not
+# at a timer tick that happens to fall between two clicks.
+HOLD_RECHECK = """(() => {
+  const every = window.setInterval;
+  window.setInterval = (f, ms, ...a) => every((...b) => { if (!(window.__holdRecheck && ms === 30000)) f(...b); }, ms, ...a);
+})();"""
+WITHDRAWN = "The offer to keep patient data on this device is withdrawn: nothing was stored on it."
+
+
+def test_an_offer_is_withdrawn_when_the_administrator_turns_offline_data_off_again(
+        new_context: Any, server: Server, shared_workstation: Callable[[], None]) -> None:
+    """The offer is watched too: re-imposed while it stands, it goes at the next check (the 30 s timer, no
+    focus needed); re-imposed between two checks, the accept itself re-reads the policy and is refused. Either
+    way nothing is written to IndexedDB."""
+    user = "nurse.baker"
+
+    def impose() -> None:
+        server.manage("shell", "-c", GROUP + "u.groups.add(g)")
+
+    ctx = new_context()
+    ctx.add_init_script(HOLD_RECHECK)
+    page = _sign_in_online_only(ctx, user, {"width": 1024, "height": 768})
+    assert "nothing kept on this device" in page.inner_text("#result-summary")
+    assert "omnicare" not in page.evaluate(DATABASES)
+
+    # Lifted: offered. Re-imposed while the offer stands: the periodic check withdraws it, in words.
+    shared_workstation()
+    page.evaluate(FOCUS)
+    page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
+    impose()
+    page.wait_for_selector(f"#banner:has-text('{WITHDRAWN}')", timeout=45_000)  # no focus: the timer's check
+    banner = page.inner_text("#banner")
+    assert OFFER not in banner and "shared workstation" in banner
+    assert "If your administrator turns offline data back on" in banner
+    assert "shared workstation" in page.inner_text("#sync .sync-text")
+    shot(page, "online-only-back-withdrawn-1024", full_page=False)
+
+    # Lifted again and offered; the nurse opens "Set PIN" and types it; the administrator re-imposes the
+    # policy before any check sees it; "Set PIN and keep data" is refused, and the dialog goes with the offer.
+    page.set_viewport_size({"width": 768, "height": 1024})
+    shared_workstation()
+    page.evaluate(FOCUS)
+    page.wait_for_selector(f"#banner:has-text('{OFFER}')", timeout=60_000)
+    page.click("#banner button:has-text('Set PIN')")
+    page.wait_for_selector("dialog#keep-data[open]")
+    page.fill("#keep-data input[name=pin]", NEW_PIN)
+    page.fill("#keep-data input[name=pin2]", NEW_PIN)
+    page.evaluate("() => { window.__holdRecheck = true; }")
+    impose()
+    page.click("#keep-data button[type=submit]")
+    page.wait_for_selector(f"#banner:has-text('{WITHDRAWN}')", timeout=60_000)
+    assert page.locator("dialog#keep-data").count() == 0
+    assert "shared workstation" in page.inner_text("#banner")
+    assert page.get_attribute("#sync", "data-mode") == "online-only"
+    shot(page, "online-only-back-accept-refused-768", full_page=False)
+    page.evaluate("() => { window.__holdRecheck = false; }")
+    page.wait_for_timeout(3000)  # a late write would show up now
+    assert "omnicare" not in page.evaluate(DATABASES)  # nothing was written at rest
+    # Still working online only: the list is read from the server, into memory.
+    page.goto("/#/patients")
+    page.wait_for_selector("#patients li a")
+    assert "nothing kept on this device" in page.inner_text("#result-summary")
+    assert page.evaluate("() => window.omnicare.py.call('status')")["locked"] is False

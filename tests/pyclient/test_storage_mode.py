@@ -10,6 +10,8 @@ import pytest
 
 from pyclient import storage_mode as sm
 
+ALLOWED = {"policy": {"offlineData": True}}  # /api/auth/me read at the accept: offline data allowed
+
 
 def test_a_device_that_can_keep_data_keeps_it() -> None:
     d = sm.decide({"idb": True, "persisted": False, "runtime": True, "policy": {"offlineData": True}})
@@ -65,7 +67,10 @@ def _reachable_never_misses_a_row() -> set[tuple[str, frozenset[str]]]:
     facts = [{"estimate": full}, {"estimate": roomy}, {"policy": {"offlineData": True}},
              {"policy": {"offlineData": False}}, {"persisted": True}, {"persisted": False,
              "policy": {"requirePersistence": True}}, {}]
-    accepts = [{"online": True}, {"online": False}, {"online": True, "unsent": 1}, {"online": True, "sending": True}]
+    accepts = [{"online": True}, {"online": True, **ALLOWED}, {"online": False}, {"online": True, "unsent": 1},
+               {"online": True, "sending": True},
+               {"online": True, "policy": {"offlineData": False}}, {"online": True, "estimate": full},
+               {"online": False, "unsent": 1, "policy": {"offlineData": False}}]
     seen: set[tuple[str, frozenset[str]]] = set()
     todo: list[sm.StorageMode] = []
     for n in range(len(sm.CONDITIONS) + 1):
@@ -164,6 +169,73 @@ def test_the_administrator_lifting_the_policy_offers_and_reimposing_it_withdraws
     assert "shared workstation" in d.text
 
 
+def test_while_the_offer_stands_the_policy_is_still_watched_and_its_return_withdraws_the_offer() -> None:
+    m = sm.StorageMode()
+    m.start(["policy-no-offline"])
+    d = m.check({"policy": {"offlineData": True}})
+    assert d.action == "offer-device"
+    # The app keeps checking at the same period: the administrator may turn offline data off again.
+    assert (d.recheck_s, d.watch) == (sm.RECHECK_S, ("policy",))
+    assert (m.check({}).recheck_s, m.check({"policy": {"offlineData": True}}).action) == (sm.RECHECK_S, "none")
+    d = m.check({"policy": {"offlineData": False}})
+    assert (d.mode, d.action, d.offer) == ("online-only", "withdraw-offer", None)
+    assert d.note == sm.NOTES["withdrawn"] and "nothing was stored" in d.note
+    assert "shared workstation" in d.text and "turns offline data back on" in d.detail
+    assert (d.recheck_s, d.watch) == (sm.RECHECK_S, ("policy",))  # and lifted again: offered again
+    assert m.check({"policy": {"offlineData": True}}).action == "offer-device"
+
+
+def test_accepting_judges_the_facts_first_and_a_condition_back_refuses_it_in_words() -> None:
+    m = sm.StorageMode()
+    m.start(["policy-no-offline"])
+    assert m.check({"policy": {"offlineData": True}}).action == "offer-device"
+    # Re-imposed between two checks, then "Set PIN": the device must not start keeping data.
+    d = m.accept({"online": True, "policy": {"offlineData": False}})
+    assert (d.mode, d.action, d.conditions) == ("online-only", "withdraw-offer", ("policy-no-offline",))
+    assert d.note == sm.NOTES["withdrawn"] and d.offer is None
+    assert m.accept({"online": True, "policy": {"offlineData": False}}).action == "none"  # a second tap
+    assert m.accept({"online": True}).action == "none"  # no fact says it cleared: still not offered
+    # Lifted again, and the accept's own facts agree: the switch goes ahead.
+    assert m.check({"policy": {"offlineData": True}}).action == "offer-device"
+    assert m.accept({"online": True, "policy": {"offlineData": True}}).action == "switch-to-device"
+    # Something waiting AND the policy back: the policy wins (waiting would not make storing allowed).
+    m = sm.StorageMode()
+    m.start(["policy-no-offline"])
+    m.check({"policy": {"offlineData": True}})
+    assert m.accept({"online": True, "unsent": 2, "policy": {"offlineData": False}}).action == "withdraw-offer"
+
+
+@pytest.mark.parametrize(("free", "withdrawn"), [
+    (3 * GB, False),  # still roomy
+    (sm.RESUME_FREE_BYTES - 1, False),  # under the offer's threshold, above the margin: no flicker
+    (sm.WITHDRAW_FREE_BYTES, False),
+    (sm.WITHDRAW_FREE_BYTES - 1, True),  # filled again
+    (0, True),
+])
+def test_while_the_offer_stands_a_disk_filling_again_withdraws_it(free: int, withdrawn: bool) -> None:
+    m = _offered()  # full at 0 bytes free, then 10 GB free
+    d = m.check({"estimate": {"usage": GB, "quota": GB + free}})
+    assert (d.recheck_s, d.watch) == (sm.RECHECK_S, ("estimate", "policy"))
+    assert (d.action == "withdraw-offer") is withdrawn and (d.offer is None) is withdrawn
+    if withdrawn:
+        assert "storage is full" in d.text and d.conditions == ("quota-exhausted",)
+    m = _offered()
+    d = m.accept({"online": True, "estimate": {"usage": GB, "quota": GB + free}, **ALLOWED})
+    assert d.action == ("withdraw-offer" if withdrawn else "switch-to-device")
+
+
+def test_the_patient_list_says_where_the_patients_are_read_from() -> None:
+    assert sm.patients_summary(12, "device") == "12 patients on this device"
+    assert sm.patients_summary(1, "device") == "1 patient on this device"
+    for mode in ("online-only", "offered", "declined"):  # nothing is kept in any of them
+        assert sm.patients_summary(12, mode) == "12 patients · read from the server, nothing kept on this device"
+    m = _offered()
+    assert sm.patients_summary(3, m.mode).endswith("nothing kept on this device")
+    assert m.accept({"online": True, **ALLOWED}).action == "switch-to-device"
+    m.on("switched")
+    assert sm.patients_summary(3, m.mode) == "3 patients on this device"
+
+
 def test_persistence_granted_later_or_no_longer_required_offers() -> None:
     for facts in ({"persisted": True}, {"persisted": False, "policy": {"requirePersistence": False}}):
         m = sm.StorageMode()
@@ -187,18 +259,22 @@ def _offered() -> sm.StorageMode:
     ({"online": True, "unresolved": 1}, "waits for your decision"),  # a conflict lives in memory only
     ({"online": False}, "You are offline"),
     ({}, "You are offline"),
+    ({"online": False, "audit": 2}, "You are offline"),  # connecting is what to do first
+    # the policy could not be read for this accept: the administrator may have turned offline data off since
+    ({"online": True}, "cannot confirm"),
+    ({"online": True, "policy": {"requirePersistence": False}}, "cannot confirm"),
 ])
 def test_accepting_waits_while_anything_is_on_its_way_or_offline(facts: dict[str, Any], words: str) -> None:
     m = _offered()
     d = m.accept(facts)
     assert (d.mode, d.action) == ("online-only", "not-yet") and words in d.note
-    d = m.accept({"online": True, "unsent": 0, "audit": 0, "sending": False})
+    d = m.accept({"online": True, "unsent": 0, "audit": 0, "sending": False, **ALLOWED})
     assert (d.mode, d.action) == ("online-only", "switch-to-device")
     d = m.on("switched")
     assert (d.mode, d.action, d.text) == ("device", "none", "")
     assert "work offline" in m.on("downloaded", {"done": True}).note
     assert "retry automatically" in m.on("downloaded", {"done": False}).note
-    assert m.accept({"online": True}).action == "none"  # a second tap after the switch does nothing
+    assert m.accept({"online": True, **ALLOWED}).action == "none"  # a second tap after the switch does nothing
 
 
 def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
@@ -213,7 +289,7 @@ def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
 
 def test_words_are_plain() -> None:
     m = _offered()
-    texts = [m.accept({"online": True, "unsent": 2}).note, m.accept({}).note, *sm.OFFER.values(),
+    texts = [m.accept({"online": True, "unsent": 2}).note, m.accept({}).note, m.accept({"online": True}).note, *sm.OFFER.values(),
              *sm.WHAT_CLEARS.values(), *sm.NOTES.values(), sm.OFFERED_TEXT, sm.DECLINED_TEXT]
     for t in texts:
         assert t and t[0].isupper() and "{" not in t and "None" not in t and "_" not in t
