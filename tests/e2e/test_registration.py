@@ -154,3 +154,37 @@ def test_register_a_walk_in_offline_with_duplicate_check_then_sync(new_context: 
     page.wait_for_selector("#patient-name:has-text('Walkin')")
     poll(page, "() => !document.querySelector('.patient-head .badge.pending')")
     shot(page, "reg-07-synced-chart-1024x768")
+
+
+def test_a_chart_message_does_not_follow_the_clinician_to_the_next_patient(new_context: Any, server: Server) -> None:
+    """"X is registered" belongs to X's chart: opening another patient clears it (it was still on patient B's
+    chart, read as if it were about B). A message about the whole app (here: sent by the app itself, unscoped)
+    stays across screens until dealt with."""
+    ctx = new_context()
+    page = sign_in_and_sync(ctx, USER)
+    page.set_viewport_size(LAND)
+    other = page.locator("#patients li a").first
+    other_id = other.get_attribute("data-id")
+    open_register(page)
+    fill(page, given="Bea", family="Bannerman", birth_date="1971-02-03", gender="female")
+    page.click("#register-save")
+    page.wait_for_selector("#patient-name:has-text('Bannerman')")
+    page.wait_for_selector("#banner:not([hidden]):has-text('Bannerman, Bea is registered')")
+    shot(page, "reg-08-registered-banner-1024x768", full_page=False)
+
+    page.goto("/#/patients")
+    page.click(f"#patients a[data-id='{other_id}']")
+    page.wait_for_selector("#patient-name")
+    assert page.is_hidden("#banner"), page.inner_text("#banner")
+    page.set_viewport_size(PORT)
+    shot(page, "reg-09-next-patient-no-banner-768x1024", full_page=False)
+    assert page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])") == other_id
+
+    # An app-wide warning (no scope) is still there after moving between screens.
+    page.evaluate("""async () => (await import('/app/ui.js')).banner(
+        'Your session has ended. Your changes are kept on this device; sign in again to sync them.', { kind: 'warn' })""")
+    page.goto("/#/patients")
+    page.wait_for_selector("#patients li")
+    page.click(f"#patients a[data-id='{other_id}']")
+    page.wait_for_selector("#patient-name")
+    assert "session has ended" in page.inner_text("#banner")

@@ -117,8 +117,8 @@ setInterval(async () => {
   const parts = state.route || [];
   if (parts[0] === "patient" && r.removed.includes(parts[1])) {
     location.hash = "#/patients";
-    banner(r.message, { kind: "info" });
+    banner(r.message, { kind: "info", scope: "#/patients" });
   } else if (parts[0] !== "patient") {
-    banner(r.message, { kind: "info" });
+    banner(r.message, { kind: "info", scope: location.hash });
   }
 }, 3000);

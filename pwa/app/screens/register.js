@@ -62,8 +62,9 @@ export function showRegister() {
         return;
       }
       afterWrite();
-      banner(r.message, { kind: "info" });
-      location.hash = `#/patient/${encodeURIComponent(r.id)}`;
+      const chart = `#/patient/${encodeURIComponent(r.id)}`;
+      banner(r.message, { kind: "info", scope: chart }); // about this patient: gone when another screen opens
+      location.hash = chart;
     } catch (err) {
       slot.replaceChildren();
       showErrors(form, err);
