@@ -1179,8 +1179,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
         self._require_writable()
-        taken = self._vitals_time(values, _iso_now())  # issue 18 item 5: vitals taken earlier
-        created = forms.vitals(patient_id, values, now=taken, author=self._author())
+        now = _iso_now()
+        taken = self._vitals_time(values, now)  # issue 18 item 5: vitals taken earlier
+        created = forms.vitals(patient_id, values, now=taken, author=self._author(), recorded=now)
         ids = []
         for res in created:
             rid = str(uuid.uuid4())
