@@ -44,6 +44,9 @@ REASONS: Mapping[Condition, str] = {
     "runtime-failed": "the offline engine could not start in this browser.",
     "policy-no-offline": "this is a shared workstation: your administrator turned off offline data.",
 }
+# The status pill's own words: short, so the header stays one line at 1024 px (issue 18); the whole sentence
+# (``text``) is in the banner and the pill's tooltip / accessible description.
+LABEL = "Online only"
 PREFIX = "Online only: this device keeps no patient data — "
 SHORT = "Online only: this device keeps no patient data"
 CONSEQUENCE = ("Records are read from the server and changes are sent to it at once, so you need a connection. "
@@ -81,7 +84,7 @@ class Decision:
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "action": self.action, "conditions": list(self.conditions),
                 "decisions": self.decisions, "text": self.text, "reason": self.reason, "detail": self.detail,
-                "backNextStart": self.back_next_start}
+                "backNextStart": self.back_next_start, "label": LABEL if self.mode == "online-only" else ""}
 
 
 class StorageMode:

@@ -148,5 +148,8 @@ export function decorateStatus() {
   const box = document.getElementById("sync");
   const text = box.querySelector(".sync-text");
   box.dataset.mode = "online-only";
-  if (!text.textContent.startsWith("Online only")) text.textContent = `${state.storageMode.text} · ${text.textContent}`;
+  const { label, text: why } = state.storageMode; // short words on the pill, the sentence on hover / to readers
+  if (!text.textContent.startsWith(label)) text.textContent = `${label} · ${text.textContent}`;
+  box.title = why;
+  box.setAttribute("aria-description", why);
 }

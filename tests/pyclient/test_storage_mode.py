@@ -75,4 +75,13 @@ def test_wire_form() -> None:
     j = sm.decide({"runtime": False}).to_json()
     assert j == {"mode": "online-only", "action": "start-online-only", "conditions": ["runtime-failed"],
                  "decisions": "server", "text": sm.PREFIX + sm.REASONS["runtime-failed"],
-                 "reason": sm.REASONS["runtime-failed"], "detail": sm.CONSEQUENCE, "backNextStart": False}
+                 "reason": sm.REASONS["runtime-failed"], "detail": sm.CONSEQUENCE, "backNextStart": False,
+                 "label": "Online only"}
+
+
+@pytest.mark.parametrize("condition", sm.CONDITIONS)
+def test_the_pill_says_online_only_in_two_words_and_the_sentence_stays_in_text(condition: str) -> None:
+    """The status pill (header, one line at 1024 px) takes ``label``; the reason is in ``text`` (banner, tooltip)."""
+    j = sm.StorageMode().start([condition]).to_json()
+    assert j["label"] == "Online only" and j["text"].startswith(j["label"]) and len(j["text"]) > 40
+    assert sm.decide({}).to_json()["label"] == ""
