@@ -172,3 +172,83 @@ def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: 
         assert not _served(server, pid)  # and the server stops serving it too
     finally:
         ctx.close()
+
+
+def _break_glass(page: Any, mrn: str) -> None:
+    page.goto("/#/emergency")
+    page.fill("#bg-lookup input[name=mrn]", mrn)
+    page.click("#bg-lookup button[type=submit]")
+    page.wait_for_selector("#bg-request")
+    page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
+    page.click("#bg-request button[type=submit]")
+    page.wait_for_selector("#emergency-banner", timeout=90_000)
+
+
+OFFICER = ("privacy.e2e", "officer-ledger-2718")
+MAKE_OFFICER = ("from django.contrib.auth.models import User; from omnicare.access import roles; "
+                "o, _ = User.objects.get_or_create(username='{0}'); o.set_password('{1}'); o.save(); "
+                "roles.role_assign(user=o, role=roles.AUDITOR)")
+
+
+def _admin_page(ctx: Any, server: Server) -> Any:
+    """A privacy officer signed in to the admin, in a browser of their own."""
+    server.manage("shell", "-c", MAKE_OFFICER.format(*OFFICER))
+    page = ctx.new_page()
+    page.goto("/admin/login/")
+    page.fill("input[name=username]", OFFICER[0])
+    page.fill("input[name=password]", OFFICER[1])
+    page.click("input[type=submit], button[type=submit]")
+    page.wait_for_url("**/admin/**")
+    return page
+
+
+def _revoke_in_admin(admin: Any, server: Server, pid: str) -> None:
+    """The officer ticks the patient's running grant and runs "Revoke" (returns once the server has done it)."""
+    status, grants = server.api("GET", "/api/access/break-glass")
+    grant = next(g for g in grants if g["patientId"] == pid)
+    admin.goto("/admin/access/emergencyaccessgrant/")
+    admin.check(f"input[name=_selected_action][value='{grant['id']}']")
+    admin.select_option("select[name=action]", "revoke")
+    admin.click("button[name=index]")
+    admin.wait_for_selector("text=1 emergency access grant(s) revoked.")
+
+
+def test_a_revocation_closes_the_chart_within_seconds_and_polling_still_backs_it_up(
+        new_context: Any, server: Server) -> None:
+    """A privacy officer revokes the grant: the server says so over the sync socket and the chart is gone in
+    seconds — with the 15 s poll of the running grants refused here, so only the push can have told it. Then,
+    with the socket down, the poll alone still ends the next grant."""
+    target = _outside_patient(server)
+    pid, mrn = target["id"], target["identifier"][0]["value"]
+    ctx = new_context()
+    page = sign_in_and_sync(ctx)
+    admin = _admin_page(new_context(), server)
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _break_glass(page, mrn)
+    shot(page, "break-glass-before-revoke-1024x768", full_page=False)
+    ctx.route("**/api/access/break-glass", lambda route: route.abort() if route.request.method == "GET"
+              else route.continue_())
+    _revoke_in_admin(admin, server, pid)
+    revoked = time.monotonic()
+    poll(page, "(pid) => window.omnicare.py.call('chart', {patient_id: pid}).then(() => false, (e) => e.kind === "
+               "'not_found') && !document.getElementById('patient-name')", pid, timeout=20, interval=0.1)
+    took = time.monotonic() - revoked
+    assert took < 3.0, f"the chart stayed {took:.1f} s after the revocation"
+    page.wait_for_selector("#banner:has-text('Emergency access has ended')")
+    assert_plain(page)
+    page.set_viewport_size({"width": 768, "height": 1024})
+    shot(page, "break-glass-revoked-768x1024", full_page=False)
+    ctx.unroute("**/api/access/break-glass")
+    assert not _served(server, pid)
+
+    # The socket down (a proxy that drops WebSockets): the poll of the running grants is the fallback.
+    ctx.route_web_socket("**/ws/sync", lambda ws: ws.close())
+    page.evaluate("() => window.omnicare.runner?.closeWs?.()")
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _break_glass(page, mrn)
+    _revoke_in_admin(admin, server, pid)
+    revoked = time.monotonic()
+    poll(page, "(pid) => window.omnicare.py.call('chart', {patient_id: pid}).then(() => false, (e) => e.kind === "
+               "'not_found') && !document.getElementById('patient-name')", pid, timeout=40, interval=0.25)
+    assert time.monotonic() - revoked < 25
+    page.wait_for_selector("#banner:has-text('Emergency access has ended')")
