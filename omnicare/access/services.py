@@ -229,6 +229,31 @@ def user_practitioner(*, user: Any) -> dict[str, str] | None:
     return {"id": ids[0], "display": (practitioner_display(body) if isinstance(body, dict) else "") or full}
 
 
+def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
+    """The clinicians a new patient can be given to, for a user who may register patients but joins no care team
+    (the front desk; issue 18): ``[{"id", "display"}]`` of the Practitioners of active users with a care-team
+    role — those sharing one of the user's wards when the user works on wards — sorted by name. None for
+    everyone else (a registering clinician joins the team themselves, ``fhir.services._registrant_care_teams``).
+    Shipped in the sign-in answer so an offline registration can still name one."""
+    from django.contrib.auth import get_user_model
+
+    held = rbac.user_roles(user)
+    if not held or any(rbac.ROLES[r].scope == "care-team" for r in held):
+        return None
+    if not any("C" in rbac.ROLES[r].grants.get("Patient", "") for r in held):
+        return None
+    care_roles = [name for name, role in rbac.ROLES.items() if role.scope == "care-team"]
+    wards = set(user_ward_ids(user=user))
+    out: dict[str, str] = {}
+    for clinician in get_user_model().objects.filter(is_active=True, groups__name__in=care_roles).distinct():
+        if wards and not wards & set(user_ward_ids(user=clinician)):
+            continue
+        p = user_practitioner(user=clinician)
+        if p is not None:
+            out[p["id"]] = p["display"]
+    return [{"id": i, "display": d} for i, d in sorted(out.items(), key=lambda kv: (kv[1].casefold(), kv[0]))]
+
+
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
 # CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index

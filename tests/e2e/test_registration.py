@@ -188,3 +188,56 @@ def test_a_chart_message_does_not_follow_the_clinician_to_the_next_patient(new_c
     page.click(f"#patients a[data-id='{other_id}']")
     page.wait_for_selector("#patient-name")
     assert "session has ended" in page.inner_text("#banner")
+
+
+DESK = ("desk.e2e", "front-desk-lobby-5150")
+MAKE_DESK = ("from django.contrib.auth.models import User; from omnicare.access import roles; "
+             "u, _ = User.objects.get_or_create(username='{0}'); u.set_password('{1}'); u.save(); "
+             "roles.role_assign(user=u, role=roles.FRONT_DESK)")
+
+
+def test_the_front_desk_registers_a_walk_in_offline_for_a_responsible_clinician(
+        new_context: Any, server: Server) -> None:
+    """The front desk is on no care team (demographics only): the form asks who takes the patient on, and on
+    sync that clinician's care team gets the patient — the walk-in is somebody's patient, not nobody's."""
+    server.manage("shell", "-c", MAKE_DESK.format(*DESK))
+    adams = server.api("GET", "/api/auth/me", user="dr.adams")[1]["practitioner"]
+    ctx = new_context()
+    page = ctx.new_page()
+    page.set_viewport_size(LAND)
+    page.goto("/")
+    page.wait_for_selector("#signin")
+    page.fill("#signin input[name=username]", DESK[0])
+    page.fill("#signin input[name=password]", DESK[1])
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#pin-setup")
+    for name in ("pin", "pin2"):  # a role that sees every patient's demographics: a passphrase, not a PIN
+        page.fill(f"#pin-setup input[name={name}]", "lantern harbor 42")
+    page.click("#pin-setup button[type=submit]")
+    page.wait_for_selector("#register-open", timeout=120_000)
+
+    ctx.set_offline(True)
+    open_register(page)
+    options = page.locator("#form-register select[name=responsible] option").all_inner_texts()
+    assert adams["display"] in options and not any("desk" in o for o in options), options
+    fill(page, given="Walter", family="Deskwalk", birth_date="1984-07-09", gender="male")
+    page.click("#register-save")  # no clinician chosen: said in words, nothing saved
+    page.wait_for_selector("#form-register [data-field=responsible] .field-error:has-text('responsible')")
+    no_technical_text(page)
+    page.select_option("#form-register select[name=responsible]", adams["id"])
+    shot(page, "reg-10-front-desk-responsible-1024x768")
+    page.set_viewport_size(PORT)
+    shot(page, "reg-10-front-desk-responsible-768x1024")
+    big_enough(page, "front-desk registration 768x1024")
+    page.set_viewport_size(LAND)
+    page.click("#register-save")
+    page.wait_for_selector("#patient-name:has-text('Deskwalk')")
+    pid = page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])")
+
+    ctx.set_offline(False)
+    poll(page, "() => document.getElementById('sync').dataset.pending === '0'", timeout=90)
+    teams = server.fhir(f"CareTeam?patient={pid}", user="dr.adams")
+    members = [p["member"]["reference"] for e in teams["entry"] for p in e["resource"]["participant"]]
+    assert members == [f"Practitioner/{adams['id']}"]  # the clinician, not the front desk
+    assert server.fhir(f"Patient/{pid}", user="dr.adams")["generalPractitioner"][0]["reference"] == \
+        f"Practitioner/{adams['id']}"

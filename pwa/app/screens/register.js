@@ -29,8 +29,14 @@ function duplicatesPanel(warning, { onAnyway }) {
     h("div", { class: "actions" }, h("button", { type: "button", class: "btn", id: "dup-anyway", onclick: onAnyway }, warning.anyway)));
 }
 
-export function showRegister() {
+export async function showRegister() {
   const order = localDateOrder();
+  // Front desk (issue 18): the clinician who takes the patient on; their care team gets it when it syncs.
+  const offer = await state.py.call("register_form").catch(() => ({ responsible: null }));
+  const responsible = offer.responsible
+    ? field("Responsible clinician", select("responsible", [["", "Choose…"], ...offer.responsible.map((c) => [c.id, c.display])], ""),
+      { name: "responsible", hint: "Their care team gets this patient. You see the registration details only." })
+    : null;
   const form = h("form", { class: "card form", id: "form-register", novalidate: true },
     h("div", { class: "card-head" }, h("h2", {}, "Register patient"),
       h("span", { class: "muted" }, navigator.onLine ? "" : "Offline: saved on this device, sent when the connection returns")),
@@ -46,6 +52,7 @@ export function showRegister() {
     text("city", "City"),
     h("fieldset", { class: "contact" }, h("legend", {}, "Emergency contact"),
       h("div", { class: "row2" }, text("contact_name", "Name"), field("Phone", input({ name: "contact_phone", type: "tel" }), { name: "contact_phone" }))),
+    responsible,
     h("div", { class: "actions" }, h("a", { class: "btn ghost", href: "#/patients" }, "Cancel"),
       h("button", { class: "btn", type: "submit", id: "register-save" }, "Register")));
   const slot = h("div", { id: "dup-slot" });
