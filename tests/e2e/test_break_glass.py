@@ -13,6 +13,7 @@ import pytest
 
 from .conftest import Server, _ensure_assets, server_start, server_stop, shot
 from .helpers import poll, sign_in_and_sync
+from .test_ops_dashboard import AUDITOR, _admin_login
 from .test_rejected_changes import assert_plain
 from .test_touch_targets import _check as measure_touch_targets
 
@@ -127,6 +128,20 @@ def test_emergency_access_says_it_needs_a_connection(new_context: Any, server: S
     poll(page, "() => !document.getElementById('bg-offline') && !document.querySelector('#bg-lookup button').disabled")
 
 
+def _break_glass(page: Any, mrn: str) -> float:
+    """Look the patient up by MRN, request emergency access; returns when it was requested (monotonic s) once
+    the chart is open with its banner."""
+    page.goto("/#/emergency")
+    page.fill("#bg-lookup input[name=mrn]", mrn)
+    page.click("#bg-lookup button[type=submit]")
+    page.wait_for_selector("#bg-request")
+    page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
+    page.click("#bg-request button[type=submit]")
+    requested = time.monotonic()
+    page.wait_for_selector("#emergency-banner", timeout=90_000)
+    return requested
+
+
 GRANT_SECONDS = 90
 
 
@@ -148,14 +163,7 @@ def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: 
     ctx.set_default_timeout(60_000)
     try:
         page = sign_in_and_sync(ctx)
-        page.goto("/#/emergency")
-        page.fill("#bg-lookup input[name=mrn]", mrn)
-        page.click("#bg-lookup button[type=submit]")
-        page.wait_for_selector("#bg-request")
-        page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
-        page.click("#bg-request button[type=submit]")
-        started = time.monotonic()
-        page.wait_for_selector("#emergency-banner", timeout=90_000)
+        started = _break_glass(page, mrn)
         assert "minute" in page.inner_text("#emergency-banner")
         # Offline now: nobody tells the device the grant ended; its own clock must.
         ctx.set_offline(True)
@@ -174,32 +182,6 @@ def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: 
         ctx.close()
 
 
-def _break_glass(page: Any, mrn: str) -> None:
-    page.goto("/#/emergency")
-    page.fill("#bg-lookup input[name=mrn]", mrn)
-    page.click("#bg-lookup button[type=submit]")
-    page.wait_for_selector("#bg-request")
-    page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
-    page.click("#bg-request button[type=submit]")
-    page.wait_for_selector("#emergency-banner", timeout=90_000)
-
-
-OFFICER = ("privacy.e2e", "officer-ledger-2718")
-MAKE_OFFICER = ("from django.contrib.auth.models import User; from omnicare.access import roles; "
-                "o, _ = User.objects.get_or_create(username='{0}'); o.set_password('{1}'); o.save(); "
-                "roles.role_assign(user=o, role=roles.AUDITOR)")
-
-
-def _admin_page(ctx: Any, server: Server) -> Any:
-    """A privacy officer signed in to the admin, in a browser of their own."""
-    server.manage("shell", "-c", MAKE_OFFICER.format(*OFFICER))
-    page = ctx.new_page()
-    page.goto("/admin/login/")
-    page.fill("input[name=username]", OFFICER[0])
-    page.fill("input[name=password]", OFFICER[1])
-    page.click("input[type=submit], button[type=submit]")
-    page.wait_for_url("**/admin/**")
-    return page
 
 
 def _revoke_in_admin(admin: Any, server: Server, pid: str) -> None:
@@ -222,7 +204,7 @@ def test_a_revocation_closes_the_chart_within_seconds_and_polling_still_backs_it
     pid, mrn = target["id"], target["identifier"][0]["value"]
     ctx = new_context()
     page = sign_in_and_sync(ctx)
-    admin = _admin_page(new_context(), server)
+    admin = _admin_login(new_context(), AUDITOR)  # the demo privacy officer, in a browser of their own
     page.set_viewport_size({"width": 1024, "height": 768})
     _break_glass(page, mrn)
     shot(page, "break-glass-before-revoke-1024x768", full_page=False)
