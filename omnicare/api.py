@@ -15,6 +15,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
+from ninja.renderers import JSONRenderer
 
 from omnicare.core.errors import FHIR_JSON, ApiError, operation_outcome
 from omnicare.core.jsonbody import json_body_loads
@@ -29,8 +30,17 @@ class BoundedJsonParser(Parser):
         return json_body_loads(request.body)
 
 
+class CompactJSONRenderer(JSONRenderer):
+    """What ninja serialises from a response schema is written like every hand-built body of the API (pull
+    pages, FHIR resources, pyclient's ``dumps``): no spaces after separators. The sync schemas' answers are
+    then byte for byte what PROTOCOL.md's clients received before ninja wrote them."""
+
+    json_dumps_params = {"separators": (",", ":")}  # noqa: RUF012 (ninja's own class attribute)
+
+
 api = NinjaAPI(
     parser=BoundedJsonParser(),
+    renderer=CompactJSONRenderer(),
     title="OmniCare API",
     version="1",
     description="FHIR R4 REST (/fhir/R4/) and the offline sync API (/api/sync/).",

@@ -1,4 +1,7 @@
-"""FHIR R4 REST router, mounted at /fhir/R4. Views only translate HTTP ↔ service calls.
+"""FHIR R4 REST router, mounted at /fhir/R4. Views only translate HTTP ↔ the request's store.
+
+Every interaction goes through one :class:`repository.FhirStore` per request, which owns the access check,
+the fail-closed audit record and the write's hooks; here are status codes, headers and OperationOutcomes.
 
 Bodies are read raw (not through ninja schemas) so that the FHIR error rules apply: 415 for a wrong content
 type, 413 above OMNICARE_MAX_BODY_BYTES (checked before reading), 400 for malformed JSON, 422 for invalid
@@ -16,8 +19,6 @@ from django.utils.http import http_date
 from ninja import Router
 
 from omnicare.access.auth import api_auth
-from omnicare.audit.services import append_events
-from omnicare.audit.trail import audited, bundle_entry_events, compartment_of
 from omnicare.core.errors import (
     FHIR_JSON,
     BadRequest,
@@ -27,13 +28,10 @@ from omnicare.core.errors import (
 )
 
 from . import services as svc
-from .bundles import (
-    _parse_if_match,
-    bundle_process,  # bundles builds on services; services never imports it back
-)
+from .bundles import _parse_if_match
 from .capability import capability_statement
 from .models import Resource, ResourceVersion
-from .search import compartment_patients
+from .repository import FhirStore
 from .validation import check_type, parse_json
 
 router = Router(tags=["fhir"], auth=api_auth)
@@ -156,46 +154,18 @@ def _history(
         before_seq = int(before) if before else None
     except ValueError as exc:
         raise BadRequest("Invalid _before", expression=["_before"]) from exc
-    with audited(
-        user=request.user, action="history", resource_type=resource_type or "", resource_id=resource_id or "",
-        denied_patients=(lambda: compartment_of(resource_type, resource_id)) if resource_type and resource_id
-        else None, atomic=False,
-    ) as note:
-        page = svc.resource_history(
-            user=request.user,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            count=svc.page_size(request.GET.get("_count")),
-            since=request.GET.get("_since"),
-            before_seq=before_seq,
-        )
-        for v in page.versions:  # one event for the page, listing every patient on it
-            note.touch(resource_type=v.resource_type, resource_id=v.resource_id, patient_ids=v.patient_ids or [])
+    page = FhirStore.for_request(request).history(
+        resource_type, resource_id, count=svc.page_size(request.GET.get("_count")),
+        since=request.GET.get("_since"), before_seq=before_seq,
+    )
     return _history_bundle(request, page, path)
 
 
 def _search(request: HttpRequest, resource_type: str, params: list[tuple[str, str]]) -> HttpResponse:
-    with audited(user=request.user, action="search", resource_type=resource_type, atomic=False) as note:
-        bundle = svc.resource_search(
-            user=request.user,
-            resource_type=resource_type,
-            params=params,
-            base_url=base_url(request),
-            strict="handling=strict" in _prefer(request),
-        )
-        _note_entries(note, bundle)
+    bundle = FhirStore.for_request(request).search(
+        resource_type, params, base_url=base_url(request), strict="handling=strict" in _prefer(request)
+    )
     return fhir_response(bundle)
-
-
-def _note_entries(note: Any, bundle: dict[str, Any]) -> None:
-    """Record every patient (and resource) a response Bundle carries in the page's audit event."""
-    for entry in bundle.get("entry") or []:
-        res = (entry or {}).get("resource")
-        if isinstance(res, dict) and res.get("resourceType") and res.get("id"):
-            rt, rid = str(res["resourceType"]), str(res["id"])
-            if rt == "OperationOutcome":
-                continue
-            note.touch(resource_type=rt, resource_id=rid, patient_ids=compartment_patients(rt, rid, res))
 
 
 def _query_pairs(qd: Any) -> list[tuple[str, str]]:
@@ -221,16 +191,7 @@ def metadata_other(request: HttpRequest) -> HttpResponse:
 @router.post("/")
 def system_bundle(request: HttpRequest) -> HttpResponse:
     """Transaction or batch Bundle."""
-    body = read_body(request)
-    kind = str(body.get("type") or "") if isinstance(body, dict) else ""
-    with audited(user=request.user, action=kind if kind in ("transaction", "batch") else "transaction",
-                 resource_type="Bundle") as note:
-        result = bundle_process(user=request.user, bundle=body, base_url=base_url(request))
-        _note_entries(note, result)
-        note.detail["entries"] = len(result.get("entry") or [])
-        # ... and each entry audited like the single request it stands for (patients, denials).
-        append_events(bundle_entry_events(user=request.user, bundle=body, response=result, kind=kind))
-    return fhir_response(result)
+    return fhir_response(FhirStore.for_request(request).bundle(read_body(request), base_url=base_url(request)))
 
 
 @router.post("", include_in_schema=False)
@@ -277,25 +238,7 @@ def search_get(request: HttpRequest, resource_type: str) -> HttpResponse:
 @router.post("/{resource_type}")
 def create(request: HttpRequest, resource_type: str) -> HttpResponse:
     check_type(resource_type)
-    body = read_body(request)
-    if isinstance(body, dict) and body.get("resourceType") != resource_type:
-        raise BadRequest(
-            f"resourceType does not match the URL ({resource_type})", expression=["resourceType"]
-        )
-    with audited(user=request.user, action="create", resource_type=resource_type) as note:
-        result = svc.resource_create(user=request.user, resource=body)
-        _note_write(note, result)
-        _subscription_written(request, result)
-    return write_response(request, result)
-
-
-def _note_write(note: Any, result: svc.WriteResult) -> None:
-    note.resource_id = result.resource_id
-    if result.version is None:
-        note.detail["noop"] = True
-    else:
-        note.patients.update(result.version.patient_ids or [])
-        note.detail["version"] = result.version.version_id
+    return write_response(request, FhirStore.for_request(request).create(resource_type, read_body(request)))
 
 
 @router.api_operation(["PUT", "DELETE", *OTHER_METHODS], "/{resource_type}", include_in_schema=False)
@@ -313,13 +256,7 @@ def vread(request: HttpRequest, resource_type: str, resource_id: str, version_id
         vid = int(version_id)
     except ValueError as exc:
         raise BadRequest("Invalid version id") from exc
-    with audited(user=request.user, action="vread", resource_type=resource_type, resource_id=resource_id,
-                 detail={"version": vid}, denied_patients=lambda: compartment_of(resource_type, resource_id),
-                 atomic=False) as note:
-        v = svc.resource_vread(
-            user=request.user, resource_type=resource_type, resource_id=resource_id, version_id=vid
-        )
-        note.patients.update(v.patient_ids or [])
+    v = FhirStore.for_request(request).vread(resource_type, resource_id, vid)
     return fhir_response(v.body, headers=version_headers(v))
 
 
@@ -331,10 +268,7 @@ def instance_history(request: HttpRequest, resource_type: str, resource_id: str)
 
 @router.get("/{resource_type}/{resource_id}")
 def read(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
-    with audited(user=request.user, action="read", resource_type=resource_type, resource_id=resource_id,
-                 denied_patients=lambda: compartment_of(resource_type, resource_id), atomic=False) as note:
-        row = svc.resource_read(user=request.user, resource_type=resource_type, resource_id=resource_id)
-        note.patients.update(compartment_patients(resource_type, resource_id, row.body))
+    row = FhirStore.for_request(request).read(resource_type, resource_id)
     headers = version_headers(row)
     if request.headers.get("If-None-Match", "").strip() == headers["ETag"]:
         return fhir_response(None, status=304, headers=headers)  # the client's copy is current
@@ -345,40 +279,17 @@ def read(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResp
 def update(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
     check_type(resource_type)
     body = read_body(request)
-    with audited(user=request.user, action="update", resource_type=resource_type, resource_id=resource_id,
-                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
-        result = svc.resource_update(
-            user=request.user,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            resource=body,
-            if_match=_parse_if_match(request.headers.get("If-Match")),
-        )
-        _note_write(note, result)
-        _subscription_written(request, result)
+    result = FhirStore.for_request(request).update(
+        resource_type, resource_id, body, if_match=_parse_if_match(request.headers.get("If-Match"))
+    )
     return write_response(request, result)
-
-
-def _subscription_written(request: HttpRequest, result: svc.WriteResult) -> None:
-    """A Subscription written through REST belongs to its author (whose scope filters its notifications);
-    an unusable one (criteria, channel) is a 400 and, inside this transaction, is not written."""
-    if result.resource_type == "Subscription" and result.version is not None:
-        from omnicare.subscriptions.services import subscription_registered
-
-        subscription_registered(user=request.user, resource=result.version.body)
 
 
 @router.delete("/{resource_type}/{resource_id}")
 def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
-    with audited(user=request.user, action="delete", resource_type=resource_type, resource_id=resource_id,
-                 denied_patients=lambda: compartment_of(resource_type, resource_id)) as note:
-        result = svc.resource_delete(
-            user=request.user,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            if_match=_parse_if_match(request.headers.get("If-Match")),
-        )
-        _note_write(note, result)
+    result = FhirStore.for_request(request).delete(
+        resource_type, resource_id, if_match=_parse_if_match(request.headers.get("If-Match"))
+    )
     headers = {"ETag": f'W/"{result.version.version_id}"'} if result.version else {}
     return fhir_response(None, status=204, headers=headers)
 

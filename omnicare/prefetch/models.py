@@ -9,8 +9,8 @@ class PrefetchModelVersion(models.Model):
     """One training run of the ranking for a site. The newest row of a site ranks its users' scopes.
 
     ``kind`` is ``learned`` (``blob`` holds the scikit-learn estimator, pickled; it is written and read only
-    by the server) or ``heuristic`` (too little history: :func:`omnicare.prefetch.model.heuristic_rank`-style
-    weights rank, ``blob`` is empty). ``features`` names the feature columns, in order, so a row trained with
+    by the server) or ``heuristic`` (too little history: :func:`omnicare.prefetch.features.heuristic_scores`
+    ranks, ``blob`` is empty). ``features`` names the feature columns, in order, so a row trained with
     another feature list is never applied to the wrong columns. No PHI: counts and feature names only."""
 
     LEARNED, HEURISTIC = "learned", "heuristic"

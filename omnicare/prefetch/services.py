@@ -7,15 +7,20 @@ that moment, labelled by whether the user opened the chart in the next 12 hours.
 
 * chart opens: ``AuditEvent`` action ``read``, resource_type ``Patient``, ``detail.view == "chart"`` (what
   ``pyclient.adapters.browser_app`` records when a chart is shown; offline opens carry ``device_time``) —
-  the user's own (count in 7 days, days since the last) and colleagues' (count in the last day);
-* admissions, transfers and discharges: inpatient ``Encounter`` periods, locations and participants;
+  the user's own (counts in 1/3/7/14 days, days since the last, opened in their last shift of the same
+  kind) and colleagues' (counts in 1 and 7 days);
+* admissions, transfers and discharges: inpatient ``Encounter`` periods, ``location`` periods (a transfer
+  ends one ward's period) and participants;
 * the schedule: ``Appointment`` start dates (today, tomorrow) with the user's Practitioner;
 * the care team (current membership; ``CareTeam`` changed in the last 7 days) and new results
-  (``Observation``/``DiagnosticReport`` versions in the last day);
+  (``Observation``/``DiagnosticReport`` versions: in the last day, how many flagged abnormal, how many since
+  the user last opened the chart);
 * time of day and week (night shift, weekend).
 
-Care-team membership and ward assignments are taken as they are now (their history is not replayed):
-an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
+The features themselves are :func:`omnicare.prefetch.features.features_at`, the one function the evaluation
+(``bench/prefetch_eval.py``) also runs; this module only loads the History it reads. The training replay
+takes care-team membership as it stood at each shift start (from the CareTeam versions); the user's scope
+(the candidates) and ward assignments are taken as they are now: an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
 window a ``heuristic`` version is stored and ranks with fixed weights. Each run stores a new
 :class:`~omnicare.prefetch.models.PrefetchModelVersion` row.
 
@@ -27,8 +32,8 @@ from __future__ import annotations
 
 import pickle  # noqa: S403 - the estimator is written and read only by this server, in its own database
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -38,6 +43,7 @@ from django.db.models import Count, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
+from omnicare.access.services import _INACTIVE_CARETEAM as INACTIVE_CARETEAM  # the same rule, replayed
 from omnicare.access.services import (
     care_team_patient_ids,
     scope_reasons,
@@ -47,33 +53,19 @@ from omnicare.access.services import (
 from omnicare.audit.models import AuditEvent
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from pyclient.device_set import Candidate, DeviceSetOffer
+from pyclient.views.fullchart import vital_flag
 
+from .features import FEATURES, History, Stay, UserContext, features_at, heuristic_scores
+from .model import train_classifier
 from .models import PrefetchModelVersion
 
-SERVER_FEATURES: tuple[str, ...] = (
-    "ward_census",
-    "admitted_last_day",
-    "discharged_recently",
-    "admitted_by_user",
-    "appointment_today",
-    "appointment_tomorrow",
-    "care_team",
-    "care_team_changed_7d",
-    "result_1d",
-    "user_opens_7d",
-    "days_since_user_open",
-    "colleague_opens_1d",
-    "night",
-    "weekend",
-)
+#: The feature columns, in order (stored with each trained version): the shared list of :mod:`.features`.
+SERVER_FEATURES: tuple[str, ...] = FEATURES
 SHIFT_STARTS = (time(7, 0), time(19, 0))
 SHIFT = timedelta(hours=12)
 _INPATIENT = frozenset({"IMP", "ACUTE", "NONAC"})
-_HEURISTIC = {
-    "appointment_today": 4.0, "appointment_tomorrow": 2.0, "admitted_last_day": 3.0, "ward_census": 2.0,
-    "result_1d": 1.0, "care_team": 0.5, "discharged_recently": 0.5, "user_opens_7d": 0.1,
-    "colleague_opens_1d": 0.05,
-}
+_LOINC = "http://loinc.org"
+_FLAG_KEYS = ("code", "interpretation", "valueQuantity", "referenceRange", "component")  # what vital_flag reads
 
 
 def _ref(ref: Any, rtype: str) -> str | None:
@@ -92,25 +84,42 @@ def _dt(raw: Any) -> datetime | None:
     return value if timezone.is_aware(value) else timezone.make_aware(value)
 
 
-@dataclass
-class _Stay:
-    patient: str
-    start: datetime | None
-    end: datetime | None
-    locations: set[str]
-    practitioners: set[str]
+def _abnormal(body: dict[str, Any]) -> bool:
+    """An Observation flagged abnormal (its interpretation, its range or the device's vital-sign ranges: the
+    chart's own rule, ``pyclient.views.fullchart.vital_flag``), itself or any component."""
+    def loinc(item: dict[str, Any]) -> str:
+        code = item.get("code")
+        codings = (code.get("coding") or []) if isinstance(code, dict) else []
+        return next((str(c.get("code")) for c in codings if isinstance(c, dict) and c.get("system") == _LOINC), "")
+
+    items = [body, *(c for c in body.get("component") or [] if isinstance(c, dict))]
+    return any(vital_flag(i, loinc(i))["abnormal"] for i in items)
 
 
-@dataclass
-class History:
-    """What the server knows, loaded once for a training run or a ranking (ids and times only)."""
-
-    opens: dict[int, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
-    all_opens: list[tuple[datetime, int, str]] = field(default_factory=list)
-    stays: list[_Stay] = field(default_factory=list)
-    appointments: dict[str, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
-    team_changed: dict[str, datetime] = field(default_factory=dict)
-    results: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+def _stay(body: dict[str, Any], since: datetime) -> Stay | None:
+    klass = body.get("class") or {}
+    if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT:
+        return None
+    if body.get("status") in ("entered-in-error", "cancelled"):
+        return None
+    period = body.get("period") or {}
+    start, end = _dt(period.get("start")), _dt(period.get("end"))
+    pid = _ref(body.get("subject"), "Patient")
+    if pid is None or (end is not None and end < since):
+        return None
+    locations = []
+    for x in body.get("location") or []:
+        lid = _ref((x or {}).get("location"), "Location") if isinstance(x, dict) else None
+        if lid is None:
+            continue
+        frm, until = _dt((x.get("period") or {}).get("start")), _dt((x.get("period") or {}).get("end"))
+        if until is None and x.get("status") == "completed":
+            until = frm or start  # left at an unknown time: not on the ward now, recently if it began lately
+        locations.append((lid, frm, until))
+    practitioners = frozenset(
+        i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
+                    if isinstance(x, dict)) if i)
+    return Stay(pid, start, end, tuple(locations), practitioners)
 
 
 def history_load(*, since: datetime) -> History:
@@ -122,25 +131,11 @@ def history_load(*, since: datetime) -> History:
     for uid, pid, dev_t, rec_t in rows.iterator():
         if uid is None or not pid:
             continue
-        at = dev_t or rec_t
-        h.opens[int(uid)].append((at, str(pid)))
-        h.all_opens.append((at, int(uid), str(pid)))
+        h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
     for body in Resource.objects.filter(resource_type="Encounter", deleted=False).values_list("body", flat=True):
-        klass = body.get("class") or {}
-        if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT:
-            continue
-        period = body.get("period") or {}
-        end = _dt(period.get("end"))
-        pid = _ref(body.get("subject"), "Patient")
-        if pid is None or (end is not None and end < since):
-            continue
-        h.stays.append(_Stay(
-            pid, _dt(period.get("start")), end,
-            {i for i in (_ref((x or {}).get("location"), "Location") for x in body.get("location") or []
-                         if isinstance(x, dict)) if i},
-            {i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
-                         if isinstance(x, dict)) if i},
-        ))
+        stay = _stay(body, since)
+        if stay is not None:
+            h.stays.append(stay)
     for body in Resource.objects.filter(resource_type="Appointment", deleted=False).values_list("body", flat=True):
         start = _dt(body.get("start"))
         if start is None or start < since or body.get("status") in ("cancelled", "noshow", "entered-in-error"):
@@ -152,21 +147,17 @@ def history_load(*, since: datetime) -> History:
     for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
             "patient_ids", "last_updated"):
         for p in ids or []:
-            h.team_changed[str(p)] = max(at, h.team_changed.get(str(p), at))
-    for ids, at in ResourceVersion.objects.filter(
-            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since
-    ).values_list("patient_ids", "last_updated"):
+            h.team_changed[str(p)].append(at)
+    # Only the parts of a result its flag reads (a site's week of results is large; the whole bodies are not
+    # needed for one ranking).
+    for rtype, ids, at, *parts in ResourceVersion.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since, deleted=False,
+    ).values_list("resource_type", "patient_ids", "last_updated", *(f"body__{k}" for k in _FLAG_KEYS)):
+        body = {k: v for k, v in zip(_FLAG_KEYS, parts, strict=True) if v is not None}
+        abnormal = rtype == "Observation" and _abnormal(body)
         for p in ids or []:
-            h.results[str(p)].append(at)
+            h.results[str(p)].append((at, abnormal))
     return h
-
-
-@dataclass(frozen=True)
-class UserContext:
-    user_id: int
-    practitioners: frozenset[str]
-    wards: frozenset[str]
-    team: frozenset[str]
 
 
 def user_context(user: Any) -> UserContext:
@@ -174,63 +165,8 @@ def user_context(user: Any) -> UserContext:
                        frozenset(user_ward_ids(user=user)), care_team_patient_ids(user=user))
 
 
-def features_at(h: History, u: UserContext, patients: Sequence[str], at: datetime) -> list[list[float]]:
-    """One row of :data:`SERVER_FEATURES` per patient, from what was known before ``at`` only."""
-    local = timezone.localtime(at)
-    today = local.date()
-    mine = [(t, p) for t, p in h.opens.get(u.user_id, []) if t < at]
-    recent: dict[str, int] = defaultdict(int)
-    last: dict[str, datetime] = {}
-    for t, p in mine:
-        if at - t <= timedelta(days=7):
-            recent[p] += 1
-        last[p] = max(t, last.get(p, t))
-    colleagues: dict[str, int] = defaultdict(int)
-    for t, uid, p in h.all_opens:
-        if uid != u.user_id and timedelta(0) <= at - t <= timedelta(days=1):
-            colleagues[p] += 1
-    ward, new, gone, by_me = set(), set(), set(), set()
-    for s in h.stays:
-        here = (s.start is None or s.start <= at) and (s.end is None or s.end > at)
-        if here and s.locations & u.wards:
-            ward.add(s.patient)
-        if s.start is not None and timedelta(0) <= at - s.start <= timedelta(days=1):
-            new.add(s.patient)
-        if s.end is not None and timedelta(0) <= at - s.end <= timedelta(days=2):
-            gone.add(s.patient)
-        if s.practitioners & u.practitioners:
-            by_me.add(s.patient)
-    appt_today, appt_tomorrow = set(), set()
-    for prac in u.practitioners:
-        for start, p in h.appointments.get(prac, []):
-            d = (timezone.localtime(start).date() - today).days
-            (appt_today if d == 0 else appt_tomorrow if d == 1 else set()).add(p)
-    night = float(local.hour >= 19 or local.hour < 7)
-    weekend = float(local.weekday() >= 5)
-    rows = []
-    for p in patients:
-        changed = h.team_changed.get(p)
-        seen = last.get(p)
-        rows.append([
-            float(p in ward), float(p in new), float(p in gone), float(p in by_me),
-            float(p in appt_today), float(p in appt_tomorrow), float(p in u.team),
-            float(changed is not None and timedelta(0) <= at - changed <= timedelta(days=7)),
-            float(any(timedelta(0) <= at - t <= timedelta(days=1) for t in h.results.get(p, ()))),
-            float(recent.get(p, 0)),
-            float(min(30.0, (at - seen).total_seconds() / 86400) if seen is not None else 30.0),
-            float(colleagues.get(p, 0)), night, weekend,
-        ])
-    return rows
-
-
-def heuristic_scores(rows: Iterable[Sequence[float]], features: Sequence[str] = SERVER_FEATURES) -> list[float]:
-    """Fixed weights (no history): schedule, admissions and the ward first. In 0..1 (h / (1 + h))."""
-    ix = {f: i for i, f in enumerate(features)}
-    out = []
-    for r in rows:
-        v = sum(w * r[ix[f]] for f, w in _HEURISTIC.items() if f in ix)
-        out.append(v / (1.0 + v))
-    return out
+def _features(h: History, u: UserContext, patients: Sequence[str], at: datetime) -> list[list[float]]:
+    return features_at(h, u, patients, at, timezone.get_current_timezone())
 
 
 def _shift_starts(since: datetime, until: datetime) -> list[datetime]:
@@ -246,10 +182,42 @@ def _shift_starts(since: datetime, until: datetime) -> list[datetime]:
         day += timedelta(days=1)
 
 
+#: One CareTeam version: when, its subject, its Practitioner members, and whether it counts (status, deletion).
+_TeamVersion = tuple[datetime, str | None, frozenset[str], bool]
+
+
+def care_team_versions() -> dict[str, list[_TeamVersion]]:
+    """Every CareTeam's versions, oldest first: what a training replay needs to know who was on which team
+    at a past shift start (the current membership would tell it about patients who joined later)."""
+    out: dict[str, list[_TeamVersion]] = defaultdict(list)
+    rows = ResourceVersion.objects.filter(resource_type="CareTeam").order_by("seq").values_list(
+        "resource_id", "last_updated", "deleted", "body")
+    for rid, at, deleted, body in rows.iterator():
+        body = body if isinstance(body, dict) else {}
+        members = frozenset(
+            i for i in (_ref((p or {}).get("member"), "Practitioner") for p in body.get("participant") or []
+                        if isinstance(p, dict)) if i)
+        counts = not deleted and body.get("status") not in INACTIVE_CARETEAM
+        out[str(rid)].append((at, _ref(body.get("subject"), "Patient"), members, counts))
+    return out
+
+
+def care_team_at(versions: dict[str, list[_TeamVersion]], practitioners: frozenset[str], at: datetime) -> frozenset[str]:
+    """Patients whose CareTeam, as its latest version before ``at`` stood, listed one of ``practitioners``
+    (the rule of ``access.services.care_team_patient_ids``, replayed)."""
+    out = set()
+    for vs in versions.values():
+        current = next((v for v in reversed(vs) if v[0] < at), None)
+        if current is not None and current[3] and current[1] and current[2] & practitioners:
+            out.add(current[1])
+    return frozenset(out)
+
+
 def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[int]]:
     """(features, labels) for every shift start of the last ``days`` days (see the module notes)."""
     start = now - timedelta(days=days)
     h = history_load(since=start - timedelta(days=7))
+    teams = care_team_versions()
     users = get_user_model().objects.filter(pk__in=list(h.opens), is_active=True)
     x: list[list[float]] = []
     y: list[int] = []
@@ -258,9 +226,11 @@ def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[
         candidates = sorted(set(scope_reasons(user=user, now=now)) | {p for _t, p in h.opens[u.user_id]})
         if not candidates:
             continue
+        mine = {k: vs for k, vs in teams.items() if any(v[2] & u.practitioners for v in vs)}
         for at in _shift_starts(start, now):
             opened = {p for t, p in h.opens[u.user_id] if at <= t < at + SHIFT}
-            x.extend(features_at(h, u, candidates, at))
+            then = replace(u, team=care_team_at(mine, u.practitioners, at))  # the team as it stood then
+            x.extend(_features(h, then, candidates, at))
             y.extend(int(p in opened) for p in candidates)
     return x, y
 
@@ -274,10 +244,7 @@ def prefetch_train(*, now: datetime | None = None, site: str | None = None) -> P
     positives = sum(y)
     kind, blob = PrefetchModelVersion.HEURISTIC, b""
     if positives >= settings.OMNICARE_PREFETCH_MIN_OPENS and positives < len(y):
-        from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: PLC0415 - heavy, training only
-
-        clf = HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, random_state=0)
-        clf.fit(x, y)
+        clf = train_classifier(x, y, seed=0)
         kind, blob = PrefetchModelVersion.LEARNED, pickle.dumps(clf)
     last = PrefetchModelVersion.objects.filter(site=site).order_by("-version").values_list("version", flat=True)
     return PrefetchModelVersion.objects.create(
@@ -341,7 +308,7 @@ def prefetch_rank(*, user: Any, device: Any = None, now: datetime | None = None)
     patients = sorted(reasons)
     row = current_model()
     h = history_load(since=now - timedelta(days=8))
-    scores = _scores(row, features_at(h, user_context(user), patients, now))
+    scores = _scores(row, _features(h, user_context(user), patients, now))
     sizes = compartment_sizes(patients)
     cands = [
         Candidate(p, tuple(reasons[p]), round(min(1.0, max(0.0, s)), 6), *sizes.get(p, (0, 0)))

@@ -162,29 +162,3 @@ def conflict_resolve(
             resource=cur.body if cur is not None and not cur.deleted else None,
         )
     return c, res
-
-
-def conflict_json(c: Conflict) -> dict[str, Any]:
-    return {
-        "id": str(c.id),
-        "resourceType": c.resource_type,
-        "resourceId": c.resource_id,
-        "status": c.status,
-        "baseVersion": c.base_version,
-        "oursVersion": c.ours_version,
-        "base": c.base,
-        "ours": c.ours,
-        "theirs": c.theirs,
-        "paths": c.paths,
-        "conflicts": c.details,
-        "author": c.author.get_username(),
-        "deviceId": c.device_id,
-        "mutationId": c.mutation_id,
-        "created": c.created.isoformat(),
-        "resolution": c.resolution or None,
-        "resolvedBy": c.resolved_by.get_username() if c.resolved_by else None,
-        "resolvedAt": c.resolved_at.isoformat() if c.resolved_at else None,
-        "resolvedVersion": c.resolved_version,
-    }
-
-

@@ -64,7 +64,6 @@ from .conflicts import (
     CONFLICT_SCAN,
     RESOLUTIONS,
     conflict_get,
-    conflict_json,
     conflict_may_access,
     conflict_resolve,
     conflicts_list,

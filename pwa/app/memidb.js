@@ -107,7 +107,13 @@ export function makeMemIdb() {
  */
 export function makeSwitchableStore(idb, { onQuota } = {}) {
   let target = idb;
-  const store = { switchToMemory() { target = makeMemIdb(); }, get memory() { return !!target.memory; } };
+  const store = {
+    switchToMemory() { target = makeMemIdb(); },
+    get memory() { return !!target.memory; },
+    /** Back to IndexedDB (the condition cleared, the user accepted): returns the memory store, to restore or wipe. */
+    switchToDevice() { const mem = target; target = idb; return mem; },
+    restore(mem) { target = mem; },
+  };
   for (const name of Object.keys(idb)) {
     if (typeof idb[name] !== "function") continue;
     store[name] = async (...args) => {

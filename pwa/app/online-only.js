@@ -1,11 +1,17 @@
 // Online only (issue 13 item 4): when this device cannot keep data, the app keeps working with nothing at rest.
 // The decision is Python's (pyclient/storage_mode.py, asked through BrowserApp.storage_decision); this module
 // gathers the facts, switches the store Python writes to (memory instead of IndexedDB) and says it.
+// Switching back: while the reason can clear (space freed, policy lifted, persistence granted) the facts
+// Python names are gathered again every `recheckS` seconds and when the tab regains focus; when Python offers,
+// the offer is shown, and accepting moves this session to IndexedDB under a new PIN, in a dialog over the
+// screen, which stays as it is.
 import * as idb from "./idb.js";
 import * as net from "./net.js";
+import * as webauthn from "./webauthn.js";
 import { makeSwitchableStore } from "./memidb.js";
 import { state, hooks } from "./state.js";
-import { banner } from "./ui.js";
+import { refreshView } from "./routes.js";
+import { h, field, input, banner, showErrors } from "./ui.js";
 
 /** The store handed to Python: IndexedDB, or this tab's memory once online only. */
 export const store = makeSwitchableStore(idb, { onQuota: () => { quotaHit(); } });
@@ -48,10 +54,164 @@ function adopt(d) {
   state.storageMode = d;
   if (d.mode === "online-only" && !store.memory) store.switchToMemory();
   window.dispatchEvent(new CustomEvent("omnicare-storage-mode", { detail: d })); // bench: online_only_switch_s
-  if (d.mode === "online-only") {
-    state.onlineOnlyAt ??= performance.now();
-    banner(`${d.text} ${d.detail}`, { kind: "info" });
+  watch(d);
+  if (d.mode !== "online-only") return;
+  state.onlineOnlyAt ??= performance.now();
+  if (["start-online-only", "go-online-only", "withdraw-offer"].includes(d.action)) banner(`${d.text} ${d.detail}`, { kind: "info" });
+  else if (d.action === "offer-device" || (d.offer && document.getElementById("banner").hidden)) showOffer(d);
+  else if (d.action === "back-at-next-start") banner(null);
+  decorateStatus();
+}
+
+// ---------------------------------------------------------------- switching back (the condition cleared)
+let recheckTimer = null;
+let recheckEvery = 0;
+
+/** Gather the facts Python watches, as often as it says; nothing when no condition can clear this session. */
+function watch(d) {
+  const every = d.mode === "online-only" ? (d.recheckS || 0) : 0;
+  if (every === recheckEvery) return;
+  clearInterval(recheckTimer);
+  recheckEvery = every;
+  recheckTimer = every ? setInterval(() => recheck("timer"), every * 1000) : null;
+}
+
+// The clinician coming back to the tab (after freeing space elsewhere, or being told the policy changed).
+for (const [target, ev] of [[window, "focus"], [document, "visibilitychange"], [window, "online"]]) {
+  target.addEventListener(ev, () => { if (recheckEvery && document.visibilityState !== "hidden") recheck(ev); });
+}
+
+let checking = false;
+async function recheck(why) {
+  const d = state.storageMode;
+  if (checking || switchingBack || !state.py || !state.unlocked || !d?.watch?.length) return;
+  checking = true;
+  try {
+    const facts = await gather(d.watch, why);
+    adopt(await state.py.call("storage_decision", { event: "check", facts }));
+  } catch { /* a fact could not be read: the next check tries again */ } finally { checking = false; }
+}
+
+/** The facts only, as the browser and the server report them; Python judges what they mean. */
+async function gather(names, why) {
+  const facts = {};
+  const sm = navigator.storage;
+  if (names.includes("estimate") && sm?.estimate) facts.estimate = await sm.estimate().then((e) => ({ usage: e.usage, quota: e.quota }), () => null);
+  if (names.includes("persisted") && sm?.persisted) {
+    let p = await sm.persisted().catch(() => null);
+    if (p === false && why !== "timer" && sm.persist) p = await sm.persist().catch(() => false); // asked with the user present
+    facts.persisted = p;
+  }
+  if (names.includes("policy") && navigator.onLine) {
+    const r = await net.me().catch(() => null);
+    if (r?.status === 200 && r.json?.devicePolicy) facts.policy = r.json.devicePolicy;
+  }
+  return facts;
+}
+
+function showOffer(d) {
+  if (document.getElementById("keep-data")) return; // the dialog is open
+  banner(d.offer.text, { kind: "info", action: { label: d.offer.accept, run: () => offerDialog() }, onDismiss: decline });
+}
+
+async function decline() {
+  if (!state.py) return;
+  adopt(await state.py.call("storage_decision", { event: "decline" }).catch(() => state.storageMode));
+}
+
+/** The PIN set-up (the same rules as the first sign-in: Python's setup_pin), in a dialog over the screen. */
+function offerDialog() {
+  const offer = state.storageMode?.offer;
+  if (!offer || document.getElementById("keep-data")) return;
+  const pin = input({ name: "pin", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
+  const again = input({ name: "pin2", type: "password", inputmode: "numeric", autocomplete: "new-password", required: true });
+  const note = h("p", { class: "muted", id: "keep-data-note", role: "status" });
+  const cancel = h("button", { type: "button", class: "btn ghost" }, offer.cancel);
+  const submit = h("button", { type: "submit", class: "btn" }, offer.submit);
+  const form = h("form", { novalidate: true },
+    h("p", {}, offer.explain),
+    field("New PIN", pin, { name: "pin", hint: "At least 6 digits, or a passphrase of 8+ characters." }),
+    field("Repeat PIN", again, { name: "pin2" }),
+    h("p", { class: "form-error", role: "alert" }), note,
+    h("div", { class: "actions" }, cancel, submit));
+  const dlg = h("dialog", { class: "dialog", id: "keep-data", "aria-labelledby": "keep-data-title" },
+    h("h2", { id: "keep-data-title" }, offer.title), form);
+  const close = () => { if (dlg.open) dlg.close(); else dlg.remove(); };
+  cancel.addEventListener("click", () => { close(); decline(); });
+  dlg.addEventListener("cancel", (e) => { if (switchingBack) e.preventDefault(); }); // Esc mid-switch: no
+  dlg.addEventListener("close", () => dlg.remove()); // Esc before: the offer banner stays
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (switchingBack) return;
+    showErrors(form, null);
+    if (pin.value !== again.value) return showErrors(form, { message: "The PINs do not match.", fields: { pin2: "Does not match the PIN above." } });
+    submit.disabled = cancel.disabled = true;
+    try {
+      await switchBack(pin.value, (text) => { note.textContent = text; });
+      close();
+    } catch (err) {
+      note.textContent = "";
+      showErrors(form, err);
+    } finally { submit.disabled = cancel.disabled = false; }
+  });
+  document.body.append(dlg);
+  dlg.showModal();
+  pin.focus();
+}
+
+let switchingBack = false;
+/**
+ * Move this session from memory to IndexedDB. Nothing on screen is redrawn (the dialog covers it; the app
+ * counts as locked meanwhile, so no redraw and no write), and nothing is lost: the memory store goes only when
+ * Python says every change, every access record and every sync round has reached the server.
+ */
+async function switchBack(pin, say) {
+  if (!state.py || switchingBack) return;
+  switchingBack = true;
+  const wasUnlocked = state.unlocked;
+  let handedOver = false;
+  try {
+    await state.runner?.kick("switch"); // send what waits now
+    state.runner?.stop();
+    await state.runner?.running?.catch(() => {});
+    await state.py.settled?.();
+    const s = await state.py.call("status").catch(() => ({}));
+    const audit = await state.py.call("audit_flush").catch(() => 0);
+    const d = await state.py.call("storage_decision", { event: "accept", facts: {
+      unsent: s.pending || 0, unresolved: (s.conflicted || 0) + (s.rejected || 0), audit, sending: !!s.syncing, online: navigator.onLine } });
+    adopt(d);
+    if (d.action !== "switch-to-device") throw new Error(d.note || d.text);
+    say(d.note);
+    state.unlocked = false;
+    const memory = store.switchToDevice();
+    try {
+      const prf = await webauthn.enroll(state.username);
+      await state.py.call("setup_pin", { pin, username: state.username, scope: state.scope || "care-team", prf, device_id: state.deviceId });
+    } catch (err) { // a PIN the rules refuse, or storage failing again: still online only, nothing left at rest
+      store.restore(memory);
+      await idb.wipe().catch(() => {});
+      throw err;
+    }
+    await memory.wipe();
+    const done = await state.py.call("storage_decision", { event: "switched" });
+    adopt(done);
     decorateStatus();
+    navigator.storage?.persist?.().catch(() => {});
+    // The first download, into IndexedDB; a quota hit here goes online only again (quotaHit), as anywhere.
+    state.runner.active = !state.updateReady;
+    state.runner.connectWs();
+    await state.runner.kick("first", { first: true });
+    if (switching || onlineOnly()) { handedOver = true; return; } // storage full again: quotaHit carries on in memory
+    const ok = await state.py.call("first_sync_done");
+    const told = await state.py.call("storage_decision", { event: "downloaded", facts: { done: ok } });
+    banner(told.note, { kind: ok ? "info" : "warn" });
+  } finally {
+    switchingBack = false;
+    if (!handedOver) {
+      state.unlocked = state.unlocked || wasUnlocked;
+      if (!state.updateReady && state.unlocked) state.runner?.start();
+      if (state.unlocked) refreshView(null); // the same screen, now read from this device (a form being filled in is left alone)
+    }
   }
 }
 
@@ -99,9 +259,12 @@ let switching = false;
 async function quotaHit() {
   if (switching || onlineOnly() || !state.py) return;
   switching = true;
+  const signedIn = state.unlocked || switchingBack; // a switch back's first download counts as signed in
   try {
     state.quotaAt = performance.now();
-    const d = await state.py.call("storage_decision", { event: "hit", condition: "quota-exhausted" });
+    const estimate = await navigator.storage?.estimate?.().then((e) => ({ usage: e.usage, quota: e.quota }), () => null);
+    // The estimate now: freed space is measured from it before this device is offered to keep data again.
+    const d = await state.py.call("storage_decision", { event: "hit", condition: "quota-exhausted", facts: { estimate } });
     if (d.action !== "go-online-only") return adopt(d);
     // A first sync that met the quota finishes its round first (it stops on the error), then the switch.
     while (state.firstSync) await new Promise((r) => setTimeout(r, 100));
@@ -118,7 +281,7 @@ async function quotaHit() {
       banner("This device's storage is full and some changes have not reached the server yet. They are kept and sent when the server answers; free up space on this device.", { kind: "warn" });
       return;
     }
-    const wasUnlocked = state.unlocked;
+    const wasUnlocked = signedIn;
     const deviceId = state.deviceId; // its server session is bound to it: the memory session keeps it
     state.unlocked = false;
     await state.py.call("wipe");
@@ -144,12 +307,19 @@ export async function lockedOnlineOnly(signInScreen) {
 
 /** The status pill says "Online only" first, in plain words; the rest of the status follows. */
 export function decorateStatus() {
-  if (!onlineOnly()) return;
   const box = document.getElementById("sync");
   const text = box.querySelector(".sync-text");
+  // The words of the previous decision go first (they change when the reason clears or an offer stands).
+  const base = text.textContent.startsWith("Online only") ? text.textContent.split(" · ").slice(1).join(" · ") : text.textContent;
+  if (!onlineOnly()) {
+    if (box.dataset.mode) { // switched back
+      delete box.dataset.mode; text.textContent = base; box.removeAttribute("title"); box.removeAttribute("aria-description");
+    }
+    return;
+  }
   box.dataset.mode = "online-only";
   const { label, text: why } = state.storageMode; // short words on the pill, the sentence on hover / to readers
-  if (!text.textContent.startsWith(label)) text.textContent = `${label} · ${text.textContent}`;
+  text.textContent = base ? `${label} · ${base}` : label;
   box.title = why;
   box.setAttribute("aria-description", why);
 }

@@ -1249,17 +1249,15 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     def storage_decision(self, event: str = "start", facts: Mapping[str, Any] | None = None,
                          condition: str = "") -> dict[str, Any]:
         """Online only or not (issue 13 item 4): ``start`` with the facts of this page start, then ``hit`` /
-        ``clear`` one condition during the session. The table is pyclient.storage_mode (one rule, one place)."""
+        ``check`` / ``accept`` … during the session (switching back included). The table is pyclient.storage_mode
+        (one rule, one place)."""
         machine: sm.StorageMode | None = getattr(self, "_storage_mode", None)
         if machine is None or event == "start":
             machine = self._storage_mode = sm.StorageMode()
-        if event == "start":
-            return machine.start(sm.conditions_from_facts(facts or {})).to_json()
-        if event == "hit":
-            return machine.hit(condition).to_json()
-        if event == "clear":
-            return machine.clear(condition).to_json()
-        raise AppError(f"unknown storage event {event!r}", kind="bug")
+        try:
+            return machine.on(event, facts, condition).to_json()
+        except ValueError as exc:
+            raise AppError(str(exc), kind="bug") from None
 
     def persistence_note(self) -> str:
         """Said once when the browser refuses persistent storage (issue 18), instead of on every status."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
+from typing import Any
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_refused_persistence_counts_only_when_the_policy_requires_it() -> None:
     assert sm.decide({"persisted": False, "policy": {"requirePersistence": False}}).mode == "device"
 
 
-def test_quota_hit_mid_session_switches_and_clearing_waits_for_the_next_start() -> None:
+def test_quota_hit_mid_session_switches_and_clearing_offers_to_keep_data_again() -> None:
     m = sm.StorageMode()
     assert m.start([]).mode == "device"
     d = m.hit("quota-exhausted")
@@ -43,8 +45,8 @@ def test_quota_hit_mid_session_switches_and_clearing_waits_for_the_next_start() 
     assert m.hit("policy-no-offline").action == "none"  # already online only
     assert m.clear("quota-exhausted").action == "none"  # the policy still holds
     d = m.clear("policy-no-offline")
-    assert (d.mode, d.action, d.back_next_start) == ("online-only", "back-at-next-start", True)
-    assert "next started" in d.text
+    assert (d.mode, d.action) == ("online-only", "offer-device")  # asked, never switched silently
+    assert d.offer is not None and d.offer["text"] == "This device can keep patient data again. Set a PIN to work offline."
     d = m.start([])  # the next start: storage is usable again
     assert (d.mode, d.action) == ("device", "none")
 
@@ -55,13 +57,166 @@ def test_the_first_condition_in_table_order_is_the_one_said() -> None:
     assert d.reason == sm.REASONS["idb-unavailable"]
 
 
-def test_the_table_is_complete_and_only_reaches_known_actions() -> None:
-    # Every (mode, event, any-left) that can happen has a row; a hit always leaves a condition.
-    for mode, event, left in itertools.product(("device", "online-only"), ("hit", "clear", "start"), (True, False)):
-        if (event, left) == ("hit", False) or (mode, event, left) == ("device", "clear", True):
-            continue  # impossible: a hit adds one; in device mode nothing is active to remain
-        assert (mode, event, left) in sm.TRANSITIONS
+def _reachable_never_misses_a_row() -> set[tuple[str, frozenset[str]]]:
+    """Every state the machine can reach from any page start by any event the adapters send (each hit, each
+    clear of a condition that can clear, checks with each fact, accept safe or not, decline, switched after a
+    switch) — and none of them lacks a table row."""
+    full, roomy = {"usage": 10**9, "quota": 10**9 + 10**6}, {"usage": 10**9, "quota": 10**10}
+    facts = [{"estimate": full}, {"estimate": roomy}, {"policy": {"offlineData": True}},
+             {"policy": {"offlineData": False}}, {"persisted": True}, {"persisted": False,
+             "policy": {"requirePersistence": True}}, {}]
+    accepts = [{"online": True}, {"online": False}, {"online": True, "unsent": 1}, {"online": True, "sending": True}]
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo: list[sm.StorageMode] = []
+    for n in range(len(sm.CONDITIONS) + 1):
+        for start in itertools.combinations(sm.CONDITIONS, n):
+            m = sm.StorageMode()
+            m.start(start)
+            todo.append(m)
+    while todo:
+        m = todo.pop()
+        if (m.mode, m.active) in seen:
+            continue
+        seen.add((m.mode, m.active))
+        steps: list[tuple[str, dict[str, Any], str]] = [("hit", {"estimate": full}, c) for c in sm.CONDITIONS]
+        steps += [("clear", {}, c) for c in sm.CLEARABLE if c in m.active]
+        steps += [("check", f, "") for f in facts] + [("accept", f, "") for f in accepts] + [("decline", {}, "")]
+        for event, f, cond in steps:
+            nxt = copy.deepcopy(m)
+            d = nxt.on(event, f, cond)  # raises on a missing row
+            assert d.action in sm.ACTIONS
+            if d.action == "switch-to-device":
+                after = copy.deepcopy(nxt)
+                assert (after.on("switched").mode, after.mode) == ("device", "device")
+                assert after.on("downloaded", {"done": True}).action == "none"
+                todo.append(after)
+            todo.append(nxt)
+    return seen
+
+
+def test_every_reachable_state_has_a_row_for_every_event() -> None:
+    seen = _reachable_never_misses_a_row()
+    assert {mode for mode, _ in seen} == set(sm.MODES)
     assert {a for _, a in sm.TRANSITIONS.values()} <= set(sm.ACTIONS)
+
+
+def test_conditions_that_cannot_clear_in_a_session_wait_for_the_next_start() -> None:
+    for cond in ("idb-unavailable", "runtime-failed"):
+        m = sm.StorageMode()
+        d = m.start([cond])
+        assert (d.recheck_s, d.watch) == (0, ())  # nothing to watch: the next start decides again
+        assert "next time it starts" in d.detail
+        with pytest.raises(ValueError, match="cannot clear during a session"):
+            m.clear(cond)
+        d = m.check({"estimate": {"usage": 0, "quota": 10**11}, "persisted": True, "policy": {"offlineData": True}})
+        assert (d.mode, d.action, d.conditions) == ("online-only", "none", (cond,))
+    # A private window with a full disk: freeing space is not enough.
+    m = sm.StorageMode()
+    m.start(["idb-unavailable"])
+    m.hit("quota-exhausted", estimate={"usage": 10, "quota": 10})
+    d = m.check({"estimate": {"usage": 10, "quota": 10**10}})
+    assert (d.action, d.conditions, d.offer) == ("none", ("idb-unavailable",), None)
+
+
+GB = 10**9
+
+
+@pytest.mark.parametrize(("at_hit", "now", "offered"), [
+    ({"usage": 5 * GB, "quota": 5 * GB + 10**6}, {"usage": 5 * GB, "quota": 5 * GB + 10**6}, False),  # still full
+    ({"usage": 5 * GB, "quota": 5 * GB + 10**6}, {"usage": 4 * GB, "quota": 5 * GB + 10**6}, True),  # 1 GB freed
+    # just under the threshold beyond what was free when the write failed
+    ({"usage": 5 * GB, "quota": 5 * GB}, {"usage": 5 * GB - sm.RESUME_FREE_BYTES + 1, "quota": 5 * GB}, False),
+    ({"usage": 5 * GB, "quota": 5 * GB}, {"usage": 5 * GB - sm.RESUME_FREE_BYTES, "quota": 5 * GB}, True),
+    # the estimate already looked roomy when the write failed: only growth counts, or the offer would loop
+    ({"usage": GB, "quota": 60 * GB}, {"usage": GB, "quota": 60 * GB}, False),
+    (None, {"usage": GB, "quota": 2 * GB}, True),  # no estimate then: free now must reach the threshold alone
+])
+def test_freed_space_offers_to_keep_data_only_past_the_threshold(at_hit: Any, now: Any, offered: bool) -> None:
+    m = sm.StorageMode()
+    m.start([])
+    d = m.hit("quota-exhausted", estimate=at_hit)
+    assert (d.recheck_s, d.watch) == (sm.RECHECK_S, ("estimate", "policy"))
+    assert "Free up space on this device" in d.detail
+    d = m.check({"estimate": now})
+    assert (d.action == "offer-device") is offered
+    assert d.mode == "online-only"  # an offer is not a switch
+
+
+def test_a_check_without_the_facts_changes_nothing() -> None:
+    m = sm.StorageMode()
+    m.start([])
+    m.hit("quota-exhausted", estimate={"usage": 1, "quota": 1})
+    for facts in ({}, {"estimate": None}, {"estimate": {"usage": "lots", "quota": 5}}, {"policy": None}):
+        assert m.check(facts).action == "none" and m.active == {"quota-exhausted"}
+
+
+def test_the_administrator_lifting_the_policy_offers_and_reimposing_it_withdraws_the_offer() -> None:
+    m = sm.StorageMode()
+    m.start([])
+    d = m.hit("policy-no-offline")
+    assert d.watch == ("policy",) and "administrator turns offline data back on" in d.detail
+    assert m.check({"policy": {"offlineData": False}}).action == "none"
+    d = m.check({"policy": {"offlineData": True, "requirePersistence": False}})
+    assert (d.action, d.text) == ("offer-device", sm.OFFERED_TEXT)
+    assert m.check({"policy": {"offlineData": True}}).action == "none"  # the offer stands, said once
+    d = m.check({"policy": {"offlineData": False}})
+    assert (d.action, d.offer, d.conditions) == ("withdraw-offer", None, ("policy-no-offline",))
+    assert "shared workstation" in d.text
+
+
+def test_persistence_granted_later_or_no_longer_required_offers() -> None:
+    for facts in ({"persisted": True}, {"persisted": False, "policy": {"requirePersistence": False}}):
+        m = sm.StorageMode()
+        m.start(sm.conditions_from_facts({"persisted": False, "policy": {"requirePersistence": True}}))
+        assert m.check({"persisted": False, "policy": {"requirePersistence": True}}).action == "none"
+        assert m.check(facts).action == "offer-device"
+
+
+def _offered() -> sm.StorageMode:
+    m = sm.StorageMode()
+    m.start([])
+    m.hit("quota-exhausted", estimate={"usage": 10, "quota": 10})
+    assert m.check({"estimate": {"usage": 10, "quota": 10 * GB}}).action == "offer-device"
+    return m
+
+
+@pytest.mark.parametrize(("facts", "words"), [
+    ({"online": True, "unsent": 1}, "still on its way"),
+    ({"online": True, "audit": 3}, "still on its way"),  # access records of charts read are changes too
+    ({"online": True, "sending": True}, "still on its way"),
+    ({"online": True, "unresolved": 1}, "waits for your decision"),  # a conflict lives in memory only
+    ({"online": False}, "You are offline"),
+    ({}, "You are offline"),
+])
+def test_accepting_waits_while_anything_is_on_its_way_or_offline(facts: dict[str, Any], words: str) -> None:
+    m = _offered()
+    d = m.accept(facts)
+    assert (d.mode, d.action) == ("online-only", "not-yet") and words in d.note
+    d = m.accept({"online": True, "unsent": 0, "audit": 0, "sending": False})
+    assert (d.mode, d.action) == ("online-only", "switch-to-device")
+    d = m.on("switched")
+    assert (d.mode, d.action, d.text) == ("device", "none", "")
+    assert "work offline" in m.on("downloaded", {"done": True}).note
+    assert "retry automatically" in m.on("downloaded", {"done": False}).note
+    assert m.accept({"online": True}).action == "none"  # a second tap after the switch does nothing
+
+
+def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
+    m = _offered()
+    d = m.on("decline")
+    assert (d.mode, d.action, d.back_next_start) == ("online-only", "back-at-next-start", True)
+    assert "next started" in d.text and d.offer is None
+    assert m.check({"estimate": {"usage": 0, "quota": 10 * GB}}).action == "none"  # not asked again
+    assert m.accept({"online": True}).action == "none"
+    assert m.start([]).mode == "device"
+
+
+def test_words_are_plain() -> None:
+    m = _offered()
+    texts = [m.accept({"online": True, "unsent": 2}).note, m.accept({}).note, *sm.OFFER.values(),
+             *sm.WHAT_CLEARS.values(), *sm.NOTES.values(), sm.OFFERED_TEXT, sm.DECLINED_TEXT]
+    for t in texts:
+        assert t and t[0].isupper() and "{" not in t and "None" not in t and "_" not in t
 
 
 def test_unknown_conditions_and_bad_facts_are_refused() -> None:
@@ -75,8 +230,14 @@ def test_wire_form() -> None:
     j = sm.decide({"runtime": False}).to_json()
     assert j == {"mode": "online-only", "action": "start-online-only", "conditions": ["runtime-failed"],
                  "decisions": "server", "text": sm.PREFIX + sm.REASONS["runtime-failed"],
-                 "reason": sm.REASONS["runtime-failed"], "detail": sm.CONSEQUENCE, "backNextStart": False,
+                 "reason": sm.REASONS["runtime-failed"],
+                 "detail": sm.CONSEQUENCE + " " + sm.WHAT_CLEARS["runtime-failed"], "backNextStart": False,
+                 "offer": None, "note": "", "recheckS": 0, "watch": [],
                  "label": "Online only"}
+    j = _offered().check({}).to_json()
+    assert j["offer"] == dict(sm.OFFER) and j["mode"] == "online-only" and j["conditions"] == []
+    with pytest.raises(ValueError, match="unknown storage event"):
+        sm.StorageMode().on("reboot")
 
 
 @pytest.mark.parametrize("condition", sm.CONDITIONS)

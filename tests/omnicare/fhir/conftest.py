@@ -99,3 +99,18 @@ def outcome_of(response: Any) -> dict[str, Any]:
 
 def patient(family: str = "Doe", given: str = "Jane", **extra: Any) -> dict[str, Any]:
     return {"resourceType": "Patient", "name": [{"family": family, "given": [given]}], **extra}
+
+
+@pytest.fixture
+def ward(user: Any) -> None:
+    """dr.test is a physician on pat-a's care team; pat-b is someone else's patient."""
+    from omnicare.access.roles import PHYSICIAN, role_assign
+    from omnicare.fhir.services import resources_import
+
+    role_assign(user=user, role=PHYSICIAN)
+    resources_import(resources=[
+        patient(family="Alpha", id="pat-a"), patient(family="Beta", id="pat-b"),
+        {"resourceType": "Practitioner", "id": "dr", "identifier": [{"system": "urn:omnicare:user", "value": "dr.test"}]},
+        {"resourceType": "CareTeam", "id": "team-a", "status": "active", "subject": {"reference": "Patient/pat-a"},
+         "participant": [{"member": {"reference": "Practitioner/dr"}}]},
+    ])  # fmt: skip

@@ -17,26 +17,13 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from omnicare.access import services as access
-from omnicare.access.roles import PHYSICIAN, role_assign, role_remove
+from omnicare.access.roles import PHYSICIAN, role_remove
 from omnicare.audit.models import AuditEvent
-from omnicare.fhir.services import resources_import
 
-from .conftest import BASE, patient
+from .conftest import BASE
 
 REAL_ACCESS = True
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits between requests, as in production
-
-
-@pytest.fixture
-def ward(user: Any) -> None:
-    """dr.test is a physician on pat-a's care team; pat-b is someone else's patient."""
-    role_assign(user=user, role=PHYSICIAN)
-    resources_import(resources=[
-        patient(family="Alpha", id="pat-a"), patient(family="Beta", id="pat-b"),
-        {"resourceType": "Practitioner", "id": "dr", "identifier": [{"system": "urn:omnicare:user", "value": "dr.test"}]},
-        {"resourceType": "CareTeam", "id": "team-a", "status": "active", "subject": {"reference": "Patient/pat-a"},
-         "participant": [{"member": {"reference": "Practitioner/dr"}}]},
-    ])  # fmt: skip
 
 
 def _last_read() -> AuditEvent:

@@ -94,3 +94,64 @@ def test_the_beat_task_trains_on_a_real_worker(ward: dict[str, Any], celery_work
     wait_for(lambda: PrefetchModelVersion.objects.filter(site=site).exists(), 120, "the worker's training run")
     row = PrefetchModelVersion.objects.get(site=site)
     assert row.kind == "learned" and row.n_positive >= 81
+
+
+def test_the_servers_history_reads_transfers_and_flagged_vital_signs(db: Any, user: Any) -> None:
+    """The History the server loads from FHIR feeds the evaluation's feature function: a transfer off the
+    user's ward ends its ward period (on the ward before, recent after), an abnormal heart rate counts as a
+    flagged result, a normal one as a result only, and a stay the user is a participant of is theirs."""
+    from omnicare.prefetch.features import FEATURES
+    from omnicare.prefetch.services import _features, history_load, user_context
+
+    now = timezone.now()
+    me = {"reference": f"Practitioner/pr-{user.username.replace('.', '-')}"}
+
+    def iso(days: float) -> str:
+        return (now - timedelta(days=days)).isoformat()
+
+    def hr(oid: str, pid: str, value: float) -> dict[str, Any]:
+        return {"resourceType": "Observation", "id": oid, "status": "final", "subject": {"reference": f"Patient/{pid}"},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "valueQuantity": {"value": value, "unit": "/min"}}
+
+    seed(practitioner(user.username), patient("t1"), patient("t2"),
+         {"resourceType": "Location", "id": "ward-a", "name": "Ward A", "status": "active"},
+         {"resourceType": "Location", "id": "ward-b", "name": "Ward B", "status": "active"},
+         {"resourceType": "PractitionerRole", "id": "role-a", "active": True, "practitioner": me,
+          "location": [{"reference": "Location/ward-a"}]},
+         {"resourceType": "Encounter", "id": "enc-t1", "status": "in-progress", "period": {"start": iso(3)},
+          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+          "subject": {"reference": "Patient/t1"}, "participant": [{"individual": me}],
+          "location": [
+              {"location": {"reference": "Location/ward-a"}, "status": "completed",
+               "period": {"start": iso(3), "end": iso(1)}},
+              {"location": {"reference": "Location/ward-b"}, "status": "active", "period": {"start": iso(1)}}]},
+         hr("hr-t1", "t1", 142), hr("hr-t2", "t2", 72))
+    h, u = history_load(since=now - timedelta(days=8)), user_context(user)
+
+    def row(pid: str, at: Any) -> dict[str, float]:
+        return dict(zip(FEATURES, _features(h, u, [pid], at)[0], strict=True))
+
+    before, after, t2 = row("t1", now - timedelta(days=2)), row("t1", now + timedelta(minutes=1)), \
+        row("t2", now + timedelta(minutes=1))
+    assert (before["ward_census"], before["ward_recent_14d"]) == (1.0, 0.0)
+    assert (after["ward_census"], after["ward_recent_14d"], after["inpatient"]) == (0.0, 1.0, 1.0)
+    assert (after["admitted_by_user"], after["result_1d"], after["abnormal_results_1d"]) == (1.0, 1.0, 1.0)
+    assert (before["result_1d"], t2["result_1d"], t2["abnormal_results_1d"], t2["inpatient"]) == (0.0, 1.0, 0.0, 0.0)
+
+
+def test_the_training_replay_takes_the_care_team_as_it_stood_then(db: Any, user: Any) -> None:
+    """A patient who joined the user's care team today was not on it at yesterday's shift start, and a team
+    set to inactive no longer counts after that version: the replay reads the CareTeam versions."""
+    from omnicare.prefetch.services import care_team_at, care_team_versions, user_context
+
+    seed(practitioner(user.username), patient("j1"), care_team("j1", [user.username]))
+    joined = timezone.now()
+    seed({**care_team("j1", [user.username]), "status": "inactive"})
+    left = timezone.now()
+    versions, mine = care_team_versions(), user_context(user).practitioners
+    assert len(versions["ct-j1"]) == 2
+    assert care_team_at(versions, mine, joined - timedelta(days=1)) == frozenset()
+    assert care_team_at(versions, mine, left + timedelta(seconds=1)) == frozenset()
+    first = versions["ct-j1"][0][0]
+    assert care_team_at(versions, mine, first + timedelta(microseconds=1)) == frozenset({"j1"})

@@ -1,0 +1,92 @@
+"""The FHIR store façade (issue 11 item 10): one ``FhirStore`` per principal does check, work and audit once.
+
+Used here without HTTP, as any future caller with a principal would: what a clinician does through it is
+recorded once, with the patients it touched; what they may not do is refused AND recorded; a write whose
+audit row cannot be stored leaves nothing behind. And the REST router keeps to HTTP: it no longer audits or
+checks access itself (the store does), so a new interaction cannot be added there without its record.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import DatabaseError
+
+from omnicare.audit.models import AuditEvent
+from omnicare.audit.services import AuditUnavailable
+from omnicare.core.errors import Forbidden
+from omnicare.fhir.models import Resource
+from omnicare.fhir.repository import FhirStore
+
+REAL_ACCESS = True  # the real role matrix and care-team scope: the store must be the one calling them
+
+
+@pytest.fixture
+def store(user: Any, ward: None) -> FhirStore:
+    """dr.test's store (the ``ward`` fixture: a physician on pat-a's care team; pat-b is someone else's)."""
+    return FhirStore(user=user)
+
+
+def _weight(pid: str) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/{pid}"}, "valueQuantity": {"value": 70, "unit": "kg"}}
+
+
+def _events(action: str) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(action=action).order_by("id"))
+
+
+def test_each_interaction_is_one_event_naming_its_patients(store: FhirStore) -> None:
+    created = store.create("Observation", _weight("pat-a"))
+    assert created.status == 201 and created.version is not None
+    assert store.read("Observation", created.resource_id).body["valueQuantity"]["value"] == 70
+    page = store.search("Observation", [("subject", "Patient/pat-a")], base_url="")
+    assert [e["resource"]["id"] for e in page["entry"]] == [created.resource_id]
+    assert [v.version_id for v in store.history("Observation", created.resource_id).versions] == [1]
+    for action in ("create", "read", "search", "history"):
+        [event] = _events(action)
+        assert (event.outcome, event.patient_ids) == ("success", ["pat-a"]), action
+    assert _events("create")[0].resource_id == created.resource_id and _events("create")[0].detail["version"] == 1
+
+
+def test_what_the_principal_may_not_see_is_refused_and_recorded(store: FhirStore) -> None:
+    with pytest.raises(Forbidden):
+        store.read("Patient", "pat-b")
+    with pytest.raises(Forbidden):
+        store.create("Observation", _weight("pat-b"))
+    assert [(e.action, e.outcome, e.patient_ids) for e in AuditEvent.objects.filter(outcome="denied")
+            .order_by("id")] == [("read", "denied", ["pat-b"]), ("create", "denied", ["pat-b"])]  # whose chart
+    assert not Resource.objects.filter(resource_type="Observation").exists()
+
+
+def test_a_write_whose_audit_row_cannot_be_stored_is_not_written(store: FhirStore,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise DatabaseError("disk full")
+
+    monkeypatch.setattr(type(AuditEvent.objects), "bulk_create", broken)
+    with pytest.raises(AuditUnavailable):
+        store.create("Observation", _weight("pat-a"))
+    assert not Resource.objects.filter(resource_type="Observation").exists()
+
+
+def test_a_delete_of_nothing_is_an_audited_no_op(store: FhirStore) -> None:
+    result = store.delete("Observation", "never-was")
+    assert result.version is None
+    [event] = _events("delete")
+    assert event.detail.get("noop") is True and event.resource_id == "never-was"
+
+
+def test_the_rest_router_leaves_checks_and_audit_to_the_store() -> None:
+    source = Path(__file__).resolve().parents[3] / "omnicare" / "fhir" / "api.py"
+    tree = ast.parse(source.read_text())
+    called = {n.func.id if isinstance(n.func, ast.Name) else getattr(n.func, "attr", "")
+              for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not called & {"audited", "audit_record", "append_events", "access_check"}
+    assert not {m for m in imported if m and m.startswith("omnicare.audit")}
+    assert not called & {"resource_read", "resource_vread", "resource_search", "resource_history",
+                         "resource_create", "resource_update", "resource_delete", "bundle_process"}
