@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
 from pyclient.merge import Conflict, merge
@@ -71,6 +71,7 @@ __all__ = [
     "JsonCodec",
     "MetaPut",
     "MutationRejected",
+    "OUTBOX_SEAL_TYPE",
     "OutboxDelete",
     "OutboxEntry",
     "OutboxPut",
@@ -78,10 +79,15 @@ __all__ = [
     "RecordDelete",
     "RecordPut",
     "RecordsClear",
+    "RowCodec",
+    "SealItem",
     "SyncMachine",
     "SyncStatus",
     "TRANSITIONS",
+    "notices",
     "priority_of",
+    "seal_items",
+    "store_ops",
     "to_store_ops",
 ]
 
@@ -1191,28 +1197,59 @@ def same_content(a: Mapping[str, Any] | None, b: Mapping[str, Any] | None) -> bo
 
 
 # --- effects -> store ops -----------------------------------------------------
+#
+# ONE path from a machine's effects to store ops, used by the browser adapter (``BrowserApp._commit``, which
+# seals with one batched WebCrypto crossing), the CPython stores and the tests (``to_store_ops``): the adapter
+# only supplies the sealing primitive and its row codec (search tokens, row MACs). Two steps because sealing is
+# async in the browser and sync on CPython: ``seal_items`` says what to seal, ``store_ops`` builds the ops from
+# the sealed blobs, in the same order.
+
+#: What an outbox entry is sealed as (with version 0): the envelope binds it to its entry id.
+OUTBOX_SEAL_TYPE: Final = "OutboxEntry"
+
+#: (resource type, id, version the envelope is bound to, plaintext) for one envelope.
+SealItem = tuple[str, str, int, Mapping[str, Any]]
+
+_STORAGE = (RecordPut, RecordDelete, RecordsClear, OutboxPut, OutboxDelete, MetaPut)
 
 
-class RecordCodec(Protocol):
-    """Turns plain resources into what the store keeps (the crypto layer seals)."""
+class RowCodec(Protocol):
+    """What an adapter adds around the sealed bytes of a row: search tokens and integrity MACs."""
 
-    def seal_record(self, resource_type: str, id: str, version: int, resource: dict[str, Any]) -> bytes: ...
+    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
+        """Blind-index tokens of a record (None = keep the stored ones)."""
+        ...
 
-    def seal_entry(self, entry_id: str, entry: dict[str, Any]) -> bytes: ...
+    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+        """Row MAC of a record row (:func:`pyclient.integrity.record_mac`); None = not MACed."""
+        ...
 
-    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None: ...
+    def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
+        """Row MAC of an outbox row (:func:`pyclient.integrity.outbox_mac`); None = not MACed."""
+        ...
+
+
+class RecordCodec(RowCodec, Protocol):
+    """A row codec whose sealing runs synchronously (CPython: the server's tests, tools, the simulator)."""
+
+    def seal(self, items: Sequence[SealItem]) -> list[bytes]:
+        """One envelope per item, in order, bound to the item's (type, id, version)."""
+        ...
 
 
 class JsonCodec:
-    """Unencrypted JSON codec (server-side tests, the simulator). No search tokens."""
+    """Unencrypted JSON codec (server-side tests, the simulator). No search tokens, no MACs."""
 
-    def seal_record(self, resource_type: str, id: str, version: int, resource: dict[str, Any]) -> bytes:
-        return json.dumps(resource, sort_keys=True, separators=(",", ":")).encode()
-
-    def seal_entry(self, entry_id: str, entry: dict[str, Any]) -> bytes:
-        return json.dumps(entry, sort_keys=True, separators=(",", ":")).encode()
+    def seal(self, items: Sequence[SealItem]) -> list[bytes]:
+        return [json.dumps(dict(res), sort_keys=True, separators=(",", ":")).encode() for _t, _i, _v, res in items]
 
     def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
+        return None
+
+    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+        return None
+
+    def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
         return None
 
     @staticmethod
@@ -1220,32 +1257,64 @@ class JsonCodec:
         return json.loads(blob)
 
 
-def to_store_ops(effects: Iterable[Effect], codec: RecordCodec) -> list[StoreOp]:
-    """The storage part of ``effects`` as store ops, for ONE ``Store.apply`` call.
+def seal_items(effects: Iterable[Effect]) -> list[SealItem]:
+    """What ``effects`` need sealed, in the order :func:`store_ops` takes the blobs.
 
-    Notices (conflicts, rejections, kept drops) are not storage and are skipped.
+    Per record put: the local copy under its version, then (while an edit is pending) the base copy under
+    the version it IS, ``base_version`` (the envelope's AAD names the server version the content came from).
+    Per outbox put: the entry under (``OUTBOX_SEAL_TYPE``, entry id, 0).
     """
+    items: list[SealItem] = []
+    for eff in effects:
+        if isinstance(eff, RecordPut):
+            items.append((eff.resource_type, eff.id, eff.version, eff.resource))
+            if eff.base is not None:
+                items.append((eff.resource_type, eff.id, eff.base_version, eff.base))
+        elif isinstance(eff, OutboxPut):
+            items.append((OUTBOX_SEAL_TYPE, eff.entry_id, 0, eff.entry))
+    return items
+
+
+def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCodec) -> list[StoreOp]:
+    """The storage part of ``effects`` as store ops for ONE ``Store.apply`` call.
+
+    ``sealed`` is the adapter's sealing of ``seal_items(effects)``, in that order. Notices (conflicts,
+    rejections, kept drops) are not storage and are skipped (:func:`notices`).
+    """
+    wanted = len(seal_items(effects))
+    if len(sealed) != wanted:  # a short or long batch would pair blobs with the wrong rows
+        raise ValueError(f"{len(sealed)} sealed blobs for {wanted} items")
+    blobs = iter(sealed)
     ops: list[StoreOp] = []
     for eff in effects:
         if isinstance(eff, RecordPut):
-            base = None
-            if eff.base is not None:
-                base = codec.seal_record(eff.resource_type, eff.id, eff.base_version, eff.base)
-            blob = codec.seal_record(eff.resource_type, eff.id, eff.version, eff.resource)
-            ops.append(
-                PutRecord(
-                    StoredRecord(eff.resource_type, eff.id, eff.version, blob, base),
-                    codec.tokens(eff.resource_type, eff.resource),
-                )
-            )
+            blob = next(blobs)
+            base = next(blobs) if eff.base is not None else None
+            tokens = codec.tokens(eff.resource_type, eff.resource)
+            row = StoredRecord(eff.resource_type, eff.id, eff.version, blob, base)
+            mac = codec.record_mac(row, tokens)
+            ops.append(PutRecord(row if mac is None else replace(row, mac=mac), tokens))
         elif isinstance(eff, RecordDelete):
             ops.append(DeleteRecord(eff.resource_type, eff.id))
         elif isinstance(eff, RecordsClear):
             ops.append(ClearRecords(eff.keep))
         elif isinstance(eff, OutboxPut):
-            ops.append(PutOutbox(eff.entry_id, codec.seal_entry(eff.entry_id, eff.entry)))
+            blob = next(blobs)
+            ops.append(PutOutbox(eff.entry_id, blob, codec.outbox_mac(eff.entry_id, blob)))
         elif isinstance(eff, OutboxDelete):
             ops.append(DeleteOutbox(eff.entry_id))
         elif isinstance(eff, MetaPut):
             ops.append(PutMeta(eff.key, eff.value))
     return ops
+
+
+def notices(effects: Iterable[Effect]) -> list[Effect]:
+    """The effects that are not storage: what the UI is told (conflicts parked, rejections, epoch changes)."""
+    return [e for e in effects if not isinstance(e, _STORAGE)]
+
+
+def to_store_ops(effects: Iterable[Effect], codec: RecordCodec) -> list[StoreOp]:
+    """:func:`seal_items` -> ``codec.seal`` -> :func:`store_ops`: the same path as the browser's commit, with a
+    synchronous sealing primitive."""
+    effects = list(effects)
+    return store_ops(effects, codec.seal(seal_items(effects)), codec)

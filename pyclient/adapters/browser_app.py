@@ -75,16 +75,17 @@ from pyclient.store import (
 from pyclient.sync import (
     META_EPOCH,
     META_RECOVERY,
+    OUTBOX_SEAL_TYPE,
     ConflictParked,
     Effect,
     MetaPut,
     MutationRejected,
-    OutboxDelete,
-    OutboxPut,
     RecordDelete,
     RecordPut,
-    RecordsClear,
     SyncMachine,
+    notices,
+    seal_items,
+    store_ops,
 )
 from pyclient.views.rejected import rejected_banner
 from pyclient.views.status import PERSISTENCE_NOTE, status_views
@@ -106,7 +107,7 @@ UNEXPECTED = ("Something went wrong on this device and that action did not finis
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
 PBKDF2_ITERATIONS = kh.MIN_PBKDF2_ITERATIONS
-OUTBOX_TYPE = "OutboxEntry"
+OUTBOX_TYPE = OUTBOX_SEAL_TYPE  # how outbox entries are sealed (pyclient.sync, the one commit path)
 SYNC_EPOCH_META = (META_EPOCH, META_RECOVERY)  # issue 13 item 6: the server epoch and a recovery in progress
 AUDIT_TYPE = "DeviceAuditEvent"
 AUDIT_PREFIX = "audit:"
@@ -159,6 +160,27 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
+class _BrowserRows:
+    """The browser's row codec for :func:`pyclient.sync.store_ops`: blind-index tokens and integrity MACs.
+
+    A separate object, not methods of :class:`BrowserApp`: every public method there is callable from JS.
+    """
+
+    def __init__(self, app: BrowserApp) -> None:
+        self._app = app
+
+    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
+        return self._app._tokens(resource_type, resource)
+
+    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+        return self._app._record_mac(record.resource_type, record.id, record.version, record.blob, record.base,
+                                     tokens or ())
+
+    def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
+        assert self._app._store_key is not None
+        return ig.outbox_mac(self._app._store_key, entry_id=entry_id, blob=blob)
+
+
 class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
@@ -188,6 +210,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
         self.pin_policy = pg.PinPolicy()  # attempts before delay / wipe (configurable: set before unlock)
+        self._rows = _BrowserRows(self)
 
     # -- plumbing --------------------------------------------------------------
 
@@ -580,59 +603,41 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         return (self._ref_token(pid),) if pid else ()
 
     async def _commit(self, effects: Sequence[Effect]) -> list[Effect]:
-        """Seal the storage effects in one batch and write them in ONE IndexedDB transaction."""
-        seal: list[tuple[str, str, int, Mapping[str, Any]]] = []
-        for e in effects:
-            if isinstance(e, RecordPut):
-                seal.append((e.resource_type, e.id, e.version, e.resource))
-                if e.base is not None:
-                    seal.append((e.resource_type, e.id, e.version, e.base))
-            elif isinstance(e, OutboxPut):
-                seal.append((OUTBOX_TYPE, e.entry_id, 0, e.entry))
-        blobs = iter(await self._seal(seal))
-        ops: list[StoreOp] = []
-        notices: list[Effect] = []
+        """Seal the storage effects in one batch and write them in ONE IndexedDB transaction.
+
+        The effects become store ops through pyclient's one path (``seal_items`` / ``store_ops``, the same as
+        the CPython stores and the tests); only the sealing (one WebCrypto crossing) and the row codec
+        (blind-index tokens, row MACs) are this adapter's.
+        """
+        effects = list(effects)
+        ops = store_ops(effects, await self._seal(seal_items(effects)), self._rows)
         q_changed = False
         for e in effects:
-            if isinstance(e, RecordPut):
-                blob = next(blobs)
-                base = next(blobs) if e.base is not None else None
-                ops.append(self._put_record_op(e.resource_type, e.id, e.version, blob, base,
-                                               self._tokens(e.resource_type, e.resource)))
+            if isinstance(e, (RecordPut, RecordDelete)):
                 q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
-            elif isinstance(e, RecordDelete):
-                ops.append(DeleteRecord(e.resource_type, e.id))
-                q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
-            elif isinstance(e, RecordsClear):
-                ops.append(ClearRecords(e.keep))
-            elif isinstance(e, OutboxPut):
-                ops.append(self._put_outbox_op(e.entry_id, next(blobs)))
-            elif isinstance(e, OutboxDelete):
-                ops.append(DeleteOutbox(e.entry_id))
-            elif isinstance(e, MetaPut):
-                ops.append(PutMeta(e.key, e.value))
-            else:
-                notices.append(e)
         if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
             self._drop_settled_manifest_failures()
             ops.append(self._quarantine_op())
         ops += await self._recovery_escrow_ops(effects)  # sealed-to-server copies move with the outbox
         await self._apply_with_manifests(ops)
-        return notices
+        return notices(effects)
 
     # -- store integrity (issue 17; the rules are in pyclient/integrity.py) -------------------
 
-    def _put_record_op(self, t: str, i: str, v: int, blob: bytes, base: bytes | None,
-                       tokens: Sequence[str]) -> PutRecord:
+    def _record_mac(self, t: str, i: str, v: int, blob: bytes, base: bytes | None, tokens: Sequence[str]) -> str:
         assert self._store_key is not None
         t0 = time.perf_counter()
         mac = ig.record_mac(self._store_key, resource_type=t, id=i, version=v, tokens=tokens, blob=blob, base=base)
         self.integrity_s += time.perf_counter() - t0
-        return PutRecord(StoredRecord(t, i, v, blob, base, mac), tuple(tokens))
+        return mac
+
+    def _put_record_op(self, t: str, i: str, v: int, blob: bytes, base: bytes | None,
+                       tokens: Sequence[str]) -> PutRecord:
+        return PutRecord(StoredRecord(t, i, v, blob, base, self._record_mac(t, i, v, blob, base, tokens)),
+                         tuple(tokens))
 
     def _put_outbox_op(self, entry_id: str, blob: bytes) -> PutOutbox:
-        assert self._store_key is not None
-        return PutOutbox(entry_id, blob, ig.outbox_mac(self._store_key, entry_id=entry_id, blob=blob))
+        return PutOutbox(entry_id, blob, self._rows.outbox_mac(entry_id, blob))
 
     def _row_ok(self, r: StoredRecord) -> bool:
         if not self._checks:
@@ -949,25 +954,35 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     async def _audit(self, action: str, resource_type: str = "", rid: str = "",
                      patient_ids: Sequence[str] = (), *, outcome: str = "success",
                      detail: Mapping[str, Any] | None = None) -> None:
-        """Seal one access event and append it to the outbox; IndexedDB gives it the next device sequence.
+        """Seal one access event and append it to the outbox; IndexedDB gives it the next device sequence."""
+        await self._audit_many([(action, resource_type, rid, patient_ids)], outcome=outcome, detail=detail)
 
-        The sequence is allocated inside the same readwrite transaction as the append
-        (``idb.apply`` op ``putAudit``), so tabs never share or skip a number.
+    async def _audit_many(self, events: Sequence[tuple[str, str, str, Sequence[str]]], *, outcome: str = "success",
+                          detail: Mapping[str, Any] | None = None) -> None:
+        """Seal access events (action, resource type, id, patient ids) in one batch, append them in ONE transaction.
+
+        Each sequence is allocated inside the same readwrite transaction as its append
+        (``idb.apply`` op ``putAudit``, in order), so tabs never share or skip a number.
         """
-        if self._lease is None or self.machine is None:
+        if self._lease is None or self.machine is None or not events:
             return
-        now = datetime.now(UTC)
-        event = {"action": action, "occurred": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                 "resourceType": resource_type, "id": rid, "patientIds": [p for p in patient_ids if p][:100],
-                 "outcome": outcome, "purpose": "TREAT",
-                 "detail": {str(k)[:40]: str(v)[:200] for k, v in (detail or {}).items()}}
-        eid = AUDIT_PREFIX + str(uuid.uuid4())
-        blob = (await self._seal([(AUDIT_TYPE, eid, 0, event)]))[0]
-        await self.store.audit_append(eid, blob)
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        items: list[tuple[str, str, int, Mapping[str, Any]]] = [
+            (AUDIT_TYPE, AUDIT_PREFIX + str(uuid.uuid4()), 0,
+             {"action": action, "occurred": now, "resourceType": resource_type, "id": rid,
+              "patientIds": [p for p in patient_ids if p][:100], "outcome": outcome, "purpose": "TREAT",
+              "detail": {str(k)[:40]: str(v)[:200] for k, v in (detail or {}).items()}})
+            for action, resource_type, rid, patient_ids in events]
+        blobs = await self._seal(items)
+        await self.store.audit_append_many([(eid, blob) for (_t, eid, _v, _e), blob in zip(items, blobs, strict=True)])
 
     async def _audit_quietly(self, *args: Any, **kwargs: Any) -> None:
+        await self._quietly(self._audit(*args, **kwargs))
+
+    @staticmethod
+    async def _quietly(write: Awaitable[None]) -> None:
         try:
-            await self._audit(*args, **kwargs)
+            await write
         except Exception:  # noqa: BLE001 - a full disk must not hide a chart; the console keeps the trace
             import traceback  # noqa: PLC0415
 
@@ -1114,33 +1129,54 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
                     *, create: bool) -> dict[str, Any]:
+        return (await self._edits([(resource_type, rid, resource, create)]))[0]
+
+    async def _edits(self, edits: Sequence[tuple[str, str, dict[str, Any] | None, bool]]) -> list[dict[str, Any]]:
+        """Queue several local edits (type, id, resource or None to delete, create?) as ONE store batch.
+
+        One form that creates several records (a vitals set: one Observation per measurement) is saved whole
+        or not at all, in one sealing crossing and one IndexedDB transaction.
+        """
         machine = self._require_writable()
-        self._check_may(resource_type, "create" if create else "delete" if resource is None else "update")  # issue 18
-        base_version: int | None = None
-        base: dict[str, Any] | None = None
-        if not create:
-            row = await self.store.get_record(resource_type, rid)
-            if row is None:
-                raise AppError("That record is no longer on this device.", kind="not_found")
-            if not machine.has_pending_edit(resource_type, rid):
-                opened = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
-                base, base_version = opened, row.version
-        effects = machine.record_local_edit(now=_now(), mutation_id=str(uuid.uuid4()), resource_type=resource_type,
-                                            id=rid, resource=resource, base_version=base_version,
-                                            base_resource=base)
-        effects = [*effects, *(await self._telemetry_note_edit(machine))]  # same transaction as the edit
+        for resource_type, _rid, resource, create in edits:  # issue 18: refused before anything is queued
+            self._check_may(resource_type, "create" if create else "delete" if resource is None else "update")
+        bases: list[dict[str, Any] | None] = []
+        effects: list[Effect] = []
+        queued = False  # the machine's memory changed: a failure from here on must rebuild it from disk
         try:
+            for resource_type, rid, resource, create in edits:
+                base_version: int | None = None
+                base: dict[str, Any] | None = None
+                if not create:
+                    row = await self.store.get_record(resource_type, rid)
+                    if row is None:
+                        raise AppError("That record is no longer on this device.", kind="not_found")
+                    if not machine.has_pending_edit(resource_type, rid):
+                        opened = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
+                        base, base_version = opened, row.version
+                bases.append(base)
+                queued = True
+                effects += machine.record_local_edit(now=_now(), mutation_id=str(uuid.uuid4()),
+                                                     resource_type=resource_type, id=rid, resource=resource,
+                                                     base_version=base_version, base_resource=base)
+            effects += await self._telemetry_note_edit(machine)  # same transaction as the edits
             await self._commit(effects)
         except Exception:
             # Not saved: rebuild the machine from what IS durable so memory never claims more than disk.
-            await self._reload_machine()
+            if queued:
+                await self._reload_machine()
             raise
-        source = resource if resource is not None else base or {}
-        pid = rid if resource_type == "Patient" else _ref_patient(source)
-        await self._audit_quietly("create" if create else "delete" if resource is None else "update",
-                                  resource_type, rid, [pid] if pid else [])
-        self._emit({"type": "changed", "resourceType": resource_type, "id": rid})
-        return {"id": rid, "status": self.status()}
+        events = []
+        for (resource_type, rid, resource, create), base in zip(edits, bases, strict=True):
+            source = resource if resource is not None else base or {}
+            pid = rid if resource_type == "Patient" else _ref_patient(source)
+            events.append(("create" if create else "delete" if resource is None else "update",
+                           resource_type, rid, [pid] if pid else []))
+        await self._quietly(self._audit_many(events))  # one audit transaction for the whole batch
+        for resource_type, rid, _resource, _create in edits:
+            self._emit({"type": "changed", "resourceType": resource_type, "id": rid})
+        status = self.status()
+        return [{"id": rid, "status": status} for _t, rid, _r, _c in edits]
 
     async def _reload_machine(self) -> None:
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE,
@@ -1182,11 +1218,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         now = _iso_now()
         taken = self._vitals_time(values, now)  # issue 18 item 5: vitals taken earlier
         created = forms.vitals(patient_id, values, now=taken, author=self._author(), recorded=now)
-        ids = []
-        for res in created:
-            rid = str(uuid.uuid4())
-            await self._edit("Observation", rid, {**res, "id": rid}, create=True)
-            ids.append(rid)
+        ids = [str(uuid.uuid4()) for _ in created]
+        # One batch: five measurements are one transaction, so a full disk or a crash saves none, never three.
+        await self._edits([("Observation", rid, {**res, "id": rid}, True) for rid, res in zip(ids, created, strict=True)])
         return {"ids": ids, "status": self.status()}
 
     async def add_allergy(self, patient_id: str, substance: str, criticality: str = "unable-to-assess",

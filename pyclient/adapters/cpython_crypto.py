@@ -15,10 +15,11 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pyclient import envelope, keys
+from pyclient import envelope, integrity, keys
 from pyclient.compress import Codec, default_codec
 from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
 from pyclient.keys import KdfParams, Keyring, KeyState, NonceLease, StaleKeyState
+from pyclient.store import StoredRecord
 
 _MAX_CAS_RETRIES = 8
 
@@ -190,21 +191,26 @@ class CpythonCrypto:
 
     def seal_records(self, resources: Sequence[Mapping[str, Any]]) -> list[bytes]:
         """One envelope per FHIR resource dict, bound to its type, id and meta.versionId."""
-        if not resources:
-            return []
         refs = [RecordRef.of(r) for r in resources]
-        nonces = self._nonces(len(resources))
+        return self.seal_items([(f.resource_type, f.resource_id, f.version, r) for f, r in zip(refs, resources, strict=True)])
+
+    def seal_items(self, items: Sequence[tuple[str, str, int, Mapping[str, Any]]]) -> list[bytes]:
+        """One envelope per (type, id, version, plaintext dict), bound to exactly that (type, id, version):
+        the sealing primitive of :func:`pyclient.sync.seal_items` (base copies, outbox entries)."""
+        if not items:
+            return []
+        nonces = self._nonces(len(items))
         kid = self.keyring.active_data.key_id
         salt = self._lease.salt  # one batch always comes from one block (NonceLease.prepare)
         aes = _cipher(self._ciphers, self.keyring, kid, salt)
         out = []
-        for ref, res, nonce in zip(refs, resources, nonces, strict=True):
+        for (rtype, rid, version, res), nonce in zip(items, nonces, strict=True):
             job = envelope.seal_plan(
                 key_id=kid,
                 nonce=nonce,
-                resource_type=ref.resource_type,
-                resource_id=ref.resource_id,
-                version=ref.version,
+                resource_type=rtype,
+                resource_id=rid,
+                version=version,
                 plaintext=self._codec.encode_record(res),
                 salt=salt,
             )
@@ -234,6 +240,43 @@ class CpythonCrypto:
                 raise res
             out.append(res)
         return out
+
+
+class SealingCodec:
+    """:class:`pyclient.sync.RecordCodec` over :class:`CpythonCrypto`: effects land in a CPython store sealed and
+    MACed the way the browser's commit seals them (the same :func:`pyclient.sync.store_ops` path).
+
+    ``store_key`` (:func:`pyclient.integrity.store_key`) turns on row MACs; ``tokens`` gives a record's
+    blind-index tokens (None: the rows keep the tokens they have).
+    """
+
+    def __init__(
+        self,
+        crypto: CpythonCrypto,
+        *,
+        store_key: bytes | None = None,
+        tokens: Callable[[str, dict[str, Any]], tuple[str, ...]] | None = None,
+    ) -> None:
+        self._crypto = crypto
+        self._store_key = store_key
+        self._tokens = tokens
+
+    def seal(self, items: Sequence[tuple[str, str, int, Mapping[str, Any]]]) -> list[bytes]:
+        return self._crypto.seal_items(items)
+
+    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
+        return None if self._tokens is None else self._tokens(resource_type, resource)
+
+    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+        if self._store_key is None:
+            return None
+        return integrity.record_mac(self._store_key, resource_type=record.resource_type, id=record.id,
+                                    version=record.version, tokens=tokens or (), blob=record.blob, base=record.base)
+
+    def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
+        if self._store_key is None:
+            return None
+        return integrity.outbox_mac(self._store_key, entry_id=entry_id, blob=blob)
 
 
 # -- recovery files (pyclient.recovery; PROTOCOL.md "Recovery files") ------------------------------

@@ -135,8 +135,13 @@ class IndexedDBStore:
     # -- device audit events (outbox rows with their own per-device sequence; not sync entries)
     async def audit_append(self, entry_id: str, blob: bytes) -> None:
         """Append a sealed audit event; IndexedDB assigns the next device sequence in the same transaction."""
-        check_blob(blob)
-        await self._apply_wire([["putAudit", entry_id, blob]])
+        await self.audit_append_many([(entry_id, blob)])
+
+    async def audit_append_many(self, events: Sequence[tuple[str, bytes]]) -> None:
+        """Append sealed audit events (entry id, blob) in order, in ONE transaction (consecutive sequences)."""
+        for _eid, blob in events:
+            check_blob(blob)
+        await self._apply_wire([["putAudit", eid, blob] for eid, blob in events])
 
     async def audit_list(self, limit: int) -> list[tuple[str, int, bytes]]:
         """Oldest queued audit events first: (entry id, device sequence, sealed blob)."""

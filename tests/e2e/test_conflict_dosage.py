@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from .conftest import Server, shot
-from .helpers import fill_dosage, sign_in_and_sync, wait_status
+from .helpers import decide_cds, fill_dosage, sign_in_and_sync, wait_status
 from .test_conflicts import _poll_server
 from .test_rejected_changes import VIEWPORTS, assert_plain
 
@@ -51,7 +51,7 @@ def test_dosage_conflict_is_resolved_by_edit_through_the_structured_form(new_con
     page.click("#form-medication-change button[type=submit]")
     page.wait_for_selector("#patient-name, .cds-review")
     if page.locator(".cds-review").count():
-        page.click("#cds-accept")
+        decide_cds(page)
         page.wait_for_selector("#patient-name")
     wait_status(page, "Number(d.pending) >= 1")
 

@@ -19,6 +19,7 @@ from .helpers import (
     assert_axe_clean,
     assert_no_junk,
     axe_check,
+    decide_cds,
     fill_dosage,
     focus_on_heading,
     poll,
@@ -84,11 +85,7 @@ def _handle_cds(walk: Walk, step: str) -> None:
     if not page.locator(".cds-review").count():
         return
     walk.screen(step)
-    if page.locator("#cds-accept").count():
-        page.click("#cds-accept")
-    else:
-        page.locator("input[name=override_reason]").first.check()
-        page.click("#cds-override")
+    decide_cds(page)
 
 
 def _dose(page: Any, scope: str, plan: tuple[str, ...]) -> None:

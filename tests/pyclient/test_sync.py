@@ -517,8 +517,17 @@ def test_outbox_entry_round_trip_and_bad_entry() -> None:
 
 
 def test_a_pull_page_lands_in_the_store_in_one_batch() -> None:
+    # to_store_ops is seal_items -> seal -> store_ops: the very functions BrowserApp._commit runs
+    # (tests/pyclient/test_store_ops.py), so this drives the path the browser takes, with JSON "sealing".
     m = machine()
-    store = MemoryStore()
+    batches: list[list[Any]] = []
+
+    class BatchStore(MemoryStore):
+        async def apply(self, ops: Any) -> None:
+            batches.append(list(ops))
+            await super().apply(ops)
+
+    store = BatchStore()
     base = res("Patient", "p1", 1, name="A")
     _run(
         store.apply(to_store_ops(edit(m, "m1", "Patient", "p1", {**base, "name": "B"}, 1, base), JsonCodec()))
@@ -527,6 +536,8 @@ def test_a_pull_page_lands_in_the_store_in_one_batch() -> None:
         0.0, m.next_pull(), page(change("Patient", "p9", 1, res("Patient", "p9", 1)), cursor="c1")
     )
     _run(store.apply(to_store_ops(effects, JsonCodec())))
+    assert len(batches) == 2  # the edit, then the whole page: the record and its cursor together
+    assert {type(op).__name__ for op in batches[1]} >= {"PutRecord", "PutMeta"}
     assert _run(store.meta_get("sync.cursor")) == "c1"
     rec = _run(store.get_record("Patient", "p1"))
     assert (
