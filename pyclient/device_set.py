@@ -21,7 +21,11 @@ the user's scope at every pull (so nothing a device asks for widens it), fills w
 ``drop`` for what left — the existing pull machinery purges them from the store.
 
 Sizes are estimates: the server counts the JSON bytes of the compartment; a sealed envelope is base64 of
-AES-GCM ciphertext plus a header and blind-index tokens (:func:`sealed_bytes`).
+AES-GCM ciphertext plus a header and blind-index tokens (:func:`sealed_bytes`). Where the device can measure
+what its store really uses (``stored_bytes``: the browser's IndexedDB usage), the plan scales every estimate by
+measured / estimated of what the device holds now (:func:`measured_scale`), so the budget is spent on what the
+data really takes there, and says so (:attr:`DevicePlan.measured`); without a usable measure it keeps the
+estimates.
 """
 
 from __future__ import annotations
@@ -48,6 +52,21 @@ DEFAULT_BUDGET_BYTES: Final[Mapping[str, int]] = {"web": 1_000_000_000, "mobile"
 def sealed_bytes(json_bytes: int, records: int) -> int:
     """Estimated bytes at rest of a compartment of ``records`` records totalling ``json_bytes`` of JSON."""
     return -(-max(0, json_bytes) * 4 // 3) + max(0, records) * ENVELOPE_OVERHEAD_BYTES
+
+
+#: Below this much estimated data held, the store's fixed costs (schema, meta, audit rows) swamp the ratio.
+MIN_MEASURED_BYTES: Final = 1_000_000
+#: A measured/estimated ratio outside this range is not believed (a stale or foreign figure): estimates stay.
+MEASURED_SCALE_RANGE: Final = (0.25, 8.0)
+
+
+def measured_scale(stored_bytes: int | None, estimated_held: int) -> float | None:
+    """measured / estimated bytes of what the device holds now, or None when there is no usable measure."""
+    if stored_bytes is None or stored_bytes <= 0 or estimated_held < MIN_MEASURED_BYTES:
+        return None
+    ratio = stored_bytes / estimated_held
+    lo, hi = MEASURED_SCALE_RANGE
+    return ratio if lo <= ratio <= hi else None
 
 
 def reason_code(reason: str) -> str:
@@ -132,6 +151,7 @@ class DevicePlan:
     bytes_used: int
     budget_bytes: int
     model_version: str
+    measured: bool = False  # sizes scaled to what this device measured its store uses (else estimates)
 
     @property
     def patient_ids(self) -> list[str]:
@@ -152,15 +172,23 @@ def plan_device_set(
     conflicted: Iterable[str] = (),
     on_demand: Iterable[str] = (),
     budget_bytes: int | None = None,
+    stored_bytes: int | None = None,
 ) -> DevicePlan:
     """Choose what the device holds within ``budget_bytes`` (default: the offer's). See the module notes.
 
     ``pending``/``conflicted``: patients with unsynced or conflicted changes on this device (kept even if the
     server no longer offers them: their changes must reach the server first). ``on_demand``: charts the user
-    fetched on demand here. ``held_now``: what the device holds before this plan (for the eviction list)."""
+    fetched on demand here. ``held_now``: what the device holds before this plan (for the eviction list).
+    ``stored_bytes``: what the device's store measures it uses now (None: not measured; see the module notes)."""
     budget = offer.budget_bytes if budget_bytes is None else max(0, budget_bytes)
     pend, conf, demand = set(pending), set(conflicted), set(on_demand)
     offered = {c.patient_id: c for c in offer.candidates}
+    held_before = set(held_now)
+    scale = measured_scale(stored_bytes, sum(c.bytes for p, c in offered.items() if p in held_before))
+
+    def size(c: Candidate) -> int:
+        return c.bytes if scale is None else round(c.bytes * scale)
+
     held: list[Holding] = []
     used = 0
 
@@ -174,20 +202,20 @@ def plan_device_set(
     for c in offer.candidates:
         local = local_reasons(c.patient_id)
         if local or any(reason_code(r) in PINNING_REASONS for r in c.reasons):
-            held.append(Holding(c.patient_id, (*local, *c.reasons), True, c.bytes, c.score))
-            used += c.bytes
+            held.append(Holding(c.patient_id, (*local, *c.reasons), True, size(c), c.score))
+            used += size(c)
         else:
             rest.append(c)
     rest.sort(key=lambda c: (-c.score, c.patient_id))
     not_held = 0
     for c in rest:
-        if used + c.bytes <= budget:
-            held.append(Holding(c.patient_id, (LIKELY, *c.reasons), False, c.bytes, c.score))
-            used += c.bytes
+        if used + size(c) <= budget:
+            held.append(Holding(c.patient_id, (LIKELY, *c.reasons), False, size(c), c.score))
+            used += size(c)
         else:
             not_held += 1
     keep = {h.patient_id for h in held}
-    leaving = [p for p in set(held_now) - keep]
+    leaving = [p for p in held_before - keep]
     leaving.sort(key=lambda p: (offered[p].score if p in offered else -1.0, p))
     assert not (set(leaving) & (pend | conf)), "a patient with unsynced work is never evicted"
-    return DevicePlan(tuple(held), tuple(leaving), not_held, used, budget, offer.model_version)
+    return DevicePlan(tuple(held), tuple(leaving), not_held, used, budget, offer.model_version, scale is not None)

@@ -351,14 +351,33 @@ _INPATIENT_CLASSES = frozenset({"IMP", "ACUTE", "NONAC"})
 _APPOINTMENT_OFF = frozenset({"cancelled", "noshow", "entered-in-error"})
 
 
-def _refs_to(resource_type: str, param: str, target_type: str, ids: Iterable[str]) -> list[dict[str, Any]]:
-    """Live bodies of ``resource_type`` whose ``param`` references one of ``target_type``/``ids``."""
-    from omnicare.fhir.models import Resource, SearchReference
+def _refs_to(
+    resource_type: str, param: str, target_type: str, ids: Iterable[str], *,
+    codes: tuple[str, Iterable[str]] | None = None, ends_after: tuple[Iterable[str], datetime] | None = None,
+    starts_within: tuple[str, datetime, datetime] | None = None,
+) -> list[dict[str, Any]]:
+    """Live bodies of ``resource_type`` whose ``param`` references one of ``target_type``/``ids``, narrowed in
+    the search index (never by reading bodies: a ward's or a practitioner's whole history would be loaded):
+    ``codes`` (param, codes) a token; ``ends_after`` (params, instant) a date/period of one of the params
+    ending after the instant (an open end is unbounded); ``starts_within`` (param, lo, hi) a date starting in
+    [lo, hi). The caller still checks the body: the index only cuts the rows read, so these filters must be
+    supersets of the rule."""
+    from omnicare.fhir.models import Resource, SearchDate, SearchReference, SearchToken
 
-    pks = SearchReference.objects.filter(
+    q = Resource.objects.filter(deleted=False, pk__in=SearchReference.objects.filter(
         resource_type=resource_type, param=param, target_type=target_type, target_id__in=sorted(ids),
-    ).values_list("resource_id", flat=True)
-    return list(Resource.objects.filter(pk__in=list(pks), deleted=False).values_list("body", flat=True))
+    ).values("resource_id"))
+    if codes is not None:
+        q = q.filter(pk__in=SearchToken.objects.filter(
+            resource_type=resource_type, param=codes[0], code__in=sorted(codes[1])).values("resource_id"))
+    if ends_after is not None:
+        q = q.filter(pk__in=SearchDate.objects.filter(
+            resource_type=resource_type, param__in=sorted(ends_after[0]), end__gt=ends_after[1]).values("resource_id"))
+    if starts_within is not None:
+        name, lo, hi = starts_within
+        q = q.filter(pk__in=SearchDate.objects.filter(
+            resource_type=resource_type, param=name, start__gte=lo, start__lt=hi).values("resource_id"))
+    return list(q.values_list("body", flat=True))
 
 
 def _ref_id(ref: Any, rtype: str) -> str | None:
@@ -404,7 +423,7 @@ def ward_census(*, user: Any) -> dict[str, str]:
     if not wards:
         return {}
     out: dict[str, str] = {}
-    for body in _refs_to("Encounter", "location", "Location", wards):
+    for body in _refs_to("Encounter", "location", "Location", wards, codes=("status", ["in-progress"])):
         klass = body.get("class") or {}
         if body.get("status") != "in-progress" or (isinstance(klass, dict) and klass.get("code")) not in _INPATIENT_CLASSES:
             continue
@@ -429,7 +448,8 @@ def ward_recent(*, user: Any, now: datetime | None = None) -> dict[str, str]:
         return {}
     since = _now(now) - timedelta(days=WARD_RECENT_DAYS)
     out: dict[str, str] = {}
-    for body in _refs_to("Encounter", "location", "Location", wards):
+    # Only stays (or location periods) ending after ``since``, or still open: not the ward's whole history.
+    for body in _refs_to("Encounter", "location", "Location", wards, ends_after=(("date", "location-period"), since)):
         if body.get("status") in ("entered-in-error", "cancelled"):
             continue
         pid = _ref_id(body.get("subject"), "Patient")
@@ -454,7 +474,11 @@ def schedule_patients(*, user: Any, now: datetime | None = None) -> dict[str, st
         return {}
     today = timezone.localdate(_now(now))
     out: dict[str, str] = {}
-    for body in _refs_to("Appointment", "practitioner", "Practitioner", practitioners):
+    # The window in the index, a day wider on each side (a start without a zone is indexed as UTC; the site's
+    # zone may be up to 14 h away); the days are decided below in the site's zone, as before.
+    midnight = timezone.make_aware(datetime.combine(today, datetime.min.time()), timezone.get_current_timezone())
+    window = ("date", midnight - timedelta(days=1), midnight + timedelta(days=SCHEDULE_DAYS + 2))
+    for body in _refs_to("Appointment", "practitioner", "Practitioner", practitioners, starts_within=window):
         if body.get("status") in _APPOINTMENT_OFF or not body.get("start"):
             continue
         try:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import pickle  # noqa: S403 - the estimator is written and read only by this server, in its own database
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -136,7 +136,19 @@ def history_load(*, since: datetime) -> History:
         stay = _stay(body, since)
         if stay is not None:
             h.stays.append(stay)
-    for body in Resource.objects.filter(resource_type="Appointment", deleted=False).values_list("body", flat=True):
+    _appointments(h, Resource.objects.filter(resource_type="Appointment", deleted=False).values_list(
+        "body", flat=True), since)
+    for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
+            "patient_ids", "last_updated"):
+        for p in ids or []:
+            h.team_changed[str(p)].append(at)
+    _results(h, ResourceVersion.objects.filter(
+        resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since, deleted=False))
+    return h
+
+
+def _appointments(h: History, bodies: Iterable[dict[str, Any]], since: datetime) -> None:
+    for body in bodies:
         start = _dt(body.get("start"))
         if start is None or start < since or body.get("status") in ("cancelled", "noshow", "entered-in-error"):
             continue
@@ -144,19 +156,85 @@ def history_load(*, since: datetime) -> History:
         pats = [i for i in (_ref(a, "Patient") for a in actors) if i]
         for prac in (i for i in (_ref(a, "Practitioner") for a in actors) if i):
             h.appointments[prac].extend((start, p) for p in pats)
-    for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
-            "patient_ids", "last_updated"):
-        for p in ids or []:
-            h.team_changed[str(p)].append(at)
+
+
+def _results(h: History, versions: Any, patients: set[str] | None = None) -> None:
     # Only the parts of a result its flag reads (a site's week of results is large; the whole bodies are not
     # needed for one ranking).
-    for rtype, ids, at, *parts in ResourceVersion.objects.filter(
-            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since, deleted=False,
-    ).values_list("resource_type", "patient_ids", "last_updated", *(f"body__{k}" for k in _FLAG_KEYS)):
+    for rtype, ids, at, *parts in versions.values_list(
+            "resource_type", "patient_ids", "last_updated", *(f"body__{k}" for k in _FLAG_KEYS)).iterator():
         body = {k: v for k, v in zip(_FLAG_KEYS, parts, strict=True) if v is not None}
         abnormal = rtype == "Observation" and _abnormal(body)
         for p in ids or []:
-            h.results[str(p)].append((at, abnormal))
+            if patients is None or str(p) in patients:
+                h.results[str(p)].append((at, abnormal))
+
+
+def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) -> History:
+    """What :func:`features_at` reads at ``now`` for ``u`` and ``patients`` from ``history_load(since=now - 8
+    days)``, and nothing more — the offer's history (:func:`history_load` replays a whole site for training).
+    Narrowed in the indexes, never by reading every body: the user's own opens (8 days) and colleagues' opens
+    of these patients (7 days, the longest window of a colleague feature); these patients' inpatient stays still
+    open or ended in the 8 days; the user's appointments around today and tomorrow; care-team changes and
+    results of these patients of the 8 days. The same features (tests/omnicare/prefetch/test_rank_history.py),
+    except for a result re-linked to another patient: found by its current compartment here."""
+    from django.db.models import Q  # noqa: PLC0415
+
+    from omnicare.fhir.models import SearchDate, SearchReference, SearchToken  # noqa: PLC0415
+
+    mine = set(patients)
+    ordered = sorted(mine)
+    since = now - timedelta(days=8)
+    h = History()
+    opens = AuditEvent.objects.filter(action="read", resource_type="Patient", outcome="success", detail__view="chart")
+    for uid, pid, dev_t, rec_t in opens.filter(user_id=u.user_id, received_at__gte=since).values_list(
+            "user_id", "resource_id", "device_time", "received_at").iterator():
+        if pid:
+            h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
+    # A colleague's open counts for 7 days (features_at); it is received at or after it happened.
+    for uid, pid, dev_t, rec_t in opens.filter(received_at__gte=now - timedelta(days=7)).exclude(
+            user_id=u.user_id).values_list("user_id", "resource_id", "device_time", "received_at").iterator():
+        if uid is not None and pid in mine:
+            h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
+    # The scope's encounters (the compartment index) still open or ended since ``since`` (the period's end,
+    # an index range), or in progress; the class is checked on the bodies this leaves.
+    recent = (Q(pk__in=SearchDate.objects.filter(resource_type="Encounter", param="date", end__gte=since)
+                .values("resource_id"))
+              | Q(pk__in=SearchToken.objects.filter(resource_type="Encounter", param="status", code="in-progress")
+                  .values("resource_id")))
+    for start in range(0, len(ordered), 900):  # SQLite's bound-parameter limit, as compartment_sizes
+        chunk = ordered[start:start + 900]
+        stays = Resource.objects.filter(resource_type="Encounter", deleted=False, pk__in=ResourcePatient.objects.filter(
+            resource_type="Encounter", patient_id__in=chunk).values("resource_id")).filter(recent)
+        for body in stays.values_list("body", flat=True).iterator():
+            st = _stay(body, since)
+            if st is not None and st.patient in mine:
+                h.stays.append(st)
+        # Results of these patients changed since ``since`` (the current row's time bounds its versions').
+        touched = Resource.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), last_updated__gte=since,
+            pk__in=ResourcePatient.objects.filter(patient_id__in=chunk).values("resource_id"),
+        ).values("resource_id")
+        _results(h, ResourceVersion.objects.filter(
+            resource_type__in=("Observation", "DiagnosticReport"), resource_id__in=touched, last_updated__gte=since,
+            deleted=False), mine)
+    if u.practitioners:
+        midnight = timezone.make_aware(datetime.combine(timezone.localtime(now).date(), time(0, 0)),
+                                       timezone.get_current_timezone())
+        appts = Resource.objects.filter(
+            resource_type="Appointment", deleted=False,
+            pk__in=SearchReference.objects.filter(
+                resource_type="Appointment", param="practitioner", target_type="Practitioner",
+                target_id__in=sorted(u.practitioners)).values("resource_id"),
+        ).filter(pk__in=SearchDate.objects.filter(  # today and tomorrow, a day wider each side (zones)
+            resource_type="Appointment", param="date", start__gte=midnight - timedelta(days=1),
+            start__lt=midnight + timedelta(days=3)).values("resource_id"))
+        _appointments(h, appts.values_list("body", flat=True), since)
+    for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
+            "patient_ids", "last_updated"):
+        for p in ids or []:
+            if str(p) in mine:
+                h.team_changed[str(p)].append(at)
     return h
 
 
@@ -307,8 +385,8 @@ def prefetch_rank(*, user: Any, device: Any = None, now: datetime | None = None)
     reasons = scope_reasons(user=user, now=now)
     patients = sorted(reasons)
     row = current_model()
-    h = history_load(since=now - timedelta(days=8))
-    scores = _scores(row, _features(h, user_context(user), patients, now))
+    u = user_context(user)
+    scores = _scores(row, _features(history_for_rank(u=u, patients=patients, now=now), u, patients, now))
     sizes = compartment_sizes(patients)
     cands = [
         Candidate(p, tuple(reasons[p]), round(min(1.0, max(0.0, s)), 6), *sizes.get(p, (0, 0)))
@@ -326,6 +404,7 @@ __all__ = [
     "device_budget",
     "features_at",
     "heuristic_scores",
+    "history_for_rank",
     "history_load",
     "prefetch_rank",
     "prefetch_train",

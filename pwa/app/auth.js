@@ -198,6 +198,10 @@ export async function unlocked({ first }) {
     screen("First sync", h("section", { class: "card center", id: "first-sync" }, h("div", { class: "spinner", "aria-hidden": "true" }),
       h("h2", {}, "Downloading your patients"), h("p", { class: "muted" }, "Records are encrypted on this device as they arrive. You can keep this tab open while it finishes.")));
     state.runner.active = !state.updateReady;
+    // Before the socket: its "open" starts a round at once, and that round must already be the first sync
+    // (pins first, then the prefetch tail) — else it pulls the whole device set as an ordinary sync and the
+    // chart is usable only once everything arrived (seen with 200,000 resources, bench/first_sync_budget_bench.py).
+    state.runner.firstPending = true;
     state.runner.connectWs(); // its "ready" message gives the feed head for the progress bar
     await new Promise((r) => setTimeout(r, 300));
     await state.runner.kick("first", { first: true });

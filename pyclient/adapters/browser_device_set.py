@@ -75,11 +75,24 @@ class DeviceSetMixin:
         self._ds_demand = self._ds_demand | frozenset(str(p) for p in ids or [] if isinstance(p, str))
         self._ds_demand_loaded = True
 
+    async def _ds_stored_bytes(self) -> int | None:
+        """What this browser says its IndexedDB databases use (``navigator.storage.estimate().usageDetails``,
+        Chromium), or None: the total ``usage`` would count the app's cached runtime too, so it is not used."""
+        try:
+            from js import navigator  # type: ignore[import-not-found]  # noqa: PLC0415 - only inside Pyodide
+
+            est = await navigator.storage.estimate()
+            details = getattr(est, "usageDetails", None)
+            value = getattr(details, "indexedDB", None) if details is not None else None
+            return int(value) if isinstance(value, int | float) and value > 0 else None
+        except Exception:  # noqa: BLE001 - no storage API here (CPython, an older browser): sizes stay estimates
+            return None
+
     async def _ds_plan_now(self, machine: SyncMachine, offer: DeviceSetOffer) -> DevicePlan:
         await self._ds_demand_load()
         pending, conflicted = self._ds_unsynced(machine)
         return plan_device_set(offer, held_now=await self._ds_held_now(), pending=pending, conflicted=conflicted,
-                               on_demand=self._ds_demand)
+                               on_demand=self._ds_demand, stored_bytes=await self._ds_stored_bytes())
 
     async def _ds_post(self, machine: SyncMachine, ids: list[str], plan: DevicePlan) -> bool:
         body = json.dumps({"deviceId": machine.device_id, "patients": ids, "modelVersion": plan.model_version,
@@ -139,6 +152,7 @@ class DeviceSetMixin:
         if not offer.candidates:
             view["summary"] = f"{len(held_now)} patient{'s' if len(held_now) != 1 else ''} on this device"
             view["space"] = "Connect to the server to see the storage budget"
+            view["spaceHow"] = ""
             view["notHeld"] = "The reasons are shown when this device is online."
         return view
 

@@ -54,7 +54,8 @@ def _n(count: int, one: str, many: str) -> str:
 
 
 def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool) -> dict[str, Any]:
-    """{title, summary, space, percent, warning, notHeld, rows[{patientId, name, why, pinned, size}]}."""
+    """{title, summary, space, spaceHow (measured or estimated, in words), percent, warning, notHeld,
+    rows[{patientId, name, why, pinned, size}]}."""
     rows = []
     for h in plan.held:
         seen: list[str] = []
@@ -85,7 +86,10 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
     return {
         "title": "On this device",
         "summary": _n(len(plan.held), "patient", "patients") + " on this device",
-        "space": f"About {size_words(plan.bytes_used)} used of {size_words(plan.budget_bytes)}",
+        "space": (f"{size_words(plan.bytes_used)} used of {size_words(plan.budget_bytes)}" if plan.measured
+                  else f"About {size_words(plan.bytes_used)} used of {size_words(plan.budget_bytes)}"),
+        "spaceHow": ("Measured on this device." if plan.measured
+                     else "Estimated from the size of the records: this device has not measured its storage yet."),
         "percent": percent,
         "warning": warning,
         "notHeld": not_held,

@@ -17,6 +17,7 @@ export function deviceSetScreen(v) {
     h("h2", { id: "device-set-title" }, v.title),
     h("p", { id: "device-set-summary" }, h("strong", {}, v.summary)),
     h("p", { id: "device-set-space" }, v.space),
+    v.spaceHow ? h("p", { class: "muted", id: "device-set-space-how" }, v.spaceHow) : null,
     h("div", { class: "meter", role: "meter", "aria-label": "Storage used", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(v.percent) },
       h("div", { class: "meter-bar", style: `width: ${v.percent}%` })),
     v.warning ? h("p", { class: "form-error", role: "alert" }, v.warning) : null,
