@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import math
 import re
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +18,7 @@ from pyclient import blindindex as bi
 from pyclient import dosage as dz
 from pyclient import integrity as ig
 from pyclient.choices import form_choices
+from pyclient.views import caldate as cd
 
 __all__ = [
     "CRITICAL_FLAGS",
@@ -31,6 +33,7 @@ __all__ = [
     "patient_summary",
     "quantity_text",
     "record_sections",
+    "recorded_order",
     "ref_patient",
     "search_kind",
     "short_name",
@@ -102,6 +105,26 @@ def when(resource: Mapping[str, Any], *keys: str) -> str:
         if v:
             return str(v)[:16].replace("T", " ")
     return ""
+
+
+def _instant(text: Any, missing: float) -> float:
+    secs = cd.parse_instant(text) if text else None
+    return missing if secs is None else secs
+
+
+def recorded_order(o: Mapping[str, Any]) -> tuple[float, float, float, int, str]:
+    """Sort key, oldest first, of a measurement: a total order, so the chart's "latest" is never a coin toss when
+    two sets carry the same minute. When it was taken (as an instant: offsets and seconds count), then when it was
+    recorded (``issued``), then when the server stored it (``meta.lastUpdated``; none yet = written on this
+    device after the last pull, so newest), then the version, then the id."""
+    eff: Any = o.get("effectiveDateTime")
+    if not eff and isinstance(o.get("effectivePeriod"), Mapping):
+        eff = o["effectivePeriod"].get("start") or o["effectivePeriod"].get("end")
+    meta = o.get("meta") if isinstance(o.get("meta"), Mapping) else {}
+    version = str((meta or {}).get("versionId") or "")
+    return (_instant(eff, -math.inf), _instant(o.get("issued"), -math.inf),
+            _instant((meta or {}).get("lastUpdated"), math.inf), int(version) if version.isdigit() else 0,
+            str(o.get("id") or ""))
 
 
 def _quantity_text(q: Mapping[str, Any]) -> str:
@@ -265,7 +288,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
     series: dict[str, dict[str, Any]] = {}
     vitals_latest: dict[str, dict[str, Any]] = {}
     labs_latest: dict[str, dict[str, Any]] = {}
-    for o in sorted(by.get("Observation", []), key=lambda o: str(o.get("effectiveDateTime") or "")):
+    for o in sorted(by.get("Observation", []), key=recorded_order):
         cat = "laboratory" if any(code(c) == "laboratory" for c in o.get("category") or []) else "vital-signs"
         at = str(o.get("effectiveDateTime") or "")
         name = short_name(cc_text(o.get("code")))

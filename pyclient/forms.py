@@ -83,8 +83,11 @@ def _raise_if(errors: Mapping[str, str]) -> None:
         raise ValidationFailed(FIX, fields=errors)
 
 
-def vitals(patient_id: str, values: Mapping[str, Any], *, now: str, author: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Vital signs: one Observation per measurement (no ``id`` yet), blood pressure as a panel."""
+def vitals(patient_id: str, values: Mapping[str, Any], *, now: str, author: Mapping[str, str],
+           recorded: str | None = None) -> list[dict[str, Any]]:
+    """Vital signs: one Observation per measurement (no ``id`` yet), blood pressure as a panel. ``now``: when they
+    were taken (effectiveDateTime); ``recorded``: when they were entered (``issued``), which orders two sets taken
+    in the same minute (:func:`pyclient.chart.recorded_order`)."""
     errors: dict[str, str] = {}
     sbp = _number(values, "sbp", "Systolic pressure", 40, 300, errors)
     dbp = _number(values, "dbp", "Diastolic pressure", 20, 200, errors)
@@ -99,7 +102,7 @@ def vitals(patient_id: str, values: Mapping[str, Any], *, now: str, author: Mapp
     common = {"status": "final", "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": now,
               "category": [{"coding": [{"system": OBS_CATEGORY, "code": "vital-signs",
                                         "display": "Vital Signs"}], "text": "Vital Signs"}],
-              "performer": [dict(author)]}
+              "performer": [dict(author)], **({"issued": recorded} if recorded else {})}
     created: list[dict[str, Any]] = []
     if sbp is not None and dbp is not None:
         created.append({"resourceType": "Observation", **common,

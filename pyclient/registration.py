@@ -29,6 +29,7 @@ from pyclient.errors import ValidationFailed
 __all__ = [
     "LOCAL_MRN_SYSTEM",
     "MR_TYPE",
+    "clinician_choices",
     "duplicate_matches",
     "duplicate_queries",
     "local_mrn",
@@ -146,10 +147,33 @@ def _text(values: Mapping[str, Any], key: str, limit: int = 200) -> str:
     return " ".join(str(values.get(key) or "").split())[:limit]
 
 
+def clinician_choices(raw: Any) -> list[dict[str, str]] | None:
+    """The sign-in answer's ``clinicians`` as ``[{"id", "display"}]`` (entries without an id dropped), or None
+    when the answer has none (the user is a clinician, or an older server)."""
+    if not isinstance(raw, (list, tuple)):
+        return None
+    return [{"id": str(c["id"]), "display": str(c.get("display") or c["id"])}
+            for c in raw if isinstance(c, Mapping) and isinstance(c.get("id"), str) and c["id"]]
+
+
 def patient_new(values: Mapping[str, Any], *, id: str, mrn: str, today: str,
-                date_order: DateOrder = "dmy") -> dict[str, Any]:
-    """Validate the registration form and build the new Patient (raises :class:`ValidationFailed`)."""
+                date_order: DateOrder = "dmy",
+                clinicians: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """Validate the registration form and build the new Patient (raises :class:`ValidationFailed`).
+
+    ``clinicians``: for a registrant who joins no care team (the front desk), the clinicians the sign-in answer
+    offers; one must be chosen (``values["responsible"]``) and becomes ``generalPractitioner`` — the server puts
+    that clinician's care team on the patient when it syncs (PROTOCOL.md, Registration). None: a clinician
+    registering, who joins the team themselves."""
     errors: dict[str, str] = {}
+    responsible: dict[str, str] | None = None
+    if clinicians:
+        chosen = str(values.get("responsible") or "")
+        match = next((c for c in clinicians if str(c.get("id") or "") == chosen), None) if chosen else None
+        if match is None:
+            errors["responsible"] = "Choose the clinician responsible for this patient."
+        else:
+            responsible = {"reference": f"Practitioner/{chosen}", "display": str(match.get("display") or "")}
     given, family = _text(values, "given"), _text(values, "family")
     if not given:
         errors["given"] = "Enter the given name."
@@ -183,6 +207,8 @@ def patient_new(values: Mapping[str, Any], *, id: str, mrn: str, today: str,
     res: dict[str, Any] = {"resourceType": "Patient", "id": id, "active": True, "identifier": identifiers,
                            "name": [{"use": "official", "family": family, "given": given.split()}],
                            "gender": gender, "birthDate": birth}
+    if responsible is not None:
+        res["generalPractitioner"] = [responsible]
     if phone:
         res["telecom"] = [{"system": "phone", "value": phone, "use": "mobile"}]
     line, city, postal = _text(values, "address_line"), _text(values, "city", 100), _text(values, "postal_code", 20)

@@ -101,6 +101,9 @@ REASONS: Mapping[Condition, str] = {
     "runtime-failed": "the offline engine could not start in this browser.",
     "policy-no-offline": "this is a shared workstation: your administrator turned off offline data.",
 }
+# The status pill's own words: short, so the header stays one line at 1024 px (issue 18); the whole sentence
+# (``text``) is in the banner and the pill's tooltip / accessible description.
+LABEL = "Online only"
 # What ends it, said with the reason (the first condition's).
 WHAT_CLEARS: Mapping[Condition, str] = {
     "idb-unavailable": "OmniCare checks again the next time it starts.",
@@ -218,7 +221,8 @@ class Decision:
         return {"mode": self.mode, "action": self.action, "conditions": list(self.conditions),
                 "decisions": self.decisions, "text": self.text, "reason": self.reason, "detail": self.detail,
                 "backNextStart": self.back_next_start, "offer": dict(self.offer) if self.offer else None,
-                "note": self.note, "recheckS": self.recheck_s, "watch": list(self.watch)}
+                "note": self.note, "recheckS": self.recheck_s, "watch": list(self.watch),
+                "label": LABEL if self.mode == "online-only" else ""}
 
 
 class StorageMode:

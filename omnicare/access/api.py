@@ -55,6 +55,9 @@ class MeOut(Schema):
     # The user's own Practitioner {"id", "display"} (issue 18 item 6): the device writes authors as references to
     # it; null when the account has none (the server then fills the reference in, or refuses someone else's).
     practitioner: dict[str, str] | None = None
+    # Issue 18: for a user who registers patients but joins no care team (front desk), the clinicians the
+    # registration form offers as "responsible clinician" ({"id", "display"}); null for everyone else.
+    clinicians: list[dict[str, str]] | None = None
 
 
 def _me(user: Any) -> dict[str, Any]:
@@ -66,7 +69,8 @@ def _me(user: Any) -> dict[str, Any]:
     scope = "all" if "all" in scopes else "care-team" if "care-team" in scopes else "none"
     return {"id": user.pk, "username": user.get_username(), "displayName": full or user.get_username(),
             "isStaff": bool(user.is_staff), "scope": scope, "permissions": permissions_for(held),
-            "devicePolicy": device_policy(user=user), "practitioner": services.user_practitioner(user=user)}
+            "devicePolicy": device_policy(user=user), "practitioner": services.user_practitioner(user=user),
+            "clinicians": services.registration_clinicians(user=user)}
 
 
 def _csrf_or_403(request: HttpRequest) -> None:

@@ -228,6 +228,11 @@ ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += (
 )
 
 
+# Break-the-glass (issue 18): the privacy officer (auditor) may revoke a running emergency grant — the admin's
+# "revoke" action, audited as a stop by the officer; every field of a grant stays read-only.
+ADMIN_SITE_PERMISSIONS[AUDITOR] += ("access.change_emergencyaccessgrant",)
+
+
 # Recovery files (issue 13 item 5): administrators import a tablet's unsynced changes (replayed as their author,
 # audited as a recovery); the list shows counts only.
 ADMIN_SITE_PERMISSIONS[ADMINISTRATOR] += ("sync.view_recoveryimport", "sync.add_recoveryimport")

@@ -230,6 +230,31 @@ def user_practitioner(*, user: Any) -> dict[str, str] | None:
     return {"id": ids[0], "display": (practitioner_display(body) if isinstance(body, dict) else "") or full}
 
 
+def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
+    """The clinicians a new patient can be given to, for a user who may register patients but joins no care team
+    (the front desk; issue 18): ``[{"id", "display"}]`` of the Practitioners of active users with a care-team
+    role — those sharing one of the user's wards when the user works on wards — sorted by name. None for
+    everyone else (a registering clinician joins the team themselves, ``fhir.services._registrant_care_teams``).
+    Shipped in the sign-in answer so an offline registration can still name one."""
+    from django.contrib.auth import get_user_model
+
+    held = rbac.user_roles(user)
+    if not held or any(rbac.ROLES[r].scope == "care-team" for r in held):
+        return None
+    if not any("C" in rbac.ROLES[r].grants.get("Patient", "") for r in held):
+        return None
+    care_roles = [name for name, role in rbac.ROLES.items() if role.scope == "care-team"]
+    wards = set(user_ward_ids(user=user))
+    out: dict[str, str] = {}
+    for clinician in get_user_model().objects.filter(is_active=True, groups__name__in=care_roles).distinct():
+        if wards and not wards & set(user_ward_ids(user=clinician)):
+            continue
+        p = user_practitioner(user=clinician)
+        if p is not None:
+            out[p["id"]] = p["display"]
+    return [{"id": i, "display": d} for i, d in sorted(out.items(), key=lambda kv: (kv[1].casefold(), kv[0]))]
+
+
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
 # CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index
@@ -765,7 +790,42 @@ def _stop(grant: EmergencyAccessGrant, *, by: Any, end_reason: str, at: datetime
         )
         EmergencyAccessGrant.objects.filter(pk=locked.pk).update(ended=at, end_reason=end_reason,
                                                                  stop_event_seq=event.seq)
+        # The grantee's open sockets learn it at once (PROTOCOL.md §8 ``emergency-ended``), not at the device's
+        # next 15 s poll: the chart leaves the screen within a second or two. After commit, like every hint.
+        ended = (locked.user_id, locked.pk, locked.patient_id)
+        transaction.on_commit(lambda: break_glass_notify(user_id=ended[0], grant_id=ended[1], patient_id=ended[2]))
     visible_patients_cache_clear()  # the grant no longer counts, even later in this request
+
+
+def break_glass_notify(*, user_id: Any, grant_id: int, patient_id: str) -> None:
+    """Tell ``user_id``'s open sync sockets that this grant of theirs ended (best effort: the device also asks
+    ``GET /api/access/break-glass`` every 15 s and checks the expiry by its clock)."""
+    try:
+        from asgiref.sync import async_to_sync
+        from channels.layers import get_channel_layer
+
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(f"oc.user.{user_id}", {
+                "type": "emergency.ended", "grantId": grant_id, "patientId": patient_id})
+    except Exception:
+        log.exception("could not tell open sockets that an emergency grant ended")
+
+
+def break_glass_revoke(*, by: Any, grant_id: int, now: datetime | None = None) -> EmergencyAccessGrant:
+    """A privacy officer ends someone's running emergency grant (the admin's "revoke" action): recorded as a
+    ``break-glass-stop`` by ``by`` with end ``revoked``; an already ended grant is left as it is."""
+    now = _now(now)
+    grant = EmergencyAccessGrant.objects.filter(pk=grant_id).select_related("user").first()
+    if grant is None:
+        raise NotFound("No such emergency access grant")
+    if grant.stop_event_seq is None:
+        if grant.expires > now:
+            _stop(grant, by=by, end_reason="revoked", at=now, now=now)
+        else:
+            _stop(grant, by=grant.user, end_reason="expired", at=grant.expires, now=now)
+    grant.refresh_from_db()
+    return grant
 
 
 def break_glass_end(*, user: Any, grant_id: int, now: datetime | None = None) -> EmergencyAccessGrant:

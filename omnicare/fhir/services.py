@@ -509,32 +509,53 @@ def _registrant_care_teams(
     from omnicare.access.services import user_practitioner_ids
 
     created = [
-        w.resource_id for w in writes
+        w for w in writes
         if w.resource_type == "Patient" and w.body is not None
         and ((cur := existing.get(("Patient", w.resource_id))) is None or cur.deleted)
     ]
-    if not created or not any(rbac.ROLES[r].scope == "care-team" for r in rbac.user_roles(user)):
-        return []
-    practitioners = sorted(user_practitioner_ids(user=user))
-    if not practitioners:
+    if not created:
         return []
     has_team = {
         ref[1]
         for w in writes if w.resource_type == "CareTeam" and w.body is not None
         for ref in [parse_reference(str((w.body.get("subject") or {}).get("reference") or ""))] if ref
     }
-    teams = [
-        Write("CareTeam", new_id(), {
+    clinician = any(rbac.ROLES[r].scope == "care-team" for r in rbac.user_roles(user))
+    mine = sorted(user_practitioner_ids(user=user)) if clinician else []
+    teams: list[Write] = []
+    for w in created:
+        if w.resource_id in has_team:
+            continue
+        # A clinician joins the team themselves. Anyone else who may register (the front desk) never does — they
+        # see demographics, not the chart — and the patient goes to the responsible clinician chosen at
+        # registration (Patient.generalPractitioner), so a walk-in registered offline is somebody's patient.
+        member = f"Practitioner/{mine[0]}" if mine else (None if clinician else _responsible_clinician(w))
+        if member is None:
+            continue
+        teams.append(Write("CareTeam", new_id(), {
             "resourceType": "CareTeam",
             "status": "active",
-            "name": "Registering clinician",
-            "subject": {"reference": f"Patient/{pid}"},
-            "participant": [{"member": {"reference": f"Practitioner/{practitioners[0]}"}}],
-        }, expected_version=0)
-        for pid in created if pid not in has_team
-    ]
+            "name": "Registering clinician" if mine else "Responsible clinician",
+            "subject": {"reference": f"Patient/{w.resource_id}"},
+            "participant": [{"member": {"reference": member}}],
+        }, expected_version=0))
     _care_teams_audit(user, teams)
     return teams
+
+
+def _responsible_clinician(patient: Write) -> str | None:
+    """The ``Practitioner/<id>`` a registration named as the patient's responsible clinician (the first
+    ``generalPractitioner`` that is a Practitioner), or None when none is named. One that does not exist is
+    refused (400): the patient would otherwise belong to nobody's team."""
+    for ref in (patient.body or {}).get("generalPractitioner") or []:
+        parsed = parse_reference(str((ref or {}).get("reference") or "")) if isinstance(ref, dict) else None
+        if parsed is None or parsed[0] != "Practitioner":
+            continue
+        if not Resource.objects.filter(resource_type="Practitioner", resource_id=parsed[1], deleted=False).exists():
+            raise BadRequest("The responsible clinician chosen at registration is not known to the server",
+                             expression=["Patient.generalPractitioner"])
+        return f"Practitioner/{parsed[1]}"
+    return None
 
 
 def _care_teams_audit(user: User, teams: Sequence[Write]) -> None:
@@ -546,7 +567,9 @@ def _care_teams_audit(user: User, teams: Sequence[Write]) -> None:
         assert t.body is not None
         pid = str(t.body["subject"]["reference"]).removeprefix("Patient/")
         audit_record(user=user, action="create", resource_type="CareTeam", resource_id=t.resource_id,
-                     patient_ids=[pid], detail={"reason": "registering clinician joins the new patient's care team"})
+                     patient_ids=[pid], detail={"reason": "registering clinician joins the new patient's care team"
+                                                if t.body.get("name") == "Registering clinician" else
+                                                "the responsible clinician chosen at registration gets the patient"})
 
 
 def _run_writes(

@@ -104,7 +104,7 @@ def online_vitals_record(*, user: Any, patient_id: str, values: dict[str, Any], 
         except (TypeError, ValueError):
             offset = 0
         taken = cf.vitals_effective(values.get("taken_at"), now=now, tz_offset_min=offset)  # as browser_chart
-        created = forms.vitals(patient_id, values, now=taken, author={"display": author})
+        created = forms.vitals(patient_id, values, now=taken, author={"display": author}, recorded=now)
     except ValidationFailed as exc:
         raise FieldErrors(exc.message, dict(exc.fields)) from None
     return [fhir_svc.resource_create(user=user, resource=res).resource_id for res in created]

@@ -213,6 +213,19 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
         """Group message from ``access.services.credentials_notify``: re-check now."""
         await self._close_if_revoked()
 
+    async def emergency_ended(self, event: dict[str, Any]) -> None:
+        """Group message from ``access.services.break_glass_notify``: one of this user's emergency grants ended.
+        The scope shrinks now (no further hint about that patient) and the device is told, so it removes the
+        chart at once instead of at its next poll."""
+        if self.user is None:
+            return
+        from omnicare.access.services import grants_preload_clear
+
+        grants_preload_clear(self.user)
+        self.patients, self.others, self.readable = await _scope(self.user)
+        await self.send_json({"type": "emergency-ended", "grantId": event.get("grantId"),
+                              "patientId": event.get("patientId")})
+
     async def disconnect(self, code: int) -> None:
         if self._timeout is not None:
             self._timeout.cancel()

@@ -40,6 +40,7 @@ export function signInScreen(message) {
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
       state.practitioner = r.json.practitioner ?? null; // issue 18: authors are references to it
+      state.clinicians = r.json.clinicians ?? null; // front desk: the registration's responsible clinicians
       await runtimeReady(form);
       if (await hooks.afterSignIn?.(r.json, unlocked)) return; // online only: no PIN, nothing kept (issue 13)
       const info = await state.py.call("boot");
@@ -93,7 +94,7 @@ export function reauthScreen() {
       }
       if (r.status !== 200) throw new Error(net.loginError(r));
       await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
-      await state.py.call("set_practitioner", { practitioner: r.json.practitioner ?? null }).catch(() => {});
+      await state.py.call("set_practitioner", { practitioner: r.json.practitioner ?? null, clinicians: r.json.clinicians ?? null }).catch(() => {});
       state.reauthShown = false;
       location.hash = "#/patients";
       state.runner.kick("reauth");
@@ -188,7 +189,7 @@ export async function unlocked({ first }) {
     state.permissions = null;
   }
   if (state.practitioner !== undefined) { // from this sign-in: the user's Practitioner (authors as references)
-    await state.py.call("set_practitioner", { practitioner: state.practitioner }).catch(() => {});
+    await state.py.call("set_practitioner", { practitioner: state.practitioner, clinicians: state.clinicians ?? null }).catch(() => {});
     state.practitioner = undefined;
   }
   const done = await state.py.call("first_sync_done");

@@ -323,9 +323,14 @@ export function decorateStatus() {
   // The words of the previous decision go first (they change when the reason clears or an offer stands).
   const base = text.textContent.startsWith("Online only") ? text.textContent.split(" · ").slice(1).join(" · ") : text.textContent;
   if (!onlineOnly()) {
-    if (box.dataset.mode) { delete box.dataset.mode; text.textContent = base; } // switched back
+    if (box.dataset.mode) { // switched back
+      delete box.dataset.mode; text.textContent = base; box.removeAttribute("title"); box.removeAttribute("aria-description");
+    }
     return;
   }
   box.dataset.mode = "online-only";
-  text.textContent = base ? `${state.storageMode.text} · ${base}` : state.storageMode.text;
+  const { label, text: why } = state.storageMode; // short words on the pill, the sentence on hover / to readers
+  text.textContent = base ? `${label} · ${base}` : label;
+  box.title = why;
+  box.setAttribute("aria-description", why);
 }

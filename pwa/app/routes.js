@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, banner, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
+import { h, screen, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
@@ -13,6 +13,7 @@ import { emergencyScreen, emergencyEntry, emergencyBanner } from "./screens/emer
 
 // ---------------------------------------------------------------- routing
 export function route() {
+  leaveRoute(location.hash); // patient A's "registered" or "not saved" is not shown on patient B (issue 18)
   if (!state.unlocked) return;
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   state.route = parts;
@@ -63,7 +64,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     let r;
     try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
-      if (err.kind !== "validation") { banner(err.message); return; }
+      if (err.kind !== "validation") { banner(err.message, { scope: location.hash }); return; }
       r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
     // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw
@@ -99,11 +100,11 @@ export async function showChart(id, { keepScroll = false } = {}) {
       const [field, value] = Object.entries(change)[0];
       const q = await state.py.call("allergy_change_question", { substance: a.substance || "", field, old: a[field] || "", new: value });
       if (!(await confirmDialog(q.title, q.message, q.ok))) { showChart(id, { keepScroll: true }); return; }
-      try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
+      try { await state.py.call("update_allergy", { allergy_id: aid, ...change }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message, { scope: location.hash }); }
     },
     onNka: async () => { // issue 18 item 5: "no known allergies" is a recorded answer, not an empty list
       if (!(await confirmDialog("Record no known allergies?", `${c.patient.display} was asked and has no known allergies. This is recorded in the chart.`, "Record"))) return;
-      try { await state.py.call("record_no_known_allergies", { patient_id: id }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message); }
+      try { await state.py.call("record_no_known_allergies", { patient_id: id }); afterWrite(); showChart(id, { keepScroll: true }); } catch (err) { banner(err.message, { scope: location.hash }); }
     },
     onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
   });

@@ -119,6 +119,8 @@ export class SyncRunner {
       let m = null;
       try { m = JSON.parse(e.data); } catch { /* not JSON */ }
       if (m && m.type === "device-revoked") { this.stop(); this.onEvent({ type: "revoked" }); return; }
+      // An emergency grant ended (PROTOCOL.md §8): screens/emergency.js removes the chart now, then the pull.
+      if (m && m.type === "emergency-ended") window.dispatchEvent(new CustomEvent("omnicare-emergency-ended", { detail: m }));
       if (m && Number.isInteger(m.seq)) this.head = Math.max(this.head || 0, m.seq);
       this.kick("hint");
     });

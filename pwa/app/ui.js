@@ -141,13 +141,26 @@ export function progress(show, received, fraction) {
   }
 }
 
-export function banner(message, { kind = "error", action, onDismiss } = {}) {
+/**
+ * The banner under the header. `scope`: the route (location.hash) the message is about — the outcome of an action
+ * on one screen ("… registered", a refused change). It goes when the clinician moves to another patient or screen,
+ * so patient A's message is never read on patient B's chart. Without a scope it is about the whole app (session
+ * ended, conflicts, online only) and stays until dealt with or dismissed.
+ */
+export function banner(message, { kind = "error", action, scope, onDismiss } = {}) {
   const b = document.getElementById("banner");
-  if (!message) { b.hidden = true; b.replaceChildren(); return; }
+  if (!message) { b.hidden = true; b.replaceChildren(); delete b.dataset.scope; return; }
   b.hidden = false;
   b.dataset.kind = kind;
+  if (scope) b.dataset.scope = scope; else delete b.dataset.scope;
   b.replaceChildren(...[h("span", {}, plain(message)), action ? h("button", { type: "button", class: "btn small", onclick: action.run }, action.label) : null,
     h("button", { type: "button", class: "btn ghost small", "aria-label": "Dismiss", onclick: () => { banner(null); onDismiss?.(); } }, "✕")].filter(Boolean));
+}
+
+/** The route changed (routes.js): a banner scoped to another screen is no longer about what is on screen. */
+export function leaveRoute(hash) {
+  const b = document.getElementById("banner");
+  if (!b.hidden && b.dataset.scope && b.dataset.scope !== hash) banner(null);
 }
 
 /** Modal confirmation (no window.confirm: works in installed mode, styled, keyboard accessible). */

@@ -1216,8 +1216,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
         self._require_writable()
-        taken = self._vitals_time(values, _iso_now())  # issue 18 item 5: vitals taken earlier
-        created = forms.vitals(patient_id, values, now=taken, author=self._author())
+        now = _iso_now()
+        taken = self._vitals_time(values, now)  # issue 18 item 5: vitals taken earlier
+        created = forms.vitals(patient_id, values, now=taken, author=self._author(), recorded=now)
         ids = [str(uuid.uuid4()) for _ in created]
         # One batch: five measurements are one transaction, so a full disk or a crash saves none, never three.
         await self._edits([("Observation", rid, {**res, "id": rid}, True) for rid, res in zip(ids, created, strict=True)])

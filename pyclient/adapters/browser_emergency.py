@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -111,13 +112,17 @@ class EmergencyMixin:
         return {"message": bg.banner_words(expires_s=expires, now_s=now, local_time=local.strftime("%H:%M")),
                 "expiresS": expires}
 
-    async def emergency_sweep(self, online: bool = False) -> dict[str, Any]:
-        """Remove from the device the patients whose grant has ended (by the clock, or per the server)."""
+    async def emergency_sweep(self, online: bool = False, ended: Sequence[int] = ()) -> dict[str, Any]:
+        """Remove from the device the patients whose grant has ended (by the clock, or per the server).
+        ``ended``: grant ids the server pushed as ended (``emergency-ended`` on the sync socket); ``online``:
+        also ask the server's list of running grants (the 15 s fallback)."""
         if getattr(self, "_keyring", None) is None:
             return {"removed": [], "message": ""}
         grants = await self._grants()
         if not grants:
             return {"removed": [], "message": ""}
+        told = {int(i) for i in ended}  # JSON numbers
+        grants = [{**g, "ended": True} if int(g["id"]) in told else g for g in grants]
         if online:
             try:
                 res = await self._http("GET", "/api/access/break-glass", "")  # type: ignore[attr-defined]
@@ -129,9 +134,9 @@ class EmergencyMixin:
                     grants = [g if int(g["id"]) in running else {**g, "ended": True} for g in grants]
             except Exception:  # noqa: BLE001, S110 - offline: the clock still ends grants
                 pass
-        live, ended = bg.active_grants(grants, time.time())
+        live, gone = bg.active_grants(grants, time.time())
         removed = []
-        for pid in ended:
+        for pid in gone:
             await self._purge_patient(pid)
             removed.append(pid)
         if len(live) != len(grants):

@@ -30,6 +30,7 @@ from .indexeddb_store import _py
 
 M_COUNTER = "registration.counter"  # how many patients this device registered (no PHI)
 M_PRACTITIONER = "auth.practitioner"  # {"id", "display"} of the signed-in user's Practitioner (no patient data)
+M_CLINICIANS = "auth.clinicians"  # front desk: [{"id", "display"}] the registration form offers (no patient data)
 _MAX_CAS = 8
 
 
@@ -37,27 +38,38 @@ class RegisterMixin:
     """Patient registration and the user's Practitioner; relies on BrowserApp's store, index, edit and audit."""
 
     _practitioner: dict[str, str] | None = None
+    _clinicians: list[dict[str, str]] | None = None
 
     # -- who is signed in (authors as references) -----------------------------------------------------
 
-    async def set_practitioner(self, practitioner: Any) -> dict[str, Any]:
-        """Keep the signed-in user's Practitioner from the sign-in answer (``{"id", "display"}`` or null)."""
+    async def set_practitioner(self, practitioner: Any, clinicians: Any = None) -> dict[str, Any]:
+        """Keep the signed-in user's Practitioner from the sign-in answer (``{"id", "display"}`` or null), and
+        for the front desk the clinicians a registration may name as responsible (``clinicians``, or null)."""
         value: dict[str, str] | None = None
         if isinstance(practitioner, Mapping) and isinstance(practitioner.get("id"), str) and practitioner["id"]:
             value = {"id": str(practitioner["id"]), "display": str(practitioner.get("display") or "")}
         self._practitioner = value
+        self._clinicians = reg.clinician_choices(clinicians)
         store: Any = self.store  # type: ignore[attr-defined]
         await store.meta_put(M_PRACTITIONER, None if value is None else json.dumps(value))
+        await store.meta_put(M_CLINICIANS, None if self._clinicians is None else json.dumps(self._clinicians))
         return {"practitioner": value}
 
     async def _load_practitioner(self) -> None:
         store: Any = self.store  # type: ignore[attr-defined]
-        raw = await store.meta_get(M_PRACTITIONER)
+        raw, listed = await store.meta_get(M_PRACTITIONER), await store.meta_get(M_CLINICIANS)
         try:
             loaded = json.loads(raw) if raw else None
+            offered = json.loads(listed) if listed else None
         except ValueError:
-            loaded = None
+            loaded = offered = None
         self._practitioner = loaded if isinstance(loaded, dict) else None
+        self._clinicians = reg.clinician_choices(offered)
+
+    def register_form(self) -> dict[str, Any]:
+        """What the registration form offers beyond the fixed fields: the responsible-clinician choices (front
+        desk only; None = not asked, the registering clinician joins the care team)."""
+        return {"responsible": self._clinicians or None}
 
     def _author_ref(self) -> dict[str, str]:
         p = self._practitioner or {}
@@ -77,7 +89,8 @@ class RegisterMixin:
 
     def _draft(self, values: Mapping[str, Any], date_order: str, mrn: str, rid: str) -> dict[str, Any]:
         order: DateOrder = "mdy" if date_order == "mdy" else "ymd" if date_order == "ymd" else "dmy"
-        return reg.patient_new(values, id=rid, mrn=mrn, today=date.today().isoformat(), date_order=order)
+        return reg.patient_new(values, id=rid, mrn=mrn, today=date.today().isoformat(), date_order=order,
+                               clinicians=self._clinicians)
 
     async def _duplicates(self, patient: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Possible duplicates on this device, found through the blind index and re-checked on the records."""

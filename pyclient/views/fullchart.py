@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyclient.chart import CRITICAL_FLAGS, cc_text, code, flag_words, short_name, when
+from pyclient.chart import CRITICAL_FLAGS, cc_text, code, flag_words, recorded_order, short_name, when
 from pyclient.views import caldate as cd
 
 __all__ = [
@@ -241,7 +241,7 @@ def vitals_rows(observations: Sequence[Mapping[str, Any]], pending: Pending, *, 
     """The latest value of each vital sign, flagged in words (newest measurement wins)."""
     latest: dict[str, dict[str, Any]] = {}
     for o in sorted((o for o in observations if _is_vital(o) and o.get("status") != "entered-in-error"),
-                    key=lambda o: str(o.get("effectiveDateTime") or "")):
+                    key=recorded_order):  # same minute: the set recorded last wins, never by chance
         name = _vital_name(o)
         if name == "Blood pressure":
             parts: dict[str, tuple[float | None, dict[str, Any]]] = {}

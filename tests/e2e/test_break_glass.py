@@ -13,6 +13,7 @@ import pytest
 
 from .conftest import Server, _ensure_assets, server_start, server_stop, shot
 from .helpers import poll, sign_in_and_sync
+from .test_ops_dashboard import AUDITOR, _admin_login
 from .test_rejected_changes import assert_plain
 from .test_touch_targets import _check as measure_touch_targets
 
@@ -127,6 +128,20 @@ def test_emergency_access_says_it_needs_a_connection(new_context: Any, server: S
     poll(page, "() => !document.getElementById('bg-offline') && !document.querySelector('#bg-lookup button').disabled")
 
 
+def _break_glass(page: Any, mrn: str) -> float:
+    """Look the patient up by MRN, request emergency access; returns when it was requested (monotonic s) once
+    the chart is open with its banner."""
+    page.goto("/#/emergency")
+    page.fill("#bg-lookup input[name=mrn]", mrn)
+    page.click("#bg-lookup button[type=submit]")
+    page.wait_for_selector("#bg-request")
+    page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
+    page.click("#bg-request button[type=submit]")
+    requested = time.monotonic()
+    page.wait_for_selector("#emergency-banner", timeout=90_000)
+    return requested
+
+
 GRANT_SECONDS = 90
 
 
@@ -148,14 +163,7 @@ def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: 
     ctx.set_default_timeout(60_000)
     try:
         page = sign_in_and_sync(ctx)
-        page.goto("/#/emergency")
-        page.fill("#bg-lookup input[name=mrn]", mrn)
-        page.click("#bg-lookup button[type=submit]")
-        page.wait_for_selector("#bg-request")
-        page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
-        page.click("#bg-request button[type=submit]")
-        started = time.monotonic()
-        page.wait_for_selector("#emergency-banner", timeout=90_000)
+        started = _break_glass(page, mrn)
         assert "minute" in page.inner_text("#emergency-banner")
         # Offline now: nobody tells the device the grant ended; its own clock must.
         ctx.set_offline(True)
@@ -172,3 +180,57 @@ def test_the_device_removes_the_chart_when_the_clock_passes_the_expiry(browser: 
         assert not _served(server, pid)  # and the server stops serving it too
     finally:
         ctx.close()
+
+
+
+
+def _revoke_in_admin(admin: Any, server: Server, pid: str) -> None:
+    """The officer ticks the patient's running grant and runs "Revoke" (returns once the server has done it)."""
+    status, grants = server.api("GET", "/api/access/break-glass")
+    grant = next(g for g in grants if g["patientId"] == pid)
+    admin.goto("/admin/access/emergencyaccessgrant/")
+    admin.check(f"input[name=_selected_action][value='{grant['id']}']")
+    admin.select_option("select[name=action]", "revoke")
+    admin.click("button[name=index]")
+    admin.wait_for_selector("text=1 emergency access grant(s) revoked.")
+
+
+def test_a_revocation_closes_the_chart_within_seconds_and_polling_still_backs_it_up(
+        new_context: Any, server: Server) -> None:
+    """A privacy officer revokes the grant: the server says so over the sync socket and the chart is gone in
+    seconds — with the 15 s poll of the running grants refused here, so only the push can have told it. Then,
+    with the socket down, the poll alone still ends the next grant."""
+    target = _outside_patient(server)
+    pid, mrn = target["id"], target["identifier"][0]["value"]
+    ctx = new_context()
+    page = sign_in_and_sync(ctx)
+    admin = _admin_login(new_context(), AUDITOR)  # the demo privacy officer, in a browser of their own
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _break_glass(page, mrn)
+    shot(page, "break-glass-before-revoke-1024x768", full_page=False)
+    ctx.route("**/api/access/break-glass", lambda route: route.abort() if route.request.method == "GET"
+              else route.continue_())
+    _revoke_in_admin(admin, server, pid)
+    revoked = time.monotonic()
+    poll(page, "(pid) => window.omnicare.py.call('chart', {patient_id: pid}).then(() => false, (e) => e.kind === "
+               "'not_found') && !document.getElementById('patient-name')", pid, timeout=20, interval=0.1)
+    took = time.monotonic() - revoked
+    assert took < 3.0, f"the chart stayed {took:.1f} s after the revocation"
+    page.wait_for_selector("#banner:has-text('Emergency access has ended')")
+    assert_plain(page)
+    page.set_viewport_size({"width": 768, "height": 1024})
+    shot(page, "break-glass-revoked-768x1024", full_page=False)
+    ctx.unroute("**/api/access/break-glass")
+    assert not _served(server, pid)
+
+    # The socket down (a proxy that drops WebSockets): the poll of the running grants is the fallback.
+    ctx.route_web_socket("**/ws/sync", lambda ws: ws.close())
+    page.evaluate("() => window.omnicare.runner?.closeWs?.()")
+    page.set_viewport_size({"width": 1024, "height": 768})
+    _break_glass(page, mrn)
+    _revoke_in_admin(admin, server, pid)
+    revoked = time.monotonic()
+    poll(page, "(pid) => window.omnicare.py.call('chart', {patient_id: pid}).then(() => false, (e) => e.kind === "
+               "'not_found') && !document.getElementById('patient-name')", pid, timeout=40, interval=0.25)
+    assert time.monotonic() - revoked < 25
+    page.wait_for_selector("#banner:has-text('Emergency access has ended')")

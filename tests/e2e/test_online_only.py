@@ -74,11 +74,42 @@ def _sign_in(page: Any, user: str) -> None:
     page.click("#signin button[type=submit]")
 
 
+# The header's rows of boxes, and whether the pill's words are on one line and shown whole (not cut short).
+HEADER = """() => {
+  const bar = document.querySelector('.topbar');
+  const kids = [...bar.children].filter((e) => e.getClientRects().length && getComputedStyle(e).position !== 'absolute');
+  const mid = (r) => (r.top + r.bottom) / 2; // items are centred in a row, so a row is one middle
+  const rows = new Set(kids.map((e) => Math.round(mid(e.getBoundingClientRect()) / 8)));
+  const tallest = Math.max(...kids.map((e) => e.getBoundingClientRect().height));
+  const cs = getComputedStyle(bar);
+  const text = document.querySelector('#sync .sync-text');
+  const line = parseFloat(getComputedStyle(text).lineHeight) || 1.2 * parseFloat(getComputedStyle(text).fontSize);
+  return { rows: rows.size, height: bar.getBoundingClientRect().height,
+           oneRow: tallest + parseFloat(cs.paddingTop) + parseFloat(cs.paddingBottom),
+           textLines: Math.round(text.getBoundingClientRect().height / line), whole: text.scrollWidth <= text.clientWidth };
+}"""
+
+
+def _header_fits(page: Any, landscape: bool) -> None:
+    """Landscape (1024 px): the whole header is one row of one line's height. Portrait: brand and buttons, then
+    the pill on its own row — and at both the pill's words are one line, shown in full."""
+    page.wait_for_selector("#usernav:not([hidden])")
+    h = page.evaluate(HEADER)
+    assert h["textLines"] == 1 and h["whole"], h
+    if landscape:
+        assert h["rows"] == 1 and abs(h["height"] - h["oneRow"]) <= 1, h
+    else:
+        assert h["rows"] == 2 and h["height"] <= 2 * h["oneRow"], h
+
+
 def _says_online_only(page: Any, why: str) -> None:
     poll(page, "() => document.getElementById('sync').dataset.mode === 'online-only'", timeout=120)
     pill = page.inner_text("#sync .sync-text")
-    assert pill.startswith("Online only: this device keeps no patient data — "), pill
-    assert why in pill, pill
+    # Short words on the pill (the header stays one line); the sentence, with why, on hover and in the banner.
+    assert pill.startswith("Online only · "), pill
+    title = page.get_attribute("#sync", "title") or ""
+    assert title.startswith("Online only: this device keeps no patient data — ") and why in title, title
+    assert page.get_attribute("#sync", "aria-description") == title
     assert why in page.inner_text("#banner")
     for bad in ("null", "undefined", "{", "Error:", "Traceback"):
         assert bad not in pill
@@ -142,6 +173,11 @@ def test_indexeddb_refused_runs_online_only(browser: Any, server: Server) -> Non
         shot(page, "online-only-idb-1024", full_page=False)
         _list_says_nothing_is_kept(page, "online-only-idb-1024")
         pid, family = _chart_and_vital(page, server, "dr.adams", "online-only-idb")
+        _header_fits(page, landscape=True)
+        page.set_viewport_size({"width": 768, "height": 1024})
+        _header_fits(page, landscape=False)
+        shot(page, "online-only-idb-chart-768", full_page=False)
+        page.set_viewport_size({"width": 1024, "height": 768})
         assert page.locator("#pin-setup").count() == 0  # nothing kept, so nothing to protect with a PIN
         _nothing_at_rest(page, family, pid)
         # Lock forgets everything: the next person signs in with a password, not a PIN.
@@ -168,6 +204,10 @@ def test_quota_exhausted_switches_to_online_only(browser: Any, server: Server) -
         shot(page, "online-only-quota-768", full_page=False)
         _list_says_nothing_is_kept(page, "online-only-quota-768")
         pid, family = _chart_and_vital(page, server, "dr.chen", "online-only-quota")
+        _header_fits(page, landscape=False)
+        page.set_viewport_size({"width": 1024, "height": 768})
+        _header_fits(page, landscape=True)
+        shot(page, "online-only-quota-chart-1024", full_page=False)
         _nothing_at_rest(page, family, pid)
     finally:
         ctx.close()
@@ -203,6 +243,7 @@ def test_runtime_that_fails_to_load_leaves_server_run_screens(browser: Any, serv
         _sign_in(page, "dr.adams")
         shot(page, "online-only-runtime-1024", full_page=False)
         pid, family = _chart_and_vital(page, server, "dr.adams", "online-only-runtime")
+        _header_fits(page, landscape=True)
         assert "only reading the chart and recording vitals" in page.inner_text("#reduced-note")
         # The same validation as the device's Python, run by the server: a diastolic above the systolic.
         page.goto(f"/#/patient/{pid}/vitals")

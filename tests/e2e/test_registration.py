@@ -154,3 +154,90 @@ def test_register_a_walk_in_offline_with_duplicate_check_then_sync(new_context: 
     page.wait_for_selector("#patient-name:has-text('Walkin')")
     poll(page, "() => !document.querySelector('.patient-head .badge.pending')")
     shot(page, "reg-07-synced-chart-1024x768")
+
+
+def test_a_chart_message_does_not_follow_the_clinician_to_the_next_patient(new_context: Any, server: Server) -> None:
+    """"X is registered" belongs to X's chart: opening another patient clears it (it was still on patient B's
+    chart, read as if it were about B). A message about the whole app (here: sent by the app itself, unscoped)
+    stays across screens until dealt with."""
+    ctx = new_context()
+    page = sign_in_and_sync(ctx, USER)
+    page.set_viewport_size(LAND)
+    other = page.locator("#patients li a").first
+    other_id = other.get_attribute("data-id")
+    open_register(page)
+    fill(page, given="Bea", family="Bannerman", birth_date="1971-02-03", gender="female")
+    page.click("#register-save")
+    page.wait_for_selector("#patient-name:has-text('Bannerman')")
+    page.wait_for_selector("#banner:not([hidden]):has-text('Bannerman, Bea is registered')")
+    shot(page, "reg-08-registered-banner-1024x768", full_page=False)
+
+    page.goto("/#/patients")
+    page.click(f"#patients a[data-id='{other_id}']")
+    page.wait_for_selector("#patient-name")
+    assert page.is_hidden("#banner"), page.inner_text("#banner")
+    page.set_viewport_size(PORT)
+    shot(page, "reg-09-next-patient-no-banner-768x1024", full_page=False)
+    assert page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])") == other_id
+
+    # An app-wide warning (no scope) is still there after moving between screens.
+    page.evaluate("""async () => (await import('/app/ui.js')).banner(
+        'Your session has ended. Your changes are kept on this device; sign in again to sync them.', { kind: 'warn' })""")
+    page.goto("/#/patients")
+    page.wait_for_selector("#patients li")
+    page.click(f"#patients a[data-id='{other_id}']")
+    page.wait_for_selector("#patient-name")
+    assert "session has ended" in page.inner_text("#banner")
+
+
+DESK = ("desk.e2e", "front-desk-lobby-5150")
+MAKE_DESK = ("from django.contrib.auth.models import User; from omnicare.access import roles; "
+             "u, _ = User.objects.get_or_create(username='{0}'); u.set_password('{1}'); u.save(); "
+             "roles.role_assign(user=u, role=roles.FRONT_DESK)")
+
+
+def test_the_front_desk_registers_a_walk_in_offline_for_a_responsible_clinician(
+        new_context: Any, server: Server) -> None:
+    """The front desk is on no care team (demographics only): the form asks who takes the patient on, and on
+    sync that clinician's care team gets the patient — the walk-in is somebody's patient, not nobody's."""
+    server.manage("shell", "-c", MAKE_DESK.format(*DESK))
+    adams = server.api("GET", "/api/auth/me", user="dr.adams")[1]["practitioner"]
+    ctx = new_context()
+    page = ctx.new_page()
+    page.set_viewport_size(LAND)
+    page.goto("/")
+    page.wait_for_selector("#signin")
+    page.fill("#signin input[name=username]", DESK[0])
+    page.fill("#signin input[name=password]", DESK[1])
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#pin-setup")
+    for name in ("pin", "pin2"):  # a role that sees every patient's demographics: a passphrase, not a PIN
+        page.fill(f"#pin-setup input[name={name}]", "lantern harbor 42")
+    page.click("#pin-setup button[type=submit]")
+    page.wait_for_selector("#register-open", timeout=120_000)
+
+    ctx.set_offline(True)
+    open_register(page)
+    options = page.locator("#form-register select[name=responsible] option").all_inner_texts()
+    assert adams["display"] in options and not any("desk" in o for o in options), options
+    fill(page, given="Walter", family="Deskwalk", birth_date="1984-07-09", gender="male")
+    page.click("#register-save")  # no clinician chosen: said in words, nothing saved
+    page.wait_for_selector("#form-register [data-field=responsible] .field-error:has-text('responsible')")
+    no_technical_text(page)
+    page.select_option("#form-register select[name=responsible]", adams["id"])
+    shot(page, "reg-10-front-desk-responsible-1024x768")
+    page.set_viewport_size(PORT)
+    shot(page, "reg-10-front-desk-responsible-768x1024")
+    big_enough(page, "front-desk registration 768x1024")
+    page.set_viewport_size(LAND)
+    page.click("#register-save")
+    page.wait_for_selector("#patient-name:has-text('Deskwalk')")
+    pid = page.evaluate("() => decodeURIComponent(location.hash.split('/')[2])")
+
+    ctx.set_offline(False)
+    poll(page, "() => document.getElementById('sync').dataset.pending === '0'", timeout=90)
+    teams = server.fhir(f"CareTeam?patient={pid}", user="dr.adams")
+    members = [p["member"]["reference"] for e in teams["entry"] for p in e["resource"]["participant"]]
+    assert members == [f"Practitioner/{adams['id']}"]  # the clinician, not the front desk
+    assert server.fhir(f"Patient/{pid}", user="dr.adams")["generalPractitioner"][0]["reference"] == \
+        f"Practitioner/{adams['id']}"

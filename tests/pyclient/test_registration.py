@@ -127,3 +127,29 @@ def test_the_server_takes_a_devices_mrns_only_from_that_device() -> None:
     assert reg.mrn_device_problem(p, DEV_B) == ("This local MRN was made on another device: each device gives MRNs "
                                                 "from its own range.")
     assert reg.mrn_device_problem(p, "dev-1234") is None  # not a UUID: not judged
+
+
+# Front desk (issue 18 review): the form asks who takes the patient on; that clinician's care team gets it.
+CLINICIANS = reg.clinician_choices([{"id": "pr-adams", "display": "Dr Alice Adams"},
+                                    {"id": "pr-chen", "display": "Dr Wei Chen"}, {"display": "no id"}, "junk"])
+
+
+def test_the_front_desk_names_the_responsible_clinician_who_becomes_general_practitioner() -> None:
+    assert CLINICIANS == [{"id": "pr-adams", "display": "Dr Alice Adams"}, {"id": "pr-chen", "display": "Dr Wei Chen"}]
+    p = reg.patient_new(form(responsible="pr-chen"), id="p1", mrn=reg.local_mrn(DEV_A, 1), today=TODAY,
+                        clinicians=CLINICIANS)
+    assert p["generalPractitioner"] == [{"reference": "Practitioner/pr-chen", "display": "Dr Wei Chen"}]
+
+
+@pytest.mark.parametrize("chosen", ["", "pr-somebody-else"])
+def test_without_a_clinician_from_the_list_the_front_desk_is_asked_for_one(chosen: str) -> None:
+    with pytest.raises(ValidationFailed) as e:
+        reg.patient_new(form(responsible=chosen), id="p1", mrn=reg.local_mrn(DEV_A, 1), today=TODAY,
+                        clinicians=CLINICIANS)
+    assert e.value.fields == {"responsible": "Choose the clinician responsible for this patient."}
+
+
+def test_a_clinician_registering_is_not_asked_and_names_nobody() -> None:
+    assert reg.clinician_choices(None) is None
+    p = reg.patient_new(form(responsible="pr-chen"), id="p1", mrn=reg.local_mrn(DEV_A, 1), today=TODAY)
+    assert "generalPractitioner" not in p  # they join the care team themselves (the server adds it)

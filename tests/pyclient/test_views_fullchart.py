@@ -359,3 +359,43 @@ def test_a_bare_author_reference_is_named_by_its_care_team_role() -> None:
              "author": [{"reference": "Practitioner/elsewhere"}]}]
     rows = fc.note_rows(docs, never, fc.care_team_roles(resources))
     assert [r["author"] for r in rows] == ["Physician of the care team", "Author not named on this device"]
+
+
+# Two heart rates taken in the same minute (issue 18 review): whichever order the store hands them over, the
+# chart's "latest" is the same one, and the clinically newer one.
+SAME_MINUTE = [
+    # (older, newer): taken at different seconds, one written with an offset (a string sort got this wrong)
+    (vital("a", "8867-4", 70, "/min", at="2026-11-30T09:00:30+01:00"),
+     vital("b", "8867-4", 90, "/min", at="2026-11-30T08:00:40Z")),
+    # taken at the same instant: the set entered later (``issued``) is the correction
+    (vital("a", "8867-4", 70, "/min", issued="2026-11-30T08:03:00Z"),
+     vital("b", "8867-4", 90, "/min", issued="2026-11-30T08:05:00Z")),
+    # no ``issued`` (seeded, HL7): stored later on the server; a set not on the server yet was written after
+    (vital("a", "8867-4", 70, "/min", meta={"versionId": "1", "lastUpdated": "2026-11-30T08:09:00Z"}),
+     vital("b", "8867-4", 90, "/min", meta={"versionId": "1", "lastUpdated": "2026-11-30T08:10:00Z"})),
+    (vital("a", "8867-4", 70, "/min", meta={"versionId": "1", "lastUpdated": "2026-11-30T08:10:00Z"}),
+     vital("b", "8867-4", 90, "/min")),
+    # the same in every date: the higher version, then (only so it is never a coin toss) the id
+    (vital("a", "8867-4", 70, "/min", meta={"versionId": "2"}), vital("b", "8867-4", 90, "/min", meta={"versionId": "10"})),
+    (vital("a", "8867-4", 70, "/min"), vital("b", "8867-4", 90, "/min")),
+]
+
+
+@pytest.mark.parametrize(("older", "newer"), SAME_MINUTE)
+def test_the_latest_vital_of_the_same_minute_is_the_newer_one_in_any_order(
+        older: dict[str, Any], newer: dict[str, Any]) -> None:
+    from pyclient import chart  # noqa: PLC0415 (the classic chart's vitals and labs take the same order)
+
+    for given_order in ([older, newer], [newer, older]):
+        rows = fc.vitals_rows(given_order, never)
+        assert [(r["name"], r["value"]) for r in rows] == [("Heart rate", "90 /min")], given_order
+        view = chart.chart_view({"resourceType": "Patient", "id": "p1"}, given_order, never)
+        assert [r["id"] for r in view["vitals"]] == ["b"]
+
+
+def test_recorded_vitals_say_when_they_were_entered() -> None:
+    from pyclient import forms  # noqa: PLC0415
+
+    obs = forms.vitals("p1", {"hr": "80"}, now="2026-11-30T08:05:00+01:00", recorded="2026-11-30T07:09:12Z",
+                       author={"display": "Dr Chen"})
+    assert obs[0]["effectiveDateTime"] == "2026-11-30T08:05:00+01:00" and obs[0]["issued"] == "2026-11-30T07:09:12Z"

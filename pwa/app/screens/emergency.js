@@ -105,20 +105,29 @@ export async function emergencyBanner(pid) {
   if (crumbs) crumbs.after(el); else document.getElementById("main").prepend(el);
 }
 
-// The end of a grant removes the patient from this device: by the clock every few seconds, and by the server's
-// list of running grants (ended early or revoked) every 15 s while online. The next pull drops what is left.
+// The end of a grant removes the patient from this device: at once when the server says so over the sync
+// socket (a privacy officer revoked it, or it was ended elsewhere), by the clock every few seconds, and by the
+// server's list of running grants every 15 s while online (the fallback when the socket is down). The next
+// pull drops what is left.
 let lastServerCheck = 0;
-setInterval(async () => {
+async function sweep({ online, ended = [] }) {
   if (!state.unlocked || !state.py || state.firstSync) return;
-  const online = navigator.onLine && Date.now() - lastServerCheck > 15000;
-  if (online) lastServerCheck = Date.now();
-  const r = await state.py.call("emergency_sweep", { online }).catch(() => null);
+  const r = await state.py.call("emergency_sweep", { online, ended }).catch(() => null);
   if (!r || !r.removed.length) return;
   const parts = state.route || [];
   if (parts[0] === "patient" && r.removed.includes(parts[1])) {
     location.hash = "#/patients";
-    banner(r.message, { kind: "info" });
+    banner(r.message, { kind: "info", scope: "#/patients" });
   } else if (parts[0] !== "patient") {
-    banner(r.message, { kind: "info" });
+    banner(r.message, { kind: "info", scope: location.hash });
   }
+}
+setInterval(() => {
+  const online = navigator.onLine && Date.now() - lastServerCheck > 15000;
+  if (online) lastServerCheck = Date.now();
+  sweep({ online });
 }, 3000);
+window.addEventListener("omnicare-emergency-ended", (e) => {
+  const id = Number(e.detail?.grantId);
+  if (Number.isInteger(id)) sweep({ online: false, ended: [id] });
+});

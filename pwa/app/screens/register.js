@@ -32,6 +32,12 @@ function duplicatesPanel(warning, { onAnyway }) {
 export async function showRegister() {
   const order = localDateOrder();
   const choices = await state.py.call("form_choices"); // the lists and their words are Python's (pyclient.choices)
+  // Front desk (issue 18): the clinician who takes the patient on; their care team gets it when it syncs.
+  const offer = await state.py.call("register_form").catch(() => ({ responsible: null }));
+  const responsible = offer.responsible
+    ? field("Responsible clinician", select("responsible", [["", "Choose…"], ...offer.responsible.map((c) => [c.id, c.display])], ""),
+      { name: "responsible", hint: "Their care team gets this patient. You see the registration details only." })
+    : null;
   const form = h("form", { class: "card form", id: "form-register", novalidate: true },
     h("div", { class: "card-head" }, h("h2", {}, "Register patient"),
       h("span", { class: "muted" }, navigator.onLine ? "" : "Offline: saved on this device, sent when the connection returns")),
@@ -47,6 +53,7 @@ export async function showRegister() {
     text("city", "City"),
     h("fieldset", { class: "contact" }, h("legend", {}, "Emergency contact"),
       h("div", { class: "row2" }, text("contact_name", "Name"), field("Phone", input({ name: "contact_phone", type: "tel" }), { name: "contact_phone" }))),
+    responsible,
     h("div", { class: "actions" }, h("a", { class: "btn ghost", href: "#/patients" }, "Cancel"),
       h("button", { class: "btn", type: "submit", id: "register-save" }, "Register")));
   const slot = h("div", { id: "dup-slot" });
@@ -63,8 +70,9 @@ export async function showRegister() {
         return;
       }
       afterWrite();
-      banner(r.message, { kind: "info" });
-      location.hash = `#/patient/${encodeURIComponent(r.id)}`;
+      const chart = `#/patient/${encodeURIComponent(r.id)}`;
+      banner(r.message, { kind: "info", scope: chart }); // about this patient: gone when another screen opens
+      location.hash = chart;
     } catch (err) {
       slot.replaceChildren();
       showErrors(form, err);

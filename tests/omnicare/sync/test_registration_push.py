@@ -73,3 +73,67 @@ def test_a_device_registers_only_from_its_own_mrn_range(clinic: Any, token_for: 
     assert r["status"] == "rejected" and "made on another device" in r["outcome"]["issue"][0]["diagnostics"]
     [r] = tablet.push(put(walk_in(str(uuid.uuid4()), 1, here), None))
     assert r["status"] == "applied", r
+
+
+@pytest.fixture
+def desk_sync(clinic: Any, django_user_model: Any, token_for: Any) -> SyncClient:
+    """A front-desk user (registers, reads demographics, no clinical data) syncing from a tablet."""
+    from django.test import Client
+
+    from omnicare.access.roles import FRONT_DESK, role_assign
+
+    desk = django_user_model.objects.create_user(username="desk.test")
+    role_assign(user=desk, role=FRONT_DESK)
+    return SyncClient(Client(HTTP_AUTHORIZATION=f"Bearer {token_for(desk)}"))
+
+
+def _teams(pid: str) -> list[list[str]]:
+    return [[p["member"]["reference"] for p in t.body["participant"]]
+            for t in Resource.objects.filter(resource_type="CareTeam", deleted=False)
+            if t.body["subject"]["reference"] == f"Patient/{pid}"]
+
+
+def test_a_front_desk_walk_in_goes_to_the_responsible_clinician_chosen_at_registration(
+    clinic: Any, desk_sync: SyncClient, sync: SyncClient
+) -> None:
+    """The front desk never joins a care team (no clinical data for them); the clinician named at registration
+    (Patient.generalPractitioner) gets the patient, audited as done by the front desk."""
+    pid = str(uuid.uuid4())
+    body = {**walk_in(pid, 1, str(uuid.uuid4())),
+            "generalPractitioner": [{"reference": "Practitioner/pr-dr-test", "display": "Dr Test"}]}
+    [r] = desk_sync.push(put(body, None))
+    assert r["status"] == "applied", r
+    assert _teams(pid) == [["Practitioner/pr-dr-test"]]
+    event = AuditEvent.objects.get(action="create", resource_type="CareTeam", patient_ids=[pid])
+    assert event.username == "desk.test" and "responsible clinician" in event.detail["reason"]
+    # The clinician's device receives the patient and may chart; the front desk still may not.
+    changes, _, _ = sync.pull_all()
+    assert ("Patient", pid) in {(c["resourceType"], c["id"]) for c in changes}
+    [ok] = sync.push(put(observation(f"{pid}-o", pid), None))
+    assert ok["status"] == "applied"
+    [no] = desk_sync.push(put(observation(f"{pid}-o2", pid), None))
+    assert no["status"] == "rejected"
+
+
+def test_a_front_desk_walk_in_without_a_clinician_or_with_an_unknown_one(
+    clinic: Any, desk_sync: SyncClient
+) -> None:
+    pid = str(uuid.uuid4())
+    [r] = desk_sync.push(put(walk_in(pid, 1, str(uuid.uuid4())), None))
+    assert r["status"] == "applied" and _teams(pid) == []  # demographics only; the front desk is on no team
+    other = str(uuid.uuid4())
+    body = {**walk_in(other, 2, str(uuid.uuid4())), "generalPractitioner": [{"reference": "Practitioner/nobody"}]}
+    [bad] = desk_sync.push(put(body, None))
+    assert bad["status"] == "rejected" and "responsible clinician" in bad["outcome"]["issue"][0]["diagnostics"]
+    assert not Resource.objects.filter(resource_type="Patient", resource_id=other).exists()  # nothing half-written
+
+
+def test_the_sign_in_answer_lists_the_clinicians_for_the_front_desk_only(
+    clinic: Any, desk_sync: SyncClient, sync: SyncClient
+) -> None:
+    """So an offline registration can still name one: shipped with the sign-in answer, like the permissions."""
+    desk = desk_sync.client.get("/api/auth/me").json()
+    assert {c["id"] for c in desk["clinicians"]} == {"pr-dr-test", "pr-nurse-test"}
+    names = [c["display"] for c in desk["clinicians"]]
+    assert names == sorted(names, key=str.casefold) and all(names)
+    assert sync.client.get("/api/auth/me").json()["clinicians"] is None  # a clinician joins the team themselves
