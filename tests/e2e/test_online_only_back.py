@@ -286,7 +286,7 @@ def test_an_offer_is_withdrawn_when_the_administrator_turns_offline_data_off_aga
     banner = page.inner_text("#banner")
     assert OFFER not in banner and "shared workstation" in banner
     assert "If your administrator turns offline data back on" in banner
-    assert "shared workstation" in page.inner_text("#sync .sync-text")
+    assert "shared workstation" in _pill_says(page)
     shot(page, "online-only-back-withdrawn-1024", full_page=False)
 
     # Lifted again and offered; the nurse opens "Set PIN" and types it; the administrator re-imposes the
