@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import types  # noqa: E402
 
 from bench import run as _run  # noqa: E402
+from bench.sections import section_write  # noqa: E402
 from bench.suite import browser as _browser  # noqa: E402
 from bench.suite import common as _common  # noqa: E402
 
@@ -128,7 +129,6 @@ def main() -> int:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     results_path.write_text(json.dumps(results, indent=2) + "\n")
     report = h.REPO / "BENCHMARKS.md"
-    text = report.read_text() if report.exists() else ""
     body = (f"{SECTION}\n\n`.venv/bin/python bench/integrity_bench.py` (BENCH_PATIENTS={patients}, {runs} alternating "
             f"pairs, {len(docs):,} records, load {h.loadavg()}). Checks on = row MACs verified on every read, "
             f"per-patient and outbox manifests written in the same transaction; off = `bench_integrity(false)`. "
@@ -143,13 +143,7 @@ def main() -> int:
             f"**{sync_pct:+.1f} %** |\n"
             f"| search | p95 {med[True]['search']:.2f} ms | p95 {med[False]['search']:.2f} ms | {paired_search:+.1f} % | "
             f"**{search_pct:+.1f} %** |\n")
-    if SECTION in text:
-        head, _, tail = text.partition(SECTION)
-        rest = tail.split("\n## ", 1)
-        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    report.write_text(text)
+    section_write(report, SECTION, body)
     print(json.dumps({"integrity_overhead_sync_pct": sync_pct, "integrity_overhead_search_pct": search_pct}))
     return 0
 

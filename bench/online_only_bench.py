@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMNICARE_E2E_PATIENTS", "12")
 
+from bench.sections import section_write  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, PIN, USERS, _ensure_assets, server_start, server_stop  # noqa: E402
 from tests.e2e.test_online_only import BLOCK_IDB, QUOTA  # noqa: E402
 
@@ -136,7 +137,6 @@ def main() -> int:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     report = REPO / "BENCHMARKS.md"
-    text = report.read_text() if report.exists() else ""
     rows = {"idb_refused": "IndexedDB refused (private window): probe failure → sign-in form + status",
             "runtime_failed": "runtime failed (wasm aborted): failure → server-run sign-in form",
             "quota_exhausted": "quota exhausted during the first sync: error → patient list again, in memory"}
@@ -147,13 +147,7 @@ def main() -> int:
             f"detail.online_only.\n\n| condition | median | min | max |\n|---|---|---|---|\n"
             + "".join(f"| {rows[k]} | **{medians[k]:.2f} s** | {min(got[k]):.2f} s | {max(got[k]):.2f} s |\n"
                       for k in cases))
-    if SECTION in text:
-        head, _, tail = text.partition(SECTION)
-        rest = tail.split("\n## ", 1)
-        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    report.write_text(text)
+    section_write(report, SECTION, body)
     print(json.dumps(metrics))
     return 0
 

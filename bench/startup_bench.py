@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("OMNICARE_E2E_PATIENTS", "4")  # the sign-in screen needs no patients; seeding is not timed
 
+from bench.sections import section_write  # noqa: E402
 from tests.e2e.conftest import CHROMIUM, _ensure_assets, server_start, server_stop  # noqa: E402
 
 SECTION = "## Start-up: sign-in form and runtime (issue 18)"
@@ -86,7 +87,6 @@ def main() -> int:
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     report = REPO / "BENCHMARKS.md"
-    text = report.read_text() if report.exists() else ""
     body = (f"{SECTION}\n\n`.venv/bin/python bench/startup_bench.py` (BENCH_RUNS={runs} cold opens: a new Chromium "
             f"context each, no IndexedDB, service worker or HTTP cache; local uvicorn; load {load_before}). Times are "
             f"the page's `performance.now()` from navigation start. The runtime (Pyodide + the pyclient wheel) now "
@@ -97,13 +97,7 @@ def main() -> int:
             f"{min(signin):.2f} s | {max(signin):.2f} s |\n"
             f"| runtime ready (`app_runtime_ready_s`) | **{metrics['app_runtime_ready_s']:.2f} s** | "
             f"{min(ready):.2f} s | {max(ready):.2f} s |\n")
-    if SECTION in text:
-        head, _, tail = text.partition(SECTION)
-        rest = tail.split("\n## ", 1)
-        text = head + body + ("\n## " + rest[1] if len(rest) > 1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + body
-    report.write_text(text)
+    section_write(report, SECTION, body)
     print(json.dumps(metrics))
     return 0
 
