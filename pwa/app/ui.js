@@ -26,6 +26,11 @@ export function field(label, input, { hint, name } = {}) {
   if (name) input.name = name;
   const err = h("p", { class: "field-error", id: id + "-err", "aria-live": "polite" });
   input.setAttribute("aria-describedby", id + "-err" + (hint ? " " + id + "-hint" : ""));
+  // A field's error is about the value that was refused: once the clinician changes it, the error goes (it
+  // said "Choose the clinician…" under a clinician already chosen); the next save checks again.
+  const clear = () => { err.textContent = ""; input.removeAttribute("aria-invalid"); };
+  input.addEventListener("input", clear);
+  input.addEventListener("change", clear);
   return h("div", { class: "field", dataset: { field: name || "" } },
     h("label", { for: id }, label),
     hint ? h("p", { class: "hint", id: id + "-hint" }, hint) : null,

@@ -225,6 +225,9 @@ def test_the_front_desk_registers_a_walk_in_offline_for_a_responsible_clinician(
     page.wait_for_selector("#form-register [data-field=responsible] .field-error:has-text('responsible')")
     no_technical_text(page)
     page.select_option("#form-register select[name=responsible]", adams["id"])
+    # Choosing a clinician takes the error away (it no longer describes the field).
+    assert page.inner_text("#form-register [data-field=responsible] .field-error") == ""
+    assert page.get_attribute("#form-register select[name=responsible]", "aria-invalid") is None
     shot(page, "reg-10-front-desk-responsible-1024x768")
     page.set_viewport_size(PORT)
     shot(page, "reg-10-front-desk-responsible-768x1024")
