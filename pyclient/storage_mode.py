@@ -366,11 +366,16 @@ class StorageMode:
                         f"{CONSEQUENCE} {WHAT_CLEARS[conds[0]]}", note=note, recheck_s=recheck, watch=watch)
 
 
+def keeps_nothing(mode: str) -> bool:
+    """True in every online-only mode (also while an offer to keep data again stands or was declined)."""
+    return mode in _ONLINE_ONLY_MODES
+
+
 def patients_summary(count: int, mode: str) -> str:
     """The line above the patient list: how many, and where they are read from — on a device that keeps
     nothing, "on this device" would be untrue (``mode``: :attr:`StorageMode.mode`, or "device")."""
     n = f"{count} patient{'' if count == 1 else 's'}"
-    if mode in _ONLINE_ONLY_MODES:
+    if keeps_nothing(mode):
         return f"{n} · read from the server, nothing kept on this device"
     return f"{n} on this device"
 

@@ -14,10 +14,11 @@ import json
 from typing import Any
 
 from pyclient import integrity as ig
+from pyclient import storage_mode as sm
 from pyclient.device_set import DevicePlan, DeviceSetOffer, plan_device_set
 from pyclient.protocol import ProtocolError
 from pyclient.sync import SyncMachine
-from pyclient.views.device_set import device_set_view
+from pyclient.views.device_set import device_set_view, online_only_device_view
 
 M_SET_POSTED = "device.set.posted"  # "1" once this device told the server a set (no ids: nothing at rest)
 #: Re-plan at most this often (seconds) outside a first sync: the offer costs the server a ranking.
@@ -130,6 +131,9 @@ class DeviceSetMixin:
     async def device_set(self, online: bool = True) -> dict[str, Any]:
         """The "On this device" screen: fresh from the server when online, else the last plan of the session."""
         machine: SyncMachine = self._require_unlocked()  # type: ignore[attr-defined]
+        storage: sm.StorageMode | None = getattr(self, "_storage_mode", None)
+        if storage is not None and sm.keeps_nothing(storage.mode):
+            return online_only_device_view()
         offer = await self._ds_fetch(machine) if online else None
         if offer is not None:
             self._ds_offer = offer

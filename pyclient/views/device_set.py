@@ -85,6 +85,7 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
         not_held = "Every patient you may see is on this device."
     return {
         "title": "On this device",
+        "empty": "No patients on this device yet.",
         "summary": _n(len(plan.held), "patient", "patients") + " on this device",
         "space": (f"{size_words(plan.bytes_used)} used of {size_words(plan.budget_bytes)}" if plan.measured
                   else f"About {size_words(plan.bytes_used)} used of {size_words(plan.budget_bytes)}"),
@@ -94,4 +95,21 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
         "warning": warning,
         "notHeld": not_held,
         "rows": rows,
+    }
+
+
+def online_only_device_view() -> dict[str, Any]:
+    """The "On this device" screen of a device that keeps nothing (online only, issue 13 item 4): no budget, no
+    list — a budget and "0 patients on this device" would suggest the records are merely missing."""
+    return {
+        "title": "On this device",
+        "empty": "Nothing is kept on this device while it is online only.",
+        "summary": "No patient data is kept on this device",
+        "space": "Online only: charts are read from the server when you open them and forgotten when you lock "
+                 "or close OmniCare.",
+        "spaceHow": "",
+        "percent": None,  # no budget: the screen draws no meter
+        "warning": None,
+        "notHeld": "Every patient you may see can be opened while this device is online.",
+        "rows": [],
     }

@@ -104,6 +104,13 @@ def _device_screen(page: Any) -> dict[str, str]:
             for r in page.locator("#device-list li").all()}
 
 
+def _meter_fill(page: Any) -> float:
+    """How much of the storage meter's track its bar fills, as drawn (0..1)."""
+    return float(page.evaluate("""() => {
+        const m = document.querySelector('#device-set [role=meter]');
+        return m.querySelector('.meter-bar').getBoundingClientRect().width / m.getBoundingClientRect().width; }"""))
+
+
 def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_context: Any, server: Server) -> None:
     pids = json.loads(server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
     page = new_context().new_page()
@@ -133,6 +140,7 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     assert page.inner_text("#device-set-space-how") == (
         "Estimated from the size of the records: this device has not measured its storage yet.")
     assert page.inner_text("#device-set-not-held") == "Every patient you may see is on this device."
+    assert _meter_fill(page) < 0.05, "under 1 MB of a 1 GB budget must not look like a full device"
     _shots(page, "40-device-set-full")
 
     # An administrator gives the device a budget that fits the pinned patients and one more.
@@ -156,6 +164,7 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     assert set(whys) == {*plan["pins"], plan["keep"]}
     assert whys[plan["keep"]] == "Likely needed, recently on Ward 5"
     assert page.inner_text("#device-set-summary") == "5 patients on this device"
+    assert _meter_fill(page) > 0.8  # the budget was sized for these patients: the meter says nearly full
     assert page.inner_text("#device-set-not-held").startswith("3 other patients you may see are not on this device.")
     _shots(page, "41-device-set-budget")
 

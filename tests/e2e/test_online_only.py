@@ -156,6 +156,16 @@ def _list_says_nothing_is_kept(page: Any, name: str) -> None:
     summary = page.inner_text("#result-summary")
     assert summary == f"{n} patient{'' if n == 1 else 's'} · read from the server, nothing kept on this device"
     shot(page, f"{name}-list", full_page=False)
+    # "On this device" shows no storage budget and no "0 patients on this device" either: nothing is kept.
+    page.evaluate("() => { location.hash = '#/device'; }")
+    page.wait_for_selector("#device-set-summary")
+    assert page.inner_text("#device-set-summary") == "No patient data is kept on this device"
+    assert "used of" not in page.inner_text("#device-set") and page.locator("#device-list li").count() == 0
+    assert page.locator("#device-set [role=meter]").count() == 0
+    assert page.inner_text("#device-list") == "Nothing is kept on this device while it is online only."
+    shot(page, f"{name}-device", full_page=False)
+    page.evaluate("() => { location.hash = '#/patients'; }")
+    page.wait_for_selector("#patients li a")
 
 
 def _nothing_at_rest(page: Any, family: str, pid: str) -> None:

@@ -12,7 +12,7 @@ from pyclient.device_set import (
     sealed_bytes,
 )
 from pyclient.protocol import ProtocolError
-from pyclient.views.device_set import device_set_view, reason_words, size_words
+from pyclient.views.device_set import device_set_view, online_only_device_view, reason_words, size_words
 
 KB = 1000
 
@@ -149,3 +149,12 @@ def test_words() -> None:
     assert reason_words("something-new") == "in your patients"
     assert [size_words(n) for n in (1, 999, 1500, 2_400_000, 500_000_000, 1_500_000_000)] == [
         "1 byte", "999 bytes", "2 kB", "2 MB", "500 MB", "1.5 GB"]
+
+
+def test_a_device_that_keeps_nothing_shows_no_budget_and_no_count() -> None:
+    # Online only: a budget and "0 patients on this device" would read as records gone missing.
+    v = online_only_device_view()
+    assert v["rows"] == [] and v["percent"] is None and "used of" not in v["space"]
+    assert v["summary"] == "No patient data is kept on this device"
+    assert set(v) == set(device_set_view(plan_device_set(DeviceSetOffer(0, "", ()), budget_bytes=1, pending=(),
+                                                         conflicted=()), names={}, online=True))

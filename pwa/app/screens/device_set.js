@@ -12,19 +12,27 @@ function row(r) {
     r.size ? h("span", { class: "size muted" }, r.size) : null);
 }
 
+/** The storage meter. Its width is set through the CSSOM: the CSP (style-src 'self') drops inline style
+ * attributes, which left every meter drawn full (688 kB of 1 GB looked like a full device). */
+function meter(percent) {
+  const bar = h("div", { class: "meter-bar" });
+  bar.style.width = `${percent}%`;
+  return h("div", { class: "meter", role: "meter", "aria-label": "Storage used", "aria-valuemin": "0",
+    "aria-valuemax": "100", "aria-valuenow": String(percent) }, bar);
+}
+
 export function deviceSetScreen(v) {
   return [h("section", { class: "card", id: "device-set" },
     h("h2", { id: "device-set-title" }, v.title),
     h("p", { id: "device-set-summary" }, h("strong", {}, v.summary)),
     h("p", { id: "device-set-space" }, v.space),
     v.spaceHow ? h("p", { class: "muted", id: "device-set-space-how" }, v.spaceHow) : null,
-    h("div", { class: "meter", role: "meter", "aria-label": "Storage used", "aria-valuemin": "0", "aria-valuemax": "100", "aria-valuenow": String(v.percent) },
-      h("div", { class: "meter-bar", style: `width: ${v.percent}%` })),
+    v.percent == null ? null : meter(v.percent), // no budget (online only): no meter
     v.warning ? h("p", { class: "form-error", role: "alert" }, v.warning) : null,
     h("p", { class: "muted", id: "device-set-not-held" }, v.notHeld)),
   h("section", { class: "card" }, h("h2", {}, "Patients on this device"),
     v.rows.length ? h("ul", { class: "device-list", id: "device-list" }, v.rows.map(row))
-      : h("p", { class: "empty", id: "device-list" }, "No patients on this device yet."))];
+      : h("p", { class: "empty", id: "device-list" }, v.empty))];
 }
 
 export async function showDeviceSet() {
