@@ -180,6 +180,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server_stop(srv)
 
 
+def own_server_fixture() -> Any:
+    """A module-scoped ``server`` fixture: a server of the test module's own, for modules whose state (grants,
+    roles, a tampered device, a full disk, orders on the shared patients) must not leak into other files' tests
+    or be met from them. Bind it in the module as ``server = own_server_fixture()``."""
+
+    @pytest.fixture(scope="module", name="server")
+    def _server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+        _ensure_assets()
+        srv = server_start(tmp_path_factory.mktemp("own-server"))
+        yield srv
+        server_stop(srv)
+
+    return _server
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():

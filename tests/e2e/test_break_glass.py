@@ -11,21 +11,15 @@ from typing import Any
 
 import pytest
 
-from .conftest import Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import Server, _ensure_assets, own_server_fixture, server_start, server_stop, shot
 from .helpers import poll, sign_in_and_sync
 from .test_ops_dashboard import AUDITOR, _admin_login
 from .test_rejected_changes import assert_plain
 from .test_touch_targets import _check as measure_touch_targets
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
-    roles, a tampered device, a full disk) made these tests fail although each passes alone."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
+# roles, a tampered device, a full disk) made these tests fail although each passes alone.
+server = own_server_fixture()
 
 
 

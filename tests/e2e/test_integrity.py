@@ -8,14 +8,11 @@ shown, that the next online sync repairs it, and that the server's audit trail g
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from pyclient import envelope
 
-from .conftest import Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import Server, own_server_fixture, shot
 from .helpers import poll, sign_in_and_sync, status_text, unlock, wait_status
 
 # Edit the app's database from a page that is not the app (same origin). ops: [[op, store, key, arg], ...]
@@ -47,14 +44,9 @@ TAMPER = """async (ops) => {
   return out;
 }"""
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
-    roles, a tampered device, a full disk) made these tests fail although each passes alone."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
+# roles, a tampered device, a full disk) made these tests fail although each passes alone.
+server = own_server_fixture()
 
 
 

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from .conftest import Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import Server, own_server_fixture, shot
 from .helpers import open_patient, poll, sign_in_and_sync, unlock, wait_status
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
-    roles, a tampered device, a full disk) made these tests fail although each passes alone."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# A server of this module's own: in the whole suite, state other files leave on the shared server (grants,
+# roles, a tampered device, a full disk) made these tests fail although each passes alone.
+server = own_server_fixture()
 
 
 

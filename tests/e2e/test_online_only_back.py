@@ -15,21 +15,16 @@ from typing import Any
 
 import pytest
 
-from .conftest import USERS, Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import USERS, Server, own_server_fixture, shot
 from .helpers import poll, sign_in_and_sync, wait_status
 
 OFFER = "This device can keep patient data again. Set a PIN to work offline."
 NEW_PIN = "730514"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: the policy group and a device wiped on a full disk are state other files
-    must not inherit (tests/e2e/test_offline_writes.py has the same reason)."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# A server of this module's own: the policy group and a device wiped on a full disk are state other files
+# must not inherit (tests/e2e/test_offline_writes.py has the same reason).
+server = own_server_fixture()
 
 
 # A full disk, then space freed. IndexedDB refuses the write with QuotaExceededError (simulated at

@@ -6,25 +6,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from .conftest import Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import Server, own_server_fixture, shot
 from .helpers import open_patient, sign_in_and_sync, unlock, wait_status
 from .test_rejected_changes import VIEWPORTS, _meds, _start_med, assert_plain
 
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server of this module's own: in the whole suite, orders other files leave on the shared patients
-    (interaction checks on the next order) made this test fail although it passes alone."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# A server of this module's own: in the whole suite, orders other files leave on the shared patients
+# (interaction checks on the next order) made this test fail although it passes alone.
+server = own_server_fixture()
 
 
 

@@ -4,12 +4,9 @@ of it saves none of the five (before: five transactions, the first ones stayed).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from .conftest import Server, _ensure_assets, server_start, server_stop, shot
+from .conftest import Server, own_server_fixture, shot
 from .helpers import open_patient, poll, sign_in_and_sync, wait_status
 
 # Watches IndexedDB from inside the page (DevTools evaluate, outside the CSP): every readwrite transaction, how
@@ -49,13 +46,8 @@ AT_REST = """async () => {
 }"""
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """Its own server: the full disk simulated here must not leak into other files' tests."""
-    _ensure_assets()
-    srv = server_start(tmp_path_factory.mktemp("own-server"))
-    yield srv
-    server_stop(srv)
+# Its own server: the full disk simulated here must not leak into other files' tests.
+server = own_server_fixture()
 
 
 def _fill_vitals(page: Any) -> None:
