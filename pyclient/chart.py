@@ -61,6 +61,18 @@ def flag_words(flag: str) -> str:
     return FLAG_WORDS.get(flag) or ("critical" if flag in CRITICAL_FLAGS else "abnormal")
 
 
+def note_text(doc: Mapping[str, Any]) -> str:
+    """A DocumentReference's text: its first attachment with inline data, decoded (bad base64 reads as none)."""
+    for c in doc.get("content") or []:
+        data = (c.get("attachment") or {}).get("data")
+        if data:
+            try:
+                return base64.b64decode(data).decode("utf-8", "replace")
+            except ValueError:
+                return ""
+    return ""
+
+
 def cc_text(cc: Any) -> str:
     """A CodeableConcept as words: its text, else the first coding's display or code."""
     if not isinstance(cc, Mapping):
@@ -313,15 +325,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
             s["points"].append([at[:10], point])
     notes = []
     for d in by.get("DocumentReference", []):
-        text = ""
-        for c in d.get("content") or []:
-            data = (c.get("attachment") or {}).get("data")
-            if data:
-                try:
-                    text = base64.b64decode(data).decode("utf-8", "replace")
-                except ValueError:
-                    text = ""
-                break
+        text = note_text(d)
         notes.append({"id": d["id"], "title": d.get("description") or cc_text(d.get("type")) or "Note",
                       "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
                       "pending": pending(d)})

@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
+from pyclient.views.caldate import days  # the one calendar rule (no datetime: sans-IO)
+
 __all__ = [
     "MAX_PULL_LIMIT",
     "MAX_PUSH_MUTATIONS",
@@ -466,16 +468,6 @@ _IMF_FIXDATE: Final = re.compile(
 )
 
 
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    # Howard Hinnant's algorithm: days since 1970-01-01 without datetime.
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from an HTTP ``Retry-After`` header (delta-seconds or IMF-fixdate).
 
@@ -492,7 +484,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     day, mon, year, hh, mm, ss = match.groups()
     epoch = (
-        _days_from_civil(int(year), _MONTHS.index(mon) + 1, int(day)) * 86400
+        days((int(year), _MONTHS.index(mon) + 1, int(day))) * 86400
         + int(hh) * 3600
         + int(mm) * 60
         + int(ss)
