@@ -134,34 +134,19 @@ class RecordPut:
     base_version: int = 0
 
 
-@dataclass(frozen=True)
-class RecordDelete:
-    resource_type: str
-    id: str
-
-
-@dataclass(frozen=True)
-class RecordsClear:
-    """Pull reset: drop every local record except those with outbox entries."""
-
-    keep: frozenset[Key]
+# The effects that need no sealing ARE the store ops they become (one type, not a copy mapped field by field):
+# a record removed, the pull reset (every record dropped except those with outbox entries), an outbox entry
+# removed, a meta value set.
+RecordDelete = DeleteRecord
+RecordsClear = ClearRecords
+OutboxDelete = DeleteOutbox
+MetaPut = PutMeta
 
 
 @dataclass(frozen=True)
 class OutboxPut:
     entry_id: str
     entry: dict[str, Any]  # OutboxEntry.to_json() snapshot
-
-
-@dataclass(frozen=True)
-class OutboxDelete:
-    entry_id: str
-
-
-@dataclass(frozen=True)
-class MetaPut:
-    key: str
-    value: str | None
 
 
 @dataclass(frozen=True)
@@ -1279,17 +1264,11 @@ def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCode
             row = StoredRecord(eff.resource_type, eff.id, eff.version, blob, base)
             mac = codec.record_mac(row, tokens)
             ops.append(PutRecord(row if mac is None else replace(row, mac=mac), tokens))
-        elif isinstance(eff, RecordDelete):
-            ops.append(DeleteRecord(eff.resource_type, eff.id))
-        elif isinstance(eff, RecordsClear):
-            ops.append(ClearRecords(eff.keep))
         elif isinstance(eff, OutboxPut):
             blob = next(blobs)
             ops.append(PutOutbox(eff.entry_id, blob, codec.outbox_mac(eff.entry_id, blob)))
-        elif isinstance(eff, OutboxDelete):
-            ops.append(DeleteOutbox(eff.entry_id))
-        elif isinstance(eff, MetaPut):
-            ops.append(PutMeta(eff.key, eff.value))
+        elif isinstance(eff, DeleteRecord | ClearRecords | DeleteOutbox | PutMeta):
+            ops.append(eff)  # already a store op
     return ops
 
 
