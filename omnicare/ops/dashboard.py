@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import services as s
 from .corrections import resolution_counts
-from .models import Alert, Counter, Gauge, RequestMinute, VerifyRun
+from .models import Alert, Counter, Gauge, RequestMinute
 
 COUNTER_KEYS = (
     "audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
@@ -207,29 +207,18 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
             per_day[i] += int(n)
         if status == Conflict.RESOLVED:
             mix[resolution] += int(n)
-    open_q = Conflict.objects.filter(status=Conflict.OPEN)
-    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
-                                                       "author__username", "device_id")[:20])
-    counts = open_q.aggregate(
-        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
-        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
-    open_count = int(counts["total"])
-    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
-    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    opened = s.conflicts_open(now=now)
     merged = c["month"]["push.merged"]
     parked = c["month"]["push.conflict"]
     checks = resolution_counts(since=month)
     # Resolved without a person (a clean automatic merge) AND without a later correction (corrections.py).
     held = max(0.0, merged - checks["merge_corrected"])
-    outcome = {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
-               "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
-               "superseded": mix.get("superseded", 0), "still open": open_count,
+    outcome = {**s.conflict_outcome(mix=mix, merged=merged, open_count=opened["open"]),
                "merges later corrected": checks["merge_corrected"],
                "resolutions later corrected": checks["resolve_corrected"]}
     return {
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
-        "open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows else None,
-        "open_rows": open_rows, "ages": ages, "outcome": outcome,
+        **opened, "outcome": outcome,
         "accuracy": s._pct(held, merged + parked), "stale_edits": int(merged + parked),
         "corrections": checks, "watch_hours": float(getattr(settings, "OMNICARE_OPS_CORRECTION_HOURS", 72)),
         "window_days": ACCURACY_DAYS,
@@ -286,9 +275,9 @@ def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[s
 
 
 def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+    from omnicare.access.models import DeviceRevocation, LoginFailure
     from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead, Checkpoint
+    from omnicare.audit.models import ChainHead
 
     d = c["day"]
     per_user: dict[str, int] = defaultdict(int)
@@ -297,18 +286,8 @@ def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str,
             n=Count("id")).values_list("username", "ip", "n"):
         per_user[username] += n
         per_ip[ip] += n
-    grants = list(EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
-                  .select_related("user").order_by("-started")[:20])
-    grant_rows = [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
-                   "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
-                   "active": g.ended is None and g.expires > now} for g in grants]
-    revs = list(DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20])
-    rev_rows = [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
-                 "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
-                 "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
+    grant_rows = s.grants_recent(now=now)
     rev_n = DeviceRevocation.objects.aggregate(total=Count("id"), told=Count("id", filter=Q(wipe_told__isnull=False)))
-    run = VerifyRun.objects.order_by("-started").first()
-    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
     head = ChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
     return {
         "failed_signins_24h": int(d["audit.login.failure"]), "signins_24h": int(d["audit.login.success"]),
@@ -317,11 +296,8 @@ def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str,
         "failed_unlocks_24h": int(d["telemetry.failed_unlocks"]),
         "break_glass_24h": int(d["audit.break-glass-start.success"]),
         "grants": grant_rows, "grants_active": sum(g["active"] for g in grant_rows),
-        "revocations": rev_rows, "revocations_total": int(rev_n["total"]), "wipes_told": int(rev_n["told"]),
-        "verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
-                                            "events": run.events, "problems": run.problems[:5]},
-        "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size, "created": cp.created_at,
-                                               "key_id": cp.key_id, "root": cp.merkle_root[:16]},
+        "revocations": s.revocations_recent(), "revocations_total": int(rev_n["total"]),
+        "wipes_told": int(rev_n["told"]), **s.audit_integrity_latest(),
         "chain_events": head or 0,
         "denied_24h": int(d["audit.denied"]),
         "device_gaps_24h": int(d["audit.device-gap.failure"] + d["audit.device-gap.success"]),

@@ -535,6 +535,30 @@ def sync_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
                                     "requests", "errors")}}
 
 
+def conflicts_open(*, now: datetime) -> dict[str, Any]:
+    """The open conflicts (both dashboards): the 20 oldest, how many, and how old, in two indexed reads."""
+    from omnicare.sync.models import Conflict
+
+    open_q = Conflict.objects.filter(status=Conflict.OPEN)
+    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
+                                                       "author__username", "device_id")[:20])
+    counts = open_q.aggregate(
+        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
+        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
+    open_count = int(counts["total"])
+    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
+    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    return {"open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows
+            else None, "open_rows": open_rows, "ages": ages}
+
+
+def conflict_outcome(*, mix: Mapping[str, int], merged: float, open_count: int) -> dict[str, int]:
+    """How stale edits ended: merged by the server, or resolved by a person (``mix``: resolution -> count)."""
+    return {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
+            "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
+            "superseded": mix.get("superseded", 0), "still open": open_count}
+
+
 def conflicts_panel(*, now: datetime) -> dict[str, Any]:
     from omnicare.sync.models import Conflict
 
@@ -548,27 +572,15 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
         i = (day - start.date()).days
         if 0 <= i < days:
             per_day[i] += int(n)
-    open_q = Conflict.objects.filter(status=Conflict.OPEN)
-    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
-                                                       "author__username", "device_id")[:20])
-    counts = open_q.aggregate(
-        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
-        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
-    open_count = int(counts["total"])
-    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
-    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    opened = conflicts_open(now=now)
     mix = dict(Conflict.objects.filter(status=Conflict.RESOLVED).values("resolution").annotate(n=Count("id"))
                .values_list("resolution", "n"))
     pushes = counter_total("push.")
     merged = pushes.get("push.merged", 0.0)
     conflicts_total = pushes.get("push.conflict", 0.0)
-    outcome = {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
-               "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
-               "superseded": mix.get("superseded", 0), "still open": open_count}
     return {
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
-        "open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows else None,
-        "open_rows": open_rows, "ages": ages, "outcome": outcome,
+        **opened, "outcome": conflict_outcome(mix=mix, merged=merged, open_count=opened["open"]),
         # Resolved without a person: clean automatic merges among all stale edits that needed a merge.
         "accuracy": _pct(merged, merged + conflicts_total),
         "stale_edits": int(merged + conflicts_total),
@@ -648,10 +660,44 @@ def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def grants_recent(*, now: datetime) -> list[dict[str, Any]]:
+    """The 20 latest break-the-glass grants of the week, and any still open (both dashboards)."""
+    from omnicare.access.models import EmergencyAccessGrant
+
+    grants = (EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
+              .select_related("user").order_by("-started")[:20])
+    return [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
+             "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
+             "active": g.ended is None and g.expires > now} for g in grants]
+
+
+def revocations_recent() -> list[dict[str, Any]]:
+    """The 20 latest device revocations and whether the device was told to wipe (both dashboards)."""
+    from omnicare.access.models import DeviceRevocation
+
+    revs = DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20]
+    return [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
+             "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
+             "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
+
+
+def audit_integrity_latest() -> dict[str, Any]:
+    """The last verification run and the last signed checkpoint (both dashboards)."""
+    from omnicare.audit.models import Checkpoint
+
+    run = VerifyRun.objects.order_by("-started").first()
+    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    return {"verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
+                                                "events": run.events, "problems": run.problems[:5]},
+            "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size,
+                                                   "created": cp.created_at, "key_id": cp.key_id,
+                                                   "root": cp.merkle_root[:16]}}
+
+
 def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+    from omnicare.access.models import DeviceRevocation, LoginFailure
     from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead, Checkpoint
+    from omnicare.audit.models import ChainHead
 
     day = now - timedelta(hours=24)
     c = counter_sum(["audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
@@ -663,17 +709,7 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
                         .filter(n__gte=LOGIN_MAX_PER_USER).values_list("username", flat=True)[:20])
     locked_ips = LoginFailure.objects.filter(at__gt=window).values("ip").annotate(n=Count("id")).filter(
         n__gte=LOGIN_MAX_PER_IP).count()
-    grants = list(EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
-                  .select_related("user").order_by("-started")[:20])
-    grant_rows = [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
-                   "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
-                   "active": g.ended is None and g.expires > now} for g in grants]
-    revs = list(DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20])
-    rev_rows = [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
-                 "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
-                 "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
-    run = VerifyRun.objects.order_by("-started").first()
-    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    grant_rows = grants_recent(now=now)
     head = ChainHead.objects.filter(pk=1).first()
     return {
         "failed_signins_24h": int(c["audit.login.failure"]), "signins_24h": int(c["audit.login.success"]),
@@ -681,12 +717,9 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
         "failed_unlocks_24h": int(c["telemetry.failed_unlocks"]),
         "break_glass_24h": int(c["audit.break-glass-start.success"]),
         "grants": grant_rows, "grants_active": sum(g["active"] for g in grant_rows),
-        "revocations": rev_rows, "revocations_total": DeviceRevocation.objects.count(),
+        "revocations": revocations_recent(), "revocations_total": DeviceRevocation.objects.count(),
         "wipes_told": DeviceRevocation.objects.filter(wipe_told__isnull=False).count(),
-        "verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
-                                            "events": run.events, "problems": run.problems[:5]},
-        "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size, "created": cp.created_at,
-                                               "key_id": cp.key_id, "root": cp.merkle_root[:16]},
+        **audit_integrity_latest(),
         "chain_events": head.seq if head else 0,
         "denied_24h": int(c["audit.denied"]),
         "device_gaps_24h": int(c["audit.device-gap.failure"] + c["audit.device-gap.success"]),
