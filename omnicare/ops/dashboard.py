@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import services as s
 from .corrections import resolution_counts
-from .models import Alert, Counter, Gauge, RequestMinute
+from .models import Alert, Counter, RequestMinute
 
 COUNTER_KEYS = (
     "audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
@@ -32,8 +32,6 @@ COUNTER_KEYS = (
     "audit.audit-witness.failure",  # trust hook: devices that saw the audit history rewritten
 )
 ACCURACY_DAYS = 30
-MB = 2**20
-STORAGE_EDGES = ((10 * MB, "< 10 MB"), (50 * MB, "10–50 MB"), (200 * MB, "50–200 MB"), (1024 * MB, "200 MB–1 GB"))
 
 
 def counters(*, now: datetime) -> dict[str, dict[str, float]]:
@@ -100,21 +98,8 @@ def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
                           "p99": s.quantile(buckets, 0.99)})
     total = int(sum(acc[0] for _, acc in ordered))
     errors = int(sum(acc[1] for _, acc in ordered))
-    empty = [0.0] * 12
-    q = s.quantile
-    return {
-        "per_minute": per_minute,
-        "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
-        "push_p50": q(lat.get("push", empty), 0.5), "push_p95": q(lat.get("push", empty), 0.95),
-        "pull_p50": q(lat.get("pull", empty), 0.5), "pull_p95": q(lat.get("pull", empty), 0.95),
-        "requests": total, "errors": errors,
-        "error_rate": None if not total else round(100.0 * errors / total, 2),
-        "sync_requests": sync_total,
-        "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
-        "routes": table,
-        "rejects": [{"status": st, "reason": s.REJECT_LABELS.get(st, "Server error" if st >= 500 else "Other"),
-                     "count": n} for st, n in sorted(rejects.items())],
-    }
+    return s.request_figures(per_minute=per_minute, latency=lat, total=total, errors=errors,
+                             sync_total=sync_total, sync_ok=sync_ok, routes=table, rejects=rejects)
 
 
 def devices(*, now: datetime) -> dict[str, Any]:
@@ -149,11 +134,11 @@ def devices(*, now: datetime) -> dict[str, Any]:
             waiting.append({"user": username, "device_id": did, "pending": pending, "conflicted": conflicted,
                             "last_report": last_report, "oldest_pending_age": (now - oldest).total_seconds()})
     waiting.sort(key=lambda w: -w["oldest_pending_age"])
-    labels = [label for _, label in STORAGE_EDGES] + ["> 1 GB"]
+    labels = [label for _, label in s.STORAGE_EDGES] + ["> 1 GB"]
     dist = dict.fromkeys(labels, 0)
     used_all = sorted(u for u, *_ in live if u is not None)
     for u in used_all:
-        dist[next((label for edge, label in STORAGE_EDGES if u < edge), "> 1 GB")] += 1
+        dist[next((label for edge, label in s.STORAGE_EDGES if u < edge), "> 1 GB")] += 1
     shares = [u / q for u, q, *_ in live if u and q and u > 0 and q > 0]
     at_rest = sum(i for _, _, _, i, r in live if i and i > 0 and r and r > 0)
     held = sum(r for _, _, _, i, r in live if i and i > 0 and r and r > 0)
@@ -167,13 +152,7 @@ def devices(*, now: datetime) -> dict[str, Any]:
 
 
 def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
-    gauge = Gauge.objects.filter(key="storage").first()
-    by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
-    rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
-                  key=lambda r: -(r.get("current_bytes", 0) + r.get("history_bytes", 0)))
-    cur_n = sum(r.get("current_count", 0) for r in rows)
-    cur_b = sum(r.get("current_bytes", 0) for r in rows)
-    avg_json = cur_b / cur_n if cur_n else None
+    gauge, rows, avg_json = s.storage_by_type()
     reduction = s._bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,

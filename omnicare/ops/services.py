@@ -492,21 +492,30 @@ def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
                           "p95": quantile(buckets, 0.95), "p99": quantile(buckets, 0.99)})
     day = RequestMinute.objects.filter(minute__gte=now - timedelta(hours=24), status__gte=400).values(
         "status").annotate(n=Sum("count")).order_by("status")
-    rejects = [{"status": d["status"], "reason": REJECT_LABELS.get(d["status"], "Server error" if d["status"] >= 500
-                                                                   else "Other"), "count": int(d["n"])}
-               for d in day]
+    return request_figures(per_minute=per_minute, latency=lat, total=total, errors=errors,
+                           sync_total=int(ok["total"] or 0), sync_ok=int(ok["ok"] or 0), routes=table,
+                           rejects={int(d["status"]): int(d["n"]) for d in day})
+
+
+def request_figures(*, per_minute: dict[str, list[int]], latency: Mapping[str, list[float]], total: int,
+                    errors: int, sync_total: int, sync_ok: int, routes: list[dict[str, Any]],
+                    rejects: Mapping[int, int]) -> dict[str, Any]:
+    """The request figures both dashboards show, from what each read: per-minute sync counts, the sync
+    routes' latency buckets, totals and the day's refusals by status."""
     empty = [0.0] * 12
-    sync_total, sync_ok = int(ok["total"] or 0), int(ok["ok"] or 0)
+    q = quantile
     return {
         "per_minute": per_minute,
         "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
-        "push_p50": quantile(lat.get("push", empty), 0.5), "push_p95": quantile(lat.get("push", empty), 0.95),
-        "pull_p50": quantile(lat.get("pull", empty), 0.5), "pull_p95": quantile(lat.get("pull", empty), 0.95),
+        "push_p50": q(latency.get("push", empty), 0.5), "push_p95": q(latency.get("push", empty), 0.95),
+        "pull_p50": q(latency.get("pull", empty), 0.5), "pull_p95": q(latency.get("pull", empty), 0.95),
         "requests": total, "errors": errors,
         "error_rate": None if not total else round(100.0 * errors / total, 2),
         "sync_requests": sync_total,
         "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
-        "routes": table, "rejects": rejects,
+        "routes": routes,
+        "rejects": [{"status": st, "reason": REJECT_LABELS.get(st, "Server error" if st >= 500 else "Other"),
+                     "count": n} for st, n in sorted(rejects.items())],
     }
 
 
@@ -587,19 +596,27 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
     }
 
 
-def storage_panel() -> dict[str, Any]:
-    from django.db.models import Case, F, FloatField, IntegerField, Max, When
-    from django.db.models.functions import Cast
+MB = 2**20
+STORAGE_EDGES = ((10 * MB, "< 10 MB"), (50 * MB, "10–50 MB"), (200 * MB, "50–200 MB"), (1024 * MB, "200 MB–1 GB"))
 
+
+def storage_by_type() -> tuple[Gauge | None, list[dict[str, Any]], float | None]:
+    """The storage gauge, its per-type rows (largest first) and the average current record size in bytes."""
     gauge = Gauge.objects.filter(key="storage").first()
     by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
     rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
                   key=lambda r: -(r.get("current_bytes", 0) + r.get("history_bytes", 0)))
     cur_n = sum(r.get("current_count", 0) for r in rows)
     cur_b = sum(r.get("current_bytes", 0) for r in rows)
-    avg_json = cur_b / cur_n if cur_n else None
-    mb = 2**20
-    edges = [(10 * mb, "< 10 MB"), (50 * mb, "10–50 MB"), (200 * mb, "50–200 MB"), (1024 * mb, "200 MB–1 GB")]
+    return gauge, rows, cur_b / cur_n if cur_n else None
+
+
+def storage_panel() -> dict[str, Any]:
+    from django.db.models import Case, F, FloatField, IntegerField, Max, When
+    from django.db.models.functions import Cast
+
+    gauge, rows, avg_json = storage_by_type()
+    edges = STORAGE_EDGES
     bucket = Case(*[When(storage_used__lt=edge, then=i) for i, (edge, _) in enumerate(edges)],
                   default=len(edges), output_field=IntegerField())
     live = _unrevoked_health()

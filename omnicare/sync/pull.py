@@ -166,14 +166,8 @@ def _scan(
     chunk = max(limit, 500)
     while True:
         n = 0
-        for row in _scan_rows(
-            after_seq=position,
-            upto=upto,
-            patients=patients,
-            others=others,
-            limit=chunk,
-            current_only=current_only,
-        ):
+        for row in _scan_rows(after_seq=position, upto=upto, patients=patients, others=others, limit=chunk,
+                              current_only=current_only):
             n += 1
             seq, rt, rid, vid, deleted, raw = row[:6]
             position = seq
