@@ -126,7 +126,7 @@ def _now(now: datetime | None) -> datetime:
 # routing all call it. The care-team rule lives here too (it is access policy, not sync mechanics).
 
 USER_IDENTIFIER_SYSTEM = "urn:omnicare:user"
-_INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
+INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
 
 
 class AllPatients:
@@ -341,7 +341,7 @@ def _care_team_compute(user: Any) -> frozenset[str]:
     ).values_list("resource_id", flat=True)
     patients: set[str] = set()
     for body in Resource.objects.filter(pk__in=list(team_pks), deleted=False).values_list("body", flat=True):
-        if body.get("status") in _INACTIVE_CARETEAM:
+        if body.get("status") in INACTIVE_CARETEAM:
             continue
         members = {
             parse_reference(str((p.get("member") or {}).get("reference") or ""))

@@ -36,7 +36,7 @@ ACCURACY_DAYS = 30
 
 def counters(*, now: datetime) -> dict[str, dict[str, float]]:
     """{window: {key: sum}} for the 24 h, 7 d and 30 d windows, in one query."""
-    hour = s._hour(now)
+    hour = s.hour_start(now)
     windows = {"day": hour - timedelta(hours=24), "week": hour - timedelta(days=7),
                "month": hour - timedelta(days=ACCURACY_DAYS)}
     agg = {w: Sum("value", filter=Q(bucket__gte=since)) for w, since in windows.items()}
@@ -106,7 +106,7 @@ def devices(*, now: datetime) -> dict[str, Any]:
     """Device states, the oldest waiting devices and the storage distribution from ONE query (a row a device)."""
     from django.contrib.auth import get_user_model
 
-    sql, params = s._device_sql(now)
+    sql, params = s.device_state_sql(now)
     h = "h.pending, h.conflicted, h.last_report, h.oldest_pending_at, h.storage_used, h.storage_quota, " \
         "h.storage_persisted, h.storage_idb, h.records, u.username"
     qn = connection.ops.quote_name
@@ -153,14 +153,14 @@ def devices(*, now: datetime) -> dict[str, Any]:
 
 def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
     gauge, rows, avg_json = s.storage_by_type()
-    reduction = s._bench_compression()
+    reduction = s.bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
         "by_type": rows[:20], "distribution": dev["distribution"], "median_used": dev["median_used"],
         "max_quota_share": None if dev["max_share"] is None else round(100.0 * dev["max_share"], 1),
         "persisted": dev["persisted"], "persisted_known": dev["persisted_known"],
         # Bytes at rest in IndexedDB per byte of the same records as plain JSON (server's average record size).
-        "device_efficiency": s._pct(dev["at_rest"], dev["held"] * avg_json) if avg_json and dev["held"] else None,
+        "device_efficiency": s.pct(dev["at_rest"], dev["held"] * avg_json) if avg_json and dev["held"] else None,
         "avg_json_bytes": round(avg_json) if avg_json else None,
         "bench_efficiency": None if reduction is None else round(100.0 * (1 - reduction), 1),
     }
@@ -198,7 +198,7 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
     return {
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
         **opened, "outcome": outcome,
-        "accuracy": s._pct(held, merged + parked), "stale_edits": int(merged + parked),
+        "accuracy": s.pct(held, merged + parked), "stale_edits": int(merged + parked),
         "corrections": checks, "watch_hours": float(getattr(settings, "OMNICARE_OPS_CORRECTION_HOURS", 72)),
         "window_days": ACCURACY_DAYS,
     }
@@ -300,8 +300,8 @@ def compute(*, audiences: frozenset[str], now: datetime) -> dict[str, Any]:
         out["storage"] = storage_panel(dev)
         day, week = c["day"], c["week"]
         out["offline"] = {
-            "rate_24h": s._pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
-            "rate_7d": s._pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
+            "rate_24h": s.pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
+            "rate_7d": s.pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
             "device_hours_24h": round(day["telemetry.interval_s"] / 3600, 2),
             "offline_hours_24h": round(day["telemetry.offline_s"] / 3600, 2),
             "reports_24h": int(day["telemetry.reports"]),

@@ -67,7 +67,7 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else timezone.now()
 
 
-def _hour(at: datetime) -> datetime:
+def hour_start(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
@@ -96,7 +96,7 @@ def counter_add(items: Iterable[tuple[str, datetime, float]]) -> None:
     """Add values to hourly counters with one upsert (PostgreSQL and SQLite both have ON CONFLICT)."""
     sums: dict[tuple[str, datetime], float] = defaultdict(float)
     for key, at, value in items:
-        sums[(key[:100], _hour(at))] += float(value)
+        sums[(key[:100], hour_start(at))] += float(value)
     if not sums:
         return
     table = connection.ops.quote_name(Counter._meta.db_table)
@@ -111,7 +111,7 @@ def counter_add(items: Iterable[tuple[str, datetime, float]]) -> None:
 
 def counter_sum(keys: Iterable[str], *, since: datetime) -> dict[str, float]:
     keys = list(keys)
-    got = dict(Counter.objects.filter(key__in=keys, bucket__gte=_hour(since)).values("key")
+    got = dict(Counter.objects.filter(key__in=keys, bucket__gte=hour_start(since)).values("key")
                .annotate(total=Sum("value")).values_list("key", "total"))
     return {k: float(got.get(k) or 0.0) for k in keys}
 
@@ -125,7 +125,7 @@ def counter_total(prefix: str) -> dict[str, float]:
 def counter_per_day(keys: Iterable[str], *, days: int, now: datetime) -> dict[str, list[float]]:
     """Daily sums for the last ``days`` days (oldest first), per key."""
     keys = list(keys)
-    start = _hour(now).replace(hour=0) - timedelta(days=days - 1)
+    start = hour_start(now).replace(hour=0) - timedelta(days=days - 1)
     out = {k: [0.0] * days for k in keys}
     for key, bucket, value in Counter.objects.filter(key__in=keys, bucket__gte=start).values_list(
             "key", "bucket", "value"):
@@ -218,7 +218,7 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
     return IngestResult(row, True)
 
 
-def _device_sql(now: datetime) -> tuple[str, list[Any]]:
+def device_state_sql(now: datetime) -> tuple[str, list[Any]]:
     """THE rule for a device's state, as SQL over one row per registered device (PostgreSQL and SQLite).
 
     revoked (a revocation exists) > silent (no report for OMNICARE_OPS_SILENT_MINUTES, or never) > synced
@@ -246,7 +246,7 @@ def _device_sql(now: datetime) -> tuple[str, list[Any]]:
 
 def device_state_counts(*, now: datetime | None = None) -> dict[str, int]:
     """How many registered devices are in each state (one aggregate query)."""
-    sql, params = _device_sql(_now(now))
+    sql, params = device_state_sql(_now(now))
     out = dict.fromkeys(DEVICE_STATES, 0)
     with connection.cursor() as cur:
         cur.execute(f"SELECT state, count(*) FROM ({sql}) s GROUP BY state", params)  # noqa: S608
@@ -258,7 +258,7 @@ def device_state_counts(*, now: datetime | None = None) -> dict[str, int]:
 def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every registered device with its state and latest telemetry (for detail views and tests; no PHI)."""
     now = _now(now)
-    sql, params = _device_sql(now)
+    sql, params = device_state_sql(now)
     with connection.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
@@ -522,7 +522,7 @@ def request_figures(*, per_minute: dict[str, list[int]], latency: Mapping[str, l
 # --- the dashboard -------------------------------------------------------------------------------------------
 
 
-def _bench_compression() -> float | None:
+def bench_compression() -> float | None:
     path = settings.BASE_DIR / "bench" / "results.json"
     try:
         value = json.loads(path.read_text())["metrics"].get("compression_reduction")
@@ -531,7 +531,7 @@ def _bench_compression() -> float | None:
         return None
 
 
-def _pct(part: float, whole: float) -> float | None:
+def pct(part: float, whole: float) -> float | None:
     return None if not whole else round(100.0 * part / whole, 1)
 
 
@@ -591,7 +591,7 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
         **opened, "outcome": conflict_outcome(mix=mix, merged=merged, open_count=opened["open"]),
         # Resolved without a person: clean automatic merges among all stale edits that needed a merge.
-        "accuracy": _pct(merged, merged + conflicts_total),
+        "accuracy": pct(merged, merged + conflicts_total),
         "stale_edits": int(merged + conflicts_total),
     }
 
@@ -628,7 +628,7 @@ def storage_panel() -> dict[str, Any]:
     # Bytes at rest in IndexedDB (encrypted records, their base copies, outbox, blind indexes) per byte of the
     # same records as plain JSON (estimated from the server's average record size).
     eff = live.filter(storage_idb__gt=0, records__gt=0).aggregate(at_rest=Sum("storage_idb"), held=Sum("records"))
-    device_eff = (_pct(eff["at_rest"] or 0, (eff["held"] or 0) * avg_json)
+    device_eff = (pct(eff["at_rest"] or 0, (eff["held"] or 0) * avg_json)
                   if avg_json and eff["held"] else None)
     agg = live.aggregate(
         persisted=Count("id", filter=Q(storage_persisted=True)),
@@ -640,7 +640,7 @@ def storage_panel() -> dict[str, Any]:
     n_used = reporting.count()
     median_used = (reporting.order_by("storage_used").values_list("storage_used", flat=True)[n_used // 2]
                    if n_used else None)
-    reduction = _bench_compression()
+    reduction = bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
         "by_type": rows[:20], "distribution": dist, "median_used": median_used,
@@ -656,8 +656,8 @@ def offline_panel(*, now: datetime) -> dict[str, Any]:
     day = counter_sum(keys, since=now - timedelta(hours=24))
     week = counter_sum(keys, since=now - timedelta(days=7))
     return {
-        "rate_24h": _pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
-        "rate_7d": _pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
+        "rate_24h": pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
+        "rate_7d": pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
         "device_hours_24h": round(day["telemetry.interval_s"] / 3600, 2),
         "offline_hours_24h": round(day["telemetry.offline_s"] / 3600, 2),
         "reports_24h": int(day["telemetry.reports"]),
