@@ -17,9 +17,9 @@ purpose of use). Each of its methods does, exactly once and in this order:
 So the REST router (``fhir.api``) only translates HTTP: status codes, headers, Prefer, If-Match parsing and
 the OperationOutcome pipeline.
 
-Batch writers (transaction and batch Bundles, the sync push, bulk import, HL7, CDS) write through
-:meth:`FhirStore.apply` (all or nothing) or :meth:`FhirStore.apply_each` (one outcome per write: its result or
-its refusal, so a bulk import reports each refused line alone). Those two leave the audit event to the caller,
+Batch writers (transaction and batch Bundles, the sync push, bulk import, HL7, CDS, the online-only vitals
+form) write through :meth:`FhirStore.apply` (all or nothing) or :meth:`FhirStore.apply_each` (one outcome per
+write: its result or its refusal, so a bulk import reports each refused line alone). Those two leave the audit event to the caller,
 who records ONE per batch in the same transaction (a push batch, an import batch, an HL7 message, a Bundle
 with its per-entry events); the access check stays the store's: the engine puts every write to the store's
 ``policy``. That policy is ``access_check`` for a person; the sync push hands the store its per-batch memo of
