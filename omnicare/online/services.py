@@ -96,7 +96,7 @@ def online_chart(*, user: Any, patient_id: str, permissions: dict[str, list[str]
 
 
 def online_vitals_record(*, user: Any, patient_id: str, values: dict[str, Any], author: str) -> list[str]:
-    """pyclient.forms.vitals (the same validation as the device), then a normal server create per record."""
+    """pyclient.forms.vitals (the same validation as the device), then one store write of all its records."""
     access_check(user=user, action="read", resource_type="Patient", patient_ids=[patient_id])
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
