@@ -1,6 +1,13 @@
-"""Django's ASGI handler, with the request's thread reused instead of started and joined per request.
+"""Django's ASGI handler, with the middleware chain run in one hop and the request's thread reused.
 
-Django runs each request's sync part (middleware, view, ORM) in a ``ThreadSensitiveContext`` of its own: a new
+**One hop.** Our middleware is sync (access log, timing, session timeout, no-store), Django's is both. Loaded in
+async mode, Django adapts at every switch: the chain went async → sync (our middleware) → async (``async_to_sync``
+around Django's ``AuthenticationMiddleware`` and the rest, each running its ``process_request`` through
+``sync_to_async``) → sync (the view): about five thread hops per request, more CPU than the FHIR read itself.
+Here the chain is loaded in sync mode, exactly as under WSGI and as the test client runs it in every test, and
+called with one ``sync_to_async``.
+
+**Reused thread.** Django runs each request's sync part (middleware, view, ORM) in a ``ThreadSensitiveContext`` of its own: a new
 one-thread executor per request, shut down at the end by yet another thread started to join it. Two thread
 starts and a join per request were a fifth of a FHIR read's CPU (``bench/request_profile.py --cprofile-asgi``).
 Here each request leases an idle one-thread executor for its whole duration (asgiref's
@@ -15,8 +22,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from asgiref.sync import ThreadSensitiveContext
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 #: Idle threads kept for reuse; more requests in flight than this start threads that end with their request.
 IDLE_MAX = 64
@@ -25,6 +34,7 @@ IDLE_MAX = 64
 class ReusedThreadASGIHandler(ASGIHandler):
     def __init__(self) -> None:
         super().__init__()
+        self.load_middleware(is_async=False)  # the sync chain (see the module docstring)
         self._idle: list[ThreadPoolExecutor] = []
         self._lock = threading.Lock()
 
@@ -40,6 +50,11 @@ class ReusedThreadASGIHandler(ASGIHandler):
                 self._idle.append(executor)
                 return
         executor.shutdown(wait=False)
+
+    async def get_response_async(self, request: HttpRequest) -> HttpResponseBase:
+        """The whole sync chain in one hop (``BaseHandler.get_response``: urlconf, middleware, view, the
+        4xx/5xx log line, the request's closer), on this request's thread."""
+        return await sync_to_async(self.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
