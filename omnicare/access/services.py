@@ -79,7 +79,7 @@ def token_authenticate(*, token: str) -> AbstractBaseUser | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    row = [value if fns is None else _converted(value, fns, connection) for value, fns in zip(row, convert)]
+    row = [value if fns is None else _converted(value, fns, connection) for value, fns in zip(row, convert, strict=True)]
     expires, role_names, grants, values = row[0], row[1], row[2], row[3:]
     if expires is not None and expires <= now:
         return None
@@ -112,8 +112,9 @@ def _token_query(connection: Any) -> tuple[str, list[str], list[Any]]:
     agg = "string_agg({}, ',')" if pg else "group_concat({}, ',')"
     expires_field = ApiToken._meta.get_field("expires")
     user_fields = list(U._meta.concrete_fields)
+    # Identifiers from model metadata, values as parameters.
     sql = (
-        f"SELECT t.{qn(expires_field.column)}, "
+        f"SELECT t.{qn(expires_field.column)}, "  # noqa: S608
         f"(SELECT {agg.format('g.name')} FROM {qn(through.db_table)} ug JOIN {qn(Group._meta.db_table)} g "
         f"ON g.id = ug.group_id WHERE ug.user_id = t.user_id AND g.name {in_roles}), "
         f"(SELECT {agg.format('e.patient_id')} FROM {qn(EmergencyAccessGrant._meta.db_table)} e "
