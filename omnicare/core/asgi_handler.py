@@ -24,6 +24,7 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 
@@ -33,7 +34,9 @@ IDLE_MAX = 64
 
 class ReusedThreadASGIHandler(ASGIHandler):
     def __init__(self) -> None:
-        super().__init__()
+        # Not ASGIHandler.__init__, which loads the chain in async mode (middleware made twice: WhiteNoise
+        # scans the static files at start-up).
+        BaseHandler.__init__(self)
         self.load_middleware(is_async=False)  # the sync chain (see the module docstring)
         self._idle: list[ThreadPoolExecutor] = []
         self._lock = threading.Lock()
