@@ -5,6 +5,8 @@ the query count is exact and the layer shares are ratios, not wall-clock figures
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/omnicare_reqprof .venv/bin/python -m bench.request_profile
     ... --rounds 200 --fresh          # drop/migrate/seed first (default when the database has no bench user)
     ... --json out.json               # machine-readable
+    ... --cpu --rounds 300            # CPU ms per request through the real ASGI stack (see measure_cpu)
+    ... --cprofile read               # cProfile's top functions of one scenario (test client, one thread)
 
 Each scenario runs ``--warmup`` times, then ``--rounds`` times under CaptureQueriesContext (the count is per
 request, the same every round) and again under pyinstrument. Requests go through Django's full handler
@@ -88,6 +90,10 @@ def setup(fresh: bool) -> dict[str, Any]:
         res: list[dict[str, Any]] = [
             {"resourceType": "Practitioner", "id": "pr-reqprof", "name": [{"family": "Prof"}],
              "identifier": [{"system": "urn:omnicare:user", "value": "reqprof.doc"}]}]  # fmt: skip
+        for i in range(10):  # Observation?patient=rp1 finds these (the search scenario of a clinician)
+            res.append({"resourceType": "Observation", "id": f"rpobs{i}", "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                        "subject": {"reference": "Patient/rp1"}, "valueQuantity": {"value": 60 + i, "unit": "/min"}})
         for i in range(5):
             res += [{"resourceType": "Patient", "id": f"rp{i}", "name": [{"family": f"Reqprof{i}"}]},
                     {"resourceType": "CareTeam", "id": f"ct-rp{i}", "status": "active",
@@ -120,6 +126,9 @@ def scenarios(tokens: dict[str, str]) -> dict[str, Any]:
     def search() -> int:
         return int(fd.get("/fhir/R4/Patient", {"name": "Reqprof", "_count": "20"}).status_code)
 
+    def search_obs() -> int:  # a care-team physician's chart query
+        return int(doc.get("/fhir/R4/Observation", {"patient": "rp1"}).status_code)
+
     def create() -> int:
         return int(fd.post("/fhir/R4/Patient", data=json.dumps(patient), content_type="application/fhir+json").status_code)
 
@@ -142,7 +151,134 @@ def scenarios(tokens: dict[str, str]) -> dict[str, Any]:
                      content_type="application/json")  # fmt: skip
         return int(r.status_code)
 
-    return {"read": read, "read_doc": read_doc, "search": search, "create": create, "push": push, "pull": pull}
+    return {"read": read, "read_doc": read_doc, "search": search, "search_obs": search_obs, "create": create,
+            "push": push, "pull": pull}
+
+
+# The same requests as raw ASGI calls (method, path, query, token key, body) for measure_cpu.
+ASGI_REQUESTS: dict[str, tuple[str, str, str, str, bytes]] = {
+    "read": ("GET", "/fhir/R4/Patient/rp1", "", "frontdesk", b""),
+    "read_doc": ("GET", "/fhir/R4/Patient/rp1", "", "doc", b""),
+    "search": ("GET", "/fhir/R4/Patient", "name=Reqprof&_count=20", "frontdesk", b""),
+    "search_obs": ("GET", "/fhir/R4/Observation", "patient=rp1", "doc", b""),
+    "create": ("POST", "/fhir/R4/Patient", "", "frontdesk", json.dumps(
+        {"resourceType": "Patient", "name": [{"family": "Benchmark", "given": ["Req"]}], "gender": "female",
+         "birthDate": "1980-01-01"}).encode()),
+}
+
+
+def measure_cpu(tokens: dict[str, str], name: str, *, warmup: int, rounds: int, blocks: int = 5) -> dict[str, Any]:
+    """CPU ms per request through ``omnicare.asgi.application`` as uvicorn calls it (admission line, Django's
+    ASGI handler and its thread hop, every middleware, ninja, auth, the audit sink), one request at a time in
+    one event loop. ``time.process_time`` counts every thread of this process (the sync views run in asgiref's
+    thread) and not the PostgreSQL backend's: on a loaded machine it is the figure that stays put, where
+    wall-clock req/s does not. The median of ``blocks`` blocks of ``rounds`` requests."""
+    import asyncio
+    import statistics
+
+    one = asgi_request(tokens, name)
+
+    async def run(n: int) -> tuple[float, float]:
+        c0, w0 = time.process_time(), time.perf_counter()
+        for _ in range(n):
+            status = await one()
+            assert status in (200, 201), f"{name}: status {status}"
+        return (time.process_time() - c0) * 1000 / n, (time.perf_counter() - w0) * 1000 / n
+
+    async def all_blocks() -> list[tuple[float, float]]:
+        await run(warmup)
+        return [await run(rounds) for _ in range(blocks)]
+
+    res = asyncio.run(all_blocks())
+    cpu = sorted(r[0] for r in res)
+    return {"cpu_ms": round(statistics.median(cpu), 3), "cpu_ms_min": round(cpu[0], 3),
+            "wall_ms": round(statistics.median(r[1] for r in res), 3)}
+
+
+def asgi_request(tokens: dict[str, str], name: str) -> Any:
+    """A coroutine function making one ``ASGI_REQUESTS[name]`` call into the app; it returns the status."""
+    import asyncio
+
+    from omnicare.asgi import application
+
+    method, path, query, who, body = ASGI_REQUESTS[name]
+    headers = [(b"host", b"testserver"), (b"authorization", f"Bearer {tokens[who]}".encode()),
+               (b"accept", b"application/fhir+json")]  # fmt: skip
+    if body:
+        headers += [(b"content-type", b"application/fhir+json"), (b"content-length", str(len(body)).encode())]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": query.encode(), "root_path": "",
+             "headers": headers, "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}  # fmt: skip
+
+    async def one() -> int:
+        done = asyncio.Event()
+        state = {"status": 0, "sent": False}
+
+        async def receive() -> dict[str, Any]:
+            if not state["sent"]:
+                state["sent"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                state["status"] = msg["status"]
+            elif msg["type"] == "http.response.body" and not msg.get("more_body"):
+                done.set()
+
+        await application(dict(scope), receive, send)
+        done.set()
+        return int(state["status"])
+
+    return one
+
+
+def cprofile_asgi_text(tokens: dict[str, str], name: str, *, warmup: int, rounds: int, top: int = 400) -> str:
+    """cProfile (CPU time) of ``rounds`` ASGI calls. Since Python 3.12 cProfile hooks sys.monitoring, which sees
+    every thread: the event loop's and asgiref's sync thread (where the views run) are both in it."""
+    import asyncio
+    import cProfile
+    import io
+    import pstats
+
+    one = asgi_request(tokens, name)
+    prof = cProfile.Profile(time.process_time)
+
+    async def go() -> None:
+        for _ in range(warmup):
+            await one()
+        prof.enable()
+        for _ in range(rounds):
+            await one()
+        prof.disable()
+
+    asyncio.run(go())
+    out = io.StringIO()
+    st = pstats.Stats(prof, stream=out)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def cprofile_text(fn: Any, *, warmup: int, rounds: int, top: int = 150) -> str:
+    """cProfile of ``rounds`` calls (test client: one thread, so cProfile sees the whole request)."""
+    import cProfile
+    import io
+    import pstats
+
+    for _ in range(warmup):
+        fn()
+    prof = cProfile.Profile(time.process_time)  # CPU, not wall: waits on PostgreSQL are not charged
+    prof.enable()
+    for _ in range(rounds):
+        fn()
+    prof.disable()
+    out = io.StringIO()
+    st = pstats.Stats(prof, stream=out)
+    st.sort_stats("tottime").print_stats(top)
+    st.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
 
 
 def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
@@ -189,12 +325,32 @@ def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
     }
 
 
+class CaptureQueries:
+    """How many queries one call makes (the test client runs in this thread)."""
+
+    def __enter__(self) -> CaptureQueries:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        self._ctx = CaptureQueriesContext(connection)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._ctx.__exit__(*exc)
+        self.count = len(self._ctx.captured_queries)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--only", default="read,read_doc,search,create,push,pull")
+    ap.add_argument("--only", default="read,read_doc,search,search_obs,create,push,pull")
+    ap.add_argument("--cpu", action="store_true", help="CPU ms per request through the ASGI app (measure_cpu)")
+    ap.add_argument("--blocks", type=int, default=5, help="--cpu: blocks of --rounds, the median is reported")
+    ap.add_argument("--cprofile", default="", help="print cProfile's top functions of this scenario")
+    ap.add_argument("--cprofile-asgi", default="", help="the same through the ASGI app (both threads)")
     ap.add_argument("--json", default="")
     ap.add_argument("--sql", action="store_true", help="print every query of one request")
     ap.add_argument("--tree", default="", help="print the pyinstrument tree of this scenario")
@@ -212,6 +368,37 @@ def main() -> int:
     tokens = setup(args.fresh)
     fns = scenarios(tokens)
     out: dict[str, Any] = {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "rounds": args.rounds}
+    if args.cprofile_asgi:
+        import logging
+
+        logging.getLogger("omnicare.http").setLevel(logging.WARNING)
+        print(cprofile_asgi_text(tokens, args.cprofile_asgi, warmup=args.warmup, rounds=args.rounds))
+        return 0
+    if args.cprofile:
+        print(cprofile_text(fns[args.cprofile], warmup=args.warmup, rounds=args.rounds))
+        return 0
+    if args.cpu:
+        import logging
+
+        logging.getLogger("omnicare.http").setLevel(logging.WARNING)  # as scale_bench's servers run
+        for name in filter(None, args.only.split(",")):
+            if name not in ASGI_REQUESTS:
+                continue
+            r = measure_cpu(tokens, name, warmup=args.warmup, rounds=args.rounds, blocks=args.blocks)
+            with CaptureQueries() as n:
+                fns[name]()
+            r["queries"] = n.count
+            c0 = time.process_time()
+            for _ in range(args.rounds):
+                fns[name]()
+            r["client_cpu_ms"] = round((time.process_time() - c0) * 1000 / args.rounds, 3)  # no ASGI, no thread hop
+            print(f"{name:10s} {r['queries']:3d} queries  cpu {r['cpu_ms']:6.2f} ms/request (min block {r['cpu_ms_min']:.2f})"
+                  f"  wall {r['wall_ms']:6.2f} ms  | test client cpu {r['client_cpu_ms']:6.2f} ms")
+            out[name] = r
+        print("loadavg", " ".join(Path("/proc/loadavg").read_text().split()[:3]))
+        if args.json:
+            Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        return 0
     for name in filter(None, args.only.split(",")):
         r = measure(fns[name], warmup=args.warmup, rounds=args.rounds)
         top = ", ".join(f"{k} {v}%" for k, v in list(r["layer_share_pct"].items())[:6])

@@ -58,33 +58,85 @@ def token_authenticate(*, token: str) -> AbstractBaseUser | None:
 
     The same query loads the user's roles and active break-the-glass grants (two correlated subqueries): every
     API request needs both, and as separate queries they were two of a FHIR read's seven round trips. They are
-    kept on this request's user instance only (see :func:`_principal_preload`)."""
+    kept on this request's user instance only (see :func:`_principal_preload`).
+
+    Nothing is cached between requests: the database answers every request, so a revoked or expired token, a
+    deactivated user, a removed role or an ended grant counts from the very next request, in every process.
+    The query is SQL written once per process (:func:`_token_query`): built through the ORM (a select_related
+    join and two annotated subqueries) it cost more CPU than all the rest of a FHIR read."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
     now = timezone.now()
-    row = (ApiToken.objects.select_related("user").filter(token_hash=_hash(token), revoked=False)
-           .annotate(_roles=_roles_subquery(), _grants=_grants_subquery(now)).first())
-    if row is None or (row.expires is not None and row.expires <= now):
+    sql, fields, convert = _token_query(connection)
+    roles: Any = list(rbac.ROLE_NAMES)
+    if connection.vendor != "postgresql":
+        import json
+
+        roles = json.dumps(roles)  # json_each (see _token_query)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [roles, now, now, _hash(token)])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    if not row.user.is_active:
+    row = [value if fns is None else _converted(value, fns, connection) for value, fns in zip(row, convert, strict=True)]
+    expires, role_names, grants, values = row[0], row[1], row[2], row[3:]
+    if expires is not None and expires <= now:
         return None
-    _principal_preload(row.user, roles=row._roles, grants=row._grants)
-    return row.user
+    user = get_user_model().from_db(connection.alias, fields, values)
+    if not user.is_active:
+        return None
+    _principal_preload(user, roles=role_names, grants=grants)
+    return user
 
 
-def _roles_subquery() -> Any:
+_TOKEN_QUERY: dict[str, tuple[str, list[str], list[Any]]] = {}
+
+
+def _token_query(connection: Any) -> tuple[str, list[str], list[Any]]:
+    """The token lookup, made once per process and database: SQL selecting the token's expiry, the user's role
+    names and granted patient ids (comma-joined: neither ever holds a comma, role names are fixed and FHIR ids
+    are ``[A-Za-z0-9.-]``), then every column of the user row; the user's field names for ``Model.from_db``;
+    and per column the ORM's value converters (None where there are none, e.g. every column on PostgreSQL)."""
+    hit = _TOKEN_QUERY.get(connection.alias)
+    if hit is not None:
+        return hit
+    from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
-    from django.db.models import OuterRef, StringAgg, Subquery, Value
 
-    # Role and patient ids never hold a comma (role names are fixed; FHIR ids are [A-Za-z0-9.-]).
-    return Subquery(Group.objects.filter(user=OuterRef("user_id"), name__in=rbac.ROLE_NAMES).order_by()
-                    .values("user").annotate(s=StringAgg("name", delimiter=Value(","))).values("s")[:1])
+    U = get_user_model()
+    qn = connection.ops.quote_name
+    pg = connection.vendor == "postgresql"
+    through = U._meta.get_field("groups").remote_field.through._meta  # type: ignore[union-attr]
+    in_roles = "= ANY(%s)" if pg else "IN (SELECT value FROM json_each(%s))"
+    agg = "string_agg({}, ',')" if pg else "group_concat({}, ',')"
+    expires_field = ApiToken._meta.get_field("expires")
+    user_fields = list(U._meta.concrete_fields)
+    # Identifiers from model metadata, values as parameters.
+    sql = (
+        f"SELECT t.{qn(expires_field.column)}, "  # noqa: S608
+        f"(SELECT {agg.format('g.name')} FROM {qn(through.db_table)} ug JOIN {qn(Group._meta.db_table)} g "
+        f"ON g.id = ug.group_id WHERE ug.user_id = t.user_id AND g.name {in_roles}), "
+        f"(SELECT {agg.format('e.patient_id')} FROM {qn(EmergencyAccessGrant._meta.db_table)} e "
+        f"WHERE e.user_id = t.user_id AND e.ended IS NULL AND e.started <= %s AND e.expires > %s), "
+        + ", ".join(f"u.{qn(f.column)}" for f in user_fields)
+        + f" FROM {qn(ApiToken._meta.db_table)} t JOIN {qn(U._meta.db_table)} u"
+        f" ON u.{qn(U._meta.pk.column)} = t.user_id WHERE t.token_hash = %s AND NOT t.revoked"
+    )
+
+    def converters(field: Any) -> Any:  # as the ORM's compiler applies them (SQLite: datetimes, booleans)
+        col = field.get_col(field.model._meta.db_table)
+        return [(fn, col) for fn in connection.ops.get_db_converters(col) + col.get_db_converters(connection)] or None
+
+    convert = [converters(expires_field), None, None, *(converters(f) for f in user_fields)]
+    _TOKEN_QUERY[connection.alias] = hit = (sql, [f.attname for f in user_fields], convert)
+    return hit
 
 
-def _grants_subquery(now: datetime) -> Any:
-    from django.db.models import OuterRef, StringAgg, Subquery, Value
-
-    return Subquery(EmergencyAccessGrant.objects.filter(user_id=OuterRef("user_id"), ended__isnull=True,
-                                                        started__lte=now, expires__gt=now).order_by()
-                    .values("user_id").annotate(s=StringAgg("patient_id", delimiter=Value(","))).values("s")[:1])
+def _converted(value: Any, fns: list[Any], connection: Any) -> Any:
+    for fn, col in fns:
+        value = fn(value, col, connection)
+    return value
 
 
 def _principal_preload(user: Any, *, roles: str | None, grants: str | None) -> None:

@@ -770,11 +770,29 @@ _STORE_MODELS = (
 # -------------------------------------------------------------------------------------------------------------
 
 
+_CURRENT_SQL: dict[str, str] = {}
+
+
+def _current(resource_type: str, resource_id: str) -> Resource | None:
+    """The current-state row of one resource (unique on type and id). A raw query, written once per process:
+    compiling ``filter(...).first()`` was a fifth of a FHIR read's CPU; ``raw`` still applies the fields'
+    converters (JSON, datetimes on SQLite)."""
+    sql = _CURRENT_SQL.get(connection.alias)
+    if sql is None:
+        qn = connection.ops.quote_name
+        cols = ", ".join(qn(f.column) for f in Resource._meta.concrete_fields)
+        sql = _CURRENT_SQL[connection.alias] = (
+            f"SELECT {cols} FROM {qn(Resource._meta.db_table)} WHERE {qn('resource_type')} = %s "  # noqa: S608
+            f"AND {qn('resource_id')} = %s"
+        )
+    return next(iter(Resource.objects.raw(sql, [resource_type, resource_id])), None)
+
+
 def resource_read(*, user: User, resource_type: str, resource_id: str) -> Resource:
     """Current state; 404 if never existed, 410 if deleted."""
     check_type(resource_type)
     check_id(resource_id)
-    row = Resource.objects.filter(resource_type=resource_type, resource_id=resource_id).first()
+    row = _current(resource_type, resource_id)
     if row is None:
         patients: list[str] = []
     elif row.deleted:  # the tombstone has no body: its last compartment is kept in ResourcePatient

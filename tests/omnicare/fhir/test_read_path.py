@@ -68,8 +68,11 @@ def test_a_read_whose_audit_row_cannot_be_stored_returns_no_data(api: Client, wa
     def broken(self: Any, *args: Any, **kwargs: Any) -> None:
         raise DatabaseError("disk full")
 
-    monkeypatch.setattr(AuditEvent, "save", broken)  # the autocommitted INSERT of a read
-    monkeypatch.setattr(type(AuditEvent.objects), "bulk_create", broken)  # and the in-transaction one
+    from omnicare.audit import services as audit_services
+
+    monkeypatch.setattr(audit_services, "_event_insert", broken)  # the one-event INSERT (every REST request)
+    monkeypatch.setattr(AuditEvent, "save", broken)
+    monkeypatch.setattr(type(AuditEvent.objects), "bulk_create", broken)  # and the many-event one
     r = api.get(f"{BASE}/Patient/pat-a")
     assert r.status_code == 503
     assert "Alpha" not in r.content.decode() and json.loads(r.content)["resourceType"] == "OperationOutcome"

@@ -69,6 +69,9 @@ def test_a_write_whose_audit_row_cannot_be_stored_is_not_written(store: FhirStor
     def broken(*args: Any, **kwargs: Any) -> None:
         raise DatabaseError("disk full")
 
+    from omnicare.audit import services as audit_services
+
+    monkeypatch.setattr(audit_services, "_event_insert", broken)  # the one-event INSERT (every REST request)
     monkeypatch.setattr(type(AuditEvent.objects), "bulk_create", broken)
     with pytest.raises(AuditUnavailable):
         store.create("Observation", _weight("pat-a"))
