@@ -1,6 +1,6 @@
 """Bulk Data on PostgreSQL: ``$import`` resources/s and ``$export`` resources/s with the worker's peak RSS.
 
-    .venv/bin/python bench/record_bench.py [--copies 14] [--database-url postgres://...record_bench]
+    .venv/bin/python bench/record_bench.py [--copies 14] [--database-url postgres://...record_bench] [--import-only]
 
 Data: the Synthea sample (``../shared/data/synthea-10``, 7,160 resources in 13 types) replicated ``--copies``
 times with distinct ids, identifiers and references (14 copies = 100,240 resources), so sizes, nesting and the
@@ -14,6 +14,8 @@ dropped and recreated on every run.
    integration account, run by ``export_run`` in a FRESH worker process (what a Celery worker does), so its
    peak RSS is the export's own. The same export of a quarter of the data (``bulk_export_peak_rss_mb_quarter``,
    via ``_type`` of the types holding about a quarter) shows whether memory grows with the data.
+
+``--import-only`` measures 1. alone (the export figures in results.json and BENCHMARKS.md are kept as they were).
 
 Merges its keys into ``bench/results.json`` ``metrics`` and rewrites its own section of BENCHMARKS.md.
 """
@@ -172,7 +174,11 @@ def main() -> int:
     ap.add_argument("--worker-export", default="")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the database and the import figures of the last run; measure the export again")
+    ap.add_argument("--import-only", action="store_true",
+                    help="measure the import alone; keep the export figures of the last run")
     args = ap.parse_args()
+    if args.reuse and args.import_only:
+        ap.error("--reuse measures the export again; --import-only the import alone: pick one")
     if args.worker_export:
         setup_django(os.environ["DATABASE_URL"])
         worker_export(args.worker_export)
@@ -197,6 +203,16 @@ def main() -> int:
         rejected = int(previous["record_bench"]["import_rejected"])
     else:
         written, rejected, import_s, total, user = bench_import(args.copies, tmp)
+    if args.import_only:
+        metrics = {"bulk_import_per_s": round(written / import_s, 1)}
+        detail = {"resources": total, "import_seconds": round(import_s, 1), "import_rejected": rejected,
+                  "load_avg": os.getloadavg(), "python": platform.python_version()}
+        print(json.dumps({"metrics": metrics, "detail": detail}, indent=1))
+        write_results(Path(args.results), metrics, detail)
+        merged = json.loads(Path(args.results).read_text())
+        if "bulk_export_per_s" in merged["metrics"] and "export_seconds" in merged["record_bench"]:
+            write_report(Path(args.report), merged["metrics"], merged["record_bench"])
+        return 0
     full = run_export(args.database_url, user, None)
     # About a quarter of the data, by type (smallest types first until a quarter is reached).
     from django.db.models import Count
