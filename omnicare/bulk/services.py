@@ -294,7 +294,8 @@ def import_run(*, job_id: str) -> BulkJob | None:
         ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, prepared (maybe) elsewhere
 
         def submit(b: list[tuple[int, bytes]]) -> None:
-            ahead.append((b, validator.submit(prepare, [r for _, r in b], index.resolved)))
+            ahead.append((b, validator.submit(prepare, [r for _, r in b], index.resolved,
+                                              index=validator.index_ahead)))
 
         def step() -> bool:
             b, fut = ahead.pop(0)

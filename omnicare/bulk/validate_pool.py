@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 log = logging.getLogger("omnicare.bulk")
 
 PARALLEL_MIN = 4000
+INDEX_AHEAD_WORKERS = 2
 GC_YOUNG = 50_000  # allocations between young collections while an import runs (Python's default: 2,000)
 Verdict = tuple[str, str, list[str]] | None
 LITERAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
@@ -152,9 +153,10 @@ class Line(NamedTuple):
     ready: Any = None
 
 
-def prepare(lines: list[bytes], resolved: dict[str, str | None], *, inline: bool = False) -> list[Line]:
+def prepare(lines: list[bytes], resolved: dict[str, str | None], *, inline: bool = False,
+            index: bool = False) -> list[Line]:
     """Parse, substitute conditional references (``resolved``: reference → literal or None), validate and
-    index each raw line: everything of an import line that needs no database."""
+    (``index``) index each raw line: everything of an import line that needs no database."""
     from omnicare.core.errors import ApiError
     from omnicare.fhir.bulkwrite import ready_of
     from omnicare.fhir.validation import validate_resource
@@ -191,7 +193,7 @@ def prepare(lines: list[bytes], resolved: dict[str, str | None], *, inline: bool
             validate_resource(body)
         except ApiError as exc:
             verdict = _verdict(exc)
-        ready = ready_of(body) if verdict is None and isinstance(body.get("id"), str) else None
+        ready = ready_of(body) if index and verdict is None and isinstance(body.get("id"), str) else None
         shipped: dict[str, Any] | str = body
         if not inline:
             shipped = json.dumps(body, ensure_ascii=False) if substituted else raw.decode()
@@ -210,6 +212,11 @@ class Validator:
     def __init__(self, lines_total: int) -> None:
         self.pool: ProcessPoolExecutor | None = None
         workers = spare_cores()
+        # Index extraction and serialisation ahead (``prepare(index=True)``) only with two or more workers:
+        # with one (a 2-core machine) it made that worker the bottleneck — 475 µs a Synthea line against the
+        # job's 284 (CPU time, loaded machine), because shipping the rows back and parsing the body in the job
+        # anyway cost nearly what it saved there. The write path then computes them itself, as for any write.
+        self.index_ahead = workers >= INDEX_AHEAD_WORKERS
         if lines_total >= PARALLEL_MIN and workers:
             try:
                 import multiprocessing
@@ -220,12 +227,12 @@ class Validator:
                 log.warning("import validation pool unavailable; validating inline")
                 self.pool = None
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any] | None:
-        """Run ``fn(*args)`` in a worker (``scan`` or ``prepare``); None: the caller runs it inline."""
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any] | None:
+        """Run ``fn(*args, **kwargs)`` in a worker (``scan`` or ``prepare``); None: the caller runs it inline."""
         if self.pool is None:
             return None
         try:
-            return self.pool.submit(fn, *args)
+            return self.pool.submit(fn, *args, **kwargs)
         except RuntimeError:  # the pool broke (a worker died): inline from now on
             self.close()
             return None
