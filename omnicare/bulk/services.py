@@ -171,12 +171,13 @@ class _Index:
     resolved: dict[str, str | None]
 
 
-SCAN_CHUNK = 5000  # lines per pre-scan task
+SCAN_CHUNK = 2000  # lines per pre-scan task
 
 
 def _prescan(path: Path, validator: Validator) -> _Index:
-    """Pre-scan the whole file (in the validation workers when there are some, a few chunks in flight so
-    memory stays bounded), then resolve every conditional reference it uses in one batched lookup."""
+    """Pre-scan the whole file (shared with the validation workers when there are some, two chunks in
+    flight at most so memory stays bounded), then resolve every conditional reference it uses in one
+    batched lookup."""
     idx = _Index(set(), {}, {})
     conditional: set[str] = set()
 
@@ -190,21 +191,30 @@ def _prescan(path: Path, validator: Validator) -> _Index:
     pending: list[tuple[list[bytes], Any]] = []
 
     def drain(keep: int) -> None:
-        while len(pending) > keep:
+        while len(pending) > keep or (pending and pending[0][1].done()):
             chunk, fut = pending.pop(0)
             found = validator.result(fut)
             merge(found if found is not None else scan(chunk))
+
+    def take(chunk: list[bytes]) -> None:
+        # The job scans a chunk itself whenever the workers already have two: it would only wait otherwise
+        # (and spawned workers take seconds to start, which the first chunks no longer wait for).
+        drain(2)  # only what is done: never waits here
+        fut = validator.submit(scan, chunk) if len(pending) < 2 else None
+        if fut is None:
+            merge(scan(chunk))
+        else:
+            pending.append((chunk, fut))
 
     with open(path, "rb") as f:
         chunk: list[bytes] = []
         for raw in f:
             chunk.append(raw)
             if len(chunk) >= SCAN_CHUNK:
-                pending.append((chunk, validator.submit(scan, chunk)))
+                take(chunk)
                 chunk = []
-                drain(4)
         if chunk:
-            pending.append((chunk, validator.submit(scan, chunk)))
+            take(chunk)
     drain(0)
     idx.resolved = _resolve_all(conditional, idx)
     return idx
