@@ -298,9 +298,10 @@ def import_run(*, job_id: str) -> BulkJob | None:
     job.refresh_from_db()
     path = job_dir(job) / "input.ndjson"
     validator = Validator(int(job.lines_total or 0) - job.lines_done)
+    quiet = False
     try:
         index = _prescan(path, validator)
-        _gc_quiet()
+        quiet = _gc_quiet()
         batch: list[tuple[int, bytes]] = []
         ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, prepared (maybe) elsewhere
 
@@ -337,7 +338,8 @@ def import_run(*, job_id: str) -> BulkJob | None:
         raise
     finally:
         validator.close()
-        _gc_restore()
+        if quiet:
+            _gc_restore()
     now = timezone.now()
     BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
         status=BulkJob.COMPLETED, finished=now, expires=now + _ttl()
@@ -350,13 +352,14 @@ def import_run(*, job_id: str) -> BulkJob | None:
 _GC_DEFAULT = gc.get_threshold()
 
 
-def _gc_quiet() -> None:
+def _gc_quiet() -> bool:
     """While an import runs: what the process holds now (Django, the pre-scan's index of the whole file) is
     left out of garbage collections, and young collections are rarer. Why: the collector was ~1/3 of the
     job process's CPU (cProfile + ``gc.callbacks``, 14,320 Synthea lines: 692 collections, most of them
     re-traversing that index). A batch's values are acyclic and freed by reference counting anyway."""
     gc.freeze()
     gc.set_threshold(GC_YOUNG, *_GC_DEFAULT[1:])
+    return True
 
 
 def _gc_restore() -> None:

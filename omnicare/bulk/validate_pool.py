@@ -196,7 +196,10 @@ def prepare(lines: list[bytes], resolved: dict[str, str | None], *, inline: bool
         ready = ready_of(body) if index and verdict is None and isinstance(body.get("id"), str) else None
         shipped: dict[str, Any] | str = body
         if not inline:
-            shipped = json.dumps(body, ensure_ascii=False) if substituted else raw.decode()
+            try:
+                shipped = json.dumps(body, ensure_ascii=False) if substituted else raw.decode()
+            except UnicodeDecodeError:  # JSON in UTF-16/32 (json.loads detects it): ship it re-encoded
+                shipped = json.dumps(body, ensure_ascii=False)
         out.append(Line(shipped, None, verdict, tuple(conditional), tuple(literal), ready))
     return out
 
