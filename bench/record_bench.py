@@ -1,6 +1,6 @@
 """Bulk Data on PostgreSQL: ``$import`` resources/s and ``$export`` resources/s with the worker's peak RSS.
 
-    .venv/bin/python bench/record_bench.py [--copies 14] [--database-url postgres://...record_bench]
+    .venv/bin/python bench/record_bench.py [--copies 14] [--database-url postgres://...record_bench] [--import-only]
 
 Data: the Synthea sample (``../shared/data/synthea-10``, 7,160 resources in 13 types) replicated ``--copies``
 times with distinct ids, identifiers and references (14 copies = 100,240 resources), so sizes, nesting and the
@@ -14,6 +14,8 @@ dropped and recreated on every run.
    integration account, run by ``export_run`` in a FRESH worker process (what a Celery worker does), so its
    peak RSS is the export's own. The same export of a quarter of the data (``bulk_export_peak_rss_mb_quarter``,
    via ``_type`` of the types holding about a quarter) shows whether memory grows with the data.
+
+``--import-only`` measures 1. alone (the export figures in results.json and BENCHMARKS.md are kept as they were).
 
 Merges its keys into ``bench/results.json`` ``metrics`` and rewrites its own section of BENCHMARKS.md.
 """
@@ -172,7 +174,11 @@ def main() -> int:
     ap.add_argument("--worker-export", default="")
     ap.add_argument("--reuse", action="store_true",
                     help="keep the database and the import figures of the last run; measure the export again")
+    ap.add_argument("--import-only", action="store_true",
+                    help="measure the import alone; keep the export figures of the last run")
     args = ap.parse_args()
+    if args.reuse and args.import_only:
+        ap.error("--reuse measures the export again; --import-only the import alone: pick one")
     if args.worker_export:
         setup_django(os.environ["DATABASE_URL"])
         worker_export(args.worker_export)
@@ -197,6 +203,16 @@ def main() -> int:
         rejected = int(previous["record_bench"]["import_rejected"])
     else:
         written, rejected, import_s, total, user = bench_import(args.copies, tmp)
+    if args.import_only:
+        metrics = {"bulk_import_per_s": round(written / import_s, 1)}
+        detail = {"resources": total, "import_seconds": round(import_s, 1), "import_rejected": rejected,
+                  "load_avg": os.getloadavg(), "python": platform.python_version()}
+        print(json.dumps({"metrics": metrics, "detail": detail}, indent=1))
+        write_results(Path(args.results), metrics, detail)
+        merged = json.loads(Path(args.results).read_text())
+        if "bulk_export_per_s" in merged["metrics"] and "export_seconds" in merged["record_bench"]:
+            write_report(Path(args.report), merged["metrics"], merged["record_bench"], import_only=True)
+        return 0
     full = run_export(args.database_url, user, None)
     # About a quarter of the data, by type (smallest types first until a quarter is reached).
     from django.db.models import Count
@@ -235,7 +251,9 @@ def write_results(path: Path, metrics: dict[str, Any], detail: dict[str, Any]) -
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_report(path: Path, m: dict[str, Any], d: dict[str, Any]) -> None:
+def write_report(path: Path, m: dict[str, Any], d: dict[str, Any], *, import_only: bool = False) -> None:
+    alone = (" Import measured alone (`--import-only`); the export figures are those of the last full run."
+             if import_only else "")
     section = f"""{BEGIN}
 ## Bulk Data $import / $export (bench/record_bench.py)
 
@@ -251,13 +269,15 @@ def write_report(path: Path, m: dict[str, Any], d: dict[str, Any]) -> None:
 | worker peak RSS, export of {d['export_resources']:,} (`bulk_export_peak_rss_mb`) | {m['bulk_export_peak_rss_mb']} MB | flat as data grows |
 | worker peak RSS, export of {d['quarter_resources']:,} (`bulk_export_peak_rss_mb_quarter`) | {m['bulk_export_peak_rss_mb_quarter']} MB | (comparison) |
 
-Import took {d['import_seconds']} s ({d['import_rejected']} lines rejected); export {d['export_seconds']} s.
-Where the import's time goes (pyinstrument on one Synthea copy, shares of `import_run`): structural
-validation with `fhir.resources` (pydantic models; a third of it fhir_core's per-field null check) ~38 %, the
-write path ~33 % (index extraction ~9 %, COPY of rows, versions and index rows ~11 %), the CDS re-check of
-every imported MedicationRequest (a Celery task, run inline here) ~7 %, reference walk and conditional
-reference resolution ~10 %, JSON parsing ~5 % (before validation moved to worker processes one batch ahead,
-`omnicare/bulk/validate_pool.py`; on 2 cores that overlaps it with the writes). The export reads each row's stored size (cheap unless the
+Import took {d['import_seconds']} s ({d['import_rejected']} lines rejected); export {d['export_seconds']} s.{alone}
+How the import is split (since 2026-12-02): the file is pre-scanned in chunks shared by the job and its
+validation worker processes (`omnicare/bulk/validate_pool.py`), every conditional reference is resolved once
+per job in batched store lookups, and while batch k is written (COPY, `omnicare/fhir/bulkwrite.py`) batch k+1 is
+parsed, substituted and validated in the workers (with two or more workers they also extract its search index
+and serialise it; on 2 cores that made the one worker the bottleneck, so the job does it there). The garbage
+collector is kept off the pre-scan's index while the job runs (it was ~1/3 of the job process's CPU).
+Validation with `fhir.resources` (~234 µs a Synthea line of CPU) bounds a 2-core machine well below 5,000/s.
+The export reads each row's stored size (cheap unless the
 value is compressed) to plan byte-bounded chunks, then its text as UTF-8 bytes over psycopg's binary protocol.
 {END}
 """

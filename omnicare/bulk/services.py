@@ -23,9 +23,9 @@ written and every file download is an audit event naming the patients.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -55,16 +55,15 @@ from omnicare.fhir.models import Resource, ResourcePatient, SearchReference, Sea
 from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.search import COMPARTMENT, SUPPORTED_TYPES, parse_date_range, parse_reference
 from omnicare.fhir.services import Write
-from omnicare.fhir.validation import check_id, validate_resource
+from omnicare.fhir.validation import check_id
 
 from .models import BulkIssue, BulkJob
-from .validate_pool import Validator, Verdict
+from .validate_pool import GC_YOUNG, Line, Validator, prepare, scan
 
 log = logging.getLogger("omnicare.bulk")
 
 NDJSON_TYPES = frozenset({"application/fhir+ndjson", "application/ndjson", "ndjson"})
 IMPORT_BATCH = 2000  # one transaction, audit event and CDS re-check job per 2,000 lines (was 500: commit overhead)
-LITERAL_REF = re.compile(r"[A-Z][A-Za-z]+/[A-Za-z0-9\-.]{1,64}")
 CARE_TEAM_GROUP_SYSTEM = "urn:omnicare:care-team-of"
 
 
@@ -165,116 +164,106 @@ def import_start(*, user: Any, chunks: Iterable[bytes], request_url: str, truste
 
 @dataclass
 class _Index:
-    """What the file itself holds: every (type, id) and every identifier → ids (the pre-scan)."""
+    """What the file itself holds: every (type, id) and every identifier → ids (the pre-scan), and the
+    job's map of conditional reference → literal reference (None: kept as sent)."""
 
     keys: set[tuple[str, str]]
     identifiers: dict[tuple[str, str, str], set[str]]
+    resolved: dict[str, str | None]
 
 
-def _prescan(path: Path) -> _Index:
-    idx = _Index(set(), {})
+SCAN_CHUNK = 2000  # lines per pre-scan task
+
+
+def _prescan(path: Path, validator: Validator) -> _Index:
+    """Pre-scan the whole file (shared with the validation workers when there are some, two chunks in
+    flight at most so memory stays bounded), then resolve every conditional reference it uses in one
+    batched lookup."""
+    idx = _Index(set(), {}, {})
+    conditional: set[str] = set()
+
+    def merge(found: Any) -> None:
+        keys, idents, cond = found
+        idx.keys.update(keys)
+        for rt, system, value, rid in idents:
+            idx.identifiers.setdefault((rt, system, value), set()).add(rid)
+        conditional.update(cond)
+
+    pending: list[tuple[list[bytes], Any]] = []
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep or (pending and pending[0][1].done()):
+            chunk, fut = pending.pop(0)
+            found = validator.result(fut)
+            merge(found if found is not None else scan(chunk))
+
+    def take(chunk: list[bytes]) -> None:
+        # The job scans a chunk itself whenever the workers already have two: it would only wait otherwise
+        # (and spawned workers take seconds to start, which the first chunks no longer wait for).
+        drain(2)  # only what is done: never waits here
+        fut = validator.submit(scan, chunk) if len(pending) < 2 else None
+        if fut is None:
+            merge(scan(chunk))
+        else:
+            pending.append((chunk, fut))
+
     with open(path, "rb") as f:
+        chunk: list[bytes] = []
         for raw in f:
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                continue
-            if not isinstance(body, dict):
-                continue
-            rt, rid = body.get("resourceType"), body.get("id")
-            if not isinstance(rt, str) or not isinstance(rid, str):
-                continue
-            idx.keys.add((rt, rid))
-            for ident in body.get("identifier") or []:
-                if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-                    key = (rt, str(ident.get("system") or ""), ident["value"])
-                    idx.identifiers.setdefault(key, set()).add(rid)
+            chunk.append(raw)
+            if len(chunk) >= SCAN_CHUNK:
+                take(chunk)
+                chunk = []
+        if chunk:
+            take(chunk)
+    drain(0)
+    idx.resolved = _resolve_all(conditional, idx)
     return idx
 
 
-def _references(node: Any, path: str = "") -> Iterator[tuple[dict[str, Any], str]]:
-    """Every Reference object (a dict with a string ``reference``) in ``node``, with its element path.
-
-    Why the shape: this walk ran on every element of every line (~700,000 calls for 14,000 Synthea lines,
-    ~16 % of the import's own CPU, cProfile): scalars are now skipped without a call and a child's path is
-    built only for dicts and lists."""
-    if isinstance(node, list):
-        for item in node:
-            if isinstance(item, (dict, list)):
-                yield from _references(item, path)
-        return
-    if not isinstance(node, dict):
-        return
-    if isinstance(node.get("reference"), str):
-        yield node, path
-    for k, v in node.items():
-        # contained resources reference each other with "#id"
-        if isinstance(v, (dict, list)) and k != "contained":
-            yield from _references(v, f"{path}.{k}" if path else k)
+def _parse_conditional(ref: str) -> tuple[str, str | None, str] | None:
+    """(type, system or None for "any system", value) of an ``identifier`` conditional reference."""
+    rtype, _, query = ref.partition("?")
+    params = parse_qsl(query, keep_blank_values=True)
+    if rtype in SUPPORTED_TYPES and len(params) == 1 and params[0][0] == "identifier":
+        system, sep, value = params[0][1].rpartition("|")
+        if not sep:
+            return rtype, None, params[0][1]
+        return rtype, system, value
+    return None
 
 
-class _Resolver:
-    """Conditional reference → literal, memoised for the job (10,000 in the Synthea sample, ~90 distinct)."""
+RESOLVE_CHUNK = 500  # conditional references per store query
 
-    def __init__(self, index: _Index) -> None:
-        self.index = index
-        self.memo: dict[str, str | None] = {}
 
-    @staticmethod
-    def _parse(ref: str) -> tuple[str, str | None, str] | None:
-        """(type, system or None for "any system", value) of an ``identifier`` conditional reference."""
-        rtype, _, query = ref.partition("?")
-        params = parse_qsl(query, keep_blank_values=True)
-        if rtype in SUPPORTED_TYPES and len(params) == 1 and params[0][0] == "identifier":
-            system, sep, value = params[0][1].rpartition("|")
-            if not sep:
-                return rtype, None, params[0][1]
-            return rtype, system, value
-        return None
-
-    def prefetch(self, refs: Iterable[str]) -> None:
-        """Resolve a batch's new conditional references with ONE store query (was one per distinct
-        reference: ~4 % of an import, mostly round trips). Same answer as ``resolve`` alone."""
-        todo: dict[str, tuple[str, str | None, str]] = {}
-        for ref in refs:
-            if ref not in self.memo and ref not in todo:
-                parsed = self._parse(ref)
-                if parsed is None:
-                    self.memo[ref] = None
-                else:
-                    todo[ref] = parsed
-        if not todo:
-            return
+def _resolve_all(refs: Iterable[str], index: _Index) -> dict[str, str | None]:
+    """Conditional reference → literal (as a transaction would: exactly one target in the store or in the
+    same file), else None. ~90 distinct per Synthea copy for ~10,000 uses: one store query per
+    ``RESOLVE_CHUNK`` distinct references for the whole job (was one per batch, before that one per reference)."""
+    out: dict[str, str | None] = {}
+    todo: dict[str, tuple[str, str | None, str]] = {}
+    for ref in refs:
+        parsed = _parse_conditional(ref)
+        if parsed is None:
+            out[ref] = None
+        else:
+            todo[ref] = parsed
+    items = sorted(todo.items())
+    for i in range(0, len(items), RESOLVE_CHUNK):
+        part = items[i:i + RESOLVE_CHUNK]
         cond = Q()
-        for rtype, system, value in todo.values():
+        for _, (rtype, system, value) in part:
             cond |= Q(resource_type=rtype, code=value) if system is None else Q(resource_type=rtype, code=value,
                                                                                   system=system)
         found: dict[tuple[str, str], set[tuple[str, str]]] = {}
         for rt, system, code, rid in (SearchToken.objects.filter(cond, param="identifier", resource__deleted=False)
                                       .values_list("resource_type", "system", "code", "resource__resource_id")):
             found.setdefault((rt, code), set()).add((system, rid))
-        for ref, (rtype, system, value) in todo.items():
-            ids = set(self.index.identifiers.get((rtype, system or "", value), set()))
+        for ref, (rtype, system, value) in part:
+            ids = set(index.identifiers.get((rtype, system or "", value), set()))
             ids |= {rid for sys_, rid in found.get((rtype, value), ()) if system is None or sys_ == system}
-            self.memo[ref] = f"{rtype}/{next(iter(ids))}" if len(ids) == 1 else None
-
-    def resolve(self, ref: str) -> str | None:
-        if ref in self.memo:
-            return self.memo[ref]
-        target: str | None = None
-        parsed = self._parse(ref)
-        if parsed is not None:
-            rtype, system, value = parsed
-            ids = set(self.index.identifiers.get((rtype, system or "", value), set()))
-            qs = SearchToken.objects.filter(resource_type=rtype, param="identifier", code=value,
-                                            resource__deleted=False)
-            if system is not None:
-                qs = qs.filter(system=system)
-            ids |= set(qs.values_list("resource__resource_id", flat=True)[:2])
-            if len(ids) == 1:
-                target = f"{rtype}/{next(iter(ids))}"
-        self.memo[ref] = target
-        return target
+            out[ref] = f"{rtype}/{next(iter(ids))}" if len(ids) == 1 else None
+    return out
 
 
 def _strip_meta(body: dict[str, Any]) -> dict[str, Any]:
@@ -309,15 +298,23 @@ def import_run(*, job_id: str) -> BulkJob | None:
     job.refresh_from_db()
     path = job_dir(job) / "input.ndjson"
     validator = Validator(int(job.lines_total or 0) - job.lines_done)
+    quiet = False
     try:
-        index = _prescan(path)
-        resolver = _Resolver(index)
+        index = _prescan(path, validator)
+        quiet = _gc_quiet()
         batch: list[tuple[int, bytes]] = []
-        ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, validated (maybe) elsewhere
+        ahead: list[tuple[list[tuple[int, bytes]], Any]] = []  # batches read, prepared (maybe) elsewhere
+
+        def submit(b: list[tuple[int, bytes]]) -> None:
+            ahead.append((b, validator.submit(prepare, [r for _, r in b], index.resolved,
+                                              index=validator.index_ahead)))
 
         def step() -> bool:
             b, fut = ahead.pop(0)
-            return _import_batch(job, b, index, resolver, verdicts=validator.result(fut))
+            lines = validator.result(fut)
+            if lines is None:
+                lines = prepare([r for _, r in b], index.resolved, inline=True)
+            return _import_batch(job, b, index, lines)
 
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, start=1):
@@ -325,12 +322,12 @@ def import_run(*, job_id: str) -> BulkJob | None:
                     continue
                 batch.append((lineno, raw))
                 if len(batch) >= IMPORT_BATCH:
-                    ahead.append((batch, validator.submit([r for _, r in batch])))
+                    submit(batch)
                     batch = []
-                    if len(ahead) > 1 and not step():  # one batch validated ahead of the one written
+                    if len(ahead) > 1 and not step():  # one batch prepared ahead of the one written
                         return job  # cancelled
         if batch:
-            ahead.append((batch, validator.submit([r for _, r in batch])))
+            submit(batch)
         while ahead:
             if not step():
                 return job
@@ -341,6 +338,8 @@ def import_run(*, job_id: str) -> BulkJob | None:
         raise
     finally:
         validator.close()
+        if quiet:
+            _gc_restore()
     now = timezone.now()
     BulkJob.objects.filter(pk=job.pk, status=BulkJob.RUNNING).update(
         status=BulkJob.COMPLETED, finished=now, expires=now + _ttl()
@@ -348,6 +347,24 @@ def import_run(*, job_id: str) -> BulkJob | None:
     job.refresh_from_db()
     (job_dir(job) / "input.ndjson").unlink(missing_ok=True)  # the data now lives in the store
     return job
+
+
+_GC_DEFAULT = gc.get_threshold()
+
+
+def _gc_quiet() -> bool:
+    """While an import runs: what the process holds now (Django, the pre-scan's index of the whole file) is
+    left out of garbage collections, and young collections are rarer. Why: the collector was ~1/3 of the
+    job process's CPU (cProfile + ``gc.callbacks``, 14,320 Synthea lines: 692 collections, most of them
+    re-traversing that index). A batch's values are acyclic and freed by reference counting anyway."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG, *_GC_DEFAULT[1:])
+    return True
+
+
+def _gc_restore() -> None:
+    gc.set_threshold(*_GC_DEFAULT)
+    gc.unfreeze()
 
 
 def _keys_q(keys: Iterable[tuple[str, str]]) -> Q:
@@ -361,70 +378,49 @@ def _keys_q(keys: Iterable[tuple[str, str]]) -> Q:
     return cond
 
 
-def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, resolver: _Resolver,
-                  verdicts: list[Verdict] | None = None) -> bool:
-    """Validate, resolve and write one batch with its issues and checkpoint in one transaction.
+def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, lines: list[Line]) -> bool:
+    """Check against the store and write one batch with its issues and checkpoint in one transaction.
 
-    ``verdicts``: the batch's structural validation already done by ``validate_pool`` (one per line, in
-    order); None: validate here."""
-    done = {lineno: v for (lineno, _), v in zip(batch, verdicts, strict=True)} if verdicts is not None else None
+    ``lines``: the batch prepared by ``validate_pool.prepare`` (one per line, in order: parsed, conditional
+    references substituted, validated, indexed), in a worker or inline."""
     issues: list[BulkIssue] = []
-    items: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+    items: dict[tuple[str, str], tuple[int, dict[str, Any], Any]] = {}
     stats = {"resolved": 0, "unresolved": 0, "dangling": 0, "unchanged": 0}
     literal: dict[tuple[str, str], list[tuple[int, str]]] = {}
-    parsed: list[tuple[int, dict[str, Any]]] = []
-    for lineno, raw in batch:
-        if not raw.strip():
-            continue
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            issues.append(_issue(job, lineno, "error", "structure", "Line is not valid JSON"))
-            continue
-        if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
-            issues.append(_issue(job, lineno, "error", "structure", "Line is not a FHIR resource",
-                                 ["resourceType"]))
-            continue
-        parsed.append((lineno, body))
+    parsed: list[tuple[int, dict[str, Any], Line]] = []
+    for (lineno, _), line in zip(batch, lines, strict=True):
+        if line.bad is not None:
+            issues.append(_issue(job, lineno, "error", *line.bad))
+        elif line.body is not None:
+            parsed.append((lineno, line.body if isinstance(line.body, dict) else json.loads(line.body), line))
     # Idempotent: a line equal to what is stored (meta aside, conditional references resolved) writes nothing
-    # and is not validated again (the stored copy was).
+    # and is not reported invalid (the stored copy was validated).
     stored: dict[tuple[str, str], dict[str, Any]] = {}
-    keys = [(b["resourceType"], b["id"]) for _, b in parsed if isinstance(b.get("id"), str)]
+    keys = [(b["resourceType"], b["id"]) for _, b, _ in parsed if isinstance(b.get("id"), str)]
     if keys:
         for row in Resource.objects.filter(_keys_q(keys), deleted=False).only("resource_type", "resource_id", "body"):
             stored[(row.resource_type, row.resource_id)] = _strip_meta(row.body)
-    found_refs = [list(_references(body)) for _, body in parsed]  # walked once, used twice
-    resolver.prefetch(r["reference"] for refs in found_refs for r, _ in refs
-                      if "?" in r["reference"] and not r["reference"].startswith(("#", "urn:")))
-    for (lineno, body), body_refs in zip(parsed, found_refs, strict=True):
+    for lineno, body, line in parsed:
         rtype = str(body["resourceType"])
-        for ref_obj, where in body_refs:
-            ref = ref_obj["reference"]
-            if "?" in ref and not ref.startswith(("#", "urn:")):
-                target = resolver.resolve(ref)
-                if target is None:
-                    stats["unresolved"] += 1
-                    issues.append(_issue(job, lineno, "warning", "not-found",
-                                         f"Conditional reference at {rtype}.{where} matches no single resource; "
-                                         "kept as sent", [f"{rtype}.{where}"]))
-                else:
-                    ref_obj["reference"] = target
-                    stats["resolved"] += 1
-                continue
-            if LITERAL_REF.fullmatch(ref):  # a relative reference into this server
-                tt, _, tid = ref.partition("/")
-                if (tt, tid) not in index.keys:
-                    literal.setdefault((tt, tid), []).append((lineno, f"{rtype}.{where}"))
+        for where, resolved in line.conditional:
+            if resolved:
+                stats["resolved"] += 1
+            else:
+                stats["unresolved"] += 1
+                issues.append(_issue(job, lineno, "warning", "not-found",
+                                     f"Conditional reference at {rtype}.{where} matches no single resource; "
+                                     "kept as sent", [f"{rtype}.{where}"]))
+        for tt, tid, where in line.literal:
+            if (tt, tid) not in index.keys:
+                literal.setdefault((tt, tid), []).append((lineno, f"{rtype}.{where}"))
         rid = body.get("id")
         key = (rtype, str(rid))
         if key in stored and stored[key] == _strip_meta(body):
             stats["unchanged"] += 1
             continue
         try:
-            if done is None:
-                validate_resource(body)
-            elif (verdict := done[lineno]) is not None:
-                raise BadRequest(verdict[1], code=verdict[0], expression=verdict[2])
+            if line.verdict is not None:
+                raise BadRequest(line.verdict[1], code=line.verdict[0], expression=line.verdict[2])
             if not isinstance(rid, str):
                 raise BadRequest("Every line needs an id (each line is a PUT-as-create)", expression=["id"])
             check_id(rid)
@@ -434,7 +430,7 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
         if key in items:
             issues.append(_issue(job, items[key][0], "information", "duplicate",
                                  f"{rtype}/{rid} appears again on line {lineno}; the later line was applied"))
-        items[key] = (lineno, body)
+        items[key] = (lineno, body, line.ready)
     # References to resources neither in this file nor in the store: accepted, reported.
     if literal:
         present = set(Resource.objects.filter(_keys_q(literal), deleted=False)
@@ -474,17 +470,17 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
     return True
 
 
-def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]], *, user: Any, trusted: bool,
+def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any], Any]], *, user: Any, trusted: bool,
            issues: list[BulkIssue]) -> list[tuple[str, str, list[str]]]:
     """Write the batch through the store, one outcome per line: a refused line is an issue and only it is lost.
     Bodies were validated line by line (here or in the worker pool). A trusted import (an administrator's
     ``manage.py fhir_import``) writes as the system store, named after its user."""
-    writes = [Write(rt, rid, body) for (rt, rid), (_, body) in items.items()]
+    writes = [Write(rt, rid, body, ready=ready) for (rt, rid), (_, body, ready) in items.items()]
     if not writes:
         return []
     store = FhirStore.system(user=user) if trusted else FhirStore(user=user)
     out: list[tuple[str, str, list[str]]] = []
-    for (lineno, _), res in zip(items.values(), store.apply_each(writes), strict=True):
+    for (lineno, _, _), res in zip(items.values(), store.apply_each(writes), strict=True):
         if isinstance(res, ApiError):
             issues.append(_issue_from(job, lineno, res))
         elif res.version is not None:

@@ -9,16 +9,49 @@ for the batch) so callers still get the primary keys they need for the index row
 
 Small writes (one REST PUT) keep the ordinary statements: ``COPY`` has a fixed cost and ``COPY_MIN`` is where
 it starts to pay. Everything runs on Django's connection, inside the caller's transaction.
+
+``Ready`` is what the write path would compute from a body that needs no database (its search-index rows,
+compartment patients and JSON text), computed ahead by the bulk import's worker processes
+(``bulk.validate_pool.prepare``) and handed to the write path on ``services.Write.ready``: the job's own
+process then only locks, COPYs and commits. The write path uses it only for a body it writes unchanged
+(``authorship.write_checked`` returned the same object), so it is always what it would have computed itself.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 
 COPY_MIN = 64
+
+
+class Ready(NamedTuple):
+    """A body's write-path products computed ahead (see the module docstring)."""
+
+    index: tuple[list[Any], list[Any], list[Any], list[Any]]  # the fields of search.IndexRows, in order
+    patients: list[str]  # search.compartment_patients
+    rest: str  # JSON text of the body without resourceType, id and meta (services._with_meta puts those first)
+
+
+def ready_of(body: dict[str, Any]) -> Ready:
+    """The ``Ready`` of a validated body (with its id): the same functions the write path calls."""
+    from .search import compartment_patients, index_rows
+
+    rtype, rid = str(body["resourceType"]), str(body["id"])
+    ix = index_rows(rtype, body)  # no search parameter reads meta (the only part the write path changes)
+    rest = {k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")}
+    return Ready((ix.tokens, ix.strings, ix.dates, ix.refs), compartment_patients(rtype, rid, body), json.dumps(rest))
+
+
+def body_text(body: dict[str, Any], ready: Ready) -> str:
+    """The JSON text of ``body`` (as ``services._with_meta`` built it) from its ``ready.rest``: only the
+    head is serialised here."""
+    head = (f'{{"resourceType": {json.dumps(body["resourceType"])}, "id": {json.dumps(body["id"])}, '
+            f'"meta": {json.dumps(body["meta"])}')
+    return head + ("}" if ready.rest == "{}" else ", " + ready.rest[1:])
 
 
 def copy_ok(n: int) -> bool:

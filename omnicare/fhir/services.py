@@ -51,6 +51,7 @@ from .search import (
     SEARCH_PARAMS,
     SORTS,
     SUPPORTED_TYPES,
+    IndexRows,
     build_query,
     compartment_patients,
     index_rows,
@@ -76,6 +77,8 @@ class Write:
     resource_id: str
     body: dict[str, Any] | None
     expected_version: int | None = None
+    #: ``bulkwrite.Ready`` of ``body`` computed ahead (bulk import workers); used only if the body is written as is
+    ready: Any = None
 
     @classmethod
     def valid(
@@ -132,6 +135,7 @@ class _Prepared:
     patient_ids: list[str] = field(default_factory=list)
     created: bool = False
     noop: bool = False
+    ready: Any = None  # bulkwrite.Ready of ``body``, when computed ahead for exactly this body
 
 
 # -------------------------------------------------------------------------------------------------------------
@@ -397,7 +401,9 @@ def _apply(
             body = write_checked(user=user, resource_type=w.resource_type, resource_id=w.resource_id, body=w.body,
                                  current=cur.body if cur is not None and not cur.deleted else None)
             p.body = _with_meta(body, w.resource_id, p.version_id, now)
-            p.patient_ids = compartment_patients(w.resource_type, w.resource_id, p.body)
+            p.ready = w.ready if body is w.body else None
+            p.patient_ids = (list(p.ready.patients) if p.ready is not None
+                             else compartment_patients(w.resource_type, w.resource_id, p.body))
         if (w.resource_type, w.resource_id) not in auto:
             action = "delete" if w.body is None else ("create" if p.created else "update")
             check(
@@ -414,7 +420,8 @@ def _apply(
 
     live = [p for p in prepared if not p.noop]
     # Index rows are computed before any lock-holding statement on the counter.
-    indexes = {id(p): index_rows(p.write.resource_type, p.body) for p in live if p.write.body is not None}
+    indexes = {id(p): IndexRows(*p.ready.index) if p.ready is not None else index_rows(p.write.resource_type, p.body)
+               for p in live if p.write.body is not None}
 
     new_rows: list[Resource] = []
     upd_rows: list[Resource] = []
@@ -436,7 +443,8 @@ def _apply(
             row.deleted = w.body is None
             upd_rows.append(row)
         p.existing = row
-    bodies_text: dict[int, str] = {}  # a body shared by the row and its version is serialised once (COPY)
+    # a body shared by the row and its version is serialised once (COPY), and only its head when computed ahead
+    bodies_text = {id(p.body): bulkwrite.body_text(p.body, p.ready) for p in live if p.ready is not None}
     if new_rows:
         if bulkwrite.copy_ok(len(new_rows)):
             bulkwrite.copy_instances(new_rows, bodies_text)

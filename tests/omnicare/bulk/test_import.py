@@ -161,15 +161,17 @@ def _cli_reimport_is_a_no_op(capsys: Any) -> None:
 
 
 
-@pytest.mark.parametrize("padding", [0, 4100], ids=["inline", "validation-workers"])
+@pytest.mark.parametrize(("padding", "cores"), [(0, 1), (4100, 1), (4100, 2)],
+                         ids=["inline", "validation-workers", "workers-index-ahead"])
 def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
-    integration: Any, django_capture_on_commit_callbacks: Any, padding: int, monkeypatch: Any
+    integration: Any, django_capture_on_commit_callbacks: Any, padding: int, cores: int, monkeypatch: Any
 ) -> None:
     """Also with enough lines that validation runs in worker processes (``validate_pool``): the verdicts
-    from there name the same lines and elements."""
+    from there name the same lines and elements; with two workers they also extract the search index, which
+    finds the same records."""
     from omnicare.bulk import validate_pool
 
-    monkeypatch.setattr(validate_pool, "spare_cores", lambda: 1)  # even on a one-core runner
+    monkeypatch.setattr(validate_pool, "spare_cores", lambda: cores)  # even on a one-core runner
     used: list[bool] = []
     real_result = validate_pool.Validator.result
 
@@ -209,6 +211,11 @@ def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
     # The unresolved conditional reference is kept as sent; the dangling one accepted.
     assert Resource.objects.get(resource_id="o2").body["performer"][0]["reference"].startswith("Practitioner?")
     assert Resource.objects.filter(resource_id="c1").exists()
+    # Searchable by what the index holds (names, references into the compartment): whoever extracted it.
+    for query, total in [({"family": "pad"}, padding), ({"patient": "p-later"}, 1), ({"patient": "p1"}, 1)]:
+        rtype = "Patient" if "family" in query else ("Condition" if query["patient"] == "p-later" else "Observation")
+        r = client.get(f"{BASE}/{rtype}", {**query, "_summary": "count"})
+        assert r.status_code == 200 and r.json()["total"] == total, (query, r.content[:300])
     # One audit event per batch, naming the records it wrote (and only those).
     from omnicare.audit.models import AuditEvent
 
