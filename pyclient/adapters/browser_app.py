@@ -104,6 +104,9 @@ __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
 
 UNEXPECTED = ("Something went wrong on this device and that action did not finish. Your saved changes are safe. "
               "Try again; if it keeps happening, tell your administrator.")
+#: A call still running when the app locked (idle lock, Lock button): its keys left memory under it.
+LOCKED_MID_CALL = ("The app locked before this finished, so it stopped. Your saved changes are safe. Enter your "
+                   "PIN to continue.")
 
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
@@ -217,6 +220,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     # -- plumbing --------------------------------------------------------------
 
     def _clear_keys(self) -> None:
+        # Counts the unlocked sessions: a call that sees it move while it runs was cut short by the lock.
+        self._session = getattr(self, "_session", 0) + 1
         self._keyring: kh.Keyring | None = None
         self._aes: Any = None  # JS Map keyId -> CryptoKey (non-extractable)
         self._active_kid: str | None = None
@@ -248,6 +253,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if name.startswith("bench_") and not self._bench:
             # Synthetic records must never reach a clinician's store: only the benchmark page enables these.
             return json.dumps({"error": {"kind": "forbidden", "message": f"{name} is only available to benchmarks"}})
+        session = self._session
         try:
             args = json.loads(args_json or "{}")
             result = method(**args)
@@ -262,6 +268,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         except StorageFull as exc:
             return json.dumps({"error": {"kind": "quota", "message": str(exc)}})
         except Exception:  # the UI shows a generic message; details go to the console only
+            if session != self._session:
+                # The lock cleared the keys under a running call (a first sync of 200,000 records outlasts the
+                # 5-minute idle lock, and a patient list asked meanwhile): that is not a fault of this device.
+                return json.dumps({"error": {"kind": "locked", "message": LOCKED_MID_CALL}})
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()
