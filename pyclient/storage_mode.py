@@ -44,20 +44,24 @@ from typing import Any, Literal, get_args
 from pyclient.keys import PIN_RULE
 
 __all__ = [
-    "ACTIONS", "CLEARABLE", "CONDITIONS", "EVENTS", "MODES", "OFFER", "REASONS", "RECHECK_S", "RESUME_FREE_BYTES",
+    "ACTIONS", "CLEARABLE", "CONDITIONS", "EVENTS", "MODES", "OFFER", "OFFER_AGAIN_S", "REASONS", "RECHECK_S",
+    "RESUME_FREE_BYTES",
     "TRANSITIONS", "WITHDRAW_FREE_BYTES", "Action", "Condition", "Decision", "Event", "Mode", "StorageMode",
     "conditions_from_facts", "decide", "free_bytes", "patients_summary",
 ]
 
 # "offered" and "declined" are online only on the wire (``Decision.mode``): nothing is kept yet. Offered: every
-# condition cleared and the offer to keep data stands. Declined: "Not now" — online only until the next start.
+# condition cleared and the offer to keep data stands. Declined: "Not now" — online only until the offer comes
+# back (OFFER_AGAIN_S later, or once a condition came back and cleared again) or the next start.
 Mode = Literal["device", "online-only", "offered", "declined"]
 Condition = Literal["idb-unavailable", "persist-refused", "quota-exhausted", "runtime-failed", "policy-no-offline"]
 # start: a page start; hit / clear: one condition met / gone; check: the watched facts gathered again;
 # accept: the user accepted the offer and nothing is on its way (accept-not-yet: something is, or offline);
-# decline: "Not now"; switched: the store moved to IndexedDB under a new PIN; downloaded: its first download
-# ended (facts: ``done``), which is what the user is told.
-Event = Literal["hit", "clear", "start", "check", "accept", "accept-not-yet", "decline", "switched", "downloaded"]
+# decline: "Not now"; remind: OFFER_AGAIN_S passed since "Not now" (JS owns the timer); switched: the store moved
+# to IndexedDB under a new PIN; downloaded: its first download ended (facts: ``done``), which is what the user is
+# told.
+Event = Literal["hit", "clear", "start", "check", "accept", "accept-not-yet", "decline", "remind", "switched",
+                "downloaded"]
 # What the app does on a change of mode:
 #   none            nothing to do (the mode did not change)
 #   go-online-only  push what is waiting, forget the local store, continue in memory (no new sign-in)
@@ -66,7 +70,8 @@ Event = Literal["hit", "clear", "start", "check", "accept", "accept-not-yet", "d
 #   withdraw-offer  a condition came back before the offer was taken: say why again, the offer goes
 #   not-yet         accepted, but a change is still on its way (or the device is offline): say so, try again
 #   switch-to-device    safe now: set the PIN, move to IndexedDB, first download, then report ``switched``
-#   back-at-next-start  declined: this session stays in memory; the next start keeps data again
+#   back-at-next-start  declined: this session stays in memory for now (the offer comes back after
+#                       OFFER_AGAIN_S, after a condition came back and cleared again, or at the next start)
 Action = Literal["none", "go-online-only", "start-online-only", "offer-device", "withdraw-offer", "not-yet",
                  "switch-to-device", "back-at-next-start"]
 
@@ -91,6 +96,9 @@ WITHDRAW_FREE_BYTES = RESUME_FREE_BYTES // 2
 # How often the watched facts are gathered while online only for a condition that can clear, and while the
 # offer stands (and on focus).
 RECHECK_S = 30
+# "Not now" is an answer for now, not for the whole session: a clinician who dismissed the offer at the start of
+# a shift is asked again an hour later (``Decision.remind_s``; the browser's timer sends ``remind``).
+OFFER_AGAIN_S = 3600
 
 # Why, in plain words, after "Online only: this device keeps no patient data — ". Most specific first: when
 # several hold, the first one in CONDITIONS order is the one said.
@@ -131,7 +139,8 @@ OFFER: Mapping[str, str] = {
     "pinHint": PIN_RULE,  # the rule setup_pin enforces (pyclient.keys), not a copy in the dialog
 }
 OFFERED_TEXT = "Online only for now: this device can keep patient data again."
-DECLINED_TEXT = SHORT + " until OmniCare is next started."
+DECLINED_TEXT = (SHORT + " for now. OmniCare offers to keep data again in an hour, or until OmniCare is next "
+                 "started if that comes first.")
 NOTES: Mapping[str, str] = {
     "unsent": ("A change is still on its way to the server. This device starts keeping data as soon as it has "
                "arrived; try again in a moment."),
@@ -141,7 +150,7 @@ NOTES: Mapping[str, str] = {
     "switching": "Downloading your patients to this device…",
     "switched": "Patient data is kept on this device again: you can work offline.",
     "unfinished": "The download to this device did not finish. It will retry automatically.",
-    "declined": "This device keeps no patient data until OmniCare is next started.",
+    "declined": "This device keeps no patient data for now. OmniCare asks again in an hour.",
     "unconfirmed": ("The server did not answer, so OmniCare cannot confirm that this device may keep patient "
                     "data. Try again in a moment."),
     "withdrawn": "The offer to keep patient data on this device is withdrawn: nothing was stored on it.",
@@ -159,7 +168,8 @@ def _rows() -> dict[tuple[Mode, Event, bool], tuple[Mode, Action]]:
         ("device", "hit", True): ("online-only", "go-online-only"),
         ("online-only", "hit", True): ("online-only", "none"),
         ("offered", "hit", True): ("online-only", "withdraw-offer"),
-        ("declined", "hit", True): ("declined", "none"),
+        # A condition back ends the "Not now": once it clears again the offer is made again (a change of its own).
+        ("declined", "hit", True): ("online-only", "none"),
     })
     judged: tuple[Event, ...] = ("clear", "check")
     for ev in judged:  # the same rows whether one condition is cleared or the watched facts say it
@@ -170,8 +180,13 @@ def _rows() -> dict[tuple[Mode, Event, bool], tuple[Mode, Action]]:
             ("offered", ev, False): ("offered", "none"),  # the offer stands
             ("offered", ev, True): ("online-only", "withdraw-offer"),
             ("declined", ev, False): ("declined", "none"),
-            ("declined", ev, True): ("declined", "none"),
+            ("declined", ev, True): ("online-only", "none"),  # as for a hit: the next clear offers again
         })
+    for mode in MODES:  # the timer of an earlier "Not now": nothing unless still declined
+        rows[(mode, "remind", False)] = (mode, "none")
+        rows[(mode, "remind", True)] = (mode, "none")
+    rows[("declined", "remind", False)] = ("offered", "offer-device")
+    rows[("declined", "remind", True)] = ("online-only", "none")
     accepts: tuple[Event, ...] = ("accept", "accept-not-yet")
     for ev in accepts:
         rows.update({
@@ -218,12 +233,13 @@ class Decision:
     note: str = ""  # said once with this event (accept, decline, downloaded)
     recheck_s: int = 0  # gather the watched facts this often (0: nothing can clear in this session)
     watch: tuple[str, ...] = field(default=())  # which facts: "estimate", "policy", "persisted"
+    remind_s: int = 0  # after "Not now": send ``remind`` this many seconds later (0: no timer)
 
     def to_json(self) -> dict[str, Any]:
         return {"mode": self.mode, "action": self.action, "conditions": list(self.conditions),
                 "decisions": self.decisions, "text": self.text, "reason": self.reason, "detail": self.detail,
                 "backNextStart": self.back_next_start, "offer": dict(self.offer) if self.offer else None,
-                "note": self.note, "recheckS": self.recheck_s, "watch": list(self.watch),
+                "note": self.note, "recheckS": self.recheck_s, "watch": list(self.watch), "remindS": self.remind_s,
                 "label": LABEL if self.mode == "online-only" else "",
                 # The status pill of the online-only page, signed in and not (the page spells no word itself).
                 "pill": {"online": PILL_ONLINE, "signedOut": PILL_SIGNED_OUT} if self.mode == "online-only" else None}
@@ -264,6 +280,8 @@ class StorageMode:
             return self.accept(facts)
         if event == "decline":
             return self._step("decline", self.active, NOTES["declined"])
+        if event == "remind":
+            return self._step("remind", self.active)
         if event == "switched":
             return self._step("switched", self.active)
         if event == "downloaded":
@@ -361,10 +379,12 @@ class StorageMode:
             return Decision("online-only", action, conds, decisions, OFFERED_TEXT, OFFER["text"], CONSEQUENCE,
                             offer=OFFER, note=note, recheck_s=RECHECK_S,
                             watch=tuple(sorted({CLEARABLE[c] for c in self._cleared} | {"policy"})))
-        if not conds:  # declined: still in memory until the next start
+        if not conds:  # declined: still in memory for now; what cleared is still watched (it may come back)
             return Decision("online-only", action, conds, decisions, DECLINED_TEXT,
-                            "the reason has cleared; the next start keeps data on this device again.", CONSEQUENCE,
-                            back_next_start=True, note=note)
+                            "the reason has cleared; OmniCare offers to keep data on this device again later.",
+                            CONSEQUENCE, back_next_start=True, note=note, recheck_s=RECHECK_S,
+                            watch=tuple(sorted({CLEARABLE[c] for c in self._cleared} | {"policy"})),
+                            remind_s=OFFER_AGAIN_S if action == "back-at-next-start" else 0)
         reason = REASONS[conds[0]]
         return Decision("online-only", action, conds, decisions, PREFIX + reason, reason,
                         f"{CONSEQUENCE} {WHAT_CLEARS[conds[0]]}", note=note, recheck_s=recheck, watch=watch)

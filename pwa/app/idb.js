@@ -106,6 +106,26 @@ export function makeIdb(name = DB_NAME) {
     return out;
   }
 
+  /**
+   * At most `limit` record rows' [t, i, v] after the key `after` ([t, i]; null = from the first), manifests
+   * excluded, and the key to continue after (null = no more): what the device holds, a page at a time, so
+   * listing 200,000 rows never holds them all (in JS or in Python) at once.
+   */
+  async function listHeldPage(after, limit) {
+    const db = await open();
+    const range = after ? IDBKeyRange.lowerBound(after, true) : null;
+    const rows = await req(db.transaction("records").objectStore("records").getAll(range, limit));
+    const last = rows.length < limit ? null : [rows[rows.length - 1].t, rows[rows.length - 1].i];
+    return [rows.filter((r) => r.t !== "StoreManifest").map((r) => [r.t, r.i, r.v]), last];
+  }
+
+  /** The ids of every record of type t, sorted, from the "t" index's keys alone (no record is read). */
+  async function listIds(t) {
+    const db = await open();
+    const keys = await req(db.transaction("records").objectStore("records").index("t").getAllKeys(t));
+    return keys.map((k) => k[1]).sort();
+  }
+
   async function getRecord(t, i) {
     const db = await open();
     return rec(await req(db.transaction("records").objectStore("records").get([t, i])));
@@ -338,8 +358,8 @@ export function makeIdb(name = DB_NAME) {
       r.onblocked = () => resolve(); // other tabs are told via versionchange and close
     });
   }
-  return { open, getRowMeta, listHeld, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe };
+  return { open, getRowMeta, listHeld, listHeldPage, listIds, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe };
 }
 
 const main = makeIdb(DB_NAME);
-export const { open, getRowMeta, listHeld, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe } = main;
+export const { open, getRowMeta, listHeld, listHeldPage, listIds, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaGet, metaGetMany, metaCas, apply, rawDump, wipe } = main;

@@ -175,7 +175,8 @@ async function boot() {
     py: state.py, onStatus, deviceId: () => state.deviceId, appVersion: () => state.swVersion,
     onEvent: (e) => {
       if (e.type === "revoked") state.py.call("device_revoked").catch(() => revokedScreen());
-      else if (e.type === "error" && !state.updateReady) banner(e.message);
+      // "locked": the idle lock stopped a sync under way (it goes on after the PIN); nothing to say over the lock screen.
+      else if (e.type === "error" && !state.updateReady && e.kind !== "locked") banner(e.message);
     },
   });
   state.runner = runner;

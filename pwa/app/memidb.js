@@ -19,6 +19,12 @@ export function makeMemIdb() {
   async function listHeld() {
     return [...records.values()].filter((r) => r.t !== "StoreManifest").map((r) => [r.t, r.i, r.v]);
   }
+  async function listHeldPage(after, limit) {
+    const rows = [...records.values()].map((r) => [r.t, r.i, r.v]).sort(byKey).filter((r) => !after || byKey(r, after) > 0);
+    const page = rows.slice(0, limit);
+    return [page.filter((r) => r[0] !== "StoreManifest"), page.length < limit ? null : page[page.length - 1].slice(0, 2)];
+  }
+  async function listIds(t) { return [...records.values()].filter((r) => r.t === t).map((r) => r.i).sort(); }
   async function getRecord(t, i) { return rec(records.get(key(t, i))); }
   async function getRecords(keys) { return keys.map(([t, i]) => rec(records.get(key(t, i)))); }
   async function listRecords(t) {
@@ -98,7 +104,7 @@ export function makeMemIdb() {
   }
   /** Lock and sign-out: everything goes (online only keeps nothing past a lock). */
   async function wipe() { records = new Map(); outbox = new Map(); meta = new Map(); nextN = 1; }
-  return { open, getRowMeta, listHeld, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaCas, metaGet, metaGetMany, apply, rawDump, wipe, memory: true };
+  return { open, getRowMeta, listHeld, listHeldPage, listIds, getRecord, getRecords, listRecords, countRecords, lookupToken, outboxGet, outboxList, outboxCount, auditList, auditCount, metaCas, metaGet, metaGetMany, apply, rawDump, wipe, memory: true };
 }
 
 /**

@@ -56,6 +56,7 @@ function adopt(d) {
   if (d.mode === "online-only" && !store.memory) store.switchToMemory();
   window.dispatchEvent(new CustomEvent("omnicare-storage-mode", { detail: d })); // bench: online_only_switch_s
   watch(d);
+  remindLater(d);
   if (d.mode !== "online-only") return;
   state.onlineOnlyAt ??= performance.now();
   if (d.action === "withdraw-offer") document.getElementById("keep-data")?.close(); // the offer is gone: its dialog too
@@ -76,6 +77,19 @@ function watch(d) {
   clearInterval(recheckTimer);
   recheckEvery = every;
   recheckTimer = every ? setInterval(() => recheck("timer"), every * 1000) : null;
+}
+
+// "Not now" is for now: Python says when to offer again (remindS, with the decline); JS owns the timer. Any
+// decision that is not "declined" any more (the offer is back, a condition came back) ends it.
+let remindTimer = null;
+function remindLater(d) {
+  if (!d.backNextStart) { clearTimeout(remindTimer); remindTimer = null; return; }
+  if (!d.remindS) return; // a later check while declined: the decline's own timer runs on
+  clearTimeout(remindTimer);
+  remindTimer = setTimeout(async () => {
+    remindTimer = null;
+    if (state.py) adopt(await state.py.call("storage_decision", { event: "remind" }).catch(() => state.storageMode));
+  }, d.remindS * 1000);
 }
 
 // The clinician coming back to the tab (after freeing space elsewhere, or being told the policy changed).

@@ -64,7 +64,8 @@ export async function showPatients({ keepFocus = false } = {}) {
     let r;
     try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
-      if (err.kind !== "validation") { banner(err.message, { scope: location.hash }); return; }
+      // "locked": the app locked while the list was read; it is drawn again after the PIN.
+      if (err.kind !== "validation") { if (err.kind !== "locked") banner(err.message, { scope: location.hash }); return; }
       r = { kind: null, results: [], ms: 0, error: plain(err.message) };
     }
     // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw

@@ -52,6 +52,7 @@ from pyclient.chart import ref_patient as _ref_patient
 from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
 from pyclient.dosage import form_spec as dosage_form_spec
 from pyclient.errors import AppError, ValidationFailed
+from pyclient.integrity_cache import ManifestCache, SeenRows
 from pyclient.protocol import (
     ProtocolError,
     PullRequest,
@@ -105,6 +106,9 @@ __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
 
 UNEXPECTED = ("Something went wrong on this device and that action did not finish. Your saved changes are safe. "
               "Try again; if it keeps happening, tell your administrator.")
+#: A call still running when the app locked (idle lock, Lock button): its keys left memory under it.
+LOCKED_MID_CALL = ("The app locked before this finished, so it stopped. Your saved changes are safe. Enter your "
+                   "PIN to continue.")
 
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
@@ -203,9 +207,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._bench = bool(bench)
         self._checks = True  # store integrity checks; only bench_integrity(False) turns them off (to measure them)
         self.integrity_s = 0.0  # wall time spent in the integrity checks (MACs, manifests): bench attribution
-        # Patient manifests as this tab last read or wrote them: token -> (manifest or None, row MAC or None =
-        # no row). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch re-reads.
-        self._mcache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
+        # Patient manifests as this tab last read or wrote them, the most recent ones only (bounded: issue 13,
+        # memory flat in the scope). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch
+        # re-reads.
+        self._mcache = ManifestCache()
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self.pin_policy = pg.PinPolicy()  # attempts before delay / wipe (configurable: set before unlock)
         self._rows = _BrowserRows(self)
@@ -213,6 +218,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     # -- plumbing --------------------------------------------------------------
 
     def _clear_keys(self) -> None:
+        # Counts the unlocked sessions: a call that sees it move while it runs was cut short by the lock.
+        self._session = getattr(self, "_session", 0) + 1
         self._keyring: kh.Keyring | None = None
         self._wc: WebCrypto | None = None  # the unlocked keyring's CryptoKeys and nonce lease
         self._index: bi.IndexKeys | None = None
@@ -223,8 +230,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
         self._recovery_info = None  # the recovery token leaves memory on lock too
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
-        self._mcache = {}
-        self._mwhere: dict[tuple[str, str], str] | None = None  # row -> patient token, complete since a reset
+        self._mcache = ManifestCache()
+        # Rows written since a pull reset (a first sync), when every one went through this tab: a row it
+        # certainly never wrote does not exist, so its old patient token need not be read (fixed size).
+        self._seen: SeenRows | None = None
 
     def _emit(self, event: Mapping[str, Any]) -> None:
         if self._on_event is not None:
@@ -238,6 +247,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if name.startswith("bench_") and not self._bench:
             # Synthetic records must never reach a clinician's store: only the benchmark page enables these.
             return json.dumps({"error": {"kind": "forbidden", "message": f"{name} is only available to benchmarks"}})
+        session = self._session
         try:
             args = json.loads(args_json or "{}")
             result = method(**args)
@@ -252,6 +262,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         except StorageFull as exc:
             return json.dumps({"error": {"kind": "quota", "message": str(exc)}})
         except Exception:  # the UI shows a generic message; details go to the console only
+            if session != self._session:
+                # The lock cleared the keys under a running call (a first sync of 200,000 records outlasts the
+                # 5-minute idle lock, and a patient list asked meanwhile): that is not a fault of this device.
+                return json.dumps({"error": {"kind": "locked", "message": LOCKED_MID_CALL}})
             import traceback  # noqa: PLC0415
 
             traceback.print_exc()
@@ -527,36 +541,34 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         the manifests are re-read and re-planned; the sealed records themselves stay as they are.
         """
         for _ in range(_MAX_MANIFEST_RETRIES):
-            checks, writes, cache, where = await self._manifest_ops(ops)
+            checks, writes, cache, written = await self._manifest_ops(ops)
             try:
                 await self.store.apply([*checks, *ops, *writes])
             except StaleRow:
                 self._mcache.clear()  # another tab wrote: read the manifests again
-                self._mwhere = None
+                self._seen = None
                 continue
             except BaseException:
                 self._mcache.clear()
-                self._mwhere = None
+                self._seen = None
                 raise
             if any(isinstance(op, ClearRecords) for op in ops):
                 self._mcache.clear()
-                self._mwhere = {}  # from now on every row of the store goes through this tab's manifests
-            self._mcache.update(cache)
-            if self._mwhere is not None:
-                for key, tok in where.items():
-                    if tok is None:
-                        self._mwhere.pop(key, None)
-                    else:
-                        self._mwhere[key] = tok
+                self._seen = SeenRows()  # from now on every row of the store goes through this tab's manifests
+            for tok, (man, mac) in cache.items():
+                self._mcache.put(tok, man, mac)
+            self._mcache.trim()
+            if self._seen is not None:
+                for t, i in written:
+                    self._seen.add(t, i)
             return
         raise AppError("Could not save: another OmniCare tab keeps writing. Close other tabs and try again.")
 
     async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
-            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
-            dict[tuple[str, str], str | None]]:
-        """(checks to run first, manifest writes to run last, cache entries and row -> token once written)."""
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
+        """(checks to run first, manifest writes to run last, cache entries and the rows written, once done)."""
         if not self._checks:
-            return [], [], {}, {}
+            return [], [], {}, []
         t0 = time.perf_counter()
         try:
             return await self._plan_manifest_ops(ops)
@@ -564,22 +576,19 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             self.integrity_s += time.perf_counter() - t0
 
     async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
-            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]],
-            dict[tuple[str, str], str | None]]:
+            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
         changes: list[ig.RowChange] = []
         keys = [(op.record.resource_type, op.record.id) if isinstance(op, PutRecord) else (op.resource_type, op.id)
                 for op in ops if isinstance(op, (PutRecord, DeleteRecord))]
         clear = next((op for op in ops if isinstance(op, ClearRecords)), None)
         kept = sorted(clear.keep) if clear is not None else []
-        # Where each row's patient token is now: read from the rows, unless every row of the store was written
-        # through this tab's manifests since a pull reset (a first sync), when the reverse index knows it.
-        known = self._mwhere if self._mwhere is not None and clear is None else None
-        need = (keys if known is None else []) + kept
+        # Where each row's patient token is now: read from the rows, except those that certainly do not exist
+        # (every row of the store went through this tab since a pull reset, a first sync, and never this one).
+        seen = self._seen if clear is None else None
+        need = [k for k in keys if seen is None or seen.may_hold(*k)] + kept
         metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
         refs: dict[tuple[str, str], tuple[str, ...]] = {
             k: tuple(ig.ref_tokens(m[1])) for k, m in metas.items() if m is not None}
-        if known is not None:
-            refs.update({k: (known[k],) for k in keys if k in known})
         for k in kept:  # a pull reset drops every manifest: the kept rows are listed again
             m = metas.get(k)
             if m is not None:
@@ -600,20 +609,24 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         cache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         touched = sorted({t for c in changes for t in (*c.old_refs, *c.new_refs)})
         if touched:
-            missing = [t for t in touched if t not in self._mcache]
+            have: dict[str, tuple[ig.Manifest | None, str | None]] = {
+                t: self._mcache.get(t) for t in touched if t in self._mcache}
+            missing = [t for t in touched if t not in have]
             if missing:
                 loaded, rows = await self._load_manifests(missing)
                 for t in missing:
                     row = rows.get(t)
-                    self._mcache[t] = (loaded.get(t), None if row is None else row.mac or "")
-            current = {t: cm for t in touched if (cm := self._mcache[t][0]) is not None}
+                    have[t] = (loaded.get(t), None if row is None else row.mac or "")
+            current = {t: cm for t in touched if (cm := have[t][0]) is not None}
             if clear is not None:
                 current = {}
             planned = ig.plan_manifests(current, changes)
             blobs = await self._seal([(ig.MANIFEST_TYPE, tok, man.generation, man.to_json())
                                       for tok, man in planned.items()])
+            if clear is None:
+                cache.update(have)  # what was read stays known even where the plan changed nothing
             for (tok, man), blob in zip(planned.items(), blobs, strict=True):
-                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, self._mcache[tok][1]))
+                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, have[tok][1]))
                 put = self._put_record_op(ig.MANIFEST_TYPE, tok, man.generation, blob, None, (tok,))
                 writes.append(put)
                 cache[tok] = (man, put.record.mac)
@@ -625,9 +638,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             checks.append(CheckRow(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, None if row is None else row.mac or ""))
             writes.append(self._put_record_op(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation, blob,
                                               None, ()))
-        where = {(c.resource_type, c.id): (c.new_refs[0] if c.new_version is not None and c.new_refs else None)
-                 for c in changes}
-        return checks, writes, cache, where
+        return checks, writes, cache, [(c.resource_type, c.id) for c in changes if c.new_version is not None]
 
     async def _load_manifests(self, tokens: Sequence[str]) -> tuple[dict[str, ig.Manifest], dict[str, StoredRecord]]:
         """Current (verified) patient manifests by token; a manifest that fails verification counts as absent."""
@@ -780,15 +791,24 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
     async def _integrity_sync(self, machine: SyncMachine) -> None:
         """After a complete pull: re-download quarantined records and (once per session) tell the server every
         version this device holds; whatever is newer there replaces the local copy, a rollback is reported."""
-        held: list[list[Any]] = [[t, i, 0] for (t, i) in self._quarantine if t not in ("OutboxEntry", ig.MANIFEST_TYPE)]
-        check_all = not self._held_verified and await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
-        if check_all:
-            quarantined = {(h[0], h[1]) for h in held}
-            held += [[t, i, v] for t, i, v in await self.store.list_held()
-                     if v > 0 and (t, i) not in quarantined and not machine.has_pending_edit(t, i)]
+        quarantined = {(t, i) for (t, i) in self._quarantine if t not in ("OutboxEntry", ig.MANIFEST_TYPE)}
+        held: list[list[Any]] = [[t, i, 0] for (t, i) in sorted(quarantined)]
+        more = not self._held_verified and await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
+        check_all = more
+        after: tuple[str, str] | None = None
         stale = 0
-        for start in range(0, len(held), VERIFY_BATCH):
-            body = json.dumps({"deviceId": machine.device_id, "held": held[start:start + VERIFY_BATCH]}).encode()
+        while held or more:
+            # The rows held are read a page at a time as the batches go (never all of them at once: at 200,000
+            # records that list was the tallest peak of the session's memory, issue 13).
+            while more and len(held) < VERIFY_BATCH:
+                page, after = await self.store.list_held_page(after, VERIFY_BATCH)
+                more = after is not None
+                held += [[t, i, v] for t, i, v in page
+                         if v > 0 and (t, i) not in quarantined and not machine.has_pending_edit(t, i)]
+            batch, held = held[:VERIFY_BATCH], held[VERIFY_BATCH:]
+            if not batch:
+                break
+            body = json.dumps({"deviceId": machine.device_id, "held": batch}).encode()
             try:
                 status, text, _ = await self._post("/api/sync/verify", body)
             except DeviceRevoked:
@@ -1065,7 +1085,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         """Another tab wrote to the database: rebuild the outbox view before the next sync."""
         self._dirty = True
         self._mcache.clear()
-        self._mwhere = None
+        self._seen = None
 
     async def reload_if_stale(self) -> None:
         """Called under the sync lock: adopt what other tabs queued."""

@@ -51,7 +51,7 @@ class DeviceSetMixin:
 
     async def _ds_held_now(self) -> list[str]:
         store: Any = self.store  # type: ignore[attr-defined]
-        return [r.id for r in await store.list_records("Patient")]
+        return list(await store.list_ids("Patient"))  # ids from the index alone: no patient record is read
 
     async def _ds_fetch(self, machine: SyncMachine) -> DeviceSetOffer | None:
         try:

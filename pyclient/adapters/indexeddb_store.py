@@ -114,6 +114,18 @@ class IndexedDBStore:
         """Every record row's (type, id, version), manifests excluded."""
         return [(str(t), str(i), int(v)) for t, i, v in _py(await self._idb.listHeld())]
 
+    async def list_held_page(self, after: tuple[str, str] | None, limit: int
+                             ) -> tuple[list[tuple[str, str, int]], tuple[str, str] | None]:
+        """At most ``limit`` rows' (type, id, version) after the key ``after`` (None = from the first), manifests
+        excluded, and the key to continue after (None = no more): the held rows in bounded memory."""
+        rows, last = _py(await self._idb.listHeldPage(None if after is None else self._js(list(after)), limit))
+        return ([(str(t), str(i), int(v)) for t, i, v in rows or []],
+                None if last is None else (str(last[0]), str(last[1])))
+
+    async def list_ids(self, resource_type: str) -> list[str]:
+        """The ids of every record of a type, sorted, without reading (or decrypting) a record."""
+        return [str(i) for i in _py(await self._idb.listIds(resource_type)) or []]
+
     async def outbox_delete(self, entry_id: str) -> None:
         await self.apply([store.DeleteOutbox(entry_id)])
 

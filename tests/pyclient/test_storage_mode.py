@@ -277,14 +277,39 @@ def test_accepting_waits_while_anything_is_on_its_way_or_offline(facts: dict[str
     assert m.accept({"online": True, **ALLOWED}).action == "none"  # a second tap after the switch does nothing
 
 
-def test_not_now_keeps_this_session_in_memory_until_the_next_start() -> None:
+def test_not_now_keeps_this_session_in_memory_for_now() -> None:
     m = _offered()
     d = m.on("decline")
     assert (d.mode, d.action, d.back_next_start) == ("online-only", "back-at-next-start", True)
-    assert "next started" in d.text and d.offer is None
-    assert m.check({"estimate": {"usage": 0, "quota": 10 * GB}}).action == "none"  # not asked again
+    assert "in an hour" in d.text and "next started" in d.text and d.offer is None
+    assert d.remind_s == sm.OFFER_AGAIN_S == 3600 and "asks again in an hour" in d.note
+    later = m.check({"estimate": {"usage": 0, "quota": 10 * GB}})
+    assert later.action == "none" and later.offer is None  # not asked again at the next check
+    assert later.remind_s == 0  # the timer is the one of the "Not now", not restarted by every check
     assert m.accept({"online": True}).action == "none"
     assert m.start([]).mode == "device"
+
+
+def test_not_now_offers_again_an_hour_later() -> None:
+    m = _offered()
+    m.on("decline")
+    d = m.on("remind")  # the browser's timer, OFFER_AGAIN_S after "Not now"
+    assert (d.mode, d.action) == ("online-only", "offer-device") and d.offer == sm.OFFER
+    assert m.on("decline").action == "back-at-next-start"  # and "Not now" again is for now again
+    assert sm.StorageMode().on("remind").action == "none"  # a stale timer on a device that keeps data
+
+
+def test_not_now_ends_when_the_condition_comes_back_then_the_offer_returns_when_it_clears() -> None:
+    m = sm.StorageMode()
+    m.start(["policy-no-offline"])
+    assert m.check({"policy": {"offlineData": True}}).action == "offer-device"
+    d = m.on("decline")
+    assert "policy" in d.watch and d.recheck_s == sm.RECHECK_S  # still watched: the policy may come back
+    back = m.check({"policy": {"offlineData": False}})  # the administrator turned offline data off again
+    assert (back.mode, back.action, back.back_next_start) == ("online-only", "none", False)
+    assert "shared workstation" in back.text
+    again = m.check({"policy": {"offlineData": True}})  # ... and on again: a new change, a new offer
+    assert (again.action, again.offer) == ("offer-device", sm.OFFER)
 
 
 def test_words_are_plain() -> None:
@@ -308,7 +333,7 @@ def test_wire_form() -> None:
                  "decisions": "server", "text": sm.PREFIX + sm.REASONS["runtime-failed"],
                  "reason": sm.REASONS["runtime-failed"],
                  "detail": sm.CONSEQUENCE + " " + sm.WHAT_CLEARS["runtime-failed"], "backNextStart": False,
-                 "offer": None, "note": "", "recheckS": 0, "watch": [],
+                 "offer": None, "note": "", "recheckS": 0, "watch": [], "remindS": 0,
                  "label": "Online only",
                  "pill": {"online": "Online only · Online", "signedOut": "Online only · signed out"}}
     j = _offered().check({}).to_json()
