@@ -13,6 +13,12 @@ import sys
 import types
 from typing import Any
 
+import pytest
+
+# These tests need a call that really suspends while the lock runs, so an event loop (pytest-asyncio on
+# CPython). Pyodide's test runner drives coroutines without a loop, so the module is CPython-only there.
+pytest.importorskip("pytest_asyncio", reason="needs an event loop that suspends (pytest-asyncio); Pyodide's runner has none")
+
 if "pyodide" not in sys.modules:  # CPython: BrowserApp only needs to_js to build; the fakes below are Python
     try:
         import pyodide.ffi  # noqa: F401
