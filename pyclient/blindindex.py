@@ -13,6 +13,10 @@ share a token (equal name prefixes, identifiers, birth years/months/dates, up to
 truncation collisions) and how many tokens a patient has (roughly, name length
 up to the prefix cap). They cannot test guesses without the index key. See
 PROTOCOL.md "Blind indexes" for the truncation arithmetic.
+
+Which rows belong to one patient is not in the index: the patient-reference token names the patient's
+sealed manifest only, and each row carries its own sealed owner token (:func:`owner_token`), unlinkable to
+the patient's other rows (PROTOCOL.md 4.4/4.5, store v2).
 """
 
 from __future__ import annotations

@@ -64,8 +64,8 @@ STORE_SALT = b"omnicare store integrity v1"
 STORE_INFO = b"omnicare/store/v1/row-mac"
 MAC_HEX = 32  # 128-bit truncated HMAC-SHA256, hex
 REF_PREFIX = "p:"
-#: Patient manifests are padded to these sizes (powers of two from 512 bytes): the ciphertext length says
-#: roughly how many records a patient has (1-7, 8-15, ...), never the exact count (PROTOCOL.md 4.4).
+#: Patient manifests are padded to these sizes (powers of two from 512 bytes): the ciphertext length says roughly
+#: how many records a patient has (0-7, 8-16, 17-34, ... with ~57-byte entries), never the exact count (PROTOCOL 4.4).
 MANIFEST_MIN_BUCKET = 512
 #: ``integrity.v`` meta: "1" = rows carried the patient token in plaintext, "2" = owner tokens (PROTOCOL.md 4.5).
 STORE_VERSION = "2"
@@ -315,8 +315,8 @@ def check_chart(*, patient_id: str, rows: Sequence[RowView], manifest: Manifest 
                 manifest_ok: bool = True) -> tuple[list[Mapping[str, Any]], list[Failure]]:
     """Records of one chart that may be shown, and the failures (never shown).
 
-    ``rows`` are the rows found by the patient's reference token; ``manifest`` the patient's
-    sealed manifest (None = absent). A record is shown only if its row MAC verifies, it
+    ``rows`` are the stored rows the patient's manifest lists (store v2; without a usable manifest, the
+    rows whose owner tokens name the patient); ``manifest`` the patient's sealed manifest (None = absent). A record is shown only if its row MAC verifies, it
     decrypts, it names this patient, and the manifest lists exactly its version.
     """
     good: list[Mapping[str, Any]] = []
