@@ -160,6 +160,9 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
+_REF_MEMO_MAX = 4096  # patient tokens kept in memory while unlocked
+
+
 class _BrowserRows:
     """The browser's row codec for :func:`pyclient.sync.store_ops`: blind-index tokens and integrity MACs.
 
@@ -222,6 +225,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._ref_key: bytes | None = None
         self._owner_key: bytes | None = None  # opens the rows' owner tokens (blindindex.owner_token)
         self._owner_made: dict[str, str] = {}  # owner token -> patient token, made since the last commit
+        self._ref_memo: dict[str, str] = {}  # patient id -> patient token (cleared with the keys)
         self._lease: kh.NonceLease | None = None
         self._state_raw: str | None = None  # the stored key-state JSON the lease was read from / wrote
         self.machine: SyncMachine | None = None
@@ -597,7 +601,14 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     def _ref_token(self, patient_id: str) -> str:
         assert self._ref_key is not None
-        return bi.patient_ref_token(self._ref_key, patient_id)
+        tok = self._ref_memo.get(patient_id)
+        if tok is None:
+            # A pull page holds many records of few patients: each record's owner token costs one HMAC, its
+            # patient token then none (bounded: a device set's patient list is h13big's memory budget).
+            if len(self._ref_memo) >= _REF_MEMO_MAX:
+                self._ref_memo.clear()
+            tok = self._ref_memo[patient_id] = bi.patient_ref_token(self._ref_key, patient_id)
+        return tok
 
     def _owner_token(self, ref: str) -> str:
         """A fresh sealed pointer to the patient ``ref`` (unlinkable to the patient's other rows)."""
