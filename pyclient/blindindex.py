@@ -13,6 +13,10 @@ share a token (equal name prefixes, identifiers, birth years/months/dates, up to
 truncation collisions) and how many tokens a patient has (roughly, name length
 up to the prefix cap). They cannot test guesses without the index key. See
 PROTOCOL.md "Blind indexes" for the truncation arithmetic.
+
+Which rows belong to one patient is not in the index: the patient-reference token names the patient's
+sealed manifest only, and each row carries its own sealed owner token (:func:`owner_token`), unlinkable to
+the patient's other rows (PROTOCOL.md 4.4/4.5, store v2).
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ def token(keys: IndexKeys, kind: Kind, normalized: str) -> str:
 
 #: HKDF ``info`` of the patient-reference key (PROTOCOL.md §4.5), beside the three search indexes.
 PATIENT_REF_INFO = b"omnicare/bi/v1/patient-ref"
+REF_PREFIX = "p:"
 
 
 def patient_ref_key(root_key: bytes) -> bytes:
@@ -112,11 +117,57 @@ def patient_ref_key(root_key: bytes) -> bytes:
 
 
 def patient_ref_token(ref_key: bytes, patient_id: str) -> str:
-    """``"p:" + first 24 hex digits of HMAC-SHA256(ref_key, "Patient/" + id)``: the token every record of one
-    patient (and the patient's manifest row) carries, so a chart opens with one index lookup. Not truncated
-    for privacy like the search tokens: it must not collide (96 bits). What it leaks: PROTOCOL.md §4.4."""
+    """``"p:" + first 24 hex digits of HMAC-SHA256(ref_key, "Patient/" + id)``: the id of the patient's sealed
+    manifest (``StoreManifest/<token>``), which lists the patient's records; rows carry it only sealed
+    (:func:`owner_token`). Not truncated like the search tokens: it must not collide (96 bits). What a copied
+    store shows: PROTOCOL.md §4.4."""
     mac = hmac.new(ref_key, ("Patient/" + patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
-    return "p:" + mac[:24]
+    return REF_PREFIX + mac[:24]
+
+
+#: HKDF ``info`` of the owner key: the per-row sealed pointer to a row's patient (PROTOCOL.md §4.5, store v2).
+PATIENT_OWNER_INFO = b"omnicare/bi/v1/patient-owner"
+OWNER_PREFIX = "o:"
+#: Random per write, so two rows of one patient never carry equal owner tokens (96 bits: no birthday repeats).
+OWNER_NONCE_LEN = 12
+_REF_LEN = 12  # bytes of a reference token (24 hex digits)
+
+
+def patient_owner_key(root_key: bytes) -> bytes:
+    """The key of the owner tokens: HKDF-SHA256(root, salt=HKDF_SALT, info=PATIENT_OWNER_INFO)."""
+    if len(root_key) < 32:
+        raise ValueError("blind-index root key must be >= 32 bytes")
+    return hkdf_sha256(root_key, salt=HKDF_SALT, info=PATIENT_OWNER_INFO)
+
+
+def _owner_pad(owner_key: bytes, nonce: bytes) -> bytes:
+    return hmac.digest(owner_key, b"omnicare owner v1" + nonce, "sha256")[:_REF_LEN]
+
+
+def owner_token(owner_key: bytes, ref: str, nonce: bytes) -> str:
+    """``"o:" + hex(nonce) + hex(ref XOR HMAC-SHA256(owner_key, "omnicare owner v1" || nonce)[:12])``.
+
+    The row's own, unlinkable pointer to its patient's reference token (and so to the patient's sealed
+    manifest): rows of one patient carry unrelated values, so a copied IndexedDB no longer shows which
+    records belong together. Only the device opens it (:func:`owner_ref`); the row MAC covers it, so it
+    cannot be moved to another row. ``nonce`` is fresh randomness from the adapter (pyclient draws none).
+    """
+    if len(nonce) != OWNER_NONCE_LEN or not ref.startswith(REF_PREFIX) or len(ref) != 2 + 2 * _REF_LEN:
+        raise ValueError("owner token needs a 12-byte nonce and a patient reference token")
+    ct = int(ref[2:], 16) ^ int.from_bytes(_owner_pad(owner_key, nonce), "big")
+    return f"{OWNER_PREFIX}{nonce.hex()}{ct:0{2 * _REF_LEN}x}"
+
+
+def owner_ref(owner_key: bytes, tok: str) -> str | None:
+    """The patient reference token inside an owner token (None for any other token or a malformed one)."""
+    if not tok.startswith(OWNER_PREFIX) or len(tok) != 2 + 2 * (OWNER_NONCE_LEN + _REF_LEN):
+        return None
+    try:
+        nonce = bytes.fromhex(tok[2:2 + 2 * OWNER_NONCE_LEN])
+        ct = int(tok[2 + 2 * OWNER_NONCE_LEN:], 16)
+    except ValueError:
+        return None
+    return f"{REF_PREFIX}{ct ^ int.from_bytes(_owner_pad(owner_key, nonce), 'big'):0{2 * _REF_LEN}x}"
 
 
 # -- normalizers ------------------------------------------------------------------
@@ -302,6 +353,9 @@ __all__ = [
     "Kind",
     "filter_candidates",
     "hkdf_sha256",
+    "owner_ref",
+    "owner_token",
+    "patient_owner_key",
     "patient_ref_key",
     "patient_ref_token",
     "matches",

@@ -10,15 +10,15 @@ protects what sits next to them in plaintext and what is *absent*:
   or swapping ``blob``/``base`` breaks it.
 * **Manifests** -- sealed lists of what must exist: one per patient
   (``StoreManifest/<patient ref token>``: every record of that patient with its
-  version) and one for the outbox (``StoreManifest/outbox``: every queued entry
+  version; also the sealed index a chart is opened through, since rows carry no
+  shared patient token, only their own sealed owner token) and one for the outbox (``StoreManifest/outbox``: every queued entry
   id with the SHA-256 of its blob). A deleted row, a row restored with its older
   blob+version+MAC, or an older blob of a squashed outbox entry disagrees with
   the manifest. Manifests are records like any other (AES-GCM, AAD bound to
   their generation) and are updated in the same IndexedDB transaction as the
   rows they describe, guarded by a compare-and-swap on the old manifest's MAC.
-* **Patient binding** -- every record shown in a chart must name that chart's
-  patient (``subject``/``patient``), be listed in that patient's manifest and
-  carry that patient's token.
+* **Patient binding** -- every record shown in a chart must be listed in that
+  patient's manifest and name that chart's patient (``subject``/``patient``).
 
 What no local check can detect (a consistent rollback of rows *and* their
 manifest to an older snapshot) is caught at the next sync by the anti-rollback
@@ -55,6 +55,7 @@ __all__ = [
     "record_mac",
     "ref_tokens",
     "store_key",
+    "upgrade_tokens",
 ]
 
 MANIFEST_TYPE = "StoreManifest"
@@ -63,6 +64,11 @@ STORE_SALT = b"omnicare store integrity v1"
 STORE_INFO = b"omnicare/store/v1/row-mac"
 MAC_HEX = 32  # 128-bit truncated HMAC-SHA256, hex
 REF_PREFIX = "p:"
+#: Patient manifests are padded to these sizes (powers of two from 512 bytes): the ciphertext length says roughly
+#: how many records a patient has (0-7, 8-16, 17-34, ... with ~57-byte entries), never the exact count (PROTOCOL 4.4).
+MANIFEST_MIN_BUCKET = 512
+#: ``integrity.v`` meta: "1" = rows carried the patient token in plaintext, "2" = owner tokens (PROTOCOL.md 4.5).
+STORE_VERSION = "2"
 
 Reason = Literal[
     "unreadable",  # envelope malformed, unknown key, GCM tag failed, does not decompress
@@ -144,13 +150,23 @@ def mac_ok(expected: str, stored: str | None) -> bool:
     return stored is not None and hmac.compare_digest(expected, str(stored))
 
 
+def manifest_bucket(size: int) -> int:
+    """The padded plaintext size of a patient manifest of ``size`` bytes: the next power of two >= 512."""
+    return max(MANIFEST_MIN_BUCKET, 1 << max(0, size - 1).bit_length())
+
+
 def encode_manifest(manifest: Mapping[str, Any]) -> bytes:
     """A manifest as a compressed-record plaintext with codec 0x00 (stored, PROTOCOL.md 1.2).
 
     Manifests are lists of ids that the FHIR dictionary does not help with, and priming the 32 KB
     dictionary costs ~1 ms per record: a first sync rewrites one manifest per patient per page.
+    A patient manifest is padded with trailing spaces (JSON allows them; older readers parse it) to
+    :func:`manifest_bucket`, so its sealed length does not count the patient's records.
     """
-    return bytes((CODEC_STORED,)) + canonical_json(manifest)
+    body = bytes((CODEC_STORED,)) + canonical_json(manifest)
+    if "entries" not in manifest:  # the outbox manifest: the outbox rows already show how many there are
+        return body
+    return body + b" " * (manifest_bucket(len(body)) - len(body))
 
 
 def blob_digest(blob: bytes) -> str:
@@ -178,29 +194,46 @@ def patient_ref(resource: Mapping[str, Any]) -> str | None:
 
 
 def ref_tokens(tokens: Iterable[str]) -> list[str]:
-    """The patient-reference tokens among a row's tokens (one per row in practice)."""
+    """The plaintext patient-reference tokens among a row's tokens: store v1 only (read once, to upgrade)."""
     return sorted({t for t in tokens if t.startswith(REF_PREFIX)})
+
+
+def upgrade_tokens(tokens: Sequence[str], owners: Sequence[str]) -> tuple[str, ...]:
+    """A v1 row's tokens in v2: its plaintext patient tokens replaced by ``owners`` (their sealed owner tokens,
+    one per :func:`ref_tokens` entry, in that order); the search tokens stay as they are."""
+    return (*(t for t in tokens if not t.startswith(REF_PREFIX)), *owners)
 
 
 # -- manifests ------------------------------------------------------------------------------------
 
 
+#: The stored version (and AAD version) of a v2 patient manifest row: constant, so the row does not count how
+#: often the patient's records were written; the generation is sealed inside (``"g"``).
+MANIFEST_ROW_VERSION = 0
+
+
 @dataclass
 class Manifest:
-    """Sealed list of one patient's records: (type, id) -> version. ``generation`` binds the AAD."""
+    """Sealed list of one patient's records: (type, id) -> version; ``generation`` counts its rewrites (sealed)."""
 
     entries: dict[tuple[str, str], int] = field(default_factory=dict)
     generation: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"resourceType": MANIFEST_TYPE, "v": 1,
+        return {"resourceType": MANIFEST_TYPE, "v": 1, "g": self.generation,
                 "entries": [[t, i, v] for (t, i), v in sorted(self.entries.items())]}
+
+    def keys(self) -> list[tuple[str, str]]:
+        """The rows a chart of this patient reads, sorted by (type, id) like ``Store.lookup_token``."""
+        return sorted(self.entries)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any], generation: int) -> Manifest:
+        """``generation``: the row version, which was the generation in store v1 (v2 seals it as ``"g"``)."""
         if data.get("resourceType") != MANIFEST_TYPE or data.get("v") != 1:
             raise ValueError("not a store manifest")
-        return cls({(str(t), str(i)): int(v) for t, i, v in data.get("entries") or []}, generation)
+        return cls({(str(t), str(i)): int(v) for t, i, v in data.get("entries") or []},
+                   int(data.get("g", generation)))
 
 
 @dataclass
@@ -244,7 +277,9 @@ def plan_manifests(current: Mapping[str, Manifest], changes: Sequence[RowChange]
     for c in changes:
         key = (c.resource_type, c.id)
         for tok in c.old_refs:
-            if tok not in c.new_refs or c.new_version is None:
+            # Only manifests that exist: an old ref read from an unverified row (a tampered owner token opens
+            # to a random value) must not create a manifest.
+            if (tok not in c.new_refs or c.new_version is None) and (tok in out or tok in current):
                 get(tok).entries.pop(key, None)
         if c.new_version is not None:
             for tok in c.new_refs:
@@ -280,8 +315,8 @@ def check_chart(*, patient_id: str, rows: Sequence[RowView], manifest: Manifest 
                 manifest_ok: bool = True) -> tuple[list[Mapping[str, Any]], list[Failure]]:
     """Records of one chart that may be shown, and the failures (never shown).
 
-    ``rows`` are the rows found by the patient's reference token; ``manifest`` the patient's
-    sealed manifest (None = absent). A record is shown only if its row MAC verifies, it
+    ``rows`` are the stored rows the patient's manifest lists (store v2; without a usable manifest, the
+    rows whose owner tokens name the patient); ``manifest`` the patient's sealed manifest (None = absent). A record is shown only if its row MAC verifies, it
     decrypts, it names this patient, and the manifest lists exactly its version.
     """
     good: list[Mapping[str, Any]] = []

@@ -125,7 +125,7 @@ M_FIRST_SYNC_DONE = "sync.firstDone"
 M_AUDIT_CHECKPOINT, M_AUDIT_VIOLATION = "audit.checkpoint", "audit.violation"
 M_TELE_COUNTERS, M_TELE_PENDING, M_KB_VERSIONS = "telemetry.counters", "telemetry.pendingSince", "kb.versions"
 # Store integrity (issue 17, pyclient/integrity.py, PROTOCOL.md 6)
-M_INTEGRITY = "integrity.v"  # "1": every row is MACed and listed in a sealed manifest
+M_INTEGRITY = "integrity.v"  # every row is MACed and listed in a sealed manifest; ig.STORE_VERSION: owner tokens
 M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
 Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kept sealed for support
 VERIFY_BATCH = 1000
@@ -165,6 +165,9 @@ def _settle_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+_REF_MEMO_MAX = 4096  # patient tokens kept in memory while unlocked
+
 
 class _BrowserRows:
     """The browser's row codec for :func:`pyclient.sync.store_ops`: blind-index tokens and integrity MACs.
@@ -224,6 +227,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._wc: WebCrypto | None = None  # the unlocked keyring's CryptoKeys and nonce lease
         self._index: bi.IndexKeys | None = None
         self._ref_key: bytes | None = None
+        self._owner_key: bytes | None = None  # opens the rows' owner tokens (blindindex.owner_token)
+        self._owner_made: dict[str, str] = {}  # owner token -> patient token, made since the last commit
+        self._ref_memo: dict[str, str] = {}  # patient id -> patient token (cleared with the keys)
         self.machine: SyncMachine | None = None
         self._username: str | None = None
         self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
@@ -329,7 +335,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             PutMeta(M_DEVICE, device),
             PutMeta(M_KEY_CREATED, repr(_now())),
             PutMeta(M_SCHEMA, str(LOCAL_SCHEMA)),
-            PutMeta(M_INTEGRITY, "1"),
+            PutMeta(M_INTEGRITY, ig.STORE_VERSION),
             PutMeta(KEY_STATE_META + kid, json.dumps(state.to_dict())),
         ])
         await self._install(keyring, username)
@@ -423,6 +429,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._store_key = ig.store_key(root)
         self._index = bi.IndexKeys.derive(root)
         self._ref_key = bi.patient_ref_key(root)
+        self._owner_key = bi.patient_owner_key(root)
         self._username = username
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE, M_INTEGRITY,
                                                M_QUARANTINE])
@@ -430,7 +437,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         device = meta.get(M_DEVICE) or "unknown-device"
         # A machine with no outbox first, so the integrity audit events below have somewhere to go.
         self.machine = SyncMachine.restore(device_id=device, meta={}, outbox=[])
-        if meta.get(M_INTEGRITY) != "1":
+        if meta.get(M_INTEGRITY) == "1":
+            await self._owner_upgrade()  # store v1: plaintext patient tokens become sealed owner tokens, once
+        elif meta.get(M_INTEGRITY) != ig.STORE_VERSION:
             await self._integrity_adopt()  # a store from before issue 17: MAC and list what is there, once
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
@@ -478,14 +487,41 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     def _ref_token(self, patient_id: str) -> str:
         assert self._ref_key is not None
-        return bi.patient_ref_token(self._ref_key, patient_id)
+        tok = self._ref_memo.get(patient_id)
+        if tok is None:
+            # A pull page holds many records of few patients: each record's owner token costs one HMAC, its
+            # patient token then none (bounded: a device set's patient list is h13big's memory budget).
+            if len(self._ref_memo) >= _REF_MEMO_MAX:
+                self._ref_memo.clear()
+            tok = self._ref_memo[patient_id] = bi.patient_ref_token(self._ref_key, patient_id)
+        return tok
+
+    def _owner_token(self, ref: str) -> str:
+        """A fresh sealed pointer to the patient ``ref`` (unlinkable to the patient's other rows)."""
+        assert self._owner_key is not None
+        tok = bi.owner_token(self._owner_key, ref, os.urandom(bi.OWNER_NONCE_LEN))
+        self._owner_made[tok] = ref  # the manifest planner of this commit need not open it again
+        return tok
+
+    def _owner_refs(self, tokens: Sequence[str]) -> tuple[str, ...]:
+        """The patient tokens a row's owner tokens point to (one in practice)."""
+        assert self._owner_key is not None
+        refs = [self._owner_made.get(t) or bi.owner_ref(self._owner_key, t) for t in tokens
+                if t.startswith(bi.OWNER_PREFIX)]
+        return tuple(sorted({r for r in refs if r is not None}))
 
     def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
+        """A row's tokens: a Patient's search tokens, and for every row of a patient its sealed owner token.
+
+        No row carries the patient token itself (store v2, PROTOCOL.md 4.5): a chart is opened through the
+        patient's sealed manifest, so a copied IndexedDB does not show which rows belong together.
+        """
         assert self._index is not None
         if resource_type == "Patient":
-            return (*bi.tokens_for_patient(self._index, resource), self._ref_token(str(resource.get("id"))))
+            return (*bi.tokens_for_patient(self._index, resource),
+                    self._owner_token(self._ref_token(str(resource.get("id")))))
         pid = _ref_patient(resource)
-        return (self._ref_token(pid),) if pid else ()
+        return (self._owner_token(self._ref_token(pid)),) if pid else ()
 
     async def _commit(self, effects: Sequence[Effect]) -> list[Effect]:
         """Seal the storage effects in one batch and write them in ONE IndexedDB transaction.
@@ -568,11 +604,13 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
         """(checks to run first, manifest writes to run last, cache entries and the rows written, once done)."""
         if not self._checks:
+            self._owner_made.clear()
             return [], [], {}, []
         t0 = time.perf_counter()
         try:
             return await self._plan_manifest_ops(ops)
         finally:
+            self._owner_made.clear()
             self.integrity_s += time.perf_counter() - t0
 
     async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
@@ -588,7 +626,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         need = [k for k in keys if seen is None or seen.may_hold(*k)] + kept
         metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
         refs: dict[tuple[str, str], tuple[str, ...]] = {
-            k: tuple(ig.ref_tokens(m[1])) for k, m in metas.items() if m is not None}
+            k: self._owner_refs(m[1]) for k, m in metas.items() if m is not None}
         for k in kept:  # a pull reset drops every manifest: the kept rows are listed again
             m = metas.get(k)
             if m is not None:
@@ -596,7 +634,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         for op in ops:
             if isinstance(op, PutRecord):
                 k = (op.record.resource_type, op.record.id)
-                new = tuple(ig.ref_tokens(op.tokens or ()))
+                new = self._owner_refs(op.tokens or ())
                 changes.append(ig.RowChange(k[0], k[1], () if clear else refs.get(k, ()), new, op.record.version))
                 refs[k] = new
             elif isinstance(op, DeleteRecord):
@@ -621,13 +659,14 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             if clear is not None:
                 current = {}
             planned = ig.plan_manifests(current, changes)
-            blobs = await self._seal([(ig.MANIFEST_TYPE, tok, man.generation, man.to_json())
+            blobs = await self._seal([(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, man.to_json())
                                       for tok, man in planned.items()])
             if clear is None:
                 cache.update(have)  # what was read stays known even where the plan changed nothing
             for (tok, man), blob in zip(planned.items(), blobs, strict=True):
                 checks.append(CheckRow(ig.MANIFEST_TYPE, tok, have[tok][1]))
-                put = self._put_record_op(ig.MANIFEST_TYPE, tok, man.generation, blob, None, (tok,))
+                # No tokens: the manifest is read by its key (the patient token), never through the index.
+                put = self._put_record_op(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, blob, None, ())
                 writes.append(put)
                 cache[tok] = (man, put.record.mac)
         if puts or dels:
@@ -678,12 +717,45 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             written_since = written_since or any(r.blob[2:3] == bytes((env.FORMAT_V2,)) for r in rows)
             ops += [self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, self._tokens(t, o))
                     for r, o in zip(rows, opened, strict=True) if o is not None]
-        await self._apply_with_manifests([*ops, PutMeta(M_INTEGRITY, "1")])
+        await self._apply_with_manifests([*ops, PutMeta(M_INTEGRITY, ig.STORE_VERSION)])
         if written_since:
             # The marker was removed from a store this version wrote: local rollback checks were reset.
             # Report it; the anti-rollback exchange of the next sync (6.5) re-checks every version held.
             await self._report_failure(ig.Failure(ig.MANIFEST_TYPE, "store", "manifest"), None,
                                        what="integrity marker missing")
+
+    async def _owner_upgrade(self) -> None:
+        """Store v1 -> v2, once, in ONE transaction: every row's plaintext patient token becomes a sealed owner
+        token, and every patient manifest is sealed again padded, under row version 0, with no tokens.
+
+        Only rows whose MAC verifies are rewritten (a tampered row is not laundered: it keeps its old fields and
+        fails its chart's checks as before); manifest entries are kept exactly, so nothing is re-listed.
+        """
+        ops: list[StoreOp] = []
+        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
+            for r in await self.store.list_records(t):
+                refs = ig.ref_tokens(r.tokens or ())
+                if refs and self._row_ok(r):
+                    new = ig.upgrade_tokens(r.tokens or (), [self._owner_token(x) for x in refs])
+                    ops.append(self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, new))
+        rows = [r for r in await self.store.list_records(ig.MANIFEST_TYPE) if r.id.startswith(bi.REF_PREFIX)]
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
+        manifests: list[tuple[str, ig.Manifest]] = []
+        for r, o in zip(rows, opened, strict=True):
+            if o is not None and self._row_ok(r):
+                try:
+                    m = ig.Manifest.from_json(o, r.version)
+                except (ValueError, TypeError):
+                    continue
+                manifests.append((r.id, ig.Manifest(m.entries, m.generation + 1)))
+        blobs = await self._seal([(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, m.to_json())
+                                  for tok, m in manifests])
+        ops += [self._put_record_op(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, blob, None, ())
+                for (tok, _m), blob in zip(manifests, blobs, strict=True)]
+        await self.store.apply([*ops, PutMeta(M_INTEGRITY, ig.STORE_VERSION)])
+        self._owner_made.clear()
+        self._mcache.clear()
+        self._seen = None
 
     async def _restore_outbox(self) -> list[dict[str, Any]]:
         """Outbox entries that verify; the others are quarantined and reported, never block unlock."""
@@ -990,22 +1062,51 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 "conflictIds": sorted({v.id for v in machine.conflicts()}),
                 **self._full_chart(patient, resources, pending)}  # issue 18 item 5 (browser_chart)
 
+    async def _patient_index(self, patient_id: str) -> tuple[list[tuple[str, str]], ig.Manifest | None]:
+        """(the rows of one patient, sorted; the patient's verified manifest or None), read through the manifest.
+
+        Rows carry no shared patient token (store v2, PROTOCOL.md 4.5): the patient's sealed manifest is the
+        index, one more read and decrypt per chart (none when this tab last wrote or read that very row: same
+        row MAC). Without a manifest that opens and verifies (deleted, tampered, or checks off for a bench),
+        every row's owner token is opened instead: a scan of the store's row metadata, the rare repair path.
+        """
+        tok = self._ref_token(patient_id)
+        row = await self.store.get_record(ig.MANIFEST_TYPE, tok)
+        cached = self._mcache.get(tok) if tok in self._mcache else None
+        manifest: ig.Manifest | None = None
+        if row is not None and cached is not None and cached[0] is not None and row.mac and cached[1] == row.mac:
+            manifest = cached[0]
+        elif row is not None:
+            (o,) = await self._open([(row.resource_type, row.id, row.version, row.blob)])
+            if o is not None and self._row_ok(row):
+                try:
+                    manifest = ig.Manifest.from_json(o, row.version)
+                    self._mcache.put(tok, manifest, row.mac or "")  # the next chart open or write skips the decrypt
+                    self._mcache.trim()
+                except (ValueError, TypeError):
+                    manifest = None
+        if manifest is not None:
+            return manifest.keys(), manifest
+        return await self._owner_scan(tok), None
+
+    async def _owner_scan(self, ref: str) -> list[tuple[str, str]]:
+        """Every row whose owner token opens to the patient token ``ref`` (no manifest to read them through)."""
+        keys = [(t, i) for t, i, _v in await self.store.list_held()]
+        metas = await self.store.row_meta(keys)
+        return sorted(k for k, m in zip(keys, metas, strict=True) if m is not None and ref in self._owner_refs(m[1]))
+
+    async def _patient_keys(self, patient_id: str) -> list[tuple[str, str]]:
+        """The (type, id) of one patient's records on this device (CDS context, purge); rows are checked on read."""
+        return (await self._patient_index(patient_id))[0]
+
     async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
         """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
-        tok = self._ref_token(patient_id)
-        keys = await self.store.lookup_token(tok)
-        rows = [r for r in await self.store.get_records(keys) if r is not None]
-        man = next((r for r in rows if r.resource_type == ig.MANIFEST_TYPE and r.id == tok), None)
-        data = [r for r in rows if r.resource_type != ig.MANIFEST_TYPE and (r.resource_type, r.id) not in self._quarantine]
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in [*data, *([man] if man else [])]])
-        manifest: ig.Manifest | None = None
-        if man is not None and opened[-1] is not None and self._row_ok(man):
-            try:
-                manifest = ig.Manifest.from_json(opened[-1], man.version)
-            except (ValueError, TypeError):
-                manifest = None
+        keys, manifest = await self._patient_index(patient_id)
+        data = [r for r in await self.store.get_records([k for k in keys if k not in self._quarantine])
+                if r is not None]
+        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in data])
         views = [ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
-                 for r, o in zip(data, opened, strict=False)]
+                 for r, o in zip(data, opened, strict=True)]
         if manifest is not None:  # already-quarantined records are not "missing" again
             manifest = ig.Manifest({k: v for k, v in manifest.entries.items() if k not in self._quarantine},
                                    manifest.generation)

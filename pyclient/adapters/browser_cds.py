@@ -33,7 +33,6 @@ from pyclient.cds.decisions import (
     order_review,
 )
 from pyclient.errors import ValidationFailed
-from pyclient.integrity import MANIFEST_TYPE
 
 BUNDLE_TYPE = "CdsBundle"
 M_BUNDLE = "cds.bundle."  # + kind
@@ -125,7 +124,7 @@ class CdsMixin:
     async def cds_alerts(self, patient_id: str) -> list[dict[str, Any]]:
         """This patient's recorded medication-safety findings (DetectedIssue), newest first, for the chart."""
         self._require_unlocked()  # type: ignore[attr-defined]
-        keys = await self.store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
+        keys = await self._patient_keys(patient_id)  # type: ignore[attr-defined]
         issues = [r for r in await self._resources([k for k in keys if k[0] == "DetectedIssue"])  # type: ignore[attr-defined]
                   if r.get("resourceType") == "DetectedIssue"]
         out = []
@@ -224,10 +223,8 @@ class CdsMixin:
                                     now=_iso(time.time()), author=self._author())  # type: ignore[attr-defined]
 
     async def _cds_cards(self, patient_id: str, draft: Mapping[str, Any]) -> tuple[list[Any], KnowledgeBase]:
-        keys = await self.store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
-        # The patient's sealed manifest carries the same token but is no FHIR record: opened as one it "names
-        # another patient" and every first order raised a false integrity alarm (found by the shift walk).
-        chart = await self._resources([k for k in keys if k[0] != MANIFEST_TYPE])  # type: ignore[attr-defined]
+        # The patient's records as its sealed manifest lists them (the manifest itself is no FHIR record).
+        chart = await self._resources(await self._patient_keys(patient_id))  # type: ignore[attr-defined]
         kb = await self._cds_kb()
         return check([draft], Context(chart, now=_iso(time.time())), kb=kb), kb
 

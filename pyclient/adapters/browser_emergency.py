@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pyclient import integrity as ig
 from pyclient import outcome
 from pyclient.chart import DateOrder
 from pyclient.errors import AppError, ValidationFailed
@@ -33,7 +32,7 @@ def _epoch(iso: str) -> float:
 
 class EmergencyMixin:
     """Relies on BrowserApp's ``_post``, ``_http``, ``_meta_seal``/``_meta_open`` (DraftsMixin), ``store``,
-    ``machine``, ``_commit``, ``_ref_token``, ``_perms`` (ChartMixin) and ``_require_unlocked``."""
+    ``machine``, ``_commit``, ``_patient_keys``, ``_perms`` (ChartMixin) and ``_require_unlocked``."""
 
     def emergency_allowed(self) -> bool:
         """Whether to show the emergency-access control: only roles the server says may break the glass."""
@@ -146,9 +145,7 @@ class EmergencyMixin:
     async def _purge_patient(self, patient_id: str) -> None:
         """Every record of ``patient_id``'s compartment leaves the device (a pending edit of ours stays)."""
         machine = self._require_unlocked()  # type: ignore[attr-defined]
-        store: Any = self.store  # type: ignore[attr-defined]
-        keys = await store.lookup_token(self._ref_token(patient_id))  # type: ignore[attr-defined]
-        effects: list[Effect] = [RecordDelete(t, i) for t, i in keys
-                                 if t != ig.MANIFEST_TYPE and not machine.has_pending_edit(t, i)]
+        keys = await self._patient_keys(patient_id)  # type: ignore[attr-defined]
+        effects: list[Effect] = [RecordDelete(t, i) for t, i in keys if not machine.has_pending_edit(t, i)]
         if effects:
             await self._commit(effects)  # type: ignore[attr-defined]

@@ -30,7 +30,9 @@ TAMPER = """async (ops) => {
     else if (op === 'restore') await rq(st.put(dec(arg)));
     else if (op === 'delete') await rq(st.delete(key));
     else if (op === 'tok') out.push(row.tok);
-    else if (op === 'relink') { row.tok = row.tok.filter((t) => !t.startsWith('p:')).concat([arg]); await rq(st.put(row)); }
+    else if (op === 'relink') { row.tok = row.tok.filter((t) => !t.startsWith('o:')).concat([arg]); await rq(st.put(row)); }
+    else if (op === 'manifests') out.push((await rq(st.index('t').getAll('StoreManifest'))).map((r) => [r.i, r.mac, r.tok, r.v]));
+    else if (op === 'copyblob') { row.blob = (await rq(st.get(arg))).blob; await rq(st.put(row)); }
     else if (op === 'flip') { row.blob[row.blob.length - 5] ^= 1; await rq(st.put(row)); }
     else if (op === 'magic') { row.blob[0] = 0x00; await rq(st.put(row)); }
     else if (op === 'kid') { row.blob[4] ^= 0x01; await rq(st.put(row)); }
@@ -72,14 +74,14 @@ def integrity_events(server: Server) -> list[dict[str, Any]]:
     return list(json.loads(out.strip().splitlines()[-1]))
 
 
-def _pick(page: Any) -> tuple[str, dict[str, Any], str, str]:
-    """A patient with an allergy, two or more vitals and a note; another patient; a third one."""
+def _pick(page: Any) -> tuple[str, dict[str, Any], str, str, str]:
+    """A patient with an allergy, two or more vitals and a note; three other patients."""
     ids = [p["id"] for p in call(page, "patients")]
     for pid in ids:
         c = call(page, "chart", patient_id=pid)
         if c["allergies"] and len(c["vitals"]) >= 2 and c["notes"]:
             others = [i for i in ids if i != pid]
-            return pid, c, others[0], others[1]
+            return pid, c, others[0], others[1], others[2]
     raise AssertionError("demo data has no patient with allergy, vitals and note")
 
 
@@ -94,12 +96,23 @@ def _pick_other(page: Any, *, exclude: set[str]) -> tuple[dict[str, Any], dict[s
     return problem, med
 
 
+def _manifest_of(page: Any, pid: str) -> str:
+    """The id of ``pid``'s sealed manifest, found as an attacker would: the one that changes when pid is edited."""
+    before = {m[0]: m[1] for m in page.evaluate(TAMPER, [["manifests", "records", None, None]])[0]}
+    call(page, "update_contact", patient_id=pid, phone=f"+1 555 01{len(before) % 100:02d}")
+    after = page.evaluate(TAMPER, [["manifests", "records", None, None]])[0]
+    changed = [m[0] for m in after if m[0].startswith("p:") and before.get(m[0]) != m[1]]
+    assert len(changed) == 1, changed
+    assert all(m[2] == [] and m[3] == 0 for m in after if m[0].startswith("p:"))  # no tokens, no write counter
+    return str(changed[0])
+
+
 def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context: Any, server: Server) -> None:
     ctx = new_context()
     page = sign_in_and_sync(ctx, "dr.adams")
     wait_status(page, "d.synced === 'true'")
-    a, chart_a, b, c = _pick(page)
-    problem, med = _pick_other(page, exclude={b, c})
+    a, chart_a, b, c, d = _pick(page)
+    problem, med = _pick_other(page, exclude={b, c, d})
     allergy = chart_a["allergies"][0]
     hr, other_vital = chart_a["vitals"][0], chart_a["vitals"][1]
     note = chart_a["notes"][0]
@@ -109,7 +122,13 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     call(page, "update_allergy", allergy_id=allergy["id"], criticality=new_crit)
     call(page, "sync_once")
     wait_status(page, "d.synced === 'true' && d.pending === '0'")
-    b_token = next(t for t in page.evaluate(TAMPER, [["tok", "records", ["Patient", b], None]])[0] if t.startswith("p:"))
+    # Store v2: no row carries a patient token (PROTOCOL.md 4.4/4.5). What an attacker without the PIN can still
+    # do is watch which sealed manifest changes when one patient is edited: that is how this test finds B's.
+    a_token, b_token, d_token = (_manifest_of(page, pid) for pid in (a, b, d))
+    assert len({a_token, b_token, d_token}) == 3
+    call(page, "sync_once")
+    wait_status(page, "d.synced === 'true' && d.pending === '0'")
+    b_owner = next(t for t in page.evaluate(TAMPER, [["tok", "records", ["Patient", b], None]])[0] if t.startswith("o:"))
     # A consistent rollback (patient B's row AND B's manifest restored together) passes every local check by
     # design; the anti-rollback exchange of the next sync corrects it (PROTOCOL.md 6.4/6.5).
     old_b = page.evaluate(TAMPER, [["snapshot", "records", ["Patient", b], None],
@@ -121,7 +140,8 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     close_app(page)
     page.evaluate(TAMPER, [
         ["restore", "records", None, old_allergy],  # rollback: older blob + version + (valid) older row MAC
-        ["relink", "records", ["Observation", hr["id"]], b_token],  # A's latest heart rate onto patient B
+        ["relink", "records", ["Observation", hr["id"]], b_owner],  # A's latest heart rate onto patient B
+        ["copyblob", "records", ["StoreManifest", d_token], ["StoreManifest", a_token]],  # D given A's list
         ["flip", "records", ["DocumentReference", note["id"]], None],  # one flipped bit in A's note
         ["delete", "records", ["Observation", other_vital["id"]], None],  # a deleted row
         ["magic", "records", ["Patient", c], None],  # a corrupted Patient header
@@ -139,11 +159,14 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert status["synced"] is False and status["unverified"] >= 1
     assert "not verified" in status_text(page)
 
-    # Patient B: A's heart rate is not shown as B's; the chart says part of the record could not be verified.
+    # Patient B: A's heart rate is not shown as B's (B's chart is read through B's sealed manifest, which a
+    # changed row token cannot reach); the re-linked row fails its row MAC in A's chart (below).
     page.goto(f"/#/patient/{b}")
     page.wait_for_selector("#patient-name")
     assert hr["id"] not in json.dumps(call(page, "chart", patient_id=b)["vitals"])
-    page.wait_for_selector("#integrity-notice")
+    # Patient D, whose sealed manifest was replaced by A's: nothing of D is shown, nothing of A appears as D's.
+    d_chart = page.evaluate("(p) => window.omnicare.py.call('chart', {patient_id: p}).then((c) => c, (e) => ({err: e.kind}))", d)
+    assert d_chart == {"err": "integrity"}
 
     # Patient A: the rolled-back allergy, the flipped note and the deleted and moved vitals are not shown.
     page.goto(f"/#/patient/{a}")
@@ -176,6 +199,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert c in [p["id"] for p in call(page, "patients")]
     assert call(page, "chart", patient_id=b)["integrity"] is None
     assert call(page, "chart", patient_id=b)["patient"]["phone"] == "+1 555 0199"  # the rollback was corrected
+    assert call(page, "chart", patient_id=d)["integrity"] is None  # D re-downloaded, its manifest rebuilt
     call(page, "audit_flush")
     call(page, "sync_once")
     events = integrity_events(server)
@@ -185,6 +209,7 @@ def test_tampered_records_are_never_shown_are_reported_and_repaired(new_context:
     assert ("DocumentReference", note["id"], "row-mac") in reasons  # the flipped bit
     assert ("Observation", other_vital["id"], "missing") in reasons
     assert ("Patient", c, "row-mac") in reasons  # the corrupted header
+    assert ("Patient", d, "manifest") in reasons  # D's swapped manifest: every row of D re-downloaded
     assert ("Condition", problem["id"], "row-mac") in reasons and ("MedicationRequest", med["id"], "row-mac") in reasons
     assert any(x["id"] == problem["id"] for x in call(page, "chart", patient_id=problem["patient"])["problems"])
     assert any(x["id"] == med["id"] for x in call(page, "chart", patient_id=med["patient"])["medications"])

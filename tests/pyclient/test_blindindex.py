@@ -187,3 +187,25 @@ def test_patient_reference_token_vector() -> None:
     assert bi.patient_ref_token(key, "example-1") == "p:2b86867c771470643670dc30"
     assert bi.patient_ref_token(key, "example-2") != bi.patient_ref_token(key, "example-1")
     assert bi.patient_ref_key(bytes(range(1, 33))) != key
+
+
+def test_owner_token_vector_and_round_trip() -> None:
+    """PROTOCOL.md §4.5 (store v2): each row's sealed pointer to its patient. Rows of one patient carry
+    unrelated values (a fresh nonce each), only the key holder opens them, anything else opens to None."""
+    root = bytes(range(32))
+    key = bi.patient_owner_key(root)
+    assert key.hex() == "15035a45bb7f003c1b8ccc93bf1d7c110e3d86336b4c279a3d1ede328da45aed"
+    ref = bi.patient_ref_token(bi.patient_ref_key(root), "example-1")
+    tok = bi.owner_token(key, ref, bytes(range(12)))
+    assert tok == "o:000102030405060708090a0b437abfa5723bc779bb924619"
+    assert bi.owner_ref(key, tok) == ref
+    other = bi.owner_token(key, ref, bytes(12))
+    assert other != tok and bi.owner_ref(key, other) == ref  # same patient, unrelated token
+    assert ref[2:] not in tok and ref[2:] not in other
+    assert bi.owner_ref(bi.patient_owner_key(bytes(range(1, 33))), tok) != ref  # another device's key
+    for junk in ("n:abc", ref, "o:zz", tok[:-1], "o:" + "g" * 48):
+        assert bi.owner_ref(key, junk) is None
+    with pytest.raises(ValueError):
+        bi.owner_token(key, ref, bytes(8))
+    with pytest.raises(ValueError):
+        bi.owner_token(key, "n:abc", bytes(12))

@@ -133,3 +133,46 @@ def test_manifests_are_stored_uncompressed_and_read_back_by_the_record_codec() -
     blob = ig.encode_manifest(m.to_json())
     assert blob[0] == 0x00
     assert ig.Manifest.from_json(decode_record(blob), 3).entries == m.entries
+
+
+def _obs_ids(n: int) -> dict[tuple[str, str], int]:
+    return {("Observation", f"{k:08x}-0000-4000-8000-000000000000"): 1 for k in range(n)}
+
+
+def test_a_sealed_manifest_gives_a_size_class_not_the_record_count() -> None:
+    """PROTOCOL.md 4.4: a copied store shows each patient manifest's ciphertext length; padded to powers of two
+    from 512 bytes, 1 and 6 records look alike, and the exact count is never readable from the length."""
+    from pyclient.compress import decode_record
+
+    sizes = {n: len(ig.encode_manifest(ig.Manifest(_obs_ids(n), 1).to_json())) for n in range(0, 40)}
+    assert {sizes[n] for n in range(0, 7)} == {512}
+    assert all(s & (s - 1) == 0 and s >= 512 for s in sizes.values())  # only power-of-two sizes
+    assert len(set(sizes.values())) <= 4 and sizes[39] <= 4096
+    for n in (0, 7, 39):  # padding is invisible to the reader (trailing JSON whitespace)
+        m = ig.Manifest(_obs_ids(n), 5)
+        assert ig.Manifest.from_json(decode_record(ig.encode_manifest(m.to_json())), 0) == m
+    outbox = ig.encode_manifest(ig.OutboxManifest({"e1": "d"}, 1).to_json())
+    assert len(outbox) < 512  # the outbox's rows already show how many entries it has
+
+
+def test_the_manifest_generation_is_sealed_and_v1_manifests_still_read() -> None:
+    m = ig.Manifest({("Observation", "o1"): 2}, generation=7)
+    assert ig.Manifest.from_json(m.to_json(), ig.MANIFEST_ROW_VERSION).generation == 7
+    v1 = {"resourceType": ig.MANIFEST_TYPE, "v": 1, "entries": [["Observation", "o1", 2]]}  # store v1: no "g"
+    assert ig.Manifest.from_json(v1, 4) == ig.Manifest({("Observation", "o1"): 2}, 4)
+
+
+def test_an_unopenable_old_owner_never_creates_a_manifest() -> None:
+    """A tampered owner token opens to a random patient token: the planner must not write a manifest for it."""
+    cur = {TA: ig.Manifest({("Observation", "o1"): 1}, generation=2)}
+    planned = ig.plan_manifests(cur, [ig.RowChange("Observation", "o1", ("p:0123",), (TA,), 2)])
+    assert set(planned) == {TA} and planned[TA].entries == {("Observation", "o1"): 2}
+    moved = ig.plan_manifests(cur, [ig.RowChange("Observation", "o1", (TA,), (TB,), 1)])
+    assert moved[TA].entries == {} and moved[TB].entries == {("Observation", "o1"): 1}
+
+
+def test_upgrading_a_v1_row_replaces_only_its_patient_token() -> None:
+    v1 = ("b:1a2", "n:3fa", TA)
+    assert ig.upgrade_tokens(v1, ["o:sealed"]) == ("b:1a2", "n:3fa", "o:sealed")
+    assert ig.upgrade_tokens(("n:3fa",), []) == ("n:3fa",)
+    assert not ig.ref_tokens(ig.upgrade_tokens(v1, ["o:sealed"]))
