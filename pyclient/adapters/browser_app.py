@@ -419,6 +419,12 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         root = keyring.index_root
         if root is None:
             raise AppError("The keyring has no search key.")
+        # Tokens and manifests cached under another keyring are wrong under this one: online only's tab key,
+        # then a PIN when the device may keep data again (issue 13) installs a second keyring without a lock.
+        self._ref_memo = {}
+        self._owner_made = {}
+        self._mcache = ManifestCache()
+        self._seen = None
         raw_state = await self.store.meta_get(KEY_STATE_META + keyring.active_data.key_id)
         if raw_state is None:
             raise AppError("Encryption counter state is missing: sign out and in again to rotate keys.")
