@@ -655,6 +655,7 @@ def resources_apply(
     authorized: bool = False,
     fresh: frozenset[tuple[str, str]] = frozenset(),
     join_care_team: bool = False,
+    savepoint: bool = True,
 ) -> list[WriteResult]:
     """Write several resources atomically, each against its expected base version: THE public write path.
 
@@ -670,7 +671,9 @@ def resources_apply(
     ``id`` (otherwise: 422/400 on the first bad one). ``authorized=True``: the caller already ran
     ``access_check`` for every write with the same action and patients (otherwise it runs here: create /
     update / delete on the union of the old and new compartments). ``fresh``: keys with server-generated
-    UUIDs, known not to exist, so not looked up.
+    UUIDs, known not to exist, so not looked up. ``savepoint=False``: inside a caller's transaction a refused
+    write fails that whole transaction (the caller redoes it, as the sync push's first attempt does); it saves
+    the SAVEPOINT/RELEASE round trips.
 
     Who still passes a flag, and why (issue 11 item 10; REST goes through ``repository.FhirStore`` and the
     single-resource calls, which pass none): batch callers that judge each item on its own, so one bad item
@@ -690,7 +693,8 @@ def resources_apply(
                 validate_resource(w.body, expected_type=w.resource_type)
                 if w.body.get("id") not in (None, w.resource_id):
                     raise BadRequest("The id in the body does not match", expression=["id"])
-    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh, join_care_team=join_care_team)
+    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh, join_care_team=join_care_team,
+                       savepoint=savepoint)
 
 
 def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion]:
