@@ -9,7 +9,8 @@ opposed to how fast it answers on a machine shared with others (wall clock is me
 Each push goes through Django's full handler (``django.test.Client``: middleware, ninja, bearer auth, the audit
 sink), as ``bench/request_profile.py`` does. Scenarios: ``push1`` / ``push50`` (1 or 50 new Observations on
 care-team patients) and ``update50`` (50 edits of existing Observations against their current version).
-Reported per push: statements (exact), savepoints among them, and CPU ms of this process
+Reported per push: statements (exact), savepoints among them, Python function calls (exact, cProfile: the
+load-independent stand-in for CPU), and CPU ms of this process
 (``time.process_time``: the Python side; PostgreSQL's own work is what the statement count stands for), plus
 CPU ms per mutation. Run it on two checkouts side by side to compare a change.
 """
@@ -97,6 +98,12 @@ def measure(name: str, fn: Any, *, warmup: int, rounds: int, profile: bool) -> d
         fn()
     queries = [q["sql"] for q in ctx.captured_queries]
     kinds = Counter(q.split()[0].upper() for q in queries)
+    # Python function calls of one push: exact and independent of the machine's load (CPU ms are not).
+    calls = cProfile.Profile()
+    calls.enable()
+    fn()
+    calls.disable()
+    py_calls = pstats.Stats(calls).total_calls  # type: ignore[attr-defined]
     cpu: list[float] = []
     prof = cProfile.Profile(time.process_time) if profile else None  # CPU, not waits on the database
     for _ in range(rounds):
@@ -111,6 +118,7 @@ def measure(name: str, fn: Any, *, warmup: int, rounds: int, profile: bool) -> d
     out: dict[str, Any] = {
         "queries": len(queries),
         "savepoints": kinds.get("SAVEPOINT", 0),
+        "python_calls": py_calls,
         "query_kinds": dict(kinds),
         "queries_sql": [q[:200] for q in queries],
         "cpu_ms_median": round(statistics.median(cpu), 2),
@@ -154,8 +162,9 @@ def main() -> int:
     out: dict[str, Any] = {"loadavg": Path("/proc/loadavg").read_text().split()[:3], "rounds": args.rounds}
     for name in filter(None, args.only.split(",")):
         r = measure(name, fns[name], warmup=args.warmup, rounds=args.rounds, profile=args.profile == name)
-        print(f"{name:9s} {r['queries']:3d} statements ({r['savepoints']} savepoints)  CPU {r['cpu_ms_median']:7.2f} ms"
-              f" median ({r['cpu_ms_min']:.2f} min), {r['cpu_ms_per_mutation']:.3f} ms/mutation  {r['query_kinds']}")  # fmt: skip
+        print(f"{name:9s} {r['queries']:3d} statements ({r['savepoints']} savepoints), {r['python_calls']:6d} Python calls,"
+              f" CPU {r['cpu_ms_median']:7.2f} ms median ({r['cpu_ms_min']:.2f} min), {r['cpu_ms_per_mutation']:.3f} ms/mutation"
+              f"  {r['query_kinds']}")  # fmt: skip
         if args.sql == name:
             for q in r["queries_sql"]:
                 print("      ", q)
