@@ -34,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +181,18 @@ def seal_plan(
     header = header_for(key_id=key_id, nonce=nonce, salt=salt)
     aad = aad_for(header=header, ref=RecordRef(resource_type, resource_id, version))
     return SealJob(key_id=key_id, header=header, aad=aad, nonce=nonce, plaintext=plaintext, salt=salt)
+
+
+def seal_plans(
+    *, key_id: str, salt: bytes | None, nonces: Sequence[bytes], items: Sequence[tuple[str, str, int, bytes]]
+) -> list[SealJob]:
+    """Plan a batch from one nonce block: one job per (type, id, version, compressed plaintext), in order."""
+    if len(nonces) != len(items):
+        raise EnvelopeError("one nonce per item")
+    return [
+        seal_plan(key_id=key_id, nonce=nonce, resource_type=t, resource_id=i, version=v, plaintext=pt, salt=salt)
+        for (t, i, v, pt), nonce in zip(items, nonces, strict=True)
+    ]
 
 
 def pack(job: SealJob, ciphertext_with_tag: bytes) -> bytes:

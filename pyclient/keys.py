@@ -12,17 +12,21 @@
 * Rotation: a new data key id becomes active; old ones stay in the keyring as
   decrypt-only until :func:`plan_reencryption_batch` has walked every record.
 
-The adapters run PBKDF2 and AES; this module plans, packs and parses.
+The adapters run PBKDF2 and AES; this module plans, packs and parses, and holds the two procedures every
+adapter runs the same way over its own primitives: the compare-and-swap nonce reservation
+(:func:`lease_nonces`) and keyring wrapping (:func:`keyring_wrap`, :func:`keyring_unlock`). They are
+``async`` so the browser awaits WebCrypto and IndexedDB; the CPython adapter's primitives never suspend and
+it runs them with :func:`run_sync`.
 """
 
 from __future__ import annotations
 
 import struct
 import unicodedata
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import Any
+from typing import Any, Protocol
 
 from pyclient.envelope import KEY_LEN, MAX_KEY_ID_LEN, NONCE_LEN, SALT_LEN, TAG_LEN, UnknownKeyId
 from pyclient.errors import ValidationFailed
@@ -44,6 +48,10 @@ class MalformedKeyring(KeyHierarchyError):
 
 class NonceBudgetExhausted(RuntimeError):
     """This key has used its NIST SP 800-38D invocation budget: rotate before sealing more."""
+
+
+class NonceReservationFailed(RuntimeError):
+    """Other holders of the key state kept winning the compare-and-swap: nothing was sealed."""
 
 
 class StaleKeyState(RuntimeError):
@@ -230,6 +238,41 @@ class NonceLease:
         start = self._next
         self._next += count
         return [nonce_at(self.state.nonce_prefix, c) for c in range(start, start + count)]
+
+
+#: Compare-and-swap attempts before giving up: each loss means another tab reserved a whole block meanwhile,
+#: so eight in a row is not contention but a holder gone wrong.
+MAX_CAS_RETRIES = 8
+
+#: ``persist(expected, new)``: store ``new`` only if the stored state is ``expected`` (one storage transaction
+#: running :func:`compare_and_swap`), else raise :class:`StaleKeyState` with what is stored.
+PersistState = Callable[[KeyState, KeyState], Awaitable[None]]
+
+
+async def lease_nonces(
+    lease: NonceLease, count: int, *, persist: PersistState, new_salt: Callable[[], bytes] | None
+) -> tuple[bytes | None, list[bytes]]:
+    """``count`` nonces no other holder of this key state will ever use, and the salt of their block.
+
+    A new block's state is persisted BEFORE any of its nonces is used (a crash skips nonces, never reuses
+    them); when another holder moved the stored state first, continue after its block. ``new_salt`` is the
+    adapter's CSPRNG for the per-block salt of envelope v2 (None: a v1 block). A failing ``persist`` leaves
+    the lease as it was and seals nothing. Not re-entrant: an async caller serialises calls per lease.
+    """
+    for _ in range(MAX_CAS_RETRIES):
+        pending = lease.prepare(count)
+        if pending is None:
+            break
+        try:
+            await persist(lease.state, pending[0])
+        except StaleKeyState as exc:
+            lease.adopt(exc.current)
+            continue
+        lease.install(*pending, salt=None if new_salt is None else new_salt())
+        break
+    else:
+        raise NonceReservationFailed("could not reserve nonces: the stored key state keeps changing")
+    return lease.salt, lease.take(count)
 
 
 # -- keyring ----------------------------------------------------------------
@@ -503,6 +546,64 @@ def keyring_from_unwrapped(parsed: ParsedKeyring, keys: list[bytes | None]) -> K
         return Keyring(entries)
     except ValueError as exc:
         raise MalformedKeyring(str(exc)) from exc
+
+
+#: One AES-256-GCM operation on a keyring entry: (nonce, aad, data).
+GcmJob = tuple[bytes, bytes, bytes]
+
+
+class KeyringCipher(Protocol):
+    """What an adapter supplies for the keyring: PBKDF2 and AES-256-GCM. The key handle is the adapter's own
+    (raw bytes on CPython, a non-extractable CryptoKey in the browser), so the KEK need not reach Python."""
+
+    async def derive_kek(self, pin: bytes, params: KdfParams) -> Any:
+        """PBKDF2-HMAC-SHA256(pin, salt, iterations, 32 bytes) as an AES-256-GCM key."""
+        ...
+
+    async def gcm_seal(self, key: Any, jobs: Sequence[GcmJob]) -> list[bytes]:
+        """ciphertext || 128-bit tag per job."""
+        ...
+
+    async def gcm_open(self, key: Any, jobs: Sequence[GcmJob]) -> list[bytes | None]:
+        """Plaintext per job, None where the tag fails."""
+        ...
+
+
+async def keyring_wrap(
+    cipher: KeyringCipher,
+    *,
+    pin: str,
+    keyring: Keyring,
+    salt: bytes,
+    nonces: Sequence[bytes],
+    iterations: int = MIN_PBKDF2_ITERATIONS,
+) -> bytes:
+    """The PIN-wrapped keyring blob (section 3); salt and nonces are the caller's random bytes (fixed in the
+    test vectors, so every adapter must give the vector's bytes)."""
+    params = KdfParams(salt=salt, iterations=iterations)
+    jobs = wrap_plan(params, keyring, list(nonces))
+    kek = await cipher.derive_kek(pin_bytes(pin), params)
+    return pack_keyring(params, jobs, await cipher.gcm_seal(kek, [(j.nonce, j.aad, j.plaintext) for j in jobs]))
+
+
+async def keyring_unlock(cipher: KeyringCipher, *, pin: str, blob: bytes) -> Keyring:
+    """Unwrap a keyring blob: :class:`WrongPin` (an empty PIN too: it unlocks nothing) or
+    :class:`MalformedKeyring`."""
+    parsed = parse_keyring(blob)
+    kek = await cipher.derive_kek(pin_bytes(pin or " "), parsed.params)
+    opened = await cipher.gcm_open(kek, [(w.nonce, w.aad, w.ciphertext) for w in parsed.entries])
+    return keyring_from_unwrapped(parsed, opened)
+
+
+def run_sync[T](coro: Coroutine[Any, Any, T]) -> T:
+    """Result of a coroutine whose every await completes at once (the CPython adapter's primitives): its way
+    into the one async implementation above, without an event loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a synchronous primitive suspended")
 
 
 # -- rotation -------------------------------------------------------------------

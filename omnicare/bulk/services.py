@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import BigIntegerField, BinaryField, Func, Q, TextField, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Length
@@ -52,8 +52,9 @@ from omnicare.core.errors import (
     PayloadTooLarge,
 )
 from omnicare.fhir.models import Resource, ResourcePatient, SearchReference, SearchToken
+from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.search import COMPARTMENT, SUPPORTED_TYPES, parse_date_range, parse_reference
-from omnicare.fhir.services import Write, resources_apply
+from omnicare.fhir.services import Write
 from omnicare.fhir.validation import check_id, validate_resource
 
 from .models import BulkIssue, BulkJob
@@ -475,29 +476,19 @@ def _import_batch(job: BulkJob, batch: list[tuple[int, bytes]], index: _Index, r
 
 def _write(job: BulkJob, items: dict[tuple[str, str], tuple[int, dict[str, Any]]], *, user: Any, trusted: bool,
            issues: list[BulkIssue]) -> list[tuple[str, str, list[str]]]:
-    """Write the batch at once; if that fails (one line refused), line by line so only that line is lost."""
+    """Write the batch through the store, one outcome per line: a refused line is an issue and only it is lost.
+    Bodies were validated line by line (here or in the worker pool). A trusted import (an administrator's
+    ``manage.py fhir_import``) writes as the system store, named after its user."""
     writes = [Write(rt, rid, body) for (rt, rid), (_, body) in items.items()]
     if not writes:
         return []
-    try:
-        with transaction.atomic():
-            results = resources_apply(user=user, writes=writes, validated=True, authorized=trusted)
-        return [(r.resource_type, r.resource_id, list(r.version.patient_ids or [])) for r in results
-                if r.version is not None]
-    except (ApiError, IntegrityError):
-        pass
+    store = FhirStore.system(user=user) if trusted else FhirStore(user=user)
     out: list[tuple[str, str, list[str]]] = []
-    for (rt, rid), (lineno, body) in items.items():
-        try:
-            with transaction.atomic():
-                res = resources_apply(user=user, writes=[Write(rt, rid, body)], validated=True,
-                                      authorized=trusted)[0]
-            if res.version is not None:
-                out.append((rt, rid, list(res.version.patient_ids or [])))
-        except ApiError as exc:
-            issues.append(_issue_from(job, lineno, exc))
-        except IntegrityError:
-            issues.append(_issue(job, lineno, "error", "conflict", f"{rt}/{rid} was written concurrently; retry"))
+    for (lineno, _), res in zip(items.values(), store.apply_each(writes), strict=True):
+        if isinstance(res, ApiError):
+            issues.append(_issue_from(job, lineno, res))
+        elif res.version is not None:
+            out.append((res.resource_type, res.resource_id, list(res.version.patient_ids or [])))
     return out
 
 

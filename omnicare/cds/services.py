@@ -501,7 +501,8 @@ def orders_recheck(*, keys: Iterable[Sequence[Any]], now: datetime | None = None
     """
     from omnicare.audit.services import NewEvent, append_events
     from omnicare.fhir.models import Resource
-    from omnicare.fhir.services import Write, resources_apply
+    from omnicare.fhir.repository import FhirStore
+    from omnicare.fhir.services import Write
 
     wanted = {(str(rid), int(ver)) for rid, ver in keys}
     if not wanted:
@@ -557,8 +558,8 @@ def orders_recheck(*, keys: Iterable[Sequence[Any]], now: datetime | None = None
     with transaction.atomic():
         OrderCheck.objects.bulk_create(checks, ignore_conflicts=True)
         if fresh:
-            resources_apply(user=None, authorized=True,  # type: ignore[arg-type]  # the system, not a person
-                            writes=[Write("DetectedIssue", k, v[0], expected_version=0) for k, v in fresh.items()])
+            FhirStore.system().apply(  # the system, not a person
+                [Write.valid("DetectedIssue", k, v[0], expected_version=0) for k, v in fresh.items()])
             append_events([
                 NewEvent(action="create", user=None, resource_type="DetectedIssue", resource_id=k,
                          patient_ids=[pid] if pid else [], purpose="HOPERAT",

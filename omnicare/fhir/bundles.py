@@ -1,6 +1,6 @@
 """Transaction and batch Bundles (POST to the FHIR base).
 
-transaction: every write in ONE database transaction and one feed bump (via ``services.resources_apply``); any failing
+transaction: every write in ONE database transaction and one feed bump (via ``FhirStore.apply``); any failing
 entry rolls everything back and the whole request fails with that entry's status. ``urn:uuid:`` fullUrls of
 new resources are replaced by ``Type/id`` in every ``reference`` of every entry before anything is written.
 batch: each entry independent, each with its own status and OperationOutcome.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
 from django.db import IntegrityError, transaction
@@ -20,8 +20,11 @@ from omnicare.core.errors import ApiError, BadRequest, Conflict, MethodNotAllowe
 from . import services as svc
 from .validation import check_id, check_type, validate_resource
 
+if TYPE_CHECKING:  # the store hands itself in (repository imports this module, so never at run time)
+    from .repository import FhirStore
+
 STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
-# FHIR processing order inside a transaction (writes share one resources_apply call; reads see the writes).
+# FHIR processing order inside a transaction (writes share one FhirStore.apply call; reads see the writes).
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "GET": 3}
 
 
@@ -180,7 +183,7 @@ def _with_entry(exc: ApiError, i: int) -> ApiError:
     return exc
 
 
-def _transaction(user: svc.User, entries: list[Any], base_url: str) -> dict[str, Any]:
+def _transaction(store: FhirStore, entries: list[Any], base_url: str) -> dict[str, Any]:
     parsed: list[_Entry] = []
     for i, raw in enumerate(entries):
         try:
@@ -211,13 +214,14 @@ def _transaction(user: svc.User, entries: list[Any], base_url: str) -> dict[str,
     try:
         with transaction.atomic():
             fresh = frozenset((e.resource_type, e.resource_id) for e in write_entries if e.method == "POST")
-            results = svc.resources_apply(user=user, writes=writes, validated=True, fresh=fresh, join_care_team=True)
+            # _to_write validated every body (its errors name the entry): the store takes them as they are.
+            results = store.apply(writes, fresh=fresh, join_care_team=True)
             for e, res in zip(write_entries, results, strict=True):
                 out[e.index] = _response(res, e.method)
             for e in parsed:
                 if e.method == "GET":
                     try:
-                        out[e.index] = _get(user, e, base_url)
+                        out[e.index] = _get(store.user, e, base_url)
                     except ApiError as exc:
                         raise _with_entry(exc, e.index) from exc
     except IntegrityError as exc:
@@ -225,32 +229,29 @@ def _transaction(user: svc.User, entries: list[Any], base_url: str) -> dict[str,
     return {"resourceType": "Bundle", "id": svc.new_id(), "type": "transaction-response", "entry": out}
 
 
-def _batch(user: svc.User, entries: list[Any], base_url: str) -> dict[str, Any]:
+def _batch(store: FhirStore, entries: list[Any], base_url: str) -> dict[str, Any]:
     out: list[dict[str, Any]] = []
     for i, raw in enumerate(entries):
         try:
             e = _parse_entry(i, raw, base_url)
             if e.method == "GET":
-                out.append(_get(user, e, base_url))
+                out.append(_get(store.user, e, base_url))
                 continue
             if e.method == "POST":
                 e.resource_id = svc.new_id()
             if e.resource is not None:
                 _rewrite(e.resource, {}, f"Bundle.entry[{i}].resource")
-            write = _to_write(e)
-            try:
-                with transaction.atomic():
-                    res = svc.resources_apply(user=user, writes=[write], validated=True, join_care_team=True)[0]
-            except IntegrityError as exc:
-                raise Conflict("Concurrent write to the same resource; retry") from exc
-            out.append(_response(res, e.method))
+            # The store's write runs in a savepoint of its own (a refused entry is undone alone) and answers a
+            # concurrent create of the same id as 409 itself.
+            out.append(_response(store.apply([_to_write(e)], join_care_team=True)[0], e.method))
         except ApiError as exc:
             out.append({"response": {"status": str(exc.status), "outcome": exc.outcome()}})
     return {"resourceType": "Bundle", "id": svc.new_id(), "type": "batch-response", "entry": out}
 
 
-def bundle_process(*, user: svc.User, bundle: Any, base_url: str = "") -> dict[str, Any]:
-    """Process a ``transaction`` or ``batch`` Bundle and return the response Bundle."""
+def bundle_process(*, store: FhirStore, bundle: Any, base_url: str = "") -> dict[str, Any]:
+    """Process a ``transaction`` or ``batch`` Bundle for ``store`` (its user reads, its policy checks every
+    write) and return the response Bundle. Called by ``FhirStore.bundle``, which records the audit events."""
     if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
         raise BadRequest("Expected a Bundle", expression=["resourceType"])
     kind = bundle.get("type")
@@ -258,9 +259,9 @@ def bundle_process(*, user: svc.User, bundle: Any, base_url: str = "") -> dict[s
     if not isinstance(entries, list):
         raise BadRequest("Bundle.entry must be a list", expression=["Bundle.entry"])
     if kind == "transaction":
-        return _transaction(user, entries, base_url)
+        return _transaction(store, entries, base_url)
     if kind == "batch":
-        return _batch(user, entries, base_url)
+        return _batch(store, entries, base_url)
     raise BadRequest(
         "Only transaction and batch Bundles can be POSTed to the base", expression=["Bundle.type"]
     )

@@ -15,20 +15,29 @@ purpose of use). Each of its methods does, exactly once and in this order:
    outside the rolled-back transaction before the 403 leaves.
 
 So the REST router (``fhir.api``) only translates HTTP: status codes, headers, Prefer, If-Match parsing and
-the OperationOutcome pipeline. Callers without a request (sync push, bulk import, HL7, CDS) still call
-``services`` directly: they audit per batch in their own transaction and check access per mutation (see
-``services.resources_apply`` for the two flags that keeps).
+the OperationOutcome pipeline.
+
+Batch writers (transaction and batch Bundles, the sync push, bulk import, HL7, CDS, the online-only vitals
+form) write through :meth:`FhirStore.apply` (all or nothing) or :meth:`FhirStore.apply_each` (one outcome per
+write: its result or its refusal, so a bulk import reports each refused line alone). Those two leave the audit event to the caller,
+who records ONE per batch in the same transaction (a push batch, an import batch, an HL7 message, a Bundle
+with its per-entry events); the access check stays the store's: the engine puts every write to the store's
+``policy``. That policy is ``access_check`` for a person; the sync push hands the store its per-batch memo of
+``access_check`` (so the check its decision already made is answered from the memo, not run twice); a system
+actor (HL7 interface, CDS re-check, an administrator's trusted import) gets :meth:`FhirStore.system`, trusted
+for every patient like Medplum's system repository. Bodies arrive valid (``services.Write.valid``): each
+caller validates once, where it can still answer per item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from omnicare.audit.services import append_events
 from omnicare.audit.trail import AuditNote, audited, bundle_entry_events, compartment_of
-from omnicare.core.errors import BadRequest
+from omnicare.core.errors import ApiError, BadRequest
 
 from . import services as svc
 from .bundles import bundle_process  # bundles builds on services; services never imports it back
@@ -46,11 +55,20 @@ class FhirStore:
     user: svc.User
     device_id: str | None = None
     purpose: str = "TREAT"
+    #: Asked about every write (see the module docstring); None: the person's ``access.services.access_check``.
+    policy: svc.AccessPolicy | None = None
 
     @classmethod
     def for_request(cls, request: Any) -> FhirStore:
         """The store for an authenticated request (``request.user`` is set by ``access.auth``)."""
         return cls(user=request.user)
+
+    @classmethod
+    def system(cls, *, user: svc.User = None, purpose: str = "HOPERAT") -> FhirStore:
+        """The store of a system actor, trusted for every patient: the HL7 interface and the CDS re-check
+        (``user`` None: no person; versions carry no author) and an administrator's trusted bulk import (``user``
+        the administrator, named as the versions' writer)."""
+        return cls(user=user, purpose=purpose, policy=svc.system_trusted)
 
     def _audited(
         self, action: str, resource_type: str = "", resource_id: str = "", *,
@@ -151,11 +169,30 @@ class FhirStore:
         stands for (patients, denials), all in the Bundle's transaction."""
         kind = str(bundle.get("type") or "") if isinstance(bundle, dict) else ""
         with self._audited(kind if kind in ("transaction", "batch") else "transaction", "Bundle") as note:
-            result = bundle_process(user=self.user, bundle=bundle, base_url=base_url)
+            result = bundle_process(store=self, bundle=bundle, base_url=base_url)
             _note_entries(note, result)
             note.detail["entries"] = len(result.get("entry") or [])
             append_events(bundle_entry_events(user=self.user, bundle=bundle, response=result, kind=kind))
         return result
+
+    # ---- batch writes (the caller records the batch's audit event in the same transaction) -----------------
+
+    def apply(
+        self, writes: Sequence[svc.Write], *, fresh: frozenset[tuple[str, str]] = frozenset(),
+        join_care_team: bool = False, savepoint: bool = True,
+    ) -> list[svc.WriteResult]:
+        """All of ``writes`` or none (``services.resources_apply``): a refusal raises its ApiError.
+        ``savepoint=False``: a refusal fails the caller's whole transaction (the sync push's first attempt)."""
+        return svc.resources_apply(user=self.user, writes=writes, check=self.policy, fresh=fresh,
+                                   join_care_team=join_care_team, savepoint=savepoint)
+
+    def apply_each(
+        self, writes: Sequence[svc.Write], *, join_care_team: bool = False
+    ) -> list[svc.WriteResult | ApiError]:
+        """One outcome per write, in order: its result, or the ApiError that refused it alone
+        (``services.resources_apply_each``)."""
+        return svc.resources_apply_each(user=self.user, writes=writes, check=self.policy,
+                                        join_care_team=join_care_team)
 
     def _written(self, note: AuditNote, result: svc.WriteResult) -> None:
         """What a single write adds to its event, and the Subscription hook (inside the write's transaction)."""

@@ -1,15 +1,16 @@
 """FHIR store services: keyword-only functions under the per-request façade (``repository.FhirStore``) and sync.
 
-Every write, whatever its entry point (REST, transaction Bundle, sync push, bulk import), goes through
-:func:`resources_apply` (its engine is :func:`_apply`), which writes the current state, the search index, the compartment rows, and the history rows
-with their change-feed ``seq`` in one database transaction.
+Every write, whatever its entry point (REST, transaction Bundle, sync push, bulk import, HL7, CDS), goes through
+the store's :func:`resources_apply` / :func:`resources_apply_each` (their engine is :func:`_apply`), which writes
+the current state, the search index, the compartment rows, and the history rows with their change-feed ``seq``
+in one database transaction, asking the store's access policy about every write.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,6 +76,33 @@ class Write:
     resource_id: str
     body: dict[str, Any] | None
     expected_version: int | None = None
+
+    @classmethod
+    def valid(
+        cls, resource_type: str, resource_id: str, body: dict[str, Any] | None, expected_version: int | None = None
+    ) -> Write:
+        """A write whose type, id and body the validator accepted (422/400 otherwise): for callers that build
+        bodies in code (HL7 mapping, CDS). The write engine never validates: every ``Write`` it gets carries a
+        valid body, checked once by whoever made it (the push's ``_plan``, bulk import's pool, a Bundle entry,
+        this)."""
+        check_type(resource_type)
+        check_id(resource_id)
+        if body is not None:
+            validate_resource(body, expected_type=resource_type)
+            if body.get("id") not in (None, resource_id):
+                raise BadRequest("The id in the body does not match", expression=["id"])
+        return cls(resource_type, resource_id, body, expected_version)
+
+
+#: The access policy the write engine asks about every write (``access.services.access_check``'s signature).
+#: The store passes its own (``repository.FhirStore.policy``; None stands for ``access_check`` itself).
+type AccessPolicy = Callable[..., None]
+
+
+def system_trusted(*, user: User, action: str, resource_type: str, patient_ids: Sequence[str] = ()) -> None:
+    """The access policy of a system actor (HL7 interface, CDS re-check, an administrator's trusted import,
+    the demo seeder): trusted for every patient, like Medplum's system repository. Chosen only through
+    ``repository.FhirStore.system``."""
 
 
 @dataclass
@@ -321,17 +349,18 @@ def _apply(
     writes: Sequence[Write],
     *,
     user: User,
-    trusted: bool = False,
+    check: AccessPolicy,
     fresh: frozenset[tuple[str, str]] = frozenset(),
     join_care_team: bool = False,
 ) -> list[WriteResult]:
     """Apply ``writes`` atomically: THE write path (REST, bundles, import and the sync push all end here).
 
-    Contract for callers outside this module (the sync push uses it to combine the write with its own rows
-    in one transaction): the caller holds ``transaction.atomic()``, bodies are already validated
-    (``validation.validate_resource``) and carry the right ``id``; ``trusted=True`` skips ``access_check``
-    (only when the caller already ran it with the same arguments). Raises ``PreconditionFailed`` on a stale
-    ``expected_version`` and ``IntegrityError`` on a concurrent create of the same id (the caller rolls back).
+    Contract: the caller holds ``transaction.atomic()``; bodies are valid (``Write.valid``) and carry the right
+    ``id``; ``check`` is asked about every write (create / update / delete on the union of the old and new
+    compartments): the store's policy (the sync push's is its per-batch memo of ``access_check``, so what its
+    decision already asked is answered without a second lookup).
+    Raises ``PreconditionFailed`` on a stale ``expected_version`` and ``IntegrityError`` on a concurrent create
+    of the same id (the caller rolls back).
 
     ``fresh``: keys with server-generated UUIDs, known not to exist, so not looked up (one query less per
     create; a collision would still be caught by the unique constraint).
@@ -380,9 +409,9 @@ def _apply(
                                  current=cur.body if cur is not None and not cur.deleted else None)
             p.body = _with_meta(body, w.resource_id, p.version_id, now)
             p.patient_ids = compartment_patients(w.resource_type, w.resource_id, p.body)
-        if not trusted and (w.resource_type, w.resource_id) not in auto:
+        if (w.resource_type, w.resource_id) not in auto:
             action = "delete" if w.body is None else ("create" if p.created else "update")
-            access_check(
+            check(
                 user=user,
                 action=action,
                 resource_type=w.resource_type,
@@ -587,11 +616,12 @@ def _run_writes(
     writes: Sequence[Write],
     *,
     user: User,
-    trusted: bool = False,
+    check: AccessPolicy | None = None,
     fresh: frozenset[tuple[str, str]] = frozenset(),
     join_care_team: bool = False,
     savepoint: bool = True,
 ) -> list[WriteResult]:
+    # ``check`` None: a person's policy, ``access_check`` (looked up per call, so a test's stand-in applies).
     # Two writers creating the same new id at once both find no row to lock; the loser's INSERT fails on
     # the unique constraint once the winner commits. Retrying once turns it into what it would have been a
     # moment later (an update, or a 412 for a create-only write). Inside a caller's transaction we cannot
@@ -604,7 +634,8 @@ def _run_writes(
     for attempt in range(attempts):
         try:
             with transaction.atomic(savepoint=savepoint):
-                return _apply(writes, user=user, trusted=trusted, fresh=fresh, join_care_team=join_care_team)
+                return _apply(writes, user=user, check=check or access_check, fresh=fresh,
+                              join_care_team=join_care_team)
         except IntegrityError as exc:
             if attempt == attempts - 1:
                 raise Conflict("Concurrent write to the same resource; retry") from exc
@@ -662,50 +693,55 @@ def resources_apply(
     *,
     user: User,
     writes: Sequence[Write],
-    validated: bool = False,
-    authorized: bool = False,
+    check: AccessPolicy | None,
     fresh: frozenset[tuple[str, str]] = frozenset(),
     join_care_team: bool = False,
     savepoint: bool = True,
 ) -> list[WriteResult]:
-    """Write several resources atomically, each against its expected base version: THE public write path.
+    """Write several resources atomically, each against its expected base version: THE write engine, called by
+    ``repository.FhirStore`` (``apply``), never by routers or integrations directly.
 
-    REST create/update/delete, transaction/batch Bundles, the sync push and imports all end here. In one
-    database transaction it writes the current state, the search index, the compartment rows and the history
-    rows with their change-feed ``seq`` (one feed bump for the batch), then sends
-    ``signals.versions_written``. Any stale ``expected_version`` raises :class:`PreconditionFailed` and
-    nothing is written; a concurrent create of the same id is retried once, or raises :class:`Conflict`
-    (409) when the caller holds a transaction (call inside your own ``transaction.atomic()`` to combine the
-    write with other rows, e.g. the sync mutation log and conflicts).
-
-    ``validated=True``: the caller already ran ``validation.validate_resource`` on every body and set its
-    ``id`` (otherwise: 422/400 on the first bad one). ``authorized=True``: the caller already ran
-    ``access_check`` for every write with the same action and patients (otherwise it runs here: create /
-    update / delete on the union of the old and new compartments). ``fresh``: keys with server-generated
-    UUIDs, known not to exist, so not looked up. ``savepoint=False``: inside a caller's transaction a refused
-    write fails that whole transaction (the caller redoes it, as the sync push's first attempt does); it saves
-    the SAVEPOINT/RELEASE round trips.
-
-    Who still passes a flag, and why (issue 11 item 10; REST goes through ``repository.FhirStore`` and the
-    single-resource calls, which pass none): batch callers that judge each item on its own, so one bad item
-    is answered alone instead of failing the batch at its first bad body — transaction/batch Bundles
-    (``validated``: errors name their ``Bundle.entry[i]``), bulk import (``validated``, per line; and
-    ``authorized`` for a trusted admin import) and the sync push (both: ``_plan`` validates the merged body and
-    checks access per mutation, to reject that mutation alone). HL7 and CDS write as the system, not a
-    person (``user=None``, ``authorized``): they have no principal to check. Validating twice is not free:
-    ``validate_resource`` takes ~0.28 s per 1,000 Observations (measured 2026-12-01) against a 0.75 s
-    1,000-mutation push (bench/results.json ``push_1000_s``); checking twice repeats the registration lookups.
+    In one database transaction it writes the current state, the search index, the compartment rows and the
+    history rows with their change-feed ``seq`` (one feed bump for the batch), then sends
+    ``signals.versions_written``. Every write is put to ``check`` (the store's access policy; None: a person's,
+    ``access.services.access_check``); any refusal or stale ``expected_version`` (:class:`PreconditionFailed`)
+    raises and nothing is written; a concurrent create of the same id is retried once, or raises
+    :class:`Conflict` (409) when the caller holds a transaction (call inside your own ``transaction.atomic()``
+    to combine the write with other rows, e.g. the sync mutation log and conflicts). Bodies are valid (``Write.valid``): validating twice is not free (``validate_resource`` takes
+    ~0.28 s per 1,000 Observations, measured 2026-12-01, against a 0.75 s 1,000-mutation push), so each caller
+    validates once where it can still answer per item (the push's ``_plan``, bulk import's worker pool, a Bundle
+    entry). ``fresh``: keys with server-generated UUIDs, known not to exist, so not looked up.
+    ``savepoint=False``: inside a caller's transaction a refused write fails that whole transaction (the caller
+    redoes it, as the sync push's first attempt does); it saves the SAVEPOINT/RELEASE round trips.
     """
-    if not validated:
-        for w in writes:
-            check_type(w.resource_type)
-            check_id(w.resource_id)
-            if w.body is not None:
-                validate_resource(w.body, expected_type=w.resource_type)
-                if w.body.get("id") not in (None, w.resource_id):
-                    raise BadRequest("The id in the body does not match", expression=["id"])
-    return _run_writes(writes, user=user, trusted=authorized, fresh=fresh, join_care_team=join_care_team,
+    return _run_writes(writes, user=user, check=check, fresh=fresh, join_care_team=join_care_team,
                        savepoint=savepoint)
+
+
+def resources_apply_each(
+    *,
+    user: User,
+    writes: Sequence[Write],
+    check: AccessPolicy | None,
+    join_care_team: bool = False,
+) -> list[WriteResult | ApiError]:
+    """Like :func:`resources_apply`, but a refused write is answered alone: one outcome per write, in order,
+    either its result or the refusal (access, precondition, registration rules, a concurrent create).
+
+    The batch is tried whole first (one feed bump, the common case); when anything in it is refused, that
+    attempt's savepoint is rolled back and each write is applied in a savepoint of its own, so only the
+    refused ones are lost (bulk import reports each as an issue on its line)."""
+    try:
+        return list(_run_writes(writes, user=user, check=check, join_care_team=join_care_team))
+    except ApiError:
+        pass
+    out: list[WriteResult | ApiError] = []
+    for w in writes:
+        try:
+            out.append(_run_writes([w], user=user, check=check, join_care_team=join_care_team)[0])
+        except ApiError as exc:
+            out.append(exc)
+    return out
 
 
 def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion]:
@@ -723,7 +759,7 @@ def resources_import(*, resources: list[dict[str, Any]]) -> list[ResourceVersion
             rid = new_id()
             fresh.add((rtype, rid))
         writes.append(Write(rtype, rid, body))
-    results = _run_writes(writes, user=None, trusted=True, fresh=frozenset(fresh))
+    results = _run_writes(writes, user=None, check=system_trusted, fresh=frozenset(fresh))
     if len(writes) >= ANALYZE_AFTER and connection.vendor == "postgresql" and not connection.in_atomic_block:
         # A bulk load leaves the planner with empty-table statistics until autovacuum runs; with them it
         # picks nested loops that make the first searches 20x slower. Refresh them now (seconds at most).
@@ -1114,6 +1150,7 @@ def _ignored_params_outcome(unknown: list[str]) -> dict[str, Any]:
 
 __all__ = [
     "FeedCounter",
+    "AccessPolicy",
     "HistoryPage",
     "Write",
     "WriteResult",
@@ -1127,5 +1164,7 @@ __all__ = [
     "resource_update",
     "resource_vread",
     "resources_apply",
+    "resources_apply_each",
     "resources_import",
+    "system_trusted",
 ]

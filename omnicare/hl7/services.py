@@ -8,9 +8,9 @@ the row's state change, so a message is either fully in the record or not at all
 finds it ``processed`` and does nothing.
 
 The sending system is the audit agent: events carry no user, ``username`` ``hl7:<MSH-4>`` and the message
-type / control id (never content). FHIR writes go through ``fhir.services.resources_apply`` (the one write
-path: validation, search index, change feed, sync hints) with ``authorized=True``: the interface is a
-system actor, not a clinician, and is trusted for every patient like a bulk import.
+type / control id (never content). FHIR writes go through the system store (``FhirStore.system().apply``: the
+one write path: search index, change feed, sync hints; bodies validated by ``Write.valid``): the interface is
+a system actor, not a clinician, and is trusted for every patient like a bulk import.
 """
 
 from __future__ import annotations

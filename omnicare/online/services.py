@@ -16,6 +16,7 @@ from omnicare.access.services import access_check
 from omnicare.core.errors import BadRequest, NotFound
 from omnicare.fhir import services as fhir_svc
 from omnicare.fhir.models import Resource
+from omnicare.fhir.repository import FhirStore
 from pyclient import chart as cv
 from pyclient import forms
 from pyclient import storage_mode as sm
@@ -95,7 +96,7 @@ def online_chart(*, user: Any, patient_id: str, permissions: dict[str, list[str]
 
 
 def online_vitals_record(*, user: Any, patient_id: str, values: dict[str, Any], author: str) -> list[str]:
-    """pyclient.forms.vitals (the same validation as the device), then a normal server create per record."""
+    """pyclient.forms.vitals (the same validation as the device), then one store write of all its records."""
     access_check(user=user, action="read", resource_type="Patient", patient_ids=[patient_id])
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
@@ -107,4 +108,8 @@ def online_vitals_record(*, user: Any, patient_id: str, values: dict[str, Any], 
         created = forms.vitals(patient_id, values, now=taken, author={"display": author}, recorded=now)
     except ValidationFailed as exc:
         raise FieldErrors(exc.message, dict(exc.fields)) from None
-    return [fhir_svc.resource_create(user=user, resource=res).resource_id for res in created]
+    # One store write for the form's records (one feed bump; the request's audit event covers them all).
+    writes = [fhir_svc.Write.valid(str(res.get("resourceType") or ""), fhir_svc.new_id(), res, expected_version=0)
+              for res in created]
+    fresh = frozenset((w.resource_type, w.resource_id) for w in writes)
+    return [r.resource_id for r in FhirStore(user=user).apply(writes, fresh=fresh, join_care_team=True)]

@@ -31,8 +31,9 @@ from omnicare.core.errors import (
     Conflict as ConflictError,
 )
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
+from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.search import compartment_patients
-from omnicare.fhir.services import Write, resources_apply
+from omnicare.fhir.services import Write
 from omnicare.fhir.validation import check_id, check_type, validate_resource
 from pyclient.protocol import (
     MAX_PUSH_MUTATIONS as PROTOCOL_MAX_PUSH,
@@ -350,8 +351,7 @@ def _write(
     user: User, rtype: str, rid: str, body: dict[str, Any] | None, expected: int
 ) -> ResourceVersion | None:
     # join_care_team: a Patient registered on a device puts its registering clinician on its care team (issue 18)
-    result = resources_apply(user=user, writes=[Write(rtype, rid, body, expected_version=expected)],
-                             join_care_team=True)[0]
+    result = FhirStore(user=user).apply([Write(rtype, rid, body, expected_version=expected)], join_care_team=True)[0]
     if result.version is not None:
         _announce([result.version])
     return result.version
@@ -538,15 +538,12 @@ def _apply_batch(
             # as ``failed``, and this block's savepoint (or the whole push's transaction) undoes the chunk before
             # the careful path redoes it (two round trips saved per savepoint, on every push).
             try:
-                # authorized: access_check already ran per mutation in _plan, with the same arguments;
-                # validated: _plan validated every body (and the merge result).
+                # _plan validated every body (and the merge result); the store asks the same memo _plan asked,
+                # so the access checks already made are not run again.
                 # fresh: what the locking read above did not find is not looked up again; one created meanwhile
                 # by another writer fails the unique constraint, and the careful path decides it.
-                written = resources_apply(
-                    user=user,
-                    writes=[plans[i].write for i in writing],  # type: ignore[misc]
-                    validated=True,
-                    authorized=True,
+                written = FhirStore(user=user, device_id=device_id, policy=check).apply(
+                    [plans[i].write for i in writing],  # type: ignore[misc]
                     fresh=frozenset(k for k in keys if k not in current),
                     join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
                     savepoint=False,

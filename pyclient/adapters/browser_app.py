@@ -5,14 +5,15 @@ JS owns pixels, timers and events; this module owns the rules: key hierarchy
 (:mod:`pyclient.envelope` + :mod:`pyclient.compress`), blind-index search
 (:mod:`pyclient.blindindex`), the sync state machine (:mod:`pyclient.sync`) and
 form validation. I/O is injected: ``idb`` (``pwa/app/idb.js``), ``crypto``
-(``pwa/app/crypto.js``: batched WebCrypto) and ``http`` (an async JS function).
+(``pwa/app/crypto.js``: batched WebCrypto, driven by :mod:`pyclient.adapters.webcrypto`,
+the browser's one crypto path) and ``http`` (an async JS function).
 Every AES batch and every store batch crosses the JS boundary once.
 
 Safety rules kept here:
 
 * Nonces: the AES-GCM counter state is advanced with a compare-and-swap inside
-  ONE IndexedDB readwrite transaction (``idb.metaCas``), so two tabs sharing a
-  key always reserve disjoint nonce blocks (:func:`pyclient.keys.compare_and_swap`).
+  ONE IndexedDB readwrite transaction (``webcrypto.IdbKeyState``), so two tabs sharing a
+  key always reserve disjoint nonce blocks (:func:`pyclient.keys.lease_nonces`).
 * A revoked device (403 + ``OmniCare-Device: revoked; wipe``, or the WebSocket's
   ``device-revoked`` message) forgets its keys and deletes its database at once.
 * Every read, search and write on the device is an audit event with its own
@@ -98,6 +99,7 @@ from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glas
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .indexeddb_store import IndexedDBStore, StorageFull, _py
+from .webcrypto import KEY_STATE_META, IdbKeyState, JsCipher, WebCrypto
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
 
@@ -112,7 +114,7 @@ SYNC_EPOCH_META = (META_EPOCH, META_RECOVERY)  # issue 13 item 6: the server epo
 AUDIT_TYPE = "DeviceAuditEvent"
 AUDIT_PREFIX = "audit:"
 AUDIT_BATCH = 500
-_MAX_CAS_RETRIES = 8
+_MAX_MANIFEST_RETRIES = 8  # another tab won the manifest compare-and-swap this many times in a row: give up
 M_KEYRING, M_USER, M_DEVICE, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "device.id", "key.created", "schema"
 M_FIRST_SYNC_DONE = "sync.firstDone"
 # The newest audit checkpoint the server proved consistent, and a history rewrite this device saw (no PHI).
@@ -186,12 +188,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
                  on_event: Callable[[str], Any] | None = None, bench: bool = False) -> None:
-        from pyodide.ffi import to_js  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
-
-        self._to_js = to_js
         self.store = IndexedDBStore(idb)
         self._idb = idb
-        self._crypto = crypto
+        self._cipher = JsCipher(crypto)  # pwa/app/crypto.js behind the browser's one crypto adapter
         self._http = http
         self._on_event = on_event
         self._read_only: str | None = None
@@ -208,7 +207,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         # no row). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch re-reads.
         self._mcache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
-        self._reserve_lock: Any = None  # asyncio.Lock, made on first use inside the running loop
         self.pin_policy = pg.PinPolicy()  # attempts before delay / wipe (configurable: set before unlock)
         self._rows = _BrowserRows(self)
 
@@ -216,16 +214,12 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     def _clear_keys(self) -> None:
         self._keyring: kh.Keyring | None = None
-        self._aes: Any = None  # JS Map keyId -> CryptoKey (non-extractable)
-        self._active_kid: str | None = None
+        self._wc: WebCrypto | None = None  # the unlocked keyring's CryptoKeys and nonce lease
         self._index: bi.IndexKeys | None = None
         self._ref_key: bytes | None = None
-        self._lease: kh.NonceLease | None = None
-        self._state_raw: str | None = None  # the stored key-state JSON the lease was read from / wrote
         self.machine: SyncMachine | None = None
         self._username: str | None = None
         self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
-        self._aes_names: set[str] = set()  # AES keys imported into self._aes (data keys, v2 block keys)
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
         self._recovery_info = None  # the recovery token leaves memory on lock too
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
@@ -304,12 +298,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         kid = "dk-" + os.urandom(4).hex()
         keyring = kh.new_keyring(data_key_id=kid, data_key=os.urandom(32), index_key_id="bi-1",
                                  index_root_key=os.urandom(32))
-        params = kh.KdfParams(salt=os.urandom(16), iterations=PBKDF2_ITERATIONS)
-        kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin)), self._to_js(params.salt),
-                                           params.iterations)
-        jobs = kh.wrap_plan(params, keyring, [os.urandom(env.NONCE_LEN) for _ in keyring.entries])
-        cts = await self._crypto.encryptBatch(kek, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs]))
-        blob = kh.pack_keyring(params, jobs, [bytes(c) for c in _py(cts)])
+        blob = await kh.keyring_wrap(self._cipher, pin=pin, keyring=keyring, salt=os.urandom(16),
+                                     nonces=[os.urandom(env.NONCE_LEN) for _ in keyring.entries],
+                                     iterations=PBKDF2_ITERATIONS)
         if prf:  # trust: hardware-bound unlock, the stored blob is only the doubly wrapped one
             from .browser_webauthn import prf_wrap  # noqa: PLC0415
 
@@ -325,7 +316,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             PutMeta(M_KEY_CREATED, repr(_now())),
             PutMeta(M_SCHEMA, str(LOCAL_SCHEMA)),
             PutMeta(M_INTEGRITY, "1"),
-            PutMeta("keys.state." + kid, json.dumps(state.to_dict())),
+            PutMeta(KEY_STATE_META + kid, json.dumps(state.to_dict())),
         ])
         await self._install(keyring, username)
         return {"deviceId": device}
@@ -399,36 +390,25 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 self._prf_secret = None
             except HardwareKeyRefused as exc:
                 raise AppError(str(exc), kind="hardware_key") from None
-        parsed = kh.parse_keyring(raw)
-        kek = await self._crypto.deriveKek(self._to_js(kh.pin_bytes(pin or " ")), self._to_js(parsed.params.salt),
-                                           parsed.params.iterations)
-        out = _py(await self._crypto.decryptBatch(
-            kek, self._to_js([["", w.nonce, w.aad, w.ciphertext] for w in parsed.entries])))
-        keyring = kh.keyring_from_unwrapped(parsed, [None if k is None else bytes(k) for k in out])
+        keyring = await kh.keyring_unlock(self._cipher, pin=pin, blob=raw)
         await self._install(keyring, str(meta.get(M_USER) or ""))
         _settle_heap()
         return {"username": self._username}
 
     async def _install(self, keyring: kh.Keyring, username: str) -> None:
-        import js  # type: ignore[import-not-found]  # noqa: PLC0415
-
-        aes = js.Map.new()
-        for kid in keyring.data_key_ids():
-            aes.set(kid, await self._crypto.importAesKey(self._to_js(keyring.data_key(kid))))
         root = keyring.index_root
         if root is None:
             raise AppError("The keyring has no search key.")
-        active = keyring.active_data.key_id
-        raw_state = await self.store.meta_get("keys.state." + active)
+        raw_state = await self.store.meta_get(KEY_STATE_META + keyring.active_data.key_id)
         if raw_state is None:
             raise AppError("Encryption counter state is missing: sign out and in again to rotate keys.")
-        self._keyring, self._aes, self._active_kid = keyring, aes, active
-        self._aes_names = set(keyring.data_key_ids())
+        self._wc = await WebCrypto.create(self._cipher, keyring=keyring,
+                                          state=kh.KeyState.from_dict(json.loads(raw_state)),
+                                          persist_state=IdbKeyState(self._idb, str(raw_state)))
+        self._keyring = keyring
         self._store_key = ig.store_key(root)
         self._index = bi.IndexKeys.derive(root)
         self._ref_key = bi.patient_ref_key(root)
-        self._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw_state)))
-        self._state_raw = str(raw_state)
         self._username = username
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE, M_INTEGRITY,
                                                M_QUARANTINE])
@@ -456,107 +436,14 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         await self._idb.wipe()
         return {"wiped": True}
 
-    # -- sealing (one WebCrypto crossing per batch) ------------------------------
+    # -- sealing (one WebCrypto crossing per batch: pyclient.adapters.webcrypto) ------------------------------
 
     async def _seal(self, items: Sequence[tuple[str, str, int, Mapping[str, Any]]]) -> list[bytes]:
         if not items:
             return []
-        assert self._lease is not None and self._active_kid is not None
-        n = len(items)
-        salt, nonces = await self._reserve(n)
-        jobs = [env.seal_plan(key_id=self._active_kid, nonce=nonce, resource_type=t, resource_id=i, version=v,
-                              plaintext=ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res),
-                              salt=salt)
-                for (t, i, v, res), nonce in zip(items, nonces, strict=True)]
-        await self._import_block_keys([(self._active_kid, salt)])
-        key = self._aes.get(self._aes_name(self._active_kid, salt))
-        cts = _py(await self._crypto.encryptBatch(key, self._to_js([[j.nonce, j.aad, j.plaintext] for j in jobs])))
-        return [env.pack(j, bytes(c)) for j, c in zip(jobs, cts, strict=True)]
-
-    @staticmethod
-    def _aes_name(key_id: str, salt: bytes | None) -> str:
-        return key_id if salt is None else f"{key_id}/{salt.hex()}"
-
-    async def _import_block_keys(self, wanted: Sequence[tuple[str, bytes | None]]) -> None:
-        """Import the envelope-v2 block keys ``HKDF(data key, salt)`` not imported yet, in ONE crossing."""
-        assert self._keyring is not None
-        names: list[str] = []
-        raws: list[bytes] = []
-        for kid, salt in wanted:
-            name = self._aes_name(kid, salt)
-            if salt is None or name in self._aes_names or name in names:
-                continue
-            try:
-                raws.append(env.subkey(self._keyring.data_key(kid), salt))
-            except env.UnknownKeyId:
-                continue  # opens as None (unreadable)
-            names.append(name)
-        if names:
-            await self._crypto.importAesKeys(self._aes, self._to_js(names), self._to_js(raws))
-            self._aes_names.update(names)
-
-    async def _reserve(self, n: int) -> tuple[bytes | None, list[bytes]]:
-        """``n`` nonces no other tab or worker will ever use under this key, and their block salt.
-
-        The new counter is persisted BEFORE the nonces are used (a crash skips nonces, never reuses
-        them), by compare-and-swap: if another tab advanced the stored state since we read it, adopt
-        its state and reserve after its block.
-        """
-        assert self._lease is not None
-        import asyncio  # noqa: PLC0415
-
-        if self._reserve_lock is None:
-            self._reserve_lock = asyncio.Lock()
-        # One reservation at a time within this tab (background audit writes run concurrently with
-        # saves): prepare -> compare-and-swap -> install -> take must not interleave, or one coroutine's
-        # adopt() would discard (or step back over) another's freshly installed block.
-        async with self._reserve_lock:
-            return await self._reserve_locked(n)
-
-    async def _reserve_locked(self, n: int) -> tuple[bytes | None, list[bytes]]:
-        assert self._lease is not None
-        for _ in range(_MAX_CAS_RETRIES):
-            prepared = self._lease.prepare(n)
-            if prepared is None:
-                break
-            try:
-                await self._persist_state(self._lease.state, prepared[0])
-            except kh.StaleKeyState as exc:
-                self._lease.adopt(exc.current)
-                continue
-            # A fresh random salt per block (envelope v2): the block's AES key is HKDF(data key, salt), so a
-            # counter replayed after the stored state was rolled back never meets the same key again.
-            self._lease.install(*prepared, salt=os.urandom(env.SALT_LEN))
-            break
-        else:
-            raise AppError("Could not reserve encryption nonces: another tab keeps changing the key state. "
-                           "Close other OmniCare tabs and try again.")
-        return self._lease.salt, self._lease.take(n)
-
-    async def _persist_state(self, expected: kh.KeyState, new: kh.KeyState) -> None:
-        """Compare-and-swap of the stored key state in ONE IndexedDB readwrite transaction.
-
-        The transaction compares the exact stored JSON with the JSON this lease last read or wrote
-        (strings, so the check runs inside the transaction without crossing back into Python).
-        Raises :class:`pyclient.keys.StaleKeyState` with the stored state when another tab moved it.
-        """
-        kh.compare_and_swap(expected, expected=expected, new=new)  # new must advance the same key
-        assert self._state_raw is not None
-        new_raw = json.dumps(new.to_dict())
-        res = _py(await self._idb.metaCas("keys.state." + new.key_id, self._state_raw, new_raw))
-        swapped, stored_raw = bool(res[0]), res[1]
-        if swapped:
-            self._state_raw = new_raw
-            return
-        stored = None if stored_raw is None else kh.KeyState.from_dict(json.loads(str(stored_raw)))
-        try:
-            kh.compare_and_swap(stored, expected=expected, new=new)
-        except kh.StaleKeyState:
-            self._state_raw = str(stored_raw)
-            raise
-        # Same state, different spelling of the JSON: retry against the exact stored text.
-        self._state_raw = str(stored_raw)
-        raise kh.StaleKeyState(expected)
+        assert self._wc is not None
+        return await self._wc.seal([(t, i, v, ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res))
+                                    for t, i, v, res in items])
 
     async def _open(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[dict[str, Any] | None]:
         """Decrypt many records in one crossing; a record that fails in any way comes back as None.
@@ -566,26 +453,11 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         """
         if not items:
             return []
-        parsed: list[env.Parsed | None] = []
-        for t, i, v, blob in items:
-            try:
-                parsed.append(env.parse(blob))
-                env.aad_for(header=b"", ref=env.RecordRef(t, i, v))
-            except (env.EnvelopeError, ValueError):
-                parsed.append(None)
-        await self._import_block_keys([(p.key_id, p.salt) for p in parsed if p is not None and p.salt is not None])
-        wire: list[list[Any]] = []
-        for (t, i, v, _blob), p in zip(items, parsed, strict=True):
-            if p is None:
-                wire.append(["", b"", b"", b""])  # no such key name: decrypts to null
-            else:
-                wire.append([self._aes_name(p.key_id, p.salt), p.nonce, p.aad_for(env.RecordRef(t, i, v)),
-                             p.ciphertext])
-        out = _py(await self._crypto.decryptBatch(self._aes, self._to_js(wire)))
+        assert self._wc is not None
         result: list[dict[str, Any] | None] = []
-        for pt in out:
+        for pt in await self._wc.open_blobs([(env.RecordRef(t, i, v), blob) for t, i, v, blob in items]):
             try:
-                result.append(None if pt is None else decode_record(bytes(pt)))
+                result.append(None if isinstance(pt, env.EnvelopeError) else decode_record(pt))
             except ValueError:
                 result.append(None)
         return result
@@ -654,7 +526,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         Another tab may have moved a manifest since we read it: the transaction then aborts (``StaleRow``) and
         the manifests are re-read and re-planned; the sealed records themselves stay as they are.
         """
-        for _ in range(_MAX_CAS_RETRIES):
+        for _ in range(_MAX_MANIFEST_RETRIES):
             checks, writes, cache, where = await self._manifest_ops(ops)
             try:
                 await self.store.apply([*checks, *ops, *writes])
@@ -963,7 +835,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         Each sequence is allocated inside the same readwrite transaction as its append
         (``idb.apply`` op ``putAudit``, in order), so tabs never share or skip a number.
         """
-        if self._lease is None or self.machine is None or not events:
+        if self._wc is None or self.machine is None or not events:
             return
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         items: list[tuple[str, str, int, Mapping[str, Any]]] = [

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -110,8 +111,6 @@ class RecoveryMixin:
         if info is not None:
             public = base64.urlsafe_b64decode(info["publicKey"] + "=" * (-len(info["publicKey"]) % 4))
             device = str(self.machine.device_id)  # type: ignore[attr-defined]
-            from .webcrypto import random_bytes  # noqa: PLC0415
-
             for p in puts:
                 entry = OutboxEntry.from_json(p.entry)
                 if entry.state == "rejected" or entry.entry_id.startswith("recover-"):
@@ -121,8 +120,8 @@ class RecoveryMixin:
                     continue  # never a valid mutation (a create undone before it was sent)
                 payload = recovery.EscrowPayload(user=str(info["user"]), device_id=device, token=str(info["token"]),
                                                  queued=float(entry.next_try), mutation=entry.to_mutation())
-                item = await seal_item(self._crypto, public_key=public, device_id=device,  # type: ignore[attr-defined]
-                                       payload=payload, iv=random_bytes(12))
+                item = await seal_item(self._cipher.js, public_key=public, device_id=device,  # type: ignore[attr-defined]
+                                       payload=payload, iv=os.urandom(12))
                 escrow[entry.entry_id] = {"seq": entry.seq, "item": item.to_json()}
         if escrow == current:
             return []
@@ -144,7 +143,7 @@ class RecoveryMixin:
         rows = sorted(escrow.values(), key=lambda r: int(r.get("seq", 0)))
         items = [recovery.SealedItem.from_json(r["item"]) for r in rows if isinstance(r, Mapping) and "item" in r]
         waiting = None
-        if getattr(self, "machine", None) is not None and getattr(self, "_lease", None) is not None:
+        if getattr(self, "machine", None) is not None and getattr(self, "_wc", None) is not None:
             waiting = sum(e.state != "rejected" for e in self.machine.entries)  # type: ignore[attr-defined]
         missing = max(0, waiting - len(items)) if waiting is not None else 0
         if not items:

@@ -29,12 +29,10 @@ async def prf_wrap(app: Any, blob: bytes, prf: Mapping[str, Any]) -> bytes:
     """``blob`` (the PIN-wrapped keyring) wrapped under HKDF(PRF output): only that is stored."""
     cred, salt, output = _unb64(prf["credentialId"]), _unb64(prf["input"]), _unb64(prf["output"])
     aad = kh.prf_aad(cred, salt)
-    key = await app._crypto.importAesKey(app._to_js(kh.prf_kek(output, salt)))
+    key = await app._cipher.import_key(kh.prf_kek(output, salt))
     nonce = os.urandom(NONCE_LEN)
-    out = await app._crypto.encryptBatch(key, app._to_js([[nonce, aad, blob]]))
-    from .indexeddb_store import _py  # noqa: PLC0415
-
-    return kh.PrfWrapped(cred, salt, nonce, bytes(_py(out)[0])).pack()
+    (ct,) = await app._cipher.gcm_seal(key, [(nonce, aad, blob)])
+    return kh.PrfWrapped(cred, salt, nonce, ct).pack()
 
 
 async def prf_unwrap(app: Any, blob: bytes, output_b64: str | None) -> bytes:
@@ -42,13 +40,11 @@ async def prf_unwrap(app: Any, blob: bytes, output_b64: str | None) -> bytes:
     w = kh.parse_prf_wrapped(blob)
     if not output_b64:
         raise HardwareKeyRefused("This device's key is locked to its authenticator: use it to unlock.")
-    key = await app._crypto.importAesKey(app._to_js(kh.prf_kek(_unb64(output_b64), w.salt)))
-    from .indexeddb_store import _py  # noqa: PLC0415
-
-    out = _py(await app._crypto.decryptBatch(key, app._to_js([["", w.nonce, w.aad(), w.ciphertext]])))
-    if out[0] is None:
+    key = await app._cipher.import_key(kh.prf_kek(_unb64(output_b64), w.salt))
+    (inner,) = await app._cipher.gcm_open(key, [(w.nonce, w.aad(), w.ciphertext)])
+    if inner is None:
         raise HardwareKeyRefused("This device's authenticator did not open its key.")
-    return bytes(out[0])
+    return bytes(inner)
 
 
 def unlock_info(blob_b64: str | None) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """CPython crypto adapter: runs the core's plans with ``cryptography`` (sync).
 
-Used by the server, the CPython test-suite and tools. Mirrors
-:mod:`pyclient.adapters.webcrypto` call for call (that one is async and batched
-for WebCrypto); both must produce the same bytes for the test vectors.
+Used by the server, the CPython test-suite and tools. The nonce reservation and the keyring wrapping are
+:mod:`pyclient.keys`'s (the same code the browser adapter :mod:`pyclient.adapters.webcrypto` awaits): this
+module supplies PBKDF2 and AES-GCM, which never suspend, and runs them with :func:`pyclient.keys.run_sync`.
+Both adapters must produce the same bytes for the test vectors.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyclient import envelope, integrity, keys
 from pyclient.compress import Codec, default_codec
 from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
-from pyclient.keys import KdfParams, Keyring, KeyState, NonceLease, StaleKeyState
+from pyclient.keys import GcmJob, KdfParams, Keyring, KeyState, NonceLease
 from pyclient.store import StoredRecord
-
-_MAX_CAS_RETRIES = 8
 
 RandomBytes = Callable[[int], bytes]
 
@@ -36,7 +35,7 @@ def system_random(n: int) -> bytes:
 
 def derive_kek(pin: str, params: KdfParams) -> bytes:
     """PBKDF2-HMAC-SHA256(pin, salt, iterations) -> 32-byte key-encryption key."""
-    return hashlib.pbkdf2_hmac("sha256", keys.pin_bytes(pin), params.salt, params.iterations, 32)
+    return keys.run_sync(_CIPHER.derive_kek(keys.pin_bytes(pin), params))
 
 
 def gcm_encrypt(key: bytes, nonce: bytes, aad: bytes, plaintext: bytes) -> bytes:
@@ -95,6 +94,22 @@ def open_blobs(keyring: Keyring, items: Sequence[tuple[RecordRef, bytes]]) -> li
 # -- keyring ------------------------------------------------------------------------------
 
 
+class _KeyringCipher:
+    """:class:`pyclient.keys.KeyringCipher` with hashlib and ``cryptography``: the KEK is raw bytes here."""
+
+    async def derive_kek(self, pin: bytes, params: KdfParams) -> bytes:
+        return hashlib.pbkdf2_hmac("sha256", pin, params.salt, params.iterations, 32)
+
+    async def gcm_seal(self, key: bytes, jobs: Sequence[GcmJob]) -> list[bytes]:
+        return [gcm_encrypt(key, *j) for j in jobs]
+
+    async def gcm_open(self, key: bytes, jobs: Sequence[GcmJob]) -> list[bytes | None]:
+        return [gcm_decrypt(key, *j) for j in jobs]
+
+
+_CIPHER = _KeyringCipher()
+
+
 def wrap_keyring(
     *,
     pin: str,
@@ -104,10 +119,8 @@ def wrap_keyring(
     iterations: int = keys.MIN_PBKDF2_ITERATIONS,
 ) -> bytes:
     """PIN-wrapped keyring blob (salt and nonces random, passed in for reproducibility)."""
-    params = KdfParams(salt=salt, iterations=iterations)
-    kek = derive_kek(pin, params)
-    jobs = keys.wrap_plan(params, keyring, list(nonces))
-    return keys.pack_keyring(params, jobs, [gcm_encrypt(kek, j.nonce, j.aad, j.plaintext) for j in jobs])
+    return keys.run_sync(
+        keys.keyring_wrap(_CIPHER, pin=pin, keyring=keyring, salt=salt, nonces=nonces, iterations=iterations))
 
 
 def wrap_keyring_random(
@@ -124,11 +137,7 @@ def wrap_keyring_random(
 
 def unlock_keyring(*, pin: str, blob: bytes) -> Keyring:
     """Unwrap a keyring blob; raises :class:`pyclient.keys.WrongPin` for a wrong PIN."""
-    parsed = keys.parse_keyring(blob)
-    kek = derive_kek(pin, parsed.params)
-    return keys.keyring_from_unwrapped(
-        parsed, [gcm_decrypt(kek, w.nonce, w.aad, w.ciphertext) for w in parsed.entries]
-    )
+    return keys.run_sync(keys.keyring_unlock(_CIPHER, pin=pin, blob=blob))
 
 
 def new_data_key(*, key_id: str, random: RandomBytes = system_random) -> tuple[bytes, KeyState]:
@@ -173,21 +182,12 @@ class CpythonCrypto:
         """Counter state as last persisted."""
         return self._lease.state
 
-    def _nonces(self, n: int) -> list[bytes]:
-        for _ in range(_MAX_CAS_RETRIES):
-            pending = self._lease.prepare(n)
-            if pending is None:
-                break
-            try:
-                self._persist(self._lease.state, pending[0])
-            except StaleKeyState as exc:  # another tab reserved first: continue after its block
-                self._lease.adopt(exc.current)
-                continue
-            self._lease.install(*pending, salt=self._random(envelope.SALT_LEN))
-            break
-        else:
-            raise RuntimeError("could not reserve nonces: the stored key state keeps changing")
-        return self._lease.take(n)
+    def _reserve(self, n: int) -> tuple[bytes | None, list[bytes]]:
+        async def persist(expected: KeyState, new: KeyState) -> None:
+            self._persist(expected, new)
+
+        return keys.run_sync(keys.lease_nonces(self._lease, n, persist=persist,
+                                               new_salt=lambda: self._random(envelope.SALT_LEN)))
 
     def seal_records(self, resources: Sequence[Mapping[str, Any]]) -> list[bytes]:
         """One envelope per FHIR resource dict, bound to its type, id and meta.versionId."""
@@ -199,23 +199,12 @@ class CpythonCrypto:
         the sealing primitive of :func:`pyclient.sync.seal_items` (base copies, outbox entries)."""
         if not items:
             return []
-        nonces = self._nonces(len(items))
+        salt, nonces = self._reserve(len(items))  # one batch always comes from one block (NonceLease.prepare)
         kid = self.keyring.active_data.key_id
-        salt = self._lease.salt  # one batch always comes from one block (NonceLease.prepare)
         aes = _cipher(self._ciphers, self.keyring, kid, salt)
-        out = []
-        for (rtype, rid, version, res), nonce in zip(items, nonces, strict=True):
-            job = envelope.seal_plan(
-                key_id=kid,
-                nonce=nonce,
-                resource_type=rtype,
-                resource_id=rid,
-                version=version,
-                plaintext=self._codec.encode_record(res),
-                salt=salt,
-            )
-            out.append(envelope.pack(job, aes.encrypt(nonce, job.plaintext, job.aad)))
-        return out
+        jobs = envelope.seal_plans(key_id=kid, salt=salt, nonces=nonces,
+                                   items=[(t, i, v, self._codec.encode_record(r)) for t, i, v, r in items])
+        return [envelope.pack(j, aes.encrypt(j.nonce, j.plaintext, j.aad)) for j in jobs]
 
     def try_open_records(
         self, items: Sequence[tuple[RecordRef, bytes]]

@@ -1,365 +1,212 @@
-"""Pyodide crypto adapter: runs the core's plans with WebCrypto (async, batched).
+"""The browser's one crypto path: pyclient's plans (envelope, keys) run with WebCrypto via ``pwa/app/crypto.js``.
 
-WebCrypto is async and each JS<->Python crossing costs ~0.2 ms, far more than
-AES-GCM on a 2 KB record. So a batch crosses once: Python packs every nonce,
-AAD and plaintext into ONE Uint8Array plus an offsets table, a small JS helper
-starts all ``crypto.subtle.encrypt``/``decrypt`` calls, awaits ``Promise.all``
-and hands back ONE Uint8Array plus lengths (-1 = tag failure, so one bad record
-never fails the whole batch).
+The app (``browser_app``) and the Pyodide tests (``tests/pyclient/_pyodide_prelude.py``, which gets the same
+``crypto.js`` from ``tests/pyodide/run_pytest.mjs``) both run this module. The JavaScript half is that file and
+not ``run_js``, because the page's CSP allows no eval.
 
-Data keys are imported as non-extractable AES-GCM ``CryptoKey`` objects; the
-raw bytes of an unlocked keyring still live in Python memory because the
-blind-index HMACs run in Python.
-
-Only importable inside Pyodide (``js``, ``pyodide``).
+WebCrypto is async and each JS<->Python crossing costs ~0.2 ms, far more than AES-GCM on a 2 KB record, so
+every batch crosses once. Data keys, block keys and the PIN's KEK are non-extractable ``CryptoKey`` objects;
+the raw bytes of an unlocked keyring still live in Python memory because the blind-index HMACs and row MACs
+run in Python. The nonce reservation and the keyring wrapping are :mod:`pyclient.keys`'s; only the
+primitives and the IndexedDB compare-and-swap are here.
 """
 
 from __future__ import annotations
 
-import struct
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import json
+import os
+from collections.abc import Sequence
 from typing import Any
 
-import js  # type: ignore[import-not-found]
-from pyodide.code import run_js  # type: ignore[import-not-found]
-from pyodide.ffi import to_js  # type: ignore[import-not-found]
-
-from pyclient import envelope, keys
-from pyclient.compress import Codec, default_codec
+from pyclient import envelope as env
+from pyclient import keys as kh
 from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
-from pyclient.keys import KdfParams, Keyring, KeyState, NonceLease, StaleKeyState
+from pyclient.errors import AppError
 
-_MAX_CAS_RETRIES = 8
+from .indexeddb_store import _py
 
-_HELPER_JS = r"""
-(() => {
-  const subtle = globalThis.crypto.subtle;
-  // meta: Uint32Array, 7 per job: key index, iv off, iv len, aad off, aad len, data off, data len
-  async function gcmBatch(decrypt, keys, buf, meta) {
-    const n = meta.length / 7;
-    const jobs = new Array(n);
-    for (let i = 0; i < n; i++) {
-      const m = i * 7;
-      const params = {
-        name: "AES-GCM",
-        iv: buf.subarray(meta[m + 1], meta[m + 1] + meta[m + 2]),
-        additionalData: buf.subarray(meta[m + 3], meta[m + 3] + meta[m + 4]),
-        tagLength: 128,
-      };
-      const data = buf.subarray(meta[m + 5], meta[m + 5] + meta[m + 6]);
-      const p = decrypt ? subtle.decrypt(params, keys[meta[m]], data) : subtle.encrypt(params, keys[meta[m]], data);
-      jobs[i] = p.then((r) => new Uint8Array(r), () => null);
-    }
-    const outs = await Promise.all(jobs);
-    let total = 0;
-    for (const o of outs) if (o !== null) total += o.length;
-    const out = new Uint8Array(total);
-    const lens = new Int32Array(n);
-    let off = 0;
-    for (let i = 0; i < n; i++) {
-      const o = outs[i];
-      if (o === null) { lens[i] = -1; continue; }
-      out.set(o, off);
-      off += o.length;
-      lens[i] = o.length;
-    }
-    return [out, new Uint8Array(lens.buffer)];
-  }
-  function importGcm(raw) {
-    return subtle.importKey("raw", raw, { name: "AES-GCM" }, false, ["encrypt", "decrypt"]);
-  }
-  async function pbkdf2(password, salt, iterations) {
-    const base = await subtle.importKey("raw", password, "PBKDF2", false, ["deriveBits"]);
-    const bits = await subtle.deriveBits({ name: "PBKDF2", hash: "SHA-256", salt, iterations }, base, 256);
-    return new Uint8Array(bits);
-  }
-  return { gcmBatch, importGcm, pbkdf2 };
-})()
-"""
-
-_helper: Any = None
+KEY_STATE_META = "keys.state."  # + key id: the KeyState JSON of that data key, next to the keyring blob
 
 
-def _js() -> Any:
-    global _helper
-    if _helper is None:
-        _helper = run_js(_HELPER_JS)
-    return _helper
+class JsCipher:
+    """:class:`pyclient.keys.KeyringCipher` (and key import) over ``crypto.js``; ``js`` is that module."""
+
+    def __init__(self, js_crypto: Any) -> None:
+        from pyodide.ffi import to_js  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
+
+        self.js = js_crypto
+        self._to_js = to_js
+
+    async def derive_kek(self, pin: bytes, params: kh.KdfParams) -> Any:
+        return await self.js.deriveKek(self._to_js(pin), self._to_js(params.salt), params.iterations)
+
+    async def import_key(self, raw: bytes) -> Any:
+        return await self.js.importAesKey(self._to_js(raw))
+
+    async def import_keys(self, into: Any, names: Sequence[str], raws: Sequence[bytes]) -> None:
+        """Many raw keys into the JS Map ``into`` under ``names``, one crossing."""
+        await self.js.importAesKeys(into, self._to_js(list(names)), self._to_js(list(raws)))
+
+    async def gcm_seal(self, key: Any, jobs: Sequence[kh.GcmJob]) -> list[bytes]:
+        return [bytes(c) for c in _py(await self.js.encryptBatch(key, self._to_js([list(j) for j in jobs])))]
+
+    async def gcm_open(self, key: Any, jobs: Sequence[kh.GcmJob]) -> list[bytes | None]:
+        return await self.open_named(key, [("", *j) for j in jobs])
+
+    async def open_named(self, keys: Any, jobs: Sequence[tuple[str, bytes, bytes, bytes]]) -> list[bytes | None]:
+        """Jobs (key name in the JS Map ``keys``, nonce, aad, ciphertext); None where the tag fails."""
+        out = _py(await self.js.decryptBatch(keys, self._to_js([list(j) for j in jobs])))
+        return [None if p is None else bytes(p) for p in out]
 
 
-def _u8(data: bytes | bytearray) -> Any:
-    arr = js.Uint8Array.new(len(data))
-    if data:
-        arr.assign(data)
-    return arr
+class IdbKeyState:
+    """``persist_state`` for :func:`pyclient.keys.lease_nonces`: one IndexedDB readwrite transaction
+    (``idb.metaCas``) compares the exact stored JSON with the JSON this holder last read or wrote — strings,
+    so the check runs inside the transaction without crossing back into Python."""
+
+    def __init__(self, idb: Any, raw: str) -> None:
+        self._idb = idb
+        self._raw = raw
+
+    async def __call__(self, expected: kh.KeyState, new: kh.KeyState) -> None:
+        kh.compare_and_swap(expected, expected=expected, new=new)  # new must advance the same key
+        new_raw = json.dumps(new.to_dict())
+        res = _py(await self._idb.metaCas(KEY_STATE_META + new.key_id, self._raw, new_raw))
+        swapped, stored_raw = bool(res[0]), res[1]
+        if swapped:
+            self._raw = new_raw
+            return
+        stored = None if stored_raw is None else kh.KeyState.from_dict(json.loads(str(stored_raw)))
+        try:
+            kh.compare_and_swap(stored, expected=expected, new=new)
+        except kh.StaleKeyState:
+            self._raw = str(stored_raw)
+            raise
+        # Same state, different spelling of the JSON: retry against the exact stored text.
+        self._raw = str(stored_raw)
+        raise kh.StaleKeyState(expected)
 
 
-def random_bytes(n: int) -> bytes:
-    """``crypto.getRandomValues`` (CSPRNG)."""
-    arr = js.Uint8Array.new(n)
-    js.crypto.getRandomValues(arr)
-    return bytes(arr.to_bytes())
-
-
-async def import_gcm_key(raw: bytes) -> Any:
-    """Non-extractable AES-256-GCM CryptoKey."""
-    return await _js().importGcm(_u8(raw))
-
-
-async def gcm_batch(
-    decrypt: bool, crypto_keys: Sequence[Any], jobs: Sequence[tuple[int, bytes, bytes, bytes]]
-) -> list[bytes | None]:
-    """Run many AES-GCM operations in ONE JS call. Job = (key index, nonce, aad, data).
-
-    Returns ciphertext||tag (encrypt) or plaintext (decrypt) per job, None on tag failure.
-    """
-    if not jobs:
-        return []
-    buf = bytearray()
-    meta: list[int] = []
-    for key_index, nonce, aad, data in jobs:
-        meta.append(key_index)
-        for part in (nonce, aad, data):
-            meta += (len(buf), len(part))
-            buf += part
-    meta_bytes = struct.pack(f"<{len(meta)}I", *meta)
-    meta_arr = js.Uint32Array.new(_u8(meta_bytes).buffer)
-    res = await _js().gcmBatch(decrypt, to_js(list(crypto_keys)), _u8(buf), meta_arr)
-    out_bytes = bytes(res[0].to_bytes())
-    lens = struct.unpack(f"<{len(jobs)}i", bytes(res[1].to_bytes()))
-    outs: list[bytes | None] = []
-    off = 0
-    for n in lens:
-        if n < 0:
-            outs.append(None)
-        else:
-            outs.append(out_bytes[off : off + n])
-            off += n
-    return outs
-
-
-async def derive_kek(pin: str, params: KdfParams) -> bytes:
-    """PBKDF2-HMAC-SHA256 via ``crypto.subtle.deriveBits``."""
-    raw = await _js().pbkdf2(_u8(keys.pin_bytes(pin)), _u8(params.salt), params.iterations)
-    return bytes(raw.to_bytes())
-
-
-async def wrap_keyring(
-    *,
-    pin: str,
-    keyring: Keyring,
-    salt: bytes,
-    nonces: Sequence[bytes],
-    iterations: int = keys.MIN_PBKDF2_ITERATIONS,
-) -> bytes:
-    """PIN-wrapped keyring blob (same bytes as the CPython adapter for the same inputs)."""
-    params = KdfParams(salt=salt, iterations=iterations)
-    kek = await import_gcm_key(await derive_kek(pin, params))
-    jobs = keys.wrap_plan(params, keyring, list(nonces))
-    cts = await gcm_batch(False, [kek], [(0, j.nonce, j.aad, j.plaintext) for j in jobs])
-    return keys.pack_keyring(params, jobs, [c for c in cts if c is not None])
-
-
-async def wrap_keyring_random(
-    *, pin: str, keyring: Keyring, iterations: int = keys.MIN_PBKDF2_ITERATIONS
-) -> bytes:
-    """:func:`wrap_keyring` with fresh random salt and nonces."""
-    nonces = [random_bytes(envelope.NONCE_LEN) for _ in keyring.entries]
-    return await wrap_keyring(
-        pin=pin, keyring=keyring, salt=random_bytes(16), nonces=nonces, iterations=iterations
-    )
-
-
-async def unlock_keyring(*, pin: str, blob: bytes) -> Keyring:
-    """Unwrap a keyring blob; raises :class:`pyclient.keys.WrongPin` for a wrong PIN."""
-    parsed = keys.parse_keyring(blob)
-    kek = await import_gcm_key(await derive_kek(pin, parsed.params))
-    plains = await gcm_batch(True, [kek], [(0, w.nonce, w.aad, w.ciphertext) for w in parsed.entries])
-    return keys.keyring_from_unwrapped(parsed, plains)
-
-
-def new_data_key(*, key_id: str) -> tuple[bytes, KeyState]:
-    """Random 256-bit data key and its fresh counter state."""
-    return random_bytes(envelope.KEY_LEN), KeyState(
-        key_id=key_id, nonce_prefix=random_bytes(keys.NONCE_PREFIX_LEN)
-    )
+def _key_name(key_id: str, salt: bytes | None) -> str:
+    return key_id if salt is None else f"{key_id}/{salt.hex()}"
 
 
 class WebCrypto:
-    """Seal/open FHIR records in Pyodide: canonical JSON -> dictionary zlib -> AES-256-GCM.
+    """One unlocked keyring: seals under the active data key (envelope v2), opens v1 and v2 under any of its
+    data keys. Create with ``await WebCrypto.create(...)``."""
 
-    Create with ``await WebCrypto.create(...)``. ``persist_state(expected, new)``
-    is awaited before any nonce of a new block is used; it must store ``new``
-    only if the stored state equals ``expected`` (one IndexedDB readwrite
-    transaction running :func:`pyclient.keys.compare_and_swap`), else raise
-    :class:`pyclient.keys.StaleKeyState`.
-    """
-
-    def __init__(
-        self,
-        *,
-        keyring: Keyring,
-        crypto_keys: dict[str, Any],
-        state: KeyState,
-        persist_state: Callable[[KeyState, KeyState], Awaitable[None]],
-        codec: Codec,
-        block_size: int,
-    ) -> None:
+    def __init__(self, cipher: JsCipher, keyring: kh.Keyring, aes: Any, lease: kh.NonceLease,
+                 persist: kh.PersistState) -> None:
+        self.cipher = cipher
         self.keyring = keyring
-        self._keys = crypto_keys
-        self._lease = NonceLease(state, block_size)
-        self._persist = persist_state
-        self._codec = codec
-        self._subkeys: dict[tuple[str, bytes | None], Any] = {}
+        self._aes = aes  # JS Map key name -> CryptoKey: data keys by id, v2 block keys by "id/salt"
+        self._names: set[str] = set()
+        self._lease = lease
+        self._persist = persist
+        self._lock: Any = None  # asyncio.Lock, made on first use inside the running loop
 
     @classmethod
-    async def create(
-        cls,
-        *,
-        keyring: Keyring,
-        state: KeyState,
-        persist_state: Callable[[KeyState, KeyState], Awaitable[None]],
-        codec: Codec | None = None,
-        block_size: int = keys.DEFAULT_BLOCK,
-    ) -> WebCrypto:
-        """Import every data key of the keyring as a non-extractable CryptoKey."""
+    async def create(cls, cipher: JsCipher, *, keyring: kh.Keyring, state: kh.KeyState,
+                     persist_state: kh.PersistState, block_size: int = kh.DEFAULT_BLOCK) -> WebCrypto:
         if state.key_id != keyring.active_data.key_id:
             raise ValueError("key state belongs to another key than the active data key")
-        imported = {kid: await import_gcm_key(keyring.data_key(kid)) for kid in keyring.data_key_ids()}
-        return cls(
-            keyring=keyring,
-            crypto_keys=imported,
-            state=state,
-            persist_state=persist_state,
-            codec=codec or default_codec(),
-            block_size=block_size,
-        )
+        import js  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
+
+        session = cls(cipher, keyring, js.Map.new(), kh.NonceLease(state, block_size), persist_state)
+        await session._import([(kid, None) for kid in keyring.data_key_ids()])
+        return session
 
     @property
-    def key_state(self) -> KeyState:
+    def key_state(self) -> kh.KeyState:
         """Counter state as last persisted."""
         return self._lease.state
 
-    async def _nonces(self, n: int) -> list[bytes]:
-        for _ in range(_MAX_CAS_RETRIES):
-            pending = self._lease.prepare(n)
-            if pending is None:
-                break
+    async def _import(self, wanted: Sequence[tuple[str, bytes | None]]) -> None:
+        """Import the data keys and v2 block keys ``HKDF(data key, salt)`` not imported yet, one crossing.
+        A key id the keyring lacks is skipped: what needs it fails as :class:`UnknownKeyId`."""
+        names: list[str] = []
+        raws: list[bytes] = []
+        for kid, salt in wanted:
+            name = _key_name(kid, salt)
+            if name in self._names or name in names:
+                continue
             try:
-                await self._persist(self._lease.state, pending[0])
-            except StaleKeyState as exc:  # another tab reserved first: continue after its block
-                self._lease.adopt(exc.current)
+                raws.append(env.subkey(self.keyring.data_key(kid), salt))
+            except env.UnknownKeyId:
                 continue
-            self._lease.install(*pending, salt=random_bytes(envelope.SALT_LEN))
-            break
-        else:
-            raise RuntimeError("could not reserve nonces: the stored key state keeps changing")
-        return self._lease.take(n)
+            names.append(name)
+        if names:
+            await self.cipher.import_keys(self._aes, names, raws)
+            self._names.update(names)
 
-    async def _import_subkeys(self, wanted: Sequence[tuple[str, bytes | None]]) -> None:
-        """Import the v2 block keys (HKDF of a data key and a block salt) not imported yet."""
-        for key_id, salt in dict.fromkeys(wanted):
-            if salt is None or (key_id, salt) in self._subkeys:
-                continue
-            raw = envelope.subkey(self.keyring.data_key(key_id), salt)  # raises UnknownKeyId
-            self._subkeys[(key_id, salt)] = await import_gcm_key(raw)
+    async def reserve(self, n: int) -> tuple[bytes | None, list[bytes]]:
+        """``n`` nonces no other tab or worker will ever use under this key, and their block salt."""
+        import asyncio  # noqa: PLC0415
 
-    def _key_slot(
-        self, key_id: str, order: list[Any], index: dict[Any, int], salt: bytes | None = None
-    ) -> int:
-        slot_key = (key_id, salt)
-        if slot_key not in index:
-            if key_id not in self._keys:
-                raise envelope.UnknownKeyId(f"no data key {key_id!r} in the keyring")
-            index[slot_key] = len(order)
-            order.append(self._keys[key_id] if salt is None else self._subkeys[slot_key])
-        return index[slot_key]
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        # One reservation at a time within this tab (background audit writes run concurrently with saves):
+        # prepare -> compare-and-swap -> install -> take must not interleave, or one coroutine's adopt()
+        # would discard (or step back over) another's freshly installed block.
+        async with self._lock:
+            try:
+                # A fresh random salt per block (envelope v2): a counter replayed after the stored state was
+                # rolled back never meets the same AES key again.
+                return await kh.lease_nonces(self._lease, n, persist=self._persist,
+                                             new_salt=lambda: os.urandom(env.SALT_LEN))
+            except kh.NonceReservationFailed:
+                raise AppError("Could not reserve encryption nonces: another tab keeps changing the key state. "
+                               "Close other OmniCare tabs and try again.") from None
+
+    async def seal(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[bytes]:
+        """Envelopes for (type, id, version, compressed plaintext), bound to exactly that record version."""
+        if not items:
+            return []
+        salt, nonces = await self.reserve(len(items))
+        return await self.seal_jobs(
+            env.seal_plans(key_id=self.keyring.active_data.key_id, salt=salt, nonces=nonces, items=items))
 
     async def seal_jobs(self, jobs: Sequence[SealJob]) -> list[bytes]:
-        """Envelopes for already-planned jobs, one JS call."""
-        order: list[Any] = []
-        index: dict[Any, int] = {}
-        await self._import_subkeys([(j.key_id, j.salt) for j in jobs])
-        slots = [self._key_slot(j.key_id, order, index, j.salt) for j in jobs]
-        cts = await gcm_batch(
-            False, order, [(s, j.nonce, j.aad, j.plaintext) for s, j in zip(slots, jobs, strict=True)]
-        )
-        out = []
-        for job, ct in zip(jobs, cts, strict=True):
-            if ct is None:  # encryption does not fail in practice; never store a half batch
-                raise EnvelopeError("WebCrypto encryption failed")
-            out.append(envelope.pack(job, ct))
+        """Envelopes for planned jobs (nonces chosen by :meth:`seal`, or fixed by the test vectors): one
+        crossing per AES key, and a batch from :meth:`seal` has one."""
+        await self._import([(j.key_id, j.salt) for j in jobs])
+        by_key: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_key.setdefault(_key_name(job.key_id, job.salt), []).append(i)
+        out = [b""] * len(jobs)
+        for name, idx in by_key.items():
+            if name not in self._names:
+                raise env.UnknownKeyId(f"no data key {jobs[idx[0]].key_id!r} in the keyring")
+            cts = await self.cipher.gcm_seal(self._aes.get(name), [(jobs[i].nonce, jobs[i].aad, jobs[i].plaintext)
+                                                                   for i in idx])
+            for i, ct in zip(idx, cts, strict=True):
+                out[i] = env.pack(jobs[i], ct)
         return out
-
-    async def seal_records(self, resources: Sequence[Mapping[str, Any]]) -> list[bytes]:
-        """One envelope per FHIR resource dict; one JS call for the whole batch."""
-        if not resources:
-            return []
-        refs = [RecordRef.of(r) for r in resources]
-        nonces = await self._nonces(len(resources))
-        kid = self.keyring.active_data.key_id
-        jobs = [
-            envelope.seal_plan(
-                key_id=kid,
-                nonce=nonce,
-                resource_type=ref.resource_type,
-                resource_id=ref.resource_id,
-                version=ref.version,
-                plaintext=self._codec.encode_record(res),
-                salt=self._lease.salt,
-            )
-            for ref, res, nonce in zip(refs, resources, nonces, strict=True)
-        ]
-        return await self.seal_jobs(jobs)
 
     async def open_blobs(self, items: Sequence[tuple[RecordRef, bytes]]) -> list[bytes | EnvelopeError]:
-        """Plaintexts (compressed records) or the error per envelope; one JS call."""
-        results: list[bytes | EnvelopeError | None] = [None] * len(items)
-        order: list[Any] = []
-        index: dict[Any, int] = {}
-        jobs: list[tuple[int, bytes, bytes, bytes]] = []
-        positions: list[int] = []
-        for i, (ref, blob) in enumerate(items):
+        """Plaintext (compressed record) per envelope, or why it does not open; one crossing."""
+        parsed: list[env.Parsed | EnvelopeError] = []
+        for ref, blob in items:
             try:
-                parsed = envelope.parse(blob)
-                if parsed.salt is not None:
-                    await self._import_subkeys([(parsed.key_id, parsed.salt)])
-                slot = self._key_slot(parsed.key_id, order, index, parsed.salt)
-                jobs.append((slot, parsed.nonce, parsed.aad_for(ref), parsed.ciphertext))
-                positions.append(i)
+                one = env.parse(blob)
+                env.aad_for(header=b"", ref=ref)  # a ref that cannot be bound fails here, not in JS
+                parsed.append(one)
             except EnvelopeError as exc:
-                results[i] = exc
-        for i, plain in zip(positions, await gcm_batch(True, order, jobs), strict=True):
-            ref = items[i][0]
-            results[i] = (
-                plain
-                if plain is not None
-                else AuthenticationFailed(
-                    f"{ref.resource_type}/{ref.resource_id} v{ref.version}: authentication failed"
-                )
-            )
-        return [r if r is not None else EnvelopeError("internal: missing result") for r in results]
-
-    async def try_open_records(
-        self, items: Sequence[tuple[RecordRef, bytes]]
-    ) -> list[dict[str, Any] | EnvelopeError]:
-        """Open each envelope as the record it is stored under; failures are returned, not raised."""
-        out: list[dict[str, Any] | EnvelopeError] = []
-        for res in await self.open_blobs(items):
-            if isinstance(res, EnvelopeError):
-                out.append(res)
-                continue
-            try:
-                out.append(self._codec.decode_record(res))
-            except ValueError as exc:
-                out.append(EnvelopeError(f"sealed record does not decompress: {exc}"))
-        return out
-
-    async def open_records(self, items: Sequence[tuple[RecordRef, bytes]]) -> list[dict[str, Any]]:
-        """Like :meth:`try_open_records` but raises the first failure."""
-        out = []
-        for res in await self.try_open_records(items):
-            if isinstance(res, EnvelopeError):
-                raise res
-            out.append(res)
+                parsed.append(exc)
+        await self._import([(p.key_id, p.salt) for p in parsed if isinstance(p, env.Parsed) and p.salt is not None])
+        jobs: list[tuple[str, bytes, bytes, bytes]] = []
+        for (ref, _blob), p in zip(items, parsed, strict=True):
+            if isinstance(p, env.Parsed) and _key_name(p.key_id, p.salt) in self._names:
+                jobs.append((_key_name(p.key_id, p.salt), p.nonce, p.aad_for(ref), p.ciphertext))
+        plains = iter(await self.cipher.open_named(self._aes, jobs) if jobs else [])
+        out: list[bytes | EnvelopeError] = []
+        for (ref, _blob), p in zip(items, parsed, strict=True):
+            if not isinstance(p, env.Parsed):
+                out.append(p)
+            elif _key_name(p.key_id, p.salt) not in self._names:
+                out.append(env.UnknownKeyId(f"no data key {p.key_id!r} in the keyring"))
+            else:
+                plain = next(plains)
+                out.append(plain if plain is not None else AuthenticationFailed(
+                    f"{ref.resource_type}/{ref.resource_id} v{ref.version}: authentication failed"))
         return out

@@ -1,4 +1,5 @@
-"""The browser app's nonce reservation, on CPython with a fake IndexedDB (no browser needed).
+"""The browser app's nonce reservation (``pyclient.adapters.webcrypto``: ``WebCrypto.reserve`` over
+``IdbKeyState``, the loop in ``pyclient.keys.lease_nonces``), on CPython with a fake IndexedDB (no browser needed).
 
 ``idb.metaCas`` is modelled exactly as pwa/app/idb.js implements it: compare and write with no await in
 between (one readwrite transaction). Two "tabs" share the store; inside each tab many coroutines reserve at
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from pyclient import keys as kh
-from pyclient.adapters import browser_app as ba
+from pyclient.adapters import webcrypto as wc
 
 KEY = "keys.state.dk-test"
 
@@ -43,14 +44,13 @@ class FakeIdb:
         return [True, None]
 
 
-def _tab(idb: FakeIdb) -> ba.BrowserApp:
-    app = ba.BrowserApp.__new__(ba.BrowserApp)  # no Pyodide here: set only what _reserve uses
+def _tab(idb: FakeIdb) -> wc.WebCrypto:
+    """One tab's unlocked session as ``BrowserApp._install`` makes it, minus the CryptoKeys (no Pyodide here:
+    reserving nonces needs none)."""
     raw = idb.meta[KEY]
-    app._idb = idb
-    app._lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw)), block_size=8)
-    app._state_raw = raw
-    app._reserve_lock = None
-    return app
+    ring = kh.new_keyring(data_key_id="dk-test", data_key=bytes(32))
+    lease = kh.NonceLease(kh.KeyState.from_dict(json.loads(raw)), block_size=8)
+    return wc.WebCrypto(None, ring, None, lease, wc.IdbKeyState(idb, raw))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -61,7 +61,7 @@ def test_concurrent_reservations_in_two_tabs_never_share_a_nonce(seed: int) -> N
     tabs = [_tab(idb), _tab(idb)]  # both loaded the same counter
 
     async def run() -> list[bytes]:
-        jobs = [tabs[rng.randrange(2)]._reserve(rng.randrange(1, 12)) for _ in range(60)]
+        jobs = [tabs[rng.randrange(2)].reserve(rng.randrange(1, 12)) for _ in range(60)]
         # Envelope v2: a reservation is (block salt, nonces); the counters alone must still never repeat.
         return [n for _salt, batch in await asyncio.gather(*jobs) for n in batch]
 
@@ -78,4 +78,4 @@ def test_a_lost_key_state_refuses_to_seal() -> None:
     tab = _tab(idb)
     del idb.meta[KEY]  # e.g. cleared storage: reusing counters from 0 would reuse nonces
     with pytest.raises(ValueError, match="rotate"):
-        _run(tab._reserve(1))
+        _run(tab.reserve(1))

@@ -1,9 +1,12 @@
 # Executed by tests/pyodide/run_pytest.mjs with top-level await (pyodide.runPythonAsync)
 # BEFORE pytest starts, because the WebCrypto backend is async and pytest is not.
-# It runs the WebCrypto adapter against tests/pyclient/vectors/*.json and stores what
-# it observed in the module `_webcrypto_results`; tests/pyclient/test_envelope.py
-# asserts on it. Nothing is asserted here: a crash is recorded as results["error"].
+# It runs the browser's crypto adapter (pyclient.adapters.webcrypto over the app's own
+# pwa/app/crypto.js, registered by the runner as `omnicare_crypto_js`: the code the app
+# runs) against tests/pyclient/vectors/*.json and stores what it observed in the module
+# `_webcrypto_results`; tests/pyclient/test_envelope.py asserts on it. Nothing is
+# asserted here: a crash is recorded as results["error"].
 import json
+import os
 import sys
 import traceback
 import types
@@ -11,9 +14,13 @@ from pathlib import Path
 
 
 async def _collect() -> dict:
+    import omnicare_crypto_js
+
     from pyclient import envelope, keys
     from pyclient.adapters import webcrypto as wc
-    from pyclient.compress import encode_record
+    from pyclient.compress import decode_record, encode_record
+
+    cipher = wc.JsCipher(omnicare_crypto_js)
 
     vec_dir = Path("/tests/pyclient/vectors")
     ev = json.loads((vec_dir / "envelope_v1.json").read_text(encoding="utf-8"))
@@ -43,7 +50,7 @@ async def _collect() -> dict:
         persisted.append(state)
 
     crypto = await wc.WebCrypto.create(
-        keyring=ring, state=keys.KeyState(ids[0], b"\x00\x00\x00\x09"), persist_state=persist
+        cipher, keyring=ring, state=keys.KeyState(ids[0], b"\x00\x00\x00\x09"), persist_state=persist
     )
     jobs = [
         envelope.seal_plan(
@@ -75,16 +82,17 @@ async def _collect() -> dict:
     # compression output of this zlib build (DEFLATE bytes may differ between zlib builds; reading must not)
     res["compressed_patient"] = encode_record(ev["records"]["patient"]).hex()
 
-    # -- full pipeline, batched: seal_records / open_records, one JS call each
+    # -- full pipeline, batched as BrowserApp._seal / _open run it: reserve, seal, open; one JS call each
     recs = [dict(ev["records"]["observation"], id=f"obs-{i}") for i in range(50)]
-    blobs = await crypto.seal_records(recs)
-    back = await crypto.open_records(
-        [(envelope.RecordRef.of(r), b) for r, b in zip(recs, blobs, strict=True)]
+    refs50 = [envelope.RecordRef.of(r) for r in recs]
+    blobs = await crypto.seal(
+        [(f.resource_type, f.resource_id, f.version, encode_record(r)) for f, r in zip(refs50, recs, strict=True)]
     )
-    res["pipeline_roundtrip"] = back == recs
+    back = await crypto.open_blobs(list(zip(refs50, blobs, strict=True)))
+    res["pipeline_roundtrip"] = [decode_record(b) for b in back] == recs
     res["pipeline_nonces_unique"] = len({envelope.parse(b).nonce for b in blobs}) == len(blobs)
     res["pipeline_persisted_before_use"] = [s.next_counter for s in persisted]
-    moved = await crypto.try_open_records([(envelope.RecordRef("Observation", "obs-1", 1), blobs[0])])
+    moved = await crypto.open_blobs([(envelope.RecordRef("Observation", "obs-1", 1), blobs[0])])
     res["pipeline_moved"] = type(moved[0]).__name__
 
     # -- envelope v2 (issue 17): per-block HKDF keys, imported as non-extractable CryptoKeys
@@ -105,16 +113,18 @@ async def _collect() -> dict:
     res["v2_opened"] = [o.hex() if isinstance(o, bytes) else type(o).__name__ for o in opened2]
     res["v2_pipeline"] = sorted({envelope.parse(b).format_version for b in blobs})
 
-    # -- keyring vectors: PBKDF2 via deriveBits, wrap, unwrap, wrong PIN
+    # -- keyring vectors: PBKDF2 via deriveKey (the KEK never leaves WebCrypto), wrap, unwrap, wrong PIN
     params = keys.KdfParams(salt=bytes.fromhex(kv["salt"]), iterations=kv["iterations"])
-    res["kek"] = (await wc.derive_kek(kv["pin"], params)).hex()
+    kek = await cipher.derive_kek(keys.pin_bytes(kv["pin"]), params)
+    res["kek_extractable"] = bool(kek.extractable)
     entries = tuple(
         keys.KeyEntry(
             keys.KeyKind(e["kind"]), e["key_id"], keys.KeyStatus(e["status"]), bytes.fromhex(e["key"])
         )
         for e in kv["entries"]
     )
-    blob = await wc.wrap_keyring(
+    blob = await keys.keyring_wrap(
+        cipher,
         pin=kv["pin"],
         keyring=keys.Keyring(entries),
         salt=params.salt,
@@ -122,14 +132,14 @@ async def _collect() -> dict:
         iterations=params.iterations,
     )
     res["keyring_blob"] = blob.hex()
-    unlocked = await wc.unlock_keyring(pin=kv["pin"], blob=bytes.fromhex(kv["blob"]))
+    unlocked = await keys.keyring_unlock(cipher, pin=kv["pin"], blob=bytes.fromhex(kv["blob"]))
     res["keyring_keys"] = [e.key.hex() for e in unlocked.entries]
     try:
-        await wc.unlock_keyring(pin=kv["wrong_pin"], blob=bytes.fromhex(kv["blob"]))
+        await keys.keyring_unlock(cipher, pin=kv["wrong_pin"], blob=bytes.fromhex(kv["blob"]))
         res["wrong_pin"] = "unlocked?!"
     except keys.WrongPin:
         res["wrong_pin"] = "WrongPin"
-    res["random_len"] = len(wc.random_bytes(16))
+    res["random_len"] = len(os.urandom(16))  # the app's CSPRNG (crypto.getRandomValues under Pyodide)
     return res
 
 

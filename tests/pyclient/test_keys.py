@@ -153,6 +153,27 @@ def test_compare_and_swap_detects_a_concurrent_reservation() -> None:
         lease.adopt(start)
 
 
+def test_a_holder_that_keeps_losing_the_compare_and_swap_gives_up_and_hands_out_nothing() -> None:
+    stored = [KeyState("dk-1", bytes(4))]
+
+    async def always_beaten(expected: KeyState, new: KeyState) -> None:
+        stored[0], _ = keys.reserve_nonces(stored[0], 10)  # another tab reserved a block just before us
+        raise keys.StaleKeyState(stored[0])
+
+    lease = keys.NonceLease(stored[0], block_size=10)
+    with pytest.raises(keys.NonceReservationFailed):
+        keys.run_sync(keys.lease_nonces(lease, 1, persist=always_beaten, new_salt=None))
+    assert stored[0].next_counter == 10 * keys.MAX_CAS_RETRIES
+    with pytest.raises(RuntimeError, match="reserved"):
+        lease.take(1)  # no block was installed: nothing can be sealed with a nonce another tab owns
+
+    async def cas(expected: KeyState, new: KeyState) -> None:  # the other tab stopped: the next try wins
+        stored[0] = keys.compare_and_swap(stored[0], expected=expected, new=new)
+
+    salt, nonces = keys.run_sync(keys.lease_nonces(lease, 3, persist=cas, new_salt=lambda: bytes(16)))
+    assert salt == bytes(16) and [int.from_bytes(n[4:], "big") for n in nonces] == [80, 81, 82]
+
+
 def test_key_state_survives_a_json_roundtrip() -> None:
     state = KeyState("dk-1", b"\x01\x02\x03\x04", next_counter=77, budget=1000, rotate_after=500)
     assert KeyState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
@@ -256,6 +277,11 @@ def test_a_tampered_entry_is_detected(cc: Any) -> None:
     blob[-1] ^= 0x01  # last byte of the second entry's tag
     with pytest.raises(keys.MalformedKeyring, match="tampered"):
         cc.unlock_keyring(pin=KV["pin"], blob=bytes(blob))
+
+
+def test_an_empty_pin_is_a_wrong_pin(cc: Any) -> None:
+    with pytest.raises(keys.WrongPin):
+        cc.unlock_keyring(pin="", blob=bytes.fromhex(KV["blob"]))
 
 
 def test_fresh_random_keyring_roundtrip(cc: Any) -> None:

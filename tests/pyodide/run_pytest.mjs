@@ -37,6 +37,11 @@ sys.path.insert(0, "/")  # so 'tests.pyclient...' imports resolve to the mounted
 import pyclient
 print("pyclient from", pyclient.__file__)
 `);
+// The app's own WebCrypto half (pwa/app/crypto.js), so the prelude drives the browser's one crypto path
+// (pyclient.adapters.webcrypto) over the same JavaScript. A data: URL, because the repository's package.json
+// declares no module type and Node would warn about reparsing the file.
+const cryptoJs = fs.readFileSync(path.resolve(testsDir, "..", "pwa", "app", "crypto.js"), "utf8");
+pyodide.registerJsModule("omnicare_crypto_js", await import("data:text/javascript," + encodeURIComponent(cryptoJs)));
 if (fs.existsSync(path.join(testsDir, "pyclient", "_pyodide_prelude.py"))) {
   const prelude = fs.readFileSync(path.join(testsDir, "pyclient", "_pyodide_prelude.py"), "utf8");
   await pyodide.runPythonAsync(prelude, { filename: "/tests/pyclient/_pyodide_prelude.py" });

@@ -13,6 +13,7 @@ from django.db import connection
 from omnicare.core.errors import PreconditionFailed, Unprocessable
 from omnicare.fhir import services as svc
 from omnicare.fhir.models import ResourcePatient, ResourceVersion
+from omnicare.fhir.repository import FhirStore
 from tests.conftest import requires_postgres
 
 from .conftest import Fhir, patient, row_counts
@@ -82,15 +83,12 @@ def test_resources_apply_checks_every_base_version_atomically(user: Any) -> None
         svc.Write("Patient", "a", patient(family="A3", id="a"), expected_version=1),  # stale: current is 2
     ]
     with pytest.raises(PreconditionFailed):
-        svc.resources_apply(user=user, writes=writes)
+        FhirStore(user=user).apply(writes)
     assert row_counts() == before
-    ok = svc.resources_apply(
-        user=user,
-        writes=[
+    ok = FhirStore(user=user).apply([
             svc.Write("Patient", "new-one", patient(id="new-one"), expected_version=0),
             svc.Write("Patient", "a", patient(family="A3", id="a"), expected_version=2),
-        ],
-    )
+        ])
     assert [(r.status, r.version.version_id if r.version else None) for r in ok] == [(201, 1), (200, 3)]
     assert ok[1].version is not None and ok[1].version.seq == ok[0].version.seq + 1  # type: ignore[union-attr]
 

@@ -15,7 +15,8 @@ import pytest
 from django.db import close_old_connections, connection, transaction
 
 from omnicare.fhir.models import ResourceVersion
-from omnicare.fhir.services import Write, feed_since, resources_apply, resources_import
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write, feed_since, resources_import
 from tests.conftest import requires_postgres
 from tests.omnicare.sync.conftest import observation, patient
 
@@ -34,11 +35,7 @@ def test_an_open_writing_transaction_does_not_block_other_writers(user: Any) -> 
     def slow_writer() -> None:
         try:
             with transaction.atomic():
-                resources_apply(
-                    user=None,
-                    authorized=True,
-                    writes=[Write("Observation", "slow", observation("slow", "fc"))],
-                )
+                FhirStore.system().apply([Write("Observation", "slow", observation("slow", "fc"))])
                 inside["seq"] = ResourceVersion.objects.get(resource_id="slow").seq
                 wrote.set()
                 release.wait(20)  # the request goes on (audit, device row, ...) while others write
@@ -51,9 +48,7 @@ def test_an_open_writing_transaction_does_not_block_other_writers(user: Any) -> 
     t.start()
     assert wrote.wait(20)
     started = time.monotonic()
-    fast = resources_apply(
-        user=None, authorized=True, writes=[Write("Observation", "fast", observation("fast", "fc"))]
-    )
+    fast = FhirStore.system().apply([Write("Observation", "fast", observation("fast", "fc"))])
     took = time.monotonic() - started
     release.set()
     t.join(30)
@@ -75,16 +70,10 @@ def test_versions_rolled_back_in_a_savepoint_never_reach_the_feed(user: Any) -> 
     resources_import(resources=[patient("fr")])
     head = max(v.seq for v in feed_since(after_seq=0, limit=1000))
     with transaction.atomic():
-        resources_apply(
-            user=None, authorized=True, writes=[Write("Observation", "kept", observation("kept", "fr"))]
-        )
+        FhirStore.system().apply([Write("Observation", "kept", observation("kept", "fr"))])
         try:
             with transaction.atomic():
-                resources_apply(
-                    user=None,
-                    authorized=True,
-                    writes=[Write("Observation", "undone", observation("undone", "fr"))],
-                )
+                FhirStore.system().apply([Write("Observation", "undone", observation("undone", "fr"))])
                 raise RuntimeError("roll the savepoint back")
         except RuntimeError:
             pass

@@ -9,6 +9,7 @@ checks access itself (the store does), so a new interaction cannot be added ther
 from __future__ import annotations
 
 import ast
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ from django.db import DatabaseError
 
 from omnicare.audit.models import AuditEvent
 from omnicare.audit.services import AuditUnavailable
-from omnicare.core.errors import Forbidden
+from omnicare.core.errors import ApiError, BadRequest, Forbidden, Unprocessable
 from omnicare.fhir.models import Resource
 from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write
 
 REAL_ACCESS = True  # the real role matrix and care-team scope: the store must be the one calling them
 
@@ -90,3 +92,61 @@ def test_the_rest_router_leaves_checks_and_audit_to_the_store() -> None:
     assert not {m for m in imported if m and m.startswith("omnicare.audit")}
     assert not called & {"resource_read", "resource_vread", "resource_search", "resource_history",
                          "resource_create", "resource_update", "resource_delete", "bundle_process"}
+
+
+# ---- batch writes: the store's policy sees every write, and a refused one is answered alone ------------------
+
+def _obs(rid: str, pid: str) -> Write:
+    return Write("Observation", rid, {**_weight(pid), "id": rid})
+
+
+def test_a_batch_write_answers_each_item_and_loses_only_the_refused_one(store: FhirStore) -> None:
+    before = AuditEvent.objects.count()
+    first, refused, last = store.apply_each([_obs("o-a1", "pat-a"), _obs("o-b1", "pat-b"), _obs("o-a2", "pat-a")])
+    assert isinstance(refused, Forbidden)  # pat-b is outside dr.test's care team
+    assert not isinstance(first, ApiError) and not isinstance(last, ApiError)
+    assert (first.status, last.status) == (201, 201)
+    assert sorted(Resource.objects.filter(resource_type="Observation").values_list("resource_id", flat=True)) == [
+        "o-a1", "o-a2"]
+    assert AuditEvent.objects.count() == before  # a batch's event is its caller's (one per push / import batch)
+
+
+def test_an_all_or_nothing_batch_writes_nothing_when_one_item_is_refused(store: FhirStore) -> None:
+    with pytest.raises(Forbidden):
+        store.apply([_obs("o-a1", "pat-a"), _obs("o-b1", "pat-b")])
+    assert not Resource.objects.filter(resource_type="Observation").exists()
+
+
+def test_the_engine_asks_the_stores_policy_about_every_write(user: Any, ward: None) -> None:
+    asked: list[tuple[str, str, list[str]]] = []
+
+    def policy(*, user: Any, action: str, resource_type: str, patient_ids: Any = ()) -> None:
+        asked.append((action, resource_type, list(patient_ids)))
+        if "pat-a" in patient_ids and action == "delete":
+            raise Forbidden("no deletes here")
+
+    custom = FhirStore(user=user, policy=policy)
+    custom.apply([_obs("o-a1", "pat-a"), _obs("o-b1", "pat-b")])
+    assert asked == [("create", "Observation", ["pat-a"]), ("create", "Observation", ["pat-b"])]
+    [refused] = custom.apply_each([Write("Observation", "o-a1", None)])
+    assert isinstance(refused, Forbidden) and Resource.objects.get(resource_id="o-a1").deleted is False
+    # The system store (HL7, CDS, a trusted import) writes without a person: no author, trusted for every patient.
+    [done] = FhirStore.system().apply([Write("Observation", "o-a1", None)])
+    assert done.status == 204 and done.version is not None and done.version.author == ""
+
+
+def test_a_body_built_in_code_is_validated_where_its_write_is_made() -> None:
+    with pytest.raises(Unprocessable):  # no code: a required element
+        Write.valid("Observation", "o-1", {"resourceType": "Observation", "id": "o-1", "status": "final"})
+    with pytest.raises(BadRequest):
+        Write.valid("Observation", "o-1", {**_weight("pat-a"), "id": "o-1", "status": "no-such-status"})
+    with pytest.raises(BadRequest):
+        Write.valid("Observation", "o-1", {**_weight("pat-a"), "id": "another"})
+
+
+def test_no_caller_can_tell_the_write_engine_it_already_checked() -> None:
+    # issue 11 item 10: the store owns the check (its policy sees every write); the flags are gone.
+    from omnicare.fhir import services as svc
+
+    for fn in (svc.resources_apply, svc.resources_apply_each):
+        assert not {"validated", "authorized", "trusted"} & set(inspect.signature(fn).parameters)

@@ -170,7 +170,8 @@ async def test_adt_then_oru_reach_the_device_in_scope_through_the_worker(
 def test_outbound_rde_goes_through_the_worker_retried_while_the_pharmacy_is_down(
     hl7_worker_stack: tuple[ListenerProcess, str], settings: Any
 ) -> None:
-    from omnicare.fhir.services import Write, resources_apply
+    from omnicare.fhir.repository import FhirStore
+    from omnicare.fhir.services import Write
     from omnicare.hl7.models import OutboundMessage
     from omnicare.hl7.outbound import outbound_retry_due
     from tests.live import free_port
@@ -180,7 +181,7 @@ def test_outbound_rde_goes_through_the_worker_retried_while_the_pharmacy_is_down
     port = free_port()
     settings.OMNICARE_HL7_PHARMACY_ENDPOINT = f"127.0.0.1:{port}"
     seed({"resourceType": "Patient", "id": "pt-1", "name": [{"family": "Okafor"}]})
-    resources_apply(user=None, writes=[Write("MedicationRequest", "rx-1", order())], authorized=True)
+    FhirStore.system().apply([Write("MedicationRequest", "rx-1", order())])
 
     def state() -> OutboundMessage:
         return OutboundMessage.objects.get(source="MedicationRequest/rx-1/_history/1")

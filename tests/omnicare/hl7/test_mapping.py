@@ -8,7 +8,8 @@ import pytest
 
 from omnicare.audit.models import AuditEvent
 from omnicare.fhir.models import Resource
-from omnicare.fhir.services import Write, resources_apply
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write
 from omnicare.hl7 import services
 from omnicare.hl7.message import MessageError, charset_of, decode, parse
 from omnicare.hl7.models import InboundMessage
@@ -107,7 +108,7 @@ def test_a08_merges_with_edits_made_in_omnicare_and_a_repeat_changes_nothing() -
     # A clinician adds a preferred language in OmniCare meanwhile.
     edited = {**p, "communication": [{"language": {"text": "Igbo"}}]}
     edited.pop("meta")
-    resources_apply(user=None, writes=[Write("Patient", p["id"], edited)], authorized=True)
+    FhirStore.system().apply([Write("Patient", p["id"], edited)])
     row = ingest("adt_a08_update")
     assert row.state == InboundMessage.PROCESSED, row.last_error
     after = one("Patient")

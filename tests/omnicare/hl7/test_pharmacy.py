@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from omnicare.fhir.models import Resource
-from omnicare.fhir.services import Write, resources_apply
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write
 from omnicare.hl7 import outbound
 from omnicare.hl7.message import parse
 from omnicare.hl7.models import InboundMessage, OutboundMessage
@@ -78,15 +79,14 @@ def order(status: str = "active") -> dict[str, Any]:
 
 def write(body: dict[str, Any], capture: Any) -> None:
     with capture(execute=True):
-        resources_apply(user=None, writes=[Write(body["resourceType"], body["id"], body)], authorized=True)
+        FhirStore.system().apply([Write(body["resourceType"], body["id"], body)])
 
 
 @pytest.fixture
 def patient(db: Any) -> None:
-    resources_apply(user=None, writes=[Write("Patient", "pt-1", {
+    FhirStore.system().apply([Write("Patient", "pt-1", {
         "resourceType": "Patient", "id": "pt-1", "identifier": [{"system": "urn:omnicare:hl7:aa:northgate", "value": "MRN7781"}],
-        "name": [{"family": "Okonkwo-Brandt", "given": ["Adaeze"]}], "gender": "female", "birthDate": "1972-03-14"})],
-        authorized=True)
+        "name": [{"family": "Okonkwo-Brandt", "given": ["Adaeze"]}], "gender": "female", "birthDate": "1972-03-14"})])
 
 
 def test_a_new_order_is_sent_as_rde_and_acked_late(patient: None, settings: Any,

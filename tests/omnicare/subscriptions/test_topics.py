@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from omnicare.access.roles import role_assign
 from omnicare.access.services import token_create
-from omnicare.fhir.services import Write, resources_apply, resources_import
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write, resources_import
 from omnicare.subscriptions.services import dispatch, heartbeats_send
 from tests.omnicare.fhir.test_subscriptions import Hook, events_of
 
@@ -122,7 +123,7 @@ def test_topics_filters_deletes_and_rest_hook_heartbeats(
     put(lab("l2", "tp2"))  # another patient: filtered out
     put(lab("v1", "tp1", category="vital-signs"))  # not a lab
     with django_capture_on_commit_callbacks(execute=True):  # the integration role may not delete: the store does
-        resources_apply(user=None, writes=[Write("Observation", "v1", None)], authorized=True)
+        FhirStore.system().apply([Write("Observation", "v1", None)])
     by_sub: dict[str, list[tuple[int, str]]] = {}
     for headers, bundle in hook.received:
         assert headers["Authorization"] == "Bearer hook-secret"

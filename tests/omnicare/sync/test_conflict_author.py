@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from omnicare.fhir.models import ResourceVersion
-from omnicare.fhir.services import Write, resources_apply, resources_import
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write, resources_import
 from tests.omnicare.sync.conftest import SyncClient, observation, put
 
 
@@ -16,7 +17,7 @@ def test_the_conflict_names_the_clinician_whose_version_won_and_when(
     other_user.first_name, other_user.last_name = "Nora", "Baker"
     other_user.save()
     winning = observation("o1", "p1", 75.0)  # someone else's edit lands first (v2), through THE write path
-    [w] = resources_apply(user=other_user, writes=[Write("Observation", "o1", winning)], authorized=True)
+    [w] = FhirStore.system(user=other_user).apply([Write("Observation", "o1", winning)])
     assert w.version is not None and w.version.author == "Nora Baker"
 
     [r] = sync.push(put(observation("o1", "p1", 68.0), 1))  # this device edited v1
@@ -33,8 +34,7 @@ def test_the_conflict_names_the_clinician_whose_version_won_and_when(
 def test_a_user_without_a_full_name_is_named_by_user_name_and_an_import_by_its_author_reference(
     clinic: Any, sync: SyncClient, other_user: Any
 ) -> None:
-    resources_apply(user=other_user, writes=[Write("Observation", "o1", observation("o1", "p1", 75.0))],
-                    authorized=True)
+    FhirStore.system(user=other_user).apply([Write("Observation", "o1", observation("o1", "p1", 75.0))])
     [r] = sync.push(put(observation("o1", "p1", 68.0), 1))
     assert {d["oursAuthor"] for d in r["conflicts"]} == {"nurse.test"}
 

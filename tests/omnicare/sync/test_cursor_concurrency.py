@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from django.db import close_old_connections, connection, transaction
 
-from omnicare.fhir.services import Write, resources_apply, resources_import
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write, resources_import
 from omnicare.sync import services
 from tests.conftest import database_is_postgres, requires_postgres
 from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner
@@ -64,10 +65,7 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
                     try:
                         with transaction.atomic():
                             time.sleep(rng.uniform(0, 0.01))  # before taking a feed position
-                            res = resources_apply(
-                                user=user,
-                                writes=[Write("Observation", i, observation(i, "cp", float(t))) for i in ids],
-                            )
+                            res = FhirStore(user=user).apply([Write("Observation", i, observation(i, "cp", float(t))) for i in ids])
                             time.sleep(rng.uniform(0, 0.01))  # holding it, before commit
                         break
                     except Exception:

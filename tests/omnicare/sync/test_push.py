@@ -325,19 +325,19 @@ def test_a_push_refused_midway_by_the_store_is_redone_whole_with_the_same_answer
     from django.db import IntegrityError
 
     from omnicare.audit.models import AuditEvent
-    from omnicare.sync import push as push_mod
+    from omnicare.fhir.repository import FhirStore
 
-    real = push_mod.resources_apply
+    real = FhirStore.apply
     calls: list[int] = []
 
-    def refuse_once(**kwargs: Any) -> Any:
-        calls.append(len(kwargs["writes"]))
-        written = real(**kwargs)
+    def refuse_once(self: FhirStore, writes: Any, **kwargs: Any) -> Any:
+        calls.append(len(writes))
+        written = real(self, writes, **kwargs)
         if len(calls) == 1:
             raise IntegrityError("duplicate key value violates unique constraint")  # after writing
         return written
 
-    monkeypatch.setattr(push_mod, "resources_apply", refuse_once)
+    monkeypatch.setattr(FhirStore, "apply", refuse_once)
     before = AuditEvent.objects.filter(action="sync-push").count()
     results = sync.push(
         put(observation("rd1", "p1", 71.0), None, mid="rd-1"),
@@ -355,7 +355,7 @@ def test_a_push_refused_midway_by_the_store_is_redone_whole_with_the_same_answer
     # Once each: the push's event and the denial of rd3 (none left from the rolled-back attempt).
     new = AuditEvent.objects.filter(action="sync-push").order_by("id")[before:]
     assert sorted(e.outcome for e in new) == ["denied", "success"]
-    monkeypatch.setattr(push_mod, "resources_apply", real)
+    monkeypatch.setattr(FhirStore, "apply", real)
     assert sync.push(put(observation("rd1", "p1", 71.0), None, mid="rd-1")) == results[:1]  # replayed
 
 
