@@ -44,8 +44,8 @@ from omnicare.prefetch.workload import (  # noqa: E402
     scope_of,
     simulate,
 )
-from omnicare.prefetch.workload import _opens as sim_opens  # noqa: E402 - the simulator's own law, bound only
-from omnicare.prefetch.workload import _unplanned as sim_unplanned  # noqa: E402
+from omnicare.prefetch.workload import shift_opens as sim_opens  # noqa: E402 - the simulator's own law, bound only
+from omnicare.prefetch.workload import unplanned_opens as sim_unplanned  # noqa: E402
 
 BUDGETS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50, 0.75, 1.00)
 RANKERS = ("bound", "model", "heuristic", "care_team", "recency", "schedule")

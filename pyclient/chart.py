@@ -61,6 +61,18 @@ def flag_words(flag: str) -> str:
     return FLAG_WORDS.get(flag) or ("critical" if flag in CRITICAL_FLAGS else "abnormal")
 
 
+def note_text(doc: Mapping[str, Any]) -> str:
+    """A DocumentReference's text: its first attachment with inline data, decoded (bad base64 reads as none)."""
+    for c in doc.get("content") or []:
+        data = (c.get("attachment") or {}).get("data")
+        if data:
+            try:
+                return base64.b64decode(data).decode("utf-8", "replace")
+            except ValueError:
+                return ""
+    return ""
+
+
 def cc_text(cc: Any) -> str:
     """A CodeableConcept as words: its text, else the first coding's display or code."""
     if not isinstance(cc, Mapping):
@@ -313,15 +325,7 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
             s["points"].append([at[:10], point])
     notes = []
     for d in by.get("DocumentReference", []):
-        text = ""
-        for c in d.get("content") or []:
-            data = (c.get("attachment") or {}).get("data")
-            if data:
-                try:
-                    text = base64.b64decode(data).decode("utf-8", "replace")
-                except ValueError:
-                    text = ""
-                break
+        text = note_text(d)
         notes.append({"id": d["id"], "title": d.get("description") or cc_text(d.get("type")) or "Note",
                       "date": str(d.get("date") or "")[:16].replace("T", " "), "text": text,
                       "pending": pending(d)})
@@ -341,14 +345,27 @@ def chart_view(patient: Mapping[str, Any], resources: Sequence[Mapping[str, Any]
     }
 
 
+#: The chart's words for the status of an immunization or procedure, and of an appointment (the browser shows
+#: ``statusText``; it spells none of them). A status not listed is shown as its code.
+EVENT_STATUS_WORDS: dict[str, str] = {"completed": "given", "not-done": "not given", "entered-in-error": "entered in error"}
+APPOINTMENT_STATUS_WORDS: dict[str, str] = {
+    "booked": "booked", "arrived": "arrived", "fulfilled": "attended", "cancelled": "cancelled",
+    "noshow": "did not attend", "proposed": "proposed", "pending": "pending"}
+
+
+def _status(res: Mapping[str, Any], words: Mapping[str, str]) -> dict[str, str]:
+    code = str(res.get("status") or "")
+    return {"status": code, "statusText": words.get(code, code)}
+
+
 def record_sections(by: Mapping[str, Sequence[Mapping[str, Any]]], pending: Pending) -> dict[str, Any]:
     """Immunizations, procedures, lab reports (each with its results), appointments and encounters."""
     obs = {str(o.get("id")): o for o in by.get("Observation", [])}
-    immunizations = [{"id": i["id"], "vaccine": cc_text(i.get("vaccineCode")), "status": i.get("status") or "",
+    immunizations = [{"id": i["id"], "vaccine": cc_text(i.get("vaccineCode")), **_status(i, EVENT_STATUS_WORDS),
                       "date": when(i, "occurrenceDateTime")[:10], "pending": pending(i)}
                      for i in by.get("Immunization", [])]
     immunizations.sort(key=lambda i: i["date"], reverse=True)
-    procedures = [{"id": x["id"], "name": cc_text(x.get("code")), "status": x.get("status") or "",
+    procedures = [{"id": x["id"], "name": cc_text(x.get("code")), **_status(x, EVENT_STATUS_WORDS),
                    "date": when(x, "performedDateTime", "performedPeriod")[:10], "pending": pending(x)}
                   for x in by.get("Procedure", [])]
     procedures.sort(key=lambda x: x["date"], reverse=True)
@@ -369,7 +386,7 @@ def record_sections(by: Mapping[str, Sequence[Mapping[str, Any]]], pending: Pend
                         "conclusion": str(d.get("conclusion") or ""), "results": results,
                         "pending": pending(d)})
     reports.sort(key=lambda r: r["date"], reverse=True)
-    appointments = [{"id": a["id"], "status": a.get("status") or "",
+    appointments = [{"id": a["id"], **_status(a, APPOINTMENT_STATUS_WORDS),
                      "what": a.get("description") or cc_text((a.get("serviceType") or [None])[0])
                      or cc_text(a.get("appointmentType")) or "Appointment",
                      "start": when(a, "start"), "pending": pending(a)} for a in by.get("Appointment", [])]

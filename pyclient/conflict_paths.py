@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyclient.merge import _choice_unit, item_label
+from pyclient.merge import choice_unit, item_label
 
 __all__ = ["Segment", "format_path", "get_path", "parse", "set_path"]
 
@@ -131,7 +131,7 @@ def _locate(resource: dict[str, Any], path: str, *, create: bool) -> _Spot | Non
 
 def _choice_keys(node: dict[str, Any], unit: str) -> list[str]:
     prefix = unit[:-3]
-    return [k for k in node if k.startswith(prefix) and _choice_unit(k) == unit]
+    return [k for k in node if k.startswith(prefix) and choice_unit(k) == unit]
 
 
 def get_path(resource: dict[str, Any], path: str) -> Any:

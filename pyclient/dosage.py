@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from pyclient.errors import ValidationFailed
+from pyclient.systems import SNOMED, UCUM
 
 __all__ = [
     "FREQUENCIES",
@@ -32,8 +33,6 @@ __all__ = [
     "is_structured",
 ]
 
-SNOMED: Final = "http://snomed.info/sct"
-UCUM: Final = "http://unitsofmeasure.org"
 DRUG_FORM: Final = "http://terminology.hl7.org/CodeSystem/v3-orderableDrugForm"
 DOSE_RATE_TYPE: Final = "http://terminology.hl7.org/CodeSystem/dose-rate-type"
 

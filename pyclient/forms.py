@@ -17,6 +17,7 @@ from pyclient import choices as ch
 from pyclient import dosage as dz
 from pyclient.chart import code
 from pyclient.errors import ValidationFailed
+from pyclient.systems import LOINC, UCUM
 
 __all__ = [
     "ALLERGY_CRITICALITIES",
@@ -46,8 +47,6 @@ VITALS_LOINC = {
 BP = ("85354-9", "Blood pressure panel with all children optional")
 SBP = ("8480-6", "Systolic blood pressure")
 DBP = ("8462-4", "Diastolic blood pressure")
-LOINC = "http://loinc.org"
-UCUM = "http://unitsofmeasure.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 ALLERGY_CLINICAL = "http://terminology.hl7.org/CodeSystem/allergyintolerance-clinical"
 ALLERGY_VERIFICATION = "http://terminology.hl7.org/CodeSystem/allergyintolerance-verification"

@@ -153,7 +153,7 @@ def _canonical(v: Any) -> str:
 _choice_cache: dict[str, str | None] = {}
 
 
-def _choice_unit(key: str) -> str | None:
+def choice_unit(key: str) -> str | None:
     """``"valueQuantity"`` -> ``"value[x]"``; ``None`` for a non-choice key."""
     try:
         return _choice_cache[key]
@@ -176,7 +176,7 @@ def _unit_value(d: Any, unit: str) -> Any:
     if not unit.endswith("[x]"):
         return d.get(unit, _MISSING)
     prefix = unit[:-3]
-    group = {k: v for k, v in d.items() if k.startswith(prefix) and _choice_unit(k) == unit}
+    group = {k: v for k, v in d.items() if k.startswith(prefix) and choice_unit(k) == unit}
     return group or _MISSING
 
 
@@ -354,12 +354,12 @@ class _Merger:
         order.update(dict.fromkeys(b))
         groups: dict[str, list[str]] = {}
         for k in order:
-            u = _choice_unit(k)
+            u = choice_unit(k)
             if u is not None:
                 groups.setdefault(u, []).append(k)
         done: set[str] = set()
         for k in order:
-            unit = _choice_unit(k)
+            unit = choice_unit(k)
             if unit is None:
                 bv, ov, tv = b.get(k, _MISSING), o.get(k, _MISSING), t.get(k, _MISSING)
                 if k in forced:

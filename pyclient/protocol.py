@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
+
+from pyclient.views.caldate import days  # the one calendar rule (no datetime: sans-IO)
 
 __all__ = [
     "MAX_PULL_LIMIT",
@@ -85,6 +87,11 @@ def _list(value: Any, where: str) -> Sequence[Any]:
     if not isinstance(value, list):
         raise ProtocolError(f"{where}: expected a JSON array, got {type(value).__name__}")
     return cast(Sequence[Any], value)
+
+
+def _items[T](obj: Mapping[str, Any], key: str, where: str, parse: Callable[[Any, str], T]) -> tuple[T, ...]:
+    """The required array ``where.key``, each item parsed with its own path (``where.key[i]``) for errors."""
+    return tuple(parse(x, f"{where}.{key}[{i}]") for i, x in enumerate(_list(_req(obj, key, where), f"{where}.{key}")))
 
 
 def _resource(value: Any, where: str, resource_type: str, rid: str) -> dict[str, Any]:
@@ -225,10 +232,7 @@ class PullResponse:
     @classmethod
     def from_json(cls, data: Any) -> PullResponse:
         obj = _obj(data, "PullResponse")
-        changes = tuple(
-            Change.from_json(c, f"PullResponse.changes[{i}]")
-            for i, c in enumerate(_list(_req(obj, "changes", "PullResponse"), "PullResponse.changes"))
-        )
+        changes = _items(obj, "changes", "PullResponse", Change.from_json)
         if any(a.seq >= b.seq for a, b in zip(changes, changes[1:], strict=False)):
             raise ProtocolError("PullResponse.changes: seq must be strictly ascending")
         drop = tuple(
@@ -331,10 +335,7 @@ class PushRequest:
     @classmethod
     def from_json(cls, data: Any) -> PushRequest:
         obj = _obj(data, "PushRequest")
-        muts = tuple(
-            Mutation.from_json(m, f"PushRequest.mutations[{i}]")
-            for i, m in enumerate(_list(_req(obj, "mutations", "PushRequest"), "PushRequest.mutations"))
-        )
+        muts = _items(obj, "mutations", "PushRequest", Mutation.from_json)
         if len(muts) > MAX_PUSH_MUTATIONS:
             raise ProtocolError(f"PushRequest.mutations: at most {MAX_PUSH_MUTATIONS} per request")
         ids = [m.mutation_id for m in muts]
@@ -429,10 +430,7 @@ class PushResponse:
     def from_json(cls, data: Any) -> PushResponse:
         obj = _obj(data, "PushResponse")
         return cls(
-            results=tuple(
-                MutationResult.from_json(r, f"PushResponse.results[{i}]")
-                for i, r in enumerate(_list(_req(obj, "results", "PushResponse"), "PushResponse.results"))
-            ),
+            results=_items(obj, "results", "PushResponse", MutationResult.from_json),
             epoch=_opt_epoch(obj, "PushResponse"),
         )
 
@@ -466,16 +464,6 @@ _IMF_FIXDATE: Final = re.compile(
 )
 
 
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    # Howard Hinnant's algorithm: days since 1970-01-01 without datetime.
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
     """Seconds to wait from an HTTP ``Retry-After`` header (delta-seconds or IMF-fixdate).
 
@@ -492,7 +480,7 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
         return None
     day, mon, year, hh, mm, ss = match.groups()
     epoch = (
-        _days_from_civil(int(year), _MONTHS.index(mon) + 1, int(day)) * 86400
+        days((int(year), _MONTHS.index(mon) + 1, int(day))) * 86400
         + int(hh) * 3600
         + int(mm) * 60
         + int(ss)

@@ -104,6 +104,8 @@ REASONS: Mapping[Condition, str] = {
 # The status pill's own words: short, so the header stays one line at 1024 px (issue 18); the whole sentence
 # (``text``) is in the banner and the pill's tooltip / accessible description.
 LABEL = "Online only"
+PILL_ONLINE = f"{LABEL} · Online"
+PILL_SIGNED_OUT = f"{LABEL} · signed out"
 # What ends it, said with the reason (the first condition's).
 WHAT_CLEARS: Mapping[Condition, str] = {
     "idb-unavailable": "OmniCare checks again the next time it starts.",
@@ -222,7 +224,9 @@ class Decision:
                 "decisions": self.decisions, "text": self.text, "reason": self.reason, "detail": self.detail,
                 "backNextStart": self.back_next_start, "offer": dict(self.offer) if self.offer else None,
                 "note": self.note, "recheckS": self.recheck_s, "watch": list(self.watch),
-                "label": LABEL if self.mode == "online-only" else ""}
+                "label": LABEL if self.mode == "online-only" else "",
+                # The status pill of the online-only page, signed in and not (the page spells no word itself).
+                "pill": {"online": PILL_ONLINE, "signedOut": PILL_SIGNED_OUT} if self.mode == "online-only" else None}
 
 
 class StorageMode:

@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, Protocol
 
+from pyclient import store
 from pyclient.merge import Conflict, merge
 from pyclient.outcome import NO_RESULT
 from pyclient.outcome import text as outcome_text
@@ -42,16 +43,6 @@ from pyclient.protocol import (
     PullResponse,
     PushRequest,
     PushResponse,
-)
-from pyclient.store import (
-    ClearRecords,
-    DeleteOutbox,
-    DeleteRecord,
-    PutMeta,
-    PutOutbox,
-    PutRecord,
-    StoredRecord,
-    StoreOp,
 )
 
 __all__ = [
@@ -134,34 +125,19 @@ class RecordPut:
     base_version: int = 0
 
 
-@dataclass(frozen=True)
-class RecordDelete:
-    resource_type: str
-    id: str
-
-
-@dataclass(frozen=True)
-class RecordsClear:
-    """Pull reset: drop every local record except those with outbox entries."""
-
-    keep: frozenset[Key]
+# The effects that need no sealing ARE the store ops they become (one type, not a copy mapped field by field):
+# a record removed, the pull reset (every record dropped except those with outbox entries), an outbox entry
+# removed, a meta value set.
+RecordDelete = store.DeleteRecord
+RecordsClear = store.ClearRecords
+OutboxDelete = store.DeleteOutbox
+MetaPut = store.PutMeta
 
 
 @dataclass(frozen=True)
 class OutboxPut:
     entry_id: str
     entry: dict[str, Any]  # OutboxEntry.to_json() snapshot
-
-
-@dataclass(frozen=True)
-class OutboxDelete:
-    entry_id: str
-
-
-@dataclass(frozen=True)
-class MetaPut:
-    key: str
-    value: str | None
 
 
 @dataclass(frozen=True)
@@ -1205,7 +1181,7 @@ class RowCodec(Protocol):
         """Blind-index tokens of a record (None = keep the stored ones)."""
         ...
 
-    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+    def record_mac(self, record: store.StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
         """Row MAC of a record row (:func:`pyclient.integrity.record_mac`); None = not MACed."""
         ...
 
@@ -1231,7 +1207,7 @@ class JsonCodec:
     def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
         return None
 
-    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
+    def record_mac(self, record: store.StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
         return None
 
     def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
@@ -1260,7 +1236,7 @@ def seal_items(effects: Iterable[Effect]) -> list[SealItem]:
     return items
 
 
-def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCodec) -> list[StoreOp]:
+def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCodec) -> list[store.StoreOp]:
     """The storage part of ``effects`` as store ops for ONE ``Store.apply`` call.
 
     ``sealed`` is the adapter's sealing of ``seal_items(effects)``, in that order. Notices (conflicts,
@@ -1270,26 +1246,20 @@ def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCode
     if len(sealed) != wanted:  # a short or long batch would pair blobs with the wrong rows
         raise ValueError(f"{len(sealed)} sealed blobs for {wanted} items")
     blobs = iter(sealed)
-    ops: list[StoreOp] = []
+    ops: list[store.StoreOp] = []
     for eff in effects:
         if isinstance(eff, RecordPut):
             blob = next(blobs)
             base = next(blobs) if eff.base is not None else None
             tokens = codec.tokens(eff.resource_type, eff.resource)
-            row = StoredRecord(eff.resource_type, eff.id, eff.version, blob, base)
+            row = store.StoredRecord(eff.resource_type, eff.id, eff.version, blob, base)
             mac = codec.record_mac(row, tokens)
-            ops.append(PutRecord(row if mac is None else replace(row, mac=mac), tokens))
-        elif isinstance(eff, RecordDelete):
-            ops.append(DeleteRecord(eff.resource_type, eff.id))
-        elif isinstance(eff, RecordsClear):
-            ops.append(ClearRecords(eff.keep))
+            ops.append(store.PutRecord(row if mac is None else replace(row, mac=mac), tokens))
         elif isinstance(eff, OutboxPut):
             blob = next(blobs)
-            ops.append(PutOutbox(eff.entry_id, blob, codec.outbox_mac(eff.entry_id, blob)))
-        elif isinstance(eff, OutboxDelete):
-            ops.append(DeleteOutbox(eff.entry_id))
-        elif isinstance(eff, MetaPut):
-            ops.append(PutMeta(eff.key, eff.value))
+            ops.append(store.PutOutbox(eff.entry_id, blob, codec.outbox_mac(eff.entry_id, blob)))
+        elif isinstance(eff, store.DeleteRecord | store.ClearRecords | store.DeleteOutbox | store.PutMeta):
+            ops.append(eff)  # already a store op
     return ops
 
 
@@ -1298,7 +1268,7 @@ def notices(effects: Iterable[Effect]) -> list[Effect]:
     return [e for e in effects if not isinstance(e, _STORAGE)]
 
 
-def to_store_ops(effects: Iterable[Effect], codec: RecordCodec) -> list[StoreOp]:
+def to_store_ops(effects: Iterable[Effect], codec: RecordCodec) -> list[store.StoreOp]:
     """:func:`seal_items` -> ``codec.seal`` -> :func:`store_ops`: the same path as the browser's commit, with a
     synchronous sealing primitive."""
     effects = list(effects)

@@ -16,7 +16,8 @@ import pytest
 from pyclient import choices as ch
 from pyclient import keys as kh
 from pyclient import outcome
-from pyclient.chart import FLAG_WORDS
+from pyclient import storage_mode as sm
+from pyclient.chart import APPOINTMENT_STATUS_WORDS, EVENT_STATUS_WORDS, FLAG_WORDS
 from pyclient.views.status import status_view
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +54,11 @@ def test_no_pick_list_is_spelled_in_js(path: Path) -> None:
             assert len(codes) < 2, f"{path.name} lists {name} codes {sorted(codes)} itself: use c.choices"
     flags = [f'{k}: "{v}"' for k, v in FLAG_WORDS.items() if k.isalpha()]
     assert not [f for f in flags if f in text], f"{path.name} spells the lab flag words: use flagWords"
+    # The chart's status words (immunizations, procedures, appointments): a map code -> word in JS is a copy.
+    pairs = [(k, v) for k, v in (*EVENT_STATUS_WORDS.items(), *APPOINTMENT_STATUS_WORDS.items()) if k != v]
+    spelt = [f"{k}: {v}" for k, v in pairs
+             if re.search(rf"[\"']?{re.escape(k)}[\"']?\s*:\s*[\"']{re.escape(v)}[\"']", text)]
+    assert not spelt, f"{path.name} spells the chart's status words {spelt}: show statusText"
 
 
 def _owned_sentences() -> list[str]:
@@ -61,6 +67,7 @@ def _owned_sentences() -> list[str]:
     status += [status_view({"pending": 2, "conflicted": 2, "rejected": 2, "lastError": outcome.OFFLINE},
                            online=True)["text"].split(" · ", 1)[0]]
     status += ["changes waiting to be sent", "conflicts to review", "not synced yet", "Signed out of the server"]
+    status += [sm.PILL_ONLINE, sm.PILL_SIGNED_OUT]
     return [kh.PIN_RULE, kh.PIN_TOO_WEAK, "6 digits", outcome.sign_in_paused(30).split(".")[0], *status]
 
 
@@ -70,4 +77,6 @@ def test_no_rule_sentence_python_owns_is_spelled_in_js(path: Path) -> None:
     found = [s for s in _owned_sentences() if s in text]
     for s in ("Online", "Offline"):  # the pill's "Online · locked" built from pieces
         found += [f"{s} · locked/signed out"] if re.search(rf"{s}.{{0,40}}· (locked|signed out)", text) else []
+    # The online-only pill was built from pieces around Python's label: its words are Python's whole.
+    found += [f"pill word {w!r}" for w in ("Online", "signed out") if re.search(rf"[\"'`]{w}[\"'`]", text)]
     assert not found, f"{path.name} spells {found}: ask Python (py.call) or show the server's sentence"

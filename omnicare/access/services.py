@@ -126,7 +126,7 @@ def _now(now: datetime | None) -> datetime:
 # routing all call it. The care-team rule lives here too (it is access policy, not sync mechanics).
 
 USER_IDENTIFIER_SYSTEM = "urn:omnicare:user"
-_INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
+INACTIVE_CARETEAM = frozenset({"inactive", "entered-in-error"})
 
 
 class AllPatients:
@@ -243,15 +243,36 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
         return None
     if not any("C" in rbac.ROLES[r].grants.get("Patient", "") for r in held):
         return None
+    from omnicare.fhir.models import Resource, SearchToken  # lazy: the FHIR store imports this module
+    from pyclient.authors import practitioner_display
+
     care_roles = [name for name, role in rbac.ROLES.items() if role.scope == "care-team"]
     wards = set(user_ward_ids(user=user))
+    # The same rules as user_practitioner_ids / user_ward_ids / user_practitioner per clinician, read for all of
+    # them at once: a constant number of queries however many clinicians the hospital has.
+    clinicians = {u.get_username(): u for u in
+                  get_user_model().objects.filter(is_active=True, groups__name__in=care_roles).distinct()}
+    own: dict[str, set[str]] = {}  # username -> their Practitioner ids
+    for username, pid in SearchToken.objects.filter(
+            resource_type="Practitioner", param="identifier", system=USER_IDENTIFIER_SYSTEM,
+            code__in=sorted(clinicians), resource__deleted=False).values_list("code", "resource__resource_id"):
+        own.setdefault(username, set()).add(pid)
+    if wards:
+        works_on: dict[str, set[str]] = {}  # Practitioner id -> wards of its active roles
+        for body in _refs_to("PractitionerRole", "practitioner", "Practitioner", set().union(*own.values())):
+            who = _ref_id(body.get("practitioner"), "Practitioner")
+            if who is not None and body.get("active") is not False:
+                works_on.setdefault(who, set()).update(
+                    i for i in (_ref_id(x, "Location") for x in body.get("location") or []) if i)
+        own = {u: ids for u, ids in own.items() if wards & set().union(*(works_on.get(i, set()) for i in ids))}
+    first = {u: min(ids) for u, ids in own.items()}  # with several, the lowest id (as user_practitioner)
+    bodies = dict(Resource.objects.filter(resource_type="Practitioner", resource_id__in=sorted(set(first.values())))
+                  .values_list("resource_id", "body"))
     out: dict[str, str] = {}
-    for clinician in get_user_model().objects.filter(is_active=True, groups__name__in=care_roles).distinct():
-        if wards and not wards & set(user_ward_ids(user=clinician)):
-            continue
-        p = user_practitioner(user=clinician)
-        if p is not None:
-            out[p["id"]] = p["display"]
+    for username, pid in first.items():
+        body, u = bodies.get(pid), clinicians[username]
+        full = (u.get_full_name() or "").strip() or u.get_username()
+        out[pid] = (practitioner_display(body) if isinstance(body, dict) else "") or full
     return [{"id": i, "display": d} for i, d in sorted(out.items(), key=lambda kv: (kv[1].casefold(), kv[0]))]
 
 
@@ -320,7 +341,7 @@ def _care_team_compute(user: Any) -> frozenset[str]:
     ).values_list("resource_id", flat=True)
     patients: set[str] = set()
     for body in Resource.objects.filter(pk__in=list(team_pks), deleted=False).values_list("body", flat=True):
-        if body.get("status") in _INACTIVE_CARETEAM:
+        if body.get("status") in INACTIVE_CARETEAM:
             continue
         members = {
             parse_reference(str((p.get("member") or {}).get("reference") or ""))

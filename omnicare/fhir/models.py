@@ -21,8 +21,9 @@ class FeedCounter(models.Model):
         return f"feed counter at {self.value}"
 
 
-class Resource(models.Model):
-    """Current state of one resource. ``body`` is the stored JSON exactly, with server-set meta."""
+class ResourceState(models.Model):
+    """The columns of one version of a resource: the current row (:class:`Resource`) and every committed one
+    (:class:`ResourceVersion`) are the same record (abstract: each table keeps its own keys and indexes)."""
 
     resource_type = models.CharField(max_length=64)
     resource_id = models.CharField(max_length=64)
@@ -30,6 +31,13 @@ class Resource(models.Model):
     last_updated = models.DateTimeField()
     deleted = models.BooleanField(default=False)
     body = models.JSONField()
+
+    class Meta:
+        abstract = True
+
+
+class Resource(ResourceState):
+    """Current state of one resource. ``body`` is the stored JSON exactly, with server-set meta."""
 
     class Meta:
         constraints = [
@@ -41,15 +49,9 @@ class Resource(models.Model):
         return f"{self.resource_type}/{self.resource_id} v{self.version_id}{' (deleted)' if self.deleted else ''}"
 
 
-class ResourceVersion(models.Model):
+class ResourceVersion(ResourceState):
     """One committed version (append-only). A delete is a version with ``deleted=True``."""
 
-    resource_type = models.CharField(max_length=64)
-    resource_id = models.CharField(max_length=64)
-    version_id = models.PositiveIntegerField()
-    last_updated = models.DateTimeField()
-    deleted = models.BooleanField(default=False)
-    body = models.JSONField()
     seq = models.BigIntegerField(unique=True)
     # Patient compartment of this version (ids only): lets the sync feed filter by scope without a join.
     patient_ids = models.JSONField(default=list)
@@ -84,10 +86,19 @@ class ResourcePatient(models.Model):
         return f"{self.resource_type} {self.resource_id} in Patient/{self.patient_id}"
 
 
-class SearchToken(models.Model):
+class SearchRow(models.Model):
+    """One indexed value of one search parameter of a resource: the columns every search table starts with
+    (abstract: each table keeps its own columns and indexes)."""
+
     resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
     resource_type = models.CharField(max_length=64)
     param = models.CharField(max_length=64)
+
+    class Meta:
+        abstract = True
+
+
+class SearchToken(SearchRow):
     system = models.CharField(max_length=255, blank=True, default="")
     code = models.CharField(max_length=255)
 
@@ -103,12 +114,9 @@ class SearchToken(models.Model):
         return f"{self.resource_type}.{self.param}={self.system}|{self.code}"
 
 
-class SearchString(models.Model):
+class SearchString(SearchRow):
     """``value`` is lowercased with diacritics removed; searched by prefix."""
 
-    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
-    resource_type = models.CharField(max_length=64)
-    param = models.CharField(max_length=64)
     value = models.CharField(max_length=255)
 
     class Meta:
@@ -126,12 +134,9 @@ class SearchString(models.Model):
         return f"{self.resource_type}.{self.param}={self.value}"
 
 
-class SearchDate(models.Model):
+class SearchDate(SearchRow):
     """A date/period as the half-open instant range [start, end)."""
 
-    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
-    resource_type = models.CharField(max_length=64)
-    param = models.CharField(max_length=64)
     start = models.DateTimeField()
     end = models.DateTimeField()
 
@@ -147,10 +152,7 @@ class SearchDate(models.Model):
         return f"{self.resource_type}.{self.param}=[{self.start},{self.end})"
 
 
-class SearchReference(models.Model):
-    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="+")
-    resource_type = models.CharField(max_length=64)
-    param = models.CharField(max_length=64)
+class SearchReference(SearchRow):
     target_type = models.CharField(max_length=64)
     target_id = models.CharField(max_length=64)
 

@@ -103,10 +103,10 @@ def code_system(name: str, sender: str) -> str:
     if key.startswith(("HTTP://", "HTTPS://", "URN:")):
         return name.strip()
     # 99zzz / L / local names: the sender's own code system
-    return f"urn:omnicare:hl7:{_slug(sender)}:codes:{_slug(name)}"
+    return f"urn:omnicare:hl7:{slugify(sender)}:codes:{slugify(name)}"
 
 
-def _slug(v: str) -> str:
+def slugify(v: str) -> str:
     return re.sub(r"[^A-Za-z0-9.\-]+", "-", v.strip()).strip("-").lower() or "local"
 
 
@@ -142,7 +142,7 @@ def authority_system(rep: Rep, c: int, sender: str) -> str:
         return f"urn:oid:{uid}"
     if uid and kind in ("URI", "URL", "UUID"):
         return uid if kind != "UUID" else f"urn:uuid:{uid}"
-    return f"urn:omnicare:hl7:aa:{_slug(ns or sender)}"
+    return f"urn:omnicare:hl7:aa:{slugify(ns or sender)}"
 
 
 def cx(rep: Rep, sender: str) -> dict[str, Any] | None:
@@ -594,7 +594,7 @@ INTERP = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 CRITICAL = frozenset({"HH", "LL", "AA", ">", "<"})
 
 
-def _number(v: str) -> float | int | None:
+def parse_number(v: str) -> float | int | None:
     try:
         f = float(v.strip())
     except ValueError:
@@ -621,12 +621,12 @@ def reference_range(text: str, units: Rep | None, sender: str) -> list[dict[str,
     m = re.fullmatch(r"([+-]?\d+(?:\.\d+)?)\s*-\s*([+-]?\d+(?:\.\d+)?)", text)
     rr: dict[str, Any] = {}
     if m:
-        rr["low"] = quantity(_number(m.group(1)) or 0, units, sender)
-        rr["high"] = quantity(_number(m.group(2)) or 0, units, sender)
+        rr["low"] = quantity(parse_number(m.group(1)) or 0, units, sender)
+        rr["high"] = quantity(parse_number(m.group(2)) or 0, units, sender)
     elif (m := re.fullmatch(r"(<|<=)\s*([+-]?\d+(?:\.\d+)?)", text)):
-        rr["high"] = quantity(_number(m.group(2)) or 0, units, sender)
+        rr["high"] = quantity(parse_number(m.group(2)) or 0, units, sender)
     elif (m := re.fullmatch(r"(>|>=)\s*([+-]?\d+(?:\.\d+)?)", text)):
-        rr["low"] = quantity(_number(m.group(2)) or 0, units, sender)
+        rr["low"] = quantity(parse_number(m.group(2)) or 0, units, sender)
     rr["text"] = text
     return [rr]
 
@@ -639,7 +639,7 @@ def obx_value(ctx: Ctx, obx: Seg) -> dict[str, Any]:
     units = obx.reps(6)[0] if obx.reps(6) else None
     first = reps[0]
     if vtype == "NM":
-        num = _number(rep_get(first, 1))
+        num = parse_number(rep_get(first, 1))
         if num is None:
             return {"valueString": rep_get(first, 1)}
         return {"valueQuantity": quantity(num, units, ctx.sender)}
@@ -651,7 +651,7 @@ def obx_value(ctx: Ctx, obx: Seg) -> dict[str, Any]:
         return {"valueString": text}
     if vtype == "SN":
         comparator, n1, sep, n2 = (rep_get(first, i) for i in (1, 2, 3, 4))
-        a, b = _number(n1), _number(n2)
+        a, b = parse_number(n1), parse_number(n2)
         if sep in (":", "/") and a is not None and b is not None:
             return {"valueRatio": {"numerator": {"value": a}, "denominator": {"value": b}}}
         if sep == "-" and a is not None and b is not None:
@@ -717,7 +717,7 @@ def oru(ctx: Ctx) -> None:
                                           "code": "laboratory"}]}],
                 "code": code,
                 "subject": {"reference": f"Patient/{patient_id}"},
-                "identifier": [{"system": f"urn:omnicare:hl7:{_slug(ctx.sender)}:obx", "value": f"{filler}|{ident}"}],
+                "identifier": [{"system": f"urn:omnicare:hl7:{slugify(ctx.sender)}:obx", "value": f"{filler}|{ident}"}],
                 **obx_value(ctx, obx),
             }
             if enc:
@@ -780,11 +780,11 @@ def siu(ctx: Ctx) -> None:
     if not start and tq:
         start, end = fhir_datetime(rep_get(tq[0], 4)), fhir_datetime(rep_get(tq[0], 5))
     minutes = None
-    if ais is not None and _number(ais.get(7)) is not None:
+    if ais is not None and parse_number(ais.get(7)) is not None:
         unit = (ais.get(8, 1) or "min").lower()
-        minutes = float(_number(ais.get(7)) or 0) * (60 if unit.startswith(("h", "hr")) else 1)
-    elif _number(sch.get(9)) is not None:
-        minutes = float(_number(sch.get(9)) or 0)
+        minutes = float(parse_number(ais.get(7)) or 0) * (60 if unit.startswith(("h", "hr")) else 1)
+    elif parse_number(sch.get(9)) is not None:
+        minutes = float(parse_number(sch.get(9)) or 0)
     for aip in ctx.parsed.all("AIP"):
         for rep in aip.reps(3):
             ref = practitioner(ctx, rep)
@@ -797,7 +797,7 @@ def siu(ctx: Ctx) -> None:
                 participants.append({"actor": ref, "status": "accepted"})
     body: dict[str, Any] = {
         "status": APPOINTMENT_STATUS[ctx.parsed.trigger],
-        "identifier": [{"system": f"urn:omnicare:hl7:{_slug(ctx.sender)}:appointment", "value": appt_key}],
+        "identifier": [{"system": f"urn:omnicare:hl7:{slugify(ctx.sender)}:appointment", "value": appt_key}],
         "participant": participants,
     }
     if start and "T" in start:

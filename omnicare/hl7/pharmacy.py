@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .mapping import Ctx, _number, _slug, cwe, fhir_datetime, patient_from_pid, practitioner, rid
+from .mapping import Ctx, cwe, fhir_datetime, parse_number, patient_from_pid, practitioner, rid, slugify
 from .message import MessageError, rep_get
 
 
@@ -27,7 +27,7 @@ def rds(ctx: Ctx) -> None:
         key = rxd.get(7) or f"{orc.get(3) or placer}|{rxd.get(1)}"
         body: dict[str, Any] = {
             "status": "completed",
-            "identifier": [{"system": f"urn:omnicare:hl7:{_slug(ctx.sender)}:dispense", "value": key}],
+            "identifier": [{"system": f"urn:omnicare:hl7:{slugify(ctx.sender)}:dispense", "value": key}],
             "subject": {"reference": f"Patient/{patient_id}"},
             "medicationCodeableConcept": cwe(rxd.reps(2)[0] if rxd.reps(2) else None, ctx.sender)
             or {"text": "medication"},
@@ -39,7 +39,7 @@ def rds(ctx: Ctx) -> None:
         when = fhir_datetime(rxd.get(3))
         if when:
             body["whenHandedOver"] = when
-        amount = _number(rxd.get(4))
+        amount = parse_number(rxd.get(4))
         if amount is not None:
             units = rxd.reps(5)[0] if rxd.reps(5) else None
             q: dict[str, Any] = {"value": amount}

@@ -77,17 +77,23 @@ def master_key_configured() -> bool:
     return bool(os.environ.get("OMNICARE_MASTER_KEY", ""))
 
 
+def key32_from_base64(b64: str, *, not_base64: str, wrong_size: str) -> bytes:
+    """A 32-byte key from the environment's base64; a bad value stops start-up with the setting's own words."""
+    try:
+        key = base64.b64decode(b64, validate=True)
+    except ValueError as exc:
+        raise ImproperlyConfigured(not_base64) from exc
+    if len(key) != 32:
+        raise ImproperlyConfigured(wrong_size)
+    return key
+
+
 def master_key() -> bytes:
     """The local master key from OMNICARE_MASTER_KEY, or (dev/demo only) one derived from SECRET_KEY."""
     raw = os.environ.get("OMNICARE_MASTER_KEY", "")
     if raw:
-        try:
-            key = base64.b64decode(raw, validate=True)
-        except ValueError as exc:
-            raise ImproperlyConfigured("OMNICARE_MASTER_KEY must be base64") from exc
-        if len(key) != 32:
-            raise ImproperlyConfigured("OMNICARE_MASTER_KEY must decode to exactly 32 bytes")
-        return key
+        return key32_from_base64(raw, not_base64="OMNICARE_MASTER_KEY must be base64",
+                                 wrong_size="OMNICARE_MASTER_KEY must decode to exactly 32 bytes")
     if not dev_fallback_allowed():
         raise ImproperlyConfigured(PRODUCTION_KEY_MESSAGE)
     message = (

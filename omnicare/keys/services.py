@@ -17,11 +17,17 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .backends import SIGNING, WRAPPING, backend_for, default_backend_name, master_key_configured
+from .backends import (
+    SIGNING,
+    WRAPPING,
+    backend_for,
+    default_backend_name,
+    key32_from_base64,
+    master_key_configured,
+)
 from .models import KeyVersion, WrappedSecret
 
 MAGIC = b"OCW1"
@@ -117,13 +123,8 @@ def _parse_pins(raw: str) -> dict[str, bytes]:
         if not item:
             continue
         key_id, b64 = item.split("=", 1) if item.startswith(SIGNING + ":") else ("*", item)
-        try:
-            key = base64.b64decode(b64, validate=True)
-        except ValueError as exc:
-            raise ImproperlyConfigured("OMNICARE_AUDIT_PUBKEY: not base64") from exc
-        if len(key) != 32:
-            raise ImproperlyConfigured("OMNICARE_AUDIT_PUBKEY: an Ed25519 public key is 32 bytes")
-        pins[key_id] = key
+        pins[key_id] = key32_from_base64(b64, not_base64="OMNICARE_AUDIT_PUBKEY: not base64",
+                                         wrong_size="OMNICARE_AUDIT_PUBKEY: an Ed25519 public key is 32 bytes")
     return pins
 
 

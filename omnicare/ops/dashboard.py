@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from . import services as s
 from .corrections import resolution_counts
-from .models import Alert, Counter, Gauge, RequestMinute, VerifyRun
+from .models import Alert, Counter, RequestMinute
 
 COUNTER_KEYS = (
     "audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
@@ -32,13 +32,11 @@ COUNTER_KEYS = (
     "audit.audit-witness.failure",  # trust hook: devices that saw the audit history rewritten
 )
 ACCURACY_DAYS = 30
-MB = 2**20
-STORAGE_EDGES = ((10 * MB, "< 10 MB"), (50 * MB, "10–50 MB"), (200 * MB, "50–200 MB"), (1024 * MB, "200 MB–1 GB"))
 
 
 def counters(*, now: datetime) -> dict[str, dict[str, float]]:
     """{window: {key: sum}} for the 24 h, 7 d and 30 d windows, in one query."""
-    hour = s._hour(now)
+    hour = s.hour_start(now)
     windows = {"day": hour - timedelta(hours=24), "week": hour - timedelta(days=7),
                "month": hour - timedelta(days=ACCURACY_DAYS)}
     agg = {w: Sum("value", filter=Q(bucket__gte=since)) for w, since in windows.items()}
@@ -100,28 +98,15 @@ def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
                           "p99": s.quantile(buckets, 0.99)})
     total = int(sum(acc[0] for _, acc in ordered))
     errors = int(sum(acc[1] for _, acc in ordered))
-    empty = [0.0] * 12
-    q = s.quantile
-    return {
-        "per_minute": per_minute,
-        "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
-        "push_p50": q(lat.get("push", empty), 0.5), "push_p95": q(lat.get("push", empty), 0.95),
-        "pull_p50": q(lat.get("pull", empty), 0.5), "pull_p95": q(lat.get("pull", empty), 0.95),
-        "requests": total, "errors": errors,
-        "error_rate": None if not total else round(100.0 * errors / total, 2),
-        "sync_requests": sync_total,
-        "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
-        "routes": table,
-        "rejects": [{"status": st, "reason": s.REJECT_LABELS.get(st, "Server error" if st >= 500 else "Other"),
-                     "count": n} for st, n in sorted(rejects.items())],
-    }
+    return s.request_figures(per_minute=per_minute, latency=lat, total=total, errors=errors,
+                             sync_total=sync_total, sync_ok=sync_ok, routes=table, rejects=rejects)
 
 
 def devices(*, now: datetime) -> dict[str, Any]:
     """Device states, the oldest waiting devices and the storage distribution from ONE query (a row a device)."""
     from django.contrib.auth import get_user_model
 
-    sql, params = s._device_sql(now)
+    sql, params = s.device_state_sql(now)
     h = "h.pending, h.conflicted, h.last_report, h.oldest_pending_at, h.storage_used, h.storage_quota, " \
         "h.storage_persisted, h.storage_idb, h.records, u.username"
     qn = connection.ops.quote_name
@@ -149,11 +134,11 @@ def devices(*, now: datetime) -> dict[str, Any]:
             waiting.append({"user": username, "device_id": did, "pending": pending, "conflicted": conflicted,
                             "last_report": last_report, "oldest_pending_age": (now - oldest).total_seconds()})
     waiting.sort(key=lambda w: -w["oldest_pending_age"])
-    labels = [label for _, label in STORAGE_EDGES] + ["> 1 GB"]
+    labels = [label for _, label in s.STORAGE_EDGES] + ["> 1 GB"]
     dist = dict.fromkeys(labels, 0)
     used_all = sorted(u for u, *_ in live if u is not None)
     for u in used_all:
-        dist[next((label for edge, label in STORAGE_EDGES if u < edge), "> 1 GB")] += 1
+        dist[next((label for edge, label in s.STORAGE_EDGES if u < edge), "> 1 GB")] += 1
     shares = [u / q for u, q, *_ in live if u and q and u > 0 and q > 0]
     at_rest = sum(i for _, _, _, i, r in live if i and i > 0 and r and r > 0)
     held = sum(r for _, _, _, i, r in live if i and i > 0 and r and r > 0)
@@ -167,21 +152,15 @@ def devices(*, now: datetime) -> dict[str, Any]:
 
 
 def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
-    gauge = Gauge.objects.filter(key="storage").first()
-    by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
-    rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
-                  key=lambda r: -(r.get("current_bytes", 0) + r.get("history_bytes", 0)))
-    cur_n = sum(r.get("current_count", 0) for r in rows)
-    cur_b = sum(r.get("current_bytes", 0) for r in rows)
-    avg_json = cur_b / cur_n if cur_n else None
-    reduction = s._bench_compression()
+    gauge, rows, avg_json = s.storage_by_type()
+    reduction = s.bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
         "by_type": rows[:20], "distribution": dev["distribution"], "median_used": dev["median_used"],
         "max_quota_share": None if dev["max_share"] is None else round(100.0 * dev["max_share"], 1),
         "persisted": dev["persisted"], "persisted_known": dev["persisted_known"],
         # Bytes at rest in IndexedDB per byte of the same records as plain JSON (server's average record size).
-        "device_efficiency": s._pct(dev["at_rest"], dev["held"] * avg_json) if avg_json and dev["held"] else None,
+        "device_efficiency": s.pct(dev["at_rest"], dev["held"] * avg_json) if avg_json and dev["held"] else None,
         "avg_json_bytes": round(avg_json) if avg_json else None,
         "bench_efficiency": None if reduction is None else round(100.0 * (1 - reduction), 1),
     }
@@ -207,30 +186,19 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
             per_day[i] += int(n)
         if status == Conflict.RESOLVED:
             mix[resolution] += int(n)
-    open_q = Conflict.objects.filter(status=Conflict.OPEN)
-    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
-                                                       "author__username", "device_id")[:20])
-    counts = open_q.aggregate(
-        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
-        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
-    open_count = int(counts["total"])
-    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
-    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    opened = s.conflicts_open(now=now)
     merged = c["month"]["push.merged"]
     parked = c["month"]["push.conflict"]
     checks = resolution_counts(since=month)
     # Resolved without a person (a clean automatic merge) AND without a later correction (corrections.py).
     held = max(0.0, merged - checks["merge_corrected"])
-    outcome = {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
-               "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
-               "superseded": mix.get("superseded", 0), "still open": open_count,
+    outcome = {**s.conflict_outcome(mix=mix, merged=merged, open_count=opened["open"]),
                "merges later corrected": checks["merge_corrected"],
                "resolutions later corrected": checks["resolve_corrected"]}
     return {
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
-        "open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows else None,
-        "open_rows": open_rows, "ages": ages, "outcome": outcome,
-        "accuracy": s._pct(held, merged + parked), "stale_edits": int(merged + parked),
+        **opened, "outcome": outcome,
+        "accuracy": s.pct(held, merged + parked), "stale_edits": int(merged + parked),
         "corrections": checks, "watch_hours": float(getattr(settings, "OMNICARE_OPS_CORRECTION_HOURS", 72)),
         "window_days": ACCURACY_DAYS,
     }
@@ -286,9 +254,9 @@ def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[s
 
 
 def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+    from omnicare.access.models import DeviceRevocation, LoginFailure
     from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead, Checkpoint
+    from omnicare.audit.models import ChainHead
 
     d = c["day"]
     per_user: dict[str, int] = defaultdict(int)
@@ -297,18 +265,8 @@ def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str,
             n=Count("id")).values_list("username", "ip", "n"):
         per_user[username] += n
         per_ip[ip] += n
-    grants = list(EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
-                  .select_related("user").order_by("-started")[:20])
-    grant_rows = [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
-                   "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
-                   "active": g.ended is None and g.expires > now} for g in grants]
-    revs = list(DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20])
-    rev_rows = [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
-                 "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
-                 "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
+    grant_rows = s.grants_recent(now=now)
     rev_n = DeviceRevocation.objects.aggregate(total=Count("id"), told=Count("id", filter=Q(wipe_told__isnull=False)))
-    run = VerifyRun.objects.order_by("-started").first()
-    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
     head = ChainHead.objects.filter(pk=1).values_list("seq", flat=True).first()
     return {
         "failed_signins_24h": int(d["audit.login.failure"]), "signins_24h": int(d["audit.login.success"]),
@@ -317,11 +275,8 @@ def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str,
         "failed_unlocks_24h": int(d["telemetry.failed_unlocks"]),
         "break_glass_24h": int(d["audit.break-glass-start.success"]),
         "grants": grant_rows, "grants_active": sum(g["active"] for g in grant_rows),
-        "revocations": rev_rows, "revocations_total": int(rev_n["total"]), "wipes_told": int(rev_n["told"]),
-        "verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
-                                            "events": run.events, "problems": run.problems[:5]},
-        "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size, "created": cp.created_at,
-                                               "key_id": cp.key_id, "root": cp.merkle_root[:16]},
+        "revocations": s.revocations_recent(), "revocations_total": int(rev_n["total"]),
+        "wipes_told": int(rev_n["told"]), **s.audit_integrity_latest(),
         "chain_events": head or 0,
         "denied_24h": int(d["audit.denied"]),
         "device_gaps_24h": int(d["audit.device-gap.failure"] + d["audit.device-gap.success"]),
@@ -345,8 +300,8 @@ def compute(*, audiences: frozenset[str], now: datetime) -> dict[str, Any]:
         out["storage"] = storage_panel(dev)
         day, week = c["day"], c["week"]
         out["offline"] = {
-            "rate_24h": s._pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
-            "rate_7d": s._pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
+            "rate_24h": s.pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
+            "rate_7d": s.pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
             "device_hours_24h": round(day["telemetry.interval_s"] / 3600, 2),
             "offline_hours_24h": round(day["telemetry.offline_s"] / 3600, 2),
             "reports_24h": int(day["telemetry.reports"]),

@@ -67,7 +67,7 @@ def _now(now: datetime | None) -> datetime:
     return now if now is not None else timezone.now()
 
 
-def _hour(at: datetime) -> datetime:
+def hour_start(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
@@ -96,7 +96,7 @@ def counter_add(items: Iterable[tuple[str, datetime, float]]) -> None:
     """Add values to hourly counters with one upsert (PostgreSQL and SQLite both have ON CONFLICT)."""
     sums: dict[tuple[str, datetime], float] = defaultdict(float)
     for key, at, value in items:
-        sums[(key[:100], _hour(at))] += float(value)
+        sums[(key[:100], hour_start(at))] += float(value)
     if not sums:
         return
     table = connection.ops.quote_name(Counter._meta.db_table)
@@ -111,7 +111,7 @@ def counter_add(items: Iterable[tuple[str, datetime, float]]) -> None:
 
 def counter_sum(keys: Iterable[str], *, since: datetime) -> dict[str, float]:
     keys = list(keys)
-    got = dict(Counter.objects.filter(key__in=keys, bucket__gte=_hour(since)).values("key")
+    got = dict(Counter.objects.filter(key__in=keys, bucket__gte=hour_start(since)).values("key")
                .annotate(total=Sum("value")).values_list("key", "total"))
     return {k: float(got.get(k) or 0.0) for k in keys}
 
@@ -125,7 +125,7 @@ def counter_total(prefix: str) -> dict[str, float]:
 def counter_per_day(keys: Iterable[str], *, days: int, now: datetime) -> dict[str, list[float]]:
     """Daily sums for the last ``days`` days (oldest first), per key."""
     keys = list(keys)
-    start = _hour(now).replace(hour=0) - timedelta(days=days - 1)
+    start = hour_start(now).replace(hour=0) - timedelta(days=days - 1)
     out = {k: [0.0] * days for k in keys}
     for key, bucket, value in Counter.objects.filter(key__in=keys, bucket__gte=start).values_list(
             "key", "bucket", "value"):
@@ -218,7 +218,7 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
     return IngestResult(row, True)
 
 
-def _device_sql(now: datetime) -> tuple[str, list[Any]]:
+def device_state_sql(now: datetime) -> tuple[str, list[Any]]:
     """THE rule for a device's state, as SQL over one row per registered device (PostgreSQL and SQLite).
 
     revoked (a revocation exists) > silent (no report for OMNICARE_OPS_SILENT_MINUTES, or never) > synced
@@ -246,7 +246,7 @@ def _device_sql(now: datetime) -> tuple[str, list[Any]]:
 
 def device_state_counts(*, now: datetime | None = None) -> dict[str, int]:
     """How many registered devices are in each state (one aggregate query)."""
-    sql, params = _device_sql(_now(now))
+    sql, params = device_state_sql(_now(now))
     out = dict.fromkeys(DEVICE_STATES, 0)
     with connection.cursor() as cur:
         cur.execute(f"SELECT state, count(*) FROM ({sql}) s GROUP BY state", params)  # noqa: S608
@@ -258,7 +258,7 @@ def device_state_counts(*, now: datetime | None = None) -> dict[str, int]:
 def device_states(*, now: datetime | None = None) -> list[dict[str, Any]]:
     """Every registered device with its state and latest telemetry (for detail views and tests; no PHI)."""
     now = _now(now)
-    sql, params = _device_sql(now)
+    sql, params = device_state_sql(now)
     with connection.cursor() as cur:
         cur.execute(sql, params)
         rows = cur.fetchall()
@@ -492,28 +492,37 @@ def request_stats(*, now: datetime, minutes: int = 60) -> dict[str, Any]:
                           "p95": quantile(buckets, 0.95), "p99": quantile(buckets, 0.99)})
     day = RequestMinute.objects.filter(minute__gte=now - timedelta(hours=24), status__gte=400).values(
         "status").annotate(n=Sum("count")).order_by("status")
-    rejects = [{"status": d["status"], "reason": REJECT_LABELS.get(d["status"], "Server error" if d["status"] >= 500
-                                                                   else "Other"), "count": int(d["n"])}
-               for d in day]
+    return request_figures(per_minute=per_minute, latency=lat, total=total, errors=errors,
+                           sync_total=int(ok["total"] or 0), sync_ok=int(ok["ok"] or 0), routes=table,
+                           rejects={int(d["status"]): int(d["n"]) for d in day})
+
+
+def request_figures(*, per_minute: dict[str, list[int]], latency: Mapping[str, list[float]], total: int,
+                    errors: int, sync_total: int, sync_ok: int, routes: list[dict[str, Any]],
+                    rejects: Mapping[int, int]) -> dict[str, Any]:
+    """The request figures both dashboards show, from what each read: per-minute sync counts, the sync
+    routes' latency buckets, totals and the day's refusals by status."""
     empty = [0.0] * 12
-    sync_total, sync_ok = int(ok["total"] or 0), int(ok["ok"] or 0)
+    q = quantile
     return {
         "per_minute": per_minute,
         "push_last_hour": sum(per_minute["push"]), "pull_last_hour": sum(per_minute["pull"]),
-        "push_p50": quantile(lat.get("push", empty), 0.5), "push_p95": quantile(lat.get("push", empty), 0.95),
-        "pull_p50": quantile(lat.get("pull", empty), 0.5), "pull_p95": quantile(lat.get("pull", empty), 0.95),
+        "push_p50": q(latency.get("push", empty), 0.5), "push_p95": q(latency.get("push", empty), 0.95),
+        "pull_p50": q(latency.get("pull", empty), 0.5), "pull_p95": q(latency.get("pull", empty), 0.95),
         "requests": total, "errors": errors,
         "error_rate": None if not total else round(100.0 * errors / total, 2),
         "sync_requests": sync_total,
         "sync_success_rate": None if not sync_total else round(100.0 * sync_ok / sync_total, 2),
-        "routes": table, "rejects": rejects,
+        "routes": routes,
+        "rejects": [{"status": st, "reason": REJECT_LABELS.get(st, "Server error" if st >= 500 else "Other"),
+                     "count": n} for st, n in sorted(rejects.items())],
     }
 
 
 # --- the dashboard -------------------------------------------------------------------------------------------
 
 
-def _bench_compression() -> float | None:
+def bench_compression() -> float | None:
     path = settings.BASE_DIR / "bench" / "results.json"
     try:
         value = json.loads(path.read_text())["metrics"].get("compression_reduction")
@@ -522,7 +531,7 @@ def _bench_compression() -> float | None:
         return None
 
 
-def _pct(part: float, whole: float) -> float | None:
+def pct(part: float, whole: float) -> float | None:
     return None if not whole else round(100.0 * part / whole, 1)
 
 
@@ -533,6 +542,30 @@ def sync_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
                 k: req[k] for k in ("per_minute", "push_last_hour", "pull_last_hour", "push_p50", "push_p95",
                                     "pull_p50", "pull_p95", "error_rate", "sync_success_rate", "sync_requests",
                                     "requests", "errors")}}
+
+
+def conflicts_open(*, now: datetime) -> dict[str, Any]:
+    """The open conflicts (both dashboards): the 20 oldest, how many, and how old, in two indexed reads."""
+    from omnicare.sync.models import Conflict
+
+    open_q = Conflict.objects.filter(status=Conflict.OPEN)
+    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
+                                                       "author__username", "device_id")[:20])
+    counts = open_q.aggregate(
+        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
+        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
+    open_count = int(counts["total"])
+    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
+    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    return {"open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows
+            else None, "open_rows": open_rows, "ages": ages}
+
+
+def conflict_outcome(*, mix: Mapping[str, int], merged: float, open_count: int) -> dict[str, int]:
+    """How stale edits ended: merged by the server, or resolved by a person (``mix``: resolution -> count)."""
+    return {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
+            "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
+            "superseded": mix.get("superseded", 0), "still open": open_count}
 
 
 def conflicts_panel(*, now: datetime) -> dict[str, Any]:
@@ -548,46 +581,42 @@ def conflicts_panel(*, now: datetime) -> dict[str, Any]:
         i = (day - start.date()).days
         if 0 <= i < days:
             per_day[i] += int(n)
-    open_q = Conflict.objects.filter(status=Conflict.OPEN)
-    open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
-                                                       "author__username", "device_id")[:20])
-    counts = open_q.aggregate(
-        total=Count("id"), under_1h=Count("id", filter=Q(created__gte=now - timedelta(hours=1))),
-        over_24h=Count("id", filter=Q(created__lt=now - timedelta(hours=24))))
-    open_count = int(counts["total"])
-    ages = {"under_1h": int(counts["under_1h"]), "over_24h": int(counts["over_24h"])}
-    ages["1h_24h"] = open_count - ages["under_1h"] - ages["over_24h"]
+    opened = conflicts_open(now=now)
     mix = dict(Conflict.objects.filter(status=Conflict.RESOLVED).values("resolution").annotate(n=Count("id"))
                .values_list("resolution", "n"))
     pushes = counter_total("push.")
     merged = pushes.get("push.merged", 0.0)
     conflicts_total = pushes.get("push.conflict", 0.0)
-    outcome = {"merged automatically": int(merged), "kept mine": mix.get("keep-mine", 0),
-               "kept server": mix.get("keep-server", 0), "edited by hand": mix.get("edited", 0),
-               "superseded": mix.get("superseded", 0), "still open": open_count}
     return {
         "per_day": per_day, "day_labels": [(start + timedelta(days=i)).strftime("%d %b") for i in range(days)],
-        "open": open_count, "oldest_open_age": (now - open_rows[0]["created"]).total_seconds() if open_rows else None,
-        "open_rows": open_rows, "ages": ages, "outcome": outcome,
+        **opened, "outcome": conflict_outcome(mix=mix, merged=merged, open_count=opened["open"]),
         # Resolved without a person: clean automatic merges among all stale edits that needed a merge.
-        "accuracy": _pct(merged, merged + conflicts_total),
+        "accuracy": pct(merged, merged + conflicts_total),
         "stale_edits": int(merged + conflicts_total),
     }
 
 
-def storage_panel() -> dict[str, Any]:
-    from django.db.models import Case, F, FloatField, IntegerField, Max, When
-    from django.db.models.functions import Cast
+MB = 2**20
+STORAGE_EDGES = ((10 * MB, "< 10 MB"), (50 * MB, "10–50 MB"), (200 * MB, "50–200 MB"), (1024 * MB, "200 MB–1 GB"))
 
+
+def storage_by_type() -> tuple[Gauge | None, list[dict[str, Any]], float | None]:
+    """The storage gauge, its per-type rows (largest first) and the average current record size in bytes."""
     gauge = Gauge.objects.filter(key="storage").first()
     by_type = (gauge.detail.get("by_type") if gauge else {}) or {}
     rows = sorted(({"type": rt, **{k: int(v) for k, v in d.items()}} for rt, d in by_type.items()),
                   key=lambda r: -(r.get("current_bytes", 0) + r.get("history_bytes", 0)))
     cur_n = sum(r.get("current_count", 0) for r in rows)
     cur_b = sum(r.get("current_bytes", 0) for r in rows)
-    avg_json = cur_b / cur_n if cur_n else None
-    mb = 2**20
-    edges = [(10 * mb, "< 10 MB"), (50 * mb, "10–50 MB"), (200 * mb, "50–200 MB"), (1024 * mb, "200 MB–1 GB")]
+    return gauge, rows, cur_b / cur_n if cur_n else None
+
+
+def storage_panel() -> dict[str, Any]:
+    from django.db.models import Case, F, FloatField, IntegerField, Max, When
+    from django.db.models.functions import Cast
+
+    gauge, rows, avg_json = storage_by_type()
+    edges = STORAGE_EDGES
     bucket = Case(*[When(storage_used__lt=edge, then=i) for i, (edge, _) in enumerate(edges)],
                   default=len(edges), output_field=IntegerField())
     live = _unrevoked_health()
@@ -599,7 +628,7 @@ def storage_panel() -> dict[str, Any]:
     # Bytes at rest in IndexedDB (encrypted records, their base copies, outbox, blind indexes) per byte of the
     # same records as plain JSON (estimated from the server's average record size).
     eff = live.filter(storage_idb__gt=0, records__gt=0).aggregate(at_rest=Sum("storage_idb"), held=Sum("records"))
-    device_eff = (_pct(eff["at_rest"] or 0, (eff["held"] or 0) * avg_json)
+    device_eff = (pct(eff["at_rest"] or 0, (eff["held"] or 0) * avg_json)
                   if avg_json and eff["held"] else None)
     agg = live.aggregate(
         persisted=Count("id", filter=Q(storage_persisted=True)),
@@ -611,7 +640,7 @@ def storage_panel() -> dict[str, Any]:
     n_used = reporting.count()
     median_used = (reporting.order_by("storage_used").values_list("storage_used", flat=True)[n_used // 2]
                    if n_used else None)
-    reduction = _bench_compression()
+    reduction = bench_compression()
     return {
         "db_bytes": int(gauge.value) if gauge else None, "measured": gauge.measured if gauge else None,
         "by_type": rows[:20], "distribution": dist, "median_used": median_used,
@@ -627,8 +656,8 @@ def offline_panel(*, now: datetime) -> dict[str, Any]:
     day = counter_sum(keys, since=now - timedelta(hours=24))
     week = counter_sum(keys, since=now - timedelta(days=7))
     return {
-        "rate_24h": _pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
-        "rate_7d": _pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
+        "rate_24h": pct(day["telemetry.offline_ready_s"], day["telemetry.interval_s"]),
+        "rate_7d": pct(week["telemetry.offline_ready_s"], week["telemetry.interval_s"]),
         "device_hours_24h": round(day["telemetry.interval_s"] / 3600, 2),
         "offline_hours_24h": round(day["telemetry.offline_s"] / 3600, 2),
         "reports_24h": int(day["telemetry.reports"]),
@@ -648,10 +677,44 @@ def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def grants_recent(*, now: datetime) -> list[dict[str, Any]]:
+    """The 20 latest break-the-glass grants of the week, and any still open (both dashboards)."""
+    from omnicare.access.models import EmergencyAccessGrant
+
+    grants = (EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
+              .select_related("user").order_by("-started")[:20])
+    return [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
+             "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
+             "active": g.ended is None and g.expires > now} for g in grants]
+
+
+def revocations_recent() -> list[dict[str, Any]]:
+    """The 20 latest device revocations and whether the device was told to wipe (both dashboards)."""
+    from omnicare.access.models import DeviceRevocation
+
+    revs = DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20]
+    return [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
+             "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
+             "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
+
+
+def audit_integrity_latest() -> dict[str, Any]:
+    """The last verification run and the last signed checkpoint (both dashboards)."""
+    from omnicare.audit.models import Checkpoint
+
+    run = VerifyRun.objects.order_by("-started").first()
+    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    return {"verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
+                                                "events": run.events, "problems": run.problems[:5]},
+            "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size,
+                                                   "created": cp.created_at, "key_id": cp.key_id,
+                                                   "root": cp.merkle_root[:16]}}
+
+
 def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+    from omnicare.access.models import DeviceRevocation, LoginFailure
     from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead, Checkpoint
+    from omnicare.audit.models import ChainHead
 
     day = now - timedelta(hours=24)
     c = counter_sum(["audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
@@ -663,17 +726,7 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
                         .filter(n__gte=LOGIN_MAX_PER_USER).values_list("username", flat=True)[:20])
     locked_ips = LoginFailure.objects.filter(at__gt=window).values("ip").annotate(n=Count("id")).filter(
         n__gte=LOGIN_MAX_PER_IP).count()
-    grants = list(EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
-                  .select_related("user").order_by("-started")[:20])
-    grant_rows = [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
-                   "reason": g.reason[:80], "started": g.started, "expires": g.expires, "ended": g.ended,
-                   "active": g.ended is None and g.expires > now} for g in grants]
-    revs = list(DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20])
-    rev_rows = [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
-                 "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
-                 "revoked": r.revoked, "wipe_told": r.wipe_told} for r in revs]
-    run = VerifyRun.objects.order_by("-started").first()
-    cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
+    grant_rows = grants_recent(now=now)
     head = ChainHead.objects.filter(pk=1).first()
     return {
         "failed_signins_24h": int(c["audit.login.failure"]), "signins_24h": int(c["audit.login.success"]),
@@ -681,12 +734,9 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
         "failed_unlocks_24h": int(c["telemetry.failed_unlocks"]),
         "break_glass_24h": int(c["audit.break-glass-start.success"]),
         "grants": grant_rows, "grants_active": sum(g["active"] for g in grant_rows),
-        "revocations": rev_rows, "revocations_total": DeviceRevocation.objects.count(),
+        "revocations": revocations_recent(), "revocations_total": DeviceRevocation.objects.count(),
         "wipes_told": DeviceRevocation.objects.filter(wipe_told__isnull=False).count(),
-        "verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
-                                            "events": run.events, "problems": run.problems[:5]},
-        "checkpoint": None if cp is None else {"id": cp.pk, "tree_size": cp.tree_size, "created": cp.created_at,
-                                               "key_id": cp.key_id, "root": cp.merkle_root[:16]},
+        **audit_integrity_latest(),
         "chain_events": head.seq if head else 0,
         "denied_24h": int(c["audit.denied"]),
         "device_gaps_24h": int(c["audit.device-gap.failure"] + c["audit.device-gap.success"]),

@@ -43,8 +43,8 @@ from django.db.models import Count, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
-from omnicare.access.services import _INACTIVE_CARETEAM as INACTIVE_CARETEAM  # the same rule, replayed
 from omnicare.access.services import (
+    INACTIVE_CARETEAM,  # the same rule, replayed
     care_team_patient_ids,
     scope_reasons,
     user_practitioner_ids,

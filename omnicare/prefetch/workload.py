@@ -165,16 +165,16 @@ def simulate(seed: int, days: int) -> tuple[Hospital, list[DayState], list[Shift
         for i, u in enumerate(h.users):
             for kind in _shifts(i, day):
                 shifts.append(Shift(u, day, kind))
-                planned = list(_opens(rng, h, state, u, kind))
+                planned = list(shift_opens(rng, h, state, u, kind))
                 if kind != "night":
-                    planned += _unplanned(rng, h, states, u, day, history[u], set(planned))
+                    planned += unplanned_opens(rng, h, states, u, day, history[u], set(planned))
                 for pid in planned:
                     opens.append(Open(u, pid, day, kind, rng.random() < P_OFFLINE))
                     history[u].append((day, pid))
     return h, states, shifts, opens
 
 
-def _opens(rng: random.Random, h: Hospital, s: DayState, user: str, kind: ShiftKind) -> Iterator[str]:
+def shift_opens(rng: random.Random, h: Hospital, s: DayState, user: str, kind: ShiftKind) -> Iterator[str]:
     ward = h.home_ward[user]
     if kind == "ward":
         for pid, w in s.census.items():
@@ -211,7 +211,7 @@ def _poisson(rng: random.Random, mean: float) -> int:
     return k
 
 
-def _unplanned(
+def unplanned_opens(
     rng: random.Random,
     h: Hospital,
     states: list[DayState],

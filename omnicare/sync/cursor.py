@@ -61,7 +61,7 @@ def cursor_decode(*, user: User, cursor: str) -> CursorState:
     )
 
 
-def _scope_set(*, user: User, keys: frozenset[str]) -> ScopeSet:
+def scope_set_for(*, user: User, keys: frozenset[str]) -> ScopeSet:
     digest = scopes.scope_digest(keys)
     row = ScopeSet.objects.filter(user=user, digest=digest).first()
     if row is not None:
@@ -73,7 +73,7 @@ def _scope_set(*, user: User, keys: frozenset[str]) -> ScopeSet:
         return ScopeSet.objects.get(user=user, digest=digest)
 
 
-def _scope_keys_of(*, user: User, scope_id: int) -> frozenset[str]:
+def scope_keys_of(*, user: User, scope_id: int) -> frozenset[str]:
     row = ScopeSet.objects.filter(pk=scope_id, user=user).first()
     if row is None:
         raise BadRequest("Unknown cursor: its scope is not known here", expression=["cursor"])

@@ -31,7 +31,7 @@ from pyclient.protocol import (
 )
 
 from . import scope as scopes
-from .cursor import CursorState, User, _scope_keys_of, _scope_set, cursor_decode, cursor_encode
+from .cursor import CursorState, User, cursor_decode, cursor_encode, scope_keys_of, scope_set_for
 from .device_sets import device_scope_keys
 from .models import Device
 
@@ -166,14 +166,8 @@ def _scan(
     chunk = max(limit, 500)
     while True:
         n = 0
-        for row in _scan_rows(
-            after_seq=position,
-            upto=upto,
-            patients=patients,
-            others=others,
-            limit=chunk,
-            current_only=current_only,
-        ):
+        for row in _scan_rows(after_seq=position, upto=upto, patients=patients, others=others, limit=chunk,
+                              current_only=current_only):
             n += 1
             seq, rt, rid, vid, deleted, raw = row[:6]
             position = seq
@@ -213,7 +207,7 @@ def feed_page(*, keys: frozenset[str], after_seq: int, limit: int) -> tuple[list
     return [_change(r) for r in rows], position, more
 
 
-def _readable_types(user: User) -> Callable[[str], bool]:
+def readable_types(user: User) -> Callable[[str], bool]:
     """Type-level read permission from ``access_check`` (the role matrix), memoised for one pull: scope says
     which patients, the role says which kinds of record (a role without ``read`` on a type never gets it)."""
     memo: dict[str, bool] = {}
@@ -241,29 +235,29 @@ def _pull_page(*, user: User, cursor: str | None, limit: int, device_id: str | N
     limit = max(1, min(int(limit), MAX_PULL_LIMIT))
     # A device with a storage budget receives the part of its scope it chose (issue 13, device_sets.py).
     current = device_scope_keys(user=user, device_id=device_id)
-    readable = _readable_types(user)
+    readable = readable_types(user)
     if cursor is None:
         # First sync: a fill of the whole scope, anchored at the current head (read BEFORE the fill query,
         # so everything newer than the anchor comes through the feed).
-        state = CursorState(seq=feed_head(), scope_id=_scope_set(user=user, keys=frozenset()).pk)
+        state = CursorState(seq=feed_head(), scope_id=scope_set_for(user=user, keys=frozenset()).pk)
         held: frozenset[str] = frozenset()
     else:
         state = cursor_decode(user=user, cursor=cursor)
-        held = _scope_keys_of(user=user, scope_id=state.scope_id)
+        held = scope_keys_of(user=user, scope_id=state.scope_id)
     drop: list[DropEntry] = []
     target_keys: frozenset[str] | None = None
     if state.fill_target is not None:
-        target_keys = _scope_keys_of(user=user, scope_id=state.fill_target)
+        target_keys = scope_keys_of(user=user, scope_id=state.fill_target)
         if target_keys != current:
             drop = drops_for(leaving=(held | target_keys) - current, staying=current)
             target_keys, state = (
                 current,
-                CursorState(state.seq, state.scope_id, _scope_set(user=user, keys=current).pk, 0),
+                CursorState(state.seq, state.scope_id, scope_set_for(user=user, keys=current).pk, 0),
             )
     elif held != current:
         drop = drops_for(leaving=held - current, staying=current)
         target_keys = current
-        state = CursorState(state.seq, state.scope_id, _scope_set(user=user, keys=current).pk, 0)
+        state = CursorState(state.seq, state.scope_id, scope_set_for(user=user, keys=current).pk, 0)
 
     if target_keys is not None:
         assert state.fill_target is not None

@@ -19,10 +19,10 @@ from pyclient.protocol import (
 )
 
 from . import scope as scopes
-from .cursor import CursorState, User, _scope_set, cursor_decode, cursor_encode
+from .cursor import CursorState, User, cursor_decode, cursor_encode, scope_set_for
 from .devices import device_register
 from .models import Snapshot
-from .pull import _readable_types, fill_page
+from .pull import fill_page, readable_types
 
 # ---------------------------------------------------------------------------------------------------------
 # Snapshots (first sync of a large scope, built by a Celery job)
@@ -59,9 +59,9 @@ def snapshot_build(*, snapshot_id: str) -> Snapshot:
     user = snap.user
     keys = scopes.scope_keys(user=user)
     at = feed_head()
-    scope_row = _scope_set(user=user, keys=keys)
+    scope_row = scope_set_for(user=user, keys=keys)
     cursor = cursor_encode(user=user, state=CursorState(at, scope_row.pk))
-    changes = [c.to_json() for c in _fill_all(keys, at, _readable_types(user))]
+    changes = [c.to_json() for c in _fill_all(keys, at, readable_types(user))]
     raw = json.dumps({"cursor": cursor, "seq": at, "changes": changes}, separators=(",", ":")).encode()
     data = gzip.compress(raw, compresslevel=6, mtime=0)
     from omnicare.audit.services import audit_record  # every patient the image holds, like a pull page
@@ -87,7 +87,7 @@ def snapshot_patients_if_current(*, user: User, snap: Snapshot) -> list[str] | N
         built_for = cursor_decode(user=user, cursor=snap.cursor).scope_id
     except BadRequest:
         return None
-    if _scope_set(user=user, keys=keys).pk != built_for:
+    if scope_set_for(user=user, keys=keys).pk != built_for:
         return None
     return sorted(scopes.split_keys(keys)[0])
 

@@ -20,7 +20,7 @@ from omnicare.core.errors import BadRequest, Forbidden
 from omnicare.fhir.models import Resource, ResourcePatient
 
 from . import scope as scopes
-from .pull import _readable_types
+from .pull import readable_types
 
 MAX_HELD = 1000
 
@@ -60,7 +60,7 @@ def verify_held(*, user: Any, held: list[Held]) -> dict[str, Any]:
     if not held:
         return {"changes": [], "gone": [], "stale": 0, "patients": []}
     patients, others = scopes.split_keys(scopes.scope_keys(user=user))
-    readable = _readable_types(user)
+    readable = readable_types(user)
     cond = Q()
     for h in held:
         cond |= Q(resource_type=h.resource_type, resource_id=h.id)

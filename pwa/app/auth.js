@@ -17,9 +17,7 @@ export function signInScreen(message) {
   if (state.py) state.py.call("status", { signed_out: true }).then(onStatus).catch(() => {});
   const user = input({ name: "username", autocomplete: "username", required: true, autocapitalize: "none" });
   const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
-  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
-  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
-  codeField.hidden = true; // shown when the server asks for the second factor
+  const { codeField, login } = secondFactor();
   const form = formScreen("Sign in", null, [
     h("p", { class: "muted" }, navigator.onLine ? "Sign in with your OmniCare account. The first sign-in on a device sets an offline PIN." : "You are offline. The first sign-in on a device needs a connection."),
     field("Username", user, { name: "username" }), field("Password", pass, { name: "password" }), codeField,
@@ -28,14 +26,7 @@ export function signInScreen(message) {
     submit: async ({ username, password, code: totp }) => {
       if (!username || !password) throw Object.assign(new Error("Enter your username and password."), { fields: { username: username ? "" : "Required.", password: password ? "" : "Required." } });
       if (!navigator.onLine) throw new Error("You are offline. Connect to sign in.");
-      const r = await net.login(username.trim(), password, codeField.hidden ? "" : (totp || "").trim());
-      if (r.mfaRequired) {
-        const first = codeField.hidden;
-        codeField.hidden = false;
-        code.focus();
-        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
-      }
-      if (r.status !== 200) throw new Error(net.loginError(r));
+      const r = await login(username.trim(), password, totp);
       state.username = r.json.username;
       state.scope = r.json.scope; // trust: wide-scope roles need a passphrase unless the key is hardware-bound
       state.permissions = r.json.permissions; // the role's allowed actions; kept by Python once unlocked
@@ -65,6 +56,26 @@ export function signInScreen(message) {
   state.signinAt ??= performance.now(); // first sign-in form usable, ms after page open (startup_bench.py)
 }
 
+/** The verification-code field (hidden until the server asks for the second factor) and the sign-in that
+ * shows it: both sign-in forms ask the same way. Resolves to the 200 response; throws the form's errors. */
+function secondFactor() {
+  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
+  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
+  codeField.hidden = true;
+  const login = async (username, password, totp) => {
+    const r = await net.login(username, password, codeField.hidden ? "" : (totp || "").trim());
+    if (r.mfaRequired) {
+      const first = codeField.hidden;
+      codeField.hidden = false;
+      code.focus();
+      throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
+    }
+    if (r.status !== 200) throw new Error(net.loginError(r));
+    return r;
+  };
+  return { codeField, login };
+}
+
 /** Signed in before the Python runtime finished loading (issue 18 item 12): say so on the button and wait. */
 async function runtimeReady(form) {
   const btn = form.querySelector("button[type=submit]");
@@ -76,23 +87,14 @@ async function runtimeReady(form) {
 /** Session expired while unlocked: sign in again (no PIN change, local data untouched), then sync. */
 export function reauthScreen() {
   const pass = input({ name: "password", type: "password", autocomplete: "current-password", required: true });
-  const code = input({ name: "code", inputmode: "numeric", autocomplete: "one-time-code", maxlength: 8 });
-  const codeField = field("Verification code", code, { name: "code", hint: "The 6-digit code from your authenticator app." });
-  codeField.hidden = true;
+  const { codeField, login } = secondFactor();
   const form = formScreen("Sign in to sync", null, [
     h("p", { class: "muted" }, `Signed in on this device as ${state.username}. Enter your password to resume syncing.`),
     field("Password", pass, { name: "password" }), codeField,
   ], {
     cancelHref: "#/patients",
     submit: async ({ password, code: totp }) => {
-      const r = await net.login(state.username, password, codeField.hidden ? "" : (totp || "").trim());
-      if (r.mfaRequired) {
-        const first = codeField.hidden;
-        codeField.hidden = false;
-        code.focus();
-        throw Object.assign(new Error(net.outcomeText(r.json, "Enter your verification code.")), { fields: first ? {} : { code: "Check the code and try again." } });
-      }
-      if (r.status !== 200) throw new Error(net.loginError(r));
+      const r = await login(state.username, password, totp);
       await state.py.call("set_permissions", { permissions: r.json.permissions }).catch(() => {});
       await state.py.call("set_practitioner", { practitioner: r.json.practitioner ?? null, clinicians: r.json.clinicians ?? null }).catch(() => {});
       state.reauthShown = false;

@@ -300,22 +300,20 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
   const notes = full.notesSection(c, { pendingBadge, unverified: unverified(unv.DocumentReference, "note", "notes") });
 
   const dated = (text, date) => h("div", { class: "grow" }, h("strong", {}, text), h("small", {}, date ? " " + date : ""));
-  const statusWord = { completed: "given", "not-done": "not given", "entered-in-error": "entered in error" };
 
   const counts = c.counts || {};
   const immunizations = full.listSection("Immunizations", "immunizations", c.immunizations || [], (i) => h("li", { class: i.status !== "completed" ? "inactive" : "", dataset: { id: i.id } },
-    dated(i.vaccine || "Vaccine", i.date), " ", pendingBadge(i), badge(statusWord[i.status] || i.status, i.status === "completed" ? "active" : "")),
+    dated(i.vaccine || "Vaccine", i.date), " ", pendingBadge(i), badge(i.statusText, i.status === "completed" ? "active" : "")),
   { total: counts.Immunization, empty: "No immunizations recorded." });
 
   const reports = full.reportsSection(c, { pendingBadge });
 
   const procedures = full.listSection("Procedures", "procedures", c.procedures || [], (x) => h("li", { class: x.status !== "completed" ? "inactive" : "", dataset: { id: x.id } },
-    dated(x.name || "Procedure", x.date), " ", pendingBadge(x), x.status !== "completed" ? badge(statusWord[x.status] || x.status) : null),
+    dated(x.name || "Procedure", x.date), " ", pendingBadge(x), x.status !== "completed" ? badge(x.statusText) : null),
   { total: counts.Procedure, empty: "No procedures recorded." });
 
-  const apptWord = { booked: "booked", arrived: "arrived", fulfilled: "attended", cancelled: "cancelled", noshow: "did not attend", proposed: "proposed", pending: "pending" };
   const appointments = full.listSection("Appointments", "appointments", c.appointments || [], (a) => h("li", { class: ["cancelled", "noshow"].includes(a.status) ? "inactive" : "", dataset: { id: a.id } },
-    dated(a.what, a.start), " ", pendingBadge(a), badge(apptWord[a.status] || a.status, a.status === "booked" ? "active" : "")),
+    dated(a.what, a.start), " ", pendingBadge(a), badge(a.statusText, a.status === "booked" ? "active" : "")),
   { total: counts.Appointment, empty: "No appointments." });
 
   const encounters = full.listSection("Visits", "encounters", c.encounters || [], (e) => h("li", { dataset: { id: e.id } },

@@ -11,22 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pyclient.store import (
-    CheckRow,
-    ClearRecords,
-    DeleteOutbox,
-    DeleteRecord,
-    PutMeta,
-    PutOutbox,
-    PutRecord,
-    StaleRow,
-    StoredRecord,
-    StoreError,
-    StoreOp,
-    check_blob,
-    check_record,
-    check_tokens,
-)
+from pyclient import store
 
 __all__ = ["IndexedDBStore", "StorageFull"]
 
@@ -55,13 +40,13 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def _record(row: Any) -> StoredRecord | None:
+def _record(row: Any) -> store.StoredRecord | None:
     if row is None:
         return None
     t, i, v, blob, base = row[:5]
     tok = tuple(str(x) for x in row[5] or ()) if len(row) > 5 else None
     mac = None if len(row) < 7 or row[6] is None else str(row[6])
-    return StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base), mac, tok)
+    return store.StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base), mac, tok)
 
 
 class IndexedDBStore:
@@ -77,23 +62,23 @@ class IndexedDBStore:
         return self._to_js(value)
 
     # -- records
-    async def get_record(self, resource_type: str, id: str) -> StoredRecord | None:
+    async def get_record(self, resource_type: str, id: str) -> store.StoredRecord | None:
         return _record(_py(await self._idb.getRecord(resource_type, id)))
 
-    async def get_records(self, keys: Sequence[tuple[str, str]]) -> list[StoredRecord | None]:
+    async def get_records(self, keys: Sequence[tuple[str, str]]) -> list[store.StoredRecord | None]:
         """Many records in one crossing (search candidates, a chart's resources)."""
         if not keys:
             return []
         rows = _py(await self._idb.getRecords(self._js([list(k) for k in keys])))
         return [_record(r) for r in rows]
 
-    async def put_record(self, record: StoredRecord, tokens: Sequence[str] | None = None) -> None:
-        await self.apply([PutRecord(record, None if tokens is None else tuple(tokens))])
+    async def put_record(self, record: store.StoredRecord, tokens: Sequence[str] | None = None) -> None:
+        await self.apply([store.PutRecord(record, None if tokens is None else tuple(tokens))])
 
     async def delete_record(self, resource_type: str, id: str) -> None:
-        await self.apply([DeleteRecord(resource_type, id)])
+        await self.apply([store.DeleteRecord(resource_type, id)])
 
-    async def list_records(self, resource_type: str) -> list[StoredRecord]:
+    async def list_records(self, resource_type: str) -> list[store.StoredRecord]:
         rows = _py(await self._idb.listRecords(resource_type))
         return [r for r in (_record(row) for row in rows) if r is not None]
 
@@ -103,7 +88,7 @@ class IndexedDBStore:
 
     # -- outbox
     async def outbox_put(self, entry_id: str, blob: bytes) -> None:
-        await self.apply([PutOutbox(entry_id, blob)])
+        await self.apply([store.PutOutbox(entry_id, blob)])
 
     async def outbox_get(self, entry_id: str) -> bytes | None:
         blob = _py(await self._idb.outboxGet(entry_id))
@@ -130,7 +115,7 @@ class IndexedDBStore:
         return [(str(t), str(i), int(v)) for t, i, v in _py(await self._idb.listHeld())]
 
     async def outbox_delete(self, entry_id: str) -> None:
-        await self.apply([DeleteOutbox(entry_id)])
+        await self.apply([store.DeleteOutbox(entry_id)])
 
     # -- device audit events (outbox rows with their own per-device sequence; not sync entries)
     async def audit_append(self, entry_id: str, blob: bytes) -> None:
@@ -140,7 +125,7 @@ class IndexedDBStore:
     async def audit_append_many(self, events: Sequence[tuple[str, bytes]]) -> None:
         """Append sealed audit events (entry id, blob) in order, in ONE transaction (consecutive sequences)."""
         for _eid, blob in events:
-            check_blob(blob)
+            store.check_blob(blob)
         await self._apply_wire([["putAudit", eid, blob] for eid, blob in events])
 
     async def audit_list(self, limit: int) -> list[tuple[str, int, bytes]]:
@@ -162,36 +147,36 @@ class IndexedDBStore:
         return {k: (None if v is None else str(v)) for k, v in zip(keys, values, strict=True)}
 
     async def meta_put(self, key: str, value: str | None) -> None:
-        await self.apply([PutMeta(key, value)])
+        await self.apply([store.PutMeta(key, value)])
 
     # -- batch
-    async def apply(self, ops: Sequence[StoreOp]) -> None:
+    async def apply(self, ops: Sequence[store.StoreOp]) -> None:
         """All ops in one IndexedDB transaction; returns after it completed (durable)."""
         wire: list[list[Any]] = []
         for op in ops:
-            if isinstance(op, PutRecord):
-                check_record(op.record)
-                toks = check_tokens(op.tokens)
+            if isinstance(op, store.PutRecord):
+                store.check_record(op.record)
+                toks = store.check_tokens(op.tokens)
                 r = op.record
                 wire.append(["putRecord", r.resource_type, r.id, r.version, r.blob, r.base,
                              None if toks is None else list(toks), r.mac])
-            elif isinstance(op, DeleteRecord):
+            elif isinstance(op, store.DeleteRecord):
                 wire.append(["deleteRecord", op.resource_type, op.id])
-            elif isinstance(op, ClearRecords):
+            elif isinstance(op, store.ClearRecords):
                 wire.append(["clearRecords", [list(k) for k in op.keep]])
-            elif isinstance(op, PutOutbox):
-                check_blob(op.blob)
+            elif isinstance(op, store.PutOutbox):
+                store.check_blob(op.blob)
                 wire.append(["putOutbox", op.entry_id, op.blob, op.mac])
-            elif isinstance(op, DeleteOutbox):
+            elif isinstance(op, store.DeleteOutbox):
                 wire.append(["deleteOutbox", op.entry_id])
-            elif isinstance(op, CheckRow):
+            elif isinstance(op, store.CheckRow):
                 wire.append(["checkRow", op.resource_type, op.id, op.mac])
-            elif isinstance(op, PutMeta):
+            elif isinstance(op, store.PutMeta):
                 if op.value is not None and not isinstance(op.value, str):
-                    raise StoreError("meta values are strings")
+                    raise store.StoreError("meta values are strings")
                 wire.append(["putMeta", op.key, op.value])
             else:
-                raise StoreError(f"unknown store op {op!r}")
+                raise store.StoreError(f"unknown store op {op!r}")
         await self._apply_wire(wire)
 
     async def _apply_wire(self, wire: list[list[Any]]) -> None:
@@ -201,7 +186,7 @@ class IndexedDBStore:
             await self._idb.apply(self._js(wire))
         except Exception as exc:  # JsException: map the quota error to something the UI can name
             if "omnicare-stale-row" in str(exc):
-                raise StaleRow(str(exc)) from exc
+                raise store.StaleRow(str(exc)) from exc
             if "QuotaExceeded" in str(exc) or "quota" in str(exc).lower():
                 raise StorageFull("This device is out of storage space, so this change was NOT saved. Everything "
                                   "saved before is safe. Free up space and press Save again.") from exc

@@ -10,20 +10,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from pyclient.store import (
-    ClearRecords,
-    DeleteOutbox,
-    DeleteRecord,
-    PutMeta,
-    PutOutbox,
-    PutRecord,
-    StoredRecord,
-    StoreError,
-    StoreOp,
-    check_blob,
-    check_record,
-    check_tokens,
-)
+from pyclient import store
 
 __all__ = ["SqliteStore"]
 
@@ -56,20 +43,20 @@ class SqliteStore:
         self._db.close()
 
     # -- records
-    async def get_record(self, resource_type: str, id: str) -> StoredRecord | None:
+    async def get_record(self, resource_type: str, id: str) -> store.StoredRecord | None:
         row = self._db.execute(
             "SELECT rtype, id, version, blob, base FROM records WHERE rtype = ? AND id = ?",
             (resource_type, id),
         ).fetchone()
         return None if row is None else _record(row)
 
-    async def put_record(self, record: StoredRecord, tokens: Sequence[str] | None = None) -> None:
-        await self.apply([PutRecord(record, None if tokens is None else tuple(tokens))])
+    async def put_record(self, record: store.StoredRecord, tokens: Sequence[str] | None = None) -> None:
+        await self.apply([store.PutRecord(record, None if tokens is None else tuple(tokens))])
 
     async def delete_record(self, resource_type: str, id: str) -> None:
-        await self.apply([DeleteRecord(resource_type, id)])
+        await self.apply([store.DeleteRecord(resource_type, id)])
 
-    async def list_records(self, resource_type: str) -> list[StoredRecord]:
+    async def list_records(self, resource_type: str) -> list[store.StoredRecord]:
         rows = self._db.execute(
             "SELECT rtype, id, version, blob, base FROM records WHERE rtype = ? ORDER BY id", (resource_type,)
         ).fetchall()
@@ -89,7 +76,7 @@ class SqliteStore:
 
     # -- outbox
     async def outbox_put(self, entry_id: str, blob: bytes) -> None:
-        await self.apply([PutOutbox(entry_id, blob)])
+        await self.apply([store.PutOutbox(entry_id, blob)])
 
     async def outbox_get(self, entry_id: str) -> bytes | None:
         row = self._db.execute("SELECT blob FROM outbox WHERE entry_id = ?", (entry_id,)).fetchone()
@@ -100,7 +87,7 @@ class SqliteStore:
         return [(str(i), bytes(b)) for i, b in rows]
 
     async def outbox_delete(self, entry_id: str) -> None:
-        await self.apply([DeleteOutbox(entry_id)])
+        await self.apply([store.DeleteOutbox(entry_id)])
 
     # -- meta
     async def meta_get(self, key: str) -> str | None:
@@ -108,10 +95,10 @@ class SqliteStore:
         return None if row is None else str(row[0])
 
     async def meta_put(self, key: str, value: str | None) -> None:
-        await self.apply([PutMeta(key, value)])
+        await self.apply([store.PutMeta(key, value)])
 
     # -- batch
-    async def apply(self, ops: Sequence[StoreOp]) -> None:
+    async def apply(self, ops: Sequence[store.StoreOp]) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -122,12 +109,12 @@ class SqliteStore:
             raise
         db.execute("COMMIT")
 
-    def _apply_one(self, op: StoreOp) -> None:
+    def _apply_one(self, op: store.StoreOp) -> None:
         db = self._db
-        if isinstance(op, PutRecord):
+        if isinstance(op, store.PutRecord):
             rec = op.record
-            check_record(rec)
-            tokens = check_tokens(op.tokens)
+            store.check_record(rec)
+            tokens = store.check_tokens(op.tokens)
             db.execute(
                 "INSERT INTO records (rtype, id, version, blob, base) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (rtype, id) DO UPDATE SET version = excluded.version, blob = excluded.blob, "
@@ -140,10 +127,10 @@ class SqliteStore:
                     "INSERT INTO tokens (token, rtype, id) VALUES (?, ?, ?)",
                     [(t, rec.resource_type, rec.id) for t in tokens],
                 )
-        elif isinstance(op, DeleteRecord):
+        elif isinstance(op, store.DeleteRecord):
             db.execute("DELETE FROM records WHERE rtype = ? AND id = ?", (op.resource_type, op.id))
             db.execute("DELETE FROM tokens WHERE rtype = ? AND id = ?", (op.resource_type, op.id))
-        elif isinstance(op, ClearRecords):
+        elif isinstance(op, store.ClearRecords):
             doomed = [
                 (t, i)
                 for t, i in db.execute("SELECT rtype, id FROM records").fetchall()
@@ -151,16 +138,16 @@ class SqliteStore:
             ]
             db.executemany("DELETE FROM records WHERE rtype = ? AND id = ?", doomed)
             db.executemany("DELETE FROM tokens WHERE rtype = ? AND id = ?", doomed)
-        elif isinstance(op, PutOutbox):
-            check_blob(op.blob)
+        elif isinstance(op, store.PutOutbox):
+            store.check_blob(op.blob)
             db.execute(
                 "INSERT INTO outbox (entry_id, blob) VALUES (?, ?) "
                 "ON CONFLICT (entry_id) DO UPDATE SET blob = excluded.blob",
                 (op.entry_id, op.blob),
             )
-        elif isinstance(op, DeleteOutbox):
+        elif isinstance(op, store.DeleteOutbox):
             db.execute("DELETE FROM outbox WHERE entry_id = ?", (op.entry_id,))
-        elif isinstance(op, PutMeta):
+        elif isinstance(op, store.PutMeta):
             if op.value is None:
                 db.execute("DELETE FROM meta WHERE key = ?", (op.key,))
             else:
@@ -169,9 +156,9 @@ class SqliteStore:
                     (op.key, op.value),
                 )
         else:
-            raise StoreError(f"unknown store op {op!r}")
+            raise store.StoreError(f"unknown store op {op!r}")
 
 
-def _record(row: tuple[str, str, int, bytes, bytes | None]) -> StoredRecord:
+def _record(row: tuple[str, str, int, bytes, bytes | None]) -> store.StoredRecord:
     t, i, v, blob, base = row
-    return StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base))
+    return store.StoredRecord(str(t), str(i), int(v), bytes(blob), None if base is None else bytes(base))

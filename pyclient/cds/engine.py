@@ -27,8 +27,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyclient.systems import LOINC
+from pyclient.views.caldate import days  # the one calendar rule (no datetime: sans-IO)
+
 from .cards import Card, Source, Suggestion, level_rank
-from .kb import LOINC, MEMO_MAX, RXNORM, KnowledgeBase, default_kb, unit_key
+from .kb import MEMO_MAX, RXNORM, KnowledgeBase, default_kb, unit_key
 
 ACTIVE_REQUEST = frozenset({"active", "on-hold", "draft"})
 ACTIVE_STATEMENT = frozenset({"active", "intended", "on-hold"})
@@ -237,16 +240,6 @@ _ISO = re.compile(
 )
 
 
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm; no datetime: sans-IO)."""
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
-
-
 def parse_time(value: Any) -> float | None:
     """FHIR date/dateTime/instant -> Unix seconds (UTC; a partial date is its first moment); None if invalid."""
     if not isinstance(value, str):
@@ -258,7 +251,7 @@ def parse_time(value: Any) -> float | None:
     month, day = int(mo or 1), int(d or 1)
     if not (1 <= month <= 12 and 1 <= day <= 31):
         return None
-    secs = _days_from_civil(int(y), month, day) * 86400 + int(hh or 0) * 3600 + int(mi or 0) * 60 + int(ss or 0)
+    secs = days((int(y), month, day)) * 86400 + int(hh or 0) * 3600 + int(mi or 0) * 60 + int(ss or 0)
     if tz and tz != "Z":
         sign = 1 if tz[0] == "+" else -1
         secs -= sign * (int(tz[1:3]) * 3600 + int(tz[4:6]) * 60)

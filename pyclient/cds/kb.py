@@ -21,8 +21,6 @@ from typing import Any
 FORMAT = "omnicare-cds-kb"
 FORMAT_VERSION = 1
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-SNOMED = "http://snomed.info/sct"
-LOINC = "http://loinc.org"
 
 DDI_SEVERITIES = ("contraindicated", "major", "moderate")
 LEVELS = ("info", "warning", "critical")

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pyclient.systems import LOINC, SNOMED
+
 from .engine import Context, check
-from .kb import LOINC, RXNORM, SNOMED, KnowledgeBase
+from .kb import RXNORM, KnowledgeBase
 
 _SAMPLE_NOW = "2026-01-02T00:00:00Z"
 

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from pyclient.chart import cc_text, code
 from pyclient.errors import ValidationFailed
+from pyclient.systems import SNOMED
 from pyclient.views import caldate as cd
 from pyclient.views.fullchart import plain_term
 
@@ -27,7 +28,6 @@ __all__ = [
 ]
 
 FIX: Final = "Please correct the highlighted fields."
-SNOMED: Final = "http://snomed.info/sct"
 CONDITION_CLINICAL: Final = "http://terminology.hl7.org/CodeSystem/condition-clinical"
 CONDITION_VERIFICATION: Final = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 CONDITION_CATEGORY: Final = "http://terminology.hl7.org/CodeSystem/condition-category"

@@ -13,7 +13,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pyclient.chart import CRITICAL_FLAGS, cc_text, code, flag_words, recorded_order, short_name, when
+from pyclient.chart import (
+    CRITICAL_FLAGS,
+    cc_text,
+    code,
+    flag_words,
+    note_text,
+    recorded_order,
+    short_name,
+    when,
+)
 from pyclient.views import caldate as cd
 
 __all__ = [
@@ -35,7 +44,6 @@ __all__ = [
 
 Pending = Callable[[Mapping[str, Any]], bool]
 
-SNOMED: Final = "http://snomed.info/sct"
 #: SNOMED CT "no known ..." findings: a recorded assertion that the patient has no allergies (of that kind).
 NKA_CODES: Final[Mapping[str, str]] = {
     "716186003": "No known allergies",
@@ -469,21 +477,11 @@ def note_author(ref: Any, roles: Mapping[str, str]) -> str:
 def note_rows(docs: Sequence[Mapping[str, Any]], pending: Pending,
               roles: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Title, author and time of each note, newest first (the date once, not in the title and again)."""
-    import base64  # noqa: PLC0415 - only notes need it
-
     rows = []
     for d in docs:
         if d.get("status") == "entered-in-error":
             continue
-        text = ""
-        for c in d.get("content") or []:
-            data = (c.get("attachment") or {}).get("data")
-            if data:
-                try:
-                    text = base64.b64decode(data).decode("utf-8", "replace")
-                except ValueError:
-                    text = ""
-                break
+        text = note_text(d)
         at = when(d, "date") or when(d.get("context") or {}, "period")
         title = str(d.get("description") or cc_text(d.get("type")) or "Note").strip()
         if at and title.endswith(at[:10]):

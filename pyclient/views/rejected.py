@@ -15,6 +15,7 @@ from typing import Any, Final
 
 from pyclient import choices as ch
 from pyclient import dosage as dz
+from pyclient.chart import cc_text
 from pyclient.dosage import dosage_list_text
 from pyclient.errors import ValidationFailed
 
@@ -47,17 +48,6 @@ class Rejected:
     reason: str  # the server's text (OperationOutcome diagnostics)
 
 
-def _text(cc: Any) -> str:
-    if not isinstance(cc, Mapping):
-        return ""
-    if cc.get("text"):
-        return str(cc["text"])
-    for c in cc.get("coding") or []:
-        if isinstance(c, Mapping) and (c.get("display") or c.get("code")):
-            return str(c.get("display") or c.get("code"))
-    return ""
-
-
 def _dosage(res: Mapping[str, Any]) -> str:
     return dosage_list_text(res.get("dosageInstruction"))  # the chart's words (pyclient.dosage)
 
@@ -73,17 +63,17 @@ def describe(r: Rejected) -> str:
     if r.op == "delete":
         return "Removal of a record"
     if r.resource_type == "MedicationRequest":
-        name, dose = _text(res.get("medicationCodeableConcept")), _dosage(res)
+        name, dose = cc_text(res.get("medicationCodeableConcept")), _dosage(res)
         status = str(res.get("status") or "")
         what = f"{name} — {dose}" if dose else name
         return f"{what} (stopped)" if status == "stopped" else what
     if r.resource_type == "AllergyIntolerance":
         crit = {"high": "high criticality", "low": "low criticality"}.get(str(res.get("criticality") or ""), "")
-        return ", ".join(x for x in (_text(res.get("code")), crit) if x)
+        return ", ".join(x for x in (cc_text(res.get("code")), crit) if x)
     if r.resource_type == "Observation":
         q = res.get("valueQuantity") if isinstance(res.get("valueQuantity"), Mapping) else {}
         value = f"{q.get('value')} {q.get('unit') or ''}".strip() if q and q.get("value") is not None else ""
-        return ": ".join(x for x in (_text(res.get("code")), value) if x)
+        return ": ".join(x for x in (cc_text(res.get("code")), value) if x)
     if r.resource_type == "DocumentReference":
         return str(res.get("description") or "Note")
     if r.resource_type == "Patient":

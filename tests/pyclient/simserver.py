@@ -42,7 +42,8 @@ class StoredConflict:
     details: tuple[dict[str, Any], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        """The shape of ``GET /api/sync/conflicts`` items (``omnicare.sync.services.conflict_json``)."""
+        """The shape of ``GET /api/sync/conflicts`` items (``omnicare.sync.api.ConflictOut``, the schema ninja
+        serialises)."""
         return {
             "id": self.conflict_id,
             "resourceType": self.key[0],

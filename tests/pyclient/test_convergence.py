@@ -30,307 +30,82 @@ the seed and the command that replays it alone (``OMNICARE_SIM_SEED``).
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import random
 from collections import Counter
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from pyclient.protocol import PullRequest, PullResponse, PushRequest, PushResponse, dumps, loads
-from pyclient.store import MemoryStore
-from pyclient.sync import Effect, JsonCodec, SyncMachine, to_store_ops
+from pyclient.protocol import PullRequest, PushRequest, dumps, loads
+from pyclient.sync import SyncMachine
 
-from .simserver import Key, SimServer
+from .netsim import Device, Key, NetSim
+from .simserver import SimServer
 
-CODEC = JsonCodec()
 TYPES = ("MedicationRequest", "Observation", "Patient", "DocumentReference")
 
 
-def step(coro: Coroutine[Any, Any, Any]) -> Any:
-    """Drive a coroutine that never really suspends (works in Pyodide too)."""
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
+class Sim(NetSim):
+    """The shared simulator (``netsim.py``) against the in-memory ``SimServer``; also edits of a type the
+    server rejects, and deletes at a rate drawn per seed."""
 
+    p_retry_after = 0.2
+    quiesce_rounds = 200
 
-@dataclass
-class Client:
-    name: str
-    machine: SyncMachine
-    store: MemoryStore = field(default_factory=MemoryStore)
-    push_out: PushRequest | None = None
-    pull_out: PullRequest | None = None
-    ids: int = 0
-    skew: float = 0.0  # this tablet's clock minus the true time (clocks are never in step)
-    backup: MemoryStore | None = None  # a copy of the store, as a device backup would hold it
-    backup_clock: int = 0  # server clock when the backup was taken
-    restored: bool = False
-
-    def apply(self, effects: list[Effect]) -> None:
-        step(self.store.apply(to_store_ops(effects, CODEC)))
-
-    def local(self, key: Key) -> tuple[int, dict[str, Any]] | None:
-        rec = step(self.store.get_record(*key))
-        return None if rec is None else (rec.version, CODEC.open(rec.blob))
-
-    def new_id(self) -> str:
-        self.ids += 1
-        return f"{self.name}-m{self.ids}"
-
-    def all_records(self) -> dict[Key, dict[str, Any]]:
-        out = {}
-        for rtype in (*TYPES, "Forbidden"):
-            for rec in step(self.store.list_records(rtype)):
-                out[(rtype, rec.id)] = CODEC.open(rec.blob)
-        return out
-
-
-class Sim:
     def __init__(self, seed: int, n_clients: int = 3, steps: int = 60) -> None:
-        self.rng = random.Random(seed)
         self.server = SimServer()
-        self.clients = [
-            Client(f"d{i}", SyncMachine(device_id=f"d{i}", pull_limit=4)) for i in range(n_clients)
-        ]
-        self.transit: list[tuple[str, Client, Any, bytes]] = []  # kind, client, request, payload
-        self.now = 0.0
         self.steps = steps
-        self.tags: list[tuple[Key, str, int, str]] = []  # every tag ever written: key, tag, clock, writer
-        self.local_deletes: set[tuple[Key, str, int]] = set()  # key, writer, clock
-        self.p_drop = self.rng.choice((0.0, 0.1, 0.3))
-        self.p_dup = self.rng.choice((0.0, 0.1, 0.3))
-        # Faults added after the first release (issue 14): each seed draws how often they happen.
-        self.p_lost_after_commit = self.rng.choice((0.0, 0.1, 0.3))  # server commits, answer lost
-        self.p_delete = self.rng.choice((0.05, 0.05, 0.2))  # deletes racing offline edits
-        self.faults: Counter[str] = Counter()
-        self.lost_with_restore: set[tuple[Key, str]] = set()  # (key, tag) gone with a restored backup
-        for c in self.clients:
-            c.skew = self.rng.choice((0.0, 0.0, -3600.0, 5400.0)) + self.rng.uniform(-30, 30)
+        super().__init__(seed, [Device(f"d{i}", SyncMachine(device_id=f"d{i}", pull_limit=4), (*TYPES, "Forbidden"))
+                                for i in range(n_clients)])
+        self.clients = self.devices
         for i in range(3):
             self.server.write((TYPES[i], f"seed{i}"), {"x_tags": {}, "x_status": "s0"})
         self.server.write(("Forbidden", "f0"), {"x_tags": {}})
 
-    # -- client actions
-    def edit(self, c: Client) -> None:
-        r = self.rng.random()
-        known = sorted(c.all_records())
-        if r < 0.15 or not known:
-            rtype = self.rng.choice(TYPES)
-            key = (rtype, f"{c.name}-r{c.ids}")
-            tag = c.new_id()
-            effects = c.machine.record_local_edit(
-                now=self.clock_of(c),
-                mutation_id=tag,
-                resource_type=key[0],
-                id=key[1],
-                resource={"x_tags": {tag: True}, "x_status": "new"},
-                base_version=None,
-                base_resource=None,
-            )
-            self.tags.append((key, tag, self.server.clock, c.name))
-            c.apply(effects)
-            return
-        key = self.rng.choice(known)
-        loc = c.local(key)
-        assert loc is not None
-        version, res = loc
-        rec = step(c.store.get_record(*key))
-        base = CODEC.open(rec.base) if rec.base is not None else res
-        mid = c.new_id()
-        if r < 0.15 + self.p_delete:
-            new: dict[str, Any] | None = None  # delete
-            self.local_deletes.add((key, c.name, self.server.clock))
-        else:
-            new = json.loads(json.dumps(res))
-            if self.rng.random() < 0.6:
-                new.setdefault("x_tags", {})[mid] = True
-                self.tags.append((key, mid, self.server.clock, c.name))
-            else:
-                new["x_status"] = self.rng.choice(("a", "b", "c"))
-        c.apply(
-            c.machine.record_local_edit(
-                now=self.clock_of(c),
-                mutation_id=mid,
-                resource_type=key[0],
-                id=key[1],
-                resource=new,
-                base_version=version or None,
-                base_resource=base if version else None,
-            )
-        )
+    def draw_rates(self) -> None:
+        self.p_delete = self.rng.choice((0.05, 0.05, 0.2))  # deletes racing offline edits (issue 14)
 
-    def send(self, c: Client, final: bool = False) -> None:
-        if c.push_out is None:
-            req = c.machine.next_push(self.clock_of(c), max_batch=3)
-            if req is not None:
-                c.push_out = req
-                self._transmit("push", c, req, dumps(req), final)
-        if c.pull_out is None:
-            preq = c.machine.next_pull()
-            c.pull_out = preq
-            self._transmit("pull", c, preq, dumps(preq), final)
-
-    def _transmit(self, kind: str, c: Client, req: Any, payload: bytes, final: bool) -> None:
-        if not final and self.rng.random() < self.p_drop:
-            return
-        self.transit.append((kind, c, req, payload))
-        if not final and self.rng.random() < self.p_dup:
-            self.transit.append((kind, c, req, payload))
-
-    def deliver(self, final: bool = False) -> None:
-        kind, c, req, payload = self.transit.pop(self.rng.randrange(len(self.transit)) if not final else 0)
+    def serve(self, kind: str, d: Device, payload: bytes) -> bytes:
         if kind == "push":
-            pushed = self.server.push(PushRequest.from_json(loads(payload)))
-            if not final and self.rng.random() < self.p_lost_after_commit:
-                self.faults["lost-after-commit"] += 1
-                return  # committed on the server; the connection broke before the answer
-            self._transmit("push-resp", c, req, dumps(pushed), final)
-        elif kind == "pull":
-            pulled = self.server.pull(PullRequest.from_json(loads(payload)))
-            self._transmit("pull-resp", c, req, dumps(pulled), final)
-        elif kind == "push-resp":
-            c.apply(c.machine.on_push_response(self.clock_of(c), req, PushResponse.from_json(loads(payload))))
-            if c.push_out is req:
-                c.push_out = None
-        else:
-            c.apply(c.machine.on_pull_response(self.clock_of(c), req, PullResponse.from_json(loads(payload))))
-            if c.pull_out is req:
-                c.pull_out = None
+            return dumps(self.server.push(PushRequest.from_json(loads(payload))))
+        return dumps(self.server.pull(PullRequest.from_json(loads(payload))))
 
-    def timeout(self, c: Client) -> None:
-        if c.push_out is not None:
-            retry_after = 2.0 if self.rng.random() < 0.2 else None
-            c.apply(
-                c.machine.on_push_failed(
-                    self.clock_of(c), c.push_out, rng_value=self.rng.random(), retry_after=retry_after
-                )
-            )
-            c.push_out = None
-        c.pull_out = None
+    def feed_position(self) -> int:
+        return self.server.clock
 
-    # -- the run
-    def run(self) -> None:
-        for _ in range(self.steps):
-            self.now += self.rng.random() * 3
-            self.server.clock += 1
-            c = self.rng.choice(self.clients)
-            r = self.rng.random()
-            if r < 0.35:
-                self.edit(c)
-            elif r < 0.6:
-                self.send(c)
-            elif r < 0.9 and self.transit:
-                self.deliver()
-            elif r < 0.94:
-                self.timeout(c)
-            elif r < 0.96:
-                self.restart(c)
-            elif r < 0.97:
-                self.server_restart()
-            elif r < 0.98:
-                self.clock_jump(c)
-            elif c.backup is None or self.rng.random() < 0.5:
-                self.take_backup(c)
-            else:
-                self.restore_backup(c)
-        self.heal()
+    def quiesce_mark(self) -> int:
+        return len(self.server.feed)
 
-    def clock_of(self, c: Client) -> float:
-        return self.now + c.skew
-
-    def server_restart(self) -> None:
-        """The server process dies and comes back: every open connection is gone (requests not yet
-        handled and answers not yet delivered); what it committed stays."""
-        self.faults["server-restart"] += 1
-        self.transit.clear()
-
-    def clock_jump(self, c: Client) -> None:
-        """The tablet's clock is corrected (NTP) — possibly backwards."""
-        self.faults["clock-jump"] += 1
-        c.skew += self.rng.choice((-600.0, -60.0, 45.0, 900.0))
-
-    def take_backup(self, c: Client) -> None:
-        self.faults["backup"] += 1
-        c.backup = copy.deepcopy(c.store)
-        c.backup_clock = self.server.clock
-
-    def restore_backup(self, c: Client) -> None:
-        """The tablet is restored from an older backup of its storage, then the app starts.
-
-        Whatever the device changed after the backup and the server never received is gone with
-        it (no system can keep it); everything the server acknowledged must survive."""
-        assert c.backup is not None
-        self.faults["restore"] += 1
-        for key, tag, clock, writer in self.tags:
-            if writer == c.name and clock >= c.backup_clock and not self._server_saw(key, tag):
-                self.lost_with_restore.add((key, tag))
-        c.store = copy.deepcopy(c.backup)
-        c.restored = True
-        self.restart(c)
-
-    def _server_saw(self, key: Key, tag: str) -> bool:
+    def server_saw(self, key: Key, tag: str) -> bool:
         return any(v is not None and tag in v.get("x_tags", {}) for v in self.server.history.get(key, []))
 
-    def restart(self, c: Client) -> None:
-        """The tab is closed and reopened: only what reached the store survives."""
-        outbox = [CODEC.open(blob) for _id, blob in step(c.store.outbox_list())]
-        meta = {"sync.cursor": step(c.store.meta_get("sync.cursor"))}
-        c.machine = SyncMachine.restore(device_id=c.name, meta=meta, outbox=outbox, pull_limit=4)
-        c.push_out = c.pull_out = None  # answers still in transit reach the new instance
+    def server_conflicts(self, d: Device) -> list[dict[str, Any]]:
+        return self.server.conflicts_of(d.name)
 
-    def human(self, c: Client) -> None:
-        # The device first learns of conflicts the server holds for it but it lost (a restore).
-        c.apply(c.machine.adopt_server_conflicts(self.server.conflicts_of(c.name)))
-        for view in c.machine.conflicts():
-            if view.local is None:
-                chosen = view.server  # keep the record; a person decided
-            else:
-                chosen = json.loads(json.dumps(view.local))
-                tags = dict((view.server or {}).get("x_tags", {}))
-                tags.update(chosen.get("x_tags", {}))
-                chosen["x_tags"] = tags
-            c.apply(
-                c.machine.resolve_conflict(
-                    now=self.clock_of(c), entry_id=view.entry_id, resource=chosen, mutation_id=c.new_id()
-                )
-            )
-        for e in c.machine.entries:
-            if e.state == "rejected":
-                c.apply(c.machine.dismiss_rejected(entry_id=e.entry_id))
+    def tick(self) -> None:
+        self.server.clock += 1
 
-    def heal(self) -> None:
-        for c in self.clients:
-            self.timeout(c)  # whatever is outstanding is lost
-        self.transit.clear()
-        for _round in range(200):
-            self.now += 1000.0  # beyond any backoff / Retry-After
-            feed_before = len(self.server.feed)
-            for c in self.clients:
-                self.human(c)
-                self.send(c, final=True)
-                while self.transit:
-                    self.deliver(final=True)
-            for c in self.clients:
-                c.machine.caught_up = False  # pull until the server says there is no more
-                while not c.machine.caught_up:
-                    self.send(c, final=True)
-                    while self.transit:
-                        self.deliver(final=True)
-            if len(self.server.feed) == feed_before and all(not c.machine.entries for c in self.clients):
-                return
-        raise AssertionError("did not quiesce in 200 rounds")
+    def edit(self, d: Device) -> None:
+        r = self.rng.random()
+        known = sorted(d.records())
+        if r < 0.15 or not known:
+            key = (self.rng.choice(TYPES), f"{d.name}-r{d.ids}")
+            tag = d.new_id()
+            self.create(d, key, {"x_tags": {tag: True}, "x_status": "new"}, tag)
+            self.tags.append((key, tag, self.server.clock, d.name))
+            return
+        self.edit_held(d, self.rng.choice(known), delete=r < 0.15 + self.p_delete)
+
+    def run(self, steps: int | None = None) -> None:
+        super().run(self.steps if steps is None else steps)
+
+    def all_records(self, d: Device) -> dict[Key, dict[str, Any]]:
+        return {k: body for k, (_v, body) in d.records().items()}
 
     def check(self) -> None:
         live = self.server.live()
         for c in self.clients:
-            got = c.all_records()
+            got = self.all_records(c)
             assert got == live, (
                 f"{c.name} diverged: extra={set(got) - set(live)} missing={set(live) - set(got)} "
                 + str([k for k in live if k in got and got[k] != live[k]])

@@ -309,7 +309,8 @@ def test_wire_form() -> None:
                  "reason": sm.REASONS["runtime-failed"],
                  "detail": sm.CONSEQUENCE + " " + sm.WHAT_CLEARS["runtime-failed"], "backNextStart": False,
                  "offer": None, "note": "", "recheckS": 0, "watch": [],
-                 "label": "Online only"}
+                 "label": "Online only",
+                 "pill": {"online": "Online only · Online", "signedOut": "Online only · signed out"}}
     j = _offered().check({}).to_json()
     assert j["offer"] == dict(sm.OFFER) and j["mode"] == "online-only" and j["conditions"] == []
     with pytest.raises(ValueError, match="unknown storage event"):
@@ -321,4 +322,5 @@ def test_the_pill_says_online_only_in_two_words_and_the_sentence_stays_in_text(c
     """The status pill (header, one line at 1024 px) takes ``label``; the reason is in ``text`` (banner, tooltip)."""
     j = sm.StorageMode().start([condition]).to_json()
     assert j["label"] == "Online only" and j["text"].startswith(j["label"]) and len(j["text"]) > 40
-    assert sm.decide({}).to_json()["label"] == ""
+    assert j["pill"]["online"].startswith(j["label"]) and j["pill"]["signedOut"].startswith(j["label"])
+    assert sm.decide({}).to_json()["label"] == "" and sm.decide({}).to_json()["pill"] is None

@@ -16,8 +16,8 @@ from pyclient.protocol import Mutation, PushRequest, PushResponse, dumps, loads
 from pyclient.store import MemoryStore
 from pyclient.sync import JsonCodec, SyncMachine, to_store_ops
 
+from .netsim import step
 from .simserver import SimServer
-from .test_convergence import step
 
 CODEC = JsonCodec()
 PATIENT = ("Patient", "p1")

@@ -34,7 +34,7 @@ function pill(signedInNow) {
   const box = document.getElementById("sync");
   box.dataset.state = "warn";
   box.dataset.mode = "online-only";
-  box.querySelector(".sync-text").textContent = `${mode.label} · ${signedInNow ? "Online" : "signed out"}`;
+  box.querySelector(".sync-text").textContent = signedInNow ? mode.pill.online : mode.pill.signedOut; // Python's words
   box.title = mode.text; // the whole sentence (also in the banner): the pill stays one line (issue 18)
   box.setAttribute("aria-description", mode.text);
 }

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import subprocess
 import tempfile
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,18 +33,11 @@ from pyclient.protocol import PullResponse, PushRequest, PushResponse, dumps, lo
 from pyclient.store import MemoryStore
 from pyclient.sync import Effect, EpochChanged, JsonCodec, SyncMachine, to_store_ops
 from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner, seed
+from tests.pyclient.netsim import step
 
 JSON = "application/json"
 CODEC = JsonCodec()
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def step(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        while True:
-            coro.send(None)
-    except StopIteration as stop:
-        return stop.value
 
 
 class Tablet:

@@ -137,3 +137,45 @@ def test_the_sign_in_answer_lists_the_clinicians_for_the_front_desk_only(
     names = [c["display"] for c in desk["clinicians"]]
     assert names == sorted(names, key=str.casefold) and all(names)
     assert sync.client.get("/api/auth/me").json()["clinicians"] is None  # a clinician joins the team themselves
+
+
+def test_the_front_desks_clinicians_cost_the_same_queries_for_three_or_thirty_and_follow_its_ward(
+    clinic: Any, django_user_model: Any
+) -> None:
+    """The sign-in answer reads the clinicians' Practitioners and wards for all of them at once (it ran queries
+    per clinician); a desk on a ward sees only the clinicians of that ward."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from omnicare.access.roles import FRONT_DESK, PHYSICIAN, role_assign
+    from omnicare.access.services import registration_clinicians
+    from tests.omnicare.sync.conftest import practitioner, seed
+
+    desk = django_user_model.objects.create_user(username="desk.ward")
+    role_assign(user=desk, role=FRONT_DESK)
+
+    def hire(n: int, start: int) -> None:
+        for i in range(start, start + n):
+            u = django_user_model.objects.create_user(username=f"doc{i}")
+            role_assign(user=u, role=PHYSICIAN)
+            seed(practitioner(u.username), {
+                "resourceType": "PractitionerRole", "id": f"role-doc{i}", "active": True,
+                "practitioner": {"reference": f"Practitioner/pr-doc{i}"},
+                "location": [{"reference": f"Location/{'w1' if i % 2 else 'w2'}"}]})
+
+    seed({"resourceType": "Location", "id": "w1", "name": "Ward 1"},
+         {"resourceType": "Location", "id": "w2", "name": "Ward 2"}, practitioner(desk.username),
+         {"resourceType": "PractitionerRole", "id": "role-desk", "practitioner": {"reference": "Practitioner/pr-desk-ward"},
+          "location": [{"reference": "Location/w1"}]})
+    hire(3, 0)
+    registration_clinicians(user=desk)  # the desk's own roles are read once per user object, then cached
+    with CaptureQueriesContext(connection) as few:
+        small = registration_clinicians(user=desk)
+    hire(27, 3)
+    with CaptureQueriesContext(connection) as many:
+        large = registration_clinicians(user=desk)
+    assert len(many.captured_queries) == len(few.captured_queries)
+    assert small is not None and large is not None
+    assert {c["id"] for c in small} == {"pr-doc1"}  # dr.test and nurse.test work on no ward: not listed
+    assert {c["id"] for c in large} == {f"pr-doc{i}" for i in range(30) if i % 2}
+    assert [c["display"] for c in large] == sorted((c["display"] for c in large), key=str.casefold)
