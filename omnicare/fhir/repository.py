@@ -179,11 +179,12 @@ class FhirStore:
 
     def apply(
         self, writes: Sequence[svc.Write], *, fresh: frozenset[tuple[str, str]] = frozenset(),
-        join_care_team: bool = False,
+        join_care_team: bool = False, savepoint: bool = True,
     ) -> list[svc.WriteResult]:
-        """All of ``writes`` or none (``services.resources_apply``): a refusal raises its ApiError."""
+        """All of ``writes`` or none (``services.resources_apply``): a refusal raises its ApiError.
+        ``savepoint=False``: a refusal fails the caller's whole transaction (the sync push's first attempt)."""
         return svc.resources_apply(user=self.user, writes=writes, check=self.policy, fresh=fresh,
-                                   join_care_team=join_care_team)
+                                   join_care_team=join_care_team, savepoint=savepoint)
 
     def apply_each(
         self, writes: Sequence[svc.Write], *, join_care_team: bool = False

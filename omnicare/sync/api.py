@@ -21,12 +21,12 @@ from pydantic import PlainSerializer, WithJsonSchema
 
 from omnicare.access.auth import api_auth
 from omnicare.access.device_ids import DeviceId
-from omnicare.access.services import device_bind, device_check
+from omnicare.access.services import device_bind, device_check, device_id_ever_revoked
 from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
-from pyclient.protocol import ProtocolError, PullRequest, dumps
+from pyclient.protocol import ProtocolError, PullRequest, PushResponse, dumps
 
 from . import conflicts as conflict_svc
 from . import devices as device_svc
@@ -320,19 +320,29 @@ def push(request: HttpRequest) -> HttpResponse:
     with its id and both sides) or ``rejected`` (OperationOutcome). A malformed batch is a 400, more than
     100 mutations a 413 — nothing applied. Larger batches: ``POST /api/sync/push/jobs``."""
     req = push_svc.parse_push(_body(request))
-    device_check(user=request.user, device_id=req.device_id)
+    # One query answers both revocation rules for the common device nobody ever revoked; otherwise the caller's
+    # own revocation is told as before (device_check) and the push refuses a burnt id (device_register's rule).
+    revoked = device_id_ever_revoked(device_id=req.device_id)
+    if revoked:
+        device_check(user=request.user, device_id=req.device_id)
     device_bind(request=request, device_id=req.device_id)
     if req.epoch is not None and req.epoch != current_epoch():
         # The server went back in time since this device last synced: apply nothing; the device sees the new
         # epoch, re-pulls and re-sends as a recovery (PROTOCOL.md "Server epochs").
         return _json(with_epoch(b'{"results":[]}'))
     recovered = sum(m.recover for m in req.mutations)
-    with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
-        response = push_svc.push(user=request.user, request=req)
-        push_svc.push_audit(note=note, request=req, response=response)
-        if recovered:
-            note.detail.update({"recovery": "server-epoch", "recovered": recovered})
-    return _json(with_epoch(dumps(response)))
+
+    def run(optimistic: bool) -> PushResponse:  # one transaction per attempt: see push_svc.push_attempts
+        with audited(user=request.user, action="sync-push", device_id=req.device_id) as note:
+            response = push_svc.push(
+                user=request.user, request=req, optimistic=optimistic, revocation_checked=not revoked
+            )
+            push_svc.push_audit(note=note, request=req, response=response)
+            if recovered:
+                note.detail.update({"recovery": "server-epoch", "recovered": recovered})
+        return response
+
+    return _json(with_epoch(dumps(push_svc.push_attempts(run))))
 
 
 @router.post(

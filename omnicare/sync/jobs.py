@@ -22,7 +22,7 @@ from pyclient.protocol import (
 from .cursor import User
 from .devices import device_register
 from .models import PushJob, PushJobChunk, Snapshot
-from .push import MAX_JOB_MUTATIONS, parse_push, push, push_audit
+from .push import MAX_JOB_MUTATIONS, parse_push, push, push_attempts, push_audit
 
 # ---------------------------------------------------------------------------------------------------------
 # Push jobs (large batches through Celery)
@@ -94,16 +94,22 @@ def push_job_run(*, job_id: str) -> PushJob:
     start = job.progress
     while start < len(request.mutations):
         chunk = PushRequest(device_id=request.device_id, mutations=request.mutations[start : start + size])
-        try:
+
+        def run(optimistic: bool, chunk: PushRequest = chunk, start: int = start) -> None:
+            # One transaction per attempt (push_attempts): the chunk, its audit event, results and progress.
             with audited(user=job.user, action="sync-push", device_id=request.device_id,
                          detail={"job": str(job.pk), "from": start}) as note:  # fmt: skip
-                response = push(user=job.user, request=chunk)
+                response = push(user=job.user, request=chunk, optimistic=optimistic)
                 push_audit(note=note, request=chunk, response=response)
                 PushJobChunk.objects.update_or_create(
                     job=job, start=start, defaults={"results": response.to_json()["results"]}
                 )
-                start += len(chunk.mutations)
-                PushJob.objects.filter(pk=job.pk).update(progress=start, heartbeat=timezone.now())
+                PushJob.objects.filter(pk=job.pk).update(progress=start + len(chunk.mutations),
+                                                         heartbeat=timezone.now())
+
+        try:
+            push_attempts(run)
+            start += len(chunk.mutations)
         except ApiError as exc:
             return _job_fail(job, exc.diagnostics)
     results: list[Any] = []

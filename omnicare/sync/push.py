@@ -16,8 +16,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from omnicare.access.services import (
+    DeviceRevoked,
     access_check,
     device_id_check,
+    device_id_ever_revoked,
 )
 from omnicare.core.errors import (
     ApiError,
@@ -443,11 +445,39 @@ class _Fallback(Exception):
     """The batched path met something it does not handle; the batch is redone mutation by mutation."""
 
 
-def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...]) -> list[MutationResult]:
+class PushRedo(Exception):
+    """The first, savepoint-free attempt of a push (``optimistic=True``) wrote something and then met what only
+    the careful path handles (a write the store refused, a concurrent duplicate of a mutation). Nothing of that
+    attempt may be kept: it leaves the transaction aborted. :func:`push_attempts` lets the caller's transaction
+    roll back whole and runs the push again the careful way."""
+
+
+def push_attempts[T](run: Callable[[bool], T]) -> T:
+    """``run(True)``, and when it raises :class:`PushRedo`, ``run(False)``. ``run(optimistic)`` must open and
+    close the transaction the push runs in (e.g. ``audited``'s), so the exception rolls back everything of the
+    first attempt (its writes, its audit event, its hints) before the second starts from scratch.
+
+    Why: a savepoint costs two round trips, and the push needs one per chunk only to survive failures that
+    almost never happen (two devices creating the same new id at the same moment, a mutation sent twice at
+    once). Redoing the whole request in those rare cases is cheaper than paying on every push."""
+    try:
+        return run(True)
+    except PushRedo:
+        return run(False)
+
+
+def _apply_batch(
+    *, user: User, device_id: str, mutations: tuple[Mutation, ...], optimistic: bool = False
+) -> list[MutationResult]:
     """The fast path: decide every mutation against rows read once, then write them all with ONE store call
     (one feed bump) and bulk-insert conflicts and the mutation log, in one transaction. Same answers as the
     careful path (it falls back to it on anything unusual: a resource twice in the batch, a write the store
-    refuses, a concurrent duplicate)."""
+    refuses, a concurrent duplicate).
+
+    ``optimistic``: no savepoint of its own; a failure after the first write raises :class:`PushRedo` (the
+    whole push is redone, see :func:`push_attempts`) instead of undoing this chunk alone."""
+    # What a failure once something is written turns into: undo the chunk (its savepoint) or the whole push.
+    failed: type[Exception] = PushRedo if optimistic else _Fallback
     hashes = [mutation_hash(m) for m in mutations]
     prev = {
         a.mutation_id: a
@@ -465,7 +495,7 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
     if len(set(keys)) != len(keys):
         raise _Fallback
     if todo:
-        with transaction.atomic():
+        with transaction.atomic(savepoint=not optimistic):
             current = (
                 {
                     (r.resource_type, r.resource_id): r
@@ -505,17 +535,21 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                     plans[i] = _Plan(m=m, hash=hashes[i], result=_rejected(m, exc))
             writing = [i for i in todo if plans[i].write is not None]
             # No savepoint of its own around the store call or the log insert below: a failure leaves this block
-            # as _Fallback, and this block's savepoint undoes the whole chunk before the careful path redoes it
-            # (two round trips saved per savepoint, on every push).
+            # as ``failed``, and this block's savepoint (or the whole push's transaction) undoes the chunk before
+            # the careful path redoes it (two round trips saved per savepoint, on every push).
             try:
                 # _plan validated every body (and the merge result); the store asks the same memo _plan asked,
                 # so the access checks already made are not run again.
+                # fresh: what the locking read above did not find is not looked up again; one created meanwhile
+                # by another writer fails the unique constraint, and the careful path decides it.
                 written = FhirStore(user=user, device_id=device_id, policy=check).apply(
                     [plans[i].write for i in writing],  # type: ignore[misc]
+                    fresh=frozenset(k for k in keys if k not in current),
                     join_care_team=True,  # issue 18: the registering clinician joins a new patient's team
+                    savepoint=False,
                 )
             except (ApiError, IntegrityError) as exc:
-                raise _Fallback from exc
+                raise failed from exc
             versions = [w.version for w in written if w.version is not None]
             for i, w in zip(writing, written, strict=True):
                 answers[i] = plans[i].answer(w.version)
@@ -533,17 +567,25 @@ def _apply_batch(*, user: User, device_id: str, mutations: tuple[Mutation, ...])
                         [_log_row(user, device_id, plans[i], answers[i]) for i in todo]
                     )
             except IntegrityError as exc:  # a duplicate of this batch raced us
-                raise _Fallback from exc
+                raise failed from exc
             if versions:
                 _announce(versions)
     return [answers[i] for i in range(len(mutations))]
 
 
-def push(*, user: User, request: PushRequest) -> PushResponse:
-    """Apply a push batch, one result per mutation (see the module docstring for the contract)."""
+def push(
+    *, user: User, request: PushRequest, optimistic: bool = False, revocation_checked: bool = False
+) -> PushResponse:
+    """Apply a push batch, one result per mutation (see the module docstring for the contract).
+
+    ``optimistic=True`` (only through :func:`push_attempts`): the batched chunks take no savepoint and may raise
+    :class:`PushRedo`; the answers are the same either way. ``revocation_checked``: the caller found that no
+    one ever revoked this device id (``device_id_ever_revoked``), in this request; otherwise it is checked here.
+    """
     if len(request.mutations) > MAX_JOB_MUTATIONS:
         raise PayloadTooLarge(f"At most {MAX_JOB_MUTATIONS} mutations per batch")
-    device = device_register(user=user, device_id=request.device_id, touch=False)  # last_seen: set below
+    if not revocation_checked and device_id_ever_revoked(device_id=request.device_id):
+        raise DeviceRevoked()  # a burnt device id applies nothing (device_register's rule, checked first)
     original, answered = request, {}
     if any(m.recover for m in request.mutations):  # a device re-sending after a server restore (epoch.py)
         from .epoch import recover_rewrite
@@ -559,7 +601,7 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
                 # Mutations after a scope-changing write are decided with the new scope: chunk there.
                 try:
                     results.extend(
-                        _apply_batch(user=user, device_id=request.device_id, mutations=chunk)
+                        _apply_batch(user=user, device_id=request.device_id, mutations=chunk, optimistic=optimistic)
                         if not any(m.resource_type in notify.SCOPE_TYPES for m in chunk)
                         else _apply_sequential(user=user, device_id=request.device_id, mutations=chunk)
                     )
@@ -581,10 +623,13 @@ def push(*, user: User, request: PushRequest) -> PushResponse:
         results = [answered[i] if i in answered else next(rest) for i in range(len(original.mutations))]
     done = [r.mutation_id for r in results if r.status != "rejected"]
     # Replicache-style "last mutation applied for this device" (conflicts count: they are stored).
+    seen = {**({"last_mutation_id": done[-1]} if done else {}), "last_seen": timezone.now()}
     with transaction.atomic(savepoint=False):  # a failure fails the push; inside the request's transaction
-        Device.objects.filter(pk=device.pk).update(
-            **({"last_mutation_id": done[-1]} if done else {}), last_seen=timezone.now()
-        )
+        # The device's row is only written, never read: a push from a known device costs this one UPDATE.
+        # The first push of a new device registers it (same transaction: it exists iff the push committed).
+        if not Device.objects.filter(user=user, device_id=request.device_id).update(**seen):
+            device = device_register(user=user, device_id=request.device_id, touch=False)
+            Device.objects.filter(pk=device.pk).update(**seen)
     return PushResponse(results=tuple(results))
 
 
@@ -597,6 +642,17 @@ def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> No
 
     counts: dict[str, int] = {}
     denied: list[NewEvent] = []
+    # A delete names no patient in its body: its compartment rows (kept on the tombstone) say whose chart it
+    # touched, read for all of the batch's deletes at once.
+    gone = [(m.resource_type, m.id) for m, r in zip(request.mutations, response.results, strict=True)
+            if m.resource is None and r.status != "rejected"]  # fmt: skip
+    members: dict[tuple[str, str], set[str]] = {}
+    if gone:
+        rows = ResourcePatient.objects.filter(
+            resource__in=Resource.objects.filter(_keys_q(gone)).values("pk")
+        ).values_list("resource__resource_type", "resource__resource_id", "patient_id")
+        for rtype, rid, pid in rows:
+            members.setdefault((rtype, rid), set()).add(pid)
     for m, r in zip(request.mutations, response.results, strict=True):
         counts[r.status] = counts.get(r.status, 0) + 1
         if r.status == "merged" and r.version_id:  # ops: watched for a later correction (ids only)
@@ -613,11 +669,7 @@ def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> No
                 ))
             continue
         if body is None:
-            patients = set(
-                ResourcePatient.objects.filter(
-                    resource__resource_type=m.resource_type, resource__resource_id=m.id
-                ).values_list("patient_id", flat=True)
-            )
+            patients = members.get((m.resource_type, m.id), set())
         note.touch(resource_type=m.resource_type, resource_id=m.id, patient_ids=patients)
     note.detail["mutations"] = len(request.mutations)
     note.detail["statuses"] = counts

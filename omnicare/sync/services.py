@@ -52,7 +52,10 @@ How it is executed: chunks of ``BATCH_CHUNK`` mutations are decided against rows
 conflicts and the log bulk-inserted, all in one transaction: rejected mutations simply write nothing. If
 anything unusual happens (the same resource twice in a chunk, a write the store refuses, a concurrent
 duplicate, a CareTeam/Practitioner write that changes scope mid-batch) the chunk is redone one mutation per
-transaction — same answers, slower.
+transaction — same answers, slower. The API and job endpoints first run a push with no savepoint at all
+(``push.push_attempts``): when the store refuses a write after the chunk wrote something, the whole request
+(its writes, log, audit event and hints) rolls back and is redone the careful way above. A push from a known
+device reads no device row (one UPDATE at the end) and answers both revocation rules with one query.
 """
 
 # The engine lives in one module per part (cursor, pull, devices, push, jobs, conflicts, snapshots); this

@@ -48,11 +48,11 @@ def test_a_job_resumes_after_its_last_committed_chunk(
     calls: list[int] = []
     real_push = services.push
 
-    def dying_push(*, user: Any, request: Any) -> Any:
+    def dying_push(*, user: Any, request: Any, **options: Any) -> Any:
         calls.append(len(request.mutations))
         if len(calls) == 2:
             raise SystemExit("worker killed")  # the second chunk never commits
-        return real_push(user=user, request=request)
+        return real_push(user=user, request=request, **options)
 
     monkeypatch.setattr(jobs, "push", dying_push)  # the name the job runner calls
     with pytest.raises(SystemExit):

@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from django.utils import timezone
 
 from omnicare.fhir.models import Resource, ResourceVersion
@@ -313,3 +314,68 @@ def test_a_device_lists_only_its_own_open_conflicts_to_adopt(clinic: Any, sync: 
     assert [c["mutationId"] for c in mine] == [r["mutationId"]]
     assert mine[0]["theirs"]["valueQuantity"]["value"] == 68.0 and mine[0]["deviceId"] == sync.device_id
     assert sync.get("/conflicts?deviceId=another-tablet").json() == []
+
+
+def test_a_push_refused_midway_by_the_store_is_redone_whole_with_the_same_answers(
+    clinic: Any, sync: SyncClient, monkeypatch: Any
+) -> None:
+    """The first attempt of a push takes no savepoint; when the store refuses its write after writing (what a
+    device creating the same new id at the same moment does), the whole request is rolled back and redone the
+    careful way: every mutation answered as usual, nothing stored twice, one audit event."""
+    from django.db import IntegrityError
+
+    from omnicare.audit.models import AuditEvent
+    from omnicare.fhir.repository import FhirStore
+
+    real = FhirStore.apply
+    calls: list[int] = []
+
+    def refuse_once(self: FhirStore, writes: Any, **kwargs: Any) -> Any:
+        calls.append(len(writes))
+        written = real(self, writes, **kwargs)
+        if len(calls) == 1:
+            raise IntegrityError("duplicate key value violates unique constraint")  # after writing
+        return written
+
+    monkeypatch.setattr(FhirStore, "apply", refuse_once)
+    before = AuditEvent.objects.filter(action="sync-push").count()
+    results = sync.push(
+        put(observation("rd1", "p1", 71.0), None, mid="rd-1"),
+        put(observation("o1", "p1", 72.0), 1, mid="rd-2"),
+        put(observation("rd3", "p2", 73.0), None, mid="rd-3"),  # p2 is not dr.test's patient
+    )
+    assert [(r["status"], r.get("versionId")) for r in results] == [
+        ("applied", 1), ("applied", 2), ("rejected", None)
+    ]  # fmt: skip
+    assert calls == [2, 2]  # the optimistic attempt, then the careful one
+    assert ResourceVersion.objects.filter(resource_type="Observation", resource_id="rd1").count() == 1
+    assert current("Observation", "o1").version_id == 2
+    assert not Resource.objects.filter(resource_id="rd3").exists()
+    assert AppliedMutation.objects.filter(mutation_id__in=["rd-1", "rd-2", "rd-3"]).count() == 3
+    # Once each: the push's event and the denial of rd3 (none left from the rolled-back attempt).
+    new = AuditEvent.objects.filter(action="sync-push").order_by("id")[before:]
+    assert sorted(e.outcome for e in new) == ["denied", "success"]
+    monkeypatch.setattr(FhirStore, "apply", real)
+    assert sync.push(put(observation("rd1", "p1", 71.0), None, mid="rd-1")) == results[:1]  # replayed
+
+
+@pytest.mark.django_db(transaction=True)  # the request's transaction is then a real BEGIN, as in production
+def test_a_push_costs_the_same_statements_for_one_mutation_or_fifty_and_no_savepoint(
+    clinic: Any, sync: SyncClient
+) -> None:
+    """Per-push cost, not per-mutation: the batch reads the log, the rows and the scope once, writes every
+    table once, and takes no savepoint (a refused write redoes the whole push instead)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    sync.push(put(observation("warm", "p1"), None))  # registers the device, warms the scope cache
+
+    def statements(n: int) -> list[str]:
+        muts = [put(observation(f"qc{n}-{i}", "p1", 60.0 + i), None) for i in range(n)]
+        with CaptureQueriesContext(connection) as ctx:
+            assert {r["status"] for r in sync.push(*muts)} == {"applied"}
+        return [q["sql"] for q in ctx.captured_queries]
+
+    one, fifty = statements(1), statements(50)
+    assert not [q for q in one + fifty if q.upper().startswith("SAVEPOINT")]
+    assert len(fifty) <= len(one)
