@@ -32,6 +32,7 @@ const SHELL = [
   "/app/idb.js",
   "/app/crypto.js",
   "/app/net.js",
+  "/app/words.js", // generated: pyclient.outcome.BROWSER_WORDS
   "/app/webauthn.js",
   "/app/sync-runner.js",
   "/app/cds.js",

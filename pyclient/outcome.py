@@ -8,12 +8,13 @@ answers). The wire (PROTOCOL.md §9 "Outcomes"): every 4xx/5xx body is an Operat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["DEVICE_REVOKED", "MFA_REQUIRED", "NO_RESULT", "OFFLINE", "PASSWORD_CHANGE_REQUIRED", "SERVER_ERROR",
-           "SIGN_IN_AGAIN", "code", "device_revoked", "needs_sign_in", "sign_in_paused", "sync_failure", "text",
-           "unreachable"]
+           "SIGN_IN_AGAIN", "BROWSER_WORDS", "code", "device_revoked", "needs_sign_in", "sign_in_paused",
+           "sync_failure", "text", "unreachable", "words_js"]
 
 DEVICE_REVOKED = "device-revoked"
 MFA_REQUIRED = "mfa-required"
@@ -25,6 +26,23 @@ OFFLINE = "offline"
 SIGN_IN_AGAIN = "sign in again to sync"
 SERVER_ERROR = "server error"
 NO_RESULT = "server returned no result for some changes"
+
+#: What the browser says when neither the server nor its own Python can word it: no server answered (the
+#: sign-in screen runs before Python has loaded), or the device was revoked (Python has just erased itself).
+#: ``pwa/app/words.js`` is generated from this table (``scripts/gen_words_js.py``); tests/test_js_words.py
+#: fails when the file is stale and when any other JS file spells one of these sentences.
+BROWSER_WORDS: Mapping[str, str] = {
+    "noServer": "No connection to the server.",
+    "noServerNothingSaved": "No connection to the server. Nothing was saved.",
+    "signInFailed": "Sign-in failed.",
+    "revokedPill": "Device revoked",
+    "revokedTitle": "This device was revoked",
+    "revokedBody": ("An administrator reported this device lost or stolen. All patient data, keys and unsynced "
+                    "changes have been erased from it."),
+    "revokedHelp": ("If this is a mistake, contact your OmniCare administrator. They can register the device "
+                    "again; you will then sign in and download your patients anew."),
+    "revokedBack": "Back to sign-in",
+}
 
 
 def _issues(outcome: Any) -> list[Mapping[str, Any]]:
@@ -81,3 +99,11 @@ def sign_in_paused(retry_after_s: int | None) -> str:
     s = retry_after_s or 0
     wait = "later" if s <= 0 else f"in {s} seconds" if s < 90 else f"in {-(-s // 60)} minutes"
     return f"Too many failed sign-ins. For your security, sign-in is paused: try again {wait}."
+
+
+def words_js() -> str:
+    """The text of ``pwa/app/words.js``: :data:`BROWSER_WORDS` as a frozen ES module (pure: the script writes it)."""
+    body = "".join(f"  {k}: {json.dumps(v, ensure_ascii=False)},\n" for k, v in BROWSER_WORDS.items())
+    return ("// Generated from pyclient.outcome.BROWSER_WORDS by scripts/gen_words_js.py: do not edit.\n"
+            "// The words the browser says when neither the server nor its Python can (PROTOCOL.md §9).\n"
+            f"export const WORDS = Object.freeze({{\n{body}}});\n")

@@ -2,6 +2,7 @@
 // Sign-in/PIN/lock: auth.js; routing and screens: routes.js; data-entry forms: forms.js.
 import { bootPython } from "./py.js";
 import * as net from "./net.js";
+import { WORDS } from "./words.js";
 import * as idb from "./idb.js";
 import { SyncRunner } from "./sync-runner.js";
 import { h, screen, renderStatus, progress, banner, plain } from "./ui.js";
@@ -238,12 +239,13 @@ async function revokedScreen() {
   document.getElementById("usernav").hidden = true;
   const pill = document.getElementById("sync");
   pill.dataset.state = "warn";
-  pill.querySelector(".sync-text").textContent = "Device revoked";
-  screen("Device revoked", h("section", { class: "card center", id: "revoked", role: "alert" },
-    h("h2", {}, "This device was revoked"),
-    h("p", {}, "An administrator reported this device lost or stolen. All patient data, keys and unsynced changes have been erased from it."),
-    h("p", { class: "muted" }, "If this is a mistake, contact your OmniCare administrator. They can register the device again; you will then sign in and download your patients anew."),
-    h("button", { class: "btn", type: "button", onclick: () => { location.hash = "#/"; location.reload(); } }, "Back to sign-in")));
+  // Python has just erased itself with the keys: the words come from pyclient.outcome through words.js.
+  pill.querySelector(".sync-text").textContent = WORDS.revokedPill;
+  screen(WORDS.revokedPill, h("section", { class: "card center", id: "revoked", role: "alert" },
+    h("h2", {}, WORDS.revokedTitle),
+    h("p", {}, WORDS.revokedBody),
+    h("p", { class: "muted" }, WORDS.revokedHelp),
+    h("button", { class: "btn", type: "button", onclick: () => { location.hash = "#/"; location.reload(); } }, WORDS.revokedBack)));
 }
 
 boot();

@@ -1,4 +1,5 @@
 // HTTP for the app and for Python (pyclient sync): session cookie + CSRF header, never throws on HTTP errors.
+import { WORDS } from "./words.js";
 
 function cookie(name) {
   const m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
@@ -56,8 +57,8 @@ export async function login(username, password, code = "") {
 // Outcomes (pyclient/PROTOCOL.md §9). The sign-in screen can run before the browser's Python has loaded, so
 // this file cannot ask pyclient.outcome; instead the server words every sign-in outcome with it (one issue,
 // its diagnostics the whole sentence, e.g. the wait after too many failures: pyclient.outcome.sign_in_paused)
-// and this file only shows that sentence and reads the details code. No wording rule lives here: the two
-// sentences below are for when no server answered at all.
+// and this file only shows that sentence and reads the details code. No wording rule lives here: when no
+// server answered at all, the words are Python's too, generated into words.js (pyclient.outcome.BROWSER_WORDS).
 
 /** The OperationOutcome's details code (e.g. "mfa-required"), or null (pyclient.outcome.code). */
 export function issueCode(json) {
@@ -67,8 +68,8 @@ export function issueCode(json) {
 
 /** What the sign-in screen says for a failed attempt: the server's sentence as it is. */
 export function loginError(r) {
-  if (r.status === 0) return "No connection to the server.";
-  return outcomeText(r.json, "Sign-in failed.");
+  if (r.status === 0) return WORDS.noServer;
+  return outcomeText(r.json, WORDS.signInFailed);
 }
 
 export async function logout() {

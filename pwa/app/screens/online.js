@@ -5,6 +5,7 @@
 // record vitals. Nothing is kept: no IndexedDB, no Cache Storage, no web storage; lock forgets the screen.
 import * as net from "../net.js";
 import { state } from "../state.js";
+import { WORDS } from "../words.js";
 import { h, field, screen, banner, formScreen, input, patientList, chartScreen, plain } from "../ui.js";
 
 let mode = null;
@@ -95,7 +96,7 @@ function outcome(r, fallback) {
   const issues = (r.json && r.json.issue) || [];
   const fields = {};
   for (const i of issues) if (i.expression && i.expression.length === 1) fields[i.expression[0]] = i.diagnostics;
-  return Object.assign(new Error(r.status === 0 ? "No connection to the server. Nothing was saved." : (issues[0]?.diagnostics || fallback)), { fields });
+  return Object.assign(new Error(r.status === 0 ? WORDS.noServerNothingSaved : (issues[0]?.diagnostics || fallback)), { fields });
 }
 
 async function patients() {
