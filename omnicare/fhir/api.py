@@ -28,7 +28,7 @@ from omnicare.core.errors import (
 )
 
 from . import services as svc
-from .bundles import _parse_if_match
+from .bundles import parse_if_match
 from .capability import capability_statement
 from .models import Resource, ResourceVersion
 from .repository import FhirStore
@@ -280,7 +280,7 @@ def update(request: HttpRequest, resource_type: str, resource_id: str) -> HttpRe
     check_type(resource_type)
     body = read_body(request)
     result = FhirStore.for_request(request).update(
-        resource_type, resource_id, body, if_match=_parse_if_match(request.headers.get("If-Match"))
+        resource_type, resource_id, body, if_match=parse_if_match(request.headers.get("If-Match"))
     )
     return write_response(request, result)
 
@@ -288,7 +288,7 @@ def update(request: HttpRequest, resource_type: str, resource_id: str) -> HttpRe
 @router.delete("/{resource_type}/{resource_id}")
 def delete(request: HttpRequest, resource_type: str, resource_id: str) -> HttpResponse:
     result = FhirStore.for_request(request).delete(
-        resource_type, resource_id, if_match=_parse_if_match(request.headers.get("If-Match"))
+        resource_type, resource_id, if_match=parse_if_match(request.headers.get("If-Match"))
     )
     headers = {"ETag": f'W/"{result.version.version_id}"'} if result.version else {}
     return fhir_response(None, status=204, headers=headers)

@@ -41,7 +41,7 @@ class _Entry:
     full_url: str | None
 
 
-def _parse_if_match(raw: Any) -> int | None:
+def parse_if_match(raw: Any) -> int | None:
     if raw in (None, ""):
         return None
     text = str(raw).strip()
@@ -103,7 +103,7 @@ def _parse_entry(i: int, entry: Any, base_url: str) -> _Entry:
         version,
         query,
         resource,
-        _parse_if_match(req.get("ifMatch")),
+        parse_if_match(req.get("ifMatch")),
         full_url if isinstance(full_url, str) else None,
     )
 

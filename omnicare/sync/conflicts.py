@@ -27,7 +27,7 @@ from pyclient.protocol import (
 
 from .cursor import User
 from .models import Conflict
-from .push import _compartment, _write
+from .push import compartment_of, write_one
 
 RESOLUTIONS = ("keep-mine", "keep-server", "edited")
 
@@ -129,7 +129,7 @@ def conflict_resolve(
                 body = dict(resource)
                 body["id"] = rid
                 validate_resource(body, expected_type=rtype)
-            patients = _compartment(rtype, rid, body) | _compartment(
+            patients = compartment_of(rtype, rid, body) | compartment_of(
                 rtype, rid, cur.body if cur is not None and not cur.deleted else None
             )
             access_check(
@@ -138,7 +138,7 @@ def conflict_resolve(
                 resource_type=rtype,
                 patient_ids=sorted(patients),
             )
-            version = _write(user, rtype, rid, body, live_version)
+            version = write_one(user, rtype, rid, body, live_version)
         c.status, c.resolution, c.resolved_by, c.resolved_at = (
             Conflict.RESOLVED,
             resolution,

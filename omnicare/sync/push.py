@@ -114,7 +114,7 @@ def _rejected(m: Mutation, exc: ApiError) -> MutationResult:
     return MutationResult(mutation_id=m.mutation_id, status="rejected", outcome=outcome)
 
 
-def _compartment(rtype: str, rid: str, body: dict[str, Any] | None) -> set[str]:
+def compartment_of(rtype: str, rid: str, body: dict[str, Any] | None) -> set[str]:
     return set(compartment_patients(rtype, rid, body)) if body is not None else set()
 
 
@@ -196,7 +196,7 @@ def _plan(
     ours = cur.body if live and cur is not None else None
     plan = _Plan(m=m, hash=h, cur_version=cur_version, ours=ours)
     base_v = m.base_version
-    patients = _compartment(rtype, rid, ours) | _compartment(rtype, rid, theirs)
+    patients = compartment_of(rtype, rid, ours) | compartment_of(rtype, rid, theirs)
     # Checked before anything else happens: a conflict would store the edit and show the server's copy.
     action = "delete" if m.op == "delete" else ("update" if live else "create")
     check(user=user, action=action, resource_type=rtype, patient_ids=sorted(patients))
@@ -347,7 +347,7 @@ def _announce(versions: list[ResourceVersion]) -> None:
         announce_versions(versions)
 
 
-def _write(
+def write_one(
     user: User, rtype: str, rid: str, body: dict[str, Any] | None, expected: int
 ) -> ResourceVersion | None:
     # join_care_team: a Patient registered on a device puts its registering clinician on its care team (issue 18)
@@ -382,7 +382,7 @@ def _apply_one(*, user: User, device_id: str, m: Mutation) -> MutationResult:
                     )
                     version = None
                     if plan.write is not None:
-                        version = _write(
+                        version = write_one(
                             user, m.resource_type, m.id, plan.write.body, plan.write.expected_version or 0
                         )
                     if plan.conflict is not None:
@@ -658,7 +658,7 @@ def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> No
         if r.status == "merged" and r.version_id:  # ops: watched for a later correction (ids only)
             note.detail.setdefault("merged", []).append(f"{m.resource_type}/{m.id}/{r.version_id}"[:200])
         body = m.resource if m.resource is not None else None
-        patients = _compartment(m.resource_type, m.id, body) if body is not None else set()
+        patients = compartment_of(m.resource_type, m.id, body) if body is not None else set()
         if r.status == "rejected":
             issue = ((r.outcome or {}).get("issue") or [{}])[0]
             if issue.get("code") == "forbidden":

@@ -99,7 +99,7 @@ from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, 
 from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .browser_register import RegisterMixin  # issue 18: registration, authors as references
-from .indexeddb_store import IndexedDBStore, StorageFull, _py
+from .indexeddb_store import IndexedDBStore, StorageFull, js_to_py
 from .webcrypto import KEY_STATE_META, IdbKeyState, JsCipher, WebCrypto
 
 __all__ = ["AppError", "BrowserApp", "DeviceRevoked", "ValidationFailed"]
@@ -1321,7 +1321,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     async def _post(self, path: str, body: bytes) -> tuple[int, str, str | None]:
         """POST through JS ``http``; raises :class:`DeviceRevoked` when the server orders a wipe."""
-        res = _py(await self._http("POST", path, body.decode("utf-8")))
+        res = js_to_py(await self._http("POST", path, body.decode("utf-8")))
         status, text, retry_after = int(res[0]), str(res[1] or ""), res[2]
         device_header = res[3] if len(res) > 3 else None
         if outcome.device_revoked(status, text, None if device_header is None else str(device_header)):
@@ -1397,7 +1397,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if now < self._conflicts_checked + 900.0:
             return []
         try:
-            res = _py(await self._http("GET", f"/api/sync/conflicts?deviceId={machine.device_id}", ""))
+            res = js_to_py(await self._http("GET", f"/api/sync/conflicts?deviceId={machine.device_id}", ""))
             status, text = int(res[0]), str(res[1] or "")
         except Exception:  # noqa: BLE001 - tried again next time
             return []
@@ -1538,7 +1538,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             held = auditlog.Checkpoint.from_json(json.loads(raw_held)) if raw_held else None
             decision = auditlog.checkpoint_offered(held, offered)
             if decision.kind == "need-proof" and held is not None:
-                res = _py(await self._http(
+                res = js_to_py(await self._http(
                     "GET", f"/api/audit/log/consistency?first={decision.first}&second={decision.second}", None))
                 if int(res[0]) == 400 and offered.tree_size < held.tree_size:
                     # The server no longer has the (bigger) checkpoint this device was handed: it was removed.
@@ -1644,7 +1644,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             await self._commit(effects)
             made += len(effects)
         return {"resources": made - start, "seconds": round(time.perf_counter() - t0, 2),
-                "total": int(_py(await self._idb.countRecords()))}
+                "total": int(js_to_py(await self._idb.countRecords()))}
 
     async def bench_search(self, queries: Sequence[str], rounds: int = 3) -> dict[str, Any]:
         """p50 / p95 / max of :meth:`search` over ``queries`` (ms, wall clock inside Python)."""
@@ -1727,7 +1727,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
 
         try:
-            records: int | None = int(_py(await self._idb.countRecords()))
+            records: int | None = int(js_to_py(await self._idb.countRecords()))
         except Exception:  # noqa: BLE001 - an older database without the count: unknown
             records = None
         persisted = st.get("persisted")

@@ -125,9 +125,9 @@ class EmergencyMixin:
         if online:
             try:
                 res = await self._http("GET", "/api/access/break-glass", "")  # type: ignore[attr-defined]
-                from .indexeddb_store import _py  # noqa: PLC0415 - the JS bridge helper
+                from .indexeddb_store import js_to_py  # noqa: PLC0415 - the JS bridge helper
 
-                res = _py(res)
+                res = js_to_py(res)
                 if int(res[0]) == 200:
                     running = {int(g["id"]) for g in json.loads(str(res[1]))}
                     grants = [g if int(g["id"]) in running else {**g, "ended": True} for g in grants]

@@ -59,9 +59,9 @@ class RecoveryMixin:
             return []
         try:
             res = await self._http("GET", f"/api/sync/recovery-key?deviceId={machine.device_id}", "")  # type: ignore[attr-defined]
-            from .indexeddb_store import _py  # noqa: PLC0415
+            from .indexeddb_store import js_to_py  # noqa: PLC0415
 
-            res = _py(res)
+            res = js_to_py(res)
             status, text = int(res[0]), str(res[1] or "")
             if status != 200:
                 return []

@@ -26,7 +26,7 @@ from pyclient.errors import AppError
 from pyclient.views import permissions as cp
 from pyclient.views.register import duplicate_warning, registered_message
 
-from .indexeddb_store import _py
+from .indexeddb_store import js_to_py
 
 M_COUNTER = "registration.counter"  # how many patients this device registered (no PHI)
 M_PRACTITIONER = "auth.practitioner"  # {"id", "display"} of the signed-in user's Practitioner (no patient data)
@@ -135,7 +135,7 @@ class RegisterMixin:
         for _ in range(_MAX_CAS):
             nxt = int(current or 0) + 1
             # "absent" must reach idb.metaCas as JS null (a Python None would arrive as undefined, never equal)
-            res = _py(await idb.metaCas(M_COUNTER, jsnull if current is None else current, str(nxt)))
+            res = js_to_py(await idb.metaCas(M_COUNTER, jsnull if current is None else current, str(nxt)))
             if res[0]:
                 return nxt
             current = None if res[1] is None else str(res[1])

@@ -20,7 +20,7 @@ class StorageFull(RuntimeError):
     """The browser refused the write (QuotaExceededError); nothing of the batch was written."""
 
 
-def _py(value: Any) -> Any:
+def js_to_py(value: Any) -> Any:
     """JS value -> Python, with JS null/undefined as None and typed arrays as bytes."""
     if value is None:
         return None
@@ -63,13 +63,13 @@ class IndexedDBStore:
 
     # -- records
     async def get_record(self, resource_type: str, id: str) -> store.StoredRecord | None:
-        return _record(_py(await self._idb.getRecord(resource_type, id)))
+        return _record(js_to_py(await self._idb.getRecord(resource_type, id)))
 
     async def get_records(self, keys: Sequence[tuple[str, str]]) -> list[store.StoredRecord | None]:
         """Many records in one crossing (search candidates, a chart's resources)."""
         if not keys:
             return []
-        rows = _py(await self._idb.getRecords(self._js([list(k) for k in keys])))
+        rows = js_to_py(await self._idb.getRecords(self._js([list(k) for k in keys])))
         return [_record(r) for r in rows]
 
     async def put_record(self, record: store.StoredRecord, tokens: Sequence[str] | None = None) -> None:
@@ -79,11 +79,11 @@ class IndexedDBStore:
         await self.apply([store.DeleteRecord(resource_type, id)])
 
     async def list_records(self, resource_type: str) -> list[store.StoredRecord]:
-        rows = _py(await self._idb.listRecords(resource_type))
+        rows = js_to_py(await self._idb.listRecords(resource_type))
         return [r for r in (_record(row) for row in rows) if r is not None]
 
     async def lookup_token(self, token: str, resource_type: str | None = None) -> list[tuple[str, str]]:
-        rows = _py(await self._idb.lookupToken(token, resource_type))
+        rows = js_to_py(await self._idb.lookupToken(token, resource_type))
         return [(str(t), str(i)) for t, i in rows]
 
     # -- outbox
@@ -91,40 +91,40 @@ class IndexedDBStore:
         await self.apply([store.PutOutbox(entry_id, blob)])
 
     async def outbox_get(self, entry_id: str) -> bytes | None:
-        blob = _py(await self._idb.outboxGet(entry_id))
+        blob = js_to_py(await self._idb.outboxGet(entry_id))
         return None if blob is None else bytes(blob)
 
     async def outbox_list(self) -> list[tuple[str, bytes]]:
-        return [(str(row[0]), bytes(row[1])) for row in _py(await self._idb.outboxList())]
+        return [(str(row[0]), bytes(row[1])) for row in js_to_py(await self._idb.outboxList())]
 
     async def outbox_rows(self) -> list[tuple[str, bytes, str | None]]:
         """Outbox entries with their row MACs: (entry id, sealed blob, mac or None)."""
         return [(str(row[0]), bytes(row[1]), None if row[2] is None else str(row[2]))
-                for row in _py(await self._idb.outboxList())]
+                for row in js_to_py(await self._idb.outboxList())]
 
     async def row_meta(self, keys: Sequence[tuple[str, str]]) -> list[tuple[int, tuple[str, ...], str | None] | None]:
         """(version, tokens, mac) of rows without their blobs, in the order of ``keys`` (None = absent)."""
         if not keys:
             return []
-        rows = _py(await self._idb.getRowMeta(self._js([list(k) for k in keys])))
+        rows = js_to_py(await self._idb.getRowMeta(self._js([list(k) for k in keys])))
         return [None if r is None else (int(r[0]), tuple(str(t) for t in r[1] or ()),
                                         None if r[2] is None else str(r[2])) for r in rows]
 
     async def list_held(self) -> list[tuple[str, str, int]]:
         """Every record row's (type, id, version), manifests excluded."""
-        return [(str(t), str(i), int(v)) for t, i, v in _py(await self._idb.listHeld())]
+        return [(str(t), str(i), int(v)) for t, i, v in js_to_py(await self._idb.listHeld())]
 
     async def list_held_page(self, after: tuple[str, str] | None, limit: int
                              ) -> tuple[list[tuple[str, str, int]], tuple[str, str] | None]:
         """At most ``limit`` rows' (type, id, version) after the key ``after`` (None = from the first), manifests
         excluded, and the key to continue after (None = no more): the held rows in bounded memory."""
-        rows, last = _py(await self._idb.listHeldPage(None if after is None else self._js(list(after)), limit))
+        rows, last = js_to_py(await self._idb.listHeldPage(None if after is None else self._js(list(after)), limit))
         return ([(str(t), str(i), int(v)) for t, i, v in rows or []],
                 None if last is None else (str(last[0]), str(last[1])))
 
     async def list_ids(self, resource_type: str) -> list[str]:
         """The ids of every record of a type, sorted, without reading (or decrypting) a record."""
-        return [str(i) for i in _py(await self._idb.listIds(resource_type)) or []]
+        return [str(i) for i in js_to_py(await self._idb.listIds(resource_type)) or []]
 
     async def outbox_delete(self, entry_id: str) -> None:
         await self.apply([store.DeleteOutbox(entry_id)])
@@ -142,20 +142,20 @@ class IndexedDBStore:
 
     async def audit_list(self, limit: int) -> list[tuple[str, int, bytes]]:
         """Oldest queued audit events first: (entry id, device sequence, sealed blob)."""
-        rows = _py(await self._idb.auditList(limit)) or []
+        rows = js_to_py(await self._idb.auditList(limit)) or []
         return [(str(i), int(seq), bytes(b)) for i, seq, b in rows]
 
     async def audit_count(self) -> int:
-        return int(_py(await self._idb.auditCount()))
+        return int(js_to_py(await self._idb.auditCount()))
 
     # -- meta
     async def meta_get(self, key: str) -> str | None:
-        value = _py(await self._idb.metaGet(key))
+        value = js_to_py(await self._idb.metaGet(key))
         return None if value is None else str(value)
 
     async def meta_get_many(self, keys: Sequence[str]) -> dict[str, str | None]:
         """Several meta values in one crossing."""
-        values = _py(await self._idb.metaGetMany(self._js(list(keys))))
+        values = js_to_py(await self._idb.metaGetMany(self._js(list(keys))))
         return {k: (None if v is None else str(v)) for k, v in zip(keys, values, strict=True)}
 
     async def meta_put(self, key: str, value: str | None) -> None:

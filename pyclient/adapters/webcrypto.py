@@ -23,7 +23,7 @@ from pyclient import keys as kh
 from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
 from pyclient.errors import AppError
 
-from .indexeddb_store import _py
+from .indexeddb_store import js_to_py
 
 KEY_STATE_META = "keys.state."  # + key id: the KeyState JSON of that data key, next to the keyring blob
 
@@ -48,14 +48,14 @@ class JsCipher:
         await self.js.importAesKeys(into, self._to_js(list(names)), self._to_js(list(raws)))
 
     async def gcm_seal(self, key: Any, jobs: Sequence[kh.GcmJob]) -> list[bytes]:
-        return [bytes(c) for c in _py(await self.js.encryptBatch(key, self._to_js([list(j) for j in jobs])))]
+        return [bytes(c) for c in js_to_py(await self.js.encryptBatch(key, self._to_js([list(j) for j in jobs])))]
 
     async def gcm_open(self, key: Any, jobs: Sequence[kh.GcmJob]) -> list[bytes | None]:
         return await self.open_named(key, [("", *j) for j in jobs])
 
     async def open_named(self, keys: Any, jobs: Sequence[tuple[str, bytes, bytes, bytes]]) -> list[bytes | None]:
         """Jobs (key name in the JS Map ``keys``, nonce, aad, ciphertext); None where the tag fails."""
-        out = _py(await self.js.decryptBatch(keys, self._to_js([list(j) for j in jobs])))
+        out = js_to_py(await self.js.decryptBatch(keys, self._to_js([list(j) for j in jobs])))
         return [None if p is None else bytes(p) for p in out]
 
 
@@ -71,7 +71,7 @@ class IdbKeyState:
     async def __call__(self, expected: kh.KeyState, new: kh.KeyState) -> None:
         kh.compare_and_swap(expected, expected=expected, new=new)  # new must advance the same key
         new_raw = json.dumps(new.to_dict())
-        res = _py(await self._idb.metaCas(KEY_STATE_META + new.key_id, self._raw, new_raw))
+        res = js_to_py(await self._idb.metaCas(KEY_STATE_META + new.key_id, self._raw, new_raw))
         swapped, stored_raw = bool(res[0]), res[1]
         if swapped:
             self._raw = new_raw
