@@ -40,6 +40,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.fhir_rest import SEARCH_TERMS, ensure_database, manage  # noqa: E402
+from bench.sections import section_write  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scale_bench"
 SECTION = "## Scale: FHIR REST with 1 and 2 workers, 100 sync devices, push jobs (bench/scale_bench.py)"
@@ -455,10 +456,6 @@ def write_results(report: dict[str, Any]) -> None:
     data.setdefault("detail", {})["scale"] = {k: v for k, v in report.items() if k != "metrics"}
     path.write_text(json.dumps(data, indent=2) + "\n")
     md = REPO / "BENCHMARKS.md"
-    text = md.read_text() if md.exists() else ""
-    if SECTION in text:
-        text = text[: text.index(SECTION)].rstrip() + "\n"
-        # (this section is always the last one this script owns; anything after it is kept below)
     m, f = report["metrics"], report["figures"]
     rows = [
         ("read GET Patient/<id>", "read", "floor_read"), ("search Patient?name=&_count=20", "search", "floor_read"),
@@ -500,7 +497,9 @@ def write_results(report: dict[str, Any]) -> None:
                      f"{j['job_seconds']} s on one solo Celery worker, committed in chunks of 100): create p95 "
                      f"**{j['create_p95_ms']} ms**, no worse than creates with no job running (load {j['load_before']}→{j['load_after']}).")  # fmt: skip
     lines += ["", "Command: `.venv/bin/python -m bench.scale_bench` (needs `wrk`, PostgreSQL, REDIS_URL for the job figure).", ""]
-    md.write_text(text.rstrip() + "\n\n" + "\n".join(lines))
+    # Only this section is replaced: the sections after it (HL7, CDS, bulk, ...) belong to other scripts and
+    # stay (this used to truncate the file at its heading and drop them).
+    section_write(md, SECTION, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
