@@ -10,14 +10,37 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
 import types
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 
-# These tests need a call that really suspends while the lock runs, so an event loop (pytest-asyncio on
-# CPython). Pyodide's test runner drives coroutines without a loop, so the module is CPython-only there.
-pytest.importorskip("pytest_asyncio", reason="needs an event loop that suspends (pytest-asyncio); Pyodide's runner has none")
+# These tests need a call that really suspends while the lock runs, so an event loop of their own: each runs
+# in a fresh loop on its own thread (the suite's other tests may leave a loop running on the main thread, e.g.
+# Playwright's). Pyodide's test runner drives coroutines without a loop and has no threads: CPython only there.
+if sys.platform == "emscripten":
+    pytest.skip("needs an event loop that suspends and a thread to run it", allow_module_level=True)
+
+
+def _in_fresh_loop[T](make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(make())`` on a new thread, whatever loop the calling thread has running."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = asyncio.run(make())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            out["error"] = exc
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "the call did not finish in 60 s"
+    if "error" in out:
+        raise out["error"]
+    return out["value"]  # type: ignore[no-any-return]
 
 if "pyodide" not in sys.modules:  # CPython: BrowserApp only needs to_js to build; the fakes below are Python
     try:
@@ -63,13 +86,13 @@ async def _list_while(lock: bool) -> dict[str, Any]:
     return dict(json.loads(await call)["error"])
 
 
-async def test_a_patient_list_cut_short_by_the_idle_lock_says_the_app_locked() -> None:
-    err = await _list_while(lock=True)
+def test_a_patient_list_cut_short_by_the_idle_lock_says_the_app_locked() -> None:
+    err = _in_fresh_loop(lambda: _list_while(lock=True))
     assert err["kind"] == "locked"
     assert "locked before this finished" in err["message"] and "PIN" in err["message"]
     assert err["message"] != UNEXPECTED
 
 
-async def test_a_real_fault_without_a_lock_still_gets_the_generic_words() -> None:
-    err = await _list_while(lock=False)  # no crypto here: a genuine failure of the call
+def test_a_real_fault_without_a_lock_still_gets_the_generic_words() -> None:
+    err = _in_fresh_loop(lambda: _list_while(lock=False))  # no crypto here: a genuine failure of the call
     assert err == {"kind": "bug", "message": UNEXPECTED}
