@@ -210,10 +210,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._bench = bool(bench)
         self._checks = True  # store integrity checks; only bench_integrity(False) turns them off (to measure them)
         self.integrity_s = 0.0  # wall time spent in the integrity checks (MACs, manifests): bench attribution
-        # Patient manifests as this tab last read or wrote them, the most recent ones only (bounded: issue 13,
-        # memory flat in the scope). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch
-        # re-reads.
-        self._mcache = ManifestCache()
         self._background: set[Any] = set()  # audit writes of reads, kept alive until done
         self.pin_policy = pg.PinPolicy()  # attempts before delay / wipe (configurable: set before unlock)
         self._rows = _BrowserRows(self)
@@ -228,14 +224,21 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._index: bi.IndexKeys | None = None
         self._ref_key: bytes | None = None
         self._owner_key: bytes | None = None  # opens the rows' owner tokens (blindindex.owner_token)
-        self._owner_made: dict[str, str] = {}  # owner token -> patient token, made since the last commit
-        self._ref_memo: dict[str, str] = {}  # patient id -> patient token (cleared with the keys)
         self.machine: SyncMachine | None = None
         self._username: str | None = None
         self._store_key: bytes | None = None  # row-MAC key (pyclient.integrity.store_key)
         self._quarantine: dict[tuple[str, str], dict[str, Any]] = {}
         self._recovery_info = None  # the recovery token leaves memory on lock too
         self._held_verified = False  # the anti-rollback exchange ran in this unlocked session
+        self._drop_key_caches()
+
+    def _drop_key_caches(self) -> None:
+        """Forget what was derived from the installed keys: at lock, and when another keyring is installed."""
+        self._owner_made: dict[str, str] = {}  # owner token -> patient token, made since the last commit
+        self._ref_memo: dict[str, str] = {}  # patient id -> patient token
+        # Patient manifests as this tab last read or wrote them, the most recent ones only (bounded: issue 13,
+        # memory flat in the scope). Safe to be stale: every write compare-and-swaps the row MAC and a mismatch
+        # re-reads.
         self._mcache = ManifestCache()
         # Rows written since a pull reset (a first sync), when every one went through this tab: a row it
         # certainly never wrote does not exist, so its old patient token need not be read (fixed size).
@@ -421,10 +424,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             raise AppError("The keyring has no search key.")
         # Tokens and manifests cached under another keyring are wrong under this one: online only's tab key,
         # then a PIN when the device may keep data again (issue 13) installs a second keyring without a lock.
-        self._ref_memo = {}
-        self._owner_made = {}
-        self._mcache = ManifestCache()
-        self._seen = None
+        self._drop_key_caches()
         raw_state = await self.store.meta_get(KEY_STATE_META + keyring.active_data.key_id)
         if raw_state is None:
             raise AppError("Encryption counter state is missing: sign out and in again to rotate keys.")
