@@ -1,4 +1,4 @@
-"""PostgreSQL ``COPY`` for the write path's batches (bulk ``$import``, sync pushes, bundles).
+"""PostgreSQL ``COPY`` for the write path's large batches (bulk ``$import``, big pushes and bundles).
 
 Why: ``bulk_create`` and the ``INSERT .. SELECT unnest(arrays)`` of ``services._insert_rows`` go through
 psycopg's client-side binding (Django's cursor), which quotes every JSON body into an array literal with a
@@ -7,12 +7,13 @@ and Django's per-field ``get_db_prep_save``. ``COPY .. FROM STDIN`` streams the 
 row formatter instead, and the ids come first from the table's own identity sequence (one ``nextval`` query
 for the batch) so callers still get the primary keys they need for the index rows and the feed seal.
 
-A single row (one REST PUT) keeps the ordinary statements; from ``COPY_MIN`` rows on ``COPY`` costs less CPU than
-``bulk_create`` (measured on 2026-12-02, 10 ResourceVersion rows: 0.45-0.59 ms of Python CPU by COPY with its
-``nextval`` query, 1.07-1.14 ms by ``bulk_create``; 2 rows 0.29-0.31 vs 0.56-0.65 ms; 1 row about even), which
-is what a sync push of 10 mutations pays once per table. Everything runs on Django's connection, inside the
-caller's transaction; database errors come out as Django's (``IntegrityError`` on a duplicate key), as from any
-ORM statement, so callers catch one kind.
+Small writes (one REST PUT, a sync push of 10) keep the ordinary statements: ``COPY`` costs less Python CPU
+even for 10 rows (measured 2026-12-02: 10 ResourceVersion rows 0.45-0.59 ms by COPY with its ``nextval`` query,
+1.07-1.14 ms by ``bulk_create``), but it is three round trips instead of one, and with 16 requests sharing two
+GILs every round trip waits for the GIL again: at COPY_MIN = 2 the 100-device sync bench did not get faster
+(bench/scale_bench.py --sync-only, alternating, load 20+). ``COPY_MIN`` is where it clearly pays. Everything runs
+on Django's connection, inside the caller's transaction; database errors come out as Django's
+(``IntegrityError`` on a duplicate key), as from any ORM statement, so callers catch one kind.
 
 ``Ready`` is what the write path would compute from a body that needs no database (its search-index rows,
 compartment patients and JSON text), computed ahead by the bulk import's worker processes
@@ -29,7 +30,7 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
-COPY_MIN = 2
+COPY_MIN = 64
 
 
 class Ready(NamedTuple):

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -293,17 +293,27 @@ _LOG_COLUMNS = ("user_id", "mutation_id", "device_id", "request_hash", "status",
 
 
 def _log_insert(rows: list[AppliedMutation]) -> None:
-    """Store the batch's idempotency log rows: one ``COPY`` on PostgreSQL (half the CPU of ``bulk_create``'s
-    compiled INSERT for a push of 10, see ``fhir.bulkwrite``), ``bulk_create`` elsewhere. A duplicate
-    (user, mutationId) is an ``IntegrityError`` either way."""
-    if not bulkwrite.copy_ok(len(rows)):
+    """Store the batch's idempotency log rows in one statement without the ORM's INSERT compiler: on PostgreSQL
+    ``INSERT .. SELECT unnest(arrays)`` (half the Python CPU of ``bulk_create`` for a push of 10, and still
+    one round trip), ``COPY`` for a big batch (``fhir.bulkwrite``), ``bulk_create`` elsewhere. A duplicate
+    (user, mutationId) is Django's ``IntegrityError`` either way."""
+    if connection.vendor != "postgresql":
         AppliedMutation.objects.bulk_create(rows)
         return
     now = timezone.now()
-    bulkwrite.copy_rows(AppliedMutation, _LOG_COLUMNS, [
-        (r.user_id, r.mutation_id, r.device_id, r.request_hash, r.status, json.dumps(r.result), r.resource_type,
-         r.resource_id, now) for r in rows
-    ])  # fmt: skip
+    values = [(r.user_id, r.mutation_id, r.device_id, r.request_hash, r.status, json.dumps(r.result), r.resource_type,
+               r.resource_id, now) for r in rows]  # fmt: skip
+    if bulkwrite.copy_ok(len(values)):
+        bulkwrite.copy_rows(AppliedMutation, _LOG_COLUMNS, values)
+        return
+    columns = [list(c) for c in zip(*values, strict=True)]
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO sync_appliedmutation ({', '.join(_LOG_COLUMNS)}) SELECT unnest(%s::bigint[]), "  # noqa: S608
+            "unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]), unnest(%s::jsonb[]), "
+            "unnest(%s::text[]), unnest(%s::text[]), unnest(%s::timestamptz[])",
+            columns,
+        )
 
 
 def _replay(user: User, m: Mutation, h: str, prev: AppliedMutation | None) -> MutationResult | None:

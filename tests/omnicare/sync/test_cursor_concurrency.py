@@ -256,10 +256,11 @@ def test_concurrent_overlapping_pushes_on_sqlite(user: Any) -> None:
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_devices_creating_the_same_new_records_at_once_get_answers_not_errors(user: Any) -> None:
-    """Four devices push the same 10 new Observation ids at the same moment, as the API does (the savepoint-free
+    """Four devices push the same 70 new Observation ids at the same moment, as the API does (the savepoint-free
     attempt first, redone the careful way when the store refuses a duplicate key). Every mutation gets an
-    answer and is logged once; every record exists once. The batch writes by COPY on PostgreSQL: a duplicate
-    key there must still be the IntegrityError the push redoes, not an error that fails the request."""
+    answer and is logged once; every record exists once. A batch that size is written by COPY on PostgreSQL
+    (``fhir.bulkwrite.COPY_MIN``): a duplicate key there must still be the IntegrityError the push redoes, not
+    an error that fails the request (it was psycopg's UniqueViolation, a 500)."""
     _needs_shareable_db()
     from omnicare.access.roles import PHYSICIAN, role_assign
     from omnicare.fhir.models import Resource, ResourceVersion
@@ -275,7 +276,7 @@ def test_devices_creating_the_same_new_records_at_once_get_answers_not_errors(us
 
     def device(d: int, rnd: int, start: threading.Barrier) -> None:
         muts = [{"mutationId": f"cn{rnd}-d{d}-{i}", "op": "put", "resourceType": "Observation", "id": f"cn{rnd}-{i}",
-                 "baseVersion": None, "resource": observation(f"cn{rnd}-{i}", "cn", 60.0 + d)} for i in range(10)]  # fmt: skip
+                 "baseVersion": None, "resource": observation(f"cn{rnd}-{i}", "cn", 60.0 + d)} for i in range(70)]  # fmt: skip
         request = PushRequest.from_json({"deviceId": f"cn-d{d}", "mutations": muts})
 
         def run(optimistic: bool) -> Any:
@@ -292,7 +293,7 @@ def test_devices_creating_the_same_new_records_at_once_get_answers_not_errors(us
         finally:
             connection.close()
 
-    for rnd in range(3):  # timing-dependent: a few rounds so the writes really overlap
+    for rnd in range(2):  # timing-dependent: a few rounds so the writes really overlap
         start = threading.Barrier(4)
         threads = [threading.Thread(target=device, args=(d, rnd, start)) for d in range(4)]
         for t in threads:
@@ -301,9 +302,9 @@ def test_devices_creating_the_same_new_records_at_once_get_answers_not_errors(us
             t.join(120)
     close_old_connections()
     assert not errors, errors
-    assert len(answers) == 3 * 4 * 10
+    assert len(answers) == 2 * 4 * 70
     assert {s for _, s in answers} <= {"applied", "merged", "conflict"}, answers
-    ids = [f"cn{rnd}-{i}" for rnd in range(3) for i in range(10)]
-    assert Resource.objects.filter(resource_type="Observation", resource_id__in=ids).count() == 30
-    assert ResourceVersion.objects.filter(resource_type="Observation", resource_id__in=ids, version_id=1).count() == 30
-    assert AppliedMutation.objects.filter(mutation_id__startswith="cn").count() == 3 * 4 * 10
+    ids = [f"cn{rnd}-{i}" for rnd in range(2) for i in range(70)]
+    assert Resource.objects.filter(resource_type="Observation", resource_id__in=ids).count() == 140
+    assert ResourceVersion.objects.filter(resource_type="Observation", resource_id__in=ids, version_id=1).count() == 140
+    assert AppliedMutation.objects.filter(mutation_id__startswith="cn").count() == 2 * 4 * 70
