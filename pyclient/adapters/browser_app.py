@@ -1359,6 +1359,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             recovering = machine.recovery is not None
             notices += await self._epoch_recover(machine)
             phase = await self._device_set_sync(machine, now=_now(), first=first, force=manual)  # issue 13
+            if phase == "resumed":  # a first sync cut short (the idle lock): its pins are here, the tail goes on
+                self._emit({"type": "device-set", "phase": "pinned-ready"})
             notices += await self._pull(machine, first=first)
             if machine.recovery == "collect":  # the pull met a new server epoch (a restored server)
                 recovering = True
