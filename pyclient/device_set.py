@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from .protocol import ProtocolError
 
@@ -162,24 +162,6 @@ class DevicePlan:
     def over_budget(self) -> bool:
         """The pins alone need more than the budget: they are kept anyway, and the screen says so."""
         return self.bytes_used > self.budget_bytes
-
-
-def first_sync_step(plan: DevicePlan, held_now: Iterable[str]) -> Literal["pins", "resume", "whole"]:
-    """What a first sync asks the server for before it pulls.
-
-    ``pins``: the pinned patients only, so the chart is usable before the rest (the prefetch tail) arrives.
-    ``resume``: the whole plan at once, and the chart is usable now: every pin and some of the tail are on the
-    device already — a first sync cut short in its tail (the idle lock, a closed tab, the network) and taken up
-    again. Asking for the pins only would make the server drop the tail this device holds, then send it again.
-    ``whole``: the whole plan, nothing to say yet — there is no tail, or the tail began before every pin arrived.
-    """
-    held = set(held_now)
-    tail = [h for h in plan.held if not h.pinned]
-    if not tail:
-        return "whole"
-    if not any(h.patient_id in held for h in tail):
-        return "pins"
-    return "resume" if all(h.patient_id in held for h in plan.held if h.pinned) else "whole"
 
 
 def plan_device_set(

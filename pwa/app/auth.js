@@ -198,8 +198,8 @@ export async function unlocked({ first }) {
   if (!done) {
     state.firstSync = true;
     progress(true, 0, null);
-    // Taken up again after the lock cut it short: the pull goes on from its stored cursor and the device set
-    // keeps what arrived (pyclient.device_set.first_sync_step), so say that rather than "downloading" anew.
+    // Taken up again after the lock cut it short: the pull goes on from its stored cursor (every page is
+    // written with the cursor after it), so say that rather than "downloading" anew.
     const again = state.firstSyncCut;
     state.firstSyncCut = false;
     screen("First sync", h("section", { class: "card center", id: "first-sync", "data-resumed": again ? "1" : "0" },
@@ -232,15 +232,18 @@ export async function unlocked({ first }) {
 export async function lock(reason) {
   if (!state.unlocked) return;
   state.unlocked = false;
+  // A download cut short (the idle lock outlasted by a large first sync or its prefetch tail) goes on at unlock
+  // from the stored pull cursor: said on the unlock screen, so nobody signs out and starts again.
+  const busy = !!state.runner.running;
   state.query = ""; // a search may contain a patient's name
   state.runner.stop();
   await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
   await hooks.keepDraft(); // a half-typed form is sealed with the device keys before they go (issue 18 item 10)
-  state.firstSyncCut = state.firstSync || !(await state.py.call("first_sync_done").catch(() => true));
+  state.firstSyncCut = state.firstSync;
   await state.py.call("lock");
   if (await hooks.lockedOnlineOnly?.(signInScreen)) return; // online only: memory wiped, sign in again
-  const cut = state.firstSyncCut
-    ? " The first sync goes on from where it stopped; what arrived is kept." : "";
+  const cut = state.firstSyncCut ? " The first sync goes on from where it stopped; what arrived is kept."
+    : busy ? " The download goes on from where it stopped; what arrived is kept." : "";
   unlockScreen(reason === "idle" ? `Locked after inactivity. Enter your PIN to continue.${cut}` : (cut.trim() || null));
 }
 

@@ -1349,6 +1349,11 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         machine = self._require_unlocked()
         if self._read_only:
             return self.status()
+        if first and await self.first_sync_done():
+            # The pins arrived already: the round that asked for a first sync was cut short in its prefetch tail
+            # (the idle lock outlasted by a large scope; the runner asks again). Asking for the pins only now
+            # would make the server drop the tail on the device and send it again: go on from the cursor instead.
+            first = False
         self.syncing = True
         try:
             await self._register_device(machine)
@@ -1359,8 +1364,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             recovering = machine.recovery is not None
             notices += await self._epoch_recover(machine)
             phase = await self._device_set_sync(machine, now=_now(), first=first, force=manual)  # issue 13
-            if phase == "resumed":  # a first sync cut short (the idle lock): its pins are here, the tail goes on
-                self._emit({"type": "device-set", "phase": "pinned-ready"})
             notices += await self._pull(machine, first=first)
             if machine.recovery == "collect":  # the pull met a new server epoch (a restored server)
                 recovering = True

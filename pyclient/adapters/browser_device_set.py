@@ -15,7 +15,7 @@ from typing import Any
 
 from pyclient import integrity as ig
 from pyclient import storage_mode as sm
-from pyclient.device_set import DevicePlan, DeviceSetOffer, first_sync_step, plan_device_set
+from pyclient.device_set import DevicePlan, DeviceSetOffer, plan_device_set
 from pyclient.protocol import ProtocolError
 from pyclient.sync import SyncMachine
 from pyclient.views.device_set import device_set_view, online_only_device_view
@@ -107,9 +107,7 @@ class DeviceSetMixin:
     async def _device_set_sync(self, machine: SyncMachine, *, now: float, first: bool, force: bool = False) -> str:
         """Before a pull: plan and tell the server. Returns ``"pins"`` when only the pinned patients were asked
         for (a first sync: the chart is usable before the rest — the prefetch tail — arrives; the caller pulls,
-        then calls again with ``force``), ``"resumed"`` when a first sync cut short in its tail goes on with the
-        whole plan (its pins are here: usable now), ``"set"`` when the whole plan was sent, ``""`` when nothing
-        changed (:func:`pyclient.device_set.first_sync_step` decides which)."""
+        then calls again with ``force``), ``"set"`` when the whole plan was sent, ``""`` when nothing changed."""
         if not (first or force) and now < self._ds_checked + REPLAN_S:
             return ""
         offer = await self._ds_fetch(machine)
@@ -119,13 +117,10 @@ class DeviceSetMixin:
         self._ds_offer = offer
         plan = self._ds_plan = await self._ds_plan_now(machine, offer)
         store: Any = self.store  # type: ignore[attr-defined]
-        step = first_sync_step(plan, await self._ds_held_now()) if first and not force else "whole"
-        if step == "pins":
+        if first and not force and any(not h.pinned for h in plan.held):
             # Pins first, even when everything fits: the chart is usable before the prefetch tail arrives.
             pins = sorted(h.patient_id for h in plan.held if h.pinned)
             return "pins" if await self._ds_post(machine, pins, plan) else ""
-        if step == "resume":  # cut short in its tail: go on from there, never drop what arrived
-            return "resumed" if await self._ds_post(machine, plan.patient_ids, plan) else ""
         if not plan.not_held and not plan.evict and not await store.meta_get(M_SET_POSTED):
             return ""  # everything fits and the server was never told otherwise: it sends the whole scope
         ok = await self._ds_post(machine, plan.patient_ids, plan)

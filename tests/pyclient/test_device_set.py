@@ -8,7 +8,6 @@ import pytest
 from pyclient.device_set import (
     Candidate,
     DeviceSetOffer,
-    first_sync_step,
     plan_device_set,
     sealed_bytes,
 )
@@ -48,22 +47,6 @@ def test_pins_are_held_and_the_rest_fill_the_budget_in_rank_order() -> None:
     assert [h.pinned for h in plan.held] == [True, True, True, False, False]
     assert plan.not_held == 1 and plan.bytes_used == 200 * KB and not plan.over_budget
     assert plan.patient_ids == sorted(ids)
-
-
-def test_a_first_sync_cut_short_in_its_tail_goes_on_from_there_and_keeps_what_arrived() -> None:
-    """The idle lock (5 minutes) comes before a 200,000-record first sync ends. At unlock the first sync starts
-    again: asking for the pins only would make the server drop the tail the device already holds and send it
-    again. Pins first only while no tail patient has arrived; with every pin and part of the tail here, the
-    whole plan, and the chart is usable at once."""
-    o = offer(200 * KB, cand("team", 0.1, "care-team"), cand("ward", 0.3, "ward:Ward 3"), cand("p-high", 0.9),
-              cand("p-mid", 0.5))
-    fresh = plan_device_set(o)
-    assert first_sync_step(fresh, []) == "pins"
-    assert first_sync_step(fresh, ["team"]) == "pins"  # cut short among the pins: the pins' pull goes on
-    cut = plan_device_set(o, held_now=["team", "ward", "p-high"])  # cut short in the tail
-    assert first_sync_step(cut, ["team", "ward", "p-high"]) == "resume"
-    assert first_sync_step(cut, ["team", "p-high"]) == "whole"  # a pin still missing: nothing usable to say
-    assert first_sync_step(plan_device_set(offer(200 * KB, cand("team", 0.1, "care-team"))), ["team"]) == "whole"
 
 
 def test_the_same_offer_gives_the_same_set_whatever_the_order() -> None:
