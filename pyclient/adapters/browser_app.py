@@ -1376,6 +1376,11 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         machine = self._require_unlocked()
         if self._read_only:
             return self.status()
+        if first and await self.first_sync_done():
+            # The pins arrived already: the round that asked for a first sync was cut short in its prefetch tail
+            # (the idle lock outlasted by a large scope; the runner asks again). Asking for the pins only now
+            # would make the server drop the tail on the device and send it again: go on from the cursor instead.
+            first = False
         self.syncing = True
         try:
             await self._register_device(machine)
