@@ -331,7 +331,7 @@ def _date_arg(param: str, raw: str) -> tuple[str, datetime, datetime]:
 
 # A value's shape: which branch of the query it takes (the SQL's structure), apart from the values bound into it.
 # ``_value_parts`` decides the branch from the raw text; ``_value_q`` builds the filter from the shape and the
-# values alone, so two searches of the same shapes compile to the same SQL (``CompiledSearch``).
+# values alone, so two searches of the same shapes compile to the same SQL (``fhir/sqlcache.py``).
 Shape = tuple[Any, ...]
 
 
@@ -434,7 +434,7 @@ class ParsedSearch:
 
     def filters(self, bind: Any = None) -> list[Q]:
         """One filter per parameter; ``bind`` maps each value to what goes into the filter (a placeholder when
-        the SQL is compiled for reuse, see ``CompiledSearch``)."""
+        the SQL is compiled for reuse, see ``fhir/sqlcache.py``)."""
         out = []
         for key, term in self.terms:
             if isinstance(term, Q):

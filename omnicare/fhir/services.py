@@ -1093,7 +1093,8 @@ def resource_search(
 
         def build() -> tuple[sqlcache.Compiled, sqlcache.Compiled] | None:
             every, page = querysets(sqlcache.placeholders())
-            page_c, count_c = sqlcache.compile_queryset(page, len(values)), sqlcache.compile_queryset(every, len(values))
+            page_c = sqlcache.compile_queryset(page, len(values))
+            count_c = sqlcache.compile_queryset(every.values("pk"), len(values))
             return (page_c, count_c) if page_c and count_c else None
 
         compiled = sqlcache.cached((shape, None if visible_ids is None else len(visible_ids), sort_key, desc, count),
