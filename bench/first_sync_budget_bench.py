@@ -169,7 +169,7 @@ def run_once(pw: Any, url: str, *, first_pinned: str, expect_min: int, timeout: 
                 # What the device's plan holds (the budget may leave some of the scope on the server): the sync
                 # is complete when that many are stored, not when the pins are (they arrive first).
                 v = page.evaluate("() => window.omnicare.py.call('device_set', { online: true })")
-                expect = max(expect_min, len(v["rows"]))
+                expect = max(expect_min, int(v.get("rowsTotal", len(v["rows"]))))  # rows: one page of them
             if first_chart and expect:
                 # Counted in IndexedDB directly (the "t" index of the records store): asking Python for the
                 # patient list would decrypt every patient at every poll — the bench's own load, not the app's.
