@@ -15,7 +15,7 @@ import contextvars
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -330,9 +330,10 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
 
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
-# CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index
-# probes (:func:`_care_team_epoch`): a committed change always raises max(seq) (positions are taken at commit, in
-# commit order, fhir.services._bump_feed), and this transaction's own uncommitted writes carry fresh negative
+# CareTeam/Practitioner versions are as they were when it was computed, checked with one query of index probes
+# (:func:`_care_team_epoch`): once the highest version of a type is settled (no smaller position still in
+# flight: fhir.services.feed_settled), every later commit of that type raises max(seq); an epoch whose highest
+# version is not settled yet is not cached. This transaction's own uncommitted writes carry fresh negative
 # provisional positions from a sequence (never reused), which lower min(seq). So no process ever serves a care
 # team older than what its transaction can read. PostgreSQL only: on SQLite positions are taken inline from a
 # counter row that a rollback rewinds, so an equal position can mean different teams.
@@ -340,12 +341,37 @@ _CARE_TEAM_CACHE: dict[tuple[str, Any, str], tuple[tuple[Any, ...], frozenset[st
 _CARE_TEAM_CACHE_MAX = 10_000
 
 
-_CARE_TEAM_EPOCH_SQL = (
-    "SELECT (SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
-    "(SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner'), "
-    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
-    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner')"
-)  # four probes of the (resource_type, seq) index
+def _epoch_sql(types: Sequence[str]) -> str:
+    """Per type: max(seq), min(seq) and the allocation stamp of the max row (index probes), then the
+    snapshot's bounds (for :func:`_settled_epoch`)."""
+    probes = []
+    for t in types:  # fixed type names, no input
+        probes += [
+            f"(SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')",  # noqa: S608
+            f"(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')",  # noqa: S608
+            f"(SELECT xmin::text::bigint FROM fhir_resourceversion WHERE resource_type = '{t}' "  # noqa: S608
+            "ORDER BY seq DESC LIMIT 1)",
+        ]
+    return ("SELECT " + ", ".join(probes) + ", pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+
+
+def _settled_epoch(row: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    """The epoch of an :func:`_epoch_sql` row, or None (do not cache) while a type's highest version is not
+    settled: a smaller position of that type may still commit without raising max(seq)."""
+    from omnicare.fhir.services import feed_horizon_applies, feed_settled
+
+    if not row:
+        return None
+    *probes, xmin, xmax = row
+    if feed_horizon_applies():
+        for stamp in probes[2::3]:
+            if stamp is not None and not feed_settled(int(stamp), int(xmin), int(xmax)):
+                return None
+    return tuple(probes)
+
+
+_CARE_TEAM_EPOCH_SQL = _epoch_sql(("CareTeam", "Practitioner"))
 
 
 def _care_team_epoch() -> tuple[Any, ...] | None:
@@ -355,8 +381,8 @@ def _care_team_epoch() -> tuple[Any, ...] | None:
         return None
     with connection.cursor() as cur:
         cur.execute(_CARE_TEAM_EPOCH_SQL)
-        row = cur.fetchone()
-    return (connection.alias, *row) if row else None
+        epoch = _settled_epoch(cur.fetchone())
+    return (connection.alias, *epoch) if epoch is not None else None
 
 
 def care_team_patient_ids(*, user: Any) -> frozenset[str]:
@@ -609,10 +635,7 @@ def _team_and_grants(user: Any) -> frozenset[str]:
 # probes, the same reasoning as _CARE_TEAM_EPOCH_SQL), and within the same clock hour (it depends on the time:
 # "the last 14 days", "today and tomorrow"). Without it every physician's read cost six more queries.
 _WARD_SCOPE_TYPES = ("PractitionerRole", "Encounter", "Appointment", "Location", "Practitioner")
-_WARD_SCOPE_EPOCH_SQL = "SELECT " + ", ".join(  # noqa: S608 - fixed type names above, no input
-    f"(SELECT {f}(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')"  # noqa: S608
-    for t in _WARD_SCOPE_TYPES for f in ("max", "min")
-)
+_WARD_SCOPE_EPOCH_SQL = _epoch_sql(_WARD_SCOPE_TYPES)
 _WARD_SCOPE_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], frozenset[str]]] = {}
 
 
@@ -627,7 +650,9 @@ def _wards_and_schedule(user: Any) -> frozenset[str]:
         return compute()
     with connection.cursor() as cur:
         cur.execute(_WARD_SCOPE_EPOCH_SQL)
-        epoch = tuple(cur.fetchone() or ())
+        epoch = _settled_epoch(cur.fetchone())
+    if epoch is None:
+        return compute()
     key = (connection.alias, user.pk, user.get_username(), timezone.localtime().strftime("%Y-%m-%d %H"))
     hit = _WARD_SCOPE_CACHE.get(key)
     if hit is not None and hit[0] == epoch:
