@@ -21,7 +21,7 @@ from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.services import Write, resources_import
 from omnicare.sync import services
 from tests.conftest import database_is_postgres, requires_postgres
-from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner
+from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner, wait_settled
 
 WRITERS = 4
 READERS = 3
@@ -34,18 +34,6 @@ def _needs_shareable_db() -> None:
     # file when live-server tests are collected (always in a full run); else say how to get one.
     if "mode=memory" in str(connection.settings_dict["NAME"]):
         pytest.skip("needs a file SQLite test DB: OMNICARE_TEST_DB_NAME=/tmp/omnicare-test.sqlite3")
-
-
-def wait_settled() -> None:
-    """Until every committed version is below the feed's horizon (a transaction anywhere on the PostgreSQL
-    cluster, another test database's included, can hold it back for a moment)."""
-    from omnicare.fhir.models import ResourceVersion
-    from omnicare.fhir.services import feed_head
-
-    last = max(ResourceVersion.objects.values_list("seq", flat=True), default=0)
-    deadline = time.monotonic() + 60
-    while feed_head() < last and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def run_concurrent_feed(user: Any, seed: int) -> None:
