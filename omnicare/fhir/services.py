@@ -150,7 +150,7 @@ def _bump_feed(k: int) -> int:
     SQLite serialises writers with the database lock (transaction_mode IMMEDIATE), taken at the transaction's
     first statement and held through COMMIT, so positions taken anywhere in the transaction are in commit order
     and a reader doing ``seq > cursor`` never skips. Upsert rather than UPDATE so a flushed table (tests)
-    recreates the row. PostgreSQL never calls this: see :func:`feed_horizon`.
+    recreates the row. PostgreSQL never calls this: see :func:`feed_settled`.
     """
     with connection.cursor() as cur:
         cur.execute(
@@ -214,10 +214,10 @@ def _feed_seal() -> None:
     """Right before COMMIT (PostgreSQL): give this transaction's surviving versions their real feed positions,
     in insertion order (versions whose savepoint rolled back are gone from the table and are skipped).
 
-    Two round trips and no lock: (1) ``nextval`` for every position; (2) in ONE message, a savepoint, the
-    UPDATE that writes the positions, and its release. The UPDATE runs in a subtransaction, so the rows it
+    One round trip and no lock: ONE message that takes every position (``nextval``), then opens a savepoint,
+    writes the positions with an UPDATE and releases it. The UPDATE runs in a subtransaction, so the rows it
     writes carry a fresh transaction id (their ``xmin``), assigned after every position was taken: the
-    "allocation stamp" that :func:`feed_horizon` compares with a reader's snapshot. The order matters: a
+    "allocation stamp" that :func:`feed_settled` compares with a reader's snapshot. The order matters: a
     position taken after the stamp would break the proof there, hence positions first, stamp second.
     """
     state: dict[str, Any] = connection.tx_state  # type: ignore[attr-defined]
@@ -235,21 +235,35 @@ def _feed_seal() -> None:
             alive = [int(v.pk) for v in pending]
         if not alive:
             return
-        seqs = _feed_positions(len(alive))
-        # No parameters, so psycopg sends the three statements as one simple query (one round trip); the
-        # arrays hold integers only. The savepoint is released in the same message: Django never sees it.
-        ids_sql = "{" + ",".join(str(int(i)) for i in alive) + "}"
-        seqs_sql = "{" + ",".join(str(int(s)) for s in seqs) + "}"
-        stamp_sql = (
-            "SAVEPOINT omnicare_feed_stamp; UPDATE fhir_resourceversion AS v SET seq = u.seq "  # noqa: S608
-            f"FROM unnest('{ids_sql}'::bigint[], '{seqs_sql}'::bigint[]) AS u(id, seq) WHERE v.id = u.id; "
-            "RELEASE SAVEPOINT omnicare_feed_stamp"
-        )  # integers only, formatted above
-        cur.execute(stamp_sql)
+        seqs = _feed_stamp(alive)
     final = dict(zip(alive, seqs, strict=True))
     for v in pending:
         if v.pk in final:
             v.seq = final[v.pk]
+
+
+def _feed_stamp(alive: list[int]) -> list[int]:
+    """Give the versions ``alive`` (ids, in feed order) new positions and stamp them; returns the positions."""
+    with connection.cursor() as cur:
+        # One message, no parameters (psycopg sends it as one simple query: one round trip; only integers are
+        # formatted in), four statements in this order: (1) take the positions (kept in a transaction-local
+        # setting for the UPDATE, and returned); (2)-(4) a savepoint, the UPDATE that writes them, its release
+        # (Django never sees the savepoint). The UPDATE's rows get the subtransaction's id as their stamp,
+        # assigned after (1) finished: feed_settled's step 2.
+        ids_sql = "{" + ",".join(str(int(i)) for i in alive) + "}"
+        seal_sql = (
+            "SELECT set_config('omnicare.feed_seqs', (SELECT string_agg(n::text, ',' ORDER BY n) FROM "  # noqa: S608
+            f"(SELECT nextval('fhir_feed_seq') AS n FROM generate_series(1, {len(alive)})) AS g), true); "
+            "SAVEPOINT omnicare_feed_stamp; UPDATE fhir_resourceversion AS v SET seq = u.seq "
+            f"FROM unnest('{ids_sql}'::bigint[], "
+            "string_to_array(current_setting('omnicare.feed_seqs'), ',')::bigint[]) AS u(id, seq) "
+            "WHERE v.id = u.id; RELEASE SAVEPOINT omnicare_feed_stamp"
+        )  # integers only, formatted above
+        cur.execute(seal_sql)
+        row = cur.fetchone()  # the first statement's result
+        assert row is not None
+        seqs = [int(n) for n in str(row[0]).split(",")]
+    return seqs
 
 
 def _with_meta(body: dict[str, Any], resource_id: str, version_id: int, now: datetime) -> dict[str, Any]:

@@ -162,14 +162,14 @@ def test_concurrent_writers_never_let_a_cursor_reader_skip(
     A sleep between taking the positions and committing widens the race a plain sequence would lose (on
     PostgreSQL positions come from a sequence: only the snapshot horizon keeps the reader from skipping).
     """
-    real_positions = svc._feed_positions
+    real_stamp = svc._feed_stamp
 
-    def slow_positions(k: int) -> list[int]:
-        got = real_positions(k)
+    def slow_stamp(alive: list[int]) -> list[int]:
+        got = real_stamp(alive)
         time.sleep(random.uniform(0, 0.004))
         return got
 
-    monkeypatch.setattr(svc, "_feed_positions", slow_positions)
+    monkeypatch.setattr(svc, "_feed_stamp", slow_stamp)
     writers, per_writer = 6, 25
     done = threading.Event()
     seen: list[int] = []

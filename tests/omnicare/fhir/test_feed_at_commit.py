@@ -94,18 +94,18 @@ def _overtaken(monkeypatch: pytest.MonkeyPatch) -> tuple[list[list[str]], list[i
     resources_import(resources=[patient("hz")])
     wait_settled()
     head = max(v.seq for v in feed_since(after_seq=0, limit=1000))
-    real_positions = svc._feed_positions
+    real_stamp = svc._feed_stamp
     positioned, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
-    def paused_positions(k: int) -> list[int]:
-        got = real_positions(k)
+    def paused_stamp(alive: list[int]) -> list[int]:
+        got = real_stamp(alive)
         if threading.current_thread().name == "early":
             positioned.set()
             release.wait(20)  # positioned, not committed: the WAL flush of a busy disk, stretched
         return got
 
-    monkeypatch.setattr(svc, "_feed_positions", paused_positions)
+    monkeypatch.setattr(svc, "_feed_stamp", paused_stamp)
 
     def early() -> None:
         try:

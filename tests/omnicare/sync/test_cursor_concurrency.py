@@ -141,14 +141,14 @@ def _widen_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
     first, the interleaving only the snapshot horizon protects a reader from."""
     from omnicare.fhir import services as fhir_services
 
-    real_positions = fhir_services._feed_positions
+    real_stamp = fhir_services._feed_stamp
 
-    def slow_positions(k: int) -> list[int]:
-        got = real_positions(k)
+    def slow_stamp(alive: list[int]) -> list[int]:
+        got = real_stamp(alive)
         time.sleep(0.004)
         return got
 
-    monkeypatch.setattr(fhir_services, "_feed_positions", slow_positions)
+    monkeypatch.setattr(fhir_services, "_feed_stamp", slow_stamp)
 
 
 @pytest.mark.skipif(database_is_postgres(), reason="the SQLite variant")
