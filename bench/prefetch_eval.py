@@ -305,6 +305,26 @@ def report(result: dict[str, object]) -> str:
             "Neither could they: the earlier model was already within a few tenths of the bound. They stay "
             "because a real site's audit trail is not this simulator, and for the same reason the model was not "
             "pruned to the features that happen to matter here.",
+            "",
+            "Checked again (2026-12-02): do the features of a past shift use what was true at its start? In this "
+            "evaluation they do, and did: a simulated user's care team on a day is their clinic panel and the "
+            "patients they had admitted by then, their ward never changes, the candidates are that day's scope "
+            "(`workload.scope_of`), a stay tells nothing before it begins and clinics are booked a week ahead "
+            "(each booking now carries when it was made, as the server's do). So the figures above did not move "
+            "with the fix below (model 92.3 %, care team only 56.6 % at 25 %, before and after). The server's "
+            "training replay on a real site's data did not: besides the care team (fixed 2026-12-01) it took the "
+            "candidates from today's scope plus every chart the user had opened, the wards from today's "
+            "PractitionerRoles and the stays and bookings from today's Encounter and Appointment bodies. A patient "
+            "who joined the team later was an example of every earlier shift, the census of a ward the user moved "
+            "to was `ward_census` in shifts before they worked there, and an admission recorded or a slot booked "
+            "during a shift counted at its start. It now replays each shift from the versions that stood then "
+            "(`omnicare.prefetch.services.training_examples`: CareTeam, PractitionerRole, Encounter and "
+            "Appointment versions, grants held then; the scope of that moment as the candidates); "
+            "`test_the_training_replay_sees_each_past_shift_as_it_stood_then` fails on each old reading. What "
+            "it still takes from today: the user's Practitioner link, and chart opens by their device time even "
+            "if the device uploaded them after the shift began. A site whose history was imported in bulk trains "
+            "only on what the store recorded from the import on (its version times; with too few opens in scope, "
+            "the heuristic ranks).",
             f"Features {result['features_s']} s, training {result['train_s']} s, bound {result['bound_s']} s (one core).",
             "",
         ]

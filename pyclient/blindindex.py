@@ -99,7 +99,7 @@ class IndexKeys:
 def token(keys: IndexKeys, kind: Kind, normalized: str) -> str:
     """One truncated HMAC-SHA256 token, e.g. ``"n:3fa"``."""
     bits = TOKEN_BITS[kind]
-    mac = hmac.new(keys.for_kind(kind), normalized.encode("utf-8"), hashlib.sha256).digest()
+    mac = hmac.digest(keys.for_kind(kind), normalized.encode("utf-8"), "sha256")
     value = int.from_bytes(mac[:4], "big") >> (32 - bits)
     return f"{_TAG[kind]}:{value:0{(bits + 3) // 4}x}"
 
@@ -121,7 +121,7 @@ def patient_ref_token(ref_key: bytes, patient_id: str) -> str:
     manifest (``StoreManifest/<token>``), which lists the patient's records; rows carry it only sealed
     (:func:`owner_token`). Not truncated like the search tokens: it must not collide (96 bits). What a copied
     store shows: PROTOCOL.md §4.4."""
-    mac = hmac.new(ref_key, ("Patient/" + patient_id).encode("utf-8"), hashlib.sha256).hexdigest()
+    mac = hmac.digest(ref_key, ("Patient/" + patient_id).encode("utf-8"), "sha256").hex()
     return REF_PREFIX + mac[:24]
 
 

@@ -37,6 +37,10 @@ CURRENT_DICTIONARY_ID = 1
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 _LEVEL = 6  # level 9 saves 0.4 % more bytes for ~40 % more time on 1-2 KB records
 _WBITS = -15  # raw DEFLATE: no zlib header/Adler-32; GCM already authenticates
+# zlib's memLevel (hash table and pending buffer size; the decoder never sees it). Every record copies the
+# primed state (deflateCopy): 8 (zlib's default) halves the state to copy, and under Pyodide makes a 1-2 KB
+# record ~1.5x faster to compress at the same size (0.1934 of raw on the bench's data set at both).
+_MEM_LEVEL = 8
 
 
 class CompressionError(ValueError):
@@ -65,8 +69,8 @@ def _primed(zdict: bytes | None) -> Any:
     # Loading a 32 KB dictionary hashes it into the match finder; do that once and
     # copy the primed state per record (deflateCopy) - ~25 % faster on 2 KB records.
     if zdict:
-        return zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, 9, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
-    return zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, 9, zlib.Z_DEFAULT_STRATEGY)
+        return zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY, zdict=zdict)
+    return zlib.compressobj(_LEVEL, zlib.DEFLATED, _WBITS, _MEM_LEVEL, zlib.Z_DEFAULT_STRATEGY)
 
 
 def _deflate(data: bytes, zdict: bytes | None) -> bytes:

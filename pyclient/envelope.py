@@ -36,6 +36,7 @@ import hmac
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 MAGIC = b"OE"
@@ -114,6 +115,7 @@ class Parsed:
         return aad_for(header=self.header, ref=ref)
 
 
+@lru_cache(maxsize=64)  # every record of a batch names the same key id: check it once
 def _check_key_id(key_id: str) -> bytes:
     try:
         raw = key_id.encode("ascii")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol
 
 from pyclient import store
@@ -1254,7 +1254,9 @@ def store_ops(effects: Sequence[Effect], sealed: Sequence[bytes], codec: RowCode
             tokens = codec.tokens(eff.resource_type, eff.resource)
             row = store.StoredRecord(eff.resource_type, eff.id, eff.version, blob, base)
             mac = codec.record_mac(row, tokens)
-            ops.append(store.PutRecord(row if mac is None else replace(row, mac=mac), tokens))
+            if mac is not None:  # a fresh row, not dataclasses.replace: ~70 us a record under Pyodide
+                row = store.StoredRecord(eff.resource_type, eff.id, eff.version, blob, base, mac)
+            ops.append(store.PutRecord(row, tokens))
         elif isinstance(eff, OutboxPut):
             blob = next(blobs)
             ops.append(store.PutOutbox(eff.entry_id, blob, codec.outbox_mac(eff.entry_id, blob)))

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
@@ -828,8 +829,9 @@ def patient_ids_granted(*, user: Any, now: datetime | None = None) -> set[str]:
         return set(preloaded)
     now = _now(now)
     granted = set(
-        EmergencyAccessGrant.objects.filter(user=user, ended__isnull=True, started__lte=now, expires__gt=now)
-        .values_list("patient_id", flat=True)
+        # Not ended *by* ``now``: a past ``now`` (the prefetch training replay) sees a grant ended later as held.
+        EmergencyAccessGrant.objects.filter(user=user, started__lte=now, expires__gt=now)
+        .filter(Q(ended__isnull=True) | Q(ended__gt=now)).values_list("patient_id", flat=True)
     )
     if memo is not None and key is not None:
         memo["grants"][key] = frozenset(granted)

@@ -11,6 +11,12 @@ No Django and no I/O here: plain data in, floats out. Whatever happened at or af
 History holding the whole future (the simulator's, or a training replay's) gives the same rows as one cut
 at ``at`` (``tests/omnicare/prefetch/test_features.py`` checks that). Appointments are the exception by
 design: they are booked ahead, so tomorrow's clinic is known today.
+
+Point in time: a stay or an appointment is read from one stored version of its resource, and carries the
+interval in which that version was the server's current one (``known_from``/``known_until``; None: always).
+A replay of a past shift sees the version that stood then, so an admission recorded after the shift began,
+a participant added later or a clinic slot booked during the shift tells nothing about that shift (the
+server's training replay reads every version; the offer, at ``now``, the current ones).
 """
 
 from __future__ import annotations
@@ -61,13 +67,26 @@ UserKey = Hashable
 
 @dataclass(frozen=True)
 class Stay:
-    """One inpatient stay: ``locations`` are (location id, from, until) periods; None = the stay's own bound."""
+    """One inpatient stay: ``locations`` are (location id, from, until) periods; None = the stay's own bound.
+    ``known_from``/``known_until``: when the version it was read from was current (None: open-ended)."""
 
     patient: str
     start: datetime | None
     end: datetime | None
     locations: tuple[tuple[str, datetime | None, datetime | None], ...]
     practitioners: frozenset[str]
+    known_from: datetime | None = None
+    known_until: datetime | None = None
+
+
+#: One booked appointment of a Practitioner: (start, patient, known_from, known_until) - the interval in which
+#: the server held it as booked (a version not cancelled; None: open-ended).
+Booking = tuple[datetime, str, datetime | None, datetime | None]
+
+
+def known_at(known_from: datetime | None, known_until: datetime | None, at: datetime) -> bool:
+    """Whether a version current from ``known_from`` until ``known_until`` was what the server held at ``at``."""
+    return (known_from is None or known_from <= at) and (known_until is None or at < known_until)
 
 
 @dataclass
@@ -76,7 +95,7 @@ class History:
 
     opens: dict[UserKey, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
     stays: list[Stay] = field(default_factory=list)
-    appointments: dict[str, list[tuple[datetime, str]]] = field(default_factory=lambda: defaultdict(list))
+    appointments: dict[str, list[Booking]] = field(default_factory=lambda: defaultdict(list))
     team_changed: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
     results: dict[str, list[tuple[datetime, bool]]] = field(default_factory=lambda: defaultdict(list))
     _index: _Index | None = field(default=None, repr=False, compare=False)
@@ -187,6 +206,8 @@ def features_at(h: History, u: UserContext, patients: Sequence[str], at: datetim
     for s in h.stays:
         if s.start is not None and s.start > at:
             continue  # not begun yet: nothing about it is known
+        if not known_at(s.known_from, s.known_until, at):
+            continue  # another version of it stood then (or it was not recorded yet)
         ended = s.end is not None and s.end <= at
         if not ended:
             inpatient[s.patient] = s.start
@@ -212,7 +233,9 @@ def features_at(h: History, u: UserContext, patients: Sequence[str], at: datetim
     appt_today: set[str] = set()
     appt_tomorrow: set[str] = set()
     for prac in u.practitioners:
-        for start, p in h.appointments.get(prac, []):
+        for start, p, booked, unbooked in h.appointments.get(prac, []):
+            if not known_at(booked, unbooked, at):
+                continue  # booked later (or cancelled by then): not known at the shift's start
             d = (start.astimezone(tz).date() - today).days
             if d == 0:
                 appt_today.add(p)
@@ -276,4 +299,4 @@ def heuristic_scores(rows: Iterable[Sequence[float]], features: Sequence[str] = 
     return out
 
 
-__all__ = ["FEATURES", "History", "Stay", "UserContext", "features_at", "heuristic_scores", "shift_start"]
+__all__ = ["FEATURES", "Booking", "History", "Stay", "known_at", "UserContext", "features_at", "heuristic_scores", "shift_start"]

@@ -85,7 +85,9 @@ def simulated_history(h: Hospital, states: Sequence[DayState], opens: Sequence[O
         for p in s.lab_results:
             out.results[p].append((_day(s.day, 5), False))
         for user, patients in s.appointments.items():
-            out.appointments[_practitioner_id(user)].extend((_day(s.day, 9), p) for p in patients)
+            # The simulator books clinics a week ahead (``workload.simulate``): held from that morning on.
+            booked = _day(max(0, s.day - 6), 3)
+            out.appointments[_practitioner_id(user)].extend((_day(s.day, 9), p, booked, None) for p in patients)
     final = len(states) - 1
     for p in h.admitted_by.keys() - wards.keys():
         # Admitted before day 0 and discharged in its first night: in no day's census, still a stay (on the

@@ -19,8 +19,8 @@ that moment, labelled by whether the user opened the chart in the next 12 hours.
 
 The features themselves are :func:`omnicare.prefetch.features.features_at`, the one function the evaluation
 (``bench/prefetch_eval.py``) also runs; this module only loads the History it reads. The training replay
-takes care-team membership as it stood at each shift start (from the CareTeam versions); the user's scope
-(the candidates) and ward assignments are taken as they are now: an approximation written down here. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
+sees each past shift as the server saw it then (:func:`training_examples`): the care team, the wards, the
+stays, the bookings and the grants of that moment, and the scope of that moment as the candidates. With fewer than ``OMNICARE_PREFETCH_MIN_OPENS`` chart opens in the
 window a ``heuristic`` version is stored and ranks with fixed weights. Each run stores a new
 :class:`~omnicare.prefetch.models.PrefetchModelVersion` row.
 
@@ -45,7 +45,10 @@ from django.utils import timezone
 
 from omnicare.access.services import (
     INACTIVE_CARETEAM,  # the same rule, replayed
+    SCHEDULE_DAYS,
+    WARD_RECENT_DAYS,
     care_team_patient_ids,
+    patient_ids_granted,
     scope_reasons,
     user_practitioner_ids,
     user_ward_ids,
@@ -55,7 +58,7 @@ from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from pyclient.device_set import Candidate, DeviceSetOffer
 from pyclient.views.fullchart import vital_flag
 
-from .features import FEATURES, History, Stay, UserContext, features_at, heuristic_scores
+from .features import FEATURES, History, Stay, UserContext, features_at, heuristic_scores, known_at
 from .model import train_classifier
 from .models import PrefetchModelVersion
 
@@ -96,7 +99,8 @@ def _abnormal(body: dict[str, Any]) -> bool:
     return any(vital_flag(i, loinc(i))["abnormal"] for i in items)
 
 
-def _stay(body: dict[str, Any], since: datetime) -> Stay | None:
+def _stay(body: dict[str, Any], since: datetime, known: tuple[datetime | None, datetime | None] = (None, None),
+          ) -> Stay | None:
     klass = body.get("class") or {}
     if not isinstance(klass, dict) or klass.get("code") not in _INPATIENT:
         return None
@@ -119,11 +123,41 @@ def _stay(body: dict[str, Any], since: datetime) -> Stay | None:
     practitioners = frozenset(
         i for i in (_ref((x or {}).get("individual"), "Practitioner") for x in body.get("participant") or []
                     if isinstance(x, dict)) if i)
-    return Stay(pid, start, end, tuple(locations), practitioners)
+    return Stay(pid, start, end, tuple(locations), practitioners, *known)
+
+
+#: One stored version of a resource: (resource id, body, current from, current until - None: still current).
+_Version = tuple[str, dict[str, Any], datetime, datetime | None]
+
+
+def resource_versions(rtype: str, *, since: datetime | None = None) -> Iterable[_Version]:
+    """Every live version of every ``rtype`` resource with the interval in which it was the current one (a
+    delete ends the last interval and has none of its own); intervals that ended before ``since`` are left
+    out. What a replay of a past shift reads to see what the server held then, not what it holds now."""
+    rows = ResourceVersion.objects.filter(resource_type=rtype).order_by("resource_id", "seq").values_list(
+        "resource_id", "last_updated", "deleted", "body")
+    prev: tuple[str, datetime, bool, Any] | None = None
+    for row in rows.iterator():
+        if prev is not None and prev[0] == row[0]:
+            yield from _version(prev, row[1], since)
+        elif prev is not None:
+            yield from _version(prev, None, since)
+        prev = row
+    if prev is not None:
+        yield from _version(prev, None, since)
+
+
+def _version(row: tuple[str, datetime, bool, Any], until: datetime | None, since: datetime | None) -> list[_Version]:
+    rid, at, deleted, body = row
+    if deleted or not isinstance(body, dict) or (since is not None and until is not None and until < since):
+        return []
+    return [(str(rid), body, at, until)]
 
 
 def history_load(*, since: datetime) -> History:
-    """Chart opens, stays, appointments, care-team changes and results since ``since`` (stays: all open ones)."""
+    """Chart opens, stays, appointments, care-team changes and results since ``since`` (stays: all open ones).
+    Stays and appointments are read from every version (each known while it was current): a training replay
+    of a past shift must see the Encounter and the Appointment as they stood then."""
     h = History()
     rows = AuditEvent.objects.filter(
         action="read", resource_type="Patient", outcome="success", detail__view="chart", received_at__gte=since,
@@ -132,12 +166,12 @@ def history_load(*, since: datetime) -> History:
         if uid is None or not pid:
             continue
         h.opens[int(uid)].append((dev_t or rec_t, str(pid)))
-    for body in Resource.objects.filter(resource_type="Encounter", deleted=False).values_list("body", flat=True):
-        stay = _stay(body, since)
+    for _rid, body, frm, until in resource_versions("Encounter", since=since):
+        stay = _stay(body, since, (frm, until))
         if stay is not None:
             h.stays.append(stay)
-    _appointments(h, Resource.objects.filter(resource_type="Appointment", deleted=False).values_list(
-        "body", flat=True), since)
+    _appointments(h, ((body, frm, until) for _rid, body, frm, until in resource_versions(
+        "Appointment", since=since)), since)
     for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
             "patient_ids", "last_updated"):
         for p in ids or []:
@@ -147,15 +181,17 @@ def history_load(*, since: datetime) -> History:
     return h
 
 
-def _appointments(h: History, bodies: Iterable[dict[str, Any]], since: datetime) -> None:
-    for body in bodies:
+def _appointments(h: History, versions: Iterable[tuple[dict[str, Any], datetime | None, datetime | None]],
+                  since: datetime) -> None:
+    """Bookings from Appointment versions, each held while its version was current (a cancelled one: not)."""
+    for body, frm, until in versions:
         start = _dt(body.get("start"))
         if start is None or start < since or body.get("status") in ("cancelled", "noshow", "entered-in-error"):
             continue
         actors = [(x or {}).get("actor") for x in body.get("participant") or [] if isinstance(x, dict)]
         pats = [i for i in (_ref(a, "Patient") for a in actors) if i]
         for prac in (i for i in (_ref(a, "Practitioner") for a in actors) if i):
-            h.appointments[prac].extend((start, p) for p in pats)
+            h.appointments[prac].extend((start, p, frm, until) for p in pats)
 
 
 def _results(h: History, versions: Any, patients: set[str] | None = None) -> None:
@@ -229,7 +265,7 @@ def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) 
         ).filter(pk__in=SearchDate.objects.filter(  # today and tomorrow, a day wider each side (zones)
             resource_type="Appointment", param="date", start__gte=midnight - timedelta(days=1),
             start__lt=midnight + timedelta(days=3)).values("resource_id"))
-        _appointments(h, appts.values_list("body", flat=True), since)
+        _appointments(h, ((b, None, None) for b in appts.values_list("body", flat=True)), since)
     for ids, at in ResourceVersion.objects.filter(resource_type="CareTeam", last_updated__gte=since).values_list(
             "patient_ids", "last_updated"):
         for p in ids or []:
@@ -291,26 +327,67 @@ def care_team_at(versions: dict[str, list[_TeamVersion]], practitioners: frozens
     return frozenset(out)
 
 
-def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[int]]:
-    """(features, labels) for every shift start of the last ``days`` days (see the module notes)."""
+def wards_at(versions: Iterable[_Version], practitioners: frozenset[str], at: datetime) -> frozenset[str]:
+    """Locations ``practitioners`` worked on at ``at``: their PractitionerRoles as they stood then, the rule of
+    ``access.services.user_ward_ids`` (a role not ``active: false`` names the wards) replayed."""
+    out: set[str] = set()
+    for _rid, body, frm, until in versions:
+        if not known_at(frm, until, at) or body.get("active") is False:
+            continue
+        if _ref(body.get("practitioner"), "Practitioner") in practitioners:
+            out.update(i for i in (_ref(x, "Location") for x in body.get("location") or []) if i)
+    return frozenset(out)
+
+
+def _schedule_then(h: History, u: UserContext, at: datetime) -> set[str]:
+    """Patients with an appointment of the user's, as booked at ``at``, from that day to ``SCHEDULE_DAYS`` on
+    (the schedule part of ``access.services.scope_reasons``, replayed)."""
+    today = timezone.localtime(at).date()
+    return {p for prac in u.practitioners for start, p, frm, until in h.appointments.get(prac, [])
+            if known_at(frm, until, at) and 0 <= (timezone.localtime(start).date() - today).days <= SCHEDULE_DAYS}
+
+
+#: One training example: (user id, shift start, patient, feature row, opened in the shift).
+Example = tuple[int, datetime, str, list[float], int]
+
+
+def training_examples(*, now: datetime, days: int) -> list[Example]:
+    """Every (user, shift start, patient of the user's scope *as it stood then*) of the last ``days`` days, with
+    the features as they stood then and whether the user opened the chart in that shift.
+
+    Point in time, all of it: the care team from the CareTeam versions, the wards from the PractitionerRole
+    versions, stays and bookings from the Encounter and Appointment versions that were current then, grants
+    held then. The candidates are the scope of that moment (care team, grants, the wards' census and recent
+    patients, the schedule), not today's: a patient who joined the team later is neither a candidate nor
+    ``care_team`` in an earlier shift, and a chart opened outside the scope then is not an example (the
+    offer ranks the scope and only it)."""
     start = now - timedelta(days=days)
-    h = history_load(since=start - timedelta(days=7))
+    h = history_load(since=start - timedelta(days=WARD_RECENT_DAYS))
     teams = care_team_versions()
+    roles = list(resource_versions("PractitionerRole"))
     users = get_user_model().objects.filter(pk__in=list(h.opens), is_active=True)
-    x: list[list[float]] = []
-    y: list[int] = []
+    ix = {f: i for i, f in enumerate(FEATURES)}
+    ward_cols = (ix["ward_census"], ix["ward_recent_14d"])
+    out: list[Example] = []
     for user in users:
         u = user_context(user)
-        candidates = sorted(set(scope_reasons(user=user, now=now)) | {p for _t, p in h.opens[u.user_id]})
-        if not candidates:
-            continue
         mine = {k: vs for k, vs in teams.items() if any(v[2] & u.practitioners for v in vs)}
         for at in _shift_starts(start, now):
+            then = replace(u, team=care_team_at(mine, u.practitioners, at),
+                           wards=wards_at(roles, u.practitioners, at))
+            sure = then.team | patient_ids_granted(user=user, now=at) | _schedule_then(h, then, at)
+            maybe = sorted(sure | {s.patient for s in h.stays if any(loc in then.wards for loc, _f, _u in s.locations)})
             opened = {p for t, p in h.opens[u.user_id] if at <= t < at + SHIFT}
-            then = replace(u, team=care_team_at(mine, u.practitioners, at))  # the team as it stood then
-            x.extend(_features(h, then, candidates, at))
-            y.extend(int(p in opened) for p in candidates)
-    return x, y
+            for p, row in zip(maybe, _features(h, then, maybe, at), strict=True):
+                if p in sure or any(row[c] for c in ward_cols):
+                    out.append((u.user_id, at, p, row, int(p in opened)))
+    return out
+
+
+def training_rows(*, now: datetime, days: int) -> tuple[list[list[float]], list[int]]:
+    """(features, labels) of :func:`training_examples`."""
+    examples = training_examples(now=now, days=days)
+    return [e[3] for e in examples], [e[4] for e in examples]
 
 
 def prefetch_train(*, now: datetime | None = None, site: str | None = None) -> PrefetchModelVersion:
@@ -408,5 +485,8 @@ __all__ = [
     "history_load",
     "prefetch_rank",
     "prefetch_train",
+    "resource_versions",
+    "training_examples",
     "training_rows",
+    "wards_at",
 ]

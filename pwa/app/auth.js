@@ -198,8 +198,16 @@ export async function unlocked({ first }) {
   if (!done) {
     state.firstSync = true;
     progress(true, 0, null);
-    screen("First sync", h("section", { class: "card center", id: "first-sync" }, h("div", { class: "spinner", "aria-hidden": "true" }),
-      h("h2", {}, "Downloading your patients"), h("p", { class: "muted" }, "Records are encrypted on this device as they arrive. You can keep this tab open while it finishes.")));
+    // Taken up again after the lock cut it short: the pull goes on from its stored cursor (every page is
+    // written with the cursor after it), so say that rather than "downloading" anew.
+    const again = state.firstSyncCut;
+    state.firstSyncCut = false;
+    screen("First sync", h("section", { class: "card center", id: "first-sync", "data-resumed": again ? "1" : "0" },
+      h("div", { class: "spinner", "aria-hidden": "true" }),
+      h("h2", {}, again ? "Continuing the first sync" : "Downloading your patients"),
+      h("p", { class: "muted" }, again
+        ? "It goes on from where it stopped: the records that arrived before the lock are kept on this device."
+        : "Records are encrypted on this device as they arrive. You can keep this tab open while it finishes.")));
     state.runner.active = !state.updateReady;
     // Before the socket: its "open" starts a round at once, and that round must already be the first sync
     // (pins first, then the prefetch tail) — else it pulls the whole device set as an ordinary sync and the
@@ -210,6 +218,9 @@ export async function unlocked({ first }) {
     await state.runner.kick("first", { first: true });
     state.firstSync = false;
     progress(false);
+    // Locked meanwhile (the idle lock outlasted by a large first sync): the unlock screen is up and says the
+    // sync goes on at unlock, which calls this again. No banner, no background runner under the lock screen.
+    if (!state.unlocked) return;
     const ok = await state.py.call("first_sync_done");
     if (!ok) banner(navigator.onLine ? "The first sync did not finish. It will retry automatically." : "You are offline: the first sync will start when the connection returns.", { kind: "warn" });
   }
@@ -221,13 +232,19 @@ export async function unlocked({ first }) {
 export async function lock(reason) {
   if (!state.unlocked) return;
   state.unlocked = false;
+  // A download cut short (the idle lock outlasted by a large first sync or its prefetch tail) goes on at unlock
+  // from the stored pull cursor: said on the unlock screen, so nobody signs out and starts again.
+  const busy = !!state.runner.running;
   state.query = ""; // a search may contain a patient's name
   state.runner.stop();
   await state.py.settled(); // a save in progress finishes whole before the keys leave memory (issue 18)
   await hooks.keepDraft(); // a half-typed form is sealed with the device keys before they go (issue 18 item 10)
+  state.firstSyncCut = state.firstSync;
   await state.py.call("lock");
   if (await hooks.lockedOnlineOnly?.(signInScreen)) return; // online only: memory wiped, sign in again
-  unlockScreen(reason === "idle" ? "Locked after inactivity. Enter your PIN to continue." : null);
+  const cut = state.firstSyncCut ? " The first sync goes on from where it stopped; what arrived is kept."
+    : busy ? " The download goes on from where it stopped; what arrived is kept." : "";
+  unlockScreen(reason === "idle" ? `Locked after inactivity. Enter your PIN to continue.${cut}` : (cut.trim() || null));
 }
 
 export async function signOut() {

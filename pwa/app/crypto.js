@@ -33,6 +33,32 @@ export async function encryptBatch(key, jobs) {
   return out.map((b) => new Uint8Array(b));
 }
 
+/**
+ * encryptBatch with one buffer each way: a pull page of 1,000 records as 3,000 small arrays costs more to
+ * convert between Python and JS than AES-GCM on them. nonces: 12 bytes each, back to back; aads and pts back
+ * to back with their byte lengths -> every ciphertext||tag back to back (each 16 bytes longer than its pt).
+ */
+export async function encryptPacked(key, nonces, aads, aadLens, pts, ptLens) {
+  const pending = [];
+  let a = 0;
+  let p = 0;
+  for (let k = 0; k < ptLens.length; k++) {
+    const iv = nonces.subarray(12 * k, 12 * k + 12);
+    const additionalData = aads.subarray(a, a + aadLens[k]);
+    pending.push(subtle.encrypt({ name: "AES-GCM", iv, additionalData }, key, pts.subarray(p, p + ptLens[k])));
+    a += aadLens[k];
+    p += ptLens[k];
+  }
+  const cts = await Promise.all(pending);
+  const out = new Uint8Array(p + 16 * ptLens.length);
+  let o = 0;
+  for (const c of cts) {
+    out.set(new Uint8Array(c), o);
+    o += c.byteLength;
+  }
+  return out;
+}
+
 /** keys: {keyId: CryptoKey}; jobs: [[keyId, nonce, aad, ciphertext], ...] -> [plaintext | null (tag failure)]. */
 export async function decryptBatch(keys, jobs) {
   const out = await Promise.all(

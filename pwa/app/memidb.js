@@ -2,6 +2,8 @@
 // else. Python seals rows exactly as for IndexedDB; here they live in Maps that `wipe` (lock, sign-out) drops.
 // Nothing is written at rest: no IndexedDB, no Cache Storage, no web storage.
 
+import { unpackOps } from "./idb.js";
+
 /** A store with idb.js's functions (see its header for the row layout and op list). */
 export function makeMemIdb() {
   let records = new Map(); // "t\0i" -> row
@@ -54,7 +56,8 @@ export function makeMemIdb() {
   async function metaGetMany(keys) { return keys.map((k) => (meta.has(k) ? meta.get(k) : null)); }
 
   /** All or nothing, like the IndexedDB transaction: ops run on copies that replace the maps at the end. */
-  async function apply(ops) {
+  async function apply(ops, packed) {
+    if (typeof ops === "string") ops = unpackOps(ops, packed);
     const r = new Map(records), o = new Map(outbox), m = new Map(meta);
     let n = nextN;
     for (const op of ops) {

@@ -1,6 +1,6 @@
 // Shared app state for the controller modules (main, auth, routes, forms). No secrets: keys live inside Python.
 export const state = {
-  py: null, unlocked: false, username: null, persistRefused: false, query: "", firstSync: false,
+  py: null, unlocked: false, username: null, persistRefused: false, query: "", firstSync: false, firstSyncCut: false,
   swVersion: null, updateReady: false, lastStatus: null, route: null, runner: null,
   ready: null, // resolves once the Python runtime and the controller are up (issue 18: sign-in shows before)
 };

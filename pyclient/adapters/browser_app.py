@@ -129,6 +129,9 @@ M_INTEGRITY = "integrity.v"  # every row is MACed and listed in a sealed manifes
 M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
 Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kept sealed for support
 VERIFY_BATCH = 1000
+# Records encoded or row-coded between two yields to the browser: a 1,000-record pull page done in one go is a
+# ~100 ms main-thread task on a slow tablet (a tap waits that long); 250 keep each slice to a fraction of it.
+UI_SLICE = 250
 INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
                   "It is being downloaded again from the server.")
 M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and the earliest next try
@@ -153,6 +156,14 @@ def _now() -> float:
 
 def _iso_now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+async def _yield_to_ui() -> None:
+    """Let the browser run a task (a tap, a frame) between slices of a long batch: Pyodide's event loop runs
+    ``sleep(0)``'s continuation as a new browser task, not a microtask."""
+    import asyncio  # noqa: PLC0415
+
+    await asyncio.sleep(0)
 
 
 def _settle_heap() -> None:
@@ -471,8 +482,13 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if not items:
             return []
         assert self._wc is not None
-        return await self._wc.seal([(t, i, v, ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res))
-                                    for t, i, v, res in items])
+        plain: list[tuple[str, str, int, bytes]] = []
+        for k in range(0, len(items), UI_SLICE):
+            if k:
+                await _yield_to_ui()
+            plain += [(t, i, v, ig.encode_manifest(res) if t == ig.MANIFEST_TYPE else encode_record(res))
+                      for t, i, v, res in items[k:k + UI_SLICE]]
+        return await self._wc.seal(plain)  # still one nonce reservation and one WebCrypto crossing
 
     async def _open(self, items: Sequence[tuple[str, str, int, bytes]]) -> list[dict[str, Any] | None]:
         """Decrypt many records in one crossing; a record that fails in any way comes back as None.
@@ -537,7 +553,18 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         (blind-index tokens, row MACs) are this adapter's.
         """
         effects = list(effects)
-        ops = store_ops(effects, await self._seal(seal_items(effects)), self._rows)
+        sealed = await self._seal(seal_items(effects))
+        ops: list[StoreOp] = []
+        at = 0
+        for k in range(0, len(effects), UI_SLICE):  # tokens and row MACs, a slice per browser task
+            if k:
+                await _yield_to_ui()
+            part = effects[k:k + UI_SLICE]
+            n = len(seal_items(part))
+            ops += store_ops(part, sealed[at:at + n], self._rows)
+            at += n
+        if at != len(sealed):  # a long batch would pair blobs with the wrong rows
+            raise ValueError(f"{len(sealed)} sealed blobs for {at} items")
         q_changed = False
         for e in effects:
             if isinstance(e, (RecordPut, RecordDelete)):
@@ -1349,6 +1376,11 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         machine = self._require_unlocked()
         if self._read_only:
             return self.status()
+        if first and await self.first_sync_done():
+            # The pins arrived already: the round that asked for a first sync was cut short in its prefetch tail
+            # (the idle lock outlasted by a large scope; the runner asks again). Asking for the pins only now
+            # would make the server drop the tail on the device and send it again: go on from the cursor instead.
+            first = False
         self.syncing = True
         try:
             await self._register_device(machine)

@@ -8,8 +8,9 @@ JS<->Python boundary once instead of once per record. Blobs are already sealed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pyclient import store
 
@@ -191,11 +192,28 @@ class IndexedDBStore:
                 raise store.StoreError(f"unknown store op {op!r}")
         await self._apply_wire(wire)
 
+    #: Where each op carries blobs (bytes or None): idb.js ``unpackOps`` reads the same positions.
+    _BLOB_FIELDS: ClassVar[dict[str, tuple[int, ...]]] = {"putRecord": (4, 5), "putOutbox": (2,), "putAudit": (2,)}
+
+    def _packed(self, wire: list[list[Any]]) -> tuple[str, Any]:
+        """``wire`` as idb.js ``apply(json, buffer)`` takes it: one string and one byte buffer cross, not a JS
+        array per op and a Uint8Array per blob (the per-object conversion dominated a pull page's write)."""
+        parts: list[bytes] = []
+        at = 0
+        for op in wire:
+            for k in self._BLOB_FIELDS.get(op[0], ()):
+                blob = op[k]
+                if blob is not None:
+                    op[k] = [at, len(blob)]
+                    parts.append(blob)
+                    at += len(blob)
+        return json.dumps(wire, separators=(",", ":")), self._js(b"".join(parts))
+
     async def _apply_wire(self, wire: list[list[Any]]) -> None:
         if not wire:
             return
         try:
-            await self._idb.apply(self._js(wire))
+            await self._idb.apply(*self._packed(wire))
         except Exception as exc:  # JsException: map the quota error to something the UI can name
             if "omnicare-stale-row" in str(exc):
                 raise store.StaleRow(str(exc)) from exc

@@ -199,3 +199,75 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     audit = json.loads(server.manage("shell", "-c", AUDIT).strip().splitlines()[-1])
     # The last choice: the pins and the chart fetched on demand (itself a pin, so it took the budget's last room).
     assert audit["sets"] >= 2 and set(audit["last"]) == {*plan["pins"], plan["evict"][0]}
+
+
+def test_a_download_cut_short_by_the_idle_lock_goes_on_at_unlock_from_where_it_stopped(
+        new_context: Any, server: Server) -> None:
+    """A first sync outlasts the idle lock (a large scope takes longer than 5 minutes). Here its prefetch tail
+    arrives one record per page and stalls after the first tail patient: the lock fires and says the download
+    goes on from where it stopped; at unlock the pull asks for the page after the last one written (the stored
+    cursor), the device set is not narrowed to the pins (which would make the server drop what arrived and
+    send it again), and nothing that arrived before the lock is downloaded or dropped again."""
+    pids = json.loads(server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
+    pins, tail = set(pids[:4]), set(pids[4:])
+    page = new_context().new_page()
+    posted: list[list[str]] = []
+    held: list[Any] = []
+    cursors: list[Any] = []
+    state = {"tail_patient": False, "resumed": False}
+
+    def on_set(route: Any) -> None:
+        if route.request.method == "POST":
+            posted.append(sorted(json.loads(route.request.post_data or "{}").get("patients") or []))
+        route.continue_()
+
+    def on_pull(route: Any) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        if state["resumed"]:
+            cursors.append(body.get("cursor"))
+            route.continue_()
+        elif not posted or set(posted[-1]) <= pins:
+            route.continue_()  # the pins' pull, untouched
+        elif state["tail_patient"]:
+            held.append((route, body.get("cursor")))  # stalled: the download is cut short here
+        else:
+            response = route.fetch(post_data=json.dumps({**body, "limit": 1}))
+            changes = response.json().get("changes") or []
+            state["tail_patient"] = any(c.get("resourceType") == "Patient" and c.get("id") in tail for c in changes)
+            route.fulfill(response=response)
+
+    page.route("**/api/sync/device-set**", on_set)
+    page.route("**/api/sync/pull**", on_pull)
+    page.goto("/")
+    page.wait_for_selector("#signin")
+    page.fill("#signin input[name=username]", USER)
+    page.fill("#signin input[name=password]", PASSWORD)
+    page.click("#signin button[type=submit]")
+    page.wait_for_selector("#pin-setup")
+    page.fill("#pin-setup input[name=pin]", PIN)
+    page.fill("#pin-setup input[name=pin2]", PIN)
+    page.click("#pin-setup button[type=submit]")
+    page.wait_for_selector("#patients li", timeout=120_000)  # the pins are usable before the tail
+    deadline = time.time() + 60
+    while not held and time.time() < deadline:
+        page.wait_for_timeout(200)
+    assert held, "the tail never reached its first patient"
+    before = _held(page)
+    assert before & tail and pins <= before and before != set(pids), before
+
+    page.evaluate("() => localStorage.setItem('omnicare.idleMinutes', '0.05')")
+    page.wait_for_selector("#unlock", timeout=40_000)
+    page.evaluate("() => localStorage.removeItem('omnicare.idleMinutes')")
+    assert "The download goes on from where it stopped; what arrived is kept." in page.inner_text("#unlock")
+    stalled_at = held[0][1]
+    for route, _cursor in held:
+        route.abort()
+    state["resumed"] = True
+    sent = len(posted)
+    unlock(page)
+    page.wait_for_selector("#patients li", timeout=60_000)
+    poll(page, f"async () => (await window.omnicare.py.call('patients')).length === {len(pids)}", timeout=60)
+    assert cursors and cursors[0] == stalled_at, (cursors, stalled_at)  # the page after the last one written
+    assert all(set(p) != pins for p in posted[sent:]), posted[sent:]  # never narrowed back to the pins
+    assert before <= _held(page)
+    assert "did not finish" not in page.inner_text("body")

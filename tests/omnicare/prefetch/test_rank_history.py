@@ -65,5 +65,5 @@ def test_the_offer_does_not_read_other_wards_or_other_schedules(hospital: dict[s
     patients = sorted(scope_reasons(user=user, now=now))
     h = history_for_rank(u=u, patients=patients, now=now)
     assert "p6" not in patients and all(s.patient in patients for s in h.stays)
-    assert not any(p == "p6" for appts in h.appointments.values() for _t, p in appts)
+    assert not any(p == "p6" for appts in h.appointments.values() for _t, p, *_known in appts)
     assert {s.patient for s in h.stays} >= {"p3"}

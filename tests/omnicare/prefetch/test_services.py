@@ -34,6 +34,7 @@ def ward(db: Any, user: Any, other_user: Any) -> dict[str, Any]:
     seed(practitioner(user.username), practitioner(other_user.username),
          *(patient(p) for p in [*pids, "x1"]),
          *(care_team(p, [user.username]) for p in pids), care_team("x1", [other_user.username]))
+    recorded_before(NOW - timedelta(days=60))  # the teams stood before the three weeks the replay looks at
     for day in range(21, 0, -1):
         for k, p in enumerate(["h1", "h2", "h3", "h4", "x1"] if day == 5 else ["h1", "h2", "h3", "h4"]):
             at = NOW - timedelta(days=day) + timedelta(hours=3, minutes=k)  # 09:00, inside the day shift
@@ -47,12 +48,22 @@ def ward(db: Any, user: Any, other_user: Any) -> dict[str, Any]:
     return {"user": user, "other": other_user, "pids": pids}
 
 
+def recorded_before(at: datetime) -> None:
+    """Date every stored version so far to ``at``: the history a site recorded then (the store stamps writes with
+    the real clock; a training replay of a past shift sees only versions that stood at its start)."""
+    from omnicare.fhir.models import ResourceVersion
+
+    ResourceVersion.objects.update(last_updated=at)
+
+
 def test_short_history_stores_a_heuristic_version(ward: dict[str, Any], settings: Any) -> None:
     settings.OMNICARE_PREFETCH_MIN_OPENS = 10_000
     row = prefetch_train(now=NOW)
     assert (row.version, row.kind, row.blob) == (1, "heuristic", b"")
     assert row.features == list(SERVER_FEATURES)
-    assert row.n_positive == 4 * 21 + 1  # every chart open of the 28-day window, labelled to its shift
+    # Every chart open of the 28-day window within the user's scope at the time, labelled to its shift (x1, the
+    # colleague's patient, opened once, was not in dr.test's scope: not an example the ranking would ever see).
+    assert row.n_positive == 4 * 21
     assert prefetch_rank(user=ward["user"], now=NOW).model_version == "default-v1-heuristic"
 
 
@@ -99,7 +110,9 @@ def test_the_beat_task_trains_on_a_real_worker(ward: dict[str, Any], celery_work
 def test_the_servers_history_reads_transfers_and_flagged_vital_signs(db: Any, user: Any) -> None:
     """The History the server loads from FHIR feeds the evaluation's feature function: a transfer off the
     user's ward ends its ward period (on the ward before, recent after), an abnormal heart rate counts as a
-    flagged result, a normal one as a result only, and a stay the user is a participant of is theirs."""
+    flagged result, a normal one as a result only, and a stay the user is a participant of is theirs. Each
+    moment sees the Encounter's version that stood then: the admission recorded three days ago, the transfer
+    yesterday."""
     from omnicare.prefetch.features import FEATURES
     from omnicare.prefetch.services import _features, history_load, user_context
 
@@ -114,15 +127,18 @@ def test_the_servers_history_reads_transfers_and_flagged_vital_signs(db: Any, us
                 "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
                 "valueQuantity": {"value": value, "unit": "/min"}}
 
+    admission = {"resourceType": "Encounter", "id": "enc-t1", "status": "in-progress", "period": {"start": iso(3)},
+                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                 "subject": {"reference": "Patient/t1"}, "participant": [{"individual": me}],
+                 "location": [{"location": {"reference": "Location/ward-a"}, "status": "active",
+                               "period": {"start": iso(3)}}]}
     seed(practitioner(user.username), patient("t1"), patient("t2"),
          {"resourceType": "Location", "id": "ward-a", "name": "Ward A", "status": "active"},
          {"resourceType": "Location", "id": "ward-b", "name": "Ward B", "status": "active"},
          {"resourceType": "PractitionerRole", "id": "role-a", "active": True, "practitioner": me,
-          "location": [{"reference": "Location/ward-a"}]},
-         {"resourceType": "Encounter", "id": "enc-t1", "status": "in-progress", "period": {"start": iso(3)},
-          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-          "subject": {"reference": "Patient/t1"}, "participant": [{"individual": me}],
-          "location": [
+          "location": [{"reference": "Location/ward-a"}]}, admission)
+    recorded_before(now - timedelta(days=3))
+    seed({**admission, "location": [
               {"location": {"reference": "Location/ward-a"}, "status": "completed",
                "period": {"start": iso(3), "end": iso(1)}},
               {"location": {"reference": "Location/ward-b"}, "status": "active", "period": {"start": iso(1)}}]},
@@ -155,3 +171,71 @@ def test_the_training_replay_takes_the_care_team_as_it_stood_then(db: Any, user:
     assert care_team_at(versions, mine, left + timedelta(seconds=1)) == frozenset()
     first = versions["ct-j1"][0][0]
     assert care_team_at(versions, mine, first + timedelta(microseconds=1)) == frozenset({"j1"})
+
+
+def test_the_training_replay_sees_each_past_shift_as_it_stood_then(db: Any, user: Any) -> None:
+    """Training on a past shift uses what was true at its start, not today's scope: a patient who joined the
+    care team later is no example of that shift (and is ``care_team`` once they joined), a ward the user was
+    assigned to later contributes no census, and a clinic slot booked after the shift began is not
+    ``appointment_today`` (one booked the week before is), and an admission recorded after the shift began
+    does not make its patient an inpatient at its start; an emergency grant held then (ended since) puts its
+    patient in that shift's scope. Today's records would label all five wrong."""
+    from datetime import time
+
+    from omnicare.access.models import EmergencyAccessGrant
+    from omnicare.fhir.models import ResourceVersion
+    from omnicare.prefetch.features import FEATURES
+    from omnicare.prefetch.services import training_examples
+
+    def recorded(at: datetime, *ids: str) -> None:  # the store stamps with the real clock; date these writes
+        ResourceVersion.objects.filter(resource_id__in=ids).update(last_updated=at)
+
+    now = timezone.now()
+    tz = timezone.get_current_timezone()
+    shift = timezone.make_aware(datetime.combine(timezone.localdate(now) - timedelta(days=5), time(7, 0)), tz)
+    later = shift + timedelta(days=3)  # a day shift after the changes
+    me = {"reference": f"Practitioner/pr-{user.username.replace('.', '-')}"}
+
+    def booking(aid: str, pid: str, start: datetime) -> dict[str, Any]:
+        return {"resourceType": "Appointment", "id": aid, "status": "booked", "start": start.isoformat(),
+                "end": (start + timedelta(minutes=20)).isoformat(),
+                "participant": [{"actor": {"reference": f"Patient/{pid}"}, "status": "accepted"},
+                                {"actor": me, "status": "accepted"}]}
+
+    seed(practitioner(user.username), *(patient(p) for p in ("old", "joined", "onward", "walkin")),
+         care_team("old", [user.username]), care_team("walkin", [user.username]),
+         {"resourceType": "Location", "id": "ward-a", "name": "Ward A", "status": "active"},
+         {"resourceType": "Encounter", "id": "enc-onward", "status": "in-progress",
+          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+          "subject": {"reference": "Patient/onward"}, "period": {"start": (shift - timedelta(days=1)).isoformat()},
+          "location": [{"location": {"reference": "Location/ward-a"}, "status": "active"}]},
+         booking("appt-old", "old", shift + timedelta(hours=3)))
+    recorded(shift - timedelta(days=10), "pr-" + user.username.replace(".", "-"), "old", "joined", "onward",
+             "walkin", "ct-old", "ct-walkin", "ward-a", "enc-onward", "appt-old")
+    seed(care_team("joined", [user.username]),
+         {"resourceType": "PractitionerRole", "id": "role-a", "active": True, "practitioner": me,
+          "location": [{"reference": "Location/ward-a"}]})
+    recorded(shift + timedelta(days=2), "ct-joined", "role-a")
+    seed(booking("appt-walkin", "walkin", shift + timedelta(hours=2)),
+         {"resourceType": "Encounter", "id": "enc-walkin", "status": "in-progress",  # admitted at 06:00 elsewhere
+          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+          "subject": {"reference": "Patient/walkin"}, "period": {"start": (shift - timedelta(hours=1)).isoformat()},
+          "location": [{"location": {"reference": "Location/ward-b"}, "status": "active"}]})
+    recorded(shift + timedelta(hours=1), "appt-walkin", "enc-walkin")  # booked, and recorded, into the shift
+    EmergencyAccessGrant.objects.create(user=user, patient_id="glass", reason="crash call", started=shift - timedelta(
+        hours=1), expires=shift + timedelta(hours=5), ended=shift + timedelta(hours=2), end_reason="user")
+    for pid, at in (("old", shift + timedelta(hours=1)), ("joined", later + timedelta(hours=1))):
+        audit_record(user=user, action="read", resource_type="Patient", resource_id=pid, patient_ids=[pid],
+                     device_id="dev-ward0001", device_time=at, detail={"view": "chart"}, now=at)
+
+    examples = training_examples(now=now, days=7)
+    at_shift = {p: dict(zip(FEATURES, row, strict=True)) for _u, at, p, row, _y in examples if at == shift}
+    at_later = {p: dict(zip(FEATURES, row, strict=True)) for _u, at, p, row, _y in examples if at == later}
+    assert set(at_shift) == {"old", "walkin", "glass"}, at_shift.keys()  # not yet on the team, nor on the ward
+    assert (at_shift["old"]["appointment_today"], at_shift["walkin"]["appointment_today"]) == (1.0, 0.0)
+    assert (at_shift["walkin"]["inpatient"], at_shift["walkin"]["admitted_last_day"]) == (0.0, 0.0)
+    assert set(at_later) == {"old", "walkin", "joined", "onward"}, at_later.keys()
+    assert (at_later["joined"]["care_team"], at_later["onward"]["ward_census"], at_later["walkin"]["inpatient"]) \
+        == (1.0, 1.0, 1.0)
+    labels = {(at, p): y for _u, at, p, _row, y in examples}
+    assert (labels[(shift, "old")], labels[(later, "joined")], labels[(later, "old")]) == (1, 1, 0)
