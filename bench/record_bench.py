@@ -276,7 +276,9 @@ per job in batched store lookups, and while batch k is written (COPY, `omnicare/
 parsed, substituted and validated in the workers (with two or more workers they also extract its search index
 and serialise it; on 2 cores that made the one worker the bottleneck, so the job does it there). The garbage
 collector is kept off the pre-scan's index while the job runs (it was ~1/3 of the job process's CPU).
-Validation with `fhir.resources` (~234 µs a Synthea line of CPU) bounds a 2-core machine well below 5,000/s.
+Validation with `fhir.resources` bounds a 2-core machine well below 5,000/s: ~234 µs a Synthea line of CPU, ~130
+since fhir_core's two per-element hooks work out their per-class part once per class
+(`omnicare/fhir/fhircore_plans.py`, same verdicts; 2026-12-02).
 The export reads each row's stored size (cheap unless the
 value is compressed) to plan byte-bounded chunks, then its text as UTF-8 bytes over psycopg's binary protocol.
 {END}

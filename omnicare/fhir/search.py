@@ -329,42 +329,30 @@ def _date_arg(param: str, raw: str) -> tuple[str, datetime, datetime]:
     return prefix, lo, hi
 
 
-def _value_q(resource_type: str, name: str, param: Param, modifier: str, raw: str) -> Q:
-    """The filter for ONE value of a parameter (values separated by commas are ORed by the caller)."""
-    base = {"resource_type": resource_type, "param": name}
+# A value's shape: which branch of the query it takes (the SQL's structure), apart from the values bound into it.
+# ``_value_parts`` decides the branch from the raw text; ``_value_q`` builds the filter from the shape and the
+# values alone, so two searches of the same shapes compile to the same SQL (``fhir/sqlcache.py``).
+Shape = tuple[Any, ...]
+
+
+def _value_parts(name: str, param: Param, modifier: str, raw: str) -> tuple[Shape, list[Any]]:
+    """The shape and the values of ONE value of a parameter (values separated by commas are ORed by the caller)."""
     if param.kind in ("token", "uri"):
         if modifier not in ("", "not"):
             raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
         if "|" in raw:
-            system, code = raw.split("|", 1)
-            filt: dict[str, Any] = dict(base)
-            if code:
-                filt["code"] = code
-            filt["system"] = system  # "|code" means: no system
-            if not code:
-                filt.pop("code", None)
-        else:
-            filt = {**base, "code": raw}
-        sub = SearchToken.objects.filter(**filt).values("resource_id")
-        return ~Q(pk__in=sub) if modifier == "not" else Q(pk__in=sub)
+            system, code = raw.split("|", 1)  # "|code" means: no system
+            return ("token", modifier, "system", bool(code)), ([system, code] if code else [system])
+        return ("token", modifier, "code", False), [raw]
     if param.kind == "string":
-        needle = normalize(raw)
-        if modifier == "":
-            sub = SearchString.objects.filter(**base, value__startswith=needle)
-        elif modifier == "exact":
-            sub = SearchString.objects.filter(**base, value=needle)
-        elif modifier == "contains":
-            sub = SearchString.objects.filter(**base, value__contains=needle)
-        else:
+        if modifier not in ("", "exact", "contains"):
             raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
-        return Q(pk__in=sub.values("resource_id"))
+        return ("string", modifier), [normalize(raw)]
     if param.kind == "date":
         if modifier:
             raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
         prefix, lo, hi = _date_arg(name, raw)
-        cond = _range_q("eq" if prefix == "ne" else prefix, lo, hi, "start", "end")
-        sub = SearchDate.objects.filter(Q(**base) & cond).values("resource_id")
-        return ~Q(pk__in=sub) if prefix == "ne" else Q(pk__in=sub)
+        return ("date", prefix), [lo, hi]
     # reference
     target_type = param.target
     if modifier and modifier not in SUPPORTED_TYPES:
@@ -376,9 +364,36 @@ def _value_q(resource_type: str, name: str, param: Param, modifier: str, raw: st
         target_type, target_id = parsed
     else:
         target_id = raw
-    filt = {**base, "target_id": target_id}
-    if target_type:
-        filt["target_type"] = target_type
+    return ("reference", bool(target_type)), ([target_id, target_type] if target_type else [target_id])
+
+
+def _value_q(resource_type: str, name: str, shape: Shape, values: list[Any]) -> Q:
+    """The filter for ONE value, from its shape and its (possibly placeholder) values."""
+    kind = shape[0]
+    if kind == "_id":
+        return Q(resource_id__in=values)
+    base = {"resource_type": resource_type, "param": name}
+    if kind == "token":
+        _, modifier, form, has_code = shape
+        if form == "system":
+            filt: dict[str, Any] = {**base, "system": values[0]}
+            if has_code:
+                filt["code"] = values[1]
+        else:
+            filt = {**base, "code": values[0]}
+        sub = SearchToken.objects.filter(**filt).values("resource_id")
+        return ~Q(pk__in=sub) if modifier == "not" else Q(pk__in=sub)
+    if kind == "string":
+        lookup = {"": "value__startswith", "exact": "value", "contains": "value__contains"}[shape[1]]
+        return Q(pk__in=SearchString.objects.filter(**base, **{lookup: values[0]}).values("resource_id"))
+    if kind == "date":
+        prefix = shape[1]
+        cond = _range_q("eq" if prefix == "ne" else prefix, values[0], values[1], "start", "end")
+        sub = SearchDate.objects.filter(Q(**base) & cond).values("resource_id")
+        return ~Q(pk__in=sub) if prefix == "ne" else Q(pk__in=sub)
+    filt = {**base, "target_id": values[0]}
+    if shape[1]:
+        filt["target_type"] = values[1]
     return Q(pk__in=SearchReference.objects.filter(**filt).values("resource_id"))
 
 
@@ -404,18 +419,65 @@ MAX_OR_VALUES = 100
 MAX_ID_VALUES = 1000
 
 
+#: One parameter of a search as parsed: (key, per-value shapes and values) or, for what has no shape (a
+#: ``_lastUpdated`` filter), the finished filter.
+_Term = tuple[str, list[tuple[Shape, list[Any]]] | Q]
+
+
 @dataclass
 class ParsedSearch:
-    queryset: QuerySet[Resource]
+    resource_type: str
+    terms: list[_Term]
     used: list[tuple[str, str]]  # the parameters applied (echoed in self/next links)
     unknown: list[str]
     patient_ids: list[str]  # patients named by patient/subject filters (for the access check)
 
+    def filters(self, bind: Any = None) -> list[Q]:
+        """One filter per parameter; ``bind`` maps each value to what goes into the filter (a placeholder when
+        the SQL is compiled for reuse, see ``fhir/sqlcache.py``)."""
+        out = []
+        for key, term in self.terms:
+            if isinstance(term, Q):
+                out.append(term)
+                continue
+            name = key.partition(":")[0]
+            cond = Q()
+            for shape, values in term:
+                cond |= _value_q(self.resource_type, name, shape,
+                                 values if bind is None else [bind(v) for v in values])
+            out.append(cond)
+        return out
+
+    @property
+    def queryset(self) -> QuerySet[Resource]:
+        """The filtered current-state queryset (the ORM path: any shape, any caller)."""
+        qs = Resource.objects.filter(resource_type=self.resource_type, deleted=False)
+        for cond in self.filters():
+            qs = qs.filter(cond)
+        return qs
+
+    def shape(self) -> Shape | None:
+        """What determines the SQL apart from bound values; None when some filter binds no placeholder
+        (dates are compared as datetimes: those searches take the ORM path)."""
+        out: list[Any] = [self.resource_type]
+        for key, term in self.terms:
+            if isinstance(term, Q):
+                return None
+            for shape, values in term:
+                if shape[0] == "date":
+                    return None
+                out.append((key, shape, len(values)))
+            out.append(None)  # the end of one parameter's OR group
+        return tuple(out)
+
+    def values(self) -> list[Any]:
+        return [v for _, term in self.terms if not isinstance(term, Q) for _, values in term for v in values]
+
 
 def build_query(resource_type: str, params: list[tuple[str, str]]) -> ParsedSearch:
-    """Turn ``params`` (query pairs in order, control params excluded) into a filtered current-state queryset."""
-    qs = Resource.objects.filter(resource_type=resource_type, deleted=False)
+    """Parse ``params`` (query pairs in order, control params skipped) into the filters of a current-state search."""
     table = SEARCH_PARAMS[resource_type]
+    terms: list[_Term] = []
     used: list[tuple[str, str]] = []
     unknown: list[str] = []
     patients: list[str] = []
@@ -435,25 +497,26 @@ def build_query(resource_type: str, params: list[tuple[str, str]]) -> ParsedSear
             raise BadRequest(f"At most {limit} values for {name[:40]} in one search", code="too-costly",
                              expression=[name[:40]])
         if name == "_id" and not modifier:
-            cond = Q(resource_id__in=values)  # one IN list, not an OR chain
+            terms.append((key, [(("_id",), values)]))  # one IN list, not an OR chain
         elif name in COMMON_PARAMS:
             if modifier:
                 raise BadRequest(f"Unsupported modifier :{modifier} on {name}", code="not-supported")
             cond = Q()
             for v in values:
                 cond |= _common_q(name, modifier, v)
+            terms.append((key, cond))
         elif name in table:
             param = table[name]
-            cond = Q()
+            parts = []
             for v in values:
-                cond |= _value_q(resource_type, name, param, modifier, v)
+                parts.append(_value_parts(name, param, modifier, v))
                 if param.kind == "reference" and name in ("patient", "subject"):
                     ref = parse_reference(v)
                     if ref is None or ref[0] == "Patient":
                         patients.append(ref[1] if ref else v)
+            terms.append((key, parts))
         else:
             unknown.append(key)
             continue
-        qs = qs.filter(cond)
         used.append((key, raw))
-    return ParsedSearch(qs, used, unknown, patients)
+    return ParsedSearch(resource_type, terms, used, unknown, patients)

@@ -33,7 +33,7 @@ from omnicare.access.services import (
 )
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 
-from . import bulkwrite
+from . import bulkwrite, sqlcache
 from .authorship import write_checked
 from .models import (
     FeedCounter,
@@ -1208,33 +1208,67 @@ def resource_search(
     access_check(user=user, action="search", resource_type=resource_type, patient_ids=parsed.patient_ids)
     count = page_size(control.get("_count"))
     cursor_raw = control.get("_cursor")
-    qs = parsed.queryset
     visible = _visible_patients(user=user, action="search", resource_type=resource_type)
-    if visible is not None:
-        # access.services.patients_within in SQL: some named patient is visible and none is outside.
-        qs = qs.filter(
-            pk__in=ResourcePatient.objects.filter(resource_type=resource_type, patient_id__in=visible).values(
-                "resource_id"
-            )
-        ).exclude(
-            pk__in=ResourcePatient.objects.filter(resource_type=resource_type)
-            .exclude(patient_id__in=visible)
-            .values("resource_id")
-        )
+    visible_ids = sorted(visible) if visible is not None else None
     sort_key, desc = _sort_of(control.get("_sort"), strict=strict)
     if control.get("_summary") == "count":
         count = 0
-    page_qs = qs.filter(_after_cursor(cursor_raw, sort_key, desc)) if cursor_raw else qs
-    field_name = SORTS[sort_key] if sort_key else "pk"
     direction = "-" if desc else ""
-    ordering = [direction + field_name] + ([direction + "pk"] if field_name == "last_updated" else [])
-    rows = list(page_qs.order_by(*ordering)[: count + 1]) if count > 0 else []
+
+    def querysets(bind: Callable[[Any], Any] | None) -> tuple[QuerySet[Resource], QuerySet[Resource]]:
+        """(every match, this page) with the values put in by ``bind`` (None: as they are)."""
+        qs = Resource.objects.filter(resource_type=resource_type, deleted=False)
+        for cond in parsed.filters(bind):
+            qs = qs.filter(cond)
+        if visible_ids is not None:
+            ids = visible_ids if bind is None else [bind(p) for p in visible_ids]
+            # access.services.patients_within in SQL: some named patient is visible and none is outside.
+            qs = qs.filter(
+                pk__in=ResourcePatient.objects.filter(resource_type=resource_type, patient_id__in=ids).values(
+                    "resource_id"
+                )
+            ).exclude(
+                pk__in=ResourcePatient.objects.filter(resource_type=resource_type)
+                .exclude(patient_id__in=ids)
+                .values("resource_id")
+            )
+        page_qs = qs.filter(_after_cursor(cursor_raw, sort_key, desc)) if cursor_raw else qs
+        field_name = SORTS[sort_key] if sort_key else "pk"
+        ordering = [direction + field_name] + ([direction + "pk"] if field_name == "last_updated" else [])
+        return qs, page_qs.order_by(*ordering)[: count + 1]
+
+    shape = parsed.shape()
+    compiled = None
+    if shape is not None and not cursor_raw and count > 0 and (visible_ids is None or visible_ids):
+        # The common searches: SQL compiled once per shape (sqlcache); dates, cursors and counts-only take the ORM.
+        values = parsed.values() + (visible_ids or [])
+
+        def build() -> tuple[sqlcache.Compiled, sqlcache.Compiled] | None:
+            every, page = querysets(sqlcache.placeholders())
+            page_c = sqlcache.compile_queryset(page, len(values))
+            count_c = sqlcache.compile_queryset(every.values("pk"), len(values))
+            return (page_c, count_c) if page_c and count_c else None
+
+        compiled = sqlcache.cached((shape, None if visible_ids is None else len(visible_ids), sort_key, desc, count),
+                                   build)  # fmt: skip
+    if compiled is not None:
+        page_sql, count_sql = compiled
+        rows = list(Resource.objects.raw(page_sql.sql, page_sql.params(values)))
+
+        def total() -> int:
+            with connection.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM ({count_sql.sql}) AS matches", count_sql.params(values))  # noqa: S608
+                return int(cur.fetchone()[0])
+    else:
+        qs, page_qs = querysets(None)
+        rows = list(page_qs) if count > 0 else []
+        total = qs.count
     has_next = len(rows) > count
     rows = rows[:count]
     bundle: dict[str, Any] = {"resourceType": "Bundle", "id": new_id(), "type": "searchset"}
     bundle["meta"] = {"lastUpdated": _instant(timezone.now())}
     if control.get("_total") != "none":
-        bundle["total"] = len(rows) if (not cursor_raw and not has_next and count > 0) else qs.count()
+        bundle["total"] = len(rows) if (not cursor_raw and not has_next and count > 0) else total()
     keep = parsed.used + [(k, v) for k, v in params if k in ("_count", "_total", "_summary", "_include", "_revinclude")]
     if sort_key:
         keep.append(("_sort", direction + sort_key))

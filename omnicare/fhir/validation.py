@@ -18,8 +18,10 @@ from pydantic import ValidationError
 from omnicare.core.errors import BadRequest, NotFound, Unprocessable
 from omnicare.core.jsonbody import json_body_loads
 
-from . import r4
+from . import fhircore_plans, r4
 from .search import SUPPORTED_TYPES, walk
+
+fhircore_plans.install()  # fhir_core's per-element checks with their per-class part computed once (see there)
 
 ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 MAX_ISSUES = 20

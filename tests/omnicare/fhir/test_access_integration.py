@@ -84,3 +84,27 @@ def test_role_matrix_denies_and_writes_nothing(api: Client, ward: None) -> None:
 def test_user_without_role_gets_403(api: Client, db: Any) -> None:
     r = api.get(f"{BASE}/Patient")
     assert r.status_code == 403
+
+
+def test_two_physicians_with_the_same_shape_of_scope_each_see_only_their_own_patients(
+    api: Client, ward: None, other_user: Any, token_for: Any
+) -> None:
+    """The scope filter's SQL is compiled once per shape (fhir/sqlcache.py) and reused with each caller's
+    patients: a colleague with as many patients, other ones, must never get the first caller's."""
+    from omnicare.fhir import sqlcache
+
+    sqlcache._CACHE.clear()
+    role_assign(user=other_user, role="physician")
+    resources_import(resources=[
+        {"resourceType": "Practitioner", "id": "nurse", "identifier": [{"system": "urn:omnicare:user", "value": "nurse.test"}]},
+        {"resourceType": "CareTeam", "id": "team-b", "status": "active", "subject": {"reference": "Patient/pat-b"},
+         "participant": [{"member": {"reference": "Practitioner/nurse"}}]},
+    ])  # fmt: skip
+    colleague = Client(HTTP_AUTHORIZATION=f"Bearer {token_for(other_user)}", HTTP_ACCEPT="application/fhir+json")
+    for _ in range(2):
+        mine = api.get(f"{BASE}/Observation?status=final").json()
+        theirs = colleague.get(f"{BASE}/Observation?status=final").json()
+        assert [e["resource"]["id"] for e in mine["entry"]] == ["obs-pat-a"] and mine["total"] == 1
+        assert [e["resource"]["id"] for e in theirs["entry"]] == ["obs-pat-b"] and theirs["total"] == 1
+    assert any(sqlcache._CACHE.values()), "the second round ran compiled SQL"
+    assert api.get(f"{BASE}/Observation?patient=pat-b").status_code == 403
