@@ -15,7 +15,7 @@ import contextvars
 import hashlib
 import logging
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -335,9 +335,10 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
 
 # The care team across requests (issue 16): every pull page and every physician's FHIR read recomputed it (three
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
-# CareTeam/Practitioner versions are as they were when it was computed, checked with one query of four index
-# probes (:func:`_care_team_epoch`): a committed change always raises max(seq) (positions are taken at commit, in
-# commit order, fhir.services._bump_feed), and this transaction's own uncommitted writes carry fresh negative
+# CareTeam/Practitioner versions are as they were when it was computed, checked with one query of index probes
+# (:func:`_care_team_epoch`): once the highest version of a type is settled (no smaller position still in
+# flight: fhir.services.feed_settled), every later commit of that type raises max(seq); an entry is stored only at
+# a settled epoch (_settled_epoch). This transaction's own uncommitted writes carry fresh negative
 # provisional positions from a sequence (never reused), which lower min(seq). So no process ever serves a care
 # team older than what its transaction can read. PostgreSQL only: on SQLite positions are taken inline from a
 # counter row that a rollback rewinds, so an equal position can mean different teams.
@@ -345,23 +346,61 @@ _CARE_TEAM_CACHE: dict[tuple[str, Any, str], tuple[tuple[Any, ...], frozenset[st
 _CARE_TEAM_CACHE_MAX = 10_000
 
 
-_CARE_TEAM_EPOCH_SQL = (
-    "SELECT (SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
-    "(SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner'), "
-    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'CareTeam'), "
-    "(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = 'Practitioner')"
-)  # four probes of the (resource_type, seq) index
+def _epoch_sql(types: Sequence[str]) -> str:
+    """Per type: max(seq), min(seq) and the allocation stamp of the max row (index probes), then the
+    snapshot's bounds (for :func:`_settled_epoch`)."""
+    probes = []
+    for t in types:  # fixed type names, no input
+        probes += [
+            f"(SELECT max(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')",  # noqa: S608
+            f"(SELECT min(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')",  # noqa: S608
+            f"(SELECT xmin::text::bigint FROM fhir_resourceversion WHERE resource_type = '{t}' "  # noqa: S608
+            "ORDER BY seq DESC LIMIT 1)",
+        ]
+    return ("SELECT " + ", ".join(probes) + ", pg_snapshot_xmin(pg_current_snapshot())::text::bigint, "
+            "pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
 
 
-def _care_team_epoch() -> tuple[Any, ...] | None:
+def _settled_epoch(row: Sequence[Any] | None) -> tuple[tuple[Any, ...], Callable[[], bool]] | None:
+    """The epoch of an :func:`_epoch_sql` row, and a check of whether an entry computed now may be STORED under
+    it: only once every type's highest version is settled (fhir.services.feed_settled), since until then a
+    smaller position of that type may still commit without raising max(seq). A hit needs no such check: an
+    entry stored at a settled epoch stays valid exactly while the probes are unchanged."""
+    from django.db import connection
+
+    from omnicare.fhir.services import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
+
+    if not row:
+        return None
+    *probes, xmin, xmax = row
+    stamps = [int(stamp) for stamp in probes[2::3] if stamp is not None]
+
+    def storable() -> bool:
+        if not feed_horizon_applies() or all(feed_settled(st, int(xmin), int(xmax)) for st in stamps):
+            return True
+        # The plain snapshot xmin counts every database of the cluster; the feed's own horizon leaves out the
+        # others' transactions (~1 ms, so only when the cheap check says no). A later snapshot is fine here:
+        # whatever committed in between is in the value, computed before this is asked.
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT {FEED_XMIN_SQL}, {FEED_XMAX_SQL}")  # noqa: S608 - constants
+            got = cur.fetchone()
+        return got is not None and all(feed_settled(st, int(got[0]), int(got[1])) for st in stamps)
+
+    return tuple(probes), storable
+
+
+_CARE_TEAM_EPOCH_SQL = _epoch_sql(("CareTeam", "Practitioner"))
+
+
+def _care_team_epoch() -> tuple[tuple[Any, ...], Callable[[], bool]] | None:
     from django.db import connection
 
     if connection.vendor != "postgresql":
         return None
     with connection.cursor() as cur:
         cur.execute(_CARE_TEAM_EPOCH_SQL)
-        row = cur.fetchone()
-    return (connection.alias, *row) if row else None
+        got = _settled_epoch(cur.fetchone())
+    return ((connection.alias, *got[0]), got[1]) if got is not None else None
 
 
 def care_team_patient_ids(*, user: Any) -> frozenset[str]:
@@ -371,14 +410,15 @@ def care_team_patient_ids(*, user: Any) -> frozenset[str]:
     care-team half of :func:`visible_patient_ids`; callers want that function, not this one. Reused across
     requests while no CareTeam or Practitioner changed (see ``_CARE_TEAM_CACHE``).
     """
-    epoch = _care_team_epoch()
+    got = _care_team_epoch()
+    epoch, storable = got if got is not None else (None, lambda: False)
     key = (str(epoch[0]) if epoch else "", getattr(user, "pk", None), user.get_username())
     if epoch is not None and key[1] is not None:
         hit = _CARE_TEAM_CACHE.get(key)
         if hit is not None and hit[0] == epoch:
             return hit[1]
     value = _care_team_compute(user)
-    if epoch is not None and key[1] is not None:
+    if epoch is not None and key[1] is not None and storable():
         if len(_CARE_TEAM_CACHE) >= _CARE_TEAM_CACHE_MAX:
             _CARE_TEAM_CACHE.clear()  # bounded; a full clear is rare and only costs a recompute
         _CARE_TEAM_CACHE[key] = (epoch, value)
@@ -614,10 +654,7 @@ def _team_and_grants(user: Any) -> frozenset[str]:
 # probes, the same reasoning as _CARE_TEAM_EPOCH_SQL), and within the same clock hour (it depends on the time:
 # "the last 14 days", "today and tomorrow"). Without it every physician's read cost six more queries.
 _WARD_SCOPE_TYPES = ("PractitionerRole", "Encounter", "Appointment", "Location", "Practitioner")
-_WARD_SCOPE_EPOCH_SQL = "SELECT " + ", ".join(  # noqa: S608 - fixed type names above, no input
-    f"(SELECT {f}(seq) FROM fhir_resourceversion WHERE resource_type = '{t}')"  # noqa: S608
-    for t in _WARD_SCOPE_TYPES for f in ("max", "min")
-)
+_WARD_SCOPE_EPOCH_SQL = _epoch_sql(_WARD_SCOPE_TYPES)
 _WARD_SCOPE_CACHE: dict[tuple[Any, ...], tuple[tuple[Any, ...], frozenset[str]]] = {}
 
 
@@ -632,15 +669,19 @@ def _wards_and_schedule(user: Any) -> frozenset[str]:
         return compute()
     with connection.cursor() as cur:
         cur.execute(_WARD_SCOPE_EPOCH_SQL)
-        epoch = tuple(cur.fetchone() or ())
+        got = _settled_epoch(cur.fetchone())
+    if got is None:
+        return compute()
+    epoch, storable = got
     key = (connection.alias, user.pk, user.get_username(), timezone.localtime().strftime("%Y-%m-%d %H"))
     hit = _WARD_SCOPE_CACHE.get(key)
     if hit is not None and hit[0] == epoch:
         return hit[1]
     value = compute()
-    if len(_WARD_SCOPE_CACHE) >= _CARE_TEAM_CACHE_MAX:
-        _WARD_SCOPE_CACHE.clear()
-    _WARD_SCOPE_CACHE[key] = (epoch, value)
+    if storable():
+        if len(_WARD_SCOPE_CACHE) >= _CARE_TEAM_CACHE_MAX:
+            _WARD_SCOPE_CACHE.clear()
+        _WARD_SCOPE_CACHE[key] = (epoch, value)
     return value
 
 

@@ -2,7 +2,8 @@
 
 * ``Resource``: the current state of every resource (one row per type/id, tombstoned on delete).
 * ``ResourceVersion``: append-only history; ``seq`` is the position in the one server-wide change feed.
-* ``FeedCounter``: the single-row counter that hands out ``seq`` values in commit order (see services).
+* ``FeedCounter``: the single-row counter that hands out ``seq`` values on SQLite (PostgreSQL uses the sequence
+  ``fhir_feed_seq`` and the snapshot horizon: ``services.feed_settled``).
 * ``ResourcePatient``: patient-compartment membership of the current state (sync scope and access build on it).
 * ``Search*``: search index rows computed on write for the parameters in ``omnicare.fhir.search``.
 """

@@ -144,19 +144,13 @@ class _Prepared:
 
 
 def _bump_feed(k: int) -> int:
-    """Reserve ``k`` feed positions and return the LAST one (the batch gets last-k+1 .. last).
+    """SQLite: reserve ``k`` feed positions from the counter row and return the LAST one (the batch gets
+    last-k+1 .. last).
 
-    Why this never lets a reader skip a change: the upsert takes the counter row's lock, and the lock is held
-    until our transaction commits. A concurrent writer blocks here until we commit, then (READ COMMITTED
-    re-reads the row after the lock wait) gets strictly higher values. So seq order == commit order, and a
-    reader doing ``seq > cursor`` can never see N+1 committed while N is still in flight.
-
-    The lock is held from here to COMMIT, so this runs as late as possible: on PostgreSQL from
-    :func:`_feed_seal`, the last statements before COMMIT of whatever transaction wrote the versions (the
-    versions are inserted earlier with provisional negative positions that no pull ever returns), so the
-    serialised section is this upsert, one UPDATE and the commit itself. On SQLite writers are serialised by
-    the database lock anyway (transaction_mode IMMEDIATE), so it runs inline. Upsert rather than UPDATE so a
-    flushed table (tests) recreates the row.
+    SQLite serialises writers with the database lock (transaction_mode IMMEDIATE), taken at the transaction's
+    first statement and held through COMMIT, so positions taken anywhere in the transaction are in commit order
+    and a reader doing ``seq > cursor`` never skips. Upsert rather than UPDATE so a flushed table (tests)
+    recreates the row. PostgreSQL never calls this: see :func:`feed_settled`.
     """
     with connection.cursor() as cur:
         cur.execute(
@@ -170,17 +164,28 @@ def _bump_feed(k: int) -> int:
     return int(row[0])
 
 
+def _feed_positions(k: int) -> list[int]:
+    """``k`` new feed positions, ascending: PostgreSQL's ``fhir_feed_seq`` (no lock), SQLite's counter row."""
+    if connection.vendor != "postgresql":
+        last = _bump_feed(k)
+        return list(range(last - k + 1, last + 1))
+    with connection.cursor() as cur:
+        cur.execute("SELECT nextval('fhir_feed_seq') FROM generate_series(1, %s)", [k])
+        return sorted(int(r[0]) for r in cur.fetchall())
+
+
 _FEED_KEY = "omnicare.fhir.feed"
+
+
+def _in_testcase_transaction() -> bool:
+    """Inside a test case's wrapping transaction, which never commits (and has no concurrent writer)."""
+    return any(getattr(b, "_from_testcase", False) for b in connection.atomic_blocks)
 
 
 def _feed_deferrable() -> bool:
     """True when the feed position can wait for COMMIT: our PostgreSQL backend (``before_commit``), inside a
     transaction that will really commit (a test case's wrapping transaction never does: take it now)."""
-    return (
-        hasattr(connection, "before_commit")
-        and connection.in_atomic_block
-        and not any(getattr(b, "_from_testcase", False) for b in connection.atomic_blocks)
-    )
+    return hasattr(connection, "before_commit") and connection.in_atomic_block and not _in_testcase_transaction()
 
 
 def _provisional_seqs(k: int) -> list[int]:
@@ -206,8 +211,15 @@ def _feed_defer(versions: list[ResourceVersion]) -> None:
 
 
 def _feed_seal() -> None:
-    """Right before COMMIT: give this transaction's surviving versions their real feed positions, in
-    insertion order (versions whose savepoint rolled back are gone from the table and are skipped)."""
+    """Right before COMMIT (PostgreSQL): give this transaction's surviving versions their real feed positions,
+    in insertion order (versions whose savepoint rolled back are gone from the table and are skipped).
+
+    One round trip and no lock: ONE message that takes every position (``nextval``), then opens a savepoint,
+    writes the positions with an UPDATE and releases it. The UPDATE runs in a subtransaction, so the rows it
+    writes carry a fresh transaction id (their ``xmin``), assigned after every position was taken: the
+    "allocation stamp" that :func:`feed_settled` compares with a reader's snapshot. The order matters: a
+    position taken after the stamp would break the proof there, hence positions first, stamp second.
+    """
     state: dict[str, Any] = connection.tx_state  # type: ignore[attr-defined]
     pending: list[ResourceVersion] = state.get(_FEED_KEY, [])
     if not pending:
@@ -223,17 +235,35 @@ def _feed_seal() -> None:
             alive = [int(v.pk) for v in pending]
         if not alive:
             return
-        last = _bump_feed(len(alive))  # the serialised section starts here and ends at COMMIT
-        seqs = list(range(last - len(alive) + 1, last + 1))
-        cur.execute(
-            "UPDATE fhir_resourceversion AS v SET seq = u.seq "
-            "FROM unnest(%s::bigint[], %s::bigint[]) AS u(id, seq) WHERE v.id = u.id",
-            [alive, seqs],
-        )
+        seqs = _feed_stamp(alive)
     final = dict(zip(alive, seqs, strict=True))
     for v in pending:
         if v.pk in final:
             v.seq = final[v.pk]
+
+
+def _feed_stamp(alive: list[int]) -> list[int]:
+    """Give the versions ``alive`` (ids, in feed order) new positions and stamp them; returns the positions."""
+    with connection.cursor() as cur:
+        # One message, no parameters (psycopg sends it as one simple query: one round trip; only integers are
+        # formatted in), four statements in this order: (1) take the positions (kept in a transaction-local
+        # setting for the UPDATE, and returned); (2)-(4) a savepoint, the UPDATE that writes them, its release
+        # (Django never sees the savepoint). The UPDATE's rows get the subtransaction's id as their stamp,
+        # assigned after (1) finished: feed_settled's step 2.
+        ids_sql = "{" + ",".join(str(int(i)) for i in alive) + "}"
+        seal_sql = (
+            "SELECT set_config('omnicare.feed_seqs', (SELECT string_agg(n::text, ',' ORDER BY n) FROM "  # noqa: S608
+            f"(SELECT nextval('fhir_feed_seq') AS n FROM generate_series(1, {len(alive)})) AS g), true); "
+            "SAVEPOINT omnicare_feed_stamp; UPDATE fhir_resourceversion AS v SET seq = u.seq "
+            f"FROM unnest('{ids_sql}'::bigint[], "
+            "string_to_array(current_setting('omnicare.feed_seqs'), ',')::bigint[]) AS u(id, seq) "
+            "WHERE v.id = u.id; RELEASE SAVEPOINT omnicare_feed_stamp"
+        )  # integers only, formatted above
+        cur.execute(seal_sql)
+        row = cur.fetchone()  # the first statement's result
+        assert row is not None
+        seqs = [int(n) for n in str(row[0]).split(",")]
+    return seqs
 
 
 def _with_meta(body: dict[str, Any], resource_id: str, version_id: int, now: datetime) -> dict[str, Any]:
@@ -339,6 +369,29 @@ def _insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]
         else:
             marks = ", ".join(["%s"] * len(fields))
             cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
+
+
+def _insert_all_rows(tables: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]]) -> None:
+    """:func:`_insert_rows` for several tables, in ONE statement on PostgreSQL when none is big enough for COPY:
+    each table's ``INSERT .. SELECT unnest(arrays)`` becomes a data-modifying CTE of one statement (a REST
+    create wrote its index and compartment rows in five round trips; now one)."""
+    tables = [t for t in tables if t[2]]
+    if connection.vendor != "postgresql" or len(tables) < 2 or any(bulkwrite.copy_ok(len(r)) for _, _, r in tables):
+        for model, fields, rows in tables:
+            _insert_rows(model, fields, rows)
+        return
+    qn = connection.ops.quote_name
+    parts: list[str] = []
+    params: list[Any] = []
+    for model, fields, rows in tables:
+        model_fields = [model._meta.get_field(f) for f in fields]
+        cols = ", ".join(qn(f.column) for f in model_fields)
+        arrays = ", ".join(_pg_column(f) for f in model_fields)
+        parts.append(f"INSERT INTO {qn(model._meta.db_table)} ({cols}) SELECT {arrays}")  # noqa: S608
+        params += [list(c) for c in zip(*rows, strict=True)]
+    ctes = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
+    with connection.cursor() as cur:
+        cur.execute(f"WITH {ctes} {parts[-1]}", params)
 
 
 def writer_name(user: User) -> str:
@@ -494,20 +547,20 @@ def _apply(
             dats += [(pk, rt, a, _db_datetime(b), _db_datetime(c)) for a, b, c in ix.dates]
         refs += [(pk, rt, a, b, c) for a, b, c in ix.refs]
         pats += [(pk, rt, pid) for pid in p.patient_ids]
-    _insert_rows(SearchToken, ("resource", "resource_type", "param", "system", "code"), toks)
-    _insert_rows(SearchString, ("resource", "resource_type", "param", "value"), strs)
-    _insert_rows(SearchDate, ("resource", "resource_type", "param", "start", "end"), dats)
-    _insert_rows(SearchReference, ("resource", "resource_type", "param", "target_type", "target_id"), refs)
-    _insert_rows(ResourcePatient, ("resource", "resource_type", "patient_id"), pats)
+    _insert_all_rows([
+        (SearchToken, ("resource", "resource_type", "param", "system", "code"), toks),
+        (SearchString, ("resource", "resource_type", "param", "value"), strs),
+        (SearchDate, ("resource", "resource_type", "param", "start", "end"), dats),
+        (SearchReference, ("resource", "resource_type", "param", "target_type", "target_id"), refs),
+        (ResourcePatient, ("resource", "resource_type", "patient_id"), pats),
+    ])
 
     results: list[WriteResult] = []
     if live:
         deferred = _feed_deferrable()
-        if deferred:
-            seqs = _provisional_seqs(len(live))
-        else:
-            last = _bump_feed(len(live))  # last statements of the transaction: see _bump_feed
-            seqs = list(range(last - len(live) + 1, last + 1))
+        # PostgreSQL: provisional now, real positions right before COMMIT (_feed_seal). SQLite, or a test
+        # case's transaction that never commits: positions now (_bump_feed says why SQLite may).
+        seqs = _provisional_seqs(len(live)) if deferred else _feed_positions(len(live))
         versions = []
         author = writer_name(user)
         for p, seq in zip(live, seqs, strict=True):
@@ -529,7 +582,7 @@ def _apply(
         else:
             ResourceVersion.objects.bulk_create(versions, batch_size=2000)
         if deferred:
-            _feed_defer(versions)  # real positions right before COMMIT: see _bump_feed
+            _feed_defer(versions)  # real positions right before COMMIT: see _feed_seal
         by_key = {(v.resource_type, v.resource_id): v for v in versions}
         # Inside the transaction: receivers defer anything external with transaction.on_commit.
         versions_written.send(sender=Resource, versions=versions)
@@ -955,19 +1008,118 @@ def _version_visible(v: ResourceVersion, visible: frozenset[str]) -> bool:
     return patients_within(patient_ids=v.patient_ids or [], visible=visible)
 
 
-def feed_since(*, after_seq: int, limit: int) -> list[ResourceVersion]:
-    """Committed versions with ``seq > after_seq`` in seq order (at most ``limit``): the sync pull source.
+# -------------------------------------------------------------------------------------------------------------
+# Reading the feed: the snapshot horizon (PostgreSQL)
+# -------------------------------------------------------------------------------------------------------------
 
-    No access check here: the sync engine filters by the user's scope (``patient_ids``) before sending.
-    Never skips: see :func:`_bump_feed`.
+#: Annotations a feed query adds on PostgreSQL: the row's allocation stamp (the ``xmin`` written by
+#: :func:`_feed_seal`'s subtransaction) and the reader's snapshot bounds, all in the same statement.
+FEED_STAMP_SQL = "fhir_resourceversion.xmin::text::bigint"
+#: The reader's horizon: its snapshot's oldest in-flight transaction id, leaving out those that
+#: ``pg_stat_activity`` places in another database of the cluster (they never write this table; without this a
+#: long transaction of any database on a shared server would hold the feed back). An id it cannot place, or
+#: one that ended meanwhile, counts: the answer can only be lower, never unsafe. One scan of the backend table
+#: per statement (an uncorrelated subquery), ~1 ms.
+FEED_XMIN_SQL = (
+    "coalesce((SELECT min(x) FROM pg_snapshot_xip(pg_current_snapshot()) AS x WHERE NOT EXISTS ("
+    "SELECT 1 FROM pg_stat_activity AS a WHERE a.backend_xid = xid(x) "
+    "AND a.datname IS DISTINCT FROM current_database())), "
+    "pg_snapshot_xmax(pg_current_snapshot()))::text::bigint"
+)
+FEED_XMAX_SQL = "pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
+
+
+def feed_horizon_applies() -> bool:
+    """Whether feed reads must stop at the snapshot horizon: PostgreSQL, outside a test case's wrapping
+    transaction (which has no concurrent writer and whose own positions are taken inline)."""
+    return connection.vendor == "postgresql" and not _in_testcase_transaction()
+
+
+def feed_settled(stamp: int, xmin: int, xmax: int) -> bool:
+    """Whether a committed feed row is **settled**: no transaction still in flight holds a smaller position.
+
+    The proof (PostgreSQL; the invariant is that a reader doing ``seq > cursor`` never sees position N+1
+    committed while N is still in flight and later commits):
+
+    1. A writer takes its positions from ``fhir_feed_seq`` (``CACHE 1``: values ascend in the order ``nextval``
+       is called, across sessions), always after its transaction has an id (it inserted the versions first).
+    2. Then, in a subtransaction, it writes the positions into its rows: the rows' ``xmin`` (``stamp``) is a
+       transaction id assigned after every one of its positions was taken. Transaction ids are assigned in
+       increasing order, so every transaction that got its id before the positions were taken has an id
+       smaller than ``stamp``; equivalently, a transaction whose id is greater than ``stamp`` got it after,
+       and (by 1) takes only positions greater than this row's.
+    3. A reader's snapshot lists the transactions in flight when it was taken (``pg_snapshot_xip``; any id
+       at or above its ``xmax`` counts as in flight too). ``xmin`` here is the smallest of them, leaving out
+       those ``pg_stat_activity`` shows in another database (a transaction never changes database, so they
+       never write this table; one it cannot place stays in). So if ``stamp < xmin``, every transaction of
+       this database still in flight has an id greater than ``stamp`` and holds, or will take, only
+       positions greater than this row's. Every smaller position is committed (visible: it ended
+       before this snapshot) or aborted (never appears). Ending a page at a settled row therefore never
+       skips; rows after the last settled one wait for the next pull.
+
+    ``stamp`` is the 32-bit ``xmin``; it is widened to 64 bits against the snapshot's ``xmax``, which every
+    committed row's stamp precedes (a row older than 2^32 transactions reads as younger: it can only wait,
+    briefly, never be skipped). A liveness cost, not a safety one: any transaction of this database with an id
+    older than a row's stamp (a long import, an open ``psql`` session that wrote) holds that row back until it
+    ends.
     """
-    return list(ResourceVersion.objects.filter(seq__gt=after_seq).order_by("seq")[:limit])
+    full = xmax - ((xmax - stamp) % (1 << 32))
+    return full < xmin
+
+
+def feed_cut(rows: Sequence[Any], stamps: Sequence[tuple[int, int, int]]) -> int:
+    """How many leading ``rows`` (ascending seq, with their ``(stamp, xmin, xmax)``) may be handed out: up to
+    and including the last settled one (it proves every row before it final). ``len(rows)`` when the horizon
+    does not apply."""
+    if not feed_horizon_applies():
+        return len(rows)
+    for i in range(len(rows) - 1, -1, -1):
+        if feed_settled(*stamps[i]):
+            return i + 1
+    return 0
+
+
+def feed_annotated(qs: QuerySet[ResourceVersion]) -> QuerySet[ResourceVersion]:
+    """``qs`` with the columns :func:`feed_cut` needs (``feed_stamp``, ``feed_xmin``, ``feed_xmax``) on
+    PostgreSQL."""
+    from django.db.models import BigIntegerField
+    from django.db.models.expressions import RawSQL
+
+    if connection.vendor != "postgresql":
+        return qs
+    return qs.annotate(
+        feed_stamp=RawSQL(FEED_STAMP_SQL, [], output_field=BigIntegerField()),  # noqa: S611 - constant
+        feed_xmin=RawSQL(FEED_XMIN_SQL, [], output_field=BigIntegerField()),  # noqa: S611 - constant
+        feed_xmax=RawSQL(FEED_XMAX_SQL, [], output_field=BigIntegerField()),  # noqa: S611 - constant
+    )
+
+
+def feed_since(*, after_seq: int, limit: int) -> list[ResourceVersion]:
+    """Committed versions with ``seq > after_seq`` in seq order (at most ``limit``), up to the horizon (the
+    last settled row, :func:`feed_settled`): never skips, never repeats. No access check here."""
+    rows = list(feed_annotated(ResourceVersion.objects.filter(seq__gt=after_seq)).order_by("seq")[:limit])
+    if connection.vendor != "postgresql":
+        return rows
+    return rows[: feed_cut(rows, [(v.feed_stamp, v.feed_xmin, v.feed_xmax) for v in rows])]  # type: ignore[attr-defined]
 
 
 def feed_head() -> int:
-    """The highest committed seq (0 when empty)."""
-    last = ResourceVersion.objects.order_by("-seq").values_list("seq", flat=True).first()
-    return max(int(last or 0), 0)  # this transaction's own not-yet-positioned versions are negative
+    """The highest position below which every committed version is visible and nothing is still in flight (the
+    horizon; 0 when empty): a first sync anchors its fill there, a new subscription starts there."""
+    position: int | None = None
+    while True:
+        qs = ResourceVersion.objects.filter(seq__gt=0)  # this transaction's own provisional positions are < 0
+        if position is not None:
+            qs = qs.filter(seq__lt=position)
+        rows = list(feed_annotated(qs).order_by("-seq")[:200])
+        if not rows:
+            return 0
+        if not feed_horizon_applies():
+            return int(rows[0].seq)
+        for v in rows:
+            if feed_settled(v.feed_stamp, v.feed_xmin, v.feed_xmax):  # type: ignore[attr-defined]
+                return int(v.seq)
+        position = rows[-1].seq
 
 
 # -------------------------------------------------------------------------------------------------------------

@@ -178,7 +178,9 @@ def _match(owner_id: int) -> None:
             return
         crit = subscription_criteria(sub)
         rtype, params = crit.resource_type, crit.params
-        versions = list(ResourceVersion.objects.filter(seq__gt=owner.matched_seq).order_by("seq")[:BATCH])
+        from omnicare.fhir.services import feed_since
+
+        versions = feed_since(after_seq=owner.matched_seq, limit=BATCH)  # up to the horizon: never skips
         if not versions:
             return
         candidates = [v for v in versions if v.resource_type == rtype and _interaction(v) in crit.interactions]

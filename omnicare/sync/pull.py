@@ -22,7 +22,7 @@ from omnicare.core.errors import (
     Forbidden,
 )
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
-from omnicare.fhir.services import feed_head
+from omnicare.fhir.services import feed_annotated, feed_cut, feed_head, feed_horizon_applies
 from pyclient.protocol import (
     MAX_PULL_LIMIT,
     Change,
@@ -118,7 +118,7 @@ def _scan_rows(
     others: set[tuple[str, str]],
     limit: int,
     current_only: bool,
-) -> Iterator[tuple[Any, ...]]:
+) -> Iterator[tuple[Any, ...] | None]:
     qs = ResourceVersion.objects.filter(seq__gt=after_seq)
     if upto is not None:
         qs = qs.filter(seq__lte=upto)
@@ -143,7 +143,17 @@ def _scan_rows(
     fields = ["seq", "resource_type", "resource_id", "version_id", "deleted", "raw"]
     qs = qs.annotate(raw=Cast("body", TextField()), raw_patients=Cast("patient_ids", TextField()))
     fields.append("raw_patients")
-    return iter(qs.order_by("seq").values_list(*fields)[:limit])
+    if upto is None and feed_horizon_applies():  # up to ``upto`` everything is settled already (feed_head)
+        qs = feed_annotated(qs)
+        fields += ["feed_stamp", "feed_xmin", "feed_xmax"]
+    rows = list(qs.order_by("seq").values_list(*fields)[:limit])
+    if len(fields) > 7:
+        # Stop at the snapshot horizon (fhir.services.feed_settled): a row after the last settled one may
+        # have a smaller position still in flight. ``None`` marks the cut for _scan.
+        keep = feed_cut(rows, [r[7:10] for r in rows])
+        if keep < len(rows):
+            return iter([*rows[:keep], None])
+    return iter(rows)
 
 
 def _scan(
@@ -168,6 +178,8 @@ def _scan(
         n = 0
         for row in _scan_rows(after_seq=position, upto=upto, patients=patients, others=others, limit=chunk,
                               current_only=current_only):
+            if row is None:  # the snapshot horizon: the rest is not settled yet; the next pull continues here
+                return rows, position, False
             n += 1
             seq, rt, rid, vid, deleted, raw = row[:6]
             position = seq

@@ -3,10 +3,10 @@ pyclient), conflicts, devices, snapshots and push jobs. The API router and Celer
 
 Pull cursor — why it never skips, and how scope changes are handled
 --------------------------------------------------------------------
-The feed is ``omnicare.fhir.models.ResourceVersion`` ordered by ``seq``. ``seq`` values are handed out by a
-single-row counter whose row lock is held until the writing transaction commits (``fhir.services._bump_feed``),
-so seq order == commit order: once a reader sees seq N committed, every seq < N is committed too, and
-``seq > cursor`` can never step over a change that commits later. (SQLite serialises writers anyway.)
+The feed is ``omnicare.fhir.models.ResourceVersion`` ordered by ``seq``. On PostgreSQL ``seq`` comes from a
+sequence with no lock, and every read of the feed stops at the snapshot horizon: the last row with no smaller
+position still in flight (``fhir.services.feed_settled``, where the proof is), so ``seq > cursor`` can never
+step over a change that commits later. (SQLite serialises writers and keeps a counter row.)
 
 A cursor is ``django.core.signing`` of ``{"u": user pk, "s": N, "p": ScopeSet pk, "f": fill-state | absent}``
 (salted, HMAC with SECRET_KEY): opaque to clients, bound to the user, and a cursor we never issued is a 400.

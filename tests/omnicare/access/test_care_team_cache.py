@@ -19,7 +19,7 @@ from django.test.utils import CaptureQueriesContext
 from omnicare.access import services as access
 from omnicare.access.roles import PHYSICIAN, role_assign
 from omnicare.fhir.services import resources_import
-from tests.omnicare.sync.conftest import care_team, patient, practitioner
+from tests.omnicare.sync.conftest import care_team, patient, practitioner, wait_settled
 
 pytestmark = pytest.mark.django_db(transaction=True)  # real commits, as between two requests
 REAL_ACCESS = True
@@ -31,6 +31,9 @@ def doctor() -> Any:
     role_assign(user=user, role=PHYSICIAN)
     resources_import(resources=[practitioner("dr.cache"), patient("p1"), patient("p2"), patient("p3"),
                                 care_team("p1", ["dr.cache"])])  # fmt: skip
+    # An entry is stored only once the newest team's position is settled (a transaction elsewhere on the
+    # cluster can hold that back for a moment): access.services._settled_epoch.
+    wait_settled()
     return user
 
 

@@ -56,6 +56,21 @@ def observation(oid: str, pid: str, value: float = 70.0, status: str = "final") 
     }
 
 
+def wait_settled() -> None:
+    """Until every committed version is below the change feed's horizon (fhir.services.feed_settled): a
+    transaction anywhere on the PostgreSQL cluster, another test database's included, can hold it back for a
+    moment, and until then a pull answers "nothing more yet". Tests that drain the feed wait for this first."""
+    import time
+
+    from omnicare.fhir.models import ResourceVersion
+    from omnicare.fhir.services import feed_head
+
+    last = max(ResourceVersion.objects.values_list("seq", flat=True), default=0)
+    deadline = time.monotonic() + 60
+    while feed_head() < last and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def seed(*resources: dict[str, Any]) -> None:
     resources_import(resources=list(resources))
 

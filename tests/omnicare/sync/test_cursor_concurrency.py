@@ -1,9 +1,10 @@
 """The pull cursor never skips: concurrent writers with deliberately interleaved commits, readers pulling in a loop.
 
 Every committed version must reach every reader exactly once and in seq order. On PostgreSQL this is the
-classic trap (a seq taken by a transaction that commits after a higher one); the store hands out seqs in
-commit order, and this test would catch a regression: writers sleep *inside* their transactions, before
-and after taking their feed position, so commits interleave and readers race them.
+classic trap (a seq taken by a transaction that commits after a higher one): positions come from a sequence
+and a pull stops at the snapshot horizon (``fhir.services.feed_settled``). This test would catch a
+regression: writers sleep *inside* their transactions, before and after taking their feed position, so
+commits interleave and readers race them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.services import Write, resources_import
 from omnicare.sync import services
 from tests.conftest import database_is_postgres, requires_postgres
-from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner
+from tests.omnicare.sync.conftest import care_team, observation, patient, practitioner, wait_settled
 
 WRITERS = 4
 READERS = 3
@@ -42,6 +43,7 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
     role_assign(user=user, role=PHYSICIAN)
     resources_import(resources=[practitioner(user.username), patient("cp"), care_team("cp", [user.username])])
     # Start every reader from the current head, so each must see exactly what the writers commit.
+    wait_settled()
     first = services.pull(user=user, cursor=None, limit=1000)
     start_cursor = first.cursor
     while True:
@@ -54,6 +56,9 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
     committed_lock = threading.Lock()
     errors: list[BaseException] = []
     writers_done = threading.Event()
+    # Set once every committed version is below the horizon: until then an empty page with has_more false
+    # only means "nothing settled past your cursor yet" (any transaction on the cluster may hold it back).
+    settled = threading.Event()
 
     def writer(w: int) -> None:
         rng = random.Random(seed * 100 + w)
@@ -86,7 +91,7 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
         cursor = start_cursor
         try:
             while True:
-                done = writers_done.is_set()
+                done = settled.is_set()
                 page = services.pull(user=user, cursor=cursor, limit=rng.choice([1, 3, 7, 50]))
                 seen[r].extend((c.seq, c.id, c.version_id) for c in page.changes)
                 cursor = page.cursor
@@ -105,6 +110,8 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
     for t in threads:
         t.join(120)
     writers_done.set()
+    wait_settled()
+    settled.set()
     for t in rthreads:
         t.join(120)
     close_old_connections()
@@ -124,8 +131,24 @@ def run_concurrent_feed(user: Any, seed: int) -> None:
 @requires_postgres
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
-def test_cursor_never_skips_under_concurrent_writers_on_postgres(user: Any) -> None:
+def test_cursor_never_skips_under_concurrent_writers_on_postgres(user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    _widen_the_race(monkeypatch)  # the same gap the control experiment below needs to lose
     run_concurrent_feed(user, seed=random.randrange(10**6))
+
+
+def _widen_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pause between taking the feed positions and COMMIT: a later writer's positions can then commit
+    first, the interleaving only the snapshot horizon protects a reader from."""
+    from omnicare.fhir import services as fhir_services
+
+    real_stamp = fhir_services._feed_stamp
+
+    def slow_stamp(alive: list[int]) -> list[int]:
+        got = real_stamp(alive)
+        time.sleep(0.004)
+        return got
+
+    monkeypatch.setattr(fhir_services, "_feed_stamp", slow_stamp)
 
 
 @pytest.mark.skipif(database_is_postgres(), reason="the SQLite variant")
@@ -138,35 +161,20 @@ def test_cursor_never_skips_under_concurrent_writers_on_sqlite(user: Any) -> Non
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_the_harness_catches_a_naive_sequence_feed(user: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Control experiment: with seqs from a plain PostgreSQL sequence (no commit-order guarantee) the same
-    harness must see a reader skip a version — proof that the test above can fail."""
+    """Control experiment: with the snapshot horizon switched off (every row counted as settled), the
+    positions are those of a plain PostgreSQL sequence with no commit-order guarantee, and the same harness
+    must see a reader skip a version: proof that the test above can fail."""
     from omnicare.fhir import services as fhir_services
 
-    with connection.cursor() as cur:
-        cur.execute("CREATE SEQUENCE IF NOT EXISTS sync_test_naive_feed INCREMENT 100 START 1000000")
-
-    def naive_bump(k: int) -> int:
-        with connection.cursor() as cur:
-            cur.execute("SELECT nextval('sync_test_naive_feed')")
-            first = int(cur.fetchone()[0])
-        # The feed position is taken right before COMMIT; a plain sequence value taken there can still be
-        # overtaken by a later one whose transaction commits first. Widen that gap a little so the harness
-        # sees it in every run (the real counter holds its row lock through the gap, so it cannot).
-        time.sleep(0.004)
-        return first + k - 1
-
-    monkeypatch.setattr(fhir_services, "_bump_feed", naive_bump)
+    _widen_the_race(monkeypatch)
+    monkeypatch.setattr(fhir_services, "feed_settled", lambda stamp, xmin, xmax: True)
     caught = []
-    try:
-        for attempt in range(4):  # timing-dependent by nature: a skip shows up in (almost) every run
-            try:
-                run_concurrent_feed(user, seed=7 + attempt)
-            except AssertionError as exc:
-                caught.append(str(exc))
-                break
-    finally:
-        with connection.cursor() as cur:
-            cur.execute("DROP SEQUENCE IF EXISTS sync_test_naive_feed")
+    for attempt in range(4):  # timing-dependent by nature: a skip shows up in (almost) every run
+        try:
+            run_concurrent_feed(user, seed=7 + attempt)
+        except AssertionError as exc:
+            caught.append(str(exc))
+            break
     assert caught and ("missed or repeated" in caught[0] or "out of order" in caught[0]), caught
 
 
