@@ -337,7 +337,7 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
 # queries and a parse of every CareTeam body of the user's teams). An entry is reused only while the store's
 # CareTeam/Practitioner versions are as they were when it was computed, checked with one query of index probes
 # (:func:`_care_team_epoch`): once the highest version of a type is settled (no smaller position still in
-# flight: fhir.services.feed_settled), every later commit of that type raises max(seq); an entry is stored only at
+# flight: core.feed_horizon.feed_settled), every later commit of that type raises max(seq); an entry is stored only at
 # a settled epoch (_settled_epoch). This transaction's own uncommitted writes carry fresh negative
 # provisional positions from a sequence (never reused), which lower min(seq). So no process ever serves a care
 # team older than what its transaction can read. PostgreSQL only: on SQLite positions are taken inline from a
@@ -363,12 +363,12 @@ def _epoch_sql(types: Sequence[str]) -> str:
 
 def _settled_epoch(row: Sequence[Any] | None) -> tuple[tuple[Any, ...], Callable[[], bool]] | None:
     """The epoch of an :func:`_epoch_sql` row, and a check of whether an entry computed now may be STORED under
-    it: only once every type's highest version is settled (fhir.services.feed_settled), since until then a
+    it: only once every type's highest version is settled (core.feed_horizon.feed_settled), since until then a
     smaller position of that type may still commit without raising max(seq). A hit needs no such check: an
     entry stored at a settled epoch stays valid exactly while the probes are unchanged."""
     from django.db import connection
 
-    from omnicare.fhir.services import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
+    from omnicare.core.feed_horizon import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
 
     if not row:
         return None

@@ -3,7 +3,7 @@
 * ``Resource``: the current state of every resource (one row per type/id, tombstoned on delete).
 * ``ResourceVersion``: append-only history; ``seq`` is the position in the one server-wide change feed.
 * ``FeedCounter``: the single-row counter that hands out ``seq`` values on SQLite (PostgreSQL uses the sequence
-  ``fhir_feed_seq`` and the snapshot horizon: ``services.feed_settled``).
+  ``fhir_feed_seq`` and the snapshot horizon: ``omnicare.core.feed_horizon.feed_settled``).
 * ``ResourcePatient``: patient-compartment membership of the current state (sync scope and access build on it).
 * ``Search*``: search index rows computed on write for the parameters in ``omnicare.fhir.search``.
 """

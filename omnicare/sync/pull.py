@@ -148,7 +148,7 @@ def _scan_rows(
         fields += ["feed_stamp", "feed_xmin", "feed_xmax"]
     rows = list(qs.order_by("seq").values_list(*fields)[:limit])
     if len(fields) > 7:
-        # Stop at the snapshot horizon (fhir.services.feed_settled): a row after the last settled one may
+        # Stop at the snapshot horizon (core.feed_horizon.feed_settled): a row after the last settled one may
         # have a smaller position still in flight. ``None`` marks the cut for _scan.
         keep = feed_cut(rows, [r[7:10] for r in rows])
         if keep < len(rows):

@@ -5,7 +5,7 @@ Pull cursor — why it never skips, and how scope changes are handled
 --------------------------------------------------------------------
 The feed is ``omnicare.fhir.models.ResourceVersion`` ordered by ``seq``. On PostgreSQL ``seq`` comes from a
 sequence with no lock, and every read of the feed stops at the snapshot horizon: the last row with no smaller
-position still in flight (``fhir.services.feed_settled``, where the proof is), so ``seq > cursor`` can never
+position still in flight (``core.feed_horizon.feed_settled``, where the proof is), so ``seq > cursor`` can never
 step over a change that commits later. (SQLite serialises writers and keeps a counter row.)
 
 A cursor is ``django.core.signing`` of ``{"u": user pk, "s": N, "p": ScopeSet pk, "f": fill-state | absent}``

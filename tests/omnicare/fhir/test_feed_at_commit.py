@@ -4,7 +4,7 @@ A transaction that has written versions and is still open must not block another
 held the feed counter's row lock from the first write to the end of the request), and the feed order is
 the commit order: the writer that committed first has the lower ``seq``. Positions come from a sequence with
 no lock, so a position taken by one transaction can commit after a higher one: a pull must then stop short of
-the higher one until the lower one is committed (the snapshot horizon, ``fhir.services.feed_settled``).
+the higher one until the lower one is committed (the snapshot horizon, ``core.feed_horizon.feed_settled``).
 """
 
 from __future__ import annotations

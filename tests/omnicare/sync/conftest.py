@@ -57,7 +57,7 @@ def observation(oid: str, pid: str, value: float = 70.0, status: str = "final") 
 
 
 def wait_settled() -> None:
-    """Until every committed version is below the change feed's horizon (fhir.services.feed_settled): a
+    """Until every committed version is below the change feed's horizon (core.feed_horizon.feed_settled): a
     transaction anywhere on the PostgreSQL cluster, another test database's included, can hold it back for a
     moment, and until then a pull answers "nothing more yet". Tests that drain the feed wait for this first."""
     import time

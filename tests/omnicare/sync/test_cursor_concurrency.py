@@ -2,7 +2,7 @@
 
 Every committed version must reach every reader exactly once and in seq order. On PostgreSQL this is the
 classic trap (a seq taken by a transaction that commits after a higher one): positions come from a sequence
-and a pull stops at the snapshot horizon (``fhir.services.feed_settled``). This test would catch a
+and a pull stops at the snapshot horizon (``core.feed_horizon.feed_settled``). This test would catch a
 regression: writers sleep *inside* their transactions, before and after taking their feed position, so
 commits interleave and readers race them.
 """

@@ -3,7 +3,7 @@
 Writers PUT-as-create Observations through both uvicorn processes at once; readers pull through both
 (cursor handed from one process to the other on every page) while the writes go on. Every acknowledged
 write must reach every reader exactly once, in position order. Positions come from a sequence with no lock
-(fhir.services.feed_settled): commits interleave freely across the processes and only the snapshot horizon
+(core.feed_horizon.feed_settled): commits interleave freely across the processes and only the snapshot horizon
 keeps a reader from skipping one.
 """
 
