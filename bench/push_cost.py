@@ -7,8 +7,8 @@ opposed to how fast it answers on a machine shared with others (wall clock is me
     ... --profile push50                    # cProfile (cumulative) of that scenario's rounds
 
 Each push goes through Django's full handler (``django.test.Client``: middleware, ninja, bearer auth, the audit
-sink), as ``bench/request_profile.py`` does. Scenarios: ``push1`` / ``push50`` (1 or 50 new Observations on
-care-team patients) and ``update50`` (50 edits of existing Observations against their current version).
+sink), as ``bench/request_profile.py`` does. Scenarios: ``push1`` / ``push10`` / ``push50`` (1, 10 or 50 new Observations
+on care-team patients; 10 is scale_bench's batch) and ``update50`` (50 edits of existing Observations against their current version).
 Reported per push: statements (exact), savepoints among them, Python function calls (exact, cProfile: the
 load-independent stand-in for CPU), and CPU ms of this process
 (``time.process_time``: the Python side; PostgreSQL's own work is what the statement count stands for), plus
@@ -81,11 +81,12 @@ def scenarios(tokens: dict[str, str]) -> dict[str, Any]:
         for m, x in zip(muts, send(muts), strict=True):
             current[m["id"]] = int(x["versionId"])
 
-    return {"push1": lambda: send(new(1)), "push50": lambda: send(new(50)), "update50": update50}
+    return {"push1": lambda: send(new(1)), "push10": lambda: send(new(10)), "push50": lambda: send(new(50)),
+            "update50": update50}
 
 
 def mutations_of(name: str) -> int:
-    return 1 if name == "push1" else 50
+    return {"push1": 1, "push10": 10}.get(name, 50)
 
 
 def measure(name: str, fn: Any, *, warmup: int, rounds: int, profile: bool) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--fresh", action="store_true")
-    ap.add_argument("--only", default="push1,push50,update50")
+    ap.add_argument("--only", default="push1,push10,push50,update50")
     ap.add_argument("--json", default="")
     ap.add_argument("--sql", default="", help="print every statement of one push of this scenario")
     ap.add_argument("--profile", default="", help="print the cProfile of this scenario")

@@ -196,6 +196,39 @@ def sort_key(s: Mapping[str, Any]) -> tuple[str, str]:
     return (fold(str(s["family"])), fold(str(s["given"])))
 
 
+#: Patients a list shows at first, and how many more each "Show more" adds (issue 13: a device may hold
+#: thousands; the list draws a page, its count and search still cover every patient held).
+PATIENT_PAGE = 50
+SHOW_MORE = "Show more patients"
+
+
+class PatientPage:
+    """The first ``limit`` patients in name order (:func:`sort_key`, then id) out of batches fed with
+    :meth:`add`, and how many were fed: memory is the page and one batch, never every patient held."""
+
+    __slots__ = ("_best", "limit", "total")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(0, limit)
+        self.total = 0
+        self._best: list[tuple[tuple[str, str], str, dict[str, Any]]] = []
+
+    def add(self, summaries: Sequence[dict[str, Any]]) -> None:
+        self.total += len(summaries)
+        merged = self._best + [(sort_key(s), str(s["id"]), s) for s in summaries]
+        merged.sort(key=lambda t: (t[0], t[1]))
+        self._best = merged[:self.limit]
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        return [s for _k, _i, s in self._best]
+
+    @property
+    def more(self) -> bool:
+        """Patients left out of the page (the screen offers "Show more")."""
+        return self.total > len(self._best)
+
+
 #: How a locale writes a numeric date (issue 18 item 11): the browser tells it (Intl), pyclient reads no locale.
 DateOrder = Literal["dmy", "mdy", "ymd"]
 _SLASHED = re.compile(r"(\d{1,2})[/.](\d{1,2})[/.](\d{4})")

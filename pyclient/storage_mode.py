@@ -395,10 +395,13 @@ def keeps_nothing(mode: str) -> bool:
     return mode in _ONLINE_ONLY_MODES
 
 
-def patients_summary(count: int, mode: str) -> str:
+def patients_summary(count: int, mode: str, shown: int | None = None) -> str:
     """The line above the patient list: how many, and where they are read from — on a device that keeps
-    nothing, "on this device" would be untrue (``mode``: :attr:`StorageMode.mode`, or "device")."""
-    n = f"{count} patient{'' if count == 1 else 's'}"
+    nothing, "on this device" would be untrue (``mode``: :attr:`StorageMode.mode`, or "device"). ``shown``:
+    how many the list draws when that is fewer (a page: "Showing 50 of 9,090 patients ...")."""
+    n = f"{count:,} patient{'' if count == 1 else 's'}"
+    if shown is not None and shown < count:
+        n = f"Showing {shown:,} of {n}"
     if keeps_nothing(mode):
         return f"{n} · read from the server, nothing kept on this device"
     return f"{n} on this device"

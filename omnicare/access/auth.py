@@ -28,6 +28,7 @@ class BearerAuth(HttpBearer):
         if user is not None:
             request.user = user
             request._omnicare_token_hash = token_hash(token)  # type: ignore[attr-defined]  # device binding
+            request._omnicare_token_device = getattr(user, "_omnicare_token_device", None)  # type: ignore[attr-defined]
         return user
 
 

@@ -81,13 +81,16 @@ def token_authenticate(*, token: str) -> AbstractBaseUser | None:
     if row is None:
         return None
     row = [value if fns is None else _converted(value, fns, connection) for value, fns in zip(row, convert, strict=True)]
-    expires, role_names, grants, values = row[0], row[1], row[2], row[3:]
+    expires, bound, role_names, grants, values = row[0], row[1], row[2], row[3], row[4:]
     if expires is not None and expires <= now:
         return None
     user = get_user_model().from_db(connection.alias, fields, values)
     if not user.is_active:
         return None
     _principal_preload(user, roles=role_names, grants=grants)
+    # The device this token is bound to ("" before its first sync contact), read by the same query: the sync
+    # routes' device_bind then needs no query of its own (BearerAuth puts it on the request).
+    user._omnicare_token_device = bound
     return user
 
 
@@ -112,10 +115,11 @@ def _token_query(connection: Any) -> tuple[str, list[str], list[Any]]:
     in_roles = "= ANY(%s)" if pg else "IN (SELECT value FROM json_each(%s))"
     agg = "string_agg({}, ',')" if pg else "group_concat({}, ',')"
     expires_field = ApiToken._meta.get_field("expires")
+    device_field = ApiToken._meta.get_field("device_id")
     user_fields = list(U._meta.concrete_fields)
     # Identifiers from model metadata, values as parameters.
     sql = (
-        f"SELECT t.{qn(expires_field.column)}, "  # noqa: S608
+        f"SELECT t.{qn(expires_field.column)}, t.{qn(device_field.column)}, "  # noqa: S608
         f"(SELECT {agg.format('g.name')} FROM {qn(through.db_table)} ug JOIN {qn(Group._meta.db_table)} g "
         f"ON g.id = ug.group_id WHERE ug.user_id = t.user_id AND g.name {in_roles}), "
         f"(SELECT {agg.format('e.patient_id')} FROM {qn(EmergencyAccessGrant._meta.db_table)} e "
@@ -129,7 +133,7 @@ def _token_query(connection: Any) -> tuple[str, list[str], list[Any]]:
         col = field.get_col(field.model._meta.db_table)
         return [(fn, col) for fn in connection.ops.get_db_converters(col) + col.get_db_converters(connection)] or None
 
-    convert = [converters(expires_field), None, None, *(converters(f) for f in user_fields)]
+    convert = [converters(expires_field), None, None, None, *(converters(f) for f in user_fields)]
     _TOKEN_QUERY[connection.alias] = hit = (sql, [f.attname for f in user_fields], convert)
     return hit
 
@@ -1031,6 +1035,13 @@ def device_bind(*, request: Any, device_id: str) -> None:
     can thus not be reused by "another" device, and revoking a device ends exactly its credentials."""
     session = getattr(request, "session", None)
     th = getattr(request, "_omnicare_token_hash", None)
+    bound = getattr(request, "_omnicare_token_device", None)
+    if th and bound is not None:  # read by this request's token lookup (token_authenticate)
+        if not bound:
+            ApiToken.objects.filter(token_hash=th, device_id="").update(device_id=device_id)
+        elif bound != device_id:
+            raise Forbidden("This token belongs to another device; create a token for this one")
+        return
     if th:
         row = ApiToken.objects.filter(token_hash=th).only("pk", "device_id").first()
         if row is not None:

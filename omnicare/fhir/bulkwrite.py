@@ -7,8 +7,13 @@ and Django's per-field ``get_db_prep_save``. ``COPY .. FROM STDIN`` streams the 
 row formatter instead, and the ids come first from the table's own identity sequence (one ``nextval`` query
 for the batch) so callers still get the primary keys they need for the index rows and the feed seal.
 
-Small writes (one REST PUT) keep the ordinary statements: ``COPY`` has a fixed cost and ``COPY_MIN`` is where
-it starts to pay. Everything runs on Django's connection, inside the caller's transaction.
+Small writes (one REST PUT, a sync push of 10) keep the ordinary statements: ``COPY`` costs less Python CPU
+even for 10 rows (measured 2026-12-02: 10 ResourceVersion rows 0.45-0.59 ms by COPY with its ``nextval`` query,
+1.07-1.14 ms by ``bulk_create``), but it is three round trips instead of one, and with 16 requests sharing two
+GILs every round trip waits for the GIL again: at COPY_MIN = 2 the 100-device sync bench did not get faster
+(bench/scale_bench.py --sync-only, alternating, load 20+). ``COPY_MIN`` is where it clearly pays. Everything runs
+on Django's connection, inside the caller's transaction; database errors come out as Django's
+(``IntegrityError`` on a duplicate key), as from any ORM statement, so callers catch one kind.
 
 ``Ready`` is what the write path would compute from a body that needs no database (its search-index rows,
 compartment patients and JSON text), computed ahead by the bulk import's worker processes
@@ -78,7 +83,12 @@ def copy_rows(model: Any, columns: Sequence[str], rows: Sequence[Sequence[Any]])
         return
     qn = connection.ops.quote_name
     cols = ", ".join(qn(c) for c in columns)
-    with _raw_cursor() as cur, cur.copy(f"COPY {qn(model._meta.db_table)} ({cols}) FROM STDIN") as cp:
+    # psycopg's own errors (this is its cursor, not Django's) translated as Django's cursor would.
+    with (
+        connection.wrap_database_errors,
+        _raw_cursor() as cur,
+        cur.copy(f"COPY {qn(model._meta.db_table)} ({cols}) FROM STDIN") as cp,
+    ):
         for row in rows:
             cp.write_row(row)
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ from omnicare.core.errors import (
 from omnicare.core.errors import (
     Conflict as ConflictError,
 )
+from omnicare.fhir import bulkwrite
 from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
 from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.search import compartment_patients
@@ -284,6 +286,34 @@ def _log_row(user: User, device_id: str, plan: _Plan, result: MutationResult) ->
         resource_type=plan.m.resource_type[:64],
         resource_id=plan.m.id[:64],
     )
+
+
+_LOG_COLUMNS = ("user_id", "mutation_id", "device_id", "request_hash", "status", "result", "resource_type",
+                "resource_id", "created")
+
+
+def _log_insert(rows: list[AppliedMutation]) -> None:
+    """Store the batch's idempotency log rows in one statement without the ORM's INSERT compiler: on PostgreSQL
+    ``INSERT .. SELECT unnest(arrays)`` (half the Python CPU of ``bulk_create`` for a push of 10, and still
+    one round trip), ``COPY`` for a big batch (``fhir.bulkwrite``), ``bulk_create`` elsewhere. A duplicate
+    (user, mutationId) is Django's ``IntegrityError`` either way."""
+    if connection.vendor != "postgresql":
+        AppliedMutation.objects.bulk_create(rows)
+        return
+    now = timezone.now()
+    values = [(r.user_id, r.mutation_id, r.device_id, r.request_hash, r.status, json.dumps(r.result), r.resource_type,
+               r.resource_id, now) for r in rows]  # fmt: skip
+    if bulkwrite.copy_ok(len(values)):
+        bulkwrite.copy_rows(AppliedMutation, _LOG_COLUMNS, values)
+        return
+    columns = [list(c) for c in zip(*values, strict=True)]
+    with connection.cursor() as cur:
+        cur.execute(
+            f"INSERT INTO sync_appliedmutation ({', '.join(_LOG_COLUMNS)}) SELECT unnest(%s::bigint[]), "  # noqa: S608
+            "unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]), unnest(%s::text[]), unnest(%s::jsonb[]), "
+            "unnest(%s::text[]), unnest(%s::text[]), unnest(%s::timestamptz[])",
+            columns,
+        )
 
 
 def _replay(user: User, m: Mutation, h: str, prev: AppliedMutation | None) -> MutationResult | None:
@@ -563,9 +593,7 @@ def _apply_batch(
                     _supersede(user=user, m=mutations[i], version=answers[i].version_id)
             try:
                 with transaction.atomic(savepoint=False):
-                    AppliedMutation.objects.bulk_create(
-                        [_log_row(user, device_id, plans[i], answers[i]) for i in todo]
-                    )
+                    _log_insert([_log_row(user, device_id, plans[i], answers[i]) for i in todo])
             except IntegrityError as exc:  # a duplicate of this batch raced us
                 raise failed from exc
             if versions:

@@ -24,7 +24,7 @@ export function route() {
   if (parts[0] === "conflicts") return showConflicts();
   if (parts[0] === "rejected") return showRejected();
   if (parts[0] === "register") return showRegister();
-  if (parts[0] === "device") return showDeviceSet();
+  if (parts[0] === "device") return showDeviceSet({ fresh: true });
   if (parts[0] === "recovery") return showRecovery(); // issue 13 item 5
   if (parts[0] === "emergency") return emergencyScreen(); // issue 18 item 7: break-the-glass
   if (parts[0] === "signin") return reauthScreen();
@@ -59,10 +59,13 @@ export function localDateOrder() {
 }
 
 export async function showPatients({ keepFocus = false } = {}) {
-  const run = async (q) => {
+  const run = async (q, limit = null) => {
+    // A page at a time (issue 13): a new query starts at one page, a redraw keeps what "Show more" opened.
+    if (q !== state.query || !state.listLimit) state.listLimit = state.listPage;
+    if (limit) state.listLimit = limit;
     state.query = q;
     let r;
-    try { r = await state.py.call("search", { text: q, date_order: localDateOrder() }); } catch (err) {
+    try { r = await state.py.call("search", { text: q, date_order: localDateOrder(), limit: state.listLimit }); } catch (err) {
       // issue 18 item 11: a date the app cannot read is said under the search box, in words, not as a banner
       // "locked": the app locked while the list was read; it is drawn again after the PIN.
       if (err.kind !== "validation") { if (err.kind !== "locked") banner(err.message, { scope: location.hash }); return; }
@@ -73,7 +76,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     if (q !== state.query) return;
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
-    screen("Patients", ...patientList({ ...r, query: q, onSearch: run }),
+    screen("Patients", ...patientList({ ...r, query: q, onSearch: run, onMore: () => run(q, r.results.length + state.listPage) }),
       h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
     serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
     emergencyEntry(); // only for roles that may break the glass

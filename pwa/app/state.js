@@ -1,6 +1,7 @@
 // Shared app state for the controller modules (main, auth, routes, forms). No secrets: keys live inside Python.
 export const state = {
   py: null, unlocked: false, username: null, persistRefused: false, query: "", firstSync: false, firstSyncCut: false,
+  listPage: 50, listLimit: 0, deviceLimit: 0, // patients a list draws at first and after "Show more" (issue 13)
   swVersion: null, updateReady: false, lastStatus: null, route: null, runner: null,
   ready: null, // resolves once the Python runtime and the controller are up (issue 18: sign-in shows before)
 };

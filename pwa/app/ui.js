@@ -201,7 +201,12 @@ export function patientRow(p) {
       h("span", { class: "mrn" }, p.mrn), pendingBadge(p)));
 }
 
-export function patientList({ results, query, kind, ms, total, onSearch, error, summary: said }) {
+/** "Show more" under a list that shows a page (issue 13): the count above it covers every patient. */
+export function moreButton(label, onMore) {
+  return h("p", { class: "show-more" }, h("button", { type: "button", class: "btn ghost", id: "show-more", onclick: onMore }, label));
+}
+
+export function patientList({ results, query, kind, ms, total, more, moreLabel, onSearch, onMore, error, summary: said }) {
   const input = h("input", { type: "search", id: "q", name: "q", value: query || "", autocomplete: "off",
     placeholder: "Name, MRN or birth date", "aria-controls": "patients" });
   const form = h("form", { class: "search", role: "search", onsubmit: (e) => { e.preventDefault(); onSearch(input.value); } },
@@ -209,13 +214,15 @@ export function patientList({ results, query, kind, ms, total, onSearch, error, 
     input, h("button", { class: "btn", type: "submit" }, "Search"));
   let timer = null;
   input.addEventListener("input", () => { clearTimeout(timer); timer = setTimeout(() => onSearch(input.value), 150); });
+  const n = total ?? results.length; // every match, not only the page drawn
   const summary = error || (query
-    ? `${results.length} match${results.length === 1 ? "" : "es"} for “${query}” (${kind}, ${ms} ms, encrypted search)`
+    ? `${n < results.length ? "" : results.length < n ? `Showing ${results.length} of ` : ""}${n} match${n === 1 ? "" : "es"} for “${query}” (${kind}, ${ms} ms, encrypted search)`
     : said || `${results.length} patients on this device`); // said: Python's words (online only keeps none)
   return [h("section", { class: "card" }, h("h2", {}, "Patients"), form, h("p", { class: error ? "form-error" : "muted", id: "result-summary", "aria-live": "polite" }, summary),
     results.length
       ? h("ul", { class: "patients", id: "patients" }, results.map(patientRow))
-      : h("p", { class: "empty", id: "patients" }, error ? "" : query ? "No patient matches. Try the family name, the MRN (e.g. MRN-000001) or a birth date." : "No patients yet. They appear after the first sync."))];
+      : h("p", { class: "empty", id: "patients" }, error ? "" : query ? "No patient matches. Try the family name, the MRN (e.g. MRN-000001) or a birth date." : "No patients yet. They appear after the first sync."),
+    more && onMore ? moreButton(moreLabel, onMore) : null)];
 }
 
 function section(title, action, ...body) {

@@ -178,6 +178,7 @@ def _settle_heap() -> None:
     gc.freeze()
 
 _REF_MEMO_MAX = 4096  # patient tokens kept in memory while unlocked
+_LIST_BATCH = 200  # patients decrypted at a time for a list or a search (see _patient_page)
 
 
 class _BrowserRows:
@@ -1023,33 +1024,48 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         rows = [r for r in await self.store.get_records(keys) if r is not None]
         return await self._verified_rows(rows)
 
-    async def patients(self) -> list[dict[str, Any]]:
-        """Every local patient that verifies, sorted by name."""
+    async def _patient_page(self, ids: Sequence[str], limit: int | None,
+                            keep: Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]] | None = None
+                            ) -> cv.PatientPage:
+        """The first ``limit`` (None: all) of the patients ``ids`` that verify (and pass ``keep``), in name
+        order, with their count. Decrypted _LIST_BATCH at a time and only the page kept: a device holding
+        9,090 patients opened them all at once for every list drawn (issue 13, memory flat in the scope)."""
+        page = cv.PatientPage(len(ids) if limit is None else limit)
+        for k in range(0, len(ids), _LIST_BATCH):
+            batch = await self._resources([("Patient", i) for i in ids[k:k + _LIST_BATCH]])
+            opened = batch if keep is None else keep(batch)
+            page.add([self._with_pending(cv.patient_summary(p), "Patient") for p in opened])
+        return page
+
+    async def patients(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """The local patients that verify, sorted by name: the first ``limit`` of them (None: every one)."""
         self._require_unlocked()
-        rows = await self.store.list_records("Patient")
-        opened = await self._verified_rows(rows)
-        out = [self._with_pending(cv.patient_summary(p), "Patient") for p in opened]
-        return sorted(out, key=cv.sort_key)
+        return (await self._patient_page(await self.store.list_ids("Patient"), limit)).results
 
     def _with_pending(self, summary: dict[str, Any], resource_type: str) -> dict[str, Any]:
         assert self.machine is not None
         summary["pending"] = self.machine.has_pending_edit(resource_type, str(summary["id"]))
         return summary
 
-    async def search(self, text: str, date_order: str = "mdy") -> dict[str, Any]:
+    async def search(self, text: str, date_order: str = "mdy", limit: int = cv.PATIENT_PAGE) -> dict[str, Any]:
         """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked.
 
-        ``date_order`` is how the device's locale writes a date ('dmy', 'mdy', 'ymd'; routes.js asks Intl)."""
+        ``date_order`` is how the device's locale writes a date ('dmy', 'mdy', 'ymd'; routes.js asks Intl).
+        Every patient held is searched (or listed, for no text); the first ``limit`` in name order are returned
+        with ``total`` (all of them) and ``more`` (some left out: the screen's "Show more" asks a larger limit)."""
         self._require_unlocked()
         assert self._index is not None
         started = time.perf_counter()
         text = (text or "").strip()
+        limit = max(1, int(limit))
         if not text:
-            everyone = await self.patients()
-            self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": len(everyone)})
+            page = await self._patient_page(await self.store.list_ids("Patient"), limit)
+            self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": page.total})
             storage: sm.StorageMode | None = getattr(self, "_storage_mode", None)  # online only keeps nothing
-            return {"kind": None, "results": everyone, "ms": 0.0,
-                    "summary": sm.patients_summary(len(everyone), storage.mode if storage else "device")}
+            return {"kind": None, "results": page.results, "ms": 0.0, "total": page.total, "more": page.more,
+                    "moreLabel": cv.SHOW_MORE,
+                    "summary": sm.patients_summary(page.total, storage.mode if storage else "device",
+                                                   shown=len(page.results))}
         kind = cv.search_kind(text)
         try:
             text = cv.normalize_query(kind, text, "dmy" if date_order == "dmy" else "mdy")
@@ -1064,14 +1080,14 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             candidates = found if candidates is None else candidates & found
             if not candidates:
                 break
-        patients = await self._resources(sorted(candidates or ()))
-        hits = bi.filter_candidates(patients, kind, text)
-        out = [self._with_pending(cv.patient_summary(p), "Patient") for p in hits]
-        out.sort(key=cv.sort_key)
-        # The query text itself stays on the device (it may be a name); the kind and the hits are audited.
+        ids = sorted(i for t, i in candidates or () if t == "Patient")
+        page = await self._patient_page(ids, limit, keep=lambda ps: bi.filter_candidates(ps, kind, text))
+        out = page.results
+        # The query text itself stays on the device (it may be a name); the kind and the hits shown are audited.
         self._audit_later("search", "Patient", "", [str(p["id"]) for p in out],
-                          detail={"kind": kind, "results": len(out)})
-        return {"kind": kind, "results": out, "ms": round((time.perf_counter() - started) * 1000, 2)}
+                          detail={"kind": kind, "results": len(out), "matches": page.total})
+        return {"kind": kind, "results": out, "total": page.total, "more": page.more, "moreLabel": cv.SHOW_MORE,
+                "ms": round((time.perf_counter() - started) * 1000, 2)}
 
     async def chart(self, patient_id: str) -> dict[str, Any]:
         """Everything the chart screen shows for one patient (decrypted in one batch)."""

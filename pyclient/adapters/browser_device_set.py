@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pyclient import chart as cv
 from pyclient import integrity as ig
 from pyclient import storage_mode as sm
+from pyclient.chart import PATIENT_PAGE
 from pyclient.device_set import DevicePlan, DeviceSetOffer, plan_device_set
 from pyclient.protocol import ProtocolError
 from pyclient.sync import SyncMachine
@@ -34,7 +36,6 @@ class DeviceSetMixin:
     """Relies on BrowserApp's store, machine, ``_http``, ``_post``, ``_emit``, ``patients`` and sync."""
 
     _ds_offer: DeviceSetOffer | None = None
-    _ds_plan: DevicePlan | None = None
     _ds_checked: float = float("-inf")
     _ds_demand: frozenset[str] = frozenset()
     _ds_demand_loaded: bool = False
@@ -115,7 +116,7 @@ class DeviceSetMixin:
             return ""
         self._ds_checked = now
         self._ds_offer = offer
-        plan = self._ds_plan = await self._ds_plan_now(machine, offer)
+        plan = await self._ds_plan_now(machine, offer)  # not kept: one entry per patient in scope
         store: Any = self.store  # type: ignore[attr-defined]
         if first and not force and any(not h.pinned for h in plan.held):
             # Pins first, even when everything fits: the chart is usable before the prefetch tail arrives.
@@ -128,8 +129,11 @@ class DeviceSetMixin:
             self._emit({"type": "device-set", "evicted": len(plan.evict)})  # type: ignore[attr-defined]
         return "set" if ok else ""
 
-    async def device_set(self, online: bool = True) -> dict[str, Any]:
-        """The "On this device" screen: fresh from the server when online, else the last plan of the session."""
+    async def device_set(self, online: bool = True, limit: int = PATIENT_PAGE) -> dict[str, Any]:
+        """The "On this device" screen: fresh from the server when online, else the last plan of the session.
+
+        The counts and the space cover every patient; ``rows`` lists the first ``limit`` (``rowsTotal`` says how
+        many there are: the screen's "Show more" asks a larger limit), and only their names are decrypted."""
         machine: SyncMachine = self._require_unlocked()  # type: ignore[attr-defined]
         storage: sm.StorageMode | None = getattr(self, "_storage_mode", None)
         if storage is not None and sm.keeps_nothing(storage.mode):
@@ -144,14 +148,19 @@ class DeviceSetMixin:
         plan = await self._ds_plan_now(machine, offer)
         if not offer.candidates:
             plan = DevicePlan(plan.held, (), 0, 0, 0, "")
-        patients = await self.patients()  # type: ignore[attr-defined]
-        names = {str(p["id"]): str(p["display"]) for p in patients}
-        view = device_set_view(plan, names=names, online=online)
+        limit = max(1, int(limit))
         keep = {h.patient_id for h in plan.held}
+        leaving = [p for p in held_now if p not in keep]
+        shown = [h.patient_id for h in plan.held[:limit]] + leaving[:max(0, limit - len(plan.held))]
+        held_set = set(held_now)
+        opened = await self._resources([("Patient", p) for p in shown if p in held_set])  # type: ignore[attr-defined]
+        names = {str(p["id"]): str(cv.patient_summary(p)["display"]) for p in opened}
+        view = device_set_view(plan, names=names, online=online, limit=limit)
         extra = [{"patientId": p, "name": names.get(p, "Patient"), "why": "Downloaded earlier (will be removed "
                   "at the next sync)" if offer.candidates else "Downloaded earlier", "pinned": False,
-                  "unsynced": False, "size": ""} for p in held_now if p not in keep]
+                  "unsynced": False, "size": ""} for p in leaving[:max(0, limit - len(plan.held))]]
         view["rows"] = [*view["rows"], *extra]
+        view["rowsTotal"] = len(plan.held) + len(leaving)
         view["heldCount"] = len(held_now)
         if not offer.candidates:
             view["summary"] = f"{len(held_now)} patient{'s' if len(held_now) != 1 else ''} on this device"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..chart import SHOW_MORE
 from ..device_set import LIKELY, DevicePlan, reason_code
 
 _WORDS: dict[str, str] = {
@@ -53,11 +54,13 @@ def _n(count: int, one: str, many: str) -> str:
     return f"{count} {one if count == 1 else many}"
 
 
-def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool) -> dict[str, Any]:
+def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool,
+                    limit: int | None = None) -> dict[str, Any]:
     """{title, summary, space, spaceHow (measured or estimated, in words), percent, warning, notHeld,
-    rows[{patientId, name, why, pinned, size}]}."""
+    rows[{patientId, name, why, pinned, size}], more}: ``rows`` for the first ``limit`` patients held (None:
+    all), the counts and the space for all of them."""
     rows = []
-    for h in plan.held:
+    for h in plan.held if limit is None else plan.held[:max(0, limit)]:
         seen: list[str] = []
         for r in h.reasons:
             w = reason_words(r)
@@ -95,6 +98,8 @@ def device_set_view(plan: DevicePlan, *, names: Mapping[str, str], online: bool)
         "warning": warning,
         "notHeld": not_held,
         "rows": rows,
+        "rowsTotal": len(plan.held),  # the rows there are ("Show more" while more than ``rows``)
+        "more": SHOW_MORE,
     }
 
 
@@ -112,4 +117,6 @@ def online_only_device_view() -> dict[str, Any]:
         "warning": None,
         "notHeld": "Every patient you may see can be opened while this device is online.",
         "rows": [],
+        "rowsTotal": 0,
+        "more": SHOW_MORE,
     }

@@ -111,6 +111,43 @@ def _meter_fill(page: Any) -> float:
         return m.querySelector('.meter-bar').getBoundingClientRect().width / m.getBoundingClientRect().width; }"""))
 
 
+def _a_page_at_a_time(page: Any, pids: list[str]) -> None:
+    """Issue 13: both lists draw a page and "Show more" adds one; the counts and the search cover everyone.
+    The page is 50 patients; this scope has 8, so the page is set to 3 here (the same code path)."""
+    page.evaluate("() => { window.omnicare.listPage = 3; window.omnicare.listLimit = 0; }")
+    _device_screen(page)
+    poll(page, "() => document.querySelectorAll('#device-list li').length === 3")
+    assert page.inner_text("#device-set-summary") == "8 patients on this device"  # every one, not the page
+    page.click("#show-more")
+    poll(page, "() => document.querySelectorAll('#device-list li').length === 6")
+    shown = [r.get_attribute("data-patient") for r in page.locator("#device-list li").all()]
+    assert len(set(shown)) == 6 and set(shown) <= set(pids)
+    _shots(page, "41-device-set-show-more")
+    page.click("#show-more")
+    poll(page, "() => document.querySelectorAll('#device-list li').length === 8")
+    assert page.locator("#show-more").count() == 0  # all shown: nothing more to offer
+
+    page.goto("/#/patients")
+    poll(page, "() => document.querySelectorAll('#patients li').length === 3")
+    assert page.inner_text("#result-summary") == "Showing 3 of 8 patients on this device"
+    first = page.eval_on_selector_all("#patients li a", "els => els.map((a) => a.dataset.id)")
+    _shots(page, "42-patients-a-page")
+    page.click("#show-more")
+    poll(page, "() => document.querySelectorAll('#patients li').length === 6")
+    again = page.eval_on_selector_all("#patients li a", "els => els.map((a) => a.dataset.id)")
+    assert again[:3] == first  # the next page follows the first, in name order
+    # The search still reads every patient held: the last patient by name, on no page drawn yet, is found.
+    everyone = page.evaluate("() => window.omnicare.py.call('patients')")
+    last = everyone[-1]
+    assert last["id"] not in again
+    page.fill("#q", last["mrn"])
+    page.press("#q", "Enter")
+    poll(page, "id => [...document.querySelectorAll('#patients li a')].some((a) => a.dataset.id === id)", last["id"])
+    page.fill("#q", "")
+    page.press("#q", "Enter")
+    page.evaluate("() => { window.omnicare.listPage = 50; window.omnicare.listLimit = 0; }")
+
+
 def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_context: Any, server: Server) -> None:
     pids = json.loads(server.manage("shell", "-c", SETUP).strip().splitlines()[-1])
     page = new_context().new_page()
@@ -142,6 +179,7 @@ def test_a_small_budget_keeps_the_pins_and_the_likeliest_and_says_why(new_contex
     assert page.inner_text("#device-set-not-held") == "Every patient you may see is on this device."
     assert _meter_fill(page) < 0.05, "under 1 MB of a 1 GB budget must not look like a full device"
     _shots(page, "40-device-set-full")
+    _a_page_at_a_time(page, pids)
 
     # An administrator gives the device a budget that fits the pinned patients and one more.
     plan = json.loads(server.manage("shell", "-c", SHRINK).strip().splitlines()[-1])

@@ -62,9 +62,12 @@ class SlowIdb:
         self.gate = asyncio.Event()
         self.asked = asyncio.Event()
 
-    async def listRecords(self, resource_type: str) -> list[list[Any]]:  # noqa: N802 - idb.js's name
+    async def listIds(self, resource_type: str) -> list[str]:  # noqa: N802 - idb.js's name
         self.asked.set()
         await self.gate.wait()
+        return ["p1"]
+
+    async def getRecords(self, keys: list[list[str]]) -> list[list[Any]]:  # noqa: N802 - idb.js's name
         return [["Patient", "p1", 1, b"\x01" * 48, None, [], "mac"]]
 
 

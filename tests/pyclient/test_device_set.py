@@ -158,3 +158,17 @@ def test_a_device_that_keeps_nothing_shows_no_budget_and_no_count() -> None:
     assert v["summary"] == "No patient data is kept on this device"
     assert set(v) == set(device_set_view(plan_device_set(DeviceSetOffer(0, "", ()), budget_bytes=1, pending=(),
                                                          conflicted=()), names={}, online=True))
+
+
+def test_a_large_device_lists_a_page_of_rows_but_counts_and_sizes_every_patient() -> None:
+    # Issue 13: 9,090 rows (and their names decrypted) for one screen was a tall step of the tab's memory.
+    o = offer(1_000_000_000, *(cand(f"p{i:04d}", 0.5, "care-team", size=1_000_000) for i in range(120)))
+    plan = plan_device_set(o)
+    view = device_set_view(plan, names={"p0000": "Ada Lovelace"}, online=True, limit=50)
+    assert len(view["rows"]) == 50 and view["rows"][0]["name"] == "Ada Lovelace"
+    assert [r["patientId"] for r in view["rows"]] == [f"p{i:04d}" for i in range(50)]  # the plan's order
+    assert view["summary"] == "120 patients on this device"
+    assert view["space"] == "About 160 MB used of 1 GB"  # sealed: base64 of 120 MB of JSON
+    assert view["rowsTotal"] == 120
+    assert view["more"] == "Show more patients"
+    assert len(device_set_view(plan, names={}, online=True)["rows"]) == 120  # no limit: every row

@@ -1,6 +1,6 @@
 // "On this device" (issue 13): how many patients the device holds, the space used against its storage
 // budget, and why each patient is on it. Every word comes from Python (pyclient.views.device_set).
-import { h, screen, banner } from "../ui.js";
+import { h, screen, banner, moreButton } from "../ui.js";
 import { state } from "../state.js";
 
 function row(r) {
@@ -21,7 +21,7 @@ function meter(percent) {
     "aria-valuemax": "100", "aria-valuenow": String(percent) }, bar);
 }
 
-export function deviceSetScreen(v) {
+export function deviceSetScreen(v, { onMore } = {}) {
   return [h("section", { class: "card", id: "device-set" },
     h("h2", { id: "device-set-title" }, v.title),
     h("p", { id: "device-set-summary" }, h("strong", {}, v.summary)),
@@ -32,14 +32,18 @@ export function deviceSetScreen(v) {
     h("p", { class: "muted", id: "device-set-not-held" }, v.notHeld)),
   h("section", { class: "card" }, h("h2", {}, "Patients on this device"),
     v.rows.length ? h("ul", { class: "device-list", id: "device-list" }, v.rows.map(row))
-      : h("p", { class: "empty", id: "device-list" }, v.empty))];
+      : h("p", { class: "empty", id: "device-list" }, v.empty),
+    // A page of the rows (issue 13); the counts above cover every patient.
+    onMore && v.rowsTotal > v.rows.length ? moreButton(v.more, onMore) : null)];
 }
 
-export async function showDeviceSet() {
+/** ``fresh``: the screen opened (one page of rows); a redraw keeps what "Show more" opened. */
+export async function showDeviceSet({ limit = null, fresh = false } = {}) {
+  if (limit || fresh || !state.deviceLimit) state.deviceLimit = limit || state.listPage;
   let v;
-  try { v = await state.py.call("device_set", { online: navigator.onLine }); } catch (err) { banner(err.message); return; }
+  try { v = await state.py.call("device_set", { online: navigator.onLine, limit: state.deviceLimit }); } catch (err) { banner(err.message); return; }
   screen("On this device", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
-    ...deviceSetScreen(v));
+    ...deviceSetScreen(v, { onMore: () => showDeviceSet({ limit: v.rows.length + state.listPage }) }));
 }
 
 /** Under a local search (online): patients you may see who are not on this device, fetched when opened. */

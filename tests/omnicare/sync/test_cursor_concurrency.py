@@ -250,3 +250,61 @@ def test_concurrent_overlapping_pushes_on_postgres(user: Any) -> None:
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_overlapping_pushes_on_sqlite(user: Any) -> None:
     run_concurrent_pushes(user)
+
+
+@requires_postgres
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_devices_creating_the_same_new_records_at_once_get_answers_not_errors(user: Any) -> None:
+    """Four devices push the same 70 new Observation ids at the same moment, as the API does (the savepoint-free
+    attempt first, redone the careful way when the store refuses a duplicate key). Every mutation gets an
+    answer and is logged once; every record exists once. A batch that size is written by COPY on PostgreSQL
+    (``fhir.bulkwrite.COPY_MIN``): a duplicate key there must still be the IntegrityError the push redoes, not
+    an error that fails the request (it was psycopg's UniqueViolation, a 500)."""
+    _needs_shareable_db()
+    from omnicare.access.roles import PHYSICIAN, role_assign
+    from omnicare.fhir.models import Resource, ResourceVersion
+    from omnicare.sync.models import AppliedMutation
+    from omnicare.sync.push import push_attempts
+    from pyclient.protocol import PushRequest
+
+    role_assign(user=user, role=PHYSICIAN)
+    resources_import(resources=[practitioner(user.username), patient("cn"), care_team("cn", [user.username])])
+    answers: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def device(d: int, rnd: int, start: threading.Barrier) -> None:
+        muts = [{"mutationId": f"cn{rnd}-d{d}-{i}", "op": "put", "resourceType": "Observation", "id": f"cn{rnd}-{i}",
+                 "baseVersion": None, "resource": observation(f"cn{rnd}-{i}", "cn", 60.0 + d)} for i in range(70)]  # fmt: skip
+        request = PushRequest.from_json({"deviceId": f"cn-d{d}", "mutations": muts})
+
+        def run(optimistic: bool) -> Any:
+            with transaction.atomic():
+                return services.push(user=user, request=request, optimistic=optimistic)
+
+        try:
+            start.wait(10)
+            res = push_attempts(run)
+            with lock:
+                answers.extend((r.mutation_id, r.status) for r in res.results)
+        except BaseException as exc:  # pragma: no cover
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    for rnd in range(2):  # timing-dependent: a few rounds so the writes really overlap
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=device, args=(d, rnd, start)) for d in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    close_old_connections()
+    assert not errors, errors
+    assert len(answers) == 2 * 4 * 70
+    assert {s for _, s in answers} <= {"applied", "merged", "conflict"}, answers
+    ids = [f"cn{rnd}-{i}" for rnd in range(2) for i in range(70)]
+    assert Resource.objects.filter(resource_type="Observation", resource_id__in=ids).count() == 140
+    assert ResourceVersion.objects.filter(resource_type="Observation", resource_id__in=ids, version_id=1).count() == 140
+    assert AppliedMutation.objects.filter(mutation_id__startswith="cn").count() == 2 * 4 * 70
