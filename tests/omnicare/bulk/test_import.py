@@ -162,13 +162,12 @@ def _cli_reimport_is_a_no_op(capsys: Any) -> None:
 
 
 @pytest.mark.parametrize(("padding", "cores"), [(0, 1), (4100, 1), (4100, 2)],
-                         ids=["inline", "validation-workers", "workers-index-ahead"])
+                         ids=["inline", "one-worker", "two-workers"])
 def test_bad_lines_are_reported_by_number_and_never_stop_the_others(
     integration: Any, django_capture_on_commit_callbacks: Any, padding: int, cores: int, monkeypatch: Any
 ) -> None:
     """Also with enough lines that validation runs in worker processes (``validate_pool``): the verdicts
-    from there name the same lines and elements; with two workers they also extract the search index, which
-    finds the same records."""
+    from there name the same lines and elements, and the search index they extract finds the same records."""
     from omnicare.bulk import validate_pool
 
     monkeypatch.setattr(validate_pool, "spare_cores", lambda: cores)  # even on a one-core runner
