@@ -273,8 +273,8 @@ Import took {d['import_seconds']} s ({d['import_rejected']} lines rejected); exp
 How the import is split (since 2026-12-02): the file is pre-scanned in chunks shared by the job and its
 validation worker processes (`omnicare/bulk/validate_pool.py`), every conditional reference is resolved once
 per job in batched store lookups, and while batch k is written (COPY, `omnicare/fhir/bulkwrite.py`) batch k+1 is
-parsed, substituted and validated in the workers (with two or more workers they also extract its search index
-and serialise it; on 2 cores that made the one worker the bottleneck, so the job does it there). The garbage
+parsed, substituted and validated in the workers, which also extract its search index and serialise it (since
+2026-12-02 with one worker too, as on 2 cores: the job's own CPU 180–200 → 153–167 µs a line). The garbage
 collector is kept off the pre-scan's index while the job runs (it was ~1/3 of the job process's CPU).
 Validation with `fhir.resources` bounds a 2-core machine well below 5,000/s: ~234 µs a Synthea line of CPU, ~130
 since fhir_core's two per-element hooks work out their per-class part once per class

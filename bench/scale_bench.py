@@ -462,9 +462,9 @@ def write_results(report: dict[str, Any]) -> None:
         ("create POST Patient", "create", "floor_create"),
     ]  # fmt: skip
     lines = [SECTION, "",
-             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a **shared** 2-core machine (other agents' "
-             "test suites were running: see the load average next to every figure; absolute numbers are low and noisy, "
-             "ratios are the point). wrk -t2, "
+             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on a 2-core machine (the load average "
+             "is beside every figure: wrk, two uvicorn workers and PostgreSQL share the cores, and anything else running "
+             "shows there; ratios are the point). wrk -t2, "
              f"{report['seconds_per_figure']} s per figure, PostgreSQL 15, `{report['seeded_patients']}` demo patients.", "",
              "| scenario | clients | 2 workers req/s | p50 / p99 ms | floor req/s | app/floor | load before→after |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
