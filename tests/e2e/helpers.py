@@ -39,8 +39,9 @@ def wait_status(page: Any, predicate: str, timeout: float = 60_000) -> None:
 
 
 def sign_in_and_sync(ctx: Any, user: str = "dr.adams", pin: str = PIN, *, shots: bool = False,
-                     path: str = "/") -> Any:
-    """Open the app (at ``path``, e.g. ``/?bench=1``), sign in, set the PIN, wait for the first sync and the cache."""
+                     path: str = "/", cache: bool = True) -> Any:
+    """Open the app (at ``path``, e.g. ``/?bench=1``), sign in, set the PIN, wait for the first sync and (unless
+    ``cache=False``) the service worker's cache."""
     from .conftest import shot  # noqa: PLC0415
 
     page = ctx.new_page()
@@ -58,7 +59,8 @@ def sign_in_and_sync(ctx: Any, user: str = "dr.adams", pin: str = PIN, *, shots:
         shot(page, "00b-set-pin", full_page=False)
     page.click("#pin-setup button[type=submit]")
     page.wait_for_selector("#patients li", timeout=120_000)
-    wait_cache(page)
+    if cache:
+        wait_cache(page)
     return page
 
 

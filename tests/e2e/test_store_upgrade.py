@@ -44,6 +44,31 @@ def _v1_wheel(tmp: Path) -> Path:
     return next(out.glob("*.whl"))
 
 
+def _v1_app(tmp: Path) -> Path:
+    """The previous client's JS (``pwa/app``) from the same commit: the page and its Python come as one release,
+    and the JS-to-Python interface changes between releases (the first-sync packing of 2026-12-02 did)."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", STORE_V1_COMMIT, "pwa/app"],
+                             check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp / "app-src", filter="data")
+    return tmp / "app-src" / "pwa" / "app"
+
+
+def _serve_old_app(app: Path) -> Any:
+    """A route handler serving ``/app/<file>`` from ``app`` where the previous release had that file."""
+    types = {".js": "text/javascript", ".css": "text/css"}
+
+    def handle(route: Any) -> None:
+        name = route.request.url.split("/app/", 1)[1].split("?", 1)[0]
+        f = (app / name).resolve()
+        if not f.is_relative_to(app.resolve()) or not f.is_file():
+            route.continue_()
+            return
+        route.fulfill(status=200, body=f.read_bytes(), headers={
+            "Content-Type": types.get(f.suffix, "application/octet-stream"), "Cache-Control": "no-store"})
+    return handle
+
+
 def call(page: Any, name: str, **args: Any) -> Any:
     return page.evaluate("([n, a]) => window.omnicare.py.call(n, a)", [name, args])
 
@@ -71,7 +96,10 @@ def test_a_store_written_by_the_previous_client_is_upgraded_at_unlock(new_contex
     ctx = new_context()
     ctx.route(f"**/wheels/{current}", lambda route: route.fulfill(
         status=200, body=old.read_bytes(), headers={"Content-Type": "application/zip", "Cache-Control": "no-store"}))
-    page = sign_in_and_sync(ctx, "dr.adams")
+    ctx.route("**/app/**", _serve_old_app(_v1_app(tmp_path)))
+    # The service worker is this release's (it precaches this release's file list, not the old one's), so its
+    # cache is not waited for: the update below unregisters it anyway.
+    page = sign_in_and_sync(ctx, "dr.adams", cache=False)
     wait_status(page, "d.synced === 'true'")
     before = _charts(page)
     v1 = _dump(page)
@@ -81,6 +109,7 @@ def test_a_store_written_by_the_previous_client_is_upgraded_at_unlock(new_contex
 
     # The update: the new client (and a service worker that no longer holds the old one), same IndexedDB.
     ctx.unroute(f"**/wheels/{current}")
+    ctx.unroute("**/app/**")
     page.evaluate("""async () => {
         for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister();
         for (const k of await caches.keys()) await caches.delete(k); }""")
