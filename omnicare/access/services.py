@@ -21,11 +21,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
+from omnicare.core.feed_horizon import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
 from pyclient import outcome
 from pyclient.views.break_glass import reason_problem
 
@@ -366,10 +367,6 @@ def _settled_epoch(row: Sequence[Any] | None) -> tuple[tuple[Any, ...], Callable
     it: only once every type's highest version is settled (core.feed_horizon.feed_settled), since until then a
     smaller position of that type may still commit without raising max(seq). A hit needs no such check: an
     entry stored at a settled epoch stays valid exactly while the probes are unchanged."""
-    from django.db import connection
-
-    from omnicare.core.feed_horizon import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
-
     if not row:
         return None
     *probes, xmin, xmax = row
