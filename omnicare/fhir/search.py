@@ -504,9 +504,11 @@ def _value_holds(name: str, shape: Shape, values: list[Any], resource_id: str, r
             found = any(p == name and c == values[0] for p, _, c in rows.tokens)
         return not found if modifier == "not" else found
     if kind == "string":
-        q = values[0]
-        test = {"": str.startswith, "exact": str.__eq__, "contains": str.__contains__}[shape[1]]
-        return any(p == name and test(v, q) for p, v in rows.strings)
+        q, modifier = str(values[0]), shape[1]
+        texts = [v for p, v in rows.strings if p == name]
+        if modifier == "exact":
+            return q in texts
+        return any((q in v) if modifier == "contains" else v.startswith(q) for v in texts)
     if kind == "date":
         prefix, lo, hi = shape[1], values[0], values[1]
         found = any(p == name and _range_holds("eq" if prefix == "ne" else prefix, lo, hi, start, end)
