@@ -144,7 +144,9 @@ def test_transition_topics_over_rest_hook(django_user_model: Any, hook: Hook, dj
     notified = AuditEvent.objects.filter(action="subscription-notify", resource_id="s-end")
     assert sorted(p for e in notified for p in e.patient_ids) == ["tp1", "tp1"]
 
-    # Several versions of one resource in one dispatch batch: each transition is judged on its own versions.
+    # Several versions of one resource in one dispatch batch: each is judged on its own body and the one before
+    # it, not on the latest state (a current-only topic too: encounter-start is versions 2 and 3, not 4).
+    put(topic_sub("s-start", T + "encounter-start", filters=("Encounter?patient=Patient/tp1",), channel=ch))
     hook.received.clear()
     resources_import(resources=[enc("e5", "tp1", "planned")])  # no dispatch queued outside the capture
     for status in ("in-progress", "in-progress", "finished"):
@@ -153,6 +155,7 @@ def test_transition_topics_over_rest_hook(django_user_model: Any, hook: Hook, dj
     got = {params_of(b)["subscription"]["valueReference"]["reference"]: focus_versions(b) for _, b in hook.received}
     assert got["Subscription/s-arrive"] == ["Encounter/e5/_history/2"]
     assert got["Subscription/s-end"] == ["Encounter/e5/_history/4"]
+    assert got["Subscription/s-start"] == ["Encounter/e5/_history/2", "Encounter/e5/_history/3"]
 
 
 @pytest.mark.django_db
@@ -163,6 +166,11 @@ def test_a_topic_the_server_cannot_evaluate_is_refused_not_ignored(django_user_m
     u = django_user_model.objects.create_user(username="adt.engine2")
     role_assign(user=u, role="integration")
     c = Client(HTTP_AUTHORIZATION=f"Bearer {token_create(user=u, name='t')}")
+    # Topics are the server's catalogue: a client cannot store one of its own (R4 has no SubscriptionTopic type).
+    own = {**topics.topic_by_id("encounter-arrived"), "id": "mine"}  # type: ignore[dict-item]
+    for r in (c.post(f"{BASE}/SubscriptionTopic", json.dumps(own), content_type=FHIR),
+              c.put(f"{BASE}/SubscriptionTopic/mine", json.dumps(own), content_type=FHIR)):
+        assert r.status_code == 405 and "catalogue" in r.json()["issue"][0]["diagnostics"], r.content
     real = topics.catalogue()
     for tid, trigger, words in (
         ("fhirpath", {"fhirPathCriteria": [{"previous": "%previous.status = 'planned'"}]}, "fhirPathCriteria"),
