@@ -8,7 +8,6 @@ from __future__ import annotations
 import itertools
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,8 +17,8 @@ from omnicare.fhir.models import Resource
 from omnicare.fhir.search import build_query, index_rows
 from omnicare.fhir.services import resources_import
 from omnicare.subscriptions import topics
+from tests.shared_data import SYNTHEA
 
-SYNTHEA = Path("/work/shared/data/synthea-10")
 TYPES = ("Patient", "Encounter", "Condition", "MedicationRequest", "Procedure", "Immunization")
 
 
