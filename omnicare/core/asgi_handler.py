@@ -46,10 +46,10 @@ from django.conf import settings
 from django.core import signals
 from django.core.exceptions import RequestAborted
 from django.core.handlers.asgi import ASGIHandler, get_script_prefix
-from django.urls import set_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
+from django.urls import set_script_prefix
 
 #: Left out of the lean chain (see the module docstring): they act only on cookies or the cookie session's user.
 COOKIE_ONLY_MIDDLEWARE = frozenset({

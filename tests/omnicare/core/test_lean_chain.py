@@ -63,6 +63,22 @@ def _asgi(method: str, path: str, headers: dict[str, str], body: bytes = b"") ->
 
 
 @pytest.fixture
+def lean_calls(monkeypatch: Any) -> list[str]:
+    """Paths the lean chain served (a spy on the handler's lean ``get_response``)."""
+    from omnicare.asgi import django_asgi_app
+
+    calls: list[str] = []
+    real = django_asgi_app.lean.get_response
+
+    def spy(request: Any) -> Any:
+        calls.append(request.path_info)
+        return real(request)
+
+    monkeypatch.setattr(django_asgi_app.lean, "get_response", spy)
+    return calls
+
+
+@pytest.fixture
 def clerk(django_user_model: Any) -> Any:
     from omnicare.access.roles import role_assign
 
@@ -92,7 +108,9 @@ def _assert_security_headers(h: dict[str, str]) -> None:
     assert h["cache-control"] == "no-store, private"
 
 
-def test_a_bearer_read_takes_the_lean_chain_and_is_audited_with_security_headers(clerk: Any, patient: str) -> None:
+def test_a_bearer_read_takes_the_lean_chain_and_is_audited_with_security_headers(
+    clerk: Any, patient: str, lean_calls: list[str]
+) -> None:
     from django.contrib.sessions.models import Session
 
     from omnicare.access.services import token_create
@@ -101,6 +119,7 @@ def test_a_bearer_read_takes_the_lean_chain_and_is_audited_with_security_headers
     before = _reads_audited(patient)
     status, h, body, cookies = _asgi("GET", f"/fhir/R4/Patient/{patient}", {"Authorization": f"Bearer {token}"})
     assert status == 200, body[:300]
+    assert lean_calls == [f"/fhir/R4/Patient/{patient}"]
     assert json.loads(body)["name"][0]["family"] == "Leanchain"
     assert _reads_audited(patient) == before + 1
     _assert_security_headers(h)
@@ -136,7 +155,7 @@ def test_the_lean_chain_fails_closed_when_the_audit_cannot_be_written(clerk: Any
     _assert_security_headers(h)
 
 
-def test_a_cookie_session_request_still_gets_csrf_and_session_handling(clerk: Any) -> None:
+def test_a_cookie_session_request_still_gets_csrf_and_session_handling(clerk: Any, lean_calls: list[str]) -> None:
     from django.conf import settings
     from django.test import Client
 
@@ -154,6 +173,7 @@ def test_a_cookie_session_request_still_gets_csrf_and_session_handling(clerk: An
     headers = {**headers, "Cookie": headers["Cookie"] + f"; {settings.CSRF_COOKIE_NAME}={csrf}", "X-CSRFToken": csrf}
     status, h, out, _ = _asgi("POST", "/fhir/R4/Patient", headers, body)
     assert status == 201, out[:300]
+    assert lean_calls == []  # both took the full chain
     # A bearer header beside a cookie is not "bearer only": the full chain runs.
     from django.test import RequestFactory
 
