@@ -555,12 +555,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         (blind-index tokens, row MACs) are this adapter's.
         """
         effects = list(effects)
-        await self._apply_with_manifests(await self._prepare(effects))
-        return notices(effects)
-
-    async def _prepare(self, effects: list[Effect]) -> list[StoreOp]:
-        """The store ops of ``effects``, sealed and row-coded, manifests not yet planned (``_commit``'s first
-        half: it reads nothing the previous transaction writes, so a pull runs it while that one commits)."""
         sealed = await self._seal(seal_items(effects))
         ops: list[StoreOp] = []
         at = 0
@@ -574,14 +568,15 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if at != len(sealed):  # a long batch would pair blobs with the wrong rows
             raise ValueError(f"{len(sealed)} sealed blobs for {at} items")
         q_changed = False
-        for e in effects:
+        for e in effects if self._quarantine else ():  # (a pull page: 1,000 isinstance checks for nothing)
             if isinstance(e, (RecordPut, RecordDelete)):
                 q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
         if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
             self._drop_settled_manifest_failures()
             ops.append(self._quarantine_op())
         ops += await self._recovery_escrow_ops(effects)  # sealed-to-server copies move with the outbox
-        return ops
+        await self._apply_with_manifests(ops)
+        return notices(effects)
 
     # -- store integrity (issue 17; the rules are in pyclient/integrity.py) -------------------
 
@@ -628,49 +623,17 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 self._mcache.clear()
                 self._seen = None
                 raise
-            self._applied(ops, cache, written)
+            if any(isinstance(op, ClearRecords) for op in ops):
+                self._mcache.clear()
+                self._seen = SeenRows()  # from now on every row of the store goes through this tab's manifests
+            for tok, (man, mac) in cache.items():
+                self._mcache.put(tok, man, mac)
+            self._mcache.trim()
+            if self._seen is not None:
+                for t, i in written:
+                    self._seen.add(t, i)
             return
         raise AppError("Could not save: another OmniCare tab keeps writing. Close other tabs and try again.")
-
-    def _applied(self, ops: Sequence[StoreOp], cache: dict[str, tuple[ig.Manifest | None, str | None]],
-                 written: Sequence[tuple[str, str]]) -> None:
-        """What a committed transaction tells the manifest planner (only once it committed)."""
-        if any(isinstance(op, ClearRecords) for op in ops):
-            self._mcache.clear()
-            self._seen = SeenRows()  # from now on every row of the store goes through this tab's manifests
-        for tok, (man, mac) in cache.items():
-            self._mcache.put(tok, man, mac)
-        self._mcache.trim()
-        if self._seen is not None:
-            for t, i in written:
-                self._seen.add(t, i)
-
-    async def _apply_begin(self, ops: list[StoreOp]) -> Callable[[], Awaitable[None]]:
-        """``_apply_with_manifests`` in two halves: plan the manifests and issue the transaction now, and return
-        what waits for its commit. Between the two the caller prepares the next pull page: the IndexedDB commit
-        runs off this thread, the sealing of the next page on it. The next transaction is planned only after
-        this one committed (its manifests come from the cache this one fills); a stale manifest (another tab)
-        falls back to the re-planning loop, the records as sealed."""
-        import asyncio  # noqa: PLC0415
-
-        checks, writes, cache, written = await self._manifest_ops(ops)
-        write = asyncio.ensure_future(self.store.apply([*checks, *ops, *writes]))
-
-        async def committed() -> None:
-            try:
-                await write
-            except StaleRow:
-                self._mcache.clear()
-                self._seen = None
-                await self._apply_with_manifests(ops)
-                return
-            except BaseException:
-                self._mcache.clear()
-                self._seen = None
-                raise
-            self._applied(ops, cache, written)
-
-        return committed
 
     async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
             list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
@@ -1565,22 +1528,9 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         sealed and written, so the network and the server's page work overlap the local writes."""
         import asyncio  # noqa: PLC0415
 
-        found: list[Effect] = []
+        notices: list[Effect] = []
         received = 0
         ahead: tuple[PullRequest, asyncio.Task[tuple[int, str]]] | None = None
-        # The previous page's transaction, issued but maybe not committed, and its progress event (sent once
-        # it committed: "pulled" means on the device).
-        writing: tuple[Callable[[], Awaitable[None]], dict[str, Any] | None] | None = None
-
-        async def committed() -> None:
-            nonlocal writing
-            if writing is not None:
-                wait, event = writing
-                writing = None
-                await wait()
-                if event is not None:
-                    self._emit(event)
-
         block = self._wc.nonce_block(FIRST_SYNC_NONCE_BLOCK) if first and self._wc is not None else None
         try:
             for _ in range(10_000):
@@ -1593,7 +1543,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                     status, text = await self._pull_fetch(machine, req)
                 ahead = None
                 if status != 200:
-                    await committed()
                     self.needs_login = self.needs_login or outcome.needs_sign_in(status)
                     machine.last_error = outcome.sync_failure(status)
                     break
@@ -1603,24 +1552,17 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 nxt = machine.pull_ahead(resp)
                 if nxt is not None:
                     ahead = (nxt, asyncio.ensure_future(self._pull_fetch(machine, nxt)))
-                effects = machine.on_pull_response(_now(), req, resp)
-                ops = await self._prepare(effects)  # while the previous page's transaction commits
-                await committed()
-                received += len(resp.changes)
-                event = None
-                if resp.changes or resp.drop:
-                    event = {"type": "pulled", "received": received, "hasMore": resp.has_more,
-                             "seq": max((c.seq for c in resp.changes), default=None),
-                             "total": raw.get("total") if isinstance(raw, dict) else None,
-                             "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
-                             "ids": [c.id for c in resp.changes][:200]}
-                writing = (await self._apply_begin(ops), event)
-                found += notices(effects)
+                notices += await self._commit(machine.on_pull_response(_now(), req, resp))
                 if machine.recovery == "collect":
-                    await committed()
                     break  # a new server epoch: sync_once hands over the held records, then re-pulls
+                received += len(resp.changes)
+                if resp.changes or resp.drop:
+                    self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,
+                                "seq": max((c.seq for c in resp.changes), default=None),
+                                "total": raw.get("total") if isinstance(raw, dict) else None,
+                                "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
+                                "ids": [c.id for c in resp.changes][:200]})
                 if not resp.has_more:
-                    await committed()
                     await self._audit_witness(raw.get("auditCheckpoint") if isinstance(raw, dict) else None)
                     if machine.last_error in ("offline", "sign in again to sync") or (
                             machine.last_error or "").startswith("server error"):
@@ -1628,18 +1570,12 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                     if first:
                         await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
                     break
-            await committed()
         finally:
             if ahead is not None:  # a page fetched ahead but not used (an error while writing): drop it
                 ahead[1].cancel()
-            if writing is not None:  # an error while preparing the next page: the issued write still ends
-                try:
-                    await writing[0]()
-                except Exception:  # noqa: BLE001, S110 - the error already on its way out is the one to report
-                    pass
             if block is not None and self._wc is not None:
                 self._wc.nonce_block(block)
-        return found
+        return notices
 
     async def _audit_witness(self, offered_json: Any) -> None:
         """Keep the newest audit checkpoint the server proved consistent (``pyclient.auditlog``); a server
