@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from django.test import Client
 
+from tests.shared_data import SYNTHEA
+
 BASE = "/fhir/R4"
-SYNTHEA = Path(__file__).resolve().parents[4] / "shared" / "data" / "synthea-10"
-if not SYNTHEA.is_dir():  # a worktree beside /work/main: the shared folder is /work/shared
-    SYNTHEA = Path("/work/shared/data/synthea-10")
 
 
 def synthea_files() -> list[Path]:

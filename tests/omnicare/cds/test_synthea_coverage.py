@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyclient.cds import Context, check, default_kb, resolve_allergen, resolve_drug
+from tests.shared_data import SYNTHEA
 
-DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "synthea-10"
+DATA = SYNTHEA
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason="Synthea sample (shared/data/synthea-10) not present")
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"Synthea sample not present (looked at {SYNTHEA})")
 
 
 def _load(name: str) -> list[dict[str, Any]]:

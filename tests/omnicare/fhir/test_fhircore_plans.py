@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,10 +12,7 @@ import pytest
 from omnicare.core.errors import ApiError
 from omnicare.fhir import fhircore_plans
 from omnicare.fhir.validation import _model_class, validate_resource
-
-SYNTHEA = Path(__file__).resolve().parents[4] / "shared" / "data" / "synthea-10"
-if not SYNTHEA.is_dir():
-    SYNTHEA = Path("/work/shared/data/synthea-10")
+from tests.shared_data import SYNTHEA
 
 BROKEN: list[dict[str, Any]] = [
     # a null inside a list of complex types: rejected, naming the element
