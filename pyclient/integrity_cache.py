@@ -50,18 +50,28 @@ class SeenRows:
         self.added = 0
 
     def _where(self, resource_type: str, id: str) -> list[int]:
+        # Called twice per row of a pull page (planned, then written): the probes by addition, not k * h2.
         d = hashlib.blake2b(f"{resource_type}\x00{id}".encode(), digest_size=16).digest()
-        h1, h2 = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little") | 1
-        return [(h1 + k * h2) & self._mask for k in range(self._probes)]
+        h, h2, mask = int.from_bytes(d[:8], "little"), int.from_bytes(d[8:], "little") | 1, self._mask
+        out = []
+        for _ in range(self._probes):
+            out.append(h & mask)
+            h += h2
+        return out
 
     def add(self, resource_type: str, id: str) -> None:
+        bits = self._bits
         for b in self._where(resource_type, id):
-            self._bits[b >> 3] |= 1 << (b & 7)
+            bits[b >> 3] |= 1 << (b & 7)
         self.added += 1
 
     def may_hold(self, resource_type: str, id: str) -> bool:
         """False: this row was never added. True: it may have been."""
-        return all(self._bits[b >> 3] & (1 << (b & 7)) for b in self._where(resource_type, id))
+        bits = self._bits
+        for b in self._where(resource_type, id):
+            if not bits[b >> 3] & (1 << (b & 7)):
+                return False
+        return True
 
     def size_bytes(self) -> int:
         return len(self._bits)

@@ -132,6 +132,7 @@ VERIFY_BATCH = 1000
 # Records encoded or row-coded between two yields to the browser: a 1,000-record pull page done in one go is a
 # ~100 ms main-thread task on a slow tablet (a tap waits that long); 250 keep each slice to a fraction of it.
 UI_SLICE = 250
+FIRST_SYNC_NONCE_BLOCK = 8192  # nonces reserved at a time during a first sync (webcrypto.WebCrypto.nonce_block)
 INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
                   "It is being downloaded again from the server.")
 M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and the earliest next try
@@ -567,7 +568,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if at != len(sealed):  # a long batch would pair blobs with the wrong rows
             raise ValueError(f"{len(sealed)} sealed blobs for {at} items")
         q_changed = False
-        for e in effects:
+        for e in effects if self._quarantine else ():  # (a pull page: 1,000 isinstance checks for nothing)
             if isinstance(e, (RecordPut, RecordDelete)):
                 q_changed = self._quarantine.pop((e.resource_type, e.id), None) is not None or q_changed
         if q_changed:  # a re-downloaded (or deleted) record leaves quarantine in the same transaction
@@ -1530,6 +1531,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         notices: list[Effect] = []
         received = 0
         ahead: tuple[PullRequest, asyncio.Task[tuple[int, str]]] | None = None
+        block = self._wc.nonce_block(FIRST_SYNC_NONCE_BLOCK) if first and self._wc is not None else None
         try:
             for _ in range(10_000):
                 req = machine.next_pull()
@@ -1571,6 +1573,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         finally:
             if ahead is not None:  # a page fetched ahead but not used (an error while writing): drop it
                 ahead[1].cancel()
+            if block is not None and self._wc is not None:
+                self._wc.nonce_block(block)
         return notices
 
     async def _audit_witness(self, offered_json: Any) -> None:
