@@ -9,7 +9,10 @@ dropped and recreated on every run.
 
 1. ``bulk_import_per_s``: ``import_start`` + ``import_run`` (the service behind ``POST $import`` and
    ``manage.py fhir_import``) of the whole NDJSON in this process: validation, reference resolution, the
-   write path, index rows and audit included.
+   write path, index rows and audit included. Celery is not eager (as in production): the job's CDS re-check
+   of each batch's orders and the audit sequencer are queued, as a deployment hands them to other workers and
+   beat, then run after the import and timed apart (``deferred`` in results.json: ``recheck_seconds``,
+   ``audit_sequence_seconds``). Until 2026-12-02 eager Celery ran the re-check inline in the job (~17 % of its CPU).
 2. ``bulk_export_per_s`` and ``bulk_export_peak_rss_mb``: a system ``$export`` of every type by an
    integration account, run by ``export_run`` in a FRESH worker process (what a Celery worker does), so its
    peak RSS is the export's own. The same export of a quarter of the data (``bulk_export_peak_rss_mb_quarter``,
