@@ -473,6 +473,73 @@ class ParsedSearch:
     def values(self) -> list[Any]:
         return [v for _, term in self.terms if not isinstance(term, Q) for _, values in term for v in values]
 
+    def matches(self, resource_id: str, last_updated: datetime, rows: IndexRows) -> bool:
+        """The same search evaluated in memory against one resource's index rows (``index_rows`` of any
+        version's body, not only the stored current one): what a subscription needs for the state before an
+        update (SubscriptionTopic ``queryCriteria.previous``) and for each version of a batch. Mirrors
+        ``_value_q`` / ``_common_q`` branch for branch; ``tests/omnicare/subscriptions/test_matcher.py`` holds
+        the two to the same answers."""
+        for (key, term), (used_key, raw) in zip(self.terms, self.used, strict=True):
+            assert key == used_key
+            if isinstance(term, Q):  # a _lastUpdated filter: its values, ORed
+                if not any(_last_updated_holds(last_updated, v) for v in raw.split(",") if v != ""):
+                    return False
+                continue
+            name = key.partition(":")[0]
+            if not any(_value_holds(name, shape, values, resource_id, rows) for shape, values in term):
+                return False
+        return True
+
+
+def _value_holds(name: str, shape: Shape, values: list[Any], resource_id: str, rows: IndexRows) -> bool:
+    """``_value_q`` in memory: does ONE value of a parameter hold for these index rows."""
+    kind = shape[0]
+    if kind == "_id":
+        return resource_id in values
+    if kind == "token":
+        _, modifier, form, has_code = shape
+        if form == "system":
+            found = any(p == name and s == values[0] and (not has_code or c == values[1]) for p, s, c in rows.tokens)
+        else:
+            found = any(p == name and c == values[0] for p, _, c in rows.tokens)
+        return not found if modifier == "not" else found
+    if kind == "string":
+        q, modifier = str(values[0]), shape[1]
+        texts = [v for p, v in rows.strings if p == name]
+        if modifier == "exact":
+            return q in texts
+        return any((q in v) if modifier == "contains" else v.startswith(q) for v in texts)
+    if kind == "date":
+        prefix, lo, hi = shape[1], values[0], values[1]
+        found = any(p == name and _range_holds("eq" if prefix == "ne" else prefix, lo, hi, start, end)
+                    for p, start, end in rows.dates)
+        return not found if prefix == "ne" else found
+    return any(p == name and t_id == values[0] and (not shape[1] or t_type == values[1])
+               for p, t_type, t_id in rows.refs)
+
+
+def _range_holds(prefix: str, lo: datetime, hi: datetime, start: datetime, end: datetime) -> bool:
+    """``_range_q`` in memory."""
+    if prefix == "eq":
+        return start >= lo and end <= hi
+    if prefix == "gt":
+        return end > hi
+    if prefix == "ge":
+        return end > lo
+    if prefix == "lt":
+        return start < lo
+    return start < hi  # le
+
+
+def _last_updated_holds(last_updated: datetime, raw: str) -> bool:
+    """``_common_q`` for ``_lastUpdated`` in memory (an instant: the range [t, t+1µs))."""
+    prefix, lo, hi = _date_arg("_lastUpdated", raw)
+    if prefix in ("eq", "ne"):
+        inside = lo <= last_updated < hi
+        return not inside if prefix == "ne" else inside
+    return {"gt": last_updated >= hi, "ge": last_updated >= lo, "lt": last_updated < lo,
+            "le": last_updated < hi}[prefix]
+
 
 def build_query(resource_type: str, params: list[tuple[str, str]]) -> ParsedSearch:
     """Parse ``params`` (query pairs in order, control params skipped) into the filters of a current-state search."""

@@ -66,3 +66,25 @@ def topic_read(request: HttpRequest, topic_id: str) -> HttpResponse:
     if topic is None:
         raise NotFound("No such SubscriptionTopic")
     return HttpResponse(json.dumps(topic), content_type=FHIR_JSON)
+
+
+# Topics are the server's catalogue (``topics.py``: R4 has no SubscriptionTopic type to store), so writes are a
+# 405 OperationOutcome saying so, not Django's bare HTML 405.
+_READ_ONLY = ["POST", "PUT", "PATCH", "DELETE"]
+
+
+def _catalogue_only(request: HttpRequest) -> HttpResponse:
+    from omnicare.core.errors import MethodNotAllowed
+
+    raise MethodNotAllowed(f"{request.method} is not supported: SubscriptionTopics are this server's catalogue "
+                           "(GET SubscriptionTopic lists them); a Subscription names one in criteria")
+
+
+@router.api_operation(_READ_ONLY, "/SubscriptionTopic", include_in_schema=False)
+def topic_write(request: HttpRequest) -> HttpResponse:
+    return _catalogue_only(request)
+
+
+@router.api_operation(_READ_ONLY, "/SubscriptionTopic/{topic_id}", include_in_schema=False)
+def topic_instance_write(request: HttpRequest, topic_id: str) -> HttpResponse:
+    return _catalogue_only(request)

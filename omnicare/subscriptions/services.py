@@ -16,8 +16,11 @@ subscriber that missed notifications catches up (Medplum #4586/#9447: notificati
 Topic-based (the backport's own form, ``topics.py``): ``criteria`` is a SubscriptionTopic canonical URL, each
 ``_criteria`` ``backport-filter-criteria`` extension ANDs ``Type?param=value`` filters (only the topic's
 ``canFilterBy``; anything else is a 400 naming the extension), the topic's interactions decide whether
-creates, updates and deletes trigger (a delete matches only a subscription without filters: a tombstone has
-no index to filter on), and its ``queryCriteria.current`` must hold. Heartbeats: a
+creates, updates and deletes trigger, and its ``queryCriteria`` (``previous`` on the version before,
+``current`` on the version written, ``resultForCreate`` / ``resultForDelete`` / ``requireBoth``: ``topics.py``)
+must hold. Matching is in memory on each version's own body (``ParsedSearch.matches`` over ``index_rows``, the
+index's own extraction and semantics), never on the current state, so a batch with several versions of one
+resource judges each of them; a delete is filtered on the deleted resource's last version. Heartbeats: a
 ``backport-heartbeat-period`` (seconds) on the channel makes the server send a ``heartbeat`` notification
 whenever nothing was sent for that long (rest-hook: the ``omnicare.subscriptions.heartbeat`` beat job;
 websocket: the socket's own consumer), so a subscriber can tell a quiet subscription from a dead one.
@@ -41,7 +44,7 @@ from omnicare.access.services import may_access
 from omnicare.audit.services import audit_record
 from omnicare.core.errors import BadRequest, NotFound
 from omnicare.fhir.models import Resource, ResourceVersion
-from omnicare.fhir.search import SUPPORTED_TYPES, build_query
+from omnicare.fhir.search import SUPPORTED_TYPES, IndexRows, ParsedSearch, build_query, index_rows
 
 from . import topics
 from .models import SubscriptionEvent, SubscriptionOwner
@@ -66,12 +69,16 @@ def on_versions(sender: Any, versions: list[ResourceVersion], **_: Any) -> None:
 
 @dataclass(frozen=True)
 class Criteria:
-    """What a Subscription matches: one type, search parameters (all must hold), which interactions."""
+    """What a Subscription matches: one type, the subscriber's search parameters (all must hold, on the version
+    that triggered; on a delete, on the deleted resource's last version), which interactions, and for
+    topic-based subscriptions the topic's trigger (``queryCriteria`` previous/current)."""
 
     resource_type: str
     params: list[tuple[str, str]]
     interactions: frozenset[str]
     topic: str | None = None  # the SubscriptionTopic canonical, for topic-based subscriptions
+    trigger: topics.Trigger | None = None
+    search: ParsedSearch | None = None  # ``params`` parsed (None: no filters)
 
 
 def _filters(sub: dict[str, Any]) -> list[str]:
@@ -80,15 +87,17 @@ def _filters(sub: dict[str, Any]) -> list[str]:
 
 
 def subscription_criteria(sub: dict[str, Any]) -> Criteria:
-    """The criteria of a Subscription, R4 search form or backport topic form; 400 for what we cannot evaluate."""
+    """The criteria of a Subscription, R4 search form or backport topic form; 400 for what we cannot evaluate
+    (a topic whose trigger the server cannot evaluate included: ``topics.topic_trigger``)."""
     raw = str(sub.get("criteria") or "")
     topic = topics.catalogue().get(raw)
     if topic is None and "?" not in raw and ":" in raw:
         raise BadRequest("Subscription.criteria names an unknown SubscriptionTopic (GET SubscriptionTopic lists them)",
                          code="not-supported", expression=["Subscription.criteria"])
     if topic is not None:
-        rtype = topics.topic_type(topic)
-        params = topics.topic_current(topic)
+        trigger = topics.topic_trigger(topic)
+        rtype = trigger.resource_type
+        params: list[tuple[str, str]] = []
         for f in _filters(sub):
             ftype, sep, query = f.partition("?")
             if not sep:
@@ -102,7 +111,7 @@ def subscription_criteria(sub: dict[str, Any]) -> Criteria:
         if unknown:
             raise BadRequest("Filter parameter(s) not offered by the topic: " + ", ".join(u[:40] for u in unknown[:10]),
                              code="not-supported", expression=["Subscription.criteria.extension"])
-        return Criteria(rtype, params, topics.topic_interactions(topic), str(topic["url"]))
+        return Criteria(rtype, params, trigger.interactions, str(topic["url"]), trigger, _parsed(rtype, params))
     filters = _filters(sub)
     if filters:  # the older backport drafts: the whole search in the filter extension
         raw = filters[-1]
@@ -110,7 +119,14 @@ def subscription_criteria(sub: dict[str, Any]) -> Criteria:
     if rtype not in SUPPORTED_TYPES:
         raise BadRequest("Subscription.criteria must be a SubscriptionTopic URL or a search on a resource type, "
                          "e.g. Observation?patient=123", expression=["Subscription.criteria"])
-    return Criteria(rtype, parse_qsl(query, keep_blank_values=False), frozenset({"create", "update"}))
+    params = parse_qsl(query, keep_blank_values=False)
+    return Criteria(rtype, params, frozenset({"create", "update"}), search=_parsed(rtype, params))
+
+
+def _parsed(rtype: str, params: list[tuple[str, str]]) -> ParsedSearch | None:
+    """The filters parsed once (a bad value is a 400 when the Subscription is written, not a failing dispatch)."""
+    parsed = build_query(rtype, params)
+    return parsed if parsed.terms else None
 
 
 def criteria_of(sub: dict[str, Any]) -> tuple[str, list[tuple[str, str]]]:
@@ -161,42 +177,75 @@ def _active(sub_id: str) -> dict[str, Any] | None:
 def dispatch() -> int:
     """Match new feed entries for every subscription, then deliver pending events. Returns events delivered."""
     delivered = 0
+    rows: dict[tuple[str, str, int], IndexRows] = {}  # index rows per version, shared by the subscriptions
     for owner_id in list(SubscriptionOwner.objects.values_list("pk", flat=True)):
         try:
-            _match(owner_id)
+            _match(owner_id, rows)
             delivered += _deliver(owner_id)
         except Exception:  # one broken subscriber never stops the others
             log.exception("subscription dispatch failed for owner row %s", owner_id)
     return delivered
 
 
-def _match(owner_id: int) -> None:
+#: One version as a matcher sees it: (resource id, lastUpdated, index rows).
+_Seen = tuple[str, datetime, IndexRows]
+
+
+def _match(owner_id: int, rows: dict[tuple[str, str, int], IndexRows] | None = None) -> None:
+    """Number and store the events of the next feed batch for one subscription. Each version is judged on its
+    own body and, for a topic's ``previous``, on the body of the version before it (both from the history,
+    so a batch holding several versions of one resource judges each transition, not the latest state)."""
+    rows = {} if rows is None else rows
     with transaction.atomic():
         owner = SubscriptionOwner.objects.select_for_update().select_related("user").get(pk=owner_id)
         sub = _active(owner.subscription_id)
         if sub is None:
             return
         crit = subscription_criteria(sub)
-        rtype, params = crit.resource_type, crit.params
+        rtype = crit.resource_type
         from omnicare.fhir.services import feed_since
 
         versions = feed_since(after_seq=owner.matched_seq, limit=BATCH)  # up to the horizon: never skips
         if not versions:
             return
-        candidates = [v for v in versions if v.resource_type == rtype and _interaction(v) in crit.interactions]
-        live = [v for v in candidates if not v.deleted]
-        matching: set[str] = set()
-        if live:
-            qs = build_query(rtype, params).queryset.filter(resource_id__in=[v.resource_id for v in live])
-            matching = set(qs.values_list("resource_id", flat=True))
+        mine = [v for v in versions if v.resource_type == rtype]
+        trigger = crit.trigger
+        # The version before is needed for `previous`, for filtering a delete, and to tell a re-create (after a
+        # tombstone) from an update when the topic tells them apart.
+        want_body = (trigger is not None and trigger.previous is not None) or (
+            crit.search is not None and "delete" in crit.interactions)
+        want_kind = ("create" in crit.interactions) != ("update" in crit.interactions)
+        before_of = _versions_before(rtype, mine, versions, with_body=want_body) if want_body or want_kind else {}
+
+        def seen(v: ResourceVersion) -> _Seen:
+            key = (v.resource_type, v.resource_id, v.version_id)
+            if key not in rows:
+                if len(rows) > ROWS_CACHE:
+                    rows.clear()
+                rows[key] = index_rows(v.resource_type, v.body)
+            return v.resource_id, v.last_updated, rows[key]
+
         events = []
         number = owner.events
-        for v in candidates:
+        for v in mine:
+            before = before_of.get((v.resource_id, v.version_id))
             if v.deleted:
-                if params:  # a tombstone has no search index: only an unfiltered subscription sees deletes
-                    continue
-            elif v.resource_id not in matching:
+                interaction = "delete"
+            elif v.version_id == 1 or ((v.resource_id, v.version_id) in before_of and before is None):
+                interaction = "create"  # the first version, or the first after a tombstone
+            else:
+                interaction = "update"
+            if interaction not in crit.interactions:
                 continue
+            after_seen = None if v.deleted else seen(v)
+            if trigger is not None and not trigger.fires(
+                    interaction, seen(before) if before is not None and trigger.previous is not None else None,
+                    after_seen if trigger.current is not None else None):
+                continue
+            if crit.search is not None:
+                target = after_seen or (seen(before) if before is not None else None)
+                if target is None or not crit.search.matches(*target):
+                    continue
             if not may_access(user=owner.user, action="read", resource_type=rtype, patient_ids=v.patient_ids or []):
                 continue  # outside the subscriber's scope: never notified
             number += 1
@@ -207,8 +256,37 @@ def _match(owner_id: int) -> None:
         SubscriptionOwner.objects.filter(pk=owner.pk).update(events=number, matched_seq=versions[-1].seq)
 
 
-def _interaction(v: ResourceVersion) -> str:
-    return "delete" if v.deleted else ("create" if v.version_id == 1 else "update")
+ROWS_CACHE = 20_000
+_CHUNK = 500
+
+
+def _versions_before(rtype: str, mine: list[ResourceVersion], batch: list[ResourceVersion], *,
+                     with_body: bool) -> dict[tuple[str, int], ResourceVersion | None]:
+    """For each version n > 1 of ``mine``: (id, n) → version n-1 of that resource, None when that was a tombstone.
+    Versions are numbered without gaps (a delete is a version too), so n-1 is the state before. Taken from the
+    batch when it is there, else from the history (one query per chunk)."""
+    in_batch = {(v.resource_id, v.version_id): v for v in batch if v.resource_type == rtype}
+    out: dict[tuple[str, int], ResourceVersion | None] = {}
+    need: dict[tuple[str, int], tuple[str, int]] = {}
+    for v in mine:
+        if v.version_id <= 1:
+            continue
+        prev = in_batch.get((v.resource_id, v.version_id - 1))
+        if prev is not None:
+            out[(v.resource_id, v.version_id)] = None if prev.deleted else prev
+        else:
+            need[(v.resource_id, v.version_id - 1)] = (v.resource_id, v.version_id)
+    keys = list(need)
+    fields = ["resource_type", "resource_id", "version_id", "deleted", "last_updated"] + (["body"] if with_body else [])
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i:i + _CHUNK]
+        qs = ResourceVersion.objects.filter(resource_type=rtype, resource_id__in={r for r, _ in chunk},
+                                            version_id__in={n for _, n in chunk}).only(*fields)
+        for prev in qs:
+            later = need.get((prev.resource_id, prev.version_id))
+            if later is not None:
+                out[later] = None if prev.deleted else prev
+    return out
 
 
 def _notification(sub: dict[str, Any], owner: SubscriptionOwner, events: list[SubscriptionEvent], *,
