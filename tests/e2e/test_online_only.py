@@ -94,7 +94,11 @@ def _header_fits(page: Any, landscape: bool) -> None:
     """Landscape (1024 px): the whole header is one row of one line's height. Portrait: brand and buttons, then
     the pill on its own row — and at both the pill's words are one line, shown in full."""
     page.wait_for_selector("#usernav:not([hidden])")
+    # Measured once the pill has settled: a sync that a hint starts just then adds "syncing…" and the time's
+    # label changes to "last sync" for a moment (pyclient.views.status), which may take the words to two lines.
+    poll(page, "() => !document.querySelector('#sync .sync-text').innerText.includes('syncing')", timeout=60)
     h = page.evaluate(HEADER)
+    h["pill"] = page.inner_text("#sync .sync-text")  # the words, in the failure message
     assert h["textLines"] == 1 and h["whole"], h
     if landscape:
         assert h["rows"] == 1 and abs(h["height"] - h["oneRow"]) <= 1, h
