@@ -136,7 +136,7 @@ def test_cursor_never_skips_under_concurrent_writers_on_postgres(user: Any, monk
     run_concurrent_feed(user, seed=random.randrange(10**6))
 
 
-def _widen_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
+def _widen_the_race(monkeypatch: pytest.MonkeyPatch, pause: float = 0.004) -> None:
     """A pause between taking the feed positions and COMMIT: a later writer's positions can then commit
     first, the interleaving only the snapshot horizon protects a reader from."""
     from omnicare.fhir import services as fhir_services
@@ -145,7 +145,7 @@ def _widen_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def slow_stamp(alive: list[int]) -> list[int]:
         got = real_stamp(alive)
-        time.sleep(0.004)
+        time.sleep(pause)
         return got
 
     monkeypatch.setattr(fhir_services, "_feed_stamp", slow_stamp)
@@ -166,10 +166,12 @@ def test_the_harness_catches_a_naive_sequence_feed(user: Any, monkeypatch: pytes
     must see a reader skip a version: proof that the test above can fail."""
     from omnicare.fhir import services as fhir_services
 
-    _widen_the_race(monkeypatch)
+    # A wider gap than the test above uses: on a loaded 2-core CI machine the 4 ms gap was lost in all four
+    # attempts once (CI on 306b2ab), and this control must show the skip, not hope for it.
+    _widen_the_race(monkeypatch, pause=0.03)
     monkeypatch.setattr(fhir_services, "feed_settled", lambda stamp, xmin, xmax: True)
     caught = []
-    for attempt in range(4):  # timing-dependent by nature: a skip shows up in (almost) every run
+    for attempt in range(8):  # timing-dependent by nature: a skip shows up in (almost) every run
         try:
             run_concurrent_feed(user, seed=7 + attempt)
         except AssertionError as exc:
