@@ -31,11 +31,20 @@ authenticator behind it sees no user and declines (401), as it does on the full 
 created, so such a request cannot touch the session store. Every header-setting middleware (security, no-store,
 CSP, X-Frame-Options), the access log, timing, gzip and CommonMiddleware stay, in the same order. Any request with
 a cookie (the PWA, the admin) takes the full chain, CSRF included.
+
+**Checked against Django.** :meth:`ReusedThreadASGIHandler.handle` is a copy of Django's ``ASGIHandler.handle``
+with one change (the hop). A Django whose ``handle`` differs from the one copied (its source's sha256,
+:data:`DJANGO_HANDLE_DIGEST`) gets Django's own ``handle`` back, which calls :meth:`get_response_async` (the
+chain in one hop, still on the reused thread) until this copy is compared with the new one: a fix in Django's
+request handling is never silently left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -50,6 +59,17 @@ from django.core.handlers.base import BaseHandler
 from django.http import HttpRequest
 from django.http.response import HttpResponseBase
 from django.urls import set_script_prefix
+
+log = logging.getLogger("omnicare.core")
+
+#: sha256 of the source of ``django.core.handlers.asgi.ASGIHandler.handle`` as Django 6.1.3 ships it: the
+#: version :meth:`ReusedThreadASGIHandler.handle` copies (see the module docstring).
+DJANGO_HANDLE_DIGEST = "c91f27c7fcdc3fff4f1c7082e91cb30f0bfaa5781ca632a116b1d9e607fd752a"
+
+
+def django_handle_digest() -> str:
+    return hashlib.sha256(inspect.getsource(ASGIHandler.handle).encode()).hexdigest()
+
 
 #: Left out of the lean chain (see the module docstring): they act only on cookies or the cookie session's user.
 COOKIE_ONLY_MIDDLEWARE = frozenset({
@@ -101,6 +121,10 @@ class ReusedThreadASGIHandler(ASGIHandler):
         self.lean.load_middleware(is_async=False)
         self._idle: list[ThreadPoolExecutor] = []
         self._lock = threading.Lock()
+        self.own_handle = django_handle_digest() == DJANGO_HANDLE_DIGEST
+        if not self.own_handle:
+            log.warning("Django's ASGIHandler.handle is not the one omnicare.core.asgi_handler copies: serving "
+                        "with Django's own (one more thread hop per request) until the copy is checked")
 
     def _lease(self) -> ThreadPoolExecutor:
         with self._lock:
@@ -128,7 +152,10 @@ class ReusedThreadASGIHandler(ASGIHandler):
         return response
 
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """Django's ``ASGIHandler.handle`` (6.1) with the one hop of :meth:`_serve`."""
+        """Django's ``ASGIHandler.handle`` (6.1.3) with the one hop of :meth:`_serve`."""
+        if not self.own_handle:
+            await super().handle(scope, receive, send)
+            return
         try:
             body_file = await self.read_body(receive)
         except RequestAborted:
@@ -170,7 +197,8 @@ class ReusedThreadASGIHandler(ASGIHandler):
         """The whole sync chain in one hop (``BaseHandler.get_response``: urlconf, middleware, view, the
         4xx/5xx log line, the request's closer), on this request's thread."""
         handler = self.lean if is_bearer_only(request) else self
-        return await sync_to_async(handler.get_response, thread_sensitive=True)(request)  # (unused by handle)
+        # Django's own handle (a Django this copy was not checked against) comes here; ours goes through _serve.
+        return await sync_to_async(handler.get_response, thread_sensitive=True)(request)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -1,6 +1,9 @@
-"""PostgreSQL ``COPY`` for the write path's large batches (bulk ``$import``, big pushes and bundles).
+"""Every INSERT of the FHIR write path, in one place: ``COPY`` for large batches (bulk ``$import``, big pushes
+and bundles), one ``json_to_recordset`` / ``unnest`` statement for small ones on PostgreSQL, the ORM elsewhere.
+``services._apply`` calls :func:`insert_instances` (current rows and versions) and :func:`insert_all_rows`
+(index and compartment rows) and never chooses a path itself.
 
-Why: ``bulk_create`` and the ``INSERT .. SELECT unnest(arrays)`` of ``services._insert_rows`` go through
+Why COPY: ``bulk_create`` and the ``INSERT .. SELECT unnest(arrays)`` of :func:`insert_rows` go through
 psycopg's client-side binding (Django's cursor), which quotes every JSON body into an array literal with a
 regex per value: profiled on a Synthea import (pyinstrument), ~60 % of the write path's time was that quoting
 and Django's per-field ``get_db_prep_save``. ``COPY .. FROM STDIN`` streams the rows through psycopg's C
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connection
@@ -126,3 +130,146 @@ def copy_instances(objs: Sequence[Any], json_text: dict[int, str] | None = None)
         obj._state.adding = False
         obj._state.db = alias
     copy_rows(model, [f.column for f in fields], rows)
+
+
+_PG_ARRAY = {"CharField": "text", "DateTimeField": "timestamptz", "BooleanField": "boolean", "JSONField": "text"}
+
+
+def pg_column(field: Any) -> str:
+    """``unnest(%s::<type>[])`` for one column on PostgreSQL (JSON travels as text, cast per element)."""
+    return f"unnest(%s::{_PG_ARRAY.get(field.get_internal_type(), 'bigint')}[])"
+
+
+def insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """INSERT plain value tuples without model instances or a SQL compiler per row.
+
+    The index and compartment rows of a 1,000-write push are ~7,000 rows; building them as Django models for
+    ``bulk_create`` cost more than writing them. On PostgreSQL ONE ``INSERT .. SELECT unnest(arrays)`` per
+    table; elsewhere ``executemany``. Values must already be database-ready (see _db_datetime).
+    """
+    if not rows:
+        return
+    qn = connection.ops.quote_name
+    model_fields = [model._meta.get_field(f) for f in fields]
+    cols = ", ".join(qn(f.column) for f in model_fields)
+    table = qn(model._meta.db_table)
+    if copy_ok(len(rows)):
+        copy_rows(model, [f.column for f in model_fields], rows)
+        return
+    with connection.cursor() as cur:
+        if connection.vendor == "postgresql":
+            arrays = ", ".join(pg_column(f) for f in model_fields)
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {arrays}", columns)  # noqa: S608
+        else:
+            marks = ", ".join(["%s"] * len(fields))
+            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
+
+
+def insert_all_rows(tables: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]]) -> None:
+    """:func:`insert_rows` for several tables, in ONE statement on PostgreSQL when none is big enough for COPY:
+    each table's ``INSERT .. SELECT unnest(arrays)`` becomes a data-modifying CTE of one statement (a REST
+    create wrote its index and compartment rows in five round trips; now one)."""
+    tables = [t for t in tables if t[2]]
+    if connection.vendor != "postgresql" or len(tables) < 2 or any(copy_ok(len(r)) for _, _, r in tables):
+        for model, fields, rows in tables:
+            insert_rows(model, fields, rows)
+        return
+    qn = connection.ops.quote_name
+    parts: list[str] = []
+    params: list[Any] = []
+    for model, fields, rows in tables:
+        model_fields = [model._meta.get_field(f) for f in fields]
+        cols = ", ".join(qn(f.column) for f in model_fields)
+        arrays = ", ".join(pg_column(f) for f in model_fields)
+        parts.append(f"INSERT INTO {qn(model._meta.db_table)} ({cols}) SELECT {arrays}")  # noqa: S608
+        params += [list(c) for c in zip(*rows, strict=True)]
+    ctes = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
+    with connection.cursor() as cur:
+        cur.execute(f"WITH {ctes} {parts[-1]}", params)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"not a column value: {type(value).__name__}")
+
+
+_RECORDSET: dict[Any, tuple[list[tuple[str, str]], list[str], str]] = {}
+
+
+def _recordset_plan(model: Any) -> tuple[list[tuple[str, str]], list[str], str]:
+    """Per model, once: its non-JSON columns, its JSON columns, and the ``json_to_recordset`` column list."""
+    plan = _RECORDSET.get(model)
+    if plan is None:
+        qn = connection.ops.quote_name
+        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+        scalars = [(f.attname, f.column) for f in fields if f.get_internal_type() != "JSONField"]
+        jsons = [f.column for f in fields if f.get_internal_type() == "JSONField"]
+        shape = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
+        plan = _RECORDSET[model] = (scalars, jsons, shape)
+    return plan
+
+
+def _recordset_insert(objs: Sequence[Any], json_text: dict[int, str], *, provisional_seq: bool = False) -> None:
+    """PostgreSQL, a small batch of unsaved ``Resource`` / ``ResourceVersion`` instances (unique by type and
+    id): ONE ``INSERT .. SELECT .. FROM json_to_recordset(%s) RETURNING``, the primary keys (and with
+    ``provisional_seq`` the provisional feed positions, taken in the same statement) written back on the
+    instances, as ``bulk_create`` + ``_provisional_seqs`` would.
+
+    Why not ``bulk_create``: for a push of 10 its SQL compiler, per-field ``get_db_prep_save`` and psycopg's
+    client-side quoting of every column as an array literal (a regex per JSON body) were ~a third of the write
+    path's Python calls. Here the rows travel as ONE JSON text (each body serialised once, spliced in as it is:
+    the row and its version share it) that PostgreSQL unpacks, and the positions need no round trip of
+    their own. Rows come back keyed by (type, id), so nothing depends on RETURNING's order."""
+    model = type(objs[0])
+    scalars, jsons, shape = _recordset_plan(model)
+    qn = connection.ops.quote_name
+    parts = []
+    for obj in objs:
+        head = json.dumps({col: getattr(obj, att) for att, col in scalars}, default=_json_scalar)
+        tail = []
+        for col in jsons:
+            value = getattr(obj, col)
+            text = json_text.get(id(value))
+            if text is None:
+                text = json_text[id(value)] = json.dumps(value)
+            tail.append(f'"{col}": {text}')
+        parts.append(head[:-1] + ", " + ", ".join(tail) + "}")
+    names = [col for _, col in scalars] + jsons
+    select = ", ".join(
+        "-nextval('fhir_provisional_seq')" if provisional_seq and c == "seq" else f"x.{qn(c)}" for c in names
+    )
+    sql = (
+        f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in names)}) "  # noqa: S608 (model metadata)
+        f"SELECT {select} FROM json_to_recordset(%s::json) AS x({shape}) "
+        "RETURNING id, resource_type, resource_id" + (", seq" if provisional_seq else "")
+    )
+    with connection.cursor() as cur:
+        cur.execute(sql, ["[" + ", ".join(parts) + "]"])
+        back = {(r[1], r[2]): r for r in cur.fetchall()}
+    alias = connection.alias
+    for obj in objs:
+        row = back[(obj.resource_type, obj.resource_id)]
+        obj.pk = int(row[0])
+        if provisional_seq:
+            obj.seq = int(row[3])
+        obj._state.adding = False
+        obj._state.db = alias
+
+
+def insert_instances(objs: Sequence[Any], json_text: dict[int, str], *, provisional_seq: bool = False) -> None:
+    """Insert unsaved ``Resource`` / ``ResourceVersion`` instances and give each its primary key: the write
+    path's one way in. ``COPY`` for a large batch (:func:`copy_instances`), ONE ``json_to_recordset`` INSERT
+    for a small one on PostgreSQL (:func:`_recordset_insert`), ``bulk_create`` elsewhere. ``provisional_seq``
+    (PostgreSQL, small batches only): the provisional feed positions are taken inside the INSERT."""
+    if not objs:
+        return
+    if copy_ok(len(objs)):
+        assert not provisional_seq, "COPY takes no positions: the caller takes them first"
+        copy_instances(objs, json_text)
+    elif connection.vendor == "postgresql":
+        _recordset_insert(objs, json_text, provisional_seq=provisional_seq)
+    else:
+        assert not provisional_seq, "only PostgreSQL defers feed positions"
+        type(objs[0]).objects.bulk_create(objs, batch_size=2000)

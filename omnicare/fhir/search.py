@@ -43,12 +43,12 @@ def _load() -> tuple[dict[str, dict[str, Param]], dict[str, tuple[str, ...]]]:
     for rtype, names in defs["compartment"].items():
         if rtype == "Patient":
             continue  # a Patient is in its own compartment (by id)
-        paths: list[str] = []
+        in_compartment: list[str] = []
         for n in names:
             param = params.get(rtype, {}).get(n)
             if param is not None and param.kind == "reference":
-                paths += [p.split("@")[0] for p in param.paths if "@" not in p or p.endswith("@Patient")]
-        compartment[rtype] = tuple(dict.fromkeys(paths))
+                in_compartment += [p.split("@")[0] for p in param.paths if "@" not in p or p.endswith("@Patient")]
+        compartment[rtype] = tuple(dict.fromkeys(in_compartment))
     return params, compartment
 
 

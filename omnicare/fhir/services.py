@@ -298,14 +298,6 @@ def _lock_existing(keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Res
     return {(r.resource_type, r.resource_id): r for r in rows}
 
 
-_PG_ARRAY = {"CharField": "text", "DateTimeField": "timestamptz", "BooleanField": "boolean", "JSONField": "text"}
-
-
-def _pg_column(field: Any) -> str:
-    """``unnest(%s::<type>[])`` for one column on PostgreSQL (JSON travels as text, cast per element)."""
-    return f"unnest(%s::{_PG_ARRAY.get(field.get_internal_type(), 'bigint')}[])"
-
-
 def _update_current(rows: list[Resource]) -> None:
     """Rewrite the current-state rows by primary key in as few statements as possible.
 
@@ -318,7 +310,7 @@ def _update_current(rows: list[Resource]) -> None:
     qn = connection.ops.quote_name
     fields = [Resource._meta.get_field(f) for f in ("version_id", "last_updated", "body", "deleted")]
     if connection.vendor == "postgresql":
-        cols = ", ".join(f"{_pg_column(f)} AS {qn(f.column)}" for f in fields)
+        cols = ", ".join(f"{bulkwrite.pg_column(f)} AS {qn(f.column)}" for f in fields)
         sets = ", ".join(
             f"{qn(f.column)} = u.{qn(f.column)}" + ("::jsonb" if f.name == "body" else "") for f in fields
         )
@@ -345,124 +337,6 @@ def _update_current(rows: list[Resource]) -> None:
 
 def _db_datetime(value: datetime) -> Any:
     return value if connection.vendor == "postgresql" else connection.ops.adapt_datetimefield_value(value)
-
-
-def _insert_rows(model: Any, fields: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
-    """INSERT plain value tuples without model instances or a SQL compiler per row.
-
-    The index and compartment rows of a 1,000-write push are ~7,000 rows; building them as Django models for
-    ``bulk_create`` cost more than writing them. On PostgreSQL ONE ``INSERT .. SELECT unnest(arrays)`` per
-    table; elsewhere ``executemany``. Values must already be database-ready (see _db_datetime).
-    """
-    if not rows:
-        return
-    qn = connection.ops.quote_name
-    model_fields = [model._meta.get_field(f) for f in fields]
-    cols = ", ".join(qn(f.column) for f in model_fields)
-    table = qn(model._meta.db_table)
-    if bulkwrite.copy_ok(len(rows)):
-        bulkwrite.copy_rows(model, [f.column for f in model_fields], rows)
-        return
-    with connection.cursor() as cur:
-        if connection.vendor == "postgresql":
-            arrays = ", ".join(_pg_column(f) for f in model_fields)
-            columns = [list(c) for c in zip(*rows, strict=True)]
-            cur.execute(f"INSERT INTO {table} ({cols}) SELECT {arrays}", columns)  # noqa: S608
-        else:
-            marks = ", ".join(["%s"] * len(fields))
-            cur.executemany(f"INSERT INTO {table} ({cols}) VALUES ({marks})", rows)  # noqa: S608
-
-
-def _insert_all_rows(tables: list[tuple[Any, tuple[str, ...], list[tuple[Any, ...]]]]) -> None:
-    """:func:`_insert_rows` for several tables, in ONE statement on PostgreSQL when none is big enough for COPY:
-    each table's ``INSERT .. SELECT unnest(arrays)`` becomes a data-modifying CTE of one statement (a REST
-    create wrote its index and compartment rows in five round trips; now one)."""
-    tables = [t for t in tables if t[2]]
-    if connection.vendor != "postgresql" or len(tables) < 2 or any(bulkwrite.copy_ok(len(r)) for _, _, r in tables):
-        for model, fields, rows in tables:
-            _insert_rows(model, fields, rows)
-        return
-    qn = connection.ops.quote_name
-    parts: list[str] = []
-    params: list[Any] = []
-    for model, fields, rows in tables:
-        model_fields = [model._meta.get_field(f) for f in fields]
-        cols = ", ".join(qn(f.column) for f in model_fields)
-        arrays = ", ".join(_pg_column(f) for f in model_fields)
-        parts.append(f"INSERT INTO {qn(model._meta.db_table)} ({cols}) SELECT {arrays}")  # noqa: S608
-        params += [list(c) for c in zip(*rows, strict=True)]
-    ctes = ", ".join(f"i{n} AS ({sql})" for n, sql in enumerate(parts[:-1]))
-    with connection.cursor() as cur:
-        cur.execute(f"WITH {ctes} {parts[-1]}", params)
-
-
-def _json_scalar(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    raise TypeError(f"not a column value: {type(value).__name__}")
-
-
-_RECORDSET: dict[Any, tuple[list[tuple[str, str]], list[str], str]] = {}
-
-
-def _recordset_plan(model: Any) -> tuple[list[tuple[str, str]], list[str], str]:
-    """Per model, once: its non-JSON columns, its JSON columns, and the ``json_to_recordset`` column list."""
-    plan = _RECORDSET.get(model)
-    if plan is None:
-        qn = connection.ops.quote_name
-        fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-        scalars = [(f.attname, f.column) for f in fields if f.get_internal_type() != "JSONField"]
-        jsons = [f.column for f in fields if f.get_internal_type() == "JSONField"]
-        shape = ", ".join(f"{qn(f.column)} {f.db_type(connection)}" for f in fields)
-        plan = _RECORDSET[model] = (scalars, jsons, shape)
-    return plan
-
-
-def _insert_instances(objs: Sequence[Any], json_text: dict[int, str], *, provisional_seq: bool = False) -> None:
-    """PostgreSQL, a small batch of unsaved ``Resource`` / ``ResourceVersion`` instances (unique by type and
-    id): ONE ``INSERT .. SELECT .. FROM json_to_recordset(%s) RETURNING``, the primary keys (and with
-    ``provisional_seq`` the provisional feed positions, taken in the same statement) written back on the
-    instances, as ``bulk_create`` + ``_provisional_seqs`` would.
-
-    Why not ``bulk_create``: for a push of 10 its SQL compiler, per-field ``get_db_prep_save`` and psycopg's
-    client-side quoting of every column as an array literal (a regex per JSON body) were ~a third of the write
-    path's Python calls. Here the rows travel as ONE JSON text (each body serialised once, spliced in as it is:
-    the row and its version share it) that PostgreSQL unpacks, and the positions need no round trip of
-    their own. Rows come back keyed by (type, id), so nothing depends on RETURNING's order."""
-    model = type(objs[0])
-    scalars, jsons, shape = _recordset_plan(model)
-    qn = connection.ops.quote_name
-    parts = []
-    for obj in objs:
-        head = json.dumps({col: getattr(obj, att) for att, col in scalars}, default=_json_scalar)
-        tail = []
-        for col in jsons:
-            value = getattr(obj, col)
-            text = json_text.get(id(value))
-            if text is None:
-                text = json_text[id(value)] = json.dumps(value)
-            tail.append(f'"{col}": {text}')
-        parts.append(head[:-1] + ", " + ", ".join(tail) + "}")
-    names = [col for _, col in scalars] + jsons
-    select = ", ".join(
-        "-nextval('fhir_provisional_seq')" if provisional_seq and c == "seq" else f"x.{qn(c)}" for c in names
-    )
-    sql = (
-        f"INSERT INTO {qn(model._meta.db_table)} ({', '.join(qn(c) for c in names)}) "  # noqa: S608 (model metadata)
-        f"SELECT {select} FROM json_to_recordset(%s::json) AS x({shape}) "
-        "RETURNING id, resource_type, resource_id" + (", seq" if provisional_seq else "")
-    )
-    with connection.cursor() as cur:
-        cur.execute(sql, ["[" + ", ".join(parts) + "]"])
-        back = {(r[1], r[2]): r for r in cur.fetchall()}
-    alias = connection.alias
-    for obj in objs:
-        row = back[(obj.resource_type, obj.resource_id)]
-        obj.pk = int(row[0])
-        if provisional_seq:
-            obj.seq = int(row[3])
-        obj._state.adding = False
-        obj._state.db = alias
 
 
 def writer_name(user: User) -> str:
@@ -581,12 +455,7 @@ def _apply(
     # a body shared by the row and its version is serialised once (COPY), and only its head when computed ahead
     bodies_text = {id(p.body): bulkwrite.body_text(p.body, p.ready) for p in live if p.ready is not None}
     if new_rows:
-        if bulkwrite.copy_ok(len(new_rows)):
-            bulkwrite.copy_instances(new_rows, bodies_text)
-        elif connection.vendor == "postgresql":
-            _insert_instances(new_rows, bodies_text)
-        else:
-            Resource.objects.bulk_create(new_rows)
+        bulkwrite.insert_instances(new_rows, bodies_text)
     if upd_rows:
         _update_current(upd_rows)
 
@@ -620,7 +489,7 @@ def _apply(
             dats += [(pk, rt, a, _db_datetime(b), _db_datetime(c)) for a, b, c in ix.dates]
         refs += [(pk, rt, a, b, c) for a, b, c in ix.refs]
         pats += [(pk, rt, pid) for pid in p.patient_ids]
-    _insert_all_rows([
+    bulkwrite.insert_all_rows([
         (SearchToken, ("resource", "resource_type", "param", "system", "code"), toks),
         (SearchString, ("resource", "resource_type", "param", "value"), strs),
         (SearchDate, ("resource", "resource_type", "param", "start", "end"), dats),
@@ -655,14 +524,7 @@ def _apply(
                     author=author,
                 )
             )
-        if bulkwrite.copy_ok(len(versions)):
-            bulkwrite.copy_instances(versions, bodies_text)
-        elif in_insert:
-            _insert_instances(versions, bodies_text, provisional_seq=True)
-        elif connection.vendor == "postgresql":
-            _insert_instances(versions, bodies_text)
-        else:
-            ResourceVersion.objects.bulk_create(versions, batch_size=2000)
+        bulkwrite.insert_instances(versions, bodies_text, provisional_seq=in_insert)
         if deferred:
             _feed_defer(versions)  # real positions right before COMMIT: see _feed_seal
         by_key = {(v.resource_type, v.resource_id): v for v in versions}

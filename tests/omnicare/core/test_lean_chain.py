@@ -181,3 +181,33 @@ def test_a_cookie_session_request_still_gets_csrf_and_session_handling(clerk: An
     assert not is_bearer_only(req)
     assert is_bearer_only(RequestFactory().get("/fhir/R4/Patient", HTTP_AUTHORIZATION="Bearer x"))
     assert not is_bearer_only(RequestFactory().get("/api/sync/pull", HTTP_AUTHORIZATION="Bearer x"))
+
+
+def test_the_copied_handle_is_the_one_of_the_django_in_use() -> None:
+    """The one-hop ``handle`` is a copy of Django's: it is in force only while Django's is the version copied."""
+    from omnicare.asgi import django_asgi_app
+    from omnicare.core import asgi_handler
+
+    assert asgi_handler.django_handle_digest() == asgi_handler.DJANGO_HANDLE_DIGEST, (
+        "Django's ASGIHandler.handle changed: compare ReusedThreadASGIHandler.handle with it, then update "
+        "DJANGO_HANDLE_DIGEST")
+    assert django_asgi_app.own_handle
+
+
+def test_with_djangos_own_handle_both_chains_still_serve(clerk: Any, patient: str, lean_calls: list[str],
+                                                          monkeypatch: Any) -> None:
+    """The fallback for a Django the copy was not checked against: Django's handle, our one-hop chain."""
+    from omnicare.access.services import token_create
+    from omnicare.asgi import django_asgi_app
+
+    monkeypatch.setattr(django_asgi_app, "own_handle", False)
+    token = token_create(user=clerk, name="t")
+    before = _reads_audited(patient)
+    status, h, body, cookies = _asgi("GET", f"/fhir/R4/Patient/{patient}", {"Authorization": f"Bearer {token}"})
+    assert status == 200 and json.loads(body)["name"][0]["family"] == "Leanchain", body[:300]
+    assert lean_calls == [f"/fhir/R4/Patient/{patient}"] and cookies == []
+    assert _reads_audited(patient) == before + 1
+    _assert_security_headers(h)
+    status, h, body, _ = _asgi("GET", f"/fhir/R4/Patient/{patient}", {"Authorization": "Bearer oc_not-a-token"})
+    assert status == 401 and b"Leanchain" not in body
+    _assert_security_headers(h)
