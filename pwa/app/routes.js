@@ -37,6 +37,8 @@ export function refreshView(ids) {
   if (parts[0] === "patient" && parts[2]) return; // never redraw a form being filled in
   if (parts[0] === "emergency") return; // nor the emergency-access lookup (issue 18 item 7)
   if (parts[0] === "register") return; // nor the registration form
+  // nor a conflict being resolved: a redraw unticked the choice under the clinician's hand (CI on 3729469)
+  if (parts[0] === "conflicts" && document.querySelector("form.conflict[data-begun]")) return;
   // Screens that show no records have nothing to redraw: the fallthrough below would replace them with the
   // patient list under the clinician's hand (the recovery screen did, when a sync finished while it was open).
   if (parts[0] === "recovery" || parts[0] === "signin") return;

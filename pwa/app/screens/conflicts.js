@@ -56,6 +56,10 @@ export function conflictScreen(conflicts, { onResolve }) {
       h("p", { class: "form-error", role: "alert", tabindex: "-1" }),
       ...c.fields.map((f, n) => fieldBlock(f, n, c.otherChange)),
       h("div", { class: "actions" }, h("button", { class: "btn", type: "submit" }, "Save resolution")));
+    // A choice begun is the clinician's: a sync that finishes meanwhile must not redraw it away (routes.refreshView).
+    const begun = () => { form.dataset.begun = "1"; };
+    form.addEventListener("input", begun);
+    form.addEventListener("change", begun);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
       const blocks = [...form.querySelectorAll("fieldset.conflict-field")];
