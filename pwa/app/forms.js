@@ -3,13 +3,15 @@ import { state, hooks } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
 import { emergencyBanner } from "./screens/emergency.js";
-import { h, field, screen, banner, formScreen, formFields, input, select } from "./ui.js";
+import { h, field, screen, sameRoute, banner, formScreen, formFields, input, select } from "./ui.js";
 import { dosageFields, dosageValues } from "./dosage.js";
 import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
+  const still = sameRoute();
   let c;
   try { c = await state.py.call("chart", { patient_id: pid }); } catch (err) { banner(err.message); return; }
+  if (!still()) return;
   const p = c.patient;
   const back = `#/patient/${encodeURIComponent(pid)}`;
   const save = async (call, args) => {

@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
+import { h, screen, sameRoute, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
@@ -61,6 +61,7 @@ export function localDateOrder() {
 }
 
 export async function showPatients({ keepFocus = false } = {}) {
+  const still = sameRoute();
   const run = async (q, limit = null) => {
     // A page at a time (issue 13): a new query starts at one page, a redraw keeps what "Show more" opened.
     if (q !== state.query || !state.listLimit) state.listLimit = state.listPage;
@@ -75,7 +76,7 @@ export async function showPatients({ keepFocus = false } = {}) {
     }
     // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw
     // stale results over the newer answer.
-    if (q !== state.query) return;
+    if (q !== state.query || !still()) return;
     const hadFocus = document.activeElement?.id === "q";
     const pos = document.activeElement?.selectionStart;
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run, onMore: () => run(q, r.results.length + state.listPage) }),
@@ -93,11 +94,14 @@ export async function showPatients({ keepFocus = false } = {}) {
 }
 
 export async function showChart(id, { keepScroll = false } = {}) {
+  const still = sameRoute();
   let c;
   try { c = await state.py.call("chart", { patient_id: id }); } catch (err) {
+    if (!still()) return;
     screen("Not found", h("section", { class: "card" }, h("h2", {}, "Patient not available"), h("p", {}, plain(err.message)), h("a", { class: "btn", href: "#/patients" }, "Back to patients")));
     return;
   }
+  if (!still()) return;
   const y = window.scrollY;
   const parts = chartScreen(c, {
     onAllergy: async (aid, change) => {
@@ -130,7 +134,9 @@ export function afterWrite() {
 }
 
 export async function showConflicts() {
+  const still = sameRoute();
   const list = await state.py.call("conflicts");
+  if (!still()) return;
   screen("Conflicts", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
     ...conflictScreen(list, {
       onResolve: async (entryId, choices) => {
@@ -144,8 +150,10 @@ export async function showConflicts() {
 
 /** Changes the server refused: listed until the user sends them again or discards them (issue 18). */
 export async function showRejected() {
+  const still = sameRoute();
   let list;
   try { list = await state.py.call("rejected"); } catch (err) { banner(err.message); return; }
+  if (!still()) return;
   screen("Refused changes", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
     ...rejectedScreen(list, {
       onRetry: async (entryId, values) => {

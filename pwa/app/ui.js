@@ -65,6 +65,14 @@ export function showErrors(form, err) {
 }
 
 let shownScreen = ""; // hash + title of the screen on display: a redraw of the same screen keeps the focus
+/** A screen drawn after an await must still be on the route it was asked for: a chart redraw begun before
+ * "Recovery file" was tapped finished after it and replaced the recovery screen under the clinician's hand (CI on
+ * 3cb07ef). Call at the start of an async screen; the returned function says whether the route is still the same. */
+export function sameRoute() {
+  const here = location.hash;
+  return () => location.hash === here;
+}
+
 export function screen(title, ...content) {
   const main = document.getElementById("main");
   const heading = h("h1", { class: "sr-only", tabindex: "-1" }, title);

@@ -2,7 +2,7 @@
 // Every check, the MRN and the duplicate search are Python's (pyclient.registration, pyclient.views.register).
 import { state } from "../state.js";
 import { afterWrite, localDateOrder } from "../routes.js";
-import { h, field, screen, banner, input, select, showErrors, formFields } from "../ui.js";
+import { h, field, screen, sameRoute, banner, input, select, showErrors, formFields } from "../ui.js";
 
 const DATE_HINT = { dmy: "Day/month/year, for example 18/04/2002", mdy: "Month/day/year, for example 04/18/2002", ymd: "Year-month-day, for example 2002-04-18" };
 
@@ -30,10 +30,12 @@ function duplicatesPanel(warning, { onAnyway }) {
 }
 
 export async function showRegister() {
+  const still = sameRoute();
   const order = localDateOrder();
   const choices = await state.py.call("form_choices"); // the lists and their words are Python's (pyclient.choices)
   // Front desk (issue 18): the clinician who takes the patient on; their care team gets it when it syncs.
   const offer = await state.py.call("register_form").catch(() => ({ responsible: null }));
+  if (!still()) return;
   const responsible = offer.responsible
     ? field("Responsible clinician", select("responsible", [["", "Choose…"], ...offer.responsible.map((c) => [c.id, c.display])], ""),
       { name: "responsible", hint: "Their care team gets this patient. You see the registration details only." })
