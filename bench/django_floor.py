@@ -39,6 +39,7 @@ from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 from ninja import NinjaAPI  # noqa: E402
 
+from bench.floor_app import FLOOR_TABLE_DDL  # noqa: E402 - the bare floor's table, the same statement
 from omnicare.core.asgi_handler import ReusedThreadASGIHandler  # noqa: E402
 
 api = NinjaAPI(docs_url=None, openapi_url=None)
@@ -59,7 +60,7 @@ def create(request: HttpRequest) -> HttpResponse:
     body = json.loads(request.body)
     with connection.cursor() as cur:
         if not _table_ready:
-            cur.execute("CREATE TABLE IF NOT EXISTS scale_floor (id bigserial PRIMARY KEY, body jsonb)")
+            cur.execute(FLOOR_TABLE_DDL)
             _table_ready = True
         cur.execute("INSERT INTO scale_floor (body) VALUES (%s::jsonb) RETURNING id", [json.dumps(body)])
         row = cur.fetchone()

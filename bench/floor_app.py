@@ -25,6 +25,11 @@ def _conninfo() -> str:
     return url.replace("postgres://", "postgresql://", 1)
 
 
+# The one table both floors insert into (bench/django_floor.py imports this): the same DDL, so the two measure
+# the same statement.
+FLOOR_TABLE_DDL = "CREATE TABLE IF NOT EXISTS scale_floor (id bigserial PRIMARY KEY, body jsonb)"
+
+
 async def _get_pool() -> AsyncConnectionPool:
     global _pool
     async with _lock:
@@ -34,7 +39,7 @@ async def _get_pool() -> AsyncConnectionPool:
             )
             await pool.open()
             async with pool.connection() as conn:
-                await conn.execute("CREATE TABLE IF NOT EXISTS scale_floor (id bigserial PRIMARY KEY, body jsonb)")
+                await conn.execute(FLOOR_TABLE_DDL)
             _pool = pool
     return _pool
 

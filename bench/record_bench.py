@@ -149,7 +149,7 @@ def run_export(url: str, user: Any, types: list[str] | None) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any]:
+def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any, dict[str, Any]]:
     from django.contrib.auth import get_user_model
 
     from omnicare.access.roles import role_assign
@@ -166,15 +166,22 @@ def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any]:
             while block := f.read(1 << 20):
                 yield block
 
-    t0 = time.perf_counter()
+    from bench.machine import busy_pct, cpu_seconds, cpu_times
+
+    t0, cpu0 = time.perf_counter(), cpu_times()
     job = import_start(user=user, chunks=chunks(), request_url="bench")  # queues the job (not eager: see setup)
     job = import_run(job_id=str(job.pk))  # what the Celery worker runs
-    import_s = time.perf_counter() - t0
+    import_s, cpu1 = time.perf_counter() - t0, cpu_times()
+    # The whole machine (this job, its validation worker, PostgreSQL): how busy, and CPU per line. With every core
+    # busy, a rate is bound by CPU per line: cores / (CPU per line) is the most this machine could import.
+    machine = {"busy_pct": busy_pct(cpu0, cpu1), "cpu_us_per_line": round(cpu_seconds(cpu0, cpu1) * 1e6 / total, 1),
+               "cores": os.cpu_count()}
+    print(f"machine: {machine}", file=sys.stderr)
     assert job is not None and job.status == "completed", job
     written = sum(v for k, v in job.counts.items() if not k.startswith("_"))
     rejected = job.issues.filter(severity="error").count()
     print(f"import: {written} written, {rejected} rejected, {import_s:.1f} s", file=sys.stderr)
-    return written, rejected, import_s, total, user
+    return written, rejected, import_s, total, user, machine
 
 
 def deferred_work() -> dict[str, Any]:
@@ -233,12 +240,14 @@ def main() -> int:
         import_s = float(previous["record_bench"]["import_seconds"])
         written = round(previous["metrics"]["bulk_import_per_s"] * import_s)
         rejected = int(previous["record_bench"]["import_rejected"])
+        machine = previous["record_bench"].get("import_machine", {})
     else:
-        written, rejected, import_s, total, user = bench_import(args.copies, tmp)
+        written, rejected, import_s, total, user, machine = bench_import(args.copies, tmp)
     deferred = {} if args.reuse else {"deferred": deferred_work()}
     if args.import_only:
         metrics = {"bulk_import_per_s": round(written / import_s, 1)}
         detail = {"resources": total, "import_seconds": round(import_s, 1), "import_rejected": rejected, **deferred,
+                  "import_machine": machine,
                   "load_avg": os.getloadavg(), "python": platform.python_version()}
         print(json.dumps({"metrics": metrics, "detail": detail}, indent=1))
         write_results(Path(args.results), metrics, detail)
@@ -268,6 +277,7 @@ def main() -> int:
         "bulk_export_peak_rss_mb_quarter": round(small["peak_rss_mb"], 1),
     }
     detail = {"resources": total, "import_seconds": round(import_s, 1), "import_rejected": rejected, **deferred,
+                  "import_machine": machine,
               "export_seconds": round(full["seconds"], 1), "export_resources": full["resources"],
               "quarter_resources": small["resources"], "chunk_bytes": settings.OMNICARE_BULK_CHUNK_BYTES,
               "load_avg": os.getloadavg(), "python": platform.python_version()}
@@ -292,6 +302,17 @@ def _deferred_text(d: dict[str, Any]) -> str:
             f"{dw['audit_sequence_seconds']} s")
 
 
+def _machine_text(d: dict[str, Any]) -> str:
+    mc = d.get("import_machine") or {}
+    if not mc.get("cpu_us_per_line"):
+        return ""
+    bound = mc["cores"] * 1e6 / mc["cpu_us_per_line"]
+    return (f"During the import the whole machine was **{mc['busy_pct']} % busy** (the job, its validation worker and "
+            f"PostgreSQL, from /proc/stat): **{mc['cpu_us_per_line']:,} µs of CPU a line**, so at this cost "
+            f"{mc['cores']} cores import at most {bound:,.0f} lines/s however the work is split "
+            f"(`import_machine` in results.json).")
+
+
 def write_report(path: Path, m: dict[str, Any], d: dict[str, Any], *, import_only: bool = False) -> None:
     alone = (" Import measured alone (`--import-only`); the export figures are those of the last full run."
              if import_only else "")
@@ -311,6 +332,7 @@ def write_report(path: Path, m: dict[str, Any], d: dict[str, Any], *, import_onl
 | worker peak RSS, export of {d['quarter_resources']:,} (`bulk_export_peak_rss_mb_quarter`) | {m['bulk_export_peak_rss_mb_quarter']} MB | (comparison) |
 
 Import took {d['import_seconds']} s ({d['import_rejected']} lines rejected); export {d['export_seconds']} s.{alone}
+{_machine_text(d)}
 Celery runs as in production (not eager): the import job's CDS re-check of each batch's orders (> 50 a batch)
 and the audit sequencer are queued for other workers, then run after the import and timed apart:
 {_deferred_text(d)}.

@@ -289,9 +289,17 @@ def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
     for _ in range(warmup):
         status = fn()
         assert status in (200, 201), f"status {status}"
+    # Ten requests under capture: the SQL of one, and each statement's mean time (Django's wall clock around it,
+    # network and PostgreSQL's execution) across the ten, so --sql shows which statement the database time is in.
     with CaptureQueriesContext(connection) as ctx:
         fn()
     queries = [q["sql"] for q in ctx.captured_queries]
+    per_ms = [0.0] * len(queries)
+    for _ in range(10):
+        with CaptureQueriesContext(connection) as more:
+            fn()
+        for i, q in enumerate(more.captured_queries[: len(queries)]):
+            per_ms[i] += float(q["time"]) * 100  # seconds over ten runs -> mean ms
     kinds = Counter(q.split()[0].upper() for q in queries)
     prof = Profiler(interval=0.0005)
     t0 = time.perf_counter()
@@ -318,6 +326,7 @@ def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
         "queries": len(queries),
         "query_kinds": dict(kinds),
         "queries_sql": [q[:160] for q in queries],
+        "queries_ms": [round(t, 3) for t in per_ms],
         "ms_per_request_profiled": round(ms, 2),
         "layer_share_pct": {k: round(100 * v / total, 1) for k, v in shares.most_common()},
         "other_top": [[k, round(v, 3)] for k, v in others.most_common(8)],
@@ -404,8 +413,8 @@ def main() -> int:
         top = ", ".join(f"{k} {v}%" for k, v in list(r["layer_share_pct"].items())[:6])
         print(f"{name:7s} {r['queries']:3d} queries {r['query_kinds']}  {r['ms_per_request_profiled']:7.2f} ms  | {top}")
         if args.sql:
-            for q in r["queries_sql"]:
-                print("      ", q)
+            for q, t in zip(r["queries_sql"], r["queries_ms"], strict=True):
+                print(f"      {t:7.3f} ms  {q}")
         if args.tree == name:
             print(r["profile_text"])
         out[name] = {k: v for k, v in r.items() if k != "profile_text"}

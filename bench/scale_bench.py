@@ -40,6 +40,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.fhir_rest import SEARCH_TERMS, ensure_database, manage  # noqa: E402
+from bench.machine import busy_pct, cpu_times  # noqa: E402
 from bench.sections import section_write  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scale_bench"
@@ -221,10 +222,12 @@ def _wrk(url: str, path: str, script_path: str, *, conns: int, seconds: int, bef
         name = script_path
 
     f = _F()
+    cpu0 = cpu_times()
     out = subprocess.run(  # noqa: S603 (fixed argv)
         [shutil.which("wrk") or "wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", f.name, url + path],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
+    cpu = busy_pct(cpu0, cpu_times())
     os.unlink(f.name)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
@@ -239,7 +242,8 @@ def _wrk(url: str, path: str, script_path: str, *, conns: int, seconds: int, bef
         return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
 
     return {"per_s": round(rps, 1), "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(bad.group(1)) if bad else 0,
-            "socket_errors": errors.group(0) if errors else "", "load_before": before, "load_after": load()}  # fmt: skip
+            "socket_errors": errors.group(0) if errors else "", "load_before": before, "load_after": load(),
+            "cpu_busy_pct": cpu}  # fmt: skip
 
 
 async def sync_devices(url: str, tokens: list[str], *, devices: int, seconds: float) -> dict[str, Any]:
@@ -418,6 +422,9 @@ def main() -> int:
             (fig["read_2w_16"]["per_s"] + fig["create_2w_16"]["per_s"])
             / max(fig["read_1w_16"]["per_s"] + fig["create_1w_16"]["per_s"], 0.1), 2
         ),
+        # The machine's busy share while one worker served (read and create): a second worker can only use what
+        # is left, so 100 / busy is the most two workers could give on this machine.
+        "fhir_1w_cpu_busy_pct": round((fig["read_1w_16"]["cpu_busy_pct"] + fig["create_1w_16"]["cpu_busy_pct"]) / 2, 1),
         "sync_mutations_per_s_100dev": fig["sync_100dev"]["mutations_per_s"],
         "push_p95_ms_100dev": fig["sync_100dev"]["push_p95_ms"],
     }
@@ -510,8 +517,10 @@ def write_results(report: dict[str, Any]) -> None:
     lines += [
               f"- 1 vs 2 workers (read + create, 16 clients): {f['read_1w_16']['per_s']} + {f['create_1w_16']['per_s']} vs "
               f"{f['read_2w_16']['per_s']} + {f['create_2w_16']['per_s']} req/s: **fhir_scale_2w_vs_1w = {m['fhir_scale_2w_vs_1w']}** "
-              f"(load {f['read_1w_16']['load_before']}→{f['create_2w_16']['load_after']}). On 2 cores shared with the load "
-              "generator and PostgreSQL, a second worker has no idle core to use.",
+              f"(load {f['read_1w_16']['load_before']}→{f['create_2w_16']['load_after']}). With one worker the machine was "
+              f"already **{m['fhir_1w_cpu_busy_pct']} % busy** (both cores, from /proc/stat: the worker, wrk and PostgreSQL), "
+              f"so two workers could give at most {round(100 / max(m['fhir_1w_cpu_busy_pct'], 1), 2)}× on this machine; "
+              f"with two: {f['read_2w_16']['cpu_busy_pct']} % (read) and {f['create_2w_16']['cpu_busy_pct']} % (create).",
               f"- 100 devices pushing 10 new Observations each, 2 workers: **{s['mutations_per_s']} mutations/s**, push p95 "
               f"**{s['push_p95_ms']} ms** ({s['pushes']} pushes; load {s['load_before']}→{s['load_after']})."]  # fmt: skip
     if "push_job" in f:

@@ -104,8 +104,6 @@ def copy_instances(objs: Sequence[Any], json_text: dict[int, str] | None = None)
     row and its version is dumped once)."""
     if not objs:
         return
-    import json
-
     model = type(objs[0])
     fields = [f for f in model._meta.concrete_fields]
     ids = next_ids(model, len(objs))

@@ -1,0 +1,32 @@
+"""The machine-busy figures the scale and import benches print beside their rates (bench/machine.py): a rate
+next to "the machine was N % busy" says whether more parallelism could have helped, so the arithmetic must hold."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from bench import machine
+from bench.record_bench import _machine_text
+
+
+def test_busy_share_and_cpu_seconds_come_from_the_jiffies_between_two_readings() -> None:
+    assert machine.busy_pct((50, 100), (150, 300)) == 50.0
+    assert machine.busy_pct((0, 0), (200, 200)) == 100.0
+    assert machine.cpu_seconds((0, 0), (os.sysconf("SC_CLK_TCK") * 3, 0)) == 3.0
+
+
+def test_a_busy_loop_shows_as_busy_time_on_this_machine() -> None:
+    a = machine.cpu_times()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    b = machine.cpu_times()
+    assert machine.cpu_seconds(a, b) >= 0.25  # at least this process's own 0.3 s (jiffy rounding aside)
+    assert 0 < machine.busy_pct(a, b) <= 100
+
+
+def test_the_import_report_states_the_bound_the_cpu_cost_implies() -> None:
+    text = _machine_text({"import_machine": {"busy_pct": 97.0, "cpu_us_per_line": 400.0, "cores": 2}})
+    assert "97.0 % busy" in text and "400.0 µs of CPU a line" in text and "at most 5,000 lines/s" in text
+    assert _machine_text({}) == ""
