@@ -77,18 +77,22 @@ export async function showPatients({ keepFocus = false } = {}) {
     // A sync redraw's search for an older query can answer after the clinician typed a new one: never draw
     // stale results over the newer answer.
     if (q !== state.query || !still()) return;
-    const hadFocus = document.activeElement?.id === "q";
-    const pos = document.activeElement?.selectionStart;
+    // What the clinician is typing survives a redraw: its words, its caret and its selection (CI on 1fdff25: a
+    // sync's redraw while the old query was selected to be typed over put the caret at 0, and the new words went
+    // in front of the old ones). Put back at once, before anything else is awaited.
+    const was = document.activeElement?.id === "q" ? document.activeElement : null;
+    const typed = was && { value: was.value, start: was.selectionStart, end: was.selectionEnd, dir: was.selectionDirection };
     screen("Patients", ...patientList({ ...r, query: q, onSearch: run, onMore: () => run(q, r.results.length + state.listPage) }),
       h("p", { class: "device-link" }, h("a", { class: "btn ghost", href: "#/device", id: "device-link" }, "On this device")));
+    if (typed) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
+      const i = document.getElementById("q");
+      i.value = typed.value;
+      i.focus();
+      if (typed.start != null) i.setSelectionRange(typed.start, typed.end ?? typed.start, typed.dir || "none");
+    }
     serverMatches(q).then((more) => { if (more && state.query === q && !document.getElementById("server-matches")) document.getElementById("device-link")?.parentElement.before(more); });
     emergencyEntry(); // only for roles that may break the glass
     await registerControl(); // issue 18: "Register patient", for roles that may
-    if (hadFocus) { // keep typing; never autofocus on open (a tablet would pop up its keyboard)
-      const i = document.getElementById("q");
-      i.focus();
-      if (pos != null) i.setSelectionRange(pos, pos);
-    }
   };
   await run(state.query);
 }

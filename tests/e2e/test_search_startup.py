@@ -67,6 +67,43 @@ def test_search_finds_mrn_digits_and_day_month_year_dates(browser: Any, server: 
         ctx.close()
 
 
+# A redraw of the patient list, as a sync or another tab's change starts one (main.js: a "changed" message on the
+# app's BroadcastChannel marks the list dirty and redraws it); resolves once #q is a new element.
+REDRAW = """async () => {
+  const old = document.getElementById('q');
+  new BroadcastChannel('omnicare').postMessage({ type: 'changed' });
+  for (let i = 0; i < 200 && document.getElementById('q') === old; i++) await new Promise((r) => setTimeout(r, 25));
+  const q = document.getElementById('q');
+  return { redrawn: q !== old, value: q.value, start: q.selectionStart, end: q.selectionEnd,
+           focused: document.activeElement === q };
+}"""
+
+
+def test_a_redraw_keeps_what_is_being_typed_in_the_search_box(browser: Any, server: Server) -> None:
+    """CI on 1fdff25: a sync's redraw came while the old query was selected to be typed over; the caret went to
+    the start and the new words landed in front of the old ones ("21.3.196521/03/1965"). Words typed but not yet
+    searched were also put back to the last query."""
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768}, service_workers="allow")
+    ctx.set_default_timeout(60_000)
+    try:
+        page = sign_in_and_sync(ctx, cache=False)
+        summary, _ = _search(page, "MRN-0000")
+        assert "MRN-0000" in summary
+        # The old query selected, as a clinician does to type over it (and as Playwright's fill does).
+        page.evaluate("() => { const q = document.getElementById('q'); q.focus(); q.select(); }")
+        r = page.evaluate(REDRAW)
+        assert r["redrawn"] and r["focused"], r
+        assert (r["value"], r["start"], r["end"]) == ("MRN-0000", 0, len("MRN-0000")), r
+        page.keyboard.type("Sm")
+        assert page.input_value("#q") == "Sm"
+        # Words typed a moment ago, before the search has run on them: the redraw keeps them and the caret.
+        page.evaluate("() => { const q = document.getElementById('q'); q.value = 'Smi'; q.setSelectionRange(3, 3); }")
+        r = page.evaluate(REDRAW)
+        assert r["redrawn"] and (r["value"], r["start"], r["end"]) == ("Smi", 3, 3), r
+    finally:
+        ctx.close()
+
+
 def test_sign_in_form_appears_before_the_runtime_and_waits_for_it(browser: Any, server: Server) -> None:
     ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768},
                               device_scale_factor=1, service_workers="allow")
