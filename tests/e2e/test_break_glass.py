@@ -134,7 +134,14 @@ def _break_glass(page: Any, mrn: str) -> float:
     """Look the patient up by MRN, request emergency access; returns when it was requested (monotonic s) once
     the chart is open with its banner."""
     page.goto("/#/emergency")
-    page.fill("#bg-lookup input[name=mrn]", mrn)
+    try:
+        page.wait_for_selector("#bg-lookup input[name=mrn]", state="visible")
+        page.fill("#bg-lookup input[name=mrn]", mrn)
+    except Exception as exc:
+        # CI on 547e927: the lookup form was drawn, then gone for 60 s (not reproduced alone): say what was shown.
+        seen = page.evaluate("() => ({ hash: location.hash, title: document.title, "
+                             "main: document.getElementById('main')?.innerText.slice(0, 300) })")
+        raise AssertionError(f"no emergency lookup form: {seen}") from exc
     page.click("#bg-lookup button[type=submit]")
     page.wait_for_selector("#bg-request")
     page.fill("#bg-request textarea[name=reason]", "Found unresponsive, family not reachable")
