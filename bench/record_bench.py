@@ -277,7 +277,7 @@ def main() -> int:
         "bulk_export_peak_rss_mb_quarter": round(small["peak_rss_mb"], 1),
     }
     detail = {"resources": total, "import_seconds": round(import_s, 1), "import_rejected": rejected, **deferred,
-                  "import_machine": machine,
+              "import_machine": machine,
               "export_seconds": round(full["seconds"], 1), "export_resources": full["resources"],
               "quarter_resources": small["resources"], "chunk_bytes": settings.OMNICARE_BULK_CHUNK_BYTES,
               "load_avg": os.getloadavg(), "python": platform.python_version()}

@@ -281,7 +281,7 @@ def cprofile_text(fn: Any, *, warmup: int, rounds: int, top: int = 150) -> str:
     return out.getvalue()
 
 
-def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
+def measure(fn: Any, *, warmup: int, rounds: int, time_queries: bool = False) -> dict[str, Any]:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
     from pyinstrument import Profiler
@@ -289,13 +289,13 @@ def measure(fn: Any, *, warmup: int, rounds: int) -> dict[str, Any]:
     for _ in range(warmup):
         status = fn()
         assert status in (200, 201), f"status {status}"
-    # Ten requests under capture: the SQL of one, and each statement's mean time (Django's wall clock around it,
-    # network and PostgreSQL's execution) across the ten, so --sql shows which statement the database time is in.
+    # The SQL of one request and, with --sql, each statement's mean time (Django's wall clock around it,
+    # network and PostgreSQL's execution) over ten more requests, so --sql shows where the database time is.
     with CaptureQueriesContext(connection) as ctx:
         fn()
     queries = [q["sql"] for q in ctx.captured_queries]
     per_ms = [0.0] * len(queries)
-    for _ in range(10):
+    for _ in range(10 if time_queries else 0):
         with CaptureQueriesContext(connection) as more:
             fn()
         for i, q in enumerate(more.captured_queries[: len(queries)]):
@@ -409,7 +409,7 @@ def main() -> int:
             Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
         return 0
     for name in filter(None, args.only.split(",")):
-        r = measure(fns[name], warmup=args.warmup, rounds=args.rounds)
+        r = measure(fns[name], warmup=args.warmup, rounds=args.rounds, time_queries=args.sql)
         top = ", ".join(f"{k} {v}%" for k, v in list(r["layer_share_pct"].items())[:6])
         print(f"{name:7s} {r['queries']:3d} queries {r['query_kinds']}  {r['ms_per_request_profiled']:7.2f} ms  | {top}")
         if args.sql:

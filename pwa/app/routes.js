@@ -47,7 +47,7 @@ export function refreshView(ids) {
   else if (parts[0] === "conflicts") showConflicts();
   else if (parts[0] === "rejected") showRejected();
   else if (parts[0] === "device") showDeviceSet();
-  else showPatients({ keepFocus: true });
+  else showPatients(); // the search box keeps its words, caret and selection (showPatients)
 }
 
 /** How this device's locale writes a numeric date ("dmy", "mdy" or "ymd"), for reading "18/04/2002" (issue 18). */
@@ -60,7 +60,7 @@ export function localDateOrder() {
   } catch { return "mdy"; }
 }
 
-export async function showPatients({ keepFocus = false } = {}) {
+export async function showPatients() {
   const still = sameRoute();
   const run = async (q, limit = null) => {
     // A page at a time (issue 13): a new query starts at one page, a redraw keeps what "Show more" opened.
