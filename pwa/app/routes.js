@@ -9,7 +9,7 @@ import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
 import { showDeviceSet, serverMatches } from "./screens/device_set.js";
 import { showRecovery } from "./screens/recovery.js";
-import { emergencyScreen, emergencyEntry, emergencyBanner } from "./screens/emergency.js";
+import { emergencyScreen, emergencyEntry, emergencyBannerEl, placeEmergencyBanner } from "./screens/emergency.js";
 
 // ---------------------------------------------------------------- routing
 export function route() {
@@ -99,8 +99,13 @@ export async function showPatients() {
 
 export async function showChart(id, { keepScroll = false } = {}) {
   const still = sameRoute();
-  let c;
-  try { c = await state.py.call("chart", { patient_id: id }); } catch (err) {
+  // The chart, its emergency banner and its decision-support panel are fetched together and drawn in one step: a
+  // redraw that added the panel after an await left the chart without it for a moment (the panel flickered and
+  // the page jumped on every sync's redraw; a check in that moment found no recorded decisions).
+  let c, bgBanner, panel;
+  try {
+    [c, bgBanner, panel] = await Promise.all([state.py.call("chart", { patient_id: id }), emergencyBannerEl(id), cdsPanel(state.py, id)]);
+  } catch (err) {
     if (!still()) return;
     screen("Not found", h("section", { class: "card" }, h("h2", {}, "Patient not available"), h("p", {}, plain(err.message)), h("a", { class: "btn", href: "#/patients" }, "Back to patients")));
     return;
@@ -124,11 +129,9 @@ export async function showChart(id, { keepScroll = false } = {}) {
   });
   parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
   screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
-  emergencyBanner(id); // while an emergency grant lasts: says so, with its end
-  cdsPanel(state.py, id).then((panel) => { // decision support: KB version in force + guideline library
-    const col = document.querySelector("#main .grid .col:last-child");
-    if (panel && col && !document.getElementById("cds-panel")) col.append(panel);
-  });
+  placeEmergencyBanner(bgBanner); // while an emergency grant lasts: says so, with its end
+  const col = document.querySelector("#main .grid .col:last-child"); // decision support: KB in force, guidelines
+  if (panel && col) col.append(panel);
   if (keepScroll) window.scrollTo(0, y);
 }
 

@@ -127,16 +127,17 @@ class CdsMixin:
         keys = await self._patient_keys(patient_id)  # type: ignore[attr-defined]
         issues = [r for r in await self._resources([k for k in keys if k[0] == "DetectedIssue"])  # type: ignore[attr-defined]
                   if r.get("resourceType") == "DetectedIssue"]
+        # Newest first to the second: sorting by the minute shown left two decisions of one minute in store order.
+        issues.sort(key=lambda i: str(i.get("identifiedDateTime") or ""), reverse=True)
         out = []
-        for i in issues:
+        for i in issues[:20]:
             action = ((i.get("mitigation") or [{}])[0].get("action") or {}) if i.get("mitigation") else {}
             codes = [c.get("code") for c in action.get("coding") or [] if isinstance(c, Mapping)]
             out.append({"id": i.get("id"), "summary": (i.get("code") or {}).get("text") or "Medication alert",
                         "severity": i.get("severity") or "", "status": i.get("status") or "",
                         "decision": codes[0] if codes else "", "text": action.get("text") or "",
                         "when": str(i.get("identifiedDateTime") or "")[:16].replace("T", " ")})
-        out.sort(key=lambda a: a["when"], reverse=True)
-        return out[:20]
+        return out
 
     # -- fetching signed bundles ------------------------------------------------------------------
 

@@ -99,11 +99,20 @@ async function openGranted(pid) {
 
 /** The banner on a patient's screens while an emergency grant lasts (nothing for the care team's patients). */
 export async function emergencyBanner(pid) {
+  placeEmergencyBanner(await emergencyBannerEl(pid));
+}
+
+/** The banner's element (null for the care team's patients), to draw with the screen in one step. */
+export async function emergencyBannerEl(pid) {
   const b = await state.py.call("emergency_banner", { patient_id: pid, tz_offset_min: tz() }).catch(() => null);
+  return b ? h("section", { class: "card emergency-banner", id: "emergency-banner", role: "status" }, h("strong", {}, "Emergency access"), " ", b.message) : null;
+}
+
+/** Put the banner under the breadcrumbs (replacing one already there). */
+export function placeEmergencyBanner(el) {
   document.getElementById("emergency-banner")?.remove();
-  if (!b) return;
+  if (!el) return;
   const crumbs = document.querySelector("#main .crumbs");
-  const el = h("section", { class: "card emergency-banner", id: "emergency-banner", role: "status" }, h("strong", {}, "Emergency access"), " ", b.message);
   if (crumbs) crumbs.after(el); else document.getElementById("main").prepend(el);
 }
 
