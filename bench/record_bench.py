@@ -166,16 +166,19 @@ def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any, dic
             while block := f.read(1 << 20):
                 yield block
 
-    from bench.machine import busy_pct, cpu_seconds, cpu_times
+    from bench.machine import busy_pct, cpu_seconds, cpu_times, process_cpu, process_split
 
-    t0, cpu0 = time.perf_counter(), cpu_times()
+    t0, cpu0, proc0 = time.perf_counter(), cpu_times(), process_cpu()
     job = import_start(user=user, chunks=chunks(), request_url="bench")  # queues the job (not eager: see setup)
     job = import_run(job_id=str(job.pk))  # what the Celery worker runs
-    import_s, cpu1 = time.perf_counter() - t0, cpu_times()
+    import_s, cpu1, proc1 = time.perf_counter() - t0, cpu_times(), process_cpu()
     # The whole machine (this job, its validation worker, PostgreSQL): how busy, and CPU per line. With every core
     # busy, a rate is bound by CPU per line: cores / (CPU per line) is the most this machine could import.
     machine = {"busy_pct": busy_pct(cpu0, cpu1), "cpu_us_per_line": round(cpu_seconds(cpu0, cpu1) * 1e6 / total, 1),
-               "cores": os.cpu_count()}
+               "cores": os.cpu_count(),
+               # Who used it (% of the machine's busy CPU): the job's process, its validation workers, PostgreSQL.
+               "split_pct": {("job" if k == "self" else "validation_workers" if k == "children" else k): v
+                             for k, v in process_split(proc0, proc1, cpu_seconds(cpu0, cpu1)).items()}}
     print(f"machine: {machine}", file=sys.stderr)
     assert job is not None and job.status == "completed", job
     written = sum(v for k, v in job.counts.items() if not k.startswith("_"))
@@ -310,7 +313,16 @@ def _machine_text(d: dict[str, Any]) -> str:
     return (f"During the import the whole machine was **{mc['busy_pct']} % busy** (the job, its validation worker and "
             f"PostgreSQL, from /proc/stat): **{mc['cpu_us_per_line']:,} µs of CPU a line**, so at this cost "
             f"{mc['cores']} cores import at most {bound:,.0f} lines/s however the work is split "
-            f"(`import_machine` in results.json).")
+            f"(`import_machine` in results.json)." + _split_text(mc))
+
+
+def _split_text(mc: dict[str, Any]) -> str:
+    sp = mc.get("split_pct")
+    if not sp:
+        return ""
+    names = {"job": "the job's process", "validation_workers": "its validation worker", "postgres": "PostgreSQL",
+             "other": "everything else"}
+    return " That CPU went to " + ", ".join(f"{names.get(k, k)} {v} %" for k, v in sp.items()) + "."
 
 
 def write_report(path: Path, m: dict[str, Any], d: dict[str, Any], *, import_only: bool = False) -> None:

@@ -30,3 +30,21 @@ def test_the_import_report_states_the_bound_the_cpu_cost_implies() -> None:
     text = _machine_text({"import_machine": {"busy_pct": 97.0, "cpu_us_per_line": 400.0, "cores": 2}})
     assert "97.0 % busy" in text and "400.0 µs of CPU a line" in text and "at most 5,000 lines/s" in text
     assert _machine_text({}) == ""
+
+
+def test_the_split_names_who_used_the_cpu_and_a_busy_postgres_backend_counts_as_postgres() -> None:
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    with psycopg.connect(url) as conn:  # a real PostgreSQL backend doing 0.3 s+ of work
+        a, ja = machine.process_cpu(), machine.cpu_times()
+        conn.execute("SELECT count(*) FROM generate_series(1, 3000000)").fetchone()
+        b, jb = machine.process_cpu(), machine.cpu_times()
+    assert b["postgres"] - a["postgres"] >= 0.1
+    split = machine.process_split(a, b, machine.cpu_seconds(ja, jb))
+    assert set(split) == {"self", "children", "postgres", "other"}
+    assert split["postgres"] > split["self"]
+    text = _machine_text({"import_machine": {"busy_pct": 90.0, "cpu_us_per_line": 500.0, "cores": 2,
+                                             "split_pct": {"job": 40.0, "validation_workers": 30.0,
+                                                           "postgres": 25.0, "other": 5.0}}})
+    assert "the job's process 40.0 %" in text and "PostgreSQL 25.0 %" in text
