@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, sameRoute, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
+import { h, screen, sameRoute, routeEntered, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
@@ -17,6 +17,7 @@ export function route() {
   if (!state.unlocked) return;
   const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
   state.route = parts;
+  routeEntered(location.hash);
   if (parts[0] === "patient" && parts[1]) {
     if (parts[2]) return formRoute(parts[1], parts[2]);
     return showChart(parts[1]);

@@ -70,8 +70,16 @@ let shownScreen = ""; // hash + title of the screen on display: a redraw of the 
  * 3cb07ef). Call at the start of an async screen; the returned function says whether the route is still the same. */
 export function sameRoute() {
   const here = location.hash;
-  return () => location.hash === here;
+  // A redraw begun between a navigation and its hashchange belongs to no route: it never draws. It was decided on
+  // the old route and would draw the old screen under the new hash — and, finishing after the new screen, over
+  // it (the patient list over the emergency lookup just opened, gone for good).
+  const routed = entered === null || entered === here;
+  return () => routed && location.hash === here;
 }
+
+let entered = null;
+/** ``route()`` says which hash it is drawing: screens begun for any other (a redraw of the old one) stay undrawn. */
+export function routeEntered(hash) { entered = hash; }
 
 export function screen(title, ...content) {
   const main = document.getElementById("main");

@@ -104,6 +104,35 @@ def test_a_redraw_keeps_what_is_being_typed_in_the_search_box(browser: Any, serv
         ctx.close()
 
 
+def test_a_redraw_begun_before_a_navigation_is_handled_never_draws_the_old_screen(browser: Any,
+                                                                                   server: Server) -> None:
+    """Between a navigation (the hash moves) and its hashchange, a sync's redraw of the patient list began: it
+    drew the list under the new address and, finishing after the new screen, over it. Here the hash moves without
+    its event (pushState), the redraw is asked for, and only then does the hashchange run."""
+    ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768}, service_workers="allow")
+    ctx.set_default_timeout(60_000)
+    try:
+        page = sign_in_and_sync(ctx, cache=False)
+        page.wait_for_selector("#emergency-link")
+        drawn = page.evaluate("""async () => {
+          const old = document.getElementById('q');
+          history.pushState(null, '', '#/emergency');  // the hash moved; its hashchange has not run yet
+          new BroadcastChannel('omnicare').postMessage({ type: 'changed' });
+          for (let i = 0; i < 120 && document.getElementById('q') === old; i++) await new Promise((r) => setTimeout(r, 25));
+          return document.getElementById('q') !== old ? document.title : null;
+        }""")
+        assert drawn is None, f"the old screen was drawn again under #/emergency ({drawn})"
+        page.evaluate("() => window.dispatchEvent(new HashChangeEvent('hashchange'))")
+        page.wait_for_selector("#bg-lookup input[name=mrn]")
+        # The patient list's redraw, asked for again now, leaves the screen the clinician opened alone.
+        lookup = page.locator("#bg-lookup input[name=mrn]").element_handle()
+        page.evaluate("""async () => { new BroadcastChannel('omnicare').postMessage({ type: 'changed' });
+                                       await new Promise((r) => setTimeout(r, 1500)); }""")
+        assert lookup.evaluate("(e) => e.isConnected"), "the emergency lookup was replaced"
+    finally:
+        ctx.close()
+
+
 def test_sign_in_form_appears_before_the_runtime_and_waits_for_it(browser: Any, server: Server) -> None:
     ctx = browser.new_context(base_url=server.url, viewport={"width": 1024, "height": 768},
                               device_scale_factor=1, service_workers="allow")
