@@ -149,6 +149,9 @@ def run_export(url: str, user: Any, types: list[str] | None) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+SPLIT_NAMES = {"self": "job", "children": "validation_workers"}  # machine.process_cpu's keys, as this bench's roles
+
+
 def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any, dict[str, Any]]:
     from django.contrib.auth import get_user_model
 
@@ -185,8 +188,7 @@ def bench_import(copies: int, tmp: Path) -> tuple[int, int, float, int, Any, dic
     machine = {"busy_pct": busy_pct(cpu0, cpu1), "cpu_us_per_line": round(cpu_seconds(cpu0, cpu1) * 1e6 / total, 1),
                "cores": os.cpu_count(),
                # Who used it (% of the machine's busy CPU): the job's process, its validation workers, PostgreSQL.
-               "split_pct": {("job" if k == "self" else "validation_workers" if k == "children" else k): v
-                             for k, v in process_split(proc0, proc1, cpu_seconds(cpu0, cpu1)).items()}}
+               "split_pct": {SPLIT_NAMES.get(k, k): v for k, v in process_split(proc0, proc1, cpu_seconds(cpu0, cpu1)).items()}}
     print(f"machine: {machine}", file=sys.stderr)
     assert job is not None and job.status == "completed", job
     written = sum(v for k, v in job.counts.items() if not k.startswith("_"))

@@ -37,7 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from omnicare.access.services import may_access
@@ -71,8 +71,6 @@ def _any_subscription() -> bool:
     """Whether any Subscription exists, asked of the database on every write (a subscription made in another
     process counts from the next write: nothing may be cached). Plain SQL: ``.exists()`` compiled its query on
     every FHIR write, several times the cost of the statement itself."""
-    from django.db import connection
-
     with connection.cursor() as cur:
         cur.execute(f"SELECT 1 FROM {connection.ops.quote_name(SubscriptionOwner._meta.db_table)} LIMIT 1")  # noqa: S608
         return cur.fetchone() is not None
