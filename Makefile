@@ -17,7 +17,7 @@ HL7_PORT ?= 2575
 DEMO_PATIENTS ?= 40
 DEMO_SEED ?= 7
 
-.PHONY: help deps python-deps node-deps static-compressed wheel demo serve migrate seed test test-py test-pyodide test-smoke test-long test-soak test-sync-long lint bench clean
+.PHONY: help deps python-deps node-deps static-compressed wheel demo serve migrate seed test test-py test-e2e test-rest test-pyodide test-smoke test-long test-soak test-sync-long lint bench clean
 
 help:
 	@echo "make demo   install everything, load demo data, serve on http://$(HOST):$(PORT)"
@@ -92,10 +92,27 @@ $(TEST_WHEELS)/.fetched: $(VENV)/.deps
 	  -d $(TEST_WHEELS) pytest pluggy iniconfig packaging pygments hypothesis attrs sortedcontainers
 	@touch $@
 
-test: test-py test-pyodide
+# The browser tests (tests/e2e: a server, Chromium and Pyodide per test, mostly waiting on them) run beside the
+# rest of the suite: each stream keeps about one core busy, so together they take about the time of the longer
+# one. TEST_ALSO names more targets for the second stream (CI adds the long simulation run and the SQLite smoke);
+# the browser stream's output follows the other's, and either failing fails `make test`.
+TEST_ALSO ?=
+test: deps bench-deps $(TEST_WHEELS)/.fetched
+	@mkdir -p .cache; rm -f .cache/test-e2e.log .cache/test-e2e.rc
+	@( $(MAKE) --no-print-directory test-e2e > .cache/test-e2e.log 2>&1; echo $$? > .cache/test-e2e.rc ) & e2e=$$!; \
+	  $(MAKE) --no-print-directory --keep-going test-rest test-pyodide $(TEST_ALSO); rc=$$?; wait $$e2e; \
+	  echo "--- the browser tests (tests/e2e), run beside the above:"; cat .cache/test-e2e.log; \
+	  [ $$rc -eq 0 ] && [ "$$(cat .cache/test-e2e.rc)" = 0 ]
 
+# The whole CPython suite in one process (what `make test` runs as two streams).
 test-py: deps bench-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-e2e: deps
+	$(if $(OMNICARE_TEST_DB_NAME),OMNICARE_TEST_DB_NAME=$(OMNICARE_TEST_DB_NAME)_e2e) $(PY) -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+test-rest: deps bench-deps
+	$(PY) -m pytest -q --ignore=tests/e2e $(PYTEST_ARGS)
 
 test-pyodide: deps $(TEST_WHEELS)/.fetched
 	rm -f $(TEST_WHEELS)/omnicare_pyclient-*.whl && cp $(WHEEL_DIR)/*.whl $(TEST_WHEELS)/
@@ -122,9 +139,10 @@ test-soak: deps
 test-sync-long: deps
 	env -u DATABASE_URL -u REDIS_URL OMNICARE_SYNC_SIM_RUNS=5000 $(PY) -m pytest -q tests/omnicare/sync/test_reliability.py
 
-# Embedded default (SQLite, eager Celery, in-memory channels): no services needed.
+# Embedded default (SQLite, eager Celery, in-memory channels): no services needed. The server's tests only:
+# tests/pyclient touches no database or broker (it runs in Pyodide as it is), so it says nothing new here.
 test-smoke: deps
-	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -x tests/omnicare tests/pyclient $(PYTEST_ARGS)
+	env -u DATABASE_URL -u REDIS_URL $(PY) -m pytest -q -x tests/omnicare $(PYTEST_ARGS)
 
 lint: python-deps
 	$(VENV)/bin/ruff check omnicare pyclient tests
