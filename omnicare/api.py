@@ -62,21 +62,27 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
     return outcome_response(exc.status, exc.outcome(), exc.headers)
 
 
-@api.exception_handler(AuthenticationError)
-def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
-    return outcome_response(
-        401, operation_outcome(code="login", diagnostics="Authentication required"), {"WWW-Authenticate": "Bearer"}
-    )
+#: Exceptions whose answer is always the same: (status, issue code, diagnostics, headers). A subclass gets
+#: the answer of its nearest listed class (RequestDataTooBig is a SuspiciousOperation of its own).
+FIXED_OUTCOMES: dict[type[Exception], tuple[int, str, str, dict[str, str] | None]] = {
+    AuthenticationError: (401, "login", "Authentication required", {"WWW-Authenticate": "Bearer"}),
+    PermissionDenied: (403, "forbidden", "Forbidden", None),
+    Http404: (404, "not-found", "Not found", None),
+    RequestDataTooBig: (413, "too-costly", "Request body too large", None),
+    SuspiciousOperation: (400, "security", "Bad request", None),
+    # E.g. a NUL character, which PostgreSQL text cannot hold. Every write path runs in a transaction,
+    # so the failed statement rolled everything back: nothing was written.
+    DataError: (400, "invalid", "The request contains a value the server cannot store", None),
+}
 
 
-@api.exception_handler(PermissionDenied)
-def _forbidden(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
-    return outcome_response(403, operation_outcome(code="forbidden", diagnostics="Forbidden"))
+def _fixed_outcome(request: HttpRequest, exc: Exception) -> HttpResponse:
+    status, code, diagnostics, headers = next(FIXED_OUTCOMES[c] for c in type(exc).__mro__ if c in FIXED_OUTCOMES)
+    return outcome_response(status, operation_outcome(code=code, diagnostics=diagnostics), headers)
 
 
-@api.exception_handler(Http404)
-def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return outcome_response(404, operation_outcome(code="not-found", diagnostics="Not found"))
+for _exc in FIXED_OUTCOMES:
+    api.add_exception_handler(_exc, _fixed_outcome)
 
 
 @api.exception_handler(ValidationError)
@@ -93,25 +99,6 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if isinstance(exc.__cause__, ApiError):  # ninja wraps errors of BoundedJsonParser: keep their outcome
         return _api_error(request, exc.__cause__)
     return outcome_response(exc.status_code, operation_outcome(code="processing", diagnostics=str(exc)))
-
-
-@api.exception_handler(RequestDataTooBig)
-def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
-    return outcome_response(413, operation_outcome(code="too-costly", diagnostics="Request body too large"))
-
-
-@api.exception_handler(SuspiciousOperation)
-def _suspicious(request: HttpRequest, exc: SuspiciousOperation) -> HttpResponse:
-    return outcome_response(400, operation_outcome(code="security", diagnostics="Bad request"))
-
-
-@api.exception_handler(DataError)
-def _unstorable(request: HttpRequest, exc: DataError) -> HttpResponse:
-    # E.g. a NUL character, which PostgreSQL text cannot hold. Every write path runs in a transaction,
-    # so the failed statement rolled everything back: nothing was written.
-    return outcome_response(
-        400, operation_outcome(code="invalid", diagnostics="The request contains a value the server cannot store")
-    )
 
 
 @api.exception_handler(OperationalError)

@@ -1,21 +1,10 @@
 """Read-only admin views of the audit trail (nothing here can change it)."""
 
-from typing import Any
-
 from django.contrib import admin
 
+from omnicare.core.admin import ReadOnlyAdmin
+
 from .models import AuditArchive, AuditEvent, Checkpoint
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: Any) -> bool:
-        return False
-
-    def has_change_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: Any, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(AuditEvent)

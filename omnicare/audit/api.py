@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +88,11 @@ class EventsQuery(Schema):
     count: int = Field(100, ge=1, le=MAX_INT, alias="_count")
 
 
+#: Each search parameter given narrows one column: (parameter, ORM lookup).
+_EVENT_FILTERS = (("user", "username"), ("action", "action"), ("category", "category"), ("device", "device_id"),
+                  ("since", "received_at__gte"), ("until", "received_at__lt"))
+
+
 @router.get("/events")
 def events(request: HttpRequest, q: Query[EventsQuery]) -> HttpResponse:
     """Auditors: audit events as a FHIR searchset Bundle of AuditEvent, oldest first (page with ``after``)."""
@@ -98,18 +104,9 @@ def events(request: HttpRequest, q: Query[EventsQuery]) -> HttpResponse:
     with contextlib.suppress(services.AuditUnavailable):
         services.audit_sequence()
     qs = AuditEvent.objects.filter(seq__gt=q.after).order_by("seq")
-    if q.user:
-        qs = qs.filter(username=q.user)
-    if q.action:
-        qs = qs.filter(action=q.action)
-    if q.category:
-        qs = qs.filter(category=q.category)
-    if q.device:
-        qs = qs.filter(device_id=q.device)
-    if q.since:
-        qs = qs.filter(received_at__gte=q.since)
-    if q.until:
-        qs = qs.filter(received_at__lt=q.until)
+    for param, lookup in _EVENT_FILTERS:
+        if value := getattr(q, param):
+            qs = qs.filter(**{lookup: value})
     rows: list[AuditEvent] = []
     if q.patient:
         # JSON containment differs by database; filter in Python over an indexed, paged scan.
@@ -152,26 +149,30 @@ def checkpoints(request: HttpRequest, after: int = 0) -> dict[str, Any]:
         for c in rows]}
 
 
+def _proof(build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A Merkle proof; one the tree cannot give (sizes out of order, past the head) is a 400 with the reason."""
+    try:
+        return build()
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def _auditor_proof(request: HttpRequest, build: Callable[[], dict[str, Any]], *numbers: int) -> dict[str, Any]:
+    access_check(user=request.user, action="read", resource_type="AuditEvent")
+    _bounded(*numbers)
+    return _proof(build)
+
+
 @router.get("/proof/inclusion")
 def proof_inclusion(request: HttpRequest, seq: int, tree_size: int) -> dict[str, Any]:
     """Auditors: RFC 9162 inclusion proof of event ``seq`` in the tree of size ``tree_size``."""
-    access_check(user=request.user, action="read", resource_type="AuditEvent")
-    _bounded(seq, tree_size)
-    try:
-        return services.inclusion_proof(seq=seq, tree_size=tree_size)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    return _auditor_proof(request, lambda: services.inclusion_proof(seq=seq, tree_size=tree_size), seq, tree_size)
 
 
 @router.get("/proof/consistency")
 def proof_consistency(request: HttpRequest, first: int, second: int) -> dict[str, Any]:
     """Auditors: RFC 9162 consistency proof between tree sizes ``first`` and ``second``."""
-    access_check(user=request.user, action="read", resource_type="AuditEvent")
-    _bounded(first, second)
-    try:
-        return services.consistency_proof(first=first, second=second)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from exc
+    return _auditor_proof(request, lambda: services.consistency_proof(first=first, second=second), first, second)
 
 
 # --- Gossip: every device is a witness of the log (see pyclient/auditlog.py) ----------------------------
@@ -199,10 +200,7 @@ def log_consistency(request: HttpRequest, first: int, second: int) -> dict[str, 
         raise BadRequest("second must be the size of a signed checkpoint, and first <= second")
     key = (first, second, cp.merkle_root)
     if key not in _proof_cache:
-        try:
-            proof = services.consistency_proof(first=first, second=second)
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
+        proof = _proof(lambda: services.consistency_proof(first=first, second=second))
         if len(_proof_cache) > 256:
             _proof_cache.clear()
         _proof_cache[key] = proof

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin
-from django.http import HttpRequest
+
+from omnicare.core.admin import ReadOnlyAdmin
 
 from .models import FeedCounter, Resource, ResourceVersion
 
 
-class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Resource)
-class ResourceAdmin(ReadOnly):
+class ResourceAdmin(ReadOnlyAdmin):
     list_display = ("resource_type", "resource_id", "version_id", "last_updated", "deleted")
     list_filter = ("resource_type", "deleted")
     search_fields = ("resource_id",)
@@ -31,7 +19,7 @@ class ResourceAdmin(ReadOnly):
 
 
 @admin.register(ResourceVersion)
-class ResourceVersionAdmin(ReadOnly):
+class ResourceVersionAdmin(ReadOnlyAdmin):
     list_display = ("seq", "resource_type", "resource_id", "version_id", "last_updated", "deleted")
     list_filter = ("resource_type", "deleted")
     search_fields = ("resource_id",)
@@ -41,5 +29,5 @@ class ResourceVersionAdmin(ReadOnly):
 
 
 @admin.register(FeedCounter)
-class FeedCounterAdmin(ReadOnly):
+class FeedCounterAdmin(ReadOnlyAdmin):
     list_display = ("id", "value")

@@ -9,6 +9,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
 
+from omnicare.core.admin import ReadOnlyAdmin
+
 from . import services, views
 from .models import Alert, Dashboard, DeviceHealth, DeviceReport, VerifyRun
 
@@ -17,7 +19,9 @@ def _aud(request: HttpRequest) -> frozenset[str]:
     return services.dashboard_audiences(user=request.user)
 
 
-class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
+class _ReadOnly(ReadOnlyAdmin):
+    """Read-only, and shown only to the audiences of the operations dashboard."""
+
     audience = services.OPS
 
     def has_module_permission(self, request: HttpRequest) -> bool:
@@ -25,15 +29,6 @@ class _ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.audience in _aud(request)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Dashboard)

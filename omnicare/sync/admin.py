@@ -18,24 +18,14 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from omnicare.core.admin import ReadOnlyAdmin
 from pyclient.recovery import MAX_FILE_BYTES
 
 from .models import AppliedMutation, Conflict, Device, PushJob, RecoveryImport, Snapshot
 
 
-class ReadOnly(admin.ModelAdmin):  # type: ignore[type-arg]
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Conflict)
-class ConflictAdmin(ReadOnly):
+class ConflictAdmin(ReadOnlyAdmin):
     list_display = (
         "id",
         "status",
@@ -55,7 +45,7 @@ class ConflictAdmin(ReadOnly):
 
 
 @admin.register(Device)
-class DeviceAdmin(ReadOnly):
+class DeviceAdmin(ReadOnlyAdmin):
     list_display = ("device_id", "user", "name", "created", "last_seen", "last_mutation_id", "last_pull_seq",
                     "platform", "storage_budget_bytes")
     search_fields = ("device_id", "user__username", "name")
@@ -69,7 +59,7 @@ class DeviceAdmin(ReadOnly):
 
 
 @admin.register(AppliedMutation)
-class AppliedMutationAdmin(ReadOnly):
+class AppliedMutationAdmin(ReadOnlyAdmin):
     list_display = ("mutation_id", "user", "device_id", "status", "resource_type", "resource_id", "created")
     list_filter = ("status", "resource_type")
     search_fields = ("mutation_id", "device_id", "user__username")
@@ -77,13 +67,13 @@ class AppliedMutationAdmin(ReadOnly):
 
 
 @admin.register(Snapshot)
-class SnapshotAdmin(ReadOnly):
+class SnapshotAdmin(ReadOnlyAdmin):
     list_display = ("id", "user", "device_id", "status", "seq", "count", "size", "created", "finished")
     exclude = ("data", "cursor")
 
 
 @admin.register(PushJob)
-class PushJobAdmin(ReadOnly):
+class PushJobAdmin(ReadOnlyAdmin):
     list_display = ("id", "user", "device_id", "status", "progress", "total", "attempts", "created", "finished")
     list_filter = ("status",)
     exclude = ("request", "result")
@@ -94,7 +84,7 @@ class RecoveryFileForm(forms.Form):
 
 
 @admin.register(RecoveryImport)
-class RecoveryImportAdmin(ReadOnly):
+class RecoveryImportAdmin(ReadOnlyAdmin):
     """Imported recovery files (issue 13 item 5). "Import a recovery file" replays one through the normal push
     path as its author and device; the list shows counts only, never clinical content."""
 

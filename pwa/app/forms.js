@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
 import { emergencyBanner } from "./screens/emergency.js";
-import { h, field, screen, sameRoute, banner, formScreen, formFields, input, select } from "./ui.js";
+import { h, field, screen, sameRoute, banner, formScreen, formFields, input, select, crumbs } from "./ui.js";
 import { dosageFields, dosageValues } from "./dosage.js";
 import { patientBanner } from "./screens/chart_full.js";
 
@@ -83,7 +83,7 @@ export async function formRoute(pid, kind) {
     return;
   }
   form.id = "form-" + kind;
-  screen(form.querySelector("h2").textContent, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: back }, "← " + p.display)), patientBanner(c), h("div", { class: "narrow wide" }, form));
+  screen(form.querySelector("h2").textContent, crumbs(back, p.display), patientBanner(c), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
   emergencyBanner(pid); // an emergency-access patient says so on every screen
   await restoreDraft(form, pid, kind, medId || "");

@@ -3,7 +3,7 @@ import { state, hooks } from "./state.js";
 import { cdsPanel } from "./cds.js";
 import { reauthScreen } from "./auth.js";
 import { formRoute } from "./forms.js";
-import { h, screen, sameRoute, routeEntered, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain } from "./ui.js";
+import { h, screen, sameRoute, routeEntered, banner, leaveRoute, confirmDialog, patientList, chartScreen, plain, crumbs } from "./ui.js";
 import { conflictScreen } from "./screens/conflicts.js";
 import { rejectedScreen, rejectedNotice } from "./screens/rejected.js";
 import { showRegister, registerControl } from "./screens/register.js"; // issue 18 item 1
@@ -129,7 +129,7 @@ export async function showChart(id, { keepScroll = false } = {}) {
     onMed: (m, action) => { location.hash = `#/patient/${encodeURIComponent(id)}/medication-${action}/${encodeURIComponent(m.id)}`; },
   });
   parts.splice(1, 0, rejectedNotice(c.rejected)); // right under the patient's name: refused changes never vanish
-  screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")), ...parts);
+  screen(c.patient.display, crumbs(), ...parts);
   placeEmergencyBanner(bgBanner); // while an emergency grant lasts: says so, with its end
   const col = document.querySelector("#main .grid .col:last-child"); // decision support: KB in force, guidelines
   if (panel && col) col.append(panel);
@@ -141,17 +141,20 @@ export function afterWrite() {
   if (navigator.onLine) setTimeout(() => state.runner.kick("write"), 300);
 }
 
+/** A write made from a list screen (conflicts, refused changes): the call, the sync nudge, the list drawn again. */
+async function writeAndRedraw(method, args, redraw) {
+  await state.py.call(method, args);
+  afterWrite();
+  redraw();
+}
+
 export async function showConflicts() {
   const still = sameRoute();
   const list = await state.py.call("conflicts");
   if (!still()) return;
-  screen("Conflicts", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+  screen("Conflicts", crumbs(),
     ...conflictScreen(list, {
-      onResolve: async (entryId, choices) => {
-        await state.py.call("resolve_conflict", { entry_id: entryId, choices });
-        afterWrite();
-        showConflicts();
-      },
+      onResolve: (entryId, choices) => writeAndRedraw("resolve_conflict", { entry_id: entryId, choices }, showConflicts),
     }));
 }
 
@@ -162,17 +165,9 @@ export async function showRejected() {
   let list;
   try { list = await state.py.call("rejected"); } catch (err) { banner(err.message); return; }
   if (!still()) return;
-  screen("Refused changes", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+  screen("Refused changes", crumbs(),
     ...rejectedScreen(list, {
-      onRetry: async (entryId, values) => {
-        await state.py.call("retry_rejected", { entry_id: entryId, values });
-        afterWrite();
-        showRejected();
-      },
-      onDiscard: async (entryId) => {
-        await state.py.call("discard_rejected", { entry_id: entryId });
-        afterWrite();
-        showRejected();
-      },
+      onRetry: (entryId, values) => writeAndRedraw("retry_rejected", { entry_id: entryId, values }, showRejected),
+      onDiscard: (entryId) => writeAndRedraw("discard_rejected", { entry_id: entryId }, showRejected),
     }));
 }

@@ -350,6 +350,11 @@ export function chartScreen(c, { onAllergy, onMed, onNka }) {
     h("div", { class: "col" }, vitals, labs, reports, procedures, encounters, notes, full.otherSections(c, { pendingBadge })))].filter(Boolean);
 }
 
+/** The breadcrumb back link at the top of a screen: to the patient list unless told where. */
+export function crumbs(href = "#/patients", label = "Patients") {
+  return h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href }, "← " + label));
+}
+
 export function formScreen(title, patient, fields, { submit, cancelHref }) {
   const form = h("form", { class: "card form", novalidate: true },
     h("div", { class: "card-head" }, h("h2", {}, title), h("span", { class: "muted" }, patient ? `${patient.display} · ${patient.mrn}` : "")),

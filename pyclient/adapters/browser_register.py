@@ -23,6 +23,7 @@ from pyclient import choices as ch
 from pyclient import registration as reg
 from pyclient.chart import DateOrder, patient_summary
 from pyclient.errors import AppError
+from pyclient.keys import MAX_CAS_RETRIES
 from pyclient.views import permissions as cp
 from pyclient.views.register import duplicate_warning, registered_message
 
@@ -31,7 +32,6 @@ from .indexeddb_store import js_to_py
 M_COUNTER = "registration.counter"  # how many patients this device registered (no PHI)
 M_PRACTITIONER = "auth.practitioner"  # {"id", "display"} of the signed-in user's Practitioner (no patient data)
 M_CLINICIANS = "auth.clinicians"  # front desk: [{"id", "display"}] the registration form offers (no patient data)
-_MAX_CAS = 8
 
 
 class RegisterMixin:
@@ -132,7 +132,7 @@ class RegisterMixin:
         from pyodide.ffi import jsnull  # type: ignore[import-not-found]  # noqa: PLC0415 - browser only
 
         current = await store.meta_get(M_COUNTER)
-        for _ in range(_MAX_CAS):
+        for _ in range(MAX_CAS_RETRIES):  # the nonce lease's bound: 8 losses in a row is a holder gone wrong
             nxt = int(current or 0) + 1
             # "absent" must reach idb.metaCas as JS null (a Python None would arrive as undefined, never equal)
             res = js_to_py(await idb.metaCas(M_COUNTER, jsnull if current is None else current, str(nxt)))

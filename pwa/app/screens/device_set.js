@@ -1,6 +1,6 @@
 // "On this device" (issue 13): how many patients the device holds, the space used against its storage
 // budget, and why each patient is on it. Every word comes from Python (pyclient.views.device_set).
-import { h, screen, sameRoute, banner, moreButton } from "../ui.js";
+import { h, screen, sameRoute, banner, moreButton, crumbs } from "../ui.js";
 import { state } from "../state.js";
 
 function row(r) {
@@ -44,7 +44,7 @@ export async function showDeviceSet({ limit = null, fresh = false } = {}) {
   let v;
   try { v = await state.py.call("device_set", { online: navigator.onLine, limit: state.deviceLimit }); } catch (err) { banner(err.message); return; }
   if (!still()) return;
-  screen("On this device", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+  screen("On this device", crumbs(),
     ...deviceSetScreen(v, { onMore: () => showDeviceSet({ limit: v.rows.length + state.listPage }) }));
 }
 

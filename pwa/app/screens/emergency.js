@@ -2,7 +2,7 @@
 // reason, the banner on that patient's screens while the grant lasts, and the chart's removal when it ends.
 // Every rule and every sentence is Python's (pyclient.views.break_glass); online only.
 import { state } from "../state.js";
-import { h, field, input, screen, sameRoute, banner, showErrors, formFields } from "../ui.js";
+import { h, field, input, screen, sameRoute, banner, showErrors, formFields, crumbs } from "../ui.js";
 import { localDateOrder } from "../routes.js";
 
 const tz = () => new Date().getTimezoneOffset(); // minutes behind UTC: Python writes the expiry in local time
@@ -21,7 +21,7 @@ export async function emergencyScreen() {
   const still = sameRoute();
   const intro = await state.py.call("emergency_intro", { online: navigator.onLine });
   if (!still()) return;
-  const back = h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients"));
+  const back = crumbs();
   if (!intro.allowed) {
     screen("Emergency access", back, h("section", { class: "card", id: "emergency" }, h("h2", {}, "Emergency access"), h("p", {}, intro.message)));
     return;

@@ -6,7 +6,7 @@
 import * as net from "../net.js";
 import { state } from "../state.js";
 import { WORDS } from "../words.js";
-import { h, field, screen, banner, formScreen, input, patientList, chartScreen, plain } from "../ui.js";
+import { h, field, screen, banner, formScreen, input, patientList, chartScreen, plain, crumbs } from "../ui.js";
 
 let mode = null;
 
@@ -119,7 +119,7 @@ async function chart(id) {
   }
   const c = r.json;
   const parts = chartScreen(c, { onAllergy: () => {}, onMed: () => {} });
-  screen(c.patient.display, h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+  screen(c.patient.display, crumbs(),
     h("p", { class: "card muted", id: "reduced-note" }, "The offline engine did not start in this browser, so only reading the chart and recording vitals are available here."),
     ...parts);
 }

@@ -2,7 +2,7 @@
 // Every check, the MRN and the duplicate search are Python's (pyclient.registration, pyclient.views.register).
 import { state } from "../state.js";
 import { afterWrite, localDateOrder } from "../routes.js";
-import { h, field, screen, sameRoute, banner, input, select, showErrors, formFields } from "../ui.js";
+import { h, field, screen, sameRoute, banner, input, select, showErrors, formFields, crumbs } from "../ui.js";
 
 const DATE_HINT = { dmy: "Day/month/year, for example 18/04/2002", mdy: "Month/day/year, for example 04/18/2002", ymd: "Year-month-day, for example 2002-04-18" };
 
@@ -82,7 +82,7 @@ export async function showRegister() {
   };
   form.addEventListener("submit", (e) => { e.preventDefault(); save(false); });
   form.addEventListener("input", () => slot.replaceChildren()); // a changed form is checked again on save
-  screen("Register patient", h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/patients" }, "← Patients")),
+  screen("Register patient", crumbs(),
     h("div", { class: "narrow wide" }, slot, form));
   form.querySelector("input")?.focus();
 }
