@@ -2,15 +2,18 @@
 import { state, hooks } from "./state.js";
 import { orderWithChecks } from "./cds.js";
 import { afterWrite } from "./routes.js";
-import { emergencyBanner } from "./screens/emergency.js";
+import { emergencyBannerEl, placeEmergencyBanner } from "./screens/emergency.js";
 import { h, field, screen, sameRoute, banner, formScreen, formFields, input, select, crumbs } from "./ui.js";
 import { dosageFields, dosageValues } from "./dosage.js";
 import { patientBanner } from "./screens/chart_full.js";
 
 export async function formRoute(pid, kind) {
   const still = sameRoute();
-  let c;
-  try { c = await state.py.call("chart", { patient_id: pid }); } catch (err) { banner(err.message); return; }
+  // The form and its emergency banner are drawn in one step, as the chart is (routes.showChart).
+  let c, bgBanner;
+  try {
+    [c, bgBanner] = await Promise.all([state.py.call("chart", { patient_id: pid }), emergencyBannerEl(pid)]);
+  } catch (err) { banner(err.message); return; }
   if (!still()) return;
   const p = c.patient;
   const back = `#/patient/${encodeURIComponent(pid)}`;
@@ -83,9 +86,10 @@ export async function formRoute(pid, kind) {
     return;
   }
   form.id = "form-" + kind;
+  if (!still()) return; // a form's own questions to Python (dosage choices) may have outlived its route
   screen(form.querySelector("h2").textContent, crumbs(back, p.display), patientBanner(c), h("div", { class: "narrow wide" }, form));
   form.querySelector("input,select,textarea")?.focus();
-  emergencyBanner(pid); // an emergency-access patient says so on every screen
+  placeEmergencyBanner(bgBanner); // an emergency-access patient says so on every screen
   await restoreDraft(form, pid, kind, medId || "");
 }
 

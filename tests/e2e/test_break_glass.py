@@ -91,6 +91,17 @@ def test_emergency_access_outside_the_care_team(new_context: Any, server: Server
     page.set_viewport_size({"width": size[0], "height": size[1]})
     assert not small, small
     assert _served(server, pid)
+    # A form on that patient says so too, drawn with the form (not added after it).
+    page.evaluate("""() => { window.__formBanner = null; new MutationObserver(() => {
+        const f = document.querySelector('#main form[id^="form-"]');
+        if (f && window.__formBanner === null) window.__formBanner = !!document.getElementById('emergency-banner');
+      }).observe(document.getElementById('main'), {childList: true, subtree: true}); }""")
+    page.evaluate("(pid) => { location.hash = `#/patient/${encodeURIComponent(pid)}/note`; }", pid)
+    page.wait_for_selector("#form-note")
+    assert page.evaluate("() => window.__formBanner") is True, "the form was drawn without its emergency banner"
+    assert "Your access ends at" in page.inner_text("#emergency-banner")
+    page.go_back()
+    page.wait_for_selector("#patient-name")
 
     # The grant ends (here: ended through the service); the chart leaves the device and the server stops serving it.
     # Every banner from here on is kept, so a failure says what the clinician saw instead of the ending.

@@ -97,12 +97,8 @@ async function openGranted(pid) {
   location.hash = "#/patients";
 }
 
-/** The banner on a patient's screens while an emergency grant lasts (nothing for the care team's patients). */
-export async function emergencyBanner(pid) {
-  placeEmergencyBanner(await emergencyBannerEl(pid));
-}
-
-/** The banner's element (null for the care team's patients), to draw with the screen in one step. */
+/** The banner on a patient's screens while an emergency grant lasts: its element (null for the care team's
+ * patients), fetched with the screen and drawn with it in one step (placeEmergencyBanner). */
 export async function emergencyBannerEl(pid) {
   const b = await state.py.call("emergency_banner", { patient_id: pid, tz_offset_min: tz() }).catch(() => null);
   return b ? h("section", { class: "card emergency-banner", id: "emergency-banner", role: "status" }, h("strong", {}, "Emergency access"), " ", b.message) : null;
