@@ -53,6 +53,7 @@ __all__ = [
     "StoreOpChanges",
     "check_chart",
     "check_outbox",
+    "check_rows",
     "outbox_mac",
     "patient_ref",
     "record_mac",
@@ -422,6 +423,23 @@ def check_chart(*, patient_id: str, rows: Sequence[RowView], manifest: Manifest 
     for key, v in sorted((listed or {}).items()):
         if key not in seen:
             failures.append(Failure(key[0], key[1], "missing", v))
+    return good, failures
+
+
+def check_rows(rows: Sequence[RowView]) -> tuple[list[Mapping[str, Any]], list[Failure]]:
+    """Rows opened outside a chart (patient list, search; no manifest to hold them to): the records that may
+    be shown (row MAC verifies, decrypts, is the record its row names) and the failures (never shown)."""
+    good: list[Mapping[str, Any]] = []
+    failures: list[Failure] = []
+    for r in rows:
+        if not r.mac_ok:
+            failures.append(Failure(r.resource_type, r.id, "row-mac"))
+        elif r.resource is None:
+            failures.append(Failure(r.resource_type, r.id, "unreadable", r.version))
+        elif (r.resource.get("resourceType"), r.resource.get("id")) != (r.resource_type, r.id):
+            failures.append(Failure(r.resource_type, r.id, "wrong-patient"))
+        else:
+            good.append(r.resource)
     return good, failures
 
 

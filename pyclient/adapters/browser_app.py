@@ -859,17 +859,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         """Open rows outside a chart (patient list, search): only rows whose MAC verifies and that open."""
         rows = [r for r in rows if (r.resource_type, r.id) not in self._quarantine]
         opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        good: list[dict[str, Any]] = []
-        failures: list[ig.Failure] = []
-        for r, o in zip(rows, opened, strict=True):
-            if not self._row_ok(r):
-                failures.append(ig.Failure(r.resource_type, r.id, "row-mac"))
-            elif o is None:
-                failures.append(ig.Failure(r.resource_type, r.id, "unreadable", r.version))
-            elif (o.get("resourceType"), o.get("id")) != (r.resource_type, r.id):
-                failures.append(ig.Failure(r.resource_type, r.id, "wrong-patient"))
-            else:
-                good.append(o)
+        good, failures = ig.check_rows([ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
+                                        for r, o in zip(rows, opened, strict=True)])
         if failures:
             await self._quarantine_records(patient_id, failures)
         return [g for g in good if isinstance(g, dict)]

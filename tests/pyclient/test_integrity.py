@@ -302,3 +302,20 @@ def test_planned_manifests_equal_manifests_rebuilt_from_the_rows(
     # every row the batch creates is marked seen (a Bloom filter of rows that may exist: a put then deleted stays)
     assert set(got.written()) == {(op.record.resource_type, op.record.id) for op in ops if isinstance(op, PutRecord)}
     assert set(after) - set(rows) <= set(got.written())
+
+
+def test_rows_outside_a_chart_are_shown_only_if_they_verify_open_and_are_the_record_named() -> None:
+    rows = [
+        _view("o1", 2, obs("o1")),
+        _view("o2", 3, obs("o2"), ok=False),  # MAC fails: it does not matter that it opens
+        _view("o3", 4, None),
+        _view("o4", 5, obs("o5")),  # another record's blob under this row
+        _view("o6", 1, {"resourceType": "Condition", "id": "o6"}),
+        _view("o7", 1, obs("o7", B)),  # no manifest here: the patient is not checked
+    ]
+    good, failures = ig.check_rows(rows)
+    assert [g["id"] for g in good] == ["o1", "o7"]
+    assert failures == [ig.Failure("Observation", "o2", "row-mac", 0), ig.Failure("Observation", "o3", "unreadable", 4),
+                        ig.Failure("Observation", "o4", "wrong-patient", 0),
+                        ig.Failure("Observation", "o6", "wrong-patient", 0)]
+    assert ig.check_rows([]) == ([], [])
