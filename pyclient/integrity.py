@@ -35,11 +35,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyclient.compress import CODEC_STORED, canonical_json
+from pyclient.store import ClearRecords, DeleteOutbox, DeleteRecord, PutOutbox, PutRecord, StoreOp
 
 __all__ = [
     "MANIFEST_TYPE",
@@ -48,12 +49,17 @@ __all__ = [
     "Manifest",
     "OutboxManifest",
     "Reason",
+    "RowChange",
+    "StoreOpChanges",
     "check_chart",
     "check_outbox",
+    "check_rows",
     "outbox_mac",
     "patient_ref",
     "record_mac",
     "ref_tokens",
+    "row_changes",
+    "row_meta_needed",
     "store_key",
     "upgrade_tokens",
 ]
@@ -297,6 +303,75 @@ def plan_outbox_manifest(current: OutboxManifest, puts: Mapping[str, bytes],
     return OutboxManifest(entries, current.generation + 1)
 
 
+RowKey = tuple[str, str]
+#: A row's (version, tokens, mac) without its blob, as the stores' ``row_meta`` returns it.
+RowMeta = tuple[int, tuple[str, ...], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOpChanges:
+    """What a batch of store operations does to the rows the manifests list (input of the two planners)."""
+
+    rows: list[RowChange]  # for :func:`plan_manifests`
+    outbox_puts: dict[str, bytes]  # for :func:`plan_outbox_manifest`
+    outbox_deletes: list[str]
+    cleared: bool  # the batch holds a ClearRecords: every patient manifest starts empty
+
+    def written(self) -> list[RowKey]:
+        """The record rows the batch puts, repeats kept (for "seen": a row put, then deleted, may still exist)."""
+        return [(c.resource_type, c.id) for c in self.rows if c.new_version is not None]
+
+
+def _first_clear(ops: Sequence[StoreOp]) -> ClearRecords | None:
+    return next((op for op in ops if isinstance(op, ClearRecords)), None)
+
+
+def row_meta_needed(ops: Sequence[StoreOp], may_hold: Callable[[str, str], bool] | None = None) -> list[RowKey]:
+    """The rows whose stored (version, tokens) :func:`row_changes` needs, in the order to read them.
+
+    Every record row ``ops`` puts or deletes (op order, repeats kept) except those ``may_hold`` says certainly
+    do not exist (every row of the store went through this tab since a reset), then the rows a ``ClearRecords``
+    keeps, sorted. With a ``ClearRecords`` in the batch ``may_hold`` is not asked: it knows the old store.
+    """
+    keys = [(op.record.resource_type, op.record.id) if isinstance(op, PutRecord) else (op.resource_type, op.id)
+            for op in ops if isinstance(op, (PutRecord, DeleteRecord))]
+    clear = _first_clear(ops)
+    kept = sorted(clear.keep) if clear is not None else []
+    if clear is not None:
+        may_hold = None
+    return [k for k in keys if may_hold is None or may_hold(*k)] + kept
+
+
+def row_changes(ops: Sequence[StoreOp], metas: Mapping[RowKey, RowMeta | None],
+                owner_refs: Callable[[Sequence[str]], tuple[str, ...]]) -> StoreOpChanges:
+    """The row and outbox changes of ``ops``, given the stored ``metas`` of :func:`row_meta_needed`'s rows.
+
+    ``owner_refs`` maps a row's tokens to the patient tokens its owner tokens point to. A row's old patient
+    tokens are the stored ones, then those of the last put of it in ``ops``; a ``ClearRecords`` lists the rows it
+    keeps again (the reset drops every manifest) and makes every other put a new row.
+    """
+    changes: list[RowChange] = []
+    clear = _first_clear(ops)
+    kept = sorted(clear.keep) if clear is not None else []
+    refs: dict[RowKey, tuple[str, ...]] = {k: owner_refs(m[1]) for k, m in metas.items() if m is not None}
+    for k in kept:
+        m = metas.get(k)
+        if m is not None:
+            changes.append(RowChange(k[0], k[1], (), refs.get(k, ()), m[0]))
+    for op in ops:
+        if isinstance(op, PutRecord):
+            k = (op.record.resource_type, op.record.id)
+            new = owner_refs(op.tokens or ())
+            changes.append(RowChange(k[0], k[1], () if clear else refs.get(k, ()), new, op.record.version))
+            refs[k] = new
+        elif isinstance(op, DeleteRecord):
+            k = (op.resource_type, op.id)
+            changes.append(RowChange(k[0], k[1], refs.pop(k, ()), (), None))
+    puts = {op.entry_id: op.blob for op in ops if isinstance(op, PutOutbox)}
+    dels = [op.entry_id for op in ops if isinstance(op, DeleteOutbox)]
+    return StoreOpChanges(changes, puts, dels, clear is not None)
+
+
 # -- verification ---------------------------------------------------------------------------------
 
 
@@ -348,6 +423,23 @@ def check_chart(*, patient_id: str, rows: Sequence[RowView], manifest: Manifest 
     for key, v in sorted((listed or {}).items()):
         if key not in seen:
             failures.append(Failure(key[0], key[1], "missing", v))
+    return good, failures
+
+
+def check_rows(rows: Sequence[RowView]) -> tuple[list[Mapping[str, Any]], list[Failure]]:
+    """Rows opened outside a chart (patient list, search; no manifest to hold them to): the records that may
+    be shown (row MAC verifies, decrypts, is the record its row names) and the failures (never shown)."""
+    good: list[Mapping[str, Any]] = []
+    failures: list[Failure] = []
+    for r in rows:
+        if not r.mac_ok:
+            failures.append(Failure(r.resource_type, r.id, "row-mac"))
+        elif r.resource is None:
+            failures.append(Failure(r.resource_type, r.id, "unreadable", r.version))
+        elif (r.resource.get("resourceType"), r.resource.get("id")) != (r.resource_type, r.id):
+            failures.append(Failure(r.resource_type, r.id, "wrong-patient"))
+        else:
+            good.append(r.resource)
     return good, failures
 
 

@@ -66,7 +66,6 @@ from pyclient.store import (
     CheckRow,
     ClearRecords,
     DeleteOutbox,
-    DeleteRecord,
     PutMeta,
     PutOutbox,
     PutRecord,
@@ -650,33 +649,13 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
 
     async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
             list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
-        changes: list[ig.RowChange] = []
-        keys = [(op.record.resource_type, op.record.id) if isinstance(op, PutRecord) else (op.resource_type, op.id)
-                for op in ops if isinstance(op, (PutRecord, DeleteRecord))]
-        clear = next((op for op in ops if isinstance(op, ClearRecords)), None)
-        kept = sorted(clear.keep) if clear is not None else []
         # Where each row's patient token is now: read from the rows, except those that certainly do not exist
         # (every row of the store went through this tab since a pull reset, a first sync, and never this one).
-        seen = self._seen if clear is None else None
-        need = [k for k in keys if seen is None or seen.may_hold(*k)] + kept
+        need = ig.row_meta_needed(ops, self._seen.may_hold if self._seen is not None else None)
         metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
-        refs: dict[tuple[str, str], tuple[str, ...]] = {
-            k: self._owner_refs(m[1]) for k, m in metas.items() if m is not None}
-        for k in kept:  # a pull reset drops every manifest: the kept rows are listed again
-            m = metas.get(k)
-            if m is not None:
-                changes.append(ig.RowChange(k[0], k[1], (), refs.get(k, ()), m[0]))
-        for op in ops:
-            if isinstance(op, PutRecord):
-                k = (op.record.resource_type, op.record.id)
-                new = self._owner_refs(op.tokens or ())
-                changes.append(ig.RowChange(k[0], k[1], () if clear else refs.get(k, ()), new, op.record.version))
-                refs[k] = new
-            elif isinstance(op, DeleteRecord):
-                k = (op.resource_type, op.id)
-                changes.append(ig.RowChange(k[0], k[1], refs.pop(k, ()), (), None))
-        puts = {op.entry_id: op.blob for op in ops if isinstance(op, PutOutbox)}
-        dels = [op.entry_id for op in ops if isinstance(op, DeleteOutbox)]
+        planned_rows = ig.row_changes(ops, metas, self._owner_refs)
+        changes, clear = planned_rows.rows, planned_rows.cleared
+        puts, dels = planned_rows.outbox_puts, planned_rows.outbox_deletes
         checks: list[StoreOp] = []
         writes: list[StoreOp] = []
         cache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
@@ -691,12 +670,12 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                     row = rows.get(t)
                     have[t] = (loaded.get(t), None if row is None else row.mac or "")
             current = {t: cm for t in touched if (cm := have[t][0]) is not None}
-            if clear is not None:
+            if clear:
                 current = {}
             planned = ig.plan_manifests(current, changes)
             blobs = await self._seal([(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, man.to_json())
                                       for tok, man in planned.items()])
-            if clear is None:
+            if not clear:
                 cache.update(have)  # what was read stays known even where the plan changed nothing
             for (tok, man), blob in zip(planned.items(), blobs, strict=True):
                 checks.append(CheckRow(ig.MANIFEST_TYPE, tok, have[tok][1]))
@@ -712,7 +691,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             checks.append(CheckRow(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, None if row is None else row.mac or ""))
             writes.append(self._put_record_op(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation, blob,
                                               None, ()))
-        return checks, writes, cache, [(c.resource_type, c.id) for c in changes if c.new_version is not None]
+        return checks, writes, cache, planned_rows.written()
 
     async def _load_manifests(self, tokens: Sequence[str]) -> tuple[dict[str, ig.Manifest], dict[str, StoredRecord]]:
         """Current (verified) patient manifests by token; a manifest that fails verification counts as absent."""
@@ -880,17 +859,8 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         """Open rows outside a chart (patient list, search): only rows whose MAC verifies and that open."""
         rows = [r for r in rows if (r.resource_type, r.id) not in self._quarantine]
         opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        good: list[dict[str, Any]] = []
-        failures: list[ig.Failure] = []
-        for r, o in zip(rows, opened, strict=True):
-            if not self._row_ok(r):
-                failures.append(ig.Failure(r.resource_type, r.id, "row-mac"))
-            elif o is None:
-                failures.append(ig.Failure(r.resource_type, r.id, "unreadable", r.version))
-            elif (o.get("resourceType"), o.get("id")) != (r.resource_type, r.id):
-                failures.append(ig.Failure(r.resource_type, r.id, "wrong-patient"))
-            else:
-                good.append(o)
+        good, failures = ig.check_rows([ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
+                                        for r, o in zip(rows, opened, strict=True)])
         if failures:
             await self._quarantine_records(patient_id, failures)
         return [g for g in good if isinstance(g, dict)]

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pyclient import integrity as ig
+from pyclient.store import (
+    ClearRecords,
+    DeleteOutbox,
+    DeleteRecord,
+    PutMeta,
+    PutOutbox,
+    PutRecord,
+    StoredRecord,
+    StoreOp,
+)
 
 KEY = ig.store_key(bytes(range(32)))
 A, B = "pat-a", "pat-b"
@@ -176,3 +189,133 @@ def test_upgrading_a_v1_row_replaces_only_its_patient_token() -> None:
     assert ig.upgrade_tokens(v1, ["o:sealed"]) == ("b:1a2", "n:3fa", "o:sealed")
     assert ig.upgrade_tokens(("n:3fa",), []) == ("n:3fa",)
     assert not ig.ref_tokens(ig.upgrade_tokens(v1, ["o:sealed"]))
+
+
+# -- store operations -> row changes (the manifest planner's input; browser_app calls these on every commit) ---
+
+
+def _owner_refs(tokens: Sequence[str]) -> tuple[str, ...]:
+    """Test stand-in for the adapter's owner-token opening: ``o:<ref>`` points to patient token ``<ref>``."""
+    return tuple(sorted({t[2:] for t in tokens if t.startswith("o:")}))
+
+
+def _put(i: str, v: int, *refs: str, t: str = "Observation") -> PutRecord:
+    return PutRecord(StoredRecord(t, i, v, b"blob"), tuple(f"o:{r}" for r in refs) + ("s:search",))
+
+
+def test_row_changes_from_a_commit() -> None:
+    ops: list[StoreOp] = [
+        _put("o1", 3, TB),  # stored under TA: moves
+        _put("o2", 1, TA),  # new row
+        _put("o2", 2, TB),  # put twice in one batch: the second starts from the first
+        DeleteRecord("Observation", "o3"),  # stored under TA
+        DeleteRecord("Observation", "o9"),  # not stored
+        PutOutbox("e1", b"x"),
+        DeleteOutbox("e0"),
+        PutMeta("k", "v"),
+        _put("o1", 4, TB),
+        DeleteRecord("Observation", "o3"),  # deleted above: nothing left to remove
+        _put("o3", 5, TA),  # re-created: a new row
+    ]
+    need = ig.row_meta_needed(ops)
+    assert need == [("Observation", i) for i in ("o1", "o2", "o2", "o3", "o9", "o1", "o3", "o3")]
+    assert ig.row_meta_needed(ops, lambda _t, i: i != "o2") == [
+        ("Observation", i) for i in ("o1", "o3", "o9", "o1", "o3", "o3")]
+    metas: dict[ig.RowKey, ig.RowMeta | None] = {
+        ("Observation", "o1"): (2, ("o:" + TA, "s:x"), "m1"), ("Observation", "o2"): None,
+        ("Observation", "o3"): (1, ("o:" + TA,), "m3"), ("Observation", "o9"): None}
+    got = ig.row_changes(ops, metas, _owner_refs)
+    assert got.rows == [
+        ig.RowChange("Observation", "o1", (TA,), (TB,), 3),
+        ig.RowChange("Observation", "o2", (), (TA,), 1),
+        ig.RowChange("Observation", "o2", (TA,), (TB,), 2),
+        ig.RowChange("Observation", "o3", (TA,), (), None),
+        ig.RowChange("Observation", "o9", (), (), None),
+        ig.RowChange("Observation", "o1", (TB,), (TB,), 4),
+        ig.RowChange("Observation", "o3", (), (), None),
+        ig.RowChange("Observation", "o3", (), (TA,), 5),
+    ]
+    assert got.outbox_puts == {"e1": b"x"} and got.outbox_deletes == ["e0"] and not got.cleared
+    assert got.written() == [("Observation", i) for i in ("o1", "o2", "o2", "o1", "o3")]
+    assert ig.row_changes([PutMeta("k", "v")], {}, _owner_refs) == ig.StoreOpChanges([], {}, [], False)
+
+
+def test_row_changes_after_a_pull_reset() -> None:
+    keep = frozenset({("Observation", "k2"), ("Condition", "k1"), ("Observation", "gone")})
+    ops: list[StoreOp] = [ClearRecords(keep), _put("n1", 5, TA), DeleteRecord("Observation", "n2")]
+    # the rows it keeps are read (sorted) even if "seen" says they were never written: it knows the old store
+    need = ig.row_meta_needed(ops, lambda _t, _i: False)
+    assert need == [("Observation", "n1"), ("Observation", "n2"),
+                    ("Condition", "k1"), ("Observation", "gone"), ("Observation", "k2")]
+    metas: dict[ig.RowKey, ig.RowMeta | None] = {
+        ("Observation", "n1"): (1, ("o:" + TB,), None), ("Observation", "n2"): (1, ("o:" + TB,), None),
+        ("Condition", "k1"): (7, ("o:" + TA,), None), ("Observation", "gone"): None,
+        ("Observation", "k2"): (3, ("o:" + TB,), None)}
+    got = ig.row_changes(ops, metas, _owner_refs)
+    assert got.cleared
+    assert got.rows == [
+        ig.RowChange("Condition", "k1", (), (TA,), 7),  # kept rows are listed again, at their stored version
+        ig.RowChange("Observation", "k2", (), (TB,), 3),
+        ig.RowChange("Observation", "n1", (), (TA,), 5),  # after a reset a put is a new row
+        ig.RowChange("Observation", "n2", (TB,), (), None),
+    ]
+
+
+_KEYS = [("Observation", f"o{i}") for i in range(4)]
+_REFS = ["p:1", "p:2", "p:3"]
+_op = st.one_of(
+    st.builds(lambda k, v, refs: PutRecord(StoredRecord(k[0], k[1], v, b""), tuple(f"o:{r}" for r in refs)),
+              st.sampled_from(_KEYS), st.integers(1, 9), st.lists(st.sampled_from(_REFS), max_size=2)),
+    st.builds(lambda k: DeleteRecord(*k), st.sampled_from(_KEYS)),
+)
+
+
+@settings(max_examples=300)
+@given(before=st.dictionaries(st.sampled_from(_KEYS),
+                              st.tuples(st.integers(1, 9), st.lists(st.sampled_from(_REFS), max_size=2))),
+       ops=st.lists(_op, max_size=8), seen_all=st.booleans())
+def test_planned_manifests_equal_manifests_rebuilt_from_the_rows(
+        before: dict[ig.RowKey, tuple[int, list[str]]], ops: list[StoreOp], seen_all: bool) -> None:
+    def manifests(rows: Mapping[ig.RowKey, tuple[int, Sequence[str]]]) -> dict[str, dict[ig.RowKey, int]]:
+        out: dict[str, dict[ig.RowKey, int]] = {}
+        for k, (v, refs) in rows.items():
+            for r in refs:
+                out.setdefault(r, {})[k] = v
+        return out
+
+    rows = {k: (v, tuple(f"o:{r}" for r in refs)) for k, (v, refs) in before.items()}
+    current = {tok: ig.Manifest(entries, 1) for tok, entries in manifests(
+        {k: (v, _owner_refs(t)) for k, (v, t) in rows.items()}).items()}
+    # "seen": every stored row went through this tab, so rows not in the store need not be read
+    need = ig.row_meta_needed(ops, (lambda t, i: (t, i) in rows) if seen_all else None)
+    got = ig.row_changes(ops, {k: (rows[k][0], rows[k][1], None) if k in rows else None for k in need},
+                         _owner_refs)
+    planned = ig.plan_manifests(current, got.rows)
+    after = dict(rows)
+    for op in ops:
+        if isinstance(op, PutRecord):
+            after[(op.record.resource_type, op.record.id)] = (op.record.version, op.tokens or ())
+        elif isinstance(op, DeleteRecord):
+            after.pop((op.resource_type, op.id), None)
+    merged = {tok: m.entries for tok, m in {**current, **planned}.items() if m.entries}
+    assert merged == manifests({k: (v, _owner_refs(t)) for k, (v, t) in after.items()})
+    # every row the batch creates is marked seen (a Bloom filter of rows that may exist: a put then deleted stays)
+    assert set(got.written()) == {(op.record.resource_type, op.record.id) for op in ops if isinstance(op, PutRecord)}
+    assert set(after) - set(rows) <= set(got.written())
+
+
+def test_rows_outside_a_chart_are_shown_only_if_they_verify_open_and_are_the_record_named() -> None:
+    rows = [
+        _view("o1", 2, obs("o1")),
+        _view("o2", 3, obs("o2"), ok=False),  # MAC fails: it does not matter that it opens
+        _view("o3", 4, None),
+        _view("o4", 5, obs("o5")),  # another record's blob under this row
+        _view("o6", 1, {"resourceType": "Condition", "id": "o6"}),
+        _view("o7", 1, obs("o7", B)),  # no manifest here: the patient is not checked
+    ]
+    good, failures = ig.check_rows(rows)
+    assert [g["id"] for g in good] == ["o1", "o7"]
+    assert failures == [ig.Failure("Observation", "o2", "row-mac", 0), ig.Failure("Observation", "o3", "unreadable", 4),
+                        ig.Failure("Observation", "o4", "wrong-patient", 0),
+                        ig.Failure("Observation", "o6", "wrong-patient", 0)]
+    assert ig.check_rows([]) == ([], [])
