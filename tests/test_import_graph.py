@@ -37,9 +37,6 @@ DEFERRED: dict[tuple[str, str], str] = {
         "NOT unavoidable, arrived with the ops merge (a8bc24d): the few-query dashboard builds on the services' "
         "panel helpers while services.dashboard_data and the queue figures call back into it. To fold: callers "
         "(ops/views.py, the ops tests) call ops.dashboard directly and services stops importing it"),
-    ("omnicare.hl7.mapping", "omnicare.hl7.pharmacy"): (
-        "RDS (pharmacy) is mapped by a module of its own that builds on mapping's segment helpers; mapping "
-        "dispatches to it. To fold: move the shared helpers to their own module"),
 }
 
 
