@@ -33,10 +33,6 @@ DEFERRED: dict[tuple[str, str], str] = {
     ("omnicare.ops.metrics", "omnicare.ops.services"): (
         "the Prometheus collector and request buffer are built at import time (settings, middleware), before "
         "the app registry is ready; they read and write the rollups through the services when scraped/flushed"),
-    ("omnicare.ops.services", "omnicare.ops.dashboard"): (
-        "NOT unavoidable, arrived with the ops merge (a8bc24d): the few-query dashboard builds on the services' "
-        "panel helpers while services.dashboard_data and the queue figures call back into it. To fold: callers "
-        "(ops/views.py, the ops tests) call ops.dashboard directly and services stops importing it"),
 }
 
 

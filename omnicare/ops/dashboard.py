@@ -204,39 +204,6 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
     }
 
 
-def queues_panel(*, now: datetime) -> dict[str, Any]:
-    """HL7 inbound/outbound and Bulk-data jobs by state (three grouped reads of their state columns)."""
-    from omnicare.bulk.models import BulkJob
-    from omnicare.hl7.models import InboundMessage, OutboundMessage
-
-    day = now - timedelta(hours=24)
-
-    def by_state(model: Any, field: str, time_field: str) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for state, recent, n in model.objects.values_list(field).annotate(
-                recent=Count("pk", filter=Q(**{f"{time_field}__gte": day})), n=Count("pk")).values_list(
-                field, "recent", "n"):
-            out[str(state)] = {"total": int(n), "day": int(recent)}
-        return out
-
-    inbound = by_state(InboundMessage, "state", "received_at")
-    outbound = by_state(OutboundMessage, "state", "created_at")
-    bulk = by_state(BulkJob, "status", "created")
-
-    def n(d: dict[str, dict[str, int]], *states: str, key: str = "total") -> int:
-        return sum(d.get(st, {}).get(key, 0) for st in states)
-
-    return {
-        "hl7_in_waiting": n(inbound, "received", "failed"), "hl7_in_dead": n(inbound, "dead"),
-        "hl7_in_processed_24h": n(inbound, "processed", key="day"),
-        "hl7_out_waiting": n(outbound, "queued", "failed"), "hl7_out_dead": n(outbound, "dead"),
-        "hl7_out_processed_24h": n(outbound, "processed", key="day"),
-        "bulk_running": n(bulk, BulkJob.ACCEPTED, BulkJob.RUNNING),
-        "bulk_failed_24h": n(bulk, BulkJob.FAILED, key="day"),
-        "bulk_completed_24h": n(bulk, BulkJob.COMPLETED, key="day"),
-    }
-
-
 def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
     from omnicare.sync.models import PushJob, Snapshot
 
@@ -249,7 +216,7 @@ def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[s
         "task_failures_24h": int(c["day"]["celery.task_failure"]),
         "push_jobs_failed_24h": int(jobs["failed"]), "push_jobs_pending": int(jobs["pending"]),
         "snapshots_failed_24h": Snapshot.objects.filter(status=Snapshot.FAILED, created__gte=since).count(),
-        "queues": queues_panel(now=now),
+        "queues": s.queues_panel(now=now),
     }
 
 

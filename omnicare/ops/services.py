@@ -746,14 +746,6 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dashboard_data(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
-    """Every figure the dashboard shows for these audiences, from rollups and small tables only, in few
-    queries (``omnicare.ops.dashboard``), cached per refresh interval unless ``now`` is given."""
-    from . import dashboard
-
-    return dashboard.snapshot(audiences=audiences, now=now)
-
-
 def dashboard_data_panels(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
     """The same figures panel by panel (one small query per figure): the reference the few-query version
     is tested against."""
@@ -847,6 +839,39 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     return alerts
 
 
+def queues_panel(*, now: datetime) -> dict[str, Any]:
+    """HL7 inbound/outbound and Bulk-data jobs by state (three grouped reads of their state columns)."""
+    from omnicare.bulk.models import BulkJob
+    from omnicare.hl7.models import InboundMessage, OutboundMessage
+
+    day = now - timedelta(hours=24)
+
+    def by_state(model: Any, field: str, time_field: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for state, recent, n in model.objects.values_list(field).annotate(
+                recent=Count("pk", filter=Q(**{f"{time_field}__gte": day})), n=Count("pk")).values_list(
+                field, "recent", "n"):
+            out[str(state)] = {"total": int(n), "day": int(recent)}
+        return out
+
+    inbound = by_state(InboundMessage, "state", "received_at")
+    outbound = by_state(OutboundMessage, "state", "created_at")
+    bulk = by_state(BulkJob, "status", "created")
+
+    def n(d: dict[str, dict[str, int]], *states: str, key: str = "total") -> int:
+        return sum(d.get(st, {}).get(key, 0) for st in states)
+
+    return {
+        "hl7_in_waiting": n(inbound, "received", "failed"), "hl7_in_dead": n(inbound, "dead"),
+        "hl7_in_processed_24h": n(inbound, "processed", key="day"),
+        "hl7_out_waiting": n(outbound, "queued", "failed"), "hl7_out_dead": n(outbound, "dead"),
+        "hl7_out_processed_24h": n(outbound, "processed", key="day"),
+        "bulk_running": n(bulk, BulkJob.ACCEPTED, BulkJob.RUNNING),
+        "bulk_failed_24h": n(bulk, BulkJob.FAILED, key="day"),
+        "bulk_completed_24h": n(bulk, BulkJob.COMPLETED, key="day"),
+    }
+
+
 # --- metrics snapshot (for /metrics gauges) ------------------------------------------------------------------
 
 
@@ -854,8 +879,6 @@ def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
     from omnicare.access.models import EmergencyAccessGrant
     from omnicare.audit.models import ChainHead
     from omnicare.sync.models import Conflict
-
-    from .dashboard import queues_panel
 
     now = _now(now)
     states = device_state_counts(now=now)
@@ -881,6 +904,6 @@ def forbid_unless(audiences: frozenset[str]) -> None:
 
 __all__ = [
     "DEVICE_STATES", "OPS", "SECURITY", "alerts_evaluate", "audit_rollup_refresh", "counter_add",
-    "dashboard_audiences", "dashboard_data", "device_states", "metrics_snapshot", "ops_refresh", "quantile",
+    "dashboard_audiences", "device_states", "metrics_snapshot", "ops_refresh", "quantile",
     "request_rollup_add", "storage_measure", "telemetry_ingest", "verify_run",
 ]
