@@ -148,12 +148,12 @@ def ready(request: HttpRequest) -> HttpResponse:
 
 from omnicare.access.api import router as auth_router  # noqa: E402
 from omnicare.access.security_api import router as access_router  # noqa: E402
-from omnicare.audit.api import router as audit_router  # noqa: E402
 from omnicare.bulk.api import router as bulk_router  # noqa: E402
 from omnicare.fhir.api import router as fhir_router  # noqa: E402
 from omnicare.ops.api import router as ops_router  # noqa: E402
 from omnicare.subscriptions.api import router as subscriptions_router  # noqa: E402
 from omnicare.sync.api import router as sync_router  # noqa: E402
+from omnicare.sync.audit_api import router as audit_router  # noqa: E402
 
 api.add_router("/fhir/R4", bulk_router)  # before the FHIR router: "$export" is not a resource type
 api.add_router("/fhir/R4", subscriptions_router)

@@ -158,3 +158,24 @@ def test_every_deferred_edge_is_still_an_import() -> None:
     modules = _modules()
     for importer, imported in DEFERRED:
         assert (imported, False) in set(_imports(importer, modules[importer], modules)), (importer, imported)
+
+
+#: The audit trail is a sink: it records what the layers above tell it (who, which patients, the purpose)
+#: and imports none of them, at any level, not even through another module it imports.
+SINK = "omnicare.audit"
+ABOVE_THE_SINK = ("omnicare.access", "omnicare.fhir", "omnicare.sync")
+
+
+def test_the_audit_trail_is_a_sink() -> None:
+    graph = _graph(module_level_only=False)
+    for importer, imported in DEFERRED:
+        graph[importer].add(imported)
+    seen: set[str] = set()
+    todo = [m for m in graph if m == SINK or m.startswith(SINK + ".")]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo.extend(graph[m])
+    above = sorted(m for m in seen if any(m == p or m.startswith(p + ".") for p in ABOVE_THE_SINK))
+    assert above == [], f"{SINK} reaches {above}"

@@ -22,10 +22,10 @@ from pydantic import PlainSerializer, WithJsonSchema
 from omnicare.access.auth import api_auth
 from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check, device_id_ever_revoked
-from omnicare.audit.trail import audited
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
+from omnicare.fhir.trail import audited
 from pyclient.protocol import ProtocolError, PullRequest, PushResponse, dumps
 
 from . import conflicts as conflict_svc

@@ -79,7 +79,7 @@ def push_job_run(*, job_id: str) -> PushJob:
     the whole job, and a job whose worker died resumes after its last committed chunk (a re-run of any
     chunk replays its mutations' stored results: nothing is applied twice)."""
     from omnicare.access.services import device_check
-    from omnicare.audit.trail import audited
+    from omnicare.fhir.trail import audited
 
     job = PushJob.objects.select_related("user").get(pk=job_id)
     if job.status in (PushJob.DONE, PushJob.FAILED) or not _job_claim(job_id):

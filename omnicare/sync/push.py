@@ -662,7 +662,7 @@ def push(
 
 
 def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> None:
-    """Fill the push batch's ONE audit event (``omnicare.audit.trail.AuditNote``): every patient and
+    """Fill the push batch's ONE audit event (``omnicare.fhir.trail.AuditNote``): every patient and
     resource a mutation touched (applied, merged or parked as a conflict) and the counts per status.
     Mutations refused by access control are recorded as ``denied`` events of their own, in the same
     transaction (the batch itself succeeded)."""

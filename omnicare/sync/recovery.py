@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from omnicare.audit.trail import audited
 from omnicare.core.errors import ApiError
+from omnicare.fhir.trail import audited
 from pyclient.adapters.cpython_crypto import recovery_open
 from pyclient.protocol import PushRequest
 from pyclient.recovery import ALG, RecoveryFile, RecoveryFileError, key_id_of
