@@ -18,6 +18,7 @@ from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
 
 from omnicare.core.errors import FHIR_JSON, ApiError, operation_outcome
+from omnicare.core.health import is_ready, readiness
 from omnicare.core.jsonbody import json_body_loads
 
 log = logging.getLogger("omnicare.api")
@@ -135,8 +136,6 @@ def health(request: HttpRequest) -> dict[str, str]:
 def ready(request: HttpRequest) -> HttpResponse:
     """Readiness for a load balancer: database reachable, migrations applied, Redis and the Celery broker
     reachable. 200 when all are, else 503 with ``Retry-After`` (each check gives up after ~2 s)."""
-    from omnicare.core.health import is_ready, readiness
-
     checks = readiness()
     ok = is_ready(checks)
     response = JsonResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)

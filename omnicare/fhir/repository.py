@@ -37,6 +37,7 @@ from typing import Any
 
 from omnicare.audit.services import append_events
 from omnicare.core.errors import ApiError, BadRequest
+from omnicare.subscriptions.services import subscription_registered
 
 from . import services as svc
 from .bundles import bundle_process  # bundles builds on services; services never imports it back
@@ -205,9 +206,6 @@ class FhirStore:
         if result.resource_type == "Subscription" and not result.version.deleted:
             # A Subscription written through REST belongs to its author (whose scope filters its notifications);
             # an unusable one (criteria, channel) is a 400 and, inside this transaction, is not written.
-            # Function level: subscriptions builds on the FHIR store (search, signals), never the reverse.
-            from omnicare.subscriptions.services import subscription_registered
-
             subscription_registered(user=self.user, resource=result.version.body)
 
 

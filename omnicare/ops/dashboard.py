@@ -20,6 +20,11 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from omnicare.access.models import DeviceRevocation, LoginFailure
+from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
+from omnicare.audit.models import ChainHead
+from omnicare.sync.models import Conflict, PushJob, Snapshot
+
 from . import services as s
 from .corrections import resolution_counts
 from .models import Alert, Counter, RequestMinute
@@ -169,8 +174,6 @@ def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
 def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[str, Any]:
     from django.db.models.functions import TruncDate
 
-    from omnicare.sync.models import Conflict
-
     days = 14
     start = (now - timedelta(days=days - 1)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     month = now - timedelta(days=ACCURACY_DAYS)
@@ -205,8 +208,6 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
 
 
 def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.sync.models import PushJob, Snapshot
-
     since = now - timedelta(hours=24)
     jobs = PushJob.objects.aggregate(
         failed=Count("id", filter=Q(status=PushJob.FAILED, created__gte=since)),
@@ -221,10 +222,6 @@ def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[s
 
 
 def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, LoginFailure
-    from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead
-
     d = c["day"]
     per_user: dict[str, int] = defaultdict(int)
     per_ip: dict[str, int] = defaultdict(int)
