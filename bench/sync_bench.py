@@ -70,8 +70,8 @@ def run(n: int, n_push: int, *, vendor: str, dbname: str, profile: bool = False,
 
     from omnicare.access.roles import PHYSICIAN, role_assign
     from omnicare.access.services import device_check
-    from omnicare.audit.trail import audited
     from omnicare.fhir.services import resources_import
+    from omnicare.fhir.trail import audited
     from omnicare.sync import services
     from pyclient.protocol import loads
 

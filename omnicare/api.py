@@ -18,6 +18,7 @@ from ninja.parser import Parser
 from ninja.renderers import JSONRenderer
 
 from omnicare.core.errors import FHIR_JSON, ApiError, operation_outcome
+from omnicare.core.health import is_ready, readiness
 from omnicare.core.jsonbody import json_body_loads
 
 log = logging.getLogger("omnicare.api")
@@ -135,8 +136,6 @@ def health(request: HttpRequest) -> dict[str, str]:
 def ready(request: HttpRequest) -> HttpResponse:
     """Readiness for a load balancer: database reachable, migrations applied, Redis and the Celery broker
     reachable. 200 when all are, else 503 with ``Retry-After`` (each check gives up after ~2 s)."""
-    from omnicare.core.health import is_ready, readiness
-
     checks = readiness()
     ok = is_ready(checks)
     response = JsonResponse({"status": "ready" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
@@ -148,12 +147,12 @@ def ready(request: HttpRequest) -> HttpResponse:
 
 from omnicare.access.api import router as auth_router  # noqa: E402
 from omnicare.access.security_api import router as access_router  # noqa: E402
-from omnicare.audit.api import router as audit_router  # noqa: E402
 from omnicare.bulk.api import router as bulk_router  # noqa: E402
 from omnicare.fhir.api import router as fhir_router  # noqa: E402
 from omnicare.ops.api import router as ops_router  # noqa: E402
 from omnicare.subscriptions.api import router as subscriptions_router  # noqa: E402
 from omnicare.sync.api import router as sync_router  # noqa: E402
+from omnicare.sync.audit_api import router as audit_router  # noqa: E402
 
 api.add_router("/fhir/R4", bulk_router)  # before the FHIR router: "$export" is not a resource type
 api.add_router("/fhir/R4", subscriptions_router)

@@ -18,6 +18,7 @@ from pyclient import dosage as dz
 from pyclient.chart import code
 from pyclient.errors import ValidationFailed
 from pyclient.systems import LOINC, UCUM
+from pyclient.views.caldate import valid_date
 
 __all__ = [
     "ALLERGY_CRITICALITIES",
@@ -262,7 +263,6 @@ def _valid_date(text: str) -> bool:
     m = _DATE.fullmatch(text)
     if not m:
         return False
-    from pyclient.views.caldate import valid_date  # the one calendar rule
 
     y, mo, d = (int(g) for g in m.groups())
     return y >= 1 and valid_date(y, mo, d)

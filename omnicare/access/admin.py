@@ -24,8 +24,6 @@ class EmergencyAccessGrantAdmin(admin.ModelAdmin):
                   permissions=["change"])
     def revoke(self, request: Any, queryset: Any) -> None:
         # Through the service: audited as a stop by this officer, and the grantee's device told at once.
-        from .services import break_glass_revoke
-
         n = 0
         for grant in queryset.filter(stop_event_seq__isnull=True):
             break_glass_revoke(by=request.user, grant_id=grant.pk)
@@ -46,8 +44,6 @@ class DeviceRevocationAdmin(admin.ModelAdmin):
 
     def save_model(self, request: Any, obj: DeviceRevocation, form: Any, change: bool) -> None:
         # Through the service, so the revocation is audited like one made over the API.
-        from .services import device_revoke
-
         if change:
             super().save_model(request, obj, form, change)
             return
@@ -72,7 +68,10 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin  # noqa: E402
 from django.core.exceptions import PermissionDenied, ValidationError  # noqa: E402
 from django.http import HttpResponseRedirect  # noqa: E402
 
+from omnicare.core.errors import ApiError  # noqa: E402
+
 from .models import PasswordResetRequired  # noqa: E402
+from .services import break_glass_revoke, device_revoke, password_reset_by_admin, sign_in_check  # noqa: E402
 
 User = get_user_model()
 #: Only a superuser may set these (on anyone); nobody edits their own roles or flags here.
@@ -119,8 +118,6 @@ class OmniUserAdmin(DjangoUserAdmin):
         response = super().user_change_password(request, id, form_url)
         if (request.method == "POST" and isinstance(response, HttpResponseRedirect) and target is not None
                 and target.pk != request.user.pk):
-            from .services import password_reset_by_admin
-
             password_reset_by_admin(user=target, by=request.user)
         return response
 
@@ -147,10 +144,6 @@ class OmniAdminLoginForm(AdminAuthenticationForm):
                                    strip=False, widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}))
 
     def clean(self) -> dict[str, Any]:
-        from omnicare.core.errors import ApiError
-
-        from .services import sign_in_check
-
         username = self.cleaned_data.get("username") or ""
         password = self.cleaned_data.get("password") or ""
         try:

@@ -22,7 +22,10 @@ from typing import Any
 
 from django.utils import timezone
 
+from omnicare.audit.models import AuditEvent
+from omnicare.audit.services import audit_record
 from omnicare.core.errors import ApiError, BadRequest, Forbidden, NotAuthenticated
+from omnicare.fhir.search import build_query
 from pyclient.errors import ValidationFailed
 from pyclient.views import break_glass as bg
 
@@ -38,8 +41,6 @@ class TooManyLookups(ApiError):
 
 def _audit(user: Any, outcome: str, detail: dict[str, Any], patient_ids: list[str], device_id: str,
            now: datetime) -> None:
-    from omnicare.audit.services import audit_record  # lazy: audit imports access.roles
-
     audit_record(user=user, action=ACTION, category="security", outcome=outcome, purpose="ETREAT",
                  resource_type="Patient" if patient_ids else "", resource_id=patient_ids[0] if patient_ids else "",
                  patient_ids=patient_ids, device_id=device_id or None, detail=detail, now=now)
@@ -48,9 +49,6 @@ def _audit(user: Any, outcome: str, detail: dict[str, Any], patient_ids: list[st
 def break_glass_lookup(*, user: Any, family: str = "", birth_date: str = "", mrn: str = "", device_id: str = "",
                        now: datetime | None = None) -> dict[str, Any]:
     """How many patients outside ``user``'s care team match (and the id when exactly one does)."""
-    from omnicare.audit.models import AuditEvent  # lazy: audit imports access.roles
-    from omnicare.fhir.search import build_query  # lazy: fhir imports access
-
     if user is None or not user.is_authenticated or not user.is_active:
         raise NotAuthenticated("Authentication required")
     now = now or timezone.now()

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from omnicare.fhir.r4 import is_resource_type
+from pyclient.views.break_glass import PERMISSION
+
 ACTIONS: tuple[str, ...] = ("read", "search", "create", "update", "delete")
 LETTER = {"R": "read", "S": "search", "C": "create", "U": "update", "D": "delete"}
 # FHIR interactions that are the same thing for access purposes.
@@ -129,8 +132,6 @@ CLINICAL_TYPES: tuple[str, ...] = tuple(rt for rt in RESOURCE_TYPES if rt != "Au
 
 def _other_type(resource_type: str) -> bool:
     """A stored R4 type that no grant names (``Role.other_types`` applies to it)."""
-    from omnicare.fhir.r4 import is_resource_type  # plain data module (no Django); lazy to keep roles a leaf
-
     return resource_type not in RESOURCE_TYPES and resource_type != "AuditEvent" and is_resource_type(resource_type)
 
 
@@ -161,8 +162,6 @@ def permissions_for(roles: frozenset[str] | set[str]) -> dict[str, list[str]]:
     if any(ROLES[r].break_glass for r in roles if r in ROLES):
         # Issue 18 item 7: the device shows the emergency-access control only to roles that may break the glass
         # (the key is pyclient's, so the two sides name it once).
-        from pyclient.views.break_glass import PERMISSION  # noqa: PLC0415 - keep roles' imports light
-
         out[PERMISSION[0]] = [PERMISSION[1]]
     return out
 

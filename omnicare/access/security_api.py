@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from ninja import Field, Router, Schema, Status
 
 from omnicare.access.device_ids import DeviceId, OptionalDeviceId
+from omnicare.audit.services import audit_record
 from omnicare.core.errors import NotFound
 
 from . import services
@@ -115,8 +116,6 @@ class PinFailuresIn(Schema):
 @router.post("/pin-failures", response={204: None})
 def pin_failures(request: HttpRequest, body: PinFailuresIn) -> Status:
     """A device reports wrong offline PINs (after the next correct one): recorded as a security event."""
-    from omnicare.audit.services import audit_record
-
     services.device_check(user=request.user, device_id=body.deviceId)
     audit_record(user=request.user, action="device-pin-failures", category="security", outcome="failure",
                  purpose="HOPERAT", device_id=body.deviceId, detail={"failures": body.failures})

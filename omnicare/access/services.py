@@ -25,14 +25,26 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from omnicare.audit import services as audit
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 from omnicare.core.feed_horizon import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
+from omnicare.fhir.models import Resource, ResourcePatient, SearchDate, SearchReference, SearchToken
+from omnicare.fhir.search import parse_reference
+from omnicare.keys.services import secret_get, secret_put
 from pyclient import outcome
+from pyclient.authors import practitioner_display
 from pyclient.views.break_glass import reason_problem
 
 from . import roles as rbac
 from .device_ids import DEVICE_ID_RE
-from .models import ApiToken, DeviceRevocation, EmergencyAccessGrant, LoginFailure
+from .models import (
+    ApiToken,
+    DeviceRevocation,
+    EmergencyAccessGrant,
+    LoginFailure,
+    MfaEnrollment,
+    PasswordResetRequired,
+)
 
 log = logging.getLogger("omnicare.access")
 
@@ -256,8 +268,6 @@ def _registered_here(user: Any) -> set[str]:
 
 def user_practitioner_ids(*, user: Any) -> set[str]:
     """Ids of the live Practitioner resources that identify ``user`` (``urn:omnicare:user|<username>``)."""
-    from omnicare.fhir.models import SearchToken  # lazy: the FHIR store imports this module
-
     if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
         return set()
     memo = _memo.get()  # within visible_patients_cache: once per request and user (a pull asked up to 4 times)
@@ -277,9 +287,6 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
 def user_practitioner(*, user: Any) -> dict[str, str] | None:
     """The signed-in user's own Practitioner as ``{"id", "display"}`` (the device writes authors as references
     to it, issue 18 item 6); None when the user has none. With several, the lowest id (stable)."""
-    from omnicare.fhir.models import Resource  # lazy: the FHIR store imports this module
-    from pyclient.authors import practitioner_display
-
     ids = sorted(user_practitioner_ids(user=user))
     if not ids:
         return None
@@ -301,9 +308,6 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
         return None
     if not any("C" in rbac.ROLES[r].grants.get("Patient", "") for r in held):
         return None
-    from omnicare.fhir.models import Resource, SearchToken  # lazy: the FHIR store imports this module
-    from pyclient.authors import practitioner_display
-
     care_roles = [name for name, role in rbac.ROLES.items() if role.scope == "care-team"]
     wards = set(user_ward_ids(user=user))
     # The same rules as user_practitioner_ids / user_ward_ids / user_practitioner per clinician, read for all of
@@ -423,9 +427,6 @@ def care_team_patient_ids(*, user: Any) -> frozenset[str]:
 
 
 def _care_team_compute(user: Any) -> frozenset[str]:
-    from omnicare.fhir.models import Resource, SearchReference
-    from omnicare.fhir.search import parse_reference
-
     practitioners = user_practitioner_ids(user=user)
     if not practitioners:
         return frozenset()
@@ -478,8 +479,6 @@ def _refs_to(
     ending after the instant (an open end is unbounded); ``starts_within`` (param, lo, hi) a date starting in
     [lo, hi). The caller still checks the body: the index only cuts the rows read, so these filters must be
     supersets of the rule."""
-    from omnicare.fhir.models import Resource, SearchDate, SearchReference, SearchToken
-
     q = Resource.objects.filter(deleted=False, pk__in=SearchReference.objects.filter(
         resource_type=resource_type, param=param, target_type=target_type, target_id__in=sorted(ids),
     ).values("resource_id"))
@@ -497,16 +496,12 @@ def _refs_to(
 
 
 def _ref_id(ref: Any, rtype: str) -> str | None:
-    from omnicare.fhir.search import parse_reference
-
     parsed = parse_reference(str((ref or {}).get("reference") or "")) if isinstance(ref, dict) else None
     return parsed[1] if parsed is not None and parsed[0] == rtype else None
 
 
 def user_ward_ids(*, user: Any) -> dict[str, str]:
     """Location id -> name of the wards/units ``user`` works on (their Practitioner's active PractitionerRoles)."""
-    from omnicare.fhir.models import Resource
-
     practitioners = user_practitioner_ids(user=user)
     if not practitioners:
         return {}
@@ -789,8 +784,6 @@ def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> boo
     """True if none of ``patients`` has ever existed: no Patient row (live OR deleted) and no record in their
     compartment. A deleted patient's chart is still someone's chart: a CareTeam naming it must not put its
     author in scope of the old records (issue 10, item 11)."""
-    from omnicare.fhir.models import Resource, ResourcePatient  # lazy: fhir imports access
-
     ids = sorted(patients)
     if Resource.objects.filter(resource_type="Patient", resource_id__in=ids).exists():
         return False
@@ -848,8 +841,6 @@ def break_glass_request(
     Fails closed: the grant and its audit event commit together, and if the audit write
     fails no grant exists (``AuditUnavailable`` propagates; the API answers 503).
     """
-    from omnicare.audit.services import audit_record  # lazy: audit imports access.roles
-
     if user is None or not user.is_authenticated or not user.is_active:
         raise NotAuthenticated("Authentication required")
     if not any(rbac.ROLES[r].break_glass for r in rbac.user_roles(user)):
@@ -864,7 +855,6 @@ def break_glass_request(
     if device_id:
         device_id_check(device_id=device_id)
     now = _now(now)
-    from omnicare.fhir.models import Resource  # lazy: fhir imports access
 
     if not Resource.objects.filter(resource_type="Patient", resource_id=patient_id, deleted=False).exists():
         raise NotFound("No such patient")  # no grant, and no grant for a patient id that could be created later
@@ -879,7 +869,7 @@ def break_glass_request(
             user=user, patient_id=patient_id, reason=reason[:2000], started=now,
             expires=now + (duration or break_glass_duration()), device_id=device_id[:64],
         )
-        event = audit_record(
+        event = audit.audit_record(
             user=user, action="break-glass-start", resource_type="Patient", resource_id=patient_id,
             patient_ids=[patient_id], purpose="ETREAT", category="security", device_id=device_id or None,
             detail={"grant": grant.pk, "reason": grant.reason, "expires": grant.expires.isoformat()}, now=now,
@@ -893,13 +883,11 @@ def break_glass_request(
 
 
 def _stop(grant: EmergencyAccessGrant, *, by: Any, end_reason: str, at: datetime, now: datetime) -> None:
-    from omnicare.audit.services import audit_record
-
     with transaction.atomic():
         locked = EmergencyAccessGrant.objects.select_for_update().get(pk=grant.pk)
         if locked.stop_event_seq is not None:
             return
-        event = audit_record(
+        event = audit.audit_record(
             user=by, action="break-glass-stop", resource_type="Patient", resource_id=locked.patient_id,
             patient_ids=[locked.patient_id], purpose="ETREAT", category="security",
             detail={"grant": locked.pk, "end": end_reason, "grantee": locked.user.get_username()}, now=now,
@@ -1007,8 +995,6 @@ def device_revoke(
 
     Only administrators (or the device's owner, reporting their own tablet lost) may revoke.
     """
-    from omnicare.audit.services import audit_record
-
     if by is None or not by.is_authenticated or not by.is_active:
         raise NotAuthenticated("Authentication required")
     if rbac.ADMINISTRATOR not in rbac.user_roles(by) and not by.is_superuser and by.pk != owner.pk:
@@ -1021,7 +1007,7 @@ def device_revoke(
         )
         if created:
             ended = device_credentials_end(user=owner, device_id=device_id)
-            audit_record(user=by, action="device-revoke", category="security", device_id=device_id,
+            audit.audit_record(user=by, action="device-revoke", category="security", device_id=device_id,
                          purpose="HOPERAT", detail={"owner": owner.get_username(), "reason": reason[:200],
                                                     "sessionsEnded": ended[0], "tokensRevoked": ended[1]}, now=now)
     return row
@@ -1132,9 +1118,7 @@ def revoked_device_contact(*, user: Any, device_id: str) -> None:
     # "told to wipe").
     DeviceRevocation.objects.filter(user=user, device_id=device_id, wipe_told__isnull=True).update(wipe_told=_now(None))
     try:
-        from omnicare.audit.services import audit_record
-
-        audit_record(user=user, action="revoked-device-contact", category="security", outcome="denied",
+        audit.audit_record(user=user, action="revoked-device-contact", category="security", outcome="denied",
                      purpose="HOPERAT", device_id=device_id, detail={"owner": user.get_username()})
     except Exception:
         log.exception("could not audit a revoked device's contact")
@@ -1229,9 +1213,7 @@ def login_attempt_record(
         LoginFailure.objects.create(username=username.lower()[:150], ip=ip[:45], at=now)
         LoginFailure.objects.filter(at__lt=now - 4 * LOGIN_WINDOW).delete()  # keep the table small
     try:
-        from omnicare.audit.services import audit_record
-
-        audit_record(user=user if success else None, action="login", category="security",
+        audit.audit_record(user=user if success else None, action="login", category="security",
                      outcome="success" if success else "failure", purpose="HOPERAT",
                      detail={"username": username[:150], "ip": ip[:45]}, now=now)
     except Exception:
@@ -1274,8 +1256,6 @@ def mfa_required(*, user: Any) -> bool:
     ``OMNICARE_MFA_ENFORCE=1`` requires it of physicians, nurses and pharmacists (an unenrolled
     one is sent to enrol first). Off by default so the demo signs in with a password only.
     """
-    from .models import MfaEnrollment
-
     if MfaEnrollment.objects.filter(user=user, confirmed__isnull=False).exists():
         return True
     clinical = any(rbac.ROLES[r].scope == "care-team" for r in rbac.user_roles(user))
@@ -1286,10 +1266,6 @@ def totp_enroll(*, user: Any, issuer: str = "OmniCare") -> str:
     """Start (or restart) enrolment; returns the ``otpauth://`` URI for the authenticator app's QR code."""
     import base64 as b64
     from urllib.parse import quote
-
-    from omnicare.keys.services import secret_put
-
-    from .models import MfaEnrollment
 
     secret = secrets.token_bytes(20)
     secret_put(name=f"totp:{user.pk}", value=secret)
@@ -1302,10 +1278,6 @@ def totp_enroll(*, user: Any, issuer: str = "OmniCare") -> str:
 def totp_verify(*, user: Any, code: str, now: datetime | None = None) -> bool:
     """Check a 6-digit code (±1 step of clock drift). A code is accepted once; the first success confirms."""
     import hmac
-
-    from omnicare.keys.services import secret_get
-
-    from .models import MfaEnrollment
 
     code = (code or "").strip().replace(" ", "")
     if len(code) != TOTP_DIGITS or not code.isdigit():
@@ -1372,8 +1344,6 @@ def sign_in_check(*, request: Any, username: str, password: str, code: str = "",
     from django.contrib.auth.password_validation import validate_password
     from django.core.exceptions import ValidationError
 
-    from .models import PasswordResetRequired
-
     ip = str(request.META.get("REMOTE_ADDR") or "")
     username = (username or "").strip()
     login_attempt_check(username=username, ip=ip)
@@ -1411,14 +1381,10 @@ def password_reset_by_admin(*, user: Any, by: Any, now: datetime | None = None) 
     """An administrator set ``user``'s password: the user must choose a new one at the next sign-in. Audited
     as a security event (the password itself is never recorded). Sessions and tokens already ended with the
     password change."""
-    from omnicare.audit.services import audit_record
-
-    from .models import PasswordResetRequired
-
     now = _now(now)
     with transaction.atomic():
         PasswordResetRequired.objects.update_or_create(user=user, defaults={"set_by": by, "at": now})
-        audit_record(user=by, action="password-reset", category="security", purpose="HOPERAT",
+        audit.audit_record(user=by, action="password-reset", category="security", purpose="HOPERAT",
                      detail={"target": user.get_username()}, now=now)
 
 
@@ -1427,9 +1393,7 @@ def credentials_changed(*, user: Any, why: str) -> int:
     record it as a security event. Returns how many sessions ended."""
     ended = sessions_end(user=user)
     try:
-        from omnicare.audit.services import audit_record
-
-        audit_record(user=None, action=why, category="security", purpose="HOPERAT",
+        audit.audit_record(user=None, action=why, category="security", purpose="HOPERAT",
                      detail={"target": user.get_username(), "sessionsEnded": ended})
     except Exception:
         log.exception("could not audit a credential change")

@@ -16,7 +16,7 @@ class AuditConfig(AppConfig):
 
         DatabaseOperations = base.DatabaseOperations  # noqa: N806
 
-        from . import dbguard, services
+        from . import dbguard, services  # noqa: PLC0415 - the app registry is ready only now
 
         # manage.py flush (and the test runner) empties every table with DELETE on SQLite: lift the
         # append-only triggers around that one statement list (anyone who may flush may drop triggers).

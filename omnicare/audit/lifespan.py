@@ -12,12 +12,12 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 
+from . import services
+
 
 async def lifespan_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     from django.db import close_old_connections
-
-    from . import services
 
     def shutdown() -> None:
         services.checkpoint_on_shutdown()

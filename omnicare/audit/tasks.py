@@ -1,4 +1,4 @@
-"""Celery jobs for the audit trail: the sequencer, signed checkpoints, 7-year retention archive, break-glass expiry."""
+"""Celery jobs for the audit trail: the sequencer, signed checkpoints, 7-year retention archive."""
 
 from __future__ import annotations
 
@@ -25,14 +25,6 @@ def audit_checkpoint() -> int:
 def audit_archive() -> int:
     """Archive events older than the retention window; returns how many events moved."""
     return sum(a.count for a in services.audit_archive())
-
-
-@shared_task(name="omnicare.access.break_glass_expire")
-def break_glass_expire() -> int:
-    """Record 'emergency override stopped' for grants that ran out."""
-    from omnicare.access.services import break_glass_expire as expire
-
-    return expire()
 
 
 @worker_shutdown.connect

@@ -11,7 +11,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse, StreamingHttpRe
 from ninja import Router
 
 from omnicare.access.auth import api_auth
-from omnicare.core.errors import UnsupportedMediaType
+from omnicare.core.errors import BadRequest, UnsupportedMediaType
 
 from . import services as svc
 
@@ -69,8 +69,6 @@ def import_ndjson(request: HttpRequest) -> HttpResponse:
     if (request.content_type or "").lower() not in svc.NDJSON_TYPES:
         raise UnsupportedMediaType("$import takes application/fhir+ndjson")
     if not _prefer_async(request):
-        from omnicare.core.errors import BadRequest
-
         raise BadRequest("$import needs the header 'Prefer: respond-async'", code="not-supported")
 
     def chunks() -> Iterator[bytes]:

@@ -54,7 +54,7 @@ from omnicare.core.errors import (
 from omnicare.fhir.models import Resource, ResourcePatient, SearchReference, SearchToken
 from omnicare.fhir.repository import FhirStore
 from omnicare.fhir.search import COMPARTMENT, SUPPORTED_TYPES, parse_date_range, parse_reference
-from omnicare.fhir.services import Write
+from omnicare.fhir.services import Write, resource_read, resources_import
 from omnicare.fhir.validation import check_id
 
 from .models import BulkIssue, BulkJob
@@ -156,7 +156,7 @@ def import_start(*, user: Any, chunks: Iterable[bytes], request_url: str, truste
     job.save(update_fields=["lines_total"])
     audit_record(user=job.user, action="import-start", resource_type="Bundle", category="access",
                  detail={"job": str(job.id), "bytes": total, "lines": job.lines_total})
-    from .tasks import bulk_import
+    from .tasks import bulk_import  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     transaction.on_commit(lambda: bulk_import.delay(str(job.id)))
     return job
@@ -543,7 +543,7 @@ def export_start(
     audit_record(user=user, action="export-start", resource_type="Group" if group_id else "",
                  resource_id=group_id or "", patient_ids=group_members or [],
                  detail={"job": str(job.id), "level": level, "types": len(types)})
-    from .tasks import bulk_export
+    from .tasks import bulk_export  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     transaction.on_commit(lambda: bulk_export.delay(str(job.id)))
     return job
@@ -553,8 +553,6 @@ def group_patients(*, user: Any, group_id: str) -> list[str]:
     """The Patient members of ``Group/group_id`` (readable by ``user``). A care-team Group (identifier
     ``urn:omnicare:care-team-of|<Practitioner id>``) is computed live from the CareTeams, so it never goes
     stale."""
-    from omnicare.fhir.services import resource_read
-
     row = resource_read(user=user, resource_type="Group", resource_id=group_id)
     for ident in row.body.get("identifier") or []:
         if isinstance(ident, dict) and ident.get("system") == CARE_TEAM_GROUP_SYSTEM and ident.get("value"):
@@ -585,8 +583,6 @@ def care_team_group(*, practitioner_id: str) -> dict[str, Any]:
     """The Group (id ``care-team-<practitioner>``) whose members are that practitioner's care-team patients:
     a clinic exports its panel with ``Group/care-team-<id>/$export``. Written through the store (trusted: a
     management command or the demo seeder calls this)."""
-    from omnicare.fhir.services import resources_import
-
     check_id(f"care-team-{practitioner_id}")
     members = sorted(care_team_patients(practitioner_id=practitioner_id))
     group = {
@@ -857,7 +853,7 @@ def _error_lines(job: BulkJob) -> Iterator[bytes]:
 def jobs_resume(*, stale_after: timedelta = timedelta(minutes=10), now: datetime | None = None) -> int:
     """Re-queue jobs whose worker died (accepted or in progress, no checkpoint for ``stale_after``): they
     continue from their checkpoint. Beat runs this; a redelivered task that finds a job finished is a no-op."""
-    from .tasks import bulk_export, bulk_import
+    from .tasks import bulk_export, bulk_import  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     now = now or timezone.now()
     n = 0

@@ -157,9 +157,9 @@ def prepare(lines: list[bytes], resolved: dict[str, str | None], *, inline: bool
             index: bool = False) -> list[Line]:
     """Parse, substitute conditional references (``resolved``: reference → literal or None), validate and
     (``index``) index each raw line: everything of an import line that needs no database."""
-    from omnicare.core.errors import ApiError
-    from omnicare.fhir.bulkwrite import ready_of
-    from omnicare.fhir.validation import validate_resource
+    from omnicare.core.errors import ApiError  # noqa: PLC0415 - deferred: a spawned worker imports this module before _init configures Django
+    from omnicare.fhir.bulkwrite import ready_of  # noqa: PLC0415 - deferred: a spawned worker imports this module before _init configures Django
+    from omnicare.fhir.validation import validate_resource  # noqa: PLC0415 - deferred: a spawned worker imports this module before _init configures Django
 
     out: list[Line] = []
     for raw in lines:

@@ -12,9 +12,9 @@ class CdsConfig(AppConfig):
 
     def ready(self) -> None:
         # Every written MedicationRequest (sync push, FHIR REST, bundles) is re-checked after commit.
-        from omnicare.fhir.signals import versions_written
+        from omnicare.fhir.signals import versions_written  # noqa: PLC0415 - the app registry is ready only now
 
-        from . import services
+        from . import services  # noqa: PLC0415 - the app registry is ready only now
 
         def on_versions(sender: Any, versions: list[Any], **kwargs: Any) -> None:
             services.orders_written(versions=versions)

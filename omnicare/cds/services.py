@@ -20,7 +20,13 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from omnicare.access.services import access_check
+from omnicare.audit.services import NewEvent, append_events, audit_record
 from omnicare.core.errors import ApiError, BadRequest, NotAuthenticated, NotFound
+from omnicare.fhir.models import Resource
+from omnicare.fhir.repository import FhirStore
+from omnicare.fhir.services import Write
+from omnicare.keys.services import key_version, sign
 from pyclient.cds import Context, KnowledgeBase, KnowledgeBaseError, check, default_kb, shipped_bytes
 from pyclient.cds.decisions import detected_issue, order_acknowledgements
 from pyclient.cds.engine import is_active_medication
@@ -85,8 +91,6 @@ def _check_payload(kind: str, data: Any) -> str:
 
 def bundle_publish(*, kind: str, data: Any, now: datetime | None = None) -> KnowledgeBundle:
     """Sign and publish ``data`` as version ``data["version"]`` (idempotent for identical content)."""
-    from omnicare.keys.services import sign
-
     version = _check_payload(kind, data)
     payload = _canonical(data)
     digest = hashlib.sha256(payload).hexdigest()
@@ -127,8 +131,6 @@ def bundle_latest(*, kind: str) -> KnowledgeBundle:
 
 
 def bundle_json(row: KnowledgeBundle) -> dict[str, Any]:
-    from omnicare.keys.services import key_version
-
     key = key_version(key_id=row.key_id)
     return {
         "kind": row.kind, "version": row.version, "sha256": row.sha256, "publishedAt": _iso(row.published_at),
@@ -305,9 +307,6 @@ def _parse_request(service: HookService, body: Any) -> tuple[str, str, list[dict
 
 def _from_database(*, caller: Caller, patient_id: str) -> list[dict[str, Any]]:
     """An internal caller without prefetch: the patient's chart as that user may see it."""
-    from omnicare.access.services import access_check
-    from omnicare.fhir.models import Resource
-
     if caller.user is None:
         raise PreconditionFailed("No prefetch supplied and this service cannot query your FHIR server: "
                                  "send the prefetch named in the discovery document")
@@ -320,8 +319,6 @@ def _from_database(*, caller: Caller, patient_id: str) -> list[dict[str, Any]]:
 
 def cds_hooks_call(*, service_id: str, body: Any, caller: Caller) -> dict[str, Any]:
     """Answer one CDS Hooks request: ``{"cards": [...]}``. Uses ``prefetch`` when supplied, nothing else."""
-    from omnicare.audit.services import audit_record
-
     service = SERVICES.get(service_id)
     if service is None:
         raise NotFound(f"No CDS service {service_id[:64]!r}")
@@ -473,7 +470,7 @@ def orders_written(*, versions: Sequence[Any]) -> None:
             if len(keys) <= INLINE_RECHECK_MAX:
                 orders_recheck(keys=keys)
             else:
-                from .tasks import recheck_orders
+                from .tasks import recheck_orders  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
                 recheck_orders.delay([list(k) for k in keys])
         except Exception:  # noqa: BLE001 - the order is committed; a failed re-check must not fail the write
@@ -499,11 +496,6 @@ def orders_recheck(*, keys: Iterable[Sequence[Any]], now: datetime | None = None
     the card and each order version is checked once. Batched: a bulk import of 1,000 orders costs a handful
     of queries, not thousands.
     """
-    from omnicare.audit.services import NewEvent, append_events
-    from omnicare.fhir.models import Resource
-    from omnicare.fhir.repository import FhirStore
-    from omnicare.fhir.services import Write
-
     wanted = {(str(rid), int(ver)) for rid, ver in keys}
     if not wanted:
         return 0

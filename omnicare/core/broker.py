@@ -12,6 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
+from omnicare.celery import app
+
 log = logging.getLogger("omnicare.broker")
 
 
@@ -31,8 +33,6 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
 def enqueue(task: Any, *args: Any) -> bool:
     """``task.apply_async(args)`` without retries; False (and a log line without arguments) when the
     broker cannot take it. Eager mode (no broker) runs the task inline and returns True."""
-    from omnicare.celery import app
-
     queue = getattr(settings, "OMNICARE_JOBS_QUEUE", "") or None
     if app.conf.task_always_eager:
         task.apply_async(args=list(args))
@@ -47,8 +47,6 @@ def enqueue(task: Any, *args: Any) -> bool:
 
 def broker_ping(timeout: float = 2.0) -> bool:
     """True when the broker accepts a connection within ``timeout`` seconds (always True when eager)."""
-    from omnicare.celery import app
-
     if app.conf.task_always_eager:
         return True
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from omnicare.core.broker import broker_ping
+
 _MIGRATED = False  # once every migration is applied it stays so for this process's code
 
 
@@ -54,8 +56,6 @@ def _redis() -> bool | None:
 
 def readiness() -> dict[str, str]:
     """``{"database": "ok"|"unavailable", "migrations": "ok"|"pending"|..., "redis": ..., "broker": ...}``."""
-    from omnicare.core.broker import broker_ping
-
     db = _database()
     checks = {
         "database": "ok" if db else "unavailable",

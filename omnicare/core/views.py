@@ -9,10 +9,10 @@ from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 from django.views.defaults import server_error as django_server_error
 
+from omnicare.api import unavailable_response
+
 
 def server_error(request: HttpRequest) -> HttpResponse:
     if isinstance(sys.exc_info()[1], (OperationalError, InterfaceError)):
-        from omnicare.api import unavailable_response
-
         return unavailable_response()
     return django_server_error(request)

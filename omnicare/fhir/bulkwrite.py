@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
+from .search import compartment_patients, index_rows
+
 COPY_MIN = 64
 
 
@@ -47,8 +49,6 @@ class Ready(NamedTuple):
 
 def ready_of(body: dict[str, Any]) -> Ready:
     """The ``Ready`` of a validated body (with its id): the same functions the write path calls."""
-    from .search import compartment_patients, index_rows
-
     rtype, rid = str(body["resourceType"]), str(body["id"])
     ix = index_rows(rtype, body)  # no search parameter reads meta (the only part the write path changes)
     rest = {k: v for k, v in body.items() if k not in ("resourceType", "id", "meta")}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omnicare.subscriptions import topics
+
 from .search import COMMON_PARAMS, SEARCH_PARAMS, SORTS, SUPPORTED_TYPES
 
 TYPE_INTERACTIONS = (
@@ -74,12 +76,11 @@ def capability_statement(*, base_url: str, software_version: str = "0.1.0") -> d
             }
         )
         if rtype == "Subscription":  # the backport's topic list (issue 15): omnicare/subscriptions/topics.py
-            from omnicare.subscriptions.topics import catalogue
 
             resources[-1]["extension"] = [
                 {"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
                         "capabilitystatement-subscriptiontopic-canonical", "valueCanonical": url}
-                for url in catalogue()
+                for url in topics.catalogue()
             ]
     return {
         "resourceType": "CapabilityStatement",

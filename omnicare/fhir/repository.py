@@ -9,7 +9,7 @@ purpose of use). Each of its methods does, exactly once and in this order:
    visible set);
 2. the work (a read, a search, or the write through the one write path, ``services.resources_apply``'s
    engine), whose ``versions_written`` signal queues the sync hints for after COMMIT;
-3. the fail-closed audit record (``audit.trail.audited``): writes append their event as the last statement
+3. the fail-closed audit record (``fhir.trail.audited``): writes append their event as the last statement
    of their transaction (no write without its record), reads as one autocommitted INSERT before any data
    leaves (``atomic=False``: a read is 3 round trips, 5 for a care-team user), and a denial is recorded
    outside the rolled-back transaction before the 403 leaves.
@@ -36,13 +36,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from omnicare.audit.services import append_events
-from omnicare.audit.trail import AuditNote, audited, bundle_entry_events, compartment_of
 from omnicare.core.errors import ApiError, BadRequest
+from omnicare.subscriptions.services import subscription_registered
 
 from . import services as svc
 from .bundles import bundle_process  # bundles builds on services; services never imports it back
 from .models import Resource, ResourceVersion
 from .search import compartment_patients
+from .trail import AuditNote, audited, bundle_entry_events, compartment_of
 
 #: The actions whose body writes nothing: their audit event is one autocommitted INSERT (see the module doc).
 _READ_ONLY = frozenset({"read", "vread", "search", "history"})
@@ -205,9 +206,6 @@ class FhirStore:
         if result.resource_type == "Subscription" and not result.version.deleted:
             # A Subscription written through REST belongs to its author (whose scope filters its notifications);
             # an unusable one (criteria, channel) is a 400 and, inside this transaction, is not written.
-            # Function level: subscriptions builds on the FHIR store (search, signals), never the reverse.
-            from omnicare.subscriptions.services import subscription_registered
-
             subscription_registered(user=self.user, resource=result.version.body)
 
 

@@ -22,15 +22,18 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from omnicare.access import roles as rbac
 from omnicare.access.services import (
     AllPatients,
     access_check,
     patient_recreate_check,
     patient_registered,
     patients_within,
+    user_practitioner_ids,
     visible_patient_ids,
     visible_patients_cache,
 )
+from omnicare.audit.services import audit_record
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Gone, NotFound, PreconditionFailed
 from omnicare.core.feed_horizon import (  # the proof lives there: access needs it too, below fhir
     FEED_XMAX_SQL,
@@ -550,9 +553,6 @@ def _registrant_care_teams(
     added when the user has no Practitioner identity, or when the same request already writes a CareTeam
     for that patient (offline registration pushes its own).
     """
-    from omnicare.access import roles as rbac
-    from omnicare.access.services import user_practitioner_ids
-
     created = [
         w for w in writes
         if w.resource_type == "Patient" and w.body is not None
@@ -606,8 +606,6 @@ def _responsible_clinician(patient: Write) -> str | None:
 def _care_teams_audit(user: User, teams: Sequence[Write]) -> None:
     """One audit event per care team the server adds for a registering clinician (issue 18 item 1): the trail says
     who was put on whose team and why. Same transaction as the write: no team without its record, nor the reverse."""
-    from omnicare.audit.services import audit_record  # audit is a sink: it imports nothing of the FHIR store
-
     for t in teams:
         assert t.body is not None
         pid = str(t.body["subject"]["reference"]).removeprefix("Patient/")

@@ -16,7 +16,10 @@ from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils.html import format_html
 
+from omnicare.audit.services import AuditUnavailable, audit_record
+
 from .models import InboundMessage, OutboundMessage
+from .outbound import outbound_enqueue
 from .services import inbound_discard, inbound_replay, queue_stats
 
 RAW_PERMISSION = ("hl7", "view_raw_message")
@@ -61,8 +64,6 @@ class QueueAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
                     extra_context: dict[str, Any] | None = None) -> HttpResponse:
         if request.method == "GET" and self._raw_allowed(request):
-            from omnicare.audit.services import AuditUnavailable, audit_record
-
             try:
                 audit_record(user=request.user, action="read", resource_type="HL7Message",
                              resource_id=f"{self.queue_name}/{object_id}"[:64], purpose="HOPERAT",
@@ -106,8 +107,6 @@ class OutboundMessageAdmin(QueueAdmin):
     @admin.action(description="Send selected failed / dead messages again", permissions=["change"])
     def replay(self, request: HttpRequest, queryset: QuerySet[OutboundMessage]) -> None:
         from django.db import transaction
-
-        from .outbound import outbound_enqueue
 
         ids = list(queryset.filter(state__in=["failed", "dead"]).values_list("id", flat=True))
         OutboundMessage.objects.filter(pk__in=ids).update(state="queued", attempts=0, next_attempt_at=None)

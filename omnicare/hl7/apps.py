@@ -13,4 +13,4 @@ class Hl7Config(AppConfig):
     def ready(self) -> None:
         # python-hl7 logs the *field text* when an escape sequence is malformed (PHI): never let it through.
         logging.getLogger("hl7").setLevel(logging.CRITICAL)
-        from . import signals  # noqa: F401  (outbound pharmacy orders on MedicationRequest writes)
+        from . import signals  # noqa: F401, PLC0415 - outbound pharmacy orders on MedicationRequest writes; the app registry is ready only now

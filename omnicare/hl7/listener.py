@@ -27,6 +27,8 @@ from typing import Any
 from hl7.mllp import start_hl7_server
 
 from .message import MessageError, ack_bytes
+from .services import inbound_accept, inbound_enqueue, inbound_store
+from .tasks import retry_due
 
 log = logging.getLogger("omnicare.hl7.listener")
 
@@ -222,8 +224,6 @@ class Listener:
 
 
 def _accept(raw: bytes) -> Any:
-    from .services import inbound_accept
-
     return inbound_accept(raw=raw)
 
 
@@ -232,8 +232,6 @@ def _store_batch(items: list[Any]) -> list[Any]:
     taking one from the pool) per batch cost more than the INSERT itself; a failed batch drops it, and
     the next batch opens a fresh one (so a restarted PostgreSQL costs one AE, not a stuck listener)."""
     from django.db import connection
-
-    from .services import inbound_store
 
     try:
         return inbound_store(items=items)
@@ -244,8 +242,6 @@ def _store_batch(items: list[Any]) -> list[Any]:
 
 def run(*, host: str, port: int, ready: Callable[[int], None] | None = None, **options: Any) -> None:
     """Run the listener until interrupted (the management command)."""
-    from .services import inbound_enqueue
-
     async def main() -> None:
         listener = Listener(host=host, port=port, on_stored=lambda ids: inbound_enqueue(message_ids=ids),
                             **options)
@@ -272,8 +268,6 @@ def _eager() -> bool:
 
 async def _sweep(listener: Listener, every: float = 15.0) -> None:
     """Without a broker there is no Celery beat: the listener itself retries what is due (embedded default)."""
-    from .tasks import retry_due
-
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(every)

@@ -128,7 +128,7 @@ def order_queue(*, version: ResourceVersion) -> OutboundMessage | None:
 
 
 def outbound_enqueue(*, message_ids: list[int]) -> None:
-    from .tasks import send_outbound
+    from .tasks import send_outbound  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     queue = getattr(settings, "OMNICARE_HL7_CELERY_QUEUE", "") or None
     for mid in message_ids:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .mapping import Ctx, cwe, fhir_datetime, parse_number, patient_from_pid, practitioner, rid, slugify
 from .message import MessageError, rep_get
+from .segments import Ctx, cwe, fhir_datetime, parse_number, patient_from_pid, practitioner, rid, slugify
 
 
 def rds(ctx: Ctx) -> None:

@@ -27,7 +27,9 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from omnicare.core.errors import ApiError
+from omnicare.sync.push import one_hint_after_commit
 
+from . import mapping
 from .message import MessageError, Parsed, ack_bytes, check, decode, parse, parse_for_ack
 from .models import InboundMessage, OutboundMessage
 
@@ -137,7 +139,7 @@ def inbound_enqueue(*, message_ids: list[int]) -> None:
     A lost enqueue is found by the sweeper. A chunk is mapped in one transaction (see
     :func:`inbound_process_batch`), which also picks up rows stored after it was queued.
     """
-    from .tasks import process_inbound_batch
+    from .tasks import process_inbound_batch  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     queue = _setting("OMNICARE_HL7_CELERY_QUEUE", "") or None
     size = max(1, int(_setting("OMNICARE_HL7_BATCH", 64)))
@@ -195,8 +197,6 @@ def inbound_process_batch(*, message_ids: list[int], now: datetime | None = None
     Idempotent: processed and dead rows are never touched. Returns ``{id: state}`` for the named ids and
     every row the batch took.
     """
-    from . import mapping
-
     now = now or timezone.now()
     claim = _setting("OMNICARE_HL7_BATCH", 64) if claim is None else claim
     waiting = [InboundMessage.RECEIVED, InboundMessage.FAILED]
@@ -256,8 +256,6 @@ def _record_failure(row: InboundMessage, failure: BaseException, now: datetime) 
 
 def _one_hint_after_commit() -> Any:
     """One WebSocket hint for the whole batch, after its commit (instead of one per message)."""
-    from omnicare.sync.push import one_hint_after_commit
-
     return one_hint_after_commit()
 
 

@@ -13,6 +13,8 @@ from django.db import transaction
 
 from omnicare.fhir.signals import versions_written
 
+from .outbound import order_queue, outbound_enqueue
+
 
 def on_versions(sender: Any, versions: list[Any], **kwargs: Any) -> None:
     if not getattr(settings, "OMNICARE_HL7_PHARMACY_ENDPOINT", ""):
@@ -20,7 +22,6 @@ def on_versions(sender: Any, versions: list[Any], **kwargs: Any) -> None:
     orders = [v for v in versions if v.resource_type == "MedicationRequest"]
     if not orders:
         return
-    from .outbound import order_queue, outbound_enqueue
 
     ids = [m.pk for m in (order_queue(version=v) for v in orders) if m is not None]
     if ids:

@@ -14,7 +14,7 @@ from ninja import Field, Router, Schema
 
 from omnicare.access.auth import api_auth
 from omnicare.access.roles import permissions_for, user_roles
-from omnicare.audit.trail import audited
+from omnicare.fhir.trail import audited
 
 from . import services
 

@@ -9,4 +9,4 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations and security"
 
     def ready(self) -> None:
-        from . import signals  # noqa: F401 - Celery task failure counter
+        from . import signals  # noqa: F401, PLC0415 - Celery task failure counter; the app registry is ready only now

@@ -26,6 +26,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from omnicare.fhir.models import ResourceVersion
+from omnicare.sync.models import Conflict
+
 from .models import ResolutionCheck, Watermark
 
 _MISSING = object()
@@ -59,8 +62,6 @@ def resolution_watch_merges(refs: Iterable[tuple[str, datetime]]) -> int:
 
 def resolution_watch_conflicts(*, now: datetime, limit: int = 5000) -> int:
     """Watch conflicts resolved since the last run (by ``resolved_at``; a watermark row keeps the place)."""
-    from omnicare.sync.models import Conflict
-
     with transaction.atomic():
         mark, _ = Watermark.objects.select_for_update().get_or_create(name="resolve-watch")
         qs = Conflict.objects.filter(status=Conflict.RESOLVED, resolved_at__isnull=False,
@@ -88,7 +89,6 @@ def _decided_fields(check: ResolutionCheck, bodies: dict[int, Any]) -> dict[str,
             return {}
         keys = (set(before) | set(after)) - _IGNORED
         return {k: [_get(before, k)] for k in keys if _get(before, k) != _get(after, k)}
-    from omnicare.sync.models import Conflict
 
     c = Conflict.objects.filter(pk=check.ref).values("paths", "ours", "theirs").first()
     if c is None:
@@ -104,8 +104,6 @@ def _decided_fields(check: ResolutionCheck, bodies: dict[int, Any]) -> dict[str,
 
 def resolution_scan(*, now: datetime, limit: int = 500) -> dict[str, int]:
     """Decide open watches: corrected (a later version reverted a decided field in the window) or held."""
-    from omnicare.fhir.models import ResourceVersion
-
     window = _window()
     decided = {"corrected": 0, "held": 0}
     for check in ResolutionCheck.objects.filter(decided__isnull=True).order_by("at")[:limit]:

@@ -20,6 +20,11 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from omnicare.access.models import DeviceRevocation, LoginFailure
+from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
+from omnicare.audit.models import ChainHead
+from omnicare.sync.models import Conflict, PushJob, Snapshot
+
 from . import services as s
 from .corrections import resolution_counts
 from .models import Alert, Counter, RequestMinute
@@ -169,8 +174,6 @@ def storage_panel(dev: dict[str, Any]) -> dict[str, Any]:
 def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[str, Any]:
     from django.db.models.functions import TruncDate
 
-    from omnicare.sync.models import Conflict
-
     days = 14
     start = (now - timedelta(days=days - 1)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     month = now - timedelta(days=ACCURACY_DAYS)
@@ -204,42 +207,7 @@ def conflicts_panel(*, now: datetime, c: dict[str, dict[str, float]]) -> dict[st
     }
 
 
-def queues_panel(*, now: datetime) -> dict[str, Any]:
-    """HL7 inbound/outbound and Bulk-data jobs by state (three grouped reads of their state columns)."""
-    from omnicare.bulk.models import BulkJob
-    from omnicare.hl7.models import InboundMessage, OutboundMessage
-
-    day = now - timedelta(hours=24)
-
-    def by_state(model: Any, field: str, time_field: str) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {}
-        for state, recent, n in model.objects.values_list(field).annotate(
-                recent=Count("pk", filter=Q(**{f"{time_field}__gte": day})), n=Count("pk")).values_list(
-                field, "recent", "n"):
-            out[str(state)] = {"total": int(n), "day": int(recent)}
-        return out
-
-    inbound = by_state(InboundMessage, "state", "received_at")
-    outbound = by_state(OutboundMessage, "state", "created_at")
-    bulk = by_state(BulkJob, "status", "created")
-
-    def n(d: dict[str, dict[str, int]], *states: str, key: str = "total") -> int:
-        return sum(d.get(st, {}).get(key, 0) for st in states)
-
-    return {
-        "hl7_in_waiting": n(inbound, "received", "failed"), "hl7_in_dead": n(inbound, "dead"),
-        "hl7_in_processed_24h": n(inbound, "processed", key="day"),
-        "hl7_out_waiting": n(outbound, "queued", "failed"), "hl7_out_dead": n(outbound, "dead"),
-        "hl7_out_processed_24h": n(outbound, "processed", key="day"),
-        "bulk_running": n(bulk, BulkJob.ACCEPTED, BulkJob.RUNNING),
-        "bulk_failed_24h": n(bulk, BulkJob.FAILED, key="day"),
-        "bulk_completed_24h": n(bulk, BulkJob.COMPLETED, key="day"),
-    }
-
-
 def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.sync.models import PushJob, Snapshot
-
     since = now - timedelta(hours=24)
     jobs = PushJob.objects.aggregate(
         failed=Count("id", filter=Q(status=PushJob.FAILED, created__gte=since)),
@@ -249,15 +217,11 @@ def performance_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[s
         "task_failures_24h": int(c["day"]["celery.task_failure"]),
         "push_jobs_failed_24h": int(jobs["failed"]), "push_jobs_pending": int(jobs["pending"]),
         "snapshots_failed_24h": Snapshot.objects.filter(status=Snapshot.FAILED, created__gte=since).count(),
-        "queues": queues_panel(now=now),
+        "queues": s.queues_panel(now=now),
     }
 
 
 def security_panel(*, now: datetime, req: dict[str, Any], c: dict[str, dict[str, float]]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, LoginFailure
-    from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead
-
     d = c["day"]
     per_user: dict[str, int] = defaultdict(int)
     per_ip: dict[str, int] = defaultdict(int)

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 
 from .models import Alert, Counter, DeviceReport, RequestMinute, ResolutionCheck, VerifyRun
+from .services import counter_add
 
 #: Hourly counters past their window are summed into this one bucket per key before they go, so all-time
 #: totals (Prometheus counters) never go down; no dashboard window reaches back to it.
@@ -23,8 +24,6 @@ CARRY_BUCKET = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _carry_counters(ids: list[Any]) -> None:
     from django.db.models import Sum
-
-    from .services import counter_add
 
     old = Counter.objects.filter(pk__in=ids)
     counter_add([(k, CARRY_BUCKET, v or 0.0) for k, v in old.values("key").annotate(v=Sum("value"))

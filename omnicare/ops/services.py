@@ -29,9 +29,19 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from omnicare.access import roles as rbac
+from omnicare.access.models import DeviceRevocation, EmergencyAccessGrant, LoginFailure
+from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
+from omnicare.audit.models import AuditEvent, ChainHead, Checkpoint
+from omnicare.audit.services import audit_verify
+from omnicare.bulk.models import BulkJob
 from omnicare.core.errors import ApiError, Forbidden
+from omnicare.fhir.models import Resource, ResourceVersion
+from omnicare.hl7.models import InboundMessage, OutboundMessage
+from omnicare.sync.models import Conflict, Device, PushJob, Snapshot
 from pyclient.telemetry import TelemetryReport
 
+from . import metrics
+from .corrections import resolution_scan, resolution_watch_conflicts, resolution_watch_merges
 from .models import (
     LATENCY_BUCKETS_MS,
     Alert,
@@ -167,10 +177,6 @@ def telemetry_ingest(*, user: Any, report: TelemetryReport, now: datetime | None
     The device must be registered to ``user`` (``POST /api/sync/devices``) and not revoked (the caller runs
     ``device_check`` first, which answers a revoked device with the wipe order).
     """
-    from omnicare.sync.models import Device
-
-    from . import metrics
-
     now = _now(now)
     if not Device.objects.filter(user=user, device_id=report.device_id).exists():
         raise DeviceNotRegistered("This device is not registered to you: register it before reporting")
@@ -224,9 +230,6 @@ def device_state_sql(now: datetime) -> tuple[str, list[Any]]:
     revoked (a revocation exists) > silent (no report for OMNICARE_OPS_SILENT_MINUTES, or never) > synced
     (nothing unsynced) > waiting < 1 h / 1-24 h / > 24 h (by the age of its oldest unsynced change).
     """
-    from omnicare.access.models import DeviceRevocation
-    from omnicare.sync.models import Device
-
     q = connection.ops.quote_name
     silent_after = timedelta(minutes=int(_setting("OMNICARE_OPS_SILENT_MINUTES", 15)))
     sql = (
@@ -282,8 +285,6 @@ def _unrevoked_health() -> Any:
     """DeviceHealth rows of devices that are not revoked."""
     from django.db.models import Exists, OuterRef
 
-    from omnicare.access.models import DeviceRevocation
-
     revoked = DeviceRevocation.objects.filter(user_id=OuterRef("user_id"), device_id=OuterRef("device_id"))
     return DeviceHealth.objects.filter(~Exists(revoked))
 
@@ -313,10 +314,6 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
     Reads at most ``limit`` events by the ``seq`` index, so its cost depends on the new events only,
     never on the size of the trail. Safe to run concurrently (the watermark row is locked).
     """
-    from omnicare.audit.models import AuditEvent
-
-    from .corrections import resolution_watch_merges
-
     now = _now(now)
     # Requests only insert their events; the audit sequencer (its own beat job, or inline after each audited
     # request without a worker) numbers them. The rollup only reads what has been sequenced — folding by
@@ -354,8 +351,6 @@ def audit_rollup_refresh(*, limit: int = 50_000, now: datetime | None = None) ->
 
 def storage_measure(*, now: datetime | None = None) -> Gauge:
     """Count and size (bytes of stored JSON) of current resources and their history, by resource type."""
-    from omnicare.fhir.models import Resource, ResourceVersion
-
     now = _now(now)
     pg = connection.vendor == "postgresql"
     size = "octet_length(body::text)" if pg else "length(body)"
@@ -384,8 +379,6 @@ def storage_measure(*, now: datetime | None = None) -> Gauge:
 
 def verify_run(*, now: datetime | None = None) -> VerifyRun:
     """Run the full audit chain verification and keep its verdict for the dashboard (beat job)."""
-    from omnicare.audit.services import audit_verify
-
     started = _now(now)
     report = audit_verify()
     run = VerifyRun.objects.create(started=started, finished=timezone.now(), ok=report.ok, events=report.events,
@@ -423,7 +416,6 @@ def ops_refresh(*, now: datetime | None = None, limit: int = 50_000, min_interva
                 return {"audit_read": 0, "alerts": None, "skipped": True}
             mark.updated = now
             mark.save(update_fields=["updated"])
-    from .corrections import resolution_scan, resolution_watch_conflicts
 
     read = audit_rollup_refresh(limit=limit, now=now)
     resolution_watch_conflicts(now=now)
@@ -546,8 +538,6 @@ def sync_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
 
 def conflicts_open(*, now: datetime) -> dict[str, Any]:
     """The open conflicts (both dashboards): the 20 oldest, how many, and how old, in two indexed reads."""
-    from omnicare.sync.models import Conflict
-
     open_q = Conflict.objects.filter(status=Conflict.OPEN)
     open_rows = list(open_q.order_by("created").values("id", "resource_type", "resource_id", "created",
                                                        "author__username", "device_id")[:20])
@@ -569,8 +559,6 @@ def conflict_outcome(*, mix: Mapping[str, int], merged: float, open_count: int) 
 
 
 def conflicts_panel(*, now: datetime) -> dict[str, Any]:
-    from omnicare.sync.models import Conflict
-
     days = 14
     start = (now - timedelta(days=days - 1)).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     from django.db.models.functions import TruncDate
@@ -665,8 +653,6 @@ def offline_panel(*, now: datetime) -> dict[str, Any]:
 
 
 def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
-    from omnicare.sync.models import PushJob, Snapshot
-
     since = now - timedelta(hours=24)
     failures = counter_sum(["celery.task_failure"], since=since)["celery.task_failure"]
     return {
@@ -679,8 +665,6 @@ def performance_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
 
 def grants_recent(*, now: datetime) -> list[dict[str, Any]]:
     """The 20 latest break-the-glass grants of the week, and any still open (both dashboards)."""
-    from omnicare.access.models import EmergencyAccessGrant
-
     grants = (EmergencyAccessGrant.objects.filter(Q(expires__gt=now - timedelta(days=7)) | Q(ended__isnull=True))
               .select_related("user").order_by("-started")[:20])
     return [{"id": g.pk, "user": g.user.get_username(), "patient_id": g.patient_id,
@@ -690,8 +674,6 @@ def grants_recent(*, now: datetime) -> list[dict[str, Any]]:
 
 def revocations_recent() -> list[dict[str, Any]]:
     """The 20 latest device revocations and whether the device was told to wipe (both dashboards)."""
-    from omnicare.access.models import DeviceRevocation
-
     revs = DeviceRevocation.objects.select_related("user", "revoked_by").order_by("-revoked")[:20]
     return [{"id": r.pk, "device_id": r.device_id, "owner": r.user.get_username(),
              "by": r.revoked_by.get_username() if r.revoked_by else "", "reason": r.reason[:80],
@@ -700,8 +682,6 @@ def revocations_recent() -> list[dict[str, Any]]:
 
 def audit_integrity_latest() -> dict[str, Any]:
     """The last verification run and the last signed checkpoint (both dashboards)."""
-    from omnicare.audit.models import Checkpoint
-
     run = VerifyRun.objects.order_by("-started").first()
     cp = Checkpoint.objects.order_by("-tree_size", "-id").first()
     return {"verify": None if run is None else {"id": run.pk, "ok": run.ok, "started": run.started,
@@ -712,10 +692,6 @@ def audit_integrity_latest() -> dict[str, Any]:
 
 
 def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
-    from omnicare.access.models import DeviceRevocation, LoginFailure
-    from omnicare.access.services import LOGIN_MAX_PER_IP, LOGIN_MAX_PER_USER, LOGIN_WINDOW
-    from omnicare.audit.models import ChainHead
-
     day = now - timedelta(hours=24)
     c = counter_sum(["audit.login.failure", "audit.login.success", "telemetry.failed_unlocks", "audit.denied",
                      "audit.break-glass-start.success", "audit.device-revoke.success",
@@ -746,14 +722,6 @@ def security_panel(*, now: datetime, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def dashboard_data(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
-    """Every figure the dashboard shows for these audiences, from rollups and small tables only, in few
-    queries (``omnicare.ops.dashboard``), cached per refresh interval unless ``now`` is given."""
-    from . import dashboard
-
-    return dashboard.snapshot(audiences=audiences, now=now)
-
-
 def dashboard_data_panels(*, audiences: frozenset[str], now: datetime | None = None) -> dict[str, Any]:
     """The same figures panel by panel (one small query per figure): the reference the few-query version
     is tested against."""
@@ -778,9 +746,6 @@ def dashboard_data_panels(*, audiences: frozenset[str], now: datetime | None = N
 
 def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     """Raise / refresh / clear alerts from the thresholds in settings; a new alert is logged once."""
-    from omnicare.access.models import EmergencyAccessGrant
-    from omnicare.sync.models import PushJob
-
     now = _now(now)
     found: dict[str, tuple[str, str, str, str]] = {}  # key -> (kind, audience, message, link)
     hours = float(_setting("OMNICARE_OPS_ALERT_UNSYNCED_HOURS", 24))
@@ -807,7 +772,6 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     if dead:
         found["dead-letter"] = ("dead-letter", OPS, f"{dead} background push job(s) failed in 24 h",
                                 "/admin/sync/pushjob/?status__exact=failed")
-    from omnicare.hl7.models import InboundMessage, OutboundMessage
 
     for model, word, path in ((InboundMessage, "inbound", "inboundmessage"),
                               (OutboundMessage, "outbound", "outboundmessage")):
@@ -847,16 +811,40 @@ def alerts_evaluate(*, now: datetime | None = None) -> list[Alert]:
     return alerts
 
 
+def queues_panel(*, now: datetime) -> dict[str, Any]:
+    """HL7 inbound/outbound and Bulk-data jobs by state (three grouped reads of their state columns)."""
+    day = now - timedelta(hours=24)
+
+    def by_state(model: Any, field: str, time_field: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for state, recent, n in model.objects.values_list(field).annotate(
+                recent=Count("pk", filter=Q(**{f"{time_field}__gte": day})), n=Count("pk")).values_list(
+                field, "recent", "n"):
+            out[str(state)] = {"total": int(n), "day": int(recent)}
+        return out
+
+    inbound = by_state(InboundMessage, "state", "received_at")
+    outbound = by_state(OutboundMessage, "state", "created_at")
+    bulk = by_state(BulkJob, "status", "created")
+
+    def n(d: dict[str, dict[str, int]], *states: str, key: str = "total") -> int:
+        return sum(d.get(st, {}).get(key, 0) for st in states)
+
+    return {
+        "hl7_in_waiting": n(inbound, "received", "failed"), "hl7_in_dead": n(inbound, "dead"),
+        "hl7_in_processed_24h": n(inbound, "processed", key="day"),
+        "hl7_out_waiting": n(outbound, "queued", "failed"), "hl7_out_dead": n(outbound, "dead"),
+        "hl7_out_processed_24h": n(outbound, "processed", key="day"),
+        "bulk_running": n(bulk, BulkJob.ACCEPTED, BulkJob.RUNNING),
+        "bulk_failed_24h": n(bulk, BulkJob.FAILED, key="day"),
+        "bulk_completed_24h": n(bulk, BulkJob.COMPLETED, key="day"),
+    }
+
+
 # --- metrics snapshot (for /metrics gauges) ------------------------------------------------------------------
 
 
 def metrics_snapshot(*, now: datetime | None = None) -> dict[str, Any]:
-    from omnicare.access.models import EmergencyAccessGrant
-    from omnicare.audit.models import ChainHead
-    from omnicare.sync.models import Conflict
-
-    from .dashboard import queues_panel
-
     now = _now(now)
     states = device_state_counts(now=now)
     run = VerifyRun.objects.order_by("-started").first()
@@ -881,6 +869,6 @@ def forbid_unless(audiences: frozenset[str]) -> None:
 
 __all__ = [
     "DEVICE_STATES", "OPS", "SECURITY", "alerts_evaluate", "audit_rollup_refresh", "counter_add",
-    "dashboard_audiences", "dashboard_data", "device_states", "metrics_snapshot", "ops_refresh", "quantile",
+    "dashboard_audiences", "device_states", "metrics_snapshot", "ops_refresh", "quantile",
     "request_rollup_add", "storage_measure", "telemetry_ingest", "verify_run",
 ]

@@ -8,13 +8,13 @@ from typing import Any
 from celery.signals import task_failure
 from django.utils import timezone
 
+from . import metrics, services
+
 log = logging.getLogger("omnicare.ops")
 
 
 @task_failure.connect(weak=False)
 def _on_task_failure(sender: Any = None, **kwargs: Any) -> None:
-    from . import metrics, services
-
     name = str(getattr(sender, "name", "unknown"))[:80]
     metrics.TASK_FAILURES.labels(name).inc()
     try:

@@ -7,6 +7,7 @@ from typing import Any
 from celery import shared_task
 
 from . import services
+from .retention import ops_retention_run
 
 
 @shared_task(name="omnicare.ops.refresh")
@@ -25,7 +26,5 @@ def verify() -> bool:
 def retention() -> dict[str, int]:
     """Delete telemetry history, rollups, verdicts and cleared alerts past their windows (daily by default)."""
     from django.utils import timezone
-
-    from .retention import ops_retention_run
 
     return ops_retention_run(now=timezone.now())

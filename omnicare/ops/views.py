@@ -21,6 +21,7 @@ from omnicare.access.roles import user_roles
 from omnicare.audit.services import audit_record
 
 from . import charts, metrics, services
+from . import dashboard as figures
 
 SESSION_AUDITED = "ops_dash_audited"
 
@@ -43,15 +44,13 @@ def _refresh_rollups() -> None:
     if getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False):  # no beat: alerts and storage, every 30 s at most
         services.ops_refresh(limit=0, min_interval=30.0)
     if read > 0:
-        from .dashboard import snapshot_clear
-
-        snapshot_clear()  # without a beat the page just folded the latest events: show them
+        figures.snapshot_clear()  # without a beat the page just folded the latest events: show them
 
 
 def context(request: HttpRequest, audiences: frozenset[str]) -> dict[str, Any]:
     metrics.BUFFER.flush()  # this process's last seconds of requests count too
     _refresh_rollups()
-    data = services.dashboard_data(audiences=audiences)
+    data = figures.snapshot(audiences=audiences)
     ctx: dict[str, Any] = {"d": data, "ops": services.OPS in audiences, "security": services.SECURITY in audiences,
                            "refresh_seconds": int(getattr(settings, "OMNICARE_OPS_REFRESH_SECONDS", 15)),
                            "roles": sorted(user_roles(request.user))}

@@ -43,6 +43,7 @@ from django.db.models import Count, Sum, TextField
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 
+from omnicare.access import roles as rbac
 from omnicare.access.services import (
     INACTIVE_CARETEAM,  # the same rule, replayed
     SCHEDULE_DAYS,
@@ -54,7 +55,14 @@ from omnicare.access.services import (
     user_ward_ids,
 )
 from omnicare.audit.models import AuditEvent
-from omnicare.fhir.models import Resource, ResourcePatient, ResourceVersion
+from omnicare.fhir.models import (
+    Resource,
+    ResourcePatient,
+    ResourceVersion,
+    SearchDate,
+    SearchReference,
+    SearchToken,
+)
 from pyclient.device_set import Candidate, DeviceSetOffer
 from pyclient.views.fullchart import vital_flag
 
@@ -215,8 +223,6 @@ def history_for_rank(*, u: UserContext, patients: Iterable[str], now: datetime) 
     results of these patients of the 8 days. The same features (tests/omnicare/prefetch/test_rank_history.py),
     except for a result re-linked to another patient: found by its current compartment here."""
     from django.db.models import Q  # noqa: PLC0415
-
-    from omnicare.fhir.models import SearchDate, SearchReference, SearchToken  # noqa: PLC0415
 
     mine = set(patients)
     ordered = sorted(mine)
@@ -444,7 +450,6 @@ def device_budget(*, user: Any, device: Any) -> int:
     """Bytes ``device`` may hold: its own setting, else the largest of its user's roles', else its platform's."""
     if device is not None and device.storage_budget_bytes is not None:
         return int(device.storage_budget_bytes)
-    from omnicare.access import roles as rbac  # noqa: PLC0415 - the role names of this user only
 
     by_role = [settings.OMNICARE_ROLE_BUDGET_BYTES[r] for r in rbac.user_roles(user)
                if r in settings.OMNICARE_ROLE_BUDGET_BYTES]

@@ -8,9 +8,10 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 
 from omnicare.access.auth import api_auth
-from omnicare.core.errors import FHIR_JSON, BadRequest
+from omnicare.core.errors import FHIR_JSON, BadRequest, MethodNotAllowed, NotFound
 
 from . import services as svc
+from . import topics
 
 router = Router(tags=["subscriptions"], auth=api_auth)
 
@@ -47,10 +48,8 @@ def ws_token(request: HttpRequest, sub_id: str) -> HttpResponse:
 @router.get("/SubscriptionTopic")
 def topic_search(request: HttpRequest) -> HttpResponse:
     """The server's SubscriptionTopics (R4B shape; see ``topics.py``): ``url`` filters by canonical."""
-    from .topics import catalogue
-
     url = request.GET.get("url")
-    found = [t for u, t in catalogue().items() if url in (None, "", u)]
+    found = [t for u, t in topics.catalogue().items() if url in (None, "", u)]
     body = {"resourceType": "Bundle", "type": "searchset", "total": len(found),
             "entry": [{"fullUrl": t["url"], "resource": t, "search": {"mode": "match"}} for t in found]}
     return HttpResponse(json.dumps(body), content_type=FHIR_JSON)
@@ -58,11 +57,7 @@ def topic_search(request: HttpRequest) -> HttpResponse:
 
 @router.get("/SubscriptionTopic/{topic_id}")
 def topic_read(request: HttpRequest, topic_id: str) -> HttpResponse:
-    from omnicare.core.errors import NotFound
-
-    from .topics import topic_by_id
-
-    topic = topic_by_id(topic_id)
+    topic = topics.topic_by_id(topic_id)
     if topic is None:
         raise NotFound("No such SubscriptionTopic")
     return HttpResponse(json.dumps(topic), content_type=FHIR_JSON)
@@ -74,8 +69,6 @@ _READ_ONLY = ["POST", "PUT", "PATCH", "DELETE"]
 
 
 def _catalogue_only(request: HttpRequest) -> HttpResponse:
-    from omnicare.core.errors import MethodNotAllowed
-
     raise MethodNotAllowed(f"{request.method} is not supported: SubscriptionTopics are this server's catalogue "
                            "(GET SubscriptionTopic lists them); a Subscription names one in criteria")
 

@@ -45,6 +45,7 @@ from omnicare.audit.services import audit_record
 from omnicare.core.errors import BadRequest, NotFound
 from omnicare.fhir.models import Resource, ResourceVersion
 from omnicare.fhir.search import SUPPORTED_TYPES, IndexRows, ParsedSearch, build_query, index_rows
+from omnicare.fhir.services import feed_head, feed_since
 
 from . import topics
 from .models import SubscriptionEvent, SubscriptionOwner
@@ -62,7 +63,7 @@ def on_versions(sender: Any, versions: list[ResourceVersion], **_: Any) -> None:
     """Signal receiver (inside the write's transaction): queue a dispatch once it commits."""
     if not versions or not _any_subscription():
         return
-    from .tasks import dispatch
+    from .tasks import dispatch  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     transaction.on_commit(lambda: dispatch.delay())
 
@@ -158,8 +159,6 @@ def heartbeat_period(sub: dict[str, Any]) -> int | None:
 
 def subscription_registered(*, user: Any, resource: dict[str, Any]) -> None:
     """Called by the REST create/update of a Subscription: remember its owner; start at the feed head."""
-    from omnicare.fhir.services import feed_head
-
     subscription_criteria(resource)
     channel = resource.get("channel") or {}
     for ext in channel.get("extension") or []:
@@ -212,7 +211,6 @@ def _match(owner_id: int, rows: dict[tuple[str, str, int], IndexRows] | None = N
             return
         crit = subscription_criteria(sub)
         rtype = crit.resource_type
-        from omnicare.fhir.services import feed_since
 
         versions = feed_since(after_seq=owner.matched_seq, limit=BATCH)  # up to the horizon: never skips
         if not versions:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .services import dispatch as run
+from .services import heartbeats_send
+
 
 @shared_task(name="omnicare.subscriptions.dispatch")
 def dispatch() -> int:
-    from .services import dispatch as run
-
     return run()
 
 
 @shared_task(name="omnicare.subscriptions.heartbeat")
 def heartbeat() -> int:
     """Beat job: heartbeats to rest-hook subscriptions that asked for them and have been quiet that long."""
-    from .services import heartbeats_send
-
     return heartbeats_send()

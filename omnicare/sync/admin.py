@@ -19,9 +19,10 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from omnicare.core.admin import ReadOnlyAdmin
-from pyclient.recovery import MAX_FILE_BYTES
+from pyclient.recovery import MAX_FILE_BYTES, RecoveryFileError
 
 from .models import AppliedMutation, Conflict, Device, PushJob, RecoveryImport, Snapshot
+from .recovery import recovery_import
 
 
 @admin.register(Conflict)
@@ -98,10 +99,6 @@ class RecoveryImportAdmin(ReadOnlyAdmin):
         return custom + super().get_urls()
 
     def import_view(self, request: HttpRequest) -> HttpResponse:
-        from pyclient.recovery import RecoveryFileError
-
-        from .recovery import recovery_import
-
         if not request.user.is_superuser and not request.user.has_perm("sync.add_recoveryimport"):
             raise PermissionDenied
         form = RecoveryFileForm(request.POST or None, request.FILES or None)

@@ -22,19 +22,25 @@ from pydantic import PlainSerializer, WithJsonSchema
 from omnicare.access.auth import api_auth
 from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_bind, device_check, device_id_ever_revoked
-from omnicare.audit.trail import audited
+from omnicare.audit.services import checkpoint_json, latest_checkpoint
+from omnicare.core.broker import enqueue
 from omnicare.core.errors import BadRequest, Forbidden, ServiceUnavailable
 from omnicare.core.errors import Conflict as ConflictError
 from omnicare.core.jsonbody import json_body_loads
+from omnicare.fhir.trail import audited
 from pyclient.protocol import ProtocolError, PullRequest, PushResponse, dumps
 
 from . import conflicts as conflict_svc
+from . import device_sets
 from . import devices as device_svc
 from . import jobs as job_svc
 from . import pull as pull_svc
 from . import push as push_svc
 from . import snapshots as snapshot_svc
+from . import verify as verifying
 from .epoch import current_epoch, with_epoch
+from .recovery import recovery_key_info
+from .tasks import build_snapshot
 
 router = Router(tags=["sync"], auth=api_auth)
 
@@ -286,8 +292,6 @@ def _pull(request: HttpRequest, req: PullRequest, device_id: str | None) -> Http
 
 def _with_audit_checkpoint(body: bytes) -> bytes:
     """Add ``auditCheckpoint`` (the newest signed audit checkpoint) to a pull page: every device is a witness."""
-    from omnicare.audit.services import checkpoint_json, latest_checkpoint
-
     cp = latest_checkpoint()
     if cp is None or not body.endswith(b"}"):
         return body
@@ -453,10 +457,6 @@ def snapshot_create(request: HttpRequest, payload: SnapshotIn, response: HttpRes
     """A background job writes your whole scope, gzip-compressed, at a known feed position. Poll
     ``/snapshots/{id}``; when ``ready``, download ``/snapshots/{id}/data`` and continue pulling from its
     ``cursor``."""
-    from omnicare.core.broker import enqueue
-
-    from .tasks import build_snapshot
-
     device_check(user=request.user, device_id=payload.deviceId)
     device_bind(request=request, device_id=payload.deviceId)
     with audited(user=request.user, action="snapshot-create", resource_type="Snapshot",
@@ -515,8 +515,6 @@ class VerifyOut(Schema):
              openapi_extra=_spec(VerifyIn))
 def verify(request: HttpRequest) -> HttpResponse:
     """Anti-rollback: the device lists what it holds; the answer corrects every stale or unverifiable copy."""
-    from . import verify as verifying
-
     device_id, held = verifying.parse_verify(_body(request))
     device_check(user=request.user, device_id=device_id)
     with audited(user=request.user, action="sync-verify", device_id=device_id) as note:
@@ -541,8 +539,6 @@ class DeviceSetIn(Schema):
 def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
     """``pyclient.device_set.DeviceSetOffer``: every patient you may see (ids, why, size, the prefetch model's
     probability), most likely first, and the device's budget. Audited as one ``device-set-offer`` event."""
-    from . import device_sets  # noqa: PLC0415 - keeps this router's imports as they were
-
     if not deviceId:  # before binding: a session must never be bound to an empty device id
         raise BadRequest("deviceId is required", expression=["deviceId"])
     device_check(user=request.user, device_id=deviceId)
@@ -560,8 +556,6 @@ def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpRes
 def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
     """Store the device's choice (``pyclient.device_set.plan_device_set``); the next pulls fill what was added
     and drop what left. Returns ``{"patients": [...]}`` as stored (never more than your scope)."""
-    from . import device_sets  # noqa: PLC0415
-
     device_check(user=request.user, device_id=payload.deviceId)
     if not device_svc.device_registered(user=request.user, device_id=payload.deviceId):
         raise Forbidden("This device is not registered: POST /api/sync/devices first")
@@ -585,8 +579,6 @@ class RecoveryKeyOut(Schema):
 def recovery_key(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
     """What a device seals its unsynced changes to (a recovery file only this server can open), and the
     token that proves a file's changes came from a device this user signed in on."""
-    from .recovery import recovery_key_info
-
     if not deviceId:
         raise BadRequest("deviceId is required", expression=["deviceId"])
     device_check(user=request.user, device_id=deviceId)

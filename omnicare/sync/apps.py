@@ -10,14 +10,10 @@ class SyncConfig(AppConfig):
     label = "sync"
 
     def ready(self) -> None:
-        # WebSocket hints for EVERY write (FHIR REST, bundles, imports), once the store announces its writes.
-        # Until ``omnicare.fhir.signals.versions_written`` exists, sync pushes and conflict resolutions
-        # announce their own writes (push._announce).
-        try:
-            from omnicare.fhir.signals import versions_written  # type: ignore[import-not-found]
-        except ImportError:
-            return
-        from . import push
+        # WebSocket hints for EVERY write (FHIR REST, bundles, imports): the store announces its writes.
+        from omnicare.fhir.signals import versions_written  # noqa: PLC0415 - the app registry is ready only now
+
+        from . import push  # noqa: PLC0415 - the app registry is ready only now
 
         def on_versions(sender: Any, versions: list[Any], **kwargs: Any) -> None:
             push.announce_versions(versions)

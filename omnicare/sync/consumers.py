@@ -24,7 +24,17 @@ from urllib.parse import parse_qs
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from omnicare.access.services import token_authenticate
+from omnicare.access.services import (
+    SESSION_REVOKED,
+    DeviceRevoked,
+    device_check,
+    device_is_revoked,
+    grants_preload_clear,
+    may_access,
+    token_authenticate,
+)
+from omnicare.core.errors import BadRequest
+from omnicare.fhir.search import SUPPORTED_TYPES
 from omnicare.fhir.services import feed_head
 
 from . import scope as scopes
@@ -69,9 +79,6 @@ def _auth_token(token: str) -> Any:
 @database_sync_to_async
 def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]], frozenset[str]]:
     """(patients, other resources, readable types): a hint names only what a pull would deliver."""
-    from omnicare.access.services import may_access
-    from omnicare.fhir.search import SUPPORTED_TYPES
-
     patients, others = scopes.split_keys(scopes.scope_keys(user=user))
     readable = frozenset(t for t in SUPPORTED_TYPES if may_access(user=user, action="read", resource_type=t))
     return patients, others, readable
@@ -81,9 +88,6 @@ def _scope(user: Any) -> tuple[set[str], set[tuple[str, str]], frozenset[str]]:
 def _revoked(user: Any, device_id: str | None) -> str | None:
     """``access.services.device_check`` for a socket: ``"revoked"`` (and the wipe is noted) if the device is
     revoked, ``"invalid"`` if the id breaks the device-id rule, None if fine."""
-    from omnicare.access.services import DeviceRevoked, device_check
-    from omnicare.core.errors import BadRequest
-
     try:
         device_check(user=user, device_id=device_id)
     except DeviceRevoked:
@@ -106,8 +110,6 @@ def _still_allowed(user_id: Any, token: str | None, session_key: str | None, dev
     from django.contrib.auth import get_user_model
     from django.contrib.sessions.backends.db import SessionStore
 
-    from omnicare.access.services import device_is_revoked
-
     user = get_user_model().objects.filter(pk=user_id, is_active=True).first()
     if user is None:
         return "signed-out"
@@ -116,7 +118,6 @@ def _still_allowed(user_id: Any, token: str | None, session_key: str | None, dev
     if token is None:
         if session_key is None or not SessionStore().exists(session_key):
             return "signed-out"
-        from omnicare.access.services import SESSION_REVOKED
 
         if SessionStore(session_key=session_key).load().get(SESSION_REVOKED):
             return "revoked"
@@ -219,7 +220,6 @@ class SyncConsumer(AsyncJsonWebsocketConsumer):
         chart at once instead of at its next poll."""
         if self.user is None:
             return
-        from omnicare.access.services import grants_preload_clear
 
         grants_preload_clear(self.user)
         self.patients, self.others, self.readable = await _scope(self.user)

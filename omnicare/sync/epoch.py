@@ -22,11 +22,13 @@ from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
+from omnicare.audit.models import AuditEvent
+from omnicare.audit.services import NewEvent, append_events
 from omnicare.fhir.models import ResourceVersion
 from omnicare.fhir.services import feed_head
 from pyclient.protocol import Mutation, MutationResult, PushRequest
 
-from .models import ServerEpoch
+from .models import AppliedMutation, ServerEpoch
 
 #: Seconds a process reuses the epoch it computed (one query less per pull/push); ``new_epoch`` clears it.
 CACHE_SECONDS = 5.0
@@ -95,9 +97,6 @@ def epoch_new(*, reason: str) -> tuple[str, str]:
     """Start a new epoch (after a restore): a new random id, the feed head as the restored base. Audited.
 
     Returns (old, new) epoch values as devices see them."""
-    from omnicare.audit.models import AuditEvent
-    from omnicare.audit.services import NewEvent, append_events
-
     epoch_clear_cache()
     with transaction.atomic():
         old = epoch_state()[1]
@@ -136,8 +135,6 @@ def recover_rewrite(*, user: Any, request: PushRequest) -> tuple[PushRequest, di
     restored database held, and then takes the normal push path (merged, or parked as a conflict).
     Returns the request still to apply and the answers already known, by position in ``request``.
     """
-    from .models import AppliedMutation
-
     rec = [m for m in request.mutations if m.recover]
     known = {
         a.mutation_id: a.result

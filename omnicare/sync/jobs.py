@@ -11,10 +11,13 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
+from omnicare.access.services import device_check
+from omnicare.core.broker import enqueue
 from omnicare.core.errors import (
     ApiError,
     NotFound,
 )
+from omnicare.fhir.trail import audited
 from pyclient.protocol import (
     PushRequest,
 )
@@ -45,9 +48,7 @@ def push_job_create(*, user: User, request: PushRequest) -> PushJob:
 def push_job_enqueue(*, job_id: str) -> bool:
     """Hand a committed job to the broker (after commit). False when the broker is unreachable (the row
     stays queued with no outbox mark; the API then answers 503 and removes it, the sweeper retries it)."""
-    from omnicare.core.broker import enqueue
-
-    from .tasks import apply_push_job
+    from .tasks import apply_push_job  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     if not enqueue(apply_push_job, str(job_id)):
         return False
@@ -78,9 +79,6 @@ def push_job_run(*, job_id: str) -> PushJob:
     transaction with its audit event, its results and the job's progress. So other writers never wait for
     the whole job, and a job whose worker died resumes after its last committed chunk (a re-run of any
     chunk replays its mutations' stored results: nothing is applied twice)."""
-    from omnicare.access.services import device_check
-    from omnicare.audit.trail import audited
-
     job = PushJob.objects.select_related("user").get(pk=job_id)
     if job.status in (PushJob.DONE, PushJob.FAILED) or not _job_claim(job_id):
         return job
@@ -155,9 +153,8 @@ def push_jobs_sweep() -> SweepReport:
             break  # broker still down: the next sweep tries again
         sent += 1
     snapshots = 0
-    from omnicare.core.broker import enqueue
 
-    from .tasks import build_snapshot
+    from .tasks import build_snapshot  # noqa: PLC0415 - deferred: the tasks module imports this one (Celery)
 
     for snap_id in list(Snapshot.objects.filter(status=Snapshot.PENDING, created__lt=lost).values_list("pk", flat=True)[:100]):
         if not enqueue(build_snapshot, str(snap_id)):  # idempotent: a duplicate build gives the same image

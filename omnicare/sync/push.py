@@ -22,6 +22,7 @@ from omnicare.access.services import (
     device_id_check,
     device_id_ever_revoked,
 )
+from omnicare.audit.services import NewEvent, append_events
 from omnicare.core.errors import (
     ApiError,
     BadRequest,
@@ -56,6 +57,7 @@ from . import scope as scopes
 from .authorship import ours_author, with_author
 from .cursor import User
 from .devices import device_register
+from .epoch import recover_rewrite
 from .models import AppliedMutation, Conflict, Device
 from .notify import hint_for, notify_after_commit, send_hint
 
@@ -349,8 +351,6 @@ def one_hint_after_commit() -> Iterator[None]:
         _batch_versions.reset(token)
 
     def flush() -> None:
-        from . import notify  # the module's attributes, looked up at send time (tests and hooks replace them)
-
         hint = notify.hint_for(committed)
         if hint is not None:
             notify.send_hint(hint)
@@ -616,7 +616,6 @@ def push(
         raise DeviceRevoked()  # a burnt device id applies nothing (device_register's rule, checked first)
     original, answered = request, {}
     if any(m.recover for m in request.mutations):  # a device re-sending after a server restore (epoch.py)
-        from .epoch import recover_rewrite
 
         request, answered = recover_rewrite(user=user, request=request)
     results: list[MutationResult] = []
@@ -662,12 +661,10 @@ def push(
 
 
 def push_audit(*, note: Any, request: PushRequest, response: PushResponse) -> None:
-    """Fill the push batch's ONE audit event (``omnicare.audit.trail.AuditNote``): every patient and
+    """Fill the push batch's ONE audit event (``omnicare.fhir.trail.AuditNote``): every patient and
     resource a mutation touched (applied, merged or parked as a conflict) and the counts per status.
     Mutations refused by access control are recorded as ``denied`` events of their own, in the same
     transaction (the batch itself succeeded)."""
-    from omnicare.audit.services import NewEvent, append_events
-
     counts: dict[str, int] = {}
     denied: list[NewEvent] = []
     # A delete names no patient in its body: its compartment rows (kept on the tombstone) say whose chart it

@@ -20,8 +20,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from omnicare.audit.trail import audited
+from omnicare.audit.models import AuditEvent
+from omnicare.audit.services import NewEvent, append_events
 from omnicare.core.errors import ApiError
+from omnicare.fhir.trail import audited
+from omnicare.keys.models import WrappedSecret
+from omnicare.keys.services import secret_get, secret_put
 from pyclient.adapters.cpython_crypto import recovery_open
 from pyclient.protocol import PushRequest
 from pyclient.recovery import ALG, RecoveryFile, RecoveryFileError, key_id_of
@@ -34,9 +38,6 @@ ENV = "OMNICARE_RECOVERY_PRIVATE_KEY"
 
 
 def recovery_private_key() -> ec.EllipticCurvePrivateKey:
-    from omnicare.keys.models import WrappedSecret
-    from omnicare.keys.services import secret_get, secret_put
-
     pem = os.environ.get(ENV)
     if pem:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
@@ -83,9 +84,6 @@ def recovery_key_info(*, user: Any, device_id: str) -> dict[str, Any]:
 def recovery_import(*, data: bytes, imported_by: Any) -> RecoveryImport:
     """Check a recovery file completely, then replay it (see the module docstring). Raises
     :class:`RecoveryFileError` (plain words) before anything is written when the file cannot be used."""
-    from omnicare.audit.models import AuditEvent
-    from omnicare.audit.services import NewEvent, append_events
-
     f = RecoveryFile.parse(data)
     key = recovery_private_key()
     payloads = [recovery_open(private_key=key, device_id=f.device_id, item=i) for i in f.items]

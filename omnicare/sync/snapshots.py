@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from django.db import transaction
 from django.utils import timezone
 
+from omnicare.audit.services import audit_record
 from omnicare.core.errors import (
     BadRequest,
     NotFound,
@@ -64,7 +65,6 @@ def snapshot_build(*, snapshot_id: str) -> Snapshot:
     changes = [c.to_json() for c in _fill_all(keys, at, readable_types(user))]
     raw = json.dumps({"cursor": cursor, "seq": at, "changes": changes}, separators=(",", ":")).encode()
     data = gzip.compress(raw, compresslevel=6, mtime=0)
-    from omnicare.audit.services import audit_record  # every patient the image holds, like a pull page
 
     with transaction.atomic():
         snap.status, snap.seq, snap.count, snap.cursor = Snapshot.READY, at, len(changes), cursor

@@ -184,8 +184,6 @@ class DeviceSetMixin:
         server's audited FHIR search, cut to the last device-set offer (the scope). Names stay in memory."""
         from urllib.parse import quote  # noqa: PLC0415
 
-        from pyclient import chart as cv  # noqa: PLC0415
-
         machine: SyncMachine = self._require_unlocked()  # type: ignore[attr-defined]
         text = (text or "").strip()
         if len(text) < 2:

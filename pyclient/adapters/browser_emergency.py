@@ -22,6 +22,8 @@ from pyclient.errors import AppError, ValidationFailed
 from pyclient.sync import Effect, RecordDelete
 from pyclient.views import break_glass as bg
 
+from .indexeddb_store import js_to_py
+
 GRANTS_TYPE = "EmergencyGrants"  # envelope type of the sealed grant list (bound into its AAD)
 M_GRANTS = "emergency.grants"
 
@@ -125,7 +127,6 @@ class EmergencyMixin:
         if online:
             try:
                 res = await self._http("GET", "/api/access/break-glass", "")  # type: ignore[attr-defined]
-                from .indexeddb_store import js_to_py  # noqa: PLC0415 - the JS bridge helper
 
                 res = js_to_py(res)
                 if int(res[0]) == 200:

@@ -21,6 +21,8 @@ from pyclient import recovery
 from pyclient.store import PutMeta, StoreOp
 from pyclient.sync import Effect, OutboxDelete, OutboxEntry, OutboxPut
 
+from .indexeddb_store import js_to_py
+
 M_RECOVERY_KEY = "recovery.key"  # sealed {"publicKey", "keyId", "user", "token"}
 M_ESCROW = "recovery.escrow"  # {"<entryId>": {"seq": n, "item": SealedItem JSON}}
 KEY_TYPE = "RecoveryKey"
@@ -59,7 +61,6 @@ class RecoveryMixin:
             return []
         try:
             res = await self._http("GET", f"/api/sync/recovery-key?deviceId={machine.device_id}", "")  # type: ignore[attr-defined]
-            from .indexeddb_store import js_to_py  # noqa: PLC0415
 
             res = js_to_py(res)
             status, text = int(res[0]), str(res[1] or "")

@@ -16,7 +16,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pyclient import envelope, integrity, keys
+from pyclient import envelope, integrity, keys, recovery
 from pyclient.compress import Codec, default_codec
 from pyclient.envelope import AuthenticationFailed, EnvelopeError, RecordRef, SealJob
 from pyclient.keys import GcmJob, KdfParams, Keyring, KeyState, NonceLease
@@ -282,8 +282,6 @@ def recovery_seal(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    from pyclient import recovery
-
     recipient = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
     eph = ec.generate_private_key(ec.SECP256R1())
     epk = eph.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
@@ -305,8 +303,6 @@ def recovery_open(*, private_key: Any, device_id: str, item: Any) -> Any:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
-    from pyclient import recovery
 
     public = private_key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)

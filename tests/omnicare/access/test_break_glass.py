@@ -150,7 +150,7 @@ def test_access_only_a_grant_allows_is_recorded_as_emergency_treatment(
     nurse: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import omnicare.access.services as access
-    from omnicare.audit.trail import audited
+    from omnicare.fhir.trail import audited
 
     services.break_glass_request(user=nurse, patient_id="p-er", reason=REASON)
     with audited(user=nurse, action="read", resource_type="AllergyIntolerance", patient_ids=["p-er"]):

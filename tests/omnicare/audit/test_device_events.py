@@ -140,6 +140,7 @@ def test_device_events_over_http(nurse: Any, http_mounted: Callable[[str], None]
 def test_a_rewrite_seen_by_a_device_is_a_security_event_on_the_privacy_officers_dashboard(nurse: Any) -> None:
     """Issue 10: the tablet's witness found the server's audit history rewritten; the event it queues reaches
     the trail as a security event, the security panel counts it and an alert is raised for the auditors."""
+    from omnicare.ops import dashboard
     from omnicare.ops import services as ops
 
     seen = DeviceEvent(seq=1, action="audit-witness", occurred=timezone.now() - timedelta(minutes=1),
@@ -152,7 +153,7 @@ def test_a_rewrite_seen_by_a_device_is_a_security_event_on_the_privacy_officers_
     services.audit_sequence()  # the sequencer's beat job; the rollup only reads what it numbered
     ops.audit_rollup_refresh()
     now = timezone.now()
-    for data in (ops.dashboard_data(audiences=frozenset({ops.SECURITY}), now=now),
+    for data in (dashboard.snapshot(audiences=frozenset({ops.SECURITY}), now=now),
                  ops.dashboard_data_panels(audiences=frozenset({ops.SECURITY}), now=now)):
         assert data["security"]["audit_rewrites_24h"] == 1
     alerts = [a for a in ops.alerts_evaluate() if a.kind == "audit-rewrite"]

@@ -87,7 +87,7 @@ def test_writes_fail_closed_when_the_trail_is_down(clinic: Any, api: Any, monkey
     def down(*args: Any, **kwargs: Any) -> Any:
         raise AuditUnavailable("audit trail unavailable")
 
-    monkeypatch.setattr("omnicare.audit.trail.audit_record", down)
+    monkeypatch.setattr("omnicare.fhir.trail.audit_record", down)
     versions = ResourceVersion.objects.count()
     body = observation("o1", "p1", 99.0)
     r = api.put("/fhir/R4/Observation/o1", json.dumps(body), content_type="application/fhir+json")

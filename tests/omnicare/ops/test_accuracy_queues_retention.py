@@ -80,7 +80,7 @@ def test_a_merge_followed_only_by_other_edits_holds_when_the_window_closes(clini
     assert resolution_scan(now=now) == {"corrected": 0, "held": 0}  # window still open
     assert resolution_scan(now=now + timedelta(hours=settings.OMNICARE_OPS_CORRECTION_HOURS + 1)) == {
         "corrected": 0, "held": 1}
-    data = services.dashboard_data(audiences=BOTH, now=timezone.now())
+    data = dashboard.snapshot(audiences=BOTH, now=timezone.now())
     assert data["conflicts"]["accuracy"] == 100.0 and data["conflicts"]["corrections"]["merge_held"] == 1
 
 
@@ -100,7 +100,7 @@ def test_a_resolution_reverted_later_is_a_corrected_resolution(clinic: Any, sync
     services.ops_refresh()
     check.refresh_from_db()
     assert check.corrected is True
-    data = services.dashboard_data(audiences=BOTH, now=timezone.now())
+    data = dashboard.snapshot(audiences=BOTH, now=timezone.now())
     assert data["conflicts"]["outcome"]["resolutions later corrected"] == 1
     assert data["conflicts"]["outcome"]["kept mine"] == 1
 
@@ -204,12 +204,12 @@ def test_the_dashboard_costs_few_queries_whatever_the_fleet_and_agrees_with_the_
 def test_snapshot_is_shared_per_refresh(settings: Any, administrator: Any,
                                         django_assert_num_queries: Any) -> None:
     settings.OMNICARE_OPS_SNAPSHOT_SECONDS = 60
-    first = services.dashboard_data(audiences=BOTH)
+    first = dashboard.snapshot(audiences=BOTH)
     with django_assert_num_queries(0):  # a second viewer within the interval: no query at all
-        again = services.dashboard_data(audiences=BOTH)
+        again = dashboard.snapshot(audiences=BOTH)
     assert again["now"] == first["now"]
     dashboard.snapshot_clear()
-    assert services.dashboard_data(audiences=BOTH)["now"] > first["now"]
+    assert dashboard.snapshot(audiences=BOTH)["now"] > first["now"]
 
 
 def test_merge_watch_copies_only_ids(clinic: Any, sync: Any) -> None:  # noqa: F811

@@ -8,14 +8,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand
 
+from omnicare.bulk.services import care_team_group
+from omnicare.fhir.models import SearchReference
+
 
 class Command(BaseCommand):
     help = "Write a care-team Group for every practitioner on a CareTeam"
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from omnicare.bulk.services import care_team_group
-        from omnicare.fhir.models import SearchReference
-
         ids = sorted(set(SearchReference.objects.filter(resource_type="CareTeam", param="participant",
                                                         target_type="Practitioner")
                          .values_list("target_id", flat=True)))

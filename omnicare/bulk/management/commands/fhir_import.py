@@ -15,6 +15,9 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from omnicare.bulk.models import BulkJob
+from omnicare.bulk.services import import_run, import_start, job_status
+
 
 class Command(BaseCommand):
     help = "Import FHIR NDJSON files (any mix of types) through the bulk import service"
@@ -24,9 +27,6 @@ class Command(BaseCommand):
         parser.add_argument("--user", default="", help="import as this account (access-checked)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from omnicare.bulk.models import BulkJob
-        from omnicare.bulk.services import import_run, import_start, job_status
-
         user = None
         if opts["user"]:
             user = get_user_model().objects.filter(username=opts["user"]).first()

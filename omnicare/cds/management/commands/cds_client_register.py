@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from omnicare.cds.services import client_register
 from omnicare.core.errors import ApiError
 
 
@@ -20,8 +21,6 @@ class Command(BaseCommand):
         parser.add_argument("--jwks", required=True, help='file with {"keys": [public JWKs]}')
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from omnicare.cds.services import client_register
-
         try:
             jwks = json.loads(Path(opts["jwks"]).read_text())
             row = client_register(client_id=opts["client_id"], name=opts["name"], jwks=jwks)

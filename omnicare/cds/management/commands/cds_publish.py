@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
+from omnicare.cds.services import bundle_publish, bundles_ensure
 from omnicare.core.errors import ApiError
 
 
@@ -19,8 +20,6 @@ class Command(BaseCommand):
         parser.add_argument("--file", help="JSON file; its 'version' must be new")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from omnicare.cds.services import bundle_publish, bundles_ensure
-
         if not opts.get("file"):
             bundles_ensure()
             self.stdout.write("shipped knowledge base and guideline library are published")

@@ -8,6 +8,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from omnicare.hl7.listener import run
+
 
 class Command(BaseCommand):
     help = "Receive HL7 v2 messages over MLLP; ACK after the durable write; map them to FHIR via Celery."
@@ -21,8 +23,6 @@ class Command(BaseCommand):
                             default=getattr(settings, "OMNICARE_HL7_IDLE_SECONDS", 300.0))
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from omnicare.hl7.listener import run
-
         def ready(port: int) -> None:
             sys.stdout.write(f"HL7 MLLP listener on {opts['host']}:{port}\n")
             sys.stdout.flush()

@@ -14,12 +14,12 @@ from ninja import Field, Query, Router, Schema
 from omnicare.access.auth import api_auth
 from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import access_check
+from omnicare.audit import services
+from omnicare.audit.fhir import to_fhir
+from omnicare.audit.models import AuditEvent, Checkpoint
 from omnicare.core.errors import FHIR_JSON, BadRequest
-from omnicare.sync import device_audit
 
-from . import services
-from .fhir import to_fhir
-from .models import AuditEvent, Checkpoint
+from . import device_audit
 
 router = Router(tags=["audit"], auth=api_auth)
 

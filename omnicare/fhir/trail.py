@@ -23,9 +23,12 @@ from typing import Any
 
 from django.db import transaction
 
+from omnicare.access import services as access
+from omnicare.audit.services import NewEvent, audit_record
 from omnicare.core.errors import Forbidden
 
-from .services import audit_record
+from .models import ResourcePatient
+from .search import compartment_patients
 
 #: Most resource keys listed in one event's detail (a 1,000-row pull page lists its patients, always all).
 MAX_DETAIL_RESOURCES = 200
@@ -79,12 +82,10 @@ def audited(
     request saves the BEGIN and COMMIT round trips. Under READ COMMITTED a transaction gave such a body no
     common snapshot anyway.
     """
-    from omnicare.access.services import visible_patients_cache  # lazy, as in _purpose: access imports audit
-
     note = AuditNote(patients={str(p) for p in patient_ids if p}, resource_id=resource_id, user=user)
     try:
         # visible_patients_cache: the access check and the audit purpose share one scope and grant lookup.
-        with transaction.atomic() if atomic else contextlib.nullcontext(), visible_patients_cache():
+        with transaction.atomic() if atomic else contextlib.nullcontext(), access.visible_patients_cache():
             yield note
             if not note.skip:
                 audit_record(
@@ -111,18 +112,14 @@ def _purpose(user: Any, patients: set[str], purpose: str) -> str:
     """Access that only a break-the-glass grant allows is recorded as emergency treatment (ETREAT)."""
     if purpose != "TREAT" or not patients:
         return purpose
-    from omnicare.access.services import care_team_patient_ids, patient_ids_granted
-
-    granted = patient_ids_granted(user=user)
-    if granted and (patients & granted) - care_team_patient_ids(user=user):
+    granted = access.patient_ids_granted(user=user)
+    if granted and (patients & granted) - access.care_team_patient_ids(user=user):
         return "ETREAT"
     return purpose
 
 
 def compartment_of(resource_type: str, resource_id: str) -> list[str]:
     """The stored patient compartment of a resource (for recording a denial), [] if unknown."""
-    from omnicare.fhir.models import ResourcePatient
-
     return list(
         ResourcePatient.objects.filter(
             resource__resource_type=resource_type, resource__resource_id=resource_id
@@ -150,10 +147,6 @@ def bundle_entry_events(*, user: Any, bundle: Any, response: dict[str, Any], kin
     A batch that searched 42 Observations lists those patients on the search entry's event; an entry the
     server refused is a ``denied`` event naming the patients it was about.
     """
-    from omnicare.fhir.search import compartment_patients
-
-    from .services import NewEvent
-
     requests = bundle.get("entry") if isinstance(bundle, dict) else None
     answers = response.get("entry") or []
     events = []
