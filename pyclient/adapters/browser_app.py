@@ -376,7 +376,7 @@ class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, T
         self._username = username
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE, M_INTEGRITY,
                                                M_QUARANTINE])
-        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
+        self._quarantine = ig.quarantine_from_json(meta.get(M_QUARANTINE))
         device = meta.get(M_DEVICE) or "unknown-device"
         # A machine with no outbox first, so the integrity audit events below have somewhere to go.
         self.machine = SyncMachine.restore(device_id=device, meta={}, outbox=[])
@@ -469,7 +469,7 @@ class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, T
     async def _reload_machine(self) -> None:
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE,
                                                M_QUARANTINE])
-        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
+        self._quarantine = ig.quarantine_from_json(meta.get(M_QUARANTINE))
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=meta.get(M_DEVICE) or "unknown-device",

@@ -33,7 +33,7 @@ from pyclient.store import (
     StoredRecord,
     StoreOp,
 )
-from pyclient.sync import Effect, RecordDelete, RecordPut, SyncMachine
+from pyclient.sync import SyncMachine
 
 from .browser_base import M_FIRST_SYNC_DONE, OUTBOX_TYPE, AppParts, DeviceRevoked, _b64
 
@@ -43,8 +43,6 @@ M_INTEGRITY = "integrity.v"  # every row is MACed and listed in a sealed manifes
 M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
 Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kept sealed for support
 VERIFY_BATCH = 1000
-INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
-                  "It is being downloaded again from the server.")
 _REF_MEMO_MAX = 4096  # patient tokens kept in memory while unlocked
 
 
@@ -95,9 +93,7 @@ class IntegrityMixin(AppParts):
     def _owner_refs(self, tokens: Sequence[str]) -> tuple[str, ...]:
         """The patient tokens a row's owner tokens point to (one in practice)."""
         assert self._owner_key is not None
-        refs = [self._owner_made.get(t) or bi.owner_ref(self._owner_key, t) for t in tokens
-                if t.startswith(bi.OWNER_PREFIX)]
-        return tuple(sorted({r for r in refs if r is not None}))
+        return bi.owner_refs(self._owner_key, tokens, self._owner_made)
 
     def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
         """A row's tokens: a Patient's search tokens, and for every row of a patient its sealed owner token.
@@ -328,8 +324,7 @@ class IntegrityMixin(AppParts):
 
     def _drop_settled_manifest_failures(self) -> None:
         """A patient's manifest failure is settled once none of that patient's records is still quarantined."""
-        open_patients = {q.get("patient") for k, q in self._quarantine.items() if k[0] != ig.MANIFEST_TYPE}
-        for k in [k for k in self._quarantine if k[0] == ig.MANIFEST_TYPE and k[1] not in open_patients]:
+        for k in ig.settled_manifest_failures(self._quarantine):
             del self._quarantine[k]
 
     async def _quarantine_outbox(self, failures: Sequence[ig.Failure], blobs: Mapping[str, bytes]) -> None:
@@ -360,7 +355,7 @@ class IntegrityMixin(AppParts):
                                           **detail})
 
     def _quarantine_op(self) -> PutMeta:
-        return PutMeta(M_QUARANTINE, json.dumps(sorted(self._quarantine.values(), key=lambda q: (q["resourceType"], q["id"]))))
+        return PutMeta(M_QUARANTINE, ig.quarantine_to_json(self._quarantine))
 
     def _unreadable_changes(self) -> int:
         return sum(1 for k in self._quarantine if k[0] == "OutboxEntry")
@@ -378,14 +373,8 @@ class IntegrityMixin(AppParts):
         self._emit({"type": "integrity", "records": len(self._quarantine)})
 
     def _integrity_notice(self, patient_id: str) -> dict[str, Any] | None:
-        """What the chart says about this patient's quarantined records (counts by type; no content)."""
-        by_type: dict[str, int] = {}
-        for (t, _i), q in self._quarantine.items():
-            if q.get("patient") == patient_id and t != ig.MANIFEST_TYPE:
-                by_type[t] = by_type.get(t, 0) + 1
-        if not by_type and (ig.MANIFEST_TYPE, patient_id) not in self._quarantine:
-            return None
-        return {"message": INTEGRITY_TEXT, "count": sum(by_type.values()), "byType": by_type}
+        """What the chart says about this patient's quarantined records (:func:`pyclient.integrity.quarantine_notice`)."""
+        return ig.quarantine_notice(self._quarantine, patient_id)
 
     async def _verified_rows(self, rows: Sequence[StoredRecord], patient_id: str | None = None
                              ) -> list[dict[str, Any]]:
@@ -401,7 +390,7 @@ class IntegrityMixin(AppParts):
     async def _integrity_sync(self, machine: SyncMachine) -> None:
         """After a complete pull: re-download quarantined records and (once per session) tell the server every
         version this device holds; whatever is newer there replaces the local copy, a rollback is reported."""
-        quarantined = {(t, i) for (t, i) in self._quarantine if t not in ("OutboxEntry", ig.MANIFEST_TYPE)}
+        quarantined = ig.quarantined_records(self._quarantine)
         held: list[list[Any]] = [[t, i, 0] for (t, i) in sorted(quarantined)]
         more = not self._held_verified and await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
         check_all = more
@@ -413,8 +402,7 @@ class IntegrityMixin(AppParts):
             while more and len(held) < VERIFY_BATCH:
                 page, after = await self.store.list_held_page(after, VERIFY_BATCH)
                 more = after is not None
-                held += [[t, i, v] for t, i, v in page
-                         if v > 0 and (t, i) not in quarantined and not machine.has_pending_edit(t, i)]
+                held += ig.verify_held(page, quarantined=quarantined, pending=machine.has_pending_edit)
             batch, held = held[:VERIFY_BATCH], held[VERIFY_BATCH:]
             if not batch:
                 break
@@ -427,21 +415,9 @@ class IntegrityMixin(AppParts):
                 return
             if status != 200:
                 return
-            answer = json.loads(text)
-            effects: list[Effect] = []
-            for c in answer.get("changes") or []:
-                t, i = str(c["resourceType"]), str(c["id"])
-                if machine.has_pending_edit(t, i):
-                    continue
-                if c.get("deleted") or c.get("resource") is None:
-                    effects.append(RecordDelete(t, i))
-                else:
-                    effects.append(RecordPut(t, i, int(c["versionId"]), c["resource"]))
-            for g in answer.get("gone") or []:  # only quarantined copies: scope changes are the pull's "drop"
-                t, i = str(g["resourceType"]), str(g["id"])
-                if (t, i) in self._quarantine and not machine.has_pending_edit(t, i):
-                    effects.append(RecordDelete(t, i))
-            stale += int(answer.get("stale") or 0)
+            effects, rolled_back = ig.verify_effects(json.loads(text), quarantine=self._quarantine,
+                                                     pending=machine.has_pending_edit)
+            stale += rolled_back
             if effects:
                 await self._commit(effects)
         self._held_verified = self._held_verified or check_all
