@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -168,6 +168,14 @@ def owner_ref(owner_key: bytes, tok: str) -> str | None:
     except ValueError:
         return None
     return f"{REF_PREFIX}{ct ^ int.from_bytes(_owner_pad(owner_key, nonce), 'big'):0{2 * _REF_LEN}x}"
+
+
+def owner_refs(owner_key: bytes, tokens: Sequence[str], known: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The patient tokens a row's owner tokens point to (one in practice), sorted and distinct; the other tokens
+    are ignored. ``known``: owner tokens already opened (or just made) -> their patient token, not opened again."""
+    known = known or {}
+    refs = [known.get(t) or owner_ref(owner_key, t) for t in tokens if t.startswith(OWNER_PREFIX)]
+    return tuple(sorted({r for r in refs if r is not None}))
 
 
 # -- normalizers ------------------------------------------------------------------

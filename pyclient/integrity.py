@@ -34,13 +34,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pyclient.compress import CODEC_STORED, canonical_json
 from pyclient.store import ClearRecords, DeleteOutbox, DeleteRecord, PutOutbox, PutRecord, StoreOp
+from pyclient.sync import Effect, RecordDelete, RecordPut
 
 __all__ = [
     "MANIFEST_TYPE",
@@ -56,12 +58,19 @@ __all__ = [
     "check_rows",
     "outbox_mac",
     "patient_ref",
+    "quarantine_from_json",
+    "quarantine_notice",
+    "quarantine_to_json",
+    "quarantined_records",
     "record_mac",
     "ref_tokens",
     "row_changes",
     "row_meta_needed",
+    "settled_manifest_failures",
     "store_key",
     "upgrade_tokens",
+    "verify_effects",
+    "verify_held",
 ]
 
 MANIFEST_TYPE = "StoreManifest"
@@ -474,3 +483,78 @@ def check_outbox(*, rows: Sequence[tuple[str, bytes, bool]], manifest: OutboxMan
     for eid in sorted(set(listed or ()) - seen):
         failures.append(Failure("OutboxEntry", eid, "missing"))
     return ok, failures
+
+
+# -- quarantine (the device's list of failures: ids only, no PHI) ------------------------------------
+
+#: Key of a quarantined item: (resource type, id); "OutboxEntry" for a pending change, MANIFEST_TYPE with the
+#: patient id for a patient's manifest. The value is ``Failure.to_json()`` plus ``"patient"`` (id or None).
+QuarantineKey = tuple[str, str]
+INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
+                  "It is being downloaded again from the server.")
+
+
+def quarantine_from_json(raw: str | None) -> dict[QuarantineKey, dict[str, Any]]:
+    """The quarantine as kept in the meta store (a JSON list, :func:`quarantine_to_json`), by key."""
+    return {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(raw or "[]")}
+
+
+def quarantine_to_json(quarantine: Mapping[QuarantineKey, Mapping[str, Any]]) -> str:
+    """The quarantine as one JSON list, in (type, id) order."""
+    return json.dumps(sorted(quarantine.values(), key=lambda q: (q["resourceType"], q["id"])))
+
+
+def settled_manifest_failures(quarantine: Mapping[QuarantineKey, Mapping[str, Any]]) -> list[QuarantineKey]:
+    """The manifest failures that are settled: none of that patient's records is still quarantined."""
+    open_patients = {q.get("patient") for k, q in quarantine.items() if k[0] != MANIFEST_TYPE}
+    return [k for k in quarantine if k[0] == MANIFEST_TYPE and k[1] not in open_patients]
+
+
+def quarantine_notice(quarantine: Mapping[QuarantineKey, Mapping[str, Any]], patient_id: str
+                      ) -> dict[str, Any] | None:
+    """What the chart says about this patient's quarantined records (counts by type; no content)."""
+    by_type: dict[str, int] = {}
+    for (t, _i), q in quarantine.items():
+        if q.get("patient") == patient_id and t != MANIFEST_TYPE:
+            by_type[t] = by_type.get(t, 0) + 1
+    if not by_type and (MANIFEST_TYPE, patient_id) not in quarantine:
+        return None
+    return {"message": INTEGRITY_TEXT, "count": sum(by_type.values()), "byType": by_type}
+
+
+# -- the anti-rollback exchange (PROTOCOL.md 6.5, ``POST /api/sync/verify``) -------------------------------
+
+
+def quarantined_records(quarantine: Iterable[QuarantineKey]) -> set[QuarantineKey]:
+    """The quarantined records to download again (not outbox entries, not manifests)."""
+    return {(t, i) for (t, i) in quarantine if t not in ("OutboxEntry", MANIFEST_TYPE)}
+
+
+def verify_held(page: Iterable[tuple[str, str, int]], *, quarantined: Container[QuarantineKey],
+                pending: Callable[[str, str], bool]) -> list[list[Any]]:
+    """The ``held`` entries of one page of stored versions: a version from the server (> 0), not quarantined
+    (those are sent at version 0) and with no pending local edit."""
+    return [[t, i, v] for t, i, v in page if v > 0 and (t, i) not in quarantined and not pending(t, i)]
+
+
+def verify_effects(answer: Mapping[str, Any], *, quarantine: Container[QuarantineKey],
+                   pending: Callable[[str, str], bool]) -> tuple[list[Effect], int]:
+    """(the storage effects, the count of rolled-back copies the server saw) of one ``/api/sync/verify`` answer.
+
+    ``changes``: a newer (or deleted) server version replaces the local copy, unless a local edit is pending;
+    ``gone``: only a quarantined copy is removed (scope changes are the pull's ``drop``).
+    """
+    effects: list[Effect] = []
+    for c in answer.get("changes") or []:
+        t, i = str(c["resourceType"]), str(c["id"])
+        if pending(t, i):
+            continue
+        if c.get("deleted") or c.get("resource") is None:
+            effects.append(RecordDelete(t, i))
+        else:
+            effects.append(RecordPut(t, i, int(c["versionId"]), c["resource"]))
+    for g in answer.get("gone") or []:  # only quarantined copies: scope changes are the pull's "drop"
+        t, i = str(g["resourceType"]), str(g["id"])
+        if (t, i) in quarantine and not pending(t, i):
+            effects.append(RecordDelete(t, i))
+    return effects, int(answer.get("stale") or 0)

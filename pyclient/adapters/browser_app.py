@@ -24,62 +24,42 @@ Safety rules kept here:
 
 JS calls ``await app.call(name, args_json)`` and gets a JSON string back:
 ``{"ok": result}`` or ``{"error": {"kind", "message", "fields"?}}``.
+
+This file is the core: construction, the ``call`` dispatcher, PIN set-up and unlock, sealing, the one
+commit path, the status bar and the wiring of a sync round (``sync_once``). Each area is a mixin in its own
+module: ``browser_integrity`` (row codec, manifests, quarantine), ``browser_read`` (patient list, search,
+chart), ``browser_edits`` (clinical forms, conflict resolutions), ``browser_sync`` (push, pull, epochs),
+``browser_audit`` (device audit trail, witness), ``browser_telemetry``, and the issue 13 / 18 parts
+(``browser_cds``, ``browser_chart``, ``browser_device_set``, ``browser_recovery``, ``browser_drafts``,
+``browser_emergency``, ``browser_register``). What they share is in ``browser_base``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
 from typing import Any
 
 from pyclient import blindindex as bi
-from pyclient import chart as cv
-from pyclient import conflict_choices as cc
 from pyclient import envelope as env
-from pyclient import forms, outcome
 from pyclient import integrity as ig
 from pyclient import keys as kh
+from pyclient import outcome
 from pyclient import pinguard as pg
 from pyclient import storage_mode as sm
-from pyclient import telemetry as tm
-from pyclient.chart import ref_patient as _ref_patient
-from pyclient.compress import CURRENT_DICTIONARY_ID, decode_record, encode_record
-from pyclient.dosage import form_spec as dosage_form_spec
+from pyclient.compress import decode_record, encode_record
 from pyclient.errors import AppError, ValidationFailed
 from pyclient.integrity_cache import ManifestCache, SeenRows
-from pyclient.protocol import (
-    ProtocolError,
-    PullRequest,
-    PullResponse,
-    PushResponse,
-    dumps,
-    loads,
-    parse_retry_after,
-)
-from pyclient.store import (
-    CheckRow,
-    ClearRecords,
-    DeleteOutbox,
-    PutMeta,
-    PutOutbox,
-    PutRecord,
-    StaleRow,
-    StoredRecord,
-    StoreOp,
-)
+from pyclient.store import PutMeta, StoreOp
 from pyclient.sync import (
     META_EPOCH,
     META_RECOVERY,
-    OUTBOX_SEAL_TYPE,
     ConflictParked,
     Effect,
-    MetaPut,
     MutationRejected,
     RecordDelete,
     RecordPut,
@@ -91,13 +71,29 @@ from pyclient.sync import (
 from pyclient.views.rejected import rejected_banner
 from pyclient.views.status import PERSISTENCE_NOTE, status_views
 
+from .browser_audit import AuditMixin  # the device audit trail and the audit witness
+from .browser_base import (
+    M_DEVICE,
+    M_FIRST_SYNC_DONE,
+    UI_SLICE,
+    DeviceRevoked,
+    _b64,
+    _now,
+    _unb64,
+    _yield_to_ui,
+)
 from .browser_cds import CdsMixin
 from .browser_chart import ChartMixin  # issue 18: permissions, refused changes
 from .browser_device_set import DeviceSetMixin  # issue 13: the storage budget
 from .browser_drafts import DraftsMixin  # issue 18 item 10: unsaved work kept, sealed, across the lock
+from .browser_edits import EditsMixin  # local edits: clinical forms, conflict resolutions
 from .browser_emergency import EmergencyMixin  # issue 18 item 7: break-the-glass
+from .browser_integrity import M_INTEGRITY, M_QUARANTINE, IntegrityMixin, _BrowserRows  # issue 17
+from .browser_read import ReadMixin  # patient list, search, chart (through the manifests)
 from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "Save recovery file"
 from .browser_register import RegisterMixin  # issue 18: registration, authors as references
+from .browser_sync import SyncMixin  # push, pull, epoch recovery, lost conflicts
+from .browser_telemetry import TelemetryMixin  # PROTOCOL.md §6
 from .indexeddb_store import IndexedDBStore, StorageFull, js_to_py
 from .webcrypto import KEY_STATE_META, IdbKeyState, JsCipher, WebCrypto
 
@@ -112,58 +108,10 @@ LOCKED_MID_CALL = ("The app locked before this finished, so it stopped. Your sav
 #: Bumped when the local data layout changes; a tab with another value must not write.
 LOCAL_SCHEMA = 1
 PBKDF2_ITERATIONS = kh.MIN_PBKDF2_ITERATIONS
-OUTBOX_TYPE = OUTBOX_SEAL_TYPE  # how outbox entries are sealed (pyclient.sync, the one commit path)
 SYNC_EPOCH_META = (META_EPOCH, META_RECOVERY)  # issue 13 item 6: the server epoch and a recovery in progress
-AUDIT_TYPE = "DeviceAuditEvent"
-AUDIT_PREFIX = "audit:"
-AUDIT_BATCH = 500
-_MAX_MANIFEST_RETRIES = 8  # another tab won the manifest compare-and-swap this many times in a row: give up
-M_KEYRING, M_USER, M_DEVICE, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "device.id", "key.created", "schema"
-M_FIRST_SYNC_DONE = "sync.firstDone"
-# The newest audit checkpoint the server proved consistent, and a history rewrite this device saw (no PHI).
-M_AUDIT_CHECKPOINT, M_AUDIT_VIOLATION = "audit.checkpoint", "audit.violation"
-M_TELE_COUNTERS, M_TELE_PENDING, M_KB_VERSIONS = "telemetry.counters", "telemetry.pendingSince", "kb.versions"
-# Store integrity (issue 17, pyclient/integrity.py, PROTOCOL.md 6)
-M_INTEGRITY = "integrity.v"  # every row is MACed and listed in a sealed manifest; ig.STORE_VERSION: owner tokens
-M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
-Q_OUTBOX = "quarantine.outbox."  # + entry id: an unreadable pending change, kept sealed for support
-VERIFY_BATCH = 1000
-# Records encoded or row-coded between two yields to the browser: a 1,000-record pull page done in one go is a
-# ~100 ms main-thread task on a slow tablet (a tap waits that long); 250 keep each slice to a fraction of it.
-UI_SLICE = 250
-FIRST_SYNC_NONCE_BLOCK = 8192  # nonces reserved at a time during a first sync (webcrypto.WebCrypto.nonce_block)
-INTEGRITY_TEXT = ("Part of this patient's record could not be verified on this device, so it is not shown. "
-                  "It is being downloaded again from the server.")
+M_KEYRING, M_USER, M_KEY_CREATED, M_SCHEMA = "keyring", "user", "key.created", "schema"
 M_PIN_GUARD = "pin.guard"  # pyclient.pinguard state: consecutive wrong PINs and the earliest next try
 M_PIN_UNREPORTED = "pin.unreported"  # wrong PINs not yet reported to the server
-
-
-class DeviceRevoked(Exception):  # noqa: N818 - a signal, not a failure of ours
-    """The server said this device is revoked: wipe now (never retried, never swallowed as 'offline')."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.b64decode(text.encode("ascii"))
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _iso_now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-async def _yield_to_ui() -> None:
-    """Let the browser run a task (a tap, a frame) between slices of a long batch: Pyodide's event loop runs
-    ``sleep(0)``'s continuation as a new browser task, not a microtask."""
-    import asyncio  # noqa: PLC0415
-
-    await asyncio.sleep(0)
 
 
 def _settle_heap() -> None:
@@ -177,32 +125,9 @@ def _settle_heap() -> None:
     gc.collect()
     gc.freeze()
 
-_REF_MEMO_MAX = 4096  # patient tokens kept in memory while unlocked
-_LIST_BATCH = 200  # patients decrypted at a time for a list or a search (see _patient_page)
 
-
-class _BrowserRows:
-    """The browser's row codec for :func:`pyclient.sync.store_ops`: blind-index tokens and integrity MACs.
-
-    A separate object, not methods of :class:`BrowserApp`: every public method there is callable from JS.
-    """
-
-    def __init__(self, app: BrowserApp) -> None:
-        self._app = app
-
-    def tokens(self, resource_type: str, resource: dict[str, Any]) -> tuple[str, ...] | None:
-        return self._app._tokens(resource_type, resource)
-
-    def record_mac(self, record: StoredRecord, tokens: tuple[str, ...] | None) -> str | None:
-        return self._app._record_mac(record.resource_type, record.id, record.version, record.blob, record.base,
-                                     tokens or ())
-
-    def outbox_mac(self, entry_id: str, blob: bytes) -> str | None:
-        assert self._app._store_key is not None
-        return ig.outbox_mac(self._app._store_key, entry_id=entry_id, blob=blob)
-
-
-class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin, RegisterMixin):
+class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, TelemetryMixin, CdsMixin, ChartMixin,
+                 DeviceSetMixin, RecoveryMixin, DraftsMixin, EmergencyMixin, RegisterMixin):
     """One signed-in user on one device. Create it once per page; ``unlock`` before anything else."""
 
     def __init__(self, *, idb: Any, crypto: Any, http: Callable[..., Awaitable[Any]],
@@ -451,7 +376,7 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         self._username = username
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE, M_INTEGRITY,
                                                M_QUARANTINE])
-        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
+        self._quarantine = ig.quarantine_from_json(meta.get(M_QUARANTINE))
         device = meta.get(M_DEVICE) or "unknown-device"
         # A machine with no outbox first, so the integrity audit events below have somewhere to go.
         self.machine = SyncMachine.restore(device_id=device, meta={}, outbox=[])
@@ -508,44 +433,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
                 result.append(None)
         return result
 
-    def _ref_token(self, patient_id: str) -> str:
-        assert self._ref_key is not None
-        tok = self._ref_memo.get(patient_id)
-        if tok is None:
-            # A pull page holds many records of few patients: each record's owner token costs one HMAC, its
-            # patient token then none (bounded: a device set's patient list is h13big's memory budget).
-            if len(self._ref_memo) >= _REF_MEMO_MAX:
-                self._ref_memo.clear()
-            tok = self._ref_memo[patient_id] = bi.patient_ref_token(self._ref_key, patient_id)
-        return tok
-
-    def _owner_token(self, ref: str) -> str:
-        """A fresh sealed pointer to the patient ``ref`` (unlinkable to the patient's other rows)."""
-        assert self._owner_key is not None
-        tok = bi.owner_token(self._owner_key, ref, os.urandom(bi.OWNER_NONCE_LEN))
-        self._owner_made[tok] = ref  # the manifest planner of this commit need not open it again
-        return tok
-
-    def _owner_refs(self, tokens: Sequence[str]) -> tuple[str, ...]:
-        """The patient tokens a row's owner tokens point to (one in practice)."""
-        assert self._owner_key is not None
-        refs = [self._owner_made.get(t) or bi.owner_ref(self._owner_key, t) for t in tokens
-                if t.startswith(bi.OWNER_PREFIX)]
-        return tuple(sorted({r for r in refs if r is not None}))
-
-    def _tokens(self, resource_type: str, resource: Mapping[str, Any]) -> tuple[str, ...]:
-        """A row's tokens: a Patient's search tokens, and for every row of a patient its sealed owner token.
-
-        No row carries the patient token itself (store v2, PROTOCOL.md 4.5): a chart is opened through the
-        patient's sealed manifest, so a copied IndexedDB does not show which rows belong together.
-        """
-        assert self._index is not None
-        if resource_type == "Patient":
-            return (*bi.tokens_for_patient(self._index, resource),
-                    self._owner_token(self._ref_token(str(resource.get("id")))))
-        pid = _ref_patient(resource)
-        return (self._owner_token(self._ref_token(pid)),) if pid else ()
-
     async def _commit(self, effects: Sequence[Effect]) -> list[Effect]:
         """Seal the storage effects in one batch and write them in ONE IndexedDB transaction.
 
@@ -577,625 +464,12 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         await self._apply_with_manifests(ops)
         return notices(effects)
 
-    # -- store integrity (issue 17; the rules are in pyclient/integrity.py) -------------------
-
-    def _record_mac(self, t: str, i: str, v: int, blob: bytes, base: bytes | None, tokens: Sequence[str]) -> str:
-        assert self._store_key is not None
-        t0 = time.perf_counter()
-        mac = ig.record_mac(self._store_key, resource_type=t, id=i, version=v, tokens=tokens, blob=blob, base=base)
-        self.integrity_s += time.perf_counter() - t0
-        return mac
-
-    def _put_record_op(self, t: str, i: str, v: int, blob: bytes, base: bytes | None,
-                       tokens: Sequence[str]) -> PutRecord:
-        return PutRecord(StoredRecord(t, i, v, blob, base, self._record_mac(t, i, v, blob, base, tokens)),
-                         tuple(tokens))
-
-    def _put_outbox_op(self, entry_id: str, blob: bytes) -> PutOutbox:
-        return PutOutbox(entry_id, blob, self._rows.outbox_mac(entry_id, blob))
-
-    def _row_ok(self, r: StoredRecord) -> bool:
-        if not self._checks:
-            return True
-        assert self._store_key is not None
-        t0 = time.perf_counter()
-        ok = ig.mac_ok(ig.record_mac(self._store_key, resource_type=r.resource_type, id=r.id, version=r.version,
-                                     tokens=r.tokens or (), blob=r.blob, base=r.base), r.mac)
-        self.integrity_s += time.perf_counter() - t0
-        return ok
-
-    async def _apply_with_manifests(self, ops: list[StoreOp]) -> None:
-        """Write ``ops`` plus the manifests they change in ONE transaction, compare-and-swapped on the old ones.
-
-        Another tab may have moved a manifest since we read it: the transaction then aborts (``StaleRow``) and
-        the manifests are re-read and re-planned; the sealed records themselves stay as they are.
-        """
-        for _ in range(_MAX_MANIFEST_RETRIES):
-            checks, writes, cache, written = await self._manifest_ops(ops)
-            try:
-                await self.store.apply([*checks, *ops, *writes])
-            except StaleRow:
-                self._mcache.clear()  # another tab wrote: read the manifests again
-                self._seen = None
-                continue
-            except BaseException:
-                self._mcache.clear()
-                self._seen = None
-                raise
-            if any(isinstance(op, ClearRecords) for op in ops):
-                self._mcache.clear()
-                self._seen = SeenRows()  # from now on every row of the store goes through this tab's manifests
-            for tok, (man, mac) in cache.items():
-                self._mcache.put(tok, man, mac)
-            self._mcache.trim()
-            if self._seen is not None:
-                for t, i in written:
-                    self._seen.add(t, i)
-            return
-        raise AppError("Could not save: another OmniCare tab keeps writing. Close other tabs and try again.")
-
-    async def _manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
-            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
-        """(checks to run first, manifest writes to run last, cache entries and the rows written, once done)."""
-        if not self._checks:
-            self._owner_made.clear()
-            return [], [], {}, []
-        t0 = time.perf_counter()
-        try:
-            return await self._plan_manifest_ops(ops)
-        finally:
-            self._owner_made.clear()
-            self.integrity_s += time.perf_counter() - t0
-
-    async def _plan_manifest_ops(self, ops: Sequence[StoreOp]) -> tuple[
-            list[StoreOp], list[StoreOp], dict[str, tuple[ig.Manifest | None, str | None]], list[tuple[str, str]]]:
-        # Where each row's patient token is now: read from the rows, except those that certainly do not exist
-        # (every row of the store went through this tab since a pull reset, a first sync, and never this one).
-        need = ig.row_meta_needed(ops, self._seen.may_hold if self._seen is not None else None)
-        metas = dict(zip(need, await self.store.row_meta(need), strict=True)) if need else {}
-        planned_rows = ig.row_changes(ops, metas, self._owner_refs)
-        changes, clear = planned_rows.rows, planned_rows.cleared
-        puts, dels = planned_rows.outbox_puts, planned_rows.outbox_deletes
-        checks: list[StoreOp] = []
-        writes: list[StoreOp] = []
-        cache: dict[str, tuple[ig.Manifest | None, str | None]] = {}
-        touched = sorted({t for c in changes for t in (*c.old_refs, *c.new_refs)})
-        if touched:
-            have: dict[str, tuple[ig.Manifest | None, str | None]] = {
-                t: self._mcache.get(t) for t in touched if t in self._mcache}
-            missing = [t for t in touched if t not in have]
-            if missing:
-                loaded, rows = await self._load_manifests(missing)
-                for t in missing:
-                    row = rows.get(t)
-                    have[t] = (loaded.get(t), None if row is None else row.mac or "")
-            current = {t: cm for t in touched if (cm := have[t][0]) is not None}
-            if clear:
-                current = {}
-            planned = ig.plan_manifests(current, changes)
-            blobs = await self._seal([(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, man.to_json())
-                                      for tok, man in planned.items()])
-            if not clear:
-                cache.update(have)  # what was read stays known even where the plan changed nothing
-            for (tok, man), blob in zip(planned.items(), blobs, strict=True):
-                checks.append(CheckRow(ig.MANIFEST_TYPE, tok, have[tok][1]))
-                # No tokens: the manifest is read by its key (the patient token), never through the index.
-                put = self._put_record_op(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, blob, None, ())
-                writes.append(put)
-                cache[tok] = (man, put.record.mac)
-        if puts or dels:
-            current_ob, row, _ok = await self._load_outbox_manifest()
-            planned_ob = ig.plan_outbox_manifest(current_ob or ig.OutboxManifest(), puts, dels)
-            (blob,) = await self._seal([(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation,
-                                         planned_ob.to_json())])
-            checks.append(CheckRow(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, None if row is None else row.mac or ""))
-            writes.append(self._put_record_op(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID, planned_ob.generation, blob,
-                                              None, ()))
-        return checks, writes, cache, planned_rows.written()
-
-    async def _load_manifests(self, tokens: Sequence[str]) -> tuple[dict[str, ig.Manifest], dict[str, StoredRecord]]:
-        """Current (verified) patient manifests by token; a manifest that fails verification counts as absent."""
-        got = await self.store.get_records([(ig.MANIFEST_TYPE, t) for t in tokens])
-        rows = {r.id: r for r in got if r is not None}
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows.values()])
-        out: dict[str, ig.Manifest] = {}
-        for r, o in zip(rows.values(), opened, strict=True):
-            if o is not None and self._row_ok(r):
-                try:
-                    out[r.id] = ig.Manifest.from_json(o, r.version)
-                except (ValueError, TypeError):
-                    pass
-        return out, rows
-
-    async def _load_outbox_manifest(self) -> tuple[ig.OutboxManifest | None, StoredRecord | None, bool]:
-        """(manifest or None, its row, verified) of the outbox."""
-        row = await self.store.get_record(ig.MANIFEST_TYPE, ig.OUTBOX_MANIFEST_ID)
-        if row is None:
-            return None, None, False
-        (o,) = await self._open([(row.resource_type, row.id, row.version, row.blob)])
-        if o is None or not self._row_ok(row):
-            return None, row, False
-        try:
-            return ig.OutboxManifest.from_json(o, row.version), row, True
-        except (ValueError, TypeError):
-            return None, row, False
-
-    async def _integrity_adopt(self) -> None:
-        """A store written before issue 17: MAC every row and write the manifests once (trust on first use)."""
-        outbox = await self.store.outbox_rows()
-        ops: list[StoreOp] = [self._put_outbox_op(eid, blob) for eid, blob, _mac in outbox]
-        written_since = False  # a v2 envelope exists: this store was written by integrity-aware code
-        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
-            rows = await self.store.list_records(t)
-            opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-            written_since = written_since or any(r.blob[2:3] == bytes((env.FORMAT_V2,)) for r in rows)
-            ops += [self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, self._tokens(t, o))
-                    for r, o in zip(rows, opened, strict=True) if o is not None]
-        await self._apply_with_manifests([*ops, PutMeta(M_INTEGRITY, ig.STORE_VERSION)])
-        if written_since:
-            # The marker was removed from a store this version wrote: local rollback checks were reset.
-            # Report it; the anti-rollback exchange of the next sync (6.5) re-checks every version held.
-            await self._report_failure(ig.Failure(ig.MANIFEST_TYPE, "store", "manifest"), None,
-                                       what="integrity marker missing")
-
-    async def _owner_upgrade(self) -> None:
-        """Store v1 -> v2, once, in ONE transaction: every row's plaintext patient token becomes a sealed owner
-        token, and every patient manifest is sealed again padded, under row version 0, with no tokens.
-
-        Only rows whose MAC verifies are rewritten (a tampered row is not laundered: it keeps its old fields and
-        fails its chart's checks as before); manifest entries are kept exactly, so nothing is re-listed.
-        """
-        ops: list[StoreOp] = []
-        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
-            for r in await self.store.list_records(t):
-                refs = ig.ref_tokens(r.tokens or ())
-                if refs and self._row_ok(r):
-                    new = ig.upgrade_tokens(r.tokens or (), [self._owner_token(x) for x in refs])
-                    ops.append(self._put_record_op(r.resource_type, r.id, r.version, r.blob, r.base, new))
-        rows = [r for r in await self.store.list_records(ig.MANIFEST_TYPE) if r.id.startswith(bi.REF_PREFIX)]
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        manifests: list[tuple[str, ig.Manifest]] = []
-        for r, o in zip(rows, opened, strict=True):
-            if o is not None and self._row_ok(r):
-                try:
-                    m = ig.Manifest.from_json(o, r.version)
-                except (ValueError, TypeError):
-                    continue
-                manifests.append((r.id, ig.Manifest(m.entries, m.generation + 1)))
-        blobs = await self._seal([(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, m.to_json())
-                                  for tok, m in manifests])
-        ops += [self._put_record_op(ig.MANIFEST_TYPE, tok, ig.MANIFEST_ROW_VERSION, blob, None, ())
-                for (tok, _m), blob in zip(manifests, blobs, strict=True)]
-        await self.store.apply([*ops, PutMeta(M_INTEGRITY, ig.STORE_VERSION)])
-        self._owner_made.clear()
-        self._mcache.clear()
-        self._seen = None
-
-    async def _restore_outbox(self) -> list[dict[str, Any]]:
-        """Outbox entries that verify; the others are quarantined and reported, never block unlock."""
-        assert self._store_key is not None
-        rows = await self.store.outbox_rows()
-        manifest, _row, mok = await self._load_outbox_manifest()
-        checked = [(eid, blob, ig.mac_ok(ig.outbox_mac(self._store_key, entry_id=eid, blob=blob), mac))
-                   for eid, blob, mac in rows]
-        ok_ids, failures = ig.check_outbox(rows=checked, manifest=manifest, manifest_ok=mok)
-        blobs = {eid: blob for eid, blob, _m in rows}
-        opened = await self._open([(OUTBOX_TYPE, eid, 0, blobs[eid]) for eid in ok_ids])
-        good: list[dict[str, Any]] = []
-        for eid, o in zip(ok_ids, opened, strict=True):
-            if o is None:
-                failures.append(ig.Failure("OutboxEntry", eid, "unreadable"))
-            else:
-                good.append(o)
-        if not mok and good:  # no verifiable manifest: list the entries that verify on their own again
-            await self._apply_with_manifests([self._put_outbox_op(eid, blobs[eid]) for eid in ok_ids])
-        if failures:
-            await self._quarantine_outbox(failures, blobs)
-        return good
-
-    def _drop_settled_manifest_failures(self) -> None:
-        """A patient's manifest failure is settled once none of that patient's records is still quarantined."""
-        open_patients = {q.get("patient") for k, q in self._quarantine.items() if k[0] != ig.MANIFEST_TYPE}
-        for k in [k for k in self._quarantine if k[0] == ig.MANIFEST_TYPE and k[1] not in open_patients]:
-            del self._quarantine[k]
-
-    async def _quarantine_outbox(self, failures: Sequence[ig.Failure], blobs: Mapping[str, bytes]) -> None:
-        """Move unreadable pending changes out of the outbox (kept sealed in meta), report each one."""
-        ops: list[StoreOp] = []
-        for f in failures:
-            if f.resource_type != "OutboxEntry":
-                continue  # the outbox manifest itself: rewritten from the entries kept (see _restore_outbox)
-            if f.id in blobs:
-                ops.append(PutMeta(Q_OUTBOX + f.id, _b64(blobs[f.id])))
-            ops.append(DeleteOutbox(f.id))
-            self._quarantine[("OutboxEntry", f.id)] = {**f.to_json(), "patient": None}
-        await self._apply_with_manifests([*ops, self._quarantine_op()])
-        for f in failures:
-            await self._report_failure(f, None, store="outbox")
-        self._emit({"type": "integrity", "changes": self._unreadable_changes()})
-
-    async def _report_failure(self, f: ig.Failure, patient_id: str | None, **detail: str) -> None:
-        """One device audit event (a security event on the server) per integrity failure.
-
-        Store-internal kinds (outbox entries, manifests) are not FHIR types the server's role check knows:
-        they go as ``detail.record`` with an empty resource type.
-        """
-        internal = f.resource_type in ("OutboxEntry", ig.MANIFEST_TYPE)
-        await self._audit_quietly("integrity", "" if internal else f.resource_type, f.id,
-                                  [patient_id] if patient_id else [], outcome="failure",
-                                  detail={"reason": f.reason, **({"record": f.resource_type} if internal else {}),
-                                          **detail})
-
-    def _quarantine_op(self) -> PutMeta:
-        return PutMeta(M_QUARANTINE, json.dumps(sorted(self._quarantine.values(), key=lambda q: (q["resourceType"], q["id"]))))
-
-    def _unreadable_changes(self) -> int:
-        return sum(1 for k in self._quarantine if k[0] == "OutboxEntry")
-
-    async def _quarantine_records(self, patient_id: str | None, failures: Sequence[ig.Failure]) -> None:
-        """Record failures (the rows stay where they are, still sealed, ignored until re-downloaded); report."""
-        fresh = [f for f in failures if (f.resource_type, f.id) not in self._quarantine]
-        if not fresh:
-            return
-        for f in fresh:
-            self._quarantine[(f.resource_type, f.id)] = {**f.to_json(), "patient": patient_id}
-        await self.store.apply([self._quarantine_op()])
-        for f in fresh:
-            await self._report_failure(f, patient_id)
-        self._emit({"type": "integrity", "records": len(self._quarantine)})
-
-    def _integrity_notice(self, patient_id: str) -> dict[str, Any] | None:
-        """What the chart says about this patient's quarantined records (counts by type; no content)."""
-        by_type: dict[str, int] = {}
-        for (t, _i), q in self._quarantine.items():
-            if q.get("patient") == patient_id and t != ig.MANIFEST_TYPE:
-                by_type[t] = by_type.get(t, 0) + 1
-        if not by_type and (ig.MANIFEST_TYPE, patient_id) not in self._quarantine:
-            return None
-        return {"message": INTEGRITY_TEXT, "count": sum(by_type.values()), "byType": by_type}
-
-    async def _verified_rows(self, rows: Sequence[StoredRecord], patient_id: str | None = None
-                             ) -> list[dict[str, Any]]:
-        """Open rows outside a chart (patient list, search): only rows whose MAC verifies and that open."""
-        rows = [r for r in rows if (r.resource_type, r.id) not in self._quarantine]
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-        good, failures = ig.check_rows([ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
-                                        for r, o in zip(rows, opened, strict=True)])
-        if failures:
-            await self._quarantine_records(patient_id, failures)
-        return [g for g in good if isinstance(g, dict)]
-
-    async def _integrity_sync(self, machine: SyncMachine) -> None:
-        """After a complete pull: re-download quarantined records and (once per session) tell the server every
-        version this device holds; whatever is newer there replaces the local copy, a rollback is reported."""
-        quarantined = {(t, i) for (t, i) in self._quarantine if t not in ("OutboxEntry", ig.MANIFEST_TYPE)}
-        held: list[list[Any]] = [[t, i, 0] for (t, i) in sorted(quarantined)]
-        more = not self._held_verified and await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
-        check_all = more
-        after: tuple[str, str] | None = None
-        stale = 0
-        while held or more:
-            # The rows held are read a page at a time as the batches go (never all of them at once: at 200,000
-            # records that list was the tallest peak of the session's memory, issue 13).
-            while more and len(held) < VERIFY_BATCH:
-                page, after = await self.store.list_held_page(after, VERIFY_BATCH)
-                more = after is not None
-                held += [[t, i, v] for t, i, v in page
-                         if v > 0 and (t, i) not in quarantined and not machine.has_pending_edit(t, i)]
-            batch, held = held[:VERIFY_BATCH], held[VERIFY_BATCH:]
-            if not batch:
-                break
-            body = json.dumps({"deviceId": machine.device_id, "held": batch}).encode()
-            try:
-                status, text, _ = await self._post("/api/sync/verify", body)
-            except DeviceRevoked:
-                raise
-            except Exception:  # noqa: BLE001 - offline: next sync
-                return
-            if status != 200:
-                return
-            answer = json.loads(text)
-            effects: list[Effect] = []
-            for c in answer.get("changes") or []:
-                t, i = str(c["resourceType"]), str(c["id"])
-                if machine.has_pending_edit(t, i):
-                    continue
-                if c.get("deleted") or c.get("resource") is None:
-                    effects.append(RecordDelete(t, i))
-                else:
-                    effects.append(RecordPut(t, i, int(c["versionId"]), c["resource"]))
-            for g in answer.get("gone") or []:  # only quarantined copies: scope changes are the pull's "drop"
-                t, i = str(g["resourceType"]), str(g["id"])
-                if (t, i) in self._quarantine and not machine.has_pending_edit(t, i):
-                    effects.append(RecordDelete(t, i))
-            stale += int(answer.get("stale") or 0)
-            if effects:
-                await self._commit(effects)
-        self._held_verified = self._held_verified or check_all
-        if stale:
-            await self._audit_quietly("integrity", "", "", [], outcome="failure",
-                                      detail={"reason": "rolled-back", "corrected": stale, "via": "sync"})
-            self._emit({"type": "integrity", "corrected": stale})
-
-    # -- device audit trail -------------------------------------------------------
-
-    async def _audit(self, action: str, resource_type: str = "", rid: str = "",
-                     patient_ids: Sequence[str] = (), *, outcome: str = "success",
-                     detail: Mapping[str, Any] | None = None) -> None:
-        """Seal one access event and append it to the outbox; IndexedDB gives it the next device sequence."""
-        await self._audit_many([(action, resource_type, rid, patient_ids)], outcome=outcome, detail=detail)
-
-    async def _audit_many(self, events: Sequence[tuple[str, str, str, Sequence[str]]], *, outcome: str = "success",
-                          detail: Mapping[str, Any] | None = None) -> None:
-        """Seal access events (action, resource type, id, patient ids) in one batch, append them in ONE transaction.
-
-        Each sequence is allocated inside the same readwrite transaction as its append
-        (``idb.apply`` op ``putAudit``, in order), so tabs never share or skip a number.
-        """
-        if self._wc is None or self.machine is None or not events:
-            return
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        items: list[tuple[str, str, int, Mapping[str, Any]]] = [
-            (AUDIT_TYPE, AUDIT_PREFIX + str(uuid.uuid4()), 0,
-             {"action": action, "occurred": now, "resourceType": resource_type, "id": rid,
-              "patientIds": [p for p in patient_ids if p][:100], "outcome": outcome, "purpose": "TREAT",
-              "detail": {str(k)[:40]: str(v)[:200] for k, v in (detail or {}).items()}})
-            for action, resource_type, rid, patient_ids in events]
-        blobs = await self._seal(items)
-        await self.store.audit_append_many([(eid, blob) for (_t, eid, _v, _e), blob in zip(items, blobs, strict=True)])
-
-    async def _audit_quietly(self, *args: Any, **kwargs: Any) -> None:
-        await self._quietly(self._audit(*args, **kwargs))
-
-    @staticmethod
-    async def _quietly(write: Awaitable[None]) -> None:
-        try:
-            await write
-        except Exception:  # noqa: BLE001 - a full disk must not hide a chart; the console keeps the trace
-            import traceback  # noqa: PLC0415
-
-            traceback.print_exc()
-
-    def _audit_later(self, *args: Any, **kwargs: Any) -> None:
-        """Audit a read without adding its IndexedDB transaction to the latency the clinician waits for."""
-        import asyncio  # noqa: PLC0415
-
-        task = asyncio.ensure_future(self._audit_quietly(*args, **kwargs))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def audit_flush(self) -> int:
-        """Wait for queued read audits to be written; returns how many events wait for upload."""
-        import asyncio  # noqa: PLC0415
-
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
-        return await self.store.audit_count()
-
-    async def _push_audit(self, machine: SyncMachine, *, manual: bool = False) -> None:
-        """Upload queued device audit events (bounded retries, refused ones parked): ``browser_audit``."""
-        from .browser_audit import push_audit  # noqa: PLC0415
-
-        await push_audit(self, machine, full=AUDIT_BATCH, audit_type=AUDIT_TYPE, revoked=DeviceRevoked,
-                         manual=manual)
-
-    async def audit_upload_state(self) -> dict[str, Any]:
-        """Device audit upload: events parked after the server refused them (kept on the device), and why."""
-        from pyclient import audit_upload as au  # noqa: PLC0415
-
-        from .browser_audit import upload_state  # noqa: PLC0415
-
-        st = await upload_state(self)
-        return {"parked": st.parked_total, "message": au.parked_message(st), "notBefore": st.not_before,
-                "reasons": [p.reason for p in st.parked][-5:], "queued": await self.store.audit_count()}
-
-    # -- reading -------------------------------------------------------------------
-
-    async def _resources(self, keys: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
-        rows = [r for r in await self.store.get_records(keys) if r is not None]
-        return await self._verified_rows(rows)
-
-    async def _patient_page(self, ids: Sequence[str], limit: int | None,
-                            keep: Callable[[list[dict[str, Any]]], Sequence[Mapping[str, Any]]] | None = None
-                            ) -> cv.PatientPage:
-        """The first ``limit`` (None: all) of the patients ``ids`` that verify (and pass ``keep``), in name
-        order, with their count. Decrypted _LIST_BATCH at a time and only the page kept: a device holding
-        9,090 patients opened them all at once for every list drawn (issue 13, memory flat in the scope)."""
-        page = cv.PatientPage(len(ids) if limit is None else limit)
-        for k in range(0, len(ids), _LIST_BATCH):
-            batch = await self._resources([("Patient", i) for i in ids[k:k + _LIST_BATCH]])
-            opened = batch if keep is None else keep(batch)
-            page.add([self._with_pending(cv.patient_summary(p), "Patient") for p in opened])
-        return page
-
-    async def patients(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """The local patients that verify, sorted by name: the first ``limit`` of them (None: every one)."""
-        self._require_unlocked()
-        return (await self._patient_page(await self.store.list_ids("Patient"), limit)).results
-
-    def _with_pending(self, summary: dict[str, Any], resource_type: str) -> dict[str, Any]:
-        assert self.machine is not None
-        summary["pending"] = self.machine.has_pending_edit(resource_type, str(summary["id"]))
-        return summary
-
-    async def search(self, text: str, date_order: str = "mdy", limit: int = cv.PATIENT_PAGE) -> dict[str, Any]:
-        """Search by name prefix, MRN or birth date over the blind index; candidates decrypted and re-checked.
-
-        ``date_order`` is how the device's locale writes a date ('dmy', 'mdy', 'ymd'; routes.js asks Intl).
-        Every patient held is searched (or listed, for no text); the first ``limit`` in name order are returned
-        with ``total`` (all of them) and ``more`` (some left out: the screen's "Show more" asks a larger limit)."""
-        self._require_unlocked()
-        assert self._index is not None
-        started = time.perf_counter()
-        text = (text or "").strip()
-        limit = max(1, int(limit))
-        if not text:
-            page = await self._patient_page(await self.store.list_ids("Patient"), limit)
-            self._audit_later("search", "Patient", "", [], detail={"kind": "list", "results": page.total})
-            storage: sm.StorageMode | None = getattr(self, "_storage_mode", None)  # online only keeps nothing
-            return {"kind": None, "results": page.results, "ms": 0.0, "total": page.total, "more": page.more,
-                    "moreLabel": cv.SHOW_MORE,
-                    "summary": sm.patients_summary(page.total, storage.mode if storage else "device",
-                                                   shown=len(page.results))}
-        kind = cv.search_kind(text)
-        try:
-            text = cv.normalize_query(kind, text, "dmy" if date_order == "dmy" else "mdy")
-            tokens = bi.tokens_for_query(self._index, kind, text)
-        except bi.InvalidQuery as exc:
-            raise ValidationFailed(str(exc), fields={"q": str(exc)}) from None
-        if not tokens:
-            return {"kind": kind, "results": [], "ms": 0.0}
-        candidates: set[tuple[str, str]] | None = None
-        for tok in tokens:
-            found = set(await self.store.lookup_token(tok, "Patient"))
-            candidates = found if candidates is None else candidates & found
-            if not candidates:
-                break
-        ids = sorted(i for t, i in candidates or () if t == "Patient")
-        page = await self._patient_page(ids, limit, keep=lambda ps: bi.filter_candidates(ps, kind, text))
-        out = page.results
-        # The query text itself stays on the device (it may be a name); the kind and the hits shown are audited.
-        self._audit_later("search", "Patient", "", [str(p["id"]) for p in out],
-                          detail={"kind": kind, "results": len(out), "matches": page.total})
-        return {"kind": kind, "results": out, "total": page.total, "more": page.more, "moreLabel": cv.SHOW_MORE,
-                "ms": round((time.perf_counter() - started) * 1000, 2)}
-
-    async def chart(self, patient_id: str) -> dict[str, Any]:
-        """Everything the chart screen shows for one patient (decrypted in one batch)."""
-        machine = self._require_unlocked()
-        resources = await self._chart_resources(patient_id)
-        patient = next((r for r in resources if r.get("resourceType") == "Patient" and r.get("id") == patient_id),
-                       None)
-        if patient is None:
-            if self._integrity_notice(patient_id):
-                raise AppError("This patient's record could not be verified on this device, so it is not shown. "
-                               "It is being downloaded again from the server.", kind="integrity")
-            raise AppError("This patient is not on this device.", kind="not_found")
-        self._audit_later("read", "Patient", patient_id, [patient_id], detail={"view": "chart"})
-
-        def pending(r: Mapping[str, Any]) -> bool:
-            return machine.has_pending_edit(str(r.get("resourceType")), str(r.get("id")))
-
-        return {**cv.chart_view(patient, resources, pending), "integrity": self._integrity_notice(patient_id),
-                # issue 18 hooks (browser_chart): the role's controls, refused changes, "conflict" marks
-                "actions": self._chart_actions(), "rejected": self.rejected(patient_id),
-                "conflictIds": sorted({v.id for v in machine.conflicts()}),
-                **self._full_chart(patient, resources, pending)}  # issue 18 item 5 (browser_chart)
-
-    async def _patient_index(self, patient_id: str) -> tuple[list[tuple[str, str]], ig.Manifest | None]:
-        """(the rows of one patient, sorted; the patient's verified manifest or None), read through the manifest.
-
-        Rows carry no shared patient token (store v2, PROTOCOL.md 4.5): the patient's sealed manifest is the
-        index, one more read and decrypt per chart (none when this tab last wrote or read that very row: same
-        row MAC). Without a manifest that opens and verifies (deleted, tampered, or checks off for a bench),
-        every row's owner token is opened instead: a scan of the store's row metadata, the rare repair path.
-        """
-        tok = self._ref_token(patient_id)
-        row = await self.store.get_record(ig.MANIFEST_TYPE, tok)
-        cached = self._mcache.get(tok) if tok in self._mcache else None
-        manifest: ig.Manifest | None = None
-        if row is not None and cached is not None and cached[0] is not None and row.mac and cached[1] == row.mac:
-            manifest = cached[0]
-        elif row is not None:
-            (o,) = await self._open([(row.resource_type, row.id, row.version, row.blob)])
-            if o is not None and self._row_ok(row):
-                try:
-                    manifest = ig.Manifest.from_json(o, row.version)
-                    self._mcache.put(tok, manifest, row.mac or "")  # the next chart open or write skips the decrypt
-                    self._mcache.trim()
-                except (ValueError, TypeError):
-                    manifest = None
-        if manifest is not None:
-            return manifest.keys(), manifest
-        return await self._owner_scan(tok), None
-
-    async def _owner_scan(self, ref: str) -> list[tuple[str, str]]:
-        """Every row whose owner token opens to the patient token ``ref`` (no manifest to read them through)."""
-        keys = [(t, i) for t, i, _v in await self.store.list_held()]
-        metas = await self.store.row_meta(keys)
-        return sorted(k for k, m in zip(keys, metas, strict=True) if m is not None and ref in self._owner_refs(m[1]))
-
-    async def _patient_keys(self, patient_id: str) -> list[tuple[str, str]]:
-        """The (type, id) of one patient's records on this device (CDS context, purge); rows are checked on read."""
-        return (await self._patient_index(patient_id))[0]
-
-    async def _chart_resources(self, patient_id: str) -> list[dict[str, Any]]:
-        """The records of one chart that verify (pyclient.integrity.check_chart); the others are quarantined."""
-        keys, manifest = await self._patient_index(patient_id)
-        data = [r for r in await self.store.get_records([k for k in keys if k not in self._quarantine])
-                if r is not None]
-        opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in data])
-        views = [ig.RowView(r.resource_type, r.id, r.version, self._row_ok(r), o)
-                 for r, o in zip(data, opened, strict=True)]
-        if manifest is not None:  # already-quarantined records are not "missing" again
-            manifest = ig.Manifest({k: v for k, v in manifest.entries.items() if k not in self._quarantine},
-                                   manifest.generation)
-        good, failures = ig.check_chart(patient_id=patient_id, rows=views, manifest=manifest)
-        if any(f.reason == "manifest" for f in failures):  # nothing of this chart verifies: re-download it all
-            failures = [ig.Failure(ig.MANIFEST_TYPE, patient_id, "manifest"),
-                        *(ig.Failure(v.resource_type, v.id, "manifest") for v in views),
-                        *(f for f in failures if f.reason != "manifest")]
-        if failures:
-            await self._quarantine_records(patient_id, failures)
-        return [g for g in good if isinstance(g, dict)]
-
-    # -- writing -------------------------------------------------------------------
-
-    async def _edit(self, resource_type: str, rid: str, resource: dict[str, Any] | None,
-                    *, create: bool) -> dict[str, Any]:
-        return (await self._edits([(resource_type, rid, resource, create)]))[0]
-
-    async def _edits(self, edits: Sequence[tuple[str, str, dict[str, Any] | None, bool]]) -> list[dict[str, Any]]:
-        """Queue several local edits (type, id, resource or None to delete, create?) as ONE store batch.
-
-        One form that creates several records (a vitals set: one Observation per measurement) is saved whole
-        or not at all, in one sealing crossing and one IndexedDB transaction.
-        """
-        machine = self._require_writable()
-        for resource_type, _rid, resource, create in edits:  # issue 18: refused before anything is queued
-            self._check_may(resource_type, "create" if create else "delete" if resource is None else "update")
-        bases: list[dict[str, Any] | None] = []
-        effects: list[Effect] = []
-        queued = False  # the machine's memory changed: a failure from here on must rebuild it from disk
-        try:
-            for resource_type, rid, resource, create in edits:
-                base_version: int | None = None
-                base: dict[str, Any] | None = None
-                if not create:
-                    row = await self.store.get_record(resource_type, rid)
-                    if row is None:
-                        raise AppError("That record is no longer on this device.", kind="not_found")
-                    if not machine.has_pending_edit(resource_type, rid):
-                        opened = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
-                        base, base_version = opened, row.version
-                bases.append(base)
-                queued = True
-                effects += machine.record_local_edit(now=_now(), mutation_id=str(uuid.uuid4()),
-                                                     resource_type=resource_type, id=rid, resource=resource,
-                                                     base_version=base_version, base_resource=base)
-            effects += await self._telemetry_note_edit(machine)  # same transaction as the edits
-            await self._commit(effects)
-        except Exception:
-            # Not saved: rebuild the machine from what IS durable so memory never claims more than disk.
-            if queued:
-                await self._reload_machine()
-            raise
-        events = []
-        for (resource_type, rid, resource, create), base in zip(edits, bases, strict=True):
-            source = resource if resource is not None else base or {}
-            pid = rid if resource_type == "Patient" else _ref_patient(source)
-            events.append(("create" if create else "delete" if resource is None else "update",
-                           resource_type, rid, [pid] if pid else []))
-        await self._quietly(self._audit_many(events))  # one audit transaction for the whole batch
-        for resource_type, rid, _resource, _create in edits:
-            self._emit({"type": "changed", "resourceType": resource_type, "id": rid})
-        status = self.status()
-        return [{"id": rid, "status": status} for _t, rid, _r, _c in edits]
+    # -- the machine's view of what other tabs wrote -------------------------------------
 
     async def _reload_machine(self) -> None:
         meta = await self.store.meta_get_many(["sync.cursor", "sync.lastSuccess", *SYNC_EPOCH_META, M_DEVICE,
                                                M_QUARANTINE])
-        self._quarantine = {(str(q["resourceType"]), str(q["id"])): q for q in json.loads(meta.get(M_QUARANTINE) or "[]")}
+        self._quarantine = ig.quarantine_from_json(meta.get(M_QUARANTINE))
         outbox = await self._restore_outbox()
         self.machine = SyncMachine.restore(
             device_id=meta.get(M_DEVICE) or "unknown-device",
@@ -1213,84 +487,6 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         if getattr(self, "_dirty", False) and self.machine is not None:
             self._dirty = False
             await self._reload_machine()
-
-    async def _current(self, resource_type: str, rid: str) -> dict[str, Any]:
-        row = await self.store.get_record(resource_type, rid)
-        if row is None:
-            raise AppError("That record is no longer on this device.", kind="not_found")
-        res = (await self._open([(resource_type, rid, row.version, row.blob)]))[0]
-        if res is None:
-            raise AppError("That record could not be decrypted.")
-        return res
-
-    def _author(self) -> dict[str, str]:
-        return self._author_ref()  # issue 18 item 6: Practitioner reference + display (browser_register)
-
-    async def record_vitals(self, patient_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate and queue vital signs (one Observation per measurement, BP as a panel)."""
-        self._require_writable()
-        now = _iso_now()
-        taken = self._vitals_time(values, now)  # issue 18 item 5: vitals taken earlier
-        created = forms.vitals(patient_id, values, now=taken, author=self._author(), recorded=now)
-        ids = [str(uuid.uuid4()) for _ in created]
-        # One batch: five measurements are one transaction, so a full disk or a crash saves none, never three.
-        await self._edits([("Observation", rid, {**res, "id": rid}, True) for rid, res in zip(ids, created, strict=True)])
-        return {"ids": ids, "status": self.status()}
-
-    async def add_allergy(self, patient_id: str, substance: str, criticality: str = "unable-to-assess",
-                          reaction: str = "", status: str = "active") -> dict[str, Any]:
-        """Queue a new AllergyIntolerance."""
-        rid = str(uuid.uuid4())
-        res = forms.allergy_new(patient_id, id=rid, substance=substance, criticality=criticality, reaction=reaction,
-                                status=status, now=_iso_now(), author=self._author())
-        return await self._edit("AllergyIntolerance", rid, res, create=True)
-
-    async def update_allergy(self, allergy_id: str, criticality: str | None = None,
-                             status: str | None = None) -> dict[str, Any]:
-        """Change criticality and/or clinical status of an allergy (a new version, merged on the server)."""
-        res = forms.allergy_update(await self._current("AllergyIntolerance", allergy_id),
-                                   criticality=criticality, status=status)
-        return await self._edit("AllergyIntolerance", allergy_id, res, create=False)
-
-    async def dosage_form(self, medication_id: str | None = None) -> dict[str, Any]:
-        """The structured dosage form's choices and values (issue 18 item 4), prefilled from an order's dosage."""
-        self._require_unlocked()
-        current = (await self._current("MedicationRequest", medication_id)).get("dosageInstruction") \
-            if medication_id else None
-        return dosage_form_spec(current)
-
-    async def start_medication(self, patient_id: str, name: str, dosage: forms.DosageInput) -> dict[str, Any]:
-        """Queue a new active MedicationRequest."""
-        rid = str(uuid.uuid4())
-        res = forms.medication_new(patient_id, id=rid, name=name, dosage=dosage, now=_iso_now(),
-                                   author=self._author())
-        return await self._edit("MedicationRequest", rid, res, create=True)
-
-    async def change_medication(self, medication_id: str, dosage: forms.DosageInput) -> dict[str, Any]:
-        """New dosage instruction for an active medication (structured fields, or one line of text)."""
-        forms.check_new_dosage(dosage)
-        current = await self._current("MedicationRequest", medication_id)
-        forms.medication_order_check("", dosage, need_name=False, previous=current.get("dosageInstruction"))
-        res = forms.medication_change(current, dosage)
-        return await self._edit("MedicationRequest", medication_id, res, create=False)
-
-    async def stop_medication(self, medication_id: str, reason: str = "") -> dict[str, Any]:
-        """Stop a medication (status stopped, with the reason)."""
-        res = forms.medication_stop(await self._current("MedicationRequest", medication_id), reason)
-        return await self._edit("MedicationRequest", medication_id, res, create=False)
-
-    async def add_note(self, patient_id: str, title: str, text: str) -> dict[str, Any]:
-        """Queue a clinical note (DocumentReference with a text/plain attachment)."""
-        rid = str(uuid.uuid4())
-        res = forms.note_new(patient_id, id=rid, title=title, text=text, now=_iso_now(), author=self._author())
-        return await self._edit("DocumentReference", rid, res, create=True)
-
-    async def update_contact(self, patient_id: str, phone: str | None = None,
-                             birth_date: str | None = None, gender: str | None = None) -> dict[str, Any]:
-        """Edit demographics: phone, birth date, gender."""
-        res = forms.contact_update(await self._current("Patient", patient_id), phone=phone, birth_date=birth_date,
-                                   gender=gender, today=date.today().isoformat())
-        return await self._edit("Patient", patient_id, res, create=False)
 
     # -- sync ------------------------------------------------------------------------
 
@@ -1409,219 +605,10 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
             self._emit({"type": "rejected", "count": len(rejected), "message": rejected_banner(len(rejected))})
         return self.status()
 
-    async def _adopt_conflicts(self, machine: SyncMachine) -> list[Effect]:
-        """Once per session and then every 15 minutes: park the server's open conflicts of this device
-        that its outbox lost (restored from a backup, or an answer lost before a crash)."""
-        now = _now()
-        if now < self._conflicts_checked + 900.0:
-            return []
-        try:
-            res = js_to_py(await self._http("GET", f"/api/sync/conflicts?deviceId={machine.device_id}", ""))
-            status, text = int(res[0]), str(res[1] or "")
-        except Exception:  # noqa: BLE001 - tried again next time
-            return []
-        if status != 200:
-            return []
-        self._conflicts_checked = now
-        try:
-            effects = machine.adopt_server_conflicts(loads(text))
-        except ProtocolError:
-            return []
-        return await self._commit(effects) if effects else []
-
-    async def _register_device(self, machine: SyncMachine) -> None:
-        """Tell the server about this device once (idempotent there); it tracks last mutation and pull."""
-        if await self.store.meta_get("device.registered") == machine.device_id:
-            return
-        body = json.dumps({"deviceId": machine.device_id, "name": "OmniCare PWA"}).encode()
-        try:
-            status, _text, _ = await self._post("/api/sync/devices", body)
-        except DeviceRevoked:
-            raise
-        except Exception:  # noqa: BLE001 - retried on the next sync
-            return
-        if status == 200:
-            await self.store.meta_put("device.registered", machine.device_id)
-        elif outcome.needs_sign_in(status):
-            self.needs_login = True
-
-    async def _push(self, machine: SyncMachine) -> list[Effect]:
-        notices: list[Effect] = []
-        for _ in range(100):
-            req = machine.next_push(_now())
-            if req is None:
-                break
-            try:
-                status, text, retry_after = await self._post("/api/sync/push", dumps(req))
-            except DeviceRevoked:
-                raise
-            except Exception as exc:  # noqa: BLE001 - a network failure of any kind
-                status, text, retry_after = 0, str(exc), None
-            now = _now()
-            if status == 200:
-                self.needs_login = False
-                effects = machine.on_push_response(now, req, PushResponse.from_json(loads(text)))
-            else:
-                self.needs_login = self.needs_login or outcome.needs_sign_in(status)
-                error = outcome.sync_failure(status)
-                effects = machine.on_push_failed(now, req, rng_value=int.from_bytes(os.urandom(2)) / 65536,
-                                                 retry_after=parse_retry_after(retry_after, now=now), error=error)
-                notices += await self._commit(effects)
-                break
-            notices += await self._commit(effects)
-        return notices
-
-    async def _epoch_recover(self, machine: SyncMachine) -> list[Effect]:
-        """Server epochs (PROTOCOL.md): hand every record this device holds to the machine, which keeps what the
-        restored server may lack as recover entries until the re-pull shows what it has."""
-        if machine.recovery != "collect":
-            return []
-        held: list[tuple[str, str, int, dict[str, Any]]] = []
-        for t in sorted({t for t, _i, _v in await self.store.list_held()}):
-            rows = await self.store.list_records(t)
-            opened = await self._open([(r.resource_type, r.id, r.version, r.blob) for r in rows])
-            held += [(r.resource_type, r.id, r.version, o) for r, o in zip(rows, opened, strict=True) if o is not None]
-        return await self._commit(machine.recover_held(held))
-
-    async def _pull_fetch(self, machine: SyncMachine, req: PullRequest) -> tuple[int, str]:
-        """One pull page over HTTP: (status, body); status 0 = no answer (offline)."""
-        try:
-            status, text, _retry = await self._post(f"/api/sync/pull?deviceId={machine.device_id}", dumps(req))
-        except DeviceRevoked:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            status, text = 0, str(exc)
-        return status, text
-
-    async def _pull(self, machine: SyncMachine, *, first: bool) -> list[Effect]:
-        """Pull until caught up, pipelined: page n+1 is requested (``SyncMachine.pull_ahead``) before page n is
-        sealed and written, so the network and the server's page work overlap the local writes."""
-        import asyncio  # noqa: PLC0415
-
-        notices: list[Effect] = []
-        received = 0
-        ahead: tuple[PullRequest, asyncio.Task[tuple[int, str]]] | None = None
-        block = self._wc.nonce_block(FIRST_SYNC_NONCE_BLOCK) if first and self._wc is not None else None
-        try:
-            for _ in range(10_000):
-                req = machine.next_pull()
-                if ahead is not None and ahead[0] == req:
-                    status, text = await ahead[1]
-                else:
-                    if ahead is not None:
-                        ahead[1].cancel()
-                    status, text = await self._pull_fetch(machine, req)
-                ahead = None
-                if status != 200:
-                    self.needs_login = self.needs_login or outcome.needs_sign_in(status)
-                    machine.last_error = outcome.sync_failure(status)
-                    break
-                self.needs_login = False
-                raw = loads(text)
-                resp = PullResponse.from_json(raw)
-                nxt = machine.pull_ahead(resp)
-                if nxt is not None:
-                    ahead = (nxt, asyncio.ensure_future(self._pull_fetch(machine, nxt)))
-                notices += await self._commit(machine.on_pull_response(_now(), req, resp))
-                if machine.recovery == "collect":
-                    break  # a new server epoch: sync_once hands over the held records, then re-pulls
-                received += len(resp.changes)
-                if resp.changes or resp.drop:
-                    self._emit({"type": "pulled", "received": received, "hasMore": resp.has_more,
-                                "seq": max((c.seq for c in resp.changes), default=None),
-                                "total": raw.get("total") if isinstance(raw, dict) else None,
-                                "remaining": raw.get("remaining") if isinstance(raw, dict) else None,
-                                "ids": [c.id for c in resp.changes][:200]})
-                if not resp.has_more:
-                    await self._audit_witness(raw.get("auditCheckpoint") if isinstance(raw, dict) else None)
-                    if machine.last_error in ("offline", "sign in again to sync") or (
-                            machine.last_error or "").startswith("server error"):
-                        machine.last_error = None
-                    if first:
-                        await self.store.meta_put(M_FIRST_SYNC_DONE, "1")
-                    break
-        finally:
-            if ahead is not None:  # a page fetched ahead but not used (an error while writing): drop it
-                ahead[1].cancel()
-            if block is not None and self._wc is not None:
-                self._wc.nonce_block(block)
-        return notices
-
-    async def _audit_witness(self, offered_json: Any) -> None:
-        """Keep the newest audit checkpoint the server proved consistent (``pyclient.auditlog``); a server
-        whose history no longer extends what this device saw is flagged (``audit_log_state``)."""
-        from pyclient import auditlog  # noqa: PLC0415
-
-        if offered_json is None:
-            return
-        try:
-            offered = auditlog.Checkpoint.from_json(offered_json)
-            raw_held = await self.store.meta_get(M_AUDIT_CHECKPOINT)
-            held = auditlog.Checkpoint.from_json(json.loads(raw_held)) if raw_held else None
-            decision = auditlog.checkpoint_offered(held, offered)
-            if decision.kind == "need-proof" and held is not None:
-                res = js_to_py(await self._http(
-                    "GET", f"/api/audit/log/consistency?first={decision.first}&second={decision.second}", None))
-                if int(res[0]) == 400 and offered.tree_size < held.tree_size:
-                    # The server no longer has the (bigger) checkpoint this device was handed: it was removed.
-                    decision = auditlog.Decision("violation", reason=f"the server lost the audit checkpoint of "
-                                                                     f"size {held.tree_size} this device holds")
-                elif int(res[0]) != 200:
-                    return  # try again on the next sync
-                else:
-                    decision = auditlog.checkpoint_proof_check(held, offered, loads(str(res[1])))
-            if decision.kind == "adopt":
-                await self.store.meta_put(M_AUDIT_CHECKPOINT, json.dumps(offered.to_json()))
-            elif decision.kind == "violation":
-                from .browser_audit import report_rewrite  # noqa: PLC0415  (a security event to the server)
-
-                await report_rewrite(self, held, offered, decision.reason)
-                self.audit_violation = decision.reason
-                await self.store.meta_put(M_AUDIT_VIOLATION, decision.reason)
-                self._emit({"type": "audit-violation", "reason": decision.reason})
-        except Exception:  # noqa: BLE001 - the witness never stops a sync
-            return
-
-    async def audit_log_state(self) -> dict[str, Any]:
-        """The audit checkpoint this device holds (tree size) and any inconsistency it saw."""
-        raw = await self.store.meta_get(M_AUDIT_CHECKPOINT)
-        held = json.loads(raw) if raw else None
-        return {"treeSize": held["treeSize"] if held else None, "root": held["root"] if held else None,
-                "violation": await self.store.meta_get(M_AUDIT_VIOLATION)}
-
     async def first_sync_done(self) -> bool:
         return await self.store.meta_get(M_FIRST_SYNC_DONE) == "1"
 
-    # -- conflicts ---------------------------------------------------------------------
-
-    def conflicts(self) -> list[dict[str, Any]]:
-        """Parked conflicts with base / mine / theirs per field, for the side-by-side screen."""
-        return cc.conflict_list(self._require_unlocked().conflicts())
-
-    async def resolve_conflict(self, entry_id: str, choices: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-        """Apply a person's per-field decisions (:func:`pyclient.conflict_choices.resolved_resource`); the result
-        is pushed as a new version based on the server's."""
-        machine = self._require_writable()
-        view = next((c for c in machine.conflicts() if c.entry_id == entry_id), None)
-        if view is None:
-            raise AppError("This conflict was already resolved.", kind="not_found")
-        chosen = cc.resolved_resource(view, choices, today=date.today().isoformat())  # issue 18: Edit is validated
-        effects = machine.resolve_conflict(now=_now(), entry_id=entry_id, resource=chosen,
-                                           mutation_id=str(uuid.uuid4()))
-        await self._commit(effects)
-        res = chosen if isinstance(chosen, Mapping) else view.server or view.local or {}
-        pid = view.id if view.resource_type == "Patient" else _ref_patient(res)
-        await self._audit_quietly("update", view.resource_type, view.id, [pid] if pid else [],
-                                  detail={"conflict": "resolved"})
-        self._emit({"type": "changed", "resourceType": view.resource_type, "id": view.id})
-        return {"status": self.status()}
-
-    # -- diagnostics -------------------------------------------------------------------
-
-    def bench_integrity(self, on: bool) -> dict[str, Any]:
-        """Benchmarks only: turn the store integrity checks off to measure what they cost (bench/integrity_bench.py)."""
-        self._checks = bool(on)
-        return {"checks": self._checks}
+    # -- diagnostics (benchmarks only; the others are with their areas) ---------------------------
 
     async def bench_crypto(self, n: int = 200) -> dict[str, Any]:
         """Seal+open ``n`` demo-sized resources in one batch each; ms per resource (closing-note figure)."""
@@ -1632,155 +619,3 @@ class BrowserApp(CdsMixin, ChartMixin, DeviceSetMixin, RecoveryMixin, DraftsMixi
         blobs = await self._seal([("Observation", f"b{i}", 1, res) for i in range(n)])
         await self._open([("Observation", f"b{i}", 1, b) for i, b in enumerate(blobs)])
         return {"n": n, "msPerResource": (time.perf_counter() - t0) * 1000 / n}
-
-    async def bench_fill(self, resources: int, start: int = 0, batch: int = 2000) -> dict[str, Any]:
-        """Add ``resources`` synthetic sealed records (1 patient per 10) for search benchmarks.
-
-        Goes through the real path (seal in batches, blind-index tokens, one IndexedDB transaction per batch).
-        """
-        self._require_writable()
-        syll = ["ka", "lo", "mi", "ner", "sto", "va", "ri", "den", "bel", "tor", "shi", "ma", "ron", "el", "gu"]
-        t0 = time.perf_counter()
-        made = start
-        while made < start + resources:
-            effects: list[Effect] = []
-            for n in range(made, min(start + resources, made + batch)):
-                p = n // 10
-                pid = f"bench-p{p}"
-                if n % 10 == 0:
-                    family = (syll[p % 15] + syll[(p // 15) % 15] + syll[(p // 225) % 15]).capitalize()
-                    res: dict[str, Any] = {
-                        "resourceType": "Patient", "id": pid, "meta": {"versionId": "1"},
-                        "name": [{"use": "official", "family": family, "given": [syll[(p * 7) % 15].capitalize() + "na"]}],
-                        "identifier": [{"system": "urn:bench", "value": f"BENCH-{p:06d}",
-                                        "type": {"coding": [{"code": "MR"}]}}],
-                        "birthDate": f"{1940 + p % 70}-{1 + p % 12:02d}-{1 + p % 28:02d}"}
-                    effects.append(RecordPut("Patient", pid, 1, res))
-                else:
-                    oid = f"bench-o{n}"
-                    res = {"resourceType": "Observation", "id": oid, "meta": {"versionId": "1"}, "status": "final",
-                           "code": {"text": "Heart rate"}, "subject": {"reference": f"Patient/{pid}"},
-                           "effectiveDateTime": "2026-01-01T10:00:00Z",
-                           "valueQuantity": {"value": 60 + n % 40, "unit": "/min"}}
-                    effects.append(RecordPut("Observation", oid, 1, res))
-            await self._commit(effects)
-            made += len(effects)
-        return {"resources": made - start, "seconds": round(time.perf_counter() - t0, 2),
-                "total": int(js_to_py(await self._idb.countRecords()))}
-
-    async def bench_search(self, queries: Sequence[str], rounds: int = 3) -> dict[str, Any]:
-        """p50 / p95 / max of :meth:`search` over ``queries`` (ms, wall clock inside Python)."""
-        times: list[float] = []
-        hits = 0
-        for _ in range(rounds):
-            for q in queries:
-                t0 = time.perf_counter()
-                r = await self.search(q)
-                times.append((time.perf_counter() - t0) * 1000)
-                hits += len(r["results"])
-        times.sort()
-        return {"n": len(times), "p50": round(times[len(times) // 2], 2),
-                "p95": round(times[min(len(times) - 1, int(len(times) * 0.95))], 2), "max": round(times[-1], 2),
-                "avgHits": round(hits / max(1, len(times)), 1)}
-
-    # -- device telemetry (PROTOCOL.md §6; no PHI: counts, sizes, ages and versions only) ---------------
-
-    async def _telemetry_pending(self) -> dict[str, float]:
-        if getattr(self, "_tele_pending", None) is None:
-            raw = await self.store.meta_get(M_TELE_PENDING)
-            try:
-                loaded = json.loads(raw) if raw else {}
-                self._tele_pending: dict[str, float] | None = {str(k): float(v) for k, v in loaded.items()}
-            except (ValueError, TypeError, AttributeError):
-                self._tele_pending = {}
-        return dict(self._tele_pending or {})
-
-    async def _telemetry_note_edit(self, machine: SyncMachine) -> list[Effect]:
-        """The first-seen time of each unsynced outbox entry, written with the edit that created it."""
-        ids = [e.entry_id for e in machine.entries if e.state in ("pending", "in_flight", "conflicted")]
-        self._tele_pending = tm.pending_since_update(await self._telemetry_pending(), ids, _now())
-        return [MetaPut(M_TELE_PENDING, json.dumps(self._tele_pending))]
-
-    async def _telemetry_counters(self) -> tm.Counters:
-        raw = await self.store.meta_get(M_TELE_COUNTERS)
-        try:
-            return tm.Counters.from_json(json.loads(raw) if raw else {})
-        except ValueError:
-            return tm.Counters()
-
-    async def _telemetry_failed_unlock(self) -> None:
-        try:
-            c = await self._telemetry_counters()
-            await self.store.meta_put(M_TELE_COUNTERS, json.dumps(tm.counters_tick(
-                c, elapsed=0, online=True, offline_ready=False, failed_unlocks=1).to_json()))
-        except Exception:  # noqa: BLE001 - counting must never change what a wrong PIN shows
-            return
-
-    async def telemetry_tick(self, online: bool, offline_ready: bool = False) -> dict[str, Any]:
-        """JS calls this when the network state changes (with the state that just ENDED) and before a report:
-        the time since the last tick is added to the counters as online or offline app time."""
-        now = _now()
-        last = getattr(self, "_tele_tick", None)
-        self._tele_tick: float | None = now
-        c = await self._telemetry_counters()
-        if last is not None:
-            ready = bool(offline_ready) and await self.first_sync_done()  # shell cached AND data on the device
-            c = tm.counters_tick(c, elapsed=now - last, online=bool(online), offline_ready=ready)
-            await self.store.meta_put(M_TELE_COUNTERS, json.dumps(c.to_json()))
-        return c.to_json()
-
-    async def telemetry_report(self, reason: str = "timer", online: bool = True, offline_ready: bool = False,
-                               storage: Mapping[str, Any] | None = None, app_version: str = "") -> dict[str, Any]:
-        """Build the device report (pyclient.telemetry) and send it; counters reset only once it was accepted."""
-        import pyclient  # noqa: PLC0415
-
-        machine = self.machine
-        if machine is None or self.revoked or reason not in tm.REASONS:
-            return {"sent": False, "status": None}
-        await self.telemetry_tick(online, offline_ready)
-        counters = await self._telemetry_counters()
-        unsynced = [e.entry_id for e in machine.entries if e.state in ("pending", "in_flight", "conflicted")]
-        now = _now()
-        self._tele_pending = tm.pending_since_update(await self._telemetry_pending(), unsynced, now)
-        st = dict(storage or {})
-
-        def num(key: str) -> int | None:
-            v = st.get(key)
-            return int(v) if isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 else None
-
-        try:
-            records: int | None = int(js_to_py(await self._idb.countRecords()))
-        except Exception:  # noqa: BLE001 - an older database without the count: unknown
-            records = None
-        persisted = st.get("persisted")
-        kb = {"pyclient": pyclient.__version__, "compress-dict": f"fhir-r4-v{CURRENT_DICTIONARY_ID}"}
-        raw_kb = await self.store.meta_get(M_KB_VERSIONS)  # filled by whatever installs a knowledge base
-        try:
-            kb.update({str(k): str(v) for k, v in (json.loads(raw_kb) if raw_kb else {}).items()})
-        except (ValueError, AttributeError):
-            pass
-        try:
-            report = tm.build_report(
-                device_id=machine.device_id, report_id=str(uuid.uuid4()), reason=reason,  # type: ignore[arg-type]
-                app_version=re.sub(r"[^A-Za-z0-9._:/-]", "", app_version)[:64] or "pyclient-" + pyclient.__version__,
-                now=now, entry_states=[e.state for e in machine.entries], pending_since=self._tele_pending,
-                last_success=machine.last_success,
-                storage=tm.Storage(used=num("used"), quota=num("quota"),
-                                   persisted=persisted if isinstance(persisted, bool) else None, records=records,
-                                   indexed_db=num("indexedDb")),
-                counters=counters, kb_versions=kb)
-        except ValueError as exc:  # a value out of range: a bug to see in the console, never a crash
-            return {"sent": False, "status": None, "error": str(exc)}
-        await self.store.meta_put(M_TELE_PENDING, json.dumps(self._tele_pending))
-        try:
-            status, _text, _ = await self._post("/api/ops/telemetry", report.dumps())
-        except DeviceRevoked:
-            await self.device_revoked()
-            return {"sent": False, "status": 403}
-        except Exception:  # noqa: BLE001 - offline: the counters keep accumulating
-            return {"sent": False, "status": 0}
-        if status == 200:
-            after = tm.counters_after_sent(await self._telemetry_counters(), report)
-            await self.store.meta_put(M_TELE_COUNTERS, json.dumps(after.to_json()))
-        return {"sent": status == 200, "status": status, "report": report.to_json()}
-

@@ -209,3 +209,20 @@ def test_owner_token_vector_and_round_trip() -> None:
         bi.owner_token(key, ref, bytes(8))
     with pytest.raises(ValueError):
         bi.owner_token(key, "n:abc", bytes(12))
+
+
+def test_owner_refs_opens_a_rows_owner_tokens_to_its_patient_tokens() -> None:
+    """A row's patient tokens (the manifest planner's and the repair scan's input): owner tokens opened,
+    sorted and distinct, other tokens ignored; ``known`` (tokens this commit made) are not opened again."""
+    root = bytes(range(32))
+    key, rkey = bi.patient_owner_key(root), bi.patient_ref_key(root)
+    ra, rb = bi.patient_ref_token(rkey, "example-1"), bi.patient_ref_token(rkey, "example-2")
+    ta, ta2, tb = bi.owner_token(key, ra, bytes(12)), bi.owner_token(key, ra, bytes(range(12))), \
+        bi.owner_token(key, rb, bytes(12))
+    search = bi.tokens_for_patient(bi.IndexKeys.derive(root), {"name": [{"family": "Ng"}]})
+    assert bi.owner_refs(key, [*search, tb, ta, ta2, ra]) == tuple(sorted((ra, rb)))  # a bare "p:" is not opened
+    assert bi.owner_refs(key, search) == ()
+    assert bi.owner_refs(key, [ta, "o:zz"]) == (ra,)  # a malformed owner token opens to nothing
+    made = "o:" + "0" * 48  # not a token of this key: only ``known`` can say where it points
+    assert bi.owner_refs(key, [made], {made: rb}) == (rb,)
+    assert bi.owner_refs(key, [made]) != (rb,)

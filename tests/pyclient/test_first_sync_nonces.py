@@ -27,7 +27,7 @@ if "pyodide" not in sys.modules:  # CPython: webcrypto only needs to_js to impor
         sys.modules["pyodide.ffi"] = ffi
 
 from pyclient import keys as kh  # noqa: E402
-from pyclient.adapters.browser_app import FIRST_SYNC_NONCE_BLOCK  # noqa: E402
+from pyclient.adapters.browser_sync import FIRST_SYNC_NONCE_BLOCK  # noqa: E402
 from pyclient.adapters.webcrypto import WebCrypto  # noqa: E402
 
 

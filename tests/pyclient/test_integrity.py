@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from pyclient.store import (
     StoredRecord,
     StoreOp,
 )
+from pyclient.sync import RecordDelete, RecordPut
 
 KEY = ig.store_key(bytes(range(32)))
 A, B = "pat-a", "pat-b"
@@ -319,3 +321,70 @@ def test_rows_outside_a_chart_are_shown_only_if_they_verify_open_and_are_the_rec
                         ig.Failure("Observation", "o4", "wrong-patient", 0),
                         ig.Failure("Observation", "o6", "wrong-patient", 0)]
     assert ig.check_rows([]) == ([], [])
+
+
+# -- quarantine and the anti-rollback exchange (the browser adapter's pure parts, issue 11 item 8) -------------
+
+
+def _q(t: str, i: str, patient: str | None, reason: str = "row-mac") -> dict[str, Any]:
+    return {**ig.Failure(t, i, reason).to_json(), "patient": patient}  # type: ignore[arg-type]
+
+
+QUARANTINE = {
+    ("Observation", "o1"): _q("Observation", "o1", A),
+    ("Observation", "o2"): _q("Observation", "o2", A, "missing"),
+    ("Condition", "c1"): _q("Condition", "c1", A),
+    (ig.MANIFEST_TYPE, A): _q(ig.MANIFEST_TYPE, A, A, "manifest"),
+    (ig.MANIFEST_TYPE, B): _q(ig.MANIFEST_TYPE, B, B, "manifest"),  # none of B's records left: settled
+    ("OutboxEntry", "e1"): _q("OutboxEntry", "e1", None, "unreadable"),
+}
+
+
+def test_quarantine_round_trips_through_its_meta_json_in_type_id_order() -> None:
+    raw = ig.quarantine_to_json(QUARANTINE)
+    assert [(q["resourceType"], q["id"]) for q in json.loads(raw)] == sorted(QUARANTINE)
+    assert ig.quarantine_from_json(raw) == QUARANTINE
+    assert ig.quarantine_from_json(None) == {} and ig.quarantine_from_json("") == {}
+
+
+def test_a_manifest_failure_is_settled_once_none_of_its_patients_records_is_quarantined() -> None:
+    assert ig.settled_manifest_failures(QUARANTINE) == [(ig.MANIFEST_TYPE, B)]
+    rest = {k: v for k, v in QUARANTINE.items() if k[0] not in ("Observation", "Condition")}
+    assert sorted(ig.settled_manifest_failures(rest)) == [(ig.MANIFEST_TYPE, A), (ig.MANIFEST_TYPE, B)]
+
+
+def test_quarantine_notice_counts_a_patients_records_by_type_and_names_no_content() -> None:
+    assert ig.quarantine_notice(QUARANTINE, A) == {"message": ig.INTEGRITY_TEXT, "count": 3,
+                                                  "byType": {"Observation": 2, "Condition": 1}}
+    # only the manifest failed: the chart still says so, with no records counted
+    assert ig.quarantine_notice(QUARANTINE, B) == {"message": ig.INTEGRITY_TEXT, "count": 0, "byType": {}}
+    assert ig.quarantine_notice(QUARANTINE, "pat-c") is None
+
+
+def test_verify_exchange_sends_server_versions_of_rows_neither_quarantined_nor_pending() -> None:
+    assert ig.quarantined_records(QUARANTINE) == {("Observation", "o1"), ("Observation", "o2"), ("Condition", "c1")}
+    page = [("Observation", "o1", 3), ("Observation", "o3", 2), ("Observation", "o4", 0), ("Patient", A, 5),
+            ("Condition", "c2", 1)]
+    held = ig.verify_held(page, quarantined=ig.quarantined_records(QUARANTINE),
+                          pending=lambda t, i: (t, i) == ("Condition", "c2"))
+    assert held == [["Observation", "o3", 2], ["Patient", A, 5]]
+
+
+def test_verify_answer_becomes_puts_and_deletes_except_over_pending_edits() -> None:
+    res = {"resourceType": "Observation", "id": "o3", "meta": {"versionId": "4"}}
+    answer = {
+        "changes": [{"resourceType": "Observation", "id": "o3", "versionId": "4", "resource": res},
+                    {"resourceType": "Observation", "id": "o5", "versionId": 2, "deleted": True},
+                    {"resourceType": "Observation", "id": "o6", "versionId": 2, "resource": None},
+                    {"resourceType": "Patient", "id": A, "versionId": 9, "resource": {"id": A}}],  # pending
+        "gone": [{"resourceType": "Observation", "id": "o1"},  # quarantined: removed
+                 {"resourceType": "Observation", "id": "o9"},  # not quarantined: the pull's drop, not this
+                 {"resourceType": "Condition", "id": "c1"}],  # quarantined but pending: kept
+        "stale": 2,
+    }
+    effects, stale = ig.verify_effects(answer, quarantine=QUARANTINE,
+                                       pending=lambda t, i: (t, i) in {("Patient", A), ("Condition", "c1")})
+    assert effects == [RecordPut("Observation", "o3", 4, res), RecordDelete("Observation", "o5"),
+                       RecordDelete("Observation", "o6"), RecordDelete("Observation", "o1")]
+    assert stale == 2
+    assert ig.verify_effects({}, quarantine={}, pending=lambda t, i: False) == ([], 0)
