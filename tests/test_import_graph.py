@@ -14,6 +14,11 @@ A project import inside a function is allowed only where it must be there (a ``D
 says why, in the one convention ``# noqa: PLC0415 - why`` on the import's line (a longer why may sit on the
 comment line right above, the line itself then ending ``# noqa: PLC0415``). Everything else is imported at the
 top of the module. The audit trail is a sink: nothing it imports reaches access, fhir or sync.
+
+And the layers point one way (``LAYERS``): no module imports, at any level, a module of a higher layer, except
+the few edges in ``UPWARD`` (entry points and process wiring), each with why. Access needs facts of the clinical
+record, but reads them through its own interface (``access.directory``, implemented by fhir); the FHIR store
+offers hooks (``fhir.hooks``) that subscriptions plugs into, instead of importing subscriptions.
 """
 
 from __future__ import annotations
@@ -253,3 +258,89 @@ def test_the_audit_trail_is_a_sink() -> None:
             todo.extend(graph[m])
     above = sorted(m for m in seen if any(m == p or m.startswith(p + ".") for p in ABOVE_THE_SINK))
     assert above == [], f"{SINK} reaches {above}"
+
+
+#: The layers, bottom to top: a module may import its own layer and the ones below, never one above. A name is
+#: a package (its submodules included), except ``omnicare`` itself, which is only the package's ``__init__``.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("pyclient",),  # the sans-IO core the device runs too: imports no server module
+    ("omnicare.core",),  # errors, the feed horizon, health, middleware, the FHIR reference syntax
+    ("omnicare.keys",),  # key versions and wrapped secrets: imports nothing of the project
+    ("omnicare.audit",),  # the sink every layer above writes to
+    ("omnicare.access",),  # who may do what on which patients; reads the record through access.directory
+    ("omnicare.fhir",),  # the FHIR store; calls access_check on every path; offers fhir.hooks
+    ("omnicare.sync", "omnicare.subscriptions", "omnicare.bulk", "omnicare.hl7", "omnicare.cds", "omnicare.online",
+     "omnicare.prefetch"),  # the domains built on the store (among them, the no-circle tests above apply)
+    ("omnicare.ops",),  # operations: watches the domains (metrics, alerts, the jobs' health)
+    ("omnicare", "omnicare.api", "omnicare.urls", "omnicare.asgi", "omnicare.routing", "omnicare.settings",
+     "omnicare.celery"),  # process wiring: the routers, URLs, ASGI/WebSocket routing, settings, the Celery app
+)
+
+#: (importer, imported) package or module prefixes allowed to point upward, each with why. Shorter is better.
+UPWARD: dict[tuple[str, str], str] = {
+    ("omnicare.access.management.commands.create_demo_users", "omnicare.fhir"): (
+        "a management command is an entry point at the top (nothing imports it): seeding the demo users also "
+        "writes their Practitioner, CareTeam and ward resources through the FHIR store"),
+    ("omnicare.core.broker", "omnicare.celery"): (
+        "the broker check talks through the process's one Celery app object; omnicare/celery.py is wiring that "
+        "imports no project module, so no layer is reached through it"),
+    ("omnicare.core.views", "omnicare.api"): (
+        "Django's handler500 (urls.py) answers a lost database with the API's 503 OperationOutcome; "
+        "omnicare.api is imported by the URL configuration long before a request, and views is imported only "
+        "by that configuration"),
+}
+
+
+def _layer(mod: str) -> int | None:
+    best: tuple[int, int] | None = None  # (length of the matching name, layer)
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if mod == name or (name != "omnicare" and mod.startswith(name + ".")):
+                if best is None or len(name) > best[0]:
+                    best = (len(name), i)
+    return None if best is None else best[1]
+
+
+def _upward_allowed(importer: str, imported: str) -> bool:
+    return any((importer == a or importer.startswith(a + ".")) and (imported == b or imported.startswith(b + "."))
+               for a, b in UPWARD)
+
+
+def _upward_edges() -> list[tuple[str, str, bool]]:
+    """(importer, imported, at module level?) of every import from a lower layer to a higher one."""
+    modules = _modules()
+    out = []
+    for mod, path in sorted(modules.items()):
+        for target, top in _imports(mod, path, modules):
+            low, high = _layer(mod), _layer(target)
+            if low is not None and high is not None and high > low:
+                out.append((mod, target, top))
+    return sorted(set(out))
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in sorted(_modules()) if _layer(m) is None] == [], "add the package to LAYERS"
+
+
+def test_the_layers_point_one_way() -> None:
+    bad = [f"{a} -> {b}" + ("" if top else " (inside a function)")
+           for a, b, top in _upward_edges() if not _upward_allowed(a, b)]
+    assert bad == [], "a lower layer imports a higher one (invert it: an interface or a hook the upper layer " \
+                      "registers in its AppConfig.ready):\n" + "\n".join(bad)
+
+
+def test_every_upward_allowance_is_still_used() -> None:
+    edges = _upward_edges()
+    for a, b in UPWARD:
+        assert any(_upward_allowed(x, y) and (x == a or x.startswith(a + ".")) and (y == b or y.startswith(b + "."))
+                   for x, y, _ in edges), (a, b)
+
+
+def test_the_layer_finder() -> None:
+    assert _layer("omnicare") == len(LAYERS) - 1
+    assert _layer("omnicare.access.services") == 4
+    assert _layer("omnicare.fhir.directory") == 5
+    assert _layer("omnicare.ops.metrics") == 7
+    assert _layer("omnicare.somethingnew") is None
+    assert _upward_allowed("omnicare.access.management.commands.create_demo_users", "omnicare.fhir.models")
+    assert not _upward_allowed("omnicare.access.services", "omnicare.fhir.models")

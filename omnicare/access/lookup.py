@@ -25,11 +25,11 @@ from django.utils import timezone
 from omnicare.audit.models import AuditEvent
 from omnicare.audit.services import audit_record
 from omnicare.core.errors import ApiError, BadRequest, Forbidden, NotAuthenticated
-from omnicare.fhir.search import build_query
 from pyclient.errors import ValidationFailed
 from pyclient.views import break_glass as bg
 
 from . import roles as rbac
+from .directory import directory
 from .services import patient_ids_granted, visible_patient_ids
 
 ACTION = "break-glass-lookup"
@@ -70,7 +70,7 @@ def break_glass_lookup(*, user: Any, family: str = "", birth_date: str = "", mrn
         raise BadRequest(" ".join(exc.fields.values()) or exc.message, expression=sorted(exc.fields)) from None
     params = [("identifier", query["mrn"])] if "mrn" in query else \
         [("family:exact", query["family"]), ("birthdate", query["birthDate"])]
-    found = list(build_query("Patient", params).queryset.values_list("resource_id", flat=True)[:50])
+    found = directory().patient_search_ids(params, 50)
     visible = visible_patient_ids(user=user, device=True)
     own = set(visible) - patient_ids_granted(user=user, now=now) if isinstance(visible, frozenset) else set(found)
     outside = sorted(p for p in found if p not in own)

@@ -20,8 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from omnicare.fhir.r4 import is_resource_type
 from pyclient.views.break_glass import PERMISSION
+
+from .directory import directory
 
 ACTIONS: tuple[str, ...] = ("read", "search", "create", "update", "delete")
 LETTER = {"R": "read", "S": "search", "C": "create", "U": "update", "D": "delete"}
@@ -132,7 +133,8 @@ CLINICAL_TYPES: tuple[str, ...] = tuple(rt for rt in RESOURCE_TYPES if rt != "Au
 
 def _other_type(resource_type: str) -> bool:
     """A stored R4 type that no grant names (``Role.other_types`` applies to it)."""
-    return resource_type not in RESOURCE_TYPES and resource_type != "AuditEvent" and is_resource_type(resource_type)
+    return (resource_type not in RESOURCE_TYPES and resource_type != "AuditEvent"
+            and directory().is_resource_type(resource_type))
 
 
 def allowed_actions(role: str, resource_type: str) -> frozenset[str]:

@@ -28,8 +28,7 @@ from django.utils import timezone
 from omnicare.audit import services as audit
 from omnicare.core.errors import ApiError, BadRequest, Conflict, Forbidden, NotAuthenticated, NotFound
 from omnicare.core.feed_horizon import FEED_XMAX_SQL, FEED_XMIN_SQL, feed_horizon_applies, feed_settled
-from omnicare.fhir.models import Resource, ResourcePatient, SearchDate, SearchReference, SearchToken
-from omnicare.fhir.search import parse_reference
+from omnicare.core.references import parse_reference
 from omnicare.keys.services import secret_get, secret_put
 from pyclient import outcome
 from pyclient.authors import practitioner_display
@@ -37,6 +36,7 @@ from pyclient.views.break_glass import reason_problem
 
 from . import roles as rbac
 from .device_ids import DEVICE_ID_RE
+from .directory import directory
 from .models import (
     ApiToken,
     DeviceRevocation,
@@ -274,11 +274,7 @@ def user_practitioner_ids(*, user: Any) -> set[str]:
     key = getattr(user, "pk", None)
     if memo is not None and key is not None and key in memo.setdefault("practitioners", {}):
         return set(memo["practitioners"][key])
-    rows = SearchToken.objects.filter(
-        resource_type="Practitioner", param="identifier", system=USER_IDENTIFIER_SYSTEM,
-        code=user.get_username(), resource__deleted=False,
-    ).values_list("resource__resource_id", flat=True)
-    found = set(rows)
+    found = directory().practitioner_ids(system=USER_IDENTIFIER_SYSTEM, code=user.get_username())
     if memo is not None and key is not None:
         memo["practitioners"][key] = frozenset(found)
     return found
@@ -290,7 +286,7 @@ def user_practitioner(*, user: Any) -> dict[str, str] | None:
     ids = sorted(user_practitioner_ids(user=user))
     if not ids:
         return None
-    body = Resource.objects.filter(resource_type="Practitioner", resource_id=ids[0]).values_list("body", flat=True).first()
+    body = directory().practitioner_body(ids[0])
     full = (user.get_full_name() or "").strip() or user.get_username()
     return {"id": ids[0], "display": (practitioner_display(body) if isinstance(body, dict) else "") or full}
 
@@ -315,9 +311,7 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
     clinicians = {u.get_username(): u for u in
                   get_user_model().objects.filter(is_active=True, groups__name__in=care_roles).distinct()}
     own: dict[str, set[str]] = {}  # username -> their Practitioner ids
-    for username, pid in SearchToken.objects.filter(
-            resource_type="Practitioner", param="identifier", system=USER_IDENTIFIER_SYSTEM,
-            code__in=sorted(clinicians), resource__deleted=False).values_list("code", "resource__resource_id"):
+    for username, pid in directory().practitioner_ids_by_code(system=USER_IDENTIFIER_SYSTEM, codes=sorted(clinicians)):
         own.setdefault(username, set()).add(pid)
     if wards:
         works_on: dict[str, set[str]] = {}  # Practitioner id -> wards of its active roles
@@ -328,8 +322,7 @@ def registration_clinicians(*, user: Any) -> list[dict[str, str]] | None:
                     i for i in (_ref_id(x, "Location") for x in body.get("location") or []) if i)
         own = {u: ids for u, ids in own.items() if wards & set().union(*(works_on.get(i, set()) for i in ids))}
     first = {u: min(ids) for u, ids in own.items()}  # with several, the lowest id (as user_practitioner)
-    bodies = dict(Resource.objects.filter(resource_type="Practitioner", resource_id__in=sorted(set(first.values())))
-                  .values_list("resource_id", "body"))
+    bodies = directory().practitioner_bodies(sorted(set(first.values())))
     out: dict[str, str] = {}
     for username, pid in first.items():
         body, u = bodies.get(pid), clinicians[username]
@@ -430,12 +423,8 @@ def _care_team_compute(user: Any) -> frozenset[str]:
     practitioners = user_practitioner_ids(user=user)
     if not practitioners:
         return frozenset()
-    team_pks = SearchReference.objects.filter(
-        resource_type="CareTeam", param="participant", target_type="Practitioner",
-        target_id__in=sorted(practitioners), resource__deleted=False,
-    ).values_list("resource_id", flat=True)
     patients: set[str] = set()
-    for body in Resource.objects.filter(pk__in=list(team_pks), deleted=False).values_list("body", flat=True):
+    for body in directory().care_team_bodies(sorted(practitioners)):
         if body.get("status") in INACTIVE_CARETEAM:
             continue
         members = {
@@ -479,20 +468,8 @@ def _refs_to(
     ending after the instant (an open end is unbounded); ``starts_within`` (param, lo, hi) a date starting in
     [lo, hi). The caller still checks the body: the index only cuts the rows read, so these filters must be
     supersets of the rule."""
-    q = Resource.objects.filter(deleted=False, pk__in=SearchReference.objects.filter(
-        resource_type=resource_type, param=param, target_type=target_type, target_id__in=sorted(ids),
-    ).values("resource_id"))
-    if codes is not None:
-        q = q.filter(pk__in=SearchToken.objects.filter(
-            resource_type=resource_type, param=codes[0], code__in=sorted(codes[1])).values("resource_id"))
-    if ends_after is not None:
-        q = q.filter(pk__in=SearchDate.objects.filter(
-            resource_type=resource_type, param__in=sorted(ends_after[0]), end__gt=ends_after[1]).values("resource_id"))
-    if starts_within is not None:
-        name, lo, hi = starts_within
-        q = q.filter(pk__in=SearchDate.objects.filter(
-            resource_type=resource_type, param=name, start__gte=lo, start__lt=hi).values("resource_id"))
-    return list(q.values_list("body", flat=True))
+    return directory().referencing(resource_type, param, target_type, ids, codes=codes, ends_after=ends_after,
+                                   starts_within=starts_within)
 
 
 def _ref_id(ref: Any, rtype: str) -> str | None:
@@ -510,8 +487,7 @@ def user_ward_ids(*, user: Any) -> dict[str, str]:
         if body.get("active") is False:
             continue
         wards.update(i for i in (_ref_id(x, "Location") for x in body.get("location") or []) if i)
-    names = dict(Resource.objects.filter(resource_type="Location", resource_id__in=sorted(wards), deleted=False)
-                 .values_list("resource_id", "body__name"))
+    names = directory().location_names(sorted(wards))
     return {w: str(names.get(w) or "ward") for w in sorted(wards)}
 
 
@@ -784,10 +760,7 @@ def _not_yet_registered(user: Any, patients: set[str], allowed: set[str]) -> boo
     """True if none of ``patients`` has ever existed: no Patient row (live OR deleted) and no record in their
     compartment. A deleted patient's chart is still someone's chart: a CareTeam naming it must not put its
     author in scope of the old records (issue 10, item 11)."""
-    ids = sorted(patients)
-    if Resource.objects.filter(resource_type="Patient", resource_id__in=ids).exists():
-        return False
-    return not ResourcePatient.objects.filter(patient_id__in=ids).exists()
+    return not directory().patients_ever_existed(sorted(patients))
 
 
 def may_access(**kwargs: Any) -> bool:
@@ -856,7 +829,7 @@ def break_glass_request(
         device_id_check(device_id=device_id)
     now = _now(now)
 
-    if not Resource.objects.filter(resource_type="Patient", resource_id=patient_id, deleted=False).exists():
+    if not directory().patient_exists(patient_id):
         raise NotFound("No such patient")  # no grant, and no grant for a patient id that could be created later
     with transaction.atomic():
         # One active grant per user and patient: asking again while one runs returns it (not a second one).

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from omnicare.subscriptions import topics
-
+from . import hooks
 from .search import COMMON_PARAMS, SEARCH_PARAMS, SORTS, SUPPORTED_TYPES
 
 TYPE_INTERACTIONS = (
@@ -75,13 +74,9 @@ def capability_statement(*, base_url: str, software_version: str = "0.1.0") -> d
                 "searchRevInclude": REVINCLUDES.get(rtype, []),
             }
         )
-        if rtype == "Subscription":  # the backport's topic list (issue 15): omnicare/subscriptions/topics.py
-
-            resources[-1]["extension"] = [
-                {"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
-                        "capabilitystatement-subscriptiontopic-canonical", "valueCanonical": url}
-                for url in topics.catalogue()
-            ]
+        extensions = hooks.capability_extensions(rtype)
+        if extensions is not None:  # e.g. Subscription: the backport's topic list (omnicare/subscriptions/apps.py)
+            resources[-1]["extension"] = [ext for contribution in extensions for ext in contribution()]
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",

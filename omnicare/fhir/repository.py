@@ -37,8 +37,8 @@ from typing import Any
 
 from omnicare.audit.services import append_events
 from omnicare.core.errors import ApiError, BadRequest
-from omnicare.subscriptions.services import subscription_registered
 
+from . import hooks
 from . import services as svc
 from .bundles import bundle_process  # bundles builds on services; services never imports it back
 from .models import Resource, ResourceVersion
@@ -196,17 +196,20 @@ class FhirStore:
                                         join_care_team=join_care_team)
 
     def _written(self, note: AuditNote, result: svc.WriteResult) -> None:
-        """What a single write adds to its event, and the Subscription hook (inside the write's transaction)."""
+        """What a single write adds to its event, and the write hooks of its type (inside the write's transaction:
+        ``hooks.write_hook_register``)."""
         note.resource_id = result.resource_id
         if result.version is None:
             note.detail["noop"] = True
             return
         note.patients.update(result.version.patient_ids or [])
         note.detail["version"] = result.version.version_id
-        if result.resource_type == "Subscription" and not result.version.deleted:
-            # A Subscription written through REST belongs to its author (whose scope filters its notifications);
-            # an unusable one (criteria, channel) is a 400 and, inside this transaction, is not written.
-            subscription_registered(user=self.user, resource=result.version.body)
+        if not result.version.deleted:
+            # E.g. a Subscription written through REST belongs to its author (whose scope filters its
+            # notifications); an unusable one (criteria, channel) is a 400 and, inside this transaction, is not
+            # written (omnicare.subscriptions registers that hook).
+            for hook in hooks.write_hooks(result.resource_type):
+                hook(user=self.user, resource=result.version.body)
 
 
 def _note_entries(note: AuditNote, bundle: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from django.db.models import Q, QuerySet
 
 from omnicare.core.errors import BadRequest
+from omnicare.core.references import parse_reference  # the syntax lives in core (access reads it too)
 
 from . import r4
 from .models import Resource, SearchDate, SearchReference, SearchString, SearchToken
@@ -144,18 +145,6 @@ def normalize(text: str) -> str:
     """Lowercase without diacritics ("Müller" → "muller"): what string search compares."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold().strip()
-
-
-def parse_reference(ref: str) -> tuple[str, str] | None:
-    """``"Patient/123"`` or ``"https://x/fhir/Patient/123[/_history/2]"`` → ("Patient", "123")."""
-    if not ref or ref.startswith(("#", "urn:")) or "?" in ref:  # contained, bundle-local or conditional
-        return None
-    parts = ref.split("/")
-    if len(parts) >= 4 and parts[-2] == "_history":
-        parts = parts[:-2]
-    if len(parts) < 2 or not parts[-2] or not parts[-1]:
-        return None
-    return parts[-2], parts[-1]
 
 
 def _plus(start: datetime, delta: timedelta) -> datetime:

@@ -118,6 +118,16 @@ def catalogue() -> dict[str, dict[str, Any]]:
     return out
 
 
+def capability_extensions() -> list[dict[str, Any]]:
+    """The backport's topic list on the Subscription entry of the CapabilityStatement (registered with the FHIR
+    store's ``hooks.capability_extensions_register`` in ``SubscriptionsConfig.ready``)."""
+    return [
+        {"url": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/"
+                "capabilitystatement-subscriptiontopic-canonical", "valueCanonical": url}
+        for url in catalogue()
+    ]
+
+
 def topic_by_id(topic_id: str) -> dict[str, Any] | None:
     return catalogue().get(topic_url(topic_id))
 
