@@ -1,4 +1,5 @@
-"""No import circles in the project: the layers read bottom to top (pyclient <- core <- access <- fhir <- sync).
+"""No import circles in the project, and the layers read bottom to top (``LAYERS``: pyclient <- core <- keys <- audit
+<- access <- fhir <- the domains <- ops <- wiring).
 
 The graph is built with ``ast`` (nothing is imported) from every module of ``omnicare/`` and ``pyclient/``.
 Two graphs are checked:
@@ -206,15 +207,11 @@ def _unexplained(path: Path, mod: str, modules: dict[str, Path]) -> Iterator[str
     yield from walk(ast.parse(src), False)
 
 
-#: Files not yet held to the why rule. browser_app.py is being split (issue 11 item 8) on another branch; its
-#: lazy imports (the WebAuthn and device-audit halves, loaded in Pyodide only when used) get their why there.
-WHY_PENDING = frozenset({"pyclient/adapters/browser_app.py"})
 
 
 def test_every_function_level_project_import_says_why() -> None:
     modules = _modules()
-    found = [hit for mod, path in sorted(modules.items())
-             if str(path.relative_to(ROOT)) not in WHY_PENDING for hit in _unexplained(path, mod, modules)]
+    found = [hit for mod, path in sorted(modules.items()) for hit in _unexplained(path, mod, modules)]
     assert found == [], "import at the top of the module, or say why not (# noqa: PLC0415 - why):\n" + "\n".join(found)
 
 

@@ -94,6 +94,8 @@ from .browser_recovery import RecoveryMixin  # issue 13 item 5: escrow copies, "
 from .browser_register import RegisterMixin  # issue 18: registration, authors as references
 from .browser_sync import SyncMixin  # push, pull, epoch recovery, lost conflicts
 from .browser_telemetry import TelemetryMixin  # PROTOCOL.md §6
+from .browser_webauthn import HardwareKeyRefused, prf_unwrap, prf_wrap
+from .browser_webauthn import unlock_info as webauthn_unlock_info
 from .indexeddb_store import IndexedDBStore, StorageFull, js_to_py
 from .webcrypto import KEY_STATE_META, IdbKeyState, JsCipher, WebCrypto
 
@@ -262,8 +264,6 @@ class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, T
                                      nonces=[os.urandom(env.NONCE_LEN) for _ in keyring.entries],
                                      iterations=PBKDF2_ITERATIONS)
         if prf:  # trust: hardware-bound unlock, the stored blob is only the doubly wrapped one
-            from .browser_webauthn import prf_wrap  # noqa: PLC0415
-
             blob = await prf_wrap(self, blob, prf)
         state = kh.KeyState(key_id=kid, nonce_prefix=os.urandom(kh.NONCE_PREFIX_LEN))
         # device_id: the same device going online only mid-session (issue 13) keeps its id, which its
@@ -286,9 +286,7 @@ class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, T
     async def unlock_info(self) -> dict[str, Any]:
         """Is this device's key also locked to its authenticator (WebAuthn PRF)? Then the unlock screen asks it
         first (``webauthn.unlockSecret``) and passes its output as ``prf``."""
-        from .browser_webauthn import unlock_info  # noqa: PLC0415
-
-        return unlock_info(await self.store.meta_get(M_KEYRING))
+        return webauthn_unlock_info(await self.store.meta_get(M_KEYRING))
 
     async def unlock(self, pin: str, prf: str | None = None) -> dict[str, Any]:
         """Unlock with the PIN under the attempt policy: too early is refused with the wait, a wrong PIN counts
@@ -343,8 +341,6 @@ class BrowserApp(IntegrityMixin, ReadMixin, EditsMixin, SyncMixin, AuditMixin, T
             raise AppError("No offline PIN on this device yet: sign in first.", kind="no_keyring")
         raw = _unb64(str(meta[M_KEYRING]))
         if kh.is_prf_wrapped(raw):  # trust: the outer wrapping opens only with this device's authenticator
-            from .browser_webauthn import HardwareKeyRefused, prf_unwrap  # noqa: PLC0415
-
             try:
                 raw = await prf_unwrap(self, raw, getattr(self, "_prf_secret", None))
                 self._prf_secret = None

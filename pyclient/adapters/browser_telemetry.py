@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import pyclient
 from pyclient import telemetry as tm
 from pyclient.compress import CURRENT_DICTIONARY_ID
 from pyclient.sync import Effect, MetaPut, SyncMachine
@@ -74,8 +75,6 @@ class TelemetryMixin(AppParts):
     async def telemetry_report(self, reason: str = "timer", online: bool = True, offline_ready: bool = False,
                                storage: Mapping[str, Any] | None = None, app_version: str = "") -> dict[str, Any]:
         """Build the device report (pyclient.telemetry) and send it; counters reset only once it was accepted."""
-        import pyclient  # noqa: PLC0415
-
         machine = self.machine
         if machine is None or self.revoked or reason not in tm.REASONS:
             return {"sent": False, "status": None}
