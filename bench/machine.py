@@ -57,3 +57,44 @@ def process_split(before: dict[str, float], after: dict[str, float], machine_sec
     out = {k: round(100 * v / machine_seconds, 1) if machine_seconds else float("nan") for k, v in used.items()}
     out["other"] = round(100 - sum(out.values()), 1)
     return out
+
+
+def _processes() -> dict[int, tuple[int, str, float]]:
+    """pid -> (parent pid, command name, CPU seconds so far) of every process on the machine (/proc), its reaped
+    children's included (a worker that exited between two readings still counts under its parent)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[int, str, float]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        out[int(pid)] = (int(rest[1]), comm, sum(int(x) for x in rest[11:15]) / tick)  # utime stime cutime cstime
+    return out
+
+
+def roles_cpu(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far by role: each of ``roots`` (name -> pid) with every process below it (a uvicorn master
+    and its workers), PostgreSQL, Redis, and this process's reaped children (a load generator run to its end,
+    e.g. wrk). Taken before and after a run, ``process_split`` says who used the machine's CPU."""
+    import resource
+
+    procs = _processes()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _, _) in procs.items():
+        children.setdefault(ppid, []).append(pid)
+
+    def tree(pid: int) -> float:
+        return procs.get(pid, (0, "", 0.0))[2] + sum(tree(c) for c in children.get(pid, ()))
+
+    out = {name: tree(pid) for name, pid in roots.items()}
+    out["postgres"] = sum(c for _, comm, c in procs.values() if comm.startswith("postgres"))
+    out["redis"] = sum(c for _, comm, c in procs.values() if comm.startswith("redis"))
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["load_generator"] = kids.ru_utime + kids.ru_stime
+    return out
+

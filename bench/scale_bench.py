@@ -40,7 +40,7 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.fhir_rest import SEARCH_TERMS, ensure_database, manage  # noqa: E402
-from bench.machine import busy_pct, cpu_times  # noqa: E402
+from bench.machine import busy_pct, cpu_seconds, cpu_times, process_split, roles_cpu  # noqa: E402
 from bench.sections import section_write  # noqa: E402
 
 DEFAULT_DB = "postgres://postgres@127.0.0.1:5432/scale_bench"
@@ -209,25 +209,27 @@ class LockSampler:
                 "waiting_on_audit_head": round(sum(s[3] for s in self.samples) / n, 1)}  # fmt: skip
 
 
-def wrk(url: str, path: str, script: str, *, conns: int, seconds: int, db_url: str | None = None) -> dict[str, Any]:
+def wrk(server: Server, path: str, script: str, *, conns: int, seconds: int, db_url: str | None = None) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     before = load()
     with LockSampler(db_url) as sampler:
-        return _wrk(url, path, f.name, conns=conns, seconds=seconds, before=before) | {"locks": sampler.summary()}
+        return _wrk(server, path, f.name, conns=conns, seconds=seconds, before=before) | {"locks": sampler.summary()}
 
 
-def _wrk(url: str, path: str, script_path: str, *, conns: int, seconds: int, before: float) -> dict[str, Any]:
+def _wrk(server: Server, path: str, script_path: str, *, conns: int, seconds: int, before: float) -> dict[str, Any]:
     class _F:
         name = script_path
 
     f = _F()
-    cpu0 = cpu_times()
+    cpu0, roles0 = cpu_times(), roles_cpu({"app": server.proc.pid})
     out = subprocess.run(  # noqa: S603 (fixed argv)
-        [shutil.which("wrk") or "wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", f.name, url + path],
+        [shutil.which("wrk") or "wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency", "-s", f.name,
+         server.url + path],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    cpu = busy_pct(cpu0, cpu_times())
+    cpu1, roles1 = cpu_times(), roles_cpu({"app": server.proc.pid})
+    cpu = busy_pct(cpu0, cpu1)
     os.unlink(f.name)
     text = out.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
@@ -241,9 +243,16 @@ def _wrk(url: str, path: str, script_path: str, *, conns: int, seconds: int, bef
         value, unit = float(m.group(1)), m.group(2)
         return round(value / 1000 if unit == "us" else value * 1000 if unit == "s" else value, 2)
 
+    # Who used the CPU, and how much of it one request cost each of them (the app's workers, PostgreSQL, Redis,
+    # wrk itself, and "other": the kernel and anything else running): the part a change to the app can move.
+    done = re.search(r"(\d+) requests in", text)
+    requests = int(done.group(1)) if done else 0
+    split = process_split(roles0, roles1, cpu_seconds(cpu0, cpu1))
+    busy_s = cpu_seconds(cpu0, cpu1)
+    per_request = {k: round(10 * v * busy_s / requests, 3) if requests else float("nan") for k, v in split.items()}
     return {"per_s": round(rps, 1), "p50_ms": pct("50"), "p99_ms": pct("99"), "non_2xx": int(bad.group(1)) if bad else 0,
             "socket_errors": errors.group(0) if errors else "", "load_before": before, "load_after": load(),
-            "cpu_busy_pct": cpu}  # fmt: skip
+            "cpu_busy_pct": cpu, "cpu_split_pct": split, "cpu_ms_per_request": per_request}  # fmt: skip
 
 
 async def sync_devices(url: str, tokens: list[str], *, devices: int, seconds: float) -> dict[str, Any]:
@@ -364,31 +373,31 @@ def main() -> int:
     floor = Server("bench.floor_app:app", 2, env)
     try:
         for c in conns:
-            fig[f"floor_read_{c}"] = wrk(floor.url, floor_reads[0], wrk_script("read", floor_reads, ""), conns=c, seconds=args.seconds)
-            fig[f"floor_create_{c}"] = wrk(floor.url, "/floor/create", wrk_script("create", [], ""), conns=c, seconds=args.seconds)
+            fig[f"floor_read_{c}"] = wrk(floor, floor_reads[0], wrk_script("read", floor_reads, ""), conns=c, seconds=args.seconds)
+            fig[f"floor_create_{c}"] = wrk(floor, "/floor/create", wrk_script("create", [], ""), conns=c, seconds=args.seconds)
     finally:
         floor.stop()
     # The framework's own floor (bench/django_floor.py): Django + ninja doing the same one statement.
     dj = Server("bench.django_floor:app", 2, env)
     try:
         for c in conns:
-            fig[f"django_read_{c}"] = wrk(dj.url, floor_reads[0], wrk_script("read", floor_reads, ""), conns=c, seconds=args.seconds)
-            fig[f"django_create_{c}"] = wrk(dj.url, "/floor/create", wrk_script("create", [], ""), conns=c, seconds=args.seconds)
+            fig[f"django_read_{c}"] = wrk(dj, floor_reads[0], wrk_script("read", floor_reads, ""), conns=c, seconds=args.seconds)
+            fig[f"django_create_{c}"] = wrk(dj, "/floor/create", wrk_script("create", [], ""), conns=c, seconds=args.seconds)
     finally:
         dj.stop()
     one = Server("omnicare.asgi:application", 1, env)
     try:
-        fig["read_1w_16"] = wrk(one.url, reads[0], wrk_script("read", reads, tok), conns=16, seconds=args.seconds)
-        fig["create_1w_16"] = wrk(one.url, "/fhir/R4/Patient", wrk_script("create", [], tok), conns=16, seconds=args.seconds)
+        fig["read_1w_16"] = wrk(one, reads[0], wrk_script("read", reads, tok), conns=16, seconds=args.seconds)
+        fig["create_1w_16"] = wrk(one, "/fhir/R4/Patient", wrk_script("create", [], tok), conns=16, seconds=args.seconds)
     finally:
         one.stop()
     two = Server("omnicare.asgi:application", 2, env)
     worker = None
     try:
         for c in conns:
-            fig[f"read_2w_{c}"] = wrk(two.url, reads[0], wrk_script("read", reads, tok), conns=c, seconds=args.seconds, db_url=db)
-            fig[f"search_2w_{c}"] = wrk(two.url, searches[0], wrk_script("read", searches, tok), conns=c, seconds=args.seconds)
-            fig[f"create_2w_{c}"] = wrk(two.url, "/fhir/R4/Patient", wrk_script("create", [], tok), conns=c, seconds=args.seconds, db_url=db)
+            fig[f"read_2w_{c}"] = wrk(two, reads[0], wrk_script("read", reads, tok), conns=c, seconds=args.seconds, db_url=db)
+            fig[f"search_2w_{c}"] = wrk(two, searches[0], wrk_script("read", searches, tok), conns=c, seconds=args.seconds)
+            fig[f"create_2w_{c}"] = wrk(two, "/fhir/R4/Patient", wrk_script("create", [], tok), conns=c, seconds=args.seconds, db_url=db)
         fig["sync_100dev"] = asyncio.run(sync_devices(two.url, data["docs"], devices=100, seconds=args.seconds * 1.5))
         if os.environ.get("REDIS_URL"):
             queue = f"scale-bench-{uuid.uuid4().hex[:8]}"
@@ -506,6 +515,19 @@ def write_results(report: dict[str, Any]) -> None:
             "request also authenticates, checks access and writes its audit record (a read is a SELECT, an INSERT "
             "and a COMMIT), so its share of the floor is below the framework's.")
     lines.append("")
+    cost = [(label, f[key]["cpu_ms_per_request"]) for key, label in (
+        ("read_2w_16", "read"), ("django_read_16", "Django + ninja floor read"), ("floor_read_16", "bare floor read"),
+        ("create_2w_16", "create"), ("django_create_16", "Django + ninja floor create"),
+        ("floor_create_16", "bare floor create"), ("search_2w_16", "search"))
+        if "cpu_ms_per_request" in f.get(key, {})]  # fmt: skip
+    if cost:
+        lines += ["CPU per request, 16 clients (ms of one core, from /proc: the server's processes, PostgreSQL, Redis, "
+                  "wrk, and the rest of the machine — the kernel's network stack and anything else running):", "",
+                  "| request | server | PostgreSQL | Redis | wrk | other | all |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for label, c in cost:
+            lines.append(f"| {label} | {c['app']} | {c['postgres']} | {c['redis']} | {c['load_generator']} | {c['other']} | "
+                         f"{round(sum(c.values()), 3)} |")
+        lines.append("")
     for key, label in (("create_2w_64", "creates, 64 clients"), ("read_2w_64", "reads, 64 clients"),
                        ("create_2w_16", "creates, 16 clients"), ("read_2w_16", "reads, 16 clients")):  # fmt: skip
         lk = (f.get(key) or {}).get("locks")

@@ -48,3 +48,30 @@ def test_the_split_names_who_used_the_cpu_and_a_busy_postgres_backend_counts_as_
                                              "split_pct": {"job": 40.0, "validation_workers": 30.0,
                                                            "postgres": 25.0, "other": 5.0}}})
     assert "the job's process 40.0 %" in text and "PostgreSQL 25.0 %" in text
+
+
+def test_a_server_trees_cpu_counts_its_workers_and_a_finished_load_generator_counts_as_such() -> None:
+    """A uvicorn master does little itself: its workers are what the scale bench's "server" figure must hold."""
+    import subprocess
+    import sys
+
+    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass\n"
+    parent = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                               f"subprocess.run([sys.executable, '-c', {burn!r}])\ntime.sleep(30)"])
+    try:
+        time.sleep(0.05)
+        a, ja = machine.roles_cpu({"app": parent.pid}), machine.cpu_times()
+        deadline = time.monotonic() + 10
+        while machine.roles_cpu({"app": parent.pid})["app"] - a["app"] < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        b = machine.roles_cpu({"app": parent.pid})  # the worker (a child of the root) is still running or just done
+        assert b["app"] - a["app"] >= 0.3, (a, b)
+        subprocess.run([sys.executable, "-c", burn], check=True)  # a load generator run to its end by this process
+        c, jc = machine.roles_cpu({"app": parent.pid}), machine.cpu_times()
+        assert c["load_generator"] - b["load_generator"] >= 0.3
+        split = machine.process_split(a, c, machine.cpu_seconds(ja, jc))
+        assert set(split) == {"app", "postgres", "redis", "load_generator", "other"}
+        assert split["app"] > 10 and split["load_generator"] > 10
+    finally:
+        parent.kill()
+        parent.wait()
