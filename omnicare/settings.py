@@ -130,14 +130,19 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     if "pool" in DATABASES["default"]["OPTIONS"]:
         DATABASES["default"]["OPTIONS"]["pool"]["timeout"] = float(os.environ.get("OMNICARE_DB_POOL_TIMEOUT", "2"))
     # Prepared statements: psycopg binds on the server and prepares a statement the Nth time a connection runs it,
-    # so PostgreSQL parses and plans the statements every request makes (the token, the audit record, ...) once
-    # per pooled connection. Measured (`bench.request_profile --cpu`, PostgreSQL backend CPU): a read 0.73 -> 0.40
-    # ms, a create 1.70 -> 1.10 ms. Django leaves them off for poolers: behind PgBouncer in transaction mode set
-    # OMNICARE_DB_PREPARE_THRESHOLD=off (this app's own pool keeps its connections, so they are safe here).
+    # so PostgreSQL parses the statements every request makes (the token, the care team, the audit record, ...)
+    # once per pooled connection. Each execution is still planned for its own values (force_custom_plan): the
+    # generic plan PostgreSQL switches to after five runs halved a read's backend CPU but made the name search
+    # 4x dearer (0.9 -> 3.5 ms). Measured (`bench.request_profile --cpu`, PostgreSQL backend CPU per request, off
+    # -> on): read 0.75 -> 0.67 ms, care-team read 1.65 -> 0.80, search 0.9 -> 0.8, create 1.8 -> 1.53. Django
+    # leaves them off for poolers: behind PgBouncer in transaction mode set OMNICARE_DB_PREPARE_THRESHOLD=off
+    # (this app's own pool keeps its connections, so they are safe here).
     _prepare = os.environ.get("OMNICARE_DB_PREPARE_THRESHOLD", "5").strip().lower()
     if _prepare not in ("off", "0", "none", ""):
-        DATABASES["default"]["OPTIONS"]["server_side_binding"] = True
-        DATABASES["default"]["OPTIONS"]["prepare_threshold"] = int(_prepare)
+        _opts = DATABASES["default"]["OPTIONS"]
+        _opts["server_side_binding"] = True
+        _opts["prepare_threshold"] = int(_prepare)
+        _opts["options"] = (_opts.get("options", "") + " -c plan_cache_mode=force_custom_plan").strip()
 # API requests in flight per process (the rest wait in line, then 503): the pool size, or 8 on SQLite.
 OMNICARE_MAX_CONCURRENT = int(os.environ.get("OMNICARE_MAX_CONCURRENT", os.environ.get("OMNICARE_DB_POOL_MAX", "8")))
 OMNICARE_QUEUE_SECONDS = float(os.environ.get("OMNICARE_QUEUE_SECONDS", "30"))
