@@ -94,7 +94,7 @@ export async function cdsPanel(py, patientId) {
     : h("p", { class: "empty" }, "Guidelines appear after the next sync.");
   const DECISION = { overridden: "overridden", accepted: "accepted", cancelled: "order cancelled", unacknowledged: "not acknowledged at order time" };
   const alertList = alerts.length
-    ? h("ul", { class: "rows", id: "cds-alerts" }, alerts.map((a) => h("li", { dataset: { decision: a.decision } },
+    ? h("ul", { class: "rows", id: "cds-alerts" }, alerts.map((a) => h("li", { dataset: { decision: a.decision, at: a.at } },
       h("div", { class: "grow" }, h("strong", {}, a.summary), h("small", {}, ` — ${a.text || DECISION[a.decision] || a.decision} · ${a.when}`)),
       h("span", { class: `badge cds-${a.severity === "high" ? "critical" : a.severity === "moderate" ? "warning" : "info"}` }, DECISION[a.decision] || a.decision))))
     : null;

