@@ -29,37 +29,25 @@ def cpu_seconds(before: tuple[int, int], after: tuple[int, int]) -> float:
 
 def process_cpu() -> dict[str, float]:
     """CPU seconds so far of this process, of its reaped children (a finished worker pool) and of every PostgreSQL
-    process on the machine: taken before and after a run, ``process_split`` says who used the machine's CPU."""
+    process on the machine (a backend that ended meanwhile counts under the postmaster): taken before and after a
+    run, ``process_split`` says who used the machine's CPU."""
     import resource
 
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    pg = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
-        if comm.startswith("postgres"):
-            pg += int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15 of stat)
-    return {"self": me.ru_utime + me.ru_stime, "children": kids.ru_utime + kids.ru_stime,
-            "postgres": pg / os.sysconf("SC_CLK_TCK")}
+    pg = sum(c for _, comm, c in processes().values() if comm.startswith("postgres"))
+    return {"self": me.ru_utime + me.ru_stime, "children": kids.ru_utime + kids.ru_stime, "postgres": pg}
 
 
 def process_split(before: dict[str, float], after: dict[str, float], machine_seconds: float) -> dict[str, float]:
     """Shares (%) of the machine's busy CPU between two ``process_cpu`` readings; "other" is everything else
-    (the kernel's own threads, anything else running). A PostgreSQL backend that ended between the readings is
-    not counted (its CPU lands in "other")."""
+    (the kernel's own threads, anything else running)."""
     used = {k: after[k] - before[k] for k in before}
     out = {k: round(100 * v / machine_seconds, 1) if machine_seconds else float("nan") for k, v in used.items()}
     out["other"] = round(100 - sum(out.values()), 1)
     return out
 
 
-def _processes() -> dict[int, tuple[int, str, float]]:
+def processes() -> dict[int, tuple[int, str, float]]:
     """pid -> (parent pid, command name, CPU seconds so far) of every process on the machine (/proc), its reaped
     children's included (a worker that exited between two readings still counts under its parent)."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -83,7 +71,7 @@ def roles_cpu(roots: dict[str, int]) -> dict[str, float]:
     e.g. wrk). Taken before and after a run, ``process_split`` says who used the machine's CPU."""
     import resource
 
-    procs = _processes()
+    procs = processes()
     children: dict[int, list[int]] = {}
     for pid, (ppid, _, _) in procs.items():
         children.setdefault(ppid, []).append(pid)

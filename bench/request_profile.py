@@ -180,20 +180,16 @@ def measure_cpu(tokens: dict[str, str], name: str, *, warmup: int, rounds: int, 
 
     import psycopg
 
+    from bench.machine import processes
+
     def backends_cpu() -> float:
         """CPU seconds so far of the PostgreSQL backends serving this database (this process's pool: nothing else
         uses the profile's database), not the rest of the server, which other work on the machine shares."""
         with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as c:
             pids = [r[0] for r in c.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
                                             "AND pid <> pg_backend_pid()")]
-        total = 0
-        for pid in pids:
-            try:
-                rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(rest[11]) + int(rest[12])
-        return total / os.sysconf("SC_CLK_TCK")
+        procs = processes()
+        return sum(procs[pid][2] for pid in pids if pid in procs)
 
     async def run(n: int) -> tuple[float, float, float]:
         c0, w0, pg0 = time.process_time(), time.perf_counter(), backends_cpu()
