@@ -357,12 +357,14 @@ def row_changes(ops: Sequence[StoreOp], metas: Mapping[RowKey, RowMeta | None],
 
     ``owner_refs`` maps a row's tokens to the patient tokens its owner tokens point to. A row's old patient
     tokens are the stored ones, then those of the last put of it in ``ops``; a ``ClearRecords`` lists the rows it
-    keeps again (the reset drops every manifest) and makes every other put a new row.
+    keeps again (the reset drops every manifest), so after it only those rows have old tokens: any other put is
+    a new row, and a kept row put again (or a row put twice) moves from the manifest it was just listed in.
     """
     changes: list[RowChange] = []
     clear = _first_clear(ops)
     kept = sorted(clear.keep) if clear is not None else []
-    refs: dict[RowKey, tuple[str, ...]] = {k: owner_refs(m[1]) for k, m in metas.items() if m is not None}
+    refs: dict[RowKey, tuple[str, ...]] = {k: owner_refs(m[1]) for k, m in metas.items() if m is not None
+                                           and (clear is None or k in clear.keep)}
     for k in kept:
         m = metas.get(k)
         if m is not None:
@@ -371,7 +373,10 @@ def row_changes(ops: Sequence[StoreOp], metas: Mapping[RowKey, RowMeta | None],
         if isinstance(op, PutRecord):
             k = (op.record.resource_type, op.record.id)
             new = owner_refs(op.tokens or ())
-            changes.append(RowChange(k[0], k[1], () if clear else refs.get(k, ()), new, op.record.version))
+            # Not "() after a reset": a kept row was listed again above under its stored patient, and a put of
+            # it with another patient must take it out of that manifest (else the old chart lists a record
+            # that names someone else: a false tampering alarm).
+            changes.append(RowChange(k[0], k[1], refs.get(k, ()), new, op.record.version))
             refs[k] = new
         elif isinstance(op, DeleteRecord):
             k = (op.resource_type, op.id)

@@ -259,8 +259,20 @@ def test_row_changes_after_a_pull_reset() -> None:
         ig.RowChange("Condition", "k1", (), (TA,), 7),  # kept rows are listed again, at their stored version
         ig.RowChange("Observation", "k2", (), (TB,), 3),
         ig.RowChange("Observation", "n1", (), (TA,), 5),  # after a reset a put is a new row
-        ig.RowChange("Observation", "n2", (TB,), (), None),
+        ig.RowChange("Observation", "n2", (), (), None),  # not kept: the reset removed it and its manifest
     ]
+
+
+def test_a_kept_row_put_again_with_another_patient_leaves_the_old_manifest() -> None:
+    """A reset keeps a row (an edit still pending) and the same page puts it again under another patient: the
+    old patient's manifest must not keep listing it (it would then name someone else: a false alarm)."""
+    k = ("Observation", "k1")
+    ops: list[StoreOp] = [ClearRecords(frozenset({k})), _put("k1", 4, TB), _put("n1", 1, TA), _put("n1", 2, TB)]
+    metas: dict[ig.RowKey, ig.RowMeta | None] = {k: (3, ("o:" + TA,), None), ("Observation", "n1"): None}
+    got = ig.row_changes(ops, metas, _owner_refs)
+    planned = ig.plan_manifests({}, got.rows)
+    assert planned[TA].entries == {}
+    assert planned[TB].entries == {k: 4, ("Observation", "n1"): 2}
 
 
 _KEYS = [("Observation", f"o{i}") for i in range(4)]
@@ -275,9 +287,11 @@ _op = st.one_of(
 @settings(max_examples=300)
 @given(before=st.dictionaries(st.sampled_from(_KEYS),
                               st.tuples(st.integers(1, 9), st.lists(st.sampled_from(_REFS), max_size=2))),
-       ops=st.lists(_op, max_size=8), seen_all=st.booleans())
+       ops=st.lists(_op, max_size=8), seen_all=st.booleans(),
+       reset=st.none() | st.frozensets(st.sampled_from(_KEYS)))
 def test_planned_manifests_equal_manifests_rebuilt_from_the_rows(
-        before: dict[ig.RowKey, tuple[int, list[str]]], ops: list[StoreOp], seen_all: bool) -> None:
+        before: dict[ig.RowKey, tuple[int, list[str]]], ops: list[StoreOp], seen_all: bool,
+        reset: frozenset[ig.RowKey] | None) -> None:
     def manifests(rows: Mapping[ig.RowKey, tuple[int, Sequence[str]]]) -> dict[str, dict[ig.RowKey, int]]:
         out: dict[str, dict[ig.RowKey, int]] = {}
         for k, (v, refs) in rows.items():
@@ -292,6 +306,13 @@ def test_planned_manifests_equal_manifests_rebuilt_from_the_rows(
     need = ig.row_meta_needed(ops, (lambda t, i: (t, i) in rows) if seen_all else None)
     got = ig.row_changes(ops, {k: (rows[k][0], rows[k][1], None) if k in rows else None for k in need},
                          _owner_refs)
+    if reset is not None:  # a pull reset: the rows it keeps stay, every manifest is dropped (browser_integrity)
+        ops = [ClearRecords(reset), *ops]
+        need = ig.row_meta_needed(ops)
+        got = ig.row_changes(ops, {k: (rows[k][0], rows[k][1], None) if k in rows else None for k in need},
+                             _owner_refs)
+        rows = {k: r for k, r in rows.items() if k in reset}
+        current = {}
     planned = ig.plan_manifests(current, got.rows)
     after = dict(rows)
     for op in ops:
@@ -302,7 +323,9 @@ def test_planned_manifests_equal_manifests_rebuilt_from_the_rows(
     merged = {tok: m.entries for tok, m in {**current, **planned}.items() if m.entries}
     assert merged == manifests({k: (v, _owner_refs(t)) for k, (v, t) in after.items()})
     # every row the batch creates is marked seen (a Bloom filter of rows that may exist: a put then deleted stays)
-    assert set(got.written()) == {(op.record.resource_type, op.record.id) for op in ops if isinstance(op, PutRecord)}
+    # (after a reset the rows it keeps are written again too: listed anew in the emptied manifests)
+    assert set(got.written()) == {(op.record.resource_type, op.record.id) for op in ops if isinstance(op, PutRecord)
+                                  } | (set(rows) if reset is not None else set())
     assert set(after) - set(rows) <= set(got.written())
 
 
