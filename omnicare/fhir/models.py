@@ -75,7 +75,8 @@ class ResourceVersion(ResourceState):
 class ResourcePatient(models.Model):
     """``resource`` belongs to the compartment of Patient ``patient_id`` (Patient → itself)."""
 
-    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="patients")
+    # No index of its own: fhir_respat_uniq starts with it (a second index only cost every write its upkeep).
+    resource = models.ForeignKey(Resource, on_delete=models.CASCADE, related_name="patients", db_index=False)
     resource_type = models.CharField(max_length=64)
     patient_id = models.CharField(max_length=64)
 
