@@ -18,6 +18,8 @@ from typing import Any, Final, Literal, cast
 from pyclient.views.caldate import days  # the one calendar rule (no datetime: sans-IO)
 
 __all__ = [
+    "DEVICE_ID_CHARS",
+    "DEVICE_ID_RE",
     "MAX_PULL_LIMIT",
     "MAX_PUSH_MUTATIONS",
     "MUTATION_STATUSES",
@@ -36,6 +38,11 @@ __all__ = [
 ]
 
 MAX_PULL_LIMIT: Final = 1000
+#: THE rule for a device id (and the other client-generated ids: telemetry report ids): 1-64 characters of
+#: ``A-Z a-z 0-9 . _ : -`` (a UUID fits). The server's schemas and checks (``omnicare.access.device_ids``), the
+#: telemetry report and the ops API all use these two; ``\Z``, not ``$``, so a trailing newline is refused.
+DEVICE_ID_CHARS: Final = r"[A-Za-z0-9._:-]{1,64}"
+DEVICE_ID_RE: Final = re.compile(rf"^{DEVICE_ID_CHARS}\Z")
 MAX_PUSH_MUTATIONS: Final = 100
 MUTATION_STATUSES: Final = ("applied", "merged", "conflict", "rejected")
 

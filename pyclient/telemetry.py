@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, cast
 
-from pyclient.protocol import ProtocolError
+from pyclient.protocol import DEVICE_ID_RE, ProtocolError
 
 __all__ = [
     "MAX_KB_VERSIONS",
@@ -46,8 +46,11 @@ MAX_SECONDS: Final = 100 * 365 * 86400.0
 MAX_BYTES: Final = 10**15
 MAX_COUNT: Final = 10**9
 
-_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,64}$")
+_ID_RE = DEVICE_ID_RE  # device and report ids: the protocol's one rule
+#: A knowledge-base or app version name: the id characters and '/' (the ops API's schema uses it too).
+NAME_CHARSET: Final = "A-Za-z0-9._:/-"
+NAME_CHARS: Final = rf"[{NAME_CHARSET}]{{1,64}}"
+_NAME_RE = re.compile(rf"^{NAME_CHARS}\Z")
 
 Reason = Literal["sync", "timer", "start"]
 

@@ -7,15 +7,14 @@ the same 400 OperationOutcome as any schema error). One pattern, so no route che
 
 from __future__ import annotations
 
-import re
 from typing import Annotated
 
 from pydantic import Field
 
+from pyclient.protocol import DEVICE_ID_CHARS, DEVICE_ID_RE  # the rule lives in the protocol (browser too)
+
 __all__ = ["DEVICE_ID_CHARS", "DEVICE_ID_RE", "DeviceId", "OptionalDeviceId"]
 
-DEVICE_ID_CHARS = r"[A-Za-z0-9._:-]{1,64}"
-DEVICE_ID_RE = re.compile(rf"^{DEVICE_ID_CHARS}\Z")
 _DESCRIPTION = "The device's id: 1-64 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-' (a UUID fits)"
 
 DeviceId = Annotated[str, Field(min_length=1, max_length=64, pattern=rf"^{DEVICE_ID_CHARS}$",

@@ -17,15 +17,16 @@ from omnicare.access.auth import api_auth
 from omnicare.access.device_ids import DeviceId
 from omnicare.access.services import device_check
 from omnicare.core.errors import BadRequest
-from pyclient.protocol import ProtocolError
-from pyclient.telemetry import MAX_BYTES, MAX_COUNT, MAX_KB_VERSIONS, MAX_SECONDS, TelemetryReport
+from pyclient.protocol import DEVICE_ID_CHARS, ProtocolError
+from pyclient.telemetry import MAX_BYTES, MAX_COUNT, MAX_KB_VERSIONS, MAX_SECONDS, NAME_CHARS, TelemetryReport
 
 from . import services
 
 router = Router(tags=["ops"], auth=api_auth)
 
-ID = r"^[A-Za-z0-9._:-]{1,64}$"
-NAME = r"^[A-Za-z0-9._:/-]{1,64}$"
+# The protocol's rules (pyclient): pydantic's pattern is a Rust regex, where "$" is the very end.
+ID = rf"^{DEVICE_ID_CHARS}$"
+NAME = rf"^{NAME_CHARS}$"
 
 
 class _Strict(Schema):

@@ -103,7 +103,7 @@ class TelemetryMixin(AppParts):
         try:
             report = tm.build_report(
                 device_id=machine.device_id, report_id=str(uuid.uuid4()), reason=reason,  # type: ignore[arg-type]
-                app_version=re.sub(r"[^A-Za-z0-9._:/-]", "", app_version)[:64] or "pyclient-" + pyclient.__version__,
+                app_version=re.sub(rf"[^{tm.NAME_CHARSET}]", "", app_version)[:64] or "pyclient-" + pyclient.__version__,
                 now=now, entry_states=[e.state for e in machine.entries], pending_since=self._tele_pending,
                 last_success=machine.last_success,
                 storage=tm.Storage(used=num("used"), quota=num("quota"),

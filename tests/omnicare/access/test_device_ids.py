@@ -6,6 +6,7 @@ import importlib
 import pkgutil
 from typing import Annotated, Any
 
+import pydantic
 import pytest
 from ninja import Schema
 from pydantic import TypeAdapter, ValidationError
@@ -60,3 +61,16 @@ def test_every_route_schema_with_a_device_id_uses_the_one_rule() -> None:
             if value == "" and field.default == "":
                 continue  # may be left out (break-the-glass from a desk)
             assert _accepted(check, value) == _accepted(lambda v: device_id_check(device_id=v), value), (cls, value)
+
+
+@pytest.mark.parametrize("value", CASES)
+def test_the_telemetry_report_and_the_ops_schema_use_the_same_rule(value: str) -> None:
+    """The client-generated ids of a telemetry report (checked by pyclient in the browser and again on the
+    server) and the ops API's schema accept exactly what the device-id rule accepts (both once spelled their
+    own pattern; pyclient's took a trailing newline)."""
+    from omnicare.ops.api import ID
+    from pyclient import telemetry
+
+    service = _accepted(lambda v: device_id_check(device_id=v), value)
+    assert bool(telemetry._ID_RE.match(value)) == service
+    assert _accepted(TypeAdapter(Annotated[str, pydantic.Field(pattern=ID)]).validate_python, value) == service
