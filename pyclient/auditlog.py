@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 
-def _leaf(data: bytes) -> bytes:
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 9162 leaf hash, ``SHA-256(0x00 || data)``: THE one (the server's tree, omnicare.audit.merkle, uses it)."""
     return hashlib.sha256(b"\x00" + data).digest()
 
 
-def _node(left: bytes, right: bytes) -> bytes:
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 9162 interior node hash, ``SHA-256(0x01 || left || right)``: a leaf can never pass for a node."""
     return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+_leaf, _node = leaf_hash, node_hash
 
 
 def verify_consistency(

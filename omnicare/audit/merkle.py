@@ -12,16 +12,9 @@ import hashlib
 from collections.abc import Sequence
 
 from pyclient import auditlog
+from pyclient.auditlog import leaf_hash, node_hash  # the hashes the devices check proofs with, defined once
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
-
-
-def leaf_hash(data: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + data).digest()
-
-
-def node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
 
 
 def _split(n: int) -> int:

@@ -22,6 +22,7 @@ from pyclient import integrity as ig
 from pyclient.chart import ref_patient as _ref_patient
 from pyclient.errors import AppError
 from pyclient.integrity_cache import SeenRows
+from pyclient.keys import MAX_CAS_RETRIES
 from pyclient.store import (
     CheckRow,
     ClearRecords,
@@ -37,7 +38,6 @@ from pyclient.sync import SyncMachine
 
 from .browser_base import M_FIRST_SYNC_DONE, OUTBOX_TYPE, AppParts, DeviceRevoked, _b64
 
-_MAX_MANIFEST_RETRIES = 8  # another tab won the manifest compare-and-swap this many times in a row: give up
 # Store integrity (issue 17, pyclient/integrity.py, PROTOCOL.md 6)
 M_INTEGRITY = "integrity.v"  # every row is MACed and listed in a sealed manifest; ig.STORE_VERSION: owner tokens
 M_QUARANTINE = "integrity.quarantine"  # JSON list of failures (type, id, reason, patient): ids only, no PHI
@@ -139,7 +139,7 @@ class IntegrityMixin(AppParts):
         Another tab may have moved a manifest since we read it: the transaction then aborts (``StaleRow``) and
         the manifests are re-read and re-planned; the sealed records themselves stay as they are.
         """
-        for _ in range(_MAX_MANIFEST_RETRIES):
+        for _ in range(MAX_CAS_RETRIES):  # another tab won the compare-and-swap this often in a row: give up
             checks, writes, cache, written = await self._manifest_ops(ops)
             try:
                 await self.store.apply([*checks, *ops, *writes])
