@@ -11,7 +11,7 @@ The table is keyed by (operation, state of the server copy, relation of the
 client's base to the current version) — the shape of h11's ``_state.py``: every
 combination is listed, so an unexpected one raises instead of falling through.
 
-Two decisions are worth spelling out (PROTOCOL.md §5.3):
+Two decisions are worth spelling out (PROTOCOL.md §5, "Push"):
 
 * **A put onto a deleted record is never a silent resurrection.** With the
   tombstone as its base (the client saw the delete and created again) it is

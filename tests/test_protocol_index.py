@@ -1,6 +1,6 @@
 """PROTOCOL.md names every message on every channel (issue 11): each HTTP path and method the server answers
 outside FHIR REST is a row of §10, each row is still a path, each message type and close code ``/ws/sync`` sends
-is in §8, and each OperationOutcome code the server raises is in §9."""
+is in §8 (and each ``/ws/ping`` message in §10), and each OperationOutcome code the server raises is in §9."""
 
 from __future__ import annotations
 
@@ -78,3 +78,13 @@ def test_every_outcome_code_the_server_raises_is_in_section_9() -> None:
     assert {"invalid", "forbidden", "deleted", "transient"} <= issue_types
     assert details == {"device-revoked", "mfa-required", "password-change-required"}
     assert sorted(c for c in issue_types | details if f"`{c}`" not in outcomes) == []
+
+
+def test_every_ping_socket_message_and_close_code_is_tabled() -> None:
+    src = (ROOT / "omnicare" / "core" / "consumers.py").read_text(encoding="utf-8")
+    sent = set(re.findall(r'send_json\(\s*\{\s*"type":\s*"([^"]+)"', src))
+    assert sent == {"pong", "broadcast"}
+    index = _section("## 10. Index")
+    assert sorted(t for t in sent if f'{{"type": "{t}"' not in index) == []
+    codes = set(re.findall(r"close\(code=(\d+)\)", src))
+    assert codes and sorted(c for c in codes if f"**{c}**" not in index) == []

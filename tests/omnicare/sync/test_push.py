@@ -292,7 +292,7 @@ def test_registering_in_one_push_does_not_carry_over_to_the_next(
 def test_a_create_without_base_onto_a_deleted_record_is_a_conflict_not_a_resurrection(
     clinic: Any, sync: SyncClient
 ) -> None:
-    """PROTOCOL.md §5.3 and pyclient/push_rules.py: the server used to write it (the simulator parked
+    """PROTOCOL.md §5, "Push" and pyclient/push_rules.py: the server used to write it (the simulator parked
     it); a deleted record is never brought back by a client that did not see the delete."""
     [r] = sync.push(delete("Observation", "o1", 1, mid="del-o1"))
     assert r["status"] == "applied"
