@@ -200,3 +200,25 @@ def test_verify_device_set_and_recovery_key_errors_stay_operation_outcomes(clini
     ]
     for r, (status, body) in cases:
         assert (r.status_code, r["Content-Type"], r.content) == (status, "application/fhir+json", body)
+
+
+def test_openapi_documents_the_verify_device_set_and_recovery_key_answers(db: Any, client: Any) -> None:
+    """/api/docs shows each answer's schema, its fields in the order they are sent, all of them required."""
+    spec = client.get("/api/openapi.json").json()
+    components = spec["components"]["schemas"]
+    answers = [
+        ("/api/sync/verify", "post", "VerifyOut", ["changes", "gone", "stale"]),
+        ("/api/sync/device-set", "get", "DeviceSetOfferOut", ["budgetBytes", "modelVersion", "patients"]),
+        ("/api/sync/device-set", "post", "DeviceSetOut", ["patients"]),
+        ("/api/sync/recovery-key", "get", "RecoveryKeyOut", ["alg", "keyId", "publicKey", "user", "token"]),
+    ]
+    for path, method, name, fields in answers:
+        content = spec["paths"][path][method]["responses"]["200"]["content"]
+        assert content == {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}, (path, method)
+        assert list(components[name]["properties"]) == fields == components[name]["required"], name
+    patient_fields = components["DeviceSetPatientOut"]["properties"]
+    assert list(patient_fields) == ["id", "reasons", "score", "bytes", "records"]
+    assert components["DeviceSetOfferOut"]["properties"]["patients"]["items"] == {
+        "$ref": "#/components/schemas/DeviceSetPatientOut"}
+    assert patient_fields["score"]["type"] == "number" and components["VerifyOut"]["properties"]["changes"][
+        "items"] == {"$ref": "#/components/schemas/ChangeOut"}
