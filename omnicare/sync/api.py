@@ -1,10 +1,12 @@
-"""Offline sync API (/api/sync/): pull, push, conflicts, devices, snapshots, push jobs.
+"""Offline sync API (/api/sync/): pull, push, conflicts, devices, snapshots, push jobs, verify, device sets, recovery key.
 
 Routers only translate HTTP to the sync services (``omnicare.sync.pull``, ``.push``, ...). Devices, conflicts,
-snapshots and jobs return their rows and ninja serialises them through the ``response=`` schemas below (so
-/api/docs shows exactly what is sent; ``omnicare.api.CompactJSONRenderer`` keeps the bytes compact). Pull and
-push bodies are parsed and written with ``pyclient.protocol`` so server and browser agree byte for byte; their
-schemas document those shapes, and the bodies themselves are validated by pyclient (one set of rules).
+snapshots, jobs, verify, device sets and the recovery key return their rows (or the services' dicts) and ninja
+serialises them through the ``response=`` schemas below (so /api/docs shows exactly what is sent;
+``omnicare.api.CompactJSONRenderer`` keeps the bytes compact). Pull and push bodies are parsed and written with
+``pyclient.protocol`` so server and browser agree byte for byte (a pull page is written straight from the
+database's JSON); their schemas document those shapes, and the bodies themselves are validated by pyclient
+(one set of rules).
 """
 
 from __future__ import annotations
@@ -513,16 +515,16 @@ class VerifyOut(Schema):
 
 @router.post("/verify", response={200: VerifyOut}, summary="Versions a device holds -> what is newer",
              openapi_extra=_spec(VerifyIn))
-def verify(request: HttpRequest) -> HttpResponse:
+def verify(request: HttpRequest) -> Any:
     """Anti-rollback: the device lists what it holds; the answer corrects every stale or unverifiable copy."""
-    device_id, held = verifying.parse_verify(_body(request))
+    device_id, held = verifying.parse_verify(_body(request))  # its own 400s (the body is documented by VerifyIn)
     device_check(user=request.user, device_id=device_id)
     with audited(user=request.user, action="sync-verify", device_id=device_id) as note:
         result = verifying.verify_held(user=request.user, held=held)
         note.patients.update(result["patients"])
         note.detail.update({"held": len(held), "changes": len(result["changes"]), "stale": result["stale"],
                             "gone": len(result["gone"])})
-    return _json(verifying.verify_json(result))
+    return {"changes": result["changes"], "gone": result["gone"], "stale": result["stale"]}  # not the audit's patients
 
 
 # --- device sets (issue 13) ---------------------------------------------------------------------------
@@ -535,8 +537,33 @@ class DeviceSetIn(Schema):
     pinned: int | None = Field(default=None, ge=0)
 
 
-@router.get("/device-set", summary="Your scope ranked for this device, with its storage budget")
-def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+class DeviceSetPatientOut(Schema):
+    """A ``pyclient.device_set.Candidate`` as its ``to_json`` writes it."""
+
+    id: str
+    reasons: list[str] = Field(description="care-team, grant, ward:<name>, appointment-today, appointment-tomorrow "
+                                           "(these pin); ward-recent:<name>, appointment-week")
+    score: float = Field(description="The prefetch model's probability (0..1) that the chart is opened next shift")
+    bytes: int = Field(description="JSON size of the patient's compartment")
+    records: int = Field(description="Records in the patient's compartment")
+
+
+class DeviceSetOfferOut(Schema):
+    """A ``pyclient.device_set.DeviceSetOffer`` as its ``to_json`` writes it."""
+
+    budgetBytes: int = Field(description="The device's storage budget")
+    modelVersion: str = Field(description="<site>-v<n>, <site>-v<n>-heuristic or heuristic")
+    patients: list[DeviceSetPatientOut] = Field(description="Every patient of your scope and no other, most likely "
+                                                            "first")
+
+
+class DeviceSetOut(Schema):
+    patients: list[str] = Field(description="The set as stored: your choice cut to your scope, sorted")
+
+
+@router.get("/device-set", response={200: DeviceSetOfferOut},
+            summary="Your scope ranked for this device, with its storage budget")
+def device_set_get(request: HttpRequest, deviceId: str | None = None) -> Any:
     """``pyclient.device_set.DeviceSetOffer``: every patient you may see (ids, why, size, the prefetch model's
     probability), most likely first, and the device's budget. Audited as one ``device-set-offer`` event."""
     if not deviceId:  # before binding: a session must never be bound to an empty device id
@@ -549,11 +576,11 @@ def device_set_get(request: HttpRequest, deviceId: str | None = None) -> HttpRes
         offer = device_sets.device_set_offer(user=request.user, device_id=deviceId)
         note.patients.update(c.patient_id for c in offer.candidates)
         note.detail.update({"patients": len(offer.candidates), "modelVersion": offer.model_version})
-    return _json(offer.to_json())
+    return offer.to_json()  # pyclient writes the offer's shape (and reads it: DeviceSetOffer.from_json)
 
 
-@router.post("/device-set", summary="The patients this device holds (cut to your scope)")
-def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
+@router.post("/device-set", response={200: DeviceSetOut}, summary="The patients this device holds (cut to your scope)")
+def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> Any:
     """Store the device's choice (``pyclient.device_set.plan_device_set``); the next pulls fill what was added
     and drop what left. Returns ``{"patients": [...]}`` as stored (never more than your scope)."""
     device_check(user=request.user, device_id=payload.deviceId)
@@ -563,7 +590,9 @@ def device_set_post(request: HttpRequest, payload: DeviceSetIn) -> HttpResponse:
     kept = device_sets.device_set_choose(user=request.user, device_id=payload.deviceId,
                                          patient_ids=payload.patients, model_version=payload.modelVersion,
                                          pinned=payload.pinned)
-    return _json({"patients": kept})
+    return {"patients": kept}
+
+
 # --- recovery files (issue 13 item 5; PROTOCOL.md "Recovery files") ----------------------------------------
 
 
@@ -576,11 +605,11 @@ class RecoveryKeyOut(Schema):
 
 
 @router.get("/recovery-key", response={200: RecoveryKeyOut}, summary="The server's recovery public key")
-def recovery_key(request: HttpRequest, deviceId: str | None = None) -> HttpResponse:
+def recovery_key(request: HttpRequest, deviceId: str | None = None) -> Any:
     """What a device seals its unsynced changes to (a recovery file only this server can open), and the
     token that proves a file's changes came from a device this user signed in on."""
     if not deviceId:
         raise BadRequest("deviceId is required", expression=["deviceId"])
     device_check(user=request.user, device_id=deviceId)
     device_bind(request=request, device_id=deviceId)
-    return _json(recovery_key_info(user=request.user, device_id=deviceId))
+    return recovery_key_info(user=request.user, device_id=deviceId)

@@ -10,7 +10,6 @@ the caller's sync scope exactly like a pull.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,7 +88,3 @@ def verify_held(*, user: Any, held: list[Held]) -> dict[str, Any]:
                         "versionId": row.version_id, "deleted": row.deleted,
                         "resource": None if row.deleted else row.body})
     return {"changes": changes, "gone": gone, "stale": stale, "patients": sorted(read_patients)}
-
-
-def verify_json(result: dict[str, Any]) -> bytes:
-    return json.dumps({k: v for k, v in result.items() if k != "patients"}, separators=(",", ":")).encode()
