@@ -28,9 +28,6 @@ def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
 
 
-_leaf, _node = leaf_hash, node_hash
-
-
 def verify_consistency(
     *, first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> bool:
@@ -55,14 +52,14 @@ def verify_consistency(
         if sn == 0:
             return False
         if fn & 1 or fn == sn:
-            fr = _node(c, fr)
-            sr = _node(c, sr)
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
             if not fn & 1:
                 while not fn & 1 and fn != 0:
                     fn >>= 1
                     sn >>= 1
         else:
-            sr = _node(sr, c)
+            sr = node_hash(sr, c)
         fn >>= 1
         sn >>= 1
     return fr == first_root and sr == second_root and sn == 0
@@ -79,9 +76,9 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
         k = 1
         while k * 2 < len(hashes):
             k *= 2
-        return _node(mth(hashes[:k]), mth(hashes[k:]))
+        return node_hash(mth(hashes[:k]), mth(hashes[k:]))
 
-    return mth([_leaf(d) for d in leaves])
+    return mth([leaf_hash(d) for d in leaves])
 
 
 class CheckpointError(ValueError):

@@ -24,7 +24,7 @@ def _mth(hashes: list[bytes]) -> bytes:
     if len(hashes) == 1:
         return hashes[0]
     k = _split(len(hashes))
-    return auditlog._node(_mth(hashes[:k]), _mth(hashes[k:]))
+    return auditlog.node_hash(_mth(hashes[:k]), _mth(hashes[k:]))
 
 
 def _subproof(m: int, hashes: list[bytes], complete: bool) -> list[bytes]:
@@ -41,7 +41,7 @@ def _proof(leaves: list[bytes], first: int) -> list[bytes]:
     """RFC 9162 PROOF(m, D[n]) written independently of the server's code."""
     if first in (0, len(leaves)):
         return []
-    return _subproof(first, [auditlog._leaf(d) for d in leaves], True)
+    return _subproof(first, [auditlog.leaf_hash(d) for d in leaves], True)
 
 
 def _cp(leaves: list[bytes]) -> Checkpoint:
